@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` runs the example, `make test` the suite.
+# Each creates .venv and installs the project into it on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check bench clean editors-test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,all]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/schedc check examples/spectral_line.sched
+	$(BIN)/schedc show examples/spectral_line.sched
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+check: $(STAMP)
+	$(BIN)/schedc check examples/*.sched
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_check.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,94 @@
+"""The Plan: a schedule resolved against a parameter tree, as plain data.
+
+`resolve(parsed_file, param_tree)` turns the syntax tree into one `PhasePlan`
+per phase (after `repeat` expansion, with `params` blocks merged in): which
+parameters are free, in which optimizer groups, which are re-initialised, the
+learning-rate and hyperparameter schedules (closed expressions, not yet
+compiled), the optimizer, the carry flag and the stop rules. No JAX objects:
+the compiler, the Python builder and the language server all consume this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import nodes as n
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optax optimizer by name; keyword values are closed expressions (numbers or schedules)."""
+
+    name: str
+    kwargs: tuple[tuple[str, object], ...] = ()
+    span: n.Span = field(default=n.NO_SPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Free parameters sharing one optimizer and learning rate within a phase.
+
+    `lr` None means the phase's lr; `optimizer` None means the phase's optimizer.
+    """
+
+    paths: tuple[str, ...]
+    lr: object | None = None
+    optimizer: OptimizerSpec | None = None
+    span: n.Span = field(default=n.NO_SPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """Set `path` at the start of a phase.
+
+    kind "normal" (args: mean, std), "uniform" (low, high), "value" (value,) or "reset" ().
+    """
+
+    path: str
+    kind: str
+    args: tuple[float, ...] = ()
+    span: n.Span = field(default=n.NO_SPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """`loss < threshold`, or `loss_change < threshold over N after M` (spectracles' Δloss rule)."""
+
+    kind: str
+    threshold: float
+    over: int = 50
+    after: int = 100
+    span: n.Span = field(default=n.NO_SPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    index: int
+    name: str | None
+    steps: int
+    free: tuple[str, ...]  # canonical parent paths, in tree order
+    groups: tuple[Group, ...]  # a partition of `free`
+    lr: object | None  # the phase learning rate: a closed expression
+    optimizer: OptimizerSpec
+    inits: tuple[InitSpec, ...] = ()
+    carry: bool = False
+    stop: tuple[StopRule, ...] = ()
+    span: n.Span = field(default=n.NO_SPAN, compare=False)
+
+    @property
+    def label(self) -> str:
+        """`phase 3 (refine)`: how messages name this phase."""
+        return f"phase {self.index}" + (f" ({self.name})" if self.name else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    phases: tuple[PhasePlan, ...]
+    parameters: tuple[str, ...]  # every parent path, tree order
+    shared: dict[str, str] = field(default_factory=dict)  # shared copy path -> parent path
+    seed: int | None = None
+    default: str = "fixed"
+    model: str | None = None  # the `model`, `loss` and `data` directives, as written
+    loss: str | None = None
+    data: str | None = None
+    source: str | None = None  # the file it came from

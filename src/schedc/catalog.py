@@ -260,3 +260,59 @@ KEYWORD_DOCS: dict[str, str] = {
     "for": "`S for N then T` — S for N steps (or N% of the span), then T on its own clock",
     "then": "`S for N then T` — S for N steps (or N% of the span), then T on its own clock",
 }
+
+
+def bind(sig: Signature, call) -> tuple[dict[str, object], list]:
+    """Match a call's arguments to `sig`, as Python would.
+
+    Returns (bound, diagnostics): `bound` maps each parameter name to the
+    argument expression given, or to its default (a Python value) when left
+    out; the arrow's waypoints are under "arrow" (a tuple of expressions).
+    Missing required parameters are absent from `bound` and reported.
+    """
+    from . import nodes as n
+    from .diagnostics import Diagnostic, did_you_mean
+
+    diags: list = []
+    bound: dict[str, object] = {}
+    args = list(call.args)
+    if sig.arrow:
+        if not args or not isinstance(args[0], n.Arrow):
+            where = args[0].span if args else call.span
+            diags.append(Diagnostic("E0201", f"`{sig.name}` takes `{' -> '.join(sig.arrow_names)}` first", where, help=f"write `{sig.usage()}`"))
+            return bound, diags
+        arrow = args.pop(0)
+        if len(arrow.points) != sig.arrow:
+            diags.append(
+                Diagnostic("E0201", f"`{sig.name}` takes {sig.arrow} waypoints (`{' -> '.join(sig.arrow_names)}`), got {len(arrow.points)}", arrow.span, help=f"write `{sig.usage()}`")
+            )
+            return bound, diags
+        bound["arrow"] = arrow.points
+    for arg in args:
+        if isinstance(arg, n.Arrow):
+            diags.append(Diagnostic("E0202", f"`{sig.name}` does not take an `a -> b` argument here", arg.span, help=f"write `{sig.usage()}`"))
+    positional = [a for a in args if not isinstance(a, n.Arrow)]
+    if len(positional) > len(sig.params):
+        extra = positional[len(sig.params)]
+        diags.append(
+            Diagnostic("E0201", f"`{sig.name}` takes at most {len(sig.params)} argument{'s' * (len(sig.params) != 1)} after the arrow" if sig.arrow else f"`{sig.name}` takes at most {len(sig.params)} argument{'s' * (len(sig.params) != 1)}, got {len(positional)}", extra.span, help=f"write `{sig.usage()}`")
+        )
+    for param, arg in zip(sig.params, positional):
+        bound[param.name] = arg
+    names = {p.name for p in sig.params}
+    for kw in call.kwargs:
+        key = kw.name.id
+        if key not in names:
+            diags.append(Diagnostic("E0106", f"`{sig.name}` has no argument `{key}`", kw.name.span, help=did_you_mean(key, names), notes=(f"usage: {sig.usage()}",)))
+        elif key in bound:
+            diags.append(Diagnostic("E0214", f"argument `{key}` of `{sig.name}` given twice", kw.span))
+        else:
+            bound[key] = kw.value
+    for param in sig.params:
+        if param.name in bound:
+            continue
+        if param.required:
+            diags.append(Diagnostic("E0201", f"`{sig.name}` is missing its argument `{param.name}`", call.span, help=f"write `{sig.usage()}`"))
+        else:
+            bound[param.name] = param.default
+    return bound, diags

@@ -92,3 +92,50 @@ class Plan:
     loss: str | None = None
     data: str | None = None
     source: str | None = None  # the file it came from
+
+
+@dataclass(frozen=True)
+class ExpandedPhase:
+    """A phase of the file after `repeat` expansion.
+
+    A named phase inside `repeat N` gives N phases sharing its `name`: a params
+    reference to that name means every instance (`free in NAME`), the first
+    (`free after NAME`) or the last (`free until NAME`). `display` tells
+    instances apart (`gp#2` is the second iteration).
+    """
+
+    index: int
+    phase: n.Phase
+    name: str | None
+    display: str
+    iteration: tuple[int, ...] = ()  # 1-based iteration numbers of the enclosing repeats, outermost first
+
+
+def expand(file: n.File, count_of=None) -> tuple[ExpandedPhase, ...]:
+    """Number the phases of `file` from 0, expanding `repeat` blocks.
+
+    `count_of(expr)` gives a repeat's count (an int, or None when it is invalid:
+    the block is then taken once, so later checks still see its phases).
+    """
+    from .expr import constant
+
+    count_of = count_of or constant
+    out: list[ExpandedPhase] = []
+    # iterative walk: (items, iteration prefix), so repeats nested deeply cannot overflow
+    stack: list[tuple[list, tuple[int, ...]]] = [(list(item for item in file.items if isinstance(item, (n.Phase, n.Repeat))), ())]
+    while stack:
+        items, iteration = stack.pop()
+        if not items:
+            continue
+        item, rest = items[0], items[1:]
+        stack.append((rest, iteration))
+        if isinstance(item, n.Phase):
+            name = item.name.id if item.name else None
+            display = name + ("#" + ".".join(map(str, iteration)) if iteration else "") if name else f"phase {len(out)}"
+            out.append(ExpandedPhase(len(out), item, name, display, iteration))
+            continue
+        count = count_of(item.count)
+        count = count if isinstance(count, int) and 0 < count <= 100_000 else 1
+        for k in reversed(range(count)):
+            stack.append((list(item.items), iteration + (k + 1,)))
+    return tuple(out)

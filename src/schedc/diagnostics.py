@@ -87,7 +87,11 @@ CODES: dict[str, Code] = _codes(
     ("W0103", "parameter never free", "model \"m.py:build\"\nphase 10 lr 0.1 < free a >"),
     ("W0104", "phase frees nothing", "phase 10 lr 0.1 < fix a >"),
     ("W0105", "init of a parameter that stays fixed", "model \"m.py:build\"\nphase 10 lr 0.1 < init b = 1; free a >"),
+    # internal errors: a bug in schedc, not in the input, so no input example produces them
+    ("E0901", "internal error: the formatter's output would change the program", ""),
 )
+# Codes that no input can produce (tests of the `example` column skip them).
+INTERNAL_CODES = frozenset({"E0901"})
 
 
 @dataclass(frozen=True)

@@ -183,9 +183,9 @@ SCHEDULES: dict[str, Signature] = {
             Param("mult", "number", 1.0, "ge1"),
             lowers_to="optax.sgdr_schedule",
         ),
-        _sig("smooth", "Cosine ease from a to b over the span (k1lib smooth).", arrow=("a", "b")),
-        _sig("hump", "Rises from 0.8a + 0.2b to b at 30%, then falls to a (k1lib hump).", arrow=("a", "b")),
-        _sig("exp", "Exponential ease from a to b, fast at first (k1lib exp).", arrow=("a", "b")),
+        _sig("smooth", "Cosine ease from a to b over the span (k1lib smooth).", _STEPS, arrow=("a", "b")),
+        _sig("hump", "Rises from 0.8a + 0.2b to b at 30%, then falls to a (k1lib hump).", _STEPS, arrow=("a", "b")),
+        _sig("exp", "Exponential ease from a to b, fast at first (k1lib exp).", _STEPS, arrow=("a", "b")),
         _sig("values", "values[i] at step i; the last value is held (noether CustomSchedule).", Param("values", "list")),
         _sig(
             "step",

@@ -1,0 +1,333 @@
+"""Plan -> one jitted chunk function per phase signature.
+
+A phase's *signature* is everything that shapes its XLA program: which
+parameters are free (and their tied copies), the optimizer groups and their
+optimizers, which hyperparameters are fed and the structure of their
+schedules, the kinds of stop rule, the chunk length. Everything else — learning
+rates, schedule waypoints, step counts, stop thresholds — is a runtime number,
+so phases that differ only in numbers (and re-runs of a program) reuse one
+executable. The cache is module-level: shared by every program in the process.
+
+The chunk runs K steps in `lax.scan`: assemble the model from the free values,
+value-and-grad with respect to the free values only (fixed parameters are
+never differentiated, never seen by the optimizer, never moved by weight decay
+or momentum), set the hyperparameters of this step on the optax state, update,
+apply. Steps past the phase's end, after a stop rule fired, or after a
+non-finite loss are masked: no update, no loss recorded.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+import numpy as np
+
+from . import plan as P
+
+# Optimizers whose update needs the loss (and its function) besides the gradient.
+EXTRA_ARGS = {"lbfgs": True, "polyak_sgd": True}
+
+COMPLETED, STOP_LOSS_CHANGE, STOP_LOSS, NONFINITE = 0, 1, 2, 3
+STOP_REASONS = {COMPLETED: "completed", STOP_LOSS_CHANGE: "loss_change", STOP_LOSS: "loss", NONFINITE: "non-finite loss"}
+
+DEFAULT_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A hyperparameter fed at every step: `numbers[offset:offset + size]` drive its schedule."""
+
+    name: str
+    structure: Hashable
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class GroupSignature:
+    label: str  # "" for the phase's default group, else the patterns that made it
+    paths: tuple[str, ...]
+    optimizer: str
+    static: tuple[tuple[str, Any], ...]  # keyword arguments fixed at trace time (bools, integers, names)
+    hypers: tuple[Hyper, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    groups: tuple[GroupSignature, ...]
+    leaves: tuple[tuple[str, tuple[int, ...]], ...]  # free path -> its leaf indices (the parent's and its copies')
+    stop_kinds: tuple[str, ...]  # sorted kinds of the phase's stop rules
+    over: int  # window of a loss_change rule (the ring buffer's length), 1 without one
+    chunk: int
+
+    @property
+    def n_hypers(self) -> int:
+        return sum(len(g.hypers) for g in self.groups)
+
+
+@dataclass(frozen=True)
+class PreparedPhase:
+    """A phase ready to run: its signature and the runtime numbers that go with it."""
+
+    signature: Signature
+    numbers: np.ndarray  # float32: every hyperparameter schedule's numbers
+    stop_numbers: np.ndarray  # float32: [loss_change threshold, after, loss threshold]
+    hyper_names: tuple[str, ...]  # column names of the logged hyperparameters
+
+
+def _optimizer_factory(name: str):
+    import optax
+
+    target = optax
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk: int) -> PreparedPhase:
+    """Split a phase into its signature (static) and its numbers (runtime).
+
+    Args:
+      phase: the planned phase.
+      leaf_indices: canonical parent path -> indices of its leaves in the flattened model
+        (the parent first, then its shared copies).
+      chunk: steps per compiled chunk.
+    """
+    from . import schedules
+
+    numbers: list[float] = []
+    groups = []
+    names = []
+    for g_index, group in enumerate(phase.groups):
+        spec = group.optimizer or phase.optimizer
+        label = _group_label(group)
+        static, fed = _split_kwargs(spec)
+        lr = group.lr if group.lr is not None else phase.lr
+        if lr is not None:
+            fed = [("learning_rate", lr)] + [kv for kv in fed if kv[0] != "learning_rate"]
+        hypers = []
+        for hp_name, expr in fed:
+            lowered = schedules.lower(expr, phase.steps)
+            hypers.append(Hyper(hp_name, lowered.structure, len(numbers), len(lowered.numbers)))
+            numbers.extend(float(x) for x in lowered.numbers)
+            names.append(hp_name if not label else f"{hp_name}@{label}")
+        groups.append(GroupSignature(label, tuple(group.paths), spec.name, static, tuple(hypers)))
+    kinds = tuple(sorted({rule.kind for rule in phase.stop}))
+    over = next((rule.over for rule in phase.stop if rule.kind == "loss_change"), 1)
+    stop_numbers = np.zeros(3, np.float32)
+    for rule in phase.stop:
+        if rule.kind == "loss_change":
+            stop_numbers[0], stop_numbers[1] = rule.threshold, rule.after
+        else:
+            stop_numbers[2] = rule.threshold
+    leaves = tuple((path, leaf_indices[path]) for path in sorted(phase.free))
+    signature = Signature(tuple(groups), leaves, kinds, int(over), int(chunk))
+    return PreparedPhase(signature, np.asarray(numbers, np.float32), stop_numbers, tuple(names))
+
+
+def _group_label(group: P.Group) -> str:
+    """The default group (no own lr or optimizer) is ""; others are named by their first path."""
+    if group.lr is None and group.optimizer is None:
+        return ""
+    return group.paths[0] if len(group.paths) == 1 else f"{group.paths[0]}+{len(group.paths) - 1}"
+
+
+def _split_kwargs(spec: P.OptimizerSpec) -> tuple[tuple[tuple[str, Any], ...], list[tuple[str, Any]]]:
+    """Optimizer keyword arguments: (static at trace time, fed every step).
+
+    Booleans, integers and bare names are static (optax uses them for shapes and
+    control flow, e.g. lbfgs' memory_size); every other number or schedule is fed
+    through `inject_hyperparams`, so changing it never recompiles.
+    """
+    from . import nodes as n
+
+    static, fed = [], []
+    for name, expr in spec.kwargs:
+        if isinstance(expr, n.Bool):
+            static.append((name, expr.value))
+        elif isinstance(expr, n.Number) and isinstance(expr.value, int) and not isinstance(expr.value, bool):
+            static.append((name, expr.value))
+        elif isinstance(expr, (n.Name, n.String)):
+            static.append((name, expr.id if isinstance(expr, n.Name) else expr.value))
+        else:
+            fed.append((name, expr))
+    return tuple(static), fed
+
+
+# ---------------------------------------------------------------- building programs
+
+
+def make_transform(signature: Signature, values: list[list]):
+    """The phase's optax transformation with this step's hyperparameter values.
+
+    Built afresh inside the traced step with traced values — the mechanism of
+    `optax.inject_hyperparams`, without its per-step copy of the values into the
+    optimizer state (measured: ~30% of a step on a small model) and without its
+    one-step lag in what is logged: the values passed here are the ones applied.
+    One group: its optimizer; several: `optax.partition` keyed by group label.
+    """
+    import optax
+
+    txs = []
+    for group, vals in zip(signature.groups, values):
+        kwargs = dict(group.static)
+        kwargs.update({h.name: v for h, v in zip(group.hypers, vals)})
+        txs.append(_optimizer_factory(group.optimizer)(**kwargs))
+    if len(txs) == 1:
+        return txs[0]
+    # partition keys are the group labels, so `carry state` can match groups across phases
+    labels = {path: g.label for g in signature.groups for path in g.paths}
+    return optax.partition({g.label: tx for g, tx in zip(signature.groups, txs)}, labels)
+
+
+def hyper_values(signature: Signature, step, numbers) -> list[list]:
+    from . import schedules
+
+    return [[schedules.build(h.structure)(step, numbers[h.offset : h.offset + h.size]) for h in g.hypers] for g in signature.groups]
+
+
+@dataclass
+class Compiled:
+    """The jitted functions of one signature."""
+
+    init: Callable  # (free, numbers) -> optimizer state
+    chunk: Callable  # (free, opt_state, stop_state, model, step0, n_active, numbers, stop_numbers, args, kwargs)
+
+
+_CACHE: dict[tuple, Compiled] = {}
+
+
+def compiled(signature: Signature, loss_fn: Callable) -> Compiled:
+    """The (cached) jitted functions for `signature` and `loss_fn`."""
+    key = (signature, loss_fn)
+    if key not in _CACHE:
+        _CACHE[key] = _build(signature, loss_fn)
+    return _CACHE[key]
+
+
+def cache_size() -> int:
+    return len(_CACHE)
+
+
+def _build(signature: Signature, loss_fn: Callable) -> Compiled:
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    extra = any(EXTRA_ARGS.get(g.optimizer.split(".")[-1], False) for g in signature.groups)
+    K, N = signature.chunk, signature.over
+    has_lc, has_loss = "loss_change" in signature.stop_kinds, "loss" in signature.stop_kinds
+
+    def init(free, numbers):
+        return make_transform(signature, hyper_values(signature, jnp.int32(0), numbers)).init(free)
+
+    def chunk(free, opt_state, stop_state, model, step0, n_active, numbers, stop_numbers, args, kwargs):
+        leaves, treedef = jax.tree_util.tree_flatten(model)
+
+        def assemble(free_values):
+            new = list(leaves)
+            for path, indices in signature.leaves:
+                for i in indices:
+                    new[i] = free_values[path]
+            return jax.tree_util.tree_unflatten(treedef, new)
+
+        def loss_of(free_values):
+            return loss_fn(assemble(free_values), *args, **kwargs)
+
+        def body(carry):
+            k, free, opt_state, stop, losses, hypers = carry
+            i = step0 + k
+            loss, grads = jax.value_and_grad(loss_of)(free)
+            hps = hyper_values(signature, i, numbers)
+            extras = {"value": loss, "grad": grads, "value_fn": loss_of} if extra else {}
+            updates, state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
+            free = optax.apply_updates(free, updates)
+            losses = losses.at[k].set(loss.astype(jnp.float32))
+            if signature.n_hypers:
+                hypers = hypers.at[k].set(jnp.stack([jnp.asarray(v, jnp.float32) for g in hps for v in g]))
+            return k + 1, free, state, _update_stop(stop, i, loss), losses, hypers
+
+        def more(carry):
+            k, _, _, stop, _, _ = carry
+            return (k < n_active) & (stop["reason"] == COMPLETED)
+
+        def _update_stop(stop, i, loss):
+            # After step i: a non-finite loss ends the phase (and the run); so may a stop rule.
+            stop = dict(stop)
+            finite = jnp.isfinite(loss)
+            reason = jnp.where(finite, COMPLETED, NONFINITE)
+            if has_lc:
+                ring = stop["ring"].at[i % N].set(loss)
+                stop["ring"] = ring
+                trend = ring[(i + 1) % N] - loss  # loss N-1 steps ago minus now (spectracles' loss[-N] - loss[-1])
+                due = (i >= stop_numbers[1]) & (i % N == 0)
+                reason = jnp.where((reason == COMPLETED) & due & (jnp.abs(trend) < stop_numbers[0]), STOP_LOSS_CHANGE, reason)
+            if has_loss:
+                reason = jnp.where((reason == COMPLETED) & (loss < stop_numbers[2]), STOP_LOSS, reason)
+            stop["reason"] = reason
+            stop["done"] = stop["done"] + 1
+            return stop
+
+        losses = jnp.full((K,), jnp.nan, jnp.float32)
+        hypers = jnp.full((K, signature.n_hypers), jnp.nan, jnp.float32)
+        # a while loop, not a masked scan: the last chunk of a phase and a chunk cut short
+        # by a stop rule run exactly the steps they need
+        _, free, opt_state, stop_state, losses, hypers = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, losses, hypers))
+        return free, opt_state, stop_state, losses, hypers
+
+    return Compiled(jax.jit(init), eqx.filter_jit(chunk))
+
+
+def initial_stop_state(signature: Signature):
+    import jax.numpy as jnp
+
+    return {
+        "ring": jnp.full((signature.over,), jnp.nan, jnp.float32),
+        "reason": jnp.int32(COMPLETED),
+        "done": jnp.int32(0),
+    }
+
+
+# ---------------------------------------------------------------- keys and state carrying
+
+
+def init_key(root, phase_index: int, path: str):
+    """The key of one random init: (seed, phase index, canonical path), so editing one init never moves another."""
+    import jax
+
+    return jax.random.fold_in(jax.random.fold_in(root, phase_index), zlib.crc32(path.encode()))
+
+
+def carry_state(new_state, old_state, carried_labels: set[str], signature: Signature):
+    """`new_state` with every entry of a parameter free before and now taken from `old_state`.
+
+    Entries are matched by their key path in the state pytree (which names the
+    group and the parameter), only within groups whose optimizer did not change.
+    """
+    import jax
+
+    old = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(old_state)[0]}
+    multi = len(signature.groups) > 1
+
+    def pick(path, leaf):
+        label = _label_of(path) if multi else ""
+        old_leaf = old.get(jax.tree_util.keystr(path))
+        if old_leaf is None or label not in carried_labels:
+            return leaf
+        if getattr(old_leaf, "shape", None) != getattr(leaf, "shape", None) or getattr(old_leaf, "dtype", None) != getattr(leaf, "dtype", None):
+            return leaf
+        return old_leaf
+
+    return jax.tree_util.tree_map_with_path(pick, new_state)
+
+
+def _label_of(path) -> str:
+    from jax.tree_util import DictKey
+
+    for entry in path:
+        if isinstance(entry, DictKey):
+            return str(entry.key)
+    return ""

@@ -1,0 +1,322 @@
+"""Running a compiled program: phases, inits, optimizer state, stopping, histories, progress.
+
+The host loops over chunks only; each chunk is one call of a cached jitted
+function (schedc.compile) running up to K steps on device. After each chunk the
+host reads the few numbers it needs (steps done, stop reason) to move the
+progress bar and decide whether the phase is over.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import compile as C
+from . import plan as P
+
+
+@dataclass
+class PhaseResult:
+    index: int
+    name: str | None
+    display: str
+    steps: int  # planned
+    steps_run: int
+    losses: np.ndarray  # one per step run: the loss before that step's update
+    hyperparams: dict[str, np.ndarray]  # the values applied at each step run
+    stop_reason: str  # "completed", "loss_change", "loss" or "non-finite loss"
+    wall_time: float
+    compile_time: float
+    compiles: int
+    model: Any = None
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.losses[-1]) if len(self.losses) else float("nan")
+
+
+@dataclass
+class Result:
+    """What a run returns. `models[i]` is the model after phase i; `model` the last one."""
+
+    initial_model: Any
+    phases: list[PhaseResult] = field(default_factory=list)
+
+    @property
+    def model(self):
+        return self.phases[-1].model if self.phases else self.initial_model
+
+    @property
+    def models(self) -> list:
+        return [p.model for p in self.phases]
+
+    @property
+    def phase_losses(self) -> list[np.ndarray]:
+        return [p.losses for p in self.phases]
+
+    @property
+    def loss_history(self) -> np.ndarray:
+        return np.concatenate(self.phase_losses) if self.phases else np.zeros(0, np.float32)
+
+    @property
+    def stop_reasons(self) -> list[str]:
+        return [p.stop_reason for p in self.phases]
+
+    @property
+    def hyperparams(self) -> dict[str, np.ndarray]:
+        """Every logged hyperparameter over the whole run (NaN in phases that do not have it)."""
+        names = list(dict.fromkeys(k for p in self.phases for k in p.hyperparams))
+        return {
+            k: np.concatenate([p.hyperparams.get(k, np.full(p.steps_run, np.nan, np.float32)) for p in self.phases])
+            for k in names
+        }
+
+    @property
+    def wall_time(self) -> float:
+        return sum(p.wall_time for p in self.phases)
+
+    @property
+    def compile_time(self) -> float:
+        return sum(p.compile_time for p in self.phases)
+
+    def summary(self) -> str:
+        """A plain-text table: phase, steps run, final loss, stop reason, time."""
+        rows = [("phase", "steps", "final loss", "stop", "time (s)", "compile (s)")]
+        for p in self.phases:
+            rows.append((p.display, f"{p.steps_run}/{p.steps}", f"{p.final_loss:.6g}", p.stop_reason, f"{p.wall_time:.2f}", f"{p.compile_time:.2f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+class RunError(RuntimeError):
+    """A run stopped by a non-finite loss. `result` holds every completed phase (and the partial one)."""
+
+    def __init__(self, message: str, result: Result, phase: P.PhasePlan, step: int, last_finite: float):
+        super().__init__(message)
+        self.result = result
+        self.phase = phase
+        self.step = step
+        self.last_finite = last_finite
+
+    @property
+    def model(self):
+        """The model of the last phase that completed (the initial model if none did)."""
+        done = [p for p in self.result.phases if p.stop_reason != C.STOP_REASONS[C.NONFINITE]]
+        return done[-1].model if done else self.result.initial_model
+
+
+class _CompileClock:
+    """Counts and times XLA backend compiles while active (jax.monitoring)."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+        self.seconds = 0.0
+
+    def __call__(self, event: str, duration: float, **_):
+        if event == self.EVENT:
+            self.count += 1
+            self.seconds += duration
+
+    def __enter__(self):
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        from jax._src import monitoring
+
+        monitoring.unregister_event_duration_listener(self)
+
+
+class _Progress:
+    """One progress bar per phase (rich), updated per chunk; silent when quiet or not a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            try:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            except ImportError:
+                return
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), transient=False
+            )
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def phase(self, description: str, total: int):
+        return self.bar.add_task(description, total=total, loss="-") if self.bar else None
+
+    def advance(self, task, completed: int, loss: float):
+        if self.bar is not None:
+            self.bar.update(task, completed=completed, loss=f"{loss:.4g}")
+
+
+def leaf_indices(tree) -> dict[str, tuple[int, ...]]:
+    """Canonical parent path -> indices of its leaves in `jax.tree_util.tree_leaves(model)`, parent first."""
+    return {p.path: (p.leaf_index, *p.copy_leaf_indices) for p in tree.params}
+
+
+class Runner:
+    """Runs the phases of a Plan on a model, one at a time or all in order.
+
+    The Python builder (managed schedules) and `Program.run` both drive this.
+    """
+
+    def __init__(self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False):
+        import jax
+
+        self.plan = plan
+        self.loss_fn = loss_fn
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.leaves = leaf_indices(tree)
+        longest = max((p.steps for p in plan.phases), default=1)
+        self.chunk = int(chunk or min(C.DEFAULT_CHUNK, longest))
+        if key is None:
+            key = jax.random.key(plan.seed if plan.seed is not None else 0)
+        self.key = key
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.initial_leaves: list | None = None
+        self._previous: tuple[C.Signature, Any] | None = None  # (signature, final optimizer state) of the last phase run
+
+    # ---- model <-> leaves
+
+    def _apply_inits(self, model, phase: P.PhasePlan):
+        import jax
+        import jax.numpy as jnp
+
+        if not phase.inits:
+            return model
+        leaves, treedef = jax.tree_util.tree_flatten(model)
+        for init in phase.inits:
+            indices = self.leaves[init.path]
+            current = leaves[indices[0]]
+            if init.kind == "reset":
+                value = self.initial_leaves[indices[0]]
+            elif init.kind == "value":
+                value = jnp.full(current.shape, init.args[0], current.dtype)
+            else:
+                k = C.init_key(self.key, phase.index, init.path)
+                a, b = init.args
+                if init.kind == "normal":
+                    value = a + b * jax.random.normal(k, current.shape, current.dtype)
+                else:
+                    value = jax.random.uniform(k, current.shape, current.dtype, a, b)
+            for i in indices:
+                leaves[i] = value
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    def _write_back(self, model, free: dict):
+        import jax
+
+        leaves, treedef = jax.tree_util.tree_flatten(model)
+        for path, value in free.items():
+            for i in self.leaves[path]:
+                leaves[i] = value
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    # ---- phases
+
+    def run_phase(self, index: int, model, progress: _Progress | None = None) -> PhaseResult:
+        """Run phase `index` starting from `model`; raises RunError on a non-finite loss."""
+        import jax
+
+        phase = self.plan.phases[index]
+        if self.initial_leaves is None:
+            self.initial_leaves = jax.tree_util.tree_leaves(model)
+        started = time.perf_counter()
+        with _CompileClock() as clock:
+            model = self._apply_inits(model, phase)
+            prepared = C.prepare(phase, self.leaves, self.chunk)
+            sig = prepared.signature
+            fns = C.compiled(sig, self.loss_fn)
+            leaves = jax.tree_util.tree_leaves(model)
+            free = {path: leaves[indices[0]] for path, indices in sig.leaves}
+            opt_state = fns.init(free, prepared.numbers)
+            if phase.carry and self._previous is not None:
+                opt_state = C.carry_state(opt_state, self._previous[1], self._carried_labels(sig), sig)
+            stop = C.initial_stop_state(sig)
+            losses, hypers = [], []
+            task = progress.phase(f"{phase.label}", phase.steps) if progress else None
+            step0 = 0
+            reason = C.COMPLETED
+            while step0 < phase.steps:
+                n_active = min(self.chunk, phase.steps - step0)
+                free, opt_state, stop, chunk_losses, chunk_hypers = fns.chunk(
+                    free, opt_state, stop, model, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.args, self.kwargs
+                )
+                done_before = sum(len(l) for l in losses)
+                done, reason = (int(v) for v in jax.device_get((stop["done"], stop["reason"])))
+                losses.append(np.asarray(chunk_losses[: done - done_before]))
+                hypers.append(np.asarray(chunk_hypers[: done - done_before]))
+                if progress:
+                    progress.advance(task, done, float(losses[-1][-1]) if len(losses[-1]) else float("nan"))
+                if reason != C.COMPLETED:
+                    break
+                step0 += self.chunk
+        model = self._write_back(model, free)
+        self._previous = (sig, opt_state)
+        loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
+        hyper_arr = np.concatenate(hypers) if hypers else np.zeros((0, len(prepared.hyper_names)), np.float32)
+        result = PhaseResult(
+            index=phase.index,
+            name=phase.name,
+            display=phase.label,
+            steps=phase.steps,
+            steps_run=len(loss_arr),
+            losses=loss_arr,
+            hyperparams={name: hyper_arr[:, j] for j, name in enumerate(prepared.hyper_names)},
+            stop_reason=C.STOP_REASONS[reason],
+            wall_time=time.perf_counter() - started,
+            compile_time=clock.seconds,
+            compiles=clock.count,
+            model=model,
+        )
+        return result
+
+    def _carried_labels(self, sig: C.Signature) -> set[str]:
+        previous = {g.label: g.optimizer for g in self._previous[0].groups}
+        return {g.label for g in sig.groups if previous.get(g.label) == g.optimizer}
+
+    def run(self, model, start: int = 0) -> Result:
+        """Every phase in order from `start`. A non-finite loss raises RunError holding the partial Result."""
+        result = Result(initial_model=model)
+        with _Progress(not self.quiet) as progress:
+            for index in range(start, len(self.plan.phases)):
+                phase_result = self.run_phase(index, model, progress)
+                result.phases.append(phase_result)
+                if phase_result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
+                    raise self._nonfinite(result, self.plan.phases[index], phase_result)
+                model = phase_result.model
+        return result
+
+    def _nonfinite(self, result: Result, phase: P.PhasePlan, phase_result: PhaseResult) -> RunError:
+        step = phase_result.steps_run - 1
+        finite = phase_result.losses[np.isfinite(phase_result.losses)]
+        last = float(finite[-1]) if len(finite) else float("nan")
+        message = (
+            f"non-finite loss ({phase_result.losses[-1]}) in {phase.label} at step {step}; "
+            f"last finite loss {last:.6g}" + (" at step %d" % (step - 1) if len(finite) else "")
+            + f"; the {len(result.phases) - 1} completed phase(s) are in .result"
+        )
+        error = RunError(message, result, phase, step, last)
+        if self.plan.source and phase.span.line > 0:
+            error.add_note(f"phase defined at {self.plan.source}:{phase.span.line}:{phase.span.column}")
+        return error

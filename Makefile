@@ -26,5 +26,9 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_check.py
 
+# TextMate grammar, Python-injection and TypeScript checks of the VS Code extension (needs node/npm).
+editors-test:
+	cd editors/vscode && npm install --no-audit --no-fund && npm test
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,2 @@
+" .sched files are schedc schedules.
+autocmd BufRead,BufNewFile *.sched setfiletype sched

@@ -286,6 +286,8 @@ class _Row:
     code: str
     comment: str = ""
     blank_before: bool = False
+    aligns: bool = False  # its comment lines up with those of adjacent rows at its depth
+    depth: int = 0
 
 
 def _rows(lines: list[_Line], text: str | None) -> list[_Row]:
@@ -306,7 +308,8 @@ def _rows(lines: list[_Line], text: str | None) -> list[_Row]:
             and prev[0] < start
             and _BLANK_LINE.search(text, prev[0], start) is not None
         )
-        rows.append(_Row(INDENT * depth + code if code else "", comment, blank))
+        aligns = bool(comment) and kind != "close"
+        rows.append(_Row(INDENT * depth + code if code else "", comment, blank, aligns, depth))
         prev = (end, kind)
 
     for line in lines:
@@ -320,14 +323,17 @@ def _rows(lines: list[_Line], text: str | None) -> list[_Row]:
 
 
 def _render(lines: list[_Line], text: str | None) -> str:
-    """Join the rows; trailing comments of adjacent rows line up two spaces after the longest code."""
+    """Join the rows; the trailing comments of adjacent rows at one depth line up two spaces after the longest code.
+
+    A closing `>` never joins such a run: its comment sits two spaces after it.
+    """
     rows = _rows(lines, text)
     out: list[str] = []
     i = 0
     while i < len(rows):
         j = i + 1
-        if rows[i].comment:  # a run: adjacent rows (no blank line between) that all end with a comment
-            while j < len(rows) and rows[j].comment and not rows[j].blank_before:
+        if rows[i].aligns:  # a run: adjacent rows (no blank line between) at one depth, all ending with a comment
+            while j < len(rows) and rows[j].aligns and rows[j].depth == rows[i].depth and not rows[j].blank_before:
                 j += 1
         column = max(len(r.code) for r in rows[i:j]) + 2
         for row in rows[i:j]:

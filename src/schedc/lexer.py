@@ -77,12 +77,13 @@ class SchedLexer(RegexLexer):
         "expr": [
             # `name = value` inside a call: a keyword argument (even `at=` in step(...)).
             (rf"({_NAME})(\s*)(=)(?!=)", bygroups(Name.Attribute, Whitespace, Operator)),
-            (words(tuple(SCHEDULES) + tuple(DISTRIBUTIONS), suffix=r"(?=\s*\()"), Name.Builtin),
-            (rf"{_NAME}(?=\s*\()", Name.Function),
+            # Keywords before calls: `then (cosine(...))` is the keyword `then`.
             (words(_CONSTANTS, suffix=r"\b"), Keyword.Constant),
             (words(_DECLARATIONS, suffix=r"\b"), Keyword.Declaration),
             (words(_NAMESPACES, suffix=r"\b"), Keyword.Namespace),
             (words(_PLAIN_KEYWORDS, suffix=r"\b"), Keyword),
+            (words(tuple(SCHEDULES) + tuple(DISTRIBUTIONS), suffix=r"(?=\s*\()"), Name.Builtin),
+            (rf"{_NAME}(?=\s*\()", Name.Function),
             (rf"\${_NAME}", Name.Variable.Magic),
             (_NAME, Name),
             (rf"{_DECIMAL}%", Number),

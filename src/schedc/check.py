@@ -19,6 +19,7 @@ Nothing here imports JAX: optimizer signatures come from the generated
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from . import catalog
@@ -27,6 +28,7 @@ from ._optax_table import OPTIMIZERS
 from .diagnostics import Diagnostic, Label, did_you_mean, sort_key
 from .expr import constant, substitute
 from .plan import ExpandedPhase, expand
+from .schedcheck import check_schedule
 from .syntax import ParseResult, decode, parse
 
 # Used when neither the phase nor an `optimizer` directive names one (as spectracles' build_schedule).
@@ -38,6 +40,8 @@ _SINGLE_DIRECTIVES = ("model", "loss", "data", "seed", "optimizer", "lr", "defau
 _FREE_SPECS = ("free_in", "free_after", "free_until")
 
 _EXPR = n.Expr.__args__  # the expression node classes
+
+_LET_NAME = re.compile(r"(?m)^[ \t]*let[ \t]+([A-Za-z_][A-Za-z0-9_]*)")
 
 
 # ---------------------------------------------------------------- public API
@@ -68,10 +72,17 @@ def check_file(parsed: ParseResult, placeholders: dict | None = None) -> list[Di
         parsed: what `syntax.parse` returned (its syntax diagnostics are not repeated).
         placeholders: values bound to `$name` placeholders ({"name": value}).
     """
-    checker = _Checker(parsed.file, placeholders or {})
+    checker = _Checker(parsed.file, placeholders or {}, _lost_lets(parsed), partial=not parsed.ok)
     checker.run()
     unique = {(d.code, d.span, d.message): d for d in checker.diags}
     return sorted(unique.values(), key=sort_key)
+
+
+def _lost_lets(parsed: ParseResult) -> frozenset[str]:
+    """Names of `let`s in items that failed to parse: their uses are not reported as undefined."""
+    if parsed.ok:
+        return frozenset()
+    return frozenset(_LET_NAME.findall(parsed.text))
 
 
 def check_source(text: str, name: str = "<input>", placeholders: dict | None = None) -> tuple[ParseResult, list[Diagnostic]]:
@@ -131,6 +142,8 @@ def _header_span(phase: n.Phase) -> n.Span:
 
 def _describe(expr) -> str:
     kinds = {
+        n.Number: "a number",
+        n.Name: "a name",
         n.String: "a string",
         n.Bool: "a boolean",
         n.List: "a list",
@@ -169,8 +182,11 @@ class _PhaseInfo:
 
 
 class _Checker:
-    def __init__(self, file: n.File, placeholders: dict):
+    def __init__(self, file: n.File, placeholders: dict, lost_lets: frozenset[str] = frozenset(), partial: bool = False):
         self.file = file
+        self.lost_lets = lost_lets
+        # items were lost to syntax errors: phase numbers and names are unreliable, so E0109 is not reported
+        self.partial = partial
         self.diags: list[Diagnostic] = []
         self.bound = {key.lstrip("$") for key in placeholders}
         self.env: dict[str, object] = {}
@@ -551,8 +567,8 @@ class _Checker:
         if name.id in self.lets:  # still a Name: a let used before its definition
             self.error("E0101", f"`{name.id}` is used before its definition", name.span, labels=(Label(self.lets[name.id].name.span, "defined here"),), help="move the `let` above its first use")
             return
-        if kind == "symbol":
-            return  # checked against the parameter's choices by _call
+        if kind == "symbol" or name.id in self.lost_lets:
+            return  # a symbol is checked by _call; a lost let's syntax error was reported
         candidates = list(self.lets)
         help = did_you_mean(name.id, candidates)
         if help is None and name.id in catalog.SCHEDULES:
@@ -616,10 +632,6 @@ class _Checker:
         """Warmups, boundaries, percentages and durations of a closed schedule expression."""
         if constant(expr) is not None or any(isinstance(node, n.Placeholder) for node in n.walk(expr)):
             return  # a plain number has no shape; an opaque placeholder cannot be checked
-        try:
-            from .schedcheck import check_schedule
-        except ModuleNotFoundError:  # TEMPORARY until schedc.schedcheck lands
-            return
         self.diags.extend(check_schedule(expr, steps, what))
 
     # ---- phase names and references
@@ -640,14 +652,16 @@ class _Checker:
         for ref in spec.phases:
             if isinstance(ref.target, int):
                 if ref.target >= count:
-                    self.error("E0109", f"phase {ref.target} does not exist (the file has {count} phase{'s' * (count != 1)}, numbered from 0)", ref.span)
+                    if not self.partial:
+                        self.error("E0109", f"phase {ref.target} does not exist (the file has {count} phase{'s' * (count != 1)}, numbered from 0)", ref.span)
                     return None
                 indices = [ref.target]
             else:
                 indices = [p.index for p in self.phases if p.name == ref.target]
                 if not indices:
                     names = sorted({p.name for p in self.phases if p.name})
-                    self.error("E0109", f"no phase is named `{ref.target}`", ref.span, help=did_you_mean(ref.target, names))
+                    if not self.partial:
+                        self.error("E0109", f"no phase is named `{ref.target}`", ref.span, help=did_you_mean(ref.target, names))
                     return None
             if spec.kind == "free_after":
                 out.extend(range(indices[0], count))

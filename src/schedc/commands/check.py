@@ -19,7 +19,8 @@ FORMATS = ("text", "concise", "json", "github")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="schedule files to check (`-` reads standard input)")
+    # "*", not "+": `--model FILE` takes the file as the option's value, and run() gives it back
+    parser.add_argument("files", nargs="*", metavar="FILE", help="schedule files to check (`-` reads standard input)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="text (default): snippets and carets; concise: one `file:line:col: severity[CODE]: message` line each; json: a list of objects; github: Actions annotations")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1 when there are any)")
     parser.add_argument(
@@ -39,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         # `schedc check --model a.sched`: argparse took the file for the option's value
         files.insert(0, model_ref)
         model_ref = ""
+    if not files:
+        print("schedc check: error: no FILE given (`-` reads standard input)", file=sys.stderr)
+        return 2
     diagnostics: list[Diagnostic] = []
     sources: dict[str, Source] = {}
     unreadable = 0

@@ -1,0 +1,187 @@
+"""`schedc check` as users run it: exit codes, formats, stdin, encodings.
+
+Most tests call `schedc.cli.main` in-process (fast); a few run the real
+process where the process boundary matters (stdin, tracebacks).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from schedc.cli import main
+
+CLEAN = "phase 100 lr 0.1 < free gp.coefficients; init line.amplitude ~ normal(0, 0.1) >\n"
+WARN = "let unused = 1\nphase 10 lr 0.1 < free a >\n"
+BAD = "phase 100 lr cosin(0.1 -> 0) < free a >\nphase 0 lr -1 < free a >\n"
+
+JSON_KEYS = {"file", "severity", "code", "message", "line", "column", "end_line", "end_column"}
+CONCISE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<severity>error|warning)\[(?P<code>[EW]\d{4})\]: (?P<msg>.+)$")
+
+
+@pytest.fixture
+def write(tmp_path):
+    def write(text: str | bytes, name: str = "f.sched"):
+        path = tmp_path / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return str(path)
+
+    return write
+
+
+def check(capsys, *argv):
+    rc = main(["check", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_clean_file_exits_0(capsys, write):
+    rc, out, err = check(capsys, write(CLEAN))
+    assert rc == 0 and out.strip() == "All checks passed!" and err == ""
+
+
+def test_errors_exit_1_with_snippets_and_summary(capsys, write):
+    path = write(BAD)
+    rc, out, _ = check(capsys, path)
+    assert rc == 1
+    assert f"{path}:1:14: error[E0104]: unknown schedule `cosin`" in out
+    assert "^^^^^" in out and "help: did you mean `cosine`?" in out
+    assert out.strip().endswith("Found 3 errors in 1 file.")
+    assert "\x1b[" not in out  # not a TTY: no colour
+
+
+def test_warnings_exit_0_unless_strict(capsys, write):
+    path = write(WARN)
+    assert check(capsys, path)[0] == 0
+    rc, out, _ = check(capsys, "--strict", path)
+    assert rc == 1 and "Found 1 warning in 1 file." in out
+
+
+def test_missing_file_exits_2_and_checks_the_others(capsys, write, tmp_path):
+    good = write(BAD)
+    rc, out, err = check(capsys, str(tmp_path / "nope.sched"), good)
+    assert rc == 2
+    assert "nope.sched" in err and "cannot read" in err
+    assert "E0104" in out  # the readable file was still checked
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["check"]) == 2
+    assert main(["check", "--format", "xml", "f.sched"]) == 2
+    capsys.readouterr()
+
+
+def test_json_shape(capsys, write):
+    path = write(BAD)
+    rc, out, _ = check(capsys, "--format", "json", path)
+    assert rc == 1
+    data = json.loads(out)  # only JSON on stdout
+    assert isinstance(data, list) and len(data) == 3
+    for item in data:
+        assert JSON_KEYS <= set(item)
+        assert item["file"] == path and item["severity"] == "error"
+        assert item["line"] >= 1 and item["column"] >= 1
+        assert (item["end_line"], item["end_column"]) > (item["line"], item["column"])
+    first = data[0]
+    assert (first["code"], first["line"], first["column"], first["end_line"], first["end_column"]) == ("E0104", 1, 14, 1, 19)
+
+
+def test_json_clean_is_an_empty_list(capsys, write):
+    rc, out, _ = check(capsys, "--format", "json", write(CLEAN))
+    assert rc == 0 and json.loads(out) == []
+
+
+def test_concise_lines_are_gnu_style(capsys, write):
+    path = write(BAD + "let unused = 2\n")
+    rc, out, _ = check(capsys, "--format", "concise", path)
+    lines = out.strip().splitlines()
+    assert lines[-1] == "Found 3 errors and 1 warning in 1 file."
+    parsed = [CONCISE.match(line) for line in lines[:-1]]
+    assert all(parsed), lines
+    assert [(m["line"], m["col"], m["severity"], m["code"]) for m in parsed] == [
+        ("1", "14", "error", "E0104"),
+        ("2", "7", "error", "E0203"),
+        ("2", "12", "error", "E0204"),
+        ("3", "5", "warning", "W0101"),
+    ]
+
+
+def test_github_annotations(capsys, write):
+    rc, out, _ = check(capsys, "--format", "github", write(BAD))
+    assert rc == 1
+    assert out.splitlines()[0].startswith("::error file=") and "title=E0104" in out
+
+
+def test_several_files_and_summary(capsys, write):
+    rc, out, _ = check(capsys, write(CLEAN, "a.sched"), write(CLEAN, "b.sched"))
+    assert rc == 0 and out.strip() == "All checks passed (2 files)."
+
+
+def test_bom_is_accepted(capsys, write):
+    rc, out, _ = check(capsys, write(b"\xef\xbb\xbf" + CLEAN.encode()))
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("data", [b"phase 10 lr 0.1 <\x00\x01\x02 >", b"phase 10 lr \xff\xfe < free a >", b"\x89PNG\r\n\x1a\n\x00\x00"], ids=["nul", "latin1", "png"])
+def test_binary_and_undecodable_input_is_e0004(capsys, write, data):
+    rc, out, err = check(capsys, "--format", "concise", write(data))
+    assert rc == 1
+    assert "error[E0004]" in out and "Traceback" not in out + err
+
+
+def test_design_one_liner_checks_clean(capsys, write):
+    rc, out, _ = check(capsys, "--format", "json", write("phase 100 lr 0.1 < free gp.coefficients; init line.amplitude ~ normal(0, 0.1) >"))
+    assert rc == 0 and json.loads(out) == []
+
+
+def test_model_option_calls_binding_lazily(capsys, write, monkeypatch):
+    """--model hands the parsed file to schedc.binding.check_against_model (stubbed here: it imports JAX)."""
+    import types
+
+    from schedc.diagnostics import Diagnostic
+    from schedc.nodes import Span
+
+    calls = []
+
+    def check_against_model(parsed, model_ref, base_dir):
+        calls.append((model_ref, base_dir))
+        return [Diagnostic("W0103", "parameter `b` is never free", Span(1, 1, 1, 6))]
+
+    monkeypatch.setitem(sys.modules, "schedc.binding", types.SimpleNamespace(check_against_model=check_against_model))
+    path = write(CLEAN)
+    rc, out, _ = check(capsys, "--format", "concise", path, "--model")
+    assert rc == 0 and calls[0][0] is None and str(calls[0][1]) == str(__import__("pathlib").Path(path).parent)
+    assert f"{path}:1:1: warning[W0103]" in out
+    rc, out, _ = check(capsys, "--strict", "--model=m.py:build", path)
+    assert rc == 1 and calls[1][0] == "m.py:build"
+    rc, _, _ = check(capsys, "--model", path)  # argparse takes the file as the option's value: still a file
+    assert rc == 0 and calls[2][0] is None
+
+
+# ---------------------------------------------------------------- real processes
+
+
+def run(*args, stdin: bytes = b""):
+    return subprocess.run([sys.executable, "-m", "schedc", "check", *args], input=stdin, capture_output=True, timeout=120)
+
+
+def test_stdin_dash():
+    proc = run("--format", "concise", "-", stdin=BAD.encode())
+    assert proc.returncode == 1
+    assert proc.stdout.decode().startswith("-:1:14: error[E0104]")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff\xfe\x00p\x00h", b"phase " + b"(" * 5000, b"let x = " + b"-" * 5000 + b"1", b"phase 1" + b"0" * 5000 + b" lr 1e99999 < free a >", b"\x1b[31m<<>>;;"],
+    ids=["utf16", "deep-parens", "deep-unary", "huge-numbers", "stray"],
+)
+def test_malformed_input_never_tracebacks(data):
+    proc = run("-", stdin=data)
+    assert proc.returncode == 1, proc.stderr
+    assert b"Traceback" not in proc.stderr + proc.stdout
+    assert re.search(rb"error\[E\d{4}\]", proc.stdout)

@@ -40,6 +40,7 @@ CODES: dict[str, Code] = _codes(
     ("E0003", "unexpected end of file", "phase 100 lr 0.1 < free a"),
     ("E0004", "input is not UTF-8 text", "\udcff\udcfe binary"),
     ("E0005", "input nested or sized beyond the parser's limits", "let x = " + "-" * 300 + "1"),
+    ("E0006", "malformed parameter pattern", "phase 10 lr 0.1 < free gp** >"),
     # names
     ("E0101", "undefined name", "phase 100 lr base < free a >"),
     ("E0102", "duplicate `let` name", "let a = 1\nlet a = 2\nphase 10 lr a < free x >"),

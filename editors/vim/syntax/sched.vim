@@ -69,6 +69,10 @@ syn region schedParamSpec matchgroup=schedDelimiter start=":" end=";" end="-\@<!
 syn keyword schedSpecKeyword free fixed init in after until at contained
 syn match schedPhaseRef "\<\h\w*\>\%(\s*[(=]\)\@!" contained
 
+" .sched files are short: always highlight from the top, so a params block is
+" recognised wherever the window starts.
+syn sync fromstart
+
 hi def link schedTodo           Todo
 hi def link schedComment        Comment
 hi def link schedString         String

@@ -69,6 +69,18 @@ def _load_file(path: Path):
     return module
 
 
+def _import(name: str, folders: list[str]):
+    """`importlib.import_module`, with the .sched file's folder and the cwd on the path meanwhile."""
+    added = [f for f in dict.fromkeys(folders) if f not in sys.path]
+    sys.path[:0] = added
+    try:
+        return importlib.import_module(name)
+    finally:
+        for f in added:
+            if f in sys.path:
+                sys.path.remove(f)
+
+
 def load_entry(ref: str, base_dir: Path | str = "."):
     """The object `ref` names: `file.py:name` (relative to `base_dir`) or `package.module:name`.
 
@@ -79,9 +91,12 @@ def load_entry(ref: str, base_dir: Path | str = "."):
     module_ref, attr = _split(ref)
     if _is_file_ref(module_ref):
         path = Path(module_ref)
-        module = _load_file(path if path.is_absolute() else Path(base_dir) / path)
+        if not path.is_absolute():
+            # relative to the .sched file; a path typed on the command line may be relative to the cwd
+            path = Path(base_dir) / path if (Path(base_dir) / path).is_file() or not path.is_file() else path
+        module = _load_file(path)
     else:
-        module = importlib.import_module(module_ref)
+        module = _import(module_ref, [str(Path(base_dir).resolve()), str(Path.cwd())])
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -155,14 +170,14 @@ def check_against_model(parsed, model_ref: str | None, base_dir: Path | str) -> 
     bound, diags = bind_model(parsed.file, model_ref, base_dir)
     if bound is None:
         return diags
-    return model_diagnostics(parsed, bound[1])
+    return resolve_checked(parsed, bound[1])[1]
 
 
-def model_diagnostics(parsed, tree, placeholders=None) -> list:
-    """What resolving against `tree` finds beyond the model-free check's diagnostics."""
+def resolve_checked(parsed, tree, placeholders=None, source: str | None = None):
+    """Resolve against `tree`: (plan or None, the diagnostics the model-free check does not already report)."""
     from .check import check_file
     from .plan import resolve
 
-    _, found = resolve(parsed.file, tree, placeholders=placeholders)
+    plan, found = resolve(parsed.file, tree, placeholders=placeholders, source=source)
     known = {(d.code, d.span) for d in check_file(parsed, placeholders)}
-    return [d for d in found if (d.code, d.span) not in known]
+    return plan, [d for d in found if (d.code, d.span) not in known]

@@ -449,7 +449,9 @@ class _Resolver:
             if j in free_by_group:
                 groups.append(Group(tuple(self.paths[i] for i in free_by_group[j]), self.closed(stmt.lr), self._optimizer(stmt.optimizer), stmt.span))
         free = tuple(self.paths[i] for i in sorted(i for members in free_by_group.values() for i in members))
-        if not free and not (self.literal and default_free):
+        # a phase whose `free` patterns match nothing has its error already (E0401/E0402)
+        unmatched = any(not self.matches.get(id(p)) for s in statements if isinstance(s, n.Free) for p in s.patterns)
+        if not free and not (self.literal and default_free) and not unmatched:
             self._frees_nothing(ph)
 
         inits = self._inits(ph, entries, entries_of)

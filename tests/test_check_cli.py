@@ -185,3 +185,37 @@ def test_malformed_input_never_tracebacks(data):
     assert proc.returncode == 1, proc.stderr
     assert b"Traceback" not in proc.stderr + proc.stdout
     assert re.search(rb"error\[E\d{4}\]", proc.stdout)
+
+
+MODEL_PY = """
+import jax.numpy as jnp
+
+def build():
+    return {"gp": {"coefficients": jnp.zeros(3)}, "line": {"amplitude": jnp.zeros(()), "width": jnp.ones(())}}
+"""
+
+
+def test_model_option_against_a_real_model(capsys, tmp_path):
+    """End to end with schedc.binding: a pattern that matches nothing is E0401, with the nearest path."""
+    (tmp_path / "m.py").write_text(MODEL_PY)
+    sched = tmp_path / "f.sched"
+    sched.write_text('model "m.py:build"\nphase 10 lr 0.1 < free gp.coefficent, line.* >\n')
+    rc, out, _ = check(capsys, "--format", "json", str(sched), "--model")
+    found = json.loads(out)
+    assert rc == 1
+    assert [(d["code"], d["line"], d["column"]) for d in found if d["severity"] == "error"] == [("E0401", 2, 24)]
+    sched.write_text('phase 10 lr 0.1 < free gp.coefficients, line.* >\n')
+    rc, out, _ = check(capsys, "--format", "json", "--model=m.py:build", str(sched))
+    assert rc == 0, out
+
+
+def test_diagnostics_doc_is_up_to_date():
+    """docs/diagnostics.md is generated from CODES with real output (python tools/gen_diagnostics_doc.py)."""
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gen_diagnostics_doc", root / "tools" / "gen_diagnostics_doc.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (root / "docs" / "diagnostics.md").read_text() == gen.render(), "docs/diagnostics.md is stale: run `python tools/gen_diagnostics_doc.py`"

@@ -37,6 +37,8 @@ CASES = [
     ("E0002", "seed 1\nphase 100 lr 0.1 < free a @ >", 2, 27),
     ("E0003", "seed 1\nphase 100 lr 0.1 < free a", 2, 26),
     ("E0005", "seed 1\nlet x = " + "-" * 300 + "1", 2, 1),
+    ("E0006", "seed 1\nphase 10 lr 0.1 < free gp** >", 2, 26),
+    ("E0006", "phase 10 lr 0.1 <>\nparams < a.b**: free in 0 >", 2, 13),
     ("E0101", "let base = 1\nphase 100 lr bse < free a >", 2, 14),
     ("E0101", "let a = b\nlet b = 1\nphase 10 lr a < free x >", 1, 9),  # used before its definition
     ("E0102", "let a = 1\nlet a = 2\nphase 10 lr a < free x >", 2, 5),

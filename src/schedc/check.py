@@ -21,12 +21,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import catalog
 from . import nodes as n
 from ._optax_table import OPTIMIZERS
 from .diagnostics import Diagnostic, Label, did_you_mean, sort_key
 from .expr import constant, substitute
+from .glob import PatternError, check_pattern
 from .plan import ExpandedPhase, expand
 from .schedcheck import check_schedule
 from .syntax import ParseResult, decode, parse
@@ -206,13 +208,12 @@ class _Checker:
         items = self.file.items
         self._collect_lets(items)
         self._collect_directives(items)
-        self._check_placeholders()
         for item in items:
             try:
                 self._check_item(item)
             except RecursionError:  # lets nested into lets beyond the host's stack
                 self.error("E0005", "expression nested beyond the checker's limits", getattr(item, "span", n.NO_SPAN), notes=("split it with fewer nested `let`s",))
-        self._check_unused_lets()
+        self._check_leaves()
         try:
             self.phases = expand(self.file, self._count)
         except RecursionError:
@@ -252,19 +253,29 @@ class _Checker:
             self.lets[name] = item
             self.env[name] = substitute(item.value, self.env)
 
-    def _check_unused_lets(self) -> None:
-        used = set()
-        for item in self.file.items:
-            root = item.value if isinstance(item, n.Let) else item
-            used.update(node.id for node in n.walk(root) if isinstance(node, n.Name))
+    def _check_leaves(self) -> None:
+        """One walk over the tree: unbound placeholders (E0110), malformed patterns (E0006), unused lets (W0101)."""
+        used: set[str] = set()
+        definitions = {id(let.name) for let in self.lets.values()}
+        for node in n.walk(self.file):
+            if isinstance(node, n.Name):
+                if id(node) not in definitions:
+                    used.add(node.id)
+            elif isinstance(node, n.Pattern):
+                self._check_pattern(node)
+            elif isinstance(node, n.Placeholder) and node.id not in self.bound:
+                self.error("E0110", f"placeholder `${node.id}` is not bound", node.span, help=f"pass `{node.id}=...` when compiling the schedule from Python")
         for name, let in self.lets.items():
             if name not in used:
                 self.diags.append(Diagnostic("W0101", f"`{name}` is never used", let.name.span, help="remove it, or use it"))
 
-    def _check_placeholders(self) -> None:
-        for node in n.walk(self.file):
-            if isinstance(node, n.Placeholder) and node.id not in self.bound:
-                self.error("E0110", f"placeholder `${node.id}` is not bound", node.span, help=f"pass `{node.id}=...` when compiling the schedule from Python")
+    def _check_pattern(self, pattern: n.Pattern) -> None:
+        err = _pattern_error(pattern.text)
+        if err is None:
+            return
+        s, length = pattern.span, max(1, err.length)
+        span = n.Span(s.line, s.column + err.offset, s.line, s.column + err.offset + length, s.start + err.offset, s.start + err.offset + length)
+        self.error("E0006", f"malformed pattern `{pattern.text}`: {err.message}", span, help=err.help)
 
     def _collect_directives(self, items) -> None:
         for item in items:
@@ -793,6 +804,12 @@ class _Checker:
 
 
 # ---------------------------------------------------------------- small utilities
+
+
+@lru_cache(maxsize=4096)
+def _pattern_error(text: str) -> PatternError | None:
+    """glob's verdict on a pattern text (files repeat the same patterns many times)."""
+    return check_pattern(text)
 
 
 def _opt_name(opt) -> str:

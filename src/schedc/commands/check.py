@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         if text is not None:
             sources[name] = Source(name, text)
         if model_ref is not None and parsed is not None:
-            diags = diags + _model_diagnostics(parsed, model_ref or None, name)
+            # the resolver re-finds a few model-free problems (malformed patterns): report each once
+            diags = list({(d.code, d.span, d.message): d for d in diags + _model_diagnostics(parsed, model_ref or None, name)}.values())
         diagnostics.extend(diags)
     diagnostics.sort(key=sort_key)
     _emit(diagnostics, sources, args.format, len(files) - unreadable)

@@ -128,10 +128,10 @@ def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk:
 
 
 def _group_label(group: P.Group) -> str:
-    """The default group (no own lr or optimizer) is ""; others are named by their first path."""
+    """The phase's own group is ""; a `free P lr ...` group is named by its patterns as written."""
     if group.lr is None and group.optimizer is None:
         return ""
-    return group.paths[0] if len(group.paths) == 1 else f"{group.paths[0]}+{len(group.paths) - 1}"
+    return group.label or ",".join(group.paths)
 
 
 def _split_kwargs(spec: P.OptimizerSpec) -> tuple[tuple[tuple[str, Any], ...], list[tuple[str, Any]]]:

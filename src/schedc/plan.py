@@ -36,6 +36,7 @@ class Group:
     lr: object | None = None
     optimizer: OptimizerSpec | None = None
     span: n.Span = field(default=n.NO_SPAN, compare=False)
+    label: str = ""  # the patterns of the `free` statement that made the group, as written ("" for the phase's own)
 
 
 @dataclass(frozen=True)
@@ -447,7 +448,8 @@ class _Resolver:
             groups.append(Group(tuple(self.paths[i] for i in free_by_group[-1]), span=phase.span))
         for j, stmt in enumerate(statements):
             if j in free_by_group:
-                groups.append(Group(tuple(self.paths[i] for i in free_by_group[j]), self.closed(stmt.lr), self._optimizer(stmt.optimizer), stmt.span))
+                label = ", ".join(p.text for p in stmt.patterns)
+                groups.append(Group(tuple(self.paths[i] for i in free_by_group[j]), self.closed(stmt.lr), self._optimizer(stmt.optimizer), stmt.span, label))
         free = tuple(self.paths[i] for i in sorted(i for members in free_by_group.values() for i in members))
         # a phase whose `free` patterns match nothing has its error already (E0401/E0402)
         unmatched = any(not self.matches.get(id(p)) for s in statements if isinstance(s, n.Free) for p in s.patterns)

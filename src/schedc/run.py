@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import compile as C
+from . import compiler as C
 from . import plan as P
 
 
@@ -170,7 +170,21 @@ class _Progress:
 
 def leaf_indices(tree) -> dict[str, tuple[int, ...]]:
     """Canonical parent path -> indices of its leaves in `jax.tree_util.tree_leaves(model)`, parent first."""
-    return {p.path: (p.leaf_index, *p.copy_leaf_indices) for p in tree.params}
+    return {p.path: (p.leaf, *p.shared_leaves) for p in tree.params}
+
+
+def _strong(model):
+    """The model with weakly typed arrays (`jnp.asarray(1.0)`) made strong.
+
+    An optimizer update returns strong arrays; without this, the second phase
+    would see new input types and compile again.
+    """
+    import jax
+
+    def strong(x):
+        return x.astype(x.dtype) if getattr(x, "weak_type", False) else x
+
+    return jax.tree_util.tree_map(strong, model)
 
 
 class Runner:
@@ -239,6 +253,7 @@ class Runner:
         import jax
 
         phase = self.plan.phases[index]
+        model = _strong(model)
         if self.initial_leaves is None:
             self.initial_leaves = jax.tree_util.tree_leaves(model)
         started = time.perf_counter()

@@ -1,0 +1,125 @@
+"""`schedc run FILE`: fit the model the file names, print a summary, save the results.
+
+The entry points come from the file's `model`, `loss` and `data` directives
+(paths relative to the file) or from --model/--loss/--data. `data` returns the
+loss's extra arguments: a tuple (positional), a dict (keyword) or one value.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", help="the .sched file")
+    parser.add_argument("--model", metavar="MOD:FN", help="model factory (overrides the `model` directive)")
+    parser.add_argument("--loss", metavar="MOD:FN", help="loss function (overrides the `loss` directive)")
+    parser.add_argument("--data", metavar="MOD:FN", help="data function (overrides the `data` directive)")
+    parser.add_argument("--out", metavar="DIR", help="save the final model, the histories and a summary here")
+    parser.add_argument("--seed", type=int, help="override the file's `seed`")
+    parser.add_argument("--chunk", type=int, help="steps per compiled chunk (progress granularity)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _entry_points(args, plan, base: Path):
+    from ..binding import load_entry
+
+    refs = {"model": args.model or plan.model, "loss": args.loss or plan.loss, "data": args.data or plan.data}
+    missing = [k for k in ("model", "loss") if not refs[k]]
+    if missing:
+        raise LookupError(f"no {' or '.join(missing)} given: add a `{missing[0]} \"file.py:name\"` directive or pass --{missing[0]}")
+    model = load_entry(refs["model"], base)()
+    loss = load_entry(refs["loss"], base)
+    data = load_entry(refs["data"], base)() if refs["data"] else ()
+    if isinstance(data, dict):
+        return model, loss, (), data
+    return model, loss, (data if isinstance(data, tuple) else (data,)), {}
+
+
+def run(args) -> int:
+    from .. import api
+    from ..diagnostics import SchedError
+    from ..run import RunError
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"schedc run: {path}: no such file", file=sys.stderr)
+        return 2
+    try:
+        program = api.compile(path, None)  # checks the file; binds the model below
+        model, loss, data_args, data_kwargs = _entry_points(args, program.plan, path.parent)
+        program = api.compile(path, model, key=None if args.seed is None else _key(args.seed))
+    except SchedError as err:
+        print(err.render(), file=sys.stderr)
+        return 1
+    except (LookupError, ImportError, OSError) as err:
+        print(f"schedc run: {err}", file=sys.stderr)
+        return 2
+    try:
+        result = program.run(loss, *data_args, quiet=args.quiet, chunk=args.chunk, **data_kwargs)
+    except RunError as err:
+        print(result_table(err.result), file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
+        for note in getattr(err, "__notes__", ()):
+            print(f"  = note: {note}", file=sys.stderr)
+        if args.out:
+            save(err.result, Path(args.out), model_override=err.model)
+        return 1
+    print(result_table(result))
+    if args.out:
+        save(result, Path(args.out))
+        print(f"saved to {args.out}/")
+    return 0
+
+
+def _key(seed: int):
+    import jax
+
+    return jax.random.key(seed)
+
+
+def result_table(result) -> str:
+    """The summary table, with rich when it is installed and stdout is a terminal."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        return result.summary()
+    if not sys.stdout.isatty():
+        return result.summary()
+    table = Table(title="schedc run")
+    for column in ("phase", "steps", "final loss", "stop", "time (s)", "compile (s)"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for p in result.phases:
+        table.add_row(p.display, f"{p.steps_run}/{p.steps}", f"{p.final_loss:.6g}", p.stop_reason, f"{p.wall_time:.2f}", f"{p.compile_time:.2f}")
+    console = Console(record=True, width=100)
+    with console.capture() as capture:
+        console.print(table)
+    return capture.get().rstrip()
+
+
+def save(result, out: Path, model_override=None) -> None:
+    """model.eqx (equinox serialisation), losses.npz, hyperparams.npz and summary.json."""
+    import equinox as eqx
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    eqx.tree_serialise_leaves(out / "model.eqx", model_override if model_override is not None else result.model)
+    np.savez(out / "losses.npz", **{f"phase_{p.index}": p.losses for p in result.phases})
+    np.savez(out / "hyperparams.npz", **{k: v for k, v in result.hyperparams.items()})
+    summary = [
+        {
+            "index": p.index,
+            "name": p.name,
+            "steps": p.steps,
+            "steps_run": p.steps_run,
+            "final_loss": p.final_loss,
+            "stop_reason": p.stop_reason,
+            "wall_time": p.wall_time,
+            "compile_time": p.compile_time,
+        }
+        for p in result.phases
+    ]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -7,6 +7,7 @@ _LAZY = {
     "compile": "schedc.api",
     "Program": "schedc.api",
     "SchedError": "schedc.diagnostics",
+    "schedule": "schedc.schedules",
 }
 
 

@@ -71,10 +71,11 @@ def percent_fraction(p: n.Percent) -> Fraction:
 
 def duration_steps(expr, span: int | None) -> int | None:
     """The whole steps a (valid) duration denotes: a step count, or a percentage of `span`
-    rounded down. None when it needs the span and `span` is None, or when it is not a duration."""
+    rounded down. None when it needs the span and `span` is None, or when it is not a duration.
+    `expr` is a node, or a Python number (a parameter's default)."""
     if isinstance(expr, n.Percent):
         return None if span is None else math.floor(percent_fraction(expr) * span)
-    value = constant(expr)
+    value = expr if isinstance(expr, (int, float)) else constant(expr)  # a default, or a node
     if value is None or not math.isfinite(value):
         return None
     return int(value)

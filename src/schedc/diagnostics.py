@@ -79,7 +79,7 @@ CODES: dict[str, Code] = _codes(
     ("E0402", "pattern matches only shared copies", "model \"m.py:build\"\nphase 10 lr 0.1 < free line_b.width >"),
     ("E0403", "init of a shared copy", "model \"m.py:build\"\nphase 10 lr 0.1 < init line_b.width = 1 >"),
     ("E0404", "conflicting params specs", "model \"m.py:build\"\nphase 10 lr 0.1 <>\nparams < a: free in 0; *: fixed in 0 >"),
-    ("E0405", "phase body and params block disagree", "model \"m.py:build\"\nphase 10 lr 0.1 < fix a >\nparams < a: free in 0 >"),
+    ("E0405", "phase body and params block disagree", "model \"m.py:build\"\nphase 10 lr 0.1 < fix * >\nparams < a: free in 0 >"),
     ("E0406", "model could not be loaded", "model \"missing.py:build\"\nphase 10 lr 0.1 < free a >"),
     ("E0407", "init value does not fit the parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < init a = [1, 2, 3] >"),
     # warnings

@@ -197,7 +197,7 @@ class _Checker:
         self.opaque = self.bound - {k[1:] for k in self.placeholder_env}
         self.directives: dict[str, n.Directive] = {}
         self.phases: tuple[ExpandedPhase, ...] = ()
-        self.steps: dict[int, int | None] = {}  # id(phase node) -> its valid step count
+        self.has_placeholders = False  # set by _check_leaves
 
     def error(self, code: str, message: str, span: n.Span, **kw) -> None:
         self.diags.append(Diagnostic(code, message, span, **kw))
@@ -208,12 +208,12 @@ class _Checker:
         items = self.file.items
         self._collect_lets(items)
         self._collect_directives(items)
+        self._check_leaves()
         for item in items:
             try:
                 self._check_item(item)
             except RecursionError:  # lets nested into lets beyond the host's stack
                 self.error("E0005", "expression nested beyond the checker's limits", getattr(item, "span", n.NO_SPAN), notes=("split it with fewer nested `let`s",))
-        self._check_leaves()
         try:
             self.phases = expand(self.file, self._count)
         except RecursionError:
@@ -263,8 +263,10 @@ class _Checker:
                     used.add(node.id)
             elif isinstance(node, n.Pattern):
                 self._check_pattern(node)
-            elif isinstance(node, n.Placeholder) and node.id not in self.bound:
-                self.error("E0110", f"placeholder `${node.id}` is not bound", node.span, help=f"pass `{node.id}=...` when compiling the schedule from Python")
+            elif isinstance(node, n.Placeholder):
+                self.has_placeholders = True
+                if node.id not in self.bound:
+                    self.error("E0110", f"placeholder `${node.id}` is not bound", node.span, help=f"pass `{node.id}=...` when compiling the schedule from Python")
         for name, let in self.lets.items():
             if name not in used:
                 self.diags.append(Diagnostic("W0101", f"`{name}` is never used", let.name.span, help="remove it, or use it"))
@@ -346,7 +348,6 @@ class _Checker:
 
     def _check_phase(self, phase: n.Phase) -> None:
         steps = self._phase_steps(phase)
-        self.steps[id(phase)] = steps
         label = f"phase `{phase.name.id}`" if phase.name else f"the phase at line {phase.span.line}"
         has_lr = False
         if phase.lr is not None:
@@ -641,7 +642,7 @@ class _Checker:
 
     def _schedule(self, expr, steps: int | None, what: str) -> None:
         """Warmups, boundaries, percentages and durations of a closed schedule expression."""
-        if constant(expr) is not None or any(isinstance(node, n.Placeholder) for node in n.walk(expr)):
+        if constant(expr) is not None or (self.has_placeholders and any(isinstance(node, n.Placeholder) for node in n.walk(expr))):
             return  # a plain number has no shape; an opaque placeholder cannot be checked
         self.diags.extend(check_schedule(expr, steps, what))
 

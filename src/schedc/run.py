@@ -201,8 +201,9 @@ class Runner:
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.leaves = leaf_indices(tree)
-        longest = max((p.steps for p in plan.phases), default=1)
-        self.chunk = int(chunk or min(C.DEFAULT_CHUNK, longest))
+        # one chunk length for every program, so phases of any length share executables
+        # (a chunk is a while loop over at most `chunk` steps: a short phase costs nothing extra)
+        self.chunk = int(chunk or C.DEFAULT_CHUNK)
         if key is None:
             key = jax.random.key(plan.seed if plan.seed is not None else 0)
         self.key = key
@@ -279,8 +280,9 @@ class Runner:
                 )
                 done_before = sum(len(l) for l in losses)
                 done, reason = (int(v) for v in jax.device_get((stop["done"], stop["reason"])))
-                losses.append(np.asarray(chunk_losses[: done - done_before]))
-                hypers.append(np.asarray(chunk_hypers[: done - done_before]))
+                # sliced on the host: a device slice would compile once per length
+                losses.append(np.asarray(chunk_losses)[: done - done_before])
+                hypers.append(np.asarray(chunk_hypers)[: done - done_before])
                 if progress:
                     progress.advance(task, done, float(losses[-1][-1]) if len(losses[-1]) else float("nan"))
                 if reason != C.COMPLETED:

@@ -23,19 +23,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _entry_points(args, plan, base: Path):
+def _loss_and_data(args, plan, base: Path):
     from ..binding import load_entry
 
-    refs = {"model": args.model or plan.model, "loss": args.loss or plan.loss, "data": args.data or plan.data}
-    missing = [k for k in ("model", "loss") if not refs[k]]
-    if missing:
-        raise LookupError(f"no {' or '.join(missing)} given: add a `{missing[0]} \"file.py:name\"` directive or pass --{missing[0]}")
-    model = load_entry(refs["model"], base)()
-    loss = load_entry(refs["loss"], base)
-    data = load_entry(refs["data"], base)() if refs["data"] else ()
+    loss_ref, data_ref = args.loss or plan.loss, args.data or plan.data
+    if not loss_ref:
+        raise LookupError('no loss given: add a `loss "file.py:function"` directive or pass --loss')
+    loss = load_entry(loss_ref, base)
+    data = load_entry(data_ref, base)() if data_ref else ()
     if isinstance(data, dict):
-        return model, loss, (), data
-    return model, loss, (data if isinstance(data, tuple) else (data,)), {}
+        return loss, (), data
+    return loss, (data if isinstance(data, tuple) else (data,)), {}
 
 
 def run(args) -> int:
@@ -48,9 +46,11 @@ def run(args) -> int:
         print(f"schedc run: {path}: no such file", file=sys.stderr)
         return 2
     try:
-        program = api.compile(path, None)  # checks the file; binds the model below
-        model, loss, data_args, data_kwargs = _entry_points(args, program.plan, path.parent)
-        program = api.compile(path, model, key=None if args.seed is None else _key(args.seed))
+        # the model: --model, else the file's `model` directive (a missing one is a diagnostic)
+        program = api.compile(path, args.model, key=args.seed)
+        if program.model is None:
+            raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
+        loss, data_args, data_kwargs = _loss_and_data(args, program.plan, path.parent)
     except SchedError as err:
         print(err.render(), file=sys.stderr)
         return 1
@@ -72,12 +72,6 @@ def run(args) -> int:
         save(result, Path(args.out))
         print(f"saved to {args.out}/")
     return 0
-
-
-def _key(seed: int):
-    import jax
-
-    return jax.random.key(seed)
 
 
 def result_table(result) -> str:

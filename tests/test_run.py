@@ -1,0 +1,246 @@
+"""The compiler and runtime: numerics against hand computations, optax and spectracles; freezing,
+ties, inits, optimizer state, stopping, non-finite losses, executable sharing, logged hyperparameters."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import schedc
+from schedc import compiler
+from schedc.run import RunError, _CompileClock
+
+
+class Pair(eqx.Module):
+    a: jax.Array
+    b: jax.Array
+
+
+def pair(a=1.0, b=0.0):
+    return Pair(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+
+
+def quadratic(m, target_a=3.0, target_b=-1.0):
+    return (m.a - target_a) ** 2 + (m.b - target_b) ** 2
+
+
+def run(text, model, loss=quadratic, *args, **kwargs):
+    return schedc.compile(text, model).run(loss, *args, quiet=True, **kwargs)
+
+
+def sgd_by_hand(a, b, lr, steps, free_a=True, free_b=True):
+    losses = []
+    for _ in range(steps):
+        losses.append((a - 3) ** 2 + (b + 1) ** 2)
+        a, b = a - lr * 2 * (a - 3) * free_a, b - lr * 2 * (b + 1) * free_b
+    return a, b, losses
+
+
+def test_two_sgd_phases_with_an_init_match_a_hand_computation():
+    res = run(
+        """optimizer sgd
+        phase 3 lr 0.1 < free a >
+        phase first 2 lr 0.05 < free a, b; init b = 0.5 >""",
+        pair(),
+    )
+    a, b, l0 = sgd_by_hand(1.0, 0.0, 0.1, 3, free_b=False)
+    assert float(res.models[0].b) == 0.0  # fixed: untouched
+    a, b, l1 = sgd_by_hand(a, 0.5, 0.05, 2)
+    np.testing.assert_allclose(res.phase_losses[0], l0, rtol=1e-6)
+    np.testing.assert_allclose(res.phase_losses[1], l1, rtol=1e-6)
+    np.testing.assert_allclose([float(res.model.a), float(res.model.b)], [a, b], rtol=1e-6)
+    assert res.phase_losses[0][0] == 5.0  # the loss before the first update is recorded
+    assert len(res.loss_history) == 5 and res.stop_reasons == ["completed", "completed"]
+    assert len(res.models) == 2 and res.phases[1].name == "first"
+
+
+def test_momentum_is_reset_each_phase_unless_state_is_carried():
+    text = """optimizer sgd(momentum=0.9)
+    phase 2 lr 0.1 < free a >
+    phase 1 lr 0.1 < free a; %s >"""
+    fresh = run(text % "", pair())
+    carried = run(text % "carry state", pair())
+    a1 = float(fresh.models[0].a)
+    # fresh state: the first update of phase 1 is lr * g alone
+    np.testing.assert_allclose(float(fresh.model.a), a1 - 0.1 * 2 * (a1 - 3), rtol=1e-6)
+    # carried: the momentum trace of phase 0 adds in
+    g0, g1 = 2 * (1 - 3), None
+    a_after_0 = 1.0 - 0.1 * g0
+    trace = g0 * 0.9 + 2 * (a_after_0 - 3)
+    g1 = 2 * (a1 - 3)
+    np.testing.assert_allclose(float(carried.model.a), a1 - 0.1 * (0.9 * trace + g1), rtol=1e-5)
+
+
+def test_frozen_parameters_are_bit_identical_under_adamw_weight_decay():
+    model = pair(1.0, 2.5)
+    res = run("phase 20 lr 0.1 optimizer adamw(weight_decay=0.5) < free a >", model)
+    assert np.asarray(res.model.b).tobytes() == np.asarray(model.b).tobytes()
+    assert float(res.model.a) != 1.0
+
+
+class Tied(eqx.Module):
+    left: jax.Array
+    right: jax.Array
+    other: jax.Array
+
+
+def test_tied_parameters_get_one_summed_gradient_and_stay_tied():
+    w = jnp.asarray(0.5)
+    model = Tied(w, w, jnp.asarray(1.0))
+
+    def loss(m):
+        return (m.left - 2.0) ** 2 + 3.0 * (m.right - 1.0) ** 2 + m.other**2
+
+    prog = schedc.compile("optimizer sgd\nphase 2 lr 0.01 < free left >", model)
+    assert prog.tree.shared == {"right": "left"}
+    res = prog.run(loss, quiet=True)
+    value = 0.5
+    for _ in range(2):
+        value -= 0.01 * (2 * (value - 2.0) + 6.0 * (value - 1.0))
+    np.testing.assert_allclose(float(res.model.left), value, rtol=1e-6)
+    assert float(res.model.left) == float(res.model.right)
+    assert float(res.model.other) == 1.0
+
+
+def test_random_inits_depend_on_seed_phase_and_path_only():
+    model = Pair(jnp.zeros(4), jnp.zeros(4))
+    base = "seed 7\nphase 1 lr 0 < init a ~ normal(0, 1); init b ~ uniform(-1, 1) >"
+    edited = "seed 7\nphase 1 lr 0 < init a ~ normal(5, 2); init b ~ uniform(-1, 1) >"
+
+    def zero(m):
+        return jnp.sum(m.a) * 0.0 + jnp.sum(m.b) * 0.0
+
+    first, second = run(base, model, zero), run(edited, model, zero)
+    assert np.array_equal(np.asarray(first.model.b), np.asarray(second.model.b))  # b's draw unchanged
+    np.testing.assert_allclose(np.asarray(second.model.a), 5 + 2 * np.asarray(first.model.a), rtol=1e-5)
+    other_seed = schedc.compile(base, model, key=jax.random.key(8)).run(zero, quiet=True)
+    assert not np.array_equal(np.asarray(other_seed.model.b), np.asarray(first.model.b))
+    assert np.all(np.abs(np.asarray(first.model.b)) <= 1)
+
+
+def test_reset_restores_the_value_before_the_schedule():
+    res = run("optimizer sgd\nphase 3 lr 0.1 < free a >\nphase 1 lr 0 < free a; init a = reset >", pair(1.0))
+    assert float(res.models[0].a) != 1.0
+    assert float(res.model.a) == 1.0
+
+
+def test_non_finite_loss_names_phase_and_step_and_keeps_completed_phases():
+    def loss(m):
+        return jnp.where(m.a > 2.0, jnp.nan, (m.a - 3.0) ** 2)
+
+    with pytest.raises(RunError) as info:
+        run("optimizer sgd\nphase warm 2 lr 0.01 < free a >\nphase boom 50 lr 0.4 < free a >", pair(1.0), loss)
+    err = info.value
+    assert "phase 1 (boom)" in str(err) and "step 1" in str(err) and "last finite loss" in str(err)
+    assert len(err.result.phases) == 2 and err.result.phases[0].stop_reason == "completed"
+    assert err.model is err.result.phases[0].model
+    assert err.step == 1
+
+
+def test_loss_change_rule_stops_where_spectracles_would():
+    # the loss settles fast: after step 100 (0-based, checked every 50) the trend is tiny
+    res = run("optimizer sgd\nphase 1000 lr 0.1 < free a; stop when loss_change < 1e-3 >", pair(1.0))
+    assert res.phases[0].steps_run == 101 and res.stop_reasons == ["loss_change"]
+    res = run("optimizer sgd\nphase 1000 lr 0.1 < free a; stop when loss_change < 1e-3 over 20 after 40 >", pair(1.0))
+    assert res.phases[0].steps_run == 41
+
+
+def test_loss_threshold_rule_stops_after_the_first_step_below_it():
+    res = run("optimizer sgd\nphase 100 lr 0.1 < free a, b; stop when loss < 0.5 >", pair())
+    losses = res.phase_losses[0]
+    first_below = int(np.argmax(losses < 0.5))
+    assert res.phases[0].steps_run == first_below + 1 and losses[-2] >= 0.5
+    assert res.stop_reasons == ["loss"]
+
+
+def test_chunking_does_not_change_results():
+    text = "phase 37 lr cosine(0.1 -> 0.01) < free a, b; stop when loss_change < 1e-9 over 5 after 10 >"
+    one = schedc.compile(text, pair()).run(quadratic, quiet=True)
+    chunked = schedc.compile(text, pair()).run(quadratic, quiet=True, chunk=4)
+    assert np.array_equal(one.loss_history, chunked.loss_history)
+    assert np.asarray(one.model.a).tobytes() == np.asarray(chunked.model.a).tobytes()
+
+
+def test_logged_lr_is_the_applied_schedule_value():
+    # loss = 2a: the gradient is 2, so each SGD update is exactly -2 * lr(step)
+    def linear_loss(m):
+        return 2.0 * m.a
+
+    res = run("optimizer sgd\nphase 10 lr linear(1 -> 0) < free a >", pair(0.0), linear_loss)
+    lr = res.hyperparams["learning_rate"]
+    np.testing.assert_allclose(lr, optax.linear_schedule(1.0, 0.0, 10)(np.arange(10)), rtol=1e-6)
+    np.testing.assert_allclose(float(res.model.a), -2.0 * lr.sum(), rtol=1e-6)
+
+
+def test_scheduled_optimizer_hyperparameter_and_per_group_lr():
+    res = run(
+        """phase 20 lr 0.1 optimizer adam(b1 = linear(0.9 -> 0.5)) <
+             free a; free b lr 0.01 optimizer sgd;
+           >""",
+        pair(),
+    )
+    hp = res.hyperparams
+    np.testing.assert_allclose(hp["b1"], optax.linear_schedule(0.9, 0.5, 20)(np.arange(20)), rtol=1e-6)
+    np.testing.assert_allclose(hp["learning_rate@b"], 0.01)
+    # b moves by plain SGD steps of lr 0.01
+    b = 0.0
+    for _ in range(20):
+        b -= 0.01 * 2 * (b + 1)
+    np.testing.assert_allclose(float(res.model.b), b, rtol=1e-5)
+
+
+def test_adam_phase_matches_optax_directly():
+    model = pair(1.0, 0.0)
+    res = run("phase 25 lr 0.05 < free a, b >", model)
+    tx = optax.adam(0.05)
+    params = {"a": model.a, "b": model.b}
+    state = tx.init(params)
+    for _ in range(25):
+        grads = jax.grad(lambda p: quadratic(Pair(p["a"], p["b"])))(params)
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose([float(res.model.a), float(res.model.b)], [float(params["a"]), float(params["b"])], rtol=1e-5)
+
+
+def test_lbfgs_gets_the_value_and_value_fn_it_needs():
+    res = run("phase 15 optimizer lbfgs < free a, b >", pair())
+    assert res.phase_losses[0][-1] < 1e-6
+
+
+def test_phases_differing_only_in_numbers_share_one_executable():
+    model = Pair(jnp.ones(3), jnp.ones(3))
+
+    def loss(m, x):
+        return jnp.sum((m.a * x - 1.0) ** 2) + jnp.sum(m.b**2)
+
+    x = jnp.arange(3.0)
+    core = "phase 30 lr 0.05 < free a >\nphase 20 lr cosine(0.01 -> 0.001) < free b >"
+    schedc.compile(core, model).run(loss, x, quiet=True)  # warm: compiles the core's executables
+    before = compiler.cache_size()
+    with _CompileClock() as clock:
+        alternating = """repeat 5 <
+            phase 17 lr 0.2 < free a >
+            phase 45 lr cosine(0.3 -> 0.0001) < free b >
+        >"""
+        res = schedc.compile(alternating, model).run(loss, x, quiet=True)
+    assert len(res.phases) == 10
+    assert compiler.cache_size() == before  # no new signature
+    chunk_compiles = [p.compiles for p in res.phases]
+    assert clock.count <= 2, chunk_compiles  # at most small eager helpers, never a new chunk program
+
+
+def test_result_histories_and_summary():
+    res = run("phase a 4 lr 0.1 < free a >\nphase 3 lr 0.1 < free b >", pair())
+    assert [len(l) for l in res.phase_losses] == [4, 3]
+    assert res.loss_history.shape == (7,)
+    assert res.hyperparams["learning_rate"].shape == (7,)
+    text = res.summary()
+    assert "phase 0 (a)" in text and "4/4" in text and "completed" in text
+    assert all(p.wall_time >= 0 and p.compile_time >= 0 for p in res.phases)
+    assert math.isclose(res.wall_time, sum(p.wall_time for p in res.phases))

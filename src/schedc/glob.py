@@ -22,7 +22,6 @@ whole components. Pure Python: no JAX.
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 from dataclasses import dataclass, field
@@ -110,13 +109,14 @@ class PathSet:
         self.index = {p: i for i, p in enumerate(self.paths)}
         normal = [_normal(p) for p in self.paths]
         self._text = "\n" + "\n".join(normal) + "\n"
-        # offset of the "\n" before each path -> its index
-        self._starts: list[int] = []
+        # offset of the "\n" before each path -> its index, and of the "\n" after it
+        self._start: dict[int, int] = {}
+        self._end: dict[int, int] = {}
         offset = 0
-        for p in normal:
-            self._starts.append(offset)
+        for i, p in enumerate(normal):
+            self._start[offset] = i
             offset += len(p) + 1
-        self._start = {o: i for i, o in enumerate(self._starts)}
+            self._end[offset] = i
         # inside a quoted key a `.` or `[` is no component boundary: suffix search would be unsound
         self._quoted = any('"' in p for p in normal)
 
@@ -127,12 +127,9 @@ class PathSet:
         if pattern.tail == "":
             return list(range(len(self.paths)))
         if pattern.tail is not None and not self._quoted:
-            starts, out = self._starts, []
-            for m in _scanner(pattern.tail + "(?=\n)").finditer(self._text):
-                i = bisect.bisect_right(starts, m.start()) - 1
-                if not out or out[-1] != i:
-                    out.append(i)
-            return out
+            # a match ends where its path ends: at most one per path, found in path order
+            end = self._end
+            return [end[m.end()] for m in _scanner(pattern.tail + "(?=\n)").finditer(self._text)]
         start = self._start
         return [start[m.start()] for m in _scanner("\n(?:" + pattern.regex.pattern + ")(?=\n)").finditer(self._text)]
 

@@ -232,6 +232,7 @@ class _Resolver:
         self.diags: list = []
         self.seen: set = set()  # keys of diagnostics already reported (repeat instances share nodes)
         self.matches: dict[int, list[int]] = {}  # id(pattern node) -> parameter indices
+        self.statement_matches: dict[int, frozenset[int]] = {}  # id(free/fix statement) -> parameter indices
         self.named = [False] * len(self.paths)  # matched by some pattern
         self.directives = {item.keyword: item for item in file.items if isinstance(item, n.Directive)}
         self.phases = expand(file, _closed_count(self.env))
@@ -540,21 +541,26 @@ class _Resolver:
         for j, stmt in enumerate(statements):
             if not matched_any[j] or j in deciders:
                 continue
+            if ("W0102", stmt.span) in self.seen:
+                continue
             mine = self._matched_by(stmt)
-            later = [s for s in statements[j + 1 :] if self._matched_by(s) & mine]
+            later = [s for s in statements[j + 1 :] if not mine.isdisjoint(self._matched_by(s))][:3]
             self.report(
                 ("W0102", stmt.span),
                 Diagnostic(
                     "W0102",
                     f"`{'free' if isinstance(stmt, n.Free) else 'fix'} {', '.join(p.text for p in stmt.patterns)}` is overridden by later statements: every parameter it names is decided later",
                     stmt.span,
-                    labels=tuple(Label(s.span, "overridden here") for s in later[:3]),
+                    labels=tuple(Label(s.span, "overridden here") for s in later),
                     help="remove it (the last statement naming a parameter wins)",
                 ),
             )
 
-    def _matched_by(self, stmt) -> set[int]:
-        return {i for p in stmt.patterns for i in self.matches.get(id(p), ())}
+    def _matched_by(self, stmt) -> frozenset[int]:
+        found = self.statement_matches.get(id(stmt))
+        if found is None:
+            found = self.statement_matches[id(stmt)] = frozenset(i for p in stmt.patterns for i in self.matches.get(id(p), ()))
+        return found
 
     def _frees_nothing(self, ph: ExpandedPhase) -> None:
         from .check import _header_span

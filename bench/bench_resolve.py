@@ -1,0 +1,114 @@
+"""Resolve benchmark: a model with 10,000 parameters against 100 patterns.
+
+Stages timed separately (best of --repeat runs, milliseconds):
+  discover   `params.discover` on an equinox model of 1,250 blocks x 8 arrays (10,000 leaves)
+  match      100 patterns against the 10,000 paths (`glob.PathSet`), compiled patterns cached
+  resolve    `plan.resolve`: 2 phases x 50 statements + a params block (the Plan and every check)
+  check      `binding.resolve_checked`: resolve plus the model-free check it de-duplicates against
+  spectracles-style matching, for scale: one `re.fullmatch` per (pattern, path) pair
+
+    .venv/bin/python bench/bench_resolve.py
+    .venv/bin/python bench/bench_resolve.py --repeat 10 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+
+N_BLOCKS = 1250  # x 8 arrays = 10,000 parameters
+
+
+def build_model():
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    class Sub(eqx.Module):
+        weight: jax.Array
+        bias: jax.Array
+        scale: jax.Array
+        shift: jax.Array
+
+    class Block(eqx.Module):
+        attn: Sub
+        mlp: Sub
+
+    class Net(eqx.Module):
+        blocks: list
+
+    def sub():
+        return Sub(jnp.ones(4), jnp.zeros(4), jnp.ones(()), jnp.zeros(()))
+
+    return Net([Block(sub(), sub()) for _ in range(N_BLOCKS)])
+
+
+def patterns() -> list[str]:
+    """100 patterns of the kinds schedules use: subtrees, suffixes, wildcards, alternatives, exact paths."""
+    out = [f"blocks[{i}].**" for i in range(30)]
+    out += ["**.weight", "**.bias", "blocks[*].attn.*", "blocks[*].{attn,mlp}.w*", "**"] * 10
+    out += [f"blocks[{i}].mlp.weight" for i in range(20)]
+    return out
+
+
+def schedule_text(pats: list[str]) -> str:
+    first = "; ".join(("fix " if i % 3 == 2 else "free ") + p for i, p in enumerate(pats[:50]))
+    second = "; ".join(("fix " if i % 4 == 3 else "free ") + p for i, p in enumerate(pats[50:]))
+    return (
+        f"phase a 100 lr 0.1 < {first}; init blocks[*].attn.scale = 1 >\n"
+        f"phase b 100 lr 0.01 < {second}; free blocks[0].mlp.bias lr 0.001 >\n"
+        "params < blocks[1].attn.shift: free after a | init normal(0, 0.1) at b >\n"
+    )
+
+
+def best(fn, repeat: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times) * 1000, result
+
+
+def main() -> None:
+    from schedc.binding import resolve_checked
+    from schedc.glob import PathSet, compile_pattern
+    from schedc.params import discover
+    from schedc.plan import resolve
+    from schedc.syntax import parse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    model = build_model()
+    pats = patterns()
+    results = {}
+    results["discover"], tree = best(lambda: discover(model), args.repeat)
+    assert len(tree) == 10_000
+    for p in pats:
+        compile_pattern(p)
+    results["match"], found = best(lambda: (lambda ps: [ps.match(compile_pattern(p)) for p in pats])(PathSet(tree.paths)), args.repeat)
+    parsed = parse(schedule_text(pats))
+    assert parsed.ok, parsed.diagnostics
+    results["resolve"], (plan, diags) = best(lambda: resolve(parsed.file, tree), args.repeat)
+    assert plan is not None, [d for d in diags if d.is_error]
+    results["check"], _ = best(lambda: resolve_checked(parsed, tree), args.repeat)
+    regexes = [re.compile(compile_pattern(p).regex.pattern) for p in pats]
+    normal = ["." + p for p in tree.paths]
+    results["fullmatch per pair"], _ = best(lambda: [[i for i, s in enumerate(normal) if r.fullmatch(s)] for r in regexes], max(1, args.repeat // 2))
+    results["matches"] = sum(map(len, found))
+    results["free in phase a"] = len(plan.phases[0].free)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"10,000 parameters x 100 patterns (best of {args.repeat}):")
+    for key, value in results.items():
+        print(f"  {key:<20} {value:>10.1f} ms" if isinstance(value, float) else f"  {key:<20} {value:>10}")
+
+
+if __name__ == "__main__":
+    main()

@@ -290,3 +290,20 @@ def test_pre_commit_entries_behave_as_hooks(tmp_path):
     assert formatted != "phase   10 lr 0.1<free a;>\n"
     again = subprocess.run(hooks["schedc-fmt"] + ["--check", str(messy)], capture_output=True, text=True, env=env)
     assert again.returncode == 0
+
+
+# ---------------------------------------------------------------- Emacs
+
+
+@pytest.mark.skipif(shutil.which("emacs") is None, reason="emacs not installed")
+def test_emacs_mode_ert_suite():
+    """editors/emacs/sched-mode-tests.el: faces, brackets, indentation, comments, compile and eglot entries."""
+    emacs_dir = ROOT / "editors" / "emacs"
+    result = subprocess.run(
+        ["emacs", "-Q", "--batch", "-L", str(emacs_dir), "-l", str(emacs_dir / "sched-mode-tests.el"), "-f", "ert-run-tests-batch-and-exit"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"Ran (\d+) tests, \1 results as expected, 0 unexpected", result.stdout + result.stderr)

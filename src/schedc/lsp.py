@@ -628,7 +628,11 @@ def build_server():
 
         doc, name, base_dir = document(uri)
         version, text = doc.version, doc.source
-        parsed, diagnostics = check_source(text, name)
+        try:
+            parsed, diagnostics = check_source(text, name)
+        except Exception as exc:  # a checker bug: say so in the client's log, keep serving
+            server.window_log_message(lsp.LogMessageParams(lsp.MessageType.Error, f"schedc: check failed: {exc!r}"))
+            return
         string = model_reference(parsed)
         if string is None or not models.cached(string.value, base_dir):
             publish(uri, version, text, diagnostics)  # now; the model's findings follow when it has loaded

@@ -474,12 +474,18 @@ def _build(s: tuple, o: int) -> tuple[Callable, int]:
 
 
 def schedule_fn(expr_or_text, steps: int) -> Callable:
-    """`step -> value` for an expression node (lets substituted) or source text, numbers closed over."""
+    """`step -> value` for an expression node (lets substituted) or source text, numbers closed over.
+
+    Jitted, so that calling it outside a traced function runs one compiled program
+    instead of dispatching each scalar operation; inside a jitted optax update it inlines.
+    """
+    import jax
+
     expr = parse_expression(expr_or_text) if isinstance(expr_or_text, str) else expr_or_text
     lowered = lower(expr, steps)
     fn = build(lowered.structure)
     numbers = jnp.asarray(lowered.numbers, jnp.float32)
-    return lambda step: fn(step, numbers)
+    return jax.jit(lambda step: fn(step, numbers))
 
 
 _PREFIX = "lr "  # the text is parsed as an `lr` directive, then positions are shifted back
@@ -519,26 +525,24 @@ def parse_expression(text: str, names: dict | None = None):
 
 
 def _unbound(expr, names: dict) -> list[Diagnostic]:
+    """E0101/E0110 for every name and placeholder left in `expr` (symbols such as `kind=cosine` excepted)."""
+    words = set()  # Name nodes that are not variables: call and keyword names, symbol values
+    for node in n.walk(expr):
+        if isinstance(node, n.Call):
+            words.add(id(node.func))
+            words.update(id(kw.name) for kw in node.kwargs)
+            sig = catalog.SCHEDULES.get(node.func.id)
+            if sig is not None:
+                bound, _ = catalog.bind(sig, node)
+                words.update(id(bound.get(p.name)) for p in sig.params if p.kind == "symbol")
     diags = []
     for node in n.walk(expr):
-        if isinstance(node, n.Name) and not _is_symbol(node, expr):
+        if isinstance(node, n.Name) and id(node) not in words:
             help = did_you_mean(node.id, names) or f"bind it: schedc.schedule(..., {node.id}=VALUE)"
             diags.append(Diagnostic("E0101", f"undefined name `{node.id}`", node.span, help=help))
         elif isinstance(node, n.Placeholder):
             diags.append(Diagnostic("E0110", f"unbound placeholder `${node.id}`", node.span, help=f"bind it: schedc.schedule(..., {node.id}=VALUE)"))
     return diags
-
-
-def _is_symbol(name: n.Name, expr) -> bool:
-    """A Name that is the value of a symbol argument (`kind=cosine`) or a call's function name."""
-    for node in n.walk(expr):
-        if isinstance(node, n.Call):
-            if node.func is name:
-                return True
-            for kw in node.kwargs:
-                if kw.value is name or kw.name is name:
-                    return True
-    return False
 
 
 def _shift(d: Diagnostic) -> Diagnostic:

@@ -13,7 +13,8 @@ compiled executable:
 
 Every entry lowers through optax's own function where that function accepts
 traced numbers (`join_schedules`, and `polynomial_schedule` evaluated on the
-normalised time `t / steps`, which is bit-for-bit optax's own arithmetic).
+normalised time `t / steps` with a unit horizon: optax's arithmetic, except that
+dividing before clipping keeps the horizon exact when XLA turns `/T` into `*(1/T)`).
 Where optax insists on Python values (it branches on `decay_steps > 0`,
 `decay_rate == 0`, `peak_value == 0`, or uses boundaries as dict keys), its
 documented formula is reproduced below in `jnp`, operation for operation;
@@ -273,8 +274,9 @@ def polynomial(t, init, end, power, steps):
     """`optax.polynomial_schedule(init, end, power, steps)` with traced `steps`.
 
     optax's own function on the normalised time `t / steps` with a unit horizon:
-    `clip(t, 0, T) / T == clip(t / T, 0, 1)` exactly, so the values are optax's.
-    Zero steps: optax's constant `init`.
+    `clip(t / T, 0, 1)` equals optax's `clip(t, 0, T) / T`, and stays exactly 1 past
+    the horizon even where XLA multiplies by `1/T` (optax's own then overshoots, and
+    a fractional power of the negative remainder is NaN). Zero steps: optax's constant `init`.
     """
     value = optax.polynomial_schedule(init, end, power, transition_steps=1)(_over(t, 0, steps))
     return jnp.where(steps > 0, value, init)

@@ -148,4 +148,4 @@ def test_hundred_patterns_against_ten_thousand_paths_is_fast():
     elapsed = time.perf_counter() - start
     assert len(paths) == 10_000 and len(patterns) == 100
     assert found[30] == [i for i, p in enumerate(paths) if p.endswith(".weight")]
-    assert elapsed < 0.5, elapsed
+    assert elapsed < 1.0, elapsed  # typically 35 ms (docs/performance.md); generous for loaded CI machines

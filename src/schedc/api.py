@@ -65,6 +65,8 @@ def _read(text_or_path) -> tuple[str, str, Path, Source]:
         if path.suffix == ".sched" and path.is_file():
             text = path.read_text(encoding="utf-8")
             return text, str(path), path.parent, Source(str(path), text)
+    if isinstance(text_or_path, os.PathLike):
+        raise FileNotFoundError(f"no such .sched file: {os.fspath(text_or_path)}")
     if not isinstance(text_or_path, str):
         raise TypeError(f"schedc.compile takes DSL text or a path to a .sched file, got {type(text_or_path).__name__}")
     text = text_or_path

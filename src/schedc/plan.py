@@ -44,6 +44,8 @@ class InitSpec:
     """Set `path` at the start of a phase.
 
     kind "normal" (args: mean, std), "uniform" (low, high), "value" (value,) or "reset" ().
+    A "value" from a list (`init w = [[1, 2], [3, 4]]`) has every number, row-major, in
+    `args`: as many as the parameter has elements (the resolver checked its shape, E0407).
     """
 
     path: str

@@ -48,7 +48,8 @@ def run(args) -> int:
     plan, with_model = None, False
     if parsed is not None and not has_errors(diags):
         plan, found, with_model = _resolve(parsed, args.model, path)
-        diags = sorted(diags + [d.in_file(str(path)) for d in found], key=sort_key)
+        known = {(d.code, d.span) for d in diags}
+        diags = sorted(diags + [d.in_file(str(path)) for d in found if (d.code, d.span) not in known], key=sort_key)
     if diags:
         print(render_text(diags, sources), file=sys.stderr)
     if plan is None or has_errors(diags):

@@ -74,7 +74,10 @@ def check_file(parsed: ParseResult, placeholders: dict | None = None) -> list[Di
         parsed: what `syntax.parse` returned (its syntax diagnostics are not repeated).
         placeholders: values bound to `$name` placeholders ({"name": value}).
     """
-    checker = _Checker(parsed.file, placeholders or {}, _lost_lets(parsed), partial=not parsed.ok)
+    try:
+        checker = _Checker(parsed.file, placeholders or {}, _lost_lets(parsed), partial=not parsed.ok)
+    except RecursionError:  # `let`s substituted into each other beyond the host's stack
+        return [Diagnostic("E0005", "`let` definitions nested beyond the checker's limits", n.Span(1, 1, 1, 2), notes=("split them into fewer nested `let`s",))]
     checker.run()
     unique = {(d.code, d.span, d.message): d for d in checker.diags}
     return sorted(unique.values(), key=sort_key)
@@ -109,10 +112,6 @@ def check_bytes(data: bytes, name: str = "<input>", placeholders: dict | None = 
 
 
 # ---------------------------------------------------------------- helpers
-
-
-class _Opaque:
-    """A placeholder bound to a Python value the checker cannot inspect (a callable schedule)."""
 
 
 def _placeholder_env(placeholders: dict | None) -> dict[str, object]:
@@ -191,10 +190,9 @@ class _Checker:
         self.partial = partial
         self.diags: list[Diagnostic] = []
         self.bound = {key.lstrip("$") for key in placeholders}
-        self.env: dict[str, object] = {}
+        # placeholders bound to values the checker cannot inspect (a callable schedule) stay Placeholders
+        self.env: dict[str, object] = env_of(file, placeholders)
         self.lets: dict[str, n.Let] = {}
-        self.placeholder_env = _placeholder_env(placeholders)
-        self.opaque = self.bound - {k[1:] for k in self.placeholder_env}
         self.directives: dict[str, n.Directive] = {}
         self.phases: tuple[ExpandedPhase, ...] = ()
         self.has_placeholders = False  # set by _check_leaves
@@ -241,7 +239,7 @@ class _Checker:
     # ---- names
 
     def _collect_lets(self, items) -> None:
-        self.env = dict(self.placeholder_env)
+        """The first definition of each name (its closed value is in self.env); E0102 for the others."""
         for item in items:
             if not isinstance(item, n.Let):
                 continue
@@ -251,7 +249,6 @@ class _Checker:
                 self.error("E0102", f"`{name}` is already defined", item.name.span, labels=(Label(first.name.span, "first defined here"),), help="rename one of them")
                 continue
             self.lets[name] = item
-            self.env[name] = substitute(item.value, self.env)
 
     def _check_leaves(self) -> None:
         """One walk over the tree: unbound placeholders (E0110), malformed patterns (E0006), unused lets (W0101)."""
@@ -310,7 +307,7 @@ class _Checker:
         if seed is None:
             return
         if not _is_int(seed):
-            self.error("E0202", f"`seed` must be an integer, got {seed}", value.span)
+            self.error("E0202", f"`seed` must be an integer, got {_show(seed)}", value.span)
         elif not -(2**63) <= seed < 2**64:
             self.error("E0210", "`seed` is out of range (a 64-bit integer)", value.span)
 

@@ -50,6 +50,17 @@ def test_grammars_name_every_keyword():
         assert word in vim_keywords, f"Vim syntax lacks `{word}`"
 
 
+def _emacs_list(name: str) -> list[str]:
+    source = (ROOT / "editors" / "emacs" / "sched-mode.el").read_text(encoding="utf-8")
+    body = re.search(rf"\(defconst {name}\s+'\((.*?)\)", source, re.S).group(1)
+    return re.findall(r'"([^"]+)"', body)
+
+
+def test_emacs_mode_names_the_whole_language():
+    assert sorted(_emacs_list("sched-keywords")) == sorted(k for k in syntax.KEYWORDS if k not in ("true", "false"))
+    assert sorted(_emacs_list("sched-builtins")) == sorted(set(catalog.SCHEDULES) | set(catalog.DISTRIBUTIONS))
+
+
 def test_grammars_name_every_schedule_and_distribution():
     builtins = re.search(r'syn match schedBuiltin "\\<\\%\((.*?)\\\)\\ze', _vim_syntax()).group(1).split("\\|")
     tm = json.loads(_tm_grammar())
@@ -250,6 +261,18 @@ def test_vim_make_runs_schedc_check(tmp_path):
     entries = _quickfix(result["qf"])
     assert [(e["lnum"], e["col"], e["type"]) for e in entries] == [(1, 13, "E"), (2, 5, "W"), (3, 25, "E")]
     assert entries[2]["text"] == "[E0002]: unexpected character `@`"
+
+
+@needs_vim
+def test_vim_schedfmt_formats_the_buffer(tmp_path):
+    source = tmp_path / "messy.sched"
+    messy = "phase   10 lr 0.1<free a;>   # keep me\n"
+    source.write_text(messy, encoding="utf-8")
+    out = tmp_path / "formatted.txt"
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    _run_vim(f"edit {source}\nSchedFmt\ncall writefile(getline(1, '$'), '{out}')", tmp_path, env=env)
+    expected = subprocess.run([str(BIN / "schedc"), "fmt", "-"], input=messy, capture_output=True, text=True, check=True).stdout
+    assert out.read_text(encoding="utf-8") == expected and expected != messy
 
 
 # ---------------------------------------------------------------- pre-commit

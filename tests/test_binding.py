@@ -255,3 +255,10 @@ def test_compile_reports_an_unloadable_model(folder):
     path.write_text('model "m.py:broken"\nphase 10 lr 0.1 < free a >\n')
     with pytest.raises(schedc.SchedError, match="E0406"):
         schedc.compile(path)
+
+
+def test_cli_check_model_in_a_fresh_process(sched_file, folder):
+    proc = subprocess.run([sys.executable, "-m", "schedc", "check", "--format", "concise", "s.sched", "--model"], capture_output=True, text=True, cwd=folder, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "s.sched:2:24: error[E0401]: pattern `gp.kernal.*` matches no parameter" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr

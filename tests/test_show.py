@@ -1,6 +1,8 @@
 """`schedc show`: the phase x parameter table, text and JSON, with and without a model."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -117,3 +119,12 @@ def test_errors_give_no_table(sched, capsys):
 def test_unreadable_file(tmp_path, capsys):
     code, _, err = show(capsys, tmp_path / "missing.sched")
     assert code == 2 and "cannot read" in err
+
+
+def test_show_without_a_model_imports_no_jax(sched):
+    code = (
+        "import sys; from schedc.cli import main; rc = main(['show', sys.argv[1]]); "
+        "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'equinox', 'optax')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(sched)], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines()[-1] == "0 []", proc.stderr

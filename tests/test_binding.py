@@ -5,8 +5,6 @@ import inspect
 import json
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import jax
 import pytest

@@ -83,7 +83,8 @@ def _caller_position(text: str) -> tuple[str, int, int]:
     here = os.path.dirname(os.path.abspath(__file__))
     frame = inspect.currentframe()
     try:
-        while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        # the first frame outside the schedc package (its subpackages included)
+        while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
             frame = frame.f_back
         filename = frame.f_code.co_filename if frame is not None else None
     finally:

@@ -356,3 +356,72 @@ def test_lower_refuses_invalid_expressions():
         lower(parse_expression("warmup_cosine(0 -> 1 -> 0, 100)"), 100)
     assert lower(0.5, 10) == lower(parse_expression("0.5"), 10)
     assert math.isclose(float(schedule_fn("0.5", 10)(3)), 0.5)
+
+
+# ---------------------------------------------------------------- checked means lowerable
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schedc import syntax
+from schedc.schedcheck import check_schedule
+from schedc.schedules import size
+
+NUMBERS = st.sampled_from(["0", "0.1", "1", "2.5", "-1", "1e-3", "10"])
+DURATIONS = st.sampled_from(["0", "1", "5", "10", "50", "100", "200", "0%", "10%", "50%", "100%", "150%", "2.5"])
+
+
+def _argument(param, schedules):
+    if param.kind == "number":
+        return NUMBERS
+    if param.kind == "duration":
+        return DURATIONS
+    if param.kind == "schedule":
+        return schedules
+    if param.kind == "bool":
+        return st.sampled_from(["true", "false"])
+    if param.kind == "symbol":
+        return st.sampled_from(list(param.choices) + ["bogus"])
+    if param.kind == "map":
+        entries = st.lists(st.tuples(DURATIONS, NUMBERS), max_size=3)
+        return entries.map(lambda es: "{" + ", ".join(f"{k}: {v}" for k, v in es) + "}")
+    items = DURATIONS if param.name == "at" else NUMBERS
+    return st.lists(items, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]")
+
+
+def _call(sig, schedules):
+    arrow = st.lists(NUMBERS, min_size=sig.arrow, max_size=sig.arrow).map(" -> ".join) if sig.arrow else st.just(None)
+    params = st.tuples(*(st.one_of(st.none(), _argument(p, schedules)) if not p.required else _argument(p, schedules) for p in sig.params))
+
+    def text(parts):
+        head, values = parts
+        args = [head] if head is not None else []
+        args += [f"{p.name}={v}" for p, v in zip(sig.params, values) if v is not None]
+        return f"{sig.name}({', '.join(args)})"
+
+    return st.tuples(arrow, params).map(text)
+
+
+def _expressions():
+    def extend(schedules):
+        calls = st.one_of(*(_call(sig, schedules) for sig in catalog.SCHEDULES.values()))
+        then = st.tuples(schedules, DURATIONS, schedules).map(lambda p: f"{p[0]} for {p[1]} then {p[2]}")
+        arith = st.tuples(schedules, st.sampled_from(["+", "-", "*", "/"]), schedules).map(lambda p: f"({p[0]}) {p[1]} ({p[2]})")
+        return st.one_of(calls, then, arith)
+
+    return st.recursive(NUMBERS, extend, max_leaves=4)
+
+
+@settings(max_examples=int(__import__("os").environ.get("N", 300)), deadline=None)
+@given(_expressions(), st.sampled_from([1, 7, 100]))
+def test_every_checked_expression_lowers(text, steps):
+    parsed = syntax.parse("lr " + text)
+    assert parsed.ok, text
+    expr = parsed.file.items[0].value
+    if any(d.is_error for d in check_schedule(expr, steps)):
+        with pytest.raises(SchedError):
+            lower(expr, steps)
+        return
+    lowered = lower(expr, steps)
+    assert len(lowered.numbers) == size(lowered.structure)
+    assert all(math.isfinite(x) for x in lowered.numbers)

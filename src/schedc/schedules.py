@@ -196,7 +196,7 @@ def _lower_interpolate(span, points, a, bound):
 
 def _lower_sgdr(span, points, a, bound):
     period = span_of(a["period"], span)
-    inner, numbers = _lower(a["schedule"], period)
+    inner, numbers = _lower(bound["schedule"], period)
     return ("sgdr", inner), [period, a["mult"]] + numbers
 
 

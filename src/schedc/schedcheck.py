@@ -101,6 +101,8 @@ def _is_node(value) -> bool:
 
 
 def _describe(expr) -> str:
+    if constant(expr) is not None:
+        return "a number"
     return {
         n.String: "a string",
         n.Bool: "a boolean",
@@ -110,6 +112,11 @@ def _describe(expr) -> str:
         n.Arrow: "an `a -> b` range",
         n.Then: "a `then` chain",
     }.get(type(expr), "a schedule")
+
+
+def _arg(param: catalog.Param, owner: str) -> str:
+    """How messages name an argument: "`rate` of `exponential`", or "a `for` duration"."""
+    return f"`{param.name}` of `{owner}`" if owner else f"a `{param.name}` duration"
 
 
 def _show(value) -> str:
@@ -133,8 +140,8 @@ class _Checker:
             return True
         children = (expr.operand,) if isinstance(expr, n.UnaryOp) else (expr.left, expr.right) if isinstance(expr, n.BinOp) else ()
         if all(self.finite(c) for c in children):
-            shown = expr.text if isinstance(expr, n.Number) else _show(value)
-            self.error("E0210", f"`{shown}` is not a finite float32 number", expr.span, help=f"numbers must lie within ±{catalog.MAX_NUMBER:.4g}")
+            what = f"`{expr.text}` is" if isinstance(expr, n.Number) else f"this evaluates to {_show(value)}, which is"
+            self.error("E0210", f"{what} not a finite float32 number", expr.span, help=f"numbers must lie within ±{catalog.MAX_NUMBER:.4g}")
         return False
 
     def negative_lr(self, expr, value) -> None:
@@ -146,7 +153,7 @@ class _Checker:
             return
         ok, wanted = _CHECKS[param.check]
         if not ok(value):
-            self.error("E0213", f"`{param.name}` of `{owner}` must be {wanted}, got {_show(value)}{unit}", expr.span)
+            self.error("E0213", f"{_arg(param, owner)} must be {wanted}, got {_show(value)}{unit}", expr.span)
 
     def number(self, expr, param: catalog.Param, owner: str, level: bool = False) -> float | None:
         """A `number` argument: its value when it is a valid constant."""
@@ -154,7 +161,7 @@ class _Checker:
             return None
         value = constant(expr)
         if value is None:
-            self.error("E0202", f"`{param.name}` of `{owner}` must be a number, got {_describe(expr)}", expr.span)
+            self.error("E0202", f"{_arg(param, owner)} must be a number, got {_describe(expr)}", expr.span)
             return None
         if not self.finite(expr):
             return None
@@ -172,23 +179,23 @@ class _Checker:
         if isinstance(expr, n.Percent) or negated:
             pct = -percent_fraction(expr.operand) if negated else percent_fraction(expr)
             if not 0 <= pct <= 1:
-                self.error("E0209", f"`{param.name}` of `{owner}` is {_show(float(pct * 100))}% of its span; a percentage must be within 0..100%", expr.span)
+                self.error("E0209", f"{_arg(param, owner)} is {_show(float(pct * 100))}% of its span; a percentage must be within 0..100%", expr.span)
                 return None
             steps = duration_steps(expr, span)
             if steps is not None and param.check == "positive" and steps == 0:
-                self.error("E0213", f"`{param.name}` of `{owner}` is {expr.text} of {span} steps, which rounds down to 0 steps", expr.span, help="use a larger percentage or a step count")
+                self.error("E0213", f"{_arg(param, owner)} is {expr.text} of {span} steps, which rounds down to 0 steps", expr.span, help="use a larger percentage or a step count")
             return steps
         value = constant(expr)
         if value is None:
-            self.error("E0202", f"`{param.name}` of `{owner}` must be a step count or a percentage, got {_describe(expr)}", expr.span)
+            self.error("E0202", f"{_arg(param, owner)} must be a step count or a percentage, got {_describe(expr)}", expr.span)
             return None
         if not self.finite(expr):
             return None
         if value != int(value):
-            self.error("E0202", f"`{param.name}` of `{owner}` must be a whole number of steps, got {_show(value)}", expr.span)
+            self.error("E0202", f"{_arg(param, owner)} must be a whole number of steps, got {_show(value)}", expr.span)
             return None
         if value > catalog.MAX_STEPS:
-            self.error("E0210", f"`{param.name}` of `{owner}` is beyond the largest step count ({catalog.MAX_STEPS})", expr.span)
+            self.error("E0210", f"{_arg(param, owner)} is beyond the largest step count ({catalog.MAX_STEPS})", expr.span)
             return None
         self.constraint(param, expr, value, owner, " steps")
         return int(value) if value >= 0 else None
@@ -229,7 +236,7 @@ class _Checker:
             self.error("E0202", f"expected a number or a schedule, got {_describe(expr)}", expr.span, help=help)
 
     def then(self, expr: n.Then, span: int | None, level: bool) -> None:
-        lengths = [self.duration(d, FOR, "for", span) for d in expr.durations]
+        lengths = [self.duration(d, FOR, "", span) for d in expr.durations]
         if span is not None and None not in lengths:
             total = 0
             for d, length in zip(expr.durations, lengths):
@@ -274,13 +281,13 @@ class _Checker:
             return None
         if param.kind == "bool":
             if not isinstance(arg, n.Bool):
-                self.error("E0202", f"`{param.name}` of `{owner}` must be `true` or `false`, got {_describe(arg)}", arg.span)
+                self.error("E0202", f"{_arg(param, owner)} must be `true` or `false`, got {_describe(arg)}", arg.span)
             return None
         if param.kind == "symbol":
             if not isinstance(arg, n.Name) or arg.id not in param.choices:
                 got = f"`{arg.id}`" if isinstance(arg, n.Name) else _describe(arg)
                 help = did_you_mean(arg.id, param.choices) if isinstance(arg, n.Name) else None
-                self.error("E0202", f"`{param.name}` of `{owner}` must be one of {', '.join(f'`{c}`' for c in param.choices)}, got {got}", arg.span, help=help)
+                self.error("E0202", f"{_arg(param, owner)} must be one of {', '.join(f'`{c}`' for c in param.choices)}, got {got}", arg.span, help=help)
             return None
         if param.kind == "map":
             return self.map(arg, param, owner, span)
@@ -290,7 +297,7 @@ class _Checker:
 
     def map(self, arg, param: catalog.Param, owner: str, span: int | None):
         if not isinstance(arg, n.Map):
-            self.error("E0202", f"`{param.name}` of `{owner}` must be a map `{{step: scale, ...}}`, got {_describe(arg)}", arg.span)
+            self.error("E0202", f"{_arg(param, owner)} must be a map `{{step: scale, ...}}`, got {_describe(arg)}", arg.span)
             return None
         key_param = catalog.Param("boundary", "duration", check="nonneg")
         scale_param = catalog.Param("scale", "number", check="nonneg")
@@ -302,10 +309,10 @@ class _Checker:
 
     def list(self, arg, param: catalog.Param, owner: str, span: int | None, level: bool):
         if not isinstance(arg, n.List):
-            self.error("E0202", f"`{param.name}` of `{owner}` must be a list `[...]`, got {_describe(arg)}", arg.span)
+            self.error("E0202", f"{_arg(param, owner)} must be a list `[...]`, got {_describe(arg)}", arg.span)
             return None
         if not arg.items:
-            self.error("E0213", f"`{param.name}` of `{owner}` must not be empty", arg.span)
+            self.error("E0213", f"{_arg(param, owner)} must not be empty", arg.span)
             return None
         if param.name == "at":  # points in time
             point = catalog.Param("point", "duration", check="nonneg")

@@ -190,6 +190,33 @@ def test_sprinkled_comments_survive(file, data):
     assert format_source(formatted) == formatted
 
 
+def _spaces_between_tokens(text: str) -> list[int]:
+    """Offsets of the spaces in `text` that separate tokens (not those in strings or a pattern's quoted keys)."""
+    inside = set()
+    for node in n.walk(syntax.parse(text).file):
+        if isinstance(node, (n.String, n.Pattern)):
+            inside.update(range(node.span.start, node.span.end))
+    return [i for i, ch in enumerate(text) if ch == " " and i not in inside]
+
+
+@_examples(60)
+@given(files, st.data())
+def test_comments_between_any_tokens_survive(file, data):
+    text = unparse(file)
+    spaces = _spaces_between_tokens(text)
+    if not spaces:
+        return
+    chosen = data.draw(st.lists(st.sampled_from(spaces), unique=True, max_size=6), label="where")
+    for k, i in enumerate(sorted(chosen, reverse=True)):
+        own_line = data.draw(st.booleans(), label=f"own line {k}")
+        comment = f"\n# c{k}\n" if own_line else f"  # c{k}\n"
+        text = text[:i] + comment + text[i + 1 :]
+    formatted = format_source(text)
+    assert syntax.parse(formatted).file == file
+    assert sorted(c.text for c in syntax.parse(formatted).comments) == sorted(f"# c{k}" for k in range(len(chosen)))
+    assert format_source(formatted) == formatted
+
+
 # ---------------------------------------------------------------- mutated real files
 
 _TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[A-Za-z_][A-Za-z0-9_]*|[0-9.]+%?|->|\*\*|\S')

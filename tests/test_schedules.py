@@ -322,8 +322,16 @@ def test_schedule_with_adam():
 
 
 def test_schedule_binds_names_and_placeholders():
-    f = schedc.schedule("cosine(base -> base / 10) * $scale", steps=10, base=0.5, scale=2.0)
+    f = schedc.schedule("cosine(base -> base / 10) * $scale", steps=10, base=0.5, scale=np.float32(2.0))
     assert float(f(0)) == pytest.approx(1.0) and float(f(10)) == pytest.approx(0.1)
+    # inject_hyperparams logs the value used by the latest update: schedule(n - 1) after n updates
+    f = schedc.schedule("warmup_cosine(0 -> 1e-3 -> 0, warmup=5%)", steps=100)
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=f)
+    params = {"w": jnp.ones(2)}
+    state = opt.init(params)
+    for _ in range(3):
+        _, state = opt.update({"w": jnp.ones(2)}, state, params)
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(float(f(2)))
 
 
 def test_schedule_errors_show_the_expression():

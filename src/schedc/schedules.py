@@ -29,6 +29,7 @@ import math
 import operator
 from dataclasses import dataclass
 from functools import lru_cache
+from numbers import Integral, Real
 from typing import Callable
 
 import jax.numpy as jnp
@@ -515,8 +516,9 @@ def parse_expression(text: str, names: dict | None = None):
     if expr is not None:
         env = {}
         for key, value in (names or {}).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, Real):
                 raise TypeError(f"name {key!r} must be bound to a number, got {type(value).__name__}")
+            value = int(value) if isinstance(value, Integral) else float(value)
             node = n.Number(value, repr(value))
             env[key] = env["$" + key] = node
         expr = substitute(expr, env)

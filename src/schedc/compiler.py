@@ -193,17 +193,62 @@ class Compiled:
     """The jitted functions of one signature."""
 
     init: Callable  # (free, numbers) -> optimizer state
-    chunk: Callable  # (free, opt_state, stop_state, model, step0, n_active, numbers, stop_numbers, args, kwargs)
+    chunk: Callable  # (free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays)
+
+
+class _ById:
+    """A cache-key stand-in for an unhashable static value: equal only to itself."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How to rebuild a pytree from its array leaves: the treedef and every non-array leaf.
+
+    Arrays are traced; everything else (Python numbers, functions, strings) is
+    static and part of the cache key, as in `equinox.filter_jit` — but split once
+    per phase on the host, so each chunk call is a plain `jax.jit` dispatch.
+    """
+
+    treedef: Any
+    static: tuple  # the leaf, or None where an array goes
+
+    def rebuild(self, arrays):
+        import jax
+
+        it = iter(arrays)
+        leaves = [next(it) if s is None else (s.value if isinstance(s, _ById) else s) for s in self.static]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def split(tree) -> tuple[tuple, Layout]:
+    """(array leaves, layout) of a pytree."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    is_array = [isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in leaves]
+    static = tuple(None if a else _hashable(x) for x, a in zip(leaves, is_array))
+    return tuple(x for x, a in zip(leaves, is_array) if a), Layout(treedef, static)
+
+
+def _hashable(x):
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        return _ById(x)
 
 
 _CACHE: dict[tuple, Compiled] = {}
 
 
-def compiled(signature: Signature, loss_fn: Callable) -> Compiled:
-    """The (cached) jitted functions for `signature` and `loss_fn`."""
-    key = (signature, loss_fn)
+def compiled(signature: Signature, loss_fn: Callable, model: Layout, data: Layout) -> Compiled:
+    """The (cached) jitted functions for `signature`, `loss_fn` and the static parts of model and data."""
+    key = (signature, loss_fn, model, data)
     if key not in _CACHE:
-        _CACHE[key] = _build(signature, loss_fn)
+        _CACHE[key] = _build(signature, loss_fn, model, data)
     return _CACHE[key]
 
 
@@ -211,8 +256,7 @@ def cache_size() -> int:
     return len(_CACHE)
 
 
-def _build(signature: Signature, loss_fn: Callable) -> Compiled:
-    import equinox as eqx
+def _build(signature: Signature, loss_fn: Callable, model_layout: Layout, data_layout: Layout) -> Compiled:
     import jax
     import jax.numpy as jnp
     import optax
@@ -224,8 +268,9 @@ def _build(signature: Signature, loss_fn: Callable) -> Compiled:
     def init(free, numbers):
         return make_transform(signature, hyper_values(signature, jnp.int32(0), numbers)).init(free)
 
-    def chunk(free, opt_state, stop_state, model, step0, n_active, numbers, stop_numbers, args, kwargs):
-        leaves, treedef = jax.tree_util.tree_flatten(model)
+    def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays):
+        leaves, treedef = jax.tree_util.tree_flatten(model_layout.rebuild(model_arrays))
+        args, kwargs = data_layout.rebuild(data_arrays)
 
         def assemble(free_values):
             new = list(leaves)
@@ -278,16 +323,14 @@ def _build(signature: Signature, loss_fn: Callable) -> Compiled:
         _, free, opt_state, stop_state, losses, hypers = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, losses, hypers))
         return free, opt_state, stop_state, losses, hypers
 
-    return Compiled(jax.jit(init), eqx.filter_jit(chunk))
+    return Compiled(jax.jit(init), jax.jit(chunk))
 
 
-def initial_stop_state(signature: Signature):
-    import jax.numpy as jnp
-
+def initial_stop_state(signature: Signature) -> dict:
     return {
-        "ring": jnp.full((signature.over,), jnp.nan, jnp.float32),
-        "reason": jnp.int32(COMPLETED),
-        "done": jnp.int32(0),
+        "ring": np.full((signature.over,), np.nan, np.float32),
+        "reason": np.int32(COMPLETED),
+        "done": np.int32(0),
     }
 
 

@@ -200,6 +200,7 @@ class Runner:
         self.loss_fn = loss_fn
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
+        self.data_arrays, self.data_layout = C.split((self.args, self.kwargs))
         self.leaves = leaf_indices(tree)
         # one chunk length for every program, so phases of any length share executables
         # (a chunk is a while loop over at most `chunk` steps: a short phase costs nothing extra)
@@ -262,7 +263,8 @@ class Runner:
             model = self._apply_inits(model, phase)
             prepared = C.prepare(phase, self.leaves, self.chunk)
             sig = prepared.signature
-            fns = C.compiled(sig, self.loss_fn)
+            model_arrays, model_layout = C.split(model)
+            fns = C.compiled(sig, self.loss_fn, model_layout, self.data_layout)
             leaves = jax.tree_util.tree_leaves(model)
             free = {path: leaves[indices[0]] for path, indices in sig.leaves}
             opt_state = fns.init(free, prepared.numbers)
@@ -276,7 +278,7 @@ class Runner:
             while step0 < phase.steps:
                 n_active = min(self.chunk, phase.steps - step0)
                 free, opt_state, stop, chunk_losses, chunk_hypers = fns.chunk(
-                    free, opt_state, stop, model, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.args, self.kwargs
+                    free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays
                 )
                 done_before = sum(len(l) for l in losses)
                 done, reason = (int(v) for v in jax.device_get((stop["done"], stop["reason"])))

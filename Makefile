@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/schedc check examples/spectral_line.sched
 	$(BIN)/schedc show examples/spectral_line.sched
+	$(BIN)/schedc run examples/spectral_line.sched --out out/spectral_line
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -25,6 +26,8 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_check.py
+	$(BIN)/python bench/bench_resolve.py
+	$(BIN)/python bench/bench_run.py
 
 # TextMate grammar, Python-injection and TypeScript checks of the VS Code extension (needs node/npm).
 editors-test:

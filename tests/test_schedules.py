@@ -2,6 +2,7 @@
 at every step of its horizon and past it, traced under jit, vmap and lax.scan."""
 
 import math
+import os
 from functools import lru_cache
 
 import jax
@@ -420,7 +421,7 @@ def _expressions():
     return st.recursive(NUMBERS, extend, max_leaves=4)
 
 
-@settings(max_examples=int(__import__("os").environ.get("N", 300)), deadline=None)
+@settings(max_examples=int(os.environ.get("SCHEDC_FUZZ_EXAMPLES", 300)), deadline=None)
 @given(_expressions(), st.sampled_from([1, 7, 100]))
 def test_every_checked_expression_lowers(text, steps):
     parsed = syntax.parse("lr " + text)

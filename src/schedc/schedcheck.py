@@ -327,15 +327,14 @@ class _Checker:
         """Checks across arguments: warmups against their horizon, one-cycle fractions, sgdr periods."""
         name = sig.name
         if name.startswith("warmup_") and resolved.get("warmup") is not None:
-            horizon = span_of(bound.get("steps"), span) if name == "warmup_cosine" else span
-            if _is_node(bound.get("steps")) and resolved.get("steps") is None:
-                horizon = None
+            given = _is_node(bound.get("steps"))  # only warmup_cosine has `steps`; the others span it all
+            horizon = resolved.get("steps") if given else span
             warmup = resolved["warmup"]
             if horizon is not None and warmup >= horizon:
-                what = "its `steps`" if _is_node(bound.get("steps")) else "the span"
+                what = "its `steps`" if given else "the span"
                 self.error("E0207", f"the warmup of `{name}` ({warmup} steps) is not shorter than {what} ({horizon} steps)", bound["warmup"].span, help="shorten the warmup or lengthen the schedule")
         if name == "linear_onecycle":
-            start, final = resolved.get("pct_start", sig_default(sig, "pct_start")), resolved.get("pct_final", sig_default(sig, "pct_final"))
+            start, final = resolved.get("pct_start", _default(sig, "pct_start")), resolved.get("pct_final", _default(sig, "pct_final"))
             if start is not None and final is not None and final <= start:
                 where = bound["pct_final"] if _is_node(bound.get("pct_final")) else call
                 self.error("E0208", f"`pct_final` ({_show(final)}) of `linear_onecycle` must be after `pct_start` ({_show(start)})", where.span)
@@ -344,5 +343,5 @@ class _Checker:
             self.schedule(bound["schedule"], period if period else None, level)
 
 
-def sig_default(sig: catalog.Signature, name: str):
+def _default(sig: catalog.Signature, name: str):
     return next(p.default for p in sig.params if p.name == name)

@@ -10,11 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import schedc
-from schedc import catalog
+from schedc import catalog, syntax
 from schedc.diagnostics import SchedError
-from schedc.schedules import build, lower, parse_expression, schedule_fn
+from schedc.schedcheck import check_schedule
+from schedc.schedules import build, lower, parse_expression, schedule_fn, size
 
 pytestmark = pytest.mark.slow
 EXTRA = 25  # steps evaluated past the phase: the schedule must hold, never extrapolate
@@ -368,13 +371,6 @@ def test_lower_refuses_invalid_expressions():
 
 
 # ---------------------------------------------------------------- checked means lowerable
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from schedc import syntax
-from schedc.schedcheck import check_schedule
-from schedc.schedules import size
 
 NUMBERS = st.sampled_from(["0", "0.1", "1", "2.5", "-1", "1e-3", "10"])
 DURATIONS = st.sampled_from(["0", "1", "5", "10", "50", "100", "200", "0%", "10%", "50%", "100%", "150%", "2.5"])

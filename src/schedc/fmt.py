@@ -22,6 +22,7 @@ returns text that means something else. No JAX here.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -168,9 +169,7 @@ def _specs(entry: n.ParamEntry) -> str:
 def _directive(item) -> str:
     if isinstance(item, n.Let):
         return f"let {item.name.id} = {_expr(item.value)}"
-    value = item.value
-    text = _quote(value.value) if isinstance(value, n.String) and item.keyword in ("model", "loss", "data") else _expr(value)
-    return f"{item.keyword} {text}"
+    return f"{item.keyword} {_expr(item.value)}"
 
 
 def _phase_header(phase: n.Phase) -> str:
@@ -205,10 +204,10 @@ class _Line:
     after: list[n.Comment] = field(default_factory=list)
 
 
-def _layout(items, depth: int = 0) -> list[_Line]:
-    """The output lines of a sequence of items, in source order (an explicit stack: repeats may nest deeply)."""
+def _layout(items) -> list[_Line]:
+    """The output lines of a sequence of top-level items, in source order (an explicit stack: repeats may nest deeply)."""
     lines: list[_Line] = []
-    stack: list[tuple[str, object, int]] = [("item", item, depth) for item in reversed(items)]
+    stack: list[tuple[str, object, int]] = [("item", item, 0) for item in reversed(items)]
     while stack:
         what, node, d = stack.pop()
         if what == "close":
@@ -238,22 +237,26 @@ def _layout(items, depth: int = 0) -> list[_Line]:
 
 
 def _attach(lines: list[_Line], comments: list[n.Comment], text: str) -> None:
-    """Give each comment to the line it is printed before (`before`) or after (`after`)."""
+    """Give each comment to the line it is printed before (`before`) or after (`after`).
+
+    `lines` are in source order and their ranges [anchor, end) do not overlap, so
+    the line a position falls in (or follows) is found by bisection.
+    """
     anchors = [line.anchor for line in lines]
     for comment in comments:
         start = comment.span.start
-        code_before = text[text.rfind("\n", 0, start) + 1 : start].strip()
-        if code_before:  # trailing: it stays with the line holding the code to its left
-            last = start - 1
-            while text[last] in " \t\r\f\v":
-                last -= 1
-            owner = max(i for i, a in enumerate(anchors) if a <= last)
-            lines[owner].after.append(comment)
+        line_start = text.rfind("\n", 0, start) + 1
+        code_before = text[line_start:start].rstrip()
+        if code_before.strip():  # trailing: it stays with the line holding the code to its left
+            last_code = line_start + len(code_before) - 1
+            lines[bisect_right(anchors, last_code) - 1].after.append(comment)
             continue
-        inside = next((line for line in lines if line.kind in ("code", "open") and line.anchor < start < line.end), None)
-        if inside is None:  # own line: before the next line of code
-            inside = next(line for line in lines if line.anchor > start)
-        inside.before.append(comment)
+        k = bisect_right(anchors, start)  # lines[k] is the first line starting after the comment
+        previous = lines[k - 1] if k else None
+        if previous is not None and previous.kind in ("code", "open") and start < previous.end:
+            previous.before.append(comment)  # it sat inside that line's code, which now prints on one line
+        else:
+            lines[k].before.append(comment)
     for line in lines:
         # one comment can end a line; the others move above it, in source order
         line.before.extend(line.after[:-1])

@@ -297,3 +297,15 @@ def test_cli_as_a_process():
         [sys.executable, "-m", "schedc", "fmt", "-"], input=UGLY.encode(), capture_output=True, timeout=60
     )
     assert (proc.returncode, proc.stdout.decode(), proc.stderr) == (0, PRETTY, b"")
+
+
+def test_fmt_imports_no_jax():
+    code = (
+        "import sys\n"
+        "from schedc.cli import main\n"
+        f"assert main(['fmt', '--check', {str(EXAMPLES[0])!r}]) == 0\n"
+        "assert 'schedc.fmt' in sys.modules\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'optax', 'equinox')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "[]"), proc.stderr

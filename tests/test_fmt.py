@@ -243,6 +243,18 @@ def test_cli_syntax_error_leaves_the_file_alone(files, capsys):
     assert ugly.read_text() == PRETTY  # the other file is still formatted
 
 
+def test_cli_directory_means_its_sched_files(tmp_path, capsys):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.sched").write_text(UGLY)
+    (tmp_path / "b.sched").write_text(PRETTY)
+    (tmp_path / "notes.txt").write_text(UGLY)
+    assert main(["fmt", "--check", str(tmp_path)]) == 1
+    assert capsys.readouterr().out == f"would reformat {tmp_path / 'sub' / 'a.sched'}\n"
+    assert main(["fmt", str(tmp_path)]) == 0
+    assert (tmp_path / "sub" / "a.sched").read_text() == PRETTY
+    assert (tmp_path / "notes.txt").read_text() == UGLY
+
+
 def test_cli_missing_file_is_an_io_error(tmp_path, capsys):
     assert main(["fmt", str(tmp_path / "missing.sched")]) == 2
     assert "cannot read" in capsys.readouterr().err

@@ -19,7 +19,9 @@ INTERNAL_ERROR = 123
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="files to format in place; `-` formats stdin to stdout")
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="files to format in place (a directory: every *.sched under it); `-` formats stdin to stdout"
+    )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file would change")
     parser.add_argument("--diff", action="store_true", help="write nothing; print a unified diff of the changes")
 
@@ -50,9 +52,18 @@ def _diff(name: str, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), name, name))
 
 
+def _expand(names: list[str]) -> list[str]:
+    """The files to format: directories replaced by the `.sched` files under them, in order."""
+    out: list[str] = []
+    for name in names:
+        path = Path(name)
+        out.extend(sorted(str(p) for p in path.rglob("*.sched") if p.is_file()) if name != "-" and path.is_dir() else [name])
+    return out
+
+
 def run(args) -> int:
     status = 0
-    for name in args.files:
+    for name in _expand(args.files):
         try:
             data = _read(name)
         except OSError as exc:

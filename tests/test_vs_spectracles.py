@@ -74,3 +74,19 @@ def test_early_stop_step_counts_match_the_delta_loss_rule():
     assert ours.phases[0].steps_run < 1000  # the rule fired
     for mine, theirs in zip(ours.phase_losses, ref.loss_histories):
         np.testing.assert_allclose(mine, np.asarray(theirs), rtol=1e-4, atol=1e-7)
+
+
+def test_inits_of_constrained_parameters_are_given_in_constrained_space():
+    from spectracles import ConstrainedParameter
+
+    class Bounded(eqx.Module):
+        a: ConstrainedParameter
+        b: Parameter
+
+        def __call__(self, x):
+            return self.a.val * x + self.b.val
+
+    model = Bounded(ConstrainedParameter(initial=0.5, lower=0.0, upper=2.0), Parameter(initial=0.0))
+    res = schedc.compile("phase 1 lr 0 < init a = 1.5; init b = 0.25 >", model).run(loss, X, Y, quiet=True)
+    np.testing.assert_allclose(np.asarray(res.model.a.val), 1.5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(res.model.b.val), 0.25)

@@ -173,6 +173,26 @@ def leaf_indices(tree) -> dict[str, tuple[int, ...]]:
     return {p.path: (p.leaf, *p.shared_leaves) for p in tree.params}
 
 
+def _constrained_transforms(model) -> dict[str, Callable]:
+    """Path -> backward transform of each constrained parameter node (spectracles' ConstrainedParameter).
+
+    Such a parameter is trained in unconstrained space (its leaf is
+    `unconstrained_val`), but inits are written in the constrained space the
+    model exposes, as spectracles takes them: they go through the node's own
+    `backward_transform`.
+    """
+    import jax.tree_util as jtu
+
+    from .params import _value_field, path_of
+
+    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: _value_field(x) is not None)
+    return {
+        path_of(keypath): node.backward_transform
+        for keypath, node in entries
+        if _value_field(node) == "unconstrained_val" and callable(getattr(node, "backward_transform", None))
+    }
+
+
 def _strong(model):
     """The model with weakly typed arrays (`jnp.asarray(1.0)`) made strong.
 
@@ -202,6 +222,7 @@ class Runner:
         self.kwargs = dict(kwargs or {})
         self.data_arrays, self.data_layout = C.split((self.args, self.kwargs))
         self.leaves = leaf_indices(tree)
+        self.to_unconstrained: dict[str, Callable] = {}  # filled by run(): see _constrained_transforms
         # one chunk length for every program, so phases of any length share executables
         # (a chunk is a while loop over at most `chunk` steps: a short phase costs nothing extra)
         self.chunk = int(chunk or C.DEFAULT_CHUNK)
@@ -235,6 +256,8 @@ class Runner:
                     value = a + b * jax.random.normal(k, current.shape, current.dtype)
                 else:
                     value = jax.random.uniform(k, current.shape, current.dtype, a, b)
+            if init.kind != "reset" and init.path in self.to_unconstrained:
+                value = self.to_unconstrained[init.path](value)
             for i in indices:
                 leaves[i] = value
         return jax.tree_util.tree_unflatten(treedef, leaves)
@@ -258,6 +281,7 @@ class Runner:
         model = _strong(model)
         if self.initial_leaves is None:
             self.initial_leaves = jax.tree_util.tree_leaves(model)
+            self.to_unconstrained = _constrained_transforms(model)
         started = time.perf_counter()
         with _CompileClock() as clock:
             model = self._apply_inits(model, phase)

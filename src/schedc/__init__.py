@@ -8,6 +8,14 @@ _LAZY = {
     "Program": "schedc.api",
     "SchedError": "schedc.diagnostics",
     "schedule": "schedc.schedules",
+    "build_schedule": "schedc.builder",
+    "free_in": "schedc.builder",
+    "free_after": "schedc.builder",
+    "free_until": "schedc.builder",
+    "fixed_in": "schedc.builder",
+    "init_value": "schedc.builder",
+    "init_normal": "schedc.builder",
+    "init_uniform": "schedc.builder",
 }
 
 

@@ -119,12 +119,17 @@ def compile(text_or_path, model=None, key=None, **placeholders) -> Program:
         SchedError: with every diagnostic (syntax, model-free checks, model checks),
             when any of them is an error.
     """
+    text, name, base_dir, source = _read(text_or_path)
+    return _compile_text(text, name, base_dir, source, model, key, placeholders)
+
+
+def _compile_text(text: str, name: str, base_dir: Path, source: Source, model, key, placeholders: dict) -> Program:
+    """`compile` once the text and where it came from are known (the Python builder enters here)."""
     from .binding import bind_model, resolve_checked
     from .check import check_file
     from .params import discover
     from .syntax import parse
 
-    text, name, base_dir, source = _read(text_or_path)
     sources = {name: source}
     parsed = parse(text)
     diags = list(parsed.diagnostics) + check_file(parsed, placeholders)

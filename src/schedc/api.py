@@ -8,7 +8,6 @@ when a model is discovered or a key made, never at `import schedc`.
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ class Program:
 
         if self.model is None:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-        return Runner(self.plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet)
+        return Runner(self.plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source)
 
     def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, **kwargs):
         """Fit: every phase in order. `loss_fn(model, *args, **kwargs)` returns a scalar.
@@ -69,38 +68,11 @@ def _read(text_or_path) -> tuple[str, str, Path, Source]:
         raise FileNotFoundError(f"no such .sched file: {os.fspath(text_or_path)}")
     if not isinstance(text_or_path, str):
         raise TypeError(f"schedc.compile takes DSL text or a path to a .sched file, got {type(text_or_path).__name__}")
+    from .embed import embedded_source
+
     text = text_or_path
-    name, line, column = _caller_position(text)
-    return text, name, Path(name).parent if name != "<string>" else Path.cwd(), Source(name, text, line, column)
-
-
-def _caller_position(text: str) -> tuple[str, int, int]:
-    """Where `text` sits in the Python file that called `compile` (so diagnostics point there).
-
-    Returns (file name, line offset, column offset), or ("<string>", 0, 0) when the
-    text cannot be found verbatim in the caller's file.
-    """
-    here = os.path.dirname(os.path.abspath(__file__))
-    frame = inspect.currentframe()
-    try:
-        # the first frame outside the schedc package (its subpackages included)
-        while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
-            frame = frame.f_back
-        filename = frame.f_code.co_filename if frame is not None else None
-    finally:
-        del frame
-    if not filename or not os.path.isfile(filename):
-        return "<string>", 0, 0
-    try:
-        content = Path(filename).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return "<string>", 0, 0
-    at = content.find(text) if text else -1
-    if at < 0:
-        return "<string>", 0, 0
-    line_offset = content.count("\n", 0, at)
-    column_offset = at - (content.rfind("\n", 0, at) + 1)
-    return filename, line_offset, column_offset
+    source = embedded_source(text)
+    return text, source.name, Path(source.name).parent if source.name != "<string>" else Path.cwd(), source
 
 
 def compile(text_or_path, model=None, key=None, **placeholders) -> Program:
@@ -130,8 +102,11 @@ def _compile_text(text: str, name: str, base_dir: Path, source: Source, model, k
     from .params import discover
     from .syntax import parse
 
+    from .embed import bind_placeholders
+
     sources = {name: source}
     parsed = parse(text)
+    placeholders = bind_placeholders(parsed.file, placeholders, source)
     diags = list(parsed.diagnostics) + check_file(parsed, placeholders)
 
     def fail(found):

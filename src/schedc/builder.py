@@ -225,23 +225,9 @@ def _parse_optimizer(text: str, what: str) -> n.Expr:
     items = parsed.file.items
     if parsed.diagnostics or len(items) != 1 or not isinstance(items[0], n.Directive):
         raise TypeError(f"{what}: {text!r} is not an optimizer (`adam`, `sgd(momentum=0.9)`)")
-    return _strip_spans(items[0].value)
+    from .embed import _respan
 
-
-def _strip_spans(node):
-    """A node rebuilt without source positions (spans do not take part in `==`; this keeps reprs clean)."""
-    from dataclasses import fields, replace
-
-    changes = {}
-    for f in fields(node):
-        if f.name == "span":
-            continue
-        value = getattr(node, f.name)
-        if isinstance(value, tuple):
-            changes[f.name] = tuple(_strip_spans(v) if hasattr(v, "__dataclass_fields__") else v for v in value)
-        elif hasattr(value, "__dataclass_fields__"):
-            changes[f.name] = _strip_spans(value)
-    return replace(node, span=n.NO_SPAN, **changes)
+    return _respan(items[0].value, n.NO_SPAN)  # positions in the scratch text mean nothing here
 
 
 # ---------------------------------------------------------------- the program

@@ -156,6 +156,8 @@ class Source:
     text: str
     line_offset: int = 0
     column_offset: int = 0  # added on the DSL's first line only
+    # (line, column) -> (line, column) in the file, for text that is not a verbatim copy (a string literal with escapes)
+    locate: object = field(default=None, repr=False, compare=False)
     lines: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -166,6 +168,8 @@ class Source:
 
     def position(self, line: int, column: int) -> tuple[int, int]:
         """Where (line, column) of the DSL text lies in the file it came from."""
+        if self.locate is not None:
+            return self.locate(line, column)
         return line + self.line_offset, column + (self.column_offset if line == 1 else 0)
 
 

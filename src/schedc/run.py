@@ -213,10 +213,11 @@ class Runner:
     The Python builder (managed schedules) and `Program.run` both drive this.
     """
 
-    def __init__(self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False):
+    def __init__(self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None):
         import jax
 
         self.plan = plan
+        self.source = source  # a diagnostics.Source: maps phase spans into the file (a DSL string inside a .py file)
         self.loss_fn = loss_fn
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
@@ -274,7 +275,23 @@ class Runner:
     # ---- phases
 
     def run_phase(self, index: int, model, progress: _Progress | None = None) -> PhaseResult:
-        """Run phase `index` starting from `model`; raises RunError on a non-finite loss."""
+        """Run phase `index` starting from `model`. An exception from the loss (tracing it, say) gets a note naming the phase."""
+        try:
+            return self._run_phase(index, model, progress)
+        except Exception as exc:
+            exc.add_note(f"while running {self.plan.phases[index].label}" + (f", defined at {where}" if (where := self.where(self.plan.phases[index])) else ""))
+            raise
+
+    def where(self, phase: P.PhasePlan) -> str | None:
+        """`file:line:col` of the phase's definition (in the .py file, for a DSL string embedded in Python)."""
+        if phase.span.line <= 0 or not (self.source or self.plan.source):
+            return None
+        if self.source is not None:
+            line, column = self.source.position(phase.span.line, phase.span.column)
+            return f"{self.source.name}:{line}:{column}"
+        return f"{self.plan.source}:{phase.span.line}:{phase.span.column}"
+
+    def _run_phase(self, index: int, model, progress: _Progress | None = None) -> PhaseResult:
         import jax
 
         phase = self.plan.phases[index]
@@ -360,6 +377,7 @@ class Runner:
             + f"; the {len(result.phases) - 1} completed phase(s) are in .result"
         )
         error = RunError(message, result, phase, step, last)
-        if self.plan.source and phase.span.line > 0:
-            error.add_note(f"phase defined at {self.plan.source}:{phase.span.line}:{phase.span.column}")
+        where = self.where(phase)
+        if where:
+            error.add_note(f"phase defined at {where}")
         return error

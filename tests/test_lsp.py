@@ -224,6 +224,29 @@ def test_completion_survives_broken_text():
     assert {"phase", "free", "cosine"} <= set(fallback)
 
 
+# ---------------------------------------------------------------- any input
+
+
+MALFORMED = sorted((Path(__file__).parent / "malformed").glob("*.sched"))
+
+
+@pytest.mark.parametrize("path", MALFORMED, ids=[p.name for p in MALFORMED])
+def test_analyses_never_raise_on_malformed_files(path):
+    from schedc.syntax import decode
+
+    text, _ = decode(path.read_bytes())
+    if text is None:  # binary: the server only ever sees decoded text
+        text = path.read_bytes().decode("utf-8", "replace")
+    parsed = parse(text)
+    offsets = {0, len(text) // 3, len(text) // 2, len(text)} | {min(d.span.start, len(text)) for d in parsed.diagnostics[:2]}
+    for offset in sorted(offsets):
+        server.hover(parsed, offset, TREE)
+        server.definition(parsed, offset)
+        start, _ = server.completions(text, offset, parsed, TREE)
+        assert 0 <= start <= offset
+    server.format_edits(text)
+
+
 # ---------------------------------------------------------------- formatting
 
 

@@ -49,6 +49,9 @@ from .glob import PatternError, compile_pattern
 from .lexer import SchedLexer
 from .syntax import KEYWORDS, TOP_LEVEL_KEYWORDS, ParseResult, parse, parser
 
+# Where top-level items may start: completion and keyword lookups work from the last one.
+_ITEM_START = re.compile(r"(?m)^[ \t]*(?:%s)\b" % "|".join(TOP_LEVEL_KEYWORDS))
+
 # ---------------------------------------------------------------- positions
 
 
@@ -319,12 +322,15 @@ _KEYWORD_ALIASES = {"state": "carry", "when": "stop"}
 
 
 def _keyword_at(text: str, offset: int) -> str | None:
-    """The keyword the highlighter shows at `offset`, if any (keywords have no syntax-tree node)."""
-    for start, token, value in SchedLexer().get_tokens_unprocessed(text):
-        if start <= offset < start + len(value):
+    """The keyword the highlighter shows at `offset`, if any (keywords have no syntax-tree node).
+
+    Only the enclosing top-level item is lexed, up to the end of the cursor's line.
+    """
+    begin = max((m.start() for m in _ITEM_START.finditer(text, 0, offset + 1)), default=0)
+    end = text.find("\n", offset)
+    for start, token, value in SchedLexer().get_tokens_unprocessed(text[begin : len(text) if end < 0 else end]):
+        if begin + start <= offset < begin + start + len(value):
             return value if token in Keyword else None
-        if start > offset:
-            break
     return None
 
 
@@ -440,8 +446,7 @@ class Suggestion:
 
 
 # What a partially typed word may contain (patterns included: `gp.ker`, `layers[0`).
-_PARTIAL = re.compile(r'[A-Za-z0-9_.*\[\]{}"$]*\Z')
-_ITEM_START = re.compile(r"(?m)^[ \t]*(?:%s)\b" % "|".join(TOP_LEVEL_KEYWORDS))
+_PARTIAL_CHARS = frozenset('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.*[]{}"$')
 _TERMINAL_KEYWORDS = {k.upper(): k for k in KEYWORDS}
 
 
@@ -536,7 +541,9 @@ def completions(text: str, offset: int, parsed: ParseResult | None = None, tree=
     prefix = text[:offset]
     if _in_comment_or_string(prefix):
         return offset, []
-    start = offset - len(_PARTIAL.search(prefix).group())
+    start = offset
+    while start > 0 and prefix[start - 1] in _PARTIAL_CHARS:  # a backwards scan: linear on long words
+        start -= 1
     found = _tokens_and_accepts(text[:start])
     if found is None:  # the prefix does not parse: offer the vocabulary
         return start, [Suggestion(k, lsp.CompletionItemKind.Keyword, documentation=catalog.KEYWORD_DOCS.get(k)) for k in KEYWORDS] + _schedule_suggestions(catalog.SCHEDULES)

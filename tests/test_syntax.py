@@ -4,6 +4,8 @@ spans of a known example, keywords as whole words, and error recovery."""
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -440,3 +442,12 @@ def test_file_span_covers_the_text():
     result = syntax.parse("seed 1\nseed 2\n")
     assert isinstance(result.file, File)
     assert (result.file.span.end_line, result.file.span.end) == (3, 14)
+
+
+def test_language_reference_examples_parse():
+    """Every ```sched block of docs/language.md is a valid file."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sched\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        assert syntax.parse(block).diagnostics == [], block

@@ -611,9 +611,8 @@ def build_server():
     models = ModelCache()
     # One worker: models load (and user code runs) one at a time, off the event loop.
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schedc-model")
+    # The check in flight per document: a newer change cancels it (and its queued model job).
     pending: dict[str, asyncio.Task] = {}
-    # A model check waits this long for typing to pause.
-    settle = 0.15
 
     def encoding() -> str:
         return server.workspace.position_encoding or lsp.PositionEncodingKind.Utf16
@@ -645,7 +644,6 @@ def build_server():
             publish(uri, version, text, diagnostics)  # now; the model's findings follow when it has loaded
         if string is None:
             return
-        await asyncio.sleep(settle)
         loop = asyncio.get_running_loop()
         try:
             extra = await loop.run_in_executor(worker, models.diagnostics, parsed, base_dir, name)

@@ -309,7 +309,7 @@ def _pattern_markdown(text: str, tree, model_problem: str | None) -> str:
     return "\n".join(lines)
 
 
-def _phase_markdown(text: str, file: n.File, phases) -> str:
+def _phase_markdown(text: str, phases) -> str:
     if not phases:
         return "No such phase."
     first = phases[0]
@@ -353,7 +353,7 @@ def hover(parsed: ParseResult, offset: int, tree=None, model_problem: str | None
     if isinstance(node, n.PhaseRef):
         target = _phase_target(file, node)
         phases = [target] if isinstance(node.target, int) and target else _phases_named(file, str(node.target))
-        return _phase_markdown(text, file, phases), node.span
+        return _phase_markdown(text, phases), node.span
     if isinstance(node, n.Name):
         return _name_hover(text, file, node, parent, grand)
     word = _keyword_at(text, offset)
@@ -383,7 +383,7 @@ def _name_hover(text: str, file: n.File, node: n.Name, parent, grand) -> tuple[s
     if isinstance(parent, n.Directive) and parent.keyword == "default":
         return catalog.KEYWORD_DOCS["default"], node.span
     if isinstance(parent, n.Phase) and parent.name is node:
-        return _phase_markdown(text, file, _phases_named(file, name)), node.span
+        return _phase_markdown(text, _phases_named(file, name)), node.span
     let = _lets(file).get(name)
     if let is not None:
         return f"```sched\n{_source(text, let)}\n```", node.span
@@ -536,7 +536,7 @@ def _in_comment_or_string(prefix: str) -> bool:
     return in_string
 
 
-def completions(text: str, offset: int, parsed: ParseResult | None = None, tree=None) -> tuple[int, list[Suggestion]]:
+def completions(text: str, offset: int, parsed: ParseResult, tree=None) -> tuple[int, list[Suggestion]]:
     """What may be typed at `offset`: (start offset of the word being replaced, suggestions)."""
     prefix = text[:offset]
     if _in_comment_or_string(prefix):
@@ -562,15 +562,13 @@ def completions(text: str, offset: int, parsed: ParseResult | None = None, tree=
     elif last == ["STOP", "WHEN"]:
         out += [Suggestion(m, lsp.CompletionItemKind.EnumMember, None, doc) for m, doc in catalog.STOP_METRICS.items()]
     elif "LPAR" in accepts:  # an expression
-        file = parsed.file if parsed else parse(text).file
-        out += [Suggestion(name, lsp.CompletionItemKind.Variable, _source(text, let) if parsed else None) for name, let in _lets(file).items()]
+        out += [Suggestion(name, lsp.CompletionItemKind.Variable, _source(text, let)) for name, let in _lets(parsed.file).items()]
         out += _schedule_suggestions(catalog.SCHEDULES)
         call = _enclosing_call(tokens)
         if call is not None and previous in ("LPAR", "COMMA"):
             out += _argument_suggestions(call)
     elif "INT" in accepts and previous in ("IN", "AFTER", "UNTIL", "AT", "COMMA"):  # a params phase reference
-        file = parsed.file if parsed else parse(text).file
-        names = dict.fromkeys(p.name for p in _expanded(file) if p.name)
+        names = dict.fromkeys(p.name for p in _expanded(parsed.file) if p.name)
         out += [Suggestion(name, lsp.CompletionItemKind.Reference, "phase") for name in names]
     return start, out
 

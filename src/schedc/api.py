@@ -46,15 +46,22 @@ class Program:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
         return Runner(self.plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source)
 
-    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, **kwargs):
+    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, **kwargs):
         """Fit: every phase in order. `loss_fn(model, *args, **kwargs)` returns a scalar.
 
         Returns a `run.Result` (`.model`, `.models`, `.loss_history`, `.phase_losses`,
         `.hyperparams`, `.stop_reasons`, `.phases`). A non-finite loss raises
         `run.RunError`, whose `.result` keeps every completed phase. `chunk` (steps
         per compiled call) and `quiet` (no progress bar) are not passed to the loss.
+        With `checkpoint=DIR` the run writes checkpoints there (after every phase and
+        every `checkpoint_every` chunks) and resumes from the one it finds (schedc.checkpoint).
         """
-        return self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, **kwargs).run(self.model)
+        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, **kwargs)
+        if checkpoint is None:
+            return runner.run(self.model)
+        from . import checkpoint as ckpt
+
+        return ckpt.run(self, runner, checkpoint, checkpoint_every)
 
 
 def _read(text_or_path) -> tuple[str, str, Path, Source]:

@@ -138,10 +138,12 @@ class _CompileClock:
 
 
 class _Progress:
-    """One progress bar per phase (rich), updated per chunk; silent when quiet or not a terminal."""
+    """A progress bar for the run and one per phase (rich), updated per chunk; silent when quiet or not a terminal."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, total: int = 0):
         self.bar = None
+        self.run_task = None
+        self.done: dict = {}  # phase task -> steps done, to advance the run's bar by the difference
         if enabled:
             try:
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -150,10 +152,12 @@ class _Progress:
             self.bar = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), transient=False
             )
+            self.total = total
 
     def __enter__(self):
         if self.bar:
             self.bar.start()
+            self.run_task = self.bar.add_task("run", total=self.total, loss="-")
         return self
 
     def __exit__(self, *exc):
@@ -166,6 +170,8 @@ class _Progress:
     def advance(self, task, completed: int, loss: float):
         if self.bar is not None:
             self.bar.update(task, completed=completed, loss=f"{loss:.4g}")
+            self.bar.update(self.run_task, advance=completed - self.done.get(task, 0), loss=f"{loss:.4g}")
+            self.done[task] = completed
 
 
 def leaf_indices(tree) -> dict[str, tuple[int, ...]]:
@@ -233,6 +239,14 @@ class Runner:
         self.quiet = quiet or not sys.stderr.isatty()
         self.initial_leaves: list | None = None
         self._previous: tuple[C.Signature, Any] | None = None  # (signature, final optimizer state) of the last phase run
+        self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None
+
+    def begin(self, model) -> None:
+        """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
+        import jax
+
+        self.initial_leaves = jax.tree_util.tree_leaves(model)
+        self.to_unconstrained = _constrained_transforms(model)
 
     # ---- model <-> leaves
 
@@ -297,8 +311,7 @@ class Runner:
         phase = self.plan.phases[index]
         model = _strong(model)
         if self.initial_leaves is None:
-            self.initial_leaves = jax.tree_util.tree_leaves(model)
-            self.to_unconstrained = _constrained_transforms(model)
+            self.begin(model)
         started = time.perf_counter()
         with _CompileClock() as clock:
             model = self._apply_inits(model, phase)
@@ -313,8 +326,12 @@ class Runner:
                 opt_state = C.carry_state(opt_state, self._previous[1], self._carried_labels(sig), sig)
             stop = C.initial_stop_state(sig)
             losses, hypers = [], []
-            task = progress.phase(f"{phase.label}", phase.steps) if progress else None
             step0 = 0
+            if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one
+                state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, hypers=hypers, step0=step0))
+                model, free, opt_state, stop, losses, hypers, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "hypers", "step0"))
+                model_arrays = C.split(model)[0]
+            task = progress.phase(f"{phase.label}", phase.steps) if progress else None
             reason = C.COMPLETED
             while step0 < phase.steps:
                 n_active = min(self.chunk, phase.steps - step0)
@@ -331,6 +348,8 @@ class Runner:
                 if reason != C.COMPLETED:
                     break
                 step0 += self.chunk
+                if self.checkpoint is not None and step0 < phase.steps:
+                    self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, hypers=hypers, step0=step0))
         model = self._write_back(model, free)
         self._previous = (sig, opt_state)
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
@@ -355,16 +374,18 @@ class Runner:
         previous = {g.label: g.optimizer for g in self._previous[0].groups}
         return {g.label for g in sig.groups if previous.get(g.label) == g.optimizer}
 
-    def run(self, model, start: int = 0) -> Result:
-        """Every phase in order from `start`. A non-finite loss raises RunError holding the partial Result."""
-        result = Result(initial_model=model)
-        with _Progress(not self.quiet) as progress:
+    def run(self, model, start: int = 0, result: Result | None = None) -> Result:
+        """Every phase in order from `start` (appended to `result`, when resuming). A non-finite loss raises RunError holding the partial Result."""
+        result = result if result is not None else Result(initial_model=model)
+        with _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
             for index in range(start, len(self.plan.phases)):
                 phase_result = self.run_phase(index, model, progress)
                 result.phases.append(phase_result)
                 if phase_result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
                     raise self._nonfinite(result, self.plan.phases[index], phase_result)
                 model = phase_result.model
+                if self.checkpoint is not None:
+                    self.checkpoint.after_phase(self, result)
         return result
 
     def _nonfinite(self, result: Result, phase: P.PhasePlan, phase_result: PhaseResult) -> RunError:

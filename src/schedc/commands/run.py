@@ -21,6 +21,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="override the file's `seed`")
     parser.add_argument("--chunk", type=int, help="steps per compiled chunk (progress granularity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--checkpoint", metavar="DIR", help="write checkpoints here and resume from the one found (schedc.checkpoint)")
+    parser.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="also checkpoint every N chunks within a phase (default 10; 0: after phases only)")
 
 
 def _loss_and_data(args, plan, base: Path):
@@ -38,6 +40,7 @@ def _loss_and_data(args, plan, base: Path):
 
 def run(args) -> int:
     from .. import api
+    from ..checkpoint import CheckpointError
     from ..diagnostics import SchedError
     from ..run import RunError
 
@@ -58,7 +61,10 @@ def run(args) -> int:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2
     try:
-        result = program.run(loss, *data_args, quiet=args.quiet, chunk=args.chunk, **data_kwargs)
+        result = program.run(loss, *data_args, quiet=args.quiet, chunk=args.chunk, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, **data_kwargs)
+    except CheckpointError as err:
+        print(f"schedc run: {err}", file=sys.stderr)
+        return 2
     except RunError as err:
         print(result_table(err.result), file=sys.stderr)
         print(f"error: {err}", file=sys.stderr)

@@ -1,0 +1,155 @@
+"""Checkpoint and resume: a `schedc run --checkpoint` process killed mid-phase, resumed, ends bit-for-bit
+where an uninterrupted run does; checkpoints of another schedule, model or key are refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import schedc
+from schedc.checkpoint import FILE, CheckpointError
+
+MODEL_PY = '''
+import os, signal
+import jax, jax.numpy as jnp
+
+KILL_AT = int(os.environ.get("KILL_AT", "0"))
+calls = [0]
+
+
+def tick(_):
+    calls[0] += 1
+    if calls[0] == KILL_AT:  # die mid-chunk, as a preempted job does
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def build():
+    return {"a": jnp.zeros(3), "b": jnp.ones(2), "c": jnp.full((2,), 0.5)}
+
+
+def loss(m):
+    jax.debug.callback(tick, m["a"][0])
+    return jnp.sum((m["a"] - 1.0) ** 2) + jnp.sum(jnp.sin(m["b"] * m["c"]) ** 2) + 0.1 * jnp.sum(m["c"] ** 2)
+'''
+
+SCHED = """model "model.py:build"
+loss  "model.py:loss"
+seed 3
+phase 30 lr 0.05 < free a; init b ~ normal(0, 1) >
+phase 40 lr cosine(0.05 -> 0.001) optimizer sgd(momentum = 0.9) < free a, b; carry state >
+phase 25 lr 0.02 < free **; init a = reset; stop when loss_change < 1e-12 over 5 after 10 >
+"""
+
+
+def schedc_run(folder: Path, *args, kill_at: int = 0) -> subprocess.CompletedProcess:
+    env = dict(os.environ, KILL_AT=str(kill_at), JAX_PLATFORMS="cpu")
+    return subprocess.run(
+        [sys.executable, "-m", "schedc", "run", str(folder / "fit.sched"), "--quiet", "--chunk", "5", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_a_killed_run_resumes_bit_for_bit(tmp_path):
+    (tmp_path / "model.py").write_text(MODEL_PY)
+    (tmp_path / "fit.sched").write_text(SCHED)
+    ckpt = tmp_path / "ckpt"
+    whole = schedc_run(tmp_path, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    # 30 steps of phase 0, then 18 of phase 1: the kill lands inside phase 1's fourth chunk
+    killed = schedc_run(tmp_path, "--checkpoint", str(ckpt), "--checkpoint-every", "1", kill_at=48)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    saved = pickle.loads((ckpt / FILE).read_bytes())
+    assert len(saved["completed"]) == 1 and saved["in_phase"]["phase"] == 1 and saved["in_phase"]["step0"] == 15
+    resumed = schedc_run(tmp_path, "--checkpoint", str(ckpt), "--out", str(tmp_path / "resumed"))
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("losses.npz", "hyperparams.npz"):
+        a, b = np.load(tmp_path / "whole" / name), np.load(tmp_path / "resumed" / name)
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert (tmp_path / "whole" / "model.eqx").read_bytes() == (tmp_path / "resumed" / "model.eqx").read_bytes()
+    # a finished checkpoint resumes to the finished result without running anything
+    again = schedc_run(tmp_path, "--checkpoint", str(ckpt), kill_at=1)
+    assert again.returncode == 0, again.stderr
+
+
+# ---------------------------------------------------------------- in-process
+
+
+TEXT = """phase 12 lr 0.1 < free a >
+phase 12 lr 0.05 < free a, b >"""
+
+
+def model(n=3):
+    return {"a": jnp.zeros(n), "b": jnp.ones(2)}
+
+
+def loss(m):
+    return jnp.sum((m["a"] - 1.0) ** 2) + jnp.sum(m["b"] ** 2)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    result = schedc.compile(TEXT, model()).run(loss, chunk=4, quiet=True, checkpoint=folder, checkpoint_every=1)
+    return folder, result
+
+
+def test_resuming_a_finished_checkpoint_returns_its_result(finished):
+    folder, result = finished
+    again = schedc.compile(TEXT, model()).run(loss, chunk=4, quiet=True, checkpoint=folder)
+    assert again.stop_reasons == result.stop_reasons
+    for a, b in zip(again.phase_losses, result.phase_losses):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(again.model["b"], result.model["b"])
+    assert len(again.models) == 2
+
+
+@pytest.mark.parametrize(
+    "text, make, key",
+    [
+        (TEXT.replace("0.05", "0.04"), model, None),  # another schedule
+        (TEXT, lambda: model(4), None),  # another parameter tree
+        (TEXT, lambda: {"a": jnp.zeros(3), "b": jnp.ones(2), "extra": 1}, None),  # another model structure
+        (TEXT, model, 5),  # another random-init key
+    ],
+)
+def test_another_schedule_model_or_key_is_refused(finished, text, make, key):
+    folder, _ = finished
+    program = schedc.compile(text, make(), key=key)
+    with pytest.raises(CheckpointError, match="another schedule or model"):
+        program.run(loss, chunk=4, quiet=True, checkpoint=folder)
+
+
+def test_reformatting_the_schedule_keeps_the_checkpoint(finished):
+    folder, result = finished
+    spaced = "\n\n# same program, new layout\n" + TEXT.replace(" < ", "  <  ")
+    again = schedc.compile(spaced, model()).run(loss, chunk=4, quiet=True, checkpoint=folder)
+    np.testing.assert_array_equal(again.loss_history, result.loss_history)
+
+
+def test_a_damaged_checkpoint_is_refused(tmp_path):
+    (tmp_path / FILE).write_bytes(b"not a pickle")
+    with pytest.raises(CheckpointError, match="not a readable schedc checkpoint"):
+        schedc.compile(TEXT, model()).run(loss, quiet=True, checkpoint=tmp_path)
+
+
+def test_cli_refuses_a_foreign_checkpoint(finished, tmp_path, capsys):
+    from schedc.cli import main
+
+    folder, _ = finished
+    (tmp_path / "model.py").write_text("import jax.numpy as jnp\n\ndef build():\n    return {'a': jnp.zeros(3)}\n\ndef loss(m):\n    return jnp.sum(m['a'] ** 2)\n")
+    (tmp_path / "fit.sched").write_text('model "model.py:build"\nloss "model.py:loss"\nphase 5 lr 0.1 < free a >\n')
+    assert main(["run", str(tmp_path / "fit.sched"), "--quiet", "--checkpoint", str(folder)]) == 2
+    assert "another schedule or model" in capsys.readouterr().err

@@ -18,3 +18,6 @@ prog = schedc.compile("phase 10 lr cosine(0.1 -> 0) < free ** >", model)
 #                                                              ^ punctuation.definition.string.end.python
 other = compile("phase 10 lr 0.1 < free a >", "f", "exec")
 #                ^^^^^ string.quoted.single.python - meta.embedded.block.sched
+lr = schedc.schedule("warmup_cosine(0 -> 1e-3 -> 0, warmup=5%)", steps=10_000)
+#                     ^^^^^^^^^^^^^ meta.embedded.block.sched support.function.schedule.sched
+#                                                          ^^ meta.embedded.block.sched constant.numeric.percent.sched

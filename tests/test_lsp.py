@@ -413,3 +413,20 @@ async def test_e2e_formatting(client: LanguageClient, workspace):
     assert edit.range == lsp.Range(lsp.Position(0, 0), lsp.Position(1, 0))
     broken = await open_document(client, workspace / "g.sched", "phase 10 lr < free a >\n")
     assert await client.text_document_formatting_async(lsp.DocumentFormattingParams(lsp.TextDocumentIdentifier(broken), options)) is None
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_e2e_diagnostics_match_schedc_check(client: LanguageClient, workspace):
+    """Every model-free example of the diagnostics registry: the server reports what `check` does, where it does."""
+    from schedc.check import check_source
+    from schedc.diagnostics import CODES
+
+    examples = {code: c.example for code, c in CODES.items() if 'model "' not in c.example and code != "E0004"}
+    uris = {code: await open_document(client, workspace / f"code_{code}.sched", text) for code, text in examples.items()}
+    covered = set()
+    for code, text in examples.items():
+        expected = sorted((d.code, d.span.line - 1, d.span.column - 1) for d in check_source(text)[1])
+        covered.update(e[0] for e in expected)
+        found = await diagnostics_until(client, uris[code], lambda ds: True)
+        assert sorted((d.code, d.range.start.line, d.range.start.character) for d in found) == expected
+    assert len(covered) >= 30

@@ -16,6 +16,7 @@ import sys
 
 from ..check import check_bytes
 from ..diagnostics import RENDERERS, Diagnostic, Source, has_errors, render_text, sort_key, summary_line
+from . import add_model_argument
 
 FORMATS = ("text", "concise", "json", "github")
 
@@ -25,13 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", metavar="FILE", help="schedule files to check (`-` reads standard input)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="text (default): snippets and carets; concise: one `file:line:col: severity[CODE]: message` line each; json: a list of objects; github: Actions annotations")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1 when there are any)")
-    parser.add_argument(
-        "--model",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="MOD:FN",
-        help="also check against the model's parameter tree; without a value, the file's `model` directive names it (put --model after the files, or write --model=MOD:FN)",
+    add_model_argument(
+        parser,
+        "also check against the model's parameter tree; without a value, the file's `model` directive names it (put --model after the files, or write --model=MOD:FN)",
     )
 
 

@@ -12,7 +12,7 @@ import difflib
 import sys
 from pathlib import Path
 
-from ..diagnostics import SchedError, Source, render_text
+from ..diagnostics import SchedError, render_text
 from ..syntax import decode
 
 INTERNAL_ERROR = 123

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from . import add_model_argument, resolve_file
+
 # Longer phases are sampled at this many evenly spaced steps: a plot needs no more.
 MAX_POINTS_PER_PHASE = 4000
 
@@ -25,14 +27,7 @@ MAX_POINTS_PER_PHASE = 4000
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="the .sched file")
     parser.add_argument("--out", metavar="PNG", help="where to write the image (default: FILE with the suffix .png, beside it)")
-    parser.add_argument(
-        "--model",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="MOD:FN",
-        help="resolve against the model's parameters; without a value, the file's `model` directive names it",
-    )
+    add_model_argument(parser)
 
 
 @dataclass
@@ -52,30 +47,16 @@ class Curves:
 
 
 def run(args) -> int:
-    from ..check import check_bytes
-    from ..diagnostics import Source, has_errors, render_text, sort_key
-    from .show import _resolve
-
     path = Path(args.file)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        print(f"schedc plot: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
     try:
         pyplot = _pyplot()
     except ImportError:
         print("schedc plot: needs matplotlib; install it with `pip install 'schedc[plot]'`", file=sys.stderr)
         return 2
-    parsed, diags, text = check_bytes(data, str(path))
-    plan = None
-    if parsed is not None and not has_errors(diags):
-        plan, found, _ = _resolve(parsed, args.model, path)
-        diags = sorted(diags + [d.in_file(str(path)) for d in found], key=sort_key)
-    if diags:
-        print(render_text(diags, {str(path): Source(str(path), text or "")}), file=sys.stderr)
-    if plan is None or has_errors(diags):
-        return 1
+    resolved = resolve_file(path, args.model, "plot")
+    if isinstance(resolved, int):
+        return resolved
+    plan, parsed = resolved.plan, resolved.parsed
     if not plan.phases:
         print(f"schedc plot: {path} has no phases", file=sys.stderr)
         return 1

@@ -13,8 +13,9 @@ printed on stderr; errors give exit status 1 and no table.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+
+from . import add_model_argument, resolve_file
 
 _INIT_MARKS = {"normal": "~", "uniform": "~", "value": "=", "reset": "^"}
 LEGEND = "free: trained   .: fixed   ~: random init   =: set to a value   ^: reset to its initial value   lr=/opt=: the group's own"
@@ -22,58 +23,17 @@ LEGEND = "free: trained   .: fixed   ~: random init   =: set to a value   ^: res
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="the .sched file")
-    parser.add_argument(
-        "--model",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="MOD:FN",
-        help="resolve against the model's parameters; without a value, the file's `model` directive names it",
-    )
+    add_model_argument(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
 
 
 def run(args) -> int:
-    from ..check import check_bytes
-    from ..diagnostics import Source, has_errors, render_text, sort_key
-
-    path = Path(args.file)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        print(f"schedc show: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    parsed, diags, text = check_bytes(data, str(path))
-    sources = {str(path): Source(str(path), text or "")}
-    plan, with_model = None, False
-    if parsed is not None and not has_errors(diags):
-        plan, found, with_model = _resolve(parsed, args.model, path)
-        known = {(d.code, d.span) for d in diags}
-        diags = sorted(diags + [d.in_file(str(path)) for d in found if (d.code, d.span) not in known], key=sort_key)
-    if diags:
-        print(render_text(diags, sources), file=sys.stderr)
-    if plan is None or has_errors(diags):
-        return 1
-    table = Table.of(plan, text, with_model)
-    print(json.dumps(table.as_json(str(path)), indent=2) if args.format == "json" else table.render())
+    resolved = resolve_file(Path(args.file), args.model, "show")
+    if isinstance(resolved, int):
+        return resolved
+    table = Table.of(resolved.plan, resolved.text, resolved.with_model)
+    print(json.dumps(table.as_json(args.file), indent=2) if args.format == "json" else table.render())
     return 0
-
-
-def _resolve(parsed, model_ref: str | None, path: Path):
-    """(plan, diagnostics, with a model?): against the model when asked for, else over the pattern texts."""
-    from ..plan import resolve
-
-    if model_ref is None:
-        return (*resolve(parsed.file, None, source=str(path)), False)
-    from ..binding import bind_model, resolve_checked
-
-    bound, problems = bind_model(parsed.file, model_ref or None, path.resolve().parent)
-    if problems:
-        return None, problems, True
-    if bound is None:
-        print("schedc show: --model given but the file has no `model` directive; showing the patterns as written", file=sys.stderr)
-        return (*resolve(parsed.file, None, source=str(path)), False)
-    return (*resolve_checked(parsed, bound[1], source=str(path)), True)
 
 
 def _text(expr, source: str) -> str | None:

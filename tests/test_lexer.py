@@ -83,6 +83,16 @@ def test_every_lark_keyword_is_a_pygments_keyword(path):
     assert wrong == []
 
 
+ANY = sorted((ROOT / "tests").rglob("*.sched"))
+
+
+@pytest.mark.parametrize("path", ANY, ids=_ids(ANY))
+def test_any_file_lexes_losslessly(path):
+    """Broken, binary or pathological files too: the highlighter never loses or invents text."""
+    text = path.read_bytes().decode("utf-8", "replace")
+    assert "".join(value for _, _, value in _tokens(text)) == text
+
+
 def test_contexts_decide_what_a_word_is():
     text = 'default free\nphase tail 5 lr 0.1 < free model.lr, in; stop when loss < 1 >\nparams < at: fixed in tail | init normal(0, 1) at 0 >\n'
     toks = [(token, value) for _, token, value in _tokens(text) if value.strip()]

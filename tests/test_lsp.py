@@ -244,6 +244,7 @@ def test_analyses_never_raise_on_malformed_files(path):
         server.definition(parsed, offset)
         start, _ = server.completions(text, offset, parsed, TREE)
         assert 0 <= start <= offset
+    server.outline(parsed)
     server.format_edits(text)
 
 
@@ -430,3 +431,27 @@ async def test_e2e_diagnostics_match_schedc_check(client: LanguageClient, worksp
         found = await diagnostics_until(client, uris[code], lambda ds: True)
         assert sorted((d.code, d.range.start.line, d.range.start.character) for d in found) == expected
     assert len(covered) >= 30
+
+
+def test_outline():
+    symbols = server.outline(parse(FILE))
+    assert [(s.name, s.detail) for s in symbols] == [
+        ("optimizer", "adamw(weight_decay=1e-4)"),
+        ("base", "0.05"),
+        ("phase 0 warm", "100 steps"),
+        ("repeat 2", ""),
+        ("params", ""),
+    ]
+    repeat, params = symbols[3], symbols[4]
+    assert [(c.name, c.detail) for c in repeat.children] == [("phase 1, 2", "10 steps")]
+    assert [(c.name, c.detail) for c in params.children] == [("gp.kernel.*", "free in warm, 2 | init uniform(0, 1) at 0")]
+    assert symbols[2].selection == Span(3, 7, 3, 11, FILE.index("warm"), FILE.index("warm") + 4)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_e2e_document_symbols(client: LanguageClient, workspace):
+    uri = await open_document(client, workspace / "o.sched", FILE)
+    symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri)))
+    assert [s.name for s in symbols] == ["optimizer", "base", "phase 0 warm", "repeat 2", "params"]
+    assert symbols[3].children[0].name == "phase 1, 2"
+    assert symbols[2].selection_range == lsp.Range(lsp.Position(2, 6), lsp.Position(2, 10))

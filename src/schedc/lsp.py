@@ -16,6 +16,8 @@ Features, for `.sched` documents:
   `params` specs, and parameter paths from the model after free/fix/init;
 * go to definition: a `let` name's use -> its `let`; a phase reference in a
   `params` block (by name or index) -> the phase;
+* the document outline: directives, `let`s, phases (numbered as after `repeat`
+  expansion), `repeat` and `params` blocks;
 * formatting through `schedc.fmt` (one whole-document edit; none when the file
   does not parse).
 
@@ -433,6 +435,50 @@ def _first_line(text: str, span: n.Span) -> n.Span:
     return n.Span(span.line, span.column, span.line, span.column + (end - span.start), span.start, end)
 
 
+# ---------------------------------------------------------------- outline
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """One entry of the document outline: `span` is the whole item, `selection` its name."""
+
+    name: str
+    kind: lsp.SymbolKind
+    detail: str
+    span: n.Span
+    selection: n.Span
+    children: tuple["Symbol", ...] = ()
+
+
+def outline(parsed: ParseResult) -> list[Symbol]:
+    """Directives, `let`s, phases (numbered as after `repeat` expansion), repeat and params blocks."""
+    text = parsed.text
+    indices: dict[int, list[int]] = {}
+    for p in _expanded(parsed.file):
+        indices.setdefault(id(p.phase), []).append(p.index)
+
+    def symbol(item) -> Symbol:
+        head = _first_line(text, item.span)
+        if isinstance(item, n.Directive):
+            return Symbol(item.keyword, lsp.SymbolKind.Property, _source(text, item.value), item.span, head)
+        if isinstance(item, n.Let):
+            return Symbol(item.name.id, lsp.SymbolKind.Constant, _source(text, item.value), item.span, item.name.span)
+        if isinstance(item, n.Phase):
+            numbers = ", ".join(map(str, indices.get(id(item), [])))
+            label = f"phase {numbers}" + (f" {item.name.id}" if item.name else "")
+            return Symbol(label, lsp.SymbolKind.Function, f"{_source(text, item.steps)} steps", item.span, item.name.span if item.name else head)
+        if isinstance(item, n.Repeat):
+            children = tuple(symbol(child) for child in item.items)
+            return Symbol(f"repeat {_source(text, item.count)}", lsp.SymbolKind.Namespace, "", item.span, head, children)
+        entries = tuple(
+            Symbol(", ".join(p.text for p in e.patterns), lsp.SymbolKind.Field, text[e.specs[0].span.start : e.specs[-1].span.end], e.span, e.patterns[0].span)
+            for e in item.entries
+        )
+        return Symbol("params", lsp.SymbolKind.Struct, "", item.span, head, entries)
+
+    return [symbol(item) for item in parsed.file.items]
+
+
 # ---------------------------------------------------------------- completion
 
 
@@ -734,6 +780,23 @@ def build_server():
         if span is None:
             return None
         return lsp.Location(params.text_document.uri, client_range(_lines(doc.source), span, encoding()))
+
+    @server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+    def on_document_symbol(ls, params: lsp.DocumentSymbolParams):
+        doc, _, _ = document(params.text_document.uri)
+        lines = _lines(doc.source)
+
+        def convert(symbol: Symbol) -> lsp.DocumentSymbol:
+            return lsp.DocumentSymbol(
+                name=symbol.name,
+                kind=symbol.kind,
+                detail=symbol.detail or None,
+                range=client_range(lines, symbol.span, encoding()),
+                selection_range=client_range(lines, symbol.selection, encoding()),
+                children=[convert(c) for c in symbol.children] or None,
+            )
+
+        return [convert(symbol) for symbol in outline(parse(doc.source))]
 
     @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
     def on_formatting(ls, params: lsp.DocumentFormattingParams):

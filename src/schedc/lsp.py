@@ -46,6 +46,7 @@ from pygments.token import Keyword
 from . import __version__, catalog
 from . import nodes as n
 from ._optax_table import OPTIMIZERS
+from .binding import model_directive  # imports JAX only when a model loads
 from .diagnostics import Diagnostic, SchedError, sort_key
 from .glob import PatternError, compile_pattern
 from .lexer import SchedLexer
@@ -101,10 +102,8 @@ def offset_at(text: str, position: lsp.Position, encoding: str = lsp.PositionEnc
 
 def model_reference(parsed: ParseResult) -> n.String | None:
     """The string of the file's `model` directive, if any."""
-    for item in parsed.file.items:
-        if isinstance(item, n.Directive) and item.keyword == "model" and isinstance(item.value, n.String):
-            return item.value
-    return None
+    directive = model_directive(parsed.file)
+    return directive.value if directive is not None and isinstance(directive.value, n.String) else None
 
 
 class ModelCache:

@@ -46,7 +46,7 @@ from pygments.token import Keyword
 from . import __version__, catalog
 from . import nodes as n
 from ._optax_table import OPTIMIZERS
-from .binding import model_directive  # imports JAX only when a model loads
+from .binding import bind_model, model_directive, resolve_checked  # JAX is imported only when a model loads
 from .diagnostics import Diagnostic, SchedError, sort_key
 from .glob import PatternError, compile_pattern
 from .lexer import SchedLexer
@@ -141,8 +141,6 @@ class ModelCache:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] != mtime:
-                from .binding import bind_model  # imports JAX when the model loads
-
                 bound, diags = bind_model(parsed.file, None, base_dir)
                 entry = (mtime, bound[1] if bound else None, diags[0] if diags else None)
                 self._entries[key] = entry
@@ -157,8 +155,6 @@ class ModelCache:
             return [failure.in_file(name)]
         if tree is None:
             return []
-        from .binding import resolve_checked
-
         return [d.in_file(name) for d in resolve_checked(parsed, tree)[1]]
 
 

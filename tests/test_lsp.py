@@ -455,3 +455,9 @@ async def test_e2e_document_symbols(client: LanguageClient, workspace):
     assert [s.name for s in symbols] == ["optimizer", "base", "phase 0 warm", "repeat 2", "params"]
     assert symbols[3].children[0].name == "phase 1, 2"
     assert symbols[2].selection_range == lsp.Range(lsp.Position(2, 6), lsp.Position(2, 10))
+
+
+def test_hover_on_default_value_and_names_that_look_like_keywords():
+    text = "default fixed\nlet data = 1\nphase 10 lr data < free a >\n"
+    assert hover_text(text, at(text, "fixed")).startswith("`default fixed|free`")
+    assert hover_text(text, at(text, "data", 1)) == "```sched\nlet data = 1\n```"  # a let, not the directive

@@ -382,10 +382,7 @@ def _name_hover(text: str, file: n.File, node: n.Name, parent, grand) -> tuple[s
     if isinstance(parent, n.Phase) and parent.name is node:
         return _phase_markdown(text, _phases_named(file, name)), node.span
     let = _lets(file).get(name)
-    if let is not None:
-        return f"```sched\n{_source(text, let)}\n```", node.span
-    doc = catalog.KEYWORD_DOCS.get(name)  # `default fixed`: the value is a Name node
-    return (doc, node.span) if doc else None
+    return (f"```sched\n{_source(text, let)}\n```", node.span) if let is not None else None
 
 
 def _argument_hover(call: n.Call, name: str) -> str:

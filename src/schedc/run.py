@@ -252,30 +252,37 @@ class Runner:
 
     def _apply_inits(self, model, phase: P.PhasePlan):
         import jax
-        import jax.numpy as jnp
 
         if not phase.inits:
             return model
         leaves, treedef = jax.tree_util.tree_flatten(model)
         for init in phase.inits:
             indices = self.leaves[init.path]
-            current = leaves[indices[0]]
-            if init.kind == "reset":
-                value = self.initial_leaves[indices[0]]
-            elif init.kind == "value":
-                value = jnp.full(current.shape, init.args[0], current.dtype)
-            else:
-                k = C.init_key(self.key, phase.index, init.path)
-                a, b = init.args
-                if init.kind == "normal":
-                    value = a + b * jax.random.normal(k, current.shape, current.dtype)
-                else:
-                    value = jax.random.uniform(k, current.shape, current.dtype, a, b)
-            if init.kind != "reset" and init.path in self.to_unconstrained:
-                value = self.to_unconstrained[init.path](value)
+            value = self._init_value(phase, init, leaves[indices[0]])
             for i in indices:
                 leaves[i] = value
         return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    def _init_value(self, phase: P.PhasePlan, init: P.InitSpec, current):
+        """The value `init` gives a parameter now equal to `current` (whose shape and dtype it takes)."""
+        import jax
+        import jax.numpy as jnp
+
+        if init.kind == "reset":
+            return self.initial_leaves[self.leaves[init.path][0]]
+        if init.kind == "value":
+            # one number fills the parameter; a list (`init w = [1, 2]`) has all its numbers, row-major
+            value = jnp.full(current.shape, init.args[0], current.dtype) if len(init.args) == 1 else jnp.asarray(init.args, current.dtype).reshape(current.shape)
+        else:
+            k = C.init_key(self.key, phase.index, init.path)
+            a, b = init.args
+            if init.kind == "normal":
+                value = a + b * jax.random.normal(k, current.shape, current.dtype)
+            else:
+                value = jax.random.uniform(k, current.shape, current.dtype, a, b)
+        if init.path in self.to_unconstrained:
+            value = self.to_unconstrained[init.path](value)
+        return value
 
     def _write_back(self, model, free: dict):
         import jax

@@ -32,7 +32,8 @@ EXTRA_ARGS = {"lbfgs": True, "polyak_sgd": True}
 COMPLETED, STOP_LOSS_CHANGE, STOP_LOSS, NONFINITE = 0, 1, 2, 3
 STOP_REASONS = {COMPLETED: "completed", STOP_LOSS_CHANGE: "loss_change", STOP_LOSS: "loss", NONFINITE: "non-finite loss"}
 
-DEFAULT_CHUNK = 1000
+# steps a chunk call may run (its loss buffer's length); the runner sizes each call below it
+DEFAULT_CHUNK = 16384
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class Compiled:
 
     init: Callable  # (free, numbers) -> optimizer state
     chunk: Callable  # (free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays)
+    hypers: Callable  # (step0, numbers) -> [chunk, hyperparameters] applied values
 
 
 class _ById:
@@ -282,28 +284,18 @@ def _build(signature: Signature, loss_fn: Callable, model_layout: Layout, data_l
         def loss_of(free_values):
             return loss_fn(assemble(free_values), *args, **kwargs)
 
-        def body(carry):
-            k, free, opt_state, stop, losses, hypers = carry
+        def step(k, free, opt_state):
             i = step0 + k
             loss, grads = jax.value_and_grad(loss_of)(free)
             hps = hyper_values(signature, i, numbers)
             extras = {"value": loss, "grad": grads, "value_fn": loss_of} if extra else {}
-            updates, state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
-            free = optax.apply_updates(free, updates)
-            losses = losses.at[k].set(loss.astype(jnp.float32))
-            if signature.n_hypers:
-                hypers = hypers.at[k].set(jnp.stack([jnp.asarray(v, jnp.float32) for g in hps for v in g]))
-            return k + 1, free, state, _update_stop(stop, i, loss), losses, hypers
+            updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
+            return loss.astype(jnp.float32), optax.apply_updates(free, updates), opt_state
 
-        def more(carry):
-            k, _, _, stop, _, _ = carry
-            return (k < n_active) & (stop["reason"] == COMPLETED)
-
-        def _update_stop(stop, i, loss):
-            # After step i: a non-finite loss ends the phase (and the run); so may a stop rule.
+        def update_stop(stop, i, loss):
+            # after step i: a non-finite loss ends the phase (and the run); so may a stop rule
             stop = dict(stop)
-            finite = jnp.isfinite(loss)
-            reason = jnp.where(finite, COMPLETED, NONFINITE)
+            reason = jnp.where(jnp.isfinite(loss), COMPLETED, NONFINITE)
             if has_lc:
                 ring = stop["ring"].at[i % N].set(loss)
                 stop["ring"] = ring
@@ -313,17 +305,51 @@ def _build(signature: Signature, loss_fn: Callable, model_layout: Layout, data_l
             if has_loss:
                 reason = jnp.where((reason == COMPLETED) & (loss < stop_numbers[2]), STOP_LOSS, reason)
             stop["reason"] = reason
-            stop["done"] = stop["done"] + 1
             return stop
 
         losses = jnp.full((K,), jnp.nan, jnp.float32)
-        hypers = jnp.full((K, signature.n_hypers), jnp.nan, jnp.float32)
-        # a while loop, not a masked scan: the last chunk of a phase and a chunk cut short
-        # by a stop rule run exactly the steps they need
-        _, free, opt_state, stop_state, losses, hypers = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, losses, hypers))
-        return free, opt_state, stop_state, losses, hypers
+        # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
+        # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
+        # rules the loop body is the bare step, as in a hand-written loop; a non-finite loss is
+        # then found after the loop (steps after it are wasted, never kept).
+        if has_lc or has_loss:
 
-    return Compiled(jax.jit(init), jax.jit(chunk))
+            def body(carry):
+                k, free, opt_state, stop, losses = carry
+                loss, free, opt_state = step(k, free, opt_state)
+                return k + 1, free, opt_state, update_stop(stop, step0 + k, loss), losses.at[k].set(loss)
+
+            def more(carry):
+                return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
+
+            ran, free, opt_state, stop_state, losses = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, losses))
+        else:
+
+            def body(carry):
+                k, free, opt_state, losses = carry
+                loss, free, opt_state = step(k, free, opt_state)
+                return k + 1, free, opt_state, losses.at[k].set(loss)
+
+            ran, free, opt_state, losses = jax.lax.while_loop(lambda c: c[0] < n_active, body, (jnp.int32(0), free, opt_state, losses))
+            bad = ~jnp.isfinite(losses) & (jnp.arange(K) < ran)
+            stop_state = dict(stop_state, reason=jnp.where(bad.any(), NONFINITE, COMPLETED))
+            ran = jnp.where(bad.any(), jnp.argmax(bad) + 1, ran)
+        stop_state = dict(stop_state, done=stop_state["done"] + ran)
+        return free, opt_state, stop_state, losses
+
+    def hypers(step0, numbers):
+        """The hyperparameters applied at steps step0 .. step0 + K - 1: the same schedule functions
+        of the same step and numbers as in the loop, evaluated for a block of steps at once."""
+        return jax.vmap(lambda k: _flat(hyper_values(signature, step0 + k, numbers)))(jnp.arange(K, dtype=jnp.int32))
+
+    return Compiled(jax.jit(init), jax.jit(chunk), jax.jit(hypers))
+
+
+def _flat(values: list[list]):
+    import jax.numpy as jnp
+
+    flat = [jnp.asarray(v, jnp.float32) for group in values for v in group]
+    return jnp.stack(flat) if flat else jnp.zeros((0,), jnp.float32)
 
 
 def initial_stop_state(signature: Signature) -> dict:

@@ -174,6 +174,41 @@ class _Progress:
             self.done[task] = completed
 
 
+def _applied(fns: C.Compiled, prepared: C.PreparedPhase, steps: int, block: int) -> np.ndarray:
+    """[steps, hyperparameters]: the values applied at each step run, a block of steps per call."""
+    blocks = [np.asarray(fns.hypers(np.int32(start), prepared.numbers)) for start in range(0, steps, block)]
+    return np.concatenate(blocks)[:steps] if blocks else np.zeros((0, len(prepared.hyper_names)), np.float32)
+
+
+class _Pace:
+    """How many steps the next chunk call runs.
+
+    Every call costs a host round trip (~0.3 ms), so with no one watching
+    (`steady`: quiet, no checkpoints) each call runs as many steps as the chunk
+    holds. With a progress bar or checkpoints, calls are sized to take about
+    `TARGET` seconds: short calls first (the first one also compiles), growing
+    at most 8x per call, never more than the chunk holds.
+    """
+
+    TARGET = 0.5
+
+    def __init__(self, limit: int, steady: bool):
+        self.limit = limit
+        self.next = limit if steady else min(limit, 64)
+        self.steady = steady
+        self.started = time.perf_counter()
+
+    def steps(self) -> int:
+        self.started = time.perf_counter()
+        return self.next
+
+    def observe(self, ran: int) -> None:
+        if self.steady:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-6)
+        self.next = max(1, min(self.limit, 8 * ran, int(ran * self.TARGET / elapsed)))
+
+
 def leaf_indices(tree) -> dict[str, tuple[int, ...]]:
     """Canonical parent path -> indices of its leaves in `jax.tree_util.tree_leaves(model)`, parent first."""
     return {p.path: (p.leaf, *p.shared_leaves) for p in tree.params}
@@ -340,27 +375,28 @@ class Runner:
                 model_arrays = C.split(model)[0]
             task = progress.phase(f"{phase.label}", phase.steps) if progress else None
             reason = C.COMPLETED
+            pace = _Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
             while step0 < phase.steps:
-                n_active = min(self.chunk, phase.steps - step0)
-                free, opt_state, stop, chunk_losses, chunk_hypers = fns.chunk(
+                n_active = min(phase.steps - step0, pace.steps())
+                free, opt_state, stop, chunk_losses = fns.chunk(
                     free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays
                 )
                 done_before = sum(len(l) for l in losses)
                 done, reason = (int(v) for v in jax.device_get((stop["done"], stop["reason"])))
                 # sliced on the host: a device slice would compile once per length
                 losses.append(np.asarray(chunk_losses)[: done - done_before])
-                hypers.append(np.asarray(chunk_hypers)[: done - done_before])
                 if progress:
                     progress.advance(task, done, float(losses[-1][-1]) if len(losses[-1]) else float("nan"))
+                pace.observe(n_active)
                 if reason != C.COMPLETED:
                     break
-                step0 += self.chunk
+                step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
                     self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, hypers=hypers, step0=step0))
         model = self._write_back(model, free)
         self._previous = (sig, opt_state)
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
-        hyper_arr = np.concatenate(hypers) if hypers else np.zeros((0, len(prepared.hyper_names)), np.float32)
+        hyper_arr = _applied(fns, prepared, len(loss_arr), self.chunk)
         result = PhaseResult(
             index=phase.index,
             name=phase.name,

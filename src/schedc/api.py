@@ -63,6 +63,19 @@ class Program:
 
         return ckpt.run(self, runner, checkpoint, checkpoint_every)
 
+    def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, **kwargs):
+        """Fit B independent datasets at once: every array in `args`/`kwargs` has a leading axis of B.
+
+        One compiled program per phase signature, vmapped over the datasets; stop rules
+        act per dataset; a non-finite loss stops only its dataset. The model is repeated
+        B times, or, with `batched_model=True`, already has the leading axis (one model
+        per dataset). Returns a `batch.BatchedResult` (`.model`, `.models` batched;
+        `.phase_losses[k]` of shape (B, steps), NaN past a dataset's stop; `.dataset(i)`).
+        """
+        from .batch import run_batched
+
+        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk)
+
 
 def _read(text_or_path) -> tuple[str, str, Path, Source]:
     """(text, name, base_dir, source): a path when it names an existing `.sched` file, else DSL text."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Hashable
 
 import numpy as np
@@ -337,12 +338,30 @@ def _build(signature: Signature, loss_fn: Callable, model_layout: Layout, data_l
         stop_state = dict(stop_state, done=stop_state["done"] + ran)
         return free, opt_state, stop_state, losses
 
-    def hypers(step0, numbers):
-        """The hyperparameters applied at steps step0 .. step0 + K - 1: the same schedule functions
-        of the same step and numbers as in the loop, evaluated for a block of steps at once."""
-        return jax.vmap(lambda k: _flat(hyper_values(signature, step0 + k, numbers)))(jnp.arange(K, dtype=jnp.int32))
+    schedules_used = tuple((h.structure, h.offset, h.size) for g in signature.groups for h in g.hypers)
+    return Compiled(jax.jit(init), jax.jit(chunk), _applied_values(schedules_used, K))
 
-    return Compiled(jax.jit(init), jax.jit(chunk), jax.jit(hypers))
+
+@lru_cache(maxsize=None)
+def _applied_values(schedules_used: tuple, K: int) -> Callable:
+    """`(step0, numbers) -> [K, hyperparameters]`: the values applied at steps step0 .. step0 + K - 1.
+
+    The same schedule functions of the same step and numbers as in the loop,
+    evaluated for a block of steps at once. Keyed by the schedules alone, so
+    phases that differ in their free parameters but not in their schedules share it.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from . import schedules
+
+    def at(step, numbers):
+        return _flat([[schedules.build(structure)(step, numbers[offset : offset + size]) for structure, offset, size in schedules_used]])
+
+    def applied(step0, numbers):
+        return jax.vmap(lambda k: at(step0 + k, numbers))(jnp.arange(K, dtype=jnp.int32))
+
+    return jax.jit(applied)
 
 
 def _flat(values: list[list]):

@@ -8,6 +8,7 @@ loss's extra arguments: a tuple (positional), a dict (keyword) or one value.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="override the file's `seed`")
     parser.add_argument("--chunk", type=int, help="steps per compiled chunk (progress granularity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default=os.environ.get("SCHEDC_COMPILE_CACHE", str(Path.home() / ".cache" / "schedc" / "xla")),
+        help="keep compiled XLA programs here, so the next run of the same phases skips compiling "
+        "(default ~/.cache/schedc/xla, or $SCHEDC_COMPILE_CACHE; `none` turns it off)",
+    )
     parser.add_argument("--checkpoint", metavar="DIR", help="write checkpoints here and resume from the one found (schedc.checkpoint)")
     parser.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="also checkpoint every N chunks within a phase (default 10; 0: after phases only)")
 
@@ -38,6 +46,18 @@ def _loss_and_data(args, plan, base: Path):
     return loss, (data if isinstance(data, tuple) else (data,)), {}
 
 
+def _use_compile_cache(folder: str) -> None:
+    """JAX's persistent compilation cache: a later process running the same phase signatures
+    loads their executables instead of compiling them again (within one process the
+    compiler's own cache already shares them)."""
+    if folder.lower() == "none":
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def run(args) -> int:
     from .. import api
     from ..checkpoint import CheckpointError
@@ -48,6 +68,7 @@ def run(args) -> int:
     if not path.is_file():
         print(f"schedc run: {path}: no such file", file=sys.stderr)
         return 2
+    _use_compile_cache(args.compile_cache)
     try:
         # the model: --model, else the file's `model` directive (a missing one is a diagnostic)
         program = api.compile(path, args.model, key=args.seed)

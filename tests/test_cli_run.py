@@ -1,0 +1,99 @@
+"""`schedc run`: entry points from the file's directives, the summary, saved results, the compile cache, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+MODEL = '''
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+class Line(eqx.Module):
+    slope: jax.Array
+    intercept: jax.Array
+
+
+def build():
+    return Line(jnp.asarray(0.0), jnp.asarray(0.0))
+
+
+def data():
+    x = jnp.linspace(-1.0, 1.0, 20)
+    return x, 2.0 * x + 0.5
+
+
+def loss(model, x, y):
+    return jnp.mean((model.slope * x + model.intercept - y) ** 2)
+
+
+def bad_loss(model, x, y):
+    return jnp.log(model.slope - 10.0)  # nan from the first step
+'''
+
+SCHED = """
+model "line.py:build"
+loss "line.py:loss"
+data "line.py:data"
+optimizer sgd
+phase slope 40 lr 0.3 < free slope >
+phase both 60 lr 0.3 < free ** >
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("project")
+    (folder / "line.py").write_text(textwrap.dedent(MODEL))
+    (folder / "fit.sched").write_text(SCHED)
+    return folder
+
+
+def schedc(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "schedc", "run", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_run_prints_the_summary_saves_results_and_fills_the_compile_cache(project, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    first = schedc("fit.sched", "--out", str(out), "--compile-cache", str(cache), cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    assert "phase 0 (slope)" in first.stdout and "60/60" in first.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["steps_run"] for p in summary] == [40, 60] and summary[1]["final_loss"] < 1e-3
+    losses = np.load(out / "losses.npz")
+    assert losses["phase_0"].shape == (40,) and losses["phase_1"].shape == (60,)
+    assert np.load(out / "hyperparams.npz")["learning_rate"].shape == (100,)
+    assert (out / "model.eqx").stat().st_size > 0
+    assert any(cache.iterdir())  # the executables were kept for the next process
+    second = schedc("fit.sched", "--out", str(out), "--compile-cache", str(cache), cwd=project)
+    assert second.returncode == 0, second.stderr
+    again = json.loads((out / "summary.json").read_text())
+    assert [p["final_loss"] for p in again] == [p["final_loss"] for p in summary]
+
+
+def test_a_non_finite_loss_exits_1_and_names_the_phase(project, tmp_path):
+    result = schedc("fit.sched", "--loss", "line.py:bad_loss", "--compile-cache", "none", "--out", str(tmp_path), cwd=project)
+    assert result.returncode == 1
+    assert "non-finite loss" in result.stderr and "phase 0 (slope)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "model.eqx").exists()  # the last completed model (here: the initial one) is saved
+
+
+def test_schedule_errors_exit_1_and_missing_files_exit_2(project, tmp_path):
+    (tmp_path / "bad.sched").write_text("phase 10 lr cosin(1 -> 0) < free slope >\n")
+    bad = schedc(str(tmp_path / "bad.sched"), "--model", f"{project / 'line.py'}:build", "--compile-cache", "none", cwd=project)
+    assert bad.returncode == 1 and "E0104" in bad.stderr and "Traceback" not in bad.stderr
+    missing = schedc("nowhere.sched", cwd=project)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    no_loss = tmp_path / "noloss.sched"
+    no_loss.write_text(f'model "{project / "line.py"}:build"\nphase 10 lr 0.1 < free slope >\n')
+    result = schedc(str(no_loss), "--compile-cache", "none", cwd=project)
+    assert result.returncode == 2 and "no loss given" in result.stderr

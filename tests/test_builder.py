@@ -294,3 +294,13 @@ def test_non_finite_loss_leaves_the_phase_pending():
     with pytest.raises(RunError, match="phase 1"):
         s.run_next_phase(X, Y)
     assert s.phase_states == ["completed", "pending"] and len(s.model_history) == 2
+
+
+def test_the_python_codes_examples_produce_their_codes():
+    from schedc.diagnostics import CODES, PYTHON_CODES
+
+    names = {"build_schedule": build_schedule, "free_in": free_in, "init_normal": init_normal, "model": {"a": jnp.zeros(2)}, "loss": lambda m: jnp.sum(m["a"] ** 2)}
+    for code in sorted(PYTHON_CODES):
+        with pytest.raises(schedc.SchedError) as err:
+            eval(CODES[code].example, names)
+        assert codes(err) == [code]

@@ -83,6 +83,7 @@ exclusive), `notes`, `help` and `labels` (secondary ranges, each with `file`, `m
 |---|---|---|
 """
 
+PYTHON_NOTE = "_Reported by the Python API (`schedc.build_schedule`, docs/python.md), on the program it prints._"
 MODEL_NOTE = "_Needs a model: reported by `schedc check --model` (the example names a model factory)._"
 
 
@@ -98,7 +99,7 @@ def _example_output(example: str, code: str, fmt: str = "concise") -> str:
 
 
 def render() -> str:
-    from schedc.diagnostics import CODES, INTERNAL_CODES, render_json
+    from schedc.diagnostics import CODES, INTERNAL_CODES, PYTHON_CODES, render_json
 
     sample = "let unused = 1\nphase 100 lr cosin(0.1 -> 0) < free a >\n"
     out = [
@@ -113,6 +114,9 @@ def render() -> str:
         out.append(f"\n### {code.code}\n\n**{code.severity}**: {code.summary}\n")
         if code.code in INTERNAL_CODES:
             out.append("\nAn internal consistency check failed; no input should cause it. Please report it with the input.\n")
+            continue
+        if code.code in PYTHON_CODES:
+            out.append(f"\n```python\n{code.example}\n```\n\n{PYTHON_NOTE}\n")
             continue
         example = code.example.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         out.append(f"\n```sched\n{example}\n```\n")

@@ -624,7 +624,6 @@ def _require_key(file: n.File, source: Source) -> None:
                             "E0501",
                             f"`{path}`: init_{spec.dist.func.id} needs a PRNG key",
                             spec.span,
-                            severity="error",
                             help="pass key=jax.random.key(SEED) (or an int seed) to build_schedule",
                         ).in_file(_NAME)
                     )

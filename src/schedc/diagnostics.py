@@ -82,6 +82,8 @@ CODES: dict[str, Code] = _codes(
     ("E0405", "phase body and params block disagree", "model \"m.py:build\"\nphase 10 lr 0.1 < fix * >\nparams < a: free in 0 >"),
     ("E0406", "model could not be loaded", "model \"missing.py:build\"\nphase 10 lr 0.1 < free a >"),
     ("E0407", "init value does not fit the parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < init a = [1, 2, 3] >"),
+    # the Python API: found in a call's arguments, so the example is Python (schedc.build_schedule)
+    ("E0501", "random init without a PRNG key", 'build_schedule(model, loss, [(100, 0.1)], {"a": free_in(0) | init_normal(0, 0.0, 0.1)})'),
     # warnings
     ("W0101", "unused `let`", "let unused = 1\nphase 10 lr 0.1 < free a >"),
     ("W0102", "statement fully overridden", "phase 10 lr 0.1 < free a; fix a >"),
@@ -93,6 +95,8 @@ CODES: dict[str, Code] = _codes(
 )
 # Codes that no input can produce (tests of the `example` column skip them).
 INTERNAL_CODES = frozenset({"E0901"})
+# Codes only the Python API produces: their example is a Python call, not a file.
+PYTHON_CODES = frozenset({"E0501"})
 
 
 @dataclass(frozen=True)

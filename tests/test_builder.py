@@ -304,3 +304,20 @@ def test_the_python_codes_examples_produce_their_codes():
         with pytest.raises(schedc.SchedError) as err:
             eval(CODES[code].example, names)
         assert codes(err) == [code]
+
+
+def test_managed_inits_of_constrained_parameters_are_in_constrained_space():
+    spectracles = pytest.importorskip("spectracles")
+
+    class Positive(eqx.Module):
+        scale: spectracles.ConstrainedParameter
+        shift: spectracles.Parameter
+
+        def __call__(self, x):
+            return self.scale.val * x + self.shift.val
+
+    model = Positive(spectracles.ConstrainedParameter(initial=1.0, lower=0.0), spectracles.Parameter(initial=0.0))
+    s = build_schedule(model, loss, [(5, 0.1), (5, 0.1)], {"scale": free_in(0) | init_value(1, 2.0), "shift": free_in(0, 1)}, managed=True)
+    s.run_next_phase(X, Y)
+    s.run_next_phase(X, Y)  # a fresh runner for this call: the constrained transform must still apply
+    np.testing.assert_allclose(s.model_history[-1].scale.val, 2.0, rtol=1e-6)

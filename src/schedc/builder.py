@@ -201,12 +201,7 @@ def _optimizer(spec, what: str) -> n.Expr:
         return func
     keywords = []
     for key, value in kwargs.items():
-        if isinstance(value, bool):
-            node = n.Bool(value)
-        elif isinstance(value, str):
-            node = _expression(value, f"{what}: {key}")
-        else:
-            node = _expression(value, f"{what}: {key}")
+        node = n.Bool(value) if isinstance(value, bool) else _expression(value, f"{what}: {key}")
         keywords.append(n.Keyword(n.Name(key), node))
     return n.Call(func, (), tuple(keywords))
 
@@ -379,9 +374,12 @@ class Schedule:
 
     def runner(self, *args, **kwargs):
         """A `run.Runner` over this schedule's plan for these loss arguments."""
+        from .run import _strong
+
         runner = self.program.runner(self.loss_fn, *args, chunk=self.chunk, quiet=self.quiet, **kwargs)
-        if self._runner is not None:  # `init = reset` values and carried state survive a change of arguments
-            runner.initial_leaves, runner._previous = self._runner.initial_leaves, self._runner._previous
+        runner.begin(_strong(self.initial_model))  # whichever phase runs first, `init = reset` means the initial model
+        if self._runner is not None:  # carried optimizer state survives a change of arguments
+            runner._previous = self._runner._previous
         self._runner = runner
         return runner
 
@@ -471,10 +469,6 @@ class ManagedSchedule(Schedule):
 
         self._check_next(k, "run")
         runner = self.runner(*args, **kwargs)
-        if runner.initial_leaves is None:  # what `init = reset` restores: the model before the schedule
-            import jax
-
-            runner.initial_leaves = jax.tree_util.tree_leaves(self.initial_model)
         result = runner.run_phase(k, self.model_history[-1])
         if result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
             raise runner._nonfinite(Result(self.model_history[-1], [result]), self.plan.phases[k], result)

@@ -321,3 +321,9 @@ def test_managed_inits_of_constrained_parameters_are_in_constrained_space():
     s.run_next_phase(X, Y)
     s.run_next_phase(X, Y)  # a fresh runner for this call: the constrained transform must still apply
     np.testing.assert_allclose(s.model_history[-1].scale.val, 2.0, rtol=1e-6)
+
+
+def test_numpy_and_jax_numbers_print_as_written():
+    s = build_schedule(line(), loss, [(np.int64(5), jnp.float32(0.1))], {"w": free_in(0) | init_value(0, jnp.array([0.1, 0.2]))})
+    assert "phase 5 lr 0.1 <" in str(s) and "init w = [0.1, 0.2]" in str(s)
+    s.run_all(X, Y)

@@ -126,10 +126,17 @@ def _real(x, what: str) -> float:
 # ---------------------------------------------------------------- values -> syntax
 
 
-def _number(x: float | int) -> n.Expr:
+def _number(x) -> n.Expr:
+    """A number node; numpy and JAX scalars print as the shortest text that reads back as their value
+    (`np.float32(0.1)` is `0.1`, not `0.10000000149011612`)."""
     if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"expected a number, got {x!r}")
-    x = x.item() if isinstance(x, np.generic) else x
+    if hasattr(x, "shape") and not isinstance(x, np.generic):
+        x = np.asarray(x)[()]
+    if isinstance(x, np.floating):
+        x = float(str(x))
+    elif isinstance(x, np.integer):
+        x = int(x)
     if isinstance(x, float) and not np.isfinite(x):
         raise ValueError(f"expected a finite number, got {x!r}")
     if x < 0:
@@ -143,10 +150,10 @@ def _value_node(value) -> tuple[n.Expr, bool]:
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise TypeError(f"an init value is a real number or array, got {value!r}")
     if array.size == 1 or (array.size and np.all(array == array.flat[0])):
-        return _number(array.flat[0].item()), True
+        return _number(array.flat[0]), True
 
     def build(a):
-        return n.List(tuple(build(x) for x in a)) if a.ndim else _number(a.item())
+        return n.List(tuple(build(x) for x in a)) if a.ndim else _number(a)
 
     return build(array), False
 
@@ -160,7 +167,7 @@ def _expression(value, what: str) -> n.Expr:
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return _number(value)
     if hasattr(value, "shape") and np.asarray(value).size == 1 and np.issubdtype(np.asarray(value).dtype, np.floating):
-        return _number(float(np.asarray(value).reshape(())))
+        return _number(np.asarray(value).reshape(()))
     if callable(value):
         raise TypeError(
             f"{what}: an optax schedule function cannot be compiled into a phase; write it as schedule text, "

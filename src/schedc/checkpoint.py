@@ -4,7 +4,8 @@ A run with `checkpoint=DIR` writes `DIR/checkpoint.pkl` after every phase and
 every N chunks within a phase (atomically: a kill never leaves half a file).
 It holds every completed phase (its histories and the model's array leaves),
 the optimizer state the next phase may carry, and, mid-phase, the phase's
-model, free values, optimizer state, stop-rule state and histories so far.
+model, free values, optimizer state, stop-rule state and losses so far (the
+logged hyperparameters are functions of the step, recomputed after the phase).
 Resuming feeds the same numbers to the same compiled chunks, so on CPU the
 resumed run ends bit-for-bit where an uninterrupted one does.
 
@@ -167,7 +168,6 @@ class Checkpointer:
             "opt_state": _device(saved["opt_state"]),
             "stop": saved["stop"],
             "losses": list(saved["losses"]),
-            "hypers": list(saved["hypers"]),
             "step0": saved["step0"],
         }
 
@@ -183,7 +183,6 @@ class Checkpointer:
             "opt_state": _host(state["opt_state"]),
             "stop": _host(state["stop"]),
             "losses": [np.asarray(x) for x in state["losses"]],
-            "hypers": [np.asarray(x) for x in state["hypers"]],
             "step0": int(state["step0"]),
         }
         self._write(in_phase)

@@ -367,11 +367,11 @@ class Runner:
             if phase.carry and self._previous is not None:
                 opt_state = C.carry_state(opt_state, self._previous[1], self._carried_labels(sig), sig)
             stop = C.initial_stop_state(sig)
-            losses, hypers = [], []
+            losses = []
             step0 = 0
             if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one
-                state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, hypers=hypers, step0=step0))
-                model, free, opt_state, stop, losses, hypers, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "hypers", "step0"))
+                state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
+                model, free, opt_state, stop, losses, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "step0"))
                 model_arrays = C.split(model)[0]
             task = progress.phase(f"{phase.label}", phase.steps) if progress else None
             reason = C.COMPLETED
@@ -392,7 +392,7 @@ class Runner:
                     break
                 step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
-                    self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, hypers=hypers, step0=step0))
+                    self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
         model = self._write_back(model, free)
         self._previous = (sig, opt_state)
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)

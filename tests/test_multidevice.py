@@ -1,4 +1,5 @@
-"""Data (and parameters) sharded over 8 host devices with `jax.sharding` give one device's losses.
+"""Data (and parameters) sharded over 8 host devices with `jax.sharding` give one device's losses;
+batched fits spread over the devices give the one-device batched fit.
 
 Runs in a subprocess: the device count is fixed when JAX starts
 (`XLA_FLAGS=--xla_force_host_platform_device_count=8`).
@@ -12,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = r'''
 import json, jax, jax.numpy as jnp, numpy as np
@@ -40,7 +42,16 @@ rows = NamedSharding(mesh, P("data"))
 data_parallel = program.run(loss, jax.device_put(X, rows), jax.device_put(Y, rows), quiet=True)
 sharded = jax.device_put(model(), {"w": NamedSharding(mesh, P("data")), "b": NamedSharding(mesh, P())})
 both = schedc.compile(TEXT, sharded).run(loss, jax.device_put(X, rows), jax.device_put(Y, rows), quiet=True)
+# 16 independent fits, two per device
+XB = jax.random.normal(jax.random.key(1), (16, 64, 16))
+YB = XB @ jnp.arange(16.0) / 16
+fits = NamedSharding(mesh, P("data"))
+batched_one = program.run_batched(loss, XB, YB)
+batched_spread = program.run_batched(loss, jax.device_put(XB, fits), jax.device_put(YB, fits))
 print(json.dumps({
+    "batched_one": [np.nan_to_num(h, nan=-1.0).tolist() for h in batched_one.phase_losses],
+    "batched_spread": [np.nan_to_num(h, nan=-1.0).tolist() for h in batched_spread.phase_losses],
+    "batched_spread_devices": len(batched_spread.model["w"].sharding.device_set),
     "one": [h.tolist() for h in one.phase_losses],
     "data_parallel": [h.tolist() for h in data_parallel.phase_losses],
     "both": [h.tolist() for h in both.phase_losses],
@@ -50,14 +61,26 @@ print(json.dumps({
 '''
 
 
-def test_sharded_data_and_parameters_give_the_single_device_losses():
+@pytest.fixture(scope="module")
+def sharded_run():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_sharded_data_and_parameters_give_the_single_device_losses(sharded_run):
+    out = sharded_run
     assert out["data_parallel_devices"] == 8  # the fit ran over the whole mesh
     assert out["both_w_spec"] in ("P('data',)", "PartitionSpec('data',)")  # and kept the parameter's sharding
     for name in ("data_parallel", "both"):
         assert [len(h) for h in out[name]] == [len(h) for h in out["one"]]  # same stop decisions
         for mine, ref in zip(out[name], out["one"]):
             np.testing.assert_allclose(mine, ref, rtol=1e-5)  # reductions are ordered differently
+
+
+def test_batched_fits_spread_over_devices(sharded_run):
+    out = sharded_run
+    assert out["batched_spread_devices"] == 8
+    for mine, ref in zip(out["batched_spread"], out["batched_one"]):
+        np.testing.assert_allclose(mine, ref, rtol=1e-6)  # each fit runs whole on one device

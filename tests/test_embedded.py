@@ -88,6 +88,16 @@ def test_the_literal_nearest_the_call_is_the_one_reported():
     assert text  # the first occurrence (a variable) is not a compile argument
 
 
+CONSTANT = """phase 10 lr 0.1 < free a >
+phase 10 lr 0.1 < free bogus_const >"""
+
+
+def test_a_module_constant_is_found_where_it_is_defined():
+    with pytest.raises(schedc.SchedError) as err:
+        schedc.compile(CONSTANT, MODEL)
+    assert located(err.value) == [("test_embedded.py", *at("bogus_const"), "E0401")]
+
+
 def test_text_not_in_the_file_reports_against_itself():
     text = "phase 10 lr 0.1 < free " + "bogus_five >"
     with pytest.raises(schedc.SchedError) as err:

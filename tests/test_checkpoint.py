@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -153,3 +154,34 @@ def test_cli_refuses_a_foreign_checkpoint(finished, tmp_path, capsys):
     (tmp_path / "fit.sched").write_text('model "model.py:build"\nloss "model.py:loss"\nphase 5 lr 0.1 < free a >\n')
     assert main(["run", str(tmp_path / "fit.sched"), "--quiet", "--checkpoint", str(folder)]) == 2
     assert "another schedule or model" in capsys.readouterr().err
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resuming_at_a_phase_boundary_carries_the_optimizer_state(tmp_path):
+    text = """phase 9 lr 0.05 optimizer sgd(momentum = 0.9) < free a >
+    phase 9 lr 0.05 optimizer sgd(momentum = 0.9) < free a, b; carry state >"""
+    calls = {"n": 0, "stop_at": 0}
+
+    def tick(_):
+        calls["n"] += 1
+        if calls["n"] == calls["stop_at"]:
+            raise Interrupt("preempted")
+
+    def counted(m):
+        jax.debug.callback(tick, m["a"][0])
+        return loss(m)
+
+    program = schedc.compile(text, model())
+    whole = program.run(counted, chunk=4, quiet=True)
+    calls.update(n=0, stop_at=12)  # inside phase 1: only the checkpoint after phase 0 exists
+    with pytest.raises(Exception, match="preempted"):
+        program.run(counted, chunk=4, quiet=True, checkpoint=tmp_path, checkpoint_every=0)
+    calls.update(n=0, stop_at=0)
+    resumed = program.run(counted, chunk=4, quiet=True, checkpoint=tmp_path)
+    assert calls["n"] == 9  # phase 1 only
+    for a, b in zip(whole.phase_losses, resumed.phase_losses):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole.model["a"], resumed.model["a"])

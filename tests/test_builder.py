@@ -232,6 +232,12 @@ def test_phase_out_of_range_and_bad_arguments():
     assert codes(err) == ["E0105"]
 
 
+def test_spectracles_own_specs_are_refused_with_a_hint():
+    spectracles = pytest.importorskip("spectracles")
+    with pytest.raises(TypeError, match="import the helpers from schedc"):
+        build_schedule(line(), loss, [(5, 0.1)], {"a": spectracles.free_in(0)})
+
+
 def test_helpers_combine_with_or():
     spec = free_in(0) | init_normal(1, 0, 0.5)
     assert [p[0] for p in spec.parts] == ["free_in", "init_at"]

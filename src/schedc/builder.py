@@ -319,7 +319,8 @@ def build_file(model, phases, params: dict, default_optimizer="adam", criterion=
         if not isinstance(pattern, str):
             raise TypeError(f"a params key is a pattern string, got {pattern!r}")
         if not isinstance(spec, ParamSpec):
-            raise TypeError(f"params[{pattern!r}]: expected a spec made with schedc's free_in/free_after/free_until/fixed_in/init_* helpers, got {spec!r}")
+            hint = " (a spectracles spec: import the helpers from schedc instead)" if type(spec).__module__.startswith("spectracles") else ""
+            raise TypeError(f"params[{pattern!r}]: expected a spec made with schedc's free_in/free_after/free_until/fixed_in/init_* helpers, got {spec!r}{hint}")
         entry, inits = _entry(prefix + pattern, spec)
         if entry is not None:
             entries.append(entry)

@@ -19,7 +19,7 @@ non-finite loss are masked: no update, no loss recorded.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Callable, Hashable
 
@@ -97,12 +97,21 @@ def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk:
         (the parent first, then its shared copies).
       chunk: steps per compiled chunk.
     """
+    prepared = _lowered(phase, chunk)
+    leaves = tuple((path, leaf_indices[path]) for path in sorted(phase.free))
+    return replace(prepared, signature=replace(prepared.signature, leaves=leaves))
+
+
+@lru_cache(maxsize=1024)
+def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
+    """Everything of `prepare` but the leaf layout, cached: lowering a phase's schedules (with
+    their checks) costs about half a millisecond, which a re-run of a program should not pay."""
     from . import schedules
 
     numbers: list[float] = []
     groups = []
     names = []
-    for g_index, group in enumerate(phase.groups):
+    for group in phase.groups:
         spec = group.optimizer or phase.optimizer
         label = _group_label(group)
         static, fed = _split_kwargs(spec)
@@ -124,9 +133,11 @@ def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk:
             stop_numbers[0], stop_numbers[1] = rule.threshold, rule.after
         else:
             stop_numbers[2] = rule.threshold
-    leaves = tuple((path, leaf_indices[path]) for path in sorted(phase.free))
-    signature = Signature(tuple(groups), leaves, kinds, int(over), int(chunk))
-    return PreparedPhase(signature, np.asarray(numbers, np.float32), stop_numbers, tuple(names))
+    signature = Signature(tuple(groups), (), kinds, int(over), int(chunk))
+    numbers_array = np.asarray(numbers, np.float32)
+    for shared in (numbers_array, stop_numbers):  # cached: shared by every run of the phase
+        shared.setflags(write=False)
+    return PreparedPhase(signature, numbers_array, stop_numbers, tuple(names))
 
 
 def _group_label(group: P.Group) -> str:

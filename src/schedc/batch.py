@@ -26,6 +26,20 @@ from .run import PhaseResult, Result, Runner, _applied, _strong
 _VMAPPED: dict[int, tuple] = {}  # id(compiled functions) -> (them, vmapped init, vmapped chunk)
 
 
+def _stop_at_nonfinite(stop: dict, chunk_losses: np.ndarray, done_before: int) -> dict:
+    """Each dataset whose chunk met a non-finite loss stops at it (the single-fit rule, per dataset)."""
+    done = np.asarray(stop["done"])
+    ran = (np.arange(chunk_losses.shape[1])[None, :] < (done - done_before)[:, None]) & (done > done_before)[:, None]
+    bad = ~np.isfinite(chunk_losses) & ran
+    hit = bad.any(axis=1) & (np.asarray(stop["reason"]) == C.COMPLETED)
+    if not hit.any():
+        return stop
+    stop = dict(stop)
+    stop["reason"] = np.where(hit, C.NONFINITE, np.asarray(stop["reason"])).astype(np.asarray(stop["reason"]).dtype)
+    stop["done"] = np.where(hit, done_before + bad.argmax(axis=1) + 1, done).astype(done.dtype)
+    return stop
+
+
 def _vmapped(fns: C.Compiled):
     import jax
 
@@ -183,7 +197,9 @@ class BatchedRunner(Runner):
                 )
                 if stopped.any():  # a dataset stopped in an earlier chunk keeps its state, whatever the chunk computed
                     free, opt_state, stop = _keep(stopped, before, (free, opt_state, stop))
-                losses.append(np.asarray(chunk_losses)[:, :n_active])
+                chunk_losses = np.asarray(chunk_losses)[:, :n_active]
+                stop = _stop_at_nonfinite(stop, chunk_losses, done_before=step0)
+                losses.append(chunk_losses)
                 reasons = np.asarray(stop["reason"])
                 if np.all(reasons != C.COMPLETED):
                     break

@@ -322,8 +322,9 @@ def _build(signature: Signature, loss_fn: Callable, model_layout: Layout, data_l
         losses = jnp.full((K,), jnp.nan, jnp.float32)
         # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
         # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
-        # rules the loop body is the bare step, as in a hand-written loop; a non-finite loss is
-        # then found after the loop (steps after it are wasted, never kept).
+        # rules the loop body is the bare step, as in a hand-written loop, and the host finds
+        # a non-finite loss in the returned losses (see `first_nonfinite`; steps after it are
+        # wasted, never kept). Checking on the device after the loop cost a fifth more compile time.
         if has_lc or has_loss:
 
             def body(carry):
@@ -343,9 +344,6 @@ def _build(signature: Signature, loss_fn: Callable, model_layout: Layout, data_l
                 return k + 1, free, opt_state, losses.at[k].set(loss)
 
             ran, free, opt_state, losses = jax.lax.while_loop(lambda c: c[0] < n_active, body, (jnp.int32(0), free, opt_state, losses))
-            bad = ~jnp.isfinite(losses) & (jnp.arange(K) < ran)
-            stop_state = dict(stop_state, reason=jnp.where(bad.any(), NONFINITE, COMPLETED))
-            ran = jnp.where(bad.any(), jnp.argmax(bad) + 1, ran)
         stop_state = dict(stop_state, done=stop_state["done"] + ran)
         return free, opt_state, stop_state, losses
 
@@ -380,6 +378,12 @@ def _flat(values: list[list]):
 
     flat = [jnp.asarray(v, jnp.float32) for group in values for v in group]
     return jnp.stack(flat) if flat else jnp.zeros((0,), jnp.float32)
+
+
+def first_nonfinite(losses: np.ndarray) -> int | None:
+    """Index of the first non-finite loss of a chunk, or None."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return int(bad[0]) if bad.size else None
 
 
 def initial_stop_state(signature: Signature) -> dict:

@@ -384,7 +384,11 @@ class Runner:
                 done_before = sum(len(l) for l in losses)
                 done, reason = (int(v) for v in jax.device_get((stop["done"], stop["reason"])))
                 # sliced on the host: a device slice would compile once per length
-                losses.append(np.asarray(chunk_losses)[: done - done_before])
+                chunk_losses = np.asarray(chunk_losses)[: done - done_before]
+                bad = C.first_nonfinite(chunk_losses)
+                if bad is not None:  # the run ends at the first non-finite loss
+                    chunk_losses, reason = chunk_losses[: bad + 1], C.NONFINITE
+                losses.append(chunk_losses)
                 if progress:
                     progress.advance(task, done, float(losses[-1][-1]) if len(losses[-1]) else float("nan"))
                 pace.observe(n_active)

@@ -27,9 +27,9 @@ from . import catalog
 from . import nodes as n
 from ._optax_table import OPTIMIZERS
 from .diagnostics import Diagnostic, Label, did_you_mean, sort_key
-from .expr import constant, substitute
+from .expr import constant, describe, substitute
 from .glob import PatternError, check_pattern
-from .plan import ExpandedPhase, expand
+from .plan import ExpandedPhase, expand, ref_phases, spec_phases
 from .schedcheck import check_schedule
 from .syntax import ParseResult, decode, parse
 
@@ -139,25 +139,6 @@ def _header_span(phase: n.Phase) -> n.Span:
     """`phase NAME STEPS`: where messages about a whole phase point (its span covers the body)."""
     end = phase.steps.span if phase.steps.span != n.NO_SPAN else phase.span
     return n.Span(phase.span.line, phase.span.column, end.end_line, end.end_column, phase.span.start, end.end)
-
-
-def _describe(expr) -> str:
-    kinds = {
-        n.Number: "a number",
-        n.Name: "a name",
-        n.String: "a string",
-        n.Bool: "a boolean",
-        n.List: "a list",
-        n.Map: "a map",
-        n.Percent: "a percentage",
-        n.Arrow: "an `a -> b` range",
-        n.Then: "a `then` chain",
-        n.Call: "a schedule",
-    }
-    for cls, text in kinds.items():
-        if isinstance(expr, cls):
-            return text
-    return "an expression"
 
 
 def _is_int(value) -> bool:
@@ -570,7 +551,7 @@ class _Checker:
             "init": "a number or a list of numbers",
             "string": "a string",
         }[kind]
-        self.error("E0202", f"expected {expected}, got {_describe(expr)}", expr.span, help=help)
+        self.error("E0202", f"expected {expected}, got {describe(expr)}", expr.span, help=help)
 
     def _name(self, name: n.Name, kind: str) -> None:
         if name.id in self.lets:  # still a Name: a let used before its definition
@@ -657,28 +638,17 @@ class _Checker:
     def _refs(self, spec: n.Spec) -> list[int] | None:
         """The phase indices a spec covers, reporting unknown references; None if any is invalid."""
         count = len(self.phases)
-        out: list[int] = []
         for ref in spec.phases:
-            if isinstance(ref.target, int):
-                if ref.target >= count:
-                    if not self.partial:
-                        self.error("E0109", f"phase {ref.target} does not exist (the file has {count} phase{'s' * (count != 1)}, numbered from 0)", ref.span)
-                    return None
-                indices = [ref.target]
-            else:
-                indices = [p.index for p in self.phases if p.name == ref.target]
-                if not indices:
+            if ref_phases(ref, self.phases):
+                continue
+            if not self.partial:
+                if isinstance(ref.target, int):
+                    self.error("E0109", f"phase {ref.target} does not exist (the file has {count} phase{'s' * (count != 1)}, numbered from 0)", ref.span)
+                else:
                     names = sorted({p.name for p in self.phases if p.name})
-                    if not self.partial:
-                        self.error("E0109", f"no phase is named `{ref.target}`", ref.span, help=did_you_mean(ref.target, names))
-                    return None
-            if spec.kind == "free_after":
-                out.extend(range(indices[0], count))
-            elif spec.kind == "free_until":
-                out.extend(range(0, indices[-1] + 1))
-            else:
-                out.extend(indices)
-        return out
+                    self.error("E0109", f"no phase is named `{ref.target}`", ref.span, help=did_you_mean(ref.target, names))
+            return None
+        return spec_phases(spec, self.phases)
 
     # ---- conflicts and warnings over the expanded phases
 

@@ -87,3 +87,23 @@ def constant(expr) -> float | int | None:
 
 def is_constant(expr) -> bool:
     return constant(expr) is not None
+
+
+_KINDS = {
+    n.Name: "a name",
+    n.String: "a string",
+    n.Bool: "a boolean",
+    n.List: "a list",
+    n.Map: "a map",
+    n.Percent: "a percentage",
+    n.Arrow: "an `a -> b` range",
+    n.Then: "a `then` chain",
+    n.Call: "a schedule",
+}
+
+
+def describe(expr) -> str:
+    """How a message names the kind of an expression: "a number", "a string", "a schedule", ..."""
+    if constant(expr) is not None:
+        return "a number"
+    return _KINDS.get(type(expr), "an expression")

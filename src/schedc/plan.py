@@ -118,6 +118,30 @@ class ExpandedPhase:
     iteration: tuple[int, ...] = ()  # 1-based iteration numbers of the enclosing repeats, outermost first
 
 
+def ref_phases(ref: n.PhaseRef, phases: tuple[ExpandedPhase, ...]) -> list[int]:
+    """The phases a reference names: its index, or every instance of a name; [] when there is none."""
+    if isinstance(ref.target, int):
+        return [ref.target] if 0 <= ref.target < len(phases) else []
+    return [p.index for p in phases if p.name == ref.target]
+
+
+def spec_phases(spec: n.Spec, phases: tuple[ExpandedPhase, ...]) -> list[int]:
+    """The phases a params spec covers: `in` the named ones, `after P` from P's first instance on,
+    `until P` through its last. Unknown references cover nothing."""
+    out: list[int] = []
+    for ref in spec.phases:
+        indices = ref_phases(ref, phases)
+        if not indices:
+            continue
+        if spec.kind == "free_after":
+            out.extend(range(indices[0], len(phases)))
+        elif spec.kind == "free_until":
+            out.extend(range(0, indices[-1] + 1))
+        else:
+            out.extend(indices)
+    return out
+
+
 def expand(file: n.File, count_of=None) -> tuple[ExpandedPhase, ...]:
     """Number the phases of `file` from 0, expanding `repeat` blocks.
 
@@ -323,22 +347,7 @@ class _Resolver:
 
     def _refs(self, spec: n.Spec) -> list[int]:
         """Phase indices a spec covers; unknown references cover nothing (the model-free check reports them)."""
-        count = len(self.phases)
-        out: list[int] = []
-        for ref in spec.phases:
-            if isinstance(ref.target, int):
-                indices = [ref.target] if 0 <= ref.target < count else []
-            else:
-                indices = [p.index for p in self.phases if p.name == ref.target]
-            if not indices:
-                continue
-            if spec.kind == "free_after":
-                out.extend(range(indices[0], count))
-            elif spec.kind == "free_until":
-                out.extend(range(0, indices[-1] + 1))
-            else:
-                out.extend(indices)
-        return out
+        return spec_phases(spec, self.phases)
 
     def _entries(self) -> tuple[list[_Entry], list[list[int]]]:
         """Every params entry, and for each parameter the entries matching it (in file order)."""

@@ -18,7 +18,7 @@ from fractions import Fraction
 from . import catalog
 from . import nodes as n
 from .diagnostics import Diagnostic, did_you_mean
-from .expr import constant
+from .expr import constant, describe
 
 # `S for N then T`: each N is a positive duration of the enclosing span.
 FOR = catalog.Param("for", "duration", catalog.REQUIRED, "positive")
@@ -100,20 +100,6 @@ def _is_node(value) -> bool:
     return hasattr(value, "span") and hasattr(value, "__dataclass_fields__")
 
 
-def _describe(expr) -> str:
-    if constant(expr) is not None:
-        return "a number"
-    return {
-        n.String: "a string",
-        n.Bool: "a boolean",
-        n.List: "a list",
-        n.Map: "a map",
-        n.Percent: "a percentage",
-        n.Arrow: "an `a -> b` range",
-        n.Then: "a `then` chain",
-    }.get(type(expr), "a schedule")
-
-
 def _arg(param: catalog.Param, owner: str) -> str:
     """How messages name an argument: "`rate` of `exponential`", or "a `for` duration"."""
     return f"`{param.name}` of `{owner}`" if owner else f"a `{param.name}` duration"
@@ -161,7 +147,7 @@ class _Checker:
             return None
         value = constant(expr)
         if value is None:
-            self.error("E0202", f"{_arg(param, owner)} must be a number, got {_describe(expr)}", expr.span)
+            self.error("E0202", f"{_arg(param, owner)} must be a number, got {describe(expr)}", expr.span)
             return None
         if not self.finite(expr):
             return None
@@ -187,7 +173,7 @@ class _Checker:
             return steps
         value = constant(expr)
         if value is None:
-            self.error("E0202", f"{_arg(param, owner)} must be a step count or a percentage, got {_describe(expr)}", expr.span)
+            self.error("E0202", f"{_arg(param, owner)} must be a step count or a percentage, got {describe(expr)}", expr.span)
             return None
         if not self.finite(expr):
             return None
@@ -233,7 +219,7 @@ class _Checker:
             self.error("E0202", "expected a number or a schedule, got an `a -> b` range", expr.span, help="an `a -> b` range is the first argument of a schedule, e.g. `linear(a -> b)`")
         else:
             help = "a percentage is a duration; write a fraction such as 0.1 for a value" if isinstance(expr, n.Percent) else None
-            self.error("E0202", f"expected a number or a schedule, got {_describe(expr)}", expr.span, help=help)
+            self.error("E0202", f"expected a number or a schedule, got {describe(expr)}", expr.span, help=help)
 
     def then(self, expr: n.Then, span: int | None, level: bool) -> None:
         lengths = [self.duration(d, FOR, "", span) for d in expr.durations]
@@ -281,11 +267,11 @@ class _Checker:
             return None
         if param.kind == "bool":
             if not isinstance(arg, n.Bool):
-                self.error("E0202", f"{_arg(param, owner)} must be `true` or `false`, got {_describe(arg)}", arg.span)
+                self.error("E0202", f"{_arg(param, owner)} must be `true` or `false`, got {describe(arg)}", arg.span)
             return None
         if param.kind == "symbol":
             if not isinstance(arg, n.Name) or arg.id not in param.choices:
-                got = f"`{arg.id}`" if isinstance(arg, n.Name) else _describe(arg)
+                got = f"`{arg.id}`" if isinstance(arg, n.Name) else describe(arg)
                 help = did_you_mean(arg.id, param.choices) if isinstance(arg, n.Name) else None
                 self.error("E0202", f"{_arg(param, owner)} must be one of {', '.join(f'`{c}`' for c in param.choices)}, got {got}", arg.span, help=help)
             return None
@@ -297,7 +283,7 @@ class _Checker:
 
     def map(self, arg, param: catalog.Param, owner: str, span: int | None):
         if not isinstance(arg, n.Map):
-            self.error("E0202", f"{_arg(param, owner)} must be a map `{{step: scale, ...}}`, got {_describe(arg)}", arg.span)
+            self.error("E0202", f"{_arg(param, owner)} must be a map `{{step: scale, ...}}`, got {describe(arg)}", arg.span)
             return None
         key_param = catalog.Param("boundary", "duration", check="nonneg")
         scale_param = catalog.Param("scale", "number", check="nonneg")
@@ -309,7 +295,7 @@ class _Checker:
 
     def list(self, arg, param: catalog.Param, owner: str, span: int | None, level: bool):
         if not isinstance(arg, n.List):
-            self.error("E0202", f"{_arg(param, owner)} must be a list `[...]`, got {_describe(arg)}", arg.span)
+            self.error("E0202", f"{_arg(param, owner)} must be a list `[...]`, got {describe(arg)}", arg.span)
             return None
         if not arg.items:
             self.error("E0213", f"{_arg(param, owner)} must not be empty", arg.span)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import compiler as C
-from .run import PhaseResult, Result, Runner, _applied, _strong
+from .run import PhaseHistory, PhaseResult, Result, Runner, _applied, _strong
 
 _VMAPPED: dict[int, tuple] = {}  # id(compiled functions) -> (them, vmapped init, vmapped chunk)
 
@@ -78,7 +78,7 @@ class BatchedPhaseResult:
 
 
 @dataclass
-class BatchedResult:
+class BatchedResult(PhaseHistory):
     """What `run_batched` returns: models with a leading dataset axis, histories as (B, steps) arrays."""
 
     initial_model: Any
@@ -89,25 +89,9 @@ class BatchedResult:
         return self.size
 
     @property
-    def model(self):
-        return self.phases[-1].model if self.phases else self.initial_model
-
-    @property
-    def models(self) -> list:
-        return [p.model for p in self.phases]
-
-    @property
-    def phase_losses(self) -> list[np.ndarray]:
-        return [p.losses for p in self.phases]
-
-    @property
     def stop_reasons(self) -> list[list[str]]:
         """Per phase, per dataset."""
         return [p.stop_reasons for p in self.phases]
-
-    @property
-    def wall_time(self) -> float:
-        return sum(p.wall_time for p in self.phases)
 
     def dataset(self, i: int) -> Result:
         """Dataset i's fit as a single-fit `run.Result` (models sliced out of the batch)."""

@@ -39,12 +39,8 @@ class PhaseResult:
         return float(self.losses[-1]) if len(self.losses) else float("nan")
 
 
-@dataclass
-class Result:
-    """What a run returns. `models[i]` is the model after phase i; `model` the last one."""
-
-    initial_model: Any
-    phases: list[PhaseResult] = field(default_factory=list)
+class PhaseHistory:
+    """What single and batched results share: a model and losses per phase (`phases`, `initial_model`)."""
 
     @property
     def model(self):
@@ -57,6 +53,22 @@ class Result:
     @property
     def phase_losses(self) -> list[np.ndarray]:
         return [p.losses for p in self.phases]
+
+    @property
+    def wall_time(self) -> float:
+        return sum(p.wall_time for p in self.phases)
+
+    @property
+    def compile_time(self) -> float:
+        return sum(p.compile_time for p in self.phases)
+
+
+@dataclass
+class Result(PhaseHistory):
+    """What a run returns. `models[i]` is the model after phase i; `model` the last one."""
+
+    initial_model: Any
+    phases: list[PhaseResult] = field(default_factory=list)
 
     @property
     def loss_history(self) -> np.ndarray:
@@ -74,14 +86,6 @@ class Result:
             k: np.concatenate([p.hyperparams.get(k, np.full(p.steps_run, np.nan, np.float32)) for p in self.phases])
             for k in names
         }
-
-    @property
-    def wall_time(self) -> float:
-        return sum(p.wall_time for p in self.phases)
-
-    @property
-    def compile_time(self) -> float:
-        return sum(p.compile_time for p in self.phases)
 
     def summary(self) -> str:
         """A plain-text table: phase, steps run, final loss, stop reason, time."""

@@ -87,7 +87,6 @@ def parser(strict: bool = False) -> Lark:
         "sched.lark",
         ("grammar",),
         parser="lalr",
-        propagate_positions=True,
         maybe_placeholders=True,
         strict=strict,
         lexer_callbacks={"COMMENT": _collect_comment},
@@ -99,10 +98,13 @@ def _token_span(tok: Token) -> n.Span:
     return n.Span(tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos)
 
 
-def _meta_span(meta) -> n.Span:
-    if getattr(meta, "empty", True):
+def _cover(spans) -> n.Span:
+    """The span from the first child that has one to the last (NO_SPAN when none has)."""
+    first = next((s for s in spans if s is not None and s is not n.NO_SPAN), None)
+    if first is None:
         return n.NO_SPAN
-    return n.Span(meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos)
+    last = next(s for s in reversed(spans) if s is not None and s is not n.NO_SPAN)
+    return n.Span(first.line, first.column, last.end_line, last.end_column, first.start, last.end)
 
 
 def _number(text: str) -> float | int:
@@ -132,183 +134,189 @@ class _ToAst:
     """Lark tree -> schedc.nodes, bottom-up and without recursion.
 
     Each method builds the node of the rule it is named after from the rule's
-    `meta` (positions) and its already-converted children. `convert` walks the
-    tree iteratively (as lark's Transformer_NonRecursive does, without its
-    per-call wrappers, which cost a third of the parse) and measures the
-    nesting depth on the way.
+    span and its already-converted children. `convert` walks the tree
+    iteratively (as lark's Transformer_NonRecursive does, without its per-call
+    wrappers) and computes each rule's span from its first and last child:
+    tokens carry positions, and brackets that end a node are named terminals
+    so they stay in the tree. The parser needs no position propagation, which
+    was its largest single cost. It measures the nesting depth on the way.
     """
 
-    def convert(self, tree: Tree) -> tuple[list, int]:
-        """(the rule's value, the tree's depth)."""
+    def convert(self, tree: Tree) -> tuple[object, int, n.Span]:
+        """(the rule's value, the tree's depth, its span)."""
         postfix_reversed, queue = [], [tree]
         while queue:
             node = queue.pop()
             postfix_reversed.append(node)
             if isinstance(node, Tree):
                 queue.extend(node.children)
-        values, depths = [], []
+        values, depths, spans = [], [], []
         for node in reversed(postfix_reversed):
             if not isinstance(node, Tree):
                 values.append(node)
                 depths.append(0)
+                spans.append(_token_span(node) if isinstance(node, Token) else None)
                 continue
             size = len(node.children)
-            args = values[len(values) - size :]
-            depth = 1 + max(depths[len(depths) - size :], default=0)
-            del values[len(values) - size :], depths[len(depths) - size :]
-            values.append(getattr(self, node.data)(node.meta, args))
+            start = len(values) - size
+            args = values[start:]
+            depth = 1 + max(depths[start:], default=0)
+            span = _cover(spans[start:])
+            del values[start:], depths[start:], spans[start:]
+            values.append(getattr(self, node.data)(span, args))
             depths.append(depth)
-        return values[0], depths[0]
+            spans.append(span)
+        return values[0], depths[0], spans[0]
 
     # ---- atoms
-    def number(self, meta, ch):
-        return n.Number(_number(str(ch[0])), str(ch[0]), _meta_span(meta))
+    def number(self, span, ch):
+        return n.Number(_number(str(ch[0])), str(ch[0]), span)
 
-    def percent(self, meta, ch):
+    def percent(self, span, ch):
         text = str(ch[0])
-        return n.Percent(_number(text[:-1]) / 100, text, _meta_span(meta))
+        return n.Percent(_number(text[:-1]) / 100, text, span)
 
-    def string(self, meta, ch):
-        return n.String(_unquote(str(ch[0])), _meta_span(meta))
+    def string(self, span, ch):
+        return n.String(_unquote(str(ch[0])), span)
 
-    def true(self, meta, ch):
-        return n.Bool(True, _meta_span(meta))
+    def true(self, span, ch):
+        return n.Bool(True, span)
 
-    def false(self, meta, ch):
-        return n.Bool(False, _meta_span(meta))
+    def false(self, span, ch):
+        return n.Bool(False, span)
 
-    def name(self, meta, ch):
-        return n.Name(str(ch[0]), _meta_span(meta))
+    def name(self, span, ch):
+        return n.Name(str(ch[0]), span)
 
-    def placeholder(self, meta, ch):
-        return n.Placeholder(str(ch[0])[1:], _meta_span(meta))
+    def placeholder(self, span, ch):
+        return n.Placeholder(str(ch[0])[1:], span)
 
     # ---- compound expressions
-    def call(self, meta, ch):
-        func, *rest = [c for c in ch if c is not None]
+    def call(self, span, ch):
+        func, *rest = _values(ch)
         args = tuple(a for a in rest if not isinstance(a, n.Keyword))
         kwargs = tuple(a for a in rest if isinstance(a, n.Keyword))
-        return n.Call(func, args, kwargs, _meta_span(meta))
+        return n.Call(func, args, kwargs, span)
 
-    def keyword(self, meta, ch):
-        return n.Keyword(ch[0], ch[1], _meta_span(meta))
+    def keyword(self, span, ch):
+        return n.Keyword(ch[0], ch[1], span)
 
     def _binop(op):
-        def build(self, meta, ch):
-            return n.BinOp(op, ch[0], ch[1], _meta_span(meta))
+        def build(self, span, ch):
+            return n.BinOp(op, ch[0], ch[1], span)
 
         return build
 
     add, sub, mul, div, pow = _binop("+"), _binop("-"), _binop("*"), _binop("/"), _binop("**")
 
-    def neg(self, meta, ch):
-        return n.UnaryOp("-", ch[0], _meta_span(meta))
+    def neg(self, span, ch):
+        return n.UnaryOp("-", ch[1], span)
 
-    def pos(self, meta, ch):
-        return n.UnaryOp("+", ch[0], _meta_span(meta))
+    def pos(self, span, ch):
+        return n.UnaryOp("+", ch[1], span)
 
-    def arrow(self, meta, ch):
-        return n.Arrow(tuple(ch), _meta_span(meta))
+    def arrow(self, span, ch):
+        return n.Arrow(tuple(ch), span)
 
-    def then(self, meta, ch):
+    def then(self, span, ch):
         first, duration, rest = _values(ch)
         if isinstance(rest, n.Then):
-            return n.Then((first,) + rest.pieces, (duration,) + rest.durations, _meta_span(meta))
-        return n.Then((first, rest), (duration,), _meta_span(meta))
+            return n.Then((first,) + rest.pieces, (duration,) + rest.durations, span)
+        return n.Then((first, rest), (duration,), span)
 
-    def list(self, meta, ch):
-        return n.List(tuple(c for c in ch if c is not None), _meta_span(meta))
+    def list(self, span, ch):
+        return n.List(tuple(_values(ch)), span)
 
-    def map(self, meta, ch):
-        return n.Map(tuple(c for c in ch if c is not None), _meta_span(meta))
+    def map(self, span, ch):
+        return n.Map(tuple(_values(ch)), span)
 
-    def map_entry(self, meta, ch):
-        return n.MapEntry(ch[0], ch[1], _meta_span(meta))
+    def map_entry(self, span, ch):
+        return n.MapEntry(ch[0], ch[1], span)
 
     # ---- patterns and phase references
-    def pattern(self, meta, ch):
-        return n.Pattern(str(ch[0]), _meta_span(meta))
+    def pattern(self, span, ch):
+        return n.Pattern(str(ch[0]), span)
 
-    def patterns(self, meta, ch):
+    def patterns(self, span, ch):
         return tuple(ch)
 
-    def phase_ref(self, meta, ch):
+    def phase_ref(self, span, ch):
         (ref,) = ch
         target = int(str(ref).replace("_", "")) if _is_token(ref, "INT") else ref.id
-        return n.PhaseRef(target, _meta_span(meta))
+        return n.PhaseRef(target, span)
 
-    def phase_refs(self, meta, ch):
+    def phase_refs(self, span, ch):
         return tuple(ch)
 
     # ---- statements
-    def free(self, meta, ch):
+    def free(self, span, ch):
         _, patterns, _, lr, _, optimizer = ch
-        return n.Free(patterns, lr, optimizer, _meta_span(meta))
+        return n.Free(patterns, lr, optimizer, span)
 
-    def fix(self, meta, ch):
-        return n.Fix(ch[1], _meta_span(meta))
+    def fix(self, span, ch):
+        return n.Fix(ch[1], span)
 
-    def init_dist(self, meta, ch):
-        return n.Init(ch[1], "dist", ch[2], _meta_span(meta))
+    def init_dist(self, span, ch):
+        return n.Init(ch[1], "dist", ch[2], span)
 
-    def init_value(self, meta, ch):
-        return n.Init(ch[1], "value", ch[2], _meta_span(meta))
+    def init_value(self, span, ch):
+        return n.Init(ch[1], "value", ch[2], span)
 
-    def init_reset(self, meta, ch):
-        return n.Init(ch[1], "reset", None, _meta_span(meta))
+    def init_reset(self, span, ch):
+        return n.Init(ch[1], "reset", None, span)
 
-    def carry(self, meta, ch):
-        return n.Carry(_meta_span(meta))
+    def carry(self, span, ch):
+        return n.Carry(span)
 
-    def stop(self, meta, ch):
+    def stop(self, span, ch):
         _, _, metric, threshold, _, over, _, after = ch
-        return n.Stop(metric, threshold, over, after, _meta_span(meta))
+        return n.Stop(metric, threshold, over, after, span)
 
-    def optimizer_spec(self, meta, ch):
+    def optimizer_spec(self, span, ch):
         return ch[0]
 
-    def body(self, meta, ch):
+    def body(self, span, ch):
         return tuple(_values(ch))
 
-    def steps(self, meta, ch):
+    def steps(self, span, ch):
         return ch[0]
 
-    def phase(self, meta, ch):
+    def phase(self, span, ch):
         _, name, steps, _, lr, _, optimizer, body = ch
-        return n.Phase(name, steps, lr, optimizer, body, _meta_span(meta))
+        return n.Phase(name, steps, lr, optimizer, body, span)
 
-    def repeat(self, meta, ch):
+    def repeat(self, span, ch):
         count, *items = _values(ch)
-        return n.Repeat(count, tuple(items), _meta_span(meta))
+        return n.Repeat(count, tuple(items), span)
 
     # ---- params blocks
     def _spec(kind):
-        def build(self, meta, ch):
+        def build(self, span, ch):
             refs = _values(ch)[0]
-            return n.Spec(kind, refs if isinstance(refs, tuple) else (refs,), None, _meta_span(meta))
+            return n.Spec(kind, refs if isinstance(refs, tuple) else (refs,), None, span)
 
         return build
 
     free_in, free_after, free_until, fixed_in = _spec("free_in"), _spec("free_after"), _spec("free_until"), _spec("fixed_in")
 
-    def init_at(self, meta, ch):
+    def init_at(self, span, ch):
         dist, ref = _values(ch)
-        return n.Spec("init_at", (ref,), dist, _meta_span(meta))
+        return n.Spec("init_at", (ref,), dist, span)
 
-    def param_entry(self, meta, ch):
+    def param_entry(self, span, ch):
         patterns, *specs = ch
-        return n.ParamEntry(patterns, tuple(specs), _meta_span(meta))
+        return n.ParamEntry(patterns, tuple(specs), span)
 
-    def params(self, meta, ch):
-        return n.Params(tuple(_values(ch)), _meta_span(meta))
+    def params(self, span, ch):
+        return n.Params(tuple(_values(ch)), span)
 
     # ---- directives
     def _directive(keyword):
-        def build(self, meta, ch):
+        def build(self, span, ch):
             (value,) = [c for c in ch[1:] if c is not None]
             if isinstance(value, Token):  # `default fixed|free`
                 value = n.Name(str(value), _token_span(value))
-            return n.Directive(keyword, value, _meta_span(meta))
+            return n.Directive(keyword, value, span)
 
         return build
 
@@ -316,11 +324,11 @@ class _ToAst:
     seed_directive, optimizer_directive = _directive("seed"), _directive("optimizer")
     lr_directive, default_directive = _directive("lr"), _directive("default")
 
-    def let_directive(self, meta, ch):
+    def let_directive(self, span, ch):
         _, name, value = ch
-        return n.Let(name, value, _meta_span(meta))
+        return n.Let(name, value, span)
 
-    def start(self, meta, ch):
+    def start(self, span, ch):
         return list(ch)
 
     del _binop, _spec, _directive
@@ -393,12 +401,11 @@ def _end_position(text: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
-def _too_deep(item_tree: Tree) -> Diagnostic:
-    meta = item_tree.meta
+def _too_deep(span: n.Span) -> Diagnostic:
     return Diagnostic(
         "E0005",
         f"expression nested more than {MAX_DEPTH} levels deep",
-        _meta_span(meta),
+        span,
         notes=("split it with `let` definitions",),
     )
 
@@ -406,9 +413,9 @@ def _too_deep(item_tree: Tree) -> Diagnostic:
 def _convert(tree: Tree, diagnostics: list[Diagnostic]) -> list[n.Item]:
     items = []
     for child in tree.children:
-        item, depth = _TO_AST.convert(child)
+        item, depth, span = _TO_AST.convert(child)
         if depth > MAX_DEPTH:
-            diagnostics.append(_too_deep(child))
+            diagnostics.append(_too_deep(span))
             continue
         items.append(item)
     return items

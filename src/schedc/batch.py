@@ -126,6 +126,9 @@ def _size(tree) -> int:
 class BatchedRunner(Runner):
     """A Runner whose phases run B datasets at once (vmap over the leading axis)."""
 
+    def _programs(self, fns: C.Compiled):
+        return _vmapped(fns)
+
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.size = _size(self.data_arrays)
@@ -147,8 +150,6 @@ class BatchedRunner(Runner):
         return jnp.broadcast_to(super()._init_value(phase, init, current[0]), current.shape)
 
     def _run_phase(self, index: int, model, progress=None) -> BatchedPhaseResult:
-        import jax
-
         phase = self.plan.phases[index]
         if self.initial_leaves is None:
             self.begin(model)
@@ -156,18 +157,9 @@ class BatchedRunner(Runner):
         from .run import _CompileClock
 
         with _CompileClock() as clock:
-            model = self._apply_inits(model, phase)
-            prepared = C.prepare(phase, self.leaves, self.chunk)
+            # the chunk sees one dataset: the batched model's layout is its (non-array parts are shared)
+            model, prepared, fns, chunk, model_arrays, free, opt_state = self._start(phase, model)
             sig = prepared.signature
-            model_arrays, batched_layout = C.split(model)
-            # the chunk sees one dataset: its layout is the batched one's (non-array parts are shared)
-            fns = C.compiled(sig, self.loss_fn, batched_layout, self.data_layout)
-            init, chunk = _vmapped(fns)
-            leaves = jax.tree_util.tree_leaves(model)
-            free = {path: leaves[indices[0]] for path, indices in sig.leaves}
-            opt_state = init(free, prepared.numbers)
-            if phase.carry and self._previous is not None:
-                opt_state = C.carry_state(opt_state, self._previous[1], self._carried_labels(sig), sig)
             stop = {k: np.broadcast_to(v, (self.size,) + np.shape(v)).copy() for k, v in C.initial_stop_state(sig).items()}
             stop["reason"] = np.where(self.dead, C.NONFINITE, C.COMPLETED).astype(stop["reason"].dtype)
             losses = []

@@ -351,6 +351,31 @@ class Runner:
             return f"{self.source.name}:{line}:{column}"
         return f"{self.plan.source}:{phase.span.line}:{phase.span.column}"
 
+    def _programs(self, fns: C.Compiled) -> tuple[Callable, Callable]:
+        """The (init, chunk) functions phases run (the batched runner vmaps them)."""
+        return fns.init, fns.chunk
+
+    def _start(self, phase: P.PhasePlan, model):
+        """A phase's beginning: its inits applied, its program fetched (compiled on first use),
+        its free values and a fresh optimizer state (or one carried from the last phase).
+
+        Returns (model, prepared, compiled, chunk function, model arrays, free values, optimizer state).
+        """
+        import jax
+
+        model = self._apply_inits(model, phase)
+        prepared = C.prepare(phase, self.leaves, self.chunk)
+        sig = prepared.signature
+        model_arrays, model_layout = C.split(model)
+        fns = C.compiled(sig, self.loss_fn, model_layout, self.data_layout)
+        init, chunk = self._programs(fns)
+        leaves = jax.tree_util.tree_leaves(model)
+        free = {path: leaves[indices[0]] for path, indices in sig.leaves}
+        opt_state = init(free, prepared.numbers)
+        if phase.carry and self._previous is not None:
+            opt_state = C.carry_state(opt_state, self._previous[1], self._carried_labels(sig), sig)
+        return model, prepared, fns, chunk, model_arrays, free, opt_state
+
     def _run_phase(self, index: int, model, progress: _Progress | None = None) -> PhaseResult:
         import jax
 
@@ -360,16 +385,8 @@ class Runner:
             self.begin(model)
         started = time.perf_counter()
         with _CompileClock() as clock:
-            model = self._apply_inits(model, phase)
-            prepared = C.prepare(phase, self.leaves, self.chunk)
+            model, prepared, fns, chunk_fn, model_arrays, free, opt_state = self._start(phase, model)
             sig = prepared.signature
-            model_arrays, model_layout = C.split(model)
-            fns = C.compiled(sig, self.loss_fn, model_layout, self.data_layout)
-            leaves = jax.tree_util.tree_leaves(model)
-            free = {path: leaves[indices[0]] for path, indices in sig.leaves}
-            opt_state = fns.init(free, prepared.numbers)
-            if phase.carry and self._previous is not None:
-                opt_state = C.carry_state(opt_state, self._previous[1], self._carried_labels(sig), sig)
             stop = C.initial_stop_state(sig)
             losses = []
             step0 = 0
@@ -382,7 +399,7 @@ class Runner:
             pace = _Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
             while step0 < phase.steps:
                 n_active = min(phase.steps - step0, pace.steps())
-                free, opt_state, stop, chunk_losses = fns.chunk(
+                free, opt_state, stop, chunk_losses = chunk_fn(
                     free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays
                 )
                 done_before = sum(len(l) for l in losses)

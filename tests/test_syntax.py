@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from schedc import nodes as n
 from schedc import syntax
 from schedc.nodes import (
     Arrow,

@@ -14,7 +14,6 @@ into the text.
 from __future__ import annotations
 
 import ast
-import bisect
 import inspect
 import io
 import os

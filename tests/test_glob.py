@@ -1,6 +1,5 @@
 """The glob engine: the pattern matrix, every spectracles matching bug (research §1.4), errors, speed."""
 
-import time
 
 import pytest
 
@@ -139,13 +138,13 @@ def test_pathset_order_and_indices():
     assert ps.match(compile_pattern("c")) == []
 
 
-def test_hundred_patterns_against_ten_thousand_paths_is_fast():
+def test_hundred_patterns_against_ten_thousand_paths():
+    # the time it takes is measured by bench/bench_resolve.py, not asserted here
     paths = [f"blocks[{i}].{m}.{w}" for i in range(1250) for m in ("attn", "mlp") for w in ("weight", "bias", "scale", "shift")]
     patterns = [f"blocks[{i}].**" for i in range(30)] + ["**.weight", "**.bias", "blocks[*].attn.*", "blocks[*].{attn,mlp}.w*", "**"] * 10 + [f"blocks[{i}].mlp.weight" for i in range(20)]
-    start = time.perf_counter()
     ps = PathSet(paths)
     found = [ps.match(compile_pattern(p)) for p in patterns]
-    elapsed = time.perf_counter() - start
     assert len(paths) == 10_000 and len(patterns) == 100
     assert found[30] == [i for i, p in enumerate(paths) if p.endswith(".weight")]
-    assert elapsed < 1.0, elapsed  # typically 35 ms (docs/performance.md); generous for loaded CI machines
+    assert found[31] == [i for i, p in enumerate(paths) if p.endswith(".bias")]
+    assert found[33] == [i for i, p in enumerate(paths) if ".attn.w" in p or ".mlp.w" in p]

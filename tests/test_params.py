@@ -1,6 +1,5 @@
 """Parameter discovery: canonical paths, leaf indices, parameter nodes, shared parameters, large trees."""
 
-import time
 from typing import NamedTuple
 
 import equinox as eqx
@@ -131,16 +130,14 @@ def test_from_paths():
 
 
 @pytest.mark.parametrize("n_layers", [1000])
-def test_thousand_layer_list_is_fast_and_linear(n_layers):
+def test_thousand_layer_list(n_layers):
+    # the time it takes is measured by bench/bench_resolve.py, not asserted here
     shared = jnp.ones(4)
     model = [{"w": jnp.ones(4), "b": jnp.zeros(4), "tied": shared} for _ in range(n_layers)]
-    start = time.perf_counter()
     tree = discover(model)
-    elapsed = time.perf_counter() - start
     assert len(tree) == 2 * n_layers + 1
     assert len(tree.shared) == n_layers - 1
     assert tree.params[-1].path == f"[{n_layers - 1}].w"
-    assert elapsed < 1.0, elapsed
 
 
 def test_spectracles_model_when_installed():

@@ -2,7 +2,6 @@
 and spectracles' own resolution of free_in/free_after/free_until/fixed_in on non-conflicting specs."""
 
 import random
-import time
 
 import pytest
 
@@ -338,13 +337,10 @@ def test_ten_thousand_parameters_against_a_hundred_patterns():
     tree = ParamTree.from_paths(paths)
     body = "; ".join([f"free blocks[{i}].**" for i in range(40)] + ["fix **.bias", "free blocks[*].mlp.*"] * 10 + [f"fix blocks[{i}].attn.weight" for i in range(20)] + ["init blocks[*].attn.scale = 1"] * 0)
     text = f"phase 10 lr 0.1 < {body} >\nphase 10 lr 0.1 < free **.weight; init blocks[*].attn.scale = 1 >"
-    start = time.perf_counter()
-    plan, diags = resolve(parse(text).file, tree)
-    elapsed = time.perf_counter() - start
+    plan, diags = resolve(parse(text).file, tree)  # its time: bench/bench_resolve.py
     assert plan is not None
     assert len(plan.phases[1].free) == 2500 and len(plan.phases[1].inits) == 1250
     assert "blocks[0].attn.weight" not in plan.phases[0].free and "blocks[0].attn.scale" in plan.phases[0].free
-    assert elapsed < 3.0, elapsed
 
 
 # ---------------------------------------------------------------- against spectracles itself

@@ -8,12 +8,12 @@ rates, schedule waypoints, step counts, stop thresholds — is a runtime number,
 so phases that differ only in numbers (and re-runs of a program) reuse one
 executable. The cache is module-level: shared by every program in the process.
 
-The chunk runs K steps in `lax.scan`: assemble the model from the free values,
-value-and-grad with respect to the free values only (fixed parameters are
-never differentiated, never seen by the optimizer, never moved by weight decay
-or momentum), set the hyperparameters of this step on the optax state, update,
-apply. Steps past the phase's end, after a stop rule fired, or after a
-non-finite loss are masked: no update, no loss recorded.
+A chunk runs up to K steps in a `lax.while_loop` over a runtime step count:
+assemble the model from the free values, value-and-grad with respect to the
+free values only (fixed parameters are never differentiated, never seen by the
+optimizer, never moved by weight decay or momentum), build the optax optimizer
+with this step's hyperparameter values, update, apply. The loop ends at the
+phase's end or when a stop rule fires, so no step is ever masked.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from . import plan as P
 
 # Optimizers whose update needs the loss (and its function) besides the gradient.
-EXTRA_ARGS = {"lbfgs": True, "polyak_sgd": True}
+NEEDS_VALUE = frozenset({"lbfgs", "polyak_sgd"})
 
 COMPLETED, STOP_LOSS_CHANGE, STOP_LOSS, NONFINITE = 0, 1, 2, 3
 STOP_REASONS = {COMPLETED: "completed", STOP_LOSS_CHANGE: "loss_change", STOP_LOSS: "loss", NONFINITE: "non-finite loss"}
@@ -152,7 +152,7 @@ def _split_kwargs(spec: P.OptimizerSpec) -> tuple[tuple[tuple[str, Any], ...], l
 
     Booleans, integers and bare names are static (optax uses them for shapes and
     control flow, e.g. lbfgs' memory_size); every other number or schedule is fed
-    through `inject_hyperparams`, so changing it never recompiles.
+    as a runtime number (see `make_transform`), so changing it never recompiles.
     """
     from . import nodes as n
 
@@ -275,7 +275,7 @@ def _build(signature: Signature, loss_fn: Callable, model_layout: Layout, data_l
     import jax.numpy as jnp
     import optax
 
-    extra = any(EXTRA_ARGS.get(g.optimizer.split(".")[-1], False) for g in signature.groups)
+    extra = any(g.optimizer.split(".")[-1] in NEEDS_VALUE for g in signature.groups)
     K, N = signature.chunk, signature.over
     has_lc, has_loss = "loss_change" in signature.stop_kinds, "loss" in signature.stop_kinds
 

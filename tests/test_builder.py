@@ -133,9 +133,8 @@ def test_run_all_again_starts_over_and_repeats_bit_for_bit(two_phases):
     np.testing.assert_array_equal(final.a.val, two_phases.model_history[-1].a.val)
 
 
-def test_matches_spectracles_numerically(two_phases):
-    spectracles = pytest.importorskip("spectracles")
-    from spectracles.optimise.schedule_builder import build_schedule as reference
+def spectracles_line(spectracles):
+    """The line model with spectracles `Parameter` fields (spectracles is an optional dependency)."""
 
     class SLine(eqx.Module):
         a: spectracles.Parameter
@@ -145,6 +144,14 @@ def test_matches_spectracles_numerically(two_phases):
         def __call__(self, x):
             return self.a.val * x + self.b.val + self.c.val
 
+    return SLine
+
+
+def test_matches_spectracles_numerically(two_phases):
+    spectracles = pytest.importorskip("spectracles")
+    from spectracles.optimise.schedule_builder import build_schedule as reference
+
+    SLine = spectracles_line(spectracles)
     parts = (spectracles.Parameter(initial=0.2), spectracles.Parameter(initial=0.0), spectracles.Parameter(initial=0.1, fixed=True))
     ref = reference(
         spectracles.build_model(SLine, *parts),
@@ -164,14 +171,7 @@ def test_matches_spectracles_numerically(two_phases):
 def test_share_module_patterns_are_relative_to_the_inner_model():
     spectracles = pytest.importorskip("spectracles")
 
-    class SLine(eqx.Module):
-        a: spectracles.Parameter
-        b: spectracles.Parameter
-        c: spectracles.Parameter
-
-        def __call__(self, x):
-            return self.a.val * x + self.b.val + self.c.val
-
+    SLine = spectracles_line(spectracles)
     shared = spectracles.Parameter(initial=0.0)
     model = spectracles.build_model(SLine, spectracles.Parameter(initial=0.2), shared, shared)
     s = build_schedule(model, loss, [(5, 0.1)], {"a": free_in(0)})

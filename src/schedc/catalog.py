@@ -228,6 +228,9 @@ STOP_DEFAULT_AFTER = 100
 
 DEFAULT_STATUSES = ("fixed", "free")
 
+# The optimizer of a phase when neither it nor an `optimizer` directive names one.
+DEFAULT_OPTIMIZER = "adam"
+
 # Largest step count: optax counts in int32.
 MAX_STEPS = 2**31 - 1
 # Largest magnitude of a number: float32.

@@ -34,7 +34,6 @@ from .schedcheck import check_schedule
 from .syntax import ParseResult, decode, parse
 
 # Used when neither the phase nor an `optimizer` directive names one (as spectracles' build_schedule).
-DEFAULT_OPTIMIZER = "adam"
 
 # Directives that may appear at most once (`let` has its own duplicate check).
 _SINGLE_DIRECTIVES = ("model", "loss", "data", "seed", "optimizer", "lr", "default")
@@ -721,9 +720,6 @@ class _Checker:
                         claims.setdefault(p.text, []).append((claim, spec, indices))
         return claims
 
-    def _label(self, index: int) -> str:
-        ph = self.phases[index]
-        return f"phase {index}" + (f" (`{ph.display}`)" if ph.name else "")
 
     def _params_conflicts(self, claims) -> None:
         for text, rows in claims.items():
@@ -733,9 +729,9 @@ class _Checker:
                     if not both:
                         continue
                     if {claim, claim0} == {"free", "fixed"}:
-                        self.error("E0301", f"`{text}` is both free and fixed in {self._label(both[0])}", spec.span, labels=(Label(spec0.span, "contradicted here"),), help="a parameter has one status per phase: drop one of the specs")
+                        self.error("E0301", f"`{text}` is both free and fixed in {self.phases[both[0]].label}", spec.span, labels=(Label(spec0.span, "contradicted here"),), help="a parameter has one status per phase: drop one of the specs")
                     elif claim == claim0 == "init":
-                        self.error("E0302", f"`{text}` is initialised twice in {self._label(both[0])}", spec.span, labels=(Label(spec0.span, "first init here"),), help="keep one of the inits")
+                        self.error("E0302", f"`{text}` is initialised twice in {self.phases[both[0]].label}", spec.span, labels=(Label(spec0.span, "first init here"),), help="keep one of the inits")
 
     def _body_vs_params(self, infos: dict[int, _PhaseInfo], claims) -> None:
         for info in infos.values():
@@ -745,12 +741,12 @@ class _Checker:
                 for claim, spec, indices in claims.get(text, ()):
                     both = sorted(instances.intersection(indices))
                     if both and claim in ("free", "fixed") and claim != said:
-                        self.error("E0301", f"`{text}` is {said} in the body of {self._label(both[0])} but {claim} in the params block", spec.span, labels=(Label(stmt.span, f"{said} here"),), help="a parameter has one status per phase: drop one of them")
+                        self.error("E0301", f"`{text}` is {said} in the body of {self.phases[both[0]].label} but {claim} in the params block", spec.span, labels=(Label(stmt.span, f"{said} here"),), help="a parameter has one status per phase: drop one of them")
             for text, init in info.inits.items():
                 for claim, spec, indices in claims.get(text, ()):
                     both = sorted(instances.intersection(indices))
                     if both and claim == "init":
-                        self.error("E0302", f"`{text}` is initialised twice in {self._label(both[0])}", spec.span, labels=(Label(init.span, "first init here"),), help="keep one of the inits")
+                        self.error("E0302", f"`{text}` is initialised twice in {self.phases[both[0]].label}", spec.span, labels=(Label(init.span, "first init here"),), help="keep one of the inits")
 
     def _frees_nothing(self, infos: dict[int, _PhaseInfo], claims) -> None:
         default = self.directives.get("default")
@@ -767,7 +763,7 @@ class _Checker:
             idle = [i for i in info.instances if i not in freed]
             if info.frees or not idle:
                 continue
-            where = self._label(idle[0]) + (f" (and {len(idle) - 1} more instances)" if len(idle) > 1 else "")
+            where = self.phases[idle[0]].label + (f" (and {len(idle) - 1} more instances)" if len(idle) > 1 else "")
             self.diags.append(Diagnostic("W0104", f"{where} frees no parameter", _header_span(info.phase), help="add a `free` statement, or a params spec that frees something in it"))
 
 
@@ -782,7 +778,7 @@ def _pattern_error(text: str) -> PatternError | None:
 
 def _opt_name(opt) -> str:
     if opt is None:
-        return DEFAULT_OPTIMIZER
+        return catalog.DEFAULT_OPTIMIZER
     if isinstance(opt, n.Call):
         return opt.func.id
     if isinstance(opt, n.Name):

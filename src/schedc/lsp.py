@@ -234,12 +234,12 @@ def _phases_named(file: n.File, name: str):
     return [p for p in _expanded(file) if p.name == name]
 
 
-def _phase_target(file: n.File, ref: n.PhaseRef):
-    """The first expanded phase a params reference names, or None."""
+def _phases_referenced(file: n.File, ref: n.PhaseRef) -> list:
+    """The expanded phases a params reference names (every instance of a repeated name)."""
+    from .plan import ref_phases
+
     phases = _expanded(file)
-    if isinstance(ref.target, int):
-        return phases[ref.target] if 0 <= ref.target < len(phases) else None
-    return next((p for p in phases if p.name == ref.target), None)
+    return [phases[i] for i in ref_phases(ref, phases)]
 
 
 def _source(text: str, node) -> str:
@@ -348,9 +348,7 @@ def hover(parsed: ParseResult, offset: int, tree=None, model_problem: str | None
     if isinstance(node, n.Pattern):
         return _pattern_markdown(node.text, tree, model_problem), node.span
     if isinstance(node, n.PhaseRef):
-        target = _phase_target(file, node)
-        phases = [target] if isinstance(node.target, int) and target else _phases_named(file, str(node.target))
-        return _phase_markdown(text, phases), node.span
+        return _phase_markdown(text, _phases_referenced(file, node)), node.span
     if isinstance(node, n.Name):
         return _name_hover(text, file, node, parent, grand)
     word = _keyword_at(text, offset)
@@ -410,10 +408,10 @@ def definition(parsed: ParseResult, offset: int) -> n.Span | None:
     node = chain[-1] if chain else None
     parent = chain[-2] if len(chain) > 1 else None
     if isinstance(node, n.PhaseRef):
-        target = _phase_target(file, node)
-        if target is None:
+        targets = _phases_referenced(file, node)
+        if not targets:
             return None
-        phase = target.phase
+        phase = targets[0].phase
         return phase.name.span if phase.name else _first_line(parsed.text, phase.span)
     if isinstance(node, n.Name) and not (isinstance(parent, n.Let) and parent.name is node):
         let = _lets(file).get(node.id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import catalog
 from . import nodes as n
 from .diagnostics import Diagnostic, Label
 
@@ -116,6 +117,16 @@ class ExpandedPhase:
     name: str | None
     display: str
     iteration: tuple[int, ...] = ()  # 1-based iteration numbers of the enclosing repeats, outermost first
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `phase 3` or ``phase 3 (`refine#2`)``."""
+        return f"phase {self.index}" + (f" (`{self.display}`)" if self.name else "")
+
+
+def _verb(status_or_kind: str) -> str:
+    """What a statement (status "free"/"fixed") or a params spec (its kind) does to a parameter."""
+    return "fixes" if status_or_kind in ("fixed", "fixed_in") else "frees"
 
 
 def ref_phases(ref: n.PhaseRef, phases: tuple[ExpandedPhase, ...]) -> list[int]:
@@ -470,7 +481,7 @@ class _Resolver:
 
         inits = self._inits(ph, entries, entries_of)
         lr = phase.lr if phase.lr is not None else (self.directives["lr"].value if "lr" in self.directives else None)
-        optimizer = self._optimizer(phase.optimizer if phase.optimizer is not None else (self.directives["optimizer"].value if "optimizer" in self.directives else None)) or OptimizerSpec("adam")
+        optimizer = self._optimizer(phase.optimizer if phase.optimizer is not None else (self.directives["optimizer"].value if "optimizer" in self.directives else None)) or OptimizerSpec(catalog.DEFAULT_OPTIMIZER)
         plan = PhasePlan(
             index=k,
             name=ph.name,
@@ -509,10 +520,10 @@ class _Resolver:
                     ("E0404", first.span, second.span),
                     Diagnostic(
                         "E0404",
-                        f"params specs disagree on `{path}` in {self._label(ph)}: one frees it, the other fixes it",
+                        f"params specs disagree on `{path}` in {ph.label}: one frees it, the other fixes it",
                         second.span,
-                        label=f"{'fixes' if second.kind == 'fixed_in' else 'frees'} `{path}` here",
-                        labels=(Label(first.span, f"{'fixes' if first.kind == 'fixed_in' else 'frees'} it here"),),
+                        label=f"{_verb(second.kind)} `{path}` here",
+                        labels=(Label(first.span, f"{_verb(first.kind)} it here"),),
                         help="a parameter has one status per phase: narrow one of the patterns or drop a spec",
                     ),
                 )
@@ -534,18 +545,16 @@ class _Resolver:
                 ("E0405", pattern.span, spec.span),
                 Diagnostic(
                     "E0405",
-                    f"the body of {self._label(ph)} {'frees' if status == 'free' else 'fixes'} `{path}` but a params spec {'fixes' if status == 'free' else 'frees'} it",
+                    f"the body of {ph.label} {_verb(status)} `{path}` but a params spec {_verb(spec.kind)} it",
                     pattern.span,
-                    label=f"{'frees' if status == 'free' else 'fixes'} `{path}`",
-                    labels=(Label(spec.span, f"{'frees' if spec.kind != 'fixed_in' else 'fixes'} it in {self._label(ph)}"),),
+                    label=f"{_verb(status)} `{path}`",
+                    labels=(Label(spec.span, f"{_verb(spec.kind)} it in {ph.label}"),),
                     help="say it once: in the phase body or in the params block",
                 ),
             )
         grouped = isinstance(stmt, n.Free) and (stmt.lr is not None or stmt.optimizer is not None)
         return status, (j if grouped else -1)
 
-    def _label(self, ph: ExpandedPhase) -> str:
-        return f"phase {ph.index}" + (f" (`{ph.display}`)" if ph.name else "")
 
     def _overridden(self, statements, matched_any, deciders: set[int]) -> None:
         """W0102: a statement every parameter of which a later statement decides."""
@@ -578,7 +587,7 @@ class _Resolver:
 
         self.report(
             ("W0104", id(ph.phase)),
-            Diagnostic("W0104", f"{self._label(ph)} frees no parameter", _header_span(ph.phase), help="add a `free` statement, or a params spec that frees something in it"),
+            Diagnostic("W0104", f"{ph.label} frees no parameter", _header_span(ph.phase), help="add a `free` statement, or a params spec that frees something in it"),
         )
 
     # ---- inits
@@ -596,7 +605,7 @@ class _Resolver:
                     ("E0302", first.span, where.span),
                     Diagnostic(
                         "E0302",
-                        f"`{self.paths[i]}` is initialised twice in {self._label(ph)}",
+                        f"`{self.paths[i]}` is initialised twice in {ph.label}",
                         where.span,
                         labels=(Label(first.span, "first init here"),),
                         help="keep one of the inits (narrow one of the patterns)",
@@ -625,7 +634,6 @@ class _Resolver:
         return out
 
     def _init_spec(self, path: str, kind: str, value, span: n.Span, where) -> InitSpec | None:
-        from . import catalog
 
         if kind == "reset":
             return InitSpec(path, "reset", (), span)
@@ -678,7 +686,6 @@ class _Resolver:
         return None
 
     def _stop(self, stop: n.Stop, steps: int) -> StopRule:
-        from . import catalog
 
         def count(expr, fallback: int) -> int:
             if expr is None:
@@ -713,7 +720,7 @@ class _Resolver:
                         ("W0105", where.span),
                         Diagnostic(
                             "W0105",
-                            f"`{self.paths[i]}` is initialised in {self._label(self.phases[plan.index])} but stays fixed from there on",
+                            f"`{self.paths[i]}` is initialised in {self.phases[plan.index].label} but stays fixed from there on",
                             where.span,
                             help="free it in this or a later phase, or drop the init if it is meant as a constant",
                         ),

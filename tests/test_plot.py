@@ -28,7 +28,7 @@ def curves():
     assert not diags
     plan, problems = resolve(parsed.file, None)
     assert not problems
-    return plot.curves(plan, parsed.file)
+    return plot.curves(plan)
 
 
 def segment(curves, name, first, steps):
@@ -64,7 +64,7 @@ def test_plotted_values_are_the_lowered_schedules(curves):
 def test_long_phases_are_sampled():
     parsed = syntax.parse("phase 100000 lr cosine(1 -> 0) < free a >")
     plan, _ = resolve(parsed.file, None)
-    data = plot.curves(plan, parsed.file)
+    data = plot.curves(plan)
     assert len(data.steps) == plot.MAX_POINTS_PER_PHASE and data.steps[0] == 0 and data.steps[-1] == 99_999
     np.testing.assert_allclose(data.values["learning_rate"], np.asarray(schedule_fn("cosine(1 -> 0)", 100_000)(np.asarray(data.steps))), rtol=1e-6, atol=5e-7)
 

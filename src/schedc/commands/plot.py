@@ -56,13 +56,13 @@ def run(args) -> int:
     resolved = resolve_file(path, args.model, "plot")
     if isinstance(resolved, int):
         return resolved
-    plan, parsed = resolved.plan, resolved.parsed
+    plan = resolved.plan
     if not plan.phases:
         print(f"schedc plot: {path} has no phases", file=sys.stderr)
         return 1
     out = Path(args.out) if args.out else path.with_suffix(".png")
     try:
-        render(curves(plan, parsed.file), out, title=path.name, pyplot=pyplot)
+        render(curves(plan), out, title=path.name, pyplot=pyplot)
     except OSError as exc:
         print(f"schedc plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -70,7 +70,7 @@ def run(args) -> int:
     return 0
 
 
-def curves(plan, file) -> Curves:
+def curves(plan) -> Curves:
     """Every fed hyperparameter of every phase of `plan`, evaluated at (a sample of) its steps.
 
     Learning rates are always kept; another hyperparameter is kept when some
@@ -80,13 +80,12 @@ def curves(plan, file) -> Curves:
 
     from ..compiler import prepare
 
-    labels = _labels(plan, file)
     leaf_indices = {path: (i,) for i, path in enumerate(plan.parameters)}
     out = Curves()
     start = 0
     per_phase: list[dict[str, np.ndarray]] = []
     scheduled: set[str] = set()
-    for phase, label in zip(plan.phases, labels):
+    for phase in plan.phases:
         prepared = prepare(phase, leaf_indices, chunk=1)
         local = _sample(phase.steps)
         hypers = [h for g in prepared.signature.groups for h in g.hypers]
@@ -96,7 +95,7 @@ def curves(plan, file) -> Curves:
             if h.structure != ("constant",):
                 scheduled.add(name)
         per_phase.append(values)
-        out.phases.append((start, phase.steps, label))
+        out.phases.append((start, phase.steps, phase.display))
         out.steps.extend(int(s) + start for s in local)
         start += phase.steps
     names = [name for values in per_phase for name in values]
@@ -108,19 +107,6 @@ def curves(plan, file) -> Curves:
             column.extend(values[name].tolist() if name in values else [float("nan")] * sampled)
         out.values[name] = column
     return out
-
-
-def _labels(plan, file) -> list[str]:
-    """Phase labels as `plan.expand` numbers and names them (`gp#2` for the second iteration)."""
-    from ..check import env_of
-    from ..expr import constant, substitute
-    from ..plan import expand
-
-    env = env_of(file)
-    expanded = expand(file, lambda expr: constant(substitute(expr, env)))
-    if len(expanded) != len(plan.phases):  # defensive: both come from the same expansion
-        return [p.label for p in plan.phases]
-    return [e.display for e in expanded]
 
 
 def _sample(steps: int):

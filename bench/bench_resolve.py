@@ -75,11 +75,11 @@ def best(fn, repeat: int) -> tuple[tuple[float, float], object]:
 
 
 def main() -> None:
-    from schedc.binding import resolve_checked
-    from schedc.glob import PathSet, compile_pattern
-    from schedc.params import discover
-    from schedc.plan import resolve
-    from schedc.syntax import parse
+    from schedc.plan.binding import resolve_checked
+    from schedc.lang.glob import PathSet, compile_pattern
+    from schedc.plan.params import discover
+    from schedc.plan.resolve import resolve
+    from schedc.lang.syntax import parse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)

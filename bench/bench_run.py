@@ -107,8 +107,8 @@ def prepare_hand(model, loss, data, phases):
     """What a careful user writes by hand: per phase, one jitted lax.scan over steps of an optax adam."""
     import jax
 
-    from schedc.glob import compile_pattern
-    from schedc.params import discover
+    from schedc.lang.glob import compile_pattern
+    from schedc.plan.params import discover
 
     tree = discover(model)
     free_sets = [tuple(p.leaf for p in tree.params if any(compile_pattern(q).match(p.path) for q in free)) for _, _, free in phases]
@@ -167,7 +167,7 @@ def prepare_spectracles(model, loss, data, phases):
     share = build_model(type(model), model.a, model.b) if not hasattr(model, "model") else model
     patterns = {}
     paths = ["a.w", "a.c", "b.w", "b.c"]
-    from schedc.glob import compile_pattern
+    from schedc.lang.glob import compile_pattern
 
     for path in paths:
         phases_free = [i for i, (_, _, free) in enumerate(phases) if any(compile_pattern(p).match(path) for p in free)]
@@ -188,7 +188,7 @@ def measure(system: str, size: str, phases=PHASES) -> dict:
     """Cold and steady wall time and compile count of one system in this (fresh) process."""
     import jax
 
-    from schedc.run import _CompileClock
+    from schedc.runtime.runner import _CompileClock
 
     model, loss, data = _models(size)
     out = {}
@@ -210,7 +210,7 @@ def measure(system: str, size: str, phases=PHASES) -> dict:
 def compile_counts() -> dict:
     """Executables compiled by schedc for a 2-phase core and for 10 phases alternating it."""
     import schedc
-    from schedc import compiler as C
+    from schedc.compiler import chunk as C
 
     model, loss, data = _models("small")
     core = "phase 100 lr 0.05 < free a.* >\nphase 100 lr 0.02 < free b.* >"

@@ -10,10 +10,10 @@ import jax
 import pytest
 
 import schedc
-from schedc.binding import BindingError, check_against_model, load_entry, load_model
+from schedc.plan.binding import BindingError, check_against_model, load_entry, load_model
 from schedc.cli import main
-from schedc.diagnostics import CODES
-from schedc.syntax import parse
+from schedc.lang.diagnostics import CODES
+from schedc.lang.syntax import parse
 
 MODEL = '''
 import equinox as eqx

@@ -20,7 +20,7 @@ import pytest
 
 import schedc
 from schedc import build_schedule, fixed_in, free_after, free_in, free_until, init_normal, init_uniform, init_value
-from schedc.run import RunError
+from schedc.runtime.runner import RunError
 
 
 class Param(eqx.Module):
@@ -303,7 +303,7 @@ def test_non_finite_loss_leaves_the_phase_pending():
 
 
 def test_the_python_codes_examples_produce_their_codes():
-    from schedc.diagnostics import CODES, PYTHON_CODES
+    from schedc.lang.diagnostics import CODES, PYTHON_CODES
 
     names = {"build_schedule": build_schedule, "free_in": free_in, "init_normal": init_normal, "model": {"a": jnp.zeros(2)}, "loss": lambda m: jnp.sum(m["a"] ** 2)}
     for code in sorted(PYTHON_CODES):

@@ -139,11 +139,11 @@ def test_design_one_liner_checks_clean(capsys, write):
 
 
 def test_model_option_calls_binding_lazily(capsys, write, monkeypatch):
-    """--model hands the parsed file to schedc.binding.check_against_model (stubbed here: it imports JAX)."""
+    """--model hands the parsed file to schedc.plan.binding.check_against_model (stubbed here: it imports JAX)."""
     import types
 
-    from schedc.diagnostics import Diagnostic
-    from schedc.nodes import Span
+    from schedc.lang.diagnostics import Diagnostic
+    from schedc.lang.nodes import Span
 
     calls = []
 
@@ -151,7 +151,7 @@ def test_model_option_calls_binding_lazily(capsys, write, monkeypatch):
         calls.append((model_ref, base_dir))
         return [Diagnostic("W0103", "parameter `b` is never free", Span(1, 1, 1, 6))]
 
-    monkeypatch.setitem(sys.modules, "schedc.binding", types.SimpleNamespace(check_against_model=check_against_model))
+    monkeypatch.setitem(sys.modules, "schedc.plan.binding", types.SimpleNamespace(check_against_model=check_against_model))
     path = write(CLEAN)
     rc, out, _ = check(capsys, "--format", "concise", path, "--model")
     assert rc == 0 and calls[0][0] is None and str(calls[0][1]) == str(__import__("pathlib").Path(path).parent)
@@ -196,7 +196,7 @@ def build():
 
 
 def test_model_option_against_a_real_model(capsys, tmp_path):
-    """End to end with schedc.binding: a pattern that matches nothing is E0401, with the nearest path."""
+    """End to end with schedc.plan.binding: a pattern that matches nothing is E0401, with the nearest path."""
     (tmp_path / "m.py").write_text(MODEL_PY)
     sched = tmp_path / "f.sched"
     sched.write_text('model "m.py:build"\nphase 10 lr 0.1 < free gp.coefficent, line.* >\n')

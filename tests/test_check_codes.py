@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from schedc import nodes as n
-from schedc.check import check_bytes, check_file, check_source, env_of
-from schedc.diagnostics import CODES, INTERNAL_CODES, PYTHON_CODES
-from schedc.syntax import parse
+from schedc.lang import nodes as n
+from schedc.check.checker import check_bytes, check_file, check_source
+from schedc.lang.program import env_of
+from schedc.lang.diagnostics import CODES, INTERNAL_CODES, PYTHON_CODES
+from schedc.lang.syntax import parse
 
-# Codes produced with a model only (schedc.binding): not this checker's.
+# Codes produced with a model only (schedc.plan.binding): not this checker's.
 MODEL_CODES = {c for c in CODES if c.startswith("E04")} | {"W0103", "W0105"}
 MODEL_FREE = sorted(set(CODES) - MODEL_CODES - INTERNAL_CODES - PYTHON_CODES)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import schedc
-from schedc.checkpoint import FILE, CheckpointError
+from schedc.runtime.checkpoint import FILE, CheckpointError
 
 MODEL_PY = '''
 import os, signal

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from schedc import catalog, syntax
+from schedc.check import catalog
+
+from schedc.lang import syntax
 
 ROOT = Path(__file__).resolve().parent.parent
 VSCODE = ROOT / "editors" / "vscode"

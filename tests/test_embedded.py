@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import schedc
-from schedc.embed import EmbeddingError
-from schedc.run import RunError
+from schedc.surface.embed import EmbeddingError
+from schedc.runtime.runner import RunError
 
 HERE = Path(__file__).read_text().splitlines()
 MODEL = {"a": jnp.zeros(2), "b": jnp.ones(2)}

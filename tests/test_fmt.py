@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from schedc import fmt, syntax
-from schedc import nodes as n
+from schedc.tooling import fmt
+
+from schedc.lang import syntax
+from schedc.lang import nodes as n
 from schedc.cli import main
-from schedc.diagnostics import SchedError
-from schedc.fmt import format_source, unparse
+from schedc.lang.diagnostics import SchedError
+from schedc.tooling.fmt import format_source, unparse
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = sorted((ROOT / "tests" / "fmt").glob("*.in.sched"))
@@ -316,7 +318,7 @@ def test_fmt_imports_no_jax():
         "import sys\n"
         "from schedc.cli import main\n"
         f"assert main(['fmt', '--check', {str(EXAMPLES[0])!r}]) == 0\n"
-        "assert 'schedc.fmt' in sys.modules\n"
+        "assert 'schedc.tooling.fmt' in sys.modules\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'optax', 'equinox')))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

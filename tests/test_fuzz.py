@@ -20,10 +20,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schedc import check, syntax
-from schedc import nodes as n
-from schedc.diagnostics import SchedError
-from schedc.fmt import format_source, unparse
+from schedc.check import checker as check
+
+from schedc.lang import syntax
+from schedc.lang import nodes as n
+from schedc.lang.diagnostics import SchedError
+from schedc.tooling.fmt import format_source, unparse
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "examples").glob("*.sched"))]

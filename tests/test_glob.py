@@ -3,7 +3,7 @@
 
 import pytest
 
-from schedc.glob import PathSet, PatternError, check_pattern, compile_pattern, components, format_key, join
+from schedc.lang.glob import PathSet, PatternError, check_pattern, compile_pattern, components, format_key, join
 
 # (pattern, path, matches): spectracles' bugs first, each must NOT reproduce
 SPECTRACLES_BUGS = [

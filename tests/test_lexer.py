@@ -15,8 +15,8 @@ import pytest
 from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
 from pygments.token import Error, Keyword, Name
 
-from schedc import syntax
-from schedc.lexer import SchedLexer
+from schedc.lang import syntax
+from schedc.tooling.lexer import SchedLexer
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = Path(__file__).resolve().parent / "lexer"

@@ -12,11 +12,11 @@ import pytest_lsp
 from lsprotocol import types as lsp
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from schedc import lsp as server
-from schedc.diagnostics import Diagnostic, Label
-from schedc.nodes import Span
-from schedc.params import ParamTree
-from schedc.syntax import parse
+from schedc.tooling import lsp as server
+from schedc.lang.diagnostics import Diagnostic, Label
+from schedc.lang.nodes import Span
+from schedc.plan.params import ParamTree
+from schedc.lang.syntax import parse
 
 UTF8, UTF16, UTF32 = lsp.PositionEncodingKind.Utf8, lsp.PositionEncodingKind.Utf16, lsp.PositionEncodingKind.Utf32
 
@@ -232,7 +232,7 @@ MALFORMED = sorted((Path(__file__).parent / "malformed").glob("*.sched"))
 
 @pytest.mark.parametrize("path", MALFORMED, ids=[p.name for p in MALFORMED])
 def test_analyses_never_raise_on_malformed_files(path):
-    from schedc.syntax import decode
+    from schedc.lang.syntax import decode
 
     text, _ = decode(path.read_bytes())
     if text is None:  # binary: the server only ever sees decoded text
@@ -419,8 +419,8 @@ async def test_e2e_formatting(client: LanguageClient, workspace):
 @pytest.mark.asyncio(loop_scope="module")
 async def test_e2e_diagnostics_match_schedc_check(client: LanguageClient, workspace):
     """Every model-free example of the diagnostics registry: the server reports what `check` does, where it does."""
-    from schedc.check import check_source
-    from schedc.diagnostics import CODES
+    from schedc.check.checker import check_source
+    from schedc.lang.diagnostics import CODES
 
     examples = {code: c.example for code, c in CODES.items() if 'model "' not in c.example and code != "E0004"}
     uris = {code: await open_document(client, workspace / f"code_{code}.sched", text) for code, text in examples.items()}

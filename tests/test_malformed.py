@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from schedc import syntax
-from schedc.diagnostics import SchedError
-from schedc.fmt import format_source
+from schedc.lang import syntax
+from schedc.lang.diagnostics import SchedError
+from schedc.tooling.fmt import format_source
 
 CORPUS = Path(__file__).resolve().parent / "malformed"
 

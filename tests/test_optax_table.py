@@ -7,7 +7,7 @@ import pathlib
 
 import optax
 
-from schedc import _optax_table
+from schedc.check import _optax_table
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,8 +22,8 @@ def _generator():
 def test_table_is_up_to_date():
     gen = _generator()
     expected = gen.render(optax)
-    actual = (ROOT / "src" / "schedc" / "_optax_table.py").read_text()
-    assert actual == expected, "src/schedc/_optax_table.py is stale: run `python tools/gen_optax_table.py`"
+    actual = (ROOT / "src" / "schedc" / "check" / "_optax_table.py").read_text()
+    assert actual == expected, "src/schedc/check/_optax_table.py is stale: run `python tools/gen_optax_table.py`"
     assert _optax_table.OPTAX_VERSION == optax.__version__
 
 

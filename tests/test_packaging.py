@@ -1,6 +1,6 @@
 """The grammar ships inside the package: build the sdist and the wheel (from the sdist, as `python -m build`
 does for a release), check that both hold `sched.lark` as a regular file (in the repository it is reached
-through the symlink src/schedc/grammar -> ../../grammar), then run schedc from the unpacked wheel in a
+through the symlink src/schedc/lang/grammar -> ../../../grammar), then run schedc from the unpacked wheel in a
 fresh process.
 
 Offline: builds with the test environment's setuptools (`--no-isolation`).
@@ -33,7 +33,7 @@ def dist(tmp_path_factory) -> Path:
             shutil.copy2(ROOT / name, project / name)
     shutil.copytree(ROOT / "grammar", project / "grammar")
     shutil.copytree(ROOT / "src", project / "src", symlinks=True, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-    assert (project / "src" / "schedc" / "grammar").is_symlink()
+    assert (project / "src" / "schedc" / "lang" / "grammar").is_symlink()
     out = project / "dist"
     proc = subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--skip-dependency-check", "--outdir", str(out), str(project)],
@@ -49,7 +49,7 @@ def test_sdist_holds_the_grammar_as_a_file(dist: Path):
     (sdist,) = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if "/" in m.name}
-        member = members["src/schedc/grammar/sched.lark"]
+        member = members["src/schedc/lang/grammar/sched.lark"]
         assert member.isfile()  # not a symlink that would dangle outside the tree
         assert tar.extractfile(member).read() == GRAMMAR
 
@@ -57,7 +57,7 @@ def test_sdist_holds_the_grammar_as_a_file(dist: Path):
 def test_wheel_holds_the_grammar_as_a_file(dist: Path):
     (wheel,) = dist.glob("*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        info = zf.getinfo("schedc/grammar/sched.lark")
+        info = zf.getinfo("schedc/lang/grammar/sched.lark")
         assert not stat.S_ISLNK(info.external_attr >> 16)
         assert zf.read(info) == GRAMMAR
         entry_points = next(zf.read(n).decode() for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))
@@ -70,9 +70,9 @@ def test_installed_wheel_loads_its_grammar(dist: Path, tmp_path: Path):
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     code = (
-        "import os, schedc, schedc.syntax as s\n"
+        "import os, schedc, schedc.lang.syntax as s\n"
         f"assert schedc.__file__.startswith({str(site)!r}), schedc.__file__\n"
-        "path = os.path.join(os.path.dirname(schedc.__file__), 'grammar', 'sched.lark')\n"
+        "path = os.path.join(os.path.dirname(schedc.__file__), 'lang', 'grammar', 'sched.lark')\n"
         "assert os.path.isfile(path) and not os.path.islink(path)\n"
         "s.parser(strict=True)\n"
         "r = s.parse('phase 100 lr 0.1 < free gp.coefficients; init line.amplitude ~ normal(0, 0.1) >')\n"

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from schedc.params import ParamTree, discover
+from schedc.plan.params import ParamTree, discover
 
 
 class Kernel(eqx.Module):

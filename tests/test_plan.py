@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-from schedc import nodes as n
-from schedc.params import Param, ParamTree
-from schedc.plan import InitSpec, OptimizerSpec, StopRule, resolve
-from schedc.syntax import parse
+from schedc.lang import nodes as n
+from schedc.plan.params import Param, ParamTree
+from schedc.plan.resolve import InitSpec, OptimizerSpec, StopRule, resolve
+from schedc.lang.syntax import parse
 
 PATHS = ["gp.coefficients", "gp.kernel.lengthscale", "gp.kernel.variance", "line.amplitude", "line.center", "line.width", "offset"]
 
@@ -275,7 +275,7 @@ def test_e0302_two_inits_through_different_patterns():
 
 
 def test_same_text_conflicts_are_left_to_the_model_free_check():
-    # `a: free in 0` and `a: fixed in 0` is E0301 from schedc.check; the resolver does not repeat it
+    # `a: free in 0` and `a: fixed in 0` is E0301 from schedc.check.checker; the resolver does not repeat it
     _, diags = run("phase 10 lr 0.1 <>\nparams < offset: free in 0; offset: fixed in 0 >", SHARED)
     assert "E0404" not in codes(diags)
 
@@ -394,7 +394,7 @@ INIT_ARGS = {"normal": (0.5, 0.1), "uniform": (-1.0, 2.0), "value": (1.5,)}
 
 def test_params_blocks_match_spectracles_on_non_conflicting_specs():
     sb = pytest.importorskip("spectracles.optimise.schedule_builder")
-    from schedc.glob import PathSet, compile_pattern
+    from schedc.lang.glob import PathSet, compile_pattern
 
     rng = random.Random(1234)
     tree = ParamTree.from_paths(SPEC_PATHS)

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from schedc import syntax
-from schedc.check import check_source
+from schedc.lang import syntax
+from schedc.check.checker import check_source
 from schedc.cli import main
-from schedc.commands import plot
-from schedc.plan import resolve
-from schedc.schedules import schedule_fn
+from schedc.cli.commands import plot
+from schedc.plan.resolve import resolve
+from schedc.surface.schedule import schedule_fn
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import optax
 import pytest
 
 import schedc
-from schedc import compiler
-from schedc.run import RunError, _CompileClock
+from schedc.compiler import chunk as compiler
+from schedc.runtime.runner import RunError, _CompileClock
 
 
 class Pair(eqx.Module):

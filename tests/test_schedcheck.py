@@ -1,13 +1,13 @@
-"""schedc.schedcheck: every schedule-shape diagnostic, with its line and column (no JAX)."""
+"""schedc.check.schedules: every schedule-shape diagnostic, with its line and column (no JAX)."""
 
 import subprocess
 import sys
 
 import pytest
 
-from schedc import nodes as n
-from schedc import syntax
-from schedc.schedcheck import check_schedule, duration_steps, segments
+from schedc.lang import nodes as n
+from schedc.lang import syntax
+from schedc.check.schedules import check_schedule, duration_steps, segments
 
 
 def lr_of(text: str):
@@ -133,6 +133,6 @@ def test_time_model():
 
 
 def test_no_jax_import():
-    code = "import sys, schedc.schedcheck as s, schedc.syntax as y; s.check_schedule(y.parse('lr cosine(1 -> 0)').file.items[0].value, 10); print('jax' in sys.modules)"
+    code = "import sys, schedc.check.schedules as s, schedc.lang.syntax as y; s.check_schedule(y.parse('lr cosine(1 -> 0)').file.items[0].value, 10); print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

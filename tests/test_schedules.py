@@ -1,4 +1,4 @@
-"""schedc.schedules: every catalog entry against optax (or the documented k1lib/noether formula),
+"""schedc.compiler.schedules: every catalog entry against optax (or the documented k1lib/noether formula),
 at every step of its horizon and past it, traced under jit, vmap and lax.scan."""
 
 import math
@@ -14,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schedc
-from schedc import catalog, syntax
-from schedc.diagnostics import SchedError
-from schedc.schedcheck import check_schedule
-from schedc.schedules import build, lower, parse_expression, schedule_fn, size
+from schedc.check import catalog
+from schedc.lang import syntax
+from schedc.lang.diagnostics import SchedError
+from schedc.check.schedules import check_schedule
+from schedc.compiler.schedules import build, lower, size
+from schedc.surface.schedule import parse_expression, schedule_fn
 
 pytestmark = pytest.mark.slow
 EXTRA = 25  # steps evaluated past the phase: the schedule must hold, never extrapolate

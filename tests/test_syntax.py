@@ -1,4 +1,4 @@
-"""The parser, rule by rule: source text -> expected syntax tree (schedc.nodes, spans excluded from ==),
+"""The parser, rule by rule: source text -> expected syntax tree (schedc.lang.nodes, spans excluded from ==),
 spans of a known example, keywords as whole words, and error recovery."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from schedc import syntax
-from schedc.nodes import (
+from schedc.lang import syntax
+from schedc.lang.nodes import (
     Arrow,
     BinOp,
     Bool,

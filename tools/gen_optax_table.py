@@ -1,4 +1,4 @@
-"""Generate src/schedc/_optax_table.py: every optax optimizer and its signature.
+"""Generate src/schedc/check/_optax_table.py: every optax optimizer and its signature.
 
 `schedc check` validates optimizer names and keyword arguments against optax's
 real signatures, but must not import JAX (optax imports it). So this script
@@ -22,7 +22,7 @@ import inspect
 import pathlib
 import sys
 
-TARGET = pathlib.Path(__file__).resolve().parents[1] / "src" / "schedc" / "_optax_table.py"
+TARGET = pathlib.Path(__file__).resolve().parents[1] / "src" / "schedc" / "check" / "_optax_table.py"
 
 _LITERALS = (type(None), bool, int, float, str)
 

@@ -45,13 +45,13 @@
   '("model" "loss" "data" "seed" "optimizer" "default" "let" "phase" "repeat" "params"
     "lr" "free" "fix" "fixed" "init" "reset" "carry" "state" "stop" "when" "over"
     "after" "until" "in" "at" "for" "then")
-  "Keywords of the language (schedc.syntax.KEYWORDS, less true/false).")
+  "Keywords of the language (schedc.lang.syntax.KEYWORDS, less true/false).")
 
 (defconst sched-builtins
   '("constant" "linear" "polynomial" "cosine" "exponential" "warmup_constant" "warmup_cosine"
     "warmup_exponential" "onecycle" "linear_onecycle" "piecewise" "interpolate" "sgdr" "smooth"
     "hump" "exp" "values" "step" "every" "min" "max" "clip" "normal" "uniform" "value")
-  "Schedules and distributions (schedc.catalog).")
+  "Schedules and distributions (schedc.check.catalog).")
 
 (defconst sched--name (rx (any alpha "_") (* (any alnum "_"))))
 

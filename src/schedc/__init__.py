@@ -4,18 +4,18 @@ __version__ = "0.1.0"
 
 # Public names, imported on first use so that `import schedc` (and so `schedc check`) never imports JAX.
 _LAZY = {
-    "compile": "schedc.api",
-    "Program": "schedc.api",
-    "SchedError": "schedc.diagnostics",
-    "schedule": "schedc.schedules",
-    "build_schedule": "schedc.builder",
-    "free_in": "schedc.builder",
-    "free_after": "schedc.builder",
-    "free_until": "schedc.builder",
-    "fixed_in": "schedc.builder",
-    "init_value": "schedc.builder",
-    "init_normal": "schedc.builder",
-    "init_uniform": "schedc.builder",
+    "compile": "schedc.surface.api",
+    "Program": "schedc.surface.api",
+    "SchedError": "schedc.lang.diagnostics",
+    "schedule": "schedc.surface.schedule",
+    "build_schedule": "schedc.surface.builder",
+    "free_in": "schedc.surface.builder",
+    "free_after": "schedc.surface.builder",
+    "free_until": "schedc.surface.builder",
+    "fixed_in": "schedc.surface.builder",
+    "init_value": "schedc.surface.builder",
+    "init_normal": "schedc.surface.builder",
+    "init_uniform": "schedc.surface.builder",
 }
 
 

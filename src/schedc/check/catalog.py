@@ -1,0 +1,321 @@
+"""What the language knows by name: schedules, distributions, stop metrics.
+
+Plain data, no JAX: `schedc check` validates calls against these signatures,
+`schedc.compiler.schedules` lowers them to optax/jnp, the language server shows their
+docs on hover and offers their names on completion. One table, read by all.
+
+Argument kinds:
+  number    a constant numeric expression (lets resolved)
+  duration  a step count (non-negative integer) or a percentage of the enclosing span
+  schedule  any schedule expression (a number is a constant schedule)
+  map       `{boundary: scale, ...}`, boundaries are durations
+  list      `[...]` of numbers (or of durations for `at=`)
+  bool      `true` / `false`
+  symbol    a bare name from `choices`
+Constraints (`check`): "positive" (> 0), "nonneg" (>= 0), "fraction" (0 <= x <= 1),
+"open_fraction" (0 < x < 1), "ge1" (>= 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str
+    default: object = REQUIRED
+    check: str | None = None
+    doc: str = ""
+    choices: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A callable of the language.
+
+    `arrow` is how many waypoints the leading `a -> b [-> c]` argument takes
+    (0: the call has no arrow argument); `arrow_names` names them.
+    `params` follow the arrow, positional or by keyword.
+    """
+
+    name: str
+    params: tuple[Param, ...]
+    doc: str
+    arrow: int = 0
+    arrow_names: tuple[str, ...] = ()
+    lowers_to: str = ""
+
+    def usage(self) -> str:
+        parts = [" -> ".join(self.arrow_names)] if self.arrow else []
+        for p in self.params:
+            if p.required:
+                parts.append(p.name)
+            else:
+                default = "whole span" if p.default is None and p.kind == "duration" else _show(p.default)
+                parts.append(f"[{p.name}={default}]")
+        return f"{self.name}({', '.join(parts)})"
+
+
+def _show(value) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "none" if value is None else str(value)
+
+
+def _sig(name, doc, *params, arrow=(), lowers_to=""):
+    return Signature(name, tuple(params), doc, len(arrow), tuple(arrow), lowers_to)
+
+
+_STEPS = Param("steps", "duration", None, "positive", "length of the schedule; left out: the whole enclosing span")
+_EXPONENT = Param("exponent", "number", 1.0, "positive", "power applied to the cosine")
+
+SCHEDULES: dict[str, Signature] = {
+    s.name: s
+    for s in (
+        _sig("constant", "A constant value.", Param("value", "number"), lowers_to="optax.constant_schedule"),
+        _sig("linear", "Linear from a to b over `steps`, then b.", _STEPS, arrow=("a", "b"), lowers_to="optax.linear_schedule"),
+        _sig(
+            "polynomial",
+            "Polynomial from a to b: (a - b)(1 - t/steps)^power + b.",
+            Param("power", "number", REQUIRED, "positive"),
+            _STEPS,
+            arrow=("a", "b"),
+            lowers_to="optax.polynomial_schedule",
+        ),
+        _sig(
+            "cosine",
+            "Cosine decay from a to b over `steps`, then b.",
+            _STEPS,
+            _EXPONENT,
+            arrow=("a", "b"),
+            lowers_to="optax.cosine_decay_schedule",
+        ),
+        _sig(
+            "exponential",
+            "a * rate^((t - begin) / every); floored per interval with staircase; clipped at `end`.",
+            Param("init", "number"),
+            Param("rate", "number", REQUIRED, "positive"),
+            Param("every", "duration", REQUIRED, "positive"),
+            Param("begin", "duration", 0, "nonneg"),
+            Param("staircase", "bool", False),
+            Param("end", "number", None),
+            lowers_to="optax.exponential_decay",
+        ),
+        _sig(
+            "warmup_constant",
+            "Linear warmup from a to peak over `warmup`, then peak.",
+            Param("warmup", "duration", REQUIRED, "nonneg"),
+            arrow=("a", "peak"),
+            lowers_to="optax.warmup_constant_schedule",
+        ),
+        _sig(
+            "warmup_cosine",
+            "Linear warmup from a to peak, then cosine decay to end; `steps` includes the warmup.",
+            Param("warmup", "duration", REQUIRED, "nonneg"),
+            _STEPS,
+            _EXPONENT,
+            arrow=("a", "peak", "end"),
+            lowers_to="optax.warmup_cosine_decay_schedule",
+        ),
+        _sig(
+            "warmup_exponential",
+            "Linear warmup from a to peak, then exponential decay (begin counts from the end of warmup).",
+            Param("warmup", "duration", REQUIRED, "nonneg"),
+            Param("rate", "number", REQUIRED, "positive"),
+            Param("every", "duration", REQUIRED, "positive"),
+            Param("begin", "duration", 0, "nonneg"),
+            Param("staircase", "bool", False),
+            Param("end", "number", None),
+            arrow=("a", "peak"),
+            lowers_to="optax.warmup_exponential_decay_schedule",
+        ),
+        _sig(
+            "onecycle",
+            "Cosine one-cycle: peak/div up to peak at pct_start, down to peak/(div*final_div).",
+            Param("peak", "number", REQUIRED, "nonneg"),
+            _STEPS,
+            Param("pct_start", "number", 0.3, "fraction"),
+            Param("div", "number", 25.0, "positive"),
+            Param("final_div", "number", 1e4, "positive"),
+            lowers_to="optax.cosine_onecycle_schedule",
+        ),
+        _sig(
+            "linear_onecycle",
+            "Linear one-cycle: peak/div -> peak at pct_start -> peak/div at pct_final -> peak/(div*final_div).",
+            Param("peak", "number", REQUIRED, "nonneg"),
+            _STEPS,
+            Param("pct_start", "number", 0.3, "fraction"),
+            Param("pct_final", "number", 0.85, "fraction"),
+            Param("div", "number", 25.0, "positive"),
+            Param("final_div", "number", 1e4, "positive"),
+            lowers_to="optax.linear_onecycle_schedule",
+        ),
+        _sig(
+            "piecewise",
+            "v times every scale whose boundary has been reached (inclusive, cumulative).",
+            Param("value", "number"),
+            Param("boundaries", "map"),
+            lowers_to="optax.piecewise_constant_schedule",
+        ),
+        _sig(
+            "interpolate",
+            "Interpolates between v and its cumulative scales at the boundaries.",
+            Param("value", "number"),
+            Param("boundaries", "map"),
+            Param("kind", "symbol", "linear", choices=("linear", "cosine")),
+            lowers_to="optax.piecewise_interpolate_schedule",
+        ),
+        _sig(
+            "sgdr",
+            "Restarts schedule S every period steps; each period is mult times the previous one.",
+            Param("schedule", "schedule"),
+            Param("period", "duration", REQUIRED, "positive"),
+            Param("mult", "number", 1.0, "ge1"),
+            lowers_to="optax.sgdr_schedule",
+        ),
+        _sig("smooth", "Cosine ease from a to b over the span (k1lib smooth).", _STEPS, arrow=("a", "b")),
+        _sig("hump", "Rises from 0.8a + 0.2b to b at 30%, then falls to a (k1lib hump).", _STEPS, arrow=("a", "b")),
+        _sig("exp", "Exponential ease from a to b, fast at first (k1lib exp).", _STEPS, arrow=("a", "b")),
+        _sig("values", "values[i] at step i; the last value is held (noether CustomSchedule).", Param("values", "list")),
+        _sig(
+            "step",
+            "v, multiplied by factor at each point of `at` (noether StepFixedSchedule).",
+            Param("value", "number"),
+            Param("factor", "number", REQUIRED, "nonneg"),
+            Param("at", "list"),
+        ),
+        _sig(
+            "every",
+            "v, multiplied by factor every interval (noether StepIntervalSchedule).",
+            Param("value", "number"),
+            Param("factor", "number", REQUIRED, "nonneg"),
+            Param("interval", "duration", REQUIRED, "positive"),
+        ),
+        _sig("min", "Pointwise minimum.", Param("a", "schedule"), Param("b", "schedule")),
+        _sig("max", "Pointwise maximum.", Param("a", "schedule"), Param("b", "schedule")),
+        _sig("clip", "S clipped to [lo, hi].", Param("schedule", "schedule"), Param("lo", "number"), Param("hi", "number")),
+    )
+}
+
+# Random and fixed initialisations (`init P ~ dist(...)`, params `init dist(...) at P`).
+DISTRIBUTIONS: dict[str, Signature] = {
+    s.name: s
+    for s in (
+        _sig("normal", "mean + std * N(0, 1)", Param("mean", "number", 0.0), Param("std", "number", 1.0, "positive")),
+        _sig("uniform", "U[low, high)", Param("low", "number", 0.0), Param("high", "number", 1.0)),
+        _sig("value", "a constant (params blocks; in phase bodies write `init P = v`)", Param("value", "number")),
+    )
+}
+
+# `stop when METRIC < X [over N] [after M]`.
+STOP_METRICS: dict[str, str] = {
+    "loss": "stop as soon as the loss is below X",
+    "loss_change": "from step M, every N steps: stop if the loss moved less than X over the last N steps "
+    "(spectracles' Δloss rule; defaults N=50, M=100)",
+}
+STOP_DEFAULT_OVER = 50
+STOP_DEFAULT_AFTER = 100
+
+DEFAULT_STATUSES = ("fixed", "free")
+
+# The optimizer of a phase when neither it nor an `optimizer` directive names one.
+DEFAULT_OPTIMIZER = "adam"
+
+# Largest step count: optax counts in int32.
+MAX_STEPS = 2**31 - 1
+# Largest magnitude of a number: float32.
+MAX_NUMBER = 3.4028234663852886e38
+
+KEYWORD_DOCS: dict[str, str] = {
+    "model": '`model "file.py:factory"` — where parameter paths come from (path relative to this file)',
+    "loss": '`loss "file.py:fn"` — the loss `schedc run` minimises: `fn(model, *data)`',
+    "data": '`data "file.py:fn"` — returns the loss\'s extra arguments (a tuple, or a dict of keyword arguments)',
+    "seed": "`seed N` — the root of every random init's key",
+    "optimizer": "`optimizer OPT` — any optax optimizer by name, with keyword arguments; a schedule may be given for any number",
+    "lr": "`lr EXPR` — the learning rate: a number or a schedule of the phase-local step",
+    "default": "`default fixed|free` — the status of parameters no statement names (default: fixed)",
+    "let": "`let NAME = EXPR` — a named constant or schedule",
+    "phase": "`phase [NAME] STEPS [lr EXPR] [optimizer OPT] < STATEMENTS >` — one stage of the fit",
+    "repeat": "`repeat N < PHASES >` — the phases N times over",
+    "params": "`params < PATTERN: SPEC | SPEC; ... >` — parameter-centric specs (spectracles style)",
+    "free": "`free PATTERNS [lr EXPR] [optimizer OPT]` — trainable in this phase (its own group if lr/optimizer given)",
+    "fix": "`fix PATTERNS` — not trained in this phase",
+    "fixed": "`fixed in PHASES` — fixed in those phases, free in every other one",
+    "init": "`init PATTERNS ~ normal(m, s) | ~ uniform(lo, hi) | = NUMBER | = reset` — set at phase start",
+    "reset": "`init P = reset` — back to its value before the schedule began",
+    "carry": "`carry state` — keep the optimizer state of parameters free in the previous phase and this one",
+    "stop": "`stop when loss < X` | `stop when loss_change < X [over N] [after M]`",
+    "in": "`free in PHASES` / `fixed in PHASES`",
+    "after": "`free after P` — free from phase P on; in stop rules: the first step checked",
+    "until": "`free until P` — free in phases 0..P",
+    "at": "`init DIST at P` — apply the init at the start of phase P",
+    "over": "`over N` — the window of a loss_change stop rule (default 50)",
+    "for": "`S for N then T` — S for N steps (or N% of the span), then T on its own clock",
+    "then": "`S for N then T` — S for N steps (or N% of the span), then T on its own clock",
+}
+
+
+def bind(sig: Signature, call) -> tuple[dict[str, object], list]:
+    """Match a call's arguments to `sig`, as Python would.
+
+    Returns (bound, diagnostics): `bound` maps each parameter name to the
+    argument expression given, or to its default (a Python value) when left
+    out; the arrow's waypoints are under "arrow" (a tuple of expressions).
+    Missing required parameters are absent from `bound` and reported.
+    """
+    from schedc.lang import nodes as n
+    from schedc.lang.diagnostics import Diagnostic, did_you_mean
+
+    diags: list = []
+    bound: dict[str, object] = {}
+    args = list(call.args)
+    if sig.arrow:
+        if not args or not isinstance(args[0], n.Arrow):
+            where = args[0].span if args else call.span
+            diags.append(Diagnostic("E0201", f"`{sig.name}` takes `{' -> '.join(sig.arrow_names)}` first", where, help=f"write `{sig.usage()}`"))
+            return bound, diags
+        arrow = args.pop(0)
+        if len(arrow.points) != sig.arrow:
+            diags.append(
+                Diagnostic("E0201", f"`{sig.name}` takes {sig.arrow} waypoints (`{' -> '.join(sig.arrow_names)}`), got {len(arrow.points)}", arrow.span, help=f"write `{sig.usage()}`")
+            )
+            return bound, diags
+        bound["arrow"] = arrow.points
+    for arg in args:
+        if isinstance(arg, n.Arrow):
+            diags.append(Diagnostic("E0202", f"`{sig.name}` does not take an `a -> b` argument here", arg.span, help=f"write `{sig.usage()}`"))
+    positional = [a for a in args if not isinstance(a, n.Arrow)]
+    if len(positional) > len(sig.params):
+        extra = positional[len(sig.params)]
+        diags.append(
+            Diagnostic("E0201", f"`{sig.name}` takes at most {len(sig.params)} argument{'s' * (len(sig.params) != 1)} after the arrow" if sig.arrow else f"`{sig.name}` takes at most {len(sig.params)} argument{'s' * (len(sig.params) != 1)}, got {len(positional)}", extra.span, help=f"write `{sig.usage()}`")
+        )
+    for param, arg in zip(sig.params, positional):
+        bound[param.name] = arg
+    names = {p.name for p in sig.params}
+    for kw in call.kwargs:
+        key = kw.name.id
+        if key not in names:
+            diags.append(Diagnostic("E0106", f"`{sig.name}` has no argument `{key}`", kw.name.span, help=did_you_mean(key, names), notes=(f"usage: {sig.usage()}",)))
+        elif key in bound:
+            diags.append(Diagnostic("E0214", f"argument `{key}` of `{sig.name}` given twice", kw.span))
+        else:
+            bound[key] = kw.value
+    for param in sig.params:
+        if param.name in bound:
+            continue
+        if param.required:
+            diags.append(Diagnostic("E0201", f"`{sig.name}` is missing its argument `{param.name}`", call.span, help=f"write `{sig.usage()}`"))
+        else:
+            bound[param.name] = param.default
+    return bound, diags

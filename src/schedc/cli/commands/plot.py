@@ -1,0 +1,178 @@
+"""`schedc plot FILE [--out FILE.png] [--model [MOD:FN]]`: every scheduled value over the whole run.
+
+One panel per hyperparameter (the learning rate first, one line per optimizer
+group), phases laid end to end on a global step axis, each boundary marked by
+a vertical line labelled with the phase's name. The values are the compiler's
+own: the plan's phases go through `compiler.prepare` (the same lowering, the
+same hyperparameter names as `Result.hyperparams`) and each schedule is
+evaluated with `schedules.build`. Without --model the file is resolved with
+its patterns as written, as `schedc show` does. Needs matplotlib
+(`pip install 'schedc[plot]'`); problems are printed on stderr (exit 1),
+unreadable files and a missing matplotlib exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from schedc.cli.commands import add_model_argument, resolve_file
+
+# Longer phases are sampled at this many evenly spaced steps: a plot needs no more.
+MAX_POINTS_PER_PHASE = 4000
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", help="the .sched file")
+    parser.add_argument("--out", metavar="PNG", help="where to write the image (default: FILE with the suffix .png, beside it)")
+    add_model_argument(parser)
+
+
+@dataclass
+class Curves:
+    """What is plotted: phase spans on the global step axis and one curve per hyperparameter.
+
+    `values[name]` is aligned with `steps`; NaN where a phase does not feed that hyperparameter.
+    """
+
+    phases: list[tuple[int, int, str]] = field(default_factory=list)  # (first global step, steps, label)
+    steps: list[int] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(length for _, length, _ in self.phases)
+
+
+def run(args) -> int:
+    path = Path(args.file)
+    try:
+        pyplot = _pyplot()
+    except ImportError:
+        print("schedc plot: needs matplotlib; install it with `pip install 'schedc[plot]'`", file=sys.stderr)
+        return 2
+    resolved = resolve_file(path, args.model, "plot")
+    if isinstance(resolved, int):
+        return resolved
+    plan = resolved.plan
+    if not plan.phases:
+        print(f"schedc plot: {path} has no phases", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else path.with_suffix(".png")
+    try:
+        render(curves(plan), out, title=path.name, pyplot=pyplot)
+    except OSError as exc:
+        print(f"schedc plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def curves(plan) -> Curves:
+    """Every fed hyperparameter of every phase of `plan`, evaluated at (a sample of) its steps.
+
+    Learning rates are always kept; another hyperparameter is kept when some
+    phase schedules it (a constant everywhere is not a schedule).
+    """
+    import numpy as np
+
+    from schedc.compiler.chunk import prepare
+
+    leaf_indices = {path: (i,) for i, path in enumerate(plan.parameters)}
+    out = Curves()
+    start = 0
+    per_phase: list[dict[str, np.ndarray]] = []
+    scheduled: set[str] = set()
+    for phase in plan.phases:
+        prepared = prepare(phase, leaf_indices, chunk=1)
+        local = _sample(phase.steps)
+        hypers = [h for g in prepared.signature.groups for h in g.hypers]
+        values = {}
+        for name, h in zip(prepared.hyper_names, hypers):
+            values[name] = _evaluate(h.structure, local, prepared.numbers[h.offset : h.offset + h.size])
+            if h.structure != ("constant",):
+                scheduled.add(name)
+        per_phase.append(values)
+        out.phases.append((start, phase.steps, phase.display))
+        out.steps.extend(int(s) + start for s in local)
+        start += phase.steps
+    names = [name for values in per_phase for name in values]
+    keep = [name for name in dict.fromkeys(names) if name.split("@")[0] == "learning_rate" or name in scheduled]
+    for name in sorted(keep, key=lambda k: (k.split("@")[0] != "learning_rate", k)):
+        column = []
+        for (_, length, _), values in zip(out.phases, per_phase):
+            sampled = len(_sample(length))
+            column.extend(values[name].tolist() if name in values else [float("nan")] * sampled)
+        out.values[name] = column
+    return out
+
+
+def _sample(steps: int):
+    import numpy as np
+
+    if steps <= MAX_POINTS_PER_PHASE:
+        return np.arange(steps, dtype=np.int32)
+    return np.unique(np.linspace(0, steps - 1, MAX_POINTS_PER_PHASE).astype(np.int32))
+
+
+def _evaluate(structure, steps, numbers):
+    """The schedule at every step given, in one vectorised call. Steps are padded to a power
+    of two so that phases of similar length reuse one compiled program per structure."""
+    import numpy as np
+
+    padded = np.zeros(max(64, 1 << (len(steps) - 1).bit_length()), np.int32)
+    padded[: len(steps)] = steps
+    return np.asarray(_vectorised(structure)(padded, numbers), dtype=np.float64)[: len(steps)]
+
+
+@lru_cache(maxsize=None)
+def _vectorised(structure):
+    import jax
+
+    from schedc.compiler.schedules import build
+
+    return jax.jit(jax.vmap(build(structure), in_axes=(0, None)))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window or need a display
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def render(data: Curves, out: Path, title: str = "", pyplot=None) -> None:
+    """Draw `data` into a PNG at `out`: one panel per hyperparameter, phase boundaries marked."""
+    import numpy as np
+
+    pyplot = pyplot or _pyplot()
+    panels: dict[str, list[str]] = {}
+    for name in data.values:
+        panels.setdefault(name.split("@")[0], []).append(name)
+    rows = max(1, len(panels))
+    fig, axes = pyplot.subplots(rows, 1, sharex=True, figsize=(10, 2.2 + 2.0 * rows), squeeze=False)
+    x = np.asarray(data.steps)
+    for ax, (panel, names) in zip(axes[:, 0], panels.items()):
+        for name in names:
+            group = name.partition("@")[2]
+            ax.plot(x, np.asarray(data.values[name]), label=group or "(phase)", linewidth=1.4)
+        ax.set_ylabel("lr" if panel == "learning_rate" else panel)
+        if len(names) > 1:
+            ax.legend(loc="best", fontsize="small", title="group", title_fontsize="small")
+        ax.grid(alpha=0.3)
+        for start, _, _ in data.phases[1:]:
+            ax.axvline(start, color="0.4", linestyle="--", linewidth=0.8)
+    top = axes[0, 0]
+    for start, length, label in data.phases:
+        top.text(start + length / 2, 1.02, label, transform=top.get_xaxis_transform(), ha="center", va="bottom", fontsize="small")
+    axes[-1, 0].set_xlabel("step")
+    axes[-1, 0].set_xlim(0, max(1, data.total))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, format="png", dpi=100)
+    pyplot.close(fig)

@@ -1,0 +1,436 @@
+"""Plan -> one jitted chunk function per phase signature.
+
+A phase's *signature* is everything that shapes its XLA program: which
+parameters are free (and their tied copies), the optimizer groups and their
+optimizers, which hyperparameters are fed and the structure of their
+schedules, the kinds of stop rule, the chunk length. Everything else — learning
+rates, schedule waypoints, step counts, stop thresholds — is a runtime number,
+so phases that differ only in numbers (and re-runs of a program) reuse one
+executable. The cache is module-level: shared by every program in the process.
+
+A chunk runs up to K steps in a `lax.while_loop` over a runtime step count:
+assemble the model from the free values, value-and-grad with respect to the
+free values only (fixed parameters are never differentiated, never seen by the
+optimizer, never moved by weight decay or momentum), build the optax optimizer
+with this step's hyperparameter values, update, apply. The loop ends at the
+phase's end or when a stop rule fires, so no step is ever masked.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any, Callable, Hashable
+
+import numpy as np
+
+from schedc.plan import resolve as P
+
+# Optimizers whose update needs the loss (and its function) besides the gradient.
+NEEDS_VALUE = frozenset({"lbfgs", "polyak_sgd"})
+
+COMPLETED, STOP_LOSS_CHANGE, STOP_LOSS, NONFINITE = 0, 1, 2, 3
+STOP_REASONS = {COMPLETED: "completed", STOP_LOSS_CHANGE: "loss_change", STOP_LOSS: "loss", NONFINITE: "non-finite loss"}
+
+# steps a chunk call may run (its loss buffer's length); the runner sizes each call below it
+DEFAULT_CHUNK = 16384
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A hyperparameter fed at every step: `numbers[offset:offset + size]` drive its schedule."""
+
+    name: str
+    structure: Hashable
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class GroupSignature:
+    label: str  # "" for the phase's default group, else the patterns that made it
+    paths: tuple[str, ...]
+    optimizer: str
+    static: tuple[tuple[str, Any], ...]  # keyword arguments fixed at trace time (bools, integers, names)
+    hypers: tuple[Hyper, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    groups: tuple[GroupSignature, ...]
+    leaves: tuple[tuple[str, tuple[int, ...]], ...]  # free path -> its leaf indices (the parent's and its copies')
+    stop_kinds: tuple[str, ...]  # sorted kinds of the phase's stop rules
+    over: int  # window of a loss_change rule (the ring buffer's length), 1 without one
+    chunk: int
+
+    @property
+    def n_hypers(self) -> int:
+        return sum(len(g.hypers) for g in self.groups)
+
+
+@dataclass(frozen=True)
+class PreparedPhase:
+    """A phase ready to run: its signature and the runtime numbers that go with it."""
+
+    signature: Signature
+    numbers: np.ndarray  # float32: every hyperparameter schedule's numbers
+    stop_numbers: np.ndarray  # float32: [loss_change threshold, after, loss threshold]
+    hyper_names: tuple[str, ...]  # column names of the logged hyperparameters
+
+
+def _optimizer_factory(name: str):
+    import optax
+
+    target = optax
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk: int) -> PreparedPhase:
+    """Split a phase into its signature (static) and its numbers (runtime).
+
+    Args:
+      phase: the planned phase.
+      leaf_indices: canonical parent path -> indices of its leaves in the flattened model
+        (the parent first, then its shared copies).
+      chunk: steps per compiled chunk.
+    """
+    prepared = _lowered(phase, chunk)
+    leaves = tuple((path, leaf_indices[path]) for path in sorted(phase.free))
+    return replace(prepared, signature=replace(prepared.signature, leaves=leaves))
+
+
+@lru_cache(maxsize=1024)
+def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
+    """Everything of `prepare` but the leaf layout, cached: lowering a phase's schedules (with
+    their checks) costs about half a millisecond, which a re-run of a program should not pay."""
+    from schedc.compiler import schedules
+
+    numbers: list[float] = []
+    groups = []
+    names = []
+    for group in phase.groups:
+        spec = group.optimizer or phase.optimizer
+        label = _group_label(group)
+        static, fed = _split_kwargs(spec)
+        lr = group.lr if group.lr is not None else phase.lr
+        if lr is not None:
+            fed = [("learning_rate", lr)] + [kv for kv in fed if kv[0] != "learning_rate"]
+        hypers = []
+        for hp_name, expr in fed:
+            lowered = schedules.lower(expr, phase.steps)
+            hypers.append(Hyper(hp_name, lowered.structure, len(numbers), len(lowered.numbers)))
+            numbers.extend(float(x) for x in lowered.numbers)
+            names.append(hp_name if not label else f"{hp_name}@{label}")
+        groups.append(GroupSignature(label, tuple(group.paths), spec.name, static, tuple(hypers)))
+    kinds = tuple(sorted({rule.kind for rule in phase.stop}))
+    over = next((rule.over for rule in phase.stop if rule.kind == "loss_change"), 1)
+    stop_numbers = np.zeros(3, np.float32)
+    for rule in phase.stop:
+        if rule.kind == "loss_change":
+            stop_numbers[0], stop_numbers[1] = rule.threshold, rule.after
+        else:
+            stop_numbers[2] = rule.threshold
+    signature = Signature(tuple(groups), (), kinds, int(over), int(chunk))
+    numbers_array = np.asarray(numbers, np.float32)
+    for shared in (numbers_array, stop_numbers):  # cached: shared by every run of the phase
+        shared.setflags(write=False)
+    return PreparedPhase(signature, numbers_array, stop_numbers, tuple(names))
+
+
+def _group_label(group: P.Group) -> str:
+    """The phase's own group is ""; a `free P lr ...` group is named by its patterns as written."""
+    if group.lr is None and group.optimizer is None:
+        return ""
+    return group.label or ",".join(group.paths)
+
+
+def _split_kwargs(spec: P.OptimizerSpec) -> tuple[tuple[tuple[str, Any], ...], list[tuple[str, Any]]]:
+    """Optimizer keyword arguments: (static at trace time, fed every step).
+
+    Booleans, integers and bare names are static (optax uses them for shapes and
+    control flow, e.g. lbfgs' memory_size); every other number or schedule is fed
+    as a runtime number (see `make_transform`), so changing it never recompiles.
+    """
+    from schedc.lang import nodes as n
+
+    static, fed = [], []
+    for name, expr in spec.kwargs:
+        if isinstance(expr, n.Bool):
+            static.append((name, expr.value))
+        elif isinstance(expr, n.Number) and isinstance(expr.value, int) and not isinstance(expr.value, bool):
+            static.append((name, expr.value))
+        elif isinstance(expr, (n.Name, n.String)):
+            static.append((name, expr.id if isinstance(expr, n.Name) else expr.value))
+        else:
+            fed.append((name, expr))
+    return tuple(static), fed
+
+
+# ---------------------------------------------------------------- building programs
+
+
+def make_transform(signature: Signature, values: list[list]):
+    """The phase's optax transformation with this step's hyperparameter values.
+
+    Built afresh inside the traced step with traced values — the mechanism of
+    `optax.inject_hyperparams`, without its per-step copy of the values into the
+    optimizer state (measured: ~30% of a step on a small model) and without its
+    one-step lag in what is logged: the values passed here are the ones applied.
+    One group: its optimizer; several: `optax.partition` keyed by group label.
+    """
+    import optax
+
+    txs = []
+    for group, vals in zip(signature.groups, values):
+        kwargs = dict(group.static)
+        kwargs.update({h.name: v for h, v in zip(group.hypers, vals)})
+        txs.append(_optimizer_factory(group.optimizer)(**kwargs))
+    if len(txs) == 1:
+        return txs[0]
+    # partition keys are the group labels, so `carry state` can match groups across phases
+    labels = {path: g.label for g in signature.groups for path in g.paths}
+    return optax.partition({g.label: tx for g, tx in zip(signature.groups, txs)}, labels)
+
+
+def hyper_values(signature: Signature, step, numbers) -> list[list]:
+    from schedc.compiler import schedules
+
+    return [[schedules.build(h.structure)(step, numbers[h.offset : h.offset + h.size]) for h in g.hypers] for g in signature.groups]
+
+
+@dataclass
+class Compiled:
+    """The jitted functions of one signature."""
+
+    init: Callable  # (free, numbers) -> optimizer state
+    chunk: Callable  # (free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays)
+    hypers: Callable  # (step0, numbers) -> [chunk, hyperparameters] applied values
+
+
+class _ById:
+    """A cache-key stand-in for an unhashable static value: equal only to itself."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How to rebuild a pytree from its array leaves: the treedef and every non-array leaf.
+
+    Arrays are traced; everything else (Python numbers, functions, strings) is
+    static and part of the cache key, as in `equinox.filter_jit` — but split once
+    per phase on the host, so each chunk call is a plain `jax.jit` dispatch.
+    """
+
+    treedef: Any
+    static: tuple  # the leaf, or None where an array goes
+
+    def rebuild(self, arrays):
+        import jax
+
+        it = iter(arrays)
+        leaves = [next(it) if s is None else (s.value if isinstance(s, _ById) else s) for s in self.static]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def split(tree) -> tuple[tuple, Layout]:
+    """(array leaves, layout) of a pytree."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    is_array = [isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in leaves]
+    static = tuple(None if a else _hashable(x) for x, a in zip(leaves, is_array))
+    return tuple(x for x, a in zip(leaves, is_array) if a), Layout(treedef, static)
+
+
+def _hashable(x):
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        return _ById(x)
+
+
+_CACHE: dict[tuple, Compiled] = {}
+
+
+def compiled(signature: Signature, loss_fn: Callable, model: Layout, data: Layout) -> Compiled:
+    """The (cached) jitted functions for `signature`, `loss_fn` and the static parts of model and data."""
+    key = (signature, loss_fn, model, data)
+    if key not in _CACHE:
+        _CACHE[key] = _build(signature, loss_fn, model, data)
+    return _CACHE[key]
+
+
+def cache_size() -> int:
+    return len(_CACHE)
+
+
+def _build(signature: Signature, loss_fn: Callable, model_layout: Layout, data_layout: Layout) -> Compiled:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    extra = any(g.optimizer.split(".")[-1] in NEEDS_VALUE for g in signature.groups)
+    K, N = signature.chunk, signature.over
+    has_lc, has_loss = "loss_change" in signature.stop_kinds, "loss" in signature.stop_kinds
+
+    def init(free, numbers):
+        return make_transform(signature, hyper_values(signature, jnp.int32(0), numbers)).init(free)
+
+    def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays):
+        leaves, treedef = jax.tree_util.tree_flatten(model_layout.rebuild(model_arrays))
+        args, kwargs = data_layout.rebuild(data_arrays)
+
+        def assemble(free_values):
+            new = list(leaves)
+            for path, indices in signature.leaves:
+                for i in indices:
+                    new[i] = free_values[path]
+            return jax.tree_util.tree_unflatten(treedef, new)
+
+        def loss_of(free_values):
+            return loss_fn(assemble(free_values), *args, **kwargs)
+
+        def step(k, free, opt_state):
+            i = step0 + k
+            loss, grads = jax.value_and_grad(loss_of)(free)
+            hps = hyper_values(signature, i, numbers)
+            extras = {"value": loss, "grad": grads, "value_fn": loss_of} if extra else {}
+            updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
+            return loss.astype(jnp.float32), optax.apply_updates(free, updates), opt_state
+
+        def update_stop(stop, i, loss):
+            # after step i: a non-finite loss ends the phase (and the run); so may a stop rule
+            stop = dict(stop)
+            reason = jnp.where(jnp.isfinite(loss), COMPLETED, NONFINITE)
+            if has_lc:
+                ring = stop["ring"].at[i % N].set(loss)
+                stop["ring"] = ring
+                trend = ring[(i + 1) % N] - loss  # loss N-1 steps ago minus now (spectracles' loss[-N] - loss[-1])
+                due = (i >= stop_numbers[1]) & (i % N == 0)
+                reason = jnp.where((reason == COMPLETED) & due & (jnp.abs(trend) < stop_numbers[0]), STOP_LOSS_CHANGE, reason)
+            if has_loss:
+                reason = jnp.where((reason == COMPLETED) & (loss < stop_numbers[2]), STOP_LOSS, reason)
+            stop["reason"] = reason
+            return stop
+
+        losses = jnp.full((K,), jnp.nan, jnp.float32)
+        # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
+        # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
+        # rules the loop body is the bare step, as in a hand-written loop, and the host finds
+        # a non-finite loss in the returned losses (see `first_nonfinite`; steps after it are
+        # wasted, never kept). Checking on the device after the loop cost a fifth more compile time.
+        if has_lc or has_loss:
+
+            def body(carry):
+                k, free, opt_state, stop, losses = carry
+                loss, free, opt_state = step(k, free, opt_state)
+                return k + 1, free, opt_state, update_stop(stop, step0 + k, loss), losses.at[k].set(loss)
+
+            def more(carry):
+                return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
+
+            ran, free, opt_state, stop_state, losses = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, losses))
+        else:
+
+            def body(carry):
+                k, free, opt_state, losses = carry
+                loss, free, opt_state = step(k, free, opt_state)
+                return k + 1, free, opt_state, losses.at[k].set(loss)
+
+            ran, free, opt_state, losses = jax.lax.while_loop(lambda c: c[0] < n_active, body, (jnp.int32(0), free, opt_state, losses))
+        stop_state = dict(stop_state, done=stop_state["done"] + ran)
+        return free, opt_state, stop_state, losses
+
+    schedules_used = tuple((h.structure, h.offset, h.size) for g in signature.groups for h in g.hypers)
+    return Compiled(jax.jit(init), jax.jit(chunk), _applied_values(schedules_used, K))
+
+
+@lru_cache(maxsize=None)
+def _applied_values(schedules_used: tuple, K: int) -> Callable:
+    """`(step0, numbers) -> [K, hyperparameters]`: the values applied at steps step0 .. step0 + K - 1.
+
+    The same schedule functions of the same step and numbers as in the loop,
+    evaluated for a block of steps at once. Keyed by the schedules alone, so
+    phases that differ in their free parameters but not in their schedules share it.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from schedc.compiler import schedules
+
+    def at(step, numbers):
+        return _flat([[schedules.build(structure)(step, numbers[offset : offset + size]) for structure, offset, size in schedules_used]])
+
+    def applied(step0, numbers):
+        return jax.vmap(lambda k: at(step0 + k, numbers))(jnp.arange(K, dtype=jnp.int32))
+
+    return jax.jit(applied)
+
+
+def _flat(values: list[list]):
+    import jax.numpy as jnp
+
+    flat = [jnp.asarray(v, jnp.float32) for group in values for v in group]
+    return jnp.stack(flat) if flat else jnp.zeros((0,), jnp.float32)
+
+
+def first_nonfinite(losses: np.ndarray) -> int | None:
+    """Index of the first non-finite loss of a chunk, or None."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return int(bad[0]) if bad.size else None
+
+
+def initial_stop_state(signature: Signature) -> dict:
+    return {
+        "ring": np.full((signature.over,), np.nan, np.float32),
+        "reason": np.int32(COMPLETED),
+        "done": np.int32(0),
+    }
+
+
+# ---------------------------------------------------------------- keys and state carrying
+
+
+def init_key(root, phase_index: int, path: str):
+    """The key of one random init: (seed, phase index, canonical path), so editing one init never moves another."""
+    import jax
+
+    return jax.random.fold_in(jax.random.fold_in(root, phase_index), zlib.crc32(path.encode()))
+
+
+def carry_state(new_state, old_state, carried_labels: set[str], signature: Signature):
+    """`new_state` with every entry of a parameter free before and now taken from `old_state`.
+
+    Entries are matched by their key path in the state pytree (which names the
+    group and the parameter), only within groups whose optimizer did not change.
+    """
+    import jax
+
+    old = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(old_state)[0]}
+    multi = len(signature.groups) > 1
+
+    def pick(path, leaf):
+        label = _label_of(path) if multi else ""
+        old_leaf = old.get(jax.tree_util.keystr(path))
+        if old_leaf is None or label not in carried_labels:
+            return leaf
+        if getattr(old_leaf, "shape", None) != getattr(leaf, "shape", None) or getattr(old_leaf, "dtype", None) != getattr(leaf, "dtype", None):
+            return leaf
+        return old_leaf
+
+    return jax.tree_util.tree_map_with_path(pick, new_state)
+
+
+def _label_of(path) -> str:
+    from jax.tree_util import DictKey
+
+    for entry in path:
+        if isinstance(entry, DictKey):
+            return str(entry.key)
+    return ""

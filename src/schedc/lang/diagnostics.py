@@ -1,0 +1,315 @@
+"""Diagnostics as values, the registry of their codes, and their renderers.
+
+Every problem schedc finds is a `Diagnostic`: a code from `CODES`, a severity,
+a one-line lower-case message, a primary span, optional secondary labels,
+notes and a suggestion. Checks return lists of them and never raise; the CLI,
+the language server and `SchedError` render the same objects.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Sequence
+
+from schedc.lang.nodes import NO_SPAN, Span
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    severity: str
+    summary: str
+    example: str
+
+
+def _codes(*rows: tuple[str, str, str]) -> dict[str, Code]:
+    return {code: Code(code, WARNING if code.startswith("W") else ERROR, summary, example) for code, summary, example in rows}
+
+
+# The example of each code is a file that produces it; docs/diagnostics.md is
+# generated from this table and a test checks every example still does.
+CODES: dict[str, Code] = _codes(
+    # input and syntax
+    ("E0001", "unexpected token", "phase 100 lr < free a >"),
+    ("E0002", "unexpected character", "phase 100 lr 0.1 < free a @ >"),
+    ("E0003", "unexpected end of file", "phase 100 lr 0.1 < free a"),
+    ("E0004", "input is not UTF-8 text", "\udcff\udcfe binary"),
+    ("E0005", "input nested or sized beyond the parser's limits", "let x = " + "-" * 300 + "1"),
+    ("E0006", "malformed parameter pattern", "phase 10 lr 0.1 < free gp** >"),
+    # names
+    ("E0101", "undefined name", "phase 100 lr base < free a >"),
+    ("E0102", "duplicate `let` name", "let a = 1\nlet a = 2\nphase 10 lr a < free x >"),
+    ("E0103", "duplicate phase name", "phase warm 10 lr 0.1 < free a >\nphase warm 10 lr 0.1 < free a >"),
+    ("E0104", "unknown schedule or function", "phase 100 lr cosin(0.1 -> 0) < free a >"),
+    ("E0105", "unknown optimizer", "phase 100 lr 0.1 optimizer adamm < free a >"),
+    ("E0106", "unknown keyword argument", "phase 100 lr 0.1 optimizer adamw(weight_decy=1e-4) < free a >"),
+    ("E0107", "unknown distribution", "phase 100 lr 0.1 < init a ~ gaussian(0, 1) >"),
+    ("E0108", "unknown stop metric", "phase 100 lr 0.1 < free a; stop when los < 1e-3 >"),
+    ("E0109", "phase reference out of range or unknown", "phase 100 lr 0.1 <>\nparams < a: free in 3 >"),
+    ("E0110", "unbound placeholder", "phase 100 lr $rate < free a >"),
+    ("E0111", "unknown directive value", "default frozen\nphase 10 lr 0.1 < free a >"),
+    # values and types
+    ("E0201", "wrong number of arguments", "phase 100 lr linear(0.1) < free a >"),
+    ("E0202", "argument of the wrong type", "phase 100 lr cosine(\"a\" -> 0) < free a >"),
+    ("E0203", "steps must be a positive integer", "phase 0 lr 0.1 < free a >"),
+    ("E0204", "negative learning rate", "phase 100 lr -0.1 < free a >"),
+    ("E0205", "non-positive standard deviation", "phase 100 lr 0.1 < init a ~ normal(0, 0) >"),
+    ("E0206", "empty uniform range", "phase 100 lr 0.1 < init a ~ uniform(1, 0) >"),
+    ("E0207", "warmup not shorter than its span", "phase 100 lr warmup_cosine(0 -> 1 -> 0, 100) < free a >"),
+    ("E0208", "boundaries not increasing", "phase 100 lr piecewise(0.1, {50: 0.5, 20: 0.1}) < free a >"),
+    ("E0209", "percentage out of range", "phase 100 lr warmup_constant(0 -> 1, 150%) < free a >"),
+    ("E0210", "non-finite or out-of-range number", "phase 100 lr 1e999 < free a >"),
+    ("E0211", "repeat count must be a positive integer", "repeat 0 < phase 10 lr 0.1 < free a > >"),
+    ("E0212", "duration longer than its span", "phase 100 lr 0.1 for 200 then 0.01 < free a >"),
+    ("E0213", "value out of its allowed range", "phase 100 lr exponential(0.1, -0.5, 10) < free a >"),
+    ("E0214", "argument given twice", "phase 100 lr 0.1 optimizer adam(b1=0.9, b1=0.8) < free a >"),
+    ("E0215", "missing learning rate", "optimizer sgd\nphase 100 < free a >"),
+    ("E0216", "duplicate directive", "seed 1\nseed 2\nphase 10 lr 0.1 < free a >"),
+    # conflicts, model-free
+    ("E0301", "contradictory specs", "phase 100 lr 0.1 <>\nparams < a: free in 0 | fixed in 0 >"),
+    ("E0302", "two inits of one parameter in one phase", "phase 100 lr 0.1 < init a = 1; init a = 2 >"),
+    ("E0303", "two stop rules of one kind in one phase", "phase 100 lr 0.1 < free a; stop when loss < 1; stop when loss < 2 >"),
+    # model binding
+    ("E0401", "pattern matches no parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < free gp.kernal.* >"),
+    ("E0402", "pattern matches only shared copies", "model \"m.py:build\"\nphase 10 lr 0.1 < free line_b.width >"),
+    ("E0403", "init of a shared copy", "model \"m.py:build\"\nphase 10 lr 0.1 < init line_b.width = 1 >"),
+    ("E0404", "conflicting params specs", "model \"m.py:build\"\nphase 10 lr 0.1 <>\nparams < a: free in 0; *: fixed in 0 >"),
+    ("E0405", "phase body and params block disagree", "model \"m.py:build\"\nphase 10 lr 0.1 < fix * >\nparams < a: free in 0 >"),
+    ("E0406", "model could not be loaded", "model \"missing.py:build\"\nphase 10 lr 0.1 < free a >"),
+    ("E0407", "init value does not fit the parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < init a = [1, 2, 3] >"),
+    # the Python API: found in a call's arguments, so the example is Python (schedc.build_schedule)
+    ("E0501", "random init without a PRNG key", 'build_schedule(model, loss, [(100, 0.1)], {"a": free_in(0) | init_normal(0, 0.0, 0.1)})'),
+    # warnings
+    ("W0101", "unused `let`", "let unused = 1\nphase 10 lr 0.1 < free a >"),
+    ("W0102", "statement fully overridden", "phase 10 lr 0.1 < free a; fix a >"),
+    ("W0103", "parameter never free", "model \"m.py:build\"\nphase 10 lr 0.1 < free a >"),
+    ("W0104", "phase frees nothing", "phase 10 lr 0.1 < fix a >"),
+    ("W0105", "init of a parameter that stays fixed", "model \"m.py:build\"\nphase 10 lr 0.1 < init b = 1; free a >"),
+    # internal errors: a bug in schedc, not in the input, so no input example produces them
+    ("E0901", "internal error: the formatter's output would change the program", ""),
+)
+# Codes that no input can produce (tests of the `example` column skip them).
+INTERNAL_CODES = frozenset({"E0901"})
+# Codes only the Python API produces: their example is a Python call, not a file.
+PYTHON_CODES = frozenset({"E0501"})
+
+
+@dataclass(frozen=True)
+class Label:
+    """A secondary span with a short message (`--- freed here`)."""
+
+    span: Span
+    message: str
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    message: str
+    span: Span = NO_SPAN
+    severity: str = ""
+    notes: tuple[str, ...] = ()
+    help: str | None = None
+    labels: tuple[Label, ...] = ()
+    label: str | None = None  # short text under the primary caret
+    file: str | None = None
+
+    def __post_init__(self):
+        if not self.severity:
+            object.__setattr__(self, "severity", CODES[self.code].severity)
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
+
+    def in_file(self, file: str | None) -> "Diagnostic":
+        return replace(self, file=self.file or file, labels=tuple(replace(l, file=l.file or file) for l in self.labels))
+
+
+def did_you_mean(word: str, candidates: Iterable[str], n: int = 1) -> str | None:
+    """`help: did you mean ...` text for the closest candidates, or None."""
+    matches = difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)
+    if not matches:
+        return None
+    return "did you mean " + " or ".join(f"`{m}`" for m in matches) + "?"
+
+
+def sort_key(d: Diagnostic):
+    return (d.file or "", d.span.line, d.span.column, d.code)
+
+
+def has_errors(diagnostics: Iterable[Diagnostic], strict: bool = False) -> bool:
+    return any(d.is_error or strict for d in diagnostics)
+
+
+# ---------------------------------------------------------------- renderers
+
+
+@dataclass
+class Source:
+    """The text of one input, for snippets. `line_offset`/`column_offset` map
+    positions of a DSL string embedded in a Python file onto that file."""
+
+    name: str
+    text: str
+    line_offset: int = 0
+    column_offset: int = 0  # added on the DSL's first line only
+    # (line, column) -> (line, column) in the file, for text that is not a verbatim copy (a string literal with escapes)
+    locate: object = field(default=None, repr=False, compare=False)
+    lines: list[str] = field(init=False)
+
+    def __post_init__(self):
+        self.lines = self.text.splitlines()
+
+    def line(self, n: int) -> str:
+        return self.lines[n - 1] if 0 < n <= len(self.lines) else ""
+
+    def position(self, line: int, column: int) -> tuple[int, int]:
+        """Where (line, column) of the DSL text lies in the file it came from."""
+        if self.locate is not None:
+            return self.locate(line, column)
+        return line + self.line_offset, column + (self.column_offset if line == 1 else 0)
+
+
+def _position(d: Diagnostic, sources: dict[str, Source]) -> tuple[str, int, int, int, int]:
+    src = sources.get(d.file or "")
+    s = d.span
+    if src is None:
+        return d.file or "<input>", s.line, s.column, s.end_line, s.end_column
+    line, col = src.position(s.line, s.column)
+    end_line, end_col = src.position(s.end_line, s.end_column)
+    return src.name, line, col, end_line, end_col
+
+
+def render_concise(diagnostics: Sequence[Diagnostic], sources: dict[str, Source] | None = None) -> str:
+    """One GNU-style line each: `file:line:col: severity[CODE]: message`."""
+    sources = sources or {}
+    out = []
+    for d in diagnostics:
+        name, line, col, _, _ = _position(d, sources)
+        out.append(f"{name}:{line}:{col}: {d.severity}[{d.code}]: {d.message}")
+    return "\n".join(out)
+
+
+def render_github(diagnostics: Sequence[Diagnostic], sources: dict[str, Source] | None = None) -> str:
+    """GitHub Actions workflow commands: annotations on the pull request diff."""
+    sources = sources or {}
+    out = []
+    for d in diagnostics:
+        name, line, col, end_line, end_col = _position(d, sources)
+        kind = "error" if d.is_error else "warning"
+        message = d.message + (f" ({d.help})" if d.help else "")
+        message = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        out.append(f"::{kind} file={name},line={line},col={col},endLine={end_line},endColumn={end_col},title={d.code}::{message}")
+    return "\n".join(out)
+
+
+def to_json(d: Diagnostic, sources: dict[str, Source] | None = None) -> dict:
+    sources = sources or {}
+    name, line, col, end_line, end_col = _position(d, sources)
+    labels = []
+    for label in d.labels:
+        lname, l_line, l_col, l_end_line, l_end_col = _position(Diagnostic(d.code, "", label.span, file=label.file or d.file), sources)
+        labels.append({"file": lname, "message": label.message, "line": l_line, "column": l_col, "end_line": l_end_line, "end_column": l_end_col})
+    return {
+        "file": name,
+        "severity": d.severity,
+        "code": d.code,
+        "message": d.message,
+        "line": line,
+        "column": col,
+        "end_line": end_line,
+        "end_column": end_col,
+        "notes": list(d.notes),
+        "help": d.help,
+        "labels": labels,
+    }
+
+
+def render_json(diagnostics: Sequence[Diagnostic], sources: dict[str, Source] | None = None) -> str:
+    return json.dumps([to_json(d, sources) for d in diagnostics], indent=2)
+
+
+def _underline(src: Source | None, span: Span, line_no: int, char: str) -> tuple[str, int]:
+    """The gutter-free text of the line and the caret string under the span's part on that line."""
+    text = src.line(line_no) if src else ""
+    start = span.column if line_no == span.line else 1
+    end = span.end_column if line_no == span.end_line else len(text) + 1
+    width = max(1, end - start)
+    prefix = text[: start - 1].expandtabs(4)
+    return " " * len(prefix) + char * width, len(prefix)
+
+
+def render_text(diagnostics: Sequence[Diagnostic], sources: dict[str, Source] | None = None, color: bool = False) -> str:
+    """Full form: header, `-->` location, the source line, carets, labels, notes and help."""
+    sources = sources or {}
+    red, yellow, blue, bold, reset = ("\x1b[31m", "\x1b[33m", "\x1b[34m", "\x1b[1m", "\x1b[0m") if color else ("",) * 5
+    blocks = []
+    for d in diagnostics:
+        src = sources.get(d.file or "")
+        name, line, col, _, _ = _position(d, sources)
+        tone = red if d.is_error else yellow
+        out = [f"{bold}{name}:{line}:{col}: {tone}{d.severity}[{d.code}]{reset}{bold}: {d.message}{reset}"]
+        marks = [(d.span, "^", d.label or "", d.file)] + [(l.span, "-", l.message, l.file or d.file) for l in d.labels]
+        shown = [(span, char, text) for span, char, text, f in marks if src and f == d.file and span.line >= 1]
+        if src and shown:
+            gutter = len(str(max(src.position(s.line, 1)[0] for s, _, _ in shown)))
+            out.append(f"{blue}{' ' * gutter} |{reset}")
+            for line_no in sorted({s.line for s, _, _ in shown}):
+                shown_line = src.position(line_no, 1)[0]
+                out.append(f"{blue}{shown_line:>{gutter}} |{reset} {src.line(line_no).expandtabs(4)}")
+                for span, char, text in sorted((m for m in shown if m[0].line == line_no), key=lambda m: m[0].column):
+                    carets, _ = _underline(src, span, line_no, char)
+                    colour = tone if char == "^" else blue
+                    out.append(f"{blue}{' ' * gutter} |{reset} {colour}{carets}{(' ' + text) if text else ''}{reset}")
+            out.append(f"{blue}{' ' * gutter} |{reset}")
+        for label in d.labels:
+            if label.file not in (None, d.file):
+                lname, l_line, l_col, _, _ = _position(Diagnostic(d.code, "", label.span, file=label.file), sources)
+                out.append(f"  = note: {label.message} at {lname}:{l_line}:{l_col}")
+        for note in d.notes:
+            out.append(f"  = note: {note}")
+        if d.help:
+            out.append(f"  = help: {d.help}")
+        blocks.append("\n".join(out))
+    return "\n\n".join(blocks)
+
+
+def summary_line(diagnostics: Sequence[Diagnostic], files: int) -> str:
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    if not diagnostics:
+        return "All checks passed!" if files == 1 else f"All checks passed ({files} files)."
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' * (errors != 1)}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' * (warnings != 1)}")
+    return f"Found {' and '.join(parts)} in {files} file{'s' * (files != 1)}."
+
+
+RENDERERS = {"text": render_text, "concise": render_concise, "json": render_json, "github": render_github}
+
+
+class SchedError(Exception):
+    """Raised by the Python API when a schedule has errors; holds every diagnostic.
+
+    `str()` renders them exactly as `schedc check` prints them.
+    """
+
+    def __init__(self, diagnostics: Sequence[Diagnostic], sources: dict[str, Source] | None = None):
+        self.diagnostics = list(diagnostics)
+        self.sources = dict(sources or {})
+        super().__init__(self.render())
+
+    def render(self, fmt: str = "text") -> str:
+        return RENDERERS[fmt](self.diagnostics, self.sources)
+
+    def __str__(self) -> str:
+        return self.render()

@@ -1,0 +1,314 @@
+"""The typed syntax tree of a `.sched` file.
+
+Every node is a frozen dataclass with a `span`. Spans are excluded from `==`
+(`compare=False`), so two trees are equal when they mean the same program,
+whatever their layout: the formatter, the round-trip and fuzz tests rely on it.
+Nothing here knows about Lark or JAX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A source range: 1-based lines and columns, end exclusive; 0-based offsets."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    start: int = 0
+    end: int = 0
+
+    def __repr__(self) -> str:
+        return f"Span({self.line}:{self.column}-{self.end_line}:{self.end_column})"
+
+    def cover(self, other: "Span") -> "Span":
+        """The smallest span containing both."""
+        first, last = min(self, other), max(self, other, key=lambda s: (s.end_line, s.end_column))
+        return Span(first.line, first.column, last.end_line, last.end_column, first.start, last.end)
+
+
+NO_SPAN = Span(1, 1, 1, 1)
+
+
+def _span() -> Span:
+    return field(default=NO_SPAN, compare=False, repr=False)
+
+
+# ---------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Number:
+    value: float | int
+    text: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Percent:
+    """`10%`: `value` is the fraction (0.1)."""
+
+    value: float
+    text: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class String:
+    value: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """`$name`, bound from keyword arguments when a DSL string is compiled from Python."""
+
+    id: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Keyword:
+    name: Name
+    value: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Call:
+    func: Name
+    args: tuple["Expr", ...] = ()
+    kwargs: tuple[Keyword, ...] = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * / **
+    left: "Expr"
+    right: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class UnaryOp:
+    op: str  # - or +
+    operand: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Arrow:
+    """`a -> b [-> c]`: the waypoints of a schedule."""
+
+    points: tuple["Expr", ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Then:
+    """`S1 for N1 then S2 [for N2 then S3 ...]`: `pieces` has one more item than `durations`."""
+
+    pieces: tuple["Expr", ...]
+    durations: tuple["Expr", ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class List:
+    items: tuple["Expr", ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class MapEntry:
+    key: "Expr"
+    value: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Map:
+    entries: tuple[MapEntry, ...]
+    span: Span = _span()
+
+
+Expr = Union[Number, Percent, String, Bool, Name, Placeholder, Call, BinOp, UnaryOp, Arrow, Then, List, Map]
+
+
+# ---------------------------------------------------------------- phase bodies
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A parameter pattern exactly as written; schedc.lang.glob parses its structure."""
+
+    text: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Free:
+    patterns: tuple[Pattern, ...]
+    lr: Expr | None = None
+    optimizer: Expr | None = None  # a Name or a Call
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Fix:
+    patterns: tuple[Pattern, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Init:
+    """`init P ~ dist(...)` (kind "dist"), `init P = expr` ("value") or `init P = reset` ("reset")."""
+
+    patterns: tuple[Pattern, ...]
+    kind: str
+    value: Expr | None = None  # the Call for "dist", the expression for "value"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Carry:
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Stop:
+    metric: Name
+    threshold: Expr
+    over: Expr | None = None
+    after: Expr | None = None
+    span: Span = _span()
+
+
+Statement = Union[Free, Fix, Init, Carry, Stop]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: Name | None
+    steps: Expr
+    lr: Expr | None = None
+    optimizer: Expr | None = None
+    body: tuple[Statement, ...] = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Repeat:
+    count: Expr
+    items: tuple[Union[Phase, "Repeat"], ...]
+    span: Span = _span()
+
+
+# ---------------------------------------------------------------- params blocks
+
+
+@dataclass(frozen=True)
+class PhaseRef:
+    """A phase by index (`int`) or by name (`str`)."""
+
+    target: int | str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One `|`-separated part of a params entry.
+
+    kind: "free_in", "free_after", "free_until", "fixed_in" or "init_at";
+    `dist` is the init's call (`normal(0, 1)`, `uniform(0, 2)`, `value(1.5)`).
+    """
+
+    kind: str
+    phases: tuple[PhaseRef, ...]
+    dist: Call | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ParamEntry:
+    patterns: tuple[Pattern, ...]
+    specs: tuple[Spec, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Params:
+    entries: tuple[ParamEntry, ...]
+    span: Span = _span()
+
+
+# ---------------------------------------------------------------- directives
+
+
+@dataclass(frozen=True)
+class Directive:
+    """`model "..."`, `loss "..."`, `data "..."`, `seed N`, `optimizer OPT`, `lr EXPR`,
+    `default fixed|free`: `keyword` names which; `value` is its argument
+    (a String, an expression, a Name or Call for the optimizer, or a Name for default)."""
+
+    keyword: str
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Let:
+    name: Name
+    value: Expr
+    span: Span = _span()
+
+
+Item = Union[Directive, Let, Phase, Repeat, Params]
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class File:
+    items: tuple[Item, ...]
+    span: Span = _span()
+
+
+def walk(node):
+    """Every node reachable from `node` (itself included), parents before children, no recursion."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        children = []
+        for name in getattr(current, "__dataclass_fields__", ()):
+            if name == "span":
+                continue
+            value = getattr(current, name)
+            if isinstance(value, tuple):
+                children.extend(v for v in value if hasattr(v, "__dataclass_fields__"))
+            elif hasattr(value, "__dataclass_fields__"):
+                children.append(value)
+        stack.extend(reversed(children))

@@ -1,0 +1,142 @@
+"""Model-free facts about a program that every stage asks for: which phases there are after
+`repeat` expansion, which phases a reference names, and the `let` environment.
+
+They belong to the language, not to the checker or the resolver (both read them), and
+they import nothing beyond the AST and constant folding: JAX-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schedc.lang import nodes as n
+from schedc.lang.expr import constant, substitute
+
+
+@dataclass(frozen=True)
+class ExpandedPhase:
+    """A phase of the file after `repeat` expansion.
+
+    A named phase inside `repeat N` gives N phases sharing its `name`: a params
+    reference to that name means every instance (`free in NAME`), the first
+    (`free after NAME`) or the last (`free until NAME`). `display` tells
+    instances apart (`gp#2` is the second iteration).
+    """
+
+    index: int
+    phase: n.Phase
+    name: str | None
+    display: str
+    iteration: tuple[int, ...] = ()  # 1-based iteration numbers of the enclosing repeats, outermost first
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `phase 3` or ``phase 3 (`refine#2`)``."""
+        return f"phase {self.index}" + (f" (`{self.display}`)" if self.name else "")
+
+
+def ref_phases(ref: n.PhaseRef, phases: tuple[ExpandedPhase, ...]) -> list[int]:
+    """The phases a reference names: its index, or every instance of a name; [] when there is none."""
+    if isinstance(ref.target, int):
+        return [ref.target] if 0 <= ref.target < len(phases) else []
+    return [p.index for p in phases if p.name == ref.target]
+
+
+def spec_phases(spec: n.Spec, phases: tuple[ExpandedPhase, ...]) -> list[int]:
+    """The phases a params spec covers: `in` the named ones, `after P` from P's first instance on,
+    `until P` through its last. Unknown references cover nothing."""
+    out: list[int] = []
+    for ref in spec.phases:
+        indices = ref_phases(ref, phases)
+        if not indices:
+            continue
+        if spec.kind == "free_after":
+            out.extend(range(indices[0], len(phases)))
+        elif spec.kind == "free_until":
+            out.extend(range(0, indices[-1] + 1))
+        else:
+            out.extend(indices)
+    return out
+
+
+def expand(file: n.File, count_of=None) -> tuple[ExpandedPhase, ...]:
+    """Number the phases of `file` from 0, expanding `repeat` blocks.
+
+    `count_of(expr)` gives a repeat's count (an int, or None when it is invalid:
+    the block is then taken once, so later checks still see its phases).
+    """
+    count_of = count_of or constant
+    out: list[ExpandedPhase] = []
+    # iterative walk: (items, iteration prefix), so repeats nested deeply cannot overflow
+    stack: list[tuple[list, tuple[int, ...]]] = [(list(item for item in file.items if isinstance(item, (n.Phase, n.Repeat))), ())]
+    while stack:
+        items, iteration = stack.pop()
+        if not items:
+            continue
+        item, rest = items[0], items[1:]
+        stack.append((rest, iteration))
+        if isinstance(item, n.Phase):
+            name = item.name.id if item.name else None
+            display = name + ("#" + ".".join(map(str, iteration)) if iteration else "") if name else f"phase {len(out)}"
+            out.append(ExpandedPhase(len(out), item, name, display, iteration))
+            continue
+        count = count_of(item.count)
+        count = count if isinstance(count, int) and 0 < count <= 100_000 else 1
+        for k in reversed(range(count)):
+            stack.append((list(item.items), iteration + (k + 1,)))
+    return tuple(out)
+
+
+def env_of(file: n.File, placeholders: dict | None = None) -> dict[str, n.Expr]:
+    """The `let` environment: each name's value with the earlier lets substituted.
+
+    A name defined twice keeps its first definition (the second is E0102).
+    Bound `placeholders` ({name: value}, name without `$`) are substituted too,
+    under the key `$name`.
+
+    Returns:
+        {let name: closed expression} plus {"$name": node} for each placeholder
+        whose value is a number, string, bool or syntax node.
+    """
+    env: dict[str, n.Expr] = dict(placeholder_env(placeholders))
+    for item in file.items:
+        if isinstance(item, n.Let) and item.name.id not in env:
+            env[item.name.id] = substitute(item.value, env)
+    return env
+
+
+def placeholder_env(placeholders: dict | None) -> dict[str, object]:
+    env = {}
+    for key, value in (placeholders or {}).items():
+        node = as_node(value)
+        if node is not None:
+            env["$" + key.lstrip("$")] = node
+    return env
+
+
+def as_node(value):
+    if isinstance(value, bool):
+        return n.Bool(value)
+    if isinstance(value, (int, float)):
+        return n.Number(value, repr(value))
+    if isinstance(value, str):
+        return n.String(value)
+    if hasattr(value, "span") and hasattr(value, "__dataclass_fields__"):
+        return value
+    return None
+
+
+def header_span(phase: n.Phase) -> n.Span:
+    """`phase NAME STEPS`: where messages about a whole phase point (its span covers the body)."""
+    end = phase.steps.span if phase.steps.span != n.NO_SPAN else phase.span
+    return n.Span(phase.span.line, phase.span.column, end.end_line, end.end_column, phase.span.start, end.end)
+
+
+def closed_count(env):
+    """A repeat count function for `expand` that substitutes the `let` environment first."""
+
+    def count(expr):
+        value = constant(substitute(expr, env))
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return count

@@ -1,0 +1,502 @@
+"""Parse `.sched` text into the typed syntax tree (schedc.lang.nodes), with diagnostics.
+
+`parse()` never raises on bad input: every problem becomes a `Diagnostic`.
+On a syntax error the file is re-parsed one top-level item at a time
+(resynchronising at lines that start with a top-level keyword), so every
+syntax error is reported in one run and the items that did parse are still
+checked. Lark objects never leave this module.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.utils import TextSlice
+
+from schedc.lang import nodes as n
+from schedc.lang.diagnostics import Diagnostic, did_you_mean
+
+# Deeper expressions are refused (E0005) so that every later pass may recurse freely.
+MAX_DEPTH = 200
+# Integers longer than this are not converted (Python refuses > 4300 digits); they read as inf.
+_MAX_INT_DIGITS = 400
+
+TOP_LEVEL_KEYWORDS = ("model", "loss", "data", "seed", "optimizer", "lr", "default", "let", "phase", "repeat", "params")
+_ITEM_START = re.compile(r"(?m)^[ \t]*(?:%s)\b" % "|".join(TOP_LEVEL_KEYWORDS))
+
+KEYWORDS = (
+    "model loss data seed optimizer default let phase repeat params lr free fix fixed init reset "
+    "carry state stop when over after until in at for then true false"
+).split()
+
+# How terminals are named in messages.
+_FRIENDLY = {
+    "NAME": "a name",
+    "INT": "a number",
+    "NUMBER": "a number",
+    "PERCENT": "a percentage",
+    "STRING": "a string",
+    "PATTERN": "a parameter pattern",
+    "PLACEHOLDER": "a `$placeholder`",
+    "$END": "end of file",
+    "_SEMI": "`;`",
+}
+
+
+@dataclass
+class ParseResult:
+    """What `parse` returns: the tree of every item that parsed, and the problems found."""
+
+    file: n.File
+    diagnostics: list[Diagnostic]
+    comments: list[n.Comment] = field(default_factory=list)
+    text: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+
+_local = threading.local()
+
+
+def _collect_comment(token: Token) -> Token:
+    sink = getattr(_local, "comments", None)
+    if sink is not None:
+        sink.append(n.Comment(str(token), _token_span(token)))
+    return token
+
+
+@lru_cache(maxsize=None)
+def parser(strict: bool = False) -> Lark:
+    """The LALR parser, built once from the grammar shipped in the package.
+
+    `cache=True`: building the tables (and lark's regex-collision checks) takes
+    ~0.4 s, most of a small file's `schedc check`; lark pickles them into the temp
+    directory under a key of grammar, options, lark and Python versions (so an
+    edited grammar invalidates it), and carries on without a cache it cannot write.
+    """
+    return Lark.open_from_package(
+        "schedc.lang",
+        "sched.lark",
+        ("grammar",),
+        parser="lalr",
+        maybe_placeholders=True,
+        strict=strict,
+        lexer_callbacks={"COMMENT": _collect_comment},
+        cache=True,
+    )
+
+
+def _token_span(tok: Token) -> n.Span:
+    return n.Span(tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos)
+
+
+def _cover(spans) -> n.Span:
+    """The span from the first child that has one to the last (NO_SPAN when none has)."""
+    first = next((s for s in spans if s is not None and s is not n.NO_SPAN), None)
+    if first is None:
+        return n.NO_SPAN
+    last = next(s for s in reversed(spans) if s is not None and s is not n.NO_SPAN)
+    return n.Span(first.line, first.column, last.end_line, last.end_column, first.start, last.end)
+
+
+def _number(text: str) -> float | int:
+    digits = text.replace("_", "")
+    if re.fullmatch(r"[0-9]+", digits):
+        return int(digits) if len(digits) <= _MAX_INT_DIGITS else math.inf
+    try:
+        return float(digits)
+    except (ValueError, OverflowError):
+        return math.inf
+
+
+def _unquote(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text[1:-1])
+
+
+def _is_token(x, *types: str) -> bool:
+    return isinstance(x, Token) and x.type in types
+
+
+def _values(children):
+    """Children without keyword tokens and without absent optionals (None)."""
+    return [c for c in children if c is not None and not isinstance(c, Token)]
+
+
+class _ToAst:
+    """Lark tree -> schedc.lang.nodes, bottom-up and without recursion.
+
+    Each method builds the node of the rule it is named after from the rule's
+    span and its already-converted children. `convert` walks the tree
+    iteratively (as lark's Transformer_NonRecursive does, without its per-call
+    wrappers) and computes each rule's span from its first and last child:
+    tokens carry positions, and brackets that end a node are named terminals
+    so they stay in the tree. The parser needs no position propagation, which
+    was its largest single cost. It measures the nesting depth on the way.
+    """
+
+    def convert(self, tree: Tree) -> tuple[object, int, n.Span]:
+        """(the rule's value, the tree's depth, its span)."""
+        postfix_reversed, queue = [], [tree]
+        while queue:
+            node = queue.pop()
+            postfix_reversed.append(node)
+            if isinstance(node, Tree):
+                queue.extend(node.children)
+        values, depths, spans = [], [], []
+        for node in reversed(postfix_reversed):
+            if not isinstance(node, Tree):
+                values.append(node)
+                depths.append(0)
+                spans.append(_token_span(node) if isinstance(node, Token) else None)
+                continue
+            size = len(node.children)
+            start = len(values) - size
+            args = values[start:]
+            depth = 1 + max(depths[start:], default=0)
+            span = _cover(spans[start:])
+            del values[start:], depths[start:], spans[start:]
+            values.append(getattr(self, node.data)(span, args))
+            depths.append(depth)
+            spans.append(span)
+        return values[0], depths[0], spans[0]
+
+    # ---- atoms
+    def number(self, span, ch):
+        return n.Number(_number(str(ch[0])), str(ch[0]), span)
+
+    def percent(self, span, ch):
+        text = str(ch[0])
+        return n.Percent(_number(text[:-1]) / 100, text, span)
+
+    def string(self, span, ch):
+        return n.String(_unquote(str(ch[0])), span)
+
+    def true(self, span, ch):
+        return n.Bool(True, span)
+
+    def false(self, span, ch):
+        return n.Bool(False, span)
+
+    def name(self, span, ch):
+        return n.Name(str(ch[0]), span)
+
+    def placeholder(self, span, ch):
+        return n.Placeholder(str(ch[0])[1:], span)
+
+    # ---- compound expressions
+    def call(self, span, ch):
+        func, *rest = _values(ch)
+        args = tuple(a for a in rest if not isinstance(a, n.Keyword))
+        kwargs = tuple(a for a in rest if isinstance(a, n.Keyword))
+        return n.Call(func, args, kwargs, span)
+
+    def keyword(self, span, ch):
+        return n.Keyword(ch[0], ch[1], span)
+
+    def _binop(op):
+        def build(self, span, ch):
+            return n.BinOp(op, ch[0], ch[1], span)
+
+        return build
+
+    add, sub, mul, div, pow = _binop("+"), _binop("-"), _binop("*"), _binop("/"), _binop("**")
+
+    def neg(self, span, ch):
+        return n.UnaryOp("-", ch[1], span)
+
+    def pos(self, span, ch):
+        return n.UnaryOp("+", ch[1], span)
+
+    def arrow(self, span, ch):
+        return n.Arrow(tuple(ch), span)
+
+    def then(self, span, ch):
+        first, duration, rest = _values(ch)
+        if isinstance(rest, n.Then):
+            return n.Then((first,) + rest.pieces, (duration,) + rest.durations, span)
+        return n.Then((first, rest), (duration,), span)
+
+    def list(self, span, ch):
+        return n.List(tuple(_values(ch)), span)
+
+    def map(self, span, ch):
+        return n.Map(tuple(_values(ch)), span)
+
+    def map_entry(self, span, ch):
+        return n.MapEntry(ch[0], ch[1], span)
+
+    # ---- patterns and phase references
+    def pattern(self, span, ch):
+        return n.Pattern(str(ch[0]), span)
+
+    def patterns(self, span, ch):
+        return tuple(ch)
+
+    def phase_ref(self, span, ch):
+        (ref,) = ch
+        target = int(str(ref).replace("_", "")) if _is_token(ref, "INT") else ref.id
+        return n.PhaseRef(target, span)
+
+    def phase_refs(self, span, ch):
+        return tuple(ch)
+
+    # ---- statements
+    def free(self, span, ch):
+        _, patterns, _, lr, _, optimizer = ch
+        return n.Free(patterns, lr, optimizer, span)
+
+    def fix(self, span, ch):
+        return n.Fix(ch[1], span)
+
+    def init_dist(self, span, ch):
+        return n.Init(ch[1], "dist", ch[2], span)
+
+    def init_value(self, span, ch):
+        return n.Init(ch[1], "value", ch[2], span)
+
+    def init_reset(self, span, ch):
+        return n.Init(ch[1], "reset", None, span)
+
+    def carry(self, span, ch):
+        return n.Carry(span)
+
+    def stop(self, span, ch):
+        _, _, metric, threshold, _, over, _, after = ch
+        return n.Stop(metric, threshold, over, after, span)
+
+    def optimizer_spec(self, span, ch):
+        return ch[0]
+
+    def body(self, span, ch):
+        return tuple(_values(ch))
+
+    def steps(self, span, ch):
+        return ch[0]
+
+    def phase(self, span, ch):
+        _, name, steps, _, lr, _, optimizer, body = ch
+        return n.Phase(name, steps, lr, optimizer, body, span)
+
+    def repeat(self, span, ch):
+        count, *items = _values(ch)
+        return n.Repeat(count, tuple(items), span)
+
+    # ---- params blocks
+    def _spec(kind):
+        def build(self, span, ch):
+            refs = _values(ch)[0]
+            return n.Spec(kind, refs if isinstance(refs, tuple) else (refs,), None, span)
+
+        return build
+
+    free_in, free_after, free_until, fixed_in = _spec("free_in"), _spec("free_after"), _spec("free_until"), _spec("fixed_in")
+
+    def init_at(self, span, ch):
+        dist, ref = _values(ch)
+        return n.Spec("init_at", (ref,), dist, span)
+
+    def param_entry(self, span, ch):
+        patterns, *specs = ch
+        return n.ParamEntry(patterns, tuple(specs), span)
+
+    def params(self, span, ch):
+        return n.Params(tuple(_values(ch)), span)
+
+    # ---- directives
+    def _directive(keyword):
+        def build(self, span, ch):
+            (value,) = [c for c in ch[1:] if c is not None]
+            if isinstance(value, Token):  # `default fixed|free`
+                value = n.Name(str(value), _token_span(value))
+            return n.Directive(keyword, value, span)
+
+        return build
+
+    model_directive, loss_directive, data_directive = _directive("model"), _directive("loss"), _directive("data")
+    seed_directive, optimizer_directive = _directive("seed"), _directive("optimizer")
+    lr_directive, default_directive = _directive("lr"), _directive("default")
+
+    def let_directive(self, span, ch):
+        _, name, value = ch
+        return n.Let(name, value, span)
+
+    def start(self, span, ch):
+        return list(ch)
+
+    del _binop, _spec, _directive
+
+
+_TO_AST = _ToAst()
+
+
+def _describe_expected(expected, lark: Lark) -> str:
+    names = []
+    for term in sorted(expected):
+        if term in _FRIENDLY:
+            names.append(_FRIENDLY[term])
+            continue
+        try:
+            pattern = lark.get_terminal(term).pattern
+        except KeyError:
+            names.append(term)
+            continue
+        text = pattern.value
+        if pattern.type == "re" and text.endswith(r"\b"):  # keywords
+            text = text[:-2]
+        names.append(f"`{text}`")
+    names = sorted(set(names))
+    if len(names) == 1:
+        return names[0]
+    return "one of " + ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _keywords_in(expected, lark: Lark) -> list[str]:
+    out = []
+    for term in expected:
+        try:
+            pattern = lark.get_terminal(term).pattern
+        except KeyError:
+            continue
+        if pattern.type == "re" and pattern.value.endswith(r"\b"):
+            out.append(pattern.value[:-2])
+    return out
+
+
+def _syntax_diagnostic(err: UnexpectedInput, text: str, lark: Lark) -> Diagnostic:
+    if isinstance(err, UnexpectedToken):
+        tok = err.token
+        expected = err.accepts or err.expected  # accepts: exact, from the interactive parser
+        if tok.type == "$END":
+            end = len(text.rstrip())
+            line, col = _end_position(text[:end])
+            span = n.Span(line, col, line, col + 1, end, end)
+            return Diagnostic("E0003", f"unexpected end of file, expected {_describe_expected(expected, lark)}", span)
+        span = _token_span(tok)
+        help = did_you_mean(str(tok), _keywords_in(expected, lark)) if tok.type in ("NAME", "PATTERN") else None
+        return Diagnostic(
+            "E0001",
+            f"unexpected `{tok}`, expected {_describe_expected(expected, lark)}",
+            span,
+            help=help,
+            label="unexpected here",
+        )
+    assert isinstance(err, UnexpectedCharacters)
+    pos = err.pos_in_stream
+    char = text[pos] if pos < len(text) else ""
+    span = n.Span(err.line, err.column, err.line, err.column + 1, pos, pos + 1)
+    shown = char if char.isprintable() else repr(char)[1:-1]
+    return Diagnostic("E0002", f"unexpected character `{shown}`", span, label="not allowed here")
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+def _too_deep(span: n.Span) -> Diagnostic:
+    return Diagnostic(
+        "E0005",
+        f"expression nested more than {MAX_DEPTH} levels deep",
+        span,
+        notes=("split it with `let` definitions",),
+    )
+
+
+def _convert(tree: Tree, diagnostics: list[Diagnostic]) -> list[n.Item]:
+    items = []
+    for child in tree.children:
+        item, depth, span = _TO_AST.convert(child)
+        if depth > MAX_DEPTH:
+            diagnostics.append(_too_deep(span))
+            continue
+        items.append(item)
+    return items
+
+
+def _parse_slice(lark: Lark, text: str, start: int, end: int) -> Tree:
+    return lark.parse(TextSlice(text, start, end))
+
+
+def parse(text: str, *, strict_grammar: bool = False) -> ParseResult:
+    """Parse source text. Never raises for any input: problems are diagnostics."""
+    lark = parser(strict_grammar)
+    diagnostics: list[Diagnostic] = []
+    comments: list[n.Comment] = []
+    _local.comments = comments
+    try:
+        try:
+            items = _convert(lark.parse(text), diagnostics)
+        except UnexpectedInput:
+            comments.clear()
+            items = _recover(lark, text, diagnostics)
+    except RecursionError as exc:  # defensive: limits of the host, not of the input
+        diagnostics.append(Diagnostic("E0005", f"input exceeds the parser's limits ({type(exc).__name__})", n.Span(1, 1, 1, 2)))
+        items = []
+    finally:
+        _local.comments = None
+    span = n.Span(1, 1, *_end_position(text), 0, len(text))
+    unique = {c.span.start: c for c in comments}  # recovery may lex a comment twice
+    return ParseResult(n.File(tuple(items), span), diagnostics, [unique[k] for k in sorted(unique)], text)
+
+
+def _recover(lark: Lark, text: str, diagnostics: list[Diagnostic]) -> list[n.Item]:
+    """Parse item by item, one diagnostic per broken item, keeping every item that parses."""
+    bounds = [m.start() for m in _ITEM_START.finditer(text) if m.start() > 0] + [len(text)]
+    items: list[n.Item] = []
+    start = 0
+    while start < len(text):
+        for end in (b for b in bounds if b > start):
+            try:
+                items.extend(_convert(_parse_slice(lark, text, start, end), diagnostics))
+                start = end
+                break
+            except UnexpectedInput as err:
+                if isinstance(err, UnexpectedToken) and err.token.type == "$END" and end < len(text):
+                    continue  # the item goes on past this boundary (a repeat block, a wrapped header)
+                diagnostics.append(_syntax_diagnostic(err, text, lark))
+                pos = len(text) if isinstance(err, UnexpectedToken) and err.token.type == "$END" else _error_offset(err)
+                start = next((b for b in bounds if b >= pos and b > start), len(text))
+                break
+        else:
+            break
+    return items
+
+
+def _error_offset(err: UnexpectedInput) -> int:
+    if isinstance(err, UnexpectedToken):
+        return err.token.start_pos
+    return err.pos_in_stream
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def decode(data: bytes) -> tuple[str | None, Diagnostic | None]:
+    """UTF-8 text (a BOM is dropped) or an E0004 diagnostic for binary or undecodable input."""
+    if b"\x00" in data:
+        offset = data.index(b"\x00")
+        return None, Diagnostic("E0004", f"input looks binary (a NUL byte at offset {offset})", _offset_span(data, offset))
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        return None, Diagnostic(
+            "E0004",
+            f"input is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            _offset_span(data, exc.start),
+            notes=("save the file as UTF-8",),
+        )
+
+
+def _offset_span(data: bytes, offset: int) -> n.Span:
+    before = data[:offset]
+    line = before.count(b"\n") + 1
+    column = offset - (before.rfind(b"\n") + 1) + 1
+    return n.Span(line, column, line, column + 1, offset, offset + 1)

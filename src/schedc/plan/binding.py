@@ -1,0 +1,183 @@
+"""Binding a schedule to its model: load the factory, discover parameters, run the model checks.
+
+A model reference is `"path/to/file.py:factory"` (a path relative to the
+`.sched` file, or absolute) or `"package.module:factory"` (imported normally).
+`load_model` calls the factory with no arguments. Nothing the user's code does
+(an import error, an exception in the factory, a `SystemExit`) escapes
+`check_against_model`: it becomes diagnostic E0406 with the exception as a note.
+
+JAX is imported only when a model is actually loaded or its parameters
+discovered, so the model-free check path never pays for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from schedc.lang import nodes as n
+from schedc.lang.diagnostics import Diagnostic
+
+# (resolved path, mtime_ns) -> module: a file loaded once per version (the language server re-checks often)
+_FILE_MODULES: dict[tuple[str, int], object] = {}
+
+
+class BindingError(Exception):
+    """A model reference that cannot be resolved; the message is user-facing."""
+
+
+def _split(ref: str) -> tuple[str, str]:
+    module, sep, attr = ref.rpartition(":")
+    if not sep or not module or not attr.isidentifier():
+        raise BindingError(f"`{ref}` is not a reference of the form `file.py:function` or `package.module:function`")
+    return module, attr
+
+
+def _is_file_ref(module: str) -> bool:
+    return module.endswith(".py") or "/" in module or "\\" in module
+
+
+def _load_file(path: Path):
+    """Import a Python file as a module of its own (registered so dataclasses and pickling work)."""
+    resolved = path.resolve()
+    if not resolved.is_file():
+        raise BindingError(f"no such file: {path}")
+    key = (str(resolved), resolved.stat().st_mtime_ns)
+    if key in _FILE_MODULES:
+        return _FILE_MODULES[key]
+    name = "schedc_model_" + hashlib.sha1(str(resolved).encode()).hexdigest()[:12] + "_" + resolved.stem
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    # the model file may import its neighbours
+    folder = str(resolved.parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+    _FILE_MODULES[key] = module
+    return module
+
+
+def _import(name: str, folders: list[str]):
+    """`importlib.import_module`, with the .sched file's folder and the cwd on the path meanwhile."""
+    added = [f for f in dict.fromkeys(folders) if f not in sys.path]
+    sys.path[:0] = added
+    try:
+        return importlib.import_module(name)
+    finally:
+        for f in added:
+            if f in sys.path:
+                sys.path.remove(f)
+
+
+def load_entry(ref: str, base_dir: Path | str = "."):
+    """The object `ref` names: `file.py:name` (relative to `base_dir`) or `package.module:name`.
+
+    Raises:
+        BindingError: for a malformed reference, a missing file or a missing attribute;
+        whatever importing the module raises otherwise.
+    """
+    module_ref, attr = _split(ref)
+    if _is_file_ref(module_ref):
+        path = Path(module_ref)
+        if not path.is_absolute():
+            # relative to the .sched file; a path typed on the command line may be relative to the cwd
+            path = Path(base_dir) / path if (Path(base_dir) / path).is_file() or not path.is_file() else path
+        module = _load_file(path)
+    else:
+        module = _import(module_ref, [str(Path(base_dir).resolve()), str(Path.cwd())])
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise BindingError(f"`{module_ref}` has no attribute `{attr}`") from None
+
+
+def load_model(ref: str, base_dir: Path | str = "."):
+    """Call the factory `ref` names with no arguments and return the model."""
+    factory = load_entry(ref, base_dir)
+    if not callable(factory):
+        raise BindingError(f"`{ref}` is not callable")
+    return factory()
+
+
+def model_directive(file: n.File) -> n.Directive | None:
+    return next((item for item in file.items if isinstance(item, n.Directive) and item.keyword == "model"), None)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BindingError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def bind_model(file: n.File, model_ref: str | None, base_dir: Path | str):
+    """Load and discover the model: (ParamTree or None, diagnostics). E0406 when it fails.
+
+    `model_ref` None uses the file's `model` directive; with neither, (None, []).
+    """
+    from schedc.plan.params import discover
+
+    directive = model_directive(file)
+    if model_ref is None:
+        if directive is None or not isinstance(directive.value, n.String):
+            return None, []
+        model_ref, span = directive.value.value, directive.value.span
+    else:
+        span = n.NO_SPAN
+    try:
+        model = load_model(model_ref, base_dir)
+        tree = discover(model)
+    except BaseException as exc:  # the user's code: anything it raises is a diagnostic
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return None, [
+            Diagnostic(
+                "E0406",
+                f"model `{model_ref}` could not be loaded",
+                span,
+                notes=(_describe(exc),),
+                help="a model reference is `file.py:factory` (relative to the .sched file) or `package.module:factory`; the factory takes no arguments",
+            )
+        ]
+    return (model, tree), []
+
+
+def check_against_model(parsed, model_ref: str | None, base_dir: Path | str) -> list:
+    """The model-dependent diagnostics of a parsed file (E04xx, W0103, W0105, ...).
+
+    Args:
+        parsed: a `syntax.ParseResult`.
+        model_ref: `MOD:FN` or `file.py:FN`; None to use the file's `model` directive
+            (no directive: nothing to check, []).
+        base_dir: where relative model files are found (the .sched file's folder).
+
+    Returns:
+        Diagnostics not already reported by the model-free check (`check.check_file`),
+        which the caller runs as well.
+    """
+    bound, diags = bind_model(parsed.file, model_ref, base_dir)
+    if bound is None:
+        return diags
+    return resolve_checked(parsed, bound[1])[1]
+
+
+def resolve_checked(parsed, tree, placeholders=None, source: str | None = None):
+    """Resolve against `tree`: (plan or None, the diagnostics the model-free check does not already report)."""
+    from schedc.check.checker import check_file
+    from schedc.plan.resolve import resolve
+
+    plan, found = resolve(parsed.file, tree, placeholders=placeholders, source=source)
+    known = {(d.code, d.span) for d in check_file(parsed, placeholders)}
+    return plan, [d for d in found if (d.code, d.span) not in known]

@@ -1,0 +1,478 @@
+"""Running a compiled program: phases, inits, optimizer state, stopping, histories, progress.
+
+The host loops over chunks only; each chunk is one call of a cached jitted
+function (schedc.compile) running up to K steps on device. After each chunk the
+host reads the few numbers it needs (steps done, stop reason) to move the
+progress bar and decide whether the phase is over.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from schedc.compiler import chunk as C
+from schedc.plan import resolve as P
+
+
+@dataclass
+class PhaseResult:
+    index: int
+    name: str | None
+    display: str
+    steps: int  # planned
+    steps_run: int
+    losses: np.ndarray  # one per step run: the loss before that step's update
+    hyperparams: dict[str, np.ndarray]  # the values applied at each step run
+    stop_reason: str  # "completed", "loss_change", "loss" or "non-finite loss"
+    wall_time: float
+    compile_time: float
+    compiles: int
+    model: Any = None
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.losses[-1]) if len(self.losses) else float("nan")
+
+
+class PhaseHistory:
+    """What single and batched results share: a model and losses per phase (`phases`, `initial_model`)."""
+
+    @property
+    def model(self):
+        return self.phases[-1].model if self.phases else self.initial_model
+
+    @property
+    def models(self) -> list:
+        return [p.model for p in self.phases]
+
+    @property
+    def phase_losses(self) -> list[np.ndarray]:
+        return [p.losses for p in self.phases]
+
+    @property
+    def wall_time(self) -> float:
+        return sum(p.wall_time for p in self.phases)
+
+    @property
+    def compile_time(self) -> float:
+        return sum(p.compile_time for p in self.phases)
+
+
+@dataclass
+class Result(PhaseHistory):
+    """What a run returns. `models[i]` is the model after phase i; `model` the last one."""
+
+    initial_model: Any
+    phases: list[PhaseResult] = field(default_factory=list)
+
+    @property
+    def loss_history(self) -> np.ndarray:
+        return np.concatenate(self.phase_losses) if self.phases else np.zeros(0, np.float32)
+
+    @property
+    def stop_reasons(self) -> list[str]:
+        return [p.stop_reason for p in self.phases]
+
+    @property
+    def hyperparams(self) -> dict[str, np.ndarray]:
+        """Every logged hyperparameter over the whole run (NaN in phases that do not have it)."""
+        names = list(dict.fromkeys(k for p in self.phases for k in p.hyperparams))
+        return {
+            k: np.concatenate([p.hyperparams.get(k, np.full(p.steps_run, np.nan, np.float32)) for p in self.phases])
+            for k in names
+        }
+
+    def summary(self) -> str:
+        """A plain-text table: phase, steps run, final loss, stop reason, time."""
+        rows = [("phase", "steps", "final loss", "stop", "time (s)", "compile (s)")]
+        for p in self.phases:
+            rows.append((p.display, f"{p.steps_run}/{p.steps}", f"{p.final_loss:.6g}", p.stop_reason, f"{p.wall_time:.2f}", f"{p.compile_time:.2f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+class RunError(RuntimeError):
+    """A run stopped by a non-finite loss. `result` holds every completed phase (and the partial one)."""
+
+    def __init__(self, message: str, result: Result, phase: P.PhasePlan, step: int, last_finite: float):
+        super().__init__(message)
+        self.result = result
+        self.phase = phase
+        self.step = step
+        self.last_finite = last_finite
+
+    @property
+    def model(self):
+        """The model of the last phase that completed (the initial model if none did)."""
+        done = [p for p in self.result.phases if p.stop_reason != C.STOP_REASONS[C.NONFINITE]]
+        return done[-1].model if done else self.result.initial_model
+
+
+class _CompileClock:
+    """Counts and times XLA backend compiles while active (jax.monitoring)."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+        self.seconds = 0.0
+
+    def __call__(self, event: str, duration: float, **_):
+        if event == self.EVENT:
+            self.count += 1
+            self.seconds += duration
+
+    def __enter__(self):
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        from jax._src import monitoring
+
+        monitoring.unregister_event_duration_listener(self)
+
+
+class _Progress:
+    """A progress bar for the run and one per phase (rich), updated per chunk; silent when quiet or not a terminal."""
+
+    def __init__(self, enabled: bool, total: int = 0):
+        self.bar = None
+        self.run_task = None
+        self.done: dict = {}  # phase task -> steps done, to advance the run's bar by the difference
+        if enabled:
+            try:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
+            except ImportError:
+                return
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), transient=False
+            )
+            self.total = total
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+            self.run_task = self.bar.add_task("run", total=self.total, loss="-")
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def phase(self, description: str, total: int):
+        return self.bar.add_task(description, total=total, loss="-") if self.bar else None
+
+    def advance(self, task, completed: int, loss: float):
+        if self.bar is not None:
+            self.bar.update(task, completed=completed, loss=f"{loss:.4g}")
+            self.bar.update(self.run_task, advance=completed - self.done.get(task, 0), loss=f"{loss:.4g}")
+            self.done[task] = completed
+
+
+def _applied(fns: C.Compiled, prepared: C.PreparedPhase, steps: int, block: int) -> np.ndarray:
+    """[steps, hyperparameters]: the values applied at each step run, a block of steps per call."""
+    blocks = [np.asarray(fns.hypers(np.int32(start), prepared.numbers)) for start in range(0, steps, block)]
+    return np.concatenate(blocks)[:steps] if blocks else np.zeros((0, len(prepared.hyper_names)), np.float32)
+
+
+class _Pace:
+    """How many steps the next chunk call runs.
+
+    Every call costs a host round trip (~0.3 ms), so with no one watching
+    (`steady`: quiet, no checkpoints) each call runs as many steps as the chunk
+    holds. With a progress bar or checkpoints, calls are sized to take about
+    `TARGET` seconds: short calls first (the first one also compiles), growing
+    at most 8x per call, never more than the chunk holds.
+    """
+
+    TARGET = 0.5
+
+    def __init__(self, limit: int, steady: bool):
+        self.limit = limit
+        self.next = limit if steady else min(limit, 64)
+        self.steady = steady
+        self.started = time.perf_counter()
+
+    def steps(self) -> int:
+        self.started = time.perf_counter()
+        return self.next
+
+    def observe(self, ran: int) -> None:
+        if self.steady:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-6)
+        self.next = max(1, min(self.limit, 8 * ran, int(ran * self.TARGET / elapsed)))
+
+
+def leaf_indices(tree) -> dict[str, tuple[int, ...]]:
+    """Canonical parent path -> indices of its leaves in `jax.tree_util.tree_leaves(model)`, parent first."""
+    return {p.path: (p.leaf, *p.shared_leaves) for p in tree.params}
+
+
+def _constrained_transforms(model) -> dict[str, Callable]:
+    """Path -> backward transform of each constrained parameter node (spectracles' ConstrainedParameter).
+
+    Such a parameter is trained in unconstrained space (its leaf is
+    `unconstrained_val`), but inits are written in the constrained space the
+    model exposes, as spectracles takes them: they go through the node's own
+    `backward_transform`.
+    """
+    import jax.tree_util as jtu
+
+    from schedc.plan.params import _value_field, path_of
+
+    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: _value_field(x) is not None)
+    return {
+        path_of(keypath): node.backward_transform
+        for keypath, node in entries
+        if _value_field(node) == "unconstrained_val" and callable(getattr(node, "backward_transform", None))
+    }
+
+
+def _strong(model):
+    """The model with weakly typed arrays (`jnp.asarray(1.0)`) made strong.
+
+    An optimizer update returns strong arrays; without this, the second phase
+    would see new input types and compile again.
+    """
+    import jax
+
+    def strong(x):
+        return x.astype(x.dtype) if getattr(x, "weak_type", False) else x
+
+    return jax.tree_util.tree_map(strong, model)
+
+
+class Runner:
+    """Runs the phases of a Plan on a model, one at a time or all in order.
+
+    The Python builder (managed schedules) and `Program.run` both drive this.
+    """
+
+    def __init__(self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None):
+        import jax
+
+        self.plan = plan
+        self.source = source  # a diagnostics.Source: maps phase spans into the file (a DSL string inside a .py file)
+        self.loss_fn = loss_fn
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.data_arrays, self.data_layout = C.split((self.args, self.kwargs))
+        self.leaves = leaf_indices(tree)
+        self.to_unconstrained: dict[str, Callable] = {}  # filled by run(): see _constrained_transforms
+        # one chunk length for every program, so phases of any length share executables
+        # (a chunk is a while loop over at most `chunk` steps: a short phase costs nothing extra)
+        self.chunk = int(chunk or C.DEFAULT_CHUNK)
+        if key is None:
+            key = jax.random.key(plan.seed if plan.seed is not None else 0)
+        self.key = key
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.initial_leaves: list | None = None
+        self._previous: tuple[C.Signature, Any] | None = None  # (signature, final optimizer state) of the last phase run
+        self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None
+
+    def begin(self, model) -> None:
+        """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
+        import jax
+
+        self.initial_leaves = jax.tree_util.tree_leaves(model)
+        self.to_unconstrained = _constrained_transforms(model)
+
+    # ---- model <-> leaves
+
+    def _apply_inits(self, model, phase: P.PhasePlan):
+        import jax
+
+        if not phase.inits:
+            return model
+        leaves, treedef = jax.tree_util.tree_flatten(model)
+        for init in phase.inits:
+            indices = self.leaves[init.path]
+            value = self._init_value(phase, init, leaves[indices[0]])
+            for i in indices:
+                leaves[i] = value
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    def _init_value(self, phase: P.PhasePlan, init: P.InitSpec, current):
+        """The value `init` gives a parameter now equal to `current` (whose shape and dtype it takes)."""
+        import jax
+        import jax.numpy as jnp
+
+        if init.kind == "reset":
+            return self.initial_leaves[self.leaves[init.path][0]]
+        if init.kind == "value":
+            # one number fills the parameter; a list (`init w = [1, 2]`) has all its numbers, row-major
+            value = jnp.full(current.shape, init.args[0], current.dtype) if len(init.args) == 1 else jnp.asarray(init.args, current.dtype).reshape(current.shape)
+        else:
+            k = C.init_key(self.key, phase.index, init.path)
+            a, b = init.args
+            if init.kind == "normal":
+                value = a + b * jax.random.normal(k, current.shape, current.dtype)
+            else:
+                value = jax.random.uniform(k, current.shape, current.dtype, a, b)
+        if init.path in self.to_unconstrained:
+            value = self.to_unconstrained[init.path](value)
+        return value
+
+    def _write_back(self, model, free: dict):
+        import jax
+
+        leaves, treedef = jax.tree_util.tree_flatten(model)
+        for path, value in free.items():
+            for i in self.leaves[path]:
+                leaves[i] = value
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    # ---- phases
+
+    def run_phase(self, index: int, model, progress: _Progress | None = None) -> PhaseResult:
+        """Run phase `index` starting from `model`. An exception from the loss (tracing it, say) gets a note naming the phase."""
+        try:
+            return self._run_phase(index, model, progress)
+        except Exception as exc:
+            exc.add_note(f"while running {self.plan.phases[index].label}" + (f", defined at {where}" if (where := self.where(self.plan.phases[index])) else ""))
+            raise
+
+    def where(self, phase: P.PhasePlan) -> str | None:
+        """`file:line:col` of the phase's definition (in the .py file, for a DSL string embedded in Python)."""
+        if phase.span.line <= 0 or not (self.source or self.plan.source):
+            return None
+        if self.source is not None:
+            line, column = self.source.position(phase.span.line, phase.span.column)
+            return f"{self.source.name}:{line}:{column}"
+        return f"{self.plan.source}:{phase.span.line}:{phase.span.column}"
+
+    def _programs(self, fns: C.Compiled) -> tuple[Callable, Callable]:
+        """The (init, chunk) functions phases run (the batched runner vmaps them)."""
+        return fns.init, fns.chunk
+
+    def _start(self, phase: P.PhasePlan, model):
+        """A phase's beginning: its inits applied, its program fetched (compiled on first use),
+        its free values and a fresh optimizer state (or one carried from the last phase).
+
+        Returns (model, prepared, compiled, chunk function, model arrays, free values, optimizer state).
+        """
+        import jax
+
+        model = self._apply_inits(model, phase)
+        prepared = C.prepare(phase, self.leaves, self.chunk)
+        sig = prepared.signature
+        model_arrays, model_layout = C.split(model)
+        fns = C.compiled(sig, self.loss_fn, model_layout, self.data_layout)
+        init, chunk = self._programs(fns)
+        leaves = jax.tree_util.tree_leaves(model)
+        free = {path: leaves[indices[0]] for path, indices in sig.leaves}
+        opt_state = init(free, prepared.numbers)
+        if phase.carry and self._previous is not None:
+            opt_state = C.carry_state(opt_state, self._previous[1], self._carried_labels(sig), sig)
+        return model, prepared, fns, chunk, model_arrays, free, opt_state
+
+    def _run_phase(self, index: int, model, progress: _Progress | None = None) -> PhaseResult:
+        import jax
+
+        phase = self.plan.phases[index]
+        model = _strong(model)
+        if self.initial_leaves is None:
+            self.begin(model)
+        started = time.perf_counter()
+        with _CompileClock() as clock:
+            model, prepared, fns, chunk_fn, model_arrays, free, opt_state = self._start(phase, model)
+            sig = prepared.signature
+            stop = C.initial_stop_state(sig)
+            losses = []
+            step0 = 0
+            if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one
+                state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
+                model, free, opt_state, stop, losses, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "step0"))
+                model_arrays = C.split(model)[0]
+            task = progress.phase(f"{phase.label}", phase.steps) if progress else None
+            reason = C.COMPLETED
+            pace = _Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
+            while step0 < phase.steps:
+                n_active = min(phase.steps - step0, pace.steps())
+                free, opt_state, stop, chunk_losses = chunk_fn(
+                    free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays
+                )
+                done_before = sum(len(l) for l in losses)
+                done, reason = (int(v) for v in jax.device_get((stop["done"], stop["reason"])))
+                # sliced on the host: a device slice would compile once per length
+                chunk_losses = np.asarray(chunk_losses)[: done - done_before]
+                bad = C.first_nonfinite(chunk_losses)
+                if bad is not None:  # the run ends at the first non-finite loss
+                    chunk_losses, reason = chunk_losses[: bad + 1], C.NONFINITE
+                losses.append(chunk_losses)
+                if progress:
+                    progress.advance(task, done, float(losses[-1][-1]) if len(losses[-1]) else float("nan"))
+                pace.observe(n_active)
+                if reason != C.COMPLETED:
+                    break
+                step0 += n_active
+                if self.checkpoint is not None and step0 < phase.steps:
+                    self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
+        model = self._write_back(model, free)
+        self._previous = (sig, opt_state)
+        loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
+        hyper_arr = _applied(fns, prepared, len(loss_arr), self.chunk)
+        result = PhaseResult(
+            index=phase.index,
+            name=phase.name,
+            display=phase.label,
+            steps=phase.steps,
+            steps_run=len(loss_arr),
+            losses=loss_arr,
+            hyperparams={name: hyper_arr[:, j] for j, name in enumerate(prepared.hyper_names)},
+            stop_reason=C.STOP_REASONS[reason],
+            wall_time=time.perf_counter() - started,
+            compile_time=clock.seconds,
+            compiles=clock.count,
+            model=model,
+        )
+        return result
+
+    def _carried_labels(self, sig: C.Signature) -> set[str]:
+        previous = {g.label: g.optimizer for g in self._previous[0].groups}
+        return {g.label for g in sig.groups if previous.get(g.label) == g.optimizer}
+
+    def run(self, model, start: int = 0, result: Result | None = None) -> Result:
+        """Every phase in order from `start` (appended to `result`, when resuming). A non-finite loss raises RunError holding the partial Result."""
+        result = result if result is not None else Result(initial_model=model)
+        with _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
+            for index in range(start, len(self.plan.phases)):
+                phase_result = self.run_phase(index, model, progress)
+                result.phases.append(phase_result)
+                if phase_result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
+                    raise self._nonfinite(result, self.plan.phases[index], phase_result)
+                model = phase_result.model
+                if self.checkpoint is not None:
+                    self.checkpoint.after_phase(self, result)
+        return result
+
+    def _nonfinite(self, result: Result, phase: P.PhasePlan, phase_result: PhaseResult) -> RunError:
+        step = phase_result.steps_run - 1
+        finite = phase_result.losses[np.isfinite(phase_result.losses)]
+        last = float(finite[-1]) if len(finite) else float("nan")
+        message = (
+            f"non-finite loss ({phase_result.losses[-1]}) in {phase.label} at step {step}; "
+            f"last finite loss {last:.6g}" + (" at step %d" % (step - 1) if len(finite) else "")
+            + f"; the {len(result.phases) - 1} completed phase(s) are in .result"
+        )
+        error = RunError(message, result, phase, step, last)
+        where = self.where(phase)
+        if where:
+            error.add_note(f"phase defined at {where}")
+        return error

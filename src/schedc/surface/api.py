@@ -1,0 +1,159 @@
+"""The Python entry point: `schedc.compile(text_or_path, model)` -> `Program`.
+
+Parse, check (model-free), discover the model's parameters and resolve the
+schedule into a `Plan`; every problem found on the way is raised at once as a
+`SchedError` whose `str()` is what `schedc check` prints. JAX is imported only
+when a model is discovered or a key made, never at `import schedc`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schedc.lang.diagnostics import SchedError, Source, sort_key
+from schedc.plan.resolve import PhasePlan, Plan
+
+
+@dataclass
+class Program:
+    """A schedule resolved against a model.
+
+    `phases[i]` is the i-th phase's `PhasePlan` (`.name`, `.steps`, `.free` (canonical
+    paths), `.inits`, `.groups`, `.lr`, ...); `plan` the whole Plan, `model` the model
+    it was compiled for, `tree` its `params.ParamTree`, `key` the root PRNG key of
+    random inits (the given key, else `jax.random.key(seed)` from the `seed`
+    directive, else `jax.random.key(0)`); `warnings` the warnings found.
+    """
+
+    plan: Plan
+    model: object
+    tree: object
+    key: object = None
+    warnings: tuple = ()  # the warnings found (Diagnostic objects); errors raise instead
+    source: Source | None = field(default=None, repr=False)
+
+    @property
+    def phases(self) -> tuple[PhasePlan, ...]:
+        return self.plan.phases
+
+    def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, **kwargs):
+        """A `run.Runner` for this program: runs phases one at a time (the managed API uses it)."""
+        from schedc.runtime.runner import Runner
+
+        if self.model is None:
+            raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
+        return Runner(self.plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source)
+
+    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, **kwargs):
+        """Fit: every phase in order. `loss_fn(model, *args, **kwargs)` returns a scalar.
+
+        Returns a `run.Result` (`.model`, `.models`, `.loss_history`, `.phase_losses`,
+        `.hyperparams`, `.stop_reasons`, `.phases`). A non-finite loss raises
+        `run.RunError`, whose `.result` keeps every completed phase. `chunk` (steps
+        per compiled call) and `quiet` (no progress bar) are not passed to the loss.
+        With `checkpoint=DIR` the run writes checkpoints there (after every phase and
+        every `checkpoint_every` chunks) and resumes from the one it finds (schedc.runtime.checkpoint).
+        """
+        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, **kwargs)
+        if checkpoint is None:
+            return runner.run(self.model)
+        from schedc.runtime import checkpoint as ckpt
+
+        return ckpt.run(self, runner, checkpoint, checkpoint_every)
+
+    def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, **kwargs):
+        """Fit B independent datasets at once: every array in `args`/`kwargs` has a leading axis of B.
+
+        One compiled program per phase signature, vmapped over the datasets; stop rules
+        act per dataset; a non-finite loss stops only its dataset. The model is repeated
+        B times, or, with `batched_model=True`, already has the leading axis (one model
+        per dataset). Returns a `batch.BatchedResult` (`.model`, `.models` batched;
+        `.phase_losses[k]` of shape (B, steps), NaN past a dataset's stop; `.dataset(i)`).
+        """
+        from schedc.runtime.batch import run_batched
+
+        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk)
+
+
+def _read(text_or_path) -> tuple[str, str, Path, Source]:
+    """(text, name, base_dir, source): a path when it names an existing `.sched` file, else DSL text."""
+    if isinstance(text_or_path, os.PathLike) or (isinstance(text_or_path, str) and text_or_path.endswith(".sched") and "\n" not in text_or_path):
+        path = Path(text_or_path)
+        if path.suffix == ".sched" and path.is_file():
+            text = path.read_text(encoding="utf-8")
+            return text, str(path), path.parent, Source(str(path), text)
+    if isinstance(text_or_path, os.PathLike):
+        raise FileNotFoundError(f"no such .sched file: {os.fspath(text_or_path)}")
+    if not isinstance(text_or_path, str):
+        raise TypeError(f"schedc.compile takes DSL text or a path to a .sched file, got {type(text_or_path).__name__}")
+    from schedc.surface.embed import embedded_source
+
+    text = text_or_path
+    source = embedded_source(text)
+    return text, source.name, Path(source.name).parent if source.name != "<string>" else Path.cwd(), source
+
+
+def compile(text_or_path, model=None, key=None, **placeholders) -> Program:
+    """Parse, check and resolve a schedule against `model`.
+
+    Args:
+        text_or_path: DSL text, or a path (str or PathLike) to an existing `.sched` file.
+        model: the model (an equinox Module or any pytree); a `"file.py:factory"` /
+            `"module:factory"` reference; or None to build the one the file's `model`
+            directive names (with no directive either, the program is model-free: its
+            "parameters" are the file's pattern texts, each matching only itself).
+        key: the root PRNG key of random inits (a JAX key or an int seed).
+        **placeholders: values of `$name` placeholders in the text.
+
+    Raises:
+        SchedError: with every diagnostic (syntax, model-free checks, model checks),
+            when any of them is an error.
+    """
+    text, name, base_dir, source = _read(text_or_path)
+    return _compile_text(text, name, base_dir, source, model, key, placeholders)
+
+
+def _compile_text(text: str, name: str, base_dir: Path, source: Source, model, key, placeholders: dict) -> Program:
+    """`compile` once the text and where it came from are known (the Python builder enters here)."""
+    from schedc.check.checker import check_file
+    from schedc.lang.syntax import parse
+    from schedc.plan.binding import bind_model, resolve_checked
+    from schedc.plan.params import discover
+    from schedc.surface.embed import bind_placeholders
+
+    sources = {name: source}
+    parsed = parse(text)
+    placeholders = bind_placeholders(parsed.file, placeholders, source)
+    diags = list(parsed.diagnostics) + check_file(parsed, placeholders)
+
+    def fail(found):
+        raise SchedError(sorted((d.in_file(name) for d in found), key=sort_key), sources)
+
+    if any(d.is_error for d in diags):
+        fail(diags)
+    if model is None or isinstance(model, str):
+        bound, problems = bind_model(parsed.file, model, base_dir)
+        if problems:
+            fail(diags + problems)
+        # no model and no `model` directive: a model-free program whose "parameters" are the patterns as written
+        model, tree = bound if bound is not None else (None, None)
+    else:
+        tree = discover(model)
+    plan, found = resolve_checked(parsed, tree, placeholders, source=name)
+    diags += found
+    if plan is None or any(d.is_error for d in diags):
+        fail(diags)
+    warnings = tuple(sorted((d.in_file(name) for d in diags), key=sort_key))
+    return Program(plan, model, tree, _key(key, plan.seed), warnings, source)
+
+
+def _key(key, seed):
+    import jax
+
+    if key is None:
+        return jax.random.key(seed if seed is not None else 0)
+    if isinstance(key, int):
+        return jax.random.key(key)
+    return key

@@ -1,0 +1,666 @@
+"""`schedc.build_schedule`: spectracles' Python API on schedc's Plan and compiler.
+
+`build_schedule(model, loss_fn, phases, params)` takes spectracles' arguments
+(phases as `(n_steps, lr)` or `(n_steps, lr, optimizer)`, params as
+`{pattern: free_in(0) | init_normal(1, 0, 0.1), ...}`), builds the syntax tree
+of the equivalent `.sched` program, prints it (`str(schedule)`), and compiles
+that text with `schedc.compile`'s own pipeline: the same checks, the same
+`plan.resolve`, the same `run.Runner`. Nothing here runs optimisation itself.
+
+Differences from spectracles (docs/python.md): two specs that disagree on one
+parameter in one phase are an error, not a silent union; random inits draw
+from (key, phase, path), not from one split chain; a managed schedule keeps its
+stop rules; lr schedules and optimizers are given in forms the language can
+write (numbers or DSL text; optax factories by name) — an optax
+`GradientTransformation` object is refused, since nothing can read its
+hyperparameters back.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from schedc.lang import nodes as n
+from schedc.lang.diagnostics import Diagnostic, SchedError, Source
+
+_NAME = "<build_schedule>"
+
+
+# ---------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What a params entry says about its parameters: `|`-combined parts.
+
+    Each part is `(kind, phases, init)`: kind "free_in", "free_after",
+    "free_until", "fixed_in" or "init_at"; `phases` the phase indices; `init`
+    for "init_at" is `(distribution, args)` with distribution "normal",
+    "uniform" or "value".
+    """
+
+    parts: tuple[tuple[str, tuple[int, ...], Any], ...]
+
+    def __or__(self, other: "ParamSpec") -> "ParamSpec":
+        if not isinstance(other, ParamSpec):
+            return NotImplemented
+        return ParamSpec(self.parts + other.parts)
+
+    def __repr__(self) -> str:
+        return " | ".join(_spec_text(p) for p in self.parts) or "ParamSpec()"
+
+
+def _spec_text(part) -> str:
+    kind, phases, init = part
+    if kind == "init_at":
+        dist, args = init
+        return f"init_{dist}({phases[0]}, {', '.join(map(repr, args))})"
+    return f"{kind}({', '.join(map(str, phases))})"
+
+
+def _phase_index(p, helper: str) -> int:
+    if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
+        raise TypeError(f"{helper}: a phase is an int index, got {p!r}")
+    if p < 0:
+        raise ValueError(f"{helper}({p}): phase indices start at 0 (spectracles read negative indices as sentinels; for every phase write free_after(0))")
+    return int(p)
+
+
+def free_in(*phases: int) -> ParamSpec:
+    """Free in exactly these phases (fixed in the others, unless another spec frees it)."""
+    if not phases:
+        raise TypeError("free_in() needs at least one phase")
+    return ParamSpec((("free_in", tuple(_phase_index(p, "free_in") for p in phases), None),))
+
+
+def free_after(phase: int) -> ParamSpec:
+    """Free from `phase` (inclusive) to the last phase."""
+    return ParamSpec((("free_after", (_phase_index(phase, "free_after"),), None),))
+
+
+def free_until(phase: int) -> ParamSpec:
+    """Free from phase 0 up to and including `phase`."""
+    return ParamSpec((("free_until", (_phase_index(phase, "free_until"),), None),))
+
+
+def fixed_in(*phases: int) -> ParamSpec:
+    """Fixed in these phases, free in every other one."""
+    if not phases:
+        raise TypeError("fixed_in() needs at least one phase")
+    return ParamSpec((("fixed_in", tuple(_phase_index(p, "fixed_in") for p in phases), None),))
+
+
+def init_value(phase: int, value) -> ParamSpec:
+    """Set the parameter to `value` (a number, or an array of its shape) at the start of `phase`.
+
+    `value=None` is no init, as in spectracles.
+    """
+    if value is None:
+        return ParamSpec(())
+    return ParamSpec((("init_at", (_phase_index(phase, "init_value"),), ("value", (value,))),))
+
+
+def init_normal(phase: int, mean: float = 0.0, std: float = 1.0) -> ParamSpec:
+    """Draw `mean + std * N(0, 1)` at the start of `phase` (needs `key` in build_schedule)."""
+    return ParamSpec((("init_at", (_phase_index(phase, "init_normal"),), ("normal", (_real(mean, "mean"), _real(std, "std")))),))
+
+
+def init_uniform(phase: int, low: float = 0.0, high: float = 1.0) -> ParamSpec:
+    """Draw from `U[low, high)` at the start of `phase` (needs `key` in build_schedule)."""
+    return ParamSpec((("init_at", (_phase_index(phase, "init_uniform"),), ("uniform", (_real(low, "low"), _real(high, "high")))),))
+
+
+def _real(x, what: str) -> float:
+    try:
+        value = float(np.asarray(x).reshape(()))
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number, got {x!r}") from None
+    return value
+
+
+# ---------------------------------------------------------------- values -> syntax
+
+
+def _number(x) -> n.Expr:
+    """A number node; numpy and JAX scalars print as the shortest text that reads back as their value
+    (`np.float32(0.1)` is `0.1`, not `0.10000000149011612`)."""
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"expected a number, got {x!r}")
+    if hasattr(x, "shape") and not isinstance(x, np.generic):
+        x = np.asarray(x)[()]
+    if isinstance(x, np.floating):
+        x = float(str(x))
+    elif isinstance(x, np.integer):
+        x = int(x)
+    if isinstance(x, float) and not np.isfinite(x):
+        raise ValueError(f"expected a finite number, got {x!r}")
+    if x < 0:
+        return n.UnaryOp("-", _number(-x))
+    return n.Number(x, repr(x))
+
+
+def _value_node(value) -> tuple[n.Expr, bool]:
+    """(node, is_scalar) for an init value: a number, or a nested list of an array's numbers."""
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise TypeError(f"an init value is a real number or array, got {value!r}")
+    if array.size == 1 or (array.size and np.all(array == array.flat[0])):
+        return _number(array.flat[0]), True
+
+    def build(a):
+        return n.List(tuple(build(x) for x in a)) if a.ndim else _number(a)
+
+    return build(array), False
+
+
+def _expression(value, what: str) -> n.Expr:
+    """A learning rate: a number, or schedule text in the DSL (`"cosine(0.1 -> 0.001)"`)."""
+    from schedc.surface.schedule import parse_expression
+
+    if isinstance(value, str):
+        return parse_expression(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return _number(value)
+    if hasattr(value, "shape") and np.asarray(value).size == 1 and np.issubdtype(np.asarray(value).dtype, np.floating):
+        return _number(np.asarray(value).reshape(()))
+    if callable(value):
+        raise TypeError(
+            f"{what}: an optax schedule function cannot be compiled into a phase; write it as schedule text, "
+            "e.g. \"cosine(0.1 -> 0.001)\" or \"linear(0 -> 0.1, 10%) then cosine(0.1 -> 0)\" (docs/schedules.md)"
+        )
+    raise TypeError(f"{what}: expected a number or schedule text, got {value!r}")
+
+
+def _optimizer(spec, what: str) -> n.Expr:
+    """An optimizer as the language writes it: a name or a call with keyword arguments.
+
+    Accepted: `"adam"` / `"sgd(momentum=0.9)"` (DSL text), `optax.adam` (an optax
+    factory), `functools.partial(optax.sgd, momentum=0.9)`, `("sgd", {"momentum": 0.9})`.
+    """
+    import optax
+
+    name, kwargs = None, {}
+    if isinstance(spec, str):
+        return _parse_optimizer(spec, what)
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict):
+        name, kwargs = spec
+    elif isinstance(spec, functools.partial) and not spec.args:
+        name, kwargs = _optax_name(spec.func), dict(spec.keywords)
+    elif isinstance(spec, (optax.GradientTransformation, optax.GradientTransformationExtraArgs)):
+        raise TypeError(
+            f"{what}: an optax GradientTransformation object cannot be compiled (its hyperparameters cannot be read back); "
+            "give the factory and its keyword arguments instead: `optax.adam`, `functools.partial(optax.sgd, momentum=0.9)`, "
+            '`("sgd", {"momentum": 0.9})` or `"sgd(momentum=0.9)"` — the phase lr is its learning_rate'
+        )
+    elif callable(spec):
+        name = _optax_name(spec)
+    if name is None:
+        raise TypeError(f"{what}: expected an optimizer name, an optax factory or (name, kwargs), got {spec!r}")
+    if "learning_rate" in kwargs:
+        raise TypeError(f"{what}: the learning rate is the phase's lr (the second item of the phase tuple), not an optimizer argument")
+    func = n.Name(name)
+    if not kwargs:
+        return func
+    keywords = []
+    for key, value in kwargs.items():
+        node = n.Bool(value) if isinstance(value, bool) else _expression(value, f"{what}: {key}")
+        keywords.append(n.Keyword(n.Name(key), node))
+    return n.Call(func, (), tuple(keywords))
+
+
+def _optax_name(func) -> str | None:
+    import optax
+
+    name = getattr(func, "__name__", None)
+    return name if name and getattr(optax, name, None) is func else None
+
+
+def _parse_optimizer(text: str, what: str) -> n.Expr:
+    from schedc.lang.syntax import parse
+
+    parsed = parse("optimizer " + text)
+    items = parsed.file.items
+    if parsed.diagnostics or len(items) != 1 or not isinstance(items[0], n.Directive):
+        raise TypeError(f"{what}: {text!r} is not an optimizer (`adam`, `sgd(momentum=0.9)`)")
+    from schedc.surface.embed import _respan
+
+    return _respan(items[0].value, n.NO_SPAN)  # positions in the scratch text mean nothing here
+
+
+# ---------------------------------------------------------------- the program
+
+
+def _phase_node(k: int, spec, default_optimizer: n.Expr, criterion) -> n.Phase:
+    what = f"phase {k}"
+    if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
+        raise TypeError(f"{what}: expected (n_steps, lr) or (n_steps, lr, optimizer), got {spec!r}")
+    steps, lr = spec[0], spec[1]
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"{what}: n_steps must be an int, got {steps!r}")
+    optimizer = _optimizer(spec[2], what) if len(spec) == 3 and spec[2] is not None else None
+    if optimizer == default_optimizer:
+        optimizer = None
+    body = ()
+    if criterion is not None:
+        body = (n.Stop(n.Name("loss_change"), _number(float(criterion))),)
+    return n.Phase(None, _number(int(steps)), _expression(lr, f"{what}: lr"), optimizer, body)
+
+
+def _entry(pattern: str, spec: ParamSpec) -> tuple[n.ParamEntry | None, list[n.Init]]:
+    """The params entry of one pattern, and the array inits that only a phase body can write ((phase, Init))."""
+    specs, body_inits = [], []
+    for kind, phases, init in spec.parts:
+        refs = tuple(n.PhaseRef(p) for p in phases)
+        if kind != "init_at":
+            specs.append(n.Spec(kind, refs))
+            continue
+        dist, args = init
+        if dist == "value":
+            node, scalar = _value_node(args[0])
+            if not scalar:
+                body_inits.append((phases[0], n.Init((n.Pattern(pattern),), "value", node)))
+                continue
+            call = n.Call(n.Name("value"), (node,))
+        else:
+            call = n.Call(n.Name(dist), tuple(_number(a) for a in args))
+        specs.append(n.Spec("init_at", refs, call))
+    entry = n.ParamEntry((n.Pattern(pattern),), tuple(specs)) if specs else None
+    return entry, body_inits
+
+
+def _is_share_module(model) -> bool:
+    """A spectracles ShareModule: spectracles' paths are relative to its inner `model`."""
+    return hasattr(model, "_shared_components") and hasattr(model, "_dupl_leaf_paths") and hasattr(model, "model")
+
+
+def _fix_flags(model) -> dict[str, bool]:
+    """Canonical path -> `fix` of every spectracles-style parameter node (`val`/`fix` fields)."""
+    import jax.tree_util as jtu
+
+    from schedc.plan.params import _value_field, path_of
+
+    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: _value_field(x) is not None)
+    return {path_of(keypath): bool(x.fix) for keypath, x in entries if _value_field(x) is not None and isinstance(getattr(x, "fix", None), (bool, np.bool_))}
+
+
+def _unnamed_free(tree, patterns: list[str], flags: dict[str, bool]) -> list[str]:
+    """Parameters no pattern names whose node says `fix=False`: spectracles leaves them free in every phase."""
+    from schedc.lang.glob import PathSet, PatternError, compile_pattern
+
+    pathset = PathSet(list(tree.paths))
+    named: set[int] = set()
+    for text in patterns:
+        try:
+            named.update(pathset.match(compile_pattern(text)))
+        except PatternError:
+            continue  # reported by the checker on the generated text
+    return [p for i, p in enumerate(tree.paths) if i not in named and flags.get(p) is False]
+
+
+def build_file(model, phases, params: dict, default_optimizer="adam", criterion=None, seed: int | None = None, prefix: str = "") -> n.File:
+    """The syntax tree of the `.sched` program `build_schedule` runs (see there for the arguments)."""
+    from schedc.plan.params import discover
+
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of pattern -> spec, got {type(params).__name__}")
+    default = _optimizer(default_optimizer, "default_optimizer")
+    items: list = [n.Directive("optimizer", default)]
+    if seed is not None:
+        items.insert(0, n.Directive("seed", _number(seed)))
+    phase_nodes = [_phase_node(k, spec, default, criterion) for k, spec in enumerate(phases)]
+    entries = []
+    body_inits: dict[int, list[n.Init]] = {}
+    for pattern, spec in params.items():
+        if not isinstance(pattern, str):
+            raise TypeError(f"a params key is a pattern string, got {pattern!r}")
+        if not isinstance(spec, ParamSpec):
+            hint = " (a spectracles spec: import the helpers from schedc instead)" if type(spec).__module__.startswith("spectracles") else ""
+            raise TypeError(f"params[{pattern!r}]: expected a spec made with schedc's free_in/free_after/free_until/fixed_in/init_* helpers, got {spec!r}{hint}")
+        entry, inits = _entry(prefix + pattern, spec)
+        if entry is not None:
+            entries.append(entry)
+        for k, init in inits:
+            body_inits.setdefault(k, []).append(init)
+    if phase_nodes:
+        tree = discover(model)
+        for path in _unnamed_free(tree, [prefix + p for p in params], _fix_flags(model)):
+            entries.append(n.ParamEntry((n.Pattern(path),), (n.Spec("free_after", (n.PhaseRef(0),)),)))
+    for k, inits in body_inits.items():
+        if 0 <= k < len(phase_nodes):
+            phase_nodes[k] = n.Phase(None, phase_nodes[k].steps, phase_nodes[k].lr, phase_nodes[k].optimizer, tuple(inits) + phase_nodes[k].body)
+        else:  # let the checker report the reference out of range, at the params block
+            entries.append(n.ParamEntry(inits[0].patterns, (n.Spec("init_at", (n.PhaseRef(k),), n.Call(n.Name("value"), (n.Number(0, "0"),))),)))
+    items += phase_nodes
+    if entries:
+        items.append(n.Params(tuple(entries)))
+    return n.File(tuple(items))
+
+
+# ---------------------------------------------------------------- the schedule object
+
+
+class Schedule:
+    """A built schedule: `run_all(*args, **kwargs)`, `model_history`, `loss_history`, `loss_histories`.
+
+    `str(schedule)` is the equivalent `.sched` program; `program` the compiled
+    `schedc.Program` (`program.plan`, `program.phases`); `result` the last
+    `run.Result`. `run_all` always runs every phase from the initial model and
+    replaces the histories (spectracles continued from the last model).
+    """
+
+    def __init__(self, program, file: n.File, text: str, loss_fn: Callable, chunk: int | None, quiet: bool):
+        self.program = program
+        self.file = file
+        self.text = text
+        self.loss_fn = loss_fn
+        self.chunk = chunk
+        self.quiet = quiet
+        self.initial_model = program.model
+        self.model_history: list = [program.model]
+        self._losses: dict[int, np.ndarray] = {}
+        self.result = None
+        self._runner = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"<schedc schedule: {len(self.plan.phases)} phases>\n{self.text}"
+
+    @property
+    def plan(self):
+        return self.program.plan
+
+    @property
+    def phases(self):
+        return self.program.phases
+
+    def runner(self, *args, **kwargs):
+        """A `run.Runner` over this schedule's plan for these loss arguments."""
+        from schedc.runtime.runner import _strong
+
+        runner = self.program.runner(self.loss_fn, *args, chunk=self.chunk, quiet=self.quiet, **kwargs)
+        runner.begin(_strong(self.initial_model))  # whichever phase runs first, `init = reset` means the initial model
+        if self._runner is not None:  # carried optimizer state survives a change of arguments
+            runner._previous = self._runner._previous
+        self._runner = runner
+        return runner
+
+    def run_all(self, *args, **kwargs):
+        """Run every phase from the initial model; `loss_fn(model, *args, **kwargs)`. Returns the `run.Result`.
+
+        A non-finite loss raises `run.RunError`; the completed phases stay in the histories.
+        """
+        from schedc.runtime.runner import RunError
+
+        self._runner = None
+        self.model_history = [self.initial_model]
+        self._losses = {}
+        try:
+            self.result = self.runner(*args, **kwargs).run(self.initial_model)
+        except RunError as err:
+            self._record(err.result.phases[:-1])
+            raise
+        self._record(self.result.phases)
+        return self.result
+
+    def _record(self, phase_results) -> None:
+        for p in phase_results:
+            self.model_history.append(p.model)
+            self._losses[p.index] = p.losses
+
+    @property
+    def loss_histories(self) -> list[np.ndarray]:
+        """One array per phase (a phase not run: empty): the loss before each step's update."""
+        return [self._losses.get(k, np.zeros(0, np.float32)) for k in range(len(self.plan.phases))]
+
+    @property
+    def loss_history(self) -> np.ndarray:
+        histories = self.loss_histories
+        return np.concatenate(histories) if histories else np.zeros(0, np.float32)
+
+
+PENDING, COMPLETED, SKIPPED = "pending", "completed", "skipped"
+
+
+class ManagedSchedule(Schedule):
+    """A schedule run one phase at a time, in order: run, skip, reset, status.
+
+    Unlike spectracles' ManagedOptimiserSchedule: stop rules (`Δloss_criterion`)
+    apply; a skipped phase appends the unchanged model to `model_history`, so
+    `model_history[i]` is always the model before phase i and
+    `reset_from_phase(i)` works after skips; a skipped phase cannot be run
+    later without `reset_from_phase`.
+    """
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.phase_states = [PENDING] * len(self.plan.phases)
+
+    @property
+    def current_phase_index(self) -> int:
+        return len(self.model_history) - 1
+
+    def run_all(self, *args, **kwargs):
+        """Run every remaining phase."""
+        while self.run_next_phase(*args, **kwargs):
+            pass
+
+    def run_next_phase(self, *args, **kwargs) -> bool:
+        """Run the next pending phase; False when every phase is done."""
+        if self.is_complete():
+            return False
+        self.run_phase_by_index(self.current_phase_index, *args, **kwargs)
+        return True
+
+    def run_phases(self, indices, *args, **kwargs) -> None:
+        for k in [indices] if isinstance(indices, int) else indices:
+            self.run_phase_by_index(k, *args, **kwargs)
+
+    def _check_next(self, k: int, verb: str) -> None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.phase_states):
+            raise ValueError(f"phase index {k!r} out of range [0, {len(self.phase_states) - 1}]")
+        if self.phase_states[k] != PENDING:
+            raise RuntimeError(f"phase {k} was already {self.phase_states[k]}: reset_from_phase({k}) to {verb} it again")
+        if k != self.current_phase_index:
+            raise RuntimeError(f"cannot {verb} phase {k}: phases run in order, the next is phase {self.current_phase_index}")
+
+    def run_phase_by_index(self, k: int, *args, **kwargs) -> None:
+        """Run phase k, which must be the next one. A non-finite loss raises `run.RunError`; the phase stays pending."""
+        from schedc.compiler import chunk as C
+        from schedc.runtime.runner import Result
+
+        self._check_next(k, "run")
+        runner = self.runner(*args, **kwargs)
+        result = runner.run_phase(k, self.model_history[-1])
+        if result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
+            raise runner._nonfinite(Result(self.model_history[-1], [result]), self.plan.phases[k], result)
+        self.model_history.append(result.model)
+        self._losses[k] = result.losses
+        self.phase_states[k] = COMPLETED
+
+    def skip_phase(self, k: int) -> None:
+        """Skip phase k (the next one): the model passes through unchanged."""
+        self._check_next(k, "skip")
+        self.model_history.append(self.model_history[-1])
+        self.phase_states[k] = SKIPPED
+
+    def reset(self) -> None:
+        """Back to the initial model, every phase pending."""
+        self.reset_from_phase(0)
+
+    def reset_from_phase(self, k: int) -> None:
+        """Forget phase k and every later one: the next phase to run is k, from the model before it."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < max(1, len(self.phase_states)):
+            raise ValueError(f"phase index {k!r} out of range [0, {len(self.phase_states) - 1}]")
+        k = min(k, self.current_phase_index)
+        self.model_history = self.model_history[: k + 1]
+        for i in range(k, len(self.phase_states)):
+            self.phase_states[i] = PENDING
+            self._losses.pop(i, None)
+        self._runner = None
+
+    # ---- status (spectracles' names)
+
+    def is_complete(self) -> bool:
+        return self.current_phase_index >= len(self.phase_states)
+
+    def get_next_phase_index(self) -> int | None:
+        return None if self.is_complete() else self.current_phase_index
+
+    def get_completed_phases(self) -> list[int]:
+        return [i for i, s in enumerate(self.phase_states) if s == COMPLETED]
+
+    def get_pending_phases(self) -> list[int]:
+        return [i for i, s in enumerate(self.phase_states) if s == PENDING]
+
+    def get_skipped_phases(self) -> list[int]:
+        return [i for i, s in enumerate(self.phase_states) if s == SKIPPED]
+
+    def get_phase_status(self) -> dict:
+        return {
+            "current_phase": self.current_phase_index,
+            "total_phases": len(self.phase_states),
+            "completed_phases": len(self.get_completed_phases()),
+            "phase_states": list(self.phase_states),
+            "is_complete": self.is_complete(),
+        }
+
+    status = get_phase_status
+
+    @property
+    def loss_histories(self) -> list[np.ndarray]:
+        """The loss histories of the completed phases, in order (as spectracles)."""
+        return [self._losses[k] for k in self.get_completed_phases()]
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def build_schedule(
+    model,
+    loss_fn: Callable,
+    phases,
+    params: dict,
+    default_optimizer="adam",
+    managed: bool = False,
+    Δloss_criterion: float | None = None,
+    key=None,
+    *,
+    chunk: int | None = None,
+    quiet: bool = True,
+) -> Schedule:
+    """Build a phased fit from spectracles-style arguments, on schedc's compiler.
+
+    Args:
+        model: an equinox Module or pytree (a spectracles ShareModule: patterns are
+            relative to its inner model, as in spectracles).
+        loss_fn: `loss_fn(model, *args, **kwargs) -> scalar`.
+        phases: `(n_steps, lr)` or `(n_steps, lr, optimizer)` per phase. `lr` is a
+            number or schedule text (`"cosine(0.1 -> 0.001)"`); `optimizer` is None
+            (the default), a name or DSL text (`"sgd(momentum=0.9)"`), an optax factory
+            (`optax.adam`), `functools.partial(optax.sgd, momentum=0.9)` or
+            `("sgd", {"momentum": 0.9})`.
+        params: `{pattern: spec}` with specs from `free_in`, `free_after`, `free_until`,
+            `fixed_in`, `init_value`, `init_normal`, `init_uniform`, combined with `|`.
+            A spectracles Parameter no pattern names keeps its own `fix` flag: with
+            `fix=False` it is free in every phase; any other unnamed leaf is fixed.
+        default_optimizer: the optimizer of phases that name none (same forms).
+        managed: return a `ManagedSchedule` (run/skip/reset phase by phase).
+        Δloss_criterion: if given, every phase stops when the loss moved less than
+            this over 50 steps, checked every 50 steps from step 100 (spectracles' rule).
+        key: a JAX key or an int seed for random inits (required when there are any).
+        chunk, quiet: steps per compiled call; no progress bar.
+
+    Raises:
+        SchedError: naming the parameter or pattern at fault, shown on the generated program.
+        TypeError: for arguments of the wrong kind.
+    """
+    from schedc.lang.syntax import parse
+    from schedc.surface.api import Program, _compile_text
+
+    prefix = "model." if _is_share_module(model) else ""
+    seed = int(key) if isinstance(key, (int, np.integer)) and not isinstance(key, bool) else None
+    file = build_file(model, phases, params, default_optimizer, Δloss_criterion, seed, prefix)
+    from schedc.tooling.fmt import unparse
+
+    text = unparse(file)
+    if key is not None and seed is None:
+        text = "# random inits draw from the JAX key given to build_schedule (schedc.compile(..., key=key))\n" + text
+    parsed = parse(text)
+    source = Source(_NAME, text)
+    if parsed.diagnostics or parsed.file != file:  # a pattern or name the language cannot write
+        raise SchedError([d.in_file(_NAME) for d in parsed.diagnostics] or [_unwritable(file, parsed.file)], {_NAME: source})
+    if key is None:
+        _require_key(parsed.file, source)
+    if prefix:
+        _check_share_copies(model, parsed.file, source)
+    program: Program = _compile_text(text, _NAME, Path.cwd(), source, model, key, {})
+    cls = ManagedSchedule if managed else Schedule
+    return cls(program, file, text, loss_fn, chunk, quiet)
+
+
+def _unwritable(built: n.File, parsed: n.File) -> Diagnostic:
+    patterns = [p for p in n.walk(built) if isinstance(p, n.Pattern)]
+    again = {p.text for p in n.walk(parsed) if isinstance(p, n.Pattern)}
+    bad = next((p.text for p in patterns if p.text not in again), None)
+    what = f"pattern `{bad}` is not a schedc pattern" if bad else "the schedule cannot be written as a .sched program"
+    return Diagnostic("E0006", what, n.Span(1, 1, 1, 2), help="patterns are dotted names with `*`, `**`, `[i]` and `{a,b}` (docs/language.md)")
+
+
+def _require_key(file: n.File, source: Source) -> None:
+    """A random init needs a key: spectracles' rule, as a diagnostic naming the parameter."""
+    found = []
+    for node in n.walk(file):
+        if isinstance(node, n.ParamEntry):
+            for spec in node.specs:
+                if spec.kind == "init_at" and spec.dist is not None and spec.dist.func.id in ("normal", "uniform"):
+                    path = ", ".join(p.text for p in node.patterns)
+                    found.append(
+                        Diagnostic(
+                            "E0501",
+                            f"`{path}`: init_{spec.dist.func.id} needs a PRNG key",
+                            spec.span,
+                            help="pass key=jax.random.key(SEED) (or an int seed) to build_schedule",
+                        ).in_file(_NAME)
+                    )
+    if found:
+        raise SchedError(found, {_NAME: source})
+
+
+def _check_share_copies(model, file: n.File, source: Source) -> None:
+    """E0402 for a pattern naming only shared copies of a ShareModule (spectracles replaced them by sentinels)."""
+    from schedc.lang.glob import PathSet, PatternError, compile_pattern
+    from schedc.plan.params import discover
+
+    parents = set(discover(model).paths)
+    copies = {f"model.{c}": f"model.{p}" for p, cs in model._shared_components.items() for c in cs}
+    copy_set = PathSet(list(copies))
+    parent_set = PathSet(sorted(parents))
+    found = []
+    for node in n.walk(file):
+        if not isinstance(node, n.Pattern):
+            continue
+        try:
+            compiled = compile_pattern(node.text)
+        except PatternError:
+            continue
+        hits = [copy_set.paths[i] for i in copy_set.match(compiled)]
+        if hits and not parent_set.match(compiled):
+            names = ", ".join(f"`{copies[c]}`" for c in hits[:3])
+            found.append(
+                Diagnostic(
+                    "E0402",
+                    f"pattern `{node.text}` matches only shared copies",
+                    node.span,
+                    notes=(", ".join(f"`{c}` is `{copies[c]}`" for c in hits[:3]) + ": one parameter, named by its first path",),
+                    help=f"name the parent instead: {names}",
+                ).in_file(_NAME)
+            )
+    if found:
+        raise SchedError(found, {_NAME: source})

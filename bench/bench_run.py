@@ -188,11 +188,11 @@ def measure(system: str, size: str, phases=PHASES) -> dict:
     """Cold and steady wall time and compile count of one system in this (fresh) process."""
     import jax
 
-    from schedc.runtime.runner import _CompileClock
+    from schedc.runtime.runner import CompileClock
 
     model, loss, data = _models(size)
     out = {}
-    with _CompileClock() as clock:
+    with CompileClock() as clock:
         start = time.perf_counter()
         run = SYSTEMS[system](model, loss, data, phases)
         jax.block_until_ready(jax.tree_util.tree_leaves(run()))

@@ -78,3 +78,26 @@ def test_front_end_packages_import_no_jax():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# Private names still imported across modules, each to be made public or removed by the
+# work that owns its module (the front-end driver replaces `_compile_text`).
+PRIVATE_IMPORTS_LEFT = {("schedc.surface.builder", "schedc.surface.embed._respan"), ("schedc.surface.builder", "schedc.surface.api._compile_text")}
+
+
+def is_private_name(target: str) -> bool:
+    """`schedc.a.b._name` where `_name` is a name inside module `schedc.a.b` (a private module is fine)."""
+    owner, _, name = target.rpartition(".")
+    is_module = (PACKAGE.parent / Path(*target.split("."))).with_suffix(".py").exists()
+    return name.startswith("_") and not name.startswith("__") and not is_module and owner.split(".")[-1] != "__init__"
+
+
+@pytest.mark.parametrize("path", source_files(), ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_no_module_imports_another_modules_private_names(path):
+    here = module_name(path)
+    private = [
+        f"line {line}: {target}"
+        for line, target in imports_of(path)
+        if is_private_name(target) and target.rsplit(".", 1)[0] != here and (here, target) not in PRIVATE_IMPORTS_LEFT
+    ]
+    assert private == [], f"{here} imports private names of other modules"

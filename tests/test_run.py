@@ -14,7 +14,7 @@ import pytest
 
 import schedc
 from schedc.compiler import chunk as compiler
-from schedc.runtime.runner import RunError, _CompileClock
+from schedc.runtime.runner import RunError, CompileClock
 
 
 class Pair(eqx.Module):
@@ -223,7 +223,7 @@ def test_phases_differing_only_in_numbers_share_one_executable():
     core = "phase 30 lr 0.05 < free a >\nphase 20 lr cosine(0.01 -> 0.001) < free b >"
     schedc.compile(core, model).run(loss, x, quiet=True)  # warm: compiles the core's executables
     before = compiler.cache_size()
-    with _CompileClock() as clock:
+    with CompileClock() as clock:
         alternating = """repeat 5 <
             phase 17 lr 0.2 < free a >
             phase 45 lr cosine(0.3 -> 0.0001) < free b >

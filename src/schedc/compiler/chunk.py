@@ -57,7 +57,10 @@ class GroupSignature:
 
 
 @dataclass(frozen=True)
-class Signature:
+class PhaseSignature:
+    """What shapes a phase's XLA program (the module docstring lists it); phases with equal
+    signatures share one executable. (Not `check.catalog.Signature`, a callable of the language.)"""
+
     groups: tuple[GroupSignature, ...]
     leaves: tuple[tuple[str, tuple[int, ...]], ...]  # free path -> its leaf indices (the parent's and its copies')
     stop_kinds: tuple[str, ...]  # sorted kinds of the phase's stop rules
@@ -73,7 +76,7 @@ class Signature:
 class PreparedPhase:
     """A phase ready to run: its signature and the runtime numbers that go with it."""
 
-    signature: Signature
+    signature: PhaseSignature
     numbers: np.ndarray  # float32: every hyperparameter schedule's numbers
     stop_numbers: np.ndarray  # float32: [loss_change threshold, after, loss threshold]
     hyper_names: tuple[str, ...]  # column names of the logged hyperparameters
@@ -133,7 +136,7 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
             stop_numbers[0], stop_numbers[1] = rule.threshold, rule.after
         else:
             stop_numbers[2] = rule.threshold
-    signature = Signature(tuple(groups), (), kinds, int(over), int(chunk))
+    signature = PhaseSignature(tuple(groups), (), kinds, int(over), int(chunk))
     numbers_array = np.asarray(numbers, np.float32)
     for shared in (numbers_array, stop_numbers):  # cached: shared by every run of the phase
         shared.setflags(write=False)
@@ -172,7 +175,7 @@ def _split_kwargs(spec: P.OptimizerSpec) -> tuple[tuple[tuple[str, Any], ...], l
 # ---------------------------------------------------------------- building programs
 
 
-def make_transform(signature: Signature, values: list[list]):
+def make_transform(signature: PhaseSignature, values: list[list]):
     """The phase's optax transformation with this step's hyperparameter values.
 
     Built afresh inside the traced step with traced values — the mechanism of
@@ -195,7 +198,7 @@ def make_transform(signature: Signature, values: list[list]):
     return optax.partition({g.label: tx for g, tx in zip(signature.groups, txs)}, labels)
 
 
-def hyper_values(signature: Signature, step, numbers) -> list[list]:
+def hyper_values(signature: PhaseSignature, step, numbers) -> list[list]:
     from schedc.compiler import schedules
 
     return [[schedules.build(h.structure)(step, numbers[h.offset : h.offset + h.size]) for h in g.hypers] for g in signature.groups]
@@ -258,7 +261,7 @@ def _hashable(x):
 _CACHE: dict[tuple, Compiled] = {}
 
 
-def compiled(signature: Signature, loss_fn: Callable, model: Layout, data: Layout) -> Compiled:
+def compiled(signature: PhaseSignature, loss_fn: Callable, model: Layout, data: Layout) -> Compiled:
     """The (cached) jitted functions for `signature`, `loss_fn` and the static parts of model and data."""
     key = (signature, loss_fn, model, data)
     if key not in _CACHE:
@@ -270,7 +273,7 @@ def cache_size() -> int:
     return len(_CACHE)
 
 
-def _build(signature: Signature, loss_fn: Callable, model_layout: Layout, data_layout: Layout) -> Compiled:
+def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout) -> Compiled:
     import jax
     import jax.numpy as jnp
     import optax
@@ -386,7 +389,7 @@ def first_nonfinite(losses: np.ndarray) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def initial_stop_state(signature: Signature) -> dict:
+def initial_stop_state(signature: PhaseSignature) -> dict:
     return {
         "ring": np.full((signature.over,), np.nan, np.float32),
         "reason": np.int32(COMPLETED),
@@ -404,7 +407,7 @@ def init_key(root, phase_index: int, path: str):
     return jax.random.fold_in(jax.random.fold_in(root, phase_index), zlib.crc32(path.encode()))
 
 
-def carry_state(new_state, old_state, carried_labels: set[str], signature: Signature):
+def carry_state(new_state, old_state, carried_labels: set[str], signature: PhaseSignature):
     """`new_state` with every entry of a parameter free before and now taken from `old_state`.
 
     Entries are matched by their key path in the state pytree (which names the

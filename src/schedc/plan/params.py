@@ -105,7 +105,7 @@ def _is_inexact(x) -> bool:
 _NODE_FIELDS: dict[type, str | None] = {}
 
 
-def _value_field(node) -> str | None:
+def value_field(node) -> str | None:
     """The array field of a spectracles-style parameter node (`val`/`fix` fields), else None. Cached per type."""
     cls = type(node)
     if cls not in _NODE_FIELDS:
@@ -151,11 +151,11 @@ def discover(model) -> ParamTree:
     """
     import jax.tree_util as jtu
 
-    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: _value_field(x) is not None)
+    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: value_field(x) is not None)
     found: list[tuple[str, int, object, str]] = []  # (path, leaf index, array, kind)
     leaf = 0
     for keypath, x in entries:
-        field_name = _value_field(x)
+        field_name = value_field(x)
         if field_name is None:
             if _is_inexact(x):
                 found.append((path_of(keypath), leaf, x, "array"))

@@ -14,7 +14,6 @@ reductions may be ordered differently).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +21,13 @@ import numpy as np
 
 from schedc.compiler import chunk as C
 from schedc.runtime.runner import (
+    CompileClock,
     PhaseHistory,
     PhaseResult,
     Result,
     Runner,
-    _applied,
-    _strong,
+    applied_hyperparams,
+    strong_types,
 )
 
 _VMAPPED: dict[int, tuple] = {}  # id(compiled functions) -> (them, vmapped init, vmapped chunk)
@@ -131,10 +131,8 @@ def _size(tree) -> int:
 
 
 class BatchedRunner(Runner):
-    """A Runner whose phases run B datasets at once (vmap over the leading axis)."""
-
-    def _programs(self, fns: C.Compiled):
-        return _vmapped(fns)
+    """A Runner whose phases run B datasets at once (vmap over the leading axis): the same
+    chunk loop, with the batched fit strategy."""
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -146,7 +144,7 @@ class BatchedRunner(Runner):
         import jax
         import jax.numpy as jnp
 
-        return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (self.size,) + x.shape) if isinstance(x, jax.Array) else x, _strong(model))
+        return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (self.size,) + x.shape) if isinstance(x, jax.Array) else x, strong_types(model))
 
     def _init_value(self, phase, init, current):
         # every dataset gets the value a single fit would: drawn at one dataset's shape, then repeated
@@ -156,44 +154,35 @@ class BatchedRunner(Runner):
 
         return jnp.broadcast_to(super()._init_value(phase, init, current[0]), current.shape)
 
-    def _run_phase(self, index: int, model, progress=None) -> BatchedPhaseResult:
-        phase = self.plan.phases[index]
-        if self.initial_leaves is None:
-            self.begin(model)
-        started = time.perf_counter()
-        from schedc.runtime.runner import _CompileClock
+    # ---- the batched strategy
 
-        with _CompileClock() as clock:
-            # the chunk sees one dataset: the batched model's layout is its (non-array parts are shared)
-            model, prepared, fns, chunk, model_arrays, free, opt_state = self._start(phase, model)
-            sig = prepared.signature
-            stop = {k: np.broadcast_to(v, (self.size,) + np.shape(v)).copy() for k, v in C.initial_stop_state(sig).items()}
-            stop["reason"] = np.where(self.dead, C.NONFINITE, C.COMPLETED).astype(stop["reason"].dtype)
-            losses = []
-            step0 = 0
-            while step0 < phase.steps:
-                n_active = min(self.chunk, phase.steps - step0)
-                before = (free, opt_state, stop)
-                stopped = np.asarray(stop["reason"]) != C.COMPLETED
-                free, opt_state, stop, chunk_losses = chunk(
-                    free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays
-                )
-                if stopped.any():  # a dataset stopped in an earlier chunk keeps its state, whatever the chunk computed
-                    free, opt_state, stop = _keep(stopped, before, (free, opt_state, stop))
-                chunk_losses = np.asarray(chunk_losses)[:, :n_active]
-                stop = _stop_at_nonfinite(stop, chunk_losses, done_before=step0)
-                losses.append(chunk_losses)
-                reasons = np.asarray(stop["reason"])
-                if np.all(reasons != C.COMPLETED):
-                    break
-                step0 += self.chunk
-            done = np.asarray(stop["done"])
-        model = self._write_back(model, free)
-        self._previous = (sig, opt_state)
-        self.dead |= np.asarray(stop["reason"]) == C.NONFINITE
+    def _programs(self, fns: C.Compiled):
+        # the chunk sees one dataset: the batched model's layout is its (non-array parts are shared)
+        return _vmapped(fns)
+
+    def _initial_stop(self, signature: C.PhaseSignature) -> dict:
+        stop = {k: np.broadcast_to(v, (self.size,) + np.shape(v)).copy() for k, v in C.initial_stop_state(signature).items()}
+        stop["reason"] = np.where(self.dead, C.NONFINITE, C.COMPLETED).astype(stop["reason"].dtype)
+        return stop
+
+    def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int):
+        """A dataset stopped before this chunk keeps its state, whatever the chunk computed; one
+        that met a non-finite loss in it stops there. The phase is over when every dataset stopped."""
+        free, opt_state, stop, chunk_losses = out
+        stopped = np.asarray(before[2]["reason"]) != C.COMPLETED
+        if stopped.any():
+            free, opt_state, stop = _keep(stopped, before, (free, opt_state, stop))
+        chunk_losses = np.asarray(chunk_losses)[:, :n_active]
+        stop = _stop_at_nonfinite(stop, chunk_losses, done_before=step0)
+        return free, opt_state, stop, chunk_losses, bool(np.all(np.asarray(stop["reason"]) != C.COMPLETED))
+
+    def _phase_result(self, phase, prepared, fns, losses, stop, model, wall: float, clock: CompileClock) -> BatchedPhaseResult:
+        done = np.asarray(stop["done"])
+        reasons = np.asarray(stop["reason"])
+        self.dead |= reasons == C.NONFINITE
         loss_arr = np.concatenate(losses, axis=1) if losses else np.zeros((self.size, 0), np.float32)
         # the hyperparameters are functions of the step alone: the same for every dataset
-        hyper_arr = np.broadcast_to(_applied(fns, prepared, loss_arr.shape[1], self.chunk), (self.size, loss_arr.shape[1], len(prepared.hyper_names)))
+        hyper_arr = np.broadcast_to(applied_hyperparams(fns, prepared, loss_arr.shape[1], self.chunk), (self.size, loss_arr.shape[1], len(prepared.hyper_names)))
         # steps a dataset did not run hold NaN (the chunk leaves them unwritten)
         mask = np.arange(loss_arr.shape[1])[None, :] < done[:, None]
         loss_arr = np.where(mask, loss_arr, np.nan)
@@ -205,21 +194,18 @@ class BatchedRunner(Runner):
             steps_run=done,
             losses=loss_arr,
             hyperparams={name: np.where(mask, hyper_arr[:, :, j], np.nan) for j, name in enumerate(prepared.hyper_names)},
-            stop_reasons=[C.STOP_REASONS[int(r)] for r in np.asarray(stop["reason"])],
-            wall_time=time.perf_counter() - started,
+            stop_reasons=[C.STOP_REASONS[int(r)] for r in reasons],
+            wall_time=wall,
             compile_time=clock.seconds,
             compiles=clock.count,
             model=model,
         )
 
-    def run(self, model, start: int = 0, result=None) -> BatchedResult:
-        """Every phase in order. No exception for a non-finite loss: that dataset stops, its reason says why."""
-        result = result if result is not None else BatchedResult(model, self.size)
-        for index in range(start, len(self.plan.phases)):
-            phase_result = self.run_phase(index, model)
-            result.phases.append(phase_result)
-            model = phase_result.model
-        return result
+    def _new_result(self, model) -> BatchedResult:
+        return BatchedResult(model, self.size)
+
+    def _after_phase(self, result, phase_result) -> None:
+        """No exception for a non-finite loss: that dataset stopped, its reason says why."""
 
 
 def run_batched(program, loss_fn, args, kwargs, *, batched_model: bool = False, chunk: int | None = None) -> BatchedResult:
@@ -229,7 +215,7 @@ def run_batched(program, loss_fn, args, kwargs, *, batched_model: bool = False, 
     runner = BatchedRunner(program.plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=True, source=program.source)
     if chunk is None:
         runner.chunk = _chunk_for(runner.size)
-    model = _strong(program.model) if batched_model else runner.broadcast(program.model)
+    model = strong_types(program.model) if batched_model else runner.broadcast(program.model)
     if batched_model:
         _check_batched(model, runner.size)
     return runner.run(model)

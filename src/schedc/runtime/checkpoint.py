@@ -91,7 +91,7 @@ def _rebuild(template, leaves: list):
 
 
 class Checkpointer:
-    """The runner's checkpoint hooks (`run.Runner.checkpoint`) for one directory.
+    """The runner's checkpoint hooks (`runner.Runner.checkpoint`), reading and writing its public `runner.state` for one directory.
 
     Args:
         directory: where `checkpoint.pkl` lives (created if missing).
@@ -141,7 +141,7 @@ class Checkpointer:
     def resume(self, runner, model):
         """(model to start from, the Result so far, index of the next phase) after `load()`."""
         from schedc.compiler import chunk as C
-        from schedc.runtime.runner import PhaseResult, Result
+        from schedc.runtime.runner import PhaseResult, Result, RunnerState
 
         result = Result(initial_model=model)
         current = model
@@ -152,7 +152,7 @@ class Checkpointer:
         if self.previous is not None:
             index, state = self.previous
             signature = C.prepare(runner.plan.phases[index], runner.leaves, runner.chunk).signature
-            runner._previous = (signature, _device(state))
+            runner.state = RunnerState(index, signature, _device(state))
         return current, result, len(self.completed)
 
     # ---- the runner's hooks
@@ -193,8 +193,8 @@ class Checkpointer:
         fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "model"}
         fields["leaves"] = _leaves(p.model)
         self.completed.append(fields)
-        if runner._previous is not None:
-            self.previous = (p.index, _host(runner._previous[1]))
+        if runner.state.signature is not None:
+            self.previous = (runner.state.phase, _host(runner.state.opt_state))
         self._write(None)
 
     def _write(self, in_phase: dict | None) -> None:
@@ -218,8 +218,6 @@ def run(program, runner, directory, every: int = 10):
     runner.checkpoint = checkpointer
     if not checkpointer.load():
         return runner.run(program.model)
-    from schedc.runtime.runner import _strong
-
     model, result, start = checkpointer.resume(runner, program.model)
-    runner.begin(_strong(program.model))
+    runner.begin(program.model)
     return runner.run(model, start, result)

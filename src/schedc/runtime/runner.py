@@ -115,7 +115,7 @@ class RunError(RuntimeError):
         return done[-1].model if done else self.result.initial_model
 
 
-class _CompileClock:
+class CompileClock:
     """Counts and times XLA backend compiles while active (jax.monitoring)."""
 
     EVENT = "/jax/core/compile/backend_compile_duration"
@@ -184,7 +184,7 @@ class _Progress:
             self.done[task] = completed
 
 
-def _applied(fns: C.Compiled, prepared: C.PreparedPhase, steps: int, block: int) -> np.ndarray:
+def applied_hyperparams(fns: C.Compiled, prepared: C.PreparedPhase, steps: int, block: int) -> np.ndarray:
     """[steps, hyperparameters]: the values applied at each step run, a block of steps per call."""
     blocks = [np.asarray(fns.hypers(np.int32(start), prepared.numbers)) for start in range(0, steps, block)]
     return np.concatenate(blocks)[:steps] if blocks else np.zeros((0, len(prepared.hyper_names)), np.float32)
@@ -234,17 +234,17 @@ def _constrained_transforms(model) -> dict[str, Callable]:
     """
     import jax.tree_util as jtu
 
-    from schedc.plan.params import _value_field, path_of
+    from schedc.plan.params import value_field, path_of
 
-    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: _value_field(x) is not None)
+    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: value_field(x) is not None)
     return {
         path_of(keypath): node.backward_transform
         for keypath, node in entries
-        if _value_field(node) == "unconstrained_val" and callable(getattr(node, "backward_transform", None))
+        if value_field(node) == "unconstrained_val" and callable(getattr(node, "backward_transform", None))
     }
 
 
-def _strong(model):
+def strong_types(model):
     """The model with weakly typed arrays (`jnp.asarray(1.0)`) made strong.
 
     An optimizer update returns strong arrays; without this, the second phase
@@ -258,10 +258,32 @@ def _strong(model):
     return jax.tree_util.tree_map(strong, model)
 
 
+@dataclass
+class RunnerState:
+    """What one phase hands the next, and what a checkpoint saves and restores between phases.
+
+    `phase` is the index of the last phase run (None before the first), `signature` its
+    compiled signature (its free set and optimizer groups: what `carry state` matches
+    against) and `opt_state` its final optimizer state.
+    """
+
+    phase: int | None = None
+    signature: C.PhaseSignature | None = None
+    opt_state: Any = None
+
+    def carried_labels(self, signature: C.PhaseSignature) -> set[str]:
+        """Groups of `signature` whose optimizer state may be carried: same label, same optimizer."""
+        previous = {g.label: g.optimizer for g in self.signature.groups}
+        return {g.label for g in signature.groups if previous.get(g.label) == g.optimizer}
+
+
 class Runner:
     """Runs the phases of a Plan on a model, one at a time or all in order.
 
-    The Python builder (managed schedules) and `Program.run` both drive this.
+    The Python builder (managed schedules) and `Program.run` both drive this. The chunk loop
+    (`_run_phase`: pacing, progress, checkpoint hooks) is the one every fit runs; a fit
+    strategy supplies how a chunk is called and read: `_programs`, `_initial_stop`, `_absorb`
+    and `_phase_result` (single fits here, B datasets at once in `batch.BatchedRunner`).
     """
 
     def __init__(self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None):
@@ -274,7 +296,7 @@ class Runner:
         self.kwargs = dict(kwargs or {})
         self.data_arrays, self.data_layout = C.split((self.args, self.kwargs))
         self.leaves = leaf_indices(tree)
-        self.to_unconstrained: dict[str, Callable] = {}  # filled by run(): see _constrained_transforms
+        self.to_unconstrained: dict[str, Callable] = {}  # filled by begin(): see _constrained_transforms
         # one chunk length for every program, so phases of any length share executables
         # (a chunk is a while loop over at most `chunk` steps: a short phase costs nothing extra)
         self.chunk = int(chunk or C.DEFAULT_CHUNK)
@@ -283,14 +305,14 @@ class Runner:
         self.key = key
         self.quiet = quiet or not sys.stderr.isatty()
         self.initial_leaves: list | None = None
-        self._previous: tuple[C.Signature, Any] | None = None  # (signature, final optimizer state) of the last phase run
+        self.state = RunnerState()
         self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
         import jax
 
-        self.initial_leaves = jax.tree_util.tree_leaves(model)
+        self.initial_leaves = jax.tree_util.tree_leaves(strong_types(model))
         self.to_unconstrained = _constrained_transforms(model)
 
     # ---- model <-> leaves
@@ -340,7 +362,7 @@ class Runner:
 
     # ---- phases
 
-    def run_phase(self, index: int, model, progress: _Progress | None = None) -> PhaseResult:
+    def run_phase(self, index: int, model, progress: _Progress | None = None):
         """Run phase `index` starting from `model`. An exception from the loss (tracing it, say) gets a note naming the phase."""
         try:
             return self._run_phase(index, model, progress)
@@ -356,10 +378,6 @@ class Runner:
             line, column = self.source.position(phase.span.line, phase.span.column)
             return f"{self.source.name}:{line}:{column}"
         return f"{self.plan.source}:{phase.span.line}:{phase.span.column}"
-
-    def _programs(self, fns: C.Compiled) -> tuple[Callable, Callable]:
-        """The (init, chunk) functions phases run (the batched runner vmaps them)."""
-        return fns.init, fns.chunk
 
     def _start(self, phase: P.PhasePlan, model):
         """A phase's beginning: its inits applied, its program fetched (compiled on first use),
@@ -378,22 +396,21 @@ class Runner:
         leaves = jax.tree_util.tree_leaves(model)
         free = {path: leaves[indices[0]] for path, indices in sig.leaves}
         opt_state = init(free, prepared.numbers)
-        if phase.carry and self._previous is not None:
-            opt_state = C.carry_state(opt_state, self._previous[1], self._carried_labels(sig), sig)
+        if phase.carry and self.state.signature is not None:
+            opt_state = C.carry_state(opt_state, self.state.opt_state, self.state.carried_labels(sig), sig)
         return model, prepared, fns, chunk, model_arrays, free, opt_state
 
-    def _run_phase(self, index: int, model, progress: _Progress | None = None) -> PhaseResult:
-        import jax
-
+    def _run_phase(self, index: int, model, progress: _Progress | None = None):
+        """The chunk loop: call the phase's chunk until the phase ends, pacing the calls, moving the
+        progress bar and calling the checkpoint hooks; then record the state the next phase may carry."""
         phase = self.plan.phases[index]
-        model = _strong(model)
+        model = strong_types(model)
         if self.initial_leaves is None:
             self.begin(model)
         started = time.perf_counter()
-        with _CompileClock() as clock:
+        with CompileClock() as clock:
             model, prepared, fns, chunk_fn, model_arrays, free, opt_state = self._start(phase, model)
-            sig = prepared.signature
-            stop = C.initial_stop_state(sig)
+            stop = self._initial_stop(prepared.signature)
             losses = []
             step0 = 0
             if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one
@@ -401,34 +418,55 @@ class Runner:
                 model, free, opt_state, stop, losses, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "step0"))
                 model_arrays = C.split(model)[0]
             task = progress.phase(f"{phase.label}", phase.steps) if progress else None
-            reason = C.COMPLETED
             pace = _Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
             while step0 < phase.steps:
                 n_active = min(phase.steps - step0, pace.steps())
-                free, opt_state, stop, chunk_losses = chunk_fn(
-                    free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays
-                )
-                done_before = sum(len(l) for l in losses)
-                done, reason = (int(v) for v in jax.device_get((stop["done"], stop["reason"])))
-                # sliced on the host: a device slice would compile once per length
-                chunk_losses = np.asarray(chunk_losses)[: done - done_before]
-                bad = C.first_nonfinite(chunk_losses)
-                if bad is not None:  # the run ends at the first non-finite loss
-                    chunk_losses, reason = chunk_losses[: bad + 1], C.NONFINITE
+                before = (free, opt_state, stop)
+                out = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays)
+                free, opt_state, stop, chunk_losses, finished = self._absorb(before, out, step0, n_active)
                 losses.append(chunk_losses)
                 if progress:
-                    progress.advance(task, done, float(losses[-1][-1]) if len(losses[-1]) else float("nan"))
+                    progress.advance(task, step0 + chunk_losses.shape[-1], _last_loss(chunk_losses))
                 pace.observe(n_active)
-                if reason != C.COMPLETED:
+                if finished:
                     break
                 step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
                     self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
         model = self._write_back(model, free)
-        self._previous = (sig, opt_state)
+        self.state = RunnerState(phase.index, prepared.signature, opt_state)
+        return self._phase_result(phase, prepared, fns, losses, stop, model, time.perf_counter() - started, clock)
+
+    # ---- the single-fit strategy (batch.BatchedRunner overrides these four)
+
+    def _programs(self, fns: C.Compiled) -> tuple[Callable, Callable]:
+        """The (init, chunk) functions phases run."""
+        return fns.init, fns.chunk
+
+    def _initial_stop(self, signature: C.PhaseSignature) -> dict:
+        return C.initial_stop_state(signature)
+
+    def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int):
+        """Read one chunk call's outputs: (free, opt_state, stop, the losses of the steps run, phase over?).
+
+        A non-finite loss ends the phase (and the run) at its step; the stop state then says so.
+        """
+        import jax
+
+        free, opt_state, stop, chunk_losses = out
+        done, reason = (int(v) for v in jax.device_get((stop["done"], stop["reason"])))
+        # sliced on the host: a device slice would compile once per length
+        chunk_losses = np.asarray(chunk_losses)[: done - step0]
+        bad = C.first_nonfinite(chunk_losses)
+        if bad is not None:
+            chunk_losses, reason = chunk_losses[: bad + 1], C.NONFINITE
+            stop = dict(stop, reason=np.int32(reason))
+        return free, opt_state, stop, chunk_losses, reason != C.COMPLETED
+
+    def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, fns: C.Compiled, losses: list, stop: dict, model, wall: float, clock: CompileClock):
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
-        hyper_arr = _applied(fns, prepared, len(loss_arr), self.chunk)
-        result = PhaseResult(
+        hyper_arr = applied_hyperparams(fns, prepared, len(loss_arr), self.chunk)
+        return PhaseResult(
             index=phase.index,
             name=phase.name,
             display=phase.label,
@@ -436,33 +474,38 @@ class Runner:
             steps_run=len(loss_arr),
             losses=loss_arr,
             hyperparams={name: hyper_arr[:, j] for j, name in enumerate(prepared.hyper_names)},
-            stop_reason=C.STOP_REASONS[reason],
-            wall_time=time.perf_counter() - started,
+            stop_reason=C.STOP_REASONS[int(stop["reason"])],
+            wall_time=wall,
             compile_time=clock.seconds,
             compiles=clock.count,
             model=model,
         )
-        return result
 
-    def _carried_labels(self, sig: C.Signature) -> set[str]:
-        previous = {g.label: g.optimizer for g in self._previous[0].groups}
-        return {g.label for g in sig.groups if previous.get(g.label) == g.optimizer}
+    def _new_result(self, model) -> Result:
+        return Result(initial_model=model)
 
-    def run(self, model, start: int = 0, result: Result | None = None) -> Result:
+    def _after_phase(self, result: Result, phase_result: PhaseResult) -> None:
+        """A non-finite loss ends a single fit: RunError, holding every phase so far."""
+        if phase_result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
+            raise self.nonfinite_error(result, self.plan.phases[phase_result.index], phase_result)
+
+    # ---- the whole schedule
+
+    def run(self, model, start: int = 0, result=None):
         """Every phase in order from `start` (appended to `result`, when resuming). A non-finite loss raises RunError holding the partial Result."""
-        result = result if result is not None else Result(initial_model=model)
+        result = result if result is not None else self._new_result(model)
         with _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
             for index in range(start, len(self.plan.phases)):
                 phase_result = self.run_phase(index, model, progress)
                 result.phases.append(phase_result)
-                if phase_result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
-                    raise self._nonfinite(result, self.plan.phases[index], phase_result)
+                self._after_phase(result, phase_result)
                 model = phase_result.model
                 if self.checkpoint is not None:
                     self.checkpoint.after_phase(self, result)
         return result
 
-    def _nonfinite(self, result: Result, phase: P.PhasePlan, phase_result: PhaseResult) -> RunError:
+    def nonfinite_error(self, result: Result, phase: P.PhasePlan, phase_result: PhaseResult) -> RunError:
+        """The RunError of a phase that met a non-finite loss (its last step); `result` ends with that phase."""
         step = phase_result.steps_run - 1
         finite = phase_result.losses[np.isfinite(phase_result.losses)]
         last = float(finite[-1]) if len(finite) else float("nan")
@@ -476,3 +519,13 @@ class Runner:
         if where:
             error.add_note(f"phase defined at {where}")
         return error
+
+
+def _last_loss(chunk_losses: np.ndarray) -> float:
+    """The loss the progress bar shows: the last one run (the mean over datasets, batched)."""
+    if not chunk_losses.shape[-1]:
+        return float("nan")
+    last = chunk_losses[..., -1]
+    if not last.ndim:
+        return float(last)
+    return float(np.nanmean(last)) if np.isfinite(last).any() else float("nan")

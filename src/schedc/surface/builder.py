@@ -282,10 +282,10 @@ def _fix_flags(model) -> dict[str, bool]:
     """Canonical path -> `fix` of every spectracles-style parameter node (`val`/`fix` fields)."""
     import jax.tree_util as jtu
 
-    from schedc.plan.params import _value_field, path_of
+    from schedc.plan.params import value_field, path_of
 
-    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: _value_field(x) is not None)
-    return {path_of(keypath): bool(x.fix) for keypath, x in entries if _value_field(x) is not None and isinstance(getattr(x, "fix", None), (bool, np.bool_))}
+    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: value_field(x) is not None)
+    return {path_of(keypath): bool(x.fix) for keypath, x in entries if value_field(x) is not None and isinstance(getattr(x, "fix", None), (bool, np.bool_))}
 
 
 def _unnamed_free(tree, patterns: list[str], flags: dict[str, bool]) -> list[str]:
@@ -382,12 +382,10 @@ class Schedule:
 
     def runner(self, *args, **kwargs):
         """A `run.Runner` over this schedule's plan for these loss arguments."""
-        from schedc.runtime.runner import _strong
-
         runner = self.program.runner(self.loss_fn, *args, chunk=self.chunk, quiet=self.quiet, **kwargs)
-        runner.begin(_strong(self.initial_model))  # whichever phase runs first, `init = reset` means the initial model
+        runner.begin(self.initial_model)  # whichever phase runs first, `init = reset` means the initial model
         if self._runner is not None:  # carried optimizer state survives a change of arguments
-            runner._previous = self._runner._previous
+            runner.state = self._runner.state
         self._runner = runner
         return runner
 
@@ -479,7 +477,7 @@ class ManagedSchedule(Schedule):
         runner = self.runner(*args, **kwargs)
         result = runner.run_phase(k, self.model_history[-1])
         if result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
-            raise runner._nonfinite(Result(self.model_history[-1], [result]), self.plan.phases[k], result)
+            raise runner.nonfinite_error(Result(self.model_history[-1], [result]), self.plan.phases[k], result)
         self.model_history.append(result.model)
         self._losses[k] = result.losses
         self.phase_states[k] = COMPLETED

@@ -78,7 +78,7 @@ class PreparedPhase:
 
     signature: PhaseSignature
     numbers: np.ndarray  # float32: every hyperparameter schedule's numbers
-    stop_numbers: np.ndarray  # float32: [loss_change threshold, after, loss threshold]
+    stop_numbers: np.ndarray  # float64 (float32 on the device without jax_enable_x64): [loss_change threshold, after, loss threshold]
     hyper_names: tuple[str, ...]  # column names of the logged hyperparameters
 
 
@@ -130,7 +130,7 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
         groups.append(GroupSignature(label, tuple(group.paths), spec.name, static, tuple(hypers)))
     kinds = tuple(sorted({rule.kind for rule in phase.stop}))
     over = next((rule.over for rule in phase.stop if rule.kind == "loss_change"), 1)
-    stop_numbers = np.zeros(3, np.float32)
+    stop_numbers = np.zeros(3, np.float64)  # compared with the loss: as precise as a float64 loss needs
     for rule in phase.stop:
         if rule.kind == "loss_change":
             stop_numbers[0], stop_numbers[1] = rule.threshold, rule.after
@@ -305,24 +305,26 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
             hps = hyper_values(signature, i, numbers)
             extras = {"value": loss, "grad": grads, "value_fn": loss_of} if extra else {}
             updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
-            return loss.astype(jnp.float32), optax.apply_updates(free, updates), opt_state
+            return loss, optax.apply_updates(free, updates), opt_state
 
         def update_stop(stop, i, loss):
             # after step i: a non-finite loss ends the phase (and the run); so may a stop rule
             stop = dict(stop)
-            reason = jnp.where(jnp.isfinite(loss), COMPLETED, NONFINITE)
+            # int32 throughout: under jax_enable_x64 a bare Python int would widen the carry to int64
+            reason = jnp.where(jnp.isfinite(loss), jnp.int32(COMPLETED), jnp.int32(NONFINITE))
             if has_lc:
                 ring = stop["ring"].at[i % N].set(loss)
                 stop["ring"] = ring
                 trend = ring[(i + 1) % N] - loss  # loss N-1 steps ago minus now (spectracles' loss[-N] - loss[-1])
                 due = (i >= stop_numbers[1]) & (i % N == 0)
-                reason = jnp.where((reason == COMPLETED) & due & (jnp.abs(trend) < stop_numbers[0]), STOP_LOSS_CHANGE, reason)
+                reason = jnp.where((reason == COMPLETED) & due & (jnp.abs(trend) < stop_numbers[0]), jnp.int32(STOP_LOSS_CHANGE), reason)
             if has_loss:
-                reason = jnp.where((reason == COMPLETED) & (loss < stop_numbers[2]), STOP_LOSS, reason)
+                reason = jnp.where((reason == COMPLETED) & (loss < stop_numbers[2]), jnp.int32(STOP_LOSS), reason)
             stop["reason"] = reason
             return stop
 
-        losses = jnp.full((K,), jnp.nan, jnp.float32)
+        # the history keeps the loss's own dtype (float64 under jax_enable_x64 with a float64 model)
+        losses = jnp.full((K,), jnp.nan, jax.eval_shape(loss_of, free).dtype)
         # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
         # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
         # rules the loop body is the bare step, as in a hand-written loop, and the host finds
@@ -390,8 +392,11 @@ def first_nonfinite(losses: np.ndarray) -> int | None:
 
 
 def initial_stop_state(signature: PhaseSignature) -> dict:
+    import jax.numpy as jnp
+
     return {
-        "ring": np.full((signature.over,), np.nan, np.float32),
+        # the widest float the process allows (float64 under jax_enable_x64): holds any loss exactly
+        "ring": np.full((signature.over,), np.nan, jnp.result_type(float)),
         "reason": np.int32(COMPLETED),
         "done": np.int32(0),
     }

@@ -297,8 +297,10 @@ def summary_line(diagnostics: Sequence[Diagnostic], files: int) -> str:
 RENDERERS = {"text": render_text, "concise": render_concise, "json": render_json, "github": render_github}
 
 
-class SchedError(Exception):
+class SchedError(ValueError):
     """Raised by the Python API when a schedule has errors; holds every diagnostic.
+
+    A `ValueError`, as spectracles raises for the same mistakes, so `except ValueError` keeps working.
 
     `str()` renders them exactly as `schedc check` prints them.
     """

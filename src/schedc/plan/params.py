@@ -12,6 +12,13 @@ and returns a `ParamTree` of plain data (paths, leaf indices, shapes, dtypes):
   is a constant, not a parameter;
 * the same array object at several paths is one parameter: the first path in
   tree order is its parent, later paths are shared copies.
+* in a model with spectracles-style parameter nodes, ONLY those nodes are
+  parameters: any other array (a FourierGP's frequency grid `_freqs`, a data
+  grid) is a constant no pattern can free, as in spectracles;
+* a spectracles `ShareModule` is seen through: paths are those of its inner
+  model as `get_parameter_paths()` prints them (`a`, not `model.a`), and the
+  copies it replaced by sentinels are shared copies of their parent (a
+  pattern naming only copies is E0402), without leaves of their own.
 
 Leaf indices address `jax.tree_util.tree_leaves(model)` (the standard flatten),
 so the compiler can flatten the model, update leaves by index and unflatten it.
@@ -152,13 +159,17 @@ def discover(model) -> ParamTree:
     import jax.tree_util as jtu
 
     entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: value_field(x) is not None)
-    found: list[tuple[str, int, object, str]] = []  # (path, leaf index, array, kind)
+    share = is_share_module(model)
+    arrays: list[tuple[str, int, object, str]] = []  # bare arrays: (path, leaf index, array, kind)
+    nodes: list[tuple[str, int, object, str]] = []  # parameter nodes' value arrays
     leaf = 0
     for keypath, x in entries:
+        if share:  # paths inside a ShareModule are its inner model's (its other fields hold no arrays)
+            keypath = keypath[1:]
         field_name = value_field(x)
         if field_name is None:
             if _is_inexact(x):
-                found.append((path_of(keypath), leaf, x, "array"))
+                arrays.append((path_of(keypath), leaf, x, "array"))
             leaf += 1
             continue
         sub, _ = jtu.tree_flatten_with_path(x)
@@ -166,10 +177,47 @@ def discover(model) -> ParamTree:
             for j, (subpath, value) in enumerate(sub):
                 if len(subpath) == 1 and getattr(subpath[0], "name", None) == field_name and _is_inexact(value):
                     kind = "parameter" if field_name == "val" else "constrained"
-                    found.append((path_of(keypath), leaf + j, value, kind))
+                    nodes.append((path_of(keypath), leaf + j, value, kind))
                     break
         leaf += len(sub)
-    return _group(found, leaf)
+    # a model written with parameter nodes says what is trainable: its other arrays are constants
+    tree = _group(nodes or arrays, leaf)
+    return _with_share_copies(tree, model) if share else tree
+
+
+def parameter_nodes(model) -> list[tuple[str, object]]:
+    """(path, node) of every spectracles-style parameter node, paths as `discover` writes them."""
+    import jax.tree_util as jtu
+
+    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: value_field(x) is not None)
+    skip = 1 if is_share_module(model) else 0
+    return [(path_of(keypath[skip:]), x) for keypath, x in entries if value_field(x) is not None]
+
+
+def is_share_module(model) -> bool:
+    """A spectracles ShareModule (recognised by its fields: spectracles stays optional)."""
+    return all(hasattr(model, a) for a in ("model", "_dupl_leaf_paths", "_dupl_leaf_ids", "_parent_leaf_paths"))
+
+
+def _node_path(leaf_path) -> str:
+    """The parameter path of a ShareModule leaf path (`(a, val)` -> `a`): its node's path."""
+    keys = list(leaf_path)
+    if keys and getattr(keys[-1], "name", None) in _VALUE_FIELDS:
+        keys.pop()
+    return path_of(keys)
+
+
+def _with_share_copies(tree: ParamTree, model) -> ParamTree:
+    """Register the copies a ShareModule replaced by sentinels as shared copies (no leaves) of their parents."""
+    from dataclasses import replace
+
+    copies: dict[str, list[str]] = {}
+    for ident, copy in zip(model._dupl_leaf_ids, model._dupl_leaf_paths):
+        parent = model._parent_leaf_paths.get(ident)
+        if parent is not None:
+            copies.setdefault(_node_path(parent), []).append(_node_path(copy))
+    params = tuple(replace(p, shared=p.shared + tuple(copies.get(p.path, ()))) for p in tree.params)
+    return ParamTree(params, tree.num_leaves)
 
 
 def _group(found, num_leaves: int) -> ParamTree:

@@ -83,7 +83,7 @@ class Result(PhaseHistory):
         """Every logged hyperparameter over the whole run (NaN in phases that do not have it)."""
         names = list(dict.fromkeys(k for p in self.phases for k in p.hyperparams))
         return {
-            k: np.concatenate([p.hyperparams.get(k, np.full(p.steps_run, np.nan, np.float32)) for p in self.phases])
+            k: np.concatenate([p.hyperparams.get(k, np.full(p.steps_run, np.nan, p.losses.dtype)) for p in self.phases])
             for k in names
         }
 
@@ -232,14 +232,11 @@ def _constrained_transforms(model) -> dict[str, Callable]:
     model exposes, as spectracles takes them: they go through the node's own
     `backward_transform`.
     """
-    import jax.tree_util as jtu
+    from schedc.plan.params import parameter_nodes, value_field
 
-    from schedc.plan.params import value_field, path_of
-
-    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: value_field(x) is not None)
     return {
-        path_of(keypath): node.backward_transform
-        for keypath, node in entries
+        path: node.backward_transform
+        for path, node in parameter_nodes(model)
         if value_field(node) == "unconstrained_val" and callable(getattr(node, "backward_transform", None))
     }
 
@@ -473,7 +470,7 @@ class Runner:
             steps=phase.steps,
             steps_run=len(loss_arr),
             losses=loss_arr,
-            hyperparams={name: hyper_arr[:, j] for j, name in enumerate(prepared.hyper_names)},
+            hyperparams={name: hyper_arr[:, j].astype(loss_arr.dtype) for j, name in enumerate(prepared.hyper_names)},
             stop_reason=C.STOP_REASONS[int(stop["reason"])],
             wall_time=wall,
             compile_time=clock.seconds,

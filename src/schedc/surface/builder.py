@@ -18,7 +18,9 @@ hyperparameters back.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -273,19 +275,28 @@ def _entry(pattern: str, spec: ParamSpec) -> tuple[n.ParamEntry | None, list[n.I
     return entry, body_inits
 
 
-def _is_share_module(model) -> bool:
-    """A spectracles ShareModule: spectracles' paths are relative to its inner `model`."""
-    return hasattr(model, "_shared_components") and hasattr(model, "_dupl_leaf_paths") and hasattr(model, "model")
+def _past_the_end(pattern: str, spec: ParamSpec, n_phases: int) -> ParamSpec:
+    """spectracles' `free_after(k)` with k past the last phase: never free (with a warning here;
+    a `.sched` file's `free after` a phase that does not exist stays an error, E0109)."""
+    parts = []
+    for part in spec.parts:
+        kind, phases, _ = part
+        if kind == "free_after" and phases[0] >= n_phases:
+            warnings.warn(f"params[{pattern!r}]: free_after({phases[0]}) is past the last phase ({n_phases - 1}): never free, as in spectracles", stacklevel=4)
+            continue
+        parts.append(part)
+    if parts == list(spec.parts):
+        return spec
+    if not parts and n_phases:  # still named by its pattern: fixed everywhere
+        parts.append(("fixed_in", tuple(range(n_phases)), None))
+    return ParamSpec(tuple(parts))
 
 
 def _fix_flags(model) -> dict[str, bool]:
-    """Canonical path -> `fix` of every spectracles-style parameter node (`val`/`fix` fields)."""
-    import jax.tree_util as jtu
+    """Path -> `fix` of every spectracles-style parameter node (`val`/`fix` fields)."""
+    from schedc.plan.params import parameter_nodes
 
-    from schedc.plan.params import value_field, path_of
-
-    entries, _ = jtu.tree_flatten_with_path(model, is_leaf=lambda x: value_field(x) is not None)
-    return {path_of(keypath): bool(x.fix) for keypath, x in entries if value_field(x) is not None and isinstance(getattr(x, "fix", None), (bool, np.bool_))}
+    return {path: bool(x.fix) for path, x in parameter_nodes(model) if isinstance(getattr(x, "fix", None), (bool, np.bool_))}
 
 
 def _unnamed_free(tree, patterns: list[str], flags: dict[str, bool]) -> list[str]:
@@ -302,7 +313,7 @@ def _unnamed_free(tree, patterns: list[str], flags: dict[str, bool]) -> list[str
     return [p for i, p in enumerate(tree.paths) if i not in named and flags.get(p) is False]
 
 
-def build_file(model, phases, params: dict, default_optimizer="adam", criterion=None, seed: int | None = None, prefix: str = "") -> n.File:
+def build_file(model, phases, params: dict, default_optimizer="adam", criterion=None, seed: int | None = None) -> n.File:
     """The syntax tree of the `.sched` program `build_schedule` runs (see there for the arguments)."""
     from schedc.plan.params import discover
 
@@ -321,14 +332,14 @@ def build_file(model, phases, params: dict, default_optimizer="adam", criterion=
         if not isinstance(spec, ParamSpec):
             hint = " (a spectracles spec: import the helpers from schedc instead)" if type(spec).__module__.startswith("spectracles") else ""
             raise TypeError(f"params[{pattern!r}]: expected a spec made with schedc's free_in/free_after/free_until/fixed_in/init_* helpers, got {spec!r}{hint}")
-        entry, inits = _entry(prefix + pattern, spec)
+        entry, inits = _entry(pattern, _past_the_end(pattern, spec, len(phase_nodes)))
         if entry is not None:
             entries.append(entry)
         for k, init in inits:
             body_inits.setdefault(k, []).append(init)
     if phase_nodes:
         tree = discover(model)
-        for path in _unnamed_free(tree, [prefix + p for p in params], _fix_flags(model)):
+        for path in _unnamed_free(tree, list(params), _fix_flags(model)):
             entries.append(n.ParamEntry((n.Pattern(path),), (n.Spec("free_after", (n.PhaseRef(0),)),)))
     for k, inits in body_inits.items():
         if 0 <= k < len(phase_nodes):
@@ -463,10 +474,14 @@ class ManagedSchedule(Schedule):
     def _check_next(self, k: int, verb: str) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.phase_states):
             raise ValueError(f"phase index {k!r} out of range [0, {len(self.phase_states) - 1}]")
+        # spectracles' wordings ("has already been completed", "must complete/process phases in order")
+        if self.phase_states[k] == COMPLETED:
+            raise RuntimeError(f"phase {k} has already been completed: reset_from_phase({k}) to {verb} it again")
         if self.phase_states[k] != PENDING:
             raise RuntimeError(f"phase {k} was already {self.phase_states[k]}: reset_from_phase({k}) to {verb} it again")
         if k != self.current_phase_index:
-            raise RuntimeError(f"cannot {verb} phase {k}: phases run in order, the next is phase {self.current_phase_index}")
+            order = "must complete phases in order" if verb == "run" else "must process phases in order"
+            raise RuntimeError(f"cannot {verb} phase {k} - {order}; the next phase is {self.current_phase_index}")
 
     def run_phase_by_index(self, k: int, *args, **kwargs) -> None:
         """Run phase k, which must be the next one. A non-finite loss raises `run.RunError`; the phase stays pending."""
@@ -582,9 +597,8 @@ def build_schedule(
     from schedc.lang.syntax import parse
     from schedc.surface.api import Program, _compile_text
 
-    prefix = "model." if _is_share_module(model) else ""
     seed = int(key) if isinstance(key, (int, np.integer)) and not isinstance(key, bool) else None
-    file = build_file(model, phases, params, default_optimizer, Δloss_criterion, seed, prefix)
+    file = build_file(model, phases, params, default_optimizer, Δloss_criterion, seed)
     from schedc.tooling.fmt import unparse
 
     text = unparse(file)
@@ -596,11 +610,24 @@ def build_schedule(
         raise SchedError([d.in_file(_NAME) for d in parsed.diagnostics] or [_unwritable(file, parsed.file)], {_NAME: source})
     if key is None:
         _require_key(parsed.file, source)
-    if prefix:
-        _check_share_copies(model, parsed.file, source)
-    program: Program = _compile_text(text, _NAME, Path.cwd(), source, model, key, {})
+    try:
+        program: Program = _compile_text(text, _NAME, Path.cwd(), source, model, key, {})
+    except SchedError as err:
+        raise SchedError([_in_spectracles_words(d) for d in err.diagnostics], err.sources) from None
     cls = ManagedSchedule if managed else Schedule
     return cls(program, file, text, loss_fn, chunk, quiet)
+
+
+# what spectracles' build_schedule says for the same mistakes, so code matching its messages keeps working
+_SPECTRACLES_WORDS = {"E0401": "pattern '{}' did not match any parameters", "E0402": "pattern '{}' only matches shared parameters"}
+
+
+def _in_spectracles_words(d: Diagnostic) -> Diagnostic:
+    words = _SPECTRACLES_WORDS.get(d.code)
+    if words is None or "`" not in d.message:
+        return d
+    pattern = d.message.split("`")[1]
+    return dataclasses.replace(d, notes=d.notes + (f"spectracles: {words.format(pattern)}",))
 
 
 def _unwritable(built: n.File, parsed: n.File) -> Diagnostic:
@@ -622,43 +649,10 @@ def _require_key(file: n.File, source: Source) -> None:
                     found.append(
                         Diagnostic(
                             "E0501",
-                            f"`{path}`: init_{spec.dist.func.id} needs a PRNG key",
+                            f"PRNG key required for init_{spec.dist.func.id} on `{path}`",
                             spec.span,
                             help="pass key=jax.random.key(SEED) (or an int seed) to build_schedule",
                         ).in_file(_NAME)
                     )
-    if found:
-        raise SchedError(found, {_NAME: source})
-
-
-def _check_share_copies(model, file: n.File, source: Source) -> None:
-    """E0402 for a pattern naming only shared copies of a ShareModule (spectracles replaced them by sentinels)."""
-    from schedc.lang.glob import PathSet, PatternError, compile_pattern
-    from schedc.plan.params import discover
-
-    parents = set(discover(model).paths)
-    copies = {f"model.{c}": f"model.{p}" for p, cs in model._shared_components.items() for c in cs}
-    copy_set = PathSet(list(copies))
-    parent_set = PathSet(sorted(parents))
-    found = []
-    for node in n.walk(file):
-        if not isinstance(node, n.Pattern):
-            continue
-        try:
-            compiled = compile_pattern(node.text)
-        except PatternError:
-            continue
-        hits = [copy_set.paths[i] for i in copy_set.match(compiled)]
-        if hits and not parent_set.match(compiled):
-            names = ", ".join(f"`{copies[c]}`" for c in hits[:3])
-            found.append(
-                Diagnostic(
-                    "E0402",
-                    f"pattern `{node.text}` matches only shared copies",
-                    node.span,
-                    notes=(", ".join(f"`{c}` is `{copies[c]}`" for c in hits[:3]) + ": one parameter, named by its first path",),
-                    help=f"name the parent instead: {names}",
-                ).in_file(_NAME)
-            )
     if found:
         raise SchedError(found, {_NAME: source})

@@ -233,6 +233,8 @@ DEFAULT_OPTIMIZER = "adam"
 
 # Largest step count: optax counts in int32.
 MAX_STEPS = 2**31 - 1
+# Longest `stop when loss_change ... over N` window: the run keeps N losses in a ring buffer.
+MAX_STOP_WINDOW = 1_000_000
 # Largest magnitude of a number: float32.
 MAX_NUMBER = 3.4028234663852886e38
 

@@ -28,17 +28,20 @@ from schedc.check._optax_table import OPTIMIZERS
 from schedc.check.schedules import check_schedule
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, Label, did_you_mean, sort_key
-from schedc.lang.expr import constant, describe, substitute
+from schedc.lang.expr import MAX_EXPR_NODES, constant, describe, substitute, tree_size
 from schedc.lang.glob import PatternError, check_pattern
 from schedc.lang.program import (
+    MAX_PHASES,
     ExpandedPhase,
     env_of,
     expand,
     header_span,
+    oversized_lets,
+    phase_count,
     ref_phases,
     spec_phases,
 )
-from schedc.lang.syntax import ParseResult, decode, parse
+from schedc.lang.syntax import ParseResult, decode, parse, underflows
 
 # Used when neither the phase nor an `optimizer` directive names one (as spectracles' build_schedule).
 
@@ -110,6 +113,14 @@ def _finite(value) -> bool:
     return math.isfinite(value) and abs(value) <= catalog.MAX_NUMBER
 
 
+def _divides_by_zero(expr: n.BinOp, memo: dict) -> bool:
+    """`x / 0`, or `0 ** -y` (both operands constant): reported as such rather than as "evaluates to nan"."""
+    right = constant(expr.right, memo)
+    if expr.op == "/":
+        return right == 0
+    return expr.op == "**" and constant(expr.left, memo) == 0 and right < 0
+
+
 @dataclass
 class _PhaseInfo:
     """What one phase node (shared by the instances of a repeat) says about each pattern text."""
@@ -134,6 +145,10 @@ class _Checker:
         self.bound = {key.lstrip("$") for key in placeholders}
         # placeholders bound to values the checker cannot inspect (a callable schedule) stay Placeholders
         self.env: dict[str, object] = env_of(file, placeholders)
+        self.oversized = {let.name.id: let for let in oversized_lets(file, placeholders)}
+        # lets share subtrees: each shared node is folded once per file and checked once per `_expr`
+        self._folded: dict = {}
+        self._visited: dict | None = None
         self.lets: dict[str, n.Let] = {}
         self.directives: dict[str, n.Directive] = {}
         self.phases: tuple[ExpandedPhase, ...] = ()
@@ -155,14 +170,28 @@ class _Checker:
             except RecursionError:  # lets nested into lets beyond the host's stack
                 self.error("E0005", "expression nested beyond the checker's limits", getattr(item, "span", n.NO_SPAN), notes=("split it with fewer nested `let`s",))
         try:
+            self._check_phase_total()
             self.phases = expand(self.file, self._count)
         except RecursionError:
             return
         self._check_phase_names()
         self._check_structure()
 
+    def _check_phase_total(self) -> None:
+        """E0211 at the item whose expansion takes the file past MAX_PHASES phases in all."""
+        total = 0
+        for item in self.file.items:
+            total += phase_count((item,), self._count) if isinstance(item, (n.Phase, n.Repeat)) else 0
+            if total > MAX_PHASES:
+                span = header_span(item) if isinstance(item, n.Phase) else item.count.span
+                self.error("E0211", f"the file expands to more than {MAX_PHASES} phases in all", span, help="use fewer or shorter `repeat`s (a phase can run many steps)")
+                return
+
     def _check_item(self, item) -> None:
-        if isinstance(item, n.Let):
+        if isinstance(item, n.Let) and item.name.id in self.oversized:
+            if self.oversized[item.name.id] is item:
+                self.error("E0005", f"`{item.name.id}` expands to more than {MAX_EXPR_NODES} nodes once the `let`s in it are substituted", item.name.span, help="compute the value in Python and pass it as a `$placeholder`, or write it out")
+        elif isinstance(item, n.Let):
             # the first definition is checked as it was closed at its place (later lets not yet defined)
             first = self.lets.get(item.name.id) is item
             self._expr(self.env[item.name.id] if first else substitute(item.value, self.env), "any")
@@ -368,6 +397,8 @@ class _Checker:
                 self.error("E0202", f"`{word}` takes a whole number of steps, got {_show(value)}", expr.span)
             elif value < least:
                 self.error("E0213", f"`{word}` must be >= {least}, got {value}", expr.span)
+            elif word == "over" and value > catalog.MAX_STOP_WINDOW:
+                self.error("E0213", f"`over` is at most {catalog.MAX_STOP_WINDOW} steps, got {value}", expr.span, notes=("the rule keeps a window of this many losses in memory",))
 
     # ---- calls: distributions, optimizers
 
@@ -429,7 +460,14 @@ class _Checker:
         are checked), "init" (a number or nested list of numbers) and "string".
         """
         mark = len(self.diags)
-        self._check(expr, kind)
+        outer, self._visited = self._visited, self._visited if self._visited is not None else {}
+        try:
+            if tree_size(expr) > MAX_EXPR_NODES:
+                self.error("E0005", f"this expression has more than {MAX_EXPR_NODES} nodes once the `let`s in it are substituted", expr.span, help="split it, or compute it in Python and pass it as a `$placeholder`")
+            else:
+                self._check(expr, kind)
+        finally:
+            self._visited = outer
         ok = not any(d.is_error for d in self.diags[mark:])
         if not report:
             del self.diags[mark:]
@@ -440,6 +478,10 @@ class _Checker:
         return constant(expr) if self._expr(expr, kind) else None
 
     def _check(self, expr, kind: str) -> None:
+        if self._visited is not None:
+            if (id(expr), kind) in self._visited:
+                return  # a subtree shared by substituted lets: its diagnostics are already there
+            self._visited[(id(expr), kind)] = expr
         if isinstance(expr, n.Placeholder):
             return  # unbound: reported once as E0110; bound to an opaque object: unknowable
         if isinstance(expr, n.Name):
@@ -448,6 +490,8 @@ class _Checker:
         if isinstance(expr, n.Number):
             if not _finite(expr.value):
                 self.error("E0210", f"`{expr.text}` is not a finite float32 number", expr.span, help=f"numbers must lie within ±{catalog.MAX_NUMBER:.4g}")
+            elif underflows(expr.text):
+                self.error("E0210", f"`{expr.text}` is too small to represent: it would silently become 0", expr.span, help="write 0 if zero is meant")
             elif kind not in ("any", "number", "schedule", "duration", "init"):
                 self._wrong(expr, kind)
             elif kind == "duration" and (not _is_int(expr.value) or expr.value < 0):
@@ -515,6 +559,8 @@ class _Checker:
         self.error("E0202", f"expected {expected}, got {describe(expr)}", expr.span, help=help)
 
     def _name(self, name: n.Name, kind: str) -> None:
+        if name.id in self.oversized:
+            return  # reported once at its `let`
         if name.id in self.lets:  # still a Name: a let used before its definition
             self.error("E0101", f"`{name.id}` is used before its definition", name.span, labels=(Label(self.lets[name.id].name.span, "defined here"),), help="move the `let` above its first use")
             return
@@ -534,12 +580,14 @@ class _Checker:
             self._check(operand, inner)
         if len(self.diags) > mark:
             return
-        value = constant(expr)
+        value = constant(expr, self._folded)
         if value is None:
             if kind not in ("schedule", "any"):
                 self._wrong(expr, kind)
             return
-        if not _finite(value):
+        if isinstance(expr, n.BinOp) and _divides_by_zero(expr, self._folded):
+            self.error("E0210", "division by zero" if expr.op == "/" else "zero raised to a negative power", expr.span)
+        elif not _finite(value):
             self.error("E0210", f"this evaluates to {_show(value)}, not a finite float32 number", expr.span)
         elif kind == "duration" and (not _is_int(value) or value < 0):
             self.error("E0202", f"a duration is a whole number of steps or a percentage, got {_show(value)}", expr.span)

@@ -204,10 +204,20 @@ def render_github(diagnostics: Sequence[Diagnostic], sources: dict[str, Source] 
     for d in diagnostics:
         name, line, col, end_line, end_col = _position(d, sources)
         kind = "error" if d.is_error else "warning"
-        message = d.message + (f" ({d.help})" if d.help else "")
-        message = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        out.append(f"::{kind} file={name},line={line},col={col},endLine={end_line},endColumn={end_col},title={d.code}::{message}")
+        message = _escape_data(d.message + (f" ({d.help})" if d.help else ""))
+        out.append(f"::{kind} file={_escape_property(name)},line={line},col={col},endLine={end_line},endColumn={end_col},title={_escape_property(d.code)}::{message}")
     return "\n".join(out)
+
+
+def _escape_data(text: str) -> str:
+    """A workflow command's message, escaped as the Actions runner unescapes it: a newline in a
+    message or file name must not end the command and start another."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    """A workflow command's property value (`file=...`): `:` and `,` delimit properties too."""
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def to_json(d: Diagnostic, sources: dict[str, Source] | None = None) -> dict:

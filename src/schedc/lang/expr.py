@@ -47,42 +47,90 @@ def substitute(expr, env: dict[str, object]):
     return expr
 
 
+# Substituted `let`s share their subtrees, so a chain like `let x2 = x1 + x1` is small in memory
+# but doubles in size per line once read as a tree: every pass that walks an expression would
+# take exponential time. A substituted expression larger than this is refused (E0005).
+MAX_EXPR_NODES = 10_000
+
+
+def tree_size(expr, limit: int = MAX_EXPR_NODES) -> int:
+    """How many nodes `expr` has read as a tree (shared subtrees counted at each use), or
+    `limit + 1` as soon as it exceeds `limit`. Each shared subtree is measured once."""
+    sizes: dict[int, int] = {}
+    stack = [(expr, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        kids = _children(node)
+        if done:
+            sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(k)] for k in kids))
+            continue
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in sizes)
+    return sizes[id(expr)]
+
+
+def _children(node) -> list:
+    out = []
+    for name in getattr(node, "__dataclass_fields__", ()):
+        if name == "span":
+            continue
+        value = getattr(node, name)
+        if isinstance(value, tuple):
+            out.extend(v for v in value if hasattr(v, "__dataclass_fields__"))
+        elif hasattr(value, "__dataclass_fields__"):
+            out.append(value)
+    return out
+
+
 def _respan(value, span: n.Span):
     if hasattr(value, "span") and hasattr(value, "__dataclass_fields__"):
         return replace(value, span=span)
     return value
 
 
-def constant(expr) -> float | int | None:
+def constant(expr, memo: dict | None = None) -> float | int | None:
     """The value of a closed numeric expression, or None if it is not one (a schedule, a percentage, ...).
 
     Arithmetic errors (division by zero, overflow) give nan or inf, which the
-    checker reports as non-finite numbers.
+    checker reports as non-finite numbers. `memo` ({id(node): (node, value)}, kept
+    by a caller that folds many overlapping expressions) evaluates each shared
+    subexpression once.
     """
     if isinstance(expr, n.Number):
         return expr.value
+    if not isinstance(expr, (n.UnaryOp, n.BinOp)):
+        return None
+    if memo is not None and id(expr) in memo:
+        return memo[id(expr)][1]
+    value = _fold(expr, memo)
+    if memo is not None:
+        memo[id(expr)] = (expr, value)  # the node is kept alive, so its id is not reused
+    return value
+
+
+def _fold(expr, memo):
     if isinstance(expr, n.UnaryOp):
-        value = constant(expr.operand)
+        value = constant(expr.operand, memo)
         return None if value is None else (-value if expr.op == "-" else value)
-    if isinstance(expr, n.BinOp):
-        left, right = constant(expr.left), constant(expr.right)
-        if left is None or right is None:
-            return None
-        try:
-            # `**` in floats: an integer power like 2 ** 10 ** 10 would take forever
-            result = math.pow(left, right) if expr.op == "**" else _OPS[expr.op](left, right)
-        except ZeroDivisionError:
-            return math.nan
-        except OverflowError:
-            return math.inf
-        except ValueError:  # math.pow of a negative base to a fractional power
-            return math.nan
-        if isinstance(result, complex):
-            return math.nan
-        if isinstance(result, int) and abs(result) > 2**1024:
-            return math.inf
-        return result
-    return None
+    left, right = constant(expr.left, memo), constant(expr.right, memo)
+    if left is None or right is None:
+        return None
+    try:
+        # `**` in floats: an integer power like 2 ** 10 ** 10 would take forever
+        result = math.pow(left, right) if expr.op == "**" else _OPS[expr.op](left, right)
+    except ZeroDivisionError:
+        return math.nan
+    except OverflowError:
+        return math.inf
+    except ValueError:  # math.pow of a negative base to a fractional power
+        return math.nan
+    if isinstance(result, complex):
+        return math.nan
+    if isinstance(result, int) and abs(result) > 2**1000:  # beyond what converts to a float
+        return math.inf
+    return result
 
 
 def is_constant(expr) -> bool:

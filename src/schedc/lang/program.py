@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schedc.lang import nodes as n
-from schedc.lang.expr import constant, substitute
+from schedc.lang.expr import MAX_EXPR_NODES, constant, substitute, tree_size
 
 
 @dataclass(frozen=True)
@@ -59,38 +59,65 @@ def spec_phases(spec: n.Spec, phases: tuple[ExpandedPhase, ...]) -> list[int]:
     return out
 
 
+# The most phases a file may expand to, all repeats together (a cap per `repeat` would still let
+# `repeat 100000 < repeat 100000 < ... > >` ask for 10^10 phases in 60 bytes).
+MAX_PHASES = 100_000
+MAX_REPEAT = 100_000
+
+
+def _count(item: n.Repeat, count_of) -> int:
+    count = count_of(item.count)
+    return count if isinstance(count, int) and 0 < count <= MAX_REPEAT else 1
+
+
+def phase_count(items, count_of=None) -> int:
+    """How many phases `items` expand to (at most MAX_PHASES + 1: counting stops past the cap)."""
+    count_of = count_of or constant
+    total = 0
+    for item in items:
+        if isinstance(item, n.Phase):
+            total += 1
+        elif isinstance(item, n.Repeat):
+            inner = phase_count(item.items, count_of)
+            total += _count(item, count_of) * inner
+        if total > MAX_PHASES:
+            return MAX_PHASES + 1
+    return total
+
+
 def expand(file: n.File, count_of=None) -> tuple[ExpandedPhase, ...]:
     """Number the phases of `file` from 0, expanding `repeat` blocks.
 
     `count_of(expr)` gives a repeat's count (an int, or None when it is invalid:
-    the block is then taken once, so later checks still see its phases).
+    the block is then taken once, so later checks still see its phases). Expansion
+    stops after MAX_PHASES phases (the checker reports the file: `phase_count`).
     """
     count_of = count_of or constant
     out: list[ExpandedPhase] = []
-    # iterative walk: (items, iteration prefix), so repeats nested deeply cannot overflow
-    stack: list[tuple[list, tuple[int, ...]]] = [(list(item for item in file.items if isinstance(item, (n.Phase, n.Repeat))), ())]
-    while stack:
-        items, iteration = stack.pop()
-        if not items:
+    # iterative walk: (items, position, iteration prefix), so repeats nested deeply cannot overflow
+    top = tuple(item for item in file.items if isinstance(item, (n.Phase, n.Repeat)))
+    stack: list[tuple[tuple, int, tuple[int, ...]]] = [(top, 0, ())]
+    while stack and len(out) < MAX_PHASES:
+        items, position, iteration = stack.pop()
+        if position >= len(items):
             continue
-        item, rest = items[0], items[1:]
-        stack.append((rest, iteration))
+        item = items[position]
+        stack.append((items, position + 1, iteration))
         if isinstance(item, n.Phase):
             name = item.name.id if item.name else None
             display = name + ("#" + ".".join(map(str, iteration)) if iteration else "") if name else f"phase {len(out)}"
             out.append(ExpandedPhase(len(out), item, name, display, iteration))
             continue
-        count = count_of(item.count)
-        count = count if isinstance(count, int) and 0 < count <= 100_000 else 1
-        for k in reversed(range(count)):
-            stack.append((list(item.items), iteration + (k + 1,)))
+        for k in reversed(range(_count(item, count_of))):
+            stack.append((item.items, 0, iteration + (k + 1,)))
     return tuple(out)
 
 
 def env_of(file: n.File, placeholders: dict | None = None) -> dict[str, n.Expr]:
     """The `let` environment: each name's value with the earlier lets substituted.
 
-    A name defined twice keeps its first definition (the second is E0102).
+    A name defined twice keeps its first definition (the second is E0102). A let whose
+    substituted value has more than `MAX_EXPR_NODES` nodes is left out (`oversized_lets`).
     Bound `placeholders` ({name: value}, name without `$`) are substituted too,
     under the key `$name`.
 
@@ -98,11 +125,27 @@ def env_of(file: n.File, placeholders: dict | None = None) -> dict[str, n.Expr]:
         {let name: closed expression} plus {"$name": node} for each placeholder
         whose value is a number, string, bool or syntax node.
     """
+    return _lets(file, placeholders)[0]
+
+
+def oversized_lets(file: n.File, placeholders: dict | None = None) -> list[n.Let]:
+    """The lets whose value, with the earlier lets substituted, is too large to check (E0005)."""
+    return _lets(file, placeholders)[1]
+
+
+def _lets(file: n.File, placeholders: dict | None) -> tuple[dict[str, n.Expr], list[n.Let]]:
     env: dict[str, n.Expr] = dict(placeholder_env(placeholders))
+    oversized: list[n.Let] = []
+    seen: set[str] = set()
     for item in file.items:
-        if isinstance(item, n.Let) and item.name.id not in env:
-            env[item.name.id] = substitute(item.value, env)
-    return env
+        if isinstance(item, n.Let) and item.name.id not in env and item.name.id not in seen:
+            seen.add(item.name.id)
+            value = substitute(item.value, env)
+            if tree_size(value) > MAX_EXPR_NODES:
+                oversized.append(item)
+            else:
+                env[item.name.id] = value
+    return env, oversized
 
 
 def placeholder_env(placeholders: dict | None) -> dict[str, object]:

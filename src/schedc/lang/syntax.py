@@ -9,12 +9,18 @@ checked. Lark objects never leave this module.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
+import stat
+import sys
 import threading
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import lark as _lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.utils import TextSlice
@@ -24,8 +30,9 @@ from schedc.lang.diagnostics import Diagnostic, did_you_mean
 
 # Deeper expressions are refused (E0005) so that every later pass may recurse freely.
 MAX_DEPTH = 200
-# Integers longer than this are not converted (Python refuses > 4300 digits); they read as inf.
-_MAX_INT_DIGITS = 400
+# Integers longer than this read as inf (reported as non-finite): every integer the later
+# passes see converts to a float (10**309 does not), and Python refuses > 4300 digits anyway.
+_MAX_INT_DIGITS = 300
 
 TOP_LEVEL_KEYWORDS = ("model", "loss", "data", "seed", "optimizer", "lr", "default", "let", "phase", "repeat", "params")
 _ITEM_START = re.compile(r"(?m)^[ \t]*(?:%s)\b" % "|".join(TOP_LEVEL_KEYWORDS))
@@ -77,10 +84,10 @@ def _collect_comment(token: Token) -> Token:
 def parser(strict: bool = False) -> Lark:
     """The LALR parser, built once from the grammar shipped in the package.
 
-    `cache=True`: building the tables (and lark's regex-collision checks) takes
-    ~0.4 s, most of a small file's `schedc check`; lark pickles them into the temp
-    directory under a key of grammar, options, lark and Python versions (so an
-    edited grammar invalidates it), and carries on without a cache it cannot write.
+    Building the tables (and lark's regex-collision checks) takes ~0.4 s, most of
+    a small file's `schedc check`, so lark caches them (`_cache_file`). Lark's
+    cache is a pickle, and unpickling runs code: it is kept where only this user
+    can write, never in the shared temporary directory under a guessable name.
     """
     return Lark.open_from_package(
         "schedc.lang",
@@ -90,8 +97,38 @@ def parser(strict: bool = False) -> Lark:
         maybe_placeholders=True,
         strict=strict,
         lexer_callbacks={"COMMENT": _collect_comment},
-        cache=True,
+        cache=_cache_file(strict) or False,
     )
+
+
+def _cache_file(strict: bool) -> str | None:
+    """Where lark may keep the parse tables: a file in a folder only this user can write
+    (~/.cache/schedc, or $XDG_CACHE_HOME/schedc), or None (no cache) when there is no
+    such folder. The name carries the grammar, lark and Python versions; lark checks a
+    hash of grammar and options again before it uses the file."""
+    if not hasattr(os, "getuid"):  # no POSIX ownership to check: build the tables every time
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "schedc")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not _private(folder):
+            return None
+        from importlib.resources import files
+
+        grammar = files("schedc.lang").joinpath("grammar", "sched.lark").read_bytes()
+        key = hashlib.sha256(grammar + repr((strict, _lark.__version__, sys.version_info[:2])).encode()).hexdigest()[:24]
+        path = os.path.join(folder, f"parser-{key}.lark")
+        return path if not os.path.lexists(path) or _private(path) else None
+    except OSError:
+        return None
+
+
+def _private(path: str) -> bool:
+    """True when `path` is a plain folder or file of this user that no one else may write."""
+    info = os.lstat(path)
+    kind_ok = stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)
+    return kind_ok and info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 def _token_span(tok: Token) -> n.Span:
@@ -115,6 +152,12 @@ def _number(text: str) -> float | int:
         return float(digits)
     except (ValueError, OverflowError):
         return math.inf
+
+
+def underflows(text: str) -> bool:
+    """True for a number literal that is not zero but reads as 0.0 (`1e-400`)."""
+    mantissa = re.split("[eE]", text.rstrip("%"))[0]
+    return any(c in "123456789" for c in mantissa) and _number(text.rstrip("%")) == 0
 
 
 def _unquote(text: str) -> str:
@@ -425,8 +468,18 @@ def _parse_slice(lark: Lark, text: str, start: int, end: int) -> Tree:
     return lark.parse(TextSlice(text, start, end))
 
 
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def normalize_newlines(text: str) -> str:
+    """Old Mac line endings (a lone CR) as LF: the same length, so offsets stay valid, and lines
+    are counted as editors count them (a `#` comment ends at a CR, not at the end of the file)."""
+    return _LONE_CR.sub("\n", text) if "\r" in text else text
+
+
 def parse(text: str, *, strict_grammar: bool = False) -> ParseResult:
     """Parse source text. Never raises for any input: problems are diagnostics."""
+    text = normalize_newlines(text)
     lark = parser(strict_grammar)
     diagnostics: list[Diagnostic] = []
     comments: list[n.Comment] = []
@@ -448,26 +501,63 @@ def parse(text: str, *, strict_grammar: bool = False) -> ParseResult:
 
 
 def _recover(lark: Lark, text: str, diagnostics: list[Diagnostic]) -> list[n.Item]:
-    """Parse item by item, one diagnostic per broken item, keeping every item that parses."""
+    """Parse item by item, one diagnostic per broken item, keeping every item that parses.
+
+    An item normally ends at the next line that starts with a top-level keyword; one
+    that goes on past it (a `repeat` block, a wrapped header, an unclosed `<`) is
+    extended by galloping (1, 2, 4, ... boundaries, then a binary search back), so an
+    item spanning k boundaries costs O(k) parsed text, not O(k^2): the whole recovery
+    stays linear in the file's size.
+    """
     bounds = [m.start() for m in _ITEM_START.finditer(text) if m.start() > 0] + [len(text)]
     items: list[n.Item] = []
     start = 0
     while start < len(text):
-        for end in (b for b in bounds if b > start):
-            try:
-                items.extend(_convert(_parse_slice(lark, text, start, end), diagnostics))
-                start = end
-                break
-            except UnexpectedInput as err:
-                if isinstance(err, UnexpectedToken) and err.token.type == "$END" and end < len(text):
-                    continue  # the item goes on past this boundary (a repeat block, a wrapped header)
-                diagnostics.append(_syntax_diagnostic(err, text, lark))
-                pos = len(text) if isinstance(err, UnexpectedToken) and err.token.type == "$END" else _error_offset(err)
-                start = next((b for b in bounds if b >= pos and b > start), len(text))
-                break
-        else:
-            break
+        first = bisect_right(bounds, start)  # bounds[first] is the first boundary after start
+        index, outcome = _first_complete(lark, text, start, bounds, first)
+        end = bounds[index]
+        if not isinstance(outcome, UnexpectedInput):
+            items.extend(_convert(outcome, diagnostics))
+            start = end
+            continue
+        diagnostics.append(_syntax_diagnostic(outcome, text, lark))
+        pos = len(text) if _runs_on(outcome) else _error_offset(outcome)
+        start = bounds[max(bisect_left(bounds, pos), first)] if pos < len(text) else len(text)
     return items
+
+
+def _runs_on(err) -> bool:
+    return isinstance(err, UnexpectedToken) and err.token.type == "$END"
+
+
+def _first_complete(lark: Lark, text: str, start: int, bounds: list[int], first: int):
+    """(index of the first boundary at which the text from `start` stops running on, the parse
+    tree there or the error); the last boundary (the end of the text) when none does."""
+
+    def attempt(i):
+        try:
+            return _parse_slice(lark, text, start, bounds[i])
+        except UnexpectedInput as err:
+            return err
+
+    last = len(bounds) - 1
+    below, step = first - 1, 1  # every boundary up to `below` runs on
+    while True:
+        i = min(below + step, last)
+        outcome = attempt(i)
+        if i == last or not _runs_on(outcome):
+            break
+        below, step = i, step * 2
+    # binary search in (below, i]: the first boundary that does not run on
+    lo, hi = below + 1, i
+    while lo < hi:
+        mid = (lo + hi) // 2
+        found = attempt(mid)
+        if _runs_on(found):
+            lo = mid + 1
+        else:
+            hi, i, outcome = mid, mid, found
+    return i, outcome
 
 
 def _error_offset(err: UnexpectedInput) -> int:
@@ -485,7 +575,7 @@ def decode(data: bytes) -> tuple[str | None, Diagnostic | None]:
         offset = data.index(b"\x00")
         return None, Diagnostic("E0004", f"input looks binary (a NUL byte at offset {offset})", _offset_span(data, offset))
     try:
-        return data.decode("utf-8-sig"), None
+        return normalize_newlines(data.decode("utf-8-sig")), None
     except UnicodeDecodeError as exc:
         return None, Diagnostic(
             "E0004",

@@ -1,7 +1,13 @@
 """Binding a schedule to its model: load the factory, discover parameters, run the model checks.
 
-A model reference is `"path/to/file.py:factory"` (a path relative to the
-`.sched` file, or absolute) or `"package.module:factory"` (imported normally).
+A model reference is `"path/to/file.py:factory"` or `"package.module:factory"`
+(imported normally). Trust model (docs/runtime.md): a reference written in a
+`.sched` file (its `model`, `loss`, `data` directives) names a file inside the
+`.sched` file's folder: absolute paths and `..` out of it are refused, and there
+is no fallback to the current directory, so reading the folder shows every file
+the schedule can run. A reference given by the caller (`--model`, `--loss`,
+`--data`, `schedc.compile(..., model="...")`) is the caller's choice: it may be
+absolute, relative to the `.sched` file's folder or to the current directory.
 `load_model` calls the factory with no arguments. Nothing the user's code does
 (an import error, an exception in the factory, a `SystemExit`) escapes
 `check_against_model`: it becomes diagnostic E0406 with the exception as a note.
@@ -15,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -81,31 +88,50 @@ def _import(name: str, folders: list[str]):
                 sys.path.remove(f)
 
 
-def load_entry(ref: str, base_dir: Path | str = "."):
-    """The object `ref` names: `file.py:name` (relative to `base_dir`) or `package.module:name`.
+def _confined(module_ref: str, base_dir: Path) -> Path:
+    """The file a `.sched` file's directive names, which must lie in the file's folder."""
+    path = Path(module_ref)
+    if path.is_absolute() or os.path.normpath(module_ref).split(os.sep)[0] == os.pardir or path.drive:
+        raise BindingError(
+            f"`{module_ref}` is outside the folder of the .sched file: a directive may only name files "
+            "inside it (pass the path with --model/--loss/--data, or as compile()'s model, to use it anyway)"
+        )
+    return Path(base_dir) / path
+
+
+def load_entry(ref: str, base_dir: Path | str = ".", *, from_file: bool = False):
+    """The object `ref` names: `file.py:name` or `package.module:name`.
+
+    Args:
+        base_dir: the .sched file's folder, where relative files are found.
+        from_file: the reference is written in the .sched file (a directive): a file must lie
+            inside `base_dir`, and neither files nor modules are looked for in the current directory.
 
     Raises:
-        BindingError: for a malformed reference, a missing file or a missing attribute;
-        whatever importing the module raises otherwise.
+        BindingError: for a malformed reference, a file outside the folder (`from_file`), a
+        missing file or a missing attribute; whatever importing the module raises otherwise.
     """
     module_ref, attr = _split(ref)
-    if _is_file_ref(module_ref):
+    if _is_file_ref(module_ref) and from_file:
+        module = _load_file(_confined(module_ref, Path(base_dir)))
+    elif _is_file_ref(module_ref):
         path = Path(module_ref)
         if not path.is_absolute():
             # relative to the .sched file; a path typed on the command line may be relative to the cwd
             path = Path(base_dir) / path if (Path(base_dir) / path).is_file() or not path.is_file() else path
         module = _load_file(path)
     else:
-        module = _import(module_ref, [str(Path(base_dir).resolve()), str(Path.cwd())])
+        folders = [str(Path(base_dir).resolve())] + ([] if from_file else [str(Path.cwd())])
+        module = _import(module_ref, folders)
     try:
         return getattr(module, attr)
     except AttributeError:
         raise BindingError(f"`{module_ref}` has no attribute `{attr}`") from None
 
 
-def load_model(ref: str, base_dir: Path | str = "."):
+def load_model(ref: str, base_dir: Path | str = ".", *, from_file: bool = False):
     """Call the factory `ref` names with no arguments and return the model."""
-    factory = load_entry(ref, base_dir)
+    factory = load_entry(ref, base_dir, from_file=from_file)
     if not callable(factory):
         raise BindingError(f"`{ref}` is not callable")
     return factory()
@@ -130,14 +156,15 @@ def bind_model(file: n.File, model_ref: str | None, base_dir: Path | str):
     from schedc.plan.params import discover
 
     directive = model_directive(file)
-    if model_ref is None:
+    from_file = model_ref is None
+    if from_file:
         if directive is None or not isinstance(directive.value, n.String):
             return None, []
         model_ref, span = directive.value.value, directive.value.span
     else:
         span = n.NO_SPAN
     try:
-        model = load_model(model_ref, base_dir)
+        model = load_model(model_ref, base_dir, from_file=from_file)
         tree = discover(model)
     except BaseException as exc:  # the user's code: anything it raises is a diagnostic
         if isinstance(exc, KeyboardInterrupt):

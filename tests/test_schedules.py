@@ -19,7 +19,8 @@ from schedc.lang import syntax
 from schedc.lang.diagnostics import SchedError
 from schedc.check.schedules import check_schedule
 from schedc.compiler.schedules import build, lower, size
-from schedc.surface.schedule import parse_expression, schedule_fn
+from schedc.pipeline import parse_expression
+from schedc.surface.schedule import schedule_fn
 
 pytestmark = pytest.mark.slow
 EXTRA = 25  # steps evaluated past the phase: the schedule must hold, never extrapolate

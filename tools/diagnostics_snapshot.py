@@ -3,18 +3,19 @@
     python tools/diagnostics_snapshot.py > snapshot.json          # write
     python tools/diagnostics_snapshot.py --compare snapshot.json   # exit 1 on any difference
 
-Each file is checked on its own (paths relative to the repository root), and files whose
-`model` directive names a model are checked again with `--model`. A refactoring of the front
+Each file is checked on its own (paths relative to the repository root, the command run in
+this process: the same `schedc.cli.main` as the `schedc` script), and files whose `model`
+directive names a model are checked again with `--model`. A refactoring of the front
 end must leave this output byte-identical; tests/test_snapshot.py compares it with the
 committed tests/data/diagnostics_snapshot.json.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,16 +28,18 @@ def sched_files() -> list[Path]:
 
 
 def check_json(path: Path, with_model: bool) -> list[dict]:
+    """`schedc check --format json FILE [--model]`, run in this process from the repository root."""
+    from schedc.cli import main
+
     rel = path.relative_to(ROOT).as_posix()
-    cmd = [sys.executable, "-m", "schedc", "check", "--format", "json", rel]
-    if with_model:
-        cmd.append("--model")
-    env = dict(os.environ, NO_COLOR="1")
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    argv = ["check", "--format", "json", rel] + (["--model"] if with_model else [])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
     try:  # absolute paths in notes ("no such file: ...") are made relative to the checkout
-        return json.loads(out.stdout.replace(str(ROOT), "<root>"))
+        return json.loads(out.getvalue().replace(str(ROOT), "<root>"))
     except json.JSONDecodeError:
-        return [{"unparsable_output": out.stdout, "stderr": out.stderr[-2000:], "rc": out.returncode}]
+        return [{"unparsable_output": out.getvalue(), "stderr": err.getvalue()[-2000:], "rc": rc}]
 
 
 def snapshot() -> dict[str, list[dict]]:
@@ -49,11 +52,15 @@ def snapshot() -> dict[str, list[dict]]:
     return result
 
 
+def differences(stored: dict, current: dict) -> list[str]:
+    """The entries (files, or `file --model`) whose diagnostics differ, or that only one side has."""
+    return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+
+
 def main(argv: list[str]) -> int:
     current = snapshot()
     if len(argv) == 2 and argv[0] == "--compare":
-        stored = json.loads(Path(argv[1]).read_text())
-        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        changed = differences(json.loads(Path(argv[1]).read_text()), current)
         for key in changed:
             print(f"differs: {key}", file=sys.stderr)
         return 1 if changed else 0

@@ -7,7 +7,8 @@ they import nothing beyond the AST and constant folding: JAX-free.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from numbers import Integral, Real
 
 from schedc.lang import nodes as n
 from schedc.lang.expr import MAX_EXPR_NODES, constant, substitute, tree_size
@@ -158,15 +159,51 @@ def placeholder_env(placeholders: dict | None) -> dict[str, object]:
 
 
 def as_node(value):
+    """A placeholder's value as a syntax node: a bool, a number (`number_node`) or a node as it is;
+    None for a value the checks cannot look into (they then leave the placeholder alone)."""
     if isinstance(value, bool):
         return n.Bool(value)
-    if isinstance(value, (int, float)):
-        return n.Number(value, repr(value))
-    if isinstance(value, str):
-        return n.String(value)
     if hasattr(value, "span") and hasattr(value, "__dataclass_fields__"):
         return value
-    return None
+    return number_node(value)
+
+
+def number_node(value):
+    """The node the parser makes of a real number's text (`-0.5` is a negation of `0.5`), or None.
+
+    Accepts Python, numpy and JAX scalars (not bools); ints stay ints. A non-finite number,
+    which has no text, is a plain Number the checks report.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Integral) or _scalar_of(value, "iu"):
+        value = int(value)
+    elif isinstance(value, Real) or _scalar_of(value, "f"):
+        value = float(value)
+    else:
+        return None
+    if value < 0:
+        return n.UnaryOp("-", n.Number(-value, repr(-value)))
+    return n.Number(value, repr(value))
+
+
+def _scalar_of(value, kinds: str) -> bool:
+    """Whether `value` is a numpy or JAX scalar (shape ()) of one of the dtype kinds."""
+    return getattr(value, "shape", None) == () and getattr(getattr(value, "dtype", None), "kind", None) in tuple(kinds)
+
+
+def with_span(node, span: n.Span):
+    """`node` with every node in it at `span` (a value given outside the text points where it is used)."""
+    changes = {}
+    for f in fields(node):
+        if f.name == "span":
+            continue
+        value = getattr(node, f.name)
+        if isinstance(value, tuple):
+            changes[f.name] = tuple(with_span(v, span) if hasattr(v, "__dataclass_fields__") else v for v in value)
+        elif hasattr(value, "__dataclass_fields__"):
+            changes[f.name] = with_span(value, span)
+    return replace(node, span=span, **changes)
 
 
 def header_span(phase: n.Phase) -> n.Span:

@@ -181,30 +181,37 @@ def bind_model(file: n.File, model_ref: str | None, base_dir: Path | str):
     return (model, tree), []
 
 
-def check_against_model(parsed, model_ref: str | None, base_dir: Path | str) -> list:
-    """The model-dependent diagnostics of a parsed file (E04xx, W0103, W0105, ...).
+def check_against_model(parsed, model_ref: str | None, base_dir: Path | str, *, known=None, bind=None) -> list:
+    """The model-dependent diagnostics of a parsed file (E04xx, W0103, W0105, ...): `schedc check --model`.
 
     Args:
         parsed: a `syntax.ParseResult`.
         model_ref: `MOD:FN` or `file.py:FN`; None to use the file's `model` directive
             (no directive: nothing to check, []).
         base_dir: where relative model files are found (the .sched file's folder).
-
-    Returns:
-        Diagnostics not already reported by the model-free check (`check.check_file`),
-        which the caller runs as well.
+        known: the model-free diagnostics already found (`schedc.pipeline` passes its own);
+            the model-free check is run for them only when they are not given.
+        bind: how the model is loaded (None: `bind_model`; the language server passes its cache's).
     """
-    bound, diags = bind_model(parsed.file, model_ref, base_dir)
+    bound, diags = (bind or bind_model)(parsed.file, model_ref, base_dir)
     if bound is None:
         return diags
-    return resolve_checked(parsed, bound[1])[1]
+    if known is None:
+        from schedc.check.checker import check_file
+
+        known = check_file(parsed)
+    return resolve_checked(parsed, bound[1], known)[1]
 
 
-def resolve_checked(parsed, tree, placeholders=None, source: str | None = None):
-    """Resolve against `tree`: (plan or None, the diagnostics the model-free check does not already report)."""
-    from schedc.check.checker import check_file
+def resolve_checked(parsed, tree, known, placeholders=None, source: str | None = None):
+    """Resolve against `tree`: (plan or None, the diagnostics not among the model-free ones, `known`).
+
+    The resolver re-finds a few model-free problems (a phase with no `free` statement, W0104;
+    overridden statements, W0102; malformed patterns, E0006): they are left out here, in this
+    one place, until the resolver reports only what needs the model.
+    """
     from schedc.plan.resolve import resolve
 
     plan, found = resolve(parsed.file, tree, placeholders=placeholders, source=source)
-    known = {(d.code, d.span) for d in check_file(parsed, placeholders)}
-    return plan, [d for d in found if (d.code, d.span) not in known]
+    seen = {(d.code, d.span) for d in known}
+    return plan, [d for d in found if (d.code, d.span) not in seen]

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schedc.lang.diagnostics import SchedError, Source, sort_key
+from schedc.lang.diagnostics import Source
 from schedc.plan.resolve import PhasePlan, Plan
 
 
@@ -112,41 +112,22 @@ def compile(text_or_path, model=None, key=None, **placeholders) -> Program:
             when any of them is an error.
     """
     text, name, base_dir, source = _read(text_or_path)
-    return _compile_text(text, name, base_dir, source, model, key, placeholders)
+    return compile_text(text, name, base_dir, source, model, key, placeholders)
 
 
-def _compile_text(text: str, name: str, base_dir: Path, source: Source, model, key, placeholders: dict) -> Program:
-    """`compile` once the text and where it came from are known (the Python builder enters here)."""
-    from schedc.check.checker import check_file
-    from schedc.lang.syntax import parse
-    from schedc.plan.binding import bind_model, resolve_checked
-    from schedc.plan.params import discover
-    from schedc.surface.embed import bind_placeholders
+def compile_text(text: str, name: str, base_dir: Path, source: Source, model, key, placeholders: dict) -> Program:
+    """`compile` once the text and where it came from are known."""
+    from schedc.pipeline import FROM_DIRECTIVE, analyse
 
-    sources = {name: source}
-    parsed = parse(text)
-    placeholders = bind_placeholders(parsed.file, placeholders, source)
-    diags = list(parsed.diagnostics) + check_file(parsed, placeholders)
+    return program_of(analyse(text, name, source=source, placeholders=placeholders, model=FROM_DIRECTIVE if model is None else model, base_dir=base_dir), key)
 
-    def fail(found):
-        raise SchedError(sorted((d.in_file(name) for d in found), key=sort_key), sources)
 
-    if any(d.is_error for d in diags):
-        fail(diags)
-    if model is None or isinstance(model, str):
-        bound, problems = bind_model(parsed.file, model, base_dir)
-        if problems:
-            fail(diags + problems)
-        # no model and no `model` directive: a model-free program whose "parameters" are the patterns as written
-        model, tree = bound if bound is not None else (None, None)
-    else:
-        tree = discover(model)
-    plan, found = resolve_checked(parsed, tree, placeholders, source=name)
-    diags += found
-    if plan is None or any(d.is_error for d in diags):
-        fail(diags)
-    warnings = tuple(sorted((d.in_file(name) for d in diags), key=sort_key))
-    return Program(plan, model, tree, _key(key, plan.seed), warnings, source)
+def program_of(analysis, key=None) -> Program:
+    """The Program of a `pipeline.analyse` that resolved a Plan; its SchedError otherwise."""
+    if analysis.plan is None:
+        raise analysis.error()
+    # no model and no `model` directive: a model-free program whose "parameters" are the patterns as written
+    return Program(analysis.plan, analysis.model, analysis.tree, _key(key, analysis.plan.seed), tuple(analysis.diagnostics), analysis.source)
 
 
 def _key(key, seed):

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from schedc.lang import nodes as n
+from schedc.lang.program import number_node, with_span
 from schedc.lang.diagnostics import Diagnostic, SchedError, Source
 
 _NAME = "<build_schedule>"
@@ -141,9 +142,7 @@ def _number(x) -> n.Expr:
         x = int(x)
     if isinstance(x, float) and not np.isfinite(x):
         raise ValueError(f"expected a finite number, got {x!r}")
-    if x < 0:
-        return n.UnaryOp("-", _number(-x))
-    return n.Number(x, repr(x))
+    return number_node(x)
 
 
 def _value_node(value) -> tuple[n.Expr, bool]:
@@ -162,7 +161,7 @@ def _value_node(value) -> tuple[n.Expr, bool]:
 
 def _expression(value, what: str) -> n.Expr:
     """A learning rate: a number, or schedule text in the DSL (`"cosine(0.1 -> 0.001)"`)."""
-    from schedc.surface.schedule import parse_expression
+    from schedc.pipeline import parse_expression
 
     if isinstance(value, str):
         return parse_expression(value)
@@ -229,9 +228,7 @@ def _parse_optimizer(text: str, what: str) -> n.Expr:
     items = parsed.file.items
     if parsed.diagnostics or len(items) != 1 or not isinstance(items[0], n.Directive):
         raise TypeError(f"{what}: {text!r} is not an optimizer (`adam`, `sgd(momentum=0.9)`)")
-    from schedc.surface.embed import _respan
-
-    return _respan(items[0].value, n.NO_SPAN)  # positions in the scratch text mean nothing here
+    return with_span(items[0].value, n.NO_SPAN)  # positions in the scratch text mean nothing here
 
 
 # ---------------------------------------------------------------- the program
@@ -594,8 +591,8 @@ def build_schedule(
         SchedError: naming the parameter or pattern at fault, shown on the generated program.
         TypeError: for arguments of the wrong kind.
     """
-    from schedc.lang.syntax import parse
-    from schedc.surface.api import Program, _compile_text
+    from schedc.pipeline import analyse
+    from schedc.surface.api import Program, program_of
 
     seed = int(key) if isinstance(key, (int, np.integer)) and not isinstance(key, bool) else None
     file = build_file(model, phases, params, default_optimizer, Δloss_criterion, seed)
@@ -604,14 +601,15 @@ def build_schedule(
     text = unparse(file)
     if key is not None and seed is None:
         text = "# random inits draw from the JAX key given to build_schedule (schedc.compile(..., key=key))\n" + text
-    parsed = parse(text)
     source = Source(_NAME, text)
+    analysis = analyse(text, _NAME, source=source, model=model, base_dir=Path.cwd())
+    parsed = analysis.parsed
     if parsed.diagnostics or parsed.file != file:  # a pattern or name the language cannot write
         raise SchedError([d.in_file(_NAME) for d in parsed.diagnostics] or [_unwritable(file, parsed.file)], {_NAME: source})
     if key is None:
         _require_key(parsed.file, source)
     try:
-        program: Program = _compile_text(text, _NAME, Path.cwd(), source, model, key, {})
+        program: Program = program_of(analysis, key)
     except SchedError as err:
         raise SchedError([_in_spectracles_words(d) for d in err.diagnostics], err.sources) from None
     cls = ManagedSchedule if managed else Schedule

@@ -8,7 +8,7 @@ so that every character of the DSL text maps to its position in the file, even
 through escapes (`\\n`, `\\"`), line continuations and implicitly concatenated
 literals. DSL text built with an f-string is refused: values go in as
 `$name` placeholders, bound from keyword arguments as values, never spliced
-into the text.
+into the text (placeholders become syntax nodes in `schedc.pipeline.bind_placeholders`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import inspect
 import io
 import os
 import tokenize
-from numbers import Integral, Real
 from pathlib import Path
 
-from schedc.lang import nodes as n
 from schedc.lang.diagnostics import SchedError, Source
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the schedc package root
@@ -196,71 +194,3 @@ def _decode(token: str, line: int, col: int) -> list[tuple[int, int]] | None:
             j += 2
     out.append(where[body_end] if body_end < len(where) else where[-1])
     return out
-
-
-# ---------------------------------------------------------------- placeholders
-
-
-def bind_placeholders(file: n.File, placeholders: dict, source: Source) -> dict:
-    """Placeholder values as syntax nodes: numbers, bools and schedule text, never spliced into the text.
-
-    A number (any real: int, float, numpy or JAX scalar) becomes a number node; a
-    string is parsed on its own as ONE expression (a schedule such as
-    `"cosine(0.1 -> 0.001)"`), so it can never add statements; a syntax node is
-    kept. Nodes of a parsed value take the span of the placeholder's first use, so
-    problems inside the value point at the placeholder.
-
-    Raises:
-        TypeError: for a value of another type (an optax schedule function, an array).
-        SchedError: for schedule text that does not parse.
-    """
-    from schedc.surface.schedule import parse_expression
-
-    uses = {}
-    for node in n.walk(file):
-        if isinstance(node, n.Placeholder):
-            uses.setdefault(node.id, node.span)
-    out = {}
-    for key, value in placeholders.items():
-        name = key.lstrip("$")
-        if isinstance(value, bool) or hasattr(value, "__dataclass_fields__"):
-            out[name] = value
-        elif isinstance(value, Integral) or (_scalar(value) and value.dtype.kind in "iu"):
-            out[name] = int(value)
-        elif isinstance(value, Real) or _scalar(value):
-            out[name] = float(value)
-        elif isinstance(value, str):
-            try:
-                expr = parse_expression(value)
-            except SchedError as err:
-                err.add_note(f"in the value of placeholder `${name}`")
-                raise
-            out[name] = _respan(expr, uses.get(name, n.NO_SPAN))
-        else:
-            raise TypeError(
-                f"placeholder ${name}: expected a number, a bool or schedule text (\"cosine(0.1 -> 0)\"), got {type(value).__name__}"
-                + (" (an optax schedule function cannot be compiled into a phase: write it as schedule text)" if callable(value) else "")
-            )
-    return out
-
-
-def _scalar(value) -> bool:
-    shape = getattr(value, "shape", None)
-    dtype = getattr(value, "dtype", None)
-    return shape == () and getattr(dtype, "kind", None) in ("f", "i", "u")
-
-
-def _respan(node, span: n.Span):
-    """`node` with every node in it at `span`."""
-    from dataclasses import fields, replace
-
-    changes = {}
-    for f in fields(node):
-        if f.name == "span":
-            continue
-        value = getattr(node, f.name)
-        if isinstance(value, tuple):
-            changes[f.name] = tuple(_respan(v, span) if hasattr(v, "__dataclass_fields__") else v for v in value)
-        elif hasattr(value, "__dataclass_fields__"):
-            changes[f.name] = _respan(value, span)
-    return replace(node, span=span, **changes)

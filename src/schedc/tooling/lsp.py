@@ -32,6 +32,7 @@ convert. JAX is imported only when a file names a model.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import sys
 import threading
@@ -47,13 +48,14 @@ from schedc import __version__
 from schedc.check import catalog
 from schedc.check._optax_table import OPTIMIZERS
 from schedc.lang import nodes as n
-from schedc.lang.diagnostics import Diagnostic, SchedError, sort_key
+from schedc.lang.diagnostics import Diagnostic, SchedError
 from schedc.lang.glob import PatternError, compile_pattern
 from schedc.lang.syntax import KEYWORDS, TOP_LEVEL_KEYWORDS, ParseResult, parse, parser
+from schedc.pipeline import FROM_DIRECTIVE, analyse
 from schedc.plan.binding import (  # JAX is imported only when a model loads
     bind_model,
+    check_against_model,
     model_directive,
-    resolve_checked,
 )
 from schedc.tooling.lexer import SchedLexer
 
@@ -137,36 +139,31 @@ class ModelCache:
         entry = self._entries.get((ref, str(base_dir)))
         return entry is not None and entry[0] == self._mtime(ref, base_dir)
 
-    def tree(self, parsed: ParseResult, base_dir: Path):
-        """(ParamTree or None, E0406 diagnostic or None) for the file's `model` directive."""
-        string = model_reference(parsed)
-        if string is None:
-            return None, None
+    def bind(self, file: n.File, model_ref: str | None, base_dir: Path):
+        """`binding.bind_model` for the file's `model` directive, through the cache (`pipeline.analyse`'s `bind`)."""
+        directive = model_directive(file)
+        string = directive.value if directive is not None and isinstance(directive.value, n.String) else None
+        if model_ref is not None or string is None:  # not the directive's model: nothing cached for it
+            return bind_model(file, model_ref, base_dir)
         key, mtime = (string.value, str(base_dir)), self._mtime(string.value, base_dir)
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] != mtime:
-                bound, diags = bind_model(parsed.file, None, base_dir)
-                entry = (mtime, bound[1] if bound else None, diags[0] if diags else None)
+                bound, diags = bind_model(file, None, base_dir)
+                entry = (mtime, bound, diags[0] if diags else None)
                 self._entries[key] = entry
-        _, tree, failure = entry
+        _, bound, failure = entry
         # the cached failure points at the directive of the text it was found in
-        return tree, (replace(failure, span=string.span) if failure else None)
+        return bound, ([replace(failure, span=string.span)] if failure else [])
+
+    def tree(self, parsed: ParseResult, base_dir: Path):
+        """(ParamTree or None, E0406 diagnostic or None) for the file's `model` directive."""
+        bound, failures = self.bind(parsed.file, None, base_dir)
+        return (bound[1] if bound else None), (failures[0] if failures else None)
 
     def diagnostics(self, parsed: ParseResult, base_dir: Path, name: str) -> list[Diagnostic]:
         """The model-aware diagnostics `schedc check --model` adds for this file."""
-        tree, failure = self.tree(parsed, base_dir)
-        if failure is not None:
-            return [failure.in_file(name)]
-        if tree is None:
-            return []
-        return [d.in_file(name) for d in resolve_checked(parsed, tree)[1]]
-
-
-def merge(*groups: list[Diagnostic]) -> list[Diagnostic]:
-    """Diagnostics of several passes, each reported once, in `schedc check`'s order."""
-    unique = {(d.code, d.span, d.message): d for group in groups for d in group}
-    return sorted(unique.values(), key=sort_key)
+        return [d.in_file(name) for d in check_against_model(parsed, None, base_dir, bind=self.bind)]
 
 
 _UNNECESSARY = {"W0101"}  # shown faded by editors
@@ -669,28 +666,25 @@ def build_server():
         )
 
     async def refresh(uri: str) -> None:
-        from schedc.check.checker import check_source
-
         doc, name, base_dir = document(uri)
         version, text = doc.version, doc.source
         try:
-            parsed, diagnostics = check_source(text, name)
+            analysis = analyse(text, name, lint=True)
         except Exception as exc:  # a checker bug: say so in the client's log, keep serving
             server.window_log_message(lsp.LogMessageParams(lsp.MessageType.Error, f"schedc: check failed: {exc!r}"))
             return
-        string = model_reference(parsed)
+        string = model_reference(analysis.parsed)
         if string is None or not models.cached(string.value, base_dir):
-            publish(uri, version, text, diagnostics)  # now; the model's findings follow when it has loaded
+            publish(uri, version, text, analysis.diagnostics)  # now; the model's findings follow when it has loaded
         if string is None:
             return
-        loop = asyncio.get_running_loop()
+        with_model = functools.partial(analysis.with_model, FROM_DIRECTIVE, base_dir=base_dir, lint=True, bind=models.bind)
         try:
-            extra = await loop.run_in_executor(worker, models.diagnostics, parsed, base_dir, name)
+            analysis = await asyncio.get_running_loop().run_in_executor(worker, with_model)
         except Exception as exc:  # a bug in a model check must not take the server down
             server.window_log_message(lsp.LogMessageParams(lsp.MessageType.Error, f"schedc: model check failed: {exc!r}"))
-            extra = []
         if server.workspace.get_text_document(uri).version == version:
-            publish(uri, version, text, merge(diagnostics, extra))
+            publish(uri, version, text, analysis.diagnostics)
 
     def schedule(uri: str) -> None:
         previous = pending.pop(uri, None)

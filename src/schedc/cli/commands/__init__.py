@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_HELP = "resolve against the model's parameters; without a value, the file's `model` directive names it"
@@ -14,55 +13,26 @@ def add_model_argument(parser, help: str = MODEL_HELP) -> None:
     parser.add_argument("--model", nargs="?", const="", default=None, metavar="MOD:FN", help=help)
 
 
-@dataclass
-class Resolved:
-    """A file read, checked and resolved into a Plan (against the model, or over its pattern texts)."""
+def resolve_file(path: Path, model_ref: str | None, command: str):
+    """Read, check and resolve `path` (`schedc.pipeline.analyse`); print any diagnostics on stderr.
 
-    plan: object
-    parsed: object
-    text: str
-    with_model: bool
-
-
-def resolve_file(path: Path, model_ref: str | None, command: str) -> Resolved | int:
-    """Read, check and resolve `path`; print any diagnostics on stderr.
-
-    Returns the Resolved file, or the exit status: 2 when the file cannot be
+    `model_ref`: None resolves over the file's pattern texts; "" against the model its `model`
+    directive names; `MOD:FN` against that model. Returns the `pipeline.Analysis` (its
+    `.plan`, `.parsed`, `.text`, `.tree`), or the exit status: 2 when the file cannot be
     read, 1 when it has errors.
     """
-    from schedc.check.checker import check_bytes
-    from schedc.lang.diagnostics import Source, has_errors, render_text, sort_key
+    from schedc.lang.diagnostics import Source, render_text
+    from schedc.pipeline import FROM_DIRECTIVE, analyse
 
     try:
         data = path.read_bytes()
     except OSError as exc:
         print(f"schedc {command}: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    parsed, diags, text = check_bytes(data, str(path))
-    plan, with_model = None, False
-    if parsed is not None and not has_errors(diags):
-        plan, found, with_model = _resolve(parsed, model_ref, path, command)
-        known = {(d.code, d.span) for d in diags}
-        diags = sorted(diags + [d.in_file(str(path)) for d in found if (d.code, d.span) not in known], key=sort_key)
-    if diags:
-        print(render_text(diags, {str(path): Source(str(path), text or "")}), file=sys.stderr)
-    if plan is None or has_errors(diags):
-        return 1
-    return Resolved(plan, parsed, text, with_model)
-
-
-def _resolve(parsed, model_ref: str | None, path: Path, command: str):
-    """(plan, diagnostics, with a model?): against the model when asked for, else over the pattern texts."""
-    from schedc.plan.resolve import resolve
-
-    if model_ref is None:
-        return (*resolve(parsed.file, None, source=str(path)), False)
-    from schedc.plan.binding import bind_model, resolve_checked
-
-    bound, problems = bind_model(parsed.file, model_ref or None, path.resolve().parent)
-    if problems:
-        return None, problems, True
-    if bound is None:
+    model = None if model_ref is None else (model_ref or FROM_DIRECTIVE)
+    analysis = analyse(data, str(path), model=model, base_dir=path.resolve().parent)
+    if analysis.no_directive:
         print(f"schedc {command}: --model given but the file has no `model` directive; using the patterns as written", file=sys.stderr)
-        return (*resolve(parsed.file, None, source=str(path)), False)
-    return (*resolve_checked(parsed, bound[1], source=str(path)), True)
+    if analysis.diagnostics:
+        print(render_text(analysis.diagnostics, {analysis.name: analysis.source or Source(analysis.name, "")}), file=sys.stderr)
+    return 1 if analysis.plan is None else analysis

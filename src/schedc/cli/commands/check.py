@@ -14,7 +14,6 @@ import os
 import pathlib
 import sys
 
-from schedc.check.checker import check_bytes
 from schedc.cli.commands import add_model_argument
 from schedc.lang.diagnostics import (
     RENDERERS,
@@ -25,6 +24,7 @@ from schedc.lang.diagnostics import (
     sort_key,
     summary_line,
 )
+from schedc.pipeline import FROM_DIRECTIVE, analyse
 
 FORMATS = ("text", "concise", "json", "github")
 
@@ -59,13 +59,10 @@ def run(args: argparse.Namespace) -> int:
             unreadable += 1
             continue
         with _paused_gc():
-            parsed, diags, text = check_bytes(data, name)
-        if text is not None:
-            sources[name] = Source(name, text)
-        if model_ref is not None and parsed is not None:
-            # the resolver re-finds a few model-free problems (malformed patterns): report each once
-            diags = list({(d.code, d.span, d.message): d for d in diags + _model_diagnostics(parsed, model_ref or None, name)}.values())
-        diagnostics.extend(diags)
+            analysis = analyse(data, name, model=_model(model_ref), base_dir=_base_dir(name), lint=True)
+        if analysis.source is not None:
+            sources[name] = analysis.source
+        diagnostics.extend(analysis.diagnostics)
     diagnostics.sort(key=sort_key)
     _emit(diagnostics, sources, args.format, len(files) - unreadable)
     if unreadable:
@@ -98,12 +95,16 @@ def _read(name: str) -> bytes | None:
         return None
 
 
-def _model_diagnostics(parsed, model_ref: str | None, name: str) -> list[Diagnostic]:
-    """Model-aware checks (schedc.plan.binding imports JAX, so only when --model is given)."""
-    from schedc.plan.binding import check_against_model
+def _model(model_ref: str | None):
+    """What `analyse` checks against: no model, the file's `model` directive (`--model`), or `--model=MOD:FN`."""
+    if model_ref is None:
+        return None
+    return model_ref or FROM_DIRECTIVE
 
-    base_dir = pathlib.Path.cwd() if name == "-" else pathlib.Path(name).resolve().parent
-    return [d.in_file(name) for d in check_against_model(parsed, model_ref, base_dir)]
+
+def _base_dir(name: str) -> pathlib.Path:
+    """Where the file's relative model reference is found (its folder; the cwd for standard input)."""
+    return pathlib.Path.cwd() if name == "-" else pathlib.Path(name).resolve().parent
 
 
 def _emit(diagnostics: list[Diagnostic], sources: dict[str, Source], fmt: str, files: int) -> None:

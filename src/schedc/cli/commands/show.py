@@ -31,7 +31,7 @@ def run(args) -> int:
     resolved = resolve_file(Path(args.file), args.model, "show")
     if isinstance(resolved, int):
         return resolved
-    table = Table.of(resolved.plan, resolved.text, resolved.with_model)
+    table = Table.of(resolved.plan, resolved.text, resolved.tree is not None)
     print(json.dumps(table.as_json(args.file), indent=2) if args.format == "json" else table.render())
     return 0
 

@@ -1,0 +1,289 @@
+"""The front-end driver: text -> parse -> placeholders -> model-free checks -> model -> Plan.
+
+Every caller that turns schedule text into diagnostics or a Plan comes through `analyse`:
+`schedc.compile`, `build_schedule`, `schedc.schedule` (its expression text), every CLI command
+that reads a `.sched` file, and the language server. Each stage runs once per call, and the
+Analysis it returns holds what each stage produced, so no caller puts the stages together
+again or sorts out diagnostics found twice.
+
+Two ways to run it:
+
+* building (the default): stop at the first stage that finds an error; when none does, resolve
+  a Plan (against the model's parameters, or over the pattern texts when there is no model);
+* `lint=True` (`schedc check`, the language server): report every problem there is: with a
+  model, its checks run even after model-free errors; without one, nothing is resolved; no Plan.
+
+JAX-free: a model is loaded (and JAX imported) only when one is asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from schedc.lang.diagnostics import Diagnostic, SchedError, Source, has_errors, sort_key
+from schedc.lang.syntax import ParseResult, decode, parse
+
+
+class _FromDirective:
+    def __repr__(self) -> str:
+        return "FROM_DIRECTIVE"
+
+
+# `analyse(..., model=FROM_DIRECTIVE)`: the model the file's `model` directive names (none: no model)
+FROM_DIRECTIVE = _FromDirective()
+
+
+@dataclass
+class Analysis:
+    """What the front end made of one input.
+
+    `diagnostics` holds every problem found, sorted, each with `file=name`; `parsed` is None
+    only when the bytes were not text (E0004). `plan` is the Plan when every stage passed
+    (never with `lint=True`); `model` and `tree` the model and its
+    `ParamTree` when one was bound; `placeholders` the `$name` values as syntax nodes.
+    """
+
+    name: str
+    source: Source | None
+    parsed: ParseResult | None
+    diagnostics: list[Diagnostic]
+    placeholders: dict = field(default_factory=dict)
+    plan: object = None
+    model: object = None
+    tree: object = None
+    no_directive: bool = False  # the model was to come from the `model` directive, and there is none
+
+    @property
+    def text(self) -> str | None:
+        return self.source.text if self.source is not None else None
+
+    @property
+    def has_errors(self) -> bool:
+        return has_errors(self.diagnostics)
+
+    def error(self) -> SchedError:
+        """Every diagnostic as one exception (what `schedc.compile` raises)."""
+        return SchedError(self.diagnostics, {self.name: self.source} if self.source is not None else {})
+
+    def with_model(self, model=FROM_DIRECTIVE, *, base_dir=None, lint: bool = False, bind=None) -> "Analysis":
+        """This analysis carried on through the model stage, as `analyse` does with the same
+        arguments; the parse and the model-free checks are not run again (the language server
+        publishes their diagnostics before the model has loaded)."""
+        return _model_stage(self, model, Path(base_dir) if base_dir is not None else Path.cwd(), lint, bind)
+
+
+def analyse(
+    text_or_bytes: str | bytes,
+    name: str = "<input>",
+    *,
+    source: Source | None = None,
+    placeholders: dict | None = None,
+    model=None,
+    base_dir: str | Path | None = None,
+    lint: bool = False,
+    bind=None,
+) -> Analysis:
+    """Parse, check and (with a model, or when building) resolve one schedule.
+
+    Args:
+        text_or_bytes: the text, or a file's bytes (decoded as UTF-8, a BOM allowed; E0004 if not).
+        name: the file name the diagnostics carry.
+        source: where the text came from, for snippets (DSL text embedded in a Python file);
+            by default the text itself under `name`.
+        placeholders: values of `$name` placeholders: numbers, bools, schedule text or nodes.
+        model: None (no model); `FROM_DIRECTIVE` (the file's `model` directive, if any); a
+            `"file.py:factory"` / `"module:factory"` reference; or (not with `lint`) the model itself.
+        base_dir: where a relative model reference is found (the .sched file's folder; the cwd by default).
+        lint: report every problem instead of stopping at the first failing stage (see the module doc).
+        bind: with `lint`, `bind(file, reference or None, base_dir) -> ((model, tree) or None,
+            diagnostics)` loads the model another way (the language server's cache);
+            `binding.bind_model` by default.
+
+    Raises:
+        TypeError, SchedError: for a placeholder value that cannot be one (see `bind_placeholders`).
+    """
+    front = _front_end(text_or_bytes, name, source, placeholders)
+    if front.parsed is None or (model is None and lint):
+        return front
+    return front.with_model(model, base_dir=base_dir, lint=lint, bind=bind)
+
+
+def _front_end(text_or_bytes, name: str, source: Source | None, placeholders: dict | None) -> Analysis:
+    """Decode, parse, bind the placeholders and run the model-free checks."""
+    from schedc.check.checker import check_file
+
+    text = text_or_bytes
+    if isinstance(text_or_bytes, bytes):
+        text, problem = decode(text_or_bytes)
+        if text is None:
+            return Analysis(name, None, None, [problem.in_file(name)])
+    source = source or Source(name, text)
+    parsed = parse(text)
+    nodes = bind_placeholders(parsed, placeholders or {})
+    found = list(parsed.diagnostics) + check_file(parsed, nodes)
+    return Analysis(name, source, parsed, _sorted(found, name), nodes)
+
+
+def _model_stage(front: Analysis, model, base_dir: Path, lint: bool, bind) -> Analysis:
+    """Bind the model (when asked for) and resolve: the Plan and the model's diagnostics."""
+    if front.parsed is None or (front.has_errors and not lint):
+        return front
+    if lint:  # every model-dependent problem, even after model-free errors; no Plan wanted
+        from schedc.plan.binding import check_against_model
+
+        reference = None if model is FROM_DIRECTIVE else model
+        found = check_against_model(front.parsed, reference, base_dir, known=front.diagnostics, bind=bind)
+        return replace(front, diagnostics=_sorted(front.diagnostics + found, front.name))
+    from schedc.plan.binding import resolve_checked
+
+    bound, problems = _bind(front.parsed, model, base_dir)
+    if problems:
+        return replace(front, diagnostics=_sorted(front.diagnostics + problems, front.name))
+    asked, (model, tree) = model, bound or (None, None)  # no model: resolved over the pattern texts as written
+    plan, found = resolve_checked(front.parsed, tree, front.diagnostics, front.placeholders, source=front.name)
+    diagnostics = _sorted(front.diagnostics + found, front.name)
+    plan = plan if not has_errors(diagnostics) else None
+    no_directive = asked is FROM_DIRECTIVE and bound is None
+    return replace(front, diagnostics=diagnostics, plan=plan, model=model, tree=tree, no_directive=no_directive)
+
+
+def _bind(parsed: ParseResult, model, base_dir: Path):
+    """((model, tree) or None, diagnostics): the model asked for, loaded and discovered."""
+    if model is None:
+        return None, []
+    if model is FROM_DIRECTIVE or isinstance(model, str):
+        from schedc.plan.binding import bind_model
+
+        return bind_model(parsed.file, None if model is FROM_DIRECTIVE else model, base_dir)
+    from schedc.plan.params import discover
+
+    return (model, discover(model)), []
+
+
+def _sorted(diagnostics, name: str) -> list[Diagnostic]:
+    return sorted((d.in_file(name) for d in diagnostics), key=sort_key)
+
+
+# ---------------------------------------------------------------- placeholders
+
+
+def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
+    """Placeholder values ready for the checks: schedule text parsed, never spliced into the text.
+
+    The one place where a `$name`'s value becomes part of the program: a string is parsed on
+    its own as ONE expression (a schedule such as `"cosine(0.1 -> 0.001)"`), so it can never
+    add statements, and its nodes take the span of the placeholder's first use, so problems
+    inside the value point at the placeholder. Numbers (any real: int, float, numpy or JAX
+    scalar), bools and syntax nodes become nodes in `lang.program.as_node`.
+
+    Raises:
+        TypeError: for a value of another kind (an optax schedule function, an array).
+        SchedError: for schedule text that does not parse.
+    """
+    from schedc.lang import nodes as n
+    from schedc.lang.program import as_node, with_span
+
+    uses = {}
+    for node in n.walk(parsed.file):
+        if isinstance(node, n.Placeholder):
+            uses.setdefault(node.id, node.span)
+    out = {}
+    for key, value in placeholders.items():
+        name = key.lstrip("$")
+        if isinstance(value, str):
+            try:
+                expr = parse_expression(value)
+            except SchedError as err:
+                err.add_note(f"in the value of placeholder `${name}`")
+                raise
+            out[name] = with_span(expr, uses.get(name, n.NO_SPAN))
+        elif as_node(value) is not None:
+            out[name] = value
+        else:
+            raise TypeError(
+                f"placeholder ${name}: expected a number, a bool or schedule text (\"cosine(0.1 -> 0)\"), got {type(value).__name__}"
+                + (" (an optax schedule function cannot be compiled into a phase: write it as schedule text)" if callable(value) else "")
+            )
+    return out
+
+
+# ---------------------------------------------------------------- one expression
+
+_PREFIX = "lr "  # an expression is parsed as an `lr` directive, then positions are shifted back
+EXPRESSION_NAME = "<schedule>"
+
+
+def parse_expression(text: str, names: dict | None = None):
+    """Parse one schedule expression; `names` bind `let`-style names and `$placeholders` to numbers.
+
+    Raises:
+        SchedError: on syntax errors and unbound names, rendered against the expression.
+        TypeError: for a name bound to something other than a number.
+    """
+    from schedc.check.unbound import unbound_names
+    from schedc.lang import nodes as n
+    from schedc.lang.expr import substitute
+    from schedc.lang.program import number_node
+
+    parsed = parse(_PREFIX + text)
+    diags = [_shift(d) for d in parsed.diagnostics]
+    items = parsed.file.items
+    expr = None
+    if not diags:
+        if len(items) == 1 and isinstance(items[0], n.Directive) and items[0].keyword == "lr":
+            expr = items[0].value
+        else:
+            extra = items[1] if len(items) > 1 else items[0]
+            diags.append(_shift(Diagnostic("E0001", "expected one schedule expression", extra.span)))
+    if expr is not None:
+        env = {}
+        for key, value in (names or {}).items():
+            node = number_node(value)
+            if node is None:
+                raise TypeError(f"name {key!r} must be bound to a number, got {type(value).__name__}")
+            env[key] = env["$" + key] = node
+        expr = substitute(expr, env)
+        diags += [_shift(d) for d in unbound_names(expr, names or {})]
+    _raise_errors(diags, text)
+    return expr
+
+
+def analyse_expression(text: str, steps: int, names: dict | None = None):
+    """`parse_expression`, then the schedule checks for a run of `steps` steps (`schedc.schedule`).
+
+    Raises:
+        SchedError: with every problem, rendered against the expression.
+        ValueError: for `steps` that is not a positive integer.
+    """
+    from schedc.check.schedules import check_schedule
+
+    expr = parse_expression(text, names)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _raise_errors([_shift(d) for d in check_schedule(expr, steps)], text)
+    return expr
+
+
+def _raise_errors(diags: list[Diagnostic], text: str) -> None:
+    errors = [d.in_file(EXPRESSION_NAME) for d in diags if d.is_error]
+    if errors:
+        raise SchedError(errors, {EXPRESSION_NAME: Source(EXPRESSION_NAME, text)})
+
+
+def _shift(d: Diagnostic) -> Diagnostic:
+    """Positions in `lr TEXT` -> positions in TEXT."""
+    from schedc.lang import nodes as n
+
+    def move(span: n.Span) -> n.Span:
+        k = len(_PREFIX)
+        return n.Span(
+            span.line,
+            max(1, span.column - k) if span.line == 1 else span.column,
+            span.end_line,
+            max(1, span.end_column - k) if span.end_line == 1 else span.end_column,
+            max(0, span.start - k),
+            max(0, span.end - k),
+        )
+
+    return replace(d, span=move(d.span), labels=tuple(replace(l, span=move(l.span)) for l in d.labels))

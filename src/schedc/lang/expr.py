@@ -24,10 +24,10 @@ def substitute(expr, env: dict[str, object]):
     """
     if isinstance(expr, n.Name):
         value = env.get(expr.id)
-        return _respan(value, expr.span) if value is not None else expr
+        return _at_use(value, expr.span) if value is not None else expr
     if isinstance(expr, n.Placeholder):
         value = env.get("$" + expr.id)
-        return _respan(value, expr.span) if value is not None else expr
+        return _at_use(value, expr.span) if value is not None else expr
     if isinstance(expr, n.Call):
         return replace(expr, args=tuple(substitute(a, env) for a in expr.args), kwargs=tuple(substitute(k, env) for k in expr.kwargs))
     if isinstance(expr, n.Keyword):
@@ -84,7 +84,8 @@ def _children(node) -> list:
     return out
 
 
-def _respan(value, span: n.Span):
+def _at_use(value, span: n.Span):
+    """A name's value, its top node at the name's span (the nodes inside keep theirs, where the value was written)."""
     if hasattr(value, "span") and hasattr(value, "__dataclass_fields__"):
         return replace(value, span=span)
     return value

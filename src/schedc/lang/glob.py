@@ -78,8 +78,8 @@ def components(path: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Pattern:
-    """A compiled pattern.
+class CompiledPattern:
+    """A pattern's text compiled for matching (the syntax node is `nodes.Pattern`).
 
     `literal` is the one path it can match when it has no wildcard; `tail` is the
     regex of what follows a leading `**` (None otherwise): such a pattern matches
@@ -120,7 +120,7 @@ class PathSet:
         # inside a quoted key a `.` or `[` is no component boundary: suffix search would be unsound
         self._quoted = any('"' in p for p in normal)
 
-    def match(self, pattern: Pattern) -> list[int]:
+    def match(self, pattern: CompiledPattern) -> list[int]:
         if pattern.literal is not None:
             i = self.index.get(pattern.literal)
             return [] if i is None else [i]
@@ -140,7 +140,7 @@ def _scanner(regex: str) -> re.Pattern:
 
 
 @lru_cache(maxsize=4096)
-def compile_pattern(text: str) -> Pattern:
+def compile_pattern(text: str) -> CompiledPattern:
     """Compile a pattern once (cached). Raises PatternError on malformed text."""
     parts = _parse(text)
     regex_parts: list[str] = []
@@ -159,7 +159,7 @@ def compile_pattern(text: str) -> Pattern:
             regex_parts.append(value)
             literal = None
     tail = "".join(regex_parts[1:]) if regex_parts[0] == _ANY_COMPONENTS else None
-    return Pattern(text, re.compile("".join(regex_parts)), join(literal) if literal is not None else None, tail)
+    return CompiledPattern(text, re.compile("".join(regex_parts)), join(literal) if literal is not None else None, tail)
 
 
 def check_pattern(text: str) -> PatternError | None:

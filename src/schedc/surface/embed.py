@@ -1,4 +1,4 @@
-"""DSL text embedded in Python: where it sits in the `.py` file, and typed `$placeholders`.
+"""DSL text embedded in Python: where it sits in the `.py` file, so that diagnostics point there.
 
 `schedc.compile('''...''', model)` called from a `.py` file reports problems at
 that file's lines and columns. The caller's file is parsed with `ast` (cached

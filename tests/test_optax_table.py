@@ -31,10 +31,14 @@ def test_table_has_the_common_optimizers_with_their_real_signatures():
     table = _optax_table.OPTIMIZERS
     for name in ("adam", "adamw", "sgd", "lbfgs", "rmsprop", "lion", "adafactor", "adagrad", "radam", "lamb"):
         assert name in table, name
-    assert table["adam"][0] == ("learning_rate", False, None)
-    assert ("b1", True, "0.9") in table["adam"]
-    assert ("momentum", True, "None") in table["sgd"]
-    assert ("weight_decay", True, "0.0001") in table["adamw"]
+    assert table["adam"][0] == ("learning_rate", False, None, "number")
+    assert ("b1", True, "0.9", "number") in table["adam"]
+    assert ("mu_dtype", True, "None", "dtype") in table["adam"]
+    assert ("nesterov", True, "False", "bool") in table["adam"]
+    assert ("momentum", True, "None", "number") in table["sgd"]
+    assert ("weight_decay", True, "0.0001", "number") in table["adamw"]
+    assert ("memory_size", True, "10", "int") in table["lbfgs"]
+    assert ("mask", True, "None", "object") in table["adamw"]
 
 
 def test_only_optimizers_are_listed():
@@ -43,8 +47,28 @@ def test_only_optimizers_are_listed():
     assert "scale_by_adam" not in _optax_table.OPTIMIZERS and "chain" not in _optax_table.OPTIMIZERS
 
 
+def test_transforms_are_the_nameable_non_optimizers_and_contrib():
+    table = _optax_table.TRANSFORMS
+    for name in ("clip_by_global_norm", "clip", "add_decayed_weights", "scale_by_adam", "contrib.muon", "contrib.reduce_on_plateau", "contrib.schedule_free_adamw"):
+        assert name in table, name
+    # combinators take transformations or functions: the language has its own chain/accumulate/ema
+    for name in ("chain", "masked", "inject_hyperparams", "partition", "stateless", "contrib.sam", "contrib.schedule_free", "scale_by_schedule", "freeze"):
+        assert name not in table, name
+    assert not set(table) & set(_optax_table.OPTIMIZERS)
+    for name in table:
+        assert isinstance(_factory(name)(**_required_args(name)), optax.GradientTransformation), name
+
+
+def _factory(name: str):
+    target = optax
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
+
+
 def _required_args(name: str) -> dict:
-    return {p: 0.1 for p, has_default, _ in _optax_table.OPTIMIZERS[name] if not has_default}
+    table = _optax_table.OPTIMIZERS if name in _optax_table.OPTIMIZERS else _optax_table.TRANSFORMS
+    return {p: (1 if kind == "int" else 0.1) for p, has_default, _, kind in table[name] if not has_default}
 
 
 def test_default_reprs_are_stable():

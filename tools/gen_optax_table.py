@@ -1,4 +1,4 @@
-"""Generate src/schedc/check/_optax_table.py: every optax optimizer and its signature.
+"""Generate src/schedc/check/_optax_table.py: every optax transformation the language can name.
 
 `schedc check` validates optimizer names and keyword arguments against optax's
 real signatures, but must not import JAX (optax imports it). So this script
@@ -6,13 +6,23 @@ inspects the installed optax once and writes the result as plain Python data;
 tests/test_optax_table.py regenerates it and fails when the checked-in table is
 stale (after an optax upgrade: run `python tools/gen_optax_table.py`).
 
-Which functions are optimizers: the public top-level functions of `optax` that
-are defined in `optax._src.alias`, optax's module of optimizer aliases (adam,
-adamw, sgd, lbfgs, ...): each builds a complete GradientTransformation from
-hyperparameters. Transformations (`scale_by_adam`, `chain`, ...) live in other
-modules and are left out. `optax.contrib` is left out too: the language's
-optimizer names are plain identifiers (no dots), and contrib's API is not
-stable across optax releases.
+Two tables:
+- OPTIMIZERS: the public top-level functions of `optax` defined in
+  `optax._src.alias` (adam, adamw, sgd, lbfgs, ...): each builds a complete
+  optimizer from hyperparameters.
+- TRANSFORMS: every other public function of `optax` and `optax.contrib` that
+  returns a GradientTransformation and whose required arguments are values
+  (numbers, names), so it can be written in the language: `clip_by_global_norm`,
+  `add_decayed_weights`, `scale_by_adam`, `contrib.muon`, `contrib.reduce_on_plateau`,
+  ... Combinators taking transformations or functions (`chain`, `masked`,
+  `inject_hyperparams`, `contrib.sam`, ...) are left out: the language's own
+  `chain(...)`, `accumulate N` and `ema D` stand for the ones it supports.
+  contrib members are named with their submodule, `contrib.muon`.
+
+Each parameter is (name, has_default, default_repr or None, kind), kind being
+what the language may pass: "number" (a number or a schedule), "int", "bool",
+"string" (a bare name or a string), "dtype" (a dtype name) or "object" (not
+expressible: masks, line searches, tuples; only its default is used).
 """
 
 from __future__ import annotations
@@ -39,26 +49,86 @@ def default_repr(value) -> str:
     return f"<{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(value).__name__)}>"
 
 
-def optimizers(optax) -> dict[str, tuple[tuple[str, bool, str | None], ...]]:
-    """{name: ((parameter, has_default, default_repr or None), ...)} in signature order."""
-    table = {}
-    for name in sorted(dir(optax)):
-        fn = getattr(optax, name)
-        if name.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != "optax._src.alias":
+def kind_of(param) -> str:
+    """What the language may pass for `param` (see the module docstring)."""
+    text = str(param.annotation)
+    default = param.default
+    if param.name.endswith("dtype") or "DType" in text:
+        return "dtype"
+    if param.annotation is bool or isinstance(default, bool):
+        return "bool"
+    if isinstance(default, str) or text.startswith("typing.Literal"):
+        return "string"
+    if param.annotation is param.empty:
+        return "number" if isinstance(default, (int, float)) else "object"
+    if param.annotation is int or text in ("typing.Optional[int]", "int | None"):
+        return "int"
+    if param.name == "mask" or param.name.endswith("_mask") or param.name.endswith("_fn"):
+        return "object"
+    if text.startswith(("typing.Union[typing.Any", "typing.Optional[typing.Any]", "collections.abc.Callable", "typing.Callable")):
+        return "object"
+    if "tuple[" in text or "DimensionNumbers" in text or "GradientTransformation" in text:
+        return "object"
+    if "float" in text or "numpy.number" in text:
+        return "number"
+    return "object"
+
+
+def _params(fn) -> tuple:
+    out = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        params = []
-        for p in inspect.signature(fn).parameters.values():
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            has_default = p.default is not p.empty
-            params.append((p.name, has_default, default_repr(p.default) if has_default else None))
-        table[name] = tuple(params)
+        has_default = p.default is not p.empty
+        out.append((p.name, has_default, default_repr(p.default) if has_default else None, kind_of(p)))
+    return tuple(out)
+
+
+def _public_functions(module):
+    for name in sorted(dir(module)):
+        fn = getattr(module, name)
+        if not name.startswith("_") and inspect.isfunction(fn):
+            yield name, fn
+
+
+def optimizers(optax) -> dict[str, tuple]:
+    """{name: ((parameter, has_default, default_repr or None, kind), ...)} in signature order."""
+    return {name: _params(fn) for name, fn in _public_functions(optax) if fn.__module__ == "optax._src.alias"}
+
+
+def _is_transform(fn) -> bool:
+    """A function returning a GradientTransformation whose required arguments the language can write."""
+    signature = inspect.signature(fn)
+    if "GradientTransformation" not in str(signature.return_annotation):
+        return False
+    return not any(p.kind == p.VAR_POSITIONAL or (p.default is p.empty and kind_of(p) == "object") for p in signature.parameters.values())
+
+
+def transforms(optax) -> dict[str, tuple]:
+    """The other nameable transformations: top-level ones and `contrib.*`."""
+    import optax.contrib
+
+    table = {}
+    for prefix, module in (("", optax), ("contrib.", optax.contrib)):
+        for name, fn in _public_functions(module):
+            if (prefix or fn.__module__ != "optax._src.alias") and _is_transform(fn):
+                table[prefix + name] = _params(fn)
     return table
+
+
+def _render_table(title: str, table: dict) -> list[str]:
+    lines = [f"{title}: dict[str, tuple[tuple[str, bool, str | None, str], ...]] = {{"]
+    for name, params in table.items():
+        lines.append(f"    {name!r}: (")
+        lines.extend(f"        {p!r}," for p in params)
+        lines.append("    ),")
+    lines.append("}")
+    return lines
 
 
 def render(optax) -> str:
     lines = [
-        '"""optax optimizers and their signatures, for `schedc check` (which must not import JAX).',
+        '"""optax optimizers and transformations with their signatures, for `schedc check` (which must not import JAX).',
         "",
         "GENERATED by tools/gen_optax_table.py from the installed optax; do not edit.",
         "tests/test_optax_table.py fails when this table no longer matches optax.",
@@ -66,14 +136,12 @@ def render(optax) -> str:
         "",
         f"OPTAX_VERSION = {optax.__version__!r}",
         "",
-        "# name -> ((parameter, has_default, default_repr or None), ...), in signature order",
-        "OPTIMIZERS: dict[str, tuple[tuple[str, bool, str | None], ...]] = {",
+        "# name -> ((parameter, has_default, default_repr or None, kind), ...), in signature order",
+        *_render_table("OPTIMIZERS", optimizers(optax)),
+        "",
+        "# transformations that are not complete optimizers, and optax.contrib (dotted names)",
+        *_render_table("TRANSFORMS", transforms(optax)),
     ]
-    for name, params in optimizers(optax).items():
-        lines.append(f"    {name!r}: (")
-        lines.extend(f"        {p!r}," for p in params)
-        lines.append("    ),")
-    lines.append("}")
     return "\n".join(lines) + "\n"
 
 
@@ -89,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{TARGET} is {'stale' if stale else 'up to date'}")
         return int(stale)
     TARGET.write_text(text)
-    print(f"wrote {TARGET} ({len(optimizers(optax))} optimizers, optax {optax.__version__})")
+    print(f"wrote {TARGET} ({len(optimizers(optax))} optimizers, {len(transforms(optax))} transformations, optax {optax.__version__})")
     return 0
 
 

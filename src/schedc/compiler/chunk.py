@@ -25,10 +25,8 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
+from schedc.compiler import optimizers as O
 from schedc.plan import resolve as P
-
-# Optimizers whose update needs the loss (and its function) besides the gradient.
-NEEDS_VALUE = frozenset({"lbfgs", "polyak_sgd"})
 
 COMPLETED, STOP_LOSS_CHANGE, STOP_LOSS, NONFINITE = 0, 1, 2, 3
 STOP_REASONS = {COMPLETED: "completed", STOP_LOSS_CHANGE: "loss_change", STOP_LOSS: "loss", NONFINITE: "non-finite loss"}
@@ -51,9 +49,14 @@ class Hyper:
 class GroupSignature:
     label: str  # "" for the phase's default group, else the patterns that made it
     paths: tuple[str, ...]
-    optimizer: str
-    static: tuple[tuple[str, Any], ...]  # keyword arguments fixed at trace time (bools, integers, names)
+    members: tuple[O.Member, ...]  # the optax transformations chained, with their static keywords
     hypers: tuple[Hyper, ...]
+    plateau: tuple[tuple[str, float], ...] | None = None  # reduce_on_plateau's keywords, chained last
+
+    @property
+    def optimizer(self) -> tuple:
+        """What decides the shape of the group's optimizer state (`carry state` needs it unchanged)."""
+        return tuple((m.name, m.static) for m in self.members), self.plateau
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,13 @@ class PhaseSignature:
     stop_kinds: tuple[str, ...]  # sorted kinds of the phase's stop rules
     over: int  # window of a loss_change rule (the ring buffer's length), 1 without one
     chunk: int
+    accumulate: int = 1  # optax.MultiSteps over this many steps
+    ema: float | None = None  # decay of the EMA of the free parameters
+
+    @property
+    def plateaus(self) -> int:
+        """How many plateau scales the chunk logs at each step."""
+        return sum(g.plateau is not None for g in self.groups)
 
     @property
     def n_hypers(self) -> int:
@@ -80,15 +90,6 @@ class PreparedPhase:
     numbers: np.ndarray  # float32: every hyperparameter schedule's numbers
     stop_numbers: np.ndarray  # float64 (float32 on the device without jax_enable_x64): [loss_change threshold, after, loss threshold]
     hyper_names: tuple[str, ...]  # column names of the logged hyperparameters
-
-
-def _optimizer_factory(name: str):
-    import optax
-
-    target = optax
-    for part in name.split("."):
-        target = getattr(target, part)
-    return target
 
 
 def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk: int) -> PreparedPhase:
@@ -117,17 +118,31 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
     for group in phase.groups:
         spec = group.optimizer or phase.optimizer
         label = _group_label(group)
-        static, fed = _split_kwargs(spec)
+        own_lr = group.lr is not None or group.plateau is not None
         lr = group.lr if group.lr is not None else phase.lr
-        if lr is not None:
-            fed = [("learning_rate", lr)] + [kv for kv in fed if kv[0] != "learning_rate"]
-        hypers = []
-        for hp_name, expr in fed:
+        plateau = group.plateau if own_lr else phase.plateau
+        hypers: list[Hyper] = []
+
+        def feed(hp_name: str, expr) -> int:
+            """The index of a fed hyperparameter in the group, lowering its schedule."""
             lowered = schedules.lower(expr, phase.steps)
             hypers.append(Hyper(hp_name, lowered.structure, len(numbers), len(lowered.numbers)))
             numbers.extend(float(x) for x in lowered.numbers)
             names.append(hp_name if not label else f"{hp_name}@{label}")
-        groups.append(GroupSignature(label, tuple(group.paths), spec.name, static, tuple(hypers)))
+            return len(hypers) - 1
+
+        lr_index = feed("learning_rate", lr) if lr is not None else None
+        members = []
+        chained = len(spec.transforms) > 1
+        for member in spec.transforms:
+            static, fed = O.split_kwargs(member)
+            takes_lr = any(p[0] == "learning_rate" for p in P.transform_params(member.name))
+            given = {k for k, _ in static} | {k for k, _ in fed}
+            slots = [(k, feed(f"{member.name}.{k}" if chained else k, expr)) for k, expr in fed]
+            if lr_index is not None and takes_lr and "learning_rate" not in given:
+                slots.insert(0, ("learning_rate", lr_index))
+            members.append(O.Member(member.name, static, tuple(slots)))
+        groups.append(GroupSignature(label, tuple(group.paths), tuple(members), tuple(hypers), plateau))
     kinds = tuple(sorted({rule.kind for rule in phase.stop}))
     over = next((rule.over for rule in phase.stop if rule.kind == "loss_change"), 1)
     stop_numbers = np.zeros(3, np.float64)  # compared with the loss: as precise as a float64 loss needs
@@ -136,7 +151,8 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
             stop_numbers[0], stop_numbers[1] = rule.threshold, rule.after
         else:
             stop_numbers[2] = rule.threshold
-    signature = PhaseSignature(tuple(groups), (), kinds, int(over), int(chunk))
+    signature = PhaseSignature(tuple(groups), (), kinds, int(over), int(chunk), phase.accumulate, phase.ema)
+    names += [f"plateau_scale@{g.label}" if g.label else "plateau_scale" for g in groups if g.plateau is not None]
     numbers_array = np.asarray(numbers, np.float32)
     for shared in (numbers_array, stop_numbers):  # cached: shared by every run of the phase
         shared.setflags(write=False)
@@ -145,31 +161,9 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
 
 def _group_label(group: P.Group) -> str:
     """The phase's own group is ""; a `free P lr ...` group is named by its patterns as written."""
-    if group.lr is None and group.optimizer is None:
+    if group.lr is None and group.optimizer is None and group.plateau is None:
         return ""
     return group.label or ",".join(group.paths)
-
-
-def _split_kwargs(spec: P.OptimizerSpec) -> tuple[tuple[tuple[str, Any], ...], list[tuple[str, Any]]]:
-    """Optimizer keyword arguments: (static at trace time, fed every step).
-
-    Booleans, integers and bare names are static (optax uses them for shapes and
-    control flow, e.g. lbfgs' memory_size); every other number or schedule is fed
-    as a runtime number (see `make_transform`), so changing it never recompiles.
-    """
-    from schedc.lang import nodes as n
-
-    static, fed = [], []
-    for name, expr in spec.kwargs:
-        if isinstance(expr, n.Bool):
-            static.append((name, expr.value))
-        elif isinstance(expr, n.Number) and isinstance(expr.value, int) and not isinstance(expr.value, bool):
-            static.append((name, expr.value))
-        elif isinstance(expr, (n.Name, n.String)):
-            static.append((name, expr.id if isinstance(expr, n.Name) else expr.value))
-        else:
-            fed.append((name, expr))
-    return tuple(static), fed
 
 
 # ---------------------------------------------------------------- building programs
@@ -182,20 +176,23 @@ def make_transform(signature: PhaseSignature, values: list[list]):
     `optax.inject_hyperparams`, without its per-step copy of the values into the
     optimizer state (measured: ~30% of a step on a small model) and without its
     one-step lag in what is logged: the values passed here are the ones applied.
-    One group: its optimizer; several: `optax.partition` keyed by group label.
+    One group: its transformation; several: `optax.partition` keyed by group label;
+    then the EMA and the accumulation (schedc.compiler.optimizers).
     """
     import optax
 
-    txs = []
-    for group, vals in zip(signature.groups, values):
-        kwargs = dict(group.static)
-        kwargs.update({h.name: v for h, v in zip(group.hypers, vals)})
-        txs.append(_optimizer_factory(group.optimizer)(**kwargs))
+    txs = [O.build_group(g.members, g.plateau, vals) for g, vals in zip(signature.groups, values)]
     if len(txs) == 1:
-        return txs[0]
-    # partition keys are the group labels, so `carry state` can match groups across phases
-    labels = {path: g.label for g in signature.groups for path in g.paths}
-    return optax.partition({g.label: tx for g, tx in zip(signature.groups, txs)}, labels)
+        tx = txs[0]
+    else:
+        # partition keys are the group labels, so `carry state` can match groups across phases
+        labels = {path: g.label for g in signature.groups for path in g.paths}
+        tx = optax.partition({g.label: t for g, t in zip(signature.groups, txs)}, labels)
+    if signature.ema is not None:
+        tx = optax.chain(tx, O.ema_params(signature.ema))
+    if signature.accumulate > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=signature.accumulate).gradient_transformation()
+    return tx
 
 
 def hyper_values(signature: PhaseSignature, step, numbers) -> list[list]:
@@ -278,7 +275,7 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
     import jax.numpy as jnp
     import optax
 
-    extra = any(g.optimizer.split(".")[-1] in NEEDS_VALUE for g in signature.groups)
+    extra = any(O.needs_value(g.members, g.plateau) for g in signature.groups)
     K, N = signature.chunk, signature.over
     has_lc, has_loss = "loss_change" in signature.stop_kinds, "loss" in signature.stop_kinds
 
@@ -323,8 +320,18 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
             stop["reason"] = reason
             return stop
 
+        # the loss of each step, and with plateaus the scale each applied (for the hyperparameter log);
         # the history keeps the loss's own dtype (float64 under jax_enable_x64 with a float64 model)
-        losses = jnp.full((K,), jnp.nan, jax.eval_shape(loss_of, free).dtype)
+        logs = {"loss": jnp.full((K,), jnp.nan, jax.eval_shape(loss_of, free).dtype)}
+        if signature.plateaus:
+            logs["plateau_scale"] = stop_state["plateau_scale"]
+
+        def log(logs, k, loss, opt_state):
+            out = {"loss": logs["loss"].at[k].set(loss)}
+            if signature.plateaus:
+                out["plateau_scale"] = logs["plateau_scale"].at[k].set(O.plateau_scales(opt_state))
+            return out
+
         # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
         # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
         # rules the loop body is the bare step, as in a hand-written loop, and the host finds
@@ -333,22 +340,25 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
         if has_lc or has_loss:
 
             def body(carry):
-                k, free, opt_state, stop, losses = carry
+                k, free, opt_state, stop, logs = carry
                 loss, free, opt_state = step(k, free, opt_state)
-                return k + 1, free, opt_state, update_stop(stop, step0 + k, loss), losses.at[k].set(loss)
+                return k + 1, free, opt_state, update_stop(stop, step0 + k, loss), log(logs, k, loss, opt_state)
 
             def more(carry):
                 return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
 
-            ran, free, opt_state, stop_state, losses = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, losses))
+            ran, free, opt_state, stop_state, logs = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs))
         else:
 
             def body(carry):
-                k, free, opt_state, losses = carry
+                k, free, opt_state, logs = carry
                 loss, free, opt_state = step(k, free, opt_state)
-                return k + 1, free, opt_state, losses.at[k].set(loss)
+                return k + 1, free, opt_state, log(logs, k, loss, opt_state)
 
-            ran, free, opt_state, losses = jax.lax.while_loop(lambda c: c[0] < n_active, body, (jnp.int32(0), free, opt_state, losses))
+            ran, free, opt_state, logs = jax.lax.while_loop(lambda c: c[0] < n_active, body, (jnp.int32(0), free, opt_state, logs))
+        if signature.plateaus:
+            stop_state = dict(stop_state, plateau_scale=logs["plateau_scale"])
+        losses = logs["loss"]
         stop_state = dict(stop_state, done=stop_state["done"] + ran)
         return free, opt_state, stop_state, losses
 
@@ -392,14 +402,19 @@ def first_nonfinite(losses: np.ndarray) -> int | None:
 
 
 def initial_stop_state(signature: PhaseSignature) -> dict:
+    """The loop state besides parameters and optimizer: stop-rule ring buffer, reason, steps done,
+    and with plateaus the [chunk, plateaus] buffer of the scales applied in the last chunk."""
     import jax.numpy as jnp
 
-    return {
+    state = {
         # the widest float the process allows (float64 under jax_enable_x64): holds any loss exactly
         "ring": np.full((signature.over,), np.nan, jnp.result_type(float)),
         "reason": np.int32(COMPLETED),
         "done": np.int32(0),
     }
+    if signature.plateaus:
+        state["plateau_scale"] = np.full((signature.chunk, signature.plateaus), np.nan, np.float32)
+    return state
 
 
 # ---------------------------------------------------------------- keys and state carrying

@@ -207,12 +207,16 @@ Statement = Union[Free, Fix, Init, Carry, Stop]
 
 @dataclass(frozen=True)
 class Phase:
+    """`phase [NAME] STEPS [lr E] [optimizer O] [accumulate N] [ema D] < BODY >`."""
+
     name: Name | None
     steps: Expr
     lr: Expr | None = None
-    optimizer: Expr | None = None
+    optimizer: Expr | None = None  # a Name (dotted for optax submodules: `contrib.muon`) or a Call (`chain(...)` too)
     body: tuple[Statement, ...] = ()
     span: Span = _span()
+    accumulate: Expr | None = None  # gradient accumulation over N steps (optax.MultiSteps)
+    ema: Expr | None = None  # decay of an exponential moving average of the free parameters
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,7 @@ class Params:
 @dataclass(frozen=True)
 class Directive:
     """`model "..."`, `loss "..."`, `data "..."`, `seed N`, `optimizer OPT`, `lr EXPR`,
-    `default fixed|free`: `keyword` names which; `value` is its argument
+    `accumulate N`, `ema DECAY`, `default fixed|free`: `keyword` names which; `value` is its argument
     (a String, an expression, a Name or Call for the optimizer, or a Name for default)."""
 
     keyword: str

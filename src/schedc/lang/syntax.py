@@ -34,11 +34,11 @@ MAX_DEPTH = 200
 # passes see converts to a float (10**309 does not), and Python refuses > 4300 digits anyway.
 _MAX_INT_DIGITS = 300
 
-TOP_LEVEL_KEYWORDS = ("model", "loss", "data", "seed", "optimizer", "lr", "default", "let", "phase", "repeat", "params")
+TOP_LEVEL_KEYWORDS = ("model", "loss", "data", "seed", "optimizer", "lr", "accumulate", "ema", "default", "let", "phase", "repeat", "params")
 _ITEM_START = re.compile(r"(?m)^[ \t]*(?:%s)\b" % "|".join(TOP_LEVEL_KEYWORDS))
 
 KEYWORDS = (
-    "model loss data seed optimizer default let phase repeat params lr free fix fixed init reset "
+    "model loss data seed optimizer accumulate ema default let phase repeat params lr free fix fixed init reset "
     "carry state stop when over after until in at for then true false"
 ).split()
 
@@ -234,6 +234,9 @@ class _ToAst:
     def placeholder(self, span, ch):
         return n.Placeholder(str(ch[0])[1:], span)
 
+    def qualified(self, span, ch):
+        return n.Name("".join(str(t) for t in ch), span)
+
     # ---- compound expressions
     def call(self, span, ch):
         func, *rest = _values(ch)
@@ -325,8 +328,8 @@ class _ToAst:
         return ch[0]
 
     def phase(self, span, ch):
-        _, name, steps, _, lr, _, optimizer, body = ch
-        return n.Phase(name, steps, lr, optimizer, body, span)
+        _, name, steps, _, lr, _, optimizer, _, accumulate, _, ema, body = ch
+        return n.Phase(name, steps, lr, optimizer, body, span, accumulate, ema)
 
     def repeat(self, span, ch):
         count, *items = _values(ch)
@@ -366,6 +369,7 @@ class _ToAst:
     model_directive, loss_directive, data_directive = _directive("model"), _directive("loss"), _directive("data")
     seed_directive, optimizer_directive = _directive("seed"), _directive("optimizer")
     lr_directive, default_directive = _directive("lr"), _directive("default")
+    accumulate_directive, ema_directive = _directive("accumulate"), _directive("ema")
 
     def let_directive(self, span, ch):
         _, name, value = ch

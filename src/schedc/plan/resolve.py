@@ -27,11 +27,25 @@ from schedc.lang.program import (
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """An optax optimizer by name; keyword values are closed expressions (numbers or schedules)."""
+    """An optax transformation by name (`adam`, `clip_by_global_norm`, `contrib.muon`), or `chain`.
+
+    `kwargs` are closed expressions (numbers, schedules, names), positional
+    arguments already named by optax's signature; a `chain` has its `members`.
+    """
 
     name: str
     kwargs: tuple[tuple[str, object], ...] = ()
     span: n.Span = field(default=n.NO_SPAN, compare=False)
+    members: tuple["OptimizerSpec", ...] = ()
+
+    @property
+    def transforms(self) -> tuple["OptimizerSpec", ...]:
+        """What optax chains, in order: the members of a `chain`, else the spec itself."""
+        return self.members if self.name == CHAIN else (self,)
+
+
+CHAIN = "chain"
+PLATEAU = "plateau"  # `lr E * plateau(...)`: optax.contrib.reduce_on_plateau's scale on the updates
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,7 @@ class Group:
     optimizer: OptimizerSpec | None = None
     span: n.Span = field(default=n.NO_SPAN, compare=False)
     label: str = ""  # the patterns of the `free` statement that made the group, as written ("" for the phase's own)
+    plateau: tuple[tuple[str, float], ...] | None = None  # the group lr's `plateau(...)` keywords (see PhasePlan.plateau)
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,10 @@ class PhasePlan:
     stop: tuple[StopRule, ...] = ()
     span: n.Span = field(default=n.NO_SPAN, compare=False)
     display: str = ""  # how tables name it: its name, `NAME#2` for the second repeat instance, or `phase 3`
+    # `lr E * plateau(k=v, ...)`: `lr` is E and this holds the keywords of optax.contrib.reduce_on_plateau
+    plateau: tuple[tuple[str, float], ...] | None = None
+    accumulate: int = 1  # `accumulate N`: optax.MultiSteps over N steps
+    ema: float | None = None  # `ema D`: decay of the moving average of the free parameters
 
     @property
     def label(self) -> str:
@@ -393,7 +412,8 @@ class _Resolver:
         for j, stmt in enumerate(statements):
             if j in free_by_group:
                 label = ", ".join(p.text for p in stmt.patterns)
-                groups.append(Group(tuple(self.paths[i] for i in free_by_group[j]), self.closed(stmt.lr), self._optimizer(stmt.optimizer), stmt.span, label))
+                lr, plateau = split_plateau(self.closed(stmt.lr))
+                groups.append(Group(tuple(self.paths[i] for i in free_by_group[j]), lr, self._optimizer(stmt.optimizer), stmt.span, label, plateau))
         free = tuple(self.paths[i] for i in sorted(i for members in free_by_group.values() for i in members))
         # a phase whose `free` patterns match nothing has its error already (E0401/E0402)
         unmatched = any(not self.matches.get(id(p)) for s in statements if isinstance(s, n.Free) for p in s.patterns)
@@ -402,22 +422,33 @@ class _Resolver:
 
         inits = self._inits(ph, entries, entries_of)
         lr = phase.lr if phase.lr is not None else (self.directives["lr"].value if "lr" in self.directives else None)
-        optimizer = self._optimizer(phase.optimizer if phase.optimizer is not None else (self.directives["optimizer"].value if "optimizer" in self.directives else None)) or OptimizerSpec(catalog.DEFAULT_OPTIMIZER)
+        optimizer = self._optimizer(self._inherited(phase.optimizer, "optimizer")) or OptimizerSpec(catalog.DEFAULT_OPTIMIZER)
+        lr, plateau = split_plateau(self.closed(lr))
+        accumulate, ema = self.number(self._inherited(phase.accumulate, "accumulate")), self.number(self._inherited(phase.ema, "ema"))
         plan = PhasePlan(
             index=k,
             name=ph.name,
             steps=steps,
             free=free,
             groups=tuple(groups),
-            lr=self.closed(lr),
+            lr=lr,
             optimizer=optimizer,
             inits=tuple(spec for spec, _ in (inits[i] for i in sorted(inits))),
             carry=any(isinstance(s, n.Carry) for s in phase.body),
             stop=tuple(self._stop(s, steps) for s in phase.body if isinstance(s, n.Stop)),
             span=phase.span,
             display=ph.display,
+            plateau=plateau,
+            accumulate=int(accumulate) if accumulate is not None else 1,
+            ema=float(ema) if ema is not None else None,
         )
         return plan, inits
+
+    def _inherited(self, value, keyword: str):
+        """A phase header clause, else the directive of the same keyword, else None."""
+        if value is not None:
+            return value
+        return self.directives[keyword].value if keyword in self.directives else None
 
     def _status(self, ph, i, statements, j, pattern, entries, mine):
         """(status or None, group) of parameter i in phase ph, reporting params conflicts."""
@@ -599,11 +630,20 @@ class _Resolver:
     # ---- phase parts
 
     def _optimizer(self, expr) -> OptimizerSpec | None:
+        """`adam`, `adamw(weight_decay=1e-4)`, `chain(clip_by_global_norm(1.0), adam)`: positional
+        arguments are named from optax's signature (the checker reported any that do not fit)."""
         if isinstance(expr, n.Name):
             return OptimizerSpec(expr.id, (), expr.span)
-        if isinstance(expr, n.Call):
-            return OptimizerSpec(expr.func.id, tuple((kw.name.id, self.closed(kw.value)) for kw in expr.kwargs), expr.span)
-        return None
+        if not isinstance(expr, n.Call):
+            return None
+        name = expr.func.id
+        if name == CHAIN:
+            members = tuple(self._optimizer(arg) for arg in expr.args)
+            return OptimizerSpec(CHAIN, (), expr.span, tuple(m for m in members if m is not None))
+        names = [p[0] for p in transform_params(name)]
+        kwargs = [(key, self.closed(arg)) for key, arg in zip(names, expr.args)]
+        kwargs += [(kw.name.id, self.closed(kw.value)) for kw in expr.kwargs]
+        return OptimizerSpec(name, tuple(kwargs), expr.span)
 
     def _stop(self, stop: n.Stop, steps: int) -> StopRule:
 
@@ -659,6 +699,41 @@ class _Resolver:
                     help="free it in some phase, or `fix` it to say it stays fixed",
                 ),
             )
+
+
+def transform_params(name: str) -> tuple:
+    """optax's signature of a nameable transformation: ((parameter, has_default, default, kind), ...); () if unknown."""
+    from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
+
+    return OPTIMIZERS.get(name) or TRANSFORMS.get(name) or ()
+
+
+def split_plateau(expr):
+    """(learning rate, plateau keywords or None) of an lr written `E * plateau(...)`, `plateau(...) * E`
+    or `plateau(...)` (then the learning rate is None: the optimizer's own).
+
+    The plateau scale multiplies the updates (optax.contrib.reduce_on_plateau chained after the
+    optimizer), which is the learning rate times the scale for every optimizer whose update is
+    linear in its learning rate. Its keywords are constants (optax validates them in Python).
+    """
+    from schedc.lang.expr import constant
+
+    def keywords(call: n.Call):
+        names = [p[0] for p in transform_params("contrib.reduce_on_plateau")]
+        given = list(zip(names, call.args)) + [(kw.name.id, kw.value) for kw in call.kwargs]
+        return tuple((key, constant(value)) for key, value in given)
+
+    def is_plateau(node) -> bool:
+        return isinstance(node, n.Call) and node.func.id == PLATEAU
+
+    if is_plateau(expr):
+        return None, keywords(expr)
+    if isinstance(expr, n.BinOp) and expr.op == "*":
+        if is_plateau(expr.right):
+            return expr.left, keywords(expr.right)
+        if is_plateau(expr.left):
+            return expr.right, keywords(expr.left)
+    return expr, None
 
 
 def _flatten(expr) -> tuple[tuple[float, ...] | None, tuple[int, ...]]:

@@ -28,6 +28,7 @@ from schedc.runtime.runner import (
     Runner,
     applied_hyperparams,
     strong_types,
+    with_scales,
 )
 
 _VMAPPED: dict[int, tuple] = {}  # id(compiled functions) -> (them, vmapped init, vmapped chunk)
@@ -75,12 +76,15 @@ class BatchedPhaseResult:
     compile_time: float
     compiles: int
     model: Any = None  # every array leaf with the leading dataset axis
+    ema_model: Any = None  # with `ema D`, batched like `model`
 
-    def dataset(self, i: int, model=None) -> PhaseResult:
+    def dataset(self, i: int, take=lambda tree: tree) -> PhaseResult:
+        """Dataset i's phase; `take` slices its models out of the batch."""
         n = int(self.steps_run[i])
         return PhaseResult(
             self.index, self.name, self.display, self.steps, n, self.losses[i, :n], {k: v[i, :n] for k, v in self.hyperparams.items()},
-            self.stop_reasons[i], self.wall_time, self.compile_time, self.compiles, model,
+            self.stop_reasons[i], self.wall_time, self.compile_time, self.compiles, take(self.model),
+            None if self.ema_model is None else take(self.ema_model),
         )
 
 
@@ -107,7 +111,7 @@ class BatchedResult(PhaseHistory):
         def take(tree):
             return jax.tree_util.tree_map(lambda x: x[i] if hasattr(x, "shape") and x.ndim else x, tree)
 
-        return Result(take(self.initial_model), [p.dataset(i, take(p.model)) for p in self.phases])
+        return Result(take(self.initial_model), [p.dataset(i, take) for p in self.phases])
 
 
 def _keep(mask: np.ndarray, old, new):
@@ -176,13 +180,15 @@ class BatchedRunner(Runner):
         stop = _stop_at_nonfinite(stop, chunk_losses, done_before=step0)
         return free, opt_state, stop, chunk_losses, bool(np.all(np.asarray(stop["reason"]) != C.COMPLETED))
 
-    def _phase_result(self, phase, prepared, fns, losses, stop, model, wall: float, clock: CompileClock) -> BatchedPhaseResult:
+    def _phase_result(self, phase, prepared, fns, losses, scales, stop, model, wall: float, clock: CompileClock) -> BatchedPhaseResult:
         done = np.asarray(stop["done"])
         reasons = np.asarray(stop["reason"])
         self.dead |= reasons == C.NONFINITE
         loss_arr = np.concatenate(losses, axis=1) if losses else np.zeros((self.size, 0), np.float32)
-        # the hyperparameters are functions of the step alone: the same for every dataset
-        hyper_arr = np.broadcast_to(applied_hyperparams(fns, prepared, loss_arr.shape[1], self.chunk), (self.size, loss_arr.shape[1], len(prepared.hyper_names)))
+        # the scheduled hyperparameters are functions of the step alone: the same for every dataset;
+        # plateau scales follow each dataset's losses
+        scheduled = applied_hyperparams(fns, prepared, loss_arr.shape[1], self.chunk)
+        hyper_arr = with_scales(np.broadcast_to(scheduled, (self.size,) + scheduled.shape), scales)
         # steps a dataset did not run hold NaN (the chunk leaves them unwritten)
         mask = np.arange(loss_arr.shape[1])[None, :] < done[:, None]
         loss_arr = np.where(mask, loss_arr, np.nan)

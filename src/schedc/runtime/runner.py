@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from schedc.compiler import chunk as C
+from schedc.compiler import optimizers as O
 from schedc.plan import resolve as P
 
 
@@ -33,6 +34,7 @@ class PhaseResult:
     compile_time: float
     compiles: int
     model: Any = None
+    ema_model: Any = None  # with `ema D`: the model with its free parameters replaced by their moving average
 
     @property
     def final_loss(self) -> float:
@@ -49,6 +51,11 @@ class PhaseHistory:
     @property
     def models(self) -> list:
         return [p.model for p in self.phases]
+
+    @property
+    def ema_model(self):
+        """The EMA model of the last phase that keeps one (`ema D`), or None."""
+        return next((p.ema_model for p in reversed(self.phases) if p.ema_model is not None), None)
 
     @property
     def phase_losses(self) -> list[np.ndarray]:
@@ -185,9 +192,33 @@ class _Progress:
 
 
 def applied_hyperparams(fns: C.Compiled, prepared: C.PreparedPhase, steps: int, block: int) -> np.ndarray:
-    """[steps, hyperparameters]: the values applied at each step run, a block of steps per call."""
+    """[steps, scheduled hyperparameters]: the values applied at each step run, a block of steps per call.
+
+    Functions of the step alone, recomputed here; the plateau scales, driven by the loss,
+    are recorded by the chunks instead (`recorded_scales`) and logged after these columns.
+    """
     blocks = [np.asarray(fns.hypers(np.int32(start), prepared.numbers)) for start in range(0, steps, block)]
-    return np.concatenate(blocks)[:steps] if blocks else np.zeros((0, len(prepared.hyper_names)), np.float32)
+    return np.concatenate(blocks)[:steps] if blocks else np.zeros((0, prepared.signature.n_hypers), np.float32)
+
+
+def recorded_scales(stop: dict, ran: int) -> np.ndarray | None:
+    """The plateau scales applied at the `ran` steps a chunk ran ([..., ran, plateaus]), or None without plateaus."""
+    return np.asarray(stop["plateau_scale"])[..., :ran, :] if "plateau_scale" in stop else None
+
+
+def with_scales(scheduled: np.ndarray, scales: list) -> np.ndarray:
+    """The hyperparameter log: scheduled values, then the recorded plateau scales ([..., steps, columns]).
+
+    After a resume mid-phase the steps before the resume have no recorded scale: NaN.
+    """
+    if not scales:
+        return scheduled
+    recorded = np.concatenate(scales, axis=-2)
+    missing = scheduled.shape[-2] - recorded.shape[-2]
+    if missing > 0:
+        pad = np.full(recorded.shape[:-2] + (missing, recorded.shape[-1]), np.nan, np.float32)
+        recorded = np.concatenate([pad, recorded], axis=-2)
+    return np.concatenate([scheduled, recorded[..., : scheduled.shape[-2], :]], axis=-1)
 
 
 class _Pace:
@@ -409,6 +440,7 @@ class Runner:
             model, prepared, fns, chunk_fn, model_arrays, free, opt_state = self._start(phase, model)
             stop = self._initial_stop(prepared.signature)
             losses = []
+            scales = []  # per chunk, with plateaus: the scales applied
             step0 = 0
             if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one
                 state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
@@ -422,6 +454,8 @@ class Runner:
                 out = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays)
                 free, opt_state, stop, chunk_losses, finished = self._absorb(before, out, step0, n_active)
                 losses.append(chunk_losses)
+                if (recorded := recorded_scales(stop, chunk_losses.shape[-1])) is not None:
+                    scales.append(recorded)
                 if progress:
                     progress.advance(task, step0 + chunk_losses.shape[-1], _last_loss(chunk_losses))
                 pace.observe(n_active)
@@ -430,9 +464,13 @@ class Runner:
                 step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
                     self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
+        ema = O.ema_of(opt_state)
+        ema_model = self._write_back(model, ema) if ema is not None else None
         model = self._write_back(model, free)
         self.state = RunnerState(phase.index, prepared.signature, opt_state)
-        return self._phase_result(phase, prepared, fns, losses, stop, model, time.perf_counter() - started, clock)
+        result = self._phase_result(phase, prepared, fns, losses, scales, stop, model, time.perf_counter() - started, clock)
+        result.ema_model = ema_model
+        return result
 
     # ---- the single-fit strategy (batch.BatchedRunner overrides these four)
 
@@ -460,9 +498,9 @@ class Runner:
             stop = dict(stop, reason=np.int32(reason))
         return free, opt_state, stop, chunk_losses, reason != C.COMPLETED
 
-    def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, fns: C.Compiled, losses: list, stop: dict, model, wall: float, clock: CompileClock):
+    def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, fns: C.Compiled, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock):
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
-        hyper_arr = applied_hyperparams(fns, prepared, len(loss_arr), self.chunk)
+        hyper_arr = with_scales(applied_hyperparams(fns, prepared, len(loss_arr), self.chunk), scales)
         return PhaseResult(
             index=phase.index,
             name=phase.name,

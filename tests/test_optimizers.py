@@ -1,0 +1,189 @@
+"""Optimizers as optax composes them: chains, dotted contrib names, gradient accumulation, the EMA
+of the free parameters, plateau learning rates and dtype names — each step against optax itself."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.contrib
+import pytest
+
+import schedc
+from schedc.runtime.runner import CompileClock
+
+STEPS = 40
+
+
+def model():
+    return {"w": jnp.linspace(-0.5, 0.5, 12, dtype=jnp.float32).reshape(3, 4), "b": jnp.zeros(4, jnp.float32)}
+
+
+X = jnp.asarray(np.random.default_rng(0).normal(size=(16, 3)), jnp.float32)
+Y = jnp.asarray(np.random.default_rng(1).normal(size=(16, 4)), jnp.float32)
+
+
+def loss(m, x, y):
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+
+
+def fit(text: str, **kwargs):
+    return schedc.compile(text, model(), **kwargs).run(loss, X, Y, quiet=True)
+
+
+def reference(tx, steps=STEPS, params=None, value=False):
+    """A hand-written optax loop: (losses, final params, final state)."""
+    params = model() if params is None else params
+    state = tx.init(params)
+    losses = []
+
+    @jax.jit
+    def step(params, state):
+        l, g = jax.value_and_grad(loss)(params, X, Y)
+        updates, state = tx.update(g, state, params, **({"value": l} if value else {}))
+        return l, optax.apply_updates(params, updates), state
+
+    for _ in range(steps):
+        l, params, state = step(params, state)
+        losses.append(float(l))
+    return np.asarray(losses), params, state
+
+
+def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+
+
+def test_a_chain_of_transformations_matches_optax_chain_step_by_step():
+    res = fit(f"optimizer chain(clip_by_global_norm(0.5), adamw(weight_decay=1e-2))\nphase {STEPS} lr 0.05 < free ** >")
+    losses, params, _ = reference(optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(0.05, weight_decay=1e-2)))
+    close(res.loss_history, losses)
+    close(res.model["w"], params["w"])
+    # every fed number of every member is logged under the member's name
+    assert set(res.hyperparams) == {"learning_rate", "clip_by_global_norm.max_norm", "adamw.weight_decay"}
+    assert np.all(res.hyperparams["clip_by_global_norm.max_norm"] == np.float32(0.5))
+
+
+def test_positional_arguments_and_transforms_compose_like_optax():
+    res = fit(f"optimizer chain(clip(0.1), scale_by_adam(b1=0.8), scale_by_learning_rate)\nphase {STEPS} lr 0.02 < free ** >")
+    losses, _, _ = reference(optax.chain(optax.clip(0.1), optax.scale_by_adam(b1=0.8), optax.scale_by_learning_rate(0.02)))
+    close(res.loss_history, losses)
+
+
+def test_a_schedule_for_a_member_keyword_is_fed_each_step():
+    res = fit(f"optimizer chain(clip_by_global_norm(1.0), adamw(weight_decay=linear(0 -> 0.1)))\nphase {STEPS} lr 0.05 < free ** >")
+    wd = optax.linear_schedule(0.0, 0.1, STEPS)
+    close(res.hyperparams["adamw.weight_decay"], [wd(i) for i in range(STEPS)])
+    # optax's own way of scheduling a hyperparameter: inject_hyperparams (values applied at each step)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.inject_hyperparams(optax.adamw)(learning_rate=0.05, weight_decay=wd))
+    losses, _, _ = reference(tx)
+    close(res.loss_history, losses)
+
+
+def test_a_dotted_contrib_optimizer():
+    res = fit(f"phase {STEPS} lr 0.02 optimizer contrib.muon(beta=0.9) < free ** >")
+    losses, params, _ = reference(optax.contrib.muon(0.02, beta=0.9))
+    close(res.loss_history, losses)
+    close(res.model["w"], params["w"])
+
+
+def test_accumulate_is_optax_multisteps():
+    res = fit(f"phase {STEPS} lr 0.05 optimizer adam accumulate 4 < free ** >")
+    losses, params, _ = reference(optax.MultiSteps(optax.adam(0.05), every_k_schedule=4).gradient_transformation())
+    close(res.loss_history, losses)
+    close(res.model["b"], params["b"])
+    # the parameters move once every 4 steps: the loss is flat in between
+    assert res.loss_history[1] == res.loss_history[0] and res.loss_history[4] != res.loss_history[3]
+
+
+def test_ema_keeps_optax_incremental_updates_of_the_parameters():
+    res = fit(f"ema 0.9\nphase {STEPS} lr 0.05 < free w >")
+    tx = optax.adam(0.05)
+    params, state = model(), None
+    state = tx.init({"w": params["w"]})
+    ema = params["w"]
+    for _ in range(STEPS):
+        g = jax.grad(lambda w: loss({"w": w, "b": params["b"]}, X, Y))(params["w"])
+        updates, state = tx.update({"w": g}, state, {"w": params["w"]})
+        params = {"w": params["w"] + updates["w"], "b": params["b"]}
+        ema = optax.incremental_update(params["w"], ema, 0.1)
+    close(res.model["w"], params["w"])
+    close(res.ema_model["w"], ema)
+    assert np.all(np.asarray(res.ema_model["b"]) == 0)  # fixed parameters are the model's own
+    assert res.phases[0].ema_model is res.ema_model
+
+
+def test_ema_and_accumulate_in_the_phase_header_override_the_directives():
+    res = fit(f"ema 0.5\naccumulate 2\nphase {STEPS} lr 0.05 accumulate 1 < free ** >\nphase 4 lr 0.05 ema 0.99 < free ** >")
+    first = reference(optax.adam(0.05))[0]
+    close(res.phase_losses[0], first)
+    assert res.phases[1].ema_model is not None
+    assert res.phase_losses[1][1] == res.phase_losses[1][0]  # accumulate 2 from the directive
+
+
+def test_plateau_scales_the_updates_as_optax_reduce_on_plateau():
+    res = fit(f"phase {STEPS} lr 0.5 * plateau(factor=0.5, patience=2, min_scale=0.1) optimizer sgd < free ** >")
+    tx = optax.chain(optax.sgd(0.5), optax.contrib.reduce_on_plateau(factor=0.5, patience=2, min_scale=0.1))
+    losses, _, _ = reference(tx, value=True)
+    close(res.loss_history, losses)
+    # the scale applied at each step, from optax's own transformation fed the same losses
+    state = optax.contrib.reduce_on_plateau(factor=0.5, patience=2, min_scale=0.1).init(model())
+    scales = []
+    for value in res.loss_history:
+        _, state = optax.contrib.reduce_on_plateau(factor=0.5, patience=2, min_scale=0.1).update(model(), state, value=value)
+        scales.append(float(state.scale))
+    close(res.hyperparams["plateau_scale"], scales)
+    assert min(scales) < 1.0  # the plateau did fire
+    assert np.all(res.hyperparams["learning_rate"] == np.float32(0.5))
+
+
+def test_a_group_takes_a_chain_and_its_own_plateau():
+    res = fit(f"phase {STEPS} lr 0.05 < free w; free b lr 0.1 * plateau(patience=3) optimizer chain(clip(0.05), sgd(momentum=0.9)) >")
+    labels = {"w": "", "b": "b"}
+    tx = optax.partition(
+        {"": optax.adam(0.05), "b": optax.chain(optax.clip(0.05), optax.sgd(0.1, momentum=0.9), optax.contrib.reduce_on_plateau(patience=3))},
+        labels,
+    )
+    losses, _, _ = reference(tx, value=True)
+    close(res.loss_history, losses)
+    assert "plateau_scale@b" in res.hyperparams and "learning_rate@b" in res.hyperparams
+
+
+def test_dtype_names_are_values():
+    res = fit(f"phase {STEPS} lr 0.05 optimizer adam(mu_dtype=bfloat16) < free ** >")
+    losses, _, _ = reference(optax.adam(0.05, mu_dtype=jnp.bfloat16))
+    close(res.loss_history, losses)
+
+
+def test_phases_differing_in_member_numbers_share_one_executable():
+    text = "optimizer chain(clip_by_global_norm($clip), adamw(weight_decay=$wd))\nphase 5 lr $lr < free ** >"
+    schedc.compile(text, model(), clip=1.0, wd=1e-3, lr=0.01).run(loss, X, Y, quiet=True)
+    with CompileClock() as clock:
+        schedc.compile(text, model(), clip=0.3, wd=1e-2, lr=0.03).run(loss, X, Y, quiet=True)
+    assert clock.count == 0
+
+
+def test_mixed_precision_recipe_parameters_f32_compute_bf16():
+    """docs/runtime.md's recipe: the loss casts the model to bfloat16; gradients, optimizer state and
+    parameters stay float32 (the cast's transpose casts the gradient back)."""
+
+    def bf16_loss(m, x, y):
+        half = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), m)
+        pred = x.astype(jnp.bfloat16) @ half["w"] + half["b"]
+        return jnp.mean((pred.astype(jnp.float32) - y) ** 2)
+
+    res = schedc.compile("phase 40 lr 0.05 < free ** >", model()).run(bf16_loss, X, Y, quiet=True)
+    assert res.model["w"].dtype == jnp.float32
+    full = fit(f"phase {STEPS} lr 0.05 < free ** >")
+    assert res.loss_history[-1] < 0.8 * res.loss_history[0]
+    np.testing.assert_allclose(res.loss_history, full.loss_history, rtol=3e-2)
+
+
+def test_batched_fits_log_each_datasets_plateau_scale():
+    xs, ys = jnp.stack([X, 2 * X]), jnp.stack([Y, Y])
+    res = schedc.compile("phase 30 lr 0.5 * plateau(factor=0.5, patience=2) optimizer sgd < free ** >", model()).run_batched(loss, xs, ys)
+    scales = res.phases[0].hyperparams["plateau_scale"]
+    assert scales.shape == (2, 30)
+    for i in range(2):
+        single = schedc.compile("phase 30 lr 0.5 * plateau(factor=0.5, patience=2) optimizer sgd < free ** >", model()).run(loss, xs[i], ys[i], quiet=True)
+        np.testing.assert_allclose(scales[i], single.hyperparams["plateau_scale"], rtol=1e-6)

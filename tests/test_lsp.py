@@ -168,11 +168,21 @@ def labels(text: str, tree=None, offset: int | None = None) -> list[str]:
 
 
 def test_completion_keywords_come_from_the_grammar():
-    assert labels("phase 1 ") == ["lr", "optimizer"]
+    assert labels("phase 1 ") == ["accumulate", "ema", "lr", "optimizer"]
+    assert labels("phase 1 optimizer adam ") == ["accumulate", "ema"]
     assert set(labels("phase 1 lr 0.1 < ")) == {"carry", "fix", "free", "init", "stop"}
     assert set(labels("")) >= {"model", "phase", "repeat", "params", "let"}
     assert set(labels("params < a: free ")) == {"after", "in", "until"}
     assert set(labels("default ")) == {"fixed", "free"}
+
+
+def test_completion_offers_transformations_in_a_chain_and_hovers_them():
+    assert {"clip_by_global_norm", "adamw", "contrib.muon", "chain"} <= set(labels("phase 1 lr 0.1 optimizer chain("))
+    assert {"contrib.reduce_on_plateau", "scale_by_adam"} <= set(labels("phase 1 lr 0.1 optimizer "))
+    text = "phase 1 lr 0.1 optimizer chain(clip_by_global_norm(1.0), adamw) < free a >"
+    assert "optax.clip_by_global_norm" in hover_text(text, text.index("clip_by"))
+    assert "max_norm" in hover_text(text, text.index("clip_by"))
+    assert "optax.chain" in hover_text(text, text.index("chain"))
 
 
 def test_completion_after_a_partial_word_replaces_it():

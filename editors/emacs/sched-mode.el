@@ -42,7 +42,7 @@
   :type 'string)
 
 (defconst sched-keywords
-  '("model" "loss" "data" "seed" "optimizer" "default" "let" "phase" "repeat" "params"
+  '("model" "loss" "data" "seed" "optimizer" "accumulate" "ema" "default" "let" "phase" "repeat" "params"
     "lr" "free" "fix" "fixed" "init" "reset" "carry" "state" "stop" "when" "over"
     "after" "until" "in" "at" "for" "then")
   "Keywords of the language (schedc.lang.syntax.KEYWORDS, less true/false).")
@@ -109,7 +109,7 @@ is the step count, not a name."
                 (re-search-forward (concat "\\_<phase[ \t\n]+\\(" sched--name "\\)[ \t\n]+") limit t))
       (let ((data (match-data)))
         (unless (or (nth 8 (syntax-ppss (match-beginning 0)))
-                    (looking-at (rx (or "lr" "optimizer") symbol-end))
+                    (looking-at (rx (or "lr" "optimizer" "accumulate" "ema") symbol-end))
                     (not (looking-at "[0-9.$A-Za-z_]")))
           (set-match-data data)
           (setq found t))))
@@ -120,7 +120,7 @@ is the step count, not a name."
     (sched--match-patterns (1 font-lock-variable-name-face t))
     (,(concat "\\_<let[ \t]+\\(" sched--name "\\)") (1 font-lock-variable-name-face))
     (sched--match-phase-name (1 font-lock-function-name-face))
-    (,(concat "\\_<optimizer[ \t]+\\(" sched--name "\\)") (1 font-lock-type-face))
+    (,(concat "\\_<optimizer[ \t]+\\(" sched--name "\\(?:\\." sched--name "\\)*\\)") (1 font-lock-type-face))
     (,(concat "\\_<when[ \t]+\\(" sched--name "\\)") (1 font-lock-constant-face))
     (,(concat "\\(" sched--name "\\)[ \t]*=[^=]") (1 font-lock-variable-name-face))
     (,(concat "\\_<" (regexp-opt sched-builtins t) "[ \t]*(") (1 font-lock-builtin-face))

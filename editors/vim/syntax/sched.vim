@@ -40,14 +40,14 @@ syn match schedArgument "\<\h\w*\ze\s*=[^=]"
 
 " Directives and declarations.
 syn keyword schedInclude model loss data
-syn keyword schedDirective seed lr default
+syn keyword schedDirective seed lr default accumulate ema
 syn keyword schedDirective optimizer nextgroup=schedOptimizerName skipwhite
-syn match schedOptimizerName "\h\w*" contained
+syn match schedOptimizerName "\h\w*\%(\.\h\w*\)*" contained
 syn keyword schedDeclaration repeat
 syn keyword schedDeclaration let nextgroup=schedLetName skipwhite
 syn match schedLetName "\h\w*" contained
 syn keyword schedDeclaration phase nextgroup=schedPhaseName skipwhite
-syn match schedPhaseName "\h\w*\ze\s\+\%([0-9.$]\|\%(\%(lr\|optimizer\)\>\)\@!\h\)" contained
+syn match schedPhaseName "\h\w*\ze\s\+\%([0-9.$]\|\%(\%(lr\|optimizer\|accumulate\|ema\)\>\)\@!\h\)" contained
 
 " Statements of a phase body; free/fix/init are followed by patterns.
 syn keyword schedStatement free fix init nextgroup=schedPattern skipwhite skipnl

@@ -231,6 +231,26 @@ DEFAULT_STATUSES = ("fixed", "free")
 # The optimizer of a phase when neither it nor an `optimizer` directive names one.
 DEFAULT_OPTIMIZER = "adam"
 
+# `optimizer chain(T1, T2, ...)`: optax.chain of transformations, each by name (`clip(1.0)`, `adam`, `contrib.muon`)
+CHAIN = "chain"
+
+# dtype names the language accepts as values of optax's dtype arguments (`mu_dtype=bfloat16`)
+DTYPES = ("bfloat16", "float16", "float32", "float64")
+
+
+def transform_params(name: str) -> tuple:
+    """optax's signature of a nameable optimizer or transformation (tools/gen_optax_table.py):
+    ((parameter, has_default, default_repr, kind), ...), or () when the name is unknown."""
+    from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
+
+    return OPTIMIZERS.get(name) or TRANSFORMS.get(name) or ()
+
+
+def is_transform(name: str) -> bool:
+    from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
+
+    return name in OPTIMIZERS or name in TRANSFORMS
+
 # Largest step count: optax counts in int32.
 MAX_STEPS = 2**31 - 1
 # Longest `stop when loss_change ... over N` window: the run keeps N losses in a ring buffer.
@@ -243,11 +263,14 @@ KEYWORD_DOCS: dict[str, str] = {
     "loss": '`loss "file.py:fn"` — the loss `schedc run` minimises: `fn(model, *data)`',
     "data": '`data "file.py:fn"` — returns the loss\'s extra arguments (a tuple, or a dict of keyword arguments)',
     "seed": "`seed N` — the root of every random init's key",
-    "optimizer": "`optimizer OPT` — any optax optimizer by name, with keyword arguments; a schedule may be given for any number",
-    "lr": "`lr EXPR` — the learning rate: a number or a schedule of the phase-local step",
+    "optimizer": "`optimizer OPT` — an optax optimizer or transformation by name (`adam`, `contrib.muon`), with keyword arguments, "
+    "or `chain(T1, T2, ...)` of them; any number may be a schedule",
+    "accumulate": "`accumulate N` — accumulate gradients over N steps, one update per N (optax.MultiSteps); a directive or a phase clause",
+    "ema": "`ema DECAY` — keep an exponential moving average of the free parameters (`Result.ema_model`); a directive or a phase clause",
+    "lr": "`lr EXPR` — the learning rate: a number or a schedule of the phase-local step, optionally `* plateau(...)`",
     "default": "`default fixed|free` — the status of parameters no statement names (default: fixed)",
     "let": "`let NAME = EXPR` — a named constant or schedule",
-    "phase": "`phase [NAME] STEPS [lr EXPR] [optimizer OPT] < STATEMENTS >` — one stage of the fit",
+    "phase": "`phase [NAME] STEPS [lr EXPR] [optimizer OPT] [accumulate N] [ema DECAY] < STATEMENTS >` — one stage of the fit",
     "repeat": "`repeat N < PHASES >` — the phases N times over",
     "params": "`params < PATTERN: SPEC | SPEC; ... >` — parameter-centric specs (spectracles style)",
     "free": "`free PATTERNS [lr EXPR] [optimizer OPT]` — trainable in this phase (its own group if lr/optimizer given)",

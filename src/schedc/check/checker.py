@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from schedc.check import catalog
-from schedc.check._optax_table import OPTIMIZERS
+from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
 from schedc.check.schedules import check_schedule
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, Label, did_you_mean, sort_key
-from schedc.lang.expr import MAX_EXPR_NODES, constant, describe, substitute, tree_size
+from schedc.lang.expr import MAX_EXPR_NODES, PLATEAU, constant, describe, plateau_factor, substitute, tree_size
 from schedc.lang.glob import PatternError, check_pattern
 from schedc.lang.program import (
     MAX_PHASES,
@@ -46,7 +46,7 @@ from schedc.lang.syntax import ParseResult, decode, parse, underflows
 # Used when neither the phase nor an `optimizer` directive names one (as spectracles' build_schedule).
 
 # Directives that may appear at most once (`let` has its own duplicate check).
-_SINGLE_DIRECTIVES = ("model", "loss", "data", "seed", "optimizer", "lr", "default")
+_SINGLE_DIRECTIVES = ("model", "loss", "data", "seed", "optimizer", "lr", "accumulate", "ema", "default")
 
 _FREE_SPECS = ("free_in", "free_after", "free_until")
 
@@ -272,6 +272,24 @@ class _Checker:
                 self._schedule(lr, None, "the `lr` directive")
         elif d.keyword == "optimizer":
             self._optimizer(d.value, None, "the `optimizer` directive")
+        elif d.keyword == "accumulate":
+            self._accumulate(d.value)
+        elif d.keyword == "ema":
+            self._ema(d.value)
+
+    def _accumulate(self, expr) -> None:
+        """`accumulate N`: a whole number of steps >= 1 (optax.MultiSteps' every_k_schedule)."""
+        expr = substitute(expr, self.env)
+        value = self._value(expr)
+        if value is not None and (not _is_int(value) or value < 1):
+            self.error("E0213", f"`accumulate` takes a whole number of steps >= 1, got {_show(value)}", expr.span, help="`accumulate 4` updates once every 4 steps with the mean gradient")
+
+    def _ema(self, expr) -> None:
+        """`ema DECAY`: 0 <= decay < 1."""
+        expr = substitute(expr, self.env)
+        value = self._value(expr)
+        if value is not None and not 0 <= value < 1:
+            self.error("E0213", f"an `ema` decay must be in [0, 1), got {_show(value)}", expr.span, help="e.g. `ema 0.999`: each update moves the average 0.1% of the way")
 
     def _check_seed(self, value) -> None:
         seed = self._value(value)
@@ -328,6 +346,10 @@ class _Checker:
             lr = substitute(self.directives["lr"].value, self.env)
             if self._lr(lr, report=False):
                 self._schedule(lr, steps, f"the `lr` directive in {label}")
+        if phase.accumulate is not None:
+            self._accumulate(phase.accumulate)
+        if phase.ema is not None:
+            self._ema(phase.ema)
         if phase.optimizer is not None:
             phase_opt = phase.optimizer
             self._optimizer(phase_opt, steps, f"the optimizer of {label}")
@@ -335,24 +357,33 @@ class _Checker:
             phase_opt = self.directives["optimizer"].value if "optimizer" in self.directives else None
             if phase_opt is not None:
                 self._optimizer(phase_opt, steps, f"the `optimizer` directive in {label}")
-        if phase.lr is not None and OPTIMIZERS.get(_opt_name(phase_opt)) and "learning_rate" not in {p[0] for p in OPTIMIZERS[_opt_name(phase_opt)]}:
-            self.error("E0106", f"`{_opt_name(phase_opt)}` takes no learning rate, but this phase gives one", phase.lr.span, help="remove `lr ...` from the phase")
+        if phase.lr is not None and self._known(phase_opt) and not any(_takes_lr(m) for m in _members(phase_opt)):
+            self.error("E0106", f"{_described(phase_opt)} takes no learning rate, but this phase gives one", phase.lr.span, help="remove `lr ...` from the phase, or add a transformation that takes one (`scale_by_learning_rate`)")
         if not has_lr and self._needs_lr(phase_opt):
             self.error("E0215", f"{label} has no learning rate and `{_opt_name(phase_opt)}` needs one", header_span(phase), help="add `lr VALUE` after the step count, or an `lr` directive")
         for stmt in phase.body:
             self._check_statement(stmt, steps, label, has_lr)
 
     def _needs_lr(self, opt) -> bool:
-        name = _opt_name(opt)
-        params = OPTIMIZERS.get(name)
-        if params is None or not params or params[0][0] != "learning_rate" or params[0][1]:
-            return False
-        if isinstance(opt, n.Call):  # learning_rate given to the optimizer itself
-            return not (opt.args or any(k.name.id == "learning_rate" for k in opt.kwargs))
-        return True
+        """Whether some member of `opt` requires a learning rate it is not given."""
+        for member in _members(opt):
+            params = catalog.transform_params(_opt_name(member))
+            if not params or params[0][0] != "learning_rate" or params[0][1]:
+                continue
+            if isinstance(member, n.Call) and (member.args or any(k.name.id == "learning_rate" for k in member.kwargs)):
+                continue  # learning_rate given to the transformation itself
+            return True
+        return False
+
+    def _known(self, opt) -> bool:
+        return all(catalog.is_transform(_opt_name(m)) for m in _members(opt))
 
     def _lr(self, lr, report: bool = True) -> bool:
-        """Type-check a learning rate; E0204 when it is a negative constant. True when well-formed."""
+        """Type-check a learning rate (`E`, `E * plateau(...)`); E0204 when it is a negative constant. True when well-formed."""
+        rest, plateau = plateau_factor(lr)
+        if plateau is not None:
+            ok = self._plateau(plateau, report)
+            return ok and (rest is None or self._lr(rest, report))
         if not self._expr(lr, "schedule", report=report):
             return False
         value = constant(lr)
@@ -420,36 +451,103 @@ class _Checker:
             self.error("E0206", f"`uniform` needs low < high, got low={_show(values['low'])}, high={_show(values['high'])}", where.span)
 
     def _optimizer(self, opt, steps, what: str) -> None:
+        """An optimizer: a transformation by name or call, or `chain(T1, T2, ...)` of them."""
+        if isinstance(opt, n.Call) and opt.func.id == catalog.CHAIN:
+            for kw in opt.kwargs:
+                self.error("E0106", "`chain` takes no keyword arguments", kw.name.span, help="write `chain(T1, T2, ...)`: the transformations in the order optax applies them")
+            if not opt.args:
+                self.error("E0201", "`chain` needs at least one transformation", opt.span, help="e.g. `chain(clip_by_global_norm(1.0), adam)`")
+            for member in opt.args:
+                if isinstance(member, (n.Name, n.Call)):
+                    self._optimizer(member, steps, what)
+                else:
+                    self.error("E0202", f"a `chain` member is an optax transformation (`clip(1.0)`, `adam`), got {describe(member)}", member.span)
+            return
+        self._transform(opt, steps, what)
+
+    def _transform(self, opt, steps, what: str) -> None:
+        """One optax optimizer or transformation: its name, then its arguments against optax's signature."""
         name = _opt_name(opt)
-        params = OPTIMIZERS.get(name)
-        if params is None:
+        params = catalog.transform_params(name)
+        if not params and not catalog.is_transform(name):
             where = opt.func.span if isinstance(opt, n.Call) else opt.span
-            self.error("E0105", f"unknown optimizer `{name}`", where, help=did_you_mean(name, OPTIMIZERS), notes=("any optax optimizer: " + ", ".join(sorted(OPTIMIZERS)),))
+            notes = ("optimizers: " + ", ".join(sorted(OPTIMIZERS)), "transformations (in `chain(...)`): " + ", ".join(sorted(TRANSFORMS)))
+            if name == PLATEAU:
+                notes = ("`plateau(...)` is a factor of the learning rate: `lr 1e-3 * plateau(factor=0.5)`",)
+            self.error("E0105", f"unknown optimizer or transformation `{name}`", where, help=did_you_mean(name, list(OPTIMIZERS) + list(TRANSFORMS) + [catalog.CHAIN]), notes=notes)
             return
         if not isinstance(opt, n.Call):
+            self._required(name, params, {}, opt)
             return
+        given = self._bind_optax(name, params, opt)
+        self._required(name, params, given, opt)
+        kinds = {p[0]: p[3] for p in params}
+        for key, arg in given.items():
+            self._optax_argument(name, key, kinds[key], substitute(arg, self.env), steps, what)
+
+    def _bind_optax(self, name: str, params, call: n.Call) -> dict:
+        """Positional and keyword arguments of `call` by parameter name, reporting extras, unknowns and repeats."""
         names = [p[0] for p in params]
-        defaults = {p[0]: p[2] for p in params}
         given: dict[str, object] = {}
-        if len(opt.args) > len(params):
-            self.error("E0201", f"`{name}` takes at most {len(params)} arguments, got {len(opt.args)}", opt.args[len(params)].span)
-        for pname, arg in zip(names, opt.args):
+        if len(call.args) > len(params):
+            self.error("E0201", f"`{name}` takes at most {len(params)} arguments, got {len(call.args)}", call.args[len(params)].span)
+        for pname, arg in zip(names, call.args):
             given[pname] = arg
-        for kw in opt.kwargs:
+        for kw in call.kwargs:
             key = kw.name.id
-            if key not in defaults:
+            if key not in names:
                 self.error("E0106", f"`{name}` has no argument `{key}`", kw.name.span, help=did_you_mean(key, names), notes=(f"`optax.{name}` takes: " + ", ".join(names),))
             elif key in given:
                 self.error("E0214", f"argument `{key}` of `{name}` given twice", kw.span)
             else:
                 given[key] = kw.value
+        return given
+
+    def _required(self, name: str, params, given: dict, where) -> None:
+        """E0201 for a required argument left out (a learning rate comes from `lr`: E0215 says when it is missing)."""
+        for pname, has_default, _, _ in params:
+            if not has_default and pname != "learning_rate" and pname not in given:
+                self.error("E0201", f"`{name}` is missing its argument `{pname}`", where.span, help=f"write `{name}({pname}=...)`")
+
+    def _optax_argument(self, name: str, key: str, kind: str, value, steps, what: str) -> None:
+        """One argument of an optax call, by the kind the optax table gives it."""
+        if kind == "object":
+            self.error("E0202", f"`{key}` of `{name}` takes a Python object (a mask, a function, a tuple): it cannot be given in a schedule file", value.span, help="leave it out (optax's default), or build the optimizer in Python")
+        elif kind == "dtype":
+            if not (isinstance(value, n.Name) and value.id in catalog.DTYPES):
+                self.error("E0202", f"`{key}` of `{name}` takes a dtype name, got {f'`{value.id}`' if isinstance(value, n.Name) else describe(value)}", value.span, help=did_you_mean(value.id, catalog.DTYPES) if isinstance(value, n.Name) else None, notes=("dtypes: " + ", ".join(catalog.DTYPES),))
+        elif kind == "string":
+            if not isinstance(value, (n.Name, n.String)):
+                self._wrong(value, "symbol")
+        elif kind == "bool":
+            self._expr(value, "bool")
+        elif kind == "int":
+            number = self._value(value)
+            if number is not None and not _is_int(number):
+                self.error("E0202", f"`{key}` of `{name}` takes a whole number, got {_show(number)}", value.span)
+        elif self._expr(value, "schedule") and constant(value) is None:
+            self._schedule(value, steps, f"`{key}` of `{name}` in {what}")
+
+    def _plateau(self, call: n.Call, report: bool) -> bool:
+        """`plateau(...)`: optax.contrib.reduce_on_plateau's arguments, constant numbers in its ranges."""
+        mark = len(self.diags)
+        name = "contrib.reduce_on_plateau"
+        params = catalog.transform_params(name)
+        given = self._bind_optax(PLATEAU, params, call)
         for key, arg in given.items():
-            value = substitute(arg, self.env)
-            kind = "bool" if defaults[key] in ("True", "False") else "string" if (defaults[key] or "").startswith("'") else "schedule"
-            if not self._expr(value, kind):
+            arg = substitute(arg, self.env)
+            value = self._value(arg)
+            if value is None:
+                if self._expr(arg, "schedule", report=False):
+                    self.error("E0202", f"`{key}` of `plateau` must be a constant number, got {describe(arg)}", arg.span)
                 continue
-            if kind == "schedule" and constant(value) is None:
-                self._schedule(value, steps, f"`{key}` of `{name}` in {what}")
+            problem = _plateau_range(key, value)
+            if problem:
+                self.error("E0213", f"`{key}` of `plateau` {problem}, got {_show(value)}", arg.span, notes=("the semantics of optax.contrib.reduce_on_plateau",))
+        ok = not any(d.is_error for d in self.diags[mark:])
+        if not report:
+            del self.diags[mark:]
+        return ok
 
     # ---- expressions
 
@@ -601,8 +699,10 @@ class _Checker:
             notes = ()
             if name in catalog.DISTRIBUTIONS:
                 notes = (f"`{name}` is a distribution: use it in `init P ~ {name}(...)`",)
-            elif name in OPTIMIZERS:
-                notes = (f"`{name}` is an optimizer: use it after `optimizer`",)
+            elif catalog.is_transform(name):
+                notes = (f"`{name}` is an optax transformation: use it after `optimizer`",)
+            elif name == PLATEAU:
+                notes = ("`plateau(...)` is a factor of a learning rate, `lr E * plateau(...)`, not part of a schedule",)
             self.error("E0104", f"unknown schedule `{name}`", call.func.span, help=did_you_mean(name, catalog.SCHEDULES), notes=notes)
             for arg in call.args:
                 self._check(arg, "any")
@@ -629,6 +729,9 @@ class _Checker:
 
     def _schedule(self, expr, steps: int | None, what: str) -> None:
         """Warmups, boundaries, percentages and durations of a closed schedule expression."""
+        expr, _ = plateau_factor(expr)
+        if expr is None:
+            return
         if constant(expr) is not None or (self.has_placeholders and any(isinstance(node, n.Placeholder) for node in n.walk(expr))):
             return  # a plain number has no shape; an opaque placeholder cannot be checked
         self.diags.extend(check_schedule(expr, steps, what))
@@ -784,6 +887,40 @@ class _Checker:
 def _pattern_error(text: str) -> PatternError | None:
     """glob's verdict on a pattern text (files repeat the same patterns many times)."""
     return check_pattern(text)
+
+
+def _members(opt) -> list:
+    """The transformations an optimizer chains (nested chains flattened); [the default] when none is named."""
+    if isinstance(opt, n.Call) and opt.func.id == catalog.CHAIN:
+        return [m for arg in opt.args if isinstance(arg, (n.Name, n.Call)) for m in _members(arg)]
+    return [opt]
+
+
+def _described(opt) -> str:
+    """`adam`, or `no member of chain(...)` for a chain."""
+    if isinstance(opt, n.Call) and opt.func.id == catalog.CHAIN:
+        return "no member of `chain(...)`"
+    return f"`{_opt_name(opt)}`"
+
+
+def _takes_lr(opt) -> bool:
+    return any(p[0] == "learning_rate" for p in catalog.transform_params(_opt_name(opt)))
+
+
+_PLATEAU_RANGES = {
+    "factor": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "rtol": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "atol": (lambda v: v >= 0, "must be >= 0"),
+    "patience": (lambda v: _is_int(v) and v >= 0, "must be a whole number >= 0"),
+    "cooldown": (lambda v: _is_int(v) and v >= 0, "must be a whole number >= 0"),
+    "accumulation_size": (lambda v: _is_int(v) and v >= 1, "must be a whole number >= 1"),
+    "min_scale": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+}
+
+
+def _plateau_range(key: str, value) -> str | None:
+    check = _PLATEAU_RANGES.get(key)
+    return None if check is None or check[0](value) else check[1]
 
 
 def _opt_name(opt) -> str:

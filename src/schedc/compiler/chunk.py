@@ -25,6 +25,7 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
+from schedc.check import catalog
 from schedc.compiler import optimizers as O
 from schedc.plan import resolve as P
 
@@ -136,7 +137,7 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
         chained = len(spec.transforms) > 1
         for member in spec.transforms:
             static, fed = O.split_kwargs(member)
-            takes_lr = any(p[0] == "learning_rate" for p in P.transform_params(member.name))
+            takes_lr = any(p[0] == "learning_rate" for p in catalog.transform_params(member.name))
             given = {k for k, _ in static} | {k for k, _ in fed}
             slots = [(k, feed(f"{member.name}.{k}" if chained else k, expr)) for k, expr in fed]
             if lr_index is not None and takes_lr and "learning_rate" not in given:

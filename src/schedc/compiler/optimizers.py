@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from schedc.check import catalog
 from schedc.plan import resolve as P
 
 # Transformations whose update needs the loss (and its function) besides the gradient.
 NEEDS_VALUE = frozenset({"lbfgs", "polyak_sgd", "scale_by_polyak", "scale_by_zoom_linesearch", "scale_by_backtracking_linesearch", "contrib.reduce_on_plateau"})
 
-# dtype names the language accepts as values (`mu_dtype=bfloat16`)
-DTYPES = ("bfloat16", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ def _validated_in_python(name: str, constants: tuple) -> bool:
 
 def static_value(value):
     """A static keyword as optax takes it: dtype names become dtypes."""
-    if isinstance(value, str) and value in DTYPES:
+    if isinstance(value, str) and value in catalog.DTYPES:
         import jax.numpy as jnp
 
         return jnp.dtype(value)

@@ -46,7 +46,7 @@ CODES: dict[str, Code] = _codes(
     ("E0102", "duplicate `let` name", "let a = 1\nlet a = 2\nphase 10 lr a < free x >"),
     ("E0103", "duplicate phase name", "phase warm 10 lr 0.1 < free a >\nphase warm 10 lr 0.1 < free a >"),
     ("E0104", "unknown schedule or function", "phase 100 lr cosin(0.1 -> 0) < free a >"),
-    ("E0105", "unknown optimizer", "phase 100 lr 0.1 optimizer adamm < free a >"),
+    ("E0105", "unknown optimizer or transformation", "phase 100 lr 0.1 optimizer adamm < free a >"),
     ("E0106", "unknown keyword argument", "phase 100 lr 0.1 optimizer adamw(weight_decy=1e-4) < free a >"),
     ("E0107", "unknown distribution", "phase 100 lr 0.1 < init a ~ gaussian(0, 1) >"),
     ("E0108", "unknown stop metric", "phase 100 lr 0.1 < free a; stop when los < 1e-3 >"),

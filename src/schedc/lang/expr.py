@@ -156,3 +156,27 @@ def describe(expr) -> str:
     if constant(expr) is not None:
         return "a number"
     return _KINDS.get(type(expr), "an expression")
+
+
+PLATEAU = "plateau"
+
+
+def plateau_factor(expr):
+    """(the rest, the `plateau(...)` call) of a learning rate written `E * plateau(...)`,
+    `plateau(...) * E` or `plateau(...)` (the rest is then None); (expr, None) otherwise.
+
+    A plateau is a factor of the learning rate driven by the loss, not a function of
+    the step: it is split off before the rest is lowered as a schedule.
+    """
+
+    def is_plateau(node) -> bool:
+        return isinstance(node, n.Call) and node.func.id == PLATEAU
+
+    if is_plateau(expr):
+        return None, expr
+    if isinstance(expr, n.BinOp) and expr.op == "*":
+        if is_plateau(expr.right):
+            return expr.left, expr.right
+        if is_plateau(expr.left):
+            return expr.right, expr.left
+    return expr, None

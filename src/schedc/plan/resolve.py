@@ -41,11 +41,7 @@ class OptimizerSpec:
     @property
     def transforms(self) -> tuple["OptimizerSpec", ...]:
         """What optax chains, in order: the members of a `chain`, else the spec itself."""
-        return self.members if self.name == CHAIN else (self,)
-
-
-CHAIN = "chain"
-PLATEAU = "plateau"  # `lr E * plateau(...)`: optax.contrib.reduce_on_plateau's scale on the updates
+        return self.members if self.name == catalog.CHAIN else (self,)
 
 
 @dataclass(frozen=True)
@@ -637,10 +633,10 @@ class _Resolver:
         if not isinstance(expr, n.Call):
             return None
         name = expr.func.id
-        if name == CHAIN:
-            members = tuple(self._optimizer(arg) for arg in expr.args)
-            return OptimizerSpec(CHAIN, (), expr.span, tuple(m for m in members if m is not None))
-        names = [p[0] for p in transform_params(name)]
+        if name == catalog.CHAIN:
+            members = (self._optimizer(arg) for arg in expr.args)
+            return OptimizerSpec(catalog.CHAIN, (), expr.span, tuple(t for m in members if m is not None for t in m.transforms))
+        names = [p[0] for p in catalog.transform_params(name)]
         kwargs = [(key, self.closed(arg)) for key, arg in zip(names, expr.args)]
         kwargs += [(kw.name.id, self.closed(kw.value)) for kw in expr.kwargs]
         return OptimizerSpec(name, tuple(kwargs), expr.span)
@@ -701,39 +697,22 @@ class _Resolver:
             )
 
 
-def transform_params(name: str) -> tuple:
-    """optax's signature of a nameable transformation: ((parameter, has_default, default, kind), ...); () if unknown."""
-    from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
-
-    return OPTIMIZERS.get(name) or TRANSFORMS.get(name) or ()
-
-
 def split_plateau(expr):
-    """(learning rate, plateau keywords or None) of an lr written `E * plateau(...)`, `plateau(...) * E`
-    or `plateau(...)` (then the learning rate is None: the optimizer's own).
+    """(learning rate, plateau keywords or None) of an lr `E * plateau(k=v, ...)` (lang.expr.plateau_factor).
 
     The plateau scale multiplies the updates (optax.contrib.reduce_on_plateau chained after the
-    optimizer), which is the learning rate times the scale for every optimizer whose update is
-    linear in its learning rate. Its keywords are constants (optax validates them in Python).
+    optimizer): the learning rate times the scale for every optimizer whose update is linear in
+    its learning rate. Its keywords are constants (optax validates them in Python), positional
+    arguments named from reduce_on_plateau's signature.
     """
-    from schedc.lang.expr import constant
+    from schedc.lang.expr import constant, plateau_factor
 
-    def keywords(call: n.Call):
-        names = [p[0] for p in transform_params("contrib.reduce_on_plateau")]
-        given = list(zip(names, call.args)) + [(kw.name.id, kw.value) for kw in call.kwargs]
-        return tuple((key, constant(value)) for key, value in given)
-
-    def is_plateau(node) -> bool:
-        return isinstance(node, n.Call) and node.func.id == PLATEAU
-
-    if is_plateau(expr):
-        return None, keywords(expr)
-    if isinstance(expr, n.BinOp) and expr.op == "*":
-        if is_plateau(expr.right):
-            return expr.left, keywords(expr.right)
-        if is_plateau(expr.left):
-            return expr.right, keywords(expr.left)
-    return expr, None
+    rest, call = plateau_factor(expr)
+    if call is None:
+        return expr, None
+    names = [p[0] for p in catalog.transform_params("contrib.reduce_on_plateau")]
+    given = list(zip(names, call.args)) + [(kw.name.id, kw.value) for kw in call.kwargs]
+    return rest, tuple((key, constant(value)) for key, value in given)
 
 
 def _flatten(expr) -> tuple[tuple[float, ...] | None, tuple[int, ...]]:

@@ -181,6 +181,10 @@ def _phase_header(phase: n.Phase) -> str:
         parts += ["lr", _expr(phase.lr)]
     if phase.optimizer is not None:
         parts += ["optimizer", _expr(phase.optimizer)]
+    if phase.accumulate is not None:
+        parts += ["accumulate", _expr(phase.accumulate)]
+    if phase.ema is not None:
+        parts += ["ema", _expr(phase.ema)]
     return " ".join(parts) + " <"
 
 
@@ -216,7 +220,7 @@ def _layout(items) -> list[_Line]:
         elif isinstance(node, (n.Directive, n.Let)):
             lines.append(_Line(d, _directive(node), node.span.start, node.span.end))
         elif isinstance(node, n.Phase):
-            header_end = max(x.span.end for x in (node.name, node.steps, node.lr, node.optimizer) if x is not None)
+            header_end = max(x.span.end for x in (node.name, node.steps, node.lr, node.optimizer, node.accumulate, node.ema) if x is not None)
             lines.append(_Line(d, _phase_header(node), node.span.start, header_end, "open"))
             lines.extend(_Line(d + 1, _statement(s) + ";", s.span.start, s.span.end) for s in node.body)
             lines.append(_Line(d, ">", node.span.end - 1, node.span.end, "close"))

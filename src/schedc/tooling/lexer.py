@@ -105,10 +105,10 @@ class SchedLexer(RegexLexer):
             (rf"(let)(\s+)({_NAME})", bygroups(Keyword.Declaration, Whitespace, Name.Variable)),
             # `phase NAME STEPS`: a first word followed by the step count is the phase's name.
             (
-                rf"(phase)(\s+)({_NAME})(?=\s+(?:[0-9.$]|(?!(?:lr|optimizer)\b)[A-Za-z_]))",
+                rf"(phase)(\s+)({_NAME})(?=\s+(?:[0-9.$]|(?!(?:lr|optimizer|accumulate|ema)\b)[A-Za-z_]))",
                 bygroups(Keyword.Declaration, Whitespace, Name.Label),
             ),
-            (rf"(optimizer)(\s+)({_NAME})", bygroups(Keyword, Whitespace, Name.Builtin)),
+            (rf"(optimizer)(\s+)({_NAME}(?:\.{_NAME})*)", bygroups(Keyword, Whitespace, Name.Builtin)),
             (rf"(stop)(\s+)(when)(\s+)({_NAME})(\s*)(<)", bygroups(Keyword, Whitespace, Keyword, Whitespace, Name.Builtin, Whitespace, Operator)),
             (r"(default)(\s+)(fixed|free)\b", bygroups(Keyword, Whitespace, Keyword)),
             (words(("free", "fix", "init"), suffix=r"\b"), Keyword, "patterns"),

@@ -46,7 +46,7 @@ from pygments.token import Keyword
 
 from schedc import __version__
 from schedc.check import catalog
-from schedc.check._optax_table import OPTIMIZERS
+from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, SchedError
 from schedc.lang.glob import PatternError, compile_pattern
@@ -249,7 +249,10 @@ def _source(text: str, node) -> str:
 
 
 def _is_optimizer_slot(node, parent) -> bool:
-    """Whether `node` (a Name or Call) is an optimizer spec of a phase, a free statement or the directive."""
+    """Whether `node` (a Name or Call) is an optimizer spec of a phase, a free statement or the directive,
+    or a member of a `chain(...)`."""
+    if isinstance(parent, n.Call) and parent.func.id == catalog.CHAIN:
+        return node in parent.args
     if isinstance(parent, (n.Phase, n.Free)):
         return parent.optimizer is node
     return isinstance(parent, n.Directive) and parent.keyword == "optimizer" and parent.value is node
@@ -260,7 +263,7 @@ def _is_optimizer_slot(node, parent) -> bool:
 
 def optimizer_usage(name: str) -> str:
     """`adam(learning_rate, b1=0.9, ...)` from the generated optax table."""
-    params = ", ".join(p if not has_default else f"{p}={default}" for p, has_default, default in OPTIMIZERS[name])
+    params = ", ".join(p if not has_default else f"{p}={default}" for p, has_default, default, _ in catalog.transform_params(name))
     return f"{name}({params})"
 
 
@@ -275,9 +278,12 @@ def _signature_markdown(sig: catalog.Signature, kind: str) -> str:
 
 
 def _optimizer_markdown(name: str) -> str:
-    if name not in OPTIMIZERS:
-        return f"`{name}` is not an optax optimizer."
-    return f"```sched\n{optimizer_usage(name)}\n```\n\nThe optax optimizer `optax.{name}`; the phase `lr` is its `learning_rate`, and any number may be a schedule."
+    if name == catalog.CHAIN:
+        return "```sched\nchain(T1, T2, ...)\n```\n\n`optax.chain`: the transformations applied in order; the phase `lr` is the `learning_rate` of every member that takes one."
+    if not catalog.is_transform(name):
+        return f"`{name}` is not an optax optimizer or transformation."
+    what = "optimizer" if name in OPTIMIZERS else "transformation"
+    return f"```sched\n{optimizer_usage(name)}\n```\n\nThe optax {what} `optax.{name}`; the phase `lr` is its `learning_rate`, and any number may be a schedule."
 
 
 _NO_MODEL = 'Add a `model "file.py:factory"` directive to see the parameters it matches.'
@@ -393,8 +399,8 @@ def _argument_hover(call: n.Call, name: str) -> str:
         if param is not None:
             default = "" if param.required else f" (default {param.default})"
             return f"`{name}` of `{func}`: {param.doc or param.kind}{default}"
-    if func in OPTIMIZERS:
-        found = next((p for p in OPTIMIZERS[func] if p[0] == name), None)
+    if catalog.is_transform(func):
+        found = next((p for p in catalog.transform_params(func) if p[0] == name), None)
         if found is not None:
             return f"`{name}` of `optax.{func}`" + (f" (default {found[2]})" if found[1] else "")
     return f"`{func}` has no argument `{name}`"
@@ -530,15 +536,17 @@ def _schedule_suggestions(table: dict[str, catalog.Signature]) -> list[Suggestio
 
 
 def _optimizer_suggestions() -> list[Suggestion]:
-    return [Suggestion(name, lsp.CompletionItemKind.Class, optimizer_usage(name), f"optax.{name}") for name in OPTIMIZERS]
+    """Optimizers, transformations (`contrib.*` dotted) and `chain`."""
+    out = [Suggestion(name, lsp.CompletionItemKind.Class, optimizer_usage(name), f"optax.{name}") for name in list(OPTIMIZERS) + list(TRANSFORMS)]
+    return out + [Suggestion(catalog.CHAIN, lsp.CompletionItemKind.Function, "chain(T1, T2, ...)", "optax.chain")]
 
 
 def _argument_suggestions(func: str) -> list[Suggestion]:
     sig = catalog.SCHEDULES.get(func) or catalog.DISTRIBUTIONS.get(func)
     if sig is not None:
         names = [(p.name, p.doc or p.kind) for p in sig.params]
-    elif func in OPTIMIZERS:
-        names = [(p, f"default {d}" if has else "required") for p, has, d in OPTIMIZERS[func]]
+    elif catalog.is_transform(func):
+        names = [(p, f"default {d}" if has else "required") for p, has, d, _ in catalog.transform_params(func)]
     else:
         return []
     return [Suggestion(f"{name}=", lsp.CompletionItemKind.Property, doc, None, f"{name}=") for name, doc in names]
@@ -604,7 +612,7 @@ def completions(text: str, offset: int, parsed: ParseResult, tree=None) -> tuple
         out += _schedule_suggestions(catalog.SCHEDULES)
         call = _enclosing_call(tokens)
         if call is not None and previous in ("LPAR", "COMMA"):
-            out += _argument_suggestions(call)
+            out += _optimizer_suggestions() if call == catalog.CHAIN else _argument_suggestions(call)
     elif "INT" in accepts and previous in ("IN", "AFTER", "UNTIL", "AT", "COMMA"):  # a params phase reference
         names = dict.fromkeys(p.name for p in _expanded(parsed.file) if p.name)
         out += [Suggestion(name, lsp.CompletionItemKind.Reference, "phase") for name in names]

@@ -187,3 +187,50 @@ def test_batched_fits_log_each_datasets_plateau_scale():
     for i in range(2):
         single = schedc.compile("phase 30 lr 0.5 * plateau(factor=0.5, patience=2) optimizer sgd < free ** >", model()).run(loss, xs[i], ys[i], quiet=True)
         np.testing.assert_allclose(scales[i], single.hyperparams["plateau_scale"], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- bad input: located diagnostics, never a traceback
+
+
+def diagnostics(text: str) -> list[tuple[str, int, str]]:
+    from schedc.check.checker import check_source
+
+    return [(d.code, d.span.column, d.message) for d in check_source(text)[1]]
+
+
+@pytest.mark.parametrize(
+    "text, code, column, words",
+    [
+        ("phase 10 lr 0.1 optimizer chain(clip_by_globl_norm(1.0), adam) < free a >", "E0105", 33, "clip_by_globl_norm"),
+        ("phase 10 lr 0.1 optimizer contrib.muonn < free a >", "E0105", 27, "contrib.muonn"),
+        ("phase 10 lr 0.1 optimizer chain(clip(1.0), adam(b1=true)) < free a >", "E0202", 52, "boolean"),
+        ("phase 10 lr 0.1 optimizer adam(mu_dtype=bfloat17) < free a >", "E0202", 41, "bfloat17"),
+        ("phase 10 lr 0.1 optimizer adamw(mask=1) < free a >", "E0202", 38, "mask"),
+        ("phase 10 lr 0.1 optimizer lbfgs(memory_size=2.5) < free a >", "E0202", 45, "whole number"),
+        ("phase 10 lr 0.1 optimizer chain(clip, adam) < free a >", "E0201", 33, "max_delta"),
+        ("phase 10 lr 0.1 optimizer chain(1, adam) < free a >", "E0202", 33, "a number"),
+        ("phase 10 lr 0.1 optimizer chain(scale_by_adam, clip(1.0)) < free a >", "E0106", 13, "no member"),
+        ("phase 10 optimizer chain(clip(1.0), sgd) < free a >", "E0215", 1, "learning rate"),
+        ("phase 10 lr 0.1 accumulate 0 < free a >", "E0213", 28, "accumulate"),
+        ("accumulate 2.5\nphase 10 lr 0.1 < free a >", "E0213", 12, "accumulate"),
+        ("phase 10 lr 0.1 ema 1.5 < free a >", "E0213", 21, "ema"),
+        ("phase 10 lr 0.1 * plateau(factor=2) < free a >", "E0213", 34, "factor"),
+        ("phase 10 lr 0.1 * plateau(patience=linear(1 -> 2)) < free a >", "E0202", 36, "expected a number"),
+        ("phase 10 lr 0.1 * plateau(patience=5, wait=3) < free a >", "E0106", 39, "wait"),
+        ("phase 10 lr linear(0.1 -> plateau()) < free a >", "E0104", 27, "plateau"),
+        ("phase 10 lr 0.1 optimizer plateau < free a >", "E0105", 27, "plateau"),
+    ],
+)
+def test_bad_optimizers_get_located_diagnostics(text, code, column, words):
+    found = diagnostics(text)
+    assert any(c == code and col == column and words in message for c, col, message in found), found
+
+
+def test_good_optimizers_check_clean():
+    for text in (
+        "optimizer chain(clip_by_global_norm(1.0), adamw(weight_decay=1e-4, mu_dtype=bfloat16))\nphase 10 lr 1e-3 < free a >",
+        "accumulate 4\nema 0.999\nphase 10 lr 1e-3 * plateau(factor=0.5, patience=10, cooldown=0, min_scale=1e-3) optimizer contrib.muon < free a >",
+        "phase 10 lr cosine(1 -> 0) optimizer chain(clip(1), sgd(momentum=linear(0.5 -> 0.9))) < free a; free b lr plateau(0.5) * 0.1 optimizer chain(chain(zero_nans, contrib.muon), adam) >",
+        "phase 10 optimizer contrib.schedule_free_adamw < free a >",
+    ):
+        assert diagnostics(text) == [], text

@@ -83,6 +83,7 @@ class SchedLexer(RegexLexer):
             (words(_NAMESPACES, suffix=r"\b"), Keyword.Namespace),
             (words(_PLAIN_KEYWORDS, suffix=r"\b"), Keyword),
             (words(tuple(SCHEDULES) + tuple(DISTRIBUTIONS), suffix=r"(?=\s*\()"), Name.Builtin),
+            (rf"({_NAME})(\.)(?=[A-Za-z_])", bygroups(Name.Namespace, Punctuation)),  # `contrib.` of `contrib.muon`
             (rf"{_NAME}(?=\s*\()", Name.Function),
             (rf"\${_NAME}", Name.Variable.Magic),
             (_NAME, Name),
@@ -108,7 +109,8 @@ class SchedLexer(RegexLexer):
                 rf"(phase)(\s+)({_NAME})(?=\s+(?:[0-9.$]|(?!(?:lr|optimizer|accumulate|ema)\b)[A-Za-z_]))",
                 bygroups(Keyword.Declaration, Whitespace, Name.Label),
             ),
-            (rf"(optimizer)(\s+)({_NAME}(?:\.{_NAME})*)", bygroups(Keyword, Whitespace, Name.Builtin)),
+            # (a dotted name, `optimizer contrib.muon`, is lexed by "expr": namespace, `.`, name)
+            (rf"(optimizer)(\s+)({_NAME})(?![.\w])", bygroups(Keyword, Whitespace, Name.Builtin)),
             (rf"(stop)(\s+)(when)(\s+)({_NAME})(\s*)(<)", bygroups(Keyword, Whitespace, Keyword, Whitespace, Name.Builtin, Whitespace, Operator)),
             (r"(default)(\s+)(fixed|free)\b", bygroups(Keyword, Whitespace, Keyword)),
             (words(("free", "fix", "init"), suffix=r"\b"), Keyword, "patterns"),

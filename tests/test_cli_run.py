@@ -93,7 +93,7 @@ def test_schedule_errors_exit_1_and_missing_files_exit_2(project, tmp_path):
     assert bad.returncode == 1 and "E0104" in bad.stderr and "Traceback" not in bad.stderr
     missing = schedc("nowhere.sched", cwd=project)
     assert missing.returncode == 2 and "no such file" in missing.stderr
-    no_loss = tmp_path / "noloss.sched"
-    no_loss.write_text(f'model "{project / "line.py"}:build"\nphase 10 lr 0.1 < free slope >\n')
+    no_loss = project / "noloss.sched"  # a directive names files inside the .sched file's folder
+    no_loss.write_text('model "line.py:build"\nphase 10 lr 0.1 < free slope >\n')
     result = schedc(str(no_loss), "--compile-cache", "none", cwd=project)
     assert result.returncode == 2 and "no loss given" in result.stderr

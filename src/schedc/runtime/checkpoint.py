@@ -171,10 +171,11 @@ class Checkpointer:
             "step0": saved["step0"],
         }
 
-    def after_chunk(self, runner, index: int, state: dict) -> None:
-        """Called after each chunk that leaves the phase unfinished; writes every `every` chunks."""
+    def after_chunk(self, runner, index: int, state: dict, final: bool = False) -> None:
+        """Called after each chunk that leaves the phase unfinished; writes every `every` chunks,
+        and always when `final` (the run is being interrupted)."""
         self.chunks += 1
-        if self.every <= 0 or self.chunks % self.every:
+        if not final and (self.every <= 0 or self.chunks % self.every):
             return
         in_phase = {
             "phase": index,

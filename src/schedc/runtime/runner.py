@@ -8,7 +8,10 @@ progress bar and decide whether the phase is over.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -120,6 +123,41 @@ class RunError(RuntimeError):
         """The model of the last phase that completed (the initial model if none did)."""
         done = [p for p in self.result.phases if p.stop_reason != C.STOP_REASONS[C.NONFINITE]]
         return done[-1].model if done else self.result.initial_model
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run at a chunk boundary; `.result` holds the completed phases.
+
+    A KeyboardInterrupt, so code that handles Ctrl-C handles it; `signal` says which one came.
+    """
+
+    def __init__(self, signal: int, phase: int, step: int):
+        super().__init__(f"interrupted in phase {phase} at step {step}")
+        self.signal, self.phase, self.step = signal, phase, step
+        self.result = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals(runner):
+    """While a run is in progress (in the main thread), SIGINT and SIGTERM ask it to stop at the next
+    chunk boundary (`Runner.stop_signal`), where the state is whole: a checkpoint can be written and
+    the completed phases kept. A second SIGINT stops at once (a plain KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum, frame):
+        if runner.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        runner.stop_signal = signum
+        print(f"\nschedc: {signal.Signals(signum).name}: stopping after the current chunk (Ctrl-C again to stop now)", file=sys.stderr)
+
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class CompileClock:
@@ -335,6 +373,8 @@ class Runner:
         self.initial_leaves: list | None = None
         self.state = RunnerState()
         self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None
+        # set (to the signal number) by a SIGINT/SIGTERM handler: the run stops at the next chunk boundary
+        self.stop_signal: int | None = None
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
@@ -463,7 +503,9 @@ class Runner:
                     break
                 step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
-                    self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
+                    self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0), final=self.stop_signal is not None)
+                if self.stop_signal is not None and step0 < phase.steps:
+                    raise Interrupted(self.stop_signal, index, step0)
         ema = O.ema_of(opt_state)
         ema_model = self._write_back(model, ema) if ema is not None else None
         model = self._write_back(model, free)
@@ -529,14 +571,23 @@ class Runner:
     def run(self, model, start: int = 0, result=None):
         """Every phase in order from `start` (appended to `result`, when resuming). A non-finite loss raises RunError holding the partial Result."""
         result = result if result is not None else self._new_result(model)
-        with _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
-            for index in range(start, len(self.plan.phases)):
-                phase_result = self.run_phase(index, model, progress)
-                result.phases.append(phase_result)
-                self._after_phase(result, phase_result)
-                model = phase_result.model
-                if self.checkpoint is not None:
-                    self.checkpoint.after_phase(self, result)
+        try:
+            with _stop_on_signals(self), _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
+                for index in range(start, len(self.plan.phases)):
+                    phase_result = self.run_phase(index, model, progress)
+                    result.phases.append(phase_result)
+                    self._after_phase(result, phase_result)
+                    model = phase_result.model
+                    if self.checkpoint is not None:
+                        self.checkpoint.after_phase(self, result)
+                    if self.stop_signal is not None and index + 1 < len(self.plan.phases):
+                        raise Interrupted(self.stop_signal, index + 1, 0)
+        except BaseException as exc:
+            # whatever stops the run (Ctrl-C, an error in the loss), the phases completed so far
+            # stay reachable: `exc.result` (a RunError already carries its own)
+            if not isinstance(exc, RunError):
+                exc.result = result
+            raise
         return result
 
     def nonfinite_error(self, result: Result, phase: P.PhasePlan, phase_result: PhaseResult) -> RunError:

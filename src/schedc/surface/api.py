@@ -82,7 +82,13 @@ def _read(text_or_path) -> tuple[str, str, Path, Source]:
     if isinstance(text_or_path, os.PathLike) or (isinstance(text_or_path, str) and text_or_path.endswith(".sched") and "\n" not in text_or_path):
         path = Path(text_or_path)
         if path.suffix == ".sched" and path.is_file():
-            text = path.read_text(encoding="utf-8")
+            from schedc.lang.syntax import decode
+
+            # decoded as `schedc check` decodes (a BOM dropped, lone CRs as newlines; NUL or
+            # invalid UTF-8 is E0004), so `run` and `check` agree on every file
+            text, problem = decode(path.read_bytes())
+            if problem is not None:
+                raise SchedError([problem.in_file(str(path))], {})
             return text, str(path), path.parent, Source(str(path), text)
     if isinstance(text_or_path, os.PathLike):
         raise FileNotFoundError(f"no such .sched file: {os.fspath(text_or_path)}")

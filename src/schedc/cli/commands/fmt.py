@@ -9,6 +9,7 @@ formatter's output would not mean the same program, so nothing was written).
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from pathlib import Path
 
@@ -54,18 +55,32 @@ def _diff(name: str, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), name, name))
 
 
-def _expand(names: list[str]) -> list[str]:
-    """The files to format: directories replaced by the `.sched` files under them, in order."""
+def _expand(names: list[str]) -> tuple[list[str], int]:
+    """(the files to format, status): directories replaced by the `.sched` files under them, in
+    order; a folder that cannot be listed is reported (status 2), not silently skipped."""
     out: list[str] = []
+    status = 0
+
+    def unreadable(exc: OSError) -> None:
+        nonlocal status
+        print(f"schedc fmt: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        status = 2
+
     for name in names:
-        path = Path(name)
-        out.extend(sorted(str(p) for p in path.rglob("*.sched") if p.is_file()) if name != "-" and path.is_dir() else [name])
-    return out
+        if name == "-" or not Path(name).is_dir():
+            out.append(name)
+            continue
+        found = []
+        for folder, subfolders, files in os.walk(name, onerror=unreadable):
+            subfolders.sort()
+            found.extend(os.path.join(folder, f) for f in files if f.endswith(".sched") and os.path.isfile(os.path.join(folder, f)))
+        out.extend(sorted(found, key=lambda p: Path(p).parts))
+    return out, status
 
 
 def run(args) -> int:
-    status = 0
-    for name in _expand(args.files):
+    names, status = _expand(args.files)
+    for name in names:
         try:
             data = _read(name)
         except OSError as exc:
@@ -92,9 +107,12 @@ def run(args) -> int:
 
 
 def _write(name: str, text: str, bom: bool) -> int:
-    """Write `text` (keeping a byte-order mark the file had); 0, or 2 on an I/O error."""
+    """Write `text` (keeping a byte-order mark the file had) atomically; 0, or 2 on an I/O error
+    (the file is then unchanged)."""
+    from schedc.tooling.files import atomic_write
+
     try:
-        Path(name).write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+        atomic_write(name, (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
     except OSError as exc:
         print(f"schedc fmt: cannot write {name}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from schedc.cli.commands import add_model_argument, resolve_file
+from schedc.tooling.files import same_file
 
 # Longer phases are sampled at this many evenly spaced steps: a plot needs no more.
 MAX_POINTS_PER_PHASE = 4000
@@ -61,6 +62,9 @@ def run(args) -> int:
         print(f"schedc plot: {path} has no phases", file=sys.stderr)
         return 1
     out = Path(args.out) if args.out else path.with_suffix(".png")
+    if same_file(out, path) or out.suffix == ".sched":
+        print(f"schedc plot: refusing to write the image over {out} (a schedule); choose another --out", file=sys.stderr)
+        return 2
     try:
         render(curves(plan), out, title=path.name, pyplot=pyplot)
     except OSError as exc:
@@ -174,5 +178,10 @@ def render(data: Curves, out: Path, title: str = "", pyplot=None) -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, format="png", dpi=100)
-    pyplot.close(fig)
+    from schedc.tooling.files import atomic_open
+
+    try:
+        with atomic_open(out) as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        pyplot.close(fig)

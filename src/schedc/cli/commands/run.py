@@ -1,15 +1,26 @@
 """`schedc run FILE`: fit the model the file names, print a summary, save the results.
 
 The entry points come from the file's `model`, `loss` and `data` directives
-(paths relative to the file) or from --model/--loss/--data. `data` returns the
+(paths inside the file's folder) or from --model/--loss/--data. `data` returns the
 loss's extra arguments: a tuple (positional), a dict (keyword) or one value.
+
+Nothing is lost: --out and --checkpoint are checked before training starts; the loss
+is tried once on the model and data (`jax.eval_shape`) so a loss that raises or does
+not return a float scalar is a message, not a traceback after compiling; every file
+is written atomically; and whatever ends the run early (an error, a non-finite loss,
+SIGINT, SIGTERM) the completed phases are saved to --out. SIGINT/SIGTERM stop at the
+next chunk boundary (with a final checkpoint when checkpointing) and exit 130/143.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import signal
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -33,17 +44,98 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="also checkpoint every N chunks within a phase (default 10; 0: after phases only)")
 
 
+class UserCodeError(Exception):
+    """The user's model, loss or data code failed; the message says which, where and how."""
+
+
+_EMBEDDED_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    text = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if not text:
+        return type(exc).__name__
+    if "Traceback (most recent call last)" in text[0]:
+        # an error raised in a host callback comes back inside the runtime's message, traceback and all:
+        # keep its last line and the innermost frame outside the libraries
+        frames = [m for m in _EMBEDDED_FRAME.finditer(str(exc)) if not _library(m.group(1))]
+        return text[-1].strip() + (f" (at {frames[-1].group(1)}:{frames[-1].group(2)})" if frames else "")
+    return f"{type(exc).__name__}: {text[0]}"
+
+
+def _where(exc: BaseException) -> str:
+    """` (at file.py:LINE)`: the innermost frame of the traceback outside schedc, JAX and the standard library."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" (at {exc.filename}:{exc.lineno})"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _library(f.filename)]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def _library(filename: str) -> bool:
+    return any(part in filename for part in (f"{os.sep}schedc{os.sep}", "site-packages", "dist-packages", f"{os.sep}lib{os.sep}python", "<frozen"))
+
+
+def _call_user(what: str, ref: str, function, *args):
+    """`function(*args)`, with anything the user's code raises (SystemExit too) as a UserCodeError."""
+    try:
+        return function(*args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise UserCodeError(f"{what} `{ref}` failed: {_describe(exc)}{_where(exc)}") from None
+
+
 def _loss_and_data(args, plan, base: Path):
     from schedc.plan.binding import load_entry
 
     loss_ref, data_ref = args.loss or plan.loss, args.data or plan.data
     if not loss_ref:
         raise LookupError('no loss given: add a `loss "file.py:function"` directive or pass --loss')
-    loss = load_entry(loss_ref, base)
-    data = load_entry(data_ref, base)() if data_ref else ()
+    loss = _call_user("loss", loss_ref, lambda: load_entry(loss_ref, base, from_file=not args.loss))
+    if not callable(loss):
+        raise UserCodeError(f"loss `{loss_ref}` is not a function (it is {type(loss).__name__})")
+    data = ()
+    if data_ref:
+        function = _call_user("data", data_ref, lambda: load_entry(data_ref, base, from_file=not args.data))
+        if not callable(function):
+            raise UserCodeError(f"data `{data_ref}` is not a function (it is {type(function).__name__})")
+        data = _call_user("data", data_ref, function)
     if isinstance(data, dict):
         return loss, (), data
     return loss, (data if isinstance(data, tuple) else (data,)), {}
+
+
+def _check_loss(loss, model, data_args, data_kwargs, loss_ref: str) -> None:
+    """Trace the loss once on the model and data (no compiling, no running): it must return a
+    floating-point scalar, and the data must be arrays JAX accepts."""
+    import jax
+    import jax.numpy as jnp
+
+    try:
+        out = jax.eval_shape(lambda m, a, k: loss(m, *a, **k), model, data_args, data_kwargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise UserCodeError(f"loss `{loss_ref}` failed on the model and data: {_describe(exc)}{_where(exc)}") from None
+    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    if shape != () or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        got = f"an array of shape {shape} and dtype {dtype}" if shape is not None else f"{type(out).__name__}"
+        raise UserCodeError(f"loss `{loss_ref}` must return a floating-point scalar, got {got}")
+
+
+def _prepare_folder(option: str, folder: str) -> Path:
+    """Create `folder` and make sure it is writable, before any training: (else OSError/ValueError)."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {folder} is a file, not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    with tempfile.TemporaryFile(dir=path):
+        pass
+    return path
 
 
 def _use_compile_cache(folder: str) -> None:
@@ -61,13 +153,21 @@ def _use_compile_cache(folder: str) -> None:
 def run(args) -> int:
     from schedc.lang.diagnostics import SchedError
     from schedc.runtime.checkpoint import CheckpointError
-    from schedc.runtime.runner import RunError
     from schedc.surface import api
 
     path = Path(args.file)
     if not path.is_file():
         print(f"schedc run: {path}: no such file", file=sys.stderr)
         return 2
+    try:
+        out = _prepare_folder("--out", args.out) if args.out else None
+        if args.checkpoint:
+            _prepare_folder("--checkpoint", args.checkpoint)
+    except (OSError, ValueError) as err:
+        print(f"schedc run: cannot write there: {err}", file=sys.stderr)
+        return 2
+    if out is not None and (out / "summary.json").exists():
+        print(f"schedc run: {out}/ holds earlier results: they will be replaced", file=sys.stderr)
     _use_compile_cache(args.compile_cache)
     try:
         # the model: --model, else the file's `model` directive (a missing one is a diagnostic)
@@ -75,30 +175,71 @@ def run(args) -> int:
         if program.model is None:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
         loss, data_args, data_kwargs = _loss_and_data(args, program.plan, path.parent)
+        _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss)
     except SchedError as err:
         print(err.render(), file=sys.stderr)
         return 1
-    except (LookupError, ImportError, OSError) as err:
+    except UserCodeError as err:
+        print(f"schedc run: {err}", file=sys.stderr)
+        return 1
+    except (LookupError, ImportError, OSError, ValueError) as err:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2
+    return _train(args, program, loss, data_args, data_kwargs, out)
+
+
+def _train(args, program, loss, data_args, data_kwargs, out: Path | None) -> int:
+    """Run the fit; save what completed whatever happens; the exit status."""
+    from schedc.runtime import checkpoint as ckpt
+    from schedc.runtime.runner import Interrupted, RunError
+
+    runner = program.runner(loss, *data_args, chunk=args.chunk, quiet=args.quiet, **data_kwargs)
+    # a failing jax.debug.callback is logged with a traceback; the error message below says it once
+    logging.getLogger("jax._src.debugging").setLevel(logging.CRITICAL)
     try:
-        result = program.run(loss, *data_args, quiet=args.quiet, chunk=args.chunk, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, **data_kwargs)
-    except CheckpointError as err:
+        result = runner.run(program.model) if not args.checkpoint else ckpt.run(program, runner, args.checkpoint, args.checkpoint_every)
+    except ckpt.CheckpointError as err:
         print(f"schedc run: {err}", file=sys.stderr)
+        _save_partial(getattr(err, "result", None), out)
         return 2
     except RunError as err:
         print(result_table(err.result), file=sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         for note in getattr(err, "__notes__", ()):
             print(f"  = note: {note}", file=sys.stderr)
-        if args.out:
-            save(err.result, Path(args.out), model_override=err.model)
+        _save_partial(err.result, out, model_override=err.model)
+        return 1
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signal", signal.SIGINT)
+        print(f"schedc run: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        _save_partial(getattr(err, "result", None), out)
+        if args.checkpoint:
+            print(f"schedc run: the checkpoint in {args.checkpoint}/ resumes the run (run the same command again)", file=sys.stderr)
+        return 128 + int(signum)
+    except Exception as err:  # the user's loss failed while running (after the eval_shape check)
+        print(f"schedc run: the loss failed while training: {_describe(err)}{_where(err)}", file=sys.stderr)
+        _save_partial(getattr(err, "result", None), out)
         return 1
     print(result_table(result))
-    if args.out:
-        save(result, Path(args.out))
-        print(f"saved to {args.out}/")
+    if out is not None:
+        save(result, out)
+        print(f"saved to {out}/")
     return 0
+
+
+def _save_partial(result, out: Path | None, model_override=None) -> None:
+    """Save the completed phases of a run that ended early, and say where (or that there are none)."""
+    if out is None or result is None:
+        return
+    if not result.phases:
+        print("schedc run: no phase completed: nothing saved", file=sys.stderr)
+        return
+    try:
+        save(result, out, model_override=model_override)
+    except OSError as exc:
+        print(f"schedc run: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return
+    print(f"schedc run: the {len(result.phases)} completed phase(s) are saved in {out}/", file=sys.stderr)
 
 
 def result_table(result) -> str:
@@ -122,14 +263,20 @@ def result_table(result) -> str:
 
 
 def save(result, out: Path, model_override=None) -> None:
-    """model.eqx (equinox serialisation), losses.npz, hyperparams.npz and summary.json."""
+    """model.eqx (equinox serialisation), losses.npz, hyperparams.npz and summary.json, each
+    written atomically (a file beside it, then renamed): a kill leaves old or new, never half."""
     import equinox as eqx
     import numpy as np
 
+    from schedc.tooling.files import atomic_open, atomic_write
+
     out.mkdir(parents=True, exist_ok=True)
-    eqx.tree_serialise_leaves(out / "model.eqx", model_override if model_override is not None else result.model)
-    np.savez(out / "losses.npz", **{f"phase_{p.index}": p.losses for p in result.phases})
-    np.savez(out / "hyperparams.npz", **{k: v for k, v in result.hyperparams.items()})
+    with atomic_open(out / "model.eqx") as f:
+        eqx.tree_serialise_leaves(f, model_override if model_override is not None else result.model)
+    with atomic_open(out / "losses.npz") as f:
+        np.savez(f, **{f"phase_{p.index}": p.losses for p in result.phases})
+    with atomic_open(out / "hyperparams.npz") as f:
+        np.savez(f, **{k: v for k, v in result.hyperparams.items()})
     summary = [
         {
             "index": p.index,
@@ -143,4 +290,4 @@ def save(result, out: Path, model_override=None) -> None:
         }
         for p in result.phases
     ]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2).encode())

@@ -82,6 +82,7 @@ def _read(text_or_path) -> tuple[str, str, Path, Source]:
     if isinstance(text_or_path, os.PathLike) or (isinstance(text_or_path, str) and text_or_path.endswith(".sched") and "\n" not in text_or_path):
         path = Path(text_or_path)
         if path.suffix == ".sched" and path.is_file():
+            from schedc.lang.diagnostics import SchedError
             from schedc.lang.syntax import decode
 
             # decoded as `schedc check` decodes (a BOM dropped, lone CRs as newlines; NUL or

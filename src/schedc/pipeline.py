@@ -175,10 +175,14 @@ def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
     its own as ONE expression (a schedule such as `"cosine(0.1 -> 0.001)"`), so it can never
     add statements, and its nodes take the span of the placeholder's first use, so problems
     inside the value point at the placeholder. Numbers (any real: int, float, numpy or JAX
-    scalar), bools and syntax nodes become nodes in `lang.program.as_node`.
+    scalar), bools and syntax nodes become nodes in `lang.program.as_node`. Objects the
+    language cannot write are kept as they are (the resolver binds them as `nodes.Bound`),
+    checked against where the placeholder stands: an optax GradientTransformation after
+    `optimizer` (an optax factory there becomes its name), an optax schedule function in an
+    expression (a learning rate), an array as an `init P = $x` value.
 
     Raises:
-        TypeError: for a value of another kind (an optax schedule function, an array).
+        TypeError: for a value that does not fit where its placeholder stands.
         SchedError: for schedule text that does not parse.
     """
     from schedc.lang import nodes as n
@@ -188,6 +192,7 @@ def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
     for node in n.walk(parsed.file):
         if isinstance(node, n.Placeholder):
             uses.setdefault(node.id, node.span)
+    roles = _roles(parsed.file)
     out = {}
     for key, value in placeholders.items():
         name = key.lstrip("$")
@@ -201,11 +206,70 @@ def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
         elif as_node(value) is not None:
             out[name] = value
         else:
-            raise TypeError(
-                f"placeholder ${name}: expected a number, a bool or schedule text (\"cosine(0.1 -> 0)\"), got {type(value).__name__}"
-                + (" (an optax schedule function cannot be compiled into a phase: write it as schedule text)" if callable(value) else "")
-            )
+            out[name] = _object(name, value, roles.get(name, set()))
     return out
+
+
+# what a placeholder standing in each role accepts besides numbers and text, for the error message
+_ACCEPTS = {
+    "optimizer": "an optax GradientTransformation (optax.sgd(0.1)) or optax factory (optax.adam), or optimizer text (\"sgd(momentum=0.9)\")",
+    "init": "a number or an array of the parameter's shape",
+    "expression": "a number, schedule text (\"cosine(0.1 -> 0)\") or an optax schedule function",
+}
+_WHERE = {"optimizer": "after `optimizer`", "init": "as an init value", "expression": "in an expression"}
+
+
+def _roles(file) -> dict[str, set[str]]:
+    """Placeholder name -> where it stands: after `optimizer`, as an `init P = $x` value, or in an expression."""
+    from schedc.lang import nodes as n
+
+    special: dict[int, str] = {}
+    for node in n.walk(file):
+        optimizer = node.value if isinstance(node, n.Directive) and node.keyword == "optimizer" else getattr(node, "optimizer", None)
+        if isinstance(optimizer, n.Placeholder):
+            special[id(optimizer)] = "optimizer"
+        if isinstance(node, n.Init) and node.kind == "value" and isinstance(node.value, n.Placeholder):
+            special[id(node.value)] = "init"
+    roles: dict[str, set[str]] = {}
+    for node in n.walk(file):
+        if isinstance(node, n.Placeholder):
+            roles.setdefault(node.id, set()).add(special.get(id(node), "expression"))
+    return roles
+
+
+def _object(name: str, value, roles: set[str]):
+    """A placeholder value the language cannot write, checked against every place it stands.
+
+    Recognised without importing optax or JAX (the front end stays JAX-free): an optax object
+    by its `init`/`update`, a factory as an attribute of the already imported optax module."""
+    import sys
+
+    from schedc.lang import nodes as n
+
+    optax = sys.modules.get("optax")
+    kind, accepted = None, value
+    if callable(getattr(value, "init", None)) and callable(getattr(value, "update", None)):
+        kind = "optimizer"
+    elif callable(value) and optax is not None and getattr(optax, getattr(value, "__name__", ""), None) is value:
+        kind, accepted = "optimizer", n.Name(value.__name__)  # an optax factory: by name, its keywords checked
+    elif callable(value):
+        kind = "expression"
+    elif _real_array(value):
+        kind = "init"
+    wrong = sorted(roles - {kind}) if kind else sorted(roles) or ["expression"]
+    if kind is None or wrong:
+        raise TypeError(f"placeholder ${name} stands {_WHERE[wrong[0]]}: expected {_ACCEPTS[wrong[0]]}, got {type(value).__name__}")
+    return accepted
+
+
+def _real_array(value) -> bool:
+    """A numpy/JAX array (or nested list) of real numbers."""
+    if isinstance(value, (list, tuple)):
+        import numpy as np
+
+        value = np.asarray(value)
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return hasattr(value, "shape") and kind in ("f", "i", "u")
 
 
 # ---------------------------------------------------------------- one expression

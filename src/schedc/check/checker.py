@@ -452,6 +452,8 @@ class _Checker:
 
     def _optimizer(self, opt, steps, what: str) -> None:
         """An optimizer: a transformation by name or call, or `chain(T1, T2, ...)` of them."""
+        if isinstance(opt, n.Placeholder):
+            return  # bound from Python to an optax object: its kind is checked where it is bound
         if isinstance(opt, n.Call) and opt.func.id == catalog.CHAIN:
             for kw in opt.kwargs:
                 self.error("E0106", "`chain` takes no keyword arguments", kw.name.span, help="write `chain(T1, T2, ...)`: the transformations in the order optax applies them")

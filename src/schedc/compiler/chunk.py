@@ -57,7 +57,7 @@ class GroupSignature:
     @property
     def optimizer(self) -> tuple:
         """What decides the shape of the group's optimizer state (`carry state` needs it unchanged)."""
-        return tuple((m.name, m.static) for m in self.members), self.plateau
+        return tuple((m.name, m.static, m.transform) for m in self.members), self.plateau
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,16 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
             names.append(hp_name if not label else f"{hp_name}@{label}")
             return len(hypers) - 1
 
-        lr_index = feed("learning_rate", lr) if lr is not None else None
+        objects = [m.transform for m in spec.transforms if m.transform is not None]
+        for bound in objects:  # an object runs as-is: the lr, if any, only documents (spectracles' rule)
+            _check_documented_lr(bound, lr, phase)
+        lr_index = feed("learning_rate", lr) if lr is not None and not objects else None
         members = []
         chained = len(spec.transforms) > 1
         for member in spec.transforms:
+            if member.transform is not None:
+                members.append(O.Member(member.name, (), (), member.transform))
+                continue
             static, fed = O.split_kwargs(member)
             takes_lr = any(p[0] == "learning_rate" for p in catalog.transform_params(member.name))
             given = {k for k, _ in static} | {k for k, _ in fed}
@@ -158,6 +164,57 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
     for shared in (numbers_array, stop_numbers):  # cached: shared by every run of the phase
         shared.setflags(write=False)
     return PreparedPhase(signature, numbers_array, stop_numbers, tuple(names))
+
+
+def _check_documented_lr(bound, lr, phase: P.PhasePlan) -> None:
+    """Warn when a phase lr disagrees with the learning rate an optimizer object reveals
+    (one built with `optax.inject_hyperparams`): the object's own is the one applied."""
+    import warnings
+
+    from schedc.lang.expr import constant
+
+    written = constant(lr) if lr is not None else None
+    revealed = revealed_hyperparams(bound.value, 1).get("learning_rate")
+    if written is None or revealed is None or np.isclose(float(revealed[0]), written, rtol=1e-6, atol=0.0):
+        return
+    warnings.warn(
+        f"{phase.label}: lr {written:g} only documents: the optimizer object `${bound.id}` applies its own learning_rate, {float(revealed[0]):g}",
+        stacklevel=2,
+    )
+
+
+def revealed_hyperparams(transform, steps: int) -> dict[str, np.ndarray]:
+    """The hyperparameters an optax object built with `optax.inject_hyperparams` applies at steps
+    0 .. steps-1 of a phase, as optax itself computes them: its update replayed on an empty pytree
+    (no parameters, so only the hyperparameter schedules run). {} for any other object."""
+    import jax
+
+    try:
+        state = transform.init({})
+        if not _injected(state):
+            return {}
+
+        def step(state, _):
+            _, state = transform.update({}, state, {})
+            return state, _injected(state)
+
+        _, logged = jax.lax.scan(step, state, None, length=steps)
+    except Exception:  # an object that cannot run without parameters reveals nothing
+        return {}
+    return {name: np.asarray(values) for name, values in logged.items()}
+
+
+def _injected(state) -> dict:
+    """The numeric scalar hyperparameters of every `inject_hyperparams` state inside `state`."""
+    import jax
+    import jax.numpy as jnp
+
+    found = {}
+    for node in jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(getattr(x, "hyperparams", None), dict)):
+        for name, value in getattr(node, "hyperparams", {}).items():
+            if jnp.ndim(value) == 0 and jnp.issubdtype(jnp.result_type(value), jnp.number):
+                found.setdefault(name, value)
+    return found
 
 
 def _group_label(group: P.Group) -> str:

@@ -37,6 +37,7 @@ class Member:
     name: str
     static: tuple[tuple[str, Any], ...]
     fed: tuple[tuple[str, int], ...]
+    transform: Any = None  # an optax object bound to `optimizer $name` (a nodes.Bound): run as-is, keyed by identity
 
 
 def factory(name: str):
@@ -109,6 +110,8 @@ def static_value(value):
 
 
 def build_member(member: Member, values: list):
+    if member.transform is not None:
+        return member.transform.value
     kwargs = {k: static_value(v) for k, v in member.static}
     kwargs.update({k: values[i] for k, i in member.fed})
     return factory(member.name)(**kwargs)
@@ -125,7 +128,8 @@ def build_group(members: tuple[Member, ...], plateau, values: list):
 
 
 def needs_value(members: tuple[Member, ...], plateau) -> bool:
-    return plateau is not None or any(m.name in NEEDS_VALUE for m in members)
+    # an optax object gets the loss too: every optax object accepts (and ignores) the extra arguments
+    return plateau is not None or any(m.transform is not None or m.name in NEEDS_VALUE for m in members)
 
 
 # ---------------------------------------------------------------- the EMA of the free parameters

@@ -66,6 +66,8 @@ def lower(expr, steps: int) -> Lowered:
         expr = n.Number(expr, repr(expr))
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(expr, n.Bound):  # an optax schedule function bound to `lr $name`: called on the phase's step
+        return Lowered(("function", expr), ())
     problems = [d for d in check_schedule(expr, steps) if d.is_error]
     if problems:
         raise SchedError(problems)
@@ -402,6 +404,8 @@ def _build(s: tuple, o: int) -> tuple[Callable, int]:
     kind = s[0]
     if kind == "constant":
         return (lambda t, x: x[o]), o + 1
+    if kind == "function":
+        return (lambda t, x: s[1].value(t)), o
     if kind == "neg":
         inner, end = _build(s[1], o)
         return (lambda t, x: -inner(t, x)), end

@@ -84,6 +84,24 @@ class Placeholder:
     span: Span = _span()
 
 
+@dataclass(frozen=True, eq=False)
+class Bound:
+    """A `$placeholder` bound to a Python object the language cannot write: an optax
+    optimizer object or schedule function, an array. Never printed (the text keeps
+    `$name`); the resolver substitutes it where the placeholder stood. Equal and
+    hashed by the object's identity, so plans and compiled programs are cached by it."""
+
+    id: str
+    value: object
+    span: Span = _span()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Bound) and other.id == self.id and other.value is self.value
+
+    def __hash__(self) -> int:
+        return hash((self.id, id(self.value)))
+
+
 @dataclass(frozen=True)
 class Keyword:
     name: Name

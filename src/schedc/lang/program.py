@@ -114,7 +114,7 @@ def expand(file: n.File, count_of=None) -> tuple[ExpandedPhase, ...]:
     return tuple(out)
 
 
-def env_of(file: n.File, placeholders: dict | None = None) -> dict[str, n.Expr]:
+def env_of(file: n.File, placeholders: dict | None = None, objects: bool = False) -> dict[str, n.Expr]:
     """The `let` environment: each name's value with the earlier lets substituted.
 
     A name defined twice keeps its first definition (the second is E0102). A let whose
@@ -124,9 +124,11 @@ def env_of(file: n.File, placeholders: dict | None = None) -> dict[str, n.Expr]:
 
     Returns:
         {let name: closed expression} plus {"$name": node} for each placeholder
-        whose value is a number, string, bool or syntax node.
+        whose value is a number, string, bool or syntax node; with `objects`, every
+        other value too, as a `Bound` node (the resolver's view: an optax object, an
+        array). The checker leaves those placeholders in place: it cannot inspect them.
     """
-    return _lets(file, placeholders)[0]
+    return _lets(file, placeholders, objects)[0]
 
 
 def oversized_lets(file: n.File, placeholders: dict | None = None) -> list[n.Let]:
@@ -134,8 +136,8 @@ def oversized_lets(file: n.File, placeholders: dict | None = None) -> list[n.Let
     return _lets(file, placeholders)[1]
 
 
-def _lets(file: n.File, placeholders: dict | None) -> tuple[dict[str, n.Expr], list[n.Let]]:
-    env: dict[str, n.Expr] = dict(placeholder_env(placeholders))
+def _lets(file: n.File, placeholders: dict | None, objects: bool = False) -> tuple[dict[str, n.Expr], list[n.Let]]:
+    env: dict[str, n.Expr] = dict(placeholder_env(placeholders, objects))
     oversized: list[n.Let] = []
     seen: set[str] = set()
     for item in file.items:
@@ -149,12 +151,15 @@ def _lets(file: n.File, placeholders: dict | None) -> tuple[dict[str, n.Expr], l
     return env, oversized
 
 
-def placeholder_env(placeholders: dict | None) -> dict[str, object]:
+def placeholder_env(placeholders: dict | None, objects: bool = False) -> dict[str, object]:
     env = {}
     for key, value in (placeholders or {}).items():
+        name = key.lstrip("$")
         node = as_node(value)
+        if node is None and objects:
+            node = n.Bound(name, value)
         if node is not None:
-            env["$" + key.lstrip("$")] = node
+            env["$" + name] = node
     return env
 
 

@@ -37,6 +37,7 @@ class OptimizerSpec:
     kwargs: tuple[tuple[str, object], ...] = ()
     span: n.Span = field(default=n.NO_SPAN, compare=False)
     members: tuple["OptimizerSpec", ...] = ()
+    transform: n.Bound | None = None  # `optimizer $name` bound to an optax object (name `$name`): it runs as-is
 
     @property
     def transforms(self) -> tuple["OptimizerSpec", ...]:
@@ -64,6 +65,7 @@ class InitSpec:
     """Set `path` at the start of a phase.
 
     kind "normal" (args: mean, std), "uniform" (low, high), "value" (value,) or "reset" ().
+    A "value" bound to an array (`init w = $w`) has its `Bound` node as the one arg.
     A "value" from a list (`init w = [[1, 2], [3, 4]]`) has every number, row-major, in
     `args`: as many as the parameter has elements (the resolver checked its shape, E0407).
     """
@@ -201,7 +203,7 @@ class _Resolver:
         self.paths = tree.paths
         self.pathset = PathSet(self.paths)
         self.copies = PathSet(list(tree.shared))
-        self.env = env_of(file, placeholders)
+        self.env = env_of(file, placeholders, objects=True)
         self.diags: list = []
         self.seen: set = set()  # keys of diagnostics already reported (repeat instances share nodes)
         self.matches: dict[int, list[int]] = {}  # id(pattern node) -> parameter indices
@@ -584,6 +586,9 @@ class _Resolver:
 
         if kind == "reset":
             return InitSpec(path, "reset", (), span)
+        if kind == "value" and isinstance(closed := self.closed(value), n.Bound):  # an array bound to `$name`
+            shape = tuple(getattr(closed.value, "shape", ()))
+            return InitSpec(path, "value", (closed,), span) if self._fits(path, shape, where) else None
         if kind == "value":
             values, shape = _flatten(self.closed(value))
             if values is None:
@@ -627,7 +632,12 @@ class _Resolver:
 
     def _optimizer(self, expr) -> OptimizerSpec | None:
         """`adam`, `adamw(weight_decay=1e-4)`, `chain(clip_by_global_norm(1.0), adam)`: positional
-        arguments are named from optax's signature (the checker reported any that do not fit)."""
+        arguments are named from optax's signature (the checker reported any that do not fit);
+        `$name` bound to an optax object."""
+        if isinstance(expr, n.Placeholder):
+            expr = self.closed(expr)
+        if isinstance(expr, n.Bound):  # an optax object (the front end checked its kind)
+            return OptimizerSpec(f"${expr.id}", (), expr.span, transform=expr)
         if isinstance(expr, n.Name):
             return OptimizerSpec(expr.id, (), expr.span)
         if not isinstance(expr, n.Call):

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from schedc.compiler import chunk as C
+from schedc.lang.nodes import Bound
 from schedc.compiler import optimizers as O
 from schedc.plan import resolve as P
 
@@ -407,7 +408,11 @@ class Runner:
             return self.initial_leaves[self.leaves[init.path][0]]
         if init.kind == "value":
             # one number fills the parameter; a list (`init w = [1, 2]`) has all its numbers, row-major
-            value = jnp.full(current.shape, init.args[0], current.dtype) if len(init.args) == 1 else jnp.asarray(init.args, current.dtype).reshape(current.shape)
+            # an array bound to `$name` (the resolver checked its shape) is used as it is
+            if isinstance(init.args[0], Bound):
+                value = jnp.broadcast_to(jnp.asarray(init.args[0].value, current.dtype), current.shape)
+            else:
+                value = jnp.full(current.shape, init.args[0], current.dtype) if len(init.args) == 1 else jnp.asarray(init.args, current.dtype).reshape(current.shape)
         else:
             k = C.init_key(self.key, phase.index, init.path)
             a, b = init.args
@@ -540,6 +545,18 @@ class Runner:
             stop = dict(stop, reason=np.int32(reason))
         return free, opt_state, stop, chunk_losses, reason != C.COMPLETED
 
+    @staticmethod
+    def _logged(prepared: C.PreparedPhase, applied: np.ndarray, steps: int, dtype) -> dict[str, np.ndarray]:
+        """Name -> the values applied at each step run, in the loss's dtype: the fed hyperparameters,
+        and those an optax object built with `inject_hyperparams` reveals (`name@group` in a group)."""
+        logged = {name: applied[:, j].astype(dtype) for j, name in enumerate(prepared.hyper_names)}
+        for group in prepared.signature.groups:
+            for member in group.members:
+                if member.transform is not None:
+                    for name, values in C.revealed_hyperparams(member.transform.value, steps).items():
+                        logged[name if not group.label else f"{name}@{group.label}"] = values.astype(dtype)
+        return logged
+
     def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, fns: C.Compiled, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock):
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
         hyper_arr = with_scales(applied_hyperparams(fns, prepared, len(loss_arr), self.chunk), scales)
@@ -550,7 +567,7 @@ class Runner:
             steps=phase.steps,
             steps_run=len(loss_arr),
             losses=loss_arr,
-            hyperparams={name: hyper_arr[:, j].astype(loss_arr.dtype) for j, name in enumerate(prepared.hyper_names)},
+            hyperparams=self._logged(prepared, hyper_arr, len(loss_arr), loss_arr.dtype),
             stop_reason=C.STOP_REASONS[int(stop["reason"])],
             wall_time=wall,
             compile_time=clock.seconds,

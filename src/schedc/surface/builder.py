@@ -145,22 +145,34 @@ def _number(x) -> n.Expr:
     return number_node(x)
 
 
-def _value_node(value) -> tuple[n.Expr, bool]:
-    """(node, is_scalar) for an init value: a number, or a nested list of an array's numbers."""
+class _Objects:
+    """Python objects the program text cannot write, bound to `$placeholders` instead: optax
+    optimizer objects, optax schedule functions, arrays. One name per object (by identity)."""
+
+    def __init__(self):
+        self.values: dict[str, object] = {}
+        self._names: dict[int, str] = {}
+
+    def bind(self, stem: str, value) -> n.Placeholder:
+        name = self._names.get(id(value))
+        if name is None:
+            name = stem if stem not in self.values else f"{stem}_{len(self.values)}"
+            self.values[name], self._names[id(value)] = value, name
+        return n.Placeholder(name)
+
+
+def _value_node(value, objects: _Objects, stem: str) -> tuple[n.Expr, bool]:
+    """(node, is_scalar) for an init value: a number, or a placeholder bound to the array (never its numbers as text)."""
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise TypeError(f"an init value is a real number or array, got {value!r}")
     if array.size == 1 or (array.size and np.all(array == array.flat[0])):
         return _number(array.flat[0]), True
-
-    def build(a):
-        return n.List(tuple(build(x) for x in a)) if a.ndim else _number(a)
-
-    return build(array), False
+    return objects.bind(stem, value), False
 
 
-def _expression(value, what: str) -> n.Expr:
-    """A learning rate: a number, or schedule text in the DSL (`"cosine(0.1 -> 0.001)"`)."""
+def _expression(value, what: str, objects: _Objects | None = None, stem: str = "lr") -> n.Expr:
+    """A learning rate: a number, schedule text in the DSL (`"cosine(0.1 -> 0.001)"`) or an optax schedule function."""
     from schedc.pipeline import parse_expression
 
     if isinstance(value, str):
@@ -169,19 +181,17 @@ def _expression(value, what: str) -> n.Expr:
         return _number(value)
     if hasattr(value, "shape") and np.asarray(value).size == 1 and np.issubdtype(np.asarray(value).dtype, np.floating):
         return _number(np.asarray(value).reshape(()))
-    if callable(value):
-        raise TypeError(
-            f"{what}: an optax schedule function cannot be compiled into a phase; write it as schedule text, "
-            "e.g. \"cosine(0.1 -> 0.001)\" or \"linear(0 -> 0.1, 10%) then cosine(0.1 -> 0)\" (docs/schedules.md)"
-        )
-    raise TypeError(f"{what}: expected a number or schedule text, got {value!r}")
+    if callable(value) and objects is not None:  # an optax schedule: called on the phase's step in the compiled loop
+        return objects.bind(stem, value)
+    raise TypeError(f"{what}: expected a number, schedule text or an optax schedule function, got {value!r}")
 
 
-def _optimizer(spec, what: str) -> n.Expr:
-    """An optimizer as the language writes it: a name or a call with keyword arguments.
+def _optimizer(spec, what: str, objects: _Objects, stem: str = "opt") -> n.Expr:
+    """An optimizer as the language writes it: a name or a call with keyword arguments, or a placeholder.
 
     Accepted: `"adam"` / `"sgd(momentum=0.9)"` (DSL text), `optax.adam` (an optax
-    factory), `functools.partial(optax.sgd, momentum=0.9)`, `("sgd", {"momentum": 0.9})`.
+    factory), `functools.partial(optax.sgd, momentum=0.9)`, `("sgd", {"momentum": 0.9})`,
+    or an optax GradientTransformation object (`optax.sgd(0.1)`), which runs as it is.
     """
     import optax
 
@@ -193,15 +203,11 @@ def _optimizer(spec, what: str) -> n.Expr:
     elif isinstance(spec, functools.partial) and not spec.args:
         name, kwargs = _optax_name(spec.func), dict(spec.keywords)
     elif isinstance(spec, (optax.GradientTransformation, optax.GradientTransformationExtraArgs)):
-        raise TypeError(
-            f"{what}: an optax GradientTransformation object cannot be compiled (its hyperparameters cannot be read back); "
-            "give the factory and its keyword arguments instead: `optax.adam`, `functools.partial(optax.sgd, momentum=0.9)`, "
-            '`("sgd", {"momentum": 0.9})` or `"sgd(momentum=0.9)"` — the phase lr is its learning_rate'
-        )
+        return objects.bind(stem, spec)
     elif callable(spec):
         name = _optax_name(spec)
     if name is None:
-        raise TypeError(f"{what}: expected an optimizer name, an optax factory or (name, kwargs), got {spec!r}")
+        raise TypeError(f"{what}: expected an optimizer name, an optax factory or object, or (name, kwargs), got {spec!r}")
     if "learning_rate" in kwargs:
         raise TypeError(f"{what}: the learning rate is the phase's lr (the second item of the phase tuple), not an optimizer argument")
     func = n.Name(name)
@@ -209,7 +215,7 @@ def _optimizer(spec, what: str) -> n.Expr:
         return func
     keywords = []
     for key, value in kwargs.items():
-        node = n.Bool(value) if isinstance(value, bool) else _expression(value, f"{what}: {key}")
+        node = n.Bool(value) if isinstance(value, bool) else _expression(value, f"{what}: {key}", objects, f"{stem}_{key}")
         keywords.append(n.Keyword(n.Name(key), node))
     return n.Call(func, (), tuple(keywords))
 
@@ -234,23 +240,25 @@ def _parse_optimizer(text: str, what: str) -> n.Expr:
 # ---------------------------------------------------------------- the program
 
 
-def _phase_node(k: int, spec, default_optimizer: n.Expr, criterion) -> n.Phase:
+def _phase_node(k: int, spec, default_optimizer: n.Expr, criterion, objects: _Objects) -> n.Phase:
     what = f"phase {k}"
     if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
         raise TypeError(f"{what}: expected (n_steps, lr) or (n_steps, lr, optimizer), got {spec!r}")
     steps, lr = spec[0], spec[1]
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
         raise TypeError(f"{what}: n_steps must be an int, got {steps!r}")
-    optimizer = _optimizer(spec[2], what) if len(spec) == 3 and spec[2] is not None else None
+    optimizer = _optimizer(spec[2], what, objects, f"opt{k}") if len(spec) == 3 and spec[2] is not None else None
     if optimizer == default_optimizer:
         optimizer = None
     body = ()
     if criterion is not None:
         body = (n.Stop(n.Name("loss_change"), _number(float(criterion))),)
-    return n.Phase(None, _number(int(steps)), _expression(lr, f"{what}: lr"), optimizer, body)
+    # lr None: the optimizer's own (spectracles' `(n, None, optax.lbfgs)`)
+    lr_node = None if lr is None else _expression(lr, f"{what}: lr", objects, f"lr{k}")
+    return n.Phase(None, _number(int(steps)), lr_node, optimizer, body)
 
 
-def _entry(pattern: str, spec: ParamSpec) -> tuple[n.ParamEntry | None, list[n.Init]]:
+def _entry(pattern: str, spec: ParamSpec, objects: _Objects) -> tuple[n.ParamEntry | None, list[n.Init]]:
     """The params entry of one pattern, and the array inits that only a phase body can write ((phase, Init))."""
     specs, body_inits = [], []
     for kind, phases, init in spec.parts:
@@ -260,7 +268,7 @@ def _entry(pattern: str, spec: ParamSpec) -> tuple[n.ParamEntry | None, list[n.I
             continue
         dist, args = init
         if dist == "value":
-            node, scalar = _value_node(args[0])
+            node, scalar = _value_node(args[0], objects, f"init{phases[0]}")
             if not scalar:
                 body_inits.append((phases[0], n.Init((n.Pattern(pattern),), "value", node)))
                 continue
@@ -310,17 +318,19 @@ def _unnamed_free(tree, patterns: list[str], flags: dict[str, bool]) -> list[str
     return [p for i, p in enumerate(tree.paths) if i not in named and flags.get(p) is False]
 
 
-def build_file(model, phases, params: dict, default_optimizer="adam", criterion=None, seed: int | None = None) -> n.File:
-    """The syntax tree of the `.sched` program `build_schedule` runs (see there for the arguments)."""
+def build_file(model, phases, params: dict, default_optimizer="adam", criterion=None, seed: int | None = None) -> tuple[n.File, dict]:
+    """The syntax tree of the `.sched` program `build_schedule` runs (see there for the arguments),
+    and the values of its `$placeholders` (the optax objects and arrays the text cannot write)."""
     from schedc.plan.params import discover
 
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of pattern -> spec, got {type(params).__name__}")
-    default = _optimizer(default_optimizer, "default_optimizer")
+    objects = _Objects()
+    default = _optimizer(default_optimizer, "default_optimizer", objects)
     items: list = [n.Directive("optimizer", default)]
     if seed is not None:
         items.insert(0, n.Directive("seed", _number(seed)))
-    phase_nodes = [_phase_node(k, spec, default, criterion) for k, spec in enumerate(phases)]
+    phase_nodes = [_phase_node(k, spec, default, criterion, objects) for k, spec in enumerate(phases)]
     entries = []
     body_inits: dict[int, list[n.Init]] = {}
     for pattern, spec in params.items():
@@ -329,7 +339,7 @@ def build_file(model, phases, params: dict, default_optimizer="adam", criterion=
         if not isinstance(spec, ParamSpec):
             hint = " (a spectracles spec: import the helpers from schedc instead)" if type(spec).__module__.startswith("spectracles") else ""
             raise TypeError(f"params[{pattern!r}]: expected a spec made with schedc's free_in/free_after/free_until/fixed_in/init_* helpers, got {spec!r}{hint}")
-        entry, inits = _entry(pattern, _past_the_end(pattern, spec, len(phase_nodes)))
+        entry, inits = _entry(pattern, _past_the_end(pattern, spec, len(phase_nodes)), objects)
         if entry is not None:
             entries.append(entry)
         for k, init in inits:
@@ -346,7 +356,7 @@ def build_file(model, phases, params: dict, default_optimizer="adam", criterion=
     items += phase_nodes
     if entries:
         items.append(n.Params(tuple(entries)))
-    return n.File(tuple(items))
+    return n.File(tuple(items)), objects.values
 
 
 # ---------------------------------------------------------------- the schedule object
@@ -373,6 +383,7 @@ class Schedule:
         self._losses: dict[int, np.ndarray] = {}
         self.result = None
         self._runner = None
+        self.placeholders: dict = {}  # `$name` -> the object bound to it in the printed program
 
     def __str__(self) -> str:
         return self.text
@@ -572,10 +583,16 @@ def build_schedule(
             relative to its inner model, as in spectracles).
         loss_fn: `loss_fn(model, *args, **kwargs) -> scalar`.
         phases: `(n_steps, lr)` or `(n_steps, lr, optimizer)` per phase. `lr` is a
-            number or schedule text (`"cosine(0.1 -> 0.001)"`); `optimizer` is None
-            (the default), a name or DSL text (`"sgd(momentum=0.9)"`), an optax factory
-            (`optax.adam`), `functools.partial(optax.sgd, momentum=0.9)` or
-            `("sgd", {"momentum": 0.9})`.
+            number, schedule text (`"cosine(0.1 -> 0.001)"`), an optax schedule function
+            (called on the phase's step inside the compiled loop) or None (the optimizer's
+            own, e.g. `(50, None, optax.lbfgs)`); `optimizer` is None (the default), a name
+            or DSL text (`"sgd(momentum=0.9)"`), an optax factory (`optax.adam`),
+            `functools.partial(optax.sgd, momentum=0.9)`, `("sgd", {"momentum": 0.9})`,
+            or an optax GradientTransformation object (`optax.sgd(0.1)`): it runs as it
+            is, and the phase lr only documents (a warning when the object, built with
+            `optax.inject_hyperparams`, reveals a different learning rate).
+            Objects and arrays the text cannot write are bound to `$placeholders`
+            (`schedule.placeholders`).
         params: `{pattern: spec}` with specs from `free_in`, `free_after`, `free_until`,
             `fixed_in`, `init_value`, `init_normal`, `init_uniform`, combined with `|`.
             A spectracles Parameter no pattern names keeps its own `fix` flag: with
@@ -595,14 +612,17 @@ def build_schedule(
     from schedc.surface.api import Program, program_of
 
     seed = int(key) if isinstance(key, (int, np.integer)) and not isinstance(key, bool) else None
-    file = build_file(model, phases, params, default_optimizer, Δloss_criterion, seed)
+    file, objects = build_file(model, phases, params, default_optimizer, Δloss_criterion, seed)
     from schedc.tooling.fmt import unparse
 
     text = unparse(file)
     if key is not None and seed is None:
         text = "# random inits draw from the JAX key given to build_schedule (schedc.compile(..., key=key))\n" + text
+    if objects:
+        names = ", ".join("$" + name for name in objects)
+        text = f"# {names}: Python objects bound by build_schedule (schedule.placeholders; schedc.compile(text, model, **schedule.placeholders))\n" + text
     source = Source(_NAME, text)
-    analysis = analyse(text, _NAME, source=source, model=model, base_dir=Path.cwd())
+    analysis = analyse(text, _NAME, source=source, placeholders=objects, model=model, base_dir=Path.cwd())
     parsed = analysis.parsed
     if parsed.diagnostics or parsed.file != file:  # a pattern or name the language cannot write
         raise SchedError([d.in_file(_NAME) for d in parsed.diagnostics] or [_unwritable(file, parsed.file)], {_NAME: source})
@@ -613,7 +633,9 @@ def build_schedule(
     except SchedError as err:
         raise SchedError([_in_spectracles_words(d) for d in err.diagnostics], err.sources) from None
     cls = ManagedSchedule if managed else Schedule
-    return cls(program, file, text, loss_fn, chunk, quiet)
+    schedule = cls(program, file, text, loss_fn, chunk, quiet)
+    schedule.placeholders = objects
+    return schedule
 
 
 # what spectracles' build_schedule says for the same mistakes, so code matching its messages keeps working

@@ -1,0 +1,156 @@
+"""optax objects where spectracles takes them: GradientTransformation objects as phase optimizers,
+schedule functions as learning rates, `(n, None, optax.lbfgs)`, and the same through DSL placeholders
+(`optimizer $opt`, `lr $sched`, `init p = $array`). Numbers compared with spectracles where both run."""
+
+from __future__ import annotations
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import schedc
+from schedc import build_schedule, free_in, init_value
+from schedc.compiler import chunk as C
+
+
+class Line(eqx.Module):
+    a: jax.Array
+    b: jax.Array
+
+
+X = jnp.linspace(-1.0, 1.0, 40)
+Y = 1.5 * X - 0.4
+
+
+def loss(model, x, y):
+    return jnp.mean((model.a * x + model.b - y) ** 2)
+
+
+def line():
+    return Line(jnp.array(0.2), jnp.array(0.0))
+
+
+def run(text, **placeholders):
+    return schedc.compile(text, line(), **placeholders).run(loss, X, Y, quiet=True)
+
+
+def test_an_optimizer_object_runs_as_the_named_optimizer_does():
+    by_name = run("phase 30 lr 0.1 optimizer sgd(momentum = 0.9) < free ** >")
+    by_object = run("phase 30 lr 0.1 optimizer $opt < free ** >", opt=optax.sgd(0.1, momentum=0.9))
+    np.testing.assert_array_equal(by_object.loss_history, by_name.loss_history)
+    assert "learning_rate" not in by_object.hyperparams  # the object's lr is not fed: nothing to log
+
+
+def test_the_phase_lr_only_documents_an_object_and_a_revealed_disagreement_warns():
+    injected = optax.inject_hyperparams(optax.adam)(learning_rate=optax.linear_schedule(0.1, 0.0, 30))
+    with pytest.warns(UserWarning, match=r"lr 0.5 only documents: the optimizer object `\$opt` applies its own learning_rate, 0.1"):
+        res = run("phase 30 lr 0.5 optimizer $opt < free ** >", opt=injected)
+    # its hyperparameters are logged: the values optax applied at each step
+    np.testing.assert_allclose(res.hyperparams["learning_rate"], optax.linear_schedule(0.1, 0.0, 30)(np.arange(30)), rtol=1e-6)
+    np.testing.assert_allclose(res.hyperparams["b1"], 0.9)
+    same = optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run("phase 30 lr 0.1 optimizer $opt < free ** >", opt=same)
+    reference = run("phase 30 lr 0.1 optimizer adam < free ** >")
+    np.testing.assert_allclose(run("phase 30 optimizer $opt < free ** >", opt=same).loss_history, reference.loss_history, rtol=1e-3)  # inject_hyperparams rounds differently
+
+
+def test_objects_are_cached_by_identity():
+    opt = optax.adam(0.05)
+    run("phase 10 optimizer $opt < free ** >", opt=opt)
+    before = C.cache_size()
+    run("phase 20 optimizer $opt < free a >\nphase 10 optimizer $opt < free a >", opt=opt)  # same object, same free set
+    assert C.cache_size() == before + 1  # the free set changed once, the object never
+    run("phase 20 optimizer $opt < free a >", opt=optax.adam(0.05))  # an equal but distinct object
+    assert C.cache_size() == before + 2
+
+
+def test_a_schedule_function_is_called_on_the_phase_step_and_logged():
+    sched = optax.cosine_decay_schedule(0.1, 30, alpha=0.01)
+    res = run("phase 5 lr 0.01 < free a >\nphase 30 lr $sched < free ** >", sched=sched)
+    np.testing.assert_allclose(res.phases[1].hyperparams["learning_rate"], sched(np.arange(30)), rtol=1e-6)
+    same = run("phase 5 lr 0.01 < free a >\nphase 30 lr cosine(0.1 -> 0.001) < free ** >")
+    np.testing.assert_allclose(res.loss_history, same.loss_history, rtol=1e-5)
+
+
+def test_lbfgs_with_no_lr_as_a_factory_or_an_object():
+    s = build_schedule(line(), loss, [(20, None, optax.lbfgs())], {"a": free_in(0), "b": free_in(0)})
+    s.run_all(X, Y)
+    assert s.loss_history[-1] < 1e-10
+    by_name = build_schedule(line(), loss, [(20, None, optax.lbfgs)], {"a": free_in(0)})
+    assert "phase 20 optimizer lbfgs <" in str(by_name) and by_name.phases[0].lr is None
+
+
+def test_placeholders_are_checked_against_where_they_stand():
+    with pytest.raises(TypeError, match=r"\$opt stands after `optimizer`: expected an optax GradientTransformation.*got ndarray"):
+        schedc.compile("phase 10 lr 0.1 optimizer $opt < free a >", line(), opt=np.ones(2))
+    with pytest.raises(TypeError, match=r"\$lr stands in an expression: .*got GradientTransformationExtraArgs"):
+        schedc.compile("phase 10 lr $lr < free a >", line(), lr=optax.adam(0.1))
+    with pytest.raises(TypeError, match=r"\$w stands as an init value: expected a number or an array"):
+        schedc.compile("phase 10 lr 0.1 < free a; init b = $w >", line(), w=optax.cosine_decay_schedule(0.1, 10))
+    with pytest.raises(schedc.SchedError) as err:  # an array of the wrong shape: the resolver's E0407
+        schedc.compile("phase 10 lr 0.1 < free a; init b = $w >", line(), w=np.ones(3))
+    assert [d.code for d in err.value.diagnostics] == ["E0407"]
+
+
+def test_an_optax_factory_placeholder_is_the_named_optimizer():
+    assert schedc.compile("phase 10 lr 0.1 optimizer $o < free a >", line(), o=optax.sgd).phases[0].optimizer.name == "sgd"
+
+
+def test_an_array_init_is_bound_never_printed():
+    big = np.arange(351 * 351, dtype=np.float32).reshape(351, 351) / 1000
+    model = {"w": jnp.zeros((351, 351)), "b": jnp.zeros(())}
+    s = build_schedule(model, lambda m: jnp.sum(m["b"] ** 2) + 0.0 * jnp.sum(m["w"]), [(1, 0.0)], {"w": free_in(0) | init_value(0, big), "b": free_in(0)})
+    assert len(str(s)) < 400 and "init w = $init0" in str(s)
+    s.run_all()
+    np.testing.assert_array_equal(np.asarray(s.model_history[-1]["w"]), big)
+
+
+# ---------------------------------------------------------------- against spectracles
+
+spectracles = pytest.importorskip("spectracles")
+from spectracles.optimise.schedule_builder import build_schedule as reference_build  # noqa: E402
+
+
+class SLine(eqx.Module):
+    a: spectracles.Parameter
+    b: spectracles.Parameter
+
+    def __call__(self, x):
+        return self.a.val * x + self.b.val
+
+
+def sloss(model, x, y):
+    return jnp.mean((model(x) - y) ** 2)
+
+
+def smodel():
+    return spectracles.build_model(SLine, spectracles.Parameter(initial=0.2), spectracles.Parameter(initial=0.0))
+
+
+@pytest.mark.parametrize(
+    "phases",
+    [
+        [(30, 0.1, optax.sgd(0.1, momentum=0.9)), (20, 0.05, optax.adam(0.05))],  # spectracles' documented form
+        [(30, optax.cosine_decay_schedule(0.1, 30, alpha=0.01)), (20, optax.linear_schedule(0.05, 0.0, 20))],
+        [(10, 0.1), (5, None, optax.lbfgs())],
+    ],
+    ids=["objects", "schedule-functions", "lbfgs"],
+)
+def test_optax_phase_forms_match_spectracles(phases):
+    params = {"a": free_in(0, 1), "b": free_in(1)}
+    ref = reference_build(smodel(), sloss, phases, {"a": spectracles.free_in(0, 1), "b": spectracles.free_in(1)})
+    ref.run_all(X, Y)
+    ours = build_schedule(smodel(), sloss, phases, params)
+    ours.run_all(X, Y)
+    for mine, theirs in zip(ours.loss_histories, ref.loss_histories):
+        np.testing.assert_allclose(mine, np.asarray(theirs), rtol=1e-4, atol=1e-9)
+    final = ref.model_history[-1]
+    for name in "ab":
+        np.testing.assert_allclose(getattr(ours.model_history[-1], name).val, getattr(final, name).val, rtol=1e-4, atol=1e-7)

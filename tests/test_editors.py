@@ -332,3 +332,13 @@ def test_emacs_mode_ert_suite():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"Ran (\d+) tests, \1 results as expected, 0 unexpected", result.stdout + result.stderr)
+
+
+def test_vscode_extension_runs_no_workspace_code_in_restricted_mode():
+    manifest = json.loads((VSCODE / "package.json").read_text(encoding="utf-8"))
+    untrusted = manifest["capabilities"]["untrustedWorkspaces"]
+    assert untrusted["supported"] == "limited"
+    assert {"sched.server.path", "sched.server.args", "sched.modelChecks"} <= set(untrusted["restrictedConfigurations"])
+    source = (VSCODE / "src" / "extension.ts").read_text(encoding="utf-8")
+    assert "vscode.workspace.isTrusted &&" in source and "initializationOptions: { modelChecks: modelChecks() }" in source
+    assert "onDidGrantWorkspaceTrust" in source

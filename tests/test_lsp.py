@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -317,7 +318,9 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=[sys.executable, "-m", "schedc", "lsp"]))
 async def client(lsp_client: LanguageClient, workspace):
-    await lsp_client.initialize_session(lsp.InitializeParams(capabilities=lsp.ClientCapabilities(), root_uri=workspace.as_uri()))
+    await lsp_client.initialize_session(
+        lsp.InitializeParams(capabilities=lsp.ClientCapabilities(), root_uri=workspace.as_uri(), initialization_options={"modelChecks": True})
+    )
     yield
     await lsp_client.shutdown_session()
 
@@ -471,3 +474,54 @@ def test_hover_on_default_value_and_names_that_look_like_keywords():
     text = "default fixed\nlet data = 1\nphase 10 lr data < free a >\n"
     assert hover_text(text, at(text, "fixed")).startswith("`default fixed|free`")
     assert hover_text(text, at(text, "data", 1)) == "```sched\nlet data = 1\n```"  # a let, not the directive
+
+
+# ---------------------------------------------------------------- consent: no code runs by opening a file
+
+MARKED_MODEL = """\
+from pathlib import Path
+Path(__file__).with_name("ran").write_text("the model file ran")
+
+def build():
+    return {"a": 1.0}
+"""
+
+
+@pytest.fixture(scope="module")
+def untrusted(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("untrusted")
+    (root / "evil.py").write_text(MARKED_MODEL)
+    return root
+
+
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=[sys.executable, "-m", "schedc", "lsp"]))
+async def plain_client(lsp_client: LanguageClient, untrusted):
+    """A client that does not pass `modelChecks`: the default an editor gets."""
+    await lsp_client.initialize_session(lsp.InitializeParams(capabilities=lsp.ClientCapabilities(), root_uri=untrusted.as_uri()))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_e2e_opening_a_file_runs_no_model_code_without_consent(plain_client: LanguageClient, untrusted):
+    text = 'model "evil.py:build"\nphase 10 lr 0.1 < free a, b >\nphase 5 lr cosin(1) < free a >\n'
+    uri = await open_document(plain_client, untrusted / "s.sched", text)
+    found = await diagnostics_until(plain_client, uri, lambda ds: "E0104" in codes(d for d in ds if d.code))
+    info = [d for d in found if d.severity == lsp.DiagnosticSeverity.Information]
+    assert len(info) == 1 and "modelChecks" in info[0].message and info[0].range.start == lsp.Position(0, 6)
+    line = text.split("\n")[1]
+    hovered = await plain_client.text_document_hover_async(lsp.HoverParams(lsp.TextDocumentIdentifier(uri), lsp.Position(1, line.index("a,"))))
+    assert "Model checks are off" in hovered.contents.value
+    completed = await plain_client.text_document_completion_async(lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), lsp.Position(1, line.index("a,"))))
+    assert completed is not None
+    assert not (untrusted / "ran").exists()
+
+
+def test_check_without_model_never_imports_user_code(tmp_path):
+    (tmp_path / "evil.py").write_text(MARKED_MODEL)
+    (tmp_path / "s.sched").write_text('model "evil.py:build"\nloss "evil.py:build"\ndata "evil.py:build"\nphase 10 lr 0.1 < free a >\n')
+    for command in (["check"], ["show"], ["fmt", "--check"]):
+        subprocess.run([sys.executable, "-m", "schedc", *command, str(tmp_path / "s.sched")], capture_output=True, timeout=120)
+    assert not (tmp_path / "ran").exists()
+    subprocess.run([sys.executable, "-m", "schedc", "check", str(tmp_path / "s.sched"), "--model"], capture_output=True, timeout=120)
+    assert (tmp_path / "ran").exists()  # the marker works: --model is the consent

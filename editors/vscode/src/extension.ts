@@ -22,10 +22,17 @@ function serverOptions(): ServerOptions {
   return { command, args, transport: TransportKind.stdio };
 }
 
+// Model checks import and run the Python file a `model` directive names: only in a trusted
+// workspace, and only while the user leaves `sched.modelChecks` on. The server's default is off.
+function modelChecks(): boolean {
+  return vscode.workspace.isTrusted && vscode.workspace.getConfiguration("sched").get<boolean>("modelChecks", true);
+}
+
 async function start(context: vscode.ExtensionContext): Promise<void> {
   const clientOptions: LanguageClientOptions = {
     documentSelector: [{ scheme: "file", language: "sched" }, { scheme: "untitled", language: "sched" }],
     synchronize: { fileEvents: vscode.workspace.createFileSystemWatcher("**/*.{sched,py}") },
+    initializationOptions: { modelChecks: modelChecks() },
   };
   client = new LanguageClient("sched", "Sched Language Server", serverOptions(), clientOptions);
   try {
@@ -54,10 +61,15 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       await start(context);
     }),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
-      if (event.affectsConfiguration("sched.server")) {
+      if (event.affectsConfiguration("sched.server") || event.affectsConfiguration("sched.modelChecks")) {
         await stop();
         await start(context);
       }
+    }),
+    // trusting the workspace turns model checks on: restart with the new initialization options
+    vscode.workspace.onDidGrantWorkspaceTrust(async () => {
+      await stop();
+      await start(context);
     }),
   );
   await start(context);

@@ -3,10 +3,14 @@
 Features, for `.sched` documents:
 
 * diagnostics on open and change, exactly those of `schedc check` (the same
-  `Diagnostic` objects); when the file has a `model` directive, also those of
-  `schedc check --model`, computed in a worker thread with the model's
-  parameter tree cached per model file and modification time, so typing stays
-  responsive while JAX and the model load;
+  `Diagnostic` objects), computed in a worker thread (a newer edit cancels a
+  queued check; hover and shutdown never wait behind one); when the file has a
+  `model` directive and the client allows running its code (initialization
+  option `modelChecks: true`, off by default: opening a file must not run the
+  Python it names), also those of `schedc check --model`, computed in another
+  worker thread with the model's parameter tree cached per model file and
+  modification time; without consent, one information diagnostic on the
+  directive says how to turn model checks on;
 * hover: keyword docs, schedule and distribution signatures, optimizer
   signatures (from the generated optax table), `let` values, phases, and for a
   parameter pattern the parameters it matches in the model;
@@ -26,7 +30,7 @@ so they are tested without a client; `build_server` wires them to LSP.
 Positions: schedc spans are 1-based lines and columns counted in code points;
 LSP positions are 0-based lines and columns counted in the negotiated encoding
 (UTF-16 unless the client offers another); `client_position`/`offset_at`
-convert. JAX is imported only when a file names a model.
+convert. JAX is imported only when a file names a model and model checks are on.
 """
 
 from __future__ import annotations
@@ -640,6 +644,18 @@ def format_edits(text: str, name: str = "<input>", encoding: str = lsp.PositionE
 # ---------------------------------------------------------------- the server
 
 
+MODEL_CHECKS_OFF = (
+    "Model checks are off: they import and run the Python file the `model` directive names, so the "
+    "server does that only when the editor allows it (initialization option `modelChecks: true`; "
+    "in VS Code: trust the workspace, setting `sched.modelChecks`). `schedc check --model` runs them too."
+)
+
+
+def model_checks_off(string: n.String, lines: list[str], encoding: str = lsp.PositionEncodingKind.Utf16) -> lsp.Diagnostic:
+    """The one information diagnostic, on the `model` directive, of a file checked without its model."""
+    return lsp.Diagnostic(client_range(lines, string.span, encoding), MODEL_CHECKS_OFF, severity=lsp.DiagnosticSeverity.Information, source="schedc")
+
+
 def _uri_path(uri: str) -> Path | None:
     from pygls.uris import to_fs_path
 
@@ -655,6 +671,11 @@ def build_server():
     models = ModelCache()
     # One worker: models load (and user code runs) one at a time, off the event loop.
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schedc-model")
+    # Model-free checks run off the event loop too, so hover and shutdown never wait behind one.
+    linter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schedc-check")
+    # Loading a model runs the code the `model` directive names: only when the client allows it
+    # (initialization option `modelChecks`, off by default; editors/vscode sets it in trusted workspaces).
+    consent = {"model_checks": False}
     # The check in flight per document: a newer change cancels it (and its queued model job).
     pending: dict[str, asyncio.Task] = {}
 
@@ -667,21 +688,38 @@ def build_server():
         name = str(path) if path else uri
         return doc, name, (path.parent if path else Path.cwd())
 
-    def publish(uri: str, version, text: str, diagnostics: list[Diagnostic]) -> None:
+    def publish(uri: str, version, text: str, diagnostics: list[Diagnostic], extra: list[lsp.Diagnostic] = ()) -> None:
         lines = _lines(text)
         server.text_document_publish_diagnostics(
-            lsp.PublishDiagnosticsParams(uri, [to_lsp_diagnostic(d, lines, uri, encoding()) for d in diagnostics], version)
+            lsp.PublishDiagnosticsParams(uri, [to_lsp_diagnostic(d, lines, uri, encoding()) for d in diagnostics] + list(extra), version)
         )
+
+    @server.feature(lsp.INITIALIZE)
+    def on_initialize(ls, params: lsp.InitializeParams):
+        options = params.initialization_options
+        consent["model_checks"] = isinstance(options, dict) and options.get("modelChecks") is True
+
+    @server.feature(lsp.SHUTDOWN)
+    def on_shutdown(ls, *args):
+        # answered at once: queued checks are dropped; a model still loading finishes in its thread
+        linter.shutdown(wait=False, cancel_futures=True)
+        worker.shutdown(wait=False, cancel_futures=True)
 
     async def refresh(uri: str) -> None:
         doc, name, base_dir = document(uri)
         version, text = doc.version, doc.source
+        loop = asyncio.get_running_loop()
         try:
-            analysis = analyse(text, name, lint=True)
+            analysis = await loop.run_in_executor(linter, functools.partial(analyse, text, name, lint=True))
         except Exception as exc:  # a checker bug: say so in the client's log, keep serving
             server.window_log_message(lsp.LogMessageParams(lsp.MessageType.Error, f"schedc: check failed: {exc!r}"))
             return
+        if server.workspace.get_text_document(uri).version != version:
+            return  # a newer edit has its own check
         string = model_reference(analysis.parsed)
+        if string is not None and not consent["model_checks"]:
+            publish(uri, version, text, analysis.diagnostics, extra=[model_checks_off(string, _lines(text), encoding())])
+            return
         if string is None or not models.cached(string.value, base_dir):
             publish(uri, version, text, analysis.diagnostics)  # now; the model's findings follow when it has loaded
         if string is None:
@@ -728,6 +766,8 @@ def build_server():
     async def model_tree(parsed: ParseResult, base_dir: Path):
         if model_reference(parsed) is None:
             return None, None
+        if not consent["model_checks"]:
+            return None, MODEL_CHECKS_OFF
         tree, failure = await asyncio.get_running_loop().run_in_executor(worker, models.tree, parsed, base_dir)
         return tree, (f"The model could not be loaded: {failure.notes[0] if failure.notes else failure.message}." if failure else None)
 
@@ -800,7 +840,7 @@ def build_server():
         doc, name, _ = document(params.text_document.uri)
         return format_edits(doc.source, name, encoding())
 
-    server.schedc_worker = worker  # for shutdown
+    server.schedc_workers = (linter, worker)  # for shutdown
     return server
 
 
@@ -826,5 +866,6 @@ def serve() -> int:
     try:
         server.start_io(sys.stdin.buffer, protocol_out)
     finally:
-        server.schedc_worker.shutdown(wait=False, cancel_futures=True)
+        for pool in server.schedc_workers:
+            pool.shutdown(wait=False, cancel_futures=True)
     return 0

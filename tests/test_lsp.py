@@ -169,9 +169,9 @@ def labels(text: str, tree=None, offset: int | None = None) -> list[str]:
 
 
 def test_completion_keywords_come_from_the_grammar():
-    assert labels("phase 1 ") == ["accumulate", "ema", "lr", "optimizer"]
+    assert labels("phase 1 ") == ["accumulate", "batch", "ema", "epochs", "lr", "optimizer"]
     assert labels("phase 1 optimizer adam ") == ["accumulate", "ema"]
-    assert set(labels("phase 1 lr 0.1 < ")) == {"carry", "fix", "free", "init", "stop"}
+    assert set(labels("phase 1 lr 0.1 < ")) == {"carry", "fix", "free", "init", "keep", "stop"}
     assert set(labels("")) >= {"model", "phase", "repeat", "params", "let"}
     assert set(labels("params < a: free ")) == {"after", "in", "until"}
     assert set(labels("default ")) == {"fixed", "free"}
@@ -229,7 +229,7 @@ def test_completion_nothing_in_comments_and_strings():
 
 def test_completion_survives_broken_text():
     # an earlier broken item does not matter: the last item is parsed on its own
-    assert set(labels("phase 1 lr < free a >\nphase 2 lr 0.1 < ")) == {"carry", "fix", "free", "init", "stop"}
+    assert set(labels("phase 1 lr < free a >\nphase 2 lr 0.1 < ")) == {"carry", "fix", "free", "init", "keep", "stop"}
     # a prefix that does not lex falls back to the vocabulary
     fallback = labels("phase 1 lr 0.1 < free a @ ")
     assert {"phase", "free", "cosine"} <= set(fallback)

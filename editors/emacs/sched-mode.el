@@ -44,7 +44,8 @@
 (defconst sched-keywords
   '("model" "loss" "data" "seed" "optimizer" "accumulate" "ema" "default" "let" "phase" "repeat" "params"
     "lr" "free" "fix" "fixed" "init" "reset" "carry" "state" "stop" "when" "over"
-    "after" "until" "in" "at" "for" "then")
+    "after" "until" "in" "at" "for" "then" "validation" "eval" "every" "batch" "epoch" "epochs"
+    "steps" "evals" "stops" "keep")
   "Keywords of the language (schedc.lang.syntax.KEYWORDS, less true/false).")
 
 (defconst sched-builtins

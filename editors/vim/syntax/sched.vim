@@ -39,22 +39,28 @@ syn match schedBuiltin "\<\%(constant\|linear\|polynomial\|cosine\|exponential\|
 syn match schedArgument "\<\h\w*\ze\s*=[^=]"
 
 " Directives and declarations.
-syn keyword schedInclude model loss data
-syn keyword schedDirective seed lr default accumulate ema
+syn keyword schedInclude model loss data validation
+syn keyword schedDirective seed lr default accumulate ema batch
+" `eval "file.py:metrics" every N steps | every epoch`: `every` is a keyword only there (else a schedule).
+syn keyword schedInclude eval nextgroup=schedEvalTarget skipwhite
+syn region schedEvalTarget start=+"+ skip=+\\.+ end=+"+ end=+$+ contained nextgroup=schedEvery skipwhite
+syn keyword schedEvery every contained
+syn keyword schedKeyword epoch epochs steps evals stops
+syn keyword schedStatement keep
 syn keyword schedDirective optimizer nextgroup=schedOptimizerName skipwhite
 syn match schedOptimizerName "\h\w*\%(\.\h\w*\)*" contained
 syn keyword schedDeclaration repeat
 syn keyword schedDeclaration let nextgroup=schedLetName skipwhite
 syn match schedLetName "\h\w*" contained
 syn keyword schedDeclaration phase nextgroup=schedPhaseName skipwhite
-syn match schedPhaseName "\h\w*\ze\s\+\%([0-9.$]\|\%(\%(lr\|optimizer\|accumulate\|ema\)\>\)\@!\h\)" contained
+syn match schedPhaseName "\h\w*\ze\s\+\%([0-9.$]\|\%(\%(lr\|optimizer\|accumulate\|ema\|batch\|epochs\=\)\>\)\@!\h\)" contained
 
 " Statements of a phase body; free/fix/init are followed by patterns.
 syn keyword schedStatement free fix init nextgroup=schedPattern skipwhite skipnl
 syn keyword schedStatement carry stop
 syn keyword schedKeyword fixed reset state over after until in at for then
 syn keyword schedKeyword when nextgroup=schedMetric skipwhite
-syn match schedMetric "\h\w*" contained
+syn match schedMetric "\h\w*\%(\.\h\w*\)\=" contained
 
 " A parameter pattern, one token: names, `*`/`**`, `{a,b}`, `[0]`, `[*]`, `["key"]`.
 " Not a pattern: `free in 0` (params specs) and `init normal(...)` (a call).
@@ -76,6 +82,8 @@ syn sync fromstart
 hi def link schedTodo           Todo
 hi def link schedComment        Comment
 hi def link schedString         String
+hi def link schedEvalTarget     String
+hi def link schedEvery          Keyword
 hi def link schedEscape         SpecialChar
 hi def link schedNumber         Number
 hi def link schedPlaceholder    Special

@@ -226,6 +226,24 @@ STOP_METRICS: dict[str, str] = {
 STOP_DEFAULT_OVER = 50
 STOP_DEFAULT_AFTER = 100
 
+# Evaluation metrics (`eval "m.py:metrics"` returns {name: scalar}) are named `val.NAME`.
+METRIC_PREFIX = "val."
+# `stop when val.M stops TREND for N evals`, `keep WHICH val.M`: the words and the direction they
+# mean (None: inferred from the metric's name, see `maximised`).
+TRENDS: dict[str, bool | None] = {"improving": None, "increasing": True, "decreasing": False}
+KEEP_WHICH: dict[str, bool | None] = {"best": None, "highest": True, "lowest": False}
+# Metric names (or parts of them) where higher is better; every other metric is minimised.
+_HIGHER_IS_BETTER = ("acc", "accuracy", "auc", "f1", "precision", "recall", "r2", "score", "iou", "dice", "map", "bleu", "top1", "top5")
+
+
+def maximised(metric: str, stated: bool | None = None) -> bool:
+    """Whether a larger value of `metric` (`val.accuracy`) is better: as stated, else inferred from its
+    name (accuracy, auc, f1, precision, recall, r2, score, ... are maximised; losses and errors minimised)."""
+    if stated is not None:
+        return stated
+    words = metric.removeprefix(METRIC_PREFIX).lower().replace("-", "_").split("_")
+    return any(word in _HIGHER_IS_BETTER for word in words)
+
 DEFAULT_STATUSES = ("fixed", "free")
 
 # The optimizer of a phase when neither it nor an `optimizer` directive names one.
@@ -279,7 +297,17 @@ KEYWORD_DOCS: dict[str, str] = {
     "init": "`init PATTERNS ~ normal(m, s) | ~ uniform(lo, hi) | = NUMBER | = reset` — set at phase start",
     "reset": "`init P = reset` — back to its value before the schedule began",
     "carry": "`carry state` — keep the optimizer state of parameters free in the previous phase and this one",
-    "stop": "`stop when loss < X` | `stop when loss_change < X [over N] [after M]`",
+    "stop": "`stop when loss < X` | `stop when loss_change < X [over N] [after M]` | `stop when val.M < X` | `stop when val.M stops improving for N evals`",
+    "validation": '`validation "file.py:fn"` — returns the held-out data passed to the metrics function',
+    "eval": '`eval "file.py:metrics" every N steps | every epoch` — `metrics(model, *validation) -> {name: scalar}`, read as `val.NAME`',
+    "every": "`eval ... every N steps` / `every epoch` / `every N epochs` — how often the evaluation runs (phase-local)",
+    "batch": "`batch N` — minibatches of N examples drawn from a fresh permutation each epoch (directive, or per phase after the length)",
+    "epoch": "`N epochs` — a length or duration in passes over the training data (steps per epoch = examples // batch)",
+    "epochs": "`N epochs` — a length or duration in passes over the training data (steps per epoch = examples // batch)",
+    "steps": "`every N steps` — an evaluation interval in optimisation steps",
+    "stops": "`stop when val.M stops improving for N evals` — patience in evaluations (also `stops increasing` / `stops decreasing`)",
+    "evals": "`for N evals` — a patience counted in evaluations",
+    "keep": "`keep best val.M` — at the phase end restore the weights of the best evaluation (also `keep highest` / `keep lowest`)",
     "in": "`free in PHASES` / `fixed in PHASES`",
     "after": "`free after P` — free from phase P on; in stop rules: the first step checked",
     "until": "`free until P` — free in phases 0..P",

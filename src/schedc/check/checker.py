@@ -25,6 +25,7 @@ from functools import lru_cache
 
 from schedc.check import catalog
 from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
+from schedc.check.data import check_data
 from schedc.check.schedules import check_schedule
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, Label, did_you_mean, sort_key
@@ -46,7 +47,7 @@ from schedc.lang.syntax import ParseResult, decode, parse, underflows
 # Used when neither the phase nor an `optimizer` directive names one (as spectracles' build_schedule).
 
 # Directives that may appear at most once (`let` has its own duplicate check).
-_SINGLE_DIRECTIVES = ("model", "loss", "data", "seed", "optimizer", "lr", "accumulate", "ema", "default")
+_SINGLE_DIRECTIVES = ("model", "loss", "data", "validation", "eval", "batch", "seed", "optimizer", "lr", "accumulate", "ema", "default")
 
 _FREE_SPECS = ("free_in", "free_after", "free_until")
 
@@ -70,6 +71,7 @@ def check_file(parsed: ParseResult, placeholders: dict | None = None) -> list[Di
     except RecursionError:  # `let`s substituted into each other beyond the host's stack
         return [Diagnostic("E0005", "`let` definitions nested beyond the checker's limits", n.Span(1, 1, 1, 2), notes=("split them into fewer nested `let`s",))]
     checker.run()
+    checker.diags += check_data(parsed.file, checker.env)
     unique = {(d.code, d.span, d.message): d for d in checker.diags}
     return sorted(unique.values(), key=sort_key)
 
@@ -316,7 +318,10 @@ class _Checker:
             self._check_item(item)
 
     def _phase_steps(self, phase: n.Phase) -> int | None:
-        """The phase's step count, or None (reported) when it is not a valid one."""
+        """The phase's step count, or None (reported) when it is not a valid one, or unknown
+        before the data is seen (a length in epochs: checked by schedc.check.data)."""
+        if phase.unit == "epochs":
+            return None
         steps = substitute(phase.steps, self.env)
         value = self._value(steps)
         if value is None:
@@ -413,6 +418,9 @@ class _Checker:
 
     def _check_stop(self, stop: n.Stop) -> None:
         metric = stop.metric.id
+        if metric.startswith(catalog.METRIC_PREFIX):
+            self._value(substitute(stop.threshold, self.env))
+            return  # an evaluation metric: schedc.check.data
         if metric not in catalog.STOP_METRICS:
             self.error("E0108", f"unknown stop metric `{metric}`", stop.metric.span, help=did_you_mean(metric, catalog.STOP_METRICS), notes=("metrics: " + ", ".join(f"`{m}`" for m in catalog.STOP_METRICS),))
         threshold = substitute(stop.threshold, self.env)
@@ -421,6 +429,8 @@ class _Checker:
             self.error("E0213", f"a `loss_change` threshold must be > 0 (the change is never below {_show(value)})", threshold.span)
         for word, expr, least in (("over", stop.over, 1), ("after", stop.after, 0)):
             expr = substitute(expr, self.env) if expr is not None else None
+            if isinstance(expr, n.Epochs):
+                continue  # a duration in epochs: schedc.check.data
             value = self._value(expr) if expr is not None else None
             if value is None:
                 continue
@@ -603,6 +613,11 @@ class _Checker:
             elif kind not in ("any", "duration"):
                 self._wrong(expr, kind)
             return
+        if isinstance(expr, n.Epochs):
+            if kind not in ("any", "duration"):
+                self._wrong(expr, kind)
+            self._check(expr.count, "number")
+            return
         if isinstance(expr, n.Call):
             self._call(expr, kind)
             return
@@ -645,7 +660,7 @@ class _Checker:
         expected = {
             "number": "a number",
             "schedule": "a number or a schedule",
-            "duration": "a step count or a percentage",
+            "duration": "a step count, a percentage or `N epochs`",
             "map": "a map `{step: value, ...}`",
             "list": "a list `[...]`",
             "bool": "`true` or `false`",

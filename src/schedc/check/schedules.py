@@ -75,6 +75,8 @@ def duration_steps(expr, span: int | None) -> int | None:
     `expr` is a node, or a Python number (a parameter's default)."""
     if isinstance(expr, n.Percent):
         return None if span is None else math.floor(percent_fraction(expr) * span)
+    if isinstance(expr, n.Epochs):
+        return None
     value = expr if isinstance(expr, (int, float)) else constant(expr)  # a default, or a node
     if value is None or not math.isfinite(value):
         return None
@@ -158,8 +160,9 @@ class _Checker:
         return value
 
     def duration(self, expr, param: catalog.Param, owner: str, span: int | None) -> int | None:
-        """A `duration` argument: whole steps (resolved against `span`) when valid and known."""
-        if isinstance(expr, (n.Name, n.Placeholder)):
+        """A `duration` argument: whole steps (resolved against `span`) when valid and known
+        (`N epochs` is known only once the data is: the runtime checks it again then)."""
+        if isinstance(expr, (n.Name, n.Placeholder, n.Epochs)):
             return None
         negated = isinstance(expr, n.UnaryOp) and expr.op == "-" and isinstance(expr.operand, n.Percent)
         if isinstance(expr, n.Percent) or negated:

@@ -72,6 +72,7 @@ class PhaseSignature:
     chunk: int
     accumulate: int = 1  # optax.MultiSteps over this many steps
     ema: float | None = None  # decay of the EMA of the free parameters
+    batch: int = 0  # minibatch size (schedc.compiler.minibatch); 0: every step sees all the data
 
     @property
     def plateaus(self) -> int:
@@ -150,15 +151,16 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
                 slots.insert(0, ("learning_rate", lr_index))
             members.append(O.Member(member.name, static, tuple(slots)))
         groups.append(GroupSignature(label, tuple(group.paths), tuple(members), tuple(hypers), plateau))
-    kinds = tuple(sorted({rule.kind for rule in phase.stop}))
-    over = next((rule.over for rule in phase.stop if rule.kind == "loss_change"), 1)
+    device_rules = [rule for rule in phase.stop if rule.on_device]  # rules on evaluations run on the host
+    kinds = tuple(sorted({rule.kind for rule in device_rules}))
+    over = next((rule.over for rule in device_rules if rule.kind == "loss_change"), 1)
     stop_numbers = np.zeros(3, np.float64)  # compared with the loss: as precise as a float64 loss needs
-    for rule in phase.stop:
+    for rule in device_rules:
         if rule.kind == "loss_change":
             stop_numbers[0], stop_numbers[1] = rule.threshold, rule.after
         else:
             stop_numbers[2] = rule.threshold
-    signature = PhaseSignature(tuple(groups), (), kinds, int(over), int(chunk), phase.accumulate, phase.ema)
+    signature = PhaseSignature(tuple(groups), (), kinds, int(over), int(chunk), phase.accumulate, phase.ema, int(phase.batch or 0))
     names += [f"plateau_scale@{g.label}" if g.label else "plateau_scale" for g in groups if g.plateau is not None]
     numbers_array = np.asarray(numbers, np.float32)
     for shared in (numbers_array, stop_numbers):  # cached: shared by every run of the phase
@@ -264,7 +266,9 @@ class Compiled:
     """The jitted functions of one signature."""
 
     init: Callable  # (free, numbers) -> optimizer state
-    chunk: Callable  # (free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays)
+    # (free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys)
+    #   -> (free, opt_state, stop_state, losses, aux sums of the chunk)
+    chunk: Callable
     hypers: Callable  # (step0, numbers) -> [chunk, hyperparameters] applied values
 
 
@@ -333,6 +337,8 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
     import jax.numpy as jnp
     import optax
 
+    from schedc.compiler import minibatch
+
     extra = any(O.needs_value(g.members, g.plateau) for g in signature.groups)
     K, N = signature.chunk, signature.over
     has_lc, has_loss = "loss_change" in signature.stop_kinds, "loss" in signature.stop_kinds
@@ -340,9 +346,12 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
     def init(free, numbers):
         return make_transform(signature, hyper_values(signature, jnp.int32(0), numbers)).init(free)
 
-    def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays):
+    with_key = minibatch.takes_key(loss_fn)
+
+    def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys):
         leaves, treedef = jax.tree_util.tree_flatten(model_layout.rebuild(model_arrays))
-        args, kwargs = data_layout.rebuild(data_arrays)
+        data_key, loss_key = keys
+        sampler = minibatch.Sampler(signature.batch, data_arrays[0].shape[0]) if signature.batch else None
 
         def assemble(free_values):
             new = list(leaves)
@@ -351,16 +360,31 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
                     new[i] = free_values[path]
             return jax.tree_util.tree_unflatten(treedef, new)
 
-        def loss_of(free_values):
-            return loss_fn(assemble(free_values), *args, **kwargs)
+        def loss_and_aux(free_values, batch_arrays, i):
+            args, kwargs = data_layout.rebuild(batch_arrays)
+            if with_key:
+                kwargs = dict(kwargs, key=jax.random.fold_in(loss_key, i))
+            loss, aux = minibatch.split_output(loss_fn(assemble(free_values), *args, **kwargs))
+            return loss, {name: jnp.asarray(v, jnp.float32) for name, v in aux.items()}
 
-        def step(k, free, opt_state):
+        def batch_of(perm, i):
+            return sampler.draw(data_key, perm, i, data_arrays) if sampler else (perm, data_arrays)
+
+        perm0 = sampler.start(data_key, step0) if sampler else jnp.zeros((0,), jnp.int32)
+        loss_shape, aux_shape = jax.eval_shape(loss_and_aux, free, batch_of(perm0, step0)[1], step0)
+        minibatch.check_aux(aux_shape)
+        aux0 = {name: jnp.zeros((), jnp.float32) for name in aux_shape}
+
+        def step(k, free, opt_state, ctx):
             i = step0 + k
-            loss, grads = jax.value_and_grad(loss_of)(free)
+            perm, aux_sum = ctx
+            perm, batch = batch_of(perm, i)
+            (loss, aux), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(free, batch, i)
             hps = hyper_values(signature, i, numbers)
-            extras = {"value": loss, "grad": grads, "value_fn": loss_of} if extra else {}
+            extras = {"value": loss, "grad": grads, "value_fn": lambda f: loss_and_aux(f, batch, i)[0]} if extra else {}
             updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
-            return loss, optax.apply_updates(free, updates), opt_state
+            aux_sum = {name: aux_sum[name] + aux[name] for name in aux_sum}
+            return loss, optax.apply_updates(free, updates), opt_state, (perm, aux_sum)
 
         def update_stop(stop, i, loss):
             # after step i: a non-finite loss ends the phase (and the run); so may a stop rule
@@ -380,7 +404,7 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
 
         # the loss of each step, and with plateaus the scale each applied (for the hyperparameter log);
         # the history keeps the loss's own dtype (float64 under jax_enable_x64 with a float64 model)
-        logs = {"loss": jnp.full((K,), jnp.nan, jax.eval_shape(loss_of, free).dtype)}
+        logs = {"loss": jnp.full((K,), jnp.nan, loss_shape.dtype)}
         if signature.plateaus:
             logs["plateau_scale"] = stop_state["plateau_scale"]
 
@@ -390,6 +414,7 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
                 out["plateau_scale"] = logs["plateau_scale"].at[k].set(O.plateau_scales(opt_state))
             return out
 
+        ctx = (perm0, aux0)  # this epoch's permutation, the sums of the aux metrics
         # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
         # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
         # rules the loop body is the bare step, as in a hand-written loop, and the host finds
@@ -398,27 +423,27 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
         if has_lc or has_loss:
 
             def body(carry):
-                k, free, opt_state, stop, logs = carry
-                loss, free, opt_state = step(k, free, opt_state)
-                return k + 1, free, opt_state, update_stop(stop, step0 + k, loss), log(logs, k, loss, opt_state)
+                k, free, opt_state, stop, logs, ctx = carry
+                loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
+                return k + 1, free, opt_state, update_stop(stop, step0 + k, loss), log(logs, k, loss, opt_state), ctx
 
             def more(carry):
                 return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
 
-            ran, free, opt_state, stop_state, logs = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs))
+            ran, free, opt_state, stop_state, logs, ctx = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs, ctx))
         else:
 
             def body(carry):
-                k, free, opt_state, logs = carry
-                loss, free, opt_state = step(k, free, opt_state)
-                return k + 1, free, opt_state, log(logs, k, loss, opt_state)
+                k, free, opt_state, logs, ctx = carry
+                loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
+                return k + 1, free, opt_state, log(logs, k, loss, opt_state), ctx
 
-            ran, free, opt_state, logs = jax.lax.while_loop(lambda c: c[0] < n_active, body, (jnp.int32(0), free, opt_state, logs))
+            ran, free, opt_state, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, body, (jnp.int32(0), free, opt_state, logs, ctx))
         if signature.plateaus:
             stop_state = dict(stop_state, plateau_scale=logs["plateau_scale"])
         losses = logs["loss"]
         stop_state = dict(stop_state, done=stop_state["done"] + ran)
-        return free, opt_state, stop_state, losses
+        return free, opt_state, stop_state, losses, ctx[1]
 
     schedules_used = tuple((h.structure, h.offset, h.size) for g in signature.groups for h in g.hypers)
     return Compiled(jax.jit(init), jax.jit(chunk), _applied_values(schedules_used, K))

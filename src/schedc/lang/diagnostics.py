@@ -53,6 +53,9 @@ CODES: dict[str, Code] = _codes(
     ("E0109", "phase reference out of range or unknown", "phase 100 lr 0.1 <>\nparams < a: free in 3 >"),
     ("E0110", "unbound placeholder", "phase 100 lr $rate < free a >"),
     ("E0111", "unknown directive value", "default frozen\nphase 10 lr 0.1 < free a >"),
+    ("E0112", "evaluation metric without an `eval` directive", "phase 100 lr 0.1 < free a; stop when val.loss < 0.1 >"),
+    ("E0113", "not an evaluation metric", 'eval "m.py:metrics" every epoch\nbatch 8\nphase 3 epochs lr 0.1 < free a; keep best accuracy >'),
+    ("E0114", "unknown word in a stop rule or `keep`", 'eval "m.py:metrics" every epoch\nbatch 8\nphase 3 epochs lr 0.1 < free a; keep bestest val.loss >'),
     # values and types
     ("E0201", "wrong number of arguments", "phase 100 lr linear(0.1) < free a >"),
     ("E0202", "argument of the wrong type", "phase 100 lr cosine(\"a\" -> 0) < free a >"),
@@ -70,6 +73,10 @@ CODES: dict[str, Code] = _codes(
     ("E0214", "argument given twice", "phase 100 lr 0.1 optimizer adam(b1=0.9, b1=0.8) < free a >"),
     ("E0215", "missing learning rate", "optimizer sgd\nphase 100 < free a >"),
     ("E0216", "duplicate directive", "seed 1\nseed 2\nphase 10 lr 0.1 < free a >"),
+    ("E0217", "batch size must be a positive integer", "batch 0\nphase 10 lr 0.1 < free a >"),
+    ("E0218", "a count of epochs must be positive", "batch 8\nphase 0 epochs lr 0.1 < free a >"),
+    ("E0219", "evaluation interval must be a positive integer", 'eval "m.py:metrics" every 0 steps\nphase 10 lr 0.1 < free a >'),
+    ("E0220", "`over`/`after` in a rule they do not apply to", 'eval "m.py:metrics" every 10 steps\nphase 100 lr 0.1 < free a; stop when val.loss < 0.1 after 50 >'),
     # conflicts, model-free
     ("E0301", "contradictory specs", "phase 100 lr 0.1 <>\nparams < a: free in 0 | fixed in 0 >"),
     ("E0302", "two inits of one parameter in one phase", "phase 100 lr 0.1 < init a = 1; init a = 2 >"),
@@ -90,6 +97,7 @@ CODES: dict[str, Code] = _codes(
     ("W0103", "parameter never free", "model \"m.py:build\"\nphase 10 lr 0.1 < free a >"),
     ("W0104", "phase frees nothing", "phase 10 lr 0.1 < fix a >"),
     ("W0105", "init of a parameter that stays fixed", "model \"m.py:build\"\nphase 10 lr 0.1 < init b = 1; free a >"),
+    ("W0106", "epochs without a batch size", "phase 3 epochs lr 0.1 < free a >"),
     # internal errors: a bug in schedc, not in the input, so no input example produces them
     ("E0901", "internal error: the formatter's output would change the program", ""),
 )

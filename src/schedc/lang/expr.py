@@ -22,28 +22,61 @@ def substitute(expr, env: dict[str, object]):
     Replacement nodes keep the span of the name they replace, so diagnostics about
     the value point at the use. The expression is at most `syntax.MAX_DEPTH` deep.
     """
-    if isinstance(expr, n.Name):
-        value = env.get(expr.id)
-        return _at_use(value, expr.span) if value is not None else expr
-    if isinstance(expr, n.Placeholder):
-        value = env.get("$" + expr.id)
-        return _at_use(value, expr.span) if value is not None else expr
+
+    def bound(node):
+        if isinstance(node, n.Name):
+            value = env.get(node.id)
+        elif isinstance(node, n.Placeholder):
+            value = env.get("$" + node.id)
+        else:
+            return None
+        return _at_use(value, node.span) if value is not None else node
+
+    return rewrite(expr, bound)
+
+
+def in_steps(expr, steps_per_epoch: int):
+    """`expr` (closed) with every `N epochs` duration replaced by its whole number of steps."""
+
+    def steps(node):
+        if not isinstance(node, n.Epochs):
+            return None
+        count = constant(node.count)
+        return node if count is None else n.Number(int(round(count * steps_per_epoch)), f"{count} epochs", node.span)
+
+    return rewrite(expr, steps)
+
+
+def uses_epochs(expr) -> bool:
+    """Whether a duration in `expr` is counted in epochs."""
+    return expr is not None and hasattr(expr, "span") and any(isinstance(node, n.Epochs) for node in n.walk(expr))
+
+
+def rewrite(expr, replace_node):
+    """`expr` rebuilt with `replace_node(node)` in place of each node for which it is not None
+    (replacements are not descended into)."""
+    new = replace_node(expr)
+    if new is not None:
+        return new
+    again = lambda e: rewrite(e, replace_node)  # noqa: E731
     if isinstance(expr, n.Call):
-        return replace(expr, args=tuple(substitute(a, env) for a in expr.args), kwargs=tuple(substitute(k, env) for k in expr.kwargs))
+        return replace(expr, args=tuple(again(a) for a in expr.args), kwargs=tuple(again(k) for k in expr.kwargs))
     if isinstance(expr, n.Keyword):
-        return replace(expr, value=substitute(expr.value, env))
+        return replace(expr, value=again(expr.value))
     if isinstance(expr, n.BinOp):
-        return replace(expr, left=substitute(expr.left, env), right=substitute(expr.right, env))
+        return replace(expr, left=again(expr.left), right=again(expr.right))
     if isinstance(expr, n.UnaryOp):
-        return replace(expr, operand=substitute(expr.operand, env))
+        return replace(expr, operand=again(expr.operand))
     if isinstance(expr, n.Arrow):
-        return replace(expr, points=tuple(substitute(p, env) for p in expr.points))
+        return replace(expr, points=tuple(again(p) for p in expr.points))
     if isinstance(expr, n.Then):
-        return replace(expr, pieces=tuple(substitute(p, env) for p in expr.pieces), durations=tuple(substitute(d, env) for d in expr.durations))
+        return replace(expr, pieces=tuple(again(p) for p in expr.pieces), durations=tuple(again(d) for d in expr.durations))
     if isinstance(expr, n.List):
-        return replace(expr, items=tuple(substitute(i, env) for i in expr.items))
+        return replace(expr, items=tuple(again(i) for i in expr.items))
     if isinstance(expr, n.Map):
-        return replace(expr, entries=tuple(replace(e, key=substitute(e.key, env), value=substitute(e.value, env)) for e in expr.entries))
+        return replace(expr, entries=tuple(replace(e, key=again(e.key), value=again(e.value)) for e in expr.entries))
+    if isinstance(expr, n.Epochs):
+        return replace(expr, count=again(expr.count))
     return expr
 
 
@@ -148,6 +181,7 @@ _KINDS = {
     n.Arrow: "an `a -> b` range",
     n.Then: "a `then` chain",
     n.Call: "a schedule",
+    n.Epochs: "a duration in epochs",
 }
 
 

@@ -168,7 +168,16 @@ class Map:
     span: Span = _span()
 
 
-Expr = Union[Number, Percent, String, Bool, Name, Placeholder, Call, BinOp, UnaryOp, Arrow, Then, List, Map]
+@dataclass(frozen=True)
+class Epochs:
+    """`3 epochs`, `1 epoch`: a duration in passes over the training data, turned into steps
+    once the data (and so the steps per epoch) is known."""
+
+    count: "Expr"
+    span: Span = _span()
+
+
+Expr = Union[Number, Percent, String, Bool, Name, Placeholder, Call, BinOp, UnaryOp, Arrow, Then, List, Map, Epochs]
 
 
 # ---------------------------------------------------------------- phase bodies
@@ -220,12 +229,33 @@ class Stop:
     span: Span = _span()
 
 
-Statement = Union[Free, Fix, Init, Carry, Stop]
+@dataclass(frozen=True)
+class StopImproving:
+    """`stop when val.accuracy stops improving for 5 evals`: `trend` is `improving` (direction
+    inferred from the metric's name), `increasing` or `decreasing`; `patience` counts evaluations."""
+
+    metric: Name
+    trend: Name
+    patience: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Keep:
+    """`keep best val.loss`: at the phase end, restore the weights of the best evaluation.
+    `which` is `best` (direction inferred from the metric's name), `lowest` or `highest`."""
+
+    which: Name
+    metric: Name
+    span: Span = _span()
+
+
+Statement = Union[Free, Fix, Init, Carry, Stop, StopImproving, Keep]
 
 
 @dataclass(frozen=True)
 class Phase:
-    """`phase [NAME] STEPS [lr E] [optimizer O] [accumulate N] [ema D] < BODY >`."""
+    """`phase [NAME] STEPS [epochs] [batch N] [lr E] [optimizer O] [accumulate N] [ema D] < BODY >`."""
 
     name: Name | None
     steps: Expr
@@ -235,6 +265,8 @@ class Phase:
     span: Span = _span()
     accumulate: Expr | None = None  # gradient accumulation over N steps (optax.MultiSteps)
     ema: Expr | None = None  # decay of an exponential moving average of the free parameters
+    unit: str = "steps"  # "epochs" for `phase 3 epochs`
+    batch: Expr | None = None  # `batch N` in the header: this phase's minibatch size
 
 
 @dataclass(frozen=True)
@@ -287,12 +319,23 @@ class Params:
 
 @dataclass(frozen=True)
 class Directive:
-    """`model "..."`, `loss "..."`, `data "..."`, `seed N`, `optimizer OPT`, `lr EXPR`,
-    `accumulate N`, `ema DECAY`, `default fixed|free`: `keyword` names which; `value` is its argument
-    (a String, an expression, a Name or Call for the optimizer, or a Name for default)."""
+    """`model "..."`, `loss "..."`, `data "..."`, `validation "..."`, `eval "..." every ...`,
+    `batch N`, `seed N`, `optimizer OPT`, `lr EXPR`, `accumulate N`, `ema DECAY`, `default fixed|free`:
+    `keyword` names which; `value` is its argument (a String, an expression, a Name or Call for the
+    optimizer, or a Name for default). `eval` also has `every`: its interval."""
 
     keyword: str
     value: Expr
+    span: Span = _span()
+    every: "Every | None" = None
+
+
+@dataclass(frozen=True)
+class Every:
+    """The interval of `eval ... every N steps | every N epochs` (`every epoch`: count None)."""
+
+    count: Expr | None
+    unit: str  # "steps" or "epochs"
     span: Span = _span()
 
 

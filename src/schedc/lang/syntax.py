@@ -34,12 +34,13 @@ MAX_DEPTH = 200
 # passes see converts to a float (10**309 does not), and Python refuses > 4300 digits anyway.
 _MAX_INT_DIGITS = 300
 
-TOP_LEVEL_KEYWORDS = ("model", "loss", "data", "seed", "optimizer", "lr", "accumulate", "ema", "default", "let", "phase", "repeat", "params")
+TOP_LEVEL_KEYWORDS = ("model", "loss", "data", "validation", "eval", "batch", "seed", "optimizer", "lr", "accumulate", "ema", "default", "let", "phase", "repeat", "params")
 _ITEM_START = re.compile(r"(?m)^[ \t]*(?:%s)\b" % "|".join(TOP_LEVEL_KEYWORDS))
 
 KEYWORDS = (
     "model loss data seed optimizer accumulate ema default let phase repeat params lr free fix fixed init reset "
-    "carry state stop when over after until in at for then true false"
+    "carry state stop when over after until in at for then true false "
+    "validation eval every batch epoch epochs steps evals stops keep"
 ).split()
 
 # How terminals are named in messages.
@@ -318,6 +319,20 @@ class _ToAst:
         _, _, metric, threshold, _, over, _, after = ch
         return n.Stop(metric, threshold, over, after, span)
 
+    def stop_improving(self, span, ch):
+        metric, trend, patience = _values(ch)
+        return n.StopImproving(metric, trend, patience, span)
+
+    def keep(self, span, ch):
+        which, metric = _values(ch)
+        return n.Keep(which, metric, span)
+
+    def metric(self, span, ch):
+        return ch[0]
+
+    def epochs(self, span, ch):
+        return n.Epochs(ch[0], span)
+
     def optimizer_spec(self, span, ch):
         return ch[0]
 
@@ -328,8 +343,8 @@ class _ToAst:
         return ch[0]
 
     def phase(self, span, ch):
-        _, name, steps, _, lr, _, optimizer, _, accumulate, _, ema, body = ch
-        return n.Phase(name, steps, lr, optimizer, body, span, accumulate, ema)
+        _, name, steps, unit, _, batch, _, lr, _, optimizer, _, accumulate, _, ema, body = ch
+        return n.Phase(name, steps, lr, optimizer, body, span, accumulate, ema, "epochs" if unit is not None else "steps", batch)
 
     def repeat(self, span, ch):
         count, *items = _values(ch)
@@ -370,6 +385,14 @@ class _ToAst:
     seed_directive, optimizer_directive = _directive("seed"), _directive("optimizer")
     lr_directive, default_directive = _directive("lr"), _directive("default")
     accumulate_directive, ema_directive = _directive("accumulate"), _directive("ema")
+    validation_directive, batch_directive = _directive("validation"), _directive("batch")
+
+    def eval_directive(self, span, ch):
+        _, target, every, count, unit = ch
+        if count is not None:
+            count = n.Number(_number(str(count)), str(count), _token_span(count))
+        interval = n.Every(count, "epochs" if unit.type == "EPOCH_UNIT" else "steps", _cover([_token_span(every), _token_span(unit)]))
+        return n.Directive("eval", target, span, interval)
 
     def let_directive(self, span, ch):
         _, name, value = ch

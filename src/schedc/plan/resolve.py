@@ -10,7 +10,7 @@ the compiler, the Python builder and the language server all consume this.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from schedc.check import catalog
 from schedc.lang import nodes as n
@@ -78,13 +78,51 @@ class InitSpec:
 
 @dataclass(frozen=True)
 class StopRule:
-    """`loss < threshold`, or `loss_change < threshold over N after M` (spectracles' Δloss rule)."""
+    """`loss < threshold`, `loss_change < threshold over N after M` (spectracles' Δloss rule),
+    and on an evaluation metric: `val.M < threshold` (kind "metric") or `val.M stops improving
+    for N evals` (kind "plateau": `patience` evaluations without a new best; `maximise` says
+    which way is better)."""
 
     kind: str
     threshold: float
     over: int = 50
     after: int = 100
     span: n.Span = field(default=n.NO_SPAN, compare=False)
+    metric: str = ""  # `val.accuracy` for the rules on evaluation metrics
+    maximise: bool = False
+    patience: int = 0
+
+    @property
+    def on_device(self) -> bool:
+        """Rules on the training loss run inside the compiled loop; rules on evaluations on the host."""
+        return self.kind in ("loss", "loss_change")
+
+
+@dataclass(frozen=True)
+class KeepRule:
+    """`keep best val.M`: at the phase end, restore the free values of the best evaluation."""
+
+    metric: str
+    maximise: bool
+    span: n.Span = field(default=n.NO_SPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """What the training data says about epochs: its number of examples (arrays with a leading
+    example axis) and/or its number of batches per pass (an iterable with a length)."""
+
+    examples: int | None = None
+    batches: int | None = None
+
+    def steps_per_epoch(self, batch: int | None) -> int | None:
+        """Minibatches drop the last partial batch (examples // batch); without a batch size an
+        epoch of arrays is one full-batch step, and of an iterable one pass over it."""
+        if batch is not None and self.examples is not None:
+            return self.examples // batch
+        if self.batches is not None:
+            return self.batches
+        return 1 if self.examples is not None else None
 
 
 @dataclass(frozen=True)
@@ -105,6 +143,11 @@ class PhasePlan:
     plateau: tuple[tuple[str, float], ...] | None = None
     accumulate: int = 1  # `accumulate N`: optax.MultiSteps over N steps
     ema: float | None = None  # `ema D`: decay of the moving average of the free parameters
+    batch: int | None = None  # minibatch size (`batch N`); None: every step sees all the data
+    epochs: float | None = None  # the length as written in epochs (`phase 3 epochs`), else None
+    steps_per_epoch: int | None = None  # known once the data is (None: epochs were counted as one step each)
+    eval_every: int | None = None  # steps between evaluations (phase-local), None without `eval`
+    keep: KeepRule | None = None
 
     @property
     def label(self) -> str:
@@ -122,9 +165,21 @@ class Plan:
     model: str | None = None  # the `model`, `loss` and `data` directives, as written
     loss: str | None = None
     data: str | None = None
+    validation: str | None = None  # the `validation` and `eval` directives, as written
+    metrics: str | None = None
     source: str | None = None  # the file it came from
     # the params.ParamTree it was resolved against (leaf indices, shapes, dtypes; plain data)
     tree: object | None = field(default=None, compare=False, repr=False)
+
+
+def counts_epochs(file: n.File) -> bool:
+    """Whether anything in `file` is counted in epochs (then its steps depend on the data)."""
+    for node in n.walk(file):
+        if isinstance(node, n.Epochs) or (isinstance(node, n.Phase) and node.unit == "epochs"):
+            return True
+        if isinstance(node, n.Every) and node.unit == "epochs":
+            return True
+    return False
 
 
 def _verb(status_or_kind: str) -> str:
@@ -148,7 +203,7 @@ def _verb(status_or_kind: str) -> str:
 _FREE_KINDS = ("free_in", "free_after", "free_until")
 
 
-def resolve(parsed_file: n.File, tree=None, *, placeholders=None, source: str | None = None):
+def resolve(parsed_file: n.File, tree=None, *, placeholders=None, source: str | None = None, data: DataSize | None = None):
     """Resolve a parsed file against a parameter tree into a Plan.
 
     Args:
@@ -158,12 +213,14 @@ def resolve(parsed_file: n.File, tree=None, *, placeholders=None, source: str | 
             (how `schedc show` tabulates a file without a model).
         placeholders: values of `$name` placeholders ({"name": value}).
         source: the file the text came from (recorded in the Plan).
+        data: the size of the training data, which turns `N epochs` into steps; without it
+            (`schedc check`, `show`) an epoch counts as one step and `steps_per_epoch` is None.
 
     Returns:
         (plan, diagnostics): plan is None when an error was found or a value the
         model-free check rejects (a step count) cannot be resolved.
     """
-    return _Resolver(parsed_file, tree, placeholders, source).run()
+    return _Resolver(parsed_file, tree, placeholders, source, data).run()
 
 
 @dataclass
@@ -189,11 +246,13 @@ class _Entry:
 
 
 class _Resolver:
-    def __init__(self, file: n.File, tree, placeholders, source):
+    def __init__(self, file: n.File, tree, placeholders, source, data: DataSize | None = None):
         from schedc.lang.glob import PathSet
         from schedc.plan.params import ParamTree
 
         self.file, self.source = file, source
+        self.data = data
+        self.spe: int | None = None  # steps per epoch of the phase being resolved
         self.literal = tree is None
         if tree is None:
             tree = ParamTree.from_paths(self._pattern_texts())
@@ -226,9 +285,10 @@ class _Resolver:
             self.diags.append(diagnostic)
 
     def closed(self, expr):
-        from schedc.lang.expr import substitute
+        """`expr` with `let`s and placeholders substituted and `N epochs` in steps of the current phase."""
+        from schedc.lang.expr import in_steps, substitute
 
-        return None if expr is None else substitute(expr, self.env)
+        return None if expr is None else in_steps(substitute(expr, self.env), self.spe or 1)
 
     def number(self, expr):
         from schedc.lang.expr import constant
@@ -366,6 +426,8 @@ class _Resolver:
                 model=self._string("model"),
                 loss=self._string("loss"),
                 data=self._string("data"),
+                validation=self._string("validation"),
+                metrics=self._string("eval"),
                 source=self.source,
                 tree=self.tree,
             )
@@ -382,7 +444,11 @@ class _Resolver:
 
     def _phase(self, ph: ExpandedPhase, entries, entries_of, default_free: bool):
         phase, k = ph.phase, ph.index
-        steps = self.number(phase.steps)
+        batch = self._batch(phase)
+        self.spe = self.data.steps_per_epoch(batch) if self.data is not None else None
+        steps, epochs = self.number(phase.steps), None
+        if phase.unit == "epochs" and isinstance(steps, (int, float)) and steps > 0:
+            epochs, steps = steps, max(1, round(steps * (self.spe or 1)))
         if not isinstance(steps, int) or steps <= 0:
             return None
         statements = [s for s in phase.body if isinstance(s, (n.Free, n.Fix))]
@@ -439,7 +505,13 @@ class _Resolver:
             plateau=plateau,
             accumulate=int(accumulate) if accumulate is not None else 1,
             ema=float(ema) if ema is not None else None,
+            batch=batch,
+            epochs=epochs,
+            steps_per_epoch=self.spe,
+            eval_every=self._eval_every(),
+            keep=next((self._keep(s) for s in phase.body if isinstance(s, n.Keep)), None),
         )
+        plan = replace(plan, stop=plan.stop + tuple(self._plateau(s) for s in phase.body if isinstance(s, n.StopImproving)))
         return plan, inits
 
     def _inherited(self, value, keyword: str):
@@ -447,6 +519,37 @@ class _Resolver:
         if value is not None:
             return value
         return self.directives[keyword].value if keyword in self.directives else None
+
+    # ---- training on data
+
+    def _batch(self, phase: n.Phase) -> int | None:
+        expr = self._inherited(phase.batch, "batch")
+        value = self.number(expr) if expr is not None else None
+        return value if isinstance(value, int) and value > 0 else None
+
+    def _eval_every(self) -> int | None:
+        """Steps between evaluations in the current phase: `every N steps`, or N epochs in its steps."""
+        d = self.directives.get("eval")
+        if d is None or d.every is None:
+            return None
+        count = self.number(d.every.count) if d.every.count is not None else 1
+        if not isinstance(count, (int, float)) or count <= 0:
+            return None
+        return max(1, round(count * (self.spe or 1))) if d.every.unit == "epochs" else int(count)
+
+    def _keep(self, keep: n.Keep) -> KeepRule:
+        return KeepRule(keep.metric.id, catalog.maximised(keep.metric.id, catalog.KEEP_WHICH.get(keep.which.id)), keep.span)
+
+    def _plateau(self, stop: n.StopImproving) -> StopRule:
+        patience = self.number(stop.patience)
+        return StopRule(
+            "plateau",
+            float("nan"),
+            span=stop.span,
+            metric=stop.metric.id,
+            maximise=catalog.maximised(stop.metric.id, catalog.TRENDS.get(stop.trend.id)),
+            patience=int(patience) if isinstance(patience, int) else 1,
+        )
 
     def _status(self, ph, i, statements, j, pattern, entries, mine):
         """(status or None, group) of parameter i in phase ph, reporting params conflicts."""
@@ -663,9 +766,12 @@ class _Resolver:
             return int(value) if value is not None else fallback
 
         threshold = self.number(stop.threshold)
+        threshold = float(threshold) if threshold is not None else float("nan")
+        if stop.metric.id.startswith(catalog.METRIC_PREFIX):
+            return StopRule("metric", threshold, span=stop.span, metric=stop.metric.id, maximise=False)
         return StopRule(
             stop.metric.id,
-            float(threshold) if threshold is not None else float("nan"),
+            threshold,
             count(stop.over, catalog.STOP_DEFAULT_OVER),
             count(stop.after, catalog.STOP_DEFAULT_AFTER),
             stop.span,

@@ -55,7 +55,7 @@ def _vmapped(fns: C.Compiled):
     if entry is None or entry[0] is not fns:
         init = jax.jit(jax.vmap(fns.init, in_axes=(0, None)))
         # free, opt state, stop state, model arrays and data are per dataset; step counts and numbers are shared
-        chunk = jax.jit(jax.vmap(fns.chunk, in_axes=(0, 0, 0, 0, None, None, None, None, 0)))
+        chunk = jax.jit(jax.vmap(fns.chunk, in_axes=(0, 0, 0, 0, None, None, None, None, 0, None)))
         entry = _VMAPPED[id(fns)] = (fns, init, chunk)
     return entry[1], entry[2]
 

@@ -20,8 +20,11 @@ import numpy as np
 
 from schedc.compiler import chunk as C
 from schedc.lang.nodes import Bound
+from schedc.compiler import minibatch
 from schedc.compiler import optimizers as O
 from schedc.plan import resolve as P
+from schedc.runtime.data import DataError, array_names, check_batchable
+from schedc.runtime.evaluation import EvalError, PhaseEvals
 
 
 @dataclass
@@ -33,12 +36,18 @@ class PhaseResult:
     steps_run: int
     losses: np.ndarray  # one per step run: the loss before that step's update
     hyperparams: dict[str, np.ndarray]  # the values applied at each step run
-    stop_reason: str  # "completed", "loss_change", "loss" or "non-finite loss"
+    stop_reason: str  # "completed", "loss_change", "loss", "non-finite loss", or a rule on an evaluation ("val.loss < 0.1")
     wall_time: float
     compile_time: float
     compiles: int
     model: Any = None
     ema_model: Any = None  # with `ema D`: the model with its free parameters replaced by their moving average
+    steps_per_epoch: int | None = None  # with minibatches or a length in epochs
+    aux: dict[str, np.ndarray] = field(default_factory=dict)  # the loss's aux metrics: one mean per chunk
+    aux_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # steps done at the end of each chunk
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)  # evaluation metrics: one value per evaluation
+    eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # phase-local steps done at each evaluation
+    best_step: int | None = None  # `keep best`: the evaluation whose weights were restored
 
     @property
     def final_loss(self) -> float:
@@ -92,11 +101,23 @@ class Result(PhaseHistory):
     @property
     def hyperparams(self) -> dict[str, np.ndarray]:
         """Every logged hyperparameter over the whole run (NaN in phases that do not have it)."""
-        names = list(dict.fromkeys(k for p in self.phases for k in p.hyperparams))
-        return {
-            k: np.concatenate([p.hyperparams.get(k, np.full(p.steps_run, np.nan, p.losses.dtype)) for p in self.phases])
-            for k in names
-        }
+        return _concatenated(self.phases, "hyperparams", lambda p: p.steps_run)
+
+    @property
+    def eval_steps(self) -> np.ndarray:
+        """The run's step (phases concatenated) after which each evaluation was taken."""
+        offsets = np.cumsum([0] + [p.steps_run for p in self.phases[:-1]])
+        return np.concatenate([p.eval_steps + o for p, o in zip(self.phases, offsets)]) if self.phases else np.zeros(0, np.int64)
+
+    @property
+    def metrics(self) -> dict[str, np.ndarray]:
+        """Every evaluation metric over the run, aligned with `eval_steps` (NaN where a phase lacks it)."""
+        return _concatenated(self.phases, "metrics", lambda p: len(p.eval_steps))
+
+    @property
+    def aux(self) -> dict[str, np.ndarray]:
+        """The loss's aux metrics over the run: one mean per chunk (NaN where a phase lacks it)."""
+        return _concatenated(self.phases, "aux", lambda p: len(p.aux_steps))
 
     def summary(self) -> str:
         """A plain-text table: phase, steps run, final loss, stop reason, time."""
@@ -107,6 +128,12 @@ class Result(PhaseHistory):
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
+
+
+def _concatenated(phases, attribute: str, length) -> dict[str, np.ndarray]:
+    """name -> the phases' arrays of `attribute` end to end, NaN-filled in phases without that name."""
+    names = list(dict.fromkeys(k for p in phases for k in getattr(p, attribute)))
+    return {k: np.concatenate([getattr(p, attribute).get(k, np.full(length(p), np.nan, p.losses.dtype)) for p in phases]) for k in names}
 
 
 class RunError(RuntimeError):
@@ -194,6 +221,7 @@ class _Progress:
         self.bar = None
         self.run_task = None
         self.done: dict = {}  # phase task -> steps done, to advance the run's bar by the difference
+        self.steps_per_epoch: dict = {}  # phase task -> its steps per epoch (None: not counted in epochs)
         if enabled:
             try:
                 from rich.progress import (
@@ -206,27 +234,40 @@ class _Progress:
             except ImportError:
                 return
             self.bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), transient=False
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[epoch]}loss {task.fields[loss]}"),
+                TextColumn("{task.fields[evaluation]}"),
+                TimeElapsedColumn(),
+                transient=False,
             )
             self.total = total
 
     def __enter__(self):
         if self.bar:
             self.bar.start()
-            self.run_task = self.bar.add_task("run", total=self.total, loss="-")
+            self.run_task = self.bar.add_task("run", total=self.total, loss="-", epoch="", evaluation="")
         return self
 
     def __exit__(self, *exc):
         if self.bar:
             self.bar.stop()
 
-    def phase(self, description: str, total: int):
-        return self.bar.add_task(description, total=total, loss="-") if self.bar else None
+    def phase(self, description: str, total: int, steps_per_epoch: int | None = None):
+        if not self.bar:
+            return None
+        task = self.bar.add_task(description, total=total, loss="-", epoch="", evaluation="")
+        self.steps_per_epoch[task] = steps_per_epoch
+        return task
 
-    def advance(self, task, completed: int, loss: float):
+    def advance(self, task, completed: int, loss: float, evaluation: str = ""):
+        """Phase `task` has run `completed` steps: its loss, its epoch and the latest evaluation."""
         if self.bar is not None:
-            self.bar.update(task, completed=completed, loss=f"{loss:.4g}")
-            self.bar.update(self.run_task, advance=completed - self.done.get(task, 0), loss=f"{loss:.4g}")
+            spe = self.steps_per_epoch.get(task)
+            epoch = f"epoch {-(-completed // spe)} " if spe else ""  # the epoch the last step belonged to
+            self.bar.update(task, completed=completed, loss=f"{loss:.4g}", epoch=epoch, evaluation=evaluation)
+            self.bar.update(self.run_task, advance=completed - self.done.get(task, 0), loss=f"{loss:.4g}", evaluation=evaluation)
             self.done[task] = completed
 
 
@@ -353,7 +394,7 @@ class Runner:
     and `_phase_result` (single fits here, B datasets at once in `batch.BatchedRunner`).
     """
 
-    def __init__(self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None):
+    def __init__(self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None, evaluator=None):
         import jax
 
         self.plan = plan
@@ -376,6 +417,7 @@ class Runner:
         self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None
         # set (to the signal number) by a SIGINT/SIGTERM handler: the run stops at the next chunk boundary
         self.stop_signal: int | None = None
+        self.evaluator = evaluator  # an evaluation.Evaluator (`eval` / `metrics=`), or None
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
@@ -460,6 +502,7 @@ class Runner:
         """
         import jax
 
+        check_batchable(phase, self.data_arrays, array_names(self.args, self.kwargs))
         model = self._apply_inits(model, phase)
         prepared = C.prepare(phase, self.leaves, self.chunk)
         sig = prepared.signature
@@ -491,18 +534,26 @@ class Runner:
                 state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
                 model, free, opt_state, stop, losses, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "step0"))
                 model_arrays = C.split(model)[0]
-            task = progress.phase(f"{phase.label}", phase.steps) if progress else None
+            task = progress.phase(f"{phase.label}", phase.steps, phase.steps_per_epoch) if progress else None
             pace = _Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
+            keys = minibatch.phase_keys(self.key, phase.index)  # the data order's and the loss's
+            evals = PhaseEvals(phase, self.evaluator)
+            aux = _AuxLog()
             while step0 < phase.steps:
-                n_active = min(phase.steps - step0, pace.steps())
+                # a chunk ends at the next evaluation: evaluations are boundaries of the chunk loop
+                n_active = min(evals.next_boundary(step0) - step0, pace.steps())
                 before = (free, opt_state, stop)
-                out = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays)
-                free, opt_state, stop, chunk_losses, finished = self._absorb(before, out, step0, n_active)
+                *out, aux_sums = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays, keys)
+                free, opt_state, stop, chunk_losses, finished = self._absorb(before, tuple(out), step0, n_active)
                 losses.append(chunk_losses)
+                done = step0 + chunk_losses.shape[-1]
                 if (recorded := recorded_scales(stop, chunk_losses.shape[-1])) is not None:
                     scales.append(recorded)
+                aux.add(aux_sums, done, chunk_losses.shape[-1])
+                if not finished and evals.due(done):  # a rule on an evaluation may end the phase here
+                    finished = evals.evaluate(done, self._write_back(model, free), free)
                 if progress:
-                    progress.advance(task, step0 + chunk_losses.shape[-1], _last_loss(chunk_losses))
+                    progress.advance(task, done, _last_loss(chunk_losses), evals.last())
                 pace.observe(n_active)
                 if finished:
                     break
@@ -511,12 +562,19 @@ class Runner:
                     self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0), final=self.stop_signal is not None)
                 if self.stop_signal is not None and step0 < phase.steps:
                     raise Interrupted(self.stop_signal, index, step0)
+        if evals.kept is not None:  # `keep best`: the weights of the best evaluation
+            free = evals.kept
         ema = O.ema_of(opt_state)
         ema_model = self._write_back(model, ema) if ema is not None else None
         model = self._write_back(model, free)
         self.state = RunnerState(phase.index, prepared.signature, opt_state)
         result = self._phase_result(phase, prepared, fns, losses, scales, stop, model, time.perf_counter() - started, clock)
         result.ema_model = ema_model
+        result.eval_steps, result.metrics = evals.history()
+        result.aux_steps, result.aux = aux.history()
+        result.steps_per_epoch, result.best_step = phase.steps_per_epoch, evals.kept_step
+        if evals.reason:
+            result.stop_reason = evals.reason
         return result
 
     # ---- the single-fit strategy (batch.BatchedRunner overrides these four)
@@ -622,6 +680,25 @@ class Runner:
         if where:
             error.add_note(f"phase defined at {where}")
         return error
+
+
+class _AuxLog:
+    """The loss's aux metrics: the mean of each over each chunk's steps."""
+
+    def __init__(self):
+        self.means: list[dict] = []
+        self.steps: list[int] = []
+
+    def add(self, sums: dict, done: int, ran: int) -> None:
+        import jax
+
+        if sums and ran:
+            self.means.append({name: np.asarray(v) / ran for name, v in jax.device_get(sums).items()})
+            self.steps.append(done)
+
+    def history(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        names = self.means[0] if self.means else {}
+        return np.asarray(self.steps, np.int64), {name: np.stack([m[name] for m in self.means]).astype(np.float32) for name in names}
 
 
 def _last_loss(chunk_losses: np.ndarray) -> float:

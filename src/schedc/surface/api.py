@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schedc.lang.diagnostics import Source
+from schedc.lang.diagnostics import SchedError, Source, sort_key
 from schedc.plan.resolve import PhasePlan, Plan
 
 
@@ -33,30 +33,58 @@ class Program:
     key: object = None
     warnings: tuple = ()  # the warnings found (Diagnostic objects); errors raise instead
     source: Source | None = field(default=None, repr=False)
+    # `data -> Plan` for a file that counts in epochs: resolved again once the data's size is known
+    per_data: object = field(default=None, repr=False)
+
+    def plan_for(self, args=(), kwargs=None, eval_every=None) -> Plan:
+        """The Plan for this training data: epochs in steps (`N epochs` counts examples // batch steps
+        each); `eval_every` (steps, or "epoch") overrides the `eval` directive's interval."""
+        from dataclasses import replace
+
+        from schedc.compiler.chunk import split
+        from schedc.runtime.data import data_size
+
+        size = data_size(split((tuple(args), dict(kwargs or {})))[0])
+        plan = self.per_data(size) if self.per_data is not None and size is not None else self.plan
+        if eval_every is None:
+            return plan
+        if eval_every != "epoch" and not (isinstance(eval_every, int) and eval_every >= 1):
+            raise ValueError(f"eval_every must be a number of steps >= 1 or \"epoch\", got {eval_every!r}")
+        phases = tuple(replace(p, eval_every=(p.steps_per_epoch or 1) if eval_every == "epoch" else eval_every) for p in plan.phases)
+        return replace(plan, phases=phases)
 
     @property
     def phases(self) -> tuple[PhasePlan, ...]:
         return self.plan.phases
 
-    def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, **kwargs):
+    def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, validation=(), metrics=None, eval_every=None, **kwargs):
         """A `run.Runner` for this program: runs phases one at a time (the managed API uses it)."""
+        from schedc.runtime.evaluation import Evaluator
         from schedc.runtime.runner import Runner
 
         if self.model is None:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-        return Runner(self.plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source)
+        evaluator = Evaluator(metrics, validation if isinstance(validation, tuple) else (validation,)) if metrics is not None else None
+        plan = self.plan_for(args, kwargs, eval_every)
+        return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator)
 
-    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, **kwargs):
-        """Fit: every phase in order. `loss_fn(model, *args, **kwargs)` returns a scalar.
+    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, validation=(), metrics=None, eval_every=None, **kwargs):
+        """Fit: every phase in order. `loss_fn(model, *args, **kwargs)` returns a scalar, or
+        `(loss, {name: scalar})` (aux metrics, logged per chunk); with a `key` parameter it gets a
+        per-step PRNG key. With `batch N` in the schedule, every array in `args`/`kwargs` is split
+        into minibatches along its leading axis.
 
         Returns a `run.Result` (`.model`, `.models`, `.loss_history`, `.phase_losses`,
-        `.hyperparams`, `.stop_reasons`, `.phases`). A non-finite loss raises
-        `run.RunError`, whose `.result` keeps every completed phase. `chunk` (steps
-        per compiled call) and `quiet` (no progress bar) are not passed to the loss.
-        With `checkpoint=DIR` the run writes checkpoints there (after every phase and
-        every `checkpoint_every` chunks) and resumes from the one it finds (schedc.runtime.checkpoint).
+        `.hyperparams`, `.stop_reasons`, `.phases`, `.metrics`, `.eval_steps`, `.aux`). A non-finite
+        loss raises `run.RunError`, whose `.result` keeps every completed phase. These keywords are
+        not passed to the loss: `chunk` (steps per compiled call), `quiet` (no progress bar),
+        `checkpoint=DIR` (write checkpoints there after every phase and every `checkpoint_every`
+        chunks, and resume from the one found: schedc.runtime.checkpoint), `metrics`
+        (`metrics(model, *validation) -> {name: scalar}`, read by rules as `val.NAME`),
+        `validation` (a tuple of its arguments) and `eval_every` (steps, or "epoch"; default: the
+        `eval` directive's interval).
         """
-        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, **kwargs)
+        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, **kwargs)
         if checkpoint is None:
             return runner.run(self.model)
         from schedc.runtime import checkpoint as ckpt
@@ -134,7 +162,24 @@ def program_of(analysis, key=None) -> Program:
     if analysis.plan is None:
         raise analysis.error()
     # no model and no `model` directive: a model-free program whose "parameters" are the patterns as written
-    return Program(analysis.plan, analysis.model, analysis.tree, _key(key, analysis.plan.seed), tuple(analysis.diagnostics), analysis.source)
+    return Program(analysis.plan, analysis.model, analysis.tree, _key(key, analysis.plan.seed), tuple(analysis.diagnostics), analysis.source, _per_data(analysis))
+
+
+def _per_data(analysis):
+    """For a file that counts epochs: `DataSize -> Plan`, resolving it again with epochs in steps."""
+    from schedc.plan.resolve import counts_epochs, resolve
+
+    if not counts_epochs(analysis.parsed.file):
+        return None
+
+    def plan_for(size):
+        plan, found = resolve(analysis.parsed.file, analysis.tree, placeholders=analysis.placeholders, source=analysis.name, data=size)
+        errors = [d.in_file(analysis.name) for d in found if d.is_error]
+        if plan is None or errors:
+            raise SchedError(sorted(errors, key=sort_key), {analysis.name: analysis.source})
+        return plan
+
+    return plan_for
 
 
 def _key(key, seed):

@@ -101,7 +101,14 @@ def _bare_expr(expr) -> str:
         for duration, piece in zip(expr.durations, expr.pieces[1:]):
             parts.append(f"for {_expr(duration, _ARROW)} then {_expr(piece, _ARROW)}")
         return " ".join(parts)
+    if isinstance(expr, n.Epochs):
+        return f"{_expr(expr.count)} {_epochs_word(expr.count)}"
     raise TypeError(f"not an expression: {type(expr).__name__}")
+
+
+def _epochs_word(count) -> str:
+    """`1 epoch`, `3 epochs`: the singular for the literal count 1."""
+    return "epoch" if isinstance(count, n.Number) and count.value == 1 else "epochs"
 
 
 def _keyword(kw: n.Keyword) -> str:
@@ -140,6 +147,10 @@ def _statement(stmt) -> str:
         return f"{head} = ({value})" if re.match(r"reset\b", value) else f"{head} = {value}"
     if isinstance(stmt, n.Carry):
         return "carry state"
+    if isinstance(stmt, n.StopImproving):
+        return f"stop when {stmt.metric.id} stops {stmt.trend.id} for {_expr(stmt.patience)} evals"
+    if isinstance(stmt, n.Keep):
+        return f"keep {stmt.which.id} {stmt.metric.id}"
     if isinstance(stmt, n.Stop):
         text = f"stop when {stmt.metric.id} < {_expr(stmt.threshold)}"
         if stmt.over is not None:
@@ -169,6 +180,12 @@ def _specs(entry: n.ParamEntry) -> str:
 def _directive(item) -> str:
     if isinstance(item, n.Let):
         return f"let {item.name.id} = {_expr(item.value)}"
+    if item.every is not None:  # `eval "m.py:metrics" every epoch | every N steps | every N epochs`
+        every = item.every
+        if every.count is None:
+            return f"{item.keyword} {_expr(item.value)} every epoch"
+        unit = _epochs_word(every.count) if every.unit == "epochs" else ("step" if isinstance(every.count, n.Number) and every.count.value == 1 else "steps")
+        return f"{item.keyword} {_expr(item.value)} every {_expr(every.count)} {unit}"
     return f"{item.keyword} {_expr(item.value)}"
 
 
@@ -177,6 +194,10 @@ def _phase_header(phase: n.Phase) -> str:
     if phase.name is not None:
         parts.append(phase.name.id)
     parts.append(_expr(phase.steps))
+    if phase.unit == "epochs":
+        parts.append(_epochs_word(phase.steps))
+    if phase.batch is not None:
+        parts += ["batch", _expr(phase.batch)]
     if phase.lr is not None:
         parts += ["lr", _expr(phase.lr)]
     if phase.optimizer is not None:
@@ -220,7 +241,7 @@ def _layout(items) -> list[_Line]:
         elif isinstance(node, (n.Directive, n.Let)):
             lines.append(_Line(d, _directive(node), node.span.start, node.span.end))
         elif isinstance(node, n.Phase):
-            header_end = max(x.span.end for x in (node.name, node.steps, node.lr, node.optimizer, node.accumulate, node.ema) if x is not None)
+            header_end = max(x.span.end for x in (node.name, node.steps, node.batch, node.lr, node.optimizer, node.accumulate, node.ema) if x is not None)
             lines.append(_Line(d, _phase_header(node), node.span.start, header_end, "open"))
             lines.extend(_Line(d + 1, _statement(s) + ";", s.span.start, s.span.end) for s in node.body)
             lines.append(_Line(d, ">", node.span.end - 1, node.span.end, "close"))

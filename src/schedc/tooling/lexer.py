@@ -47,9 +47,14 @@ _PATTERN_PARTS = re.compile(r'(?P<wild>\*+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P
 _PART_TOKENS = {"wild": Operator, "name": Name.Variable, "index": Number.Integer, "key": String.Double, "punct": Punctuation}
 
 _DECLARATIONS = ("let", "phase", "repeat", "params")
-_NAMESPACES = ("model", "loss", "data")
+_NAMESPACES = ("model", "loss", "data", "validation", "eval")
 _CONSTANTS = ("true", "false")
-_PLAIN_KEYWORDS = tuple(k for k in KEYWORDS if k not in _DECLARATIONS + _NAMESPACES + _CONSTANTS)
+# `3 epochs`, `every 200 steps`, `for 5 evals`: units are keywords after a count (elsewhere they may be names).
+_UNITS = ("epoch", "epochs", "steps", "evals")
+_PLAIN_KEYWORDS = tuple(k for k in KEYWORDS if k not in _DECLARATIONS + _NAMESPACES + _CONSTANTS + _UNITS + tuple(SCHEDULES))
+# Keywords that are also schedule names (`eval ... every epoch`, the schedule `every(...)`): keywords unless called.
+_CALLABLE_KEYWORDS = tuple(k for k in KEYWORDS if k in SCHEDULES)
+_METRIC = rf"{_NAME}(?:\.{_NAME})?"  # `loss`, `val.accuracy`
 
 
 def _pattern_tokens(lexer, match):
@@ -82,6 +87,9 @@ class SchedLexer(RegexLexer):
             (words(_DECLARATIONS, suffix=r"\b"), Keyword.Declaration),
             (words(_NAMESPACES, suffix=r"\b"), Keyword.Namespace),
             (words(_PLAIN_KEYWORDS, suffix=r"\b"), Keyword),
+            (words(_CALLABLE_KEYWORDS, suffix=r"\b(?!\s*\()"), Keyword),
+            (rf"({_DECIMAL})(\s+)(step|{'|'.join(_UNITS)})\b", bygroups(Number, Whitespace, Keyword)),
+            (r"(every)(\s+)(epoch)\b", bygroups(Keyword, Whitespace, Keyword)),
             (words(tuple(SCHEDULES) + tuple(DISTRIBUTIONS), suffix=r"(?=\s*\()"), Name.Builtin),
             (rf"({_NAME})(\.)(?=[A-Za-z_])", bygroups(Name.Namespace, Punctuation)),  # `contrib.` of `contrib.muon`
             (rf"{_NAME}(?=\s*\()", Name.Function),
@@ -106,12 +114,13 @@ class SchedLexer(RegexLexer):
             (rf"(let)(\s+)({_NAME})", bygroups(Keyword.Declaration, Whitespace, Name.Variable)),
             # `phase NAME STEPS`: a first word followed by the step count is the phase's name.
             (
-                rf"(phase)(\s+)({_NAME})(?=\s+(?:[0-9.$]|(?!(?:lr|optimizer|accumulate|ema)\b)[A-Za-z_]))",
+                rf"(phase)(\s+)({_NAME})(?=\s+(?:[0-9.$]|(?!(?:lr|optimizer|accumulate|ema|batch|epochs?)\b)[A-Za-z_]))",
                 bygroups(Keyword.Declaration, Whitespace, Name.Label),
             ),
             # (a dotted name, `optimizer contrib.muon`, is lexed by "expr": namespace, `.`, name)
             (rf"(optimizer)(\s+)({_NAME})(?![.\w])", bygroups(Keyword, Whitespace, Name.Builtin)),
-            (rf"(stop)(\s+)(when)(\s+)({_NAME})(\s*)(<)", bygroups(Keyword, Whitespace, Keyword, Whitespace, Name.Builtin, Whitespace, Operator)),
+            (rf"(stop)(\s+)(when)(\s+)({_METRIC})\b(?:(\s*)(<))?", bygroups(Keyword, Whitespace, Keyword, Whitespace, Name.Builtin, Whitespace, Operator)),
+            (rf"(keep)(\s+)({_NAME})(\s+)({_METRIC})\b", bygroups(Keyword, Whitespace, Keyword, Whitespace, Name.Builtin)),
             (r"(default)(\s+)(fixed|free)\b", bygroups(Keyword, Whitespace, Keyword)),
             (words(("free", "fix", "init"), suffix=r"\b"), Keyword, "patterns"),
             (r"params\b", Keyword.Declaration, "params"),

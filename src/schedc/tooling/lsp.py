@@ -495,7 +495,8 @@ class Suggestion:
 
 # What a partially typed word may contain (patterns included: `gp.ker`, `layers[0`).
 _PARTIAL_CHARS = frozenset('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.*[]{}"$')
-_TERMINAL_KEYWORDS = {k.upper(): k for k in KEYWORDS}
+# grammar terminal -> the keyword completion offers (units have one terminal for both spellings)
+_TERMINAL_KEYWORDS = {k.upper(): k for k in KEYWORDS} | {"EPOCH_UNIT": "epochs", "STEP_UNIT": "steps"}
 
 
 def _tokens_and_accepts(prefix: str):

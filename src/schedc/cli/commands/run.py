@@ -104,17 +104,34 @@ def _loss_and_data(args, plan, base: Path):
         data = _call_user("data", data_ref, function)
     if isinstance(data, dict):
         return loss, (), data
-    return loss, (data if isinstance(data, tuple) else (data,)), {}
+    return loss, _as_tuple(data), {}
+
+
+def _evaluation(plan, base: Path) -> dict:
+    """The `eval` metrics function and the `validation` data, as `Program.run` keywords."""
+    from schedc.plan.binding import load_entry
+
+    if not plan.metrics:
+        return {}
+    validation = _as_tuple(load_entry(plan.validation, base)()) if plan.validation else ()
+    return {"metrics": load_entry(plan.metrics, base), "validation": validation}
+
+
+def _as_tuple(data) -> tuple:
+    return data if isinstance(data, tuple) else (data,)
 
 
 def _check_loss(loss, model, data_args, data_kwargs, loss_ref: str) -> None:
     """Trace the loss once on the model and data (no compiling, no running): it must return a
-    floating-point scalar, and the data must be arrays JAX accepts."""
+    floating-point scalar (or `(scalar, {name: scalar})`), and the data must be arrays JAX accepts."""
     import jax
     import jax.numpy as jnp
 
+    from schedc.compiler.minibatch import split_output, takes_key
+
+    key = {"key": jax.random.key(0)} if takes_key(loss) else {}  # a loss with a `key` gets one per step
     try:
-        out = jax.eval_shape(lambda m, a, k: loss(m, *a, **k), model, data_args, data_kwargs)
+        out = jax.eval_shape(lambda m, a, k: split_output(loss(m, *a, **k, **key))[0], model, data_args, data_kwargs)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
@@ -176,6 +193,7 @@ def run(args) -> int:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
         loss, data_args, data_kwargs = _loss_and_data(args, program.plan, path.parent)
         _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss)
+        evaluation = _evaluation(program.plan, path.parent)
     except SchedError as err:
         print(err.render(), file=sys.stderr)
         return 1
@@ -185,15 +203,17 @@ def run(args) -> int:
     except (LookupError, ImportError, OSError, ValueError) as err:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2
-    return _train(args, program, loss, data_args, data_kwargs, out)
+    return _train(args, program, loss, data_args, data_kwargs, evaluation, out)
 
 
-def _train(args, program, loss, data_args, data_kwargs, out: Path | None) -> int:
+def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: Path | None) -> int:
     """Run the fit; save what completed whatever happens; the exit status."""
     from schedc.runtime import checkpoint as ckpt
+    from schedc.runtime.data import DataError
+    from schedc.runtime.evaluation import EvalError
     from schedc.runtime.runner import Interrupted, RunError
 
-    runner = program.runner(loss, *data_args, chunk=args.chunk, quiet=args.quiet, **data_kwargs)
+    runner = program.runner(loss, *data_args, chunk=args.chunk, quiet=args.quiet, **evaluation, **data_kwargs)
     # a failing jax.debug.callback is logged with a traceback; the error message below says it once
     logging.getLogger("jax._src.debugging").setLevel(logging.CRITICAL)
     try:
@@ -202,6 +222,10 @@ def _train(args, program, loss, data_args, data_kwargs, out: Path | None) -> int
         print(f"schedc run: {err}", file=sys.stderr)
         _save_partial(getattr(err, "result", None), out)
         return 2
+    except (DataError, EvalError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        _save_partial(getattr(err, "result", None), out)
+        return 1
     except RunError as err:
         print(result_table(err.result), file=sys.stderr)
         print(f"error: {err}", file=sys.stderr)

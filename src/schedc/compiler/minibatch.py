@@ -1,0 +1,92 @@
+"""Training on data inside the compiled loop: minibatches, per-step keys, auxiliary outputs.
+
+Minibatches are gathered on the device: every epoch is a fresh permutation of
+the examples keyed by (seed, phase, epoch), so a run is reproducible, editing
+one phase changes no other phase's order, and a run resumed at any step sees the
+batches an uninterrupted one would (the position is the phase-local step alone).
+Step i of a phase uses epoch `i // steps_per_epoch`, batch `i % steps_per_epoch`
+of that epoch's permutation; the last partial batch of an epoch is dropped
+(`steps_per_epoch = examples // batch`), so every step has the same shapes and a
+fresh permutation decides which examples sit out.
+
+A loss taking a `key` keyword gets `fold_in(phase key, step)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+# Streams of randomness split off the root key, apart from the inits' (seed, phase, path) keys.
+DATA_STREAM = zlib.crc32(b"schedc.data")
+LOSS_STREAM = zlib.crc32(b"schedc.loss")
+
+
+def phase_keys(root, phase_index: int):
+    """(permutation key, loss key) of a phase: runtime arguments, so phases share executables."""
+    import jax
+
+    fold = jax.random.fold_in
+    return fold(fold(root, DATA_STREAM), phase_index), fold(fold(root, LOSS_STREAM), phase_index)
+
+
+def epoch_permutation(data_key, epoch, examples: int):
+    """The order of the examples in `epoch` (a traced int) of the phase whose key is `data_key`."""
+    import jax
+
+    return jax.random.permutation(jax.random.fold_in(data_key, epoch), examples)
+
+
+def takes_key(fn: Callable) -> bool:
+    """Whether `fn` accepts a `key` keyword argument (dropout, augmentation)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "key" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Gathers the minibatch of a step from the data arrays (all with `examples` rows)."""
+
+    batch: int
+    examples: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.examples // self.batch
+
+    def start(self, data_key, step):
+        """The permutation of the epoch holding `step` (a chunk starting mid-epoch picks it up)."""
+        return epoch_permutation(data_key, step // self.steps_per_epoch, self.examples)
+
+    def draw(self, data_key, perm, step, arrays: tuple):
+        """(this step's permutation, its minibatch): a new permutation at each epoch's first step."""
+        import jax
+        import jax.numpy as jnp
+
+        spe = self.steps_per_epoch
+        offset = step % spe
+        perm = jax.lax.cond(offset == 0, lambda: epoch_permutation(data_key, step // spe, self.examples), lambda: perm)
+        rows = jax.lax.dynamic_slice_in_dim(perm, offset * self.batch, self.batch)
+        return perm, tuple(jnp.take(x, rows, axis=0) for x in arrays)
+
+
+def split_output(out, phase_label: str = "") -> tuple[Any, dict]:
+    """(loss, aux metrics) of a loss's output: a scalar, or `(loss, {name: scalar})`."""
+    if isinstance(out, tuple):
+        if len(out) != 2 or not isinstance(out[1], dict):
+            raise TypeError(f"the loss returned a tuple of {len(out)} items; expected a scalar or (loss, {{name: scalar}})")
+        return out
+    return out, {}
+
+
+def check_aux(aux: dict) -> None:
+    """Aux metrics are logged as per-chunk means: each must be a scalar."""
+    for name, value in aux.items():
+        shape = getattr(value, "shape", ())
+        if shape != ():
+            raise TypeError(f"the loss's aux metric `{name}` has shape {tuple(shape)}; aux metrics must be scalars (logged as per-chunk means)")

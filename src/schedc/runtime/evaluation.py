@@ -1,0 +1,138 @@
+"""Evaluation during a phase: `eval "m.py:metrics" every N steps | every epoch`.
+
+The chunk loop ends a chunk at every evaluation boundary, and the host calls the
+(jitted) metrics function on the model of that moment and the validation data.
+Nothing of the training moves: the schedules' clock is the phase-local step and
+the optimizer state is untouched, so a run with evaluations takes exactly the
+steps of one without. After each evaluation the host applies the rules on
+evaluation metrics (`stop when val.M < X`, `stop when val.M stops improving for
+N evals`) and remembers the best free values for `keep best val.M`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from schedc.check.catalog import METRIC_PREFIX
+from schedc.plan import resolve as P
+
+
+class EvalError(ValueError):
+    """A metrics function or an evaluation rule that cannot work: it names the phase and what was expected."""
+
+
+class Evaluator:
+    """The metrics function of a run, jitted once, and its validation data."""
+
+    def __init__(self, metrics: Callable, validation: tuple = ()):
+        import equinox as eqx
+
+        self.metrics = metrics
+        self.validation = tuple(validation)
+        self._jitted = eqx.filter_jit(metrics)
+
+    def __call__(self, model, phase: P.PhasePlan) -> dict[str, float]:
+        out = self._jitted(model, *self.validation)
+        if not isinstance(out, dict):
+            raise EvalError(f"the metrics function returned {type(out).__name__} in {phase.label}; expected a dict {{name: scalar}}")
+        values = {}
+        for name, value in out.items():
+            if np.shape(value) != ():
+                raise EvalError(f"the metrics function's `{name}` has shape {np.shape(value)} in {phase.label}; expected a scalar")
+            values[str(name)] = float(value)
+        return values
+
+
+@dataclass
+class PhaseEvals:
+    """One phase's evaluations: when they fall, what they found, and the host-side rules on them."""
+
+    phase: P.PhasePlan
+    evaluator: Evaluator | None
+    steps: list[int] = field(default_factory=list)  # phase-local steps done at each evaluation
+    values: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)  # metric -> (value, evaluation index) of each rule's best
+    kept: Any = None  # the free values at the best evaluation for `keep`
+    kept_step: int | None = None
+    reason: str | None = None  # the rule on an evaluation that ended the phase
+
+    def __post_init__(self):
+        rules = [r for r in self.phase.stop if not r.on_device]
+        needs = [r.metric for r in rules] + ([self.phase.keep.metric] if self.phase.keep else [])
+        self.rules = rules
+        if not needs:
+            return
+        every = self.phase.eval_every
+        if self.evaluator is None or every is None:
+            raise EvalError(f"{self.phase.label} uses `{needs[0]}` but the run has no evaluation; expected a metrics function (`eval \"file.py:metrics\" every ...`, or `metrics=` from Python)")
+        if every > self.phase.steps:
+            raise EvalError(f"{self.phase.label} uses `{needs[0]}` but evaluates every {every} steps and runs only {self.phase.steps}; expected an interval of at most {self.phase.steps} steps")
+
+    @property
+    def active(self) -> bool:
+        return self.evaluator is not None and self.phase.eval_every is not None
+
+    def next_boundary(self, done: int) -> int:
+        """The step count at which the chunk starting after `done` steps must end."""
+        if not self.active:
+            return self.phase.steps
+        every = self.phase.eval_every
+        return min(self.phase.steps, (done // every + 1) * every)
+
+    def due(self, done: int) -> bool:
+        return self.active and done > 0 and done % self.phase.eval_every == 0
+
+    def evaluate(self, done: int, model, free) -> bool:
+        """Evaluate after `done` steps; True when a rule ends the phase (its words in `reason`)."""
+        values = self.evaluator(model, self.phase)
+        if not self.steps:
+            self._check_names(values)
+        self.steps.append(done)
+        self.values.append(values)
+        reason = None
+        for rule in self.rules:
+            value = values[rule.metric.removeprefix(METRIC_PREFIX)]
+            if rule.kind == "metric" and value < rule.threshold:
+                reason = reason or f"{rule.metric} < {rule.threshold:g}"
+            elif rule.kind == "plateau" and self._stalled(rule, value):
+                reason = reason or f"{rule.metric} stopped improving"
+        keep = self.phase.keep
+        if keep is not None and self._improves(keep.metric, keep.maximise, values[keep.metric.removeprefix(METRIC_PREFIX)]):
+            self.kept, self.kept_step = free, done
+        self.reason = reason
+        return reason is not None
+
+    def _stalled(self, rule: P.StopRule, value: float) -> bool:
+        """Whether `rule.patience` evaluations have passed since the best one."""
+        self._improves(rule.metric + "#stop", rule.maximise, value)
+        return len(self.steps) - 1 - self.best[rule.metric + "#stop"][1] >= rule.patience
+
+    def _improves(self, key: str, maximise: bool, value: float) -> bool:
+        """Whether `value` beats the best so far (NaN never does, and is beaten by anything); records a new best."""
+        best = self.best.get(key)
+        better = not math.isnan(value) and (best is None or math.isnan(best[0]) or (value > best[0] if maximise else value < best[0]))
+        if better or best is None:
+            self.best[key] = (value, len(self.steps) - 1)
+        return better
+
+    def _check_names(self, values: dict) -> None:
+        names = [r.metric for r in self.rules] + ([self.phase.keep.metric] if self.phase.keep else [])
+        for metric in names:
+            if metric.removeprefix(METRIC_PREFIX) not in values:
+                returned = ", ".join(f"`{METRIC_PREFIX}{k}`" for k in values) or "nothing"
+                raise EvalError(f"{self.phase.label} uses `{metric}` but the metrics function returned {returned}; expected a `{metric.removeprefix(METRIC_PREFIX)}` entry")
+
+    def last(self) -> str:
+        """The latest evaluation as the progress bar shows it: `val.accuracy 0.953 val.loss 0.14`."""
+        if not self.values:
+            return ""
+        return " ".join(f"{METRIC_PREFIX}{k} {v:.4g}" for k, v in self.values[-1].items())
+
+    def history(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(steps, {name: values}) of the phase's evaluations."""
+        names = list(dict.fromkeys(k for v in self.values for k in v))
+        return np.asarray(self.steps, np.int64), {k: np.asarray([v.get(k, np.nan) for v in self.values], np.float64) for k in names}

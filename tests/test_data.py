@@ -1,0 +1,255 @@
+"""Training on data: minibatches drawn on the device per epoch, epochs as lengths and durations,
+per-step keys, (loss, aux) metrics, evaluation at boundaries, rules on evaluation metrics,
+`keep best`, resuming mid-epoch, and the errors bad data gets."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import schedc
+from schedc.compiler import minibatch
+from schedc.runtime.data import DataError
+from schedc.runtime.evaluation import EvalError
+
+N = 30  # examples; with batch 8: 3 steps per epoch, 6 examples sit out each epoch
+X = np.random.default_rng(0).normal(size=(N, 3)).astype(np.float32)
+Y = (X @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
+
+
+def linear():
+    return {"w": jnp.zeros(3), "b": jnp.zeros(())}
+
+
+def mse(m, x, y):
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+
+
+def fit(text, loss=mse, *data, model=None, **kwargs):
+    program = schedc.compile(text, linear() if model is None else model)
+    return program, program.run(loss, *(data or (X, Y)), quiet=True, **kwargs)
+
+
+# ---------------------------------------------------------------- minibatches
+
+
+@pytest.fixture(scope="module")
+def two_epochs():
+    return fit("seed 5\nbatch 8\noptimizer sgd\nphase 2 epochs lr 0.05 < free ** >", chunk=4)
+
+
+def test_minibatches_match_a_hand_written_loop_over_per_epoch_permutations(two_epochs):
+    program, res = two_epochs
+    assert program.phases[0].steps == 2 and res.phases[0].steps_run == 6 and res.phases[0].steps_per_epoch == 3
+    data_key, _ = minibatch.phase_keys(jax.random.key(5), 0)
+    m, tx = linear(), optax.sgd(0.05)
+    state, expected = tx.init(m), []
+    for epoch in range(2):
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(data_key, epoch), N))
+        for j in range(3):
+            rows = order[j * 8 : (j + 1) * 8]
+            loss, grads = jax.value_and_grad(mse)(m, X[rows], Y[rows])
+            updates, state = tx.update(grads, state, m)
+            m = optax.apply_updates(m, updates)
+            expected.append(float(loss))
+    np.testing.assert_allclose(res.loss_history, expected, rtol=1e-5)
+    np.testing.assert_allclose(res.model["w"], m["w"], rtol=1e-5)
+
+
+def test_each_epoch_uses_every_example_at_most_once_and_reshuffles():
+    # loss = mean over the batch of w[example]: sgd with lr = batch lowers w by 1 at each example used
+    eye = np.eye(N, dtype=np.float32)
+
+    def count(m, rows):
+        return jnp.mean(rows @ m["w"])
+
+    used = []
+    for epochs in (1, 2):
+        _, res = fit(f"batch 8\noptimizer sgd\nphase {epochs} epochs lr 8 < free w >", count, eye, model={"w": jnp.zeros(N)})
+        used.append(-np.asarray(res.model["w"]))
+    first, both = used
+    assert sorted(np.round(first).tolist()) == [0.0] * 6 + [1.0] * 24  # 24 examples once, 6 dropped
+    second = both - first
+    assert sorted(np.round(second).tolist()) == [0.0] * 6 + [1.0] * 24
+    assert not np.array_equal(np.round(first), np.round(second))  # a fresh permutation
+
+
+def test_results_do_not_depend_on_the_chunk_length(two_epochs):
+    _, res = two_epochs
+    _, other = fit("seed 5\nbatch 8\noptimizer sgd\nphase 2 epochs lr 0.05 < free ** >", chunk=5)
+    np.testing.assert_array_equal(res.loss_history, other.loss_history)
+
+
+def test_epoch_durations_become_steps_of_the_phase():
+    program, res = fit("batch 8\nphase 4 epochs lr warmup_cosine(0 -> 0.1 -> 0, 1 epoch) < free ** >")
+    (phase,) = program.plan_for((X, Y)).phases
+    assert (phase.steps, phase.epochs, phase.steps_per_epoch) == (12, 4, 3)
+    lr = res.hyperparams["learning_rate"]
+    assert lr[0] == 0 and lr[3] == pytest.approx(0.1) and lr[2] < 0.1
+    # without data an epoch counts as one step (what `schedc show` and the checker see)
+    assert program.phases[0].steps == 4 and program.phases[0].steps_per_epoch is None
+
+
+def test_a_batch_per_phase_overrides_the_directive():
+    program, res = fit("batch 8\nphase 1 epochs lr 0.01 < free ** >\nphase 1 epoch batch 15 lr 0.01 < free ** >")
+    assert [p.steps_run for p in res.phases] == [3, 2]
+
+
+# ---------------------------------------------------------------- keys and aux
+
+
+def test_a_loss_taking_key_gets_one_key_per_step_from_seed_phase_and_step():
+    def noise(m, x, key):
+        return jax.random.uniform(key) + 0.0 * jnp.sum(m["w"])
+
+    _, res = fit("seed 9\noptimizer sgd\nphase 4 lr 0 < free w >\nphase 3 lr 0 < free w >", noise, X)
+    for index, phase in enumerate(res.phases):
+        _, loss_key = minibatch.phase_keys(jax.random.key(9), index)
+        expected = [float(jax.random.uniform(jax.random.fold_in(loss_key, i))) for i in range(phase.steps_run)]
+        np.testing.assert_allclose(phase.losses, expected, rtol=1e-6)
+
+
+def test_aux_metrics_are_logged_as_means_per_chunk():
+    def with_aux(m, x, y):
+        loss = mse(m, x, y)
+        return loss, {"twice": 2 * loss}
+
+    _, res = fit("phase 10 lr 0.01 < free ** >", with_aux, chunk=4)
+    phase = res.phases[0]
+    assert phase.aux_steps.tolist() == [4, 8, 10]
+    chunks = np.split(2 * phase.losses, [4, 8])
+    np.testing.assert_allclose(phase.aux["twice"], [c.mean() for c in chunks], rtol=1e-5)
+    assert set(res.aux) == {"twice"}
+
+
+def test_aux_must_hold_scalars():
+    with pytest.raises(TypeError, match="aux metric `per_example` has shape"):
+        fit("phase 3 lr 0.01 < free ** >", lambda m, x, y: (mse(m, x, y), {"per_example": x @ m["w"]}))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def val_metrics(m, x, y):
+    return {"loss": mse(m, x, y), "w0": m["w"][0]}
+
+
+EVAL = dict(validation=(X, Y), metrics=val_metrics)
+
+
+def test_evaluations_never_change_the_training():
+    text = "batch 8\nphase 4 epochs lr warmup_cosine(0 -> 0.1 -> 0, 1 epoch) < free ** >"
+    _, plain = fit(text)
+    _, evaluated = fit(text, eval_every=2, **EVAL)
+    np.testing.assert_array_equal(plain.loss_history, evaluated.loss_history)
+    np.testing.assert_array_equal(plain.model["w"], evaluated.model["w"])
+    assert evaluated.eval_steps.tolist() == [2, 4, 6, 8, 10, 12]
+    assert evaluated.metrics["loss"][-1] == pytest.approx(float(mse(evaluated.model, X, Y)), rel=1e-5)
+
+
+def test_eval_every_epoch_from_the_file_and_steps_across_phases():
+    text = 'batch 8\neval "m.py:metrics" every epoch\nphase 2 epochs lr 0.05 < free ** >\nphase 1 epoch lr 0.01 < free ** >'
+    _, res = fit(text, **EVAL)
+    assert res.phases[0].eval_steps.tolist() == [3, 6] and res.phases[1].eval_steps.tolist() == [3]
+    assert res.eval_steps.tolist() == [3, 6, 9] and len(res.metrics["w0"]) == 3
+
+
+def test_stop_when_a_metric_falls_below_a_threshold_names_it():
+    _, res = fit('eval "m.py:f" every 5 steps\nphase 200 lr 0.05 < free **; stop when val.loss < 0.5 >', **EVAL)
+    (phase,) = res.phases
+    assert phase.stop_reason == "val.loss < 0.5"
+    assert phase.metrics["loss"][-1] < 0.5 <= phase.metrics["loss"][-2]
+    assert phase.steps_run == phase.eval_steps[-1] < 200
+
+
+def test_stop_when_a_metric_stops_improving_counts_evaluations():
+    def flat(m, x, y):
+        return {"accuracy": jnp.where(jnp.sum(m["w"]) > -1e9, 0.5, 0.0)}
+
+    text = 'eval "m.py:f" every 2 steps\nphase 100 lr 0.05 < free **; stop when val.accuracy stops improving for 3 evals >'
+    _, res = fit(text, validation=(X, Y), metrics=flat)
+    (phase,) = res.phases
+    assert phase.stop_reason == "val.accuracy stopped improving"
+    assert phase.eval_steps.tolist() == [2, 4, 6, 8] and phase.steps_run == 8
+
+
+def test_keep_best_restores_the_weights_of_the_best_evaluation():
+    def distance(m, x, y):  # passes its minimum on the way from w0 = 0 to the fitted 1.0
+        return {"gap": (m["w"][0] - 0.4) ** 2}
+
+    text = 'eval "m.py:f" every 3 steps\noptimizer sgd\nphase 120 lr 0.05 < free **; keep best val.gap >'
+    _, res = fit(text, validation=(X, Y), metrics=distance)
+    (phase,) = res.phases
+    best = int(np.argmin(phase.metrics["gap"]))
+    assert 0 < best < len(phase.eval_steps) - 1 and phase.best_step == phase.eval_steps[best]
+    assert float(distance(res.model, X, Y)["gap"]) == pytest.approx(phase.metrics["gap"][best], rel=1e-5)
+    assert phase.steps_run == 120  # keeping the best ends nothing early
+
+
+def test_directions_are_inferred_from_metric_names():
+    from schedc.check.catalog import maximised
+
+    assert maximised("val.accuracy") and maximised("val.top1_acc") and maximised("val.f1")
+    assert not maximised("val.loss") and not maximised("val.error") and not maximised("val.nll")
+    assert maximised("val.loss", stated=True)
+
+
+# ---------------------------------------------------------------- bad data, bad metrics
+
+
+def test_mismatched_leading_axes_name_the_phase_and_the_shapes():
+    with pytest.raises(DataError, match=r"phase 1 .*leading axes differ .*argument 0: \(30, 3\), argument 1: \(20,\)") as err:
+        program = schedc.compile("phase 5 lr 0.01 < free ** >\nphase 5 batch 4 lr 0.01 < free ** >", linear())
+        program.run(lambda m, x, y: mse(m, x, y[:1].repeat(30)), X, Y[:20], quiet=True)
+    assert len(err.value.result.phases) == 1  # the completed phase is kept
+
+
+def test_a_batch_larger_than_the_data_is_refused():
+    with pytest.raises(DataError, match=r"phase 0 has `batch 64` but the data holds only 30 examples"):
+        fit("batch 64\nphase 5 lr 0.01 < free ** >")
+
+
+def test_metrics_returning_a_non_scalar_are_refused():
+    with pytest.raises(EvalError, match=r"`w` has shape \(3,\) in phase 0; expected a scalar"):
+        fit('eval "m.py:f" every 2 steps\nphase 5 lr 0.01 < free ** >', validation=(X, Y), metrics=lambda m, x, y: {"w": m["w"]})
+
+
+def test_unknown_metric_names_in_rules_are_refused_with_what_was_returned():
+    with pytest.raises(EvalError, match=r"phase 0 uses `val.accuracy` but the metrics function returned `val.loss`, `val.w0`"):
+        fit('eval "m.py:f" every 2 steps\nphase 5 lr 0.01 < free **; keep best val.accuracy >', **EVAL)
+
+
+def test_rules_on_metrics_need_an_evaluation_that_happens():
+    with pytest.raises(EvalError, match=r"evaluates every 50 steps and runs only 5"):
+        fit('eval "m.py:f" every 50 steps\nphase 5 lr 0.01 < free **; keep best val.loss >', **EVAL)
+    with pytest.raises(EvalError, match=r"has no evaluation; expected a metrics function"):
+        fit('eval "m.py:f" every 5 steps\nphase 5 lr 0.01 < free **; keep best val.loss >')
+
+
+# ---------------------------------------------------------------- resuming mid-epoch
+
+
+def test_a_run_resumed_mid_epoch_sees_the_same_batches(tmp_path):
+    text = "seed 2\nbatch 8\noptimizer sgd\nphase 4 epochs lr 0.05 < free ** >"
+    _, whole = fit(text, chunk=2)
+    calls = [0]
+
+    def interrupt(_):
+        calls[0] += 1
+        if calls[0] == 5:  # mid-epoch: step 4 of 12 (epoch 1, batch 1)
+            raise KeyboardInterrupt
+
+    def fragile(m, x, y):
+        jax.debug.callback(interrupt, m["b"])
+        return mse(m, x, y)
+
+    program = schedc.compile(text, linear())
+    with pytest.raises(Exception):
+        program.run(fragile, X, Y, quiet=True, chunk=2, checkpoint=tmp_path, checkpoint_every=1)
+    resumed = program.run(mse, X, Y, quiet=True, chunk=2, checkpoint=tmp_path)
+    assert len(resumed.loss_history) == 12
+    np.testing.assert_array_equal(resumed.loss_history[4:], whole.loss_history[4:])
+    np.testing.assert_array_equal(resumed.model["w"], whole.model["w"])

@@ -54,7 +54,9 @@ _UNITS = ("epoch", "epochs", "steps", "evals")
 _PLAIN_KEYWORDS = tuple(k for k in KEYWORDS if k not in _DECLARATIONS + _NAMESPACES + _CONSTANTS + _UNITS + tuple(SCHEDULES))
 # Keywords that are also schedule names (`eval ... every epoch`, the schedule `every(...)`): keywords unless called.
 _CALLABLE_KEYWORDS = tuple(k for k in KEYWORDS if k in SCHEDULES)
-_METRIC = rf"{_NAME}(?:\.{_NAME})?"  # `loss`, `val.accuracy`
+# `loss`, `val.accuracy`: the parts of a dotted metric are tokens of their own, as Lark reads them
+_METRIC = rf"({_NAME})(?:(\.)({_NAME}))?\b"
+_METRIC_TOKENS = (Name.Builtin, Punctuation, Name.Builtin)
 
 
 def _pattern_tokens(lexer, match):
@@ -119,8 +121,8 @@ class SchedLexer(RegexLexer):
             ),
             # (a dotted name, `optimizer contrib.muon`, is lexed by "expr": namespace, `.`, name)
             (rf"(optimizer)(\s+)({_NAME})(?![.\w])", bygroups(Keyword, Whitespace, Name.Builtin)),
-            (rf"(stop)(\s+)(when)(\s+)({_METRIC})\b(?:(\s*)(<))?", bygroups(Keyword, Whitespace, Keyword, Whitespace, Name.Builtin, Whitespace, Operator)),
-            (rf"(keep)(\s+)({_NAME})(\s+)({_METRIC})\b", bygroups(Keyword, Whitespace, Keyword, Whitespace, Name.Builtin)),
+            (rf"(stop)(\s+)(when)(\s+){_METRIC}(?:(\s*)(<))?", bygroups(Keyword, Whitespace, Keyword, Whitespace, *_METRIC_TOKENS, Whitespace, Operator)),
+            (rf"(keep)(\s+)({_NAME})(\s+){_METRIC}", bygroups(Keyword, Whitespace, Keyword, Whitespace, *_METRIC_TOKENS)),
             (r"(default)(\s+)(fixed|free)\b", bygroups(Keyword, Whitespace, Keyword)),
             (words(("free", "fix", "init"), suffix=r"\b"), Keyword, "patterns"),
             (r"params\b", Keyword.Declaration, "params"),

@@ -19,9 +19,9 @@ from typing import Any, Callable
 import numpy as np
 
 from schedc.compiler import chunk as C
-from schedc.lang.nodes import Bound
 from schedc.compiler import minibatch
 from schedc.compiler import optimizers as O
+from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
 from schedc.runtime.data import DataError, array_names, check_batchable
 from schedc.runtime.evaluation import EvalError, PhaseEvals

@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/schedc run examples/spectral_line.sched --out out/spectral_line
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	SCHEDC_REQUIRE_COMPARE=1 $(BIN)/python -m pytest -q
 
 check: $(STAMP)
 	$(BIN)/schedc check examples/*.sched

@@ -16,6 +16,13 @@ _LAZY = {
     "init_value": "schedc.surface.builder",
     "init_normal": "schedc.surface.builder",
     "init_uniform": "schedc.surface.builder",
+    "ParamSpec": "schedc.surface.builder",
+    "Schedule": "schedc.surface.builder",
+    "ManagedSchedule": "schedc.surface.builder",
+    "OptimiserSchedule": "schedc.surface.builder",  # spectracles' names of the two schedule classes
+    "ManagedOptimiserSchedule": "schedc.surface.builder",
+    "PhaseConfig": "schedc.surface.builder",
+    "PhaseState": "schedc.surface.builder",
 }
 
 

@@ -428,7 +428,8 @@ class Runner:
 
     # ---- model <-> leaves
 
-    def _apply_inits(self, model, phase: P.PhasePlan):
+    def apply_inits(self, model, phase: P.PhasePlan):
+        """`model` with the inits of `phase` applied (what the phase starts from)."""
         import jax
 
         if not phase.inits:
@@ -503,7 +504,7 @@ class Runner:
         import jax
 
         check_batchable(phase, self.data_arrays, array_names(self.args, self.kwargs))
-        model = self._apply_inits(model, phase)
+        model = self.apply_inits(model, phase)
         prepared = C.prepare(phase, self.leaves, self.chunk)
         sig = prepared.signature
         model_arrays, model_layout = C.split(model)

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -396,8 +397,36 @@ class Schedule:
         return self.program.plan
 
     @property
-    def phases(self):
-        return self.program.phases
+    def phases(self) -> list["SchedulePhase"]:
+        """One per phase: the planned phase (`.free`, `.steps`, `.lr`, ...) with spectracles' `.config`."""
+        return [SchedulePhase(self, phase) for phase in self.plan.phases]
+
+    def run_phase(self, phase, *args, **kwargs):
+        """Run one phase (an index, or an item of `phases`) from the last model, as spectracles'
+        `OptimiserSchedule.run_phase`: its model is appended to `model_history`, its losses
+        replace that phase's history. Returns the phase's `run.PhaseResult`."""
+        from schedc.compiler import chunk as C
+        from schedc.runtime.runner import Result
+
+        k = self._phase_index(phase)
+        runner = self.runner(*args, **kwargs)
+        result = runner.run_phase(k, self.model_history[-1])
+        if result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
+            raise runner.nonfinite_error(Result(self.model_history[-1], [result]), self.plan.phases[k], result)
+        self.model_history.append(result.model)
+        self._losses[k] = result.losses
+        return result
+
+    def _phase_index(self, phase) -> int:
+        k = phase.index if isinstance(phase, SchedulePhase) else phase
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.plan.phases):
+            raise ValueError(f"Phase index {phase!r} out of range [0, {len(self.plan.phases) - 1}] (an int, or an item of schedule.phases)")
+        return int(k)
+
+    @property
+    def phase_configs(self) -> list["PhaseConfig"]:
+        """spectracles' view of each phase (`n_steps`, `optimiser`, `fix_status_updates`, ...)."""
+        return [p.config for p in self.phases]
 
     def runner(self, *args, **kwargs):
         """A `run.Runner` over this schedule's plan for these loss arguments."""
@@ -442,7 +471,67 @@ class Schedule:
         return np.concatenate(histories) if histories else np.zeros(0, np.float32)
 
 
-PENDING, COMPLETED, SKIPPED = "pending", "completed", "skipped"
+@dataclass(frozen=True)
+class PhaseConfig:
+    """spectracles' `PhaseConfig` of a built phase, for code that reads it.
+
+    `n_steps`; `optimiser`: the optax object given for the phase, else the planned
+    `OptimizerSpec` (the transformation is built per step inside the compiled loop);
+    `Δloss_criterion`: the loss_change threshold or None; `fix_status_updates`: every
+    parameter path -> True when fixed in the phase; `param_val_updates`: path -> the value
+    the phase's init sets (random draws as the run makes them: from (key, phase, path)).
+    """
+
+    n_steps: int
+    optimiser: Any
+    Δloss_criterion: float | None
+    fix_status_updates: dict
+    param_val_updates: dict
+
+
+class SchedulePhase:
+    """A phase of a built schedule: the planned phase's attributes, its `index`, and `.config`."""
+
+    def __init__(self, schedule: Schedule, plan):
+        self._schedule = schedule
+        self.plan = plan
+
+    def __getattr__(self, name):
+        return getattr(self.plan, name)
+
+    def __repr__(self) -> str:
+        return f"<schedule phase {self.plan.index}: {self.plan.steps} steps, free {', '.join(self.plan.free) or 'nothing'}>"
+
+    @property
+    def config(self) -> PhaseConfig:
+        import jax
+
+        phase, schedule = self.plan, self._schedule
+        objects = [m.transform.value for m in phase.optimizer.transforms if m.transform is not None]
+        criterion = next((rule.threshold for rule in phase.stop if rule.kind == "loss_change"), None)
+        values = {}
+        if phase.inits:
+            runner = schedule.program.runner(schedule.loss_fn, quiet=True)
+            runner.begin(schedule.initial_model)
+            leaves = jax.tree_util.tree_leaves(runner.apply_inits(schedule.initial_model, phase))
+            values = {init.path: leaves[runner.leaves[init.path][0]] for init in phase.inits}
+        fixed = {path: path not in phase.free for path in schedule.program.tree.paths}
+        return PhaseConfig(phase.steps, objects[0] if objects else phase.optimizer, criterion, fixed, values)
+
+
+class PhaseState(str, Enum):
+    """A managed phase's state (spectracles' names and values; equal to the plain strings)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PENDING, RUNNING, COMPLETED, SKIPPED = PhaseState.PENDING, PhaseState.RUNNING, PhaseState.COMPLETED, PhaseState.SKIPPED
 
 
 class ManagedSchedule(Schedule):
@@ -493,17 +582,16 @@ class ManagedSchedule(Schedule):
 
     def run_phase_by_index(self, k: int, *args, **kwargs) -> None:
         """Run phase k, which must be the next one. A non-finite loss raises `run.RunError`; the phase stays pending."""
-        from schedc.compiler import chunk as C
-        from schedc.runtime.runner import Result
-
         self._check_next(k, "run")
-        runner = self.runner(*args, **kwargs)
-        result = runner.run_phase(k, self.model_history[-1])
-        if result.stop_reason == C.STOP_REASONS[C.NONFINITE]:
-            raise runner.nonfinite_error(Result(self.model_history[-1], [result]), self.plan.phases[k], result)
-        self.model_history.append(result.model)
-        self._losses[k] = result.losses
-        self.phase_states[k] = COMPLETED
+        self.phase_states[k] = RUNNING
+        try:
+            Schedule.run_phase(self, k, *args, **kwargs)
+        finally:  # a failed run leaves the phase pending, as in spectracles
+            self.phase_states[k] = COMPLETED if len(self.model_history) > k + 1 else PENDING
+
+    def run_phase(self, phase, *args, **kwargs) -> None:
+        """spectracles' name: run `phase` (an index or an item of `phases`), which must be the next one."""
+        self.run_phase_by_index(self._phase_index(phase), *args, **kwargs)
 
     def skip_phase(self, k: int) -> None:
         """Skip phase k (the next one): the model passes through unchanged."""
@@ -548,7 +636,7 @@ class ManagedSchedule(Schedule):
             "current_phase": self.current_phase_index,
             "total_phases": len(self.phase_states),
             "completed_phases": len(self.get_completed_phases()),
-            "phase_states": list(self.phase_states),
+            "phase_states": [state.value for state in self.phase_states],
             "is_complete": self.is_complete(),
         }
 
@@ -558,6 +646,10 @@ class ManagedSchedule(Schedule):
     def loss_histories(self) -> list[np.ndarray]:
         """The loss histories of the completed phases, in order (as spectracles)."""
         return [self._losses[k] for k in self.get_completed_phases()]
+
+
+# spectracles' names, so `isinstance(schedule, OptimiserSchedule)` keeps working after the import switch
+OptimiserSchedule, ManagedOptimiserSchedule = Schedule, ManagedSchedule
 
 
 # ---------------------------------------------------------------- entry point

@@ -111,7 +111,7 @@ is the step count, not a name."
       (let ((data (match-data)))
         (unless (or (nth 8 (syntax-ppss (match-beginning 0)))
                     (looking-at (rx (or "lr" "optimizer" "accumulate" "ema") symbol-end))
-                    (not (looking-at "[0-9.$A-Za-z_]")))
+                    (not (looking-at "[0-9.$[:alpha:]_]")))
           (set-match-data data)
           (setq found t))))
     found))
@@ -127,7 +127,7 @@ is the step count, not a name."
     (,(concat "\\_<" (regexp-opt sched-builtins t) "[ \t]*(") (1 font-lock-builtin-face))
     (,(concat "\\_<" (regexp-opt sched-keywords t) "\\_>") (1 font-lock-keyword-face))
     (,(concat "\\(" sched--name "\\)[ \t]*(") (1 font-lock-function-name-face))
-    ("\\$[A-Za-z_][A-Za-z0-9_]*" . font-lock-preprocessor-face)
+    ("\\$[[:alpha:]_][[:alnum:]_]*" . font-lock-preprocessor-face)
     ("\\_<[0-9][0-9_]*\\(?:\\.[0-9_]*\\)?\\(?:[eE][-+]?[0-9]+\\)?%?" . font-lock-constant-face))
   "Highlighting of `sched-mode'.")
 

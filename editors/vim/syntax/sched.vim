@@ -27,16 +27,17 @@ syn match schedEscape +\\.+ contained
 syn match schedNumber "\<\d\%(_\=\d\)*\%(\.\%(\d\%(_\=\d\)*\)\=\)\=\%([eE][+-]\=\d\+\)\=%\="
 syn match schedNumber "\%(\<\|\W\)\@<=\.\d\%(_\=\d\)*\%([eE][+-]\=\d\+\)\=%\="
 
-syn match schedPlaceholder "\$\h\w*"
+" Names are Python identifiers: \h and \w widened with any non-ASCII character (`σ`, `vσ_raw`).
+syn match schedPlaceholder "\$\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*"
 syn match schedOperator "->\|\*\*\|[-+*/~=|]"
 syn match schedDelimiter "[<>]"
 syn keyword schedBoolean true false
 
 " Calls: known schedules and distributions, then any other name followed by `(`.
-syn match schedFunction "\<\h\w*\ze\s*("
+syn match schedFunction "\<\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\ze\s*("
 syn match schedBuiltin "\<\%(constant\|linear\|polynomial\|cosine\|exponential\|warmup_constant\|warmup_cosine\|warmup_exponential\|onecycle\|linear_onecycle\|piecewise\|interpolate\|sgdr\|smooth\|hump\|exp\|values\|step\|every\|min\|max\|clip\|normal\|uniform\|value\)\ze\s*("
 " A keyword argument: `name=value` inside a call (even `at=` in step(...)).
-syn match schedArgument "\<\h\w*\ze\s*=[^=]"
+syn match schedArgument "\<\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\ze\s*=[^=]"
 
 " Directives and declarations.
 syn keyword schedInclude model loss data validation
@@ -48,19 +49,19 @@ syn keyword schedEvery every contained
 syn keyword schedKeyword epoch epochs steps evals stops
 syn keyword schedStatement keep
 syn keyword schedDirective optimizer nextgroup=schedOptimizerName skipwhite
-syn match schedOptimizerName "\h\w*\%(\.\h\w*\)*" contained
+syn match schedOptimizerName "\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\%(\.\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\)*" contained
 syn keyword schedDeclaration repeat
 syn keyword schedDeclaration let nextgroup=schedLetName skipwhite
-syn match schedLetName "\h\w*" contained
+syn match schedLetName "\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*" contained
 syn keyword schedDeclaration phase nextgroup=schedPhaseName skipwhite
-syn match schedPhaseName "\h\w*\ze\s\+\%([0-9.$]\|\%(\%(lr\|optimizer\|accumulate\|ema\|batch\|epochs\=\)\>\)\@!\h\)" contained
+syn match schedPhaseName "\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\ze\s\+\%([0-9.$]\|\%(\%(lr\|optimizer\|accumulate\|ema\|batch\|epochs\=\)\>\)\@!\%(\h\|[^\x00-\x7f]\)\)" contained
 
 " Statements of a phase body; free/fix/init are followed by patterns.
 syn keyword schedStatement free fix init nextgroup=schedPattern skipwhite skipnl
 syn keyword schedStatement carry stop
 syn keyword schedKeyword fixed reset state over after until in at for then
 syn keyword schedKeyword when nextgroup=schedMetric skipwhite
-syn match schedMetric "\h\w*\%(\.\h\w*\)\=" contained
+syn match schedMetric "\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\%(\.\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\)\=" contained
 
 " A parameter pattern, one token: names, `*`/`**`, `{a,b}`, `[0]`, `[*]`, `["key"]`.
 " Not a pattern: `free in 0` (params specs) and `init normal(...)` (a call).
@@ -73,7 +74,7 @@ syn region schedParams matchgroup=schedDelimiter start="\%(\<params\s*\)\@<=<" e
 syn match schedParamPattern "\%([[:alnum:]_*.]\|{[[:alnum:]_*,]*}\|\[\%(\d\+\|\*\|\"\%([^\"\\]\|\\.\)*\"\)\]\)\+" contained
 syn region schedParamSpec matchgroup=schedDelimiter start=":" end=";" end="-\@<!\ze>" contained contains=schedSpecKeyword,schedPhaseRef,schedNumber,schedBuiltin,schedFunction,schedArgument,schedOperator,schedComment,schedString
 syn keyword schedSpecKeyword free fixed init in after until at contained
-syn match schedPhaseRef "\<\h\w*\>\%(\s*[(=]\)\@!" contained
+syn match schedPhaseRef "\<\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\>\%(\s*[(=]\)\@!" contained
 
 " .sched files are short: always highlight from the top, so a params block is
 " recognised wherever the window starts.

@@ -27,10 +27,11 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_ID_CHARS = "[A-Za-z0-9_]"
+# identifiers as Python writes them (`σ`, `vσ_raw`): a letter or `_`, then letters, digits, `_`
+_IDENT = re.compile(r"[^\W\d]\w*\Z")
+_ID_CHARS = r"\w"
 # one whole component of a (normalised) canonical path
-_NAME_COMPONENT = r"\.[A-Za-z0-9_]++"
+_NAME_COMPONENT = r"\.\w++"
 _INDEX_COMPONENT = r'\[(?:[0-9]+|"(?:[^"\\\n]|\\[^\n])*")\]'
 _ANY_COMPONENTS = f"(?:{_NAME_COMPONENT}|{_INDEX_COMPONENT})*"
 
@@ -270,7 +271,7 @@ def _name_component(text: str, start: int, end: int) -> tuple[str, str]:
             help=f"write `{text[:start] + comp.replace('**', '') + '.**' + text[end:]}` for any depth below, or `{fixed}` within one name",
         )
     if comp == "*":
-        return "regex", r"\.[A-Za-z0-9_]++"
+        return "regex", _NAME_COMPONENT
     pieces: list[str] = []
     has_wild = False
     k = 0
@@ -284,14 +285,14 @@ def _name_component(text: str, start: int, end: int) -> tuple[str, str]:
             close = comp.index("}", k)
             options = comp[k + 1 : close].split(",")
             for o, option in enumerate(options):
-                bad = next((ch for ch in option if not (ch == "*" or ch == "_" or (ch.isascii() and ch.isalnum()))), None)
+                bad = next((ch for ch in option if not (ch == "*" or ch == "_" or ch.isalnum())), None)
                 if bad is not None:
                     raise PatternError(f"unexpected `{bad}` in alternatives", start + k, close + 1 - k)
             alts = "|".join("".join(_ID_CHARS + "*" if ch == "*" else re.escape(ch) for ch in option) for option in options)
             pieces.append(f"(?:{alts})")
             has_wild = True
             k = close + 1
-        elif c == "_" or (c.isascii() and c.isalnum()):
+        elif c == "_" or c.isalnum():
             pieces.append(re.escape(c))
             k += 1
         else:
@@ -304,4 +305,4 @@ def _name_component(text: str, start: int, end: int) -> tuple[str, str]:
             raise PatternError(f"`{comp}` is not a name; write `[{comp}]` for an index" if comp.isdigit() else f"`{comp}` is not a name", start, len(comp))
         return "literal", "." + comp
     # atomic and bounded: a component matches whole, in exactly one way (no backtracking into it)
-    return "regex", r"(?>\." + "".join(pieces) + r"(?![A-Za-z0-9_]))"
+    return "regex", r"(?>\." + "".join(pieces) + r"(?!\w))"

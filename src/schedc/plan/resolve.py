@@ -886,6 +886,8 @@ def _suggest(text: str, pathset) -> str | None:
         spelled.append(rebuild([f or p for p, f in zip(parts, fixes)]))
     widened = [rebuild(parts[:i] + ["**"] + parts[i + 1 :]) for i, part in enumerate(parts) if part == "*"]
     good = [c for c in dict.fromkeys(spelled) if c != text and matches(c)] or [c for c in widened if matches(c)]
+    if not good:  # the path written from below its top (`σ` for `line.σ`)
+        good = [p for p in pathset.paths if p.endswith("." + text)]
     if not good:
         good = difflib.get_close_matches(text, pathset.paths, n=3, cutoff=0.6)
     if not good:

@@ -31,19 +31,19 @@ from pygments.token import (
 from schedc.check.catalog import DISTRIBUTIONS, SCHEDULES
 from schedc.lang.syntax import KEYWORDS
 
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_NAME = r"[^\W\d]\w*"  # Python identifiers: `σ`, `vσ_raw`
 _DIGITS = r"[0-9](?:_?[0-9])*"
 _DECIMAL = rf"(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})"
 
 # The grammar's PATTERN terminal, written in pieces (it is one token: no spaces inside).
-_COMPONENT = r"(?:[A-Za-z0-9_*]|\{[A-Za-z0-9_*,]*\})"
-_FIRST = r"(?:[A-Za-z_*]|\{[A-Za-z0-9_*,]*\})"
+_COMPONENT = r"(?:[\w*]|\{[\w*,]*\})"
+_FIRST = r"(?:[^\W\d]|\*|\{[\w*,]*\})"
 _INDEX = r'\[(?:[0-9]+|\*|"(?:[^"\\\n]|\\.)*")\]'
 _STEP = rf"(?:\.{_FIRST}{_COMPONENT}*|{_INDEX})"
 _PATTERN = rf"(?:{_FIRST}{_COMPONENT}*|{_INDEX}){_STEP}*"
 
 # Inside a pattern: what each character run is.
-_PATTERN_PARTS = re.compile(r'(?P<wild>\*+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<index>[0-9]+)|(?P<key>"(?:[^"\\\n]|\\.)*")|(?P<punct>.)')
+_PATTERN_PARTS = re.compile(r'(?P<wild>\*+)|(?P<name>[^\W\d]\w*)|(?P<index>[0-9]+)|(?P<key>"(?:[^"\\\n]|\\.)*")|(?P<punct>.)')
 _PART_TOKENS = {"wild": Operator, "name": Name.Variable, "index": Number.Integer, "key": String.Double, "punct": Punctuation}
 
 _DECLARATIONS = ("let", "phase", "repeat", "params")
@@ -93,7 +93,7 @@ class SchedLexer(RegexLexer):
             (rf"({_DECIMAL})(\s+)(step|{'|'.join(_UNITS)})\b", bygroups(Number, Whitespace, Keyword)),
             (r"(every)(\s+)(epoch)\b", bygroups(Keyword, Whitespace, Keyword)),
             (words(tuple(SCHEDULES) + tuple(DISTRIBUTIONS), suffix=r"(?=\s*\()"), Name.Builtin),
-            (rf"({_NAME})(\.)(?=[A-Za-z_])", bygroups(Name.Namespace, Punctuation)),  # `contrib.` of `contrib.muon`
+            (rf"({_NAME})(\.)(?=[^\W\d])", bygroups(Name.Namespace, Punctuation)),  # `contrib.` of `contrib.muon`
             (rf"{_NAME}(?=\s*\()", Name.Function),
             (rf"\${_NAME}", Name.Variable.Magic),
             (_NAME, Name),
@@ -116,7 +116,7 @@ class SchedLexer(RegexLexer):
             (rf"(let)(\s+)({_NAME})", bygroups(Keyword.Declaration, Whitespace, Name.Variable)),
             # `phase NAME STEPS`: a first word followed by the step count is the phase's name.
             (
-                rf"(phase)(\s+)({_NAME})(?=\s+(?:[0-9.$]|(?!(?:lr|optimizer|accumulate|ema|batch|epochs?)\b)[A-Za-z_]))",
+                rf"(phase)(\s+)({_NAME})(?=\s+(?:[0-9.$]|(?!(?:lr|optimizer|accumulate|ema|batch|epochs?)\b)[^\W\d]))",
                 bygroups(Keyword.Declaration, Whitespace, Name.Label),
             ),
             # (a dotted name, `optimizer contrib.muon`, is lexed by "expr": namespace, `.`, name)

@@ -1,37 +1,59 @@
 """Checkpoint and resume: a run killed mid-phase picks up where its last checkpoint left it.
 
-A run with `checkpoint=DIR` writes `DIR/checkpoint.pkl` after every phase and
-every N chunks within a phase (atomically: a kill never leaves half a file).
-It holds every completed phase (its histories and the model's array leaves),
-the optimizer state the next phase may carry, and, mid-phase, the phase's
-model, free values, optimizer state, stop-rule state and losses so far (the
-logged hyperparameters are functions of the step, recomputed after the phase).
-Resuming feeds the same numbers to the same compiled chunks, so on CPU the
-resumed run ends bit-for-bit where an uninterrupted one does.
+A run with `checkpoint=DIR` writes a checkpoint after every phase and every N chunks within a
+phase. It holds every completed phase (its histories and the model's array leaves), the
+optimizer state the next phase may carry, and, mid-phase, the phase's model, free values,
+optimizer state, stop-rule state and losses so far. Resuming feeds the same numbers to the same
+compiled chunks, so on CPU the resumed run ends bit-for-bit where an uninterrupted one does.
 
-A checkpoint belongs to one schedule on one model: its fingerprint hashes the
-Plan (everything but source positions), the parameter tree (paths, shapes,
-dtypes, ties), the model's tree structure and the random-init key. Resuming
-with anything else is refused with `CheckpointError`.
+Checkpoints are data, not code: arrays in `.npz` files read with `allow_pickle=False`, the rest
+in JSON; pytrees are rebuilt from the structure the resuming run has itself (a saved tree whose
+leaves do not fit it is refused). The layout (why not orbax: docs/reliability.md):
+
+    DIR/checkpoint-GEN.json   one generation: what to resume from, with a SHA-256 of every file
+                              it uses and of itself; written last, so it is the commit point
+    DIR/state-GEN.npz         that generation's arrays (the model, the phase's state)
+    DIR/phase-K.npz           completed phase K: losses, hyperparameters, model (written once)
+    DIR/losses-K.bin          the losses of phase K in progress, appended to (never rewritten)
+
+Every file is written beside its name and renamed (`tooling.files`); the last two generations
+are kept. Loading takes the newest generation whose files all check out: a truncated, flipped
+or foreign file makes it fall back to the one before (with a warning), and only when none is
+usable is the directory refused with `CheckpointError`.
+
+A checkpoint belongs to one schedule on one model: its fingerprint hashes the Plan (everything
+but source positions), the parameter tree (paths, shapes, dtypes, ties), the model's tree
+structure and the random-init key. Resuming with anything else is refused with `CheckpointError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import json
 import os
-import pickle
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FILE = "checkpoint.pkl"
-VERSION = 1
+from schedc.tooling.files import atomic_write
+
+VERSION = 2
+KEEP = 2  # generations kept: the newest, and the one before in case the newest is damaged
+_GENERATION = re.compile(r"checkpoint-(\d+)\.json$")
+_LEGACY = "checkpoint.pkl"  # schedc <= 0.1's pickle: never loaded
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed here (another schedule or model, or an unreadable file)."""
+    """A checkpoint that cannot be resumed here (another schedule or model, or no readable generation)."""
+
+
+class _Damaged(Exception):
+    """One generation that does not check out (the message says why); the loader tries the one before."""
 
 
 def _canonical(value) -> Any:
@@ -60,41 +82,102 @@ def fingerprint(plan, tree, model, key) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def _host(tree):
-    """A pytree with every array copied to the host (numpy), so it pickles without JAX device state."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _host_leaves(tree) -> list[np.ndarray]:
     import jax
 
-    return jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, (jax.Array, np.ndarray, np.generic)) else x, tree)
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
-def _device(tree):
-    import jax
-    import jax.numpy as jnp
-
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, tree)
-
-
-def _leaves(model) -> list:
-    """The model's leaves on the host: arrays as numpy, anything else None (it comes from the model given)."""
-    import jax
-
-    return [np.asarray(x) if isinstance(x, (jax.Array, np.ndarray)) else None for x in jax.tree_util.tree_leaves(model)]
-
-
-def _rebuild(template, leaves: list):
-    """`template` with its array leaves replaced by the saved ones."""
+def _fill(template, leaves: list[np.ndarray], what: str):
+    """`template`'s structure with the saved leaves, which must match it leaf for leaf (shape, dtype)."""
     import jax
     import jax.numpy as jnp
 
     old, treedef = jax.tree_util.tree_flatten(template)
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(s) if s is not None else o for o, s in zip(old, leaves)])
+    if len(old) != len(leaves):
+        raise CheckpointError(f"the checkpoint's {what} has {len(leaves)} arrays, this run's has {len(old)}: it was written by another version or setup")
+    for o, saved in zip(old, leaves):
+        if np.shape(o) != saved.shape or np.asarray(o).dtype != saved.dtype:
+            raise CheckpointError(f"the checkpoint's {what} holds a {saved.dtype}{list(saved.shape)} where this run has {np.asarray(o).dtype}{list(np.shape(o))}")
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
+
+
+def _model_leaves(model) -> dict[str, np.ndarray]:
+    """The model's array leaves by position (other leaves come from the model given on resume)."""
+    import jax
+
+    return {str(i): np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(model)) if isinstance(x, (jax.Array, np.ndarray))}
+
+
+def _rebuild(template, saved: dict[str, np.ndarray]):
+    """`template` with its array leaves replaced by the saved ones (checked like `_fill`)."""
+    import jax
+    import jax.numpy as jnp
+
+    old, treedef = jax.tree_util.tree_flatten(template)
+    expected = {str(i) for i, x in enumerate(old) if isinstance(x, (jax.Array, np.ndarray))}
+    if set(saved) != expected:
+        raise CheckpointError("the checkpoint's model has other array leaves than this run's model")
+    leaves = []
+    for i, o in enumerate(old):
+        s = saved.get(str(i))
+        if s is not None and (np.shape(o) != s.shape or np.asarray(o).dtype != s.dtype):
+            raise CheckpointError(f"the checkpoint's model holds a {s.dtype}{list(s.shape)} where this run's has {np.asarray(o).dtype}{list(np.shape(o))}")
+        leaves.append(jnp.asarray(s) if s is not None else o)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _ordered(group: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return [group[k] for k in sorted(group, key=int)]
+
+
+class _LossLog:
+    """The losses of the phase in progress, appended to `losses-K.bin` at each checkpoint (raw
+    values; the generation records how many are valid and the SHA-256 of that prefix), so a
+    checkpoint writes only what is new instead of the whole history."""
+
+    def __init__(self, path: Path, phase: int, dtype: str, valid: bytes = b""):
+        self.path, self.phase, self.dtype = path, phase, dtype
+        with open(path, "r+b" if path.exists() else "wb") as f:
+            f.truncate(len(valid))  # anything past the recorded count is a write a kill interrupted
+        self.hash = hashlib.sha256(valid)
+        self.count = len(valid) // np.dtype(dtype).itemsize
+        self.chunks = 1 if valid else 0  # entries of the runner's `losses` list already written
+
+    def append(self, losses: list) -> None:
+        new = [np.asarray(x) for x in losses[self.chunks :]]
+        data = np.concatenate(new).astype(self.dtype).tobytes() if new else b""
+        with open(self.path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self.hash.update(data)
+        self.count += len(data) // np.dtype(self.dtype).itemsize
+        self.chunks = len(losses)
+
+    def record(self) -> dict:
+        return {"file": self.path.name, "count": self.count, "dtype": self.dtype, "sha256": self.hash.hexdigest()}
 
 
 class Checkpointer:
-    """The runner's checkpoint hooks (`runner.Runner.checkpoint`), reading and writing its public `runner.state` for one directory.
+    """The runner's checkpoint hooks (`runner.Runner.checkpoint`) for one directory.
 
     Args:
-        directory: where `checkpoint.pkl` lives (created if missing).
+        directory: where the checkpoint files live (created if missing).
         fingerprint: the schedule-and-model hash (`fingerprint()`).
         every: write a mid-phase checkpoint every this many chunks (0: only after phases).
     """
@@ -104,55 +187,131 @@ class Checkpointer:
         self.fingerprint = fingerprint
         self.every = int(every)
         self.chunks = 0
-        self.completed: list[dict] = []  # PhaseResult fields (the model as leaves)
-        self.previous = None  # (phase index, host optimizer state) the next phase may carry
+        self.generation = 0  # the newest generation on disk (written or loaded)
+        self.kept: list[dict] = []  # bodies of the generations kept (newest last)
+        self.completed: list[dict] = []  # {"fields", "file", "sha256"} per completed phase
+        self.phase_arrays: list[dict] = []  # the completed phases' arrays, as loaded
+        self.previous: tuple[int, list] | None = None  # (phase index, host leaves of its optimizer state)
         self.pending: dict | None = None  # the in-phase state to resume, consumed by `restore`
-
-    @property
-    def path(self) -> Path:
-        return self.directory / FILE
+        self.log: _LossLog | None = None
+        self._lock = None
 
     # ---- reading
 
     def load(self) -> bool:
-        """Read the directory's checkpoint, if any; True when there is one to resume from.
+        """Take the directory (a lock: one run at a time) and read its newest usable generation.
+
+        Returns True when there is one to resume from.
 
         Raises:
-            CheckpointError: when it belongs to another schedule or model, or cannot be read.
+            CheckpointError: when it belongs to another schedule or model, when no generation is
+            usable, or when another run holds the directory.
         """
-        if not self.path.exists():
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        for name in ("checkpoint-", "state-", "phase-"):
+            for stale in self.directory.glob(f".{name}*.tmp"):
+                stale.unlink(missing_ok=True)
+        generations = sorted((int(m.group(1)) for p in self.directory.iterdir() if (m := _GENERATION.match(p.name))), reverse=True)
+        if not generations:
+            if (self.directory / _LEGACY).exists():
+                raise CheckpointError(
+                    f"{self.directory / _LEGACY} is a pickle checkpoint of an earlier schedc: it is never loaded "
+                    "(unpickling can run code); delete it, or use another directory, to start over"
+                )
             return False
+        problems = []
+        for generation in generations:
+            try:
+                body = self._read(generation)
+                break
+            except _Damaged as exc:
+                problems.append(f"checkpoint-{generation}.json: {exc}")
+        else:
+            raise CheckpointError(f"{self.directory}: no usable checkpoint ({'; '.join(problems)}); delete the directory to start over")
+        if problems:
+            print(f"schedc: {'; '.join(problems)}; resuming from the previous checkpoint (generation {generation})", file=sys.stderr)
+        self.generation = generations[0]
+        self.kept = [body]
+        return True
+
+    def _read(self, generation: int) -> dict:
+        """Check one generation from end to end and take its state; _Damaged when anything is off."""
         try:
-            with open(self.path, "rb") as f:
-                data = pickle.load(f)
-        except Exception as exc:  # a truncated or foreign file
-            raise CheckpointError(f"{self.path}: not a readable schedc checkpoint ({type(exc).__name__}: {exc})") from None
-        if not isinstance(data, dict) or data.get("version") != VERSION:
-            raise CheckpointError(f"{self.path}: not a schedc checkpoint of format version {VERSION}")
-        if data["fingerprint"] != self.fingerprint:
+            wrapper = json.loads((self.directory / f"checkpoint-{generation}.json").read_bytes())
+            body, digest = wrapper["body"], wrapper["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise _Damaged(f"unreadable ({type(exc).__name__})") from None
+        if _sha256(json.dumps(body, sort_keys=True).encode()) != digest:
+            raise _Damaged("its contents do not match their checksum")
+        if not isinstance(body, dict) or body.get("format") != "schedc-checkpoint" or body.get("version") != VERSION:
+            raise _Damaged(f"not a schedc checkpoint of format version {VERSION}")
+        if body["fingerprint"] != self.fingerprint:
             raise CheckpointError(
-                f"{self.path} was written by another schedule or model (fingerprint {data['fingerprint'][:12]}, this run {self.fingerprint[:12]}): "
+                f"{self.directory} was written by another schedule or model (fingerprint {body['fingerprint'][:12]}, this run {self.fingerprint[:12]}): "
                 "the plan, the parameter tree, the model's structure or the random-init key differ; "
                 "use another directory, or delete it to start over"
             )
-        self.completed, self.previous, self.pending = data["completed"], data["previous"], data["in_phase"]
-        return True
+        phases = [self._arrays(entry) for entry in body["completed"]]
+        state = self._arrays(body["state"])
+        in_phase = body["in_phase"]
+        losses = None
+        if in_phase is not None:
+            record = in_phase["losses"]
+            size = record["count"] * np.dtype(record["dtype"]).itemsize
+            try:
+                with open(self.directory / record["file"], "rb") as f:
+                    valid = f.read(size)
+            except OSError as exc:
+                raise _Damaged(f"{record['file']}: {exc.strerror or exc}") from None
+            if len(valid) != size or _sha256(valid) != record["sha256"]:
+                raise _Damaged(f"{record['file']} does not match its checksum")
+            losses = valid
+        self.completed, self.phase_arrays = list(body["completed"]), phases
+        self.previous = (body["previous"], _ordered(_group(state, "previous/"))) if body["previous"] is not None else None
+        self.pending = None
+        if in_phase is not None:
+            self.pending = {
+                "phase": in_phase["phase"],
+                "step0": in_phase["step0"],
+                "losses": losses,
+                "dtype": in_phase["losses"]["dtype"],
+                "arrays": state,
+            }
+        return body
+
+    def _arrays(self, entry: dict):
+        """A file the generation names, checked against its checksum and read as arrays only."""
+        try:
+            data = (self.directory / entry["file"]).read_bytes()
+        except OSError as exc:
+            raise _Damaged(f"{entry['file']}: {exc.strerror or exc}") from None
+        if _sha256(data) != entry["sha256"]:
+            raise _Damaged(f"{entry['file']} does not match its checksum")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                return {k: arrays[k] for k in arrays.files}
+        except Exception as exc:  # checksummed, so only a file we did not write
+            raise _Damaged(f"{entry['file']}: {type(exc).__name__}") from None
 
     def resume(self, runner, model):
         """(model to start from, the Result so far, index of the next phase) after `load()`."""
-        from schedc.compiler import chunk as C
         from schedc.runtime.runner import PhaseResult, Result, RunnerState
 
         result = Result(initial_model=model)
         current = model
-        for fields in self.completed:
-            fields = dict(fields)
-            current = _rebuild(model, fields.pop("leaves"))
-            result.phases.append(PhaseResult(model=current, **fields))
+        for entry, arrays in zip(self.completed, self.phase_arrays):
+            fields = dict(entry["fields"])
+            names, has_ema = fields.pop("hyper_names"), fields.pop("ema")
+            current = _rebuild(model, _group(arrays, "model/"))
+            ema = _rebuild(model, _group(arrays, "ema/")) if has_ema else None
+            hyper = {name: arrays[f"hyper/{i}"] for i, name in enumerate(names)}
+            result.phases.append(PhaseResult(model=current, ema_model=ema, losses=arrays["losses"], hyperparams=hyper, **fields))
         if self.previous is not None:
-            index, state = self.previous
-            signature = C.prepare(runner.plan.phases[index], runner.leaves, runner.chunk).signature
-            runner.state = RunnerState(index, signature, _device(state))
+            index, leaves = self.previous
+            # the optimizer state's structure comes from this run: the phase's fresh state
+            _, prepared, _, _, _, _, fresh = runner._start(runner.plan.phases[index], current)
+            runner.state = RunnerState(index, prepared.signature, _fill(fresh, leaves, "carried optimizer state"))
         return current, result, len(self.completed)
 
     # ---- the runner's hooks
@@ -162,12 +321,14 @@ class Checkpointer:
         saved, self.pending = self.pending, None
         if saved is None or saved["phase"] != index:
             return fresh
+        arrays = saved["arrays"]
+        self.log = _LossLog(self.directory / f"losses-{index}.bin", index, saved["dtype"], saved["losses"])
         return {
-            "model": _rebuild(fresh["model"], saved["model"]),
-            "free": _device(saved["free"]),
-            "opt_state": _device(saved["opt_state"]),
-            "stop": saved["stop"],
-            "losses": list(saved["losses"]),
+            "model": _rebuild(fresh["model"], _group(arrays, "model/")),
+            "free": _fill(fresh["free"], _ordered(_group(arrays, "free/")), "free values"),
+            "opt_state": _fill(fresh["opt_state"], _ordered(_group(arrays, "opt_state/")), "optimizer state"),
+            "stop": _fill(fresh["stop"], _ordered(_group(arrays, "stop/")), "stop-rule state"),
+            "losses": [np.frombuffer(saved["losses"], dtype=saved["dtype"]).copy()],
             "step0": saved["step0"],
         }
 
@@ -177,48 +338,107 @@ class Checkpointer:
         self.chunks += 1
         if not final and (self.every <= 0 or self.chunks % self.every):
             return
-        in_phase = {
-            "phase": index,
-            "model": _leaves(state["model"]),
-            "free": _host(state["free"]),
-            "opt_state": _host(state["opt_state"]),
-            "stop": _host(state["stop"]),
-            "losses": [np.asarray(x) for x in state["losses"]],
-            "step0": int(state["step0"]),
-        }
-        self._write(in_phase)
+        if self.log is None or self.log.phase != index:
+            dtype = np.asarray(state["losses"][0]).dtype.str if state["losses"] else np.dtype(np.float32).str
+            self.log = _LossLog(self.directory / f"losses-{index}.bin", index, dtype)
+        self.log.append(state["losses"])
+        arrays = {f"model/{k}": v for k, v in _model_leaves(state["model"]).items()}
+        for part in ("free", "opt_state", "stop"):
+            arrays.update({f"{part}/{i}": x for i, x in enumerate(_host_leaves(state[part]))})
+        self._write(arrays, {"phase": index, "step0": int(state["step0"]), "losses": self.log.record()})
 
     def after_phase(self, runner, result) -> None:
-        """Called after each completed phase: records it and writes."""
+        """Called after each completed phase: writes the phase's file once, then a generation."""
         p = result.phases[-1]
-        fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "model"}
-        fields["leaves"] = _leaves(p.model)
-        self.completed.append(fields)
+        arrays = {"losses": np.asarray(p.losses)}
+        arrays.update({f"hyper/{i}": np.asarray(v) for i, v in enumerate(p.hyperparams.values())})
+        arrays.update({f"model/{k}": v for k, v in _model_leaves(p.model).items()})
+        if p.ema_model is not None:
+            arrays.update({f"ema/{k}": v for k, v in _model_leaves(p.ema_model).items()})
+        data = _npz(arrays)
+        name = f"phase-{p.index}.npz"
+        atomic_write(self.directory / name, data)
+        fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name not in ("model", "ema_model", "losses", "hyperparams")}
+        fields.update(hyper_names=list(p.hyperparams), ema=p.ema_model is not None)
+        self.completed.append({"fields": fields, "file": name, "sha256": _sha256(data)})
         if runner.state.signature is not None:
-            self.previous = (runner.state.phase, _host(runner.state.opt_state))
-        self._write(None)
+            self.previous = (runner.state.phase, _host_leaves(runner.state.opt_state))
+        self.log = None
+        self._write({}, None)
 
-    def _write(self, in_phase: dict | None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        data = {"version": VERSION, "fingerprint": self.fingerprint, "completed": self.completed, "previous": self.previous, "in_phase": in_phase}
-        temporary = self.path.with_suffix(f".tmp{os.getpid()}")
-        with open(temporary, "wb") as f:
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.path)
+    def _write(self, arrays: dict[str, np.ndarray], in_phase: dict | None) -> None:
+        """One generation: its arrays, then (the commit point) its JSON; then the old ones go."""
+        if self._lock is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+        if self.previous is not None:
+            arrays.update({f"previous/{i}": x for i, x in enumerate(self.previous[1])})
+        self.generation += 1
+        data = _npz(arrays)
+        state = f"state-{self.generation}.npz"
+        atomic_write(self.directory / state, data)
+        body = {
+            "format": "schedc-checkpoint",
+            "version": VERSION,
+            "fingerprint": self.fingerprint,
+            "generation": self.generation,
+            "completed": self.completed,
+            "previous": self.previous[0] if self.previous is not None else None,
+            "state": {"file": state, "sha256": _sha256(data)},
+            "in_phase": in_phase,
+        }
+        text = json.dumps({"body": body, "sha256": _sha256(json.dumps(body, sort_keys=True).encode())}, indent=1)
+        atomic_write(self.directory / f"checkpoint-{self.generation}.json", text.encode())
+        self.kept = (self.kept + [body])[-KEEP:]
+        self._collect()
+
+    def _collect(self) -> None:
+        """Delete every file no kept generation uses (older generations, finished loss logs)."""
+        used = set()
+        for body in self.kept:
+            used.add(f"checkpoint-{body['generation']}.json")
+            used.add(body["state"]["file"])
+            used.update(entry["file"] for entry in body["completed"])
+            if body["in_phase"] is not None:
+                used.add(body["in_phase"]["losses"]["file"])
+        for path in self.directory.iterdir():
+            if path.name not in used and re.fullmatch(r"(checkpoint-\d+\.json|state-\d+\.npz|phase-\d+\.npz|losses-\d+\.bin)", path.name):
+                path.unlink(missing_ok=True)
+
+    def _take_lock(self) -> None:
+        """One run per directory: a second one would interleave its generations with ours."""
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks here: concurrent runs are the user's to avoid
+            return
+        handle = open(self.directory / ".lock", "a+b")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise CheckpointError(f"{self.directory} is in use by another schedc run; wait for it, or use another directory") from None
+        self._lock = handle
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 def run(program, runner, directory, every: int = 10):
     """Run `program` with checkpoints in `directory`, resuming from the one there if any.
 
     Raises:
-        CheckpointError: when the directory holds another schedule's or model's checkpoint.
+        CheckpointError: when the directory holds another schedule's or model's checkpoint,
+        no usable one, or is in use by another run.
     """
     checkpointer = Checkpointer(directory, fingerprint(program.plan, program.tree, program.model, program.key), every)
     runner.checkpoint = checkpointer
-    if not checkpointer.load():
-        return runner.run(program.model)
-    model, result, start = checkpointer.resume(runner, program.model)
-    runner.begin(program.model)
-    return runner.run(model, start, result)
+    try:
+        if not checkpointer.load():
+            return runner.run(program.model)
+        runner.begin(program.model)  # before resume: rebuilding a carried state may apply `init = reset`
+        model, result, start = checkpointer.resume(runner, program.model)
+        return runner.run(model, start, result)
+    finally:
+        checkpointer.close()

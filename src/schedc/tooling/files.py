@@ -33,8 +33,8 @@ def atomic_write(path: Path | str, data: bytes) -> None:
 def atomic_open(path: Path | str):
     """A binary file to write that becomes `path` when the block ends without an exception.
 
-    On an exception (or a kill) the temporary file is removed (or, after a kill, left as
-    `.NAME.*.tmp` beside the target, which `remove_stale` cleans up) and `path` is untouched.
+    On an exception the temporary file is removed (a kill leaves it, as `.NAME.*.tmp` beside the
+    target: the checkpoint loader sweeps those) and `path` is untouched.
     """
     path = Path(path)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,13 +53,6 @@ def atomic_open(path: Path | str):
             os.unlink(temporary)
         raise
     _sync_folder(path.parent)
-
-
-def remove_stale(folder: Path | str, name: str) -> None:
-    """Remove temporary files a killed `atomic_open` of `folder/name` left behind."""
-    for stale in Path(folder).glob(f".{name}.*.tmp"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
 
 
 def same_file(a: Path | str, b: Path | str) -> bool:

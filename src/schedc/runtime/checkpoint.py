@@ -137,6 +137,38 @@ def _rebuild(template, saved: dict[str, np.ndarray]):
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def _phase_record(phase) -> tuple[dict, dict[str, np.ndarray]]:
+    """A PhaseResult (but its models) as (JSON fields, arrays): array fields and dicts of arrays
+    (histories, hyperparameters, metrics) go to the arrays, the rest is plain JSON."""
+    fields, arrays = {}, {}
+    for f in dataclasses.fields(phase):
+        value = getattr(phase, f.name)
+        if f.name in ("model", "ema_model"):
+            continue
+        if isinstance(value, dict):
+            fields[f.name] = {"dict": list(value)}
+            arrays.update({f"{f.name}/{i}": np.asarray(v) for i, v in enumerate(value.values())})
+        elif isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "__jax_array__"):
+            fields[f.name] = {"array": True}
+            arrays[f.name] = np.asarray(value)
+        else:
+            fields[f.name] = {"value": value.item() if isinstance(value, np.generic) else value}
+    return fields, arrays
+
+
+def _phase_fields(fields: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """The PhaseResult fields `_phase_record` recorded, back from JSON and arrays."""
+    out = {}
+    for name, kind in fields.items():
+        if "dict" in kind:
+            out[name] = {key: arrays[f"{name}/{i}"] for i, key in enumerate(kind["dict"])}
+        elif "array" in kind:
+            out[name] = arrays[name]
+        else:
+            out[name] = kind["value"]
+    return out
+
+
 def _group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
@@ -301,12 +333,9 @@ class Checkpointer:
         result = Result(initial_model=model)
         current = model
         for entry, arrays in zip(self.completed, self.phase_arrays):
-            fields = dict(entry["fields"])
-            names, has_ema = fields.pop("hyper_names"), fields.pop("ema")
             current = _rebuild(model, _group(arrays, "model/"))
-            ema = _rebuild(model, _group(arrays, "ema/")) if has_ema else None
-            hyper = {name: arrays[f"hyper/{i}"] for i, name in enumerate(names)}
-            result.phases.append(PhaseResult(model=current, ema_model=ema, losses=arrays["losses"], hyperparams=hyper, **fields))
+            ema = _rebuild(model, _group(arrays, "ema/")) if entry["ema"] else None
+            result.phases.append(PhaseResult(model=current, ema_model=ema, **_phase_fields(entry["fields"], arrays)))
         if self.previous is not None:
             index, leaves = self.previous
             # the optimizer state's structure comes from this run: the phase's fresh state
@@ -350,17 +379,14 @@ class Checkpointer:
     def after_phase(self, runner, result) -> None:
         """Called after each completed phase: writes the phase's file once, then a generation."""
         p = result.phases[-1]
-        arrays = {"losses": np.asarray(p.losses)}
-        arrays.update({f"hyper/{i}": np.asarray(v) for i, v in enumerate(p.hyperparams.values())})
+        fields, arrays = _phase_record(p)
         arrays.update({f"model/{k}": v for k, v in _model_leaves(p.model).items()})
         if p.ema_model is not None:
             arrays.update({f"ema/{k}": v for k, v in _model_leaves(p.ema_model).items()})
         data = _npz(arrays)
         name = f"phase-{p.index}.npz"
         atomic_write(self.directory / name, data)
-        fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name not in ("model", "ema_model", "losses", "hyperparams")}
-        fields.update(hyper_names=list(p.hyperparams), ema=p.ema_model is not None)
-        self.completed.append({"fields": fields, "file": name, "sha256": _sha256(data)})
+        self.completed.append({"fields": fields, "ema": p.ema_model is not None, "file": name, "sha256": _sha256(data)})
         if runner.state.signature is not None:
             self.previous = (runner.state.phase, _host_leaves(runner.state.opt_state))
         self.log = None

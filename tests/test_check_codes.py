@@ -92,6 +92,9 @@ CASES = [
     ("E0215", "phase 100 < free a >", 1, 1),  # the default optimizer, adam, needs one
     ("E0215", "phase 100 optimizer lbfgs < free a; free b optimizer sgd >", 1, 37),
     ("E0216", "seed 1\nseed 2\nphase 10 lr 0.1 < free a >", 2, 1),
+    ("E0221", "phase 100 lr 0.1 optimizer adam(b1=1.5) < free a >", 1, 36),
+    ("E0221", "optimizer sgd(momentum=-0.1)\nphase 100 lr 0.1 < free a >", 1, 24),
+    ("E0221", "phase 100 lr 0.1 optimizer adam(b1=linear(-0.5 -> 0.9)) < free a >", 1, 43),
     ("E0301", "phase 100 lr 0.1 <>\nparams < a: free in 0 | fixed in 0 >", 2, 25),
     ("E0301", "phase 100 lr 0.1 < free a >\nparams < a: fixed in 0 >", 2, 13),
     ("E0301", "phase w 100 lr 0.1 < fix a; free b >\nparams < a: free after w >", 2, 13),
@@ -227,6 +230,22 @@ def test_symbol_arguments_are_not_undefined_names():
 def test_optimizer_learning_rate_keyword_satisfies_e0215():
     assert codes("phase 100 optimizer sgd(learning_rate = 0.1) < free a >") == []
     assert codes("phase 100 optimizer polyak_sgd < free a >") == []  # takes no learning rate
+
+
+def test_what_is_a_learning_rate_comes_from_its_place_not_from_names():
+    # regression: whether a value is a learning rate was read from the wording of a message, so a
+    # phase *named* `learning_rate` (or `lr`) made its optimizer's b1 a "negative learning rate"
+    for name in ("learning_rate", "lr", "warm"):
+        (d,) = check_source(f"phase {name} 100 lr 0.1 optimizer adam(b1=linear(-0.5 -> 0.9)) < free a >")[1]
+        assert (d.code, d.span.column) == ("E0221", 43 + len(name) + 1) and "`b1` of `adam`" in d.message
+    # the optimizer's own learning_rate keyword is a learning rate wherever it is given
+    assert codes("phase 100 optimizer sgd(learning_rate = linear(-1 -> 0)) < free a >") == ["E0204"]
+    assert codes("phase 100 optimizer sgd(learning_rate = -0.1) < free a >") == ["E0204"]
+    # decay rates lie in [0, 1); other hyperparameters are not judged by their sign
+    assert codes("phase 100 lr 0.1 optimizer adam(b1=0, b2=0.999) < free a >") == []
+    assert codes("phase 100 lr 0.1 optimizer adam(b2=1) < free a >") == ["E0221"]
+    assert codes("phase 100 lr 0.1 optimizer rmsprop(decay=cosine(0.9 -> 1.5)) < free a >") == ["E0221"]
+    assert codes("phase 100 lr 0.1 optimizer adamw(weight_decay=linear(-1e-4 -> 0)) < free a >") == []
 
 
 def test_default_free_silences_w0104():

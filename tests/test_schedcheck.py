@@ -1,4 +1,4 @@
-"""schedc.check.schedules: every schedule-shape diagnostic, with its line and column (no JAX)."""
+"""The shape pass of schedc.check.arguments: every schedule-shape diagnostic, with its line and column (no JAX)."""
 
 import subprocess
 import sys
@@ -7,7 +7,8 @@ import pytest
 
 from schedc.lang import nodes as n
 from schedc.lang import syntax
-from schedc.check.schedules import check_schedule, duration_steps, segments
+from schedc.check.arguments import LEARNING_RATE, check_schedule, optimizer_role
+from schedc.check.time_model import duration_steps, segments
 
 
 def lr_of(text: str):
@@ -18,8 +19,8 @@ def lr_of(text: str):
     return phase.lr
 
 
-def problems(text: str, steps: int | None = 100, what: str = "lr"):
-    return [(d.code, d.span.line, d.span.column) for d in check_schedule(lr_of(text), steps, what)]
+def problems(text: str, steps: int | None = 100, role=LEARNING_RATE):
+    return [(d.code, d.span.line, d.span.column) for d in check_schedule(lr_of(text), steps, role)]
 
 
 # name: (schedule, phase steps, code, the text the diagnostic points at). The schedule
@@ -111,8 +112,8 @@ def test_unknown_span_skips_what_needs_it():
 
 
 def test_negative_values_are_fine_for_other_hyperparameters():
-    assert problems("phase 100 lr linear(-1 -> 0) <>", 100, "`b1` of `adam` in phase 0") == []
-    assert problems("phase 100 lr linear(-1 -> 0) <>", 100, "the learning rate of phase 0") == [("E0204", 1, 21)]
+    assert problems("phase 100 lr linear(-1 -> 0) <>", 100, optimizer_role("weight_decay", "adamw")) == []
+    assert problems("phase 100 lr linear(-1 -> 0) <>", 100, LEARNING_RATE) == [("E0204", 1, 21)]
     # arithmetic may shift a negative waypoint: not judged
     assert problems("phase 100 lr linear(-1 -> 0) + 1 <>") == []
 
@@ -133,6 +134,6 @@ def test_time_model():
 
 
 def test_no_jax_import():
-    code = "import sys, schedc.check.schedules as s, schedc.lang.syntax as y; s.check_schedule(y.parse('lr cosine(1 -> 0)').file.items[0].value, 10); print('jax' in sys.modules)"
+    code = "import sys, schedc.check.arguments as s, schedc.lang.syntax as y; s.check_schedule(y.parse('lr cosine(1 -> 0)').file.items[0].value, 10); print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

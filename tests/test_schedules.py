@@ -17,7 +17,7 @@ import schedc
 from schedc.check import catalog
 from schedc.lang import syntax
 from schedc.lang.diagnostics import SchedError
-from schedc.check.schedules import check_schedule
+from schedc.check.arguments import check_schedule
 from schedc.compiler.schedules import build, lower, size
 from schedc.pipeline import parse_expression
 from schedc.surface.schedule import schedule_fn

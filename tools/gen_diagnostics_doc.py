@@ -79,8 +79,11 @@ exclusive), `notes`, `help` and `labels` (secondary ranges, each with `file`, `m
 
 ## Codes
 
-| code | severity | summary |
-|---|---|---|
+Each code is emitted by one pass only, its **owner** (docs/architecture.md, "Diagnostics"):
+the module to read, or to change, for what it reports.
+
+| code | severity | summary | owner |
+|---|---|---|---|
 """
 
 PYTHON_NOTE = "_Reported by the Python API (`schedc.build_schedule`, docs/python.md), on the program it prints._"
@@ -109,9 +112,9 @@ def render() -> str:
         .replace("{github}", _example_output(sample, "", "github"))
     ]
     for code in CODES.values():
-        out.append(f"| [{code.code}](#{code.code.lower()}) | {code.severity} | {code.summary} |\n")
+        out.append(f"| [{code.code}](#{code.code.lower()}) | {code.severity} | {code.summary} | `{code.owner}` |\n")
     for code in CODES.values():
-        out.append(f"\n### {code.code}\n\n**{code.severity}**: {code.summary}\n")
+        out.append(f"\n### {code.code}\n\n**{code.severity}**: {code.summary} (owner: `{code.owner}`)\n")
         if code.code in INTERNAL_CODES:
             out.append("\nAn internal consistency check failed; no input should cause it. Please report it with the input.\n")
             continue

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from schedc.lang.diagnostics import Diagnostic, SchedError, Source, has_errors, sort_key
-from schedc.lang.syntax import ParseResult, decode, parse
+from schedc.lang.syntax import ParseResult, decode, parse, unexpected
 
 
 class _FromDirective:
@@ -285,7 +285,8 @@ def parse_expression(text: str, names: dict | None = None):
         SchedError: on syntax errors and unbound names, rendered against the expression.
         TypeError: for a name bound to something other than a number.
     """
-    from schedc.check.unbound import unbound_names
+    from schedc.check.arguments import free_names
+    from schedc.check.names import unbound
     from schedc.lang import nodes as n
     from schedc.lang.expr import substitute
     from schedc.lang.program import number_node
@@ -299,7 +300,7 @@ def parse_expression(text: str, names: dict | None = None):
             expr = items[0].value
         else:
             extra = items[1] if len(items) > 1 else items[0]
-            diags.append(_shift(Diagnostic("E0001", "expected one schedule expression", extra.span)))
+            diags.append(_shift(unexpected("expected one schedule expression", extra.span)))
     if expr is not None:
         env = {}
         for key, value in (names or {}).items():
@@ -308,7 +309,7 @@ def parse_expression(text: str, names: dict | None = None):
                 raise TypeError(f"name {key!r} must be bound to a number, got {type(value).__name__}")
             env[key] = env["$" + key] = node
         expr = substitute(expr, env)
-        diags += [_shift(d) for d in unbound_names(expr, names or {})]
+        diags += [_shift(d) for d in unbound(free_names(expr), names or {})]
     _raise_errors(diags, text)
     return expr
 
@@ -320,7 +321,7 @@ def analyse_expression(text: str, steps: int, names: dict | None = None):
         SchedError: with every problem, rendered against the expression.
         ValueError: for `steps` that is not a positive integer.
     """
-    from schedc.check.schedules import check_schedule
+    from schedc.check.arguments import check_schedule
 
     expr = parse_expression(text, names)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:

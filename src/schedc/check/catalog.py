@@ -19,12 +19,17 @@ Constraints (`check`): "positive" (> 0), "nonneg" (>= 0), "fraction" (0 <= x <= 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+
+from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
 
 REQUIRED = object()
 
 
 @dataclass(frozen=True)
-class Param:
+class ArgSpec:
+    """One parameter of a callable: its name, kind, default (`REQUIRED` when none) and constraint."""
+
     name: str
     kind: str
     default: object = REQUIRED
@@ -38,7 +43,7 @@ class Param:
 
 
 @dataclass(frozen=True)
-class Signature:
+class CallSignature:
     """A callable of the language.
 
     `arrow` is how many waypoints the leading `a -> b [-> c]` argument takes
@@ -47,11 +52,12 @@ class Signature:
     """
 
     name: str
-    params: tuple[Param, ...]
+    params: tuple[ArgSpec, ...]
     doc: str
     arrow: int = 0
     arrow_names: tuple[str, ...] = ()
     lowers_to: str = ""
+    optimizer: bool = False  # an optax optimizer (its table, not this file, lists the parameters)
 
     def usage(self) -> str:
         parts = [" -> ".join(self.arrow_names)] if self.arrow else []
@@ -63,6 +69,20 @@ class Signature:
                 parts.append(f"[{p.name}={default}]")
         return f"{self.name}({', '.join(parts)})"
 
+    def usage_help(self) -> str | None:
+        """The `help:` of a call that does not match: how to write it (optimizers: too long to show)."""
+        return None if self.optimizer else f"write `{self.usage()}`"
+
+    def missing_help(self, param: ArgSpec) -> str | None:
+        """The `help:` of a call that leaves out a required `param`."""
+        return f"write `{self.name}({param.name}=...)`" if self.optimizer else self.usage_help()
+
+    def parameters_note(self) -> str:
+        """The note listing what the callable takes, under an unknown keyword."""
+        if self.optimizer:
+            return f"`optax.{self.name}` takes: " + ", ".join(p.name for p in self.params)
+        return f"usage: {self.usage()}"
+
 
 def _show(value) -> str:
     if value is True:
@@ -73,21 +93,21 @@ def _show(value) -> str:
 
 
 def _sig(name, doc, *params, arrow=(), lowers_to=""):
-    return Signature(name, tuple(params), doc, len(arrow), tuple(arrow), lowers_to)
+    return CallSignature(name, tuple(params), doc, len(arrow), tuple(arrow), lowers_to)
 
 
-_STEPS = Param("steps", "duration", None, "positive", "length of the schedule; left out: the whole enclosing span")
-_EXPONENT = Param("exponent", "number", 1.0, "positive", "power applied to the cosine")
+_STEPS = ArgSpec("steps", "duration", None, "positive", "length of the schedule; left out: the whole enclosing span")
+_EXPONENT = ArgSpec("exponent", "number", 1.0, "positive", "power applied to the cosine")
 
-SCHEDULES: dict[str, Signature] = {
+SCHEDULES: dict[str, CallSignature] = {
     s.name: s
     for s in (
-        _sig("constant", "A constant value.", Param("value", "number"), lowers_to="optax.constant_schedule"),
+        _sig("constant", "A constant value.", ArgSpec("value", "number"), lowers_to="optax.constant_schedule"),
         _sig("linear", "Linear from a to b over `steps`, then b.", _STEPS, arrow=("a", "b"), lowers_to="optax.linear_schedule"),
         _sig(
             "polynomial",
             "Polynomial from a to b: (a - b)(1 - t/steps)^power + b.",
-            Param("power", "number", REQUIRED, "positive"),
+            ArgSpec("power", "number", REQUIRED, "positive"),
             _STEPS,
             arrow=("a", "b"),
             lowers_to="optax.polynomial_schedule",
@@ -103,25 +123,25 @@ SCHEDULES: dict[str, Signature] = {
         _sig(
             "exponential",
             "a * rate^((t - begin) / every); floored per interval with staircase; clipped at `end`.",
-            Param("init", "number"),
-            Param("rate", "number", REQUIRED, "positive"),
-            Param("every", "duration", REQUIRED, "positive"),
-            Param("begin", "duration", 0, "nonneg"),
-            Param("staircase", "bool", False),
-            Param("end", "number", None),
+            ArgSpec("init", "number"),
+            ArgSpec("rate", "number", REQUIRED, "positive"),
+            ArgSpec("every", "duration", REQUIRED, "positive"),
+            ArgSpec("begin", "duration", 0, "nonneg"),
+            ArgSpec("staircase", "bool", False),
+            ArgSpec("end", "number", None),
             lowers_to="optax.exponential_decay",
         ),
         _sig(
             "warmup_constant",
             "Linear warmup from a to peak over `warmup`, then peak.",
-            Param("warmup", "duration", REQUIRED, "nonneg"),
+            ArgSpec("warmup", "duration", REQUIRED, "nonneg"),
             arrow=("a", "peak"),
             lowers_to="optax.warmup_constant_schedule",
         ),
         _sig(
             "warmup_cosine",
             "Linear warmup from a to peak, then cosine decay to end; `steps` includes the warmup.",
-            Param("warmup", "duration", REQUIRED, "nonneg"),
+            ArgSpec("warmup", "duration", REQUIRED, "nonneg"),
             _STEPS,
             _EXPONENT,
             arrow=("a", "peak", "end"),
@@ -130,90 +150,90 @@ SCHEDULES: dict[str, Signature] = {
         _sig(
             "warmup_exponential",
             "Linear warmup from a to peak, then exponential decay (begin counts from the end of warmup).",
-            Param("warmup", "duration", REQUIRED, "nonneg"),
-            Param("rate", "number", REQUIRED, "positive"),
-            Param("every", "duration", REQUIRED, "positive"),
-            Param("begin", "duration", 0, "nonneg"),
-            Param("staircase", "bool", False),
-            Param("end", "number", None),
+            ArgSpec("warmup", "duration", REQUIRED, "nonneg"),
+            ArgSpec("rate", "number", REQUIRED, "positive"),
+            ArgSpec("every", "duration", REQUIRED, "positive"),
+            ArgSpec("begin", "duration", 0, "nonneg"),
+            ArgSpec("staircase", "bool", False),
+            ArgSpec("end", "number", None),
             arrow=("a", "peak"),
             lowers_to="optax.warmup_exponential_decay_schedule",
         ),
         _sig(
             "onecycle",
             "Cosine one-cycle: peak/div up to peak at pct_start, down to peak/(div*final_div).",
-            Param("peak", "number", REQUIRED, "nonneg"),
+            ArgSpec("peak", "number", REQUIRED, "nonneg"),
             _STEPS,
-            Param("pct_start", "number", 0.3, "fraction"),
-            Param("div", "number", 25.0, "positive"),
-            Param("final_div", "number", 1e4, "positive"),
+            ArgSpec("pct_start", "number", 0.3, "fraction"),
+            ArgSpec("div", "number", 25.0, "positive"),
+            ArgSpec("final_div", "number", 1e4, "positive"),
             lowers_to="optax.cosine_onecycle_schedule",
         ),
         _sig(
             "linear_onecycle",
             "Linear one-cycle: peak/div -> peak at pct_start -> peak/div at pct_final -> peak/(div*final_div).",
-            Param("peak", "number", REQUIRED, "nonneg"),
+            ArgSpec("peak", "number", REQUIRED, "nonneg"),
             _STEPS,
-            Param("pct_start", "number", 0.3, "fraction"),
-            Param("pct_final", "number", 0.85, "fraction"),
-            Param("div", "number", 25.0, "positive"),
-            Param("final_div", "number", 1e4, "positive"),
+            ArgSpec("pct_start", "number", 0.3, "fraction"),
+            ArgSpec("pct_final", "number", 0.85, "fraction"),
+            ArgSpec("div", "number", 25.0, "positive"),
+            ArgSpec("final_div", "number", 1e4, "positive"),
             lowers_to="optax.linear_onecycle_schedule",
         ),
         _sig(
             "piecewise",
             "v times every scale whose boundary has been reached (inclusive, cumulative).",
-            Param("value", "number"),
-            Param("boundaries", "map"),
+            ArgSpec("value", "number"),
+            ArgSpec("boundaries", "map"),
             lowers_to="optax.piecewise_constant_schedule",
         ),
         _sig(
             "interpolate",
             "Interpolates between v and its cumulative scales at the boundaries.",
-            Param("value", "number"),
-            Param("boundaries", "map"),
-            Param("kind", "symbol", "linear", choices=("linear", "cosine")),
+            ArgSpec("value", "number"),
+            ArgSpec("boundaries", "map"),
+            ArgSpec("kind", "symbol", "linear", choices=("linear", "cosine")),
             lowers_to="optax.piecewise_interpolate_schedule",
         ),
         _sig(
             "sgdr",
             "Restarts schedule S every period steps; each period is mult times the previous one.",
-            Param("schedule", "schedule"),
-            Param("period", "duration", REQUIRED, "positive"),
-            Param("mult", "number", 1.0, "ge1"),
+            ArgSpec("schedule", "schedule"),
+            ArgSpec("period", "duration", REQUIRED, "positive"),
+            ArgSpec("mult", "number", 1.0, "ge1"),
             lowers_to="optax.sgdr_schedule",
         ),
         _sig("smooth", "Cosine ease from a to b over the span (k1lib smooth).", _STEPS, arrow=("a", "b")),
         _sig("hump", "Rises from 0.8a + 0.2b to b at 30%, then falls to a (k1lib hump).", _STEPS, arrow=("a", "b")),
         _sig("exp", "Exponential ease from a to b, fast at first (k1lib exp).", _STEPS, arrow=("a", "b")),
-        _sig("values", "values[i] at step i; the last value is held (noether CustomSchedule).", Param("values", "list")),
+        _sig("values", "values[i] at step i; the last value is held (noether CustomSchedule).", ArgSpec("values", "list")),
         _sig(
             "step",
             "v, multiplied by factor at each point of `at` (noether StepFixedSchedule).",
-            Param("value", "number"),
-            Param("factor", "number", REQUIRED, "nonneg"),
-            Param("at", "list"),
+            ArgSpec("value", "number"),
+            ArgSpec("factor", "number", REQUIRED, "nonneg"),
+            ArgSpec("at", "list"),
         ),
         _sig(
             "every",
             "v, multiplied by factor every interval (noether StepIntervalSchedule).",
-            Param("value", "number"),
-            Param("factor", "number", REQUIRED, "nonneg"),
-            Param("interval", "duration", REQUIRED, "positive"),
+            ArgSpec("value", "number"),
+            ArgSpec("factor", "number", REQUIRED, "nonneg"),
+            ArgSpec("interval", "duration", REQUIRED, "positive"),
         ),
-        _sig("min", "Pointwise minimum.", Param("a", "schedule"), Param("b", "schedule")),
-        _sig("max", "Pointwise maximum.", Param("a", "schedule"), Param("b", "schedule")),
-        _sig("clip", "S clipped to [lo, hi].", Param("schedule", "schedule"), Param("lo", "number"), Param("hi", "number")),
+        _sig("min", "Pointwise minimum.", ArgSpec("a", "schedule"), ArgSpec("b", "schedule")),
+        _sig("max", "Pointwise maximum.", ArgSpec("a", "schedule"), ArgSpec("b", "schedule")),
+        _sig("clip", "S clipped to [lo, hi].", ArgSpec("schedule", "schedule"), ArgSpec("lo", "number"), ArgSpec("hi", "number")),
     )
 }
 
 # Random and fixed initialisations (`init P ~ dist(...)`, params `init dist(...) at P`).
-DISTRIBUTIONS: dict[str, Signature] = {
+DISTRIBUTIONS: dict[str, CallSignature] = {
     s.name: s
     for s in (
-        _sig("normal", "mean + std * N(0, 1)", Param("mean", "number", 0.0), Param("std", "number", 1.0, "positive")),
-        _sig("uniform", "U[low, high)", Param("low", "number", 0.0), Param("high", "number", 1.0)),
-        _sig("value", "a constant (params blocks; in phase bodies write `init P = v`)", Param("value", "number")),
+        _sig("normal", "mean + std * N(0, 1)", ArgSpec("mean", "number", 0.0), ArgSpec("std", "number", 1.0, "positive")),
+        _sig("uniform", "U[low, high)", ArgSpec("low", "number", 0.0), ArgSpec("high", "number", 1.0)),
+        _sig("value", "a constant (params blocks; in phase bodies write `init P = v`)", ArgSpec("value", "number")),
     )
 }
 
@@ -246,6 +266,10 @@ def maximised(metric: str, stated: bool | None = None) -> bool:
 
 DEFAULT_STATUSES = ("fixed", "free")
 
+# Optimizer hyperparameters that are decay rates of moving averages: within [0, 1) (E0221).
+DECAY_RATES = frozenset({"b1", "b2", "b3", "momentum", "decay", "rho"})
+
+
 # The optimizer of a phase when neither it nor an `optimizer` directive names one.
 DEFAULT_OPTIMIZER = "adam"
 
@@ -259,15 +283,28 @@ DTYPES = ("bfloat16", "float16", "float32", "float64")
 def transform_params(name: str) -> tuple:
     """optax's signature of a nameable optimizer or transformation (tools/gen_optax_table.py):
     ((parameter, has_default, default_repr, kind), ...), or () when the name is unknown."""
-    from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
-
     return OPTIMIZERS.get(name) or TRANSFORMS.get(name) or ()
 
 
 def is_transform(name: str) -> bool:
-    from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
-
     return name in OPTIMIZERS or name in TRANSFORMS
+
+
+@lru_cache(maxsize=None)
+def optimizer_signature(name: str, shown_as: str | None = None) -> CallSignature | None:
+    """The signature of an optax optimizer or transformation (`transform_params`), or None for
+    an unknown name. `shown_as`: the name messages use (`plateau` for contrib.reduce_on_plateau).
+
+    A required `learning_rate` is optional here: it comes from the phase's `lr` (E0215 says when
+    it is missing). Kinds are the table's, a number being a number or a schedule.
+    """
+    if not is_transform(name) and not transform_params(name):
+        return None
+    specs = tuple(
+        ArgSpec(pname, "schedule" if kind == "number" else kind, default if has_default or pname == "learning_rate" else REQUIRED)
+        for pname, has_default, default, kind in transform_params(name)
+    )
+    return CallSignature(shown_as or name, specs, "", optimizer=True)
 
 # Largest step count: optax counts in int32.
 MAX_STEPS = 2**31 - 1
@@ -316,59 +353,3 @@ KEYWORD_DOCS: dict[str, str] = {
     "for": "`S for N then T` — S for N steps (or N% of the span), then T on its own clock",
     "then": "`S for N then T` — S for N steps (or N% of the span), then T on its own clock",
 }
-
-
-def bind(sig: Signature, call) -> tuple[dict[str, object], list]:
-    """Match a call's arguments to `sig`, as Python would.
-
-    Returns (bound, diagnostics): `bound` maps each parameter name to the
-    argument expression given, or to its default (a Python value) when left
-    out; the arrow's waypoints are under "arrow" (a tuple of expressions).
-    Missing required parameters are absent from `bound` and reported.
-    """
-    from schedc.lang import nodes as n
-    from schedc.lang.diagnostics import Diagnostic, did_you_mean
-
-    diags: list = []
-    bound: dict[str, object] = {}
-    args = list(call.args)
-    if sig.arrow:
-        if not args or not isinstance(args[0], n.Arrow):
-            where = args[0].span if args else call.span
-            diags.append(Diagnostic("E0201", f"`{sig.name}` takes `{' -> '.join(sig.arrow_names)}` first", where, help=f"write `{sig.usage()}`"))
-            return bound, diags
-        arrow = args.pop(0)
-        if len(arrow.points) != sig.arrow:
-            diags.append(
-                Diagnostic("E0201", f"`{sig.name}` takes {sig.arrow} waypoints (`{' -> '.join(sig.arrow_names)}`), got {len(arrow.points)}", arrow.span, help=f"write `{sig.usage()}`")
-            )
-            return bound, diags
-        bound["arrow"] = arrow.points
-    for arg in args:
-        if isinstance(arg, n.Arrow):
-            diags.append(Diagnostic("E0202", f"`{sig.name}` does not take an `a -> b` argument here", arg.span, help=f"write `{sig.usage()}`"))
-    positional = [a for a in args if not isinstance(a, n.Arrow)]
-    if len(positional) > len(sig.params):
-        extra = positional[len(sig.params)]
-        diags.append(
-            Diagnostic("E0201", f"`{sig.name}` takes at most {len(sig.params)} argument{'s' * (len(sig.params) != 1)} after the arrow" if sig.arrow else f"`{sig.name}` takes at most {len(sig.params)} argument{'s' * (len(sig.params) != 1)}, got {len(positional)}", extra.span, help=f"write `{sig.usage()}`")
-        )
-    for param, arg in zip(sig.params, positional):
-        bound[param.name] = arg
-    names = {p.name for p in sig.params}
-    for kw in call.kwargs:
-        key = kw.name.id
-        if key not in names:
-            diags.append(Diagnostic("E0106", f"`{sig.name}` has no argument `{key}`", kw.name.span, help=did_you_mean(key, names), notes=(f"usage: {sig.usage()}",)))
-        elif key in bound:
-            diags.append(Diagnostic("E0214", f"argument `{key}` of `{sig.name}` given twice", kw.span))
-        else:
-            bound[key] = kw.value
-    for param in sig.params:
-        if param.name in bound:
-            continue
-        if param.required:
-            diags.append(Diagnostic("E0201", f"`{sig.name}` is missing its argument `{param.name}`", call.span, help=f"write `{sig.usage()}`"))
-        else:
-            bound[param.name] = param.default
-    return bound, diags

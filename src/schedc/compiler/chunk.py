@@ -63,7 +63,7 @@ class GroupSignature:
 @dataclass(frozen=True)
 class PhaseSignature:
     """What shapes a phase's XLA program (the module docstring lists it); phases with equal
-    signatures share one executable. (Not `check.catalog.Signature`, a callable of the language.)"""
+    signatures share one executable. (Not `check.catalog.CallSignature`, a callable of the language.)"""
 
     groups: tuple[GroupSignature, ...]
     leaves: tuple[tuple[str, tuple[int, ...]], ...]  # free path -> its leaf indices (the parent's and its copies')

@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import optax
 
 from schedc.check import catalog
-from schedc.check.schedules import check_schedule, duration_steps, segments, span_of
+from schedc.check.arguments import bind, check_schedule
+from schedc.check.time_model import duration_steps, segments, span_of
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import SchedError
 from schedc.lang.expr import constant
@@ -93,7 +94,7 @@ def _lower(expr, span: int) -> tuple[tuple, list[float]]:
         return ("then", tuple(s for s, _ in pieces)), boundaries + [x for _, xs in pieces for x in xs]
     assert isinstance(expr, n.Call), expr  # anything else was refused by check_schedule
     sig = catalog.SCHEDULES[expr.func.id]
-    bound, _ = catalog.bind(sig, expr)
+    bound, _ = bind(sig, expr)
     args = {name: _value(v) for name, v in bound.items() if name != "arrow"}
     points = [constant(p) for p in bound.get("arrow", ())]
     return _LOWER[sig.name](span, points, args, bound)

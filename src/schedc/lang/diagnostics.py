@@ -25,81 +25,85 @@ class Code:
     severity: str
     summary: str
     example: str
+    owner: str  # the one module that emits it (tests/test_diagnostic_owners.py)
 
 
-def _codes(*rows: tuple[str, str, str]) -> dict[str, Code]:
-    return {code: Code(code, WARNING if code.startswith("W") else ERROR, summary, example) for code, summary, example in rows}
+def _codes(*rows: tuple[str, str, str, str]) -> dict[str, Code]:
+    return {code: Code(code, WARNING if code.startswith("W") else ERROR, summary, example, owner) for code, summary, example, owner in rows}
 
 
 # The example of each code is a file that produces it; docs/diagnostics.md is
-# generated from this table and a test checks every example still does.
+# generated from this table and a test checks every example still does. The owner
+# is the one pass that emits the code: another module that finds the same kind of
+# problem asks the owner for the diagnostic (docs/architecture.md, "Diagnostics").
 CODES: dict[str, Code] = _codes(
     # input and syntax
-    ("E0001", "unexpected token", "phase 100 lr < free a >"),
-    ("E0002", "unexpected character", "phase 100 lr 0.1 < free a @ >"),
-    ("E0003", "unexpected end of file", "phase 100 lr 0.1 < free a"),
-    ("E0004", "input is not UTF-8 text", "\udcff\udcfe binary"),
-    ("E0005", "input nested or sized beyond the parser's limits", "let x = " + "-" * 300 + "1"),
-    ("E0006", "malformed parameter pattern", "phase 10 lr 0.1 < free gp** >"),
+    ("E0001", "unexpected token", "phase 100 lr < free a >", "schedc.lang.syntax"),
+    ("E0002", "unexpected character", "phase 100 lr 0.1 < free a @ >", "schedc.lang.syntax"),
+    ("E0003", "unexpected end of file", "phase 100 lr 0.1 < free a", "schedc.lang.syntax"),
+    ("E0004", "input is not UTF-8 text", "\udcff\udcfe binary", "schedc.lang.syntax"),
+    ("E0005", "input nested or sized beyond the parser's limits", "let x = " + "-" * 300 + "1", "schedc.lang.syntax"),
+    ("E0006", "malformed parameter pattern", "phase 10 lr 0.1 < free gp** >", "schedc.check.patterns"),
     # names
-    ("E0101", "undefined name", "phase 100 lr base < free a >"),
-    ("E0102", "duplicate `let` name", "let a = 1\nlet a = 2\nphase 10 lr a < free x >"),
-    ("E0103", "duplicate phase name", "phase warm 10 lr 0.1 < free a >\nphase warm 10 lr 0.1 < free a >"),
-    ("E0104", "unknown schedule or function", "phase 100 lr cosin(0.1 -> 0) < free a >"),
-    ("E0105", "unknown optimizer or transformation", "phase 100 lr 0.1 optimizer adamm < free a >"),
-    ("E0106", "unknown keyword argument", "phase 100 lr 0.1 optimizer adamw(weight_decy=1e-4) < free a >"),
-    ("E0107", "unknown distribution", "phase 100 lr 0.1 < init a ~ gaussian(0, 1) >"),
-    ("E0108", "unknown stop metric", "phase 100 lr 0.1 < free a; stop when los < 1e-3 >"),
-    ("E0109", "phase reference out of range or unknown", "phase 100 lr 0.1 <>\nparams < a: free in 3 >"),
-    ("E0110", "unbound placeholder", "phase 100 lr $rate < free a >"),
-    ("E0111", "unknown directive value", "default frozen\nphase 10 lr 0.1 < free a >"),
-    ("E0112", "evaluation metric without an `eval` directive", "phase 100 lr 0.1 < free a; stop when val.loss < 0.1 >"),
-    ("E0113", "not an evaluation metric", 'eval "m.py:metrics" every epoch\nbatch 8\nphase 3 epochs lr 0.1 < free a; keep best accuracy >'),
-    ("E0114", "unknown word in a stop rule or `keep`", 'eval "m.py:metrics" every epoch\nbatch 8\nphase 3 epochs lr 0.1 < free a; keep bestest val.loss >'),
+    ("E0101", "undefined name", "phase 100 lr base < free a >", "schedc.check.names"),
+    ("E0102", "duplicate `let` name", "let a = 1\nlet a = 2\nphase 10 lr a < free x >", "schedc.check.names"),
+    ("E0103", "duplicate phase name", "phase warm 10 lr 0.1 < free a >\nphase warm 10 lr 0.1 < free a >", "schedc.check.conflicts"),
+    ("E0104", "unknown schedule or function", "phase 100 lr cosin(0.1 -> 0) < free a >", "schedc.check.arguments"),
+    ("E0105", "unknown optimizer or transformation", "phase 100 lr 0.1 optimizer adamm < free a >", "schedc.check.arguments"),
+    ("E0106", "unknown keyword argument", "phase 100 lr 0.1 optimizer adamw(weight_decy=1e-4) < free a >", "schedc.check.arguments"),
+    ("E0107", "unknown distribution", "phase 100 lr 0.1 < init a ~ gaussian(0, 1) >", "schedc.check.arguments"),
+    ("E0108", "unknown stop metric", "phase 100 lr 0.1 < free a; stop when los < 1e-3 >", "schedc.check.phases"),
+    ("E0109", "phase reference out of range or unknown", "phase 100 lr 0.1 <>\nparams < a: free in 3 >", "schedc.check.conflicts"),
+    ("E0110", "unbound placeholder", "phase 100 lr $rate < free a >", "schedc.check.names"),
+    ("E0111", "unknown directive value", "default frozen\nphase 10 lr 0.1 < free a >", "schedc.check.directives"),
+    ("E0112", "evaluation metric without an `eval` directive", "phase 100 lr 0.1 < free a; stop when val.loss < 0.1 >", "schedc.check.data"),
+    ("E0113", "not an evaluation metric", 'eval "m.py:metrics" every epoch\nbatch 8\nphase 3 epochs lr 0.1 < free a; keep best accuracy >', "schedc.check.data"),
+    ("E0114", "unknown word in a stop rule or `keep`", 'eval "m.py:metrics" every epoch\nbatch 8\nphase 3 epochs lr 0.1 < free a; keep bestest val.loss >', "schedc.check.data"),
     # values and types
-    ("E0201", "wrong number of arguments", "phase 100 lr linear(0.1) < free a >"),
-    ("E0202", "argument of the wrong type", "phase 100 lr cosine(\"a\" -> 0) < free a >"),
-    ("E0203", "steps must be a positive integer", "phase 0 lr 0.1 < free a >"),
-    ("E0204", "negative learning rate", "phase 100 lr -0.1 < free a >"),
-    ("E0205", "non-positive standard deviation", "phase 100 lr 0.1 < init a ~ normal(0, 0) >"),
-    ("E0206", "empty uniform range", "phase 100 lr 0.1 < init a ~ uniform(1, 0) >"),
-    ("E0207", "warmup not shorter than its span", "phase 100 lr warmup_cosine(0 -> 1 -> 0, 100) < free a >"),
-    ("E0208", "boundaries not increasing", "phase 100 lr piecewise(0.1, {50: 0.5, 20: 0.1}) < free a >"),
-    ("E0209", "percentage out of range", "phase 100 lr warmup_constant(0 -> 1, 150%) < free a >"),
-    ("E0210", "non-finite or out-of-range number", "phase 100 lr 1e999 < free a >"),
-    ("E0211", "repeat count must be a positive integer", "repeat 0 < phase 10 lr 0.1 < free a > >"),
-    ("E0212", "duration longer than its span", "phase 100 lr 0.1 for 200 then 0.01 < free a >"),
-    ("E0213", "value out of its allowed range", "phase 100 lr exponential(0.1, -0.5, 10) < free a >"),
-    ("E0214", "argument given twice", "phase 100 lr 0.1 optimizer adam(b1=0.9, b1=0.8) < free a >"),
-    ("E0215", "missing learning rate", "optimizer sgd\nphase 100 < free a >"),
-    ("E0216", "duplicate directive", "seed 1\nseed 2\nphase 10 lr 0.1 < free a >"),
-    ("E0217", "batch size must be a positive integer", "batch 0\nphase 10 lr 0.1 < free a >"),
-    ("E0218", "a count of epochs must be positive", "batch 8\nphase 0 epochs lr 0.1 < free a >"),
-    ("E0219", "evaluation interval must be a positive integer", 'eval "m.py:metrics" every 0 steps\nphase 10 lr 0.1 < free a >'),
-    ("E0220", "`over`/`after` in a rule they do not apply to", 'eval "m.py:metrics" every 10 steps\nphase 100 lr 0.1 < free a; stop when val.loss < 0.1 after 50 >'),
+    ("E0201", "wrong number of arguments", "phase 100 lr linear(0.1) < free a >", "schedc.check.arguments"),
+    ("E0202", "argument of the wrong type", "phase 100 lr cosine(\"a\" -> 0) < free a >", "schedc.check.arguments"),
+    ("E0203", "steps must be a positive integer", "phase 0 lr 0.1 < free a >", "schedc.check.phases"),
+    ("E0204", "negative learning rate", "phase 100 lr -0.1 < free a >", "schedc.check.arguments"),
+    ("E0205", "non-positive standard deviation", "phase 100 lr 0.1 < init a ~ normal(0, 0) >", "schedc.check.arguments"),
+    ("E0206", "empty uniform range", "phase 100 lr 0.1 < init a ~ uniform(1, 0) >", "schedc.check.arguments"),
+    ("E0207", "warmup not shorter than its span", "phase 100 lr warmup_cosine(0 -> 1 -> 0, 100) < free a >", "schedc.check.arguments"),
+    ("E0208", "boundaries not increasing", "phase 100 lr piecewise(0.1, {50: 0.5, 20: 0.1}) < free a >", "schedc.check.arguments"),
+    ("E0209", "percentage out of range", "phase 100 lr warmup_constant(0 -> 1, 150%) < free a >", "schedc.check.arguments"),
+    ("E0210", "non-finite or out-of-range number", "phase 100 lr 1e999 < free a >", "schedc.check.arguments"),
+    ("E0211", "repeat count must be a positive integer", "repeat 0 < phase 10 lr 0.1 < free a > >", "schedc.check.phases"),
+    ("E0212", "duration longer than its span", "phase 100 lr 0.1 for 200 then 0.01 < free a >", "schedc.check.arguments"),
+    ("E0213", "value out of its allowed range", "phase 100 lr exponential(0.1, -0.5, 10) < free a >", "schedc.check.arguments"),
+    ("E0214", "argument given twice", "phase 100 lr 0.1 optimizer adam(b1=0.9, b1=0.8) < free a >", "schedc.check.arguments"),
+    ("E0215", "missing learning rate", "optimizer sgd\nphase 100 < free a >", "schedc.check.phases"),
+    ("E0216", "duplicate directive", "seed 1\nseed 2\nphase 10 lr 0.1 < free a >", "schedc.check.directives"),
+    ("E0217", "batch size must be a positive integer", "batch 0\nphase 10 lr 0.1 < free a >", "schedc.check.data"),
+    ("E0218", "a count of epochs must be positive", "batch 8\nphase 0 epochs lr 0.1 < free a >", "schedc.check.data"),
+    ("E0219", "evaluation interval must be a positive integer", 'eval "m.py:metrics" every 0 steps\nphase 10 lr 0.1 < free a >', "schedc.check.data"),
+    ("E0220", "`over`/`after` in a rule they do not apply to", 'eval "m.py:metrics" every 10 steps\nphase 100 lr 0.1 < free a; stop when val.loss < 0.1 after 50 >', "schedc.check.data"),
+    ("E0221", "optimizer decay rate out of range", "phase 100 lr 0.1 optimizer adam(b1=1.5) < free a >", "schedc.check.arguments"),
     # conflicts, model-free
-    ("E0301", "contradictory specs", "phase 100 lr 0.1 <>\nparams < a: free in 0 | fixed in 0 >"),
-    ("E0302", "two inits of one parameter in one phase", "phase 100 lr 0.1 < init a = 1; init a = 2 >"),
-    ("E0303", "two stop rules of one kind in one phase", "phase 100 lr 0.1 < free a; stop when loss < 1; stop when loss < 2 >"),
+    ("E0301", "contradictory specs", "phase 100 lr 0.1 <>\nparams < a: free in 0 | fixed in 0 >", "schedc.check.conflicts"),
+    ("E0302", "two inits of one parameter in one phase", "phase 100 lr 0.1 < init a = 1; init a = 2 >", "schedc.check.conflicts"),
+    ("E0303", "two stop rules of one kind in one phase", "phase 100 lr 0.1 < free a; stop when loss < 1; stop when loss < 2 >", "schedc.check.conflicts"),
     # model binding
-    ("E0401", "pattern matches no parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < free gp.kernal.* >"),
-    ("E0402", "pattern matches only shared copies", "model \"m.py:build\"\nphase 10 lr 0.1 < free line_b.width >"),
-    ("E0403", "init of a shared copy", "model \"m.py:build\"\nphase 10 lr 0.1 < init line_b.width = 1 >"),
-    ("E0404", "conflicting params specs", "model \"m.py:build\"\nphase 10 lr 0.1 <>\nparams < a: free in 0; *: fixed in 0 >"),
-    ("E0405", "phase body and params block disagree", "model \"m.py:build\"\nphase 10 lr 0.1 < fix * >\nparams < a: free in 0 >"),
-    ("E0406", "model could not be loaded", "model \"missing.py:build\"\nphase 10 lr 0.1 < free a >"),
-    ("E0407", "init value does not fit the parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < init a = [1, 2, 3] >"),
+    ("E0401", "pattern matches no parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < free gp.kernal.* >", "schedc.plan.resolve"),
+    ("E0402", "pattern matches only shared copies", "model \"m.py:build\"\nphase 10 lr 0.1 < free line_b.width >", "schedc.plan.resolve"),
+    ("E0403", "init of a shared copy", "model \"m.py:build\"\nphase 10 lr 0.1 < init line_b.width = 1 >", "schedc.plan.resolve"),
+    ("E0404", "conflicting params specs", "model \"m.py:build\"\nphase 10 lr 0.1 <>\nparams < a: free in 0; *: fixed in 0 >", "schedc.plan.resolve"),
+    ("E0405", "phase body and params block disagree", "model \"m.py:build\"\nphase 10 lr 0.1 < fix * >\nparams < a: free in 0 >", "schedc.plan.resolve"),
+    ("E0406", "model could not be loaded", "model \"missing.py:build\"\nphase 10 lr 0.1 < free a >", "schedc.plan.binding"),
+    ("E0407", "init value does not fit the parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < init a = [1, 2, 3] >", "schedc.plan.resolve"),
     # the Python API: found in a call's arguments, so the example is Python (schedc.build_schedule)
-    ("E0501", "random init without a PRNG key", 'build_schedule(model, loss, [(100, 0.1)], {"a": free_in(0) | init_normal(0, 0.0, 0.1)})'),
+    ("E0501", "random init without a PRNG key", 'build_schedule(model, loss, [(100, 0.1)], {"a": free_in(0) | init_normal(0, 0.0, 0.1)})', "schedc.surface.builder"),
     # warnings
-    ("W0101", "unused `let`", "let unused = 1\nphase 10 lr 0.1 < free a >"),
-    ("W0102", "statement fully overridden", "phase 10 lr 0.1 < free a; fix a >"),
-    ("W0103", "parameter never free", "model \"m.py:build\"\nphase 10 lr 0.1 < free a >"),
-    ("W0104", "phase frees nothing", "phase 10 lr 0.1 < fix a >"),
-    ("W0105", "init of a parameter that stays fixed", "model \"m.py:build\"\nphase 10 lr 0.1 < init b = 1; free a >"),
-    ("W0106", "epochs without a batch size", "phase 3 epochs lr 0.1 < free a >"),
+    ("W0101", "unused `let`", "let unused = 1\nphase 10 lr 0.1 < free a >", "schedc.check.names"),
+    ("W0102", "statement fully overridden", "phase 10 lr 0.1 < free a; fix a >", "schedc.check.conflicts"),
+    ("W0103", "parameter never free", "model \"m.py:build\"\nphase 10 lr 0.1 < free a >", "schedc.plan.resolve"),
+    ("W0104", "phase frees nothing", "phase 10 lr 0.1 < fix a >", "schedc.check.conflicts"),
+    ("W0105", "init of a parameter that stays fixed", "model \"m.py:build\"\nphase 10 lr 0.1 < init b = 1; free a >", "schedc.plan.resolve"),
+    ("W0106", "epochs without a batch size", "phase 3 epochs lr 0.1 < free a >", "schedc.check.data"),
     # internal errors: a bug in schedc, not in the input, so no input example produces them
-    ("E0901", "internal error: the formatter's output would change the program", ""),
+    ("E0901", "internal error: the formatter's output would change the program", "", "schedc.tooling.fmt"),
 )
 # Codes that no input can produce (tests of the `example` column skip them).
 INTERNAL_CODES = frozenset({"E0901"})

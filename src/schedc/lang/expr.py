@@ -214,3 +214,14 @@ def plateau_factor(expr):
         if is_plateau(expr.left):
             return expr.right, expr.left
     return expr, None
+
+
+def show(value) -> str:
+    """A number as messages write it: `0.1`, `1e+06`, `inf`, `nan`; other values as `str` does."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:g}"
+    return str(value)

@@ -471,13 +471,18 @@ def _end_position(text: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
+def beyond_limits(message: str, span: n.Span, note: str | None = None, help: str | None = None) -> Diagnostic:
+    """E0005 for input nested or sized beyond what a later pass can walk (the checker substituting `let`s)."""
+    return Diagnostic("E0005", message, span, notes=(note,) if note else (), help=help)
+
+
+def unexpected(message: str, span: n.Span) -> Diagnostic:
+    """E0001 for text that parses but is not what the caller asked for (one schedule expression)."""
+    return Diagnostic("E0001", message, span)
+
+
 def _too_deep(span: n.Span) -> Diagnostic:
-    return Diagnostic(
-        "E0005",
-        f"expression nested more than {MAX_DEPTH} levels deep",
-        span,
-        notes=("split it with `let` definitions",),
-    )
+    return beyond_limits(f"expression nested more than {MAX_DEPTH} levels deep", span, "split it with `let` definitions")
 
 
 def _convert(tree: Tree, diagnostics: list[Diagnostic]) -> list[n.Item]:
@@ -518,7 +523,7 @@ def parse(text: str, *, strict_grammar: bool = False) -> ParseResult:
             comments.clear()
             items = _recover(lark, text, diagnostics)
     except RecursionError as exc:  # defensive: limits of the host, not of the input
-        diagnostics.append(Diagnostic("E0005", f"input exceeds the parser's limits ({type(exc).__name__})", n.Span(1, 1, 1, 2)))
+        diagnostics.append(beyond_limits(f"input exceeds the parser's limits ({type(exc).__name__})", n.Span(1, 1, 1, 2)))
         items = []
     finally:
         _local.comments = None

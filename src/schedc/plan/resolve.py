@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from schedc.check import catalog
+from schedc.check import catalog, conflicts
+from schedc.check.arguments import bind
+from schedc.check.patterns import malformed_pattern
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, Label
 from schedc.lang.program import (
@@ -20,7 +22,6 @@ from schedc.lang.program import (
     closed_count,
     env_of,
     expand,
-    header_span,
     spec_phases,
 )
 
@@ -307,10 +308,10 @@ class _Resolver:
 
         try:
             compiled = compile_pattern(pattern.text)
-        except PatternError as err:
-            s = pattern.span
-            span = n.Span(s.line, s.column + err.offset, s.line, s.column + err.offset + max(1, err.length), s.start + err.offset, s.start + err.offset + max(1, err.length))
-            self.report(("E0006", pattern.span), Diagnostic("E0006", f"malformed pattern `{pattern.text}`: {err.message}", span, help=err.help))
+        except PatternError:
+            # a file nobody checked: the check's own pattern rule says what is wrong
+            problem = malformed_pattern(pattern)
+            self.report((problem.code, pattern.span), problem)
             found = []
         else:
             found = self.pathset.match(compiled) if not self.literal else [self.pathset.index[pattern.text]]
@@ -324,21 +325,8 @@ class _Resolver:
     def _unmatched(self, pattern: n.Pattern, compiled, init: bool) -> None:
         copies = [self.copies.paths[i] for i in self.copies.match(compiled)]
         if copies:
-            parents = list(dict.fromkeys(self.tree.shared[c] for c in copies))
-            pairs = ", ".join(f"`{c}` is `{self.tree.shared[c]}`" for c in copies[:3])
-            code, what = ("E0403", "init of a shared copy") if init else ("E0402", f"pattern `{pattern.text}` matches only shared copies")
-            if init:
-                what = f"`{pattern.text}` initialises only shared copies"
-            self.report(
-                (code, pattern.span),
-                Diagnostic(
-                    code,
-                    what,
-                    pattern.span,
-                    notes=(f"{pairs}: one array at several paths is one parameter, named by its first path; the copies follow it",),
-                    help="name the parent instead: " + ", ".join(f"`{p}`" for p in parents[:3]),
-                ),
-            )
+            found = shared_copies_only(pattern, [(c, self.tree.shared[c]) for c in copies], init)
+            self.report((found.code, pattern.span), found)
             return
         sample = ", ".join(self.paths[:8]) + (f", ... ({len(self.paths)} in all)" if len(self.paths) > 8 else "")
         self.report(
@@ -618,16 +606,8 @@ class _Resolver:
                 continue
             mine = self._matched_by(stmt)
             later = [s for s in statements[j + 1 :] if not mine.isdisjoint(self._matched_by(s))][:3]
-            self.report(
-                ("W0102", stmt.span),
-                Diagnostic(
-                    "W0102",
-                    f"`{'free' if isinstance(stmt, n.Free) else 'fix'} {', '.join(p.text for p in stmt.patterns)}` is overridden by later statements: every parameter it names is decided later",
-                    stmt.span,
-                    labels=tuple(Label(s.span, "overridden here") for s in later),
-                    help="remove it (the last statement naming a parameter wins)",
-                ),
-            )
+            problem = conflicts.overridden(stmt, later, by_parameter=True)
+            self.report((problem.code, stmt.span), problem)
 
     def _matched_by(self, stmt) -> frozenset[int]:
         found = self.statement_matches.get(id(stmt))
@@ -637,10 +617,8 @@ class _Resolver:
 
     def _frees_nothing(self, ph: ExpandedPhase) -> None:
 
-        self.report(
-            ("W0104", id(ph.phase)),
-            Diagnostic("W0104", f"{ph.label} frees no parameter", header_span(ph.phase), help="add a `free` statement, or a params spec that frees something in it"),
-        )
+        problem = conflicts.frees_nothing(ph.label, ph.phase)
+        self.report((problem.code, id(ph.phase)), problem)
 
     # ---- inits
 
@@ -653,16 +631,8 @@ class _Resolver:
         def add(i, spec: InitSpec, where, where_texts: frozenset[str]):
             if i in out and not (texts[i] & where_texts):
                 first = out[i][1]
-                self.report(
-                    ("E0302", first.span, where.span),
-                    Diagnostic(
-                        "E0302",
-                        f"`{self.paths[i]}` is initialised twice in {ph.label}",
-                        where.span,
-                        labels=(Label(first.span, "first init here"),),
-                        help="keep one of the inits (narrow one of the patterns)",
-                    ),
-                )
+                problem = conflicts.init_twice(self.paths[i], where.span, first.span, ph.label, narrow=True)
+                self.report((problem.code, first.span, where.span), problem)
             if i not in out:
                 out[i], texts[i] = (spec, where), where_texts
             else:
@@ -702,7 +672,7 @@ class _Resolver:
         call = value
         if not isinstance(call, n.Call) or call.func.id not in catalog.DISTRIBUTIONS:
             return None
-        bound, problems = catalog.bind(catalog.DISTRIBUTIONS[call.func.id], call)
+        bound, problems = bind(catalog.DISTRIBUTIONS[call.func.id], call)
         if problems:
             return None
         names = [p.name for p in catalog.DISTRIBUTIONS[call.func.id].params]
@@ -829,6 +799,20 @@ def split_plateau(expr):
     names = [p[0] for p in catalog.transform_params("contrib.reduce_on_plateau")]
     given = list(zip(names, call.args)) + [(kw.name.id, kw.value) for kw in call.kwargs]
     return rest, tuple((key, constant(value)) for key, value in given)
+
+
+def shared_copies_only(pattern: n.Pattern, copies: list[tuple[str, str]], init: bool = False) -> Diagnostic:
+    """E0402 (E0403 for an init): a pattern naming only shared copies, given as [(copy, its parent)]."""
+    parents = list(dict.fromkeys(parent for _, parent in copies))
+    pairs = ", ".join(f"`{c}` is `{parent}`" for c, parent in copies[:3])
+    code, what = ("E0403", f"`{pattern.text}` initialises only shared copies") if init else ("E0402", f"pattern `{pattern.text}` matches only shared copies")
+    return Diagnostic(
+        code,
+        what,
+        pattern.span,
+        notes=(f"{pairs}: one array at several paths is one parameter, named by its first path; the copies follow it",),
+        help="name the parent instead: " + ", ".join(f"`{p}`" for p in parents[:3]),
+    )
 
 
 def _flatten(expr) -> tuple[tuple[float, ...] | None, tuple[int, ...]]:

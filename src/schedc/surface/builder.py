@@ -743,11 +743,11 @@ def _in_spectracles_words(d: Diagnostic) -> Diagnostic:
 
 
 def _unwritable(built: n.File, parsed: n.File) -> Diagnostic:
+    from schedc.check.patterns import unwritable_pattern
+
     patterns = [p for p in n.walk(built) if isinstance(p, n.Pattern)]
     again = {p.text for p in n.walk(parsed) if isinstance(p, n.Pattern)}
-    bad = next((p.text for p in patterns if p.text not in again), None)
-    what = f"pattern `{bad}` is not a schedc pattern" if bad else "the schedule cannot be written as a .sched program"
-    return Diagnostic("E0006", what, n.Span(1, 1, 1, 2), help="patterns are dotted names with `*`, `**`, `[i]` and `{a,b}` (docs/language.md)")
+    return unwritable_pattern(next((p.text for p in patterns if p.text not in again), None))
 
 
 def _require_key(file: n.File, source: Source) -> None:

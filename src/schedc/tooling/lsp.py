@@ -271,7 +271,7 @@ def optimizer_usage(name: str) -> str:
     return f"{name}({params})"
 
 
-def _signature_markdown(sig: catalog.Signature, kind: str) -> str:
+def _signature_markdown(sig: catalog.CallSignature, kind: str) -> str:
     out = [f"```sched\n{sig.usage()}\n```", f"{kind}: {sig.doc}"]
     described = [p for p in sig.params if p.doc]
     if described:
@@ -536,7 +536,7 @@ def _keyword_suggestions(accepts) -> list[Suggestion]:
     return [Suggestion(w, lsp.CompletionItemKind.Keyword, documentation=catalog.KEYWORD_DOCS.get(w)) for w in words]
 
 
-def _schedule_suggestions(table: dict[str, catalog.Signature]) -> list[Suggestion]:
+def _schedule_suggestions(table: dict[str, catalog.CallSignature]) -> list[Suggestion]:
     return [Suggestion(name, lsp.CompletionItemKind.Function, sig.usage(), sig.doc) for name, sig in table.items()]
 
 

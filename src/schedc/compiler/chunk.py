@@ -332,7 +332,37 @@ def cache_size() -> int:
     return len(_CACHE)
 
 
-def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout) -> Compiled:
+def init_state(signature: PhaseSignature, free, numbers):
+    """A fresh optimizer state for `free` (traceable)."""
+    import jax.numpy as jnp
+
+    return make_transform(signature, hyper_values(signature, jnp.int32(0), numbers)).init(free)
+
+
+def loss_dtype(loss_fn: Callable, model_layout: Layout, data_layout: Layout, model_arrays, data_arrays):
+    """The dtype the loss returns: histories keep it (float64 under jax_enable_x64 with a float64 model)."""
+    import jax
+
+    args, kwargs = data_layout.rebuild(data_arrays)
+    return jax.eval_shape(lambda m: loss_fn(model_layout.rebuild(m), *args, **kwargs), model_arrays).dtype
+
+
+def run_steps(
+    signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, watch=False
+):
+    """The device loop of a phase (traceable): up to `n_active` steps from phase step `step0`.
+
+    The loss before step k is written to `logs["loss"][at + k]` (and with plateaus the scale it
+    applied to `logs["plateau_scale"][at + k]`); `logs=None` makes a fresh chunk-long buffer
+    (the plateau one from `stop_state`). `keys` are the phase's data-order and loss keys
+    (minibatch.phase_keys). With `watch`, a phase without stop rules also sets
+    `stop_state["reason"]` to NONFINITE when one of its losses was (it still runs every step,
+    as the unwatched loop does). Returns (steps run, free, opt_state, stop_state, logs, the sums
+    of the loss's aux metrics).
+
+    The one step loop every program runs: a phase's chunk (`compiled`) and a fused segment's
+    branch (`segment.py`) both call it, so their steps are the same computation.
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -340,113 +370,136 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
     from schedc.compiler import minibatch
 
     extra = any(O.needs_value(g.members, g.plateau) for g in signature.groups)
-    K, N = signature.chunk, signature.over
+    N = signature.over
     has_lc, has_loss = "loss_change" in signature.stop_kinds, "loss" in signature.stop_kinds
-
-    def init(free, numbers):
-        return make_transform(signature, hyper_values(signature, jnp.int32(0), numbers)).init(free)
-
     with_key = minibatch.takes_key(loss_fn)
+    leaves, treedef = jax.tree_util.tree_flatten(model_layout.rebuild(model_arrays))
+    data_key, loss_key = keys
+    sampler = minibatch.Sampler(signature.batch, data_arrays[0].shape[0]) if signature.batch else None
 
-    def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys):
-        leaves, treedef = jax.tree_util.tree_flatten(model_layout.rebuild(model_arrays))
-        data_key, loss_key = keys
-        sampler = minibatch.Sampler(signature.batch, data_arrays[0].shape[0]) if signature.batch else None
+    def assemble(free_values):
+        new = list(leaves)
+        for path, indices in signature.leaves:
+            for i in indices:
+                new[i] = free_values[path]
+        return jax.tree_util.tree_unflatten(treedef, new)
 
-        def assemble(free_values):
-            new = list(leaves)
-            for path, indices in signature.leaves:
-                for i in indices:
-                    new[i] = free_values[path]
-            return jax.tree_util.tree_unflatten(treedef, new)
+    def loss_and_aux(free_values, batch_arrays, i):
+        args, kwargs = data_layout.rebuild(batch_arrays)
+        if with_key:
+            kwargs = dict(kwargs, key=jax.random.fold_in(loss_key, i))
+        loss, aux = minibatch.split_output(loss_fn(assemble(free_values), *args, **kwargs))
+        return loss, {name: jnp.asarray(v, jnp.float32) for name, v in aux.items()}
 
-        def loss_and_aux(free_values, batch_arrays, i):
-            args, kwargs = data_layout.rebuild(batch_arrays)
-            if with_key:
-                kwargs = dict(kwargs, key=jax.random.fold_in(loss_key, i))
-            loss, aux = minibatch.split_output(loss_fn(assemble(free_values), *args, **kwargs))
-            return loss, {name: jnp.asarray(v, jnp.float32) for name, v in aux.items()}
+    def batch_of(perm, i):
+        return sampler.draw(data_key, perm, i, data_arrays) if sampler else (perm, data_arrays)
 
-        def batch_of(perm, i):
-            return sampler.draw(data_key, perm, i, data_arrays) if sampler else (perm, data_arrays)
+    perm0 = sampler.start(data_key, step0) if sampler else jnp.zeros((0,), jnp.int32)
+    loss_shape, aux_shape = jax.eval_shape(loss_and_aux, free, batch_of(perm0, step0)[1], step0)
+    minibatch.check_aux(aux_shape)
+    aux0 = {name: jnp.zeros((), jnp.float32) for name in aux_shape}
 
-        perm0 = sampler.start(data_key, step0) if sampler else jnp.zeros((0,), jnp.int32)
-        loss_shape, aux_shape = jax.eval_shape(loss_and_aux, free, batch_of(perm0, step0)[1], step0)
-        minibatch.check_aux(aux_shape)
-        aux0 = {name: jnp.zeros((), jnp.float32) for name in aux_shape}
+    def step(k, free, opt_state, ctx):
+        i = step0 + k
+        perm, aux_sum = ctx
+        perm, batch = batch_of(perm, i)
+        (loss, aux), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(free, batch, i)
+        hps = hyper_values(signature, i, numbers)
+        extras = {"value": loss, "grad": grads, "value_fn": lambda f: loss_and_aux(f, batch, i)[0]} if extra else {}
+        updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
+        aux_sum = {name: aux_sum[name] + aux[name] for name in aux_sum}
+        return loss, optax.apply_updates(free, updates), opt_state, (perm, aux_sum)
 
-        def step(k, free, opt_state, ctx):
-            i = step0 + k
-            perm, aux_sum = ctx
-            perm, batch = batch_of(perm, i)
-            (loss, aux), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(free, batch, i)
-            hps = hyper_values(signature, i, numbers)
-            extras = {"value": loss, "grad": grads, "value_fn": lambda f: loss_and_aux(f, batch, i)[0]} if extra else {}
-            updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
-            aux_sum = {name: aux_sum[name] + aux[name] for name in aux_sum}
-            return loss, optax.apply_updates(free, updates), opt_state, (perm, aux_sum)
+    def update_stop(stop, i, loss):
+        # after step i: a non-finite loss ends the phase (and the run); so may a stop rule
+        stop = dict(stop)
+        # int32 throughout: under jax_enable_x64 a bare Python int would widen the carry to int64
+        reason = jnp.where(jnp.isfinite(loss), jnp.int32(COMPLETED), jnp.int32(NONFINITE))
+        if has_lc:
+            ring = stop["ring"].at[i % N].set(loss)
+            stop["ring"] = ring
+            trend = ring[(i + 1) % N] - loss  # loss N-1 steps ago minus now (spectracles' loss[-N] - loss[-1])
+            due = (i >= stop_numbers[1]) & (i % N == 0)
+            reason = jnp.where((reason == COMPLETED) & due & (jnp.abs(trend) < stop_numbers[0]), jnp.int32(STOP_LOSS_CHANGE), reason)
+        if has_loss:
+            reason = jnp.where((reason == COMPLETED) & (loss < stop_numbers[2]), jnp.int32(STOP_LOSS), reason)
+        stop["reason"] = reason
+        return stop
 
-        def update_stop(stop, i, loss):
-            # after step i: a non-finite loss ends the phase (and the run); so may a stop rule
-            stop = dict(stop)
-            # int32 throughout: under jax_enable_x64 a bare Python int would widen the carry to int64
-            reason = jnp.where(jnp.isfinite(loss), jnp.int32(COMPLETED), jnp.int32(NONFINITE))
-            if has_lc:
-                ring = stop["ring"].at[i % N].set(loss)
-                stop["ring"] = ring
-                trend = ring[(i + 1) % N] - loss  # loss N-1 steps ago minus now (spectracles' loss[-N] - loss[-1])
-                due = (i >= stop_numbers[1]) & (i % N == 0)
-                reason = jnp.where((reason == COMPLETED) & due & (jnp.abs(trend) < stop_numbers[0]), jnp.int32(STOP_LOSS_CHANGE), reason)
-            if has_loss:
-                reason = jnp.where((reason == COMPLETED) & (loss < stop_numbers[2]), jnp.int32(STOP_LOSS), reason)
-            stop["reason"] = reason
-            return stop
-
+    if logs is None:
         # the loss of each step, and with plateaus the scale each applied (for the hyperparameter log);
         # the history keeps the loss's own dtype (float64 under jax_enable_x64 with a float64 model)
-        logs = {"loss": jnp.full((K,), jnp.nan, loss_shape.dtype)}
+        logs = {"loss": jnp.full((signature.chunk,), jnp.nan, loss_shape.dtype)}
         if signature.plateaus:
             logs["plateau_scale"] = stop_state["plateau_scale"]
 
-        def log(logs, k, loss, opt_state):
-            out = {"loss": logs["loss"].at[k].set(loss)}
-            if signature.plateaus:
-                out["plateau_scale"] = logs["plateau_scale"].at[k].set(O.plateau_scales(opt_state))
-            return out
-
-        ctx = (perm0, aux0)  # this epoch's permutation, the sums of the aux metrics
-        # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
-        # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
-        # rules the loop body is the bare step, as in a hand-written loop, and the host finds
-        # a non-finite loss in the returned losses (see `first_nonfinite`; steps after it are
-        # wasted, never kept). Checking on the device after the loop cost a fifth more compile time.
-        if has_lc or has_loss:
-
-            def body(carry):
-                k, free, opt_state, stop, logs, ctx = carry
-                loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
-                return k + 1, free, opt_state, update_stop(stop, step0 + k, loss), log(logs, k, loss, opt_state), ctx
-
-            def more(carry):
-                return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
-
-            ran, free, opt_state, stop_state, logs, ctx = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs, ctx))
-        else:
-
-            def body(carry):
-                k, free, opt_state, logs, ctx = carry
-                loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
-                return k + 1, free, opt_state, log(logs, k, loss, opt_state), ctx
-
-            ran, free, opt_state, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, body, (jnp.int32(0), free, opt_state, logs, ctx))
+    def log(logs, k, loss, opt_state):
+        out = {"loss": logs["loss"].at[at + k].set(loss)}
         if signature.plateaus:
-            stop_state = dict(stop_state, plateau_scale=logs["plateau_scale"])
-        losses = logs["loss"]
-        stop_state = dict(stop_state, done=stop_state["done"] + ran)
-        return free, opt_state, stop_state, losses, ctx[1]
+            out["plateau_scale"] = logs["plateau_scale"].at[at + k].set(O.plateau_scales(opt_state))
+        return out
 
+    ctx = (perm0, aux0)  # this epoch's permutation, the sums of the aux metrics
+    # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
+    # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
+    # rules the loop body is the bare step, as in a hand-written loop, and the host finds
+    # a non-finite loss in the returned losses (see `first_nonfinite`; steps after it are
+    # wasted, never kept). Checking on the device after the loop cost a fifth more compile time.
+    if has_lc or has_loss:
+
+        def body(carry):
+            k, free, opt_state, stop, logs, ctx = carry
+            loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
+            return k + 1, free, opt_state, update_stop(stop, step0 + k, loss), log(logs, k, loss, opt_state), ctx
+
+        def more(carry):
+            return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
+
+        ran, free, opt_state, stop_state, logs, ctx = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs, ctx))
+        return ran, free, opt_state, stop_state, logs, ctx[1]
+
+    if not watch:
+
+        def bare(carry):
+            k, free, opt_state, logs, ctx = carry
+            loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
+            return k + 1, free, opt_state, log(logs, k, loss, opt_state), ctx
+
+        ran, free, opt_state, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, bare, (jnp.int32(0), free, opt_state, logs, ctx))
+        return ran, free, opt_state, stop_state, logs, ctx[1]
+
+    def watched(carry):  # the bare step, noting a non-finite loss without stopping (as the host would find it)
+        k, free, opt_state, finite, logs, ctx = carry
+        loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
+        return k + 1, free, opt_state, finite & jnp.isfinite(loss), log(logs, k, loss, opt_state), ctx
+
+    ran, free, opt_state, finite, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, watched, (jnp.int32(0), free, opt_state, jnp.bool_(True), logs, ctx))
+    stop_state = dict(stop_state, reason=jnp.where(finite, stop_state["reason"], jnp.int32(NONFINITE)))
+    return ran, free, opt_state, stop_state, logs, ctx[1]
+
+
+def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout) -> Compiled:
+    import jax
+
+    def init(free, numbers):
+        return init_state(signature, free, numbers)
+
+    def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys):
+        ran, free, opt_state, stop_state, logs, aux_sums = run_steps(
+            signature, loss_fn, model_layout, data_layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys
+        )
+        stop_state = dict(stop_state, done=stop_state["done"] + ran)
+        if signature.plateaus:
+            stop_state["plateau_scale"] = logs["plateau_scale"]
+        return free, opt_state, stop_state, logs["loss"], aux_sums
+
+    return Compiled(jax.jit(init), jax.jit(chunk), hyperparams_program(signature))
+
+
+def hyperparams_program(signature: PhaseSignature) -> Callable:
+    """`(step0, numbers) -> [chunk, hyperparameters]`: the values applied at a block of steps (see `_applied_values`)."""
     schedules_used = tuple((h.structure, h.offset, h.size) for g in signature.groups for h in g.hypers)
-    return Compiled(jax.jit(init), jax.jit(chunk), _applied_values(schedules_used, K))
+    return _applied_values(schedules_used, signature.chunk)
 
 
 @lru_cache(maxsize=None)
@@ -503,11 +556,46 @@ def initial_stop_state(signature: PhaseSignature) -> dict:
 # ---------------------------------------------------------------- keys and state carrying
 
 
-def init_key(root, phase_index: int, path: str):
-    """The key of one random init: (seed, phase index, canonical path), so editing one init never moves another."""
+def path_key(path: str) -> np.uint32:
+    """What a random init folds into its key besides the seed and the phase index: the parameter's path."""
+    return np.uint32(zlib.crc32(path.encode()))
+
+
+def init_value(kind: str, root, phase_index, path_number, args, shape: tuple, dtype):
+    """The value an `init` of kind "value", "normal" or "uniform" gives a parameter (traceable).
+
+    A random init draws from `fold_in(fold_in(root, phase index), crc32(path))`, so editing
+    one init never moves another's draw. `args` are the init's numbers: (mean, std),
+    (low, high), or the value (one number fills the parameter; a list has them all, row-major).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    args = jnp.asarray(args).astype(dtype)
+    if kind == "value":
+        return jnp.full(shape, args[0], dtype) if args.shape[0] == 1 else args.reshape(shape)
+    key = jax.random.fold_in(jax.random.fold_in(root, phase_index), path_number)
+    if kind == "normal":
+        return args[0] + args[1] * jax.random.normal(key, shape, dtype)
+    return jax.random.uniform(key, shape, dtype, args[0], args[1])
+
+
+@lru_cache(maxsize=None)
+def init_program(kind: str, shape: tuple, dtype) -> Callable:
+    """`init_value` for one kind, shape and dtype, jitted: (root, phase index, path number, args) -> value.
+
+    Compiled, not run op by op, so a phase's inits are bit for bit the values a fused segment
+    draws inside its program (op by op, `a + b * normal` rounds differently from its fused form).
+    """
     import jax
 
-    return jax.random.fold_in(jax.random.fold_in(root, phase_index), zlib.crc32(path.encode()))
+    return jax.jit(lambda root, phase_index, path_number, args: init_value(kind, root, phase_index, path_number, args, shape, dtype))
+
+
+def carried_labels(previous: PhaseSignature, signature: PhaseSignature) -> frozenset[str]:
+    """Groups of `signature` whose optimizer state `carry state` takes from the phase of `previous`: same label, same optimizer."""
+    before = {g.label: g.optimizer for g in previous.groups}
+    return frozenset(g.label for g in signature.groups if before.get(g.label) == g.optimizer)
 
 
 def carry_state(new_state, old_state, carried_labels: set[str], signature: PhaseSignature):

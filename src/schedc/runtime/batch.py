@@ -139,7 +139,7 @@ class BatchedRunner(Runner):
     chunk loop, with the batched fit strategy."""
 
     def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
+        super().__init__(*a, fuse=False, **kw)  # fused segments are single fits only (docs/runtime.md)
         self.size = _size(self.data_arrays)
         self.dead = np.zeros(self.size, bool)  # datasets a non-finite loss stopped: they sit out the rest of the run
 
@@ -180,14 +180,14 @@ class BatchedRunner(Runner):
         stop = _stop_at_nonfinite(stop, chunk_losses, done_before=step0)
         return free, opt_state, stop, chunk_losses, bool(np.all(np.asarray(stop["reason"]) != C.COMPLETED))
 
-    def _phase_result(self, phase, prepared, fns, losses, scales, stop, model, wall: float, clock: CompileClock) -> BatchedPhaseResult:
+    def _phase_result(self, phase, prepared, losses, scales, stop, model, wall: float, clock: CompileClock) -> BatchedPhaseResult:
         done = np.asarray(stop["done"])
         reasons = np.asarray(stop["reason"])
         self.dead |= reasons == C.NONFINITE
         loss_arr = np.concatenate(losses, axis=1) if losses else np.zeros((self.size, 0), np.float32)
         # the scheduled hyperparameters are functions of the step alone: the same for every dataset;
         # plateau scales follow each dataset's losses
-        scheduled = applied_hyperparams(fns, prepared, loss_arr.shape[1], self.chunk)
+        scheduled = applied_hyperparams(prepared, loss_arr.shape[1])
         hyper_arr = with_scales(np.broadcast_to(scheduled, (self.size,) + scheduled.shape), scales)
         # steps a dataset did not run hold NaN (the chunk leaves them unwritten)
         mask = np.arange(loss_arr.shape[1])[None, :] < done[:, None]

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,6 +28,35 @@ from schedc.runtime.data import DataError, array_names, check_batchable
 from schedc.runtime.evaluation import EvalError, PhaseEvals
 
 
+class Later:
+    """A value computed on first read: a `PhaseResult.model` given as `Later(fn)` is `fn()` when read.
+
+    A fused segment returns the model after each of its phases this way, so a run whose
+    intermediate models nobody reads never copies them out of the device buffer.
+    """
+
+    def __init__(self, compute: Callable[[], Any]):
+        self.compute = compute
+
+
+class _Deferred:
+    """A dataclass field that may be set to a `Later`, resolved (once) when read."""
+
+    def __set_name__(self, owner, name):
+        self.slot = "_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return None  # the field's default
+        value = obj.__dict__[self.slot]
+        if isinstance(value, Later):
+            value = obj.__dict__[self.slot] = value.compute()
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class PhaseResult:
     index: int
@@ -35,12 +65,12 @@ class PhaseResult:
     steps: int  # planned
     steps_run: int
     losses: np.ndarray  # one per step run: the loss before that step's update
-    hyperparams: dict[str, np.ndarray]  # the values applied at each step run
+    hyperparams: Mapping[str, np.ndarray]  # the values applied at each step run (a lazy `Hyperparams`)
     stop_reason: str  # "completed", "loss_change", "loss", "non-finite loss", or a rule on an evaluation ("val.loss < 0.1")
     wall_time: float
     compile_time: float
     compiles: int
-    model: Any = None
+    model: Any = _Deferred()  # the model after the phase (given as a `Later` by fused segments)
     ema_model: Any = None  # with `ema D`: the model with its free parameters replaced by their moving average
     steps_per_epoch: int | None = None  # with minibatches or a length in epochs
     aux: dict[str, np.ndarray] = field(default_factory=dict)  # the loss's aux metrics: one mean per chunk
@@ -271,13 +301,15 @@ class _Progress:
             self.done[task] = completed
 
 
-def applied_hyperparams(fns: C.Compiled, prepared: C.PreparedPhase, steps: int, block: int) -> np.ndarray:
+def applied_hyperparams(prepared: C.PreparedPhase, steps: int) -> np.ndarray:
     """[steps, scheduled hyperparameters]: the values applied at each step run, a block of steps per call.
 
     Functions of the step alone, recomputed here; the plateau scales, driven by the loss,
     are recorded by the chunks instead (`recorded_scales`) and logged after these columns.
     """
-    blocks = [np.asarray(fns.hypers(np.int32(start), prepared.numbers)) for start in range(0, steps, block)]
+    program = C.hyperparams_program(prepared.signature)
+    block = prepared.signature.chunk
+    blocks = [np.asarray(program(np.int32(start), prepared.numbers)) for start in range(0, steps, block)]
     return np.concatenate(blocks)[:steps] if blocks else np.zeros((0, prepared.signature.n_hypers), np.float32)
 
 
@@ -299,6 +331,48 @@ def with_scales(scheduled: np.ndarray, scales: list) -> np.ndarray:
         pad = np.full(recorded.shape[:-2] + (missing, recorded.shape[-1]), np.nan, np.float32)
         recorded = np.concatenate([pad, recorded], axis=-2)
     return np.concatenate([scheduled, recorded[..., : scheduled.shape[-2], :]], axis=-1)
+
+
+class Hyperparams(Mapping):
+    """A phase's logged hyperparameters, name -> the value applied at each step run.
+
+    Computed on first read (one vectorised call per block of steps): the values are functions
+    of the step and the phase's numbers alone, so a run whose log nobody reads never pays for
+    it. Pickles as the plain dict it computes (checkpoints store it so).
+    """
+
+    def __init__(self, prepared: C.PreparedPhase, steps: int, dtype, scales: list = ()):
+        self.prepared, self.steps, self.dtype, self.scales = prepared, steps, dtype, scales
+        self._values: dict[str, np.ndarray] | None = None
+
+    def values_now(self) -> dict[str, np.ndarray]:
+        """Name -> the values applied at each step run, in the loss's dtype: the fed hyperparameters,
+        and those an optax object built with `inject_hyperparams` reveals (`name@group` in a group)."""
+        if self._values is None:
+            table = with_scales(applied_hyperparams(self.prepared, self.steps), self.scales)
+            logged = {name: table[:, j].astype(self.dtype) for j, name in enumerate(self.prepared.hyper_names)}
+            for group in self.prepared.signature.groups:
+                for member in group.members:
+                    if member.transform is not None:
+                        for name, values in C.revealed_hyperparams(member.transform.value, self.steps).items():
+                            logged[name if not group.label else f"{name}@{group.label}"] = values.astype(self.dtype)
+            self._values = logged
+        return self._values
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values_now()[name]
+
+    def __iter__(self):
+        return iter(self.values_now())
+
+    def __len__(self) -> int:
+        return len(self.values_now())
+
+    def __reduce__(self):
+        return (dict, (self.values_now(),))
+
+    def __repr__(self) -> str:
+        return repr(self.values_now())
 
 
 class _Pace:
@@ -379,10 +453,6 @@ class RunnerState:
     signature: C.PhaseSignature | None = None
     opt_state: Any = None
 
-    def carried_labels(self, signature: C.PhaseSignature) -> set[str]:
-        """Groups of `signature` whose optimizer state may be carried: same label, same optimizer."""
-        previous = {g.label: g.optimizer for g in self.signature.groups}
-        return {g.label for g in signature.groups if previous.get(g.label) == g.optimizer}
 
 
 class Runner:
@@ -394,7 +464,9 @@ class Runner:
     and `_phase_result` (single fits here, B datasets at once in `batch.BatchedRunner`).
     """
 
-    def __init__(self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None, evaluator=None):
+    def __init__(
+        self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None, evaluator=None, fuse: bool = True
+    ):
         import jax
 
         self.plan = plan
@@ -404,6 +476,7 @@ class Runner:
         self.kwargs = dict(kwargs or {})
         self.data_arrays, self.data_layout = C.split((self.args, self.kwargs))
         self.leaves = leaf_indices(tree)
+        self.leaves_source = tree  # what `leaves` was read from (fused segment plans are cached per tree)
         self.to_unconstrained: dict[str, Callable] = {}  # filled by begin(): see _constrained_transforms
         # one chunk length for every program, so phases of any length share executables
         # (a chunk is a while loop over at most `chunk` steps: a short phase costs nothing extra)
@@ -418,13 +491,18 @@ class Runner:
         # set (to the signal number) by a SIGINT/SIGTERM handler: the run stops at the next chunk boundary
         self.stop_signal: int | None = None
         self.evaluator = evaluator  # an evaluation.Evaluator (`eval` / `metrics=`), or None
+        self.fuse = fuse  # run consecutive phases as fused segments where `segment_end` allows
+        self.window = 1  # phases per fused call: set by begin() from the model's size
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
         import jax
 
+        from schedc.compiler import segment
+
         self.initial_leaves = jax.tree_util.tree_leaves(strong_types(model))
         self.to_unconstrained = _constrained_transforms(model)
+        self.window = segment.window_for(sum(getattr(x, "nbytes", 0) for x in self.initial_leaves))
 
     # ---- model <-> leaves
 
@@ -444,25 +522,16 @@ class Runner:
 
     def _init_value(self, phase: P.PhasePlan, init: P.InitSpec, current):
         """The value `init` gives a parameter now equal to `current` (whose shape and dtype it takes)."""
-        import jax
-        import jax.numpy as jnp
-
         if init.kind == "reset":
             return self.initial_leaves[self.leaves[init.path][0]]
-        if init.kind == "value":
-            # one number fills the parameter; a list (`init w = [1, 2]`) has all its numbers, row-major
+        if any(isinstance(a, Bound) for a in init.args):
+            import jax.numpy as jnp
+
             # an array bound to `$name` (the resolver checked its shape) is used as it is
-            if isinstance(init.args[0], Bound):
-                value = jnp.broadcast_to(jnp.asarray(init.args[0].value, current.dtype), current.shape)
-            else:
-                value = jnp.full(current.shape, init.args[0], current.dtype) if len(init.args) == 1 else jnp.asarray(init.args, current.dtype).reshape(current.shape)
+            value = jnp.broadcast_to(jnp.asarray(init.args[0].value, current.dtype), current.shape)
         else:
-            k = C.init_key(self.key, phase.index, init.path)
-            a, b = init.args
-            if init.kind == "normal":
-                value = a + b * jax.random.normal(k, current.shape, current.dtype)
-            else:
-                value = jax.random.uniform(k, current.shape, current.dtype, a, b)
+            draw = C.init_program(init.kind, tuple(current.shape), np.dtype(current.dtype))
+            value = draw(self.key, np.int32(phase.index), C.path_key(init.path), np.asarray(init.args, np.float64))
         if init.path in self.to_unconstrained:
             value = self.to_unconstrained[init.path](value)
         return value
@@ -514,7 +583,7 @@ class Runner:
         free = {path: leaves[indices[0]] for path, indices in sig.leaves}
         opt_state = init(free, prepared.numbers)
         if phase.carry and self.state.signature is not None:
-            opt_state = C.carry_state(opt_state, self.state.opt_state, self.state.carried_labels(sig), sig)
+            opt_state = C.carry_state(opt_state, self.state.opt_state, C.carried_labels(self.state.signature, sig), sig)
         return model, prepared, fns, chunk, model_arrays, free, opt_state
 
     def _run_phase(self, index: int, model, progress: _Progress | None = None):
@@ -569,7 +638,7 @@ class Runner:
         ema_model = self._write_back(model, ema) if ema is not None else None
         model = self._write_back(model, free)
         self.state = RunnerState(phase.index, prepared.signature, opt_state)
-        result = self._phase_result(phase, prepared, fns, losses, scales, stop, model, time.perf_counter() - started, clock)
+        result = self._phase_result(phase, prepared, losses, scales, stop, model, time.perf_counter() - started, clock)
         result.ema_model = ema_model
         result.eval_steps, result.metrics = evals.history()
         result.aux_steps, result.aux = aux.history()
@@ -604,21 +673,8 @@ class Runner:
             stop = dict(stop, reason=np.int32(reason))
         return free, opt_state, stop, chunk_losses, reason != C.COMPLETED
 
-    @staticmethod
-    def _logged(prepared: C.PreparedPhase, applied: np.ndarray, steps: int, dtype) -> dict[str, np.ndarray]:
-        """Name -> the values applied at each step run, in the loss's dtype: the fed hyperparameters,
-        and those an optax object built with `inject_hyperparams` reveals (`name@group` in a group)."""
-        logged = {name: applied[:, j].astype(dtype) for j, name in enumerate(prepared.hyper_names)}
-        for group in prepared.signature.groups:
-            for member in group.members:
-                if member.transform is not None:
-                    for name, values in C.revealed_hyperparams(member.transform.value, steps).items():
-                        logged[name if not group.label else f"{name}@{group.label}"] = values.astype(dtype)
-        return logged
-
-    def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, fns: C.Compiled, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock):
+    def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock):
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
-        hyper_arr = with_scales(applied_hyperparams(fns, prepared, len(loss_arr), self.chunk), scales)
         return PhaseResult(
             index=phase.index,
             name=phase.name,
@@ -626,7 +682,7 @@ class Runner:
             steps=phase.steps,
             steps_run=len(loss_arr),
             losses=loss_arr,
-            hyperparams=self._logged(prepared, hyper_arr, len(loss_arr), loss_arr.dtype),
+            hyperparams=Hyperparams(prepared, len(loss_arr), loss_arr.dtype, scales),
             stop_reason=C.STOP_REASONS[int(stop["reason"])],
             wall_time=wall,
             compile_time=clock.seconds,
@@ -646,18 +702,31 @@ class Runner:
 
     def run(self, model, start: int = 0, result=None):
         """Every phase in order from `start` (appended to `result`, when resuming). A non-finite loss raises RunError holding the partial Result."""
+        from schedc.runtime.fused import Untraceable, run_segment
+
         result = result if result is not None else self._new_result(model)
+        if self.initial_leaves is None:
+            self.begin(model)
         try:
             with _stop_on_signals(self), _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
-                for index in range(start, len(self.plan.phases)):
-                    phase_result = self.run_phase(index, model, progress)
-                    result.phases.append(phase_result)
-                    self._after_phase(result, phase_result)
-                    model = phase_result.model
-                    if self.checkpoint is not None:
-                        self.checkpoint.after_phase(self, result)
-                    if self.stop_signal is not None and index + 1 < len(self.plan.phases):
-                        raise Interrupted(self.stop_signal, index + 1, 0)
+                index = start
+                while index < len(self.plan.phases):
+                    end = self.segment_end(index)
+                    try:
+                        phase_results = run_segment(self, index, end, model) if end - index > 1 else None
+                    except Untraceable:  # one by one, so an error in the loss names the phase it is in
+                        phase_results = None
+                    if phase_results is None:
+                        phase_results, end = [self.run_phase(index, model, progress)], index + 1
+                    for phase_result in phase_results:
+                        result.phases.append(phase_result)
+                        self._after_phase(result, phase_result)
+                        if self.checkpoint is not None:
+                            self.checkpoint.after_phase(self, result)
+                    model = phase_results[-1].model  # (a fused segment's other models stay unread on the device)
+                    index = end
+                    if self.stop_signal is not None and index < len(self.plan.phases):
+                        raise Interrupted(self.stop_signal, index, 0)
         except BaseException as exc:
             # whatever stops the run (Ctrl-C, an error in the loss), the phases completed so far
             # stay reachable: `exc.result` (a RunError already carries its own)
@@ -665,6 +734,34 @@ class Runner:
                 exc.result = result
             raise
         return result
+
+    def segment_end(self, start: int) -> int:
+        """The end (exclusive) of the fused segment beginning at phase `start`.
+
+        Phases fuse when nothing must happen on the host between them: no progress bar to
+        move and no checkpoint to write after each phase (a watched or checkpointed run goes
+        phase by phase), and no init through a constrained parameter's transform (a Python
+        function of the model's node, applied on the host). A segment holds at most
+        `window` phases (fewer for a large model: see segment.window_for).
+        """
+        if not (self.fuse and self.quiet and self.checkpoint is None and self.evaluator is None) or self.window < 2:
+            return start + 1
+        end = start
+        while end < len(self.plan.phases) and end - start < self.window and self._fusable(self.plan.phases[end]):
+            end += 1
+        return max(end, start + 1)
+
+    def _fusable(self, phase: P.PhasePlan) -> bool:
+        """No init through a constrained transform or of an array bound to a placeholder; no `ema`
+        or `plateau` (their per-phase EMA model and per-step scale log are not in the fused
+        program's state yet)."""
+        if phase.ema is not None or phase.plateau is not None or any(g.plateau is not None for g in phase.groups):
+            return False
+        if phase.batch or phase.steps_per_epoch:  # minibatches: the data order and the epoch bookkeeping
+            return False
+        return all(
+            init.kind == "reset" or (init.path not in self.to_unconstrained and not any(isinstance(a, Bound) for a in init.args)) for init in phase.inits
+        )
 
     def nonfinite_error(self, result: Result, phase: P.PhasePlan, phase_result: PhaseResult) -> RunError:
         """The RunError of a phase that met a non-finite loss (its last step); `result` ends with that phase."""

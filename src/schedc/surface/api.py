@@ -57,7 +57,7 @@ class Program:
     def phases(self) -> tuple[PhasePlan, ...]:
         return self.plan.phases
 
-    def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, validation=(), metrics=None, eval_every=None, **kwargs):
+    def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, validation=(), metrics=None, eval_every=None, fuse: bool = True, **kwargs):
         """A `run.Runner` for this program: runs phases one at a time (the managed API uses it)."""
         from schedc.runtime.evaluation import Evaluator
         from schedc.runtime.runner import Runner
@@ -66,9 +66,9 @@ class Program:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
         evaluator = Evaluator(metrics, validation if isinstance(validation, tuple) else (validation,)) if metrics is not None else None
         plan = self.plan_for(args, kwargs, eval_every)
-        return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator)
+        return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator, fuse=fuse)
 
-    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, validation=(), metrics=None, eval_every=None, **kwargs):
+    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, validation=(), metrics=None, eval_every=None, fuse: bool = True, **kwargs):
         """Fit: every phase in order. `loss_fn(model, *args, **kwargs)` returns a scalar, or
         `(loss, {name: scalar})` (aux metrics, logged per chunk); with a `key` parameter it gets a
         per-step PRNG key. With `batch N` in the schedule, every array in `args`/`kwargs` is split
@@ -82,9 +82,11 @@ class Program:
         chunks, and resume from the one found: schedc.runtime.checkpoint), `metrics`
         (`metrics(model, *validation) -> {name: scalar}`, read by rules as `val.NAME`),
         `validation` (a tuple of its arguments) and `eval_every` (steps, or "epoch"; default: the
-        `eval` directive's interval).
+        `eval` directive's interval). Consecutive phases run fused into one compiled program where
+        nothing must happen on the host between them (docs/runtime.md, "Fused segments");
+        `fuse=False` runs them one by one (same results).
         """
-        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, **kwargs)
+        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, fuse=fuse, **kwargs)
         if checkpoint is None:
             return runner.run(self.model)
         from schedc.runtime import checkpoint as ckpt

@@ -1,0 +1,284 @@
+"""Segments: consecutive phases fused into one compiled program.
+
+A run of phases with no host work between them (the runtime decides which: see
+docs/runtime.md, "Fused segments") runs as one jitted function. Its static part, the
+`SegmentSignature`, is the set of distinct phase signatures of the segment and the
+distinct *branches* (a phase signature, the structure of the phase's inits, and where
+`carry state` takes its optimizer state from); everything else — which branch each phase
+runs, its step count, its index (random inits fold it into their key), its schedule, stop
+and init numbers — is a row of a runtime table. So `repeat N < ... >` compiles the program
+of its body, whatever N, and runs in one call.
+
+The program is a `lax.while_loop` over phases; each iteration `lax.switch`es on the
+phase's branch, which runs the phase's steps with the same `chunk.run_steps` loop a
+phase-by-phase run uses (so the two are the same computation). A call runs until the
+table's phases are done, a non-finite loss halts it, or its loss buffer (`chunk` steps)
+is full; then the host calls it again with the state it returned, which may stop inside
+a phase.
+
+The state carried from phase to phase and from call to call is a dict:
+
+| key | what |
+|---|---|
+| `leaves` | the model's array leaves (free values written back after each phase part) |
+| `slots` | per phase signature: its optimizer state `opt` and its `loss_change` window `ring` |
+| `phase`, `step` | where the next call resumes: a table row and a step within that phase |
+
+State added later (an EMA of the parameters, a plateau scale, a data position, model
+state) is one more key: initialised in `Program.initial_state`, read and written in
+`_branch` (per phase signature, it goes in the slot dicts instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from schedc.compiler import chunk as C
+
+# phases per call's table: a segment longer than this is cut into several
+WINDOW = 128
+# the model snapshots a call returns (one per phase row) may take this many bytes
+SNAPSHOT_BUDGET = 64 << 20
+
+
+@dataclass(frozen=True)
+class InitSlot:
+    """One init of a branch: its leaves, its kind, and where its numbers sit in the phase's init row."""
+
+    leaves: tuple[int, ...]  # leaf indices in the flattened model: the parameter, then its shared copies
+    kind: str  # "value", "normal", "uniform" or "reset"
+    offset: int
+    size: int
+    path_number: int  # C.path_key of the parameter
+
+
+@dataclass(frozen=True)
+class Branch:
+    """What a phase of a segment runs: a phase signature with its inits and its `carry state` source."""
+
+    signature: int  # index into SegmentSignature.signatures
+    inits: tuple[InitSlot, ...]
+    carry_from: int  # slot (signature index) whose optimizer state the phase carries, -1 for none
+    carried: frozenset[str]  # the group labels it carries
+
+
+@dataclass(frozen=True)
+class SegmentSignature:
+    """The static part of a fused segment: equal signatures share one executable."""
+
+    signatures: tuple[C.PhaseSignature, ...]
+    branches: tuple[Branch, ...]
+    window: int  # rows of the phase table
+    chunk: int  # steps one call may run (its loss buffer's length)
+    numbers: int  # width of the schedule-number table
+    init_numbers: int  # width of the init-number table
+
+
+def window_for(model_bytes: int) -> int:
+    """Phases per call: WINDOW, fewer for a model whose per-phase snapshots would pass SNAPSHOT_BUDGET."""
+    return int(max(1, min(WINDOW, SNAPSHOT_BUDGET // max(model_bytes, 1))))
+
+
+def _numbers_of(signature: C.PhaseSignature) -> int:
+    return sum(h.size for g in signature.groups for h in g.hypers)
+
+
+def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict, window: int, chunk: int) -> tuple[SegmentSignature, dict]:
+    """The segment's static signature and its runtime table, for `phases` (PhasePlans) and their
+    `prepared` (chunk.PreparedPhase) forms. `previous` is the signature of the phase run before
+    the segment (what a first phase's `carry state` takes from), or None."""
+    signatures: list[C.PhaseSignature] = []
+    branches: dict[Branch, int] = {}
+    rows = []
+
+    def slot(signature) -> int:
+        if signature not in signatures:
+            signatures.append(signature)
+        return signatures.index(signature)
+
+    before = previous
+    for phase, prep in zip(phases, prepared):
+        sig = prep.signature
+        inits, numbers = [], []
+        for init in phase.inits:
+            args = () if init.kind == "reset" else init.args
+            inits.append(InitSlot(leaf_indices[init.path], init.kind, len(numbers), len(args), int(C.path_key(init.path))))
+            numbers.extend(args)
+        carry_from, carried = -1, frozenset()
+        if phase.carry and before is not None:
+            carry_from, carried = slot(before), C.carried_labels(before, sig)
+        branch = Branch(slot(sig), tuple(inits), carry_from, carried)
+        rows.append((branches.setdefault(branch, len(branches)), phase, prep, numbers))
+        before = sig
+    width = max([_numbers_of(s) for s in signatures] + [1])
+    init_width = max([len(r[3]) for r in rows] + [1])
+    signature = SegmentSignature(tuple(signatures), tuple(branches), window, chunk, width, init_width)
+    table = {
+        "count": np.int32(len(rows)),
+        "branch": np.zeros(window, np.int32),
+        "steps": np.zeros(window, np.int32),
+        "index": np.zeros(window, np.int32),
+        "numbers": np.zeros((window, width), np.float32),
+        "stop": np.zeros((window, 3), np.float64),
+        "init": np.zeros((window, init_width), np.float64),
+    }
+    for row, (branch, phase, prep, numbers) in enumerate(rows):
+        table["branch"][row], table["steps"][row], table["index"][row] = branch, phase.steps, phase.index
+        table["numbers"][row, : len(prep.numbers)] = prep.numbers
+        table["stop"][row] = prep.stop_numbers
+        table["init"][row, : len(numbers)] = numbers
+    return signature, table
+
+
+@dataclass
+class Program:
+    """A compiled segment: `call(state, table, root, initial_arrays, data_arrays) -> (state, out)`.
+
+    `out` holds the call's losses (`losses`, in step order across its phases), and per table
+    row the steps run in this call (`ran`), the stop reason (`reason`) and the model's array
+    leaves after the row's phase (`snapshots`, one stacked array per leaf).
+    """
+
+    signature: SegmentSignature
+    call: Callable
+    slot_shapes: tuple  # per signature: the shape/dtype tree of its optimizer state
+    ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
+
+    def initial_state(self, model_arrays, carried=None) -> dict:
+        """The state a segment starts from: the model, fresh slots (a carried-in optimizer state
+        `(signature, opt_state)` in its slot), the first row, step 0."""
+        import jax
+        import jax.numpy as jnp
+
+        ring_dtype = jnp.result_type(float)
+        slots = []
+        for sig, shapes in zip(self.signature.signatures, self.slot_shapes):
+            if carried is not None and carried[0] == sig:
+                opt = carried[1]
+            else:
+                opt = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+            slots.append({"opt": opt, "ring": np.full((sig.over,), np.nan, ring_dtype)})
+        return {"leaves": tuple(model_arrays), "slots": tuple(slots), "phase": np.int32(0), "step": np.int32(0)}
+
+
+_CACHE: dict[tuple, Program] = {}
+
+
+def compiled(signature: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> Program:
+    """The (cached) segment program for `signature`, `loss_fn` and the static parts of model and data."""
+    key = (signature, loss_fn, model_layout, data_layout)
+    if key not in _CACHE:
+        _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays)
+    return _CACHE[key]
+
+
+def cache_size() -> int:
+    return len(_CACHE)
+
+
+def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays) -> Program:
+    import jax
+
+    # a leaf index (in the flattened model) -> its position among the array leaves
+    position = {leaf: i for i, leaf in enumerate(k for k, s in enumerate(model_layout.static) if s is None)}
+
+    def free_of(signature, leaves):
+        return {path: leaves[position[indices[0]]] for path, indices in signature.leaves}
+
+    slot_shapes = tuple(
+        jax.eval_shape(lambda arrays, sig=sig: C.init_state(sig, free_of(sig, arrays), np.zeros(_numbers_of(sig), np.float32)), tuple(model_arrays))
+        for sig in segment.signatures
+    )
+    branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of) for b in segment.branches]
+
+    def call(state, table, root, initial_arrays, data_arrays):
+        import jax.numpy as jnp
+
+        dtype = C.loss_dtype(loss_fn, model_layout, data_layout, state["leaves"], data_arrays)
+        W, K = segment.window, segment.chunk
+        out = {
+            "losses": jnp.full((K,), jnp.nan, dtype),
+            "ran": jnp.zeros(W, jnp.int32),
+            "reason": jnp.zeros(W, jnp.int32),
+            "snapshots": tuple(jnp.zeros((W,) + leaf.shape, leaf.dtype) for leaf in state["leaves"]),
+        }
+        inputs = (table, root, initial_arrays, data_arrays)
+
+        def more(carry):
+            state, _, at, halted = carry
+            return (state["phase"] < table["count"]) & (at < K) & ~halted
+
+        def body(carry):
+            return jax.lax.switch(table["branch"][carry[0]["phase"]], [lambda c, b=b: b(c, inputs) for b in branches], carry)
+
+        state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
+        return state, out
+
+    return Program(segment, jax.jit(call), slot_shapes)
+
+
+def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of) -> Callable:
+    """One branch of the switch: run (the rest of, or as much as the buffer holds of) one phase."""
+    import jax
+    import jax.numpy as jnp
+
+    signature = segment.signatures[branch.signature]
+    n_numbers = _numbers_of(signature)
+
+    def start(state, row, table, root, initial_arrays):
+        """The phase's beginning: inits applied, a fresh (or carried) optimizer state, an empty window."""
+        leaves = list(state["leaves"])
+        for init in branch.inits:
+            at = position[init.leaves[0]]
+            if init.kind == "reset":
+                value = initial_arrays[at]
+            else:
+                args = jax.lax.dynamic_slice_in_dim(table["init"][row], init.offset, init.size)
+                value = C.init_value(init.kind, root, table["index"][row], np.uint32(init.path_number), args, leaves[at].shape, leaves[at].dtype)
+            for leaf in init.leaves:
+                leaves[position[leaf]] = value
+        numbers = table["numbers"][row, :n_numbers]
+        opt = C.init_state(signature, free_of(signature, leaves), numbers)
+        if branch.carry_from >= 0:
+            opt = C.carry_state(opt, state["slots"][branch.carry_from]["opt"], branch.carried, signature)
+        ring = jnp.full((signature.over,), jnp.nan, jnp.result_type(float))
+        return tuple(leaves), opt, ring
+
+    def run(carry, inputs):
+        state, out, at, _ = carry
+        table, root, initial_arrays, data_arrays = inputs
+        row, first = state["phase"], state["step"]
+        own = state["slots"][branch.signature]
+        leaves, opt, ring = jax.lax.cond(
+            first == 0,
+            lambda: start(state, row, table, root, initial_arrays),
+            lambda: (state["leaves"], own["opt"], own["ring"]),
+        )
+        count = jnp.minimum(table["steps"][row] - first, segment.chunk - at)
+        stop = {"ring": ring, "reason": jnp.int32(C.COMPLETED)}
+        ran, free, opt, stop, logs, _ = C.run_steps(
+            signature, loss_fn, model_layout, data_layout, free_of(signature, leaves), opt, stop, leaves, first, count,
+            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, (None, None), {"loss": out["losses"]}, at, watch=True,
+        )
+        leaves = list(leaves)
+        for path, indices in signature.leaves:
+            for leaf in indices:
+                leaves[position[leaf]] = free[path]
+        reason = stop["reason"]
+        end = first + ran
+        over = (end >= table["steps"][row]) | (reason != C.COMPLETED)
+        slots = list(state["slots"])
+        slots[branch.signature] = {"opt": opt, "ring": stop["ring"]}
+        state = {"leaves": tuple(leaves), "slots": tuple(slots), "phase": row + over.astype(jnp.int32), "step": jnp.where(over, 0, end).astype(jnp.int32)}
+        out = {
+            "losses": logs["loss"],
+            "ran": out["ran"].at[row].set(ran),
+            "reason": out["reason"].at[row].set(reason),
+            "snapshots": tuple(s.at[row].set(leaf) for s, leaf in zip(out["snapshots"], leaves)),
+        }
+        return state, out, at + ran, reason == C.NONFINITE
+
+    return run

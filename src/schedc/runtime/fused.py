@@ -1,0 +1,148 @@
+"""Running a fused segment: consecutive phases in one compiled program (compiler/segment.py).
+
+The host builds the segment's table (one row of numbers per phase), calls the program until
+every phase is done (one call, unless a phase runs past the loss buffer) and turns the outputs
+into the same `PhaseResult`s a phase-by-phase run returns: the same losses, stop reasons,
+models and (lazily computed) hyperparameter logs, bit for bit on CPU
+(tests/test_fused.py). Which phases form a segment is `Runner.segment_end`'s rule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from schedc.compiler import chunk as C
+from schedc.compiler import segment as S
+from schedc.runtime.runner import CompileClock, Hyperparams, Later, PhaseResult, RunnerState, strong_types
+
+
+class Untraceable(Exception):
+    """The segment's program could not be built: tracing or compiling it raised (the cause)."""
+
+
+def run_segment(runner, start: int, end: int, model) -> list[PhaseResult]:
+    """Phases `start` .. `end - 1` from `model`, fused. Stops after a phase with a non-finite loss
+    (its result is the last one returned; the runner raises).
+
+    Raises:
+        Untraceable: when building the program raised (a loss that fails to trace, say): the
+            runner then runs the phases one by one, so the error names the phase it is in.
+    """
+    try:
+        return _run(runner, start, end, model)
+    except Untraceable:
+        raise
+    except Exception as exc:
+        phases = runner.plan.phases
+        exc.add_note(f"while running {phases[start].label} .. {phases[end - 1].label} fused into one program (run with fuse=False to run them one by one)")
+        raise
+
+
+# (plan phases, tree, start, end, chunk, window, previous signature) -> (prepared phases, segment signature, table)
+_PLANS: OrderedDict = OrderedDict()
+_PLANS_KEPT = 64
+
+
+def _segment_plan(runner, start: int, end: int):
+    """The segment's prepared phases, signature and table: built once per program and reused by
+    its later runs (keyed by the identity of the plan's phases, which a Program keeps)."""
+    phases = runner.plan.phases
+    key = (id(phases), id(runner.leaves_source), start, end, runner.chunk, runner.window, runner.state.signature)
+    entry = _PLANS.get(key)
+    if entry is not None and entry[0] is phases and entry[1] is runner.leaves_source:
+        _PLANS.move_to_end(key)
+        return entry[2]
+    prepared = [C.prepare(p, runner.leaves, runner.chunk) for p in phases[start:end]]
+    value = (prepared, *S.plan(phases[start:end], prepared, runner.state.signature, runner.leaves, runner.window, runner.chunk))
+    _PLANS[key] = (phases, runner.leaves_source, value)
+    if len(_PLANS) > _PLANS_KEPT:
+        _PLANS.popitem(last=False)
+    return value
+
+
+def _run(runner, start: int, end: int, model) -> list[PhaseResult]:
+    import jax
+
+    phases = runner.plan.phases[start:end]
+    started = time.perf_counter()
+    with CompileClock() as clock:
+        model = strong_types(model)
+        model_arrays, model_layout = C.split(model)
+        prepared, signature, table = _segment_plan(runner, start, end)
+        program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays)
+        previous = runner.state.signature
+        state = program.initial_state(model_arrays, (previous, runner.state.opt_state) if previous is not None else None)
+        initial_arrays = C.split(runner.initial_leaves)[0]
+        pieces: list[list[np.ndarray]] = [[] for _ in phases]
+        reasons = [C.COMPLETED] * len(phases)
+        models: list = []  # per finished phase: (a call's snapshot buffers, its row)
+        while True:
+            first_row = len(models)
+            try:
+                state, out = program.call(state, table, runner.key, initial_arrays, runner.data_arrays)
+            except Exception as exc:
+                if not program.ran:
+                    raise Untraceable() from exc
+                raise
+            program.ran = True
+            found, row, step = jax.device_get(({k: out[k] for k in ("losses", "ran", "reason")}, state["phase"], state["step"]))
+            _collect(found, first_row, int(row), int(step), pieces, reasons)
+            models.extend((out["snapshots"], r) for r in range(first_row, int(row)))
+            if len(models) == len(phases) or reasons[len(models) - 1] == C.NONFINITE:
+                break
+    results = _results(phases, prepared, pieces, reasons, models, model_layout, time.perf_counter() - started, clock)
+    last = len(results) - 1
+    if last == len(phases) - 1:  # the run goes on from the state's model, already on the device
+        results[last].model = model_layout.rebuild(state["leaves"])
+    runner.state = RunnerState(phases[last].index, prepared[last].signature, state["slots"][signature.signatures.index(prepared[last].signature)]["opt"])
+    return results
+
+
+def _collect(out: dict, first_row: int, row: int, step: int, pieces: list, reasons: list) -> None:
+    """Split one call's host outputs by phase: its losses in order and the reasons of the phases
+    it ran (rows from `first_row` to `row`; `row` itself is unfinished when `step` > 0)."""
+    at = 0
+    touched = row if step > 0 else row - 1
+    for r in range(first_row, min(touched, len(pieces) - 1) + 1):
+        ran = int(out["ran"][r])
+        pieces[r].append(out["losses"][at : at + ran])
+        reasons[r] = int(out["reason"][r])
+        at += ran
+
+
+def _snapshot(layout: C.Layout, buffers: tuple, row: int) -> Later:
+    """The model after the phase of table row `row`, sliced out of the device buffers when read."""
+    return Later(lambda: layout.rebuild([buffer[row] for buffer in buffers]))
+
+
+def _results(phases, prepared, pieces, reasons, models, model_layout, wall: float, clock: CompileClock) -> list[PhaseResult]:
+    """One PhaseResult per finished phase. The segment's wall time is shared by steps run; its
+    compiles are the first phase's (as a phase-by-phase run counts a new program's compile)."""
+    losses = [np.concatenate(p) for p in pieces[: len(models)]]
+    total = sum(len(x) for x in losses) or 1
+    results = []
+    for row, (phase, prep, phase_losses) in enumerate(zip(phases, prepared, losses)):
+        reason = reasons[row]
+        bad = C.first_nonfinite(phase_losses)
+        if bad is not None:  # as a phase-by-phase run reads it: the phase ends at its first non-finite loss
+            phase_losses, reason = phase_losses[: bad + 1], C.NONFINITE
+        results.append(
+            PhaseResult(
+                index=phase.index,
+                name=phase.name,
+                display=phase.label,
+                steps=phase.steps,
+                steps_run=len(phase_losses),
+                losses=phase_losses,
+                hyperparams=Hyperparams(prep, len(phase_losses), phase_losses.dtype),
+                stop_reason=C.STOP_REASONS[reason],
+                wall_time=wall * len(phase_losses) / total,
+                compile_time=clock.seconds if row == 0 else 0.0,
+                compiles=clock.count if row == 0 else 0,
+                model=_snapshot(model_layout, *models[row]),
+            )
+        )
+    return results

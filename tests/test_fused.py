@@ -1,0 +1,118 @@
+"""Fused segments: consecutive phases run as one compiled program give, bit for bit on CPU, what
+running them one by one gives (losses, stop reasons, hyperparameter logs, every phase's model), for
+every stop rule, init kind and `carry state`; a `repeat` compiles its body's program once and runs
+in one call; a non-finite loss inside a segment names its phase and step and keeps the phases before."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import schedc
+from schedc.compiler import segment
+from schedc.runtime import fused
+from schedc.runtime.runner import CompileClock, RunError
+
+TEXT = """seed 4
+phase 12 lr 0.1 < free a; init b ~ normal(0, 1) >
+repeat 2 <
+  phase 7 lr cosine(0.05 -> 0.001) optimizer sgd(momentum = 0.9) < free a, b; carry state >
+  phase 9 lr 0.02 < free b; init a ~ uniform(-1, 1); init b = 0.5; stop when loss < 4.0 >
+>
+phase 6 lr 0.05 < free a, b; init a = [0.1, 0.2, 0.3]; carry state >
+phase 10 lr 0.1 optimizer adam(b1 = linear(0.9 -> 0.5)) < free a; free b lr 0.01 optimizer sgd >
+phase 60 lr 0.02 < free **; init a = reset; stop when loss_change < 0.05 over 5 after 10 >
+"""
+
+
+def model():
+    return {"a": jnp.zeros(3), "b": jnp.ones(2)}
+
+
+def loss(m):
+    return jnp.sum((m["a"] - 1.0) ** 2) + jnp.sum(jnp.sin(1.3 * m["b"]) ** 2)
+
+
+def leaves_bytes(tree) -> list[bytes]:
+    return [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(tree)]
+
+
+def assert_same_run(one, other):
+    assert other.stop_reasons == one.stop_reasons
+    assert [p.steps_run for p in other.phases] == [p.steps_run for p in one.phases]
+    for a, b in zip(one.phases, other.phases):
+        assert a.losses.dtype == b.losses.dtype and a.losses.tobytes() == b.losses.tobytes(), a.display
+        assert list(a.hyperparams) == list(b.hyperparams)
+        for name in a.hyperparams:
+            assert a.hyperparams[name].tobytes() == b.hyperparams[name].tobytes(), (a.display, name)
+        assert leaves_bytes(a.model) == leaves_bytes(b.model), a.display
+
+
+@pytest.fixture(scope="module")
+def program():
+    return schedc.compile(TEXT, model())
+
+
+@pytest.fixture(scope="module", params=[None, 8], ids=["one-call", "chunk-8"])
+def runs(request, program):
+    """The schedule run phase by phase and fused (with chunk 8, phases span several calls)."""
+    return program.run(loss, quiet=True, chunk=request.param, fuse=False), program.run(loss, quiet=True, chunk=request.param)
+
+
+def test_the_schedule_exercises_every_stop_rule_and_init(runs):
+    one, _ = runs
+    assert set(one.stop_reasons) == {"completed", "loss", "loss_change"}
+    assert one.phases[-1].steps_run < 60
+
+
+def test_fused_results_are_bit_identical_to_phase_by_phase(runs):
+    assert_same_run(*runs)
+
+
+def test_the_schedule_ran_fused(program, monkeypatch):
+    calls = []
+    original = fused._collect
+    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
+    program.run(loss, quiet=True)
+    assert len(calls) == 1  # every phase in one call of one program
+
+
+def test_a_repeat_compiles_its_body_once_and_runs_in_one_call(monkeypatch):
+    shaped = {"a": jnp.zeros(5), "b": jnp.ones(4)}  # shapes no other test compiles
+    body = "phase 20 lr 0.01 < free a >\nphase 20 lr 0.01 < free b >"
+    schedc.compile(body, shaped).run(loss, quiet=True)
+    programs = segment.cache_size()
+    calls = []
+    original = fused._collect
+    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
+    with CompileClock() as clock:
+        repeated = "repeat 50 <\n" + body + "\n>"
+        result = schedc.compile(repeated, shaped).run(loss, quiet=True)
+    assert len(result.phases) == 100 and len(calls) == 1
+    assert segment.cache_size() == programs and clock.count == 0
+
+
+def blows_up(m):
+    return jnp.where(m["a"][0] > 0.5, jnp.nan, loss(m))
+
+
+@pytest.mark.parametrize("stop", ["", "; stop when loss < -1"], ids=["bare", "with-stop-rule"])
+def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop):
+    text = """optimizer sgd
+    phase 5 lr 0.01 < free a >
+    phase calm 5 lr 0.01 < free b >
+    phase boom 40 lr 0.2 < free aSTOP >
+    phase 5 lr 0.01 < free b >""".replace("STOP", stop)
+    program = schedc.compile(text, model())
+    errors = []
+    for fuse in (False, True):
+        with pytest.raises(RunError) as info:
+            program.run(blows_up, quiet=True, fuse=fuse)
+        errors.append(info.value)
+    one, other = errors
+    assert str(other) == str(one) and "phase 2 (boom)" in str(other) and other.step == one.step
+    assert len(other.result.phases) == 3 and other.result.stop_reasons == ["completed", "completed", "non-finite loss"]
+    assert_same_run(one.result, other.result)
+    assert leaves_bytes(other.model) == leaves_bytes(one.model)

@@ -8,9 +8,18 @@ otherwise), data, phases and optimizer (adam, constant lr per phase) for all.
 
     .venv/bin/python bench/bench_run.py            # the table
     .venv/bin/python bench/bench_run.py --repeat 3  # median of 3 processes each
+    .venv/bin/python bench/bench_run.py --fusion --rounds 15  # fused segments (below)
 
 Also measures the compile count of a 10-phase alternating schedule against its
 2-phase core (schedc compiles one executable per phase signature).
+
+`--fusion` measures fused segments, side by side in one process, in interleaved rounds
+(each round runs every system once; median and spread over rounds): schedc (fused), schedc
+phase by phase (`fuse=False`) and the hand-written loop on (1) the alternating schedule
+`repeat 50 < phase 20 < free a.* >; phase 20 < free b.* > >` on a 64-parameter model and
+(2) the 300/200/100-step spectral schedule on the small model; then the host work per phase
+of both runners and, each in a fresh process, the compiles of a `repeat 50` schedule and
+of its body.
 """
 
 from __future__ import annotations
@@ -67,6 +76,16 @@ def _models(size: str):
             return (h @ v(self.b.w) + v(self.b.c))[..., 0]
 
     k = jax.random.split(jax.random.key(0), 4)
+    if size == "tiny64":  # 64 parameters: two blocks of 2 x 16 basis coefficients on 200 points
+        model = Model(Block(wrap(jnp.zeros(16)), wrap(jnp.zeros(16))), Block(wrap(jnp.zeros(16)), wrap(jnp.zeros(16))))
+        basis = jax.random.normal(k[0], (64, 200)) / 8.0
+        y = jax.random.normal(k[1], (64,)) @ basis
+
+        def loss64(m, basis, y):
+            coefficients = jnp.concatenate([v(m.a.w), v(m.a.c), v(m.b.w), v(m.b.c)])
+            return jnp.mean((coefficients @ basis - y) ** 2)
+
+        return model, loss64, (basis, y)
     if size == "small":
         model = Model(Block(wrap(jnp.array(0.1)), wrap(jnp.array(0.0))), Block(wrap(jnp.array(0.5)), wrap(jnp.array(0.1))))
         x = jnp.linspace(-1, 1, 200)
@@ -92,15 +111,21 @@ def _sched_text(phases) -> str:
     return "\n".join(f"phase {n} lr {lr} < free {', '.join(free)} >" for n, lr, free in phases)
 
 
+ALTERNATING_BODY = [(20, 0.01, ["a.*"]), (20, 0.01, ["b.*"])]
+ALTERNATING = ALTERNATING_BODY * 50
+ALTERNATING_TEXT = "repeat 50 <\n" + _sched_text(ALTERNATING_BODY) + "\n>"
+SPECTRAL = [(300, 0.05, ["a.*"]), (200, 0.02, ["**"]), (100, 0.01, ["b.*"])]
+
+
 # Each system: prepare(model, loss, data, phases) -> a function running the whole schedule
 # once and returning the final model. "cold" = prepare + first run, "steady" = a second run.
 
 
-def prepare_schedc(model, loss, data, phases):
+def prepare_schedc(model, loss, data, phases, text=None, fuse=True):
     import schedc
 
-    program = schedc.compile(_sched_text(phases), model)
-    return lambda: program.run(loss, *data, quiet=True).model
+    program = schedc.compile(text or _sched_text(phases), model)
+    return lambda: program.run(loss, *data, quiet=True, fuse=fuse).model
 
 
 def prepare_hand(model, loss, data, phases):
@@ -222,6 +247,113 @@ def compile_counts() -> dict:
     return {"core_executables": core_count, "alternating_new_executables": C.cache_size() - before - core_count}
 
 
+# ---------------------------------------------------------------- fused segments
+
+
+def _rounds(systems: dict, rounds: int) -> dict:
+    """Interleaved timing: each round runs every system once (after one warm-up run each)."""
+    import jax
+
+    for run in systems.values():
+        jax.block_until_ready(jax.tree_util.tree_leaves(run()))
+    times = {name: [] for name in systems}
+    for _ in range(rounds):
+        for name, run in systems.items():
+            start = time.perf_counter()
+            jax.block_until_ready(jax.tree_util.tree_leaves(run()))
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _spread(values) -> str:
+    return f"{statistics.median(values):.4g} [{min(values):.4g}, {max(values):.4g}]"
+
+
+def fusion_table(rounds: int) -> None:
+    """schedc fused, schedc phase by phase and the hand-written loop, side by side."""
+    cases = [("alternating 100 x 20 steps, 64 parameters", "tiny64", ALTERNATING, ALTERNATING_TEXT), ("spectral 300/200/100 steps, small model", "small", SPECTRAL, None)]
+    print(f"wall ms per run: median [min, max] over {rounds} interleaved rounds; ratios are per round")
+    for title, size, phases, text in cases:
+        model, loss, data = _models(size)
+        systems = {
+            "hand": prepare_hand(model, loss, data, phases),
+            "schedc fused": prepare_schedc(model, loss, data, phases, text),
+            "schedc phase by phase": prepare_schedc(model, loss, data, phases, text, fuse=False),
+        }
+        times = _rounds(systems, rounds)
+        print(f"\n{title}")
+        for name, ts in times.items():
+            ratio = [t / h for t, h in zip(ts, times["hand"])]
+            print(f"  {name:22} {_spread([t * 1e3 for t in ts]):>28}   / hand {_spread(ratio)}")
+
+
+def host_work(rounds: int) -> None:
+    """Host time per phase of the alternating schedule: the run's wall time minus the time spent
+    waiting for the device, split by where it goes (fused), or per phase boundary (phase by phase)."""
+    import jax
+
+    import schedc
+    from schedc.compiler import segment
+    from schedc.runtime import fused, runner
+
+    model, loss, data = _models("tiny64")
+    program = schedc.compile(ALTERNATING_TEXT, model)
+    spent: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if name == "device call":
+                jax.block_until_ready(out)
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+            return out
+
+        return wrapper
+
+    original_compiled, original_absorb = segment.compiled, runner.Runner._absorb
+
+    def compiled(*args):
+        program_ = original_compiled(*args)
+        program_.call = timed("device call", program_.call) if not hasattr(program_.call, "__wrapped_for_bench__") else program_.call
+        program_.call.__wrapped_for_bench__ = True
+        return program_
+
+    segment.compiled = compiled
+    fused._segment_plan = timed("segment plan (cached)", fused._segment_plan)
+    fused._collect = timed("split outputs by phase", fused._collect)
+    fused._results = timed("phase results", fused._results)
+    for fuse in (True, False):
+        if not fuse:  # the phase-by-phase runner: the chunk call, blocked on, is the device's time
+            runner.Runner._absorb = timed("device call", lambda self, before, out, *a: original_absorb(self, before, jax.block_until_ready(out), *a))
+        program.run(loss, *data, quiet=True, fuse=fuse)
+        spent.clear()
+        start = time.perf_counter()
+        for _ in range(rounds):
+            program.run(loss, *data, quiet=True, fuse=fuse)
+        total = (time.perf_counter() - start) / rounds
+        per = {k: v / rounds for k, v in spent.items()}
+        host = total - per["device call"]
+        phases = len(program.phases)
+        print(f"\n{'fused' if fuse else 'phase by phase'}: {total * 1e3:.2f} ms per run, device {per['device call'] * 1e3:.2f} ms, host {host * 1e3:.2f} ms = {host / phases * 1e6:.0f} us per phase")
+        for name, seconds in per.items():
+            if name != "device call":
+                print(f"  {name:26} {seconds / phases * 1e6:7.1f} us per phase")
+        spent.clear()
+    runner.Runner._absorb = original_absorb
+
+
+def repeat_compiles(text: str) -> dict:
+    """XLA compiles of compiling and running `text` on the 64-parameter model, in this (fresh) process."""
+    import schedc
+    from schedc.runtime.runner import CompileClock
+
+    model, loss, data = _models("tiny64")
+    with CompileClock() as clock:
+        schedc.compile(text, model).run(loss, *data, quiet=True)
+    return {"compiles": clock.count}
+
+
 def _subprocess(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -232,7 +364,19 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--counts", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=1, help="processes per measurement (median)")
+    parser.add_argument("--fusion", action="store_true", help="fused segments: ratios, host work per phase, repeat compiles")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (--fusion)")
+    parser.add_argument("--compiles-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compiles_of:
+        print(json.dumps(repeat_compiles(args.compiles_of)))
+        return
+    if args.fusion:
+        fusion_table(args.rounds)
+        host_work(args.rounds)
+        body, repeated = (_subprocess(["--compiles-of", t])["compiles"] for t in (_sched_text(ALTERNATING_BODY), ALTERNATING_TEXT))
+        print(f"\nXLA compiles in a fresh process: the body {body}, repeat 50 of it {repeated}")
+        return
     if args.one:
         print(json.dumps(measure(*args.one)))
         return

@@ -145,6 +145,7 @@ class Program:
     signature: SegmentSignature
     call: Callable
     slot_shapes: tuple  # per signature: the shape/dtype tree of its optimizer state
+    host_effects: bool  # the loss calls back into Python (jax.debug.callback/print, io_callback)
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
 
     def initial_state(self, model_arrays, carried=None) -> dict:
@@ -171,7 +172,7 @@ def compiled(signature: SegmentSignature, loss_fn: Callable, model_layout: C.Lay
     """The (cached) segment program for `signature`, `loss_fn` and the static parts of model and data."""
     key = (signature, loss_fn, model_layout, data_layout)
     if key not in _CACHE:
-        _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays)
+        _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays, data_arrays)
     return _CACHE[key]
 
 
@@ -179,7 +180,7 @@ def cache_size() -> int:
     return len(_CACHE)
 
 
-def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays) -> Program:
+def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> Program:
     import jax
 
     # a leaf index (in the flattened model) -> its position among the array leaves
@@ -217,7 +218,22 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
         return state, out
 
-    return Program(segment, jax.jit(call), slot_shapes)
+    return Program(segment, jax.jit(call), slot_shapes, _calls_back(loss_fn, model_layout, data_layout, model_arrays, data_arrays))
+
+
+def _calls_back(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> bool:
+    """Whether the loss has effects (host callbacks): such a loss runs phase by phase, where an
+    exception a callback raises or a signal it sends stops the run with every phase before kept."""
+    import jax
+
+    def of(model, data):
+        args, kwargs = data_layout.rebuild(data)
+        return loss_fn(model_layout.rebuild(model), *args, **kwargs)
+
+    try:
+        return bool(jax.make_jaxpr(of)(tuple(model_arrays), tuple(data_arrays)).effects)
+    except Exception:  # a loss that does not trace: the first call reports it, phase by phase
+        return True
 
 
 def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of) -> Callable:

@@ -19,21 +19,30 @@ from schedc.compiler import segment as S
 from schedc.runtime.runner import CompileClock, Hyperparams, Later, PhaseResult, RunnerState, strong_types
 
 
-class Untraceable(Exception):
-    """The segment's program could not be built: tracing or compiling it raised (the cause)."""
+class NotFused(Exception):
+    """The segment cannot run fused: its loss calls back into Python (`callbacks`), or building
+    its program raised (the cause). The runner runs its phases one by one instead."""
+
+    def __init__(self, callbacks: bool = False):
+        super().__init__()
+        self.callbacks = callbacks
 
 
 def run_segment(runner, start: int, end: int, model) -> list[PhaseResult]:
     """Phases `start` .. `end - 1` from `model`, fused. Stops after a phase with a non-finite loss
     (its result is the last one returned; the runner raises).
 
+    A signal (`runner.stop_signal`) ends it after the current call, with the phases that call
+    finished: the runner then stops as after a phase.
+
     Raises:
-        Untraceable: when building the program raised (a loss that fails to trace, say): the
-            runner then runs the phases one by one, so the error names the phase it is in.
+        NotFused: when the loss has host callbacks, or building the program raised (a loss that
+            fails to trace, say): the runner then runs the phases one by one, so an error names
+            the phase it is in and a failing callback keeps the phases before it.
     """
     try:
         return _run(runner, start, end, model)
-    except Untraceable:
+    except NotFused:
         raise
     except Exception as exc:
         phases = runner.plan.phases
@@ -73,6 +82,8 @@ def _run(runner, start: int, end: int, model) -> list[PhaseResult]:
         model_arrays, model_layout = C.split(model)
         prepared, signature, table = _segment_plan(runner, start, end)
         program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays)
+        if program.host_effects:
+            raise NotFused(callbacks=True)
         previous = runner.state.signature
         state = program.initial_state(model_arrays, (previous, runner.state.opt_state) if previous is not None else None)
         initial_arrays = C.split(runner.initial_leaves)[0]
@@ -85,15 +96,17 @@ def _run(runner, start: int, end: int, model) -> list[PhaseResult]:
                 state, out = program.call(state, table, runner.key, initial_arrays, runner.data_arrays)
             except Exception as exc:
                 if not program.ran:
-                    raise Untraceable() from exc
+                    raise NotFused() from exc
                 raise
             program.ran = True
             found, row, step = jax.device_get(({k: out[k] for k in ("losses", "ran", "reason")}, state["phase"], state["step"]))
             _collect(found, first_row, int(row), int(step), pieces, reasons)
             models.extend((out["snapshots"], r) for r in range(first_row, int(row)))
-            if len(models) == len(phases) or reasons[len(models) - 1] == C.NONFINITE:
+            if len(models) == len(phases) or (models and reasons[len(models) - 1] == C.NONFINITE) or runner.stop_signal is not None:
                 break
     results = _results(phases, prepared, pieces, reasons, models, model_layout, time.perf_counter() - started, clock)
+    if not results:  # a signal came before the first phase ended
+        return results
     last = len(results) - 1
     if last == len(phases) - 1:  # the run goes on from the state's model, already on the device
         results[last].model = model_layout.rebuild(state["leaves"])

@@ -702,7 +702,7 @@ class Runner:
 
     def run(self, model, start: int = 0, result=None):
         """Every phase in order from `start` (appended to `result`, when resuming). A non-finite loss raises RunError holding the partial Result."""
-        from schedc.runtime.fused import Untraceable, run_segment
+        from schedc.runtime.fused import NotFused, run_segment
 
         result = result if result is not None else self._new_result(model)
         if self.initial_leaves is None:
@@ -714,17 +714,19 @@ class Runner:
                     end = self.segment_end(index)
                     try:
                         phase_results = run_segment(self, index, end, model) if end - index > 1 else None
-                    except Untraceable:  # one by one, so an error in the loss names the phase it is in
+                    except NotFused as reason:  # one by one: an error names its phase, a failing callback keeps the phases before
+                        self.fuse = self.fuse and not reason.callbacks  # the loss is the same for every phase
                         phase_results = None
                     if phase_results is None:
-                        phase_results, end = [self.run_phase(index, model, progress)], index + 1
+                        phase_results = [self.run_phase(index, model, progress)]
                     for phase_result in phase_results:
                         result.phases.append(phase_result)
                         self._after_phase(result, phase_result)
                         if self.checkpoint is not None:
                             self.checkpoint.after_phase(self, result)
-                    model = phase_results[-1].model  # (a fused segment's other models stay unread on the device)
-                    index = end
+                    if phase_results:
+                        model = phase_results[-1].model  # (a fused segment's other models stay unread on the device)
+                    index += len(phase_results)
                     if self.stop_signal is not None and index < len(self.plan.phases):
                         raise Interrupted(self.stop_signal, index, 0)
         except BaseException as exc:

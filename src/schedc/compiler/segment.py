@@ -145,7 +145,7 @@ class Program:
     signature: SegmentSignature
     call: Callable
     slot_shapes: tuple  # per signature: the shape/dtype tree of its optimizer state
-    host_effects: bool  # the loss calls back into Python (jax.debug.callback/print, io_callback)
+    unfusable: str | None  # why the loss must run phase by phase (see `_unfusable`), or None
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
 
     def initial_state(self, model_arrays, carried=None) -> dict:
@@ -218,22 +218,33 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
         return state, out
 
-    return Program(segment, jax.jit(call), slot_shapes, _calls_back(loss_fn, model_layout, data_layout, model_arrays, data_arrays))
+    return Program(segment, jax.jit(call), slot_shapes, _unfusable(loss_fn, model_layout, data_layout, model_arrays, data_arrays))
 
 
-def _calls_back(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> bool:
-    """Whether the loss has effects (host callbacks): such a loss runs phase by phase, where an
-    exception a callback raises or a signal it sends stops the run with every phase before kept."""
+def _unfusable(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> str | None:
+    """Why a loss runs phase by phase, or None. A loss with effects (host callbacks: an exception
+    a callback raises or a signal it sends must stop the run with every phase before it kept),
+    one taking a per-step `key`, or one returning aux metrics (logged per chunk) does."""
     import jax
+
+    from schedc.compiler import minibatch
+
+    if minibatch.takes_key(loss_fn):
+        return "takes a key"
 
     def of(model, data):
         args, kwargs = data_layout.rebuild(data)
         return loss_fn(model_layout.rebuild(model), *args, **kwargs)
 
     try:
-        return bool(jax.make_jaxpr(of)(tuple(model_arrays), tuple(data_arrays)).effects)
+        jaxpr, shape = jax.make_jaxpr(of, return_shape=True)(tuple(model_arrays), tuple(data_arrays))
     except Exception:  # a loss that does not trace: the first call reports it, phase by phase
-        return True
+        return "does not trace"
+    if jaxpr.effects:
+        return "calls back into Python"
+    if not hasattr(shape, "shape"):
+        return "returns aux metrics"
+    return None
 
 
 def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of) -> Callable:

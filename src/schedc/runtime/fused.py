@@ -20,12 +20,12 @@ from schedc.runtime.runner import CompileClock, Hyperparams, Later, PhaseResult,
 
 
 class NotFused(Exception):
-    """The segment cannot run fused: its loss calls back into Python (`callbacks`), or building
+    """The segment cannot run fused: its loss cannot (`loss`: see segment._unfusable), or building
     its program raised (the cause). The runner runs its phases one by one instead."""
 
-    def __init__(self, callbacks: bool = False):
+    def __init__(self, loss: bool = False):
         super().__init__()
-        self.callbacks = callbacks
+        self.loss = loss
 
 
 def run_segment(runner, start: int, end: int, model) -> list[PhaseResult]:
@@ -36,7 +36,7 @@ def run_segment(runner, start: int, end: int, model) -> list[PhaseResult]:
     finished: the runner then stops as after a phase.
 
     Raises:
-        NotFused: when the loss has host callbacks, or building the program raised (a loss that
+        NotFused: when the loss has host callbacks, a key or aux metrics, or building the program raised (a loss that
             fails to trace, say): the runner then runs the phases one by one, so an error names
             the phase it is in and a failing callback keeps the phases before it.
     """
@@ -82,8 +82,8 @@ def _run(runner, start: int, end: int, model) -> list[PhaseResult]:
         model_arrays, model_layout = C.split(model)
         prepared, signature, table = _segment_plan(runner, start, end)
         program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays)
-        if program.host_effects:
-            raise NotFused(callbacks=True)
+        if program.unfusable:
+            raise NotFused(loss=True)
         previous = runner.state.signature
         state = program.initial_state(model_arrays, (previous, runner.state.opt_state) if previous is not None else None)
         initial_arrays = C.split(runner.initial_leaves)[0]

@@ -715,7 +715,7 @@ class Runner:
                     try:
                         phase_results = run_segment(self, index, end, model) if end - index > 1 else None
                     except NotFused as reason:  # one by one: an error names its phase, a failing callback keeps the phases before
-                        self.fuse = self.fuse and not reason.callbacks  # the loss is the same for every phase
+                        self.fuse = self.fuse and not reason.loss  # the loss is the same for every phase
                         phase_results = None
                     if phase_results is None:
                         phase_results = [self.run_phase(index, model, progress)]

@@ -35,6 +35,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,7 @@ def _phase_record(phase) -> tuple[dict, dict[str, np.ndarray]]:
         value = getattr(phase, f.name)
         if f.name in ("model", "ema_model"):
             continue
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):  # a dict, or the lazy runner.Hyperparams
             fields[f.name] = {"dict": list(value)}
             arrays.update({f"{f.name}/{i}": np.asarray(v) for i, v in enumerate(value.values())})
         elif isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "__jax_array__"):

@@ -99,3 +99,20 @@ def test_errors_and_exit_codes(tmp_path, capsys, monkeypatch):
     good.write_text("phase 10 lr 0.1 < free a >\n")
     assert main(["plot", str(good)]) == 2
     assert "pip install 'schedc[plot]'" in capsys.readouterr().err
+
+
+def test_log_axes(tmp_path):
+    assert plot.log_scale([[0.1, 0.01], [1e-3]]) == ("log", {})
+    assert plot.log_scale([[0.0, 1e-4, 0.05]]) == ("symlog", {"linthresh": 1e-4})  # a warmup from 0
+    source = tmp_path / "run.sched"
+    source.write_text(SCHED)
+    assert main(["plot", str(source), "--log", "--out", str(tmp_path / "log.png")]) == 0
+    assert (tmp_path / "log.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_set_binds_placeholders(tmp_path, capsys):
+    source = tmp_path / "run.sched"
+    source.write_text("phase 10 * $k lr $lr < free a >\n")
+    assert main(["plot", str(source), "--set", "k=3", "--set", "lr=cosine(0.1 -> 0)", "--out", str(tmp_path / "p.png")]) == 0
+    assert main(["plot", str(source), "--out", str(tmp_path / "q.png")]) == 1
+    assert "placeholder `$k` is not bound" in capsys.readouterr().err

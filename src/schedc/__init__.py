@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "compile": "schedc.surface.api",
     "Program": "schedc.surface.api",
+    "read_model": "schedc.surface.api",
     "SchedError": "schedc.lang.diagnostics",
     "schedule": "schedc.surface.schedule",
     "build_schedule": "schedc.surface.builder",

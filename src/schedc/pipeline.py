@@ -12,6 +12,8 @@ Two ways to run it:
   a Plan (against the model's parameters, or over the pattern texts when there is no model);
 * `lint=True` (`schedc check`, the language server): report every problem there is: with a
   model, its checks run even after model-free errors; without one, nothing is resolved; no Plan.
+  An unbound `$placeholder` is no error there: an unknown of the kind its place implies (a
+  count, a schedule, an optimizer), which `schedc run --set NAME=VALUE` or Python binds.
 
 JAX-free: a model is loaded (and JAX imported) only when one is asked for.
 """
@@ -104,6 +106,8 @@ def analyse(
         TypeError, SchedError: for a placeholder value that cannot be one (see `bind_placeholders`).
     """
     front = _front_end(text_or_bytes, name, source, placeholders)
+    if lint:  # linting a file: an unbound `$name` is an unknown of the kind its place says, bound when it runs
+        front = replace(front, diagnostics=[d for d in front.diagnostics if d.code != "E0110"])
     if front.parsed is None or (model is None and lint):
         return front
     return front.with_model(model, base_dir=base_dir, lint=lint, bind=bind)
@@ -196,12 +200,17 @@ def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
     out = {}
     for key, value in placeholders.items():
         name = key.lstrip("$")
-        if isinstance(value, str):
+        if isinstance(value, str) and roles.get(name) == {"optimizer"}:
+            node = parse_optimizer(value)
+            if node is None:
+                raise TypeError(f"placeholder ${name} stands after `optimizer`: expected {_ACCEPTS['optimizer']}, got {value!r}")
+            out[name] = with_span(node, uses.get(name, n.NO_SPAN))
+        elif isinstance(value, str):
             try:
                 expr = parse_expression(value)
-            except SchedError as err:
-                err.add_note(f"in the value of placeholder `${name}`")
-                raise
+            except SchedError as err:  # the note is rendered with the diagnostics (`schedc run --set` prints them)
+                note = f"in the value of placeholder `${name}`"
+                raise SchedError([replace(d, notes=d.notes + (note,)) for d in err.diagnostics], err.sources) from None
             out[name] = with_span(expr, uses.get(name, n.NO_SPAN))
         elif as_node(value) is not None:
             out[name] = value
@@ -270,6 +279,18 @@ def _real_array(value) -> bool:
         value = np.asarray(value)
     kind = getattr(getattr(value, "dtype", None), "kind", None)
     return hasattr(value, "shape") and kind in ("f", "i", "u")
+
+
+def parse_optimizer(text: str):
+    """Optimizer text (`adam`, `sgd(momentum=0.9)`, `chain(clip(1.0), adam)`) as the node an
+    `optimizer` directive holds, or None when it is not one."""
+    from schedc.lang import nodes as n
+
+    parsed = parse("optimizer " + text)
+    items = parsed.file.items
+    if parsed.diagnostics or len(items) != 1 or not isinstance(items[0], n.Directive) or isinstance(items[0].value, n.Placeholder):
+        return None
+    return items[0].value
 
 
 # ---------------------------------------------------------------- one expression

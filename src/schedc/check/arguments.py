@@ -336,8 +336,10 @@ class ArgumentChecker:
     def optimizer(self, opt, steps: int | None) -> None:
         """An `optimizer` value as written, used in a span of `steps`: an optax optimizer or
         transformation by name or call, or `chain(T1, T2, ...)` of them."""
-        if isinstance(opt, n.Placeholder):
-            return  # bound from Python to an optax object: its kind is checked where it is bound
+        if isinstance(opt, n.Placeholder):  # bound to optimizer text: checked as written there; to an object: where it is bound
+            opt = self.closed(opt)
+            if not isinstance(opt, (n.Name, n.Call)):
+                return
         if not (isinstance(opt, n.Call) and opt.func.id == catalog.CHAIN):
             self._transform(opt, steps)
             return
@@ -581,6 +583,8 @@ class ArgumentChecker:
         if not self._all([(operand, inner) for operand in operands]):
             return False
         value = constant(expr, self._folded)
+        if value is None and any(isinstance(node, n.Placeholder) for node in n.walk(expr)):
+            return True  # arithmetic on an unknown `$name` (`10 * $k`): unknown too, checked once it is bound
         if value is None:
             return kind in ("schedule", "any") or self._wrong(expr, kind)
         if isinstance(expr, n.BinOp) and _divides_by_zero(expr, self._folded):

@@ -41,7 +41,7 @@ def unbound_placeholder(node: n.Placeholder, binding_help: str) -> Diagnostic:
 
 
 def file_binding_help(name: str) -> str:
-    return f"pass `{name}=...` when compiling the schedule from Python"
+    return f"pass `{name}=...` when compiling the schedule from Python, or `--set {name}=VALUE` to schedc run, show or plot"
 
 
 def unbound(free: list, bound: dict) -> list[Diagnostic]:

@@ -145,8 +145,11 @@ class Diagnostic:
 
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 1) -> str | None:
-    """`help: did you mean ...` text for the closest candidates, or None."""
-    matches = difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)
+    """`help: did you mean ...` text for the closest candidates, or None. A candidate that differs
+    only in case comes first (`adamW` -> `adamw`, not the shorter `adam`)."""
+    candidates = list(candidates)
+    same = [c for c in candidates if c.lower() == word.lower() and c != word]
+    matches = list(dict.fromkeys(same + difflib.get_close_matches(word, candidates, n=n, cutoff=0.6)))[:n]
     if not matches:
         return None
     return "did you mean " + " or ".join(f"`{m}`" for m in matches) + "?"

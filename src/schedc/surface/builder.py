@@ -229,13 +229,12 @@ def _optax_name(func) -> str | None:
 
 
 def _parse_optimizer(text: str, what: str) -> n.Expr:
-    from schedc.lang.syntax import parse
+    from schedc.pipeline import parse_optimizer
 
-    parsed = parse("optimizer " + text)
-    items = parsed.file.items
-    if parsed.diagnostics or len(items) != 1 or not isinstance(items[0], n.Directive):
+    node = parse_optimizer(text)
+    if node is None:
         raise TypeError(f"{what}: {text!r} is not an optimizer (`adam`, `sgd(momentum=0.9)`)")
-    return with_span(items[0].value, n.NO_SPAN)  # positions in the scratch text mean nothing here
+    return with_span(node, n.NO_SPAN)  # positions in the scratch text mean nothing here
 
 
 # ---------------------------------------------------------------- the program

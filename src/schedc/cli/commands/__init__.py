@@ -13,15 +13,46 @@ def add_model_argument(parser, help: str = MODEL_HELP) -> None:
     parser.add_argument("--model", nargs="?", const="", default=None, metavar="MOD:FN", help=help)
 
 
-def resolve_file(path: Path, model_ref: str | None, command: str):
+def add_set_argument(parser) -> None:
+    """`--set NAME=VALUE` (repeatable): a value for the file's `$NAME` placeholder."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=placeholder_setting,
+        metavar="NAME=VALUE",
+        help="bind the placeholder $NAME: a number, true/false, or schedule or optimizer text (`cosine(0.1 -> 0)`, `adam`); repeatable",
+    )
+
+
+def placeholder_setting(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` -> (NAME, value): an int, a float, a bool, else the text (parsed as one expression when bound)."""
+    import argparse
+
+    name, sep, value = text.partition("=")
+    name = name.strip().lstrip("$")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (a placeholder's name without `$`), got {text!r}")
+    value = value.strip()
+    if value in ("true", "false"):
+        return name, value == "true"
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, value
+
+
+def resolve_file(path: Path, model_ref: str | None, command: str, placeholders: dict | None = None):
     """Read, check and resolve `path` (`schedc.pipeline.analyse`); print any diagnostics on stderr.
 
-    `model_ref`: None resolves over the file's pattern texts; "" against the model its `model`
+    `placeholders`: the `--set` values. `model_ref`: None resolves over the file's pattern texts; "" against the model its `model`
     directive names; `MOD:FN` against that model. Returns the `pipeline.Analysis` (its
     `.plan`, `.parsed`, `.text`, `.tree`), or the exit status: 2 when the file cannot be
     read, 1 when it has errors.
     """
-    from schedc.lang.diagnostics import Source, render_text
+    from schedc.lang.diagnostics import SchedError, Source, render_text
     from schedc.pipeline import FROM_DIRECTIVE, analyse
 
     try:
@@ -30,7 +61,11 @@ def resolve_file(path: Path, model_ref: str | None, command: str):
         print(f"schedc {command}: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     model = None if model_ref is None else (model_ref or FROM_DIRECTIVE)
-    analysis = analyse(data, str(path), model=model, base_dir=path.resolve().parent)
+    try:
+        analysis = analyse(data, str(path), model=model, base_dir=path.resolve().parent, placeholders=placeholders)
+    except (SchedError, TypeError) as err:  # a --set value that cannot be one
+        print(f"schedc {command}: --set: {err}", file=sys.stderr)
+        return 1
     if analysis.no_directive:
         print(f"schedc {command}: --model given but the file has no `model` directive; using the patterns as written", file=sys.stderr)
     if analysis.diagnostics:

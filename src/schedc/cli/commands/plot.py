@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from schedc.cli.commands import add_model_argument, resolve_file
+from schedc.cli.commands import add_model_argument, add_set_argument, resolve_file
 from schedc.tooling.files import same_file
 
 # Longer phases are sampled at this many evenly spaced steps: a plot needs no more.
@@ -29,6 +29,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("file", help="the .sched file")
     parser.add_argument("--out", metavar="PNG", help="where to write the image (default: FILE with the suffix .png, beside it)")
     add_model_argument(parser)
+    add_set_argument(parser)
+    parser.add_argument("--log", action="store_true", help="logarithmic value axes (symmetric-log for a panel with values <= 0)")
 
 
 @dataclass
@@ -54,7 +56,7 @@ def run(args) -> int:
     except ImportError:
         print("schedc plot: needs matplotlib; install it with `pip install 'schedc[plot]'`", file=sys.stderr)
         return 2
-    resolved = resolve_file(path, args.model, "plot")
+    resolved = resolve_file(path, args.model, "plot", dict(args.set))
     if isinstance(resolved, int):
         return resolved
     plan = resolved.plan
@@ -66,7 +68,7 @@ def run(args) -> int:
         print(f"schedc plot: refusing to write the image over {out} (a schedule); choose another --out", file=sys.stderr)
         return 2
     try:
-        render(curves(plan), out, title=path.name, pyplot=pyplot)
+        render(curves(plan), out, title=path.name, pyplot=pyplot, log=args.log)
     except OSError as exc:
         print(f"schedc plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -149,8 +151,22 @@ def _pyplot():
     return pyplot
 
 
-def render(data: Curves, out: Path, title: str = "", pyplot=None) -> None:
-    """Draw `data` into a PNG at `out`: one panel per hyperparameter, phase boundaries marked."""
+def log_scale(curves) -> tuple[str, dict]:
+    """`set_yscale` arguments for a log axis over these values: "log" when they are all > 0; else
+    "symlog", linear within the smallest nonzero magnitude (a decay to 0, a warmup from 0)."""
+    import numpy as np
+
+    values = np.concatenate([np.asarray(c, float).ravel() for c in curves])
+    values = values[np.isfinite(values)]
+    if values.size and np.all(values > 0):
+        return "log", {}
+    nonzero = np.abs(values[values != 0])
+    return "symlog", {"linthresh": float(nonzero.min()) if nonzero.size else 1.0}
+
+
+def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = False) -> None:
+    """Draw `data` into a PNG at `out`: one panel per hyperparameter, phase boundaries marked;
+    with `log`, logarithmic value axes."""
     import numpy as np
 
     pyplot = pyplot or _pyplot()
@@ -165,6 +181,9 @@ def render(data: Curves, out: Path, title: str = "", pyplot=None) -> None:
             group = name.partition("@")[2]
             ax.plot(x, np.asarray(data.values[name]), label=group or "(phase)", linewidth=1.4)
         ax.set_ylabel("lr" if panel == "learning_rate" else panel)
+        if log:
+            scale, options = log_scale([data.values[name] for name in names])
+            ax.set_yscale(scale, **options)
         if len(names) > 1:
             ax.legend(loc="best", fontsize="small", title="group", title_fontsize="small")
         ax.grid(alpha=0.3)

@@ -23,6 +23,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from schedc.cli.commands import add_set_argument
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="the .sched file")
@@ -31,6 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", metavar="MOD:FN", help="data function (overrides the `data` directive)")
     parser.add_argument("--out", metavar="DIR", help="save the final model, the histories and a summary here")
     parser.add_argument("--seed", type=int, help="override the file's `seed`")
+    add_set_argument(parser)
     parser.add_argument("--chunk", type=int, help="steps per compiled chunk (progress granularity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -124,6 +127,7 @@ def _as_tuple(data) -> tuple:
 def _check_loss(loss, model, data_args, data_kwargs, loss_ref: str) -> None:
     """Trace the loss once on the model and data (no compiling, no running): it must return a
     floating-point scalar (or `(scalar, {name: scalar})`), and the data must be arrays JAX accepts."""
+    import equinox as eqx
     import jax
     import jax.numpy as jnp
 
@@ -131,7 +135,8 @@ def _check_loss(loss, model, data_args, data_kwargs, loss_ref: str) -> None:
 
     key = {"key": jax.random.key(0)} if takes_key(loss) else {}  # a loss with a `key` gets one per step
     try:
-        out = jax.eval_shape(lambda m, a, k: split_output(loss(m, *a, **k, **key))[0], model, data_args, data_kwargs)
+        # filter_eval_shape: a model may hold leaves that are not arrays (a spectracles ShareModule's sentinels)
+        out = eqx.filter_eval_shape(lambda m, a, k: split_output(loss(m, *a, **k, **key))[0], model, data_args, data_kwargs)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
@@ -188,7 +193,7 @@ def run(args) -> int:
     _use_compile_cache(args.compile_cache)
     try:
         # the model: --model, else the file's `model` directive (a missing one is a diagnostic)
-        program = api.compile(path, args.model, key=args.seed)
+        program = api.compile(path, args.model, key=args.seed, **dict(args.set))
         if program.model is None:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
         loss, data_args, data_kwargs = _loss_and_data(args, program.plan, path.parent)

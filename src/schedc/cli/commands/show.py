@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schedc.cli.commands import add_model_argument, resolve_file
+from schedc.cli.commands import add_model_argument, add_set_argument, resolve_file
 
 _INIT_MARKS = {"normal": "~", "uniform": "~", "value": "=", "reset": "^"}
 LEGEND = "free: trained   .: fixed   ~: random init   =: set to a value   ^: reset to its initial value   lr=/opt=: the group's own"
@@ -24,11 +24,12 @@ LEGEND = "free: trained   .: fixed   ~: random init   =: set to a value   ^: res
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="the .sched file")
     add_model_argument(parser)
+    add_set_argument(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
 
 
 def run(args) -> int:
-    resolved = resolve_file(Path(args.file), args.model, "show")
+    resolved = resolve_file(Path(args.file), args.model, "show", dict(args.set))
     if isinstance(resolved, int):
         return resolved
     table = Table.of(resolved.plan, resolved.text, resolved.tree is not None)

@@ -97,3 +97,45 @@ def test_schedule_errors_exit_1_and_missing_files_exit_2(project, tmp_path):
     no_loss.write_text('model "line.py:build"\nphase 10 lr 0.1 < free slope >\n')
     result = schedc(str(no_loss), "--compile-cache", "none", cwd=project)
     assert result.returncode == 2 and "no loss given" in result.stderr
+
+
+SWEEP_SCHED = """
+model "line.py:build"
+loss "line.py:loss"
+data "line.py:data"
+optimizer sgd
+let rate = 0.3
+phase 40 lr rate < free slope >
+phase 60 lr rate * $shrink < free ** >
+"""
+
+
+def test_sweep_prints_the_settings_best_first_and_saves_each(project, tmp_path):
+    (project / "sweep.sched").write_text(SWEEP_SCHED)
+    out = tmp_path / "out"
+    result = schedc("sweep.sched", "--sweep", "rate=0.01,0.3", "--sweep", "$shrink=1,0.5", "--out", str(out), "--quiet", cwd=project)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["setting", "rate", "shrink"]
+    assert lines[2].split()[:4] == ["*", "1", "0.3", "0.5"]  # the larger rate fits better
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["best"] == 1 and summary["settings"] == [{"rate": 0.01, "shrink": 1}, {"rate": 0.3, "shrink": 0.5}]
+    assert (out / "setting_0" / "model.eqx").is_file() and (out / "setting_1" / "losses.npz").is_file()
+    assert summary["final_losses"][1] < summary["final_losses"][0]
+
+
+@pytest.mark.parametrize(
+    "sweep, status, words",
+    [
+        (["--sweep", "rate=0.1,0.2", "--sweep", "shrink=1"], 2, "differ in length"),
+        (["--sweep", "speed=0.1", "--sweep", "shrink=1"], 2, "`speed` is neither a `$placeholder` nor a `let`"),
+        (["--sweep", "rate=0.1,fast"], 2, "numbers separated by commas"),
+        (["--sweep", "rate"], 2, "NAME=V1,V2"),
+        (["--sweep", "rate=0.1,-0.2", "--sweep", "shrink=1,1"], 1, "E0204"),
+    ],
+)
+def test_bad_sweeps_are_reported_without_a_traceback(project, sweep, status, words):
+    (project / "sweep.sched").write_text(SWEEP_SCHED)
+    result = schedc("sweep.sched", *sweep, "--quiet", cwd=project)
+    assert result.returncode == status, result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr

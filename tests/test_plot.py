@@ -116,3 +116,18 @@ def test_set_binds_placeholders(tmp_path, capsys):
     assert main(["plot", str(source), "--set", "k=3", "--set", "lr=cosine(0.1 -> 0)", "--out", str(tmp_path / "p.png")]) == 0
     assert main(["plot", str(source), "--out", str(tmp_path / "q.png")]) == 1
     assert "placeholder `$k` is not bound" in capsys.readouterr().err
+
+def test_sweep_overlays_every_settings_curves(tmp_path, capsys):
+    path = tmp_path / "swept.sched"
+    path.write_text("let base = 0.05\nphase 100 lr cosine(base -> base / 10) optimizer adamw(weight_decay=$wd) < free a; free b lr 2 * base >\n")
+    out = tmp_path / "swept.png"
+    assert main(["plot", str(path), "--sweep", "base=0.01,0.05", "--sweep", "wd=0,1e-3", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from schedc.pipeline import analyse
+
+    data = plot.swept_curves(analyse(path.read_text(), placeholders={"wd": 0}), {"base": [0.01, 0.05], "wd": [0, 1e-3]})
+    assert set(data.values) == {"learning_rate@base=0.01,wd=0", "learning_rate@base=0.05,wd=0.001", "learning_rate@base=0.01,wd=0/b", "learning_rate@base=0.05,wd=0.001/b"}
+    np.testing.assert_allclose(data.values["learning_rate@base=0.05,wd=0.001"], expected("cosine(0.05 -> 0.005)", 100), rtol=1e-6)
+    np.testing.assert_allclose(data.values["learning_rate@base=0.01,wd=0/b"][0], 0.02, rtol=1e-6)
+    assert main(["plot", str(path), "--sweep", "speed=1", "--sweep", "wd=0"]) == 1
+    assert "neither a `$placeholder` nor a `let`" in capsys.readouterr().err

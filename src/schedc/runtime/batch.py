@@ -31,7 +31,11 @@ from schedc.runtime.runner import (
     with_scales,
 )
 
-_VMAPPED: dict[int, tuple] = {}  # id(compiled functions) -> (them, vmapped init, vmapped chunk)
+_VMAPPED: dict[tuple, tuple] = {}  # (id(compiled functions), axis) -> (them, vmapped init, vmapped chunk)
+
+# What the batch axis runs over: datasets (data batched, numbers shared) or settings of a sweep
+# (numbers batched, data shared). Free values, optimizer state, stop state and model are per item.
+DATASETS, SETTINGS = "datasets", "settings"
 
 
 def _stop_at_nonfinite(stop: dict, chunk_losses: np.ndarray, done_before: int) -> dict:
@@ -48,15 +52,17 @@ def _stop_at_nonfinite(stop: dict, chunk_losses: np.ndarray, done_before: int) -
     return stop
 
 
-def _vmapped(fns: C.Compiled):
+def _vmapped(fns: C.Compiled, axis: str = DATASETS):
+    """The (init, chunk) functions of `fns` vmapped over the batch axis (one executable per signature and axis)."""
     import jax
 
-    entry = _VMAPPED.get(id(fns))
+    entry = _VMAPPED.get((id(fns), axis))
     if entry is None or entry[0] is not fns:
-        init = jax.jit(jax.vmap(fns.init, in_axes=(0, None)))
-        # free, opt state, stop state, model arrays and data are per dataset; step counts and numbers are shared
-        chunk = jax.jit(jax.vmap(fns.chunk, in_axes=(0, 0, 0, 0, None, None, None, None, 0, None)))
-        entry = _VMAPPED[id(fns)] = (fns, init, chunk)
+        numbers, data = (None, 0) if axis == DATASETS else (0, None)
+        init = jax.jit(jax.vmap(fns.init, in_axes=(0, numbers)))
+        # free, opt state, stop state and model arrays are per item; step counts and step keys are shared
+        chunk = jax.jit(jax.vmap(fns.chunk, in_axes=(0, 0, 0, 0, None, None, numbers, numbers, data, None)))
+        entry = _VMAPPED[(id(fns), axis)] = (fns, init, chunk)
     return entry[1], entry[2]
 
 
@@ -138,9 +144,11 @@ class BatchedRunner(Runner):
     """A Runner whose phases run B datasets at once (vmap over the leading axis): the same
     chunk loop, with the batched fit strategy."""
 
+    AXIS = DATASETS
+
     def __init__(self, *a, **kw):
         super().__init__(*a, fuse=False, **kw)  # fused segments are single fits only (docs/runtime.md)
-        self.size = _size(self.data_arrays)
+        self.size = self._batch_size()
         self.dead = np.zeros(self.size, bool)  # datasets a non-finite loss stopped: they sit out the rest of the run
 
     def broadcast(self, model):
@@ -158,11 +166,19 @@ class BatchedRunner(Runner):
 
         return jnp.broadcast_to(super()._init_value(phase, init, current[0]), current.shape)
 
+    def _batch_size(self) -> int:
+        return _size(self.data_arrays)
+
     # ---- the batched strategy
 
     def _programs(self, fns: C.Compiled):
         # the chunk sees one dataset: the batched model's layout is its (non-array parts are shared)
-        return _vmapped(fns)
+        return _vmapped(fns, self.AXIS)
+
+    def _scheduled(self, prepared: C.PreparedPhase, steps: int) -> np.ndarray:
+        """(B, steps, scheduled hyperparameters): functions of the step alone, the same for every dataset."""
+        scheduled = applied_hyperparams(prepared, steps)
+        return np.broadcast_to(scheduled, (self.size,) + scheduled.shape)
 
     def _initial_stop(self, signature: C.PhaseSignature) -> dict:
         stop = {k: np.broadcast_to(v, (self.size,) + np.shape(v)).copy() for k, v in C.initial_stop_state(signature).items()}
@@ -185,10 +201,8 @@ class BatchedRunner(Runner):
         reasons = np.asarray(stop["reason"])
         self.dead |= reasons == C.NONFINITE
         loss_arr = np.concatenate(losses, axis=1) if losses else np.zeros((self.size, 0), np.float32)
-        # the scheduled hyperparameters are functions of the step alone: the same for every dataset;
-        # plateau scales follow each dataset's losses
-        scheduled = applied_hyperparams(prepared, loss_arr.shape[1])
-        hyper_arr = with_scales(np.broadcast_to(scheduled, (self.size,) + scheduled.shape), scales)
+        # plateau scales follow each item's losses
+        hyper_arr = with_scales(self._scheduled(prepared, loss_arr.shape[1]), scales)
         # steps a dataset did not run hold NaN (the chunk leaves them unwritten)
         mask = np.arange(loss_arr.shape[1])[None, :] < done[:, None]
         loss_arr = np.where(mask, loss_arr, np.nan)
@@ -220,14 +234,14 @@ def run_batched(program, loss_fn, args, kwargs, *, batched_model: bool = False, 
         raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
     runner = BatchedRunner(program.plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=True, source=program.source)
     if chunk is None:
-        runner.chunk = _chunk_for(runner.size)
+        runner.chunk = chunk_for(runner.size)
     model = strong_types(program.model) if batched_model else runner.broadcast(program.model)
     if batched_model:
         _check_batched(model, runner.size)
     return runner.run(model)
 
 
-def _chunk_for(size: int) -> int:
+def chunk_for(size: int) -> int:
     """Steps per call: a power of two (so nearby sizes share executables), the (B, chunk) loss buffer at most 64k floats.
 
     Under vmap the chunk's while loop has a per-dataset condition, so every iteration

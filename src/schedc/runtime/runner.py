@@ -574,7 +574,7 @@ class Runner:
 
         check_batchable(phase, self.data_arrays, array_names(self.args, self.kwargs))
         model = self.apply_inits(model, phase)
-        prepared = C.prepare(phase, self.leaves, self.chunk)
+        prepared = self._prepare(phase)
         sig = prepared.signature
         model_arrays, model_layout = C.split(model)
         fns = C.compiled(sig, self.loss_fn, model_layout, self.data_layout)
@@ -646,6 +646,10 @@ class Runner:
         if evals.reason:
             result.stop_reason = evals.reason
         return result
+
+    def _prepare(self, phase: P.PhasePlan) -> C.PreparedPhase:
+        """The phase's signature and runtime numbers (a sweep stacks every setting's numbers)."""
+        return C.prepare(phase, self.leaves, self.chunk)
 
     # ---- the single-fit strategy (batch.BatchedRunner overrides these four)
 

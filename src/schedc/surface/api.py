@@ -33,6 +33,7 @@ class Program:
     key: object = None
     warnings: tuple = ()  # the warnings found (Diagnostic objects); errors raise instead
     source: Source | None = field(default=None, repr=False)
+    placeholders: dict = field(default_factory=dict, repr=False)  # the `$name` values it was compiled with, as syntax nodes
     # `data -> Plan` for a file that counts in epochs: resolved again once the data's size is known
     per_data: object = field(default=None, repr=False)
 
@@ -92,6 +93,20 @@ class Program:
         from schedc.runtime import checkpoint as ckpt
 
         return ckpt.run(self, runner, checkpoint, checkpoint_every)
+
+    def sweep(self, **grid):
+        """N settings of this program's `$placeholders` and `let`s, to fit at once: `name=[values]`.
+
+        Setting i takes the i-th value of every list (the lists are zipped, so they have one
+        length). Settings that differ only in numbers share one compiled program per phase
+        signature (vmapped over the settings; data shared). Returns a `surface.sweep.Sweep`;
+        `.run(loss_fn, *args, **kwargs)` fits it (a `runtime.sweep.SweepResult`: per-setting
+        histories, `.summary()`, `.best()`). Raises `SweepError` (a ValueError) for a bad grid
+        and `SchedError` for a setting the checks refuse.
+        """
+        from schedc.surface.sweep import sweep
+
+        return sweep(self, grid)
 
     def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, **kwargs):
         """Fit B independent datasets at once: every array in `args`/`kwargs` has a leading axis of B.
@@ -164,7 +179,7 @@ def program_of(analysis, key=None) -> Program:
     if analysis.plan is None:
         raise analysis.error()
     # no model and no `model` directive: a model-free program whose "parameters" are the patterns as written
-    return Program(analysis.plan, analysis.model, analysis.tree, _key(key, analysis.plan.seed), tuple(analysis.diagnostics), analysis.source, _per_data(analysis))
+    return Program(analysis.plan, analysis.model, analysis.tree, _key(key, analysis.plan.seed), tuple(analysis.diagnostics), analysis.source, dict(analysis.placeholders), _per_data(analysis))
 
 
 def _per_data(analysis):

@@ -44,6 +44,60 @@ def placeholder_setting(text: str) -> tuple[str, object]:
     return name, value
 
 
+SWEEP_HELP = (
+    "NAME=V1,V2,...: fit one setting per value of a `$placeholder` or `let` NAME (repeat for more names; "
+    "the lists are zipped, so they have one length)"
+)
+
+
+def add_sweep_argument(parser, help: str = SWEEP_HELP) -> None:
+    parser.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...", help=help)
+
+
+def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
+    """`["lr=1e-3,3e-3", "wd=0,1e-4"]` -> {"lr": [0.001, 0.003], "wd": [0, 0.0001]}.
+
+    Raises:
+        ValueError: a spec without `=`, a name given twice, or a value that is not a number
+            (the message names the spec).
+    """
+    grid: dict[str, list[float]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip().lstrip("$")
+        if not sep or not name:
+            raise ValueError(f"--sweep {spec}: write NAME=V1,V2,... (a `$placeholder` or `let` name, then numbers)")
+        if name in grid:
+            raise ValueError(f"--sweep {spec}: `{name}` is swept twice; give all its values in one --sweep")
+        try:
+            grid[name] = [_number(v) for v in values.split(",")]
+        except ValueError:
+            raise ValueError(f"--sweep {spec}: the values are numbers separated by commas") from None
+    return grid
+
+
+def _number(text: str) -> float | int:
+    text = text.strip()
+    return int(text) if text.lstrip("+-").isdigit() else float(text)
+
+
+def sweep_placeholders(grid: dict, path: Path) -> dict:
+    """The first value of every swept `$placeholder` of the file: what the program is compiled with
+    before its settings are resolved (lets need no value: they have their definitions). Nothing
+    is read without a sweep; an unreadable file is left for the compile to report."""
+    from schedc.lang import nodes as n
+    from schedc.lang.syntax import parse
+
+    if not grid:
+        return {}
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return {}
+    used = {node.id for node in n.walk(parse(text).file) if isinstance(node, n.Placeholder)}
+    return {name: values[0] for name, values in grid.items() if name in used and values}
+
+
 def resolve_file(path: Path, model_ref: str | None, command: str, placeholders: dict | None = None):
     """Read, check and resolve `path` (`schedc.pipeline.analyse`); print any diagnostics on stderr.
 

@@ -1,11 +1,12 @@
-"""`schedc plot FILE [--out FILE.png] [--model [MOD:FN]]`: every scheduled value over the whole run.
+"""`schedc plot FILE [--out FILE.png] [--model [MOD:FN]] [--sweep NAME=V1,V2,...]`: every scheduled value over the whole run.
 
 One panel per hyperparameter (the learning rate first, one line per optimizer
 group), phases laid end to end on a global step axis, each boundary marked by
 a vertical line labelled with the phase's name. The values are the compiler's
 own: the plan's phases go through `compiler.prepare` (the same lowering, the
 same hyperparameter names as `Result.hyperparams`) and each schedule is
-evaluated with `schedules.build`. Without --model the file is resolved with
+evaluated with `schedules.build`. With --sweep every setting's curves are overlaid, labelled by
+the setting's values. Without --model the file is resolved with
 its patterns as written, as `schedc show` does. Needs matplotlib
 (`pip install 'schedc[plot]'`); problems are printed on stderr (exit 1),
 unreadable files and a missing matplotlib exit 2.
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from schedc.cli.commands import add_model_argument, add_set_argument, resolve_file
+from schedc.cli.commands import add_model_argument, add_set_argument, add_sweep_argument, parse_sweep, resolve_file, sweep_placeholders
 from schedc.tooling.files import same_file
 
 # Longer phases are sampled at this many evenly spaced steps: a plot needs no more.
@@ -30,6 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", metavar="PNG", help="where to write the image (default: FILE with the suffix .png, beside it)")
     add_model_argument(parser)
     add_set_argument(parser)
+    add_sweep_argument(parser, help="NAME=V1,V2,...: overlay the curves of one setting per value of a `$placeholder` or `let` (as `schedc run --sweep`)")
     parser.add_argument("--log", action="store_true", help="logarithmic value axes (symmetric-log for a panel with values <= 0)")
 
 
@@ -56,7 +58,12 @@ def run(args) -> int:
     except ImportError:
         print("schedc plot: needs matplotlib; install it with `pip install 'schedc[plot]'`", file=sys.stderr)
         return 2
-    resolved = resolve_file(path, args.model, "plot", dict(args.set))
+    try:
+        grid = parse_sweep(args.sweep)
+    except ValueError as err:
+        print(f"schedc plot: {err}", file=sys.stderr)
+        return 2
+    resolved = resolve_file(path, args.model, "plot", {**sweep_placeholders(grid, path), **dict(args.set)})
     if isinstance(resolved, int):
         return resolved
     plan = resolved.plan
@@ -68,7 +75,12 @@ def run(args) -> int:
         print(f"schedc plot: refusing to write the image over {out} (a schedule); choose another --out", file=sys.stderr)
         return 2
     try:
-        render(curves(plan), out, title=path.name, pyplot=pyplot, log=args.log)
+        data = swept_curves(resolved, grid) if grid else curves(plan)
+    except ValueError as err:  # a SweepError, or a SchedError of one setting
+        print(getattr(err, "render", lambda: f"schedc plot: {err}")(), file=sys.stderr)
+        return 1
+    try:
+        render(data, out, title=path.name, pyplot=pyplot, log=args.log, legend="setting" if grid else "group")
     except OSError as exc:
         print(f"schedc plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -112,6 +124,23 @@ def curves(plan) -> Curves:
             sampled = len(_sample(length))
             column.extend(values[name].tolist() if name in values else [float("nan")] * sampled)
         out.values[name] = column
+    return out
+
+
+def swept_curves(analysis, grid: dict) -> Curves:
+    """Every setting's curves in one Curves: `NAME@SETTING` (`NAME@SETTING/GROUP` for a group's),
+    SETTING the setting's values (`lr=0.001,wd=0`)."""
+    from schedc.surface.api import program_of
+
+    sweep = program_of(analysis).sweep(**grid)
+    out = Curves()
+    for setting, plan in zip(sweep.settings, sweep.plans):
+        mine = curves(plan)
+        label = ",".join(f"{k}={v:g}" for k, v in setting.items())
+        out.phases, out.steps = mine.phases, mine.steps
+        for name, values in mine.values.items():
+            panel, _, group = name.partition("@")
+            out.values[f"{panel}@{label}" + (f"/{group}" if group else "")] = values
     return out
 
 
@@ -164,7 +193,7 @@ def log_scale(curves) -> tuple[str, dict]:
     return "symlog", {"linthresh": float(nonzero.min()) if nonzero.size else 1.0}
 
 
-def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = False) -> None:
+def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = False, legend: str = "group") -> None:
     """Draw `data` into a PNG at `out`: one panel per hyperparameter, phase boundaries marked;
     with `log`, logarithmic value axes."""
     import numpy as np
@@ -185,7 +214,7 @@ def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = Fa
             scale, options = log_scale([data.values[name] for name in names])
             ax.set_yscale(scale, **options)
         if len(names) > 1:
-            ax.legend(loc="best", fontsize="small", title="group", title_fontsize="small")
+            ax.legend(loc="best", fontsize="small", title=legend, title_fontsize="small")
         ax.grid(alpha=0.3)
         for start, _, _ in data.phases[1:]:
             ax.axvline(start, color="0.4", linestyle="--", linewidth=0.8)

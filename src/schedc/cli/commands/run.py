@@ -23,7 +23,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from schedc.cli.commands import add_set_argument
+from schedc.cli.commands import add_set_argument, add_sweep_argument, parse_sweep, sweep_placeholders
 
 
 def add_arguments(parser) -> None:
@@ -44,6 +44,7 @@ def add_arguments(parser) -> None:
         "(default ~/.cache/schedc/xla, or $SCHEDC_COMPILE_CACHE; `none` turns it off)",
     )
     parser.add_argument("--checkpoint", metavar="DIR", help="write checkpoints here and resume from the one found (schedc.runtime.checkpoint)")
+    add_sweep_argument(parser)
     parser.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="also checkpoint every N chunks within a phase (default 10; 0: after phases only)")
 
 
@@ -192,8 +193,16 @@ def run(args) -> int:
         print(f"schedc run: {out}/ holds earlier results: they will be replaced", file=sys.stderr)
     _use_compile_cache(args.compile_cache)
     try:
+        grid = parse_sweep(args.sweep)
+    except ValueError as err:
+        print(f"schedc run: {err}", file=sys.stderr)
+        return 2
+    if grid and args.checkpoint:
+        print("schedc run: --sweep and --checkpoint cannot be combined (a sweep is not checkpointed)", file=sys.stderr)
+        return 2
+    try:
         # the model: --model, else the file's `model` directive (a missing one is a diagnostic)
-        program = api.compile(path, args.model, key=args.seed, **dict(args.set))
+        program = api.compile(path, args.model, key=args.seed, **{**sweep_placeholders(grid, path), **dict(args.set)})
         if program.model is None:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
         loss, data_args, data_kwargs = _loss_and_data(args, program.plan, path.parent)
@@ -208,7 +217,36 @@ def run(args) -> int:
     except (LookupError, ImportError, OSError, ValueError) as err:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2
+    if grid:
+        return _run_sweep(program, grid, loss, data_args, data_kwargs, args, out)
     return _train(args, program, loss, data_args, data_kwargs, evaluation, out)
+
+
+def _run_sweep(program, grid: dict, loss, data_args, data_kwargs, args, out: Path | None) -> int:
+    """`--sweep`: every setting at once; the summary table (best first); with --out, each setting's
+    results in `setting_I/` and `sweep.json` (settings, final losses, best)."""
+    from schedc.lang.diagnostics import SchedError
+    from schedc.runtime.sweep import SweepError
+    from schedc.tooling.files import atomic_write
+
+    try:
+        result = program.sweep(**grid).run(loss, *data_args, chunk=args.chunk, **data_kwargs)
+    except SweepError as err:
+        print(f"schedc run: {err}", file=sys.stderr)
+        return 2
+    except SchedError as err:
+        print(err.render(), file=sys.stderr)
+        for note in getattr(err, "__notes__", ()):
+            print(f"  = note: {note}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    if out is not None:
+        for i in range(len(result)):
+            save(result.setting(i), out / f"setting_{i}")
+        summary = {"settings": result.settings, "final_losses": [float(x) for x in result.final_losses], "best": result.best()}
+        atomic_write(out / "sweep.json", json.dumps(summary, indent=2).encode())
+        print(f"saved to {out}/")
+    return 0
 
 
 def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: Path | None) -> int:
@@ -292,7 +330,7 @@ def result_table(result) -> str:
 
 
 def save(result, out: Path, model_override=None) -> None:
-    """model.eqx (equinox serialisation), losses.npz, hyperparams.npz and summary.json, each
+    """model.eqx (equinox serialisation; ema_model.eqx with `ema`), losses.npz, hyperparams.npz and summary.json, each
     written atomically (a file beside it, then renamed): a kill leaves old or new, never half."""
     import equinox as eqx
     import numpy as np
@@ -302,6 +340,9 @@ def save(result, out: Path, model_override=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / "model.eqx") as f:
         eqx.tree_serialise_leaves(f, model_override if model_override is not None else result.model)
+    if result.ema_model is not None and model_override is None:
+        with atomic_open(out / "ema_model.eqx") as f:
+            eqx.tree_serialise_leaves(f, result.ema_model)
     with atomic_open(out / "losses.npz") as f:
         np.savez(f, **{f"phase_{p.index}": p.losses for p in result.phases})
     with atomic_open(out / "hyperparams.npz") as f:

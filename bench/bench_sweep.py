@@ -1,0 +1,100 @@
+"""Sweeps: `Program.sweep` of N learning rates of examples/spectral_line vs N sequential runs in one process.
+
+The sweep varies the example's `let base` (every phase's learning rate) over N values spaced
+geometrically from 0.005 to 0.2; the sequential baseline compiles and runs the same file once
+per value (`let base = $base`, `schedc.compile(..., base=v).run(...)`), as a user would in a
+loop. Both run in a fresh subprocess: "cold" is the first time (tracing and XLA compiles
+included), "steady" the second. Reported: the times, the speedup, the number of compiled
+phase programs (one per phase signature: `compiler.chunk.cache_size()`) and XLA compiles of
+each, and the largest difference between a setting's swept and sequential final loss.
+
+    .venv/bin/python bench/bench_sweep.py             # N = 64
+    .venv/bin/python bench/bench_sweep.py --sizes 8 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "spectral_line.sched"
+
+
+def _child(size: int, which: str) -> dict:
+    import jax
+    import numpy as np
+
+    import schedc
+    from schedc.compiler import chunk as compiler
+    from schedc.runtime.runner import CompileClock
+
+    sys.path.insert(0, str(EXAMPLE.parent))
+    import spectral_line
+
+    x, y = spectral_line.make_data()
+    model = spectral_line.build_model()
+    rates = [float(r) for r in np.geomspace(0.005, 0.2, size)]
+    text = EXAMPLE.read_text().replace("let base = 0.05", "let base = $base")
+    assert "$base" in text
+
+    def swept():
+        result = schedc.compile(text, model, base=0.05).sweep(base=rates).run(spectral_line.loss, x, y)
+        jax.block_until_ready(result.model)
+        return [float(v) for v in result.final_losses], int(sum(p.steps_run.sum() for p in result.phases))
+
+    def sequential():
+        finals, steps = [], 0
+        for rate in rates:
+            result = schedc.compile(text, model, base=rate).run(spectral_line.loss, x, y, quiet=True)
+            jax.block_until_ready(result.model)
+            finals.append(float(result.loss_history[-1]))
+            steps += int(sum(p.steps_run for p in result.phases))
+        return finals, steps
+
+    fn = swept if which == "sweep" else sequential
+    before = compiler.cache_size()
+    times = []
+    with CompileClock() as clock:
+        t = time.perf_counter()
+        finals, steps = fn()
+        times.append(time.perf_counter() - t)
+        compiles = clock.count
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+    return {"cold": times[0], "steady": times[1], "programs": compiler.cache_size() - before, "xla_compiles": compiles, "finals": finals, "steps": steps}
+
+
+def _run_child(size: int, which: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", str(size), which], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64])
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(int(args.child[0]), args.child[1])))
+        return 0
+    import jax
+
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {EXAMPLE.name}")
+    print(f"{'settings':>8}  {'sweep cold':>10}  {'sweep steady':>12}  {'runs cold':>10}  {'runs steady':>11}  {'speedup cold/steady':>19}  {'programs':>8}  {'XLA compiles':>12}  {'max |Δ final loss|':>18}")
+    for size in args.sizes:
+        s, r = _run_child(size, "sweep"), _run_child(size, "runs")
+        diff = max(abs(a - b) for a, b in zip(s["finals"], r["finals"]))
+        print(
+            f"{size:>8}  {s['cold']:>9.2f}s  {s['steady']:>11.2f}s  {r['cold']:>9.2f}s  {r['steady']:>10.2f}s  "
+            f"{r['cold'] / s['cold']:>8.1f}x / {r['steady'] / s['steady']:>5.1f}x  {s['programs']:>3}/{r['programs']:<4}  {s['xla_compiles']:>5}/{r['xla_compiles']:<6}  {diff:>18.2g}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -47,6 +47,14 @@ def _text(expr, source: str) -> str | None:
     return getattr(expr, "text", None) or type(expr).__name__
 
 
+def _lr_text(lr, plateau, source: str) -> str | None:
+    """A learning rate as written, with its `* plateau(...)` factor (the Plan keeps them apart)."""
+    if plateau is None:
+        return _text(lr, source)
+    factor = "plateau(" + ", ".join(f"{k}={v:g}" for k, v in plateau) + ")"
+    return factor if lr is None else f"{_text(lr, source)} * {factor}"
+
+
 class Table:
     """The table's contents as plain rows, rendered as text or JSON."""
 
@@ -65,9 +73,11 @@ class Table:
                     "name": ph.name,
                     "display": ph.display,
                     "steps": ph.steps,
-                    "lr": _text(ph.lr, source),
+                    "lr": _lr_text(ph.lr, ph.plateau, source),
                     "optimizer": _text(opt, source) if opt.span.end > opt.span.start else opt.name,
                     "carry": ph.carry,
+                    "accumulate": ph.accumulate,
+                    "ema": ph.ema,
                     "stop": [{"metric": s.kind, "threshold": s.threshold, "over": s.over, "after": s.after} for s in ph.stop],
                 }
             )
@@ -82,7 +92,7 @@ class Table:
                 cells[path].append(
                     {
                         "free": group is not None,
-                        "lr": _text(group.lr, source) if group is not None else None,
+                        "lr": _lr_text(group.lr, group.plateau, source) if group is not None else None,
                         "optimizer": _text(group.optimizer, source) if group is not None and group.optimizer else None,
                         "init": {"kind": init.kind, "args": list(init.args)} if init else None,
                     }

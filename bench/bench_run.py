@@ -293,7 +293,7 @@ def host_work(rounds: int) -> None:
     import jax
 
     import schedc
-    from schedc.compiler import segment
+    from schedc.compiler import minibatch, segment
     from schedc.runtime import fused, runner
 
     model, loss, data = _models("tiny64")
@@ -312,6 +312,7 @@ def host_work(rounds: int) -> None:
         return wrapper
 
     original_compiled, original_absorb = segment.compiled, runner.Runner._absorb
+    original_start, original_result, original_keys = runner.Runner._start, runner.Runner._phase_result, minibatch.phase_keys
 
     def compiled(*args):
         program_ = original_compiled(*args)
@@ -326,6 +327,9 @@ def host_work(rounds: int) -> None:
     for fuse in (True, False):
         if not fuse:  # the phase-by-phase runner: the chunk call, blocked on, is the device's time
             runner.Runner._absorb = timed("device call", lambda self, before, out, *a: original_absorb(self, before, jax.block_until_ready(out), *a))
+            runner.Runner._start = timed("phase start (inits, program, opt init)", original_start)
+            runner.Runner._phase_result = timed("phase result", original_result)
+            minibatch.phase_keys = timed("phase keys", original_keys)
         program.run(loss, *data, quiet=True, fuse=fuse)
         spent.clear()
         start = time.perf_counter()
@@ -340,7 +344,7 @@ def host_work(rounds: int) -> None:
             if name != "device call":
                 print(f"  {name:26} {seconds / phases * 1e6:7.1f} us per phase")
         spent.clear()
-    runner.Runner._absorb = original_absorb
+    runner.Runner._absorb, runner.Runner._start, runner.Runner._phase_result, minibatch.phase_keys = original_absorb, original_start, original_result, original_keys
 
 
 def repeat_compiles(text: str) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 # Streams of randomness split off the root key, apart from the inits' (seed, phase, path) keys.
@@ -25,11 +26,20 @@ LOSS_STREAM = zlib.crc32(b"schedc.loss")
 
 
 def phase_keys(root, phase_index: int):
-    """(permutation key, loss key) of a phase: runtime arguments, so phases share executables."""
+    """(permutation key, loss key) of a phase: runtime arguments, so phases share executables.
+
+    One compiled call (four eager `fold_in`s cost about half a millisecond per phase)."""
+    import numpy as np
+
+    return _phase_keys()(root, np.int32(phase_index))
+
+
+@lru_cache(maxsize=None)
+def _phase_keys():
     import jax
 
     fold = jax.random.fold_in
-    return fold(fold(root, DATA_STREAM), phase_index), fold(fold(root, LOSS_STREAM), phase_index)
+    return jax.jit(lambda root, phase_index: (fold(fold(root, DATA_STREAM), phase_index), fold(fold(root, LOSS_STREAM), phase_index)))
 
 
 def epoch_permutation(data_key, epoch, examples: int):

@@ -580,6 +580,8 @@ def _first_complete(lark: Lark, text: str, start: int, bounds: list[int], first:
         if i == last or not _runs_on(outcome):
             break
         below, step = i, step * 2
+    if _runs_on(outcome):  # it runs on to the end of the text: an unclosed block
+        return i, outcome
     # binary search in (below, i]: the first boundary that does not run on
     lo, hi = below + 1, i
     while lo < hi:

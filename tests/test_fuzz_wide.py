@@ -1,6 +1,6 @@
 """Fuzzing beyond `check` (issue 14): fmt, show, the language server's requests and the builder's
 Python inputs, on mutated real files (the `mutated` strategy of tests/test_fuzz.py) and on the
-crafted files of tests/regressions/ (the adversarial findings; any failing example hypothesis
+crafted files of tests/regressions/*.input (the adversarial findings; any failing example hypothesis
 finds is added there too, so it is tried on every run).
 
 Fixed example budgets keep the file fast in CI; `SCHEDC_FUZZ_SCALE=20` runs a deeper search.
@@ -26,7 +26,8 @@ from schedc.tooling import lsp
 from schedc.tooling.fmt import format_source
 from test_fuzz import _examples, mutated
 
-REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.sched"))
+# `.input`, not `.sched`: the corpus-wide tests (lexer goldens, diagnostics snapshot) keep their own files
+REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.input"))
 
 
 def _cases():

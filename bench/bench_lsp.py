@@ -8,7 +8,8 @@ final (for a file that names a model: after the model has loaded and been checke
 edits find it cached), then sends `--edits` one-character edits (a digit of a number toggled,
 as typing does) one at a time, each with a new version, and times each from sending the
 `didChange` to receiving the `publishDiagnostics` of that version. Reported: the median and
-the 10th/90th percentiles in milliseconds.
+the 10th/90th percentiles in milliseconds, and the server process's CPU time (all threads,
+from /proc, so Linux only) per edit, which other load on the machine does not stretch.
 
 Documents: examples/spectral_line.sched with its `model` directive (the model is bound: the
 server checks it against the model's parameters on every edit), the same file with the
@@ -96,8 +97,14 @@ class Server:
         return message["params"]["diagnostics"]
 
 
-def edit_times(server: Server, uri: str, text: str, edits: int, with_model: bool) -> list[float]:
-    """Open `text`, let it settle, then time `edits` one-digit edits (seconds each)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, all its threads (Linux: /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def edit_times(server: Server, uri: str, text: str, edits: int, with_model: bool) -> tuple[list[float], float]:
+    """Open `text`, let it settle, then time `edits` one-digit edits: (wall seconds each, server CPU seconds in all)."""
     server.send("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "sched", "version": 1, "text": text}})
     server.diagnostics_of(uri, 1)
     if with_model and not server.model_loaded:  # published twice: at once, then with the model's checks
@@ -106,6 +113,7 @@ def edit_times(server: Server, uri: str, text: str, edits: int, with_model: bool
     line = text[: text.index(EDITED)].count("\n")
     column = len(EDITED) - 1
     times = []
+    cpu = cpu_seconds(server.proc.pid)
     for version in range(2, edits + 2):
         digit = "6" if version % 2 == 0 else "5"
         change = {"range": {"start": {"line": line, "character": column}, "end": {"line": line, "character": column + 1}}, "text": digit}
@@ -113,8 +121,9 @@ def edit_times(server: Server, uri: str, text: str, edits: int, with_model: bool
         server.send("textDocument/didChange", {"textDocument": {"uri": uri, "version": version}, "contentChanges": [change]})
         server.diagnostics_of(uri, version)
         times.append(time.perf_counter() - began)
+    cpu = cpu_seconds(server.proc.pid) - cpu
     server.send("textDocument/didClose", {"textDocument": {"uri": uri}})
-    return times
+    return times, cpu
 
 
 # appended to make a long file: each phase frees, fixes, initialises and has a schedule
@@ -151,21 +160,25 @@ def main(argv: list[str] | None = None) -> int:
     for server in servers.values():
         server.start()
     results: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], float] = {}
     try:
         for round_ in range(2):  # two rounds, builds alternating, so neither gets only the quiet minutes
             for name, text, with_model in documents(args.long):
                 for label, server in servers.items():
                     uri = (EXAMPLE.parent / f"bench_{round_}.sched").as_uri()  # beside the model file it names
-                    results.setdefault((name, label), []).extend(edit_times(server, uri, text, args.edits // 2, with_model))
+                    times, seconds = edit_times(server, uri, text, args.edits // 2, with_model)
+                    results.setdefault((name, label), []).extend(times)
+                    cpu[name, label] = cpu.get((name, label), 0.0) + seconds
     finally:
         for server in servers.values():
             server.stop()
-    print(f"edit -> diagnostics, {args.edits} edits each, milliseconds")
-    print(f"{'document':42} {'build':14} {'median':>8} {'p10':>8} {'p90':>8}")
+    print(f"edit -> diagnostics, {args.edits} edits each, milliseconds (wall: median, p10, p90; server CPU per edit)")
+    print(f"{'document':42} {'build':14} {'median':>8} {'p10':>8} {'p90':>8} {'CPU':>8}")
     for (name, label), times in results.items():
         ms = sorted(t * 1000 for t in times)
         decile = statistics.quantiles(ms, n=10)
-        print(f"{name:42} {label:14} {statistics.median(ms):8.1f} {decile[0]:8.1f} {decile[-1]:8.1f}")
+        per_edit = cpu[name, label] * 1000 / len(times)
+        print(f"{name:42} {label:14} {statistics.median(ms):8.1f} {decile[0]:8.1f} {decile[-1]:8.1f} {per_edit:8.1f}")
     return 0
 
 

@@ -95,26 +95,13 @@ def tree_size(expr, limit: int = MAX_EXPR_NODES) -> int:
         node, done = stack.pop()
         if id(node) in sizes:
             continue
-        kids = _children(node)
+        kids = n.children(node)
         if done:
             sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(k)] for k in kids))
             continue
         stack.append((node, True))
         stack.extend((k, False) for k in kids if id(k) not in sizes)
     return sizes[id(expr)]
-
-
-def _children(node) -> list:
-    out = []
-    for name in getattr(node, "__dataclass_fields__", ()):
-        if name == "span":
-            continue
-        value = getattr(node, name)
-        if isinstance(value, tuple):
-            out.extend(v for v in value if hasattr(v, "__dataclass_fields__"))
-        elif hasattr(value, "__dataclass_fields__"):
-            out.append(value)
-    return out
 
 
 def _at_use(value, span: n.Span):

@@ -367,13 +367,18 @@ def walk(node):
     while stack:
         current = stack.pop()
         yield current
-        children = []
-        for name in getattr(current, "__dataclass_fields__", ()):
-            if name == "span":
-                continue
-            value = getattr(current, name)
-            if isinstance(value, tuple):
-                children.extend(v for v in value if hasattr(v, "__dataclass_fields__"))
-            elif hasattr(value, "__dataclass_fields__"):
-                children.append(value)
-        stack.extend(reversed(children))
+        stack.extend(reversed(children(current)))
+
+
+def children(node) -> list:
+    """The nodes directly inside `node`, in field order (its span aside)."""
+    out = []
+    for name in getattr(node, "__dataclass_fields__", ()):
+        if name == "span":
+            continue
+        value = getattr(node, name)
+        if isinstance(value, tuple):
+            out.extend(v for v in value if hasattr(v, "__dataclass_fields__"))
+        elif hasattr(value, "__dataclass_fields__"):
+            out.append(value)
+    return out

@@ -41,7 +41,7 @@ import re
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lark.exceptions import LarkError
@@ -199,26 +199,20 @@ def to_lsp_diagnostic(d: Diagnostic, lines: list[str], uri: str, encoding: str =
 # ---------------------------------------------------------------- syntax-tree lookups
 
 
-def _children(node):
-    for f in fields(node):
-        if f.name == "span":
-            continue
-        value = getattr(node, f.name)
-        for child in value if isinstance(value, tuple) else (value,):
-            if hasattr(child, "__dataclass_fields__") and hasattr(child, "span"):
-                yield child
+def _children(node) -> list:
+    return [child for child in n.children(node) if hasattr(child, "span")]
 
 
 def node_chain(file: n.File, offset: int) -> list:
     """The nodes whose source contains `offset`, outermost first (the File itself excluded)."""
-    chain, children = [], list(_children(file))
+    chain, children = [], _children(file)
     while children:
         inside = [c for c in children if c.span.start <= offset < c.span.end]
         if not inside:
             break
         node = min(inside, key=lambda c: c.span.end - c.span.start)
         chain.append(node)
-        children = list(_children(node))
+        children = _children(node)
     return chain
 
 

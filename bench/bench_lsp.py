@@ -3,22 +3,23 @@
     .venv/bin/python bench/bench_lsp.py [--edits 40] [--baseline OTHER/src]
 
 A real `python -m schedc lsp` process is driven over stdio (plain JSON-RPC framing, no client
-library in between). For each document it opens the file, waits until its diagnostics are
-final (for a file that names a model: after the model has loaded and been checked, so later
-edits find it cached), then sends `--edits` one-character edits (a digit of a number toggled,
-as typing does) one at a time, each with a new version, and times each from sending the
+library in between). It opens each document and waits until its diagnostics are final (for a
+file that names a model: after the model has loaded and been checked, so later edits find it
+cached), then sends `--edits` one-character edits to each (a digit of a number toggled, as
+typing does) one at a time, each with a new version, and times each from sending the
 `didChange` to receiving the `publishDiagnostics` of that version. Reported: the median and
 the 10th/90th percentiles in milliseconds, and the server process's CPU time (all threads,
-from /proc, so Linux only) per edit, which other load on the machine does not stretch.
+from /proc, so Linux only) per edit, which other load on the machine stretches less.
 
 Documents: examples/spectral_line.sched with its `model` directive (the model is bound: the
 server checks it against the model's parameters on every edit), the same file with the
 directive removed (the model-free checks only), and both with `--long` phases appended (each
 with a schedule, free/fix/init and a stop rule) to show how the work grows with the file.
 
-`--baseline DIR` also runs a server whose `schedc` package is imported from DIR (e.g. the
-`src` folder of a worktree of an older commit), alternating the two servers document by
-document in one run, so that the ratio is measured side by side on the same machine load.
+`--baseline DIR` (repeatable) also runs a server whose `schedc` package is imported from DIR
+(e.g. the `src` folder of a worktree of an older commit: `git worktree add --detach /tmp/old
+COMMIT`); every edit goes to each server in turn, so that they are measured side by side under
+the same machine load.
 """
 
 from __future__ import annotations
@@ -98,32 +99,35 @@ class Server:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, all its threads (Linux: /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time a process has run so far, its live threads together, in nanosecond resolution
+    (Linux: the first field of /proc/PID/task/TID/schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9
 
 
-def edit_times(server: Server, uri: str, text: str, edits: int, with_model: bool) -> tuple[list[float], float]:
-    """Open `text`, let it settle, then time `edits` one-digit edits: (wall seconds each, server CPU seconds in all)."""
+def open_document(server: Server, uri: str, text: str, with_model: bool) -> None:
+    """Open `text` and wait until its diagnostics are final."""
     server.send("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "sched", "version": 1, "text": text}})
     server.diagnostics_of(uri, 1)
     if with_model and not server.model_loaded:  # published twice: at once, then with the model's checks
         server.diagnostics_of(uri, 1)
         server.model_loaded = True
+
+
+def timed_edit(server: Server, uri: str, text: str, version: int) -> tuple[float, float]:
+    """One keystroke (the last digit of EDITED toggled) until its diagnostics: (wall seconds, server CPU seconds)."""
     line = text[: text.index(EDITED)].count("\n")
     column = len(EDITED) - 1
-    times = []
-    cpu = cpu_seconds(server.proc.pid)
-    for version in range(2, edits + 2):
-        digit = "6" if version % 2 == 0 else "5"
-        change = {"range": {"start": {"line": line, "character": column}, "end": {"line": line, "character": column + 1}}, "text": digit}
-        began = time.perf_counter()
-        server.send("textDocument/didChange", {"textDocument": {"uri": uri, "version": version}, "contentChanges": [change]})
-        server.diagnostics_of(uri, version)
-        times.append(time.perf_counter() - began)
-    cpu = cpu_seconds(server.proc.pid) - cpu
-    server.send("textDocument/didClose", {"textDocument": {"uri": uri}})
-    return times, cpu
+    change = {"range": {"start": {"line": line, "character": column}, "end": {"line": line, "character": column + 1}}, "text": "56"[version % 2]}
+    cpu, began = cpu_seconds(server.proc.pid), time.perf_counter()
+    server.send("textDocument/didChange", {"textDocument": {"uri": uri, "version": version}, "contentChanges": [change]})
+    server.diagnostics_of(uri, version)
+    return time.perf_counter() - began, cpu_seconds(server.proc.pid) - cpu
 
 
 # appended to make a long file: each phase frees, fixes, initialises and has a schedule
@@ -149,36 +153,49 @@ def documents(long_phases: int) -> list[tuple[str, str, bool]]:
     ]
 
 
+def _uri(k: int) -> str:
+    return (EXAMPLE.parent / f"bench_{k}.sched").as_uri()  # beside the model file it names
+
+
+def _label(src: Path) -> str:
+    """A baseline's name in the table: the commit its checkout is at, else its folder."""
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return head.stdout.strip() if head.returncode == 0 else src.resolve().parent.name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--edits", type=int, default=40)
     parser.add_argument("--long", type=int, default=200, help="phases appended for the long documents")
-    parser.add_argument("--baseline", type=Path, help="the src folder of another checkout, measured side by side")
+    parser.add_argument("--baseline", type=Path, action="append", default=[], metavar="SRC", help="the src folder of another checkout, measured side by side (may be repeated)")
     args = parser.parse_args(argv)
-    builds = [("this checkout", None)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    builds = [("this checkout", None)] + [(_label(src), src.resolve()) for src in args.baseline]
     servers = {label: Server(src) for label, src in builds}
     for server in servers.values():
         server.start()
-    results: dict[tuple[str, str], list[float]] = {}
-    cpu: dict[tuple[str, str], float] = {}
+    docs = documents(args.long)
+    wall: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     try:
-        for round_ in range(2):  # two rounds, builds alternating, so neither gets only the quiet minutes
-            for name, text, with_model in documents(args.long):
-                for label, server in servers.items():
-                    uri = (EXAMPLE.parent / f"bench_{round_}.sched").as_uri()  # beside the model file it names
-                    times, seconds = edit_times(server, uri, text, args.edits // 2, with_model)
-                    results.setdefault((name, label), []).extend(times)
-                    cpu[name, label] = cpu.get((name, label), 0.0) + seconds
+        for k, (_, text, with_model) in enumerate(docs):
+            for server in servers.values():
+                open_document(server, _uri(k), text, with_model)
+        # every edit goes to each build in turn (the order rotating), so that all see the same load
+        for version in range(2, args.edits + 2):
+            for k, (name, text, _) in enumerate(docs):
+                order = list(servers.items())
+                for label, server in order[version % len(order) :] + order[: version % len(order)]:
+                    seconds, used = timed_edit(server, _uri(k), text, version)
+                    wall.setdefault((name, label), []).append(seconds * 1000)
+                    cpu.setdefault((name, label), []).append(used * 1000)
     finally:
         for server in servers.values():
             server.stop()
-    print(f"edit -> diagnostics, {args.edits} edits each, milliseconds (wall: median, p10, p90; server CPU per edit)")
+    print(f"edit -> diagnostics, {args.edits} edits each, milliseconds: wall median, p10, p90; server CPU per edit, median")
     print(f"{'document':42} {'build':14} {'median':>8} {'p10':>8} {'p90':>8} {'CPU':>8}")
-    for (name, label), times in results.items():
-        ms = sorted(t * 1000 for t in times)
-        decile = statistics.quantiles(ms, n=10)
-        per_edit = cpu[name, label] * 1000 / len(times)
-        print(f"{name:42} {label:14} {statistics.median(ms):8.1f} {decile[0]:8.1f} {decile[-1]:8.1f} {per_edit:8.1f}")
+    for key, times in wall.items():
+        decile = statistics.quantiles(times, n=10)
+        print(f"{key[0]:42} {key[1]:14} {statistics.median(times):8.1f} {decile[0]:8.1f} {decile[-1]:8.1f} {statistics.median(cpu[key]):8.1f}")
     return 0
 
 

@@ -108,8 +108,6 @@ def analyse(
     front = _front_end(text_or_bytes, name, source, placeholders)
     if lint:  # linting a file: an unbound `$name` is an unknown of the kind its place says, bound when it runs
         front = replace(front, diagnostics=[d for d in front.diagnostics if d.code != "E0110"])
-    if front.parsed is None or (model is None and lint):
-        return front
     return front.with_model(model, base_dir=base_dir, lint=lint, bind=bind)
 
 
@@ -144,7 +142,7 @@ def _front_end(text_or_bytes, name: str, source: Source | None, placeholders: di
 
 def _model_stage(front: Analysis, model, base_dir: Path, lint: bool, bind) -> Analysis:
     """Bind the model (when asked for) and resolve: the Plan and the model's diagnostics."""
-    if front.parsed is None or (front.has_errors and not lint):
+    if front.parsed is None or (front.has_errors and not lint) or (lint and model is None):
         return front
     if lint:  # every model-dependent problem, even after model-free errors; no Plan wanted
         from schedc.plan.binding import check_against_model

@@ -81,7 +81,9 @@ class Server:
                 return message
 
     def start(self) -> None:
-        request = self.send("initialize", {"processId": os.getpid(), "rootUri": ROOT.as_uri(), "capabilities": {}}, request=True)
+        # modelChecks: the client's consent to load the model a file names (older servers ignore it)
+        params = {"processId": os.getpid(), "rootUri": ROOT.as_uri(), "capabilities": {}, "initializationOptions": {"modelChecks": True}}
+        request = self.send("initialize", params, request=True)
         self.wait_for(lambda m: m.get("id") == request)
         self.send("initialized", {})
 

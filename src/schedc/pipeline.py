@@ -111,19 +111,6 @@ def analyse(
     return front.with_model(model, base_dir=base_dir, lint=lint, bind=bind)
 
 
-def check_source(text: str, name: str = "<input>", placeholders: dict | None = None) -> tuple[ParseResult, list[Diagnostic]]:
-    """The model-free `schedc check` of a text: (its parse, every diagnostic, sorted, with `file=name`)."""
-    analysis = analyse(text, name, placeholders=placeholders, lint=True)
-    return analysis.parsed, analysis.diagnostics
-
-
-def check_bytes(data: bytes, name: str = "<input>", placeholders: dict | None = None) -> tuple[ParseResult | None, list[Diagnostic], str | None]:
-    """`check_source` of a file's bytes: (parsed, diagnostics, text); parsed and text are None when
-    the bytes are binary or not UTF-8 (then the only diagnostic is E0004)."""
-    analysis = analyse(data, name, placeholders=placeholders, lint=True)
-    return analysis.parsed, analysis.diagnostics, analysis.text
-
-
 def _front_end(text_or_bytes, name: str, source: Source | None, placeholders: dict | None) -> Analysis:
     """Decode, parse, bind the placeholders and run the model-free checks."""
     from schedc.check.checker import check_file

@@ -117,7 +117,7 @@ def run_inline(capsys, *args) -> tuple[int, str]:
         ("model.py:vector", None, "must return a floating-point scalar, got an array of shape (3,)"),
         ("model.py:integer", None, "must return a floating-point scalar"),
         ("model.py:none", None, "must return a floating-point scalar, got NoneType"),
-        ("model.py:text", None, "failed on the model and data"),
+        ("model.py:text", None, "must return a floating-point scalar, got str"),
         ("model.py:exits", None, "sys.exit(4)"),
         ("model.py:with_data", "model.py:data_text", "failed on the model and data"),
         ("model.py:with_data", "model.py:data_exits", "sys.exit(5)"),

@@ -46,7 +46,11 @@ class Program:
         from schedc.runtime.data import data_size
 
         size = data_size(split((tuple(args), dict(kwargs or {})))[0])
-        plan = self.per_data(size) if self.per_data is not None and size is not None else self.plan
+        if size is None:
+            plan = self.plan
+        else:  # epochs in steps; the steps per epoch of every phase known (the progress bar shows epochs)
+            plan = self.per_data(size) if self.per_data is not None else self.plan
+            plan = replace(plan, phases=tuple(replace(p, steps_per_epoch=size.steps_per_epoch(p.batch) if p.batch else p.steps_per_epoch) for p in plan.phases))
         if eval_every is None:
             return plan
         if eval_every != "epoch" and not (isinstance(eval_every, int) and eval_every >= 1):

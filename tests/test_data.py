@@ -157,6 +157,11 @@ def test_eval_every_epoch_from_the_file_and_steps_across_phases():
     assert res.eval_steps.tolist() == [3, 6, 9] and len(res.metrics["w0"]) == 3
 
 
+def test_eval_every_epoch_from_python_in_a_file_counting_steps():
+    _, res = fit("batch 8\nphase 9 lr 0.01 < free ** >", eval_every="epoch", **EVAL)
+    assert res.phases[0].steps_per_epoch == 3 and res.eval_steps.tolist() == [3, 6, 9]
+
+
 def test_stop_when_a_metric_falls_below_a_threshold_names_it():
     _, res = fit('eval "m.py:f" every 5 steps\nphase 200 lr 0.05 < free **; stop when val.loss < 0.5 >', **EVAL)
     (phase,) = res.phases
@@ -253,3 +258,36 @@ def test_a_run_resumed_mid_epoch_sees_the_same_batches(tmp_path):
     assert len(resumed.loss_history) == 12
     np.testing.assert_array_equal(resumed.loss_history[4:], whole.loss_history[4:])
     np.testing.assert_array_equal(resumed.model["w"], whole.model["w"])
+
+
+# ---------------------------------------------------------------- show and plot
+
+
+EPOCHS_FILE = "batch 8\nphase warm 3 epochs lr warmup_cosine(0 -> 0.1 -> 0, 1 epoch) < free w >\nphase 20 lr 0.01 < free w >\n"
+
+
+def test_show_displays_epochs_and_batches(tmp_path, capsys):
+    import json
+
+    from schedc.cli import main
+
+    path = tmp_path / "e.sched"
+    path.write_text(EPOCHS_FILE)
+    assert main(["show", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "3 epochs" in table and "batch" in table
+    assert main(["show", str(path), "--format", "json"]) == 0
+    phases = json.loads(capsys.readouterr().out)["phases"]
+    assert [(p["epochs"], p["batch"], p["steps"]) for p in phases] == [(3, 8, 3), (None, 8, 20)]
+
+
+def test_plot_draws_epochs_at_a_given_resolution(tmp_path):
+    from schedc.cli.commands import plot
+    from schedc.pipeline import analyse
+
+    analysis = analyse(EPOCHS_FILE)
+    plan, label = plot._with_epochs(analysis, 50)
+    assert [p.steps for p in plan.phases] == [150, 20] and "1 epoch = 50 steps" in label
+    data = plot.curves(plan)
+    lr = np.asarray(data.values["learning_rate"])
+    assert lr[0] == 0 and lr[50] == pytest.approx(0.1)  # the warmup is one epoch of 50 steps

@@ -29,6 +29,13 @@ MAX_POINTS_PER_PHASE = 4000
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="the .sched file")
     parser.add_argument("--out", metavar="PNG", help="where to write the image (default: FILE with the suffix .png, beside it)")
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=100,
+        metavar="N",
+        help="for a file that counts epochs: the steps of one epoch (the data's size is not known here; default 100)",
+    )
     add_model_argument(parser)
     add_set_argument(parser)
     add_sweep_argument(parser, help="NAME=V1,V2,...: overlay the curves of one setting per value of a `$placeholder` or `let` (as `schedc run --sweep`)")
@@ -66,7 +73,7 @@ def run(args) -> int:
     resolved = resolve_file(path, args.model, "plot", {**sweep_placeholders(grid, path), **dict(args.set)})
     if isinstance(resolved, int):
         return resolved
-    plan = resolved.plan
+    plan, xlabel = _with_epochs(resolved, args.steps_per_epoch)
     if not plan.phases:
         print(f"schedc plot: {path} has no phases", file=sys.stderr)
         return 1
@@ -80,7 +87,7 @@ def run(args) -> int:
         print(getattr(err, "render", lambda: f"schedc plot: {err}")(), file=sys.stderr)
         return 1
     try:
-        render(data, out, title=path.name, pyplot=pyplot, log=args.log, legend="setting" if grid else "group")
+        render(data, out, title=path.name, pyplot=pyplot, log=args.log, legend="setting" if grid else "group", xlabel=xlabel)
     except OSError as exc:
         print(f"schedc plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -193,7 +200,18 @@ def log_scale(curves) -> tuple[str, dict]:
     return "symlog", {"linthresh": float(nonzero.min()) if nonzero.size else 1.0}
 
 
-def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = False, legend: str = "group") -> None:
+def _with_epochs(resolved, steps_per_epoch: int):
+    """(the Plan to draw, the x-axis label): a file that counts epochs is resolved again with
+    `steps_per_epoch` steps in each epoch, so its schedules are drawn at a real resolution."""
+    from schedc.plan.resolve import DataSize, counts_epochs, resolve
+
+    if not counts_epochs(resolved.parsed.file) or steps_per_epoch < 1:
+        return resolved.plan, "step"
+    plan, _ = resolve(resolved.parsed.file, resolved.tree, placeholders=resolved.placeholders, source=resolved.name, data=DataSize(batches=steps_per_epoch))
+    return (plan or resolved.plan), f"step (1 epoch = {steps_per_epoch} steps; --steps-per-epoch)"
+
+
+def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = False, legend: str = "group", xlabel: str = "step") -> None:
     """Draw `data` into a PNG at `out`: one panel per hyperparameter, phase boundaries marked;
     with `log`, logarithmic value axes."""
     import numpy as np
@@ -221,7 +239,7 @@ def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = Fa
     top = axes[0, 0]
     for start, length, label in data.phases:
         top.text(start + length / 2, 1.02, label, transform=top.get_xaxis_transform(), ha="center", va="bottom", fontsize="small")
-    axes[-1, 0].set_xlabel("step")
+    axes[-1, 0].set_xlabel(xlabel)
     axes[-1, 0].set_xlim(0, max(1, data.total))
     if title:
         fig.suptitle(title)

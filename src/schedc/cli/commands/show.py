@@ -73,6 +73,8 @@ class Table:
                     "name": ph.name,
                     "display": ph.display,
                     "steps": ph.steps,
+                    "epochs": ph.epochs,
+                    "batch": ph.batch,
                     "lr": _lr_text(ph.lr, ph.plateau, source),
                     "optimizer": _text(opt, source) if opt.span.end > opt.span.start else opt.name,
                     "carry": ph.carry,
@@ -115,7 +117,8 @@ class Table:
             label = row["path"] + (f" (= {', '.join(row['shared'])})" if row["shared"] else "")
             body.append([label, *(_cell(c) for c in row["phases"])])
         footer = [
-            ["steps", *(str(p["steps"]) for p in self.phases)],
+            ["steps", *(_length(p) for p in self.phases)],
+            *([["batch", *(str(p["batch"] or "all") for p in self.phases)]] if any(p["batch"] for p in self.phases) else []),
             ["lr", *(_clip(p["lr"] or "-") for p in self.phases)],
             ["optimizer", *(_clip(p["optimizer"]) for p in self.phases)],
         ]
@@ -128,6 +131,11 @@ class Table:
         rule = "  ".join("-" * w for w in widths)
         out = [line(header), line(names), rule, *(line(r) for r in body), rule, *(line(r) for r in footer)]
         return "\n".join(out) + "\n\n" + LEGEND
+
+
+def _length(phase: dict) -> str:
+    """A phase's length as the table shows it: `300`, or `3 epochs` (steps known only with the data)."""
+    return f"{phase['epochs']:g} epochs" if phase["epochs"] is not None else str(phase["steps"])
 
 
 def _clip(text: str, width: int = 28) -> str:

@@ -291,3 +291,30 @@ def test_plot_draws_epochs_at_a_given_resolution(tmp_path):
     data = plot.curves(plan)
     lr = np.asarray(data.values["learning_rate"])
     assert lr[0] == 0 and lr[50] == pytest.approx(0.1)  # the warmup is one epoch of 50 steps
+
+
+# ---------------------------------------------------------------- logging
+
+
+def test_a_run_logs_steps_aux_and_evaluations_per_phase(tmp_path):
+    import csv
+    import json
+
+    from schedc.runtime.log import RunLog
+
+    def with_aux(m, x, y):
+        loss = mse(m, x, y)
+        return loss, {"twice": 2 * loss}
+
+    text = 'batch 8\neval "m.py:f" every epoch\nphase 2 epochs lr 0.05 < free ** >\nphase 4 lr 0.01 < free ** >'
+    _, res = fit(text, with_aux, chunk=3, logger=RunLog(tmp_path), **EVAL)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == list(range(10)) and [r["loss"] for r in steps] == pytest.approx(res.loss_history.tolist())
+    assert steps[0]["learning_rate"] == pytest.approx(0.05) and steps[-1]["phase"] == "phase 1"
+    assert [r["step"] for r in records if r["kind"] == "eval"] == res.eval_steps.tolist() == [3, 6, 9]
+    assert [r["twice"] for r in records if r["kind"] == "aux"] == pytest.approx(res.aux["twice"].tolist())
+    assert [r["stop_reason"] for r in records if r["kind"] == "phase"] == ["completed", "completed"]
+    rows = list(csv.DictReader(open(tmp_path / "steps.csv")))
+    assert len(rows) == 10 and float(rows[7]["learning_rate"]) == pytest.approx(0.01)
+    assert list(tmp_path.glob("events.out.tfevents.*"))  # tensorboardX is in the test extra

@@ -493,6 +493,7 @@ class Runner:
         self.evaluator = evaluator  # an evaluation.Evaluator (`eval` / `metrics=`), or None
         self.fuse = fuse  # run consecutive phases as fused segments where `segment_end` allows
         self.window = 1  # phases per fused call: set by begin() from the model's size
+        self.logger = None  # a log.RunLog (`--log DIR` / `logger=`): each phase's records, appended after it
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
@@ -725,6 +726,8 @@ class Runner:
                         phase_results = [self.run_phase(index, model, progress)]
                     for phase_result in phase_results:
                         result.phases.append(phase_result)
+                        if self.logger is not None:
+                            self.logger.phase(phase_result)
                         self._after_phase(result, phase_result)
                         if self.checkpoint is not None:
                             self.checkpoint.after_phase(self, result)

@@ -73,7 +73,7 @@ class Program:
         plan = self.plan_for(args, kwargs, eval_every)
         return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator, fuse=fuse)
 
-    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, validation=(), metrics=None, eval_every=None, fuse: bool = True, **kwargs):
+    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, validation=(), metrics=None, eval_every=None, logger=None, fuse: bool = True, **kwargs):
         """Fit: every phase in order. `loss_fn(model, *args, **kwargs)` returns a scalar, or
         `(loss, {name: scalar})` (aux metrics, logged per chunk); with a `key` parameter it gets a
         per-step PRNG key. With `batch N` in the schedule, every array in `args`/`kwargs` is split
@@ -86,12 +86,15 @@ class Program:
         `checkpoint=DIR` (write checkpoints there after every phase and every `checkpoint_every`
         chunks, and resume from the one found: schedc.runtime.checkpoint), `metrics`
         (`metrics(model, *validation) -> {name: scalar}`, read by rules as `val.NAME`),
-        `validation` (a tuple of its arguments) and `eval_every` (steps, or "epoch"; default: the
-        `eval` directive's interval). Consecutive phases run fused into one compiled program where
-        nothing must happen on the host between them (docs/runtime.md, "Fused segments");
-        `fuse=False` runs them one by one (same results).
+        `validation` (a tuple of its arguments), `eval_every` (steps, or "epoch"; default: the
+        `eval` directive's interval) and `logger` (a `schedc.runtime.log.RunLog(folder)`: the
+        losses, hyperparameters, aux metrics and evaluations appended after every phase).
+        Consecutive phases run fused into one compiled program where nothing must happen on the
+        host between them (docs/runtime.md, "Fused segments"); `fuse=False` runs them one by one
+        (same results).
         """
         runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, fuse=fuse, **kwargs)
+        runner.logger = logger
         if checkpoint is None:
             return runner.run(self.model)
         from schedc.runtime import checkpoint as ckpt

@@ -36,6 +36,7 @@ def add_arguments(parser) -> None:
     add_set_argument(parser)
     parser.add_argument("--chunk", type=int, help="steps per compiled chunk (progress granularity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--log", metavar="DIR", help="append each phase's losses, hyperparameters, aux metrics and evaluations to DIR/log.jsonl and DIR/steps.csv (and TensorBoard event files with tensorboardX)")
     parser.add_argument(
         "--compile-cache",
         metavar="DIR",
@@ -257,6 +258,10 @@ def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: P
     from schedc.runtime.runner import Interrupted, RunError
 
     runner = program.runner(loss, *data_args, chunk=args.chunk, quiet=args.quiet, **evaluation, **data_kwargs)
+    if args.log:
+        from schedc.runtime.log import RunLog
+
+        runner.logger = RunLog(args.log)
     # a failing jax.debug.callback is logged with a traceback; the error message below says it once
     logging.getLogger("jax._src.debugging").setLevel(logging.CRITICAL)
     try:

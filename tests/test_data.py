@@ -318,3 +318,36 @@ def test_a_run_logs_steps_aux_and_evaluations_per_phase(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "steps.csv")))
     assert len(rows) == 10 and float(rows[7]["learning_rate"]) == pytest.approx(0.01)
     assert list(tmp_path.glob("events.out.tfevents.*"))  # tensorboardX is in the test extra
+
+
+# ---------------------------------------------------------------- data parallel
+
+DATA_PARALLEL = r"""
+import json, jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import schedc
+assert len(jax.devices()) == 8, jax.devices()
+X = jax.random.normal(jax.random.key(0), (512, 16))
+Y = X @ jnp.arange(16.0) / 16 + 0.3
+def loss(m, x, y):
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+program = schedc.compile("seed 3\nbatch 64\nphase 3 epochs lr 0.05 < free w, b >", {"w": jnp.zeros(16), "b": jnp.zeros(())})
+one = program.run(loss, X, Y, quiet=True)
+rows = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+spread = program.run(loss, jax.device_put(X, rows), jax.device_put(Y, rows), quiet=True)
+print(json.dumps({"one": one.loss_history.tolist(), "spread": spread.loss_history.tolist()}))
+"""
+
+
+def test_minibatches_of_data_sharded_over_eight_devices_give_one_devices_losses():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", DATA_PARALLEL], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    losses = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(losses["one"]) == 24  # 3 epochs of 8 minibatches
+    np.testing.assert_allclose(losses["spread"], losses["one"], rtol=1e-5)

@@ -73,6 +73,7 @@ class PhaseSignature:
     accumulate: int = 1  # optax.MultiSteps over this many steps
     ema: float | None = None  # decay of the EMA of the free parameters
     batch: int = 0  # minibatch size (schedc.compiler.minibatch); 0: every step sees all the data
+    batch_sharding: tuple | None = None  # per data array: the sharding of its minibatches (data parallel), or None
 
     @property
     def plateaus(self) -> int:
@@ -375,7 +376,7 @@ def run_steps(
     with_key = minibatch.takes_key(loss_fn)
     leaves, treedef = jax.tree_util.tree_flatten(model_layout.rebuild(model_arrays))
     data_key, loss_key = keys
-    sampler = minibatch.Sampler(signature.batch, data_arrays[0].shape[0]) if signature.batch else None
+    sampler = minibatch.Sampler(signature.batch, data_arrays[0].shape[0], signature.batch_sharding) if signature.batch else None
 
     def assemble(free_values):
         new = list(leaves)

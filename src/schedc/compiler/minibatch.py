@@ -58,12 +58,27 @@ def takes_key(fn: Callable) -> bool:
     return "key" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def row_shardings(arrays) -> tuple | None:
+    """For data sharded along its example axis over a mesh (`NamedSharding(mesh, P("data"))`): the
+    sharding each array's minibatches keep, so every device computes the loss of its share of a
+    batch (data parallelism); None when no array is sharded that way."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    shardings = []
+    for x in arrays:
+        sharding = getattr(x, "sharding", None)
+        spec = sharding.spec if isinstance(sharding, NamedSharding) else ()
+        shardings.append(NamedSharding(sharding.mesh, PartitionSpec(spec[0])) if len(spec) and spec[0] is not None else None)
+    return tuple(shardings) if any(shardings) else None
+
+
 @dataclass(frozen=True)
 class Sampler:
     """Gathers the minibatch of a step from the data arrays (all with `examples` rows)."""
 
     batch: int
     examples: int
+    shardings: tuple | None = None  # see `row_shardings`
 
     @property
     def steps_per_epoch(self) -> int:
@@ -82,7 +97,10 @@ class Sampler:
         offset = step % spe
         perm = jax.lax.cond(offset == 0, lambda: epoch_permutation(data_key, step // spe, self.examples), lambda: perm)
         rows = jax.lax.dynamic_slice_in_dim(perm, offset * self.batch, self.batch)
-        return perm, tuple(jnp.take(x, rows, axis=0) for x in arrays)
+        batch = tuple(jnp.take(x, rows, axis=0) for x in arrays)
+        if self.shardings is not None:
+            batch = tuple(x if s is None else jax.lax.with_sharding_constraint(x, s) for x, s in zip(batch, self.shardings))
+        return perm, batch
 
 
 def split_output(out, phase_label: str = "") -> tuple[Any, dict]:

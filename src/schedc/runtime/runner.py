@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -576,6 +576,8 @@ class Runner:
         check_batchable(phase, self.data_arrays, array_names(self.args, self.kwargs))
         model = self.apply_inits(model, phase)
         prepared = self._prepare(phase)
+        if phase.batch:  # data sharded over a mesh's axis: every minibatch is sharded the same way
+            prepared = replace(prepared, signature=replace(prepared.signature, batch_sharding=minibatch.row_shardings(self.data_arrays)))
         sig = prepared.signature
         model_arrays, model_layout = C.split(model)
         fns = C.compiled(sig, self.loss_fn, model_layout, self.data_layout)

@@ -93,6 +93,12 @@ def test_epoch_durations_become_steps_of_the_phase():
     assert program.phases[0].steps == 4 and program.phases[0].steps_per_epoch is None
 
 
+def test_a_schedule_stepped_per_epoch_is_constant_within_each_epoch():
+    _, res = fit("batch 8\nphase 4 epochs lr stepwise(linear(0.4 -> 0), 1 epoch) < free ** >")
+    lr = res.hyperparams["learning_rate"]  # 12 steps: the linear schedule at steps 0, 3, 6, 9
+    np.testing.assert_allclose(lr, np.repeat([0.4, 0.3, 0.2, 0.1], 3), rtol=1e-6)
+
+
 def test_a_batch_per_phase_overrides_the_directive():
     program, res = fit("batch 8\nphase 1 epochs lr 0.01 < free ** >\nphase 1 epoch batch 15 lr 0.01 < free ** >")
     assert [p.steps_run for p in res.phases] == [3, 2]

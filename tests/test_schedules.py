@@ -215,8 +215,15 @@ def test_pointwise_composition():
     assert t.shape == lin.shape
 
 
+def test_stepwise_holds_a_schedule_at_each_intervals_start():
+    steps = 60
+    lin = reference(optax.linear_schedule(0.0, 2.0, steps), steps + EXTRA)
+    t = np.arange(steps + EXTRA)
+    close(ours("stepwise(linear(0 -> 2), 20)", steps), lin[(t // 20) * 20])
+
+
 def test_every_catalog_entry_is_exercised():
-    tested = " ".join(t for t, _, _ in OPTAX.values()) + " smooth exp hump values step every min max clip"
+    tested = " ".join(t for t, _, _ in OPTAX.values()) + " smooth exp hump values step every stepwise min max clip"
     assert all(name + "(" in tested or name in tested.split() for name in catalog.SCHEDULES)
 
 

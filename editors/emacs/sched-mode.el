@@ -51,7 +51,7 @@
 (defconst sched-builtins
   '("constant" "linear" "polynomial" "cosine" "exponential" "warmup_constant" "warmup_cosine"
     "warmup_exponential" "onecycle" "linear_onecycle" "piecewise" "interpolate" "sgdr" "smooth"
-    "hump" "exp" "values" "step" "every" "min" "max" "clip" "normal" "uniform" "value")
+    "hump" "exp" "values" "step" "every" "stepwise" "min" "max" "clip" "normal" "uniform" "value")
   "Schedules and distributions (schedc.check.catalog).")
 
 (defconst sched--name (rx (any alpha "_") (* (any alnum "_"))))

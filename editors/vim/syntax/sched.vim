@@ -35,7 +35,7 @@ syn keyword schedBoolean true false
 
 " Calls: known schedules and distributions, then any other name followed by `(`.
 syn match schedFunction "\<\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\ze\s*("
-syn match schedBuiltin "\<\%(constant\|linear\|polynomial\|cosine\|exponential\|warmup_constant\|warmup_cosine\|warmup_exponential\|onecycle\|linear_onecycle\|piecewise\|interpolate\|sgdr\|smooth\|hump\|exp\|values\|step\|every\|min\|max\|clip\|normal\|uniform\|value\)\ze\s*("
+syn match schedBuiltin "\<\%(constant\|linear\|polynomial\|cosine\|exponential\|warmup_constant\|warmup_cosine\|warmup_exponential\|onecycle\|linear_onecycle\|piecewise\|interpolate\|sgdr\|smooth\|hump\|exp\|values\|step\|every\|stepwise\|min\|max\|clip\|normal\|uniform\|value\)\ze\s*("
 " A keyword argument: `name=value` inside a call (even `at=` in step(...)).
 syn match schedArgument "\<\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\ze\s*=[^=]"
 

@@ -221,6 +221,12 @@ SCHEDULES: dict[str, CallSignature] = {
             ArgSpec("factor", "number", REQUIRED, "nonneg"),
             ArgSpec("interval", "duration", REQUIRED, "positive"),
         ),
+        _sig(
+            "stepwise",
+            "S held constant over each interval, at its value at the interval's start (noether's `interval: epoch`: `stepwise(S, 1 epoch)`).",
+            ArgSpec("schedule", "schedule"),
+            ArgSpec("interval", "duration", REQUIRED, "positive"),
+        ),
         _sig("min", "Pointwise minimum.", ArgSpec("a", "schedule"), ArgSpec("b", "schedule")),
         _sig("max", "Pointwise maximum.", ArgSpec("a", "schedule"), ArgSpec("b", "schedule")),
         _sig("clip", "S clipped to [lo, hi].", ArgSpec("schedule", "schedule"), ArgSpec("lo", "number"), ArgSpec("hi", "number")),

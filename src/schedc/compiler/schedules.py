@@ -203,6 +203,11 @@ def _lower_sgdr(span, points, a, bound):
     return ("sgdr", inner), [period, a["mult"]] + numbers
 
 
+def _lower_stepwise(span, points, a, bound):
+    inner, numbers = _lower(bound["schedule"], span)
+    return ("stepwise", inner), [span_of(a["interval"], span)] + numbers
+
+
 def _lower_shape(name):
     def lower_shape(span, points, a, bound):
         return (name,), [points[0], points[1], span_of(a["steps"], span)]
@@ -258,6 +263,7 @@ _LOWER = {
     "values": _lower_values,
     "step": _lower_step,
     "every": _lower_every,
+    "stepwise": _lower_stepwise,
     "min": _lower_pair("min"),
     "max": _lower_pair("max"),
     "clip": _lower_clip,
@@ -471,6 +477,9 @@ def _build(s: tuple, o: int) -> tuple[Callable, int]:
         return (lambda t, x: x[o] * jnp.power(x[o + 1], jnp.sum(t >= x[o + 2 : o + 2 + k]))), o + 2 + k
     if kind == "every":
         return (lambda t, x: x[o] * jnp.power(x[o + 1], jnp.floor(_over(t, 0, x[o + 2])))), o + 3
+    if kind == "stepwise":  # the inner schedule at the first step of the interval holding t
+        inner, end = _build(s[1], o + 1)
+        return (lambda t, x: inner(jnp.floor(t / x[o]) * x[o], x)), end
     if kind == "clip":
         inner, end = _build(s[1], o + 2)
         return (lambda t, x: jnp.clip(inner(t, x), x[o], x[o + 1])), end

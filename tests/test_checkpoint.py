@@ -61,6 +61,16 @@ def schedc_run(folder: Path, *args, kill_at: int = 0) -> subprocess.CompletedPro
     )
 
 
+def assert_same_outputs(a_dir: Path, b_dir: Path) -> None:
+    """Two `schedc run --out` folders hold bit-identical histories and models."""
+    for name in ("losses.npz", "hyperparams.npz"):
+        a, b = np.load(a_dir / name), np.load(b_dir / name)
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert (a_dir / "model.eqx").read_bytes() == (b_dir / "model.eqx").read_bytes()
+
+
 def test_a_killed_run_resumes_bit_for_bit(tmp_path):
     (tmp_path / "model.py").write_text(MODEL_PY)
     (tmp_path / "fit.sched").write_text(SCHED)
@@ -76,12 +86,7 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path):
     assert len(saved["completed"]) == 1 and saved["in_phase"]["phase"] == 1 and 0 < saved["in_phase"]["step0"] < 18
     resumed = schedc_run(tmp_path, "--checkpoint", str(ckpt), "--out", str(tmp_path / "resumed"))
     assert resumed.returncode == 0, resumed.stderr
-    for name in ("losses.npz", "hyperparams.npz"):
-        a, b = np.load(tmp_path / "whole" / name), np.load(tmp_path / "resumed" / name)
-        assert sorted(a.files) == sorted(b.files)
-        for key in a.files:
-            np.testing.assert_array_equal(a[key], b[key])
-    assert (tmp_path / "whole" / "model.eqx").read_bytes() == (tmp_path / "resumed" / "model.eqx").read_bytes()
+    assert_same_outputs(tmp_path / "whole", tmp_path / "resumed")
     # a finished checkpoint resumes to the finished result without running anything
     again = schedc_run(tmp_path, "--checkpoint", str(ckpt), kill_at=1)
     assert again.returncode == 0, again.stderr

@@ -129,3 +129,15 @@ def test_minibatches_are_the_same_for_every_setting():
 def test_programs_that_evaluate_or_count_epochs_are_refused():
     with pytest.raises(SweepError, match="epochs"):
         schedc.compile("let base = 0.05\nphase 2 epochs batch 4 lr base < free ** >", model()).sweep(base=[0.1])
+
+
+def test_optimizer_chains_ema_accumulation_and_plateaus_per_setting():
+    text = "let base = 0.05\nema 0.9\nphase 40 lr base * plateau(patience=2) optimizer chain(clip_by_global_norm($c), adam) accumulate 2 < free ** >"
+    result = schedc.compile(text, model(), c=1.0).sweep(base=[0.01, 0.1], c=[0.5, 1.0]).run(loss, X, Y)
+    for i, (base, clip) in enumerate([(0.01, 0.5), (0.1, 1.0)]):
+        alone = schedc.compile(text.replace("let base = 0.05", "let base = $b"), model(), b=base, c=clip).run(loss, X, Y, quiet=True)
+        mine = result.setting(i)
+        np.testing.assert_allclose(mine.loss_history, alone.loss_history, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(mine.ema_model["w"], alone.ema_model["w"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(mine.hyperparams["plateau_scale"], alone.hyperparams["plateau_scale"])
+        assert mine.hyperparams["clip_by_global_norm.max_norm"][0] == np.float32(clip)

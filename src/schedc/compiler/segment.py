@@ -147,22 +147,34 @@ class Program:
     slot_shapes: tuple  # per signature: the shape/dtype tree of its optimizer state
     unfusable: str | None  # why the loss must run phase by phase (see `_unfusable`), or None
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
+    _fresh: dict | None = None  # the state's parts every run starts from, already on the device
 
     def initial_state(self, model_arrays, carried=None) -> dict:
         """The state a segment starts from: the model, fresh slots (a carried-in optimizer state
-        `(signature, opt_state)` in its slot), the first row, step 0."""
+        `(signature, opt_state)` in its slot), the first row, step 0.
+
+        The fresh parts are made on the device once per program and shared by its runs (JAX
+        arrays are immutable): copying them in again at every call would cost more host time
+        than the rest of a short segment's bookkeeping."""
         import jax
         import jax.numpy as jnp
 
-        ring_dtype = jnp.result_type(float)
-        slots = []
-        for sig, shapes in zip(self.signature.signatures, self.slot_shapes):
-            if carried is not None and carried[0] == sig:
-                opt = carried[1]
-            else:
-                opt = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-            slots.append({"opt": opt, "ring": np.full((sig.over,), np.nan, ring_dtype)})
-        return {"leaves": tuple(model_arrays), "slots": tuple(slots), "phase": np.int32(0), "step": np.int32(0)}
+        if self._fresh is None:
+            ring_dtype = jnp.result_type(float)
+            self._fresh = jax.device_put(
+                {
+                    "slots": [
+                        {"opt": jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes), "ring": np.full((sig.over,), np.nan, ring_dtype)}
+                        for sig, shapes in zip(self.signature.signatures, self.slot_shapes)
+                    ],
+                    "start": np.int32(0),
+                }
+            )
+        slots = [dict(slot) for slot in self._fresh["slots"]]
+        if carried is not None and carried[0] in self.signature.signatures:
+            slots[self.signature.signatures.index(carried[0])]["opt"] = carried[1]
+        start = self._fresh["start"]
+        return {"leaves": tuple(model_arrays), "slots": tuple(slots), "phase": start, "step": start}
 
 
 _CACHE: dict[tuple, Program] = {}

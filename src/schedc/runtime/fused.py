@@ -64,8 +64,11 @@ def _segment_plan(runner, start: int, end: int):
     if entry is not None and entry[0] is phases and entry[1] is runner.leaves_source:
         _PLANS.move_to_end(key)
         return entry[2]
+    import jax
+
     prepared = [C.prepare(p, runner.leaves, runner.chunk) for p in phases[start:end]]
-    value = (prepared, *S.plan(phases[start:end], prepared, runner.state.signature, runner.leaves, runner.window, runner.chunk))
+    signature, table = S.plan(phases[start:end], prepared, runner.state.signature, runner.leaves, runner.window, runner.chunk)
+    value = (prepared, signature, jax.device_put(table))  # on the device once, not at every call
     _PLANS[key] = (phases, runner.leaves_source, value)
     if len(_PLANS) > _PLANS_KEPT:
         _PLANS.popitem(last=False)

@@ -526,3 +526,14 @@ def test_check_without_model_never_imports_user_code(tmp_path):
     assert not (tmp_path / "ran").exists()
     subprocess.run([sys.executable, "-m", "schedc", "check", str(tmp_path / "s.sched"), "--model"], capture_output=True, timeout=120)
     assert (tmp_path / "ran").exists()  # the marker works: --model is the consent
+
+
+def test_placeholder_hover_says_what_it_may_hold():
+    from schedc.lang.syntax import parse
+    from schedc.tooling.lsp import hover
+
+    text = "let M = 20\nphase fit 10 * M lr $lr optimizer $opt < free line.σ; init b = $w >\n"
+    parsed = parse(text)
+    assert "GradientTransformation" in hover(parsed, text.index("$opt") + 1)[0]
+    assert "optax schedule function" in hover(parsed, text.index("$lr") + 1)[0]
+    assert "array of the parameter's shape" in hover(parsed, text.index("$w") + 1)[0]

@@ -357,11 +357,24 @@ def hover(parsed: ParseResult, offset: int, tree=None, model_problem: str | None
         return _phase_markdown(text, _phases_referenced(file, node)), node.span
     if isinstance(node, n.Name):
         return _name_hover(text, file, node, parent, grand)
+    if isinstance(node, n.Placeholder):
+        return _placeholder_markdown(node, parent), node.span
     word = _keyword_at(text, offset)
     if word is not None:
         doc = catalog.KEYWORD_DOCS.get(word) or catalog.KEYWORD_DOCS.get(_KEYWORD_ALIASES.get(word, ""))
         return (doc, None) if doc else None
     return None
+
+
+def _placeholder_markdown(node: n.Placeholder, parent) -> str:
+    """What a `$name` may be bound to, by where it stands (schedc.pipeline.bind_placeholders)."""
+    if _is_optimizer_slot(node, parent):
+        what = "an optimizer: optimizer text (`sgd(momentum=0.9)`), an optax factory, or an optax `GradientTransformation` object (run as-is; the phase `lr` then only documents)"
+    elif isinstance(parent, n.Init) and parent.value is node:
+        what = "an init value: a number, or an array of the parameter's shape"
+    else:
+        what = "a value: a number, a bool, schedule text (`cosine(0.1 -> 0)`), or an optax schedule function"
+    return f"**`${node.id}`**: a placeholder for {what}. Bound from Python (`schedc.compile(text, model, {node.id}=...)`) or by `schedc run/show/plot --set {node.id}=VALUE`; `schedc check` treats it as unknown."
 
 
 def _name_hover(text: str, file: n.File, node: n.Name, parent, grand) -> tuple[str, n.Span] | None:

@@ -137,9 +137,8 @@ def _check_loss(loss, model, data_args, data_kwargs, loss_ref: str) -> None:
 
     key = {"key": jax.random.key(0)} if takes_key(loss) else {}  # a loss with a `key` gets one per step
     try:
-        # only the model's arrays are traced: it may hold other leaves (a spectracles ShareModule's sentinels)
-        arrays, static = eqx.partition(model, eqx.is_array)
-        out = jax.eval_shape(lambda m, a, k: split_output(loss(eqx.combine(m, static), *a, **k, **key))[0], arrays, data_args, data_kwargs)
+        # filter_eval_shape: a model may hold leaves that are not arrays (a spectracles ShareModule's sentinels)
+        out = eqx.filter_eval_shape(lambda m, a, k: split_output(loss(m, *a, **k, **key))[0], model, data_args, data_kwargs)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:

@@ -16,7 +16,7 @@ import numpy as np
 
 from schedc.compiler import chunk as C
 from schedc.compiler import segment as S
-from schedc.runtime.runner import CompileClock, Hyperparams, Later, PhaseResult, RunnerState, strong_types
+from schedc.runtime.runner import CompileClock, Later, PhaseResult, RunnerState, phase_result, strong_types
 
 
 class NotFused(Exception):
@@ -145,20 +145,8 @@ def _results(phases, prepared, pieces, reasons, models, model_layout, wall: floa
         bad = C.first_nonfinite(phase_losses)
         if bad is not None:  # as a phase-by-phase run reads it: the phase ends at its first non-finite loss
             phase_losses, reason = phase_losses[: bad + 1], C.NONFINITE
-        results.append(
-            PhaseResult(
-                index=phase.index,
-                name=phase.name,
-                display=phase.label,
-                steps=phase.steps,
-                steps_run=len(phase_losses),
-                losses=phase_losses,
-                hyperparams=Hyperparams(prep, len(phase_losses), phase_losses.dtype),
-                stop_reason=C.STOP_REASONS[reason],
-                wall_time=wall * len(phase_losses) / total,
-                compile_time=clock.seconds if row == 0 else 0.0,
-                compiles=clock.count if row == 0 else 0,
-                model=_snapshot(model_layout, *models[row]),
-            )
-        )
+        first = row == 0  # the segment's compile is counted once, on its first phase
+        model = _snapshot(model_layout, *models[row])
+        share = wall * len(phase_losses) / total
+        results.append(phase_result(phase, prep, phase_losses, reason, share, clock.seconds if first else 0.0, clock.count if first else 0, model))
     return results

@@ -440,6 +440,24 @@ def strong_types(model):
     return jax.tree_util.tree_map(strong, model)
 
 
+def phase_result(phase: P.PhasePlan, prepared: C.PreparedPhase, losses: np.ndarray, reason: int, wall: float, compile_time: float, compiles: int, model, scales: list = ()) -> PhaseResult:
+    """One phase's result, as the per-phase and the fused runners both report it."""
+    return PhaseResult(
+        index=phase.index,
+        name=phase.name,
+        display=phase.label,
+        steps=phase.steps,
+        steps_run=len(losses),
+        losses=losses,
+        hyperparams=Hyperparams(prepared, len(losses), losses.dtype, scales),
+        stop_reason=C.STOP_REASONS[reason],
+        wall_time=wall,
+        compile_time=compile_time,
+        compiles=compiles,
+        model=model,
+    )
+
+
 @dataclass
 class RunnerState:
     """What one phase hands the next, and what a checkpoint saves and restores between phases.
@@ -682,20 +700,7 @@ class Runner:
 
     def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock):
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
-        return PhaseResult(
-            index=phase.index,
-            name=phase.name,
-            display=phase.label,
-            steps=phase.steps,
-            steps_run=len(loss_arr),
-            losses=loss_arr,
-            hyperparams=Hyperparams(prepared, len(loss_arr), loss_arr.dtype, scales),
-            stop_reason=C.STOP_REASONS[int(stop["reason"])],
-            wall_time=wall,
-            compile_time=clock.seconds,
-            compiles=clock.count,
-            model=model,
-        )
+        return phase_result(phase, prepared, loss_arr, int(stop["reason"]), wall, clock.seconds, clock.count, model, scales)
 
     def _new_result(self, model) -> Result:
         return Result(initial_model=model)

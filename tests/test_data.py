@@ -266,6 +266,65 @@ def test_a_run_resumed_mid_epoch_sees_the_same_batches(tmp_path):
     np.testing.assert_array_equal(resumed.model["w"], whole.model["w"])
 
 
+def test_a_run_resumed_mid_phase_keeps_its_evaluations_patience_and_best_weights(tmp_path):
+    """Killed after the best evaluation (step 4) and before patience runs out (step 12): the resumed
+    run must count patience from the saved best and restore the saved weights, as the whole run does."""
+
+    def gap(m, x, y):  # passes its minimum at step 4 on the way from w0 = 0 to the fitted 1.0
+        return {"gap": (m["w"][0] - 0.4) ** 2}
+
+    text = 'seed 1\nbatch 8\neval "m.py:f" every 2 steps\noptimizer sgd\nphase 120 lr 0.05 < free **; stop when val.gap stops improving for 4 evals; keep best val.gap >'
+    evaluation = dict(validation=(X, Y), metrics=gap, chunk=2)
+    _, whole = fit(text, **evaluation)
+    assert whole.phases[0].best_step == 4 and whole.phases[0].steps_run == 12
+    calls = [0]
+
+    def interrupt(_):
+        calls[0] += 1
+        if calls[0] == 7:  # in the chunk of steps 6-7: the checkpoint holds evaluations at 2, 4, 6
+            raise KeyboardInterrupt
+
+    def fragile(m, x, y):
+        jax.debug.callback(interrupt, m["b"])
+        return mse(m, x, y)
+
+    program = schedc.compile(text, linear())
+    with pytest.raises(Exception):
+        program.run(fragile, X, Y, quiet=True, checkpoint=tmp_path, checkpoint_every=1, **evaluation)
+    resumed = program.run(mse, X, Y, quiet=True, checkpoint=tmp_path, **evaluation)
+    a, b = whole.phases[0], resumed.phases[0]
+    assert (b.steps_run, b.stop_reason, b.best_step) == (a.steps_run, a.stop_reason, a.best_step)
+    np.testing.assert_array_equal(b.eval_steps, a.eval_steps)
+    np.testing.assert_array_equal(b.metrics["gap"], a.metrics["gap"])
+    np.testing.assert_array_equal(b.losses, a.losses)
+    for name in ("w", "b"):
+        np.testing.assert_array_equal(resumed.model[name], whole.model[name])
+
+
+def test_a_resumed_phase_keeps_the_aux_metrics_of_the_chunks_before(tmp_path):
+    def with_aux(m, x, y):
+        jax.debug.callback(interrupt, m["b"])
+        value = mse(m, x, y)
+        return value, {"twice": 2 * value}
+
+    calls = [0]
+
+    def interrupt(_):
+        calls[0] += 1
+        if calls[0] == 7:
+            raise KeyboardInterrupt
+
+    program = schedc.compile("batch 8\noptimizer sgd\nphase 12 lr 0.05 < free ** >", linear())
+    with pytest.raises(Exception):
+        program.run(with_aux, X, Y, quiet=True, chunk=2, checkpoint=tmp_path, checkpoint_every=1)
+    calls[0] = -(10**9)  # no interruption this time
+    resumed = program.run(with_aux, X, Y, quiet=True, chunk=2, checkpoint=tmp_path)
+    phase = resumed.phases[0]
+    assert phase.aux_steps[0] == 2 and phase.aux_steps[-1] == 12  # the chunks before the kill are kept
+    starts = np.concatenate([[0], phase.aux_steps[:-1]])
+    np.testing.assert_allclose(phase.aux["twice"], [2 * np.mean(phase.losses[a:b]) for a, b in zip(starts, phase.aux_steps)], rtol=1e-5)
+
+
 # ---------------------------------------------------------------- show and plot
 
 

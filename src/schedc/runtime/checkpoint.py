@@ -3,7 +3,8 @@
 A run with `checkpoint=DIR` writes a checkpoint after every phase and every N chunks within a
 phase. It holds every completed phase (its histories and the model's array leaves), the
 optimizer state the next phase may carry, and, mid-phase, the phase's model, free values,
-optimizer state, stop-rule state and losses so far. Resuming feeds the same numbers to the same
+optimizer state, stop-rule state and losses so far, its evaluations (values, steps, the best of
+each rule: the patience counts) with the free values `keep best` holds, and its aux metrics. Resuming feeds the same numbers to the same
 compiled chunks, so on CPU the resumed run ends bit-for-bit where an uninterrupted one does.
 
 Checkpoints are data, not code: arrays in `.npz` files read with `allow_pickle=False`, the rest
@@ -310,6 +311,8 @@ class Checkpointer:
                 "losses": losses,
                 "dtype": in_phase["losses"]["dtype"],
                 "arrays": state,
+                "evals": in_phase.get("evals"),
+                "aux": in_phase.get("aux"),
             }
         return body
 
@@ -353,6 +356,12 @@ class Checkpointer:
             return fresh
         arrays = saved["arrays"]
         self.log = _LossLog(self.directory / f"losses-{index}.bin", index, saved["dtype"], saved["losses"])
+        if saved["evals"] is not None:  # the evaluations so far, patience counts and `keep best` values
+            kept = _group(arrays, "kept/")
+            evals = saved["evals"]
+            fresh["evals"].resume(evals, _fill(fresh["free"], _ordered(kept), "kept values") if evals["kept_step"] is not None else None)
+        if saved["aux"] is not None:
+            fresh["aux"].resume(saved["aux"], _group(arrays, "aux/"))
         return {
             "model": _rebuild(fresh["model"], _group(arrays, "model/")),
             "free": _fill(fresh["free"], _ordered(_group(arrays, "free/")), "free values"),
@@ -375,7 +384,11 @@ class Checkpointer:
         arrays = {f"model/{k}": v for k, v in _model_leaves(state["model"]).items()}
         for part in ("free", "opt_state", "stop"):
             arrays.update({f"{part}/{i}": x for i, x in enumerate(_host_leaves(state[part]))})
-        self._write(arrays, {"phase": index, "step0": int(state["step0"]), "losses": self.log.record()})
+        evals, kept = state["evals"].snapshot()
+        aux, means = state["aux"].snapshot()
+        arrays.update({f"kept/{i}": x for i, x in enumerate(_host_leaves(kept))})
+        arrays.update({f"aux/{name}": x for name, x in means.items()})
+        self._write(arrays, {"phase": index, "step0": int(state["step0"]), "losses": self.log.record(), "evals": evals, "aux": aux})
 
     def after_phase(self, runner, result) -> None:
         """Called after each completed phase: writes the phase's file once, then a generation."""

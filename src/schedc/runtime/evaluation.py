@@ -126,6 +126,21 @@ class PhaseEvals:
                 returned = ", ".join(f"`{METRIC_PREFIX}{k}`" for k in values) or "nothing"
                 raise EvalError(f"{self.phase.label} uses `{metric}` but the metrics function returned {returned}; expected a `{metric.removeprefix(METRIC_PREFIX)}` entry")
 
+    def snapshot(self) -> tuple[dict, Any]:
+        """What a mid-phase checkpoint keeps of the evaluations so far: (a JSON-able record, the
+        free values kept for `keep best` or None). Floats go through JSON as `repr` writes them,
+        which reads back to the same bits, so a resumed phase compares later evaluations exactly
+        as an uninterrupted one does."""
+        record = {"steps": self.steps, "values": self.values, "best": {k: list(v) for k, v in self.best.items()}, "kept_step": self.kept_step}
+        return record, self.kept
+
+    def resume(self, record: dict, kept) -> None:
+        """Take up the evaluations of a checkpoint's `snapshot()` (its kept values rebuilt by the caller)."""
+        self.steps = [int(s) for s in record["steps"]]
+        self.values = [{k: float(v) for k, v in values.items()} for values in record["values"]]
+        self.best = {k: (float(v), int(i)) for k, (v, i) in record["best"].items()}
+        self.kept, self.kept_step = kept, record["kept_step"]
+
     def last(self) -> str:
         """The latest evaluation as the progress bar shows it: `val.accuracy 0.953 val.loss 0.14`."""
         if not self.values:

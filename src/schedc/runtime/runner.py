@@ -621,15 +621,15 @@ class Runner:
             losses = []
             scales = []  # per chunk, with plateaus: the scales applied
             step0 = 0
-            if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one
-                state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0))
+            evals = PhaseEvals(phase, self.evaluator)
+            aux = _AuxLog()
+            if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one (evals and aux in place)
+                state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0, evals=evals, aux=aux))
                 model, free, opt_state, stop, losses, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "step0"))
                 model_arrays = C.split(model)[0]
             task = progress.phase(f"{phase.label}", phase.steps, phase.steps_per_epoch) if progress else None
             pace = _Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
             keys = minibatch.phase_keys(self.key, phase.index)  # the data order's and the loss's
-            evals = PhaseEvals(phase, self.evaluator)
-            aux = _AuxLog()
             while step0 < phase.steps:
                 # a chunk ends at the next evaluation: evaluations are boundaries of the chunk loop
                 n_active = min(evals.next_boundary(step0) - step0, pace.steps())
@@ -650,7 +650,8 @@ class Runner:
                     break
                 step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
-                    self.checkpoint.after_chunk(self, index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0), final=self.stop_signal is not None)
+                    state = dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0, evals=evals, aux=aux)
+                    self.checkpoint.after_chunk(self, index, state, final=self.stop_signal is not None)
                 if self.stop_signal is not None and step0 < phase.steps:
                     raise Interrupted(self.stop_signal, index, step0)
         if evals.kept is not None:  # `keep best`: the weights of the best evaluation
@@ -809,6 +810,15 @@ class _AuxLog:
         if sums and ran:
             self.means.append({name: np.asarray(v) / ran for name, v in jax.device_get(sums).items()})
             self.steps.append(done)
+
+    def snapshot(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """What a mid-phase checkpoint keeps: (the steps and names as JSON, the means as arrays)."""
+        names = list(self.means[0]) if self.means else []
+        return {"steps": self.steps, "names": names}, {name: np.stack([m[name] for m in self.means]) for name in names}
+
+    def resume(self, record: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.steps = [int(s) for s in record["steps"]]
+        self.means = [{name: arrays[name][i] for name in record["names"]} for i in range(len(self.steps))]
 
     def history(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         names = self.means[0] if self.means else {}

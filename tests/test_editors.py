@@ -95,11 +95,44 @@ def test_language_configuration():
     config = json.loads((VSCODE / "language-configuration.json").read_text(encoding="utf-8"))
     assert config["comments"]["lineComment"] == "#"
     assert {tuple(pair) for pair in config["brackets"]} == {("<", ">"), ("(", ")"), ("[", "]"), ("{", "}")}
-    # VS Code's wordPattern is a JavaScript regex; this one is also valid Python.
-    word = re.compile(config["wordPattern"])
-    line = "  free gp.coefficients, layers[0].weight, line.* lr 0.5"
-    words = [m.group() for m in word.finditer(line)]
-    assert "gp.coefficients" in words and "layers[0].weight" in words and "line.*" in words and "0.5" in words
+    # VS Code's wordPattern is a JavaScript regex with the `u` flag (names are Python identifiers:
+    # `σ`, `vσ_raw`); its three character classes are spelled for Python here.
+    assert config["wordPattern"]["flags"] == "u"
+    word = re.compile(_python_word_pattern(config["wordPattern"]["pattern"]))
+    for line, expected in WORDS:
+        assert [m.group() for m in word.finditer(line)] == expected
+
+
+# (line, the words VS Code finds in it: what double-click selects and completion replaces)
+WORDS = [
+    ("  free gp.coefficients, layers[0].weight, line.* lr 0.5", ["free", "gp.coefficients", "layers[0].weight", "line.*", "lr", "0.5"]),
+    ("  free line.σ, line.vσ_raw, μ2; init $σ0 = 1.5", ["free", "line.σ", "line.vσ_raw", "μ2", "init", "$σ0", "1.5"]),
+    ("phase été 10 lr 0.001", ["phase", "été", "lr", "0.001"]),
+]
+
+
+def _python_word_pattern(pattern: str) -> str:
+    """The wordPattern in Python's `re`: `\\p{L}` (a letter) is `[^\\W\\d_]`, `\\p{N}` a digit."""
+    classes = {r"[\p{L}_*$]": r"(?:[^\W\d]|[*$])", r"[\p{L}_*]": r"(?:[^\W\d]|\*)", r"[\p{L}\p{N}_*]": r"[\w*]"}
+    for js, py in classes.items():
+        pattern = pattern.replace(js, py)
+    assert r"\p" not in pattern, f"a character class this test cannot translate: {pattern}"
+    return pattern
+
+
+@needs_node
+def test_language_configuration_word_pattern_in_javascript():
+    """The same words under JavaScript's own regex engine, compiled as VS Code compiles a wordPattern."""
+    config = json.loads((VSCODE / "language-configuration.json").read_text(encoding="utf-8"))["wordPattern"]
+    script = (
+        "const [p, f, lines] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+        "const re = new RegExp(p, f + 'g');"
+        "console.log(JSON.stringify(lines.map(l => [...l.matchAll(re)].map(m => m[0]))));"
+    )
+    payload = json.dumps([config["pattern"], config["flags"], [line for line, _ in WORDS]])
+    out = subprocess.run(["node", "-e", script], input=payload, capture_output=True, text=True, timeout=60, encoding="utf-8")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [expected for _, expected in WORDS]
 
 
 # ---------------------------------------------------------------- VS Code grammar tests (npm)

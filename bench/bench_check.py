@@ -7,7 +7,9 @@ warmup_cosine, `then` chains), per-phase optimizers, free/fix/init/stop
 statements, `repeat` blocks and a params block. Every generated file checks
 clean (the benchmark asserts it), so the numbers measure the clean path users
 hit most. Reported: the median wall time of `python -m schedc check FILE` over
-several runs, and the rate in phases and lines per second.
+several runs, and the rate in phases and lines per second, for a fresh check
+(`--no-cache`: parse and checks) and for an unchanged file answered from the
+result cache (in a temporary cache folder, filled by one run first).
 """
 
 from __future__ import annotations
@@ -73,17 +75,21 @@ def generate(phases: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def time_check(path: pathlib.Path, runs: int) -> tuple[list[float], list[float]]:
+def time_check(path: pathlib.Path, runs: int, cached: bool) -> tuple[list[float], list[float]]:
     """Wall and CPU (user + system) seconds of each run of the whole process.
 
     CPU time is reported beside wall time because on a shared machine other
     processes stretch the wall clock; the CPU time is what the command costs.
     """
     walls, cpus = [], []
+    command = [sys.executable, "-m", "schedc", "check", "--format", "concise", str(path)] + ([] if cached else ["--no-cache"])
+    env = {k: v for k, v in os.environ.items() if k != "SCHEDC_NO_CACHE"} | {"SCHEDC_CACHE_DIR": str(path.parent / "cache")}
+    if cached:
+        subprocess.run(command, capture_output=True, env=env)  # fills the cache
     for _ in range(runs):
         before = os.times()
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "schedc", "check", "--format", "concise", str(path)], capture_output=True, text=True)
+        proc = subprocess.run(command, capture_output=True, text=True, env=env)
         walls.append(time.perf_counter() - start)
         after = os.times()
         cpus.append(after.children_user + after.children_system - before.children_user - before.children_system)
@@ -96,19 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 2000, 10000])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--file", type=pathlib.Path, help="time this file instead of generated ones (e.g. examples/spectral_line.sched)")
     args = ap.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    print("| phases | lines | wall median s | wall min s | CPU median s | phases/s (wall) | lines/s (wall) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| phases | lines | result cache | wall median s | wall min s | CPU median s | phases/s (wall) | lines/s (wall) |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
-            text = generate(size)
-            path = pathlib.Path(tmp) / f"bench{size}.sched"
+        for size in [None] if args.file else args.sizes:
+            text = args.file.read_text() if args.file else generate(size)
+            path = pathlib.Path(tmp) / (args.file.name if args.file else f"bench{size}.sched")
             path.write_text(text)
             lines = text.count("\n")
-            walls, cpus = time_check(path, args.runs)
-            median = statistics.median(walls)
-            print(f"| {size} | {lines} | {median:.3f} | {min(walls):.3f} | {statistics.median(cpus):.3f} | {size / median:,.0f} | {lines / median:,.0f} |", flush=True)
+            size = size or text.count("phase ")  # (a given file: its phase statements, before repeats)
+            for cached in (False, True):
+                walls, cpus = time_check(path, args.runs, cached)
+                median = statistics.median(walls)
+                kind = "hit" if cached else "off (fresh check)"
+                print(f"| {size} | {lines} | {kind} | {median:.3f} | {min(walls):.3f} | {statistics.median(cpus):.3f} | {size / median:,.0f} | {lines / median:,.0f} |", flush=True)
     return 0
 
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
-from schedc.lang.nodes import NO_SPAN, Span
+from schedc.lang.span import NO_SPAN, Span
 
 ERROR = "error"
 WARNING = "warning"
@@ -41,7 +41,7 @@ CODES: dict[str, Code] = _codes(
     ("E0001", "unexpected token", "phase 100 lr < free a >", "schedc.lang.syntax"),
     ("E0002", "unexpected character", "phase 100 lr 0.1 < free a @ >", "schedc.lang.syntax"),
     ("E0003", "unexpected end of file", "phase 100 lr 0.1 < free a", "schedc.lang.syntax"),
-    ("E0004", "input is not UTF-8 text", "\udcff\udcfe binary", "schedc.lang.syntax"),
+    ("E0004", "input is not UTF-8 text", "\udcff\udcfe binary", "schedc.lang.text"),
     ("E0005", "input nested or sized beyond the parser's limits", "let x = " + "-" * 300 + "1", "schedc.lang.syntax"),
     ("E0006", "malformed parameter pattern", "phase 10 lr 0.1 < free gp** >", "schedc.check.patterns"),
     # names

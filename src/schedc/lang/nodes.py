@@ -11,28 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-
-@dataclass(frozen=True, order=True)
-class Span:
-    """A source range: 1-based lines and columns, end exclusive; 0-based offsets."""
-
-    line: int
-    column: int
-    end_line: int
-    end_column: int
-    start: int = 0
-    end: int = 0
-
-    def __repr__(self) -> str:
-        return f"Span({self.line}:{self.column}-{self.end_line}:{self.end_column})"
-
-    def cover(self, other: "Span") -> "Span":
-        """The smallest span containing both."""
-        first, last = min(self, other), max(self, other, key=lambda s: (s.end_line, s.end_column))
-        return Span(first.line, first.column, last.end_line, last.end_column, first.start, last.end)
-
-
-NO_SPAN = Span(1, 1, 1, 1)
+from schedc.lang.span import NO_SPAN, Span  # noqa: F401  (re-exported: nodes.Span)
 
 
 def _span() -> Span:

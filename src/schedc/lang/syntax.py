@@ -27,6 +27,7 @@ from lark.utils import TextSlice
 
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, did_you_mean
+from schedc.lang.text import decode, normalize_newlines  # noqa: F401  (decode: re-exported)
 
 # Deeper expressions are refused (E0005) so that every later pass may recurse freely.
 MAX_DEPTH = 200
@@ -500,15 +501,6 @@ def _parse_slice(lark: Lark, text: str, start: int, end: int) -> Tree:
     return lark.parse(TextSlice(text, start, end))
 
 
-_LONE_CR = re.compile(r"\r(?!\n)")
-
-
-def normalize_newlines(text: str) -> str:
-    """Old Mac line endings (a lone CR) as LF: the same length, so offsets stay valid, and lines
-    are counted as editors count them (a `#` comment ends at a CR, not at the end of the file)."""
-    return _LONE_CR.sub("\n", text) if "\r" in text else text
-
-
 def parse(text: str, *, strict_grammar: bool = False) -> ParseResult:
     """Parse source text. Never raises for any input: problems are diagnostics."""
     text = normalize_newlines(text)
@@ -598,29 +590,3 @@ def _error_offset(err: UnexpectedInput) -> int:
     if isinstance(err, UnexpectedToken):
         return err.token.start_pos
     return err.pos_in_stream
-
-
-# ---------------------------------------------------------------- reading files
-
-
-def decode(data: bytes) -> tuple[str | None, Diagnostic | None]:
-    """UTF-8 text (a BOM is dropped) or an E0004 diagnostic for binary or undecodable input."""
-    if b"\x00" in data:
-        offset = data.index(b"\x00")
-        return None, Diagnostic("E0004", f"input looks binary (a NUL byte at offset {offset})", _offset_span(data, offset))
-    try:
-        return normalize_newlines(data.decode("utf-8-sig")), None
-    except UnicodeDecodeError as exc:
-        return None, Diagnostic(
-            "E0004",
-            f"input is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-            _offset_span(data, exc.start),
-            notes=("save the file as UTF-8",),
-        )
-
-
-def _offset_span(data: bytes, offset: int) -> n.Span:
-    before = data[:offset]
-    line = before.count(b"\n") + 1
-    column = offset - (before.rfind(b"\n") + 1) + 1
-    return n.Span(line, column, line, column + 1, offset, offset + 1)

@@ -1,5 +1,9 @@
 """`schedc check FILE...`: lint schedule files; with `--model`, against the model's parameters too.
 
+Without --model, a file's diagnostics are kept in a result cache and reused while neither
+its bytes nor schedc change (schedc.cli.result_cache; `--no-cache` or SCHEDC_NO_CACHE=1 turn it
+off); a hit imports neither the parser nor the checks.
+
 Exit status: 0 clean (warnings allowed unless --strict), 1 problems found,
 2 usage or I/O problem (a file that cannot be read is reported on stderr and
 the other files are still checked). Without --model this never imports JAX.
@@ -14,6 +18,7 @@ import os
 import pathlib
 import sys
 
+from schedc.cli import result_cache
 from schedc.cli.commands import add_model_argument
 from schedc.lang.diagnostics import (
     RENDERERS,
@@ -24,7 +29,7 @@ from schedc.lang.diagnostics import (
     sort_key,
     summary_line,
 )
-from schedc.pipeline import FROM_DIRECTIVE, analyse
+from schedc.lang.text import decode
 
 FORMATS = ("text", "concise", "json", "github")
 
@@ -34,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", metavar="FILE", help="schedule files to check (`-` reads standard input)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="text (default): snippets and carets; concise: one `file:line:col: severity[CODE]: message` line each; json: a list of objects; github: Actions annotations")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1 when there are any)")
+    parser.add_argument("--no-cache", action="store_true", help="check every file afresh: neither read nor write the result cache (SCHEDC_NO_CACHE=1 does the same)")
     add_model_argument(
         parser,
         "also check against the model's parameter tree; without a value, the file's `model` directive names it (put --model after the files, or write --model=MOD:FN)",
@@ -58,16 +64,31 @@ def run(args: argparse.Namespace) -> int:
         if data is None:
             unreadable += 1
             continue
-        with _paused_gc():
-            analysis = analyse(data, name, model=_model(model_ref), base_dir=_base_dir(name), lint=True)
-        if analysis.source is not None:
-            sources[name] = analysis.source
-        diagnostics.extend(analysis.diagnostics)
+        source, found = _check(name, data, model_ref, cached=not args.no_cache and model_ref is None and name != "-" and result_cache.enabled())
+        if source is not None:
+            sources[name] = source
+        diagnostics.extend(found)
     diagnostics.sort(key=sort_key)
     _emit(diagnostics, sources, args.format, len(files) - unreadable)
     if unreadable:
         return 2
     return 1 if has_errors(diagnostics, args.strict) else 0
+
+
+def _check(name: str, data: bytes, model_ref: str | None, cached: bool) -> tuple[Source | None, list[Diagnostic]]:
+    """One file's source (None when it is not text) and diagnostics: from the result cache when
+    `cached` and it holds them for these bytes, else analysed (and then kept when `cached`)."""
+    if cached:
+        found = result_cache.load(name, data)
+        if found is not None:
+            return Source(name, decode(data)[0]), found
+    from schedc.pipeline import analyse
+
+    with _paused_gc():
+        analysis = analyse(data, name, model=_model(model_ref), base_dir=_base_dir(name), lint=True)
+    if cached and analysis.source is not None:
+        result_cache.store(name, data, analysis.diagnostics)
+    return analysis.source, analysis.diagnostics
 
 
 @contextlib.contextmanager
@@ -97,6 +118,8 @@ def _read(name: str) -> bytes | None:
 
 def _model(model_ref: str | None):
     """What `analyse` checks against: no model, the file's `model` directive (`--model`), or `--model=MOD:FN`."""
+    from schedc.pipeline import FROM_DIRECTIVE
+
     if model_ref is None:
         return None
     return model_ref or FROM_DIRECTIVE

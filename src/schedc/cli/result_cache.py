@@ -1,0 +1,129 @@
+"""`schedc check`'s result cache: a file's model-free diagnostics, kept per file and reused
+while neither the file's bytes nor schedc change (as ruff keeps its lint results).
+
+An entry is a small JSON file per checked path in the user's private cache folder
+(`$SCHEDC_CACHE_DIR`, else `$XDG_CACHE_HOME/schedc/check`, else `~/.cache/schedc/check`),
+holding the key it was made under and the diagnostics. The key hashes the file's bytes,
+schedc's version, the Python version and the size and modification time of every file of
+the front end (schedc.lang, schedc.check, schedc.pipeline and the grammar), so an edited
+checkout never answers from a stale entry. Checks against a model (`--model`) and standard
+input are never cached. `schedc check --no-cache` or `SCHEDC_NO_CACHE=1` turns it off.
+
+JSON, not pickle: reading a cache entry never runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from schedc import __version__
+from schedc.lang.diagnostics import Diagnostic, Label
+from schedc.lang.span import Span
+
+# bump when the entry's layout changes
+FORMAT = 1
+
+
+def enabled() -> bool:
+    return not os.environ.get("SCHEDC_NO_CACHE")
+
+
+def folder() -> Path:
+    explicit = os.environ.get("SCHEDC_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "schedc" / "check"
+
+
+def key(data: bytes) -> str:
+    """What an entry must have been made under to be reused for a file of these bytes."""
+    digest = hashlib.sha256(data)
+    digest.update(repr((FORMAT, __version__, sys.version_info[:2], _front_end_fingerprint())).encode())
+    return digest.hexdigest()
+
+
+def load(name: str, data: bytes) -> list[Diagnostic] | None:
+    """The diagnostics cached for file `name` with these bytes, or None (no entry, a stale or unreadable one)."""
+    try:
+        entry = json.loads(_entry(name).read_bytes())
+        if entry.get("key") != key(data):
+            return None
+        return [_diagnostic(r, name) for r in entry["diagnostics"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store(name: str, data: bytes, diagnostics: list[Diagnostic]) -> None:
+    """Keep `diagnostics` for file `name` with these bytes (silently nothing when the folder is not writable)."""
+    path = _entry(name)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"key": key(data), "diagnostics": [_record(d) for d in diagnostics]}))
+        os.replace(partial, path)  # a reader sees the old entry or the new one, never half of one
+    except OSError:
+        pass
+
+
+def _entry(name: str) -> Path:
+    """One entry per checked path (so the folder holds as many files as one has checked, not one per edit)."""
+    return folder() / (hashlib.sha256(os.path.abspath(name).encode()).hexdigest()[:32] + ".json")
+
+
+_FINGERPRINT: tuple | None = None
+
+
+def _front_end_fingerprint() -> tuple:
+    """(path, size, mtime) of every file whose change could change a model-free diagnostic."""
+    global _FINGERPRINT
+    if _FINGERPRINT is None:
+        package = Path(__file__).resolve().parent.parent
+        found = []
+        for sub in ("lang", "check", "lang/grammar"):
+            with os.scandir(package / sub) as entries:
+                found.extend((f"{sub}/{e.name}", e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file() and e.name.endswith((".py", ".lark")))
+        pipeline = package / "pipeline.py"
+        found.append(("pipeline.py", pipeline.stat().st_size, pipeline.stat().st_mtime_ns))
+        _FINGERPRINT = tuple(sorted(found))
+    return _FINGERPRINT
+
+
+def _span_record(span: Span) -> list[int]:
+    return [span.line, span.column, span.end_line, span.end_column, span.start, span.end]
+
+
+def _record(d: Diagnostic) -> dict:
+    return {
+        "code": d.code,
+        "message": d.message,
+        "span": _span_record(d.span),
+        "severity": d.severity,
+        "notes": list(d.notes),
+        "help": d.help,
+        "labels": [[_span_record(label.span), label.message, label.file] for label in d.labels],
+        "label": d.label,
+        "file": d.file,
+    }
+
+
+def _diagnostic(record: dict, name: str) -> Diagnostic:
+    """A diagnostic back from its record; under `name` (the same path, perhaps spelled another way)."""
+    def under_name(file):
+        return name if file is not None and file == record["file"] else file
+
+    return Diagnostic(
+        code=record["code"],
+        message=record["message"],
+        span=Span(*record["span"]),
+        severity=record["severity"],
+        notes=tuple(record["notes"]),
+        help=record["help"],
+        labels=tuple(Label(Span(*span), message, under_name(file)) for span, message, file in record["labels"]),
+        label=record["label"],
+        file=under_name(record["file"]),
+    )

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 SCRIPT = textwrap.dedent(
@@ -54,6 +55,15 @@ SCRIPT = textwrap.dedent(
     s = build_schedule(model, loss, [(40, 0.05), (20, None, optax.lbfgs())], {"a": free_in(0, 1), "b": free_in(1)}, Δloss_criterion=1e-12)
     s.run_all(0.0)
     report["build_schedule"] = {"losses": [str(h.dtype) for h in s.loss_histories], "final": float(s.loss_history[-1])}
+    # hyperparameters follow the parameters' dtype: under x64 `lr 0.1` is float64's 0.1, not float32's rounding
+    text = "phase 1 lr 0.1 optimizer sgd < free a >\nphase 20 lr cosine(0.1 -> 0.001) optimizer sgd < free a >"
+    res = schedc.compile(text, model).run(loss, 0.0, quiet=True)
+    report["lr"] = {"a1": float(res.phases[0].model["a"]), "logged": [float(v) for v in res.phases[1].hyperparams["learning_rate"]]}
+    # a float32 model under x64: float64 hyperparameters are cast to float32, never widening its updates or state
+    model32 = {"a": jnp.zeros((), jnp.float32), "b": jnp.zeros(2, jnp.float32)}
+    text = "phase 30 lr cosine(0.1 -> 0.001) < free **; stop when loss_change < 1e-9 over 5 after 5 >\nphase 10 lr 0.01 optimizer sgd(momentum = 0.9) < free **; carry state >"
+    res = schedc.compile(text, model32).run(loss, 0.0, quiet=True)
+    report["model32"] = {"dtypes": sorted({str(x.dtype) for x in jax.tree_util.tree_leaves(res.model)}), "losses": [str(p.losses.dtype) for p in res.phases]}
     print(json.dumps(report))
     '''
 )
@@ -89,3 +99,18 @@ def test_a_float64_history_resolves_a_small_change_at_a_large_loss(report):
         assert big["steps"][0] > 20 and big["final"] < 0.05  # it trained on
     else:
         assert big["steps"][0] == 11  # float32 cannot see the loss move: the rule fires at its first check
+
+
+def test_hyperparameters_follow_the_parameters_dtype(report):
+    x64, got = report
+    lr = got["lr"]
+    t = np.arange(20) / 20
+    cosine = 0.001 + (0.1 - 0.001) * 0.5 * (1 + np.cos(np.pi * t))  # optax.cosine_decay_schedule's formula
+    if x64:
+        assert lr["a1"] == 0.1 * 6.0  # one sgd step on (a - 3)^2 from 0, with float64's 0.1
+        np.testing.assert_allclose(lr["logged"], cosine, rtol=1e-14)
+    else:
+        assert lr["a1"] == float(np.float32(0.1) * np.float32(6.0))
+        np.testing.assert_allclose(lr["logged"], cosine, rtol=1e-5)
+        assert np.max(np.abs(np.asarray(lr["logged"]) / cosine - 1)) > 1e-12  # float32 rounds: the x64 check above can fail
+    assert got["model32"] == {"dtypes": ["float32"], "losses": ["float32", "float32"]}

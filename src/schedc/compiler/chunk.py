@@ -90,7 +90,7 @@ class PreparedPhase:
     """A phase ready to run: its signature and the runtime numbers that go with it."""
 
     signature: PhaseSignature
-    numbers: np.ndarray  # float32: every hyperparameter schedule's numbers
+    numbers: np.ndarray  # float64 (float32 on the device without jax_enable_x64): every hyperparameter schedule's numbers
     stop_numbers: np.ndarray  # float64 (float32 on the device without jax_enable_x64): [loss_change threshold, after, loss threshold]
     hyper_names: tuple[str, ...]  # column names of the logged hyperparameters
 
@@ -163,7 +163,7 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
             stop_numbers[2] = rule.threshold
     signature = PhaseSignature(tuple(groups), (), kinds, int(over), int(chunk), phase.accumulate, phase.ema, int(phase.batch or 0))
     names += [f"plateau_scale@{g.label}" if g.label else "plateau_scale" for g in groups if g.plateau is not None]
-    numbers_array = np.asarray(numbers, np.float32)
+    numbers_array = np.asarray(numbers, np.float64)
     for shared in (numbers_array, stop_numbers):  # cached: shared by every run of the phase
         shared.setflags(write=False)
     return PreparedPhase(signature, numbers_array, stop_numbers, tuple(names))
@@ -256,10 +256,13 @@ def make_transform(signature: PhaseSignature, values: list[list]):
     return tx
 
 
-def hyper_values(signature: PhaseSignature, step, numbers) -> list[list]:
+def hyper_values(signature: PhaseSignature, step, numbers, dtype) -> list[list]:
+    """Every group's fed hyperparameters at `step`, computed in the numbers' precision, cast to `dtype`."""
+    import jax.numpy as jnp
+
     from schedc.compiler import schedules
 
-    return [[schedules.build(h.structure)(step, numbers[h.offset : h.offset + h.size]) for h in g.hypers] for g in signature.groups]
+    return [[jnp.asarray(schedules.build(h.structure)(step, numbers[h.offset : h.offset + h.size]), dtype) for h in g.hypers] for g in signature.groups]
 
 
 @dataclass
@@ -337,7 +340,18 @@ def init_state(signature: PhaseSignature, free, numbers):
     """A fresh optimizer state for `free` (traceable)."""
     import jax.numpy as jnp
 
-    return make_transform(signature, hyper_values(signature, jnp.int32(0), numbers)).init(free)
+    return make_transform(signature, hyper_values(signature, jnp.int32(0), numbers, hyper_dtype(free))).init(free)
+
+
+def hyper_dtype(free):
+    """The dtype the optimizer gets its hyperparameters in: the free parameters' (float64 under
+    jax_enable_x64 with a float64 model, float32 otherwise), so that a learning rate never widens
+    a float32 model's updates or optimizer state, nor rounds a float64 model's to float32."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves = [x for x in jax.tree_util.tree_leaves(free) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.result_type(*leaves) if leaves else jnp.result_type(float)
 
 
 def loss_dtype(loss_fn: Callable, model_layout: Layout, data_layout: Layout, model_arrays, data_arrays):
@@ -400,12 +414,14 @@ def run_steps(
     minibatch.check_aux(aux_shape)
     aux0 = {name: jnp.zeros((), jnp.float32) for name in aux_shape}
 
+    dtype = hyper_dtype(free)
+
     def step(k, free, opt_state, ctx):
         i = step0 + k
         perm, aux_sum = ctx
         perm, batch = batch_of(perm, i)
         (loss, aux), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(free, batch, i)
-        hps = hyper_values(signature, i, numbers)
+        hps = hyper_values(signature, i, numbers, dtype)
         extras = {"value": loss, "grad": grads, "value_fn": lambda f: loss_and_aux(f, batch, i)[0]} if extra else {}
         updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
         aux_sum = {name: aux_sum[name] + aux[name] for name in aux_sum}
@@ -528,8 +544,9 @@ def _applied_values(schedules_used: tuple, K: int) -> Callable:
 def _flat(values: list[list]):
     import jax.numpy as jnp
 
-    flat = [jnp.asarray(v, jnp.float32) for group in values for v in group]
-    return jnp.stack(flat) if flat else jnp.zeros((0,), jnp.float32)
+    dtype = jnp.result_type(float)  # the schedules' own precision; the log is cast to the loss's dtype
+    flat = [jnp.asarray(v, dtype) for group in values for v in group]
+    return jnp.stack(flat) if flat else jnp.zeros((0,), dtype)
 
 
 def first_nonfinite(losses: np.ndarray) -> int | None:

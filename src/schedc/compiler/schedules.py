@@ -9,7 +9,8 @@ compiled executable:
   is a flat tuple of Python floats: every waypoint, rate and peak, and every
   step count, duration and boundary (already resolved to whole steps).
 * `build(structure)` -> `fn(step, numbers) -> value`, traceable in both
-  arguments (`numbers` may be a traced float32 vector, `step` a traced int32).
+  arguments (`numbers` may be a traced float vector, `step` a traced int32). The values are
+  computed in the widest float the process allows (float64 under jax_enable_x64).
 
 Every entry lowers through optax's own function where that function accepts
 traced numbers (`join_schedules`, and `polynomial_schedule` evaluated on the
@@ -363,7 +364,7 @@ def hump(x, low, high):
 def sgdr_time(t, period, mult):
     """Local time of the current cycle, on the first cycle's clock: cycle k lasts
     `period * mult**k` and runs the schedule stretched by `mult**k`."""
-    t = jnp.asarray(t, jnp.float32)
+    t = jnp.asarray(t, jnp.result_type(float))
     period = jnp.where(period > 0, period, 1.0)
     geometric = mult != 1
     log_mult = jnp.log(jnp.where(geometric, mult, 2.0))
@@ -392,16 +393,19 @@ def size(structure: tuple) -> int:
 def build(structure: tuple) -> Callable:
     """The schedule function of a structure: `fn(step, numbers) -> value`.
 
-    `numbers` is `Lowered.numbers` (a tuple, or a float32 vector, traced or not);
-    `step` the phase-local step (an int, or a traced int32).
+    `numbers` is `Lowered.numbers` (a tuple, or a float vector, traced or not);
+    `step` the phase-local step (an int, or a traced int32). Computed in the widest float the
+    process allows: float64 under jax_enable_x64, so a float64 fit's learning rate is not a
+    float32 rounding of the one written (the step casts it to the parameters' dtype).
     """
     fn, count = _build(structure, 0)
 
     def schedule(step, numbers):
-        x = jnp.asarray(numbers, jnp.float32)
+        dtype = jnp.result_type(float)
+        x = jnp.asarray(numbers, dtype)
         if x.shape != (count,):
             raise ValueError(f"this schedule takes {count} numbers, got shape {x.shape}")
-        return jnp.asarray(fn(step, x), jnp.float32)
+        return jnp.asarray(fn(step, x), dtype)
 
     return schedule
 

@@ -121,7 +121,7 @@ def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict
         "branch": np.zeros(window, np.int32),
         "steps": np.zeros(window, np.int32),
         "index": np.zeros(window, np.int32),
-        "numbers": np.zeros((window, width), np.float32),
+        "numbers": np.zeros((window, width), np.float64),
         "stop": np.zeros((window, 3), np.float64),
         "init": np.zeros((window, init_width), np.float64),
     }
@@ -202,7 +202,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         return {path: leaves[position[indices[0]]] for path, indices in signature.leaves}
 
     slot_shapes = tuple(
-        jax.eval_shape(lambda arrays, sig=sig: C.init_state(sig, free_of(sig, arrays), np.zeros(_numbers_of(sig), np.float32)), tuple(model_arrays))
+        jax.eval_shape(lambda arrays, sig=sig: C.init_state(sig, free_of(sig, arrays), np.zeros(_numbers_of(sig), np.float64)), tuple(model_arrays))
         for sig in segment.signatures
     )
     branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of) for b in segment.branches]

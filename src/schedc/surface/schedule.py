@@ -26,7 +26,7 @@ def schedule_fn(expr_or_text, steps: int) -> Callable:
     expr = parse_expression(expr_or_text) if isinstance(expr_or_text, str) else expr_or_text
     lowered = lower(expr, steps)
     fn = build(lowered.structure)
-    numbers = jnp.asarray(lowered.numbers, jnp.float32)
+    numbers = jnp.asarray(lowered.numbers, jnp.result_type(float))  # float64 under jax_enable_x64
     return jax.jit(lambda step: fn(step, numbers))
 
 

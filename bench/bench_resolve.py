@@ -4,7 +4,7 @@ Stages timed separately (best of --repeat runs, wall and CPU milliseconds):
   discover   `params.discover` on an equinox model of 1,250 blocks x 8 arrays (10,000 leaves)
   match      100 patterns against the 10,000 paths (`glob.PathSet`), compiled patterns cached
   resolve    `plan.resolve`: 2 phases x 50 statements + a params block (the Plan and every check)
-  check      the model-free check, then `binding.resolve_checked` (what `pipeline.analyse` runs after the parse)
+  check      the model-free check, then `resolve(..., checked=True)` (what `pipeline.analyse` runs after the parse)
   spectracles-style matching, for scale: one `re.fullmatch` per (pattern, path) pair
 
     .venv/bin/python bench/bench_resolve.py
@@ -76,7 +76,6 @@ def best(fn, repeat: int) -> tuple[tuple[float, float], object]:
 
 def main() -> None:
     from schedc.check.checker import check_file
-    from schedc.plan.binding import resolve_checked
     from schedc.lang.glob import PathSet, compile_pattern
     from schedc.plan.params import discover
     from schedc.plan.resolve import resolve
@@ -99,7 +98,7 @@ def main() -> None:
     assert parsed.ok, parsed.diagnostics
     results["resolve"], (plan, diags) = best(lambda: resolve(parsed.file, tree), args.repeat)
     assert plan is not None, [d for d in diags if d.is_error]
-    results["check"], _ = best(lambda: resolve_checked(parsed, tree, check_file(parsed)), args.repeat)
+    results["check"], _ = best(lambda: (check_file(parsed), resolve(parsed.file, tree, checked=True)), args.repeat)
     regexes = [re.compile(compile_pattern(p).regex.pattern) for p in pats]
     normal = ["." + p for p in tree.paths]
     results["fullmatch per pair"], _ = best(lambda: [[i for i, s in enumerate(normal) if r.fullmatch(s)] for r in regexes], max(1, args.repeat // 2))

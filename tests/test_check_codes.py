@@ -260,6 +260,10 @@ def test_params_that_free_a_phase_silence_w0104():
 # ---------------------------------------------------------------- placeholders and lets
 
 
+def codes_of(diags):
+    return [d.code for d in diags]
+
+
 def test_bound_placeholders_are_checked_with_their_values():
     text = "phase $n lr $rate < free a >"
     assert codes(text, placeholders={"n": 10, "rate": 0.1}) == []
@@ -267,6 +271,14 @@ def test_bound_placeholders_are_checked_with_their_values():
     assert codes(text, placeholders={"n": 10, "rate": -1.0}) == ["E0204"]
     assert codes(text, placeholders={"n": 10, "rate": lambda step: 0.1}) == []  # opaque: not inspected
     assert codes(text, placeholders={"n": 10}) == ["E0110"]
+
+
+def test_linting_takes_unbound_placeholders_as_unknowns():
+    # a fact the check is given (`open_placeholders`), not a filter on its output: E0110 is never made
+    parsed = parse("phase $n lr $rate < free a >")
+    assert codes_of(check_file(parsed)) == ["E0110", "E0110"]
+    assert codes_of(check_file(parsed, open_placeholders=True)) == []
+    assert codes_of(check_file(parsed, {"n": 0}, open_placeholders=True)) == ["E0203"]  # bound ones still checked
 
 
 def test_env_of_substitutes_earlier_lets():

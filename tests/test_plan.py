@@ -312,6 +312,30 @@ def test_e0006_malformed_pattern_points_inside_it():
     assert at(d) == (1, 26) and "gp.**" in d.help
 
 
+def test_a_checked_file_leaves_the_text_level_findings_to_the_check():
+    # each problem is reported by one pass: after the model-free check (`checked`), the resolver
+    # reports only what the model adds, nobody filters its output afterwards
+    text = "phase 10 lr 0.1 < free offset; fix offset; free gp** >\nphase 10 lr 0.1 < fix ** >\nphase 10 lr 0.1 < free line_a.*; free **; fix offset >"
+    parsed = parse(text)
+    from schedc.check.checker import check_file
+
+    model_free = codes(check_file(parsed))
+    assert model_free.count("W0102") == 1 and model_free.count("W0104") == 1 and "E0006" in model_free
+    unchecked = codes(resolve(parsed.file, SHARED)[1])
+    checked = resolve(parsed.file, SHARED, checked=True)[1]
+    # unchecked, the resolver reports them itself; checked, only the overriding through globs (line 3)
+    assert unchecked.count("W0102") == 2 and unchecked.count("W0104") == 1 and "E0006" in unchecked
+    assert [(d.code, d.span.line) for d in checked if d.code in ("W0102", "W0104", "E0006")] == [("W0102", 3)]
+
+
+def test_a_checked_file_still_gets_the_phases_only_the_model_leaves_idle():
+    # phase 1 has a `free` statement, so the model-free check has no W0104 for it; that the later
+    # `fix` leaves it freeing nothing is found by parameter: the resolver's to say, once
+    parsed = parse("phase 10 lr 0.1 < free offset >\nphase 10 lr 0.1 < free offset; fix offset >")
+    checked = resolve(parsed.file, SHARED, checked=True)[1]
+    assert [(d.code, d.span.line) for d in checked if d.code == "W0104"] == [("W0104", 2)]
+
+
 def test_repeated_phases_report_once():
     _, diags = run("repeat 3 < phase 10 lr 0.1 < free nope > >", SHARED)
     assert codes(diags).count("E0401") == 1

@@ -208,6 +208,28 @@ def test_total_phase_cap_counts_all_repeat_levels(tmp_path):
         assert proc.returncode == 1 and b"E0211" in proc.stdout + proc.stderr
 
 
+def test_a_file_past_the_phase_cap_expands_no_phase(monkeypatch):
+    """The cap is checked before expanding: no stage builds the phases of a file past it
+    (counted, not timed: each ExpandedPhase made is one phase expanded)."""
+    from schedc.lang import program
+    from schedc.pipeline import analyse
+
+    made = []
+
+    class Counted(program.ExpandedPhase):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(program, "ExpandedPhase", Counted)
+    over = "repeat 1000 < repeat 100 < phase 1 lr 0.1 < free a > > >\nphase 1 lr 0.1 < free a >\n"
+    for lint in (False, True):
+        assert "E0211" in [d.code for d in analyse(over, lint=lint).diagnostics]
+    assert program.expand(syntax.parse(over).file) is None
+    assert made == []
+    assert len(program.expand(syntax.parse("repeat 3 < phase 1 lr 0.1 < free a > >").file)) == len(made) == 3
+
+
 def test_phase_cap_accepts_exactly_the_limit():
     assert "E0211" not in codes("repeat 1000 < repeat 100 < phase 1 lr 0.1 < free a > > >\n")
     assert "E0211" in codes("repeat 1000 < repeat 100 < phase 1 lr 0.1 < free a > > >\nphase 1 lr 0.1 < free a >\n")

@@ -15,6 +15,15 @@ Two ways to run it:
   An unbound `$placeholder` is no error there: an unknown of the kind its place implies (a
   count, a schedule, an optimizer), which `schedc run --set NAME=VALUE` or Python binds.
 
+Beside it: `read`, the first stage alone (decode, parse: the formatter, the language server's
+lookups); `Analysis.with_model` (the model stage of an analysis already checked);
+`Analysis.plan_for` (the Plan again for data of a known size, epochs in steps);
+`analyse_setting` (a sweep's setting: lets redefined, placeholders rebound, checked and
+resolved against the program's parameters, the text not parsed again); `analyse_expression`
+(one schedule expression, `schedc.schedule`). Where two stages meet the same problem, the
+later is told what the earlier covers (the resolver's `checked`, the check's
+`open_placeholders`): nothing is filtered afterwards.
+
 JAX-free: a model is loaded (and JAX imported) only when one is asked for.
 """
 
@@ -74,6 +83,21 @@ class Analysis:
         publishes their diagnostics before the model has loaded)."""
         return _model_stage(self, model, Path(base_dir) if base_dir is not None else Path.cwd(), lint, bind)
 
+    def plan_for(self, data):
+        """The Plan resolved again for training data of this size (`plan.resolve.DataSize`: `N
+        epochs` in steps); the checks are not run again.
+
+        Raises:
+            SchedError: with the errors the data's size brings.
+        """
+        from schedc.plan.resolve import resolve
+
+        plan, found = resolve(self.parsed.file, self.tree, placeholders=self.placeholders, source=self.name, data=data, checked=True)
+        errors = [d for d in _sorted(found, self.name) if d.is_error]
+        if plan is None or errors:
+            raise SchedError(errors, {self.name: self.source})
+        return plan
+
 
 def analyse(
     text_or_bytes: str | bytes,
@@ -105,26 +129,54 @@ def analyse(
     Raises:
         TypeError, SchedError: for a placeholder value that cannot be one (see `bind_placeholders`).
     """
-    front = _front_end(text_or_bytes, name, source, placeholders)
-    if lint:  # linting a file: an unbound `$name` is an unknown of the kind its place says, bound when it runs
-        front = replace(front, diagnostics=[d for d in front.diagnostics if d.code != "E0110"])
+    front = _checked(read(text_or_bytes, name, source), placeholders, open_placeholders=lint)
     return front.with_model(model, base_dir=base_dir, lint=lint, bind=bind)
 
 
-def _front_end(text_or_bytes, name: str, source: Source | None, placeholders: dict | None) -> Analysis:
-    """Decode, parse, bind the placeholders and run the model-free checks."""
-    from schedc.check.checker import check_file
+def read(text_or_bytes: str | bytes, name: str = "<input>", source: Source | None = None) -> Analysis:
+    """The driver's first stage alone: decode and parse (`diagnostics`: the syntax errors).
 
+    `analyse` starts with it; the formatter and the language server's hover, completion,
+    go-to-definition and outline need the tree, not the checks, and stop here.
+    """
     text = text_or_bytes
     if isinstance(text_or_bytes, bytes):
         text, problem = decode(text_or_bytes)
         if text is None:
             return Analysis(name, None, None, [problem.in_file(name)])
-    source = source or Source(name, text)
     parsed = parse(text)
-    nodes = bind_placeholders(parsed, placeholders or {})
-    found = list(parsed.diagnostics) + check_file(parsed, nodes)
-    return Analysis(name, source, parsed, _sorted(found, name), nodes)
+    return Analysis(name, source or Source(name, text), parsed, _sorted(parsed.diagnostics, name))
+
+
+def _checked(front: Analysis, placeholders: dict | None, open_placeholders: bool) -> Analysis:
+    """Bind the placeholders and run the model-free checks (`open_placeholders`: an unbound `$name`
+    is an unknown, not E0110: linting)."""
+    from schedc.check.checker import check_file
+
+    if front.parsed is None:
+        return front
+    nodes = bind_placeholders(front.parsed, placeholders or {})
+    found = front.diagnostics + check_file(front.parsed, nodes, open_placeholders=open_placeholders)
+    return replace(front, diagnostics=_sorted(found, front.name), placeholders=nodes)
+
+
+def analyse_setting(parsed: ParseResult, name: str, source: Source, tree, placeholders: dict, lets: dict) -> Analysis:
+    """One setting of a sweep: `parsed` with the `let`s named in `lets` redefined as those numbers,
+    checked with `placeholders` and resolved against `tree` (the program's parameters); the
+    text is not parsed again. Stops, as building does, at the first stage that finds an error."""
+    from schedc.lang import nodes as n
+    from schedc.lang.program import number_node, with_span
+
+    def redefined(item):
+        if isinstance(item, n.Let) and item.name.id in lets:
+            return replace(item, value=with_span(number_node(lets[item.name.id]), item.value.span))
+        return item
+
+    variant = replace(parsed, file=replace(parsed.file, items=tuple(redefined(item) for item in parsed.file.items)))
+    front = _checked(Analysis(name, source, variant, _sorted(variant.diagnostics, name)), placeholders, open_placeholders=False)
+    if front.has_errors:
+        return front
+    return _resolved(front, None, tree)
 
 
 def _model_stage(front: Analysis, model, base_dir: Path, lint: bool, bind) -> Analysis:
@@ -135,19 +187,22 @@ def _model_stage(front: Analysis, model, base_dir: Path, lint: bool, bind) -> An
         from schedc.plan.binding import check_against_model
 
         reference = None if model is FROM_DIRECTIVE else model
-        found = check_against_model(front.parsed, reference, base_dir, known=front.diagnostics, bind=bind)
+        found = check_against_model(front.parsed, reference, base_dir, bind=bind)
         return replace(front, diagnostics=_sorted(front.diagnostics + found, front.name))
-    from schedc.plan.binding import resolve_checked
-
     bound, problems = _bind(front.parsed, model, base_dir)
     if problems:
         return replace(front, diagnostics=_sorted(front.diagnostics + problems, front.name))
-    asked, (model, tree) = model, bound or (None, None)  # no model: resolved over the pattern texts as written
-    plan, found = resolve_checked(front.parsed, tree, front.diagnostics, front.placeholders, source=front.name)
+    resolved = _resolved(front, *(bound or (None, None)))  # no model: resolved over the pattern texts as written
+    return replace(resolved, no_directive=model is FROM_DIRECTIVE and bound is None)
+
+
+def _resolved(front: Analysis, model, tree) -> Analysis:
+    """Resolve a checked file against `tree` (None: its pattern texts): the Plan, unless an error."""
+    from schedc.plan.resolve import resolve
+
+    plan, found = resolve(front.parsed.file, tree, placeholders=front.placeholders, source=front.name, checked=True)
     diagnostics = _sorted(front.diagnostics + found, front.name)
-    plan = plan if not has_errors(diagnostics) else None
-    no_directive = asked is FROM_DIRECTIVE and bound is None
-    return replace(front, diagnostics=diagnostics, plan=plan, model=model, tree=tree, no_directive=no_directive)
+    return replace(front, diagnostics=diagnostics, plan=None if has_errors(diagnostics) else plan, model=model, tree=tree)
 
 
 def _bind(parsed: ParseResult, model, base_dir: Path):

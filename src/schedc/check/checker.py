@@ -46,15 +46,17 @@ RULES: tuple[type[lint.Rule], ...] = (
 )
 
 
-def check_file(parsed: ParseResult, placeholders: dict | None = None) -> list[Diagnostic]:
+def check_file(parsed: ParseResult, placeholders: dict | None = None, *, open_placeholders: bool = False) -> list[Diagnostic]:
     """Every model-free semantic diagnostic of the items that parsed, sorted by position.
 
     Args:
         parsed: what `syntax.parse` returned (its syntax diagnostics are not repeated).
         placeholders: values bound to `$name` placeholders ({"name": value}).
+        open_placeholders: a `$name` left unbound is an unknown bound when the file runs, not an
+            error (linting: `schedc check`, the language server); else it is E0110.
     """
     try:
-        ctx = Context(parsed, placeholders or {})
+        ctx = Context(parsed, placeholders or {}, open_placeholders)
     except RecursionError:  # `let`s substituted into each other beyond the host's stack
         return [beyond_limits("`let` definitions nested beyond the checker's limits", n.Span(1, 1, 1, 2), "split them into fewer nested `let`s")]
     lint.run(ctx, RULES, parsed.file)

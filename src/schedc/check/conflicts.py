@@ -5,7 +5,9 @@ later ones (W0102) and phases that free nothing (W0104).
 
 Without a model a pattern is its text. The resolver finds the same kinds of problem between
 different patterns that match one parameter; it words them with `init_twice`, `overridden` and
-`frees_nothing` below, so each code keeps one wording and one owner.
+`frees_nothing` below, so each code keeps one wording and one owner, and it asks
+`overridden_by_text` and `idle_phases` which findings are already this module's, so that each
+is reported once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from schedc.check.lint import Rule
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, Label, did_you_mean
-from schedc.lang.program import header_span, ref_phases, spec_phases
+from schedc.lang.program import ExpandedPhase, default_free, header_span, ref_phases, spec_phases
 
 _FREE_SPECS = ("free_in", "free_after", "free_until")
 _FREES_NOTHING_HELP = "add a `free` statement, or a params spec that frees something in it"
@@ -50,6 +52,58 @@ def frees_nothing(where: str, phase: n.Phase) -> Diagnostic:
     return Diagnostic("W0104", f"{where} frees no parameter", header_span(phase), help=_FREES_NOTHING_HELP)
 
 
+# ---------------------------------------------------------------- text-level findings (asked by the resolver too)
+
+
+def last_statements(statements) -> dict[str, n.Statement]:
+    """Pattern text -> the last of `statements` (a phase body's `free`/`fix`) naming it."""
+    last: dict[str, n.Statement] = {}
+    for stmt in statements:
+        for p in stmt.patterns:
+            last[p.text] = stmt
+    return last
+
+
+def overridden_by_text(statements) -> dict[int, list]:
+    """W0102 without a model: id(statement) -> the later statements naming its pattern texts again,
+    for each `free`/`fix` statement whose every pattern text a later one of `statements` names."""
+    last = last_statements(statements)
+    out = {}
+    for stmt in statements:
+        later = [last[p.text] for p in stmt.patterns]
+        if all(s is not stmt for s in later):
+            out[id(stmt)] = list({id(s): s for s in later}.values())
+    return out
+
+
+def _covers(spec: n.Spec, phases) -> list[int] | None:
+    """The phases a spec covers; None when a reference names no phase (E0109: the spec counts for nothing)."""
+    if not all(ref_phases(ref, phases) for ref in spec.phases):
+        return None
+    return spec_phases(spec, phases)
+
+
+def idle_phases(file: n.File, phases: tuple[ExpandedPhase, ...]) -> dict[int, tuple[n.Phase, list[int]]]:
+    """W0104 without a model: id(phase node) -> (the node, its instances that free nothing), for each
+    phase with no `free` statement some instance of which no params spec frees anything in
+    (none under `default free`). In the order of the phases' first instances."""
+    if default_free(file):
+        return {}
+    freed: set[int] = set()
+    for item in file.items:
+        for entry in item.entries if isinstance(item, n.Params) else ():
+            for spec in entry.specs:
+                covered = _covers(spec, phases)
+                if covered is None or spec.kind == "init_at":
+                    continue
+                freed.update(covered if spec.kind in _FREE_SPECS else set(range(len(phases))) - set(covered))
+    out: dict[int, tuple[n.Phase, list[int]]] = {}
+    for ph in phases:
+        if ph.index not in freed and not any(isinstance(s, n.Free) for s in ph.phase.body):
+            out.setdefault(id(ph.phase), (ph.phase, []))[1].append(ph.index)
+    return out
+
+
 # ---------------------------------------------------------------- what the file says, per phase node
 
 
@@ -61,7 +115,6 @@ class _PhaseInfo:
     instances: list[int] = field(default_factory=list)
     status: dict[str, n.Statement] = field(default_factory=dict)  # text -> last free/fix naming it
     inits: dict[str, n.Init] = field(default_factory=dict)  # text -> first init of it
-    frees: bool = False
 
 
 # ---------------------------------------------------------------- rules
@@ -91,7 +144,7 @@ class Conflicts(Rule):
         claims = self._params_claims()
         self._params_conflicts(claims)
         self._body_vs_params(infos, claims)
-        self._frees_nothing(infos, claims)
+        self._frees_nothing()
 
     def _phase_infos(self) -> dict[int, _PhaseInfo]:
         infos: dict[int, _PhaseInfo] = {}
@@ -107,16 +160,11 @@ class Conflicts(Rule):
         report = self.ctx.report
         info = _PhaseInfo(phase)
         statuses = [s for s in phase.body if isinstance(s, (n.Free, n.Fix))]
-        info.frees = any(isinstance(s, n.Free) for s in statuses)
-        last: dict[str, n.Statement] = {}
+        info.status = last_statements(statuses)
+        overridden_here = overridden_by_text(statuses)
         for stmt in statuses:
-            for p in stmt.patterns:
-                last[p.text] = stmt
-        info.status = last
-        for stmt in statuses:
-            later = [last[p.text] for p in stmt.patterns]
-            if all(s is not stmt for s in later):
-                report(overridden(stmt, list({id(s): s for s in later}.values())))
+            if id(stmt) in overridden_here:
+                report(overridden(stmt, overridden_here[id(stmt)]))
         stops: dict[str, n.Stop] = {}
         for stmt in phase.body:
             if isinstance(stmt, n.Init):
@@ -195,21 +243,8 @@ class Conflicts(Rule):
                     if both and claim == "init":
                         self.ctx.report(init_twice(text, spec.span, init.span, phases[both[0]].label))
 
-    def _frees_nothing(self, infos: dict[int, _PhaseInfo], claims) -> None:
+    def _frees_nothing(self) -> None:
         phases = self.ctx.phases
-        default = self.ctx.directives.get("default")
-        if default is not None and isinstance(default.value, n.Name) and default.value.id == "free":
-            return
-        freed: set[int] = set()
-        for rows in claims.values():
-            for claim, _, indices in rows:
-                if claim == "free":
-                    freed.update(indices)
-                elif claim == "fixed":
-                    freed.update(set(range(len(phases))) - set(indices))
-        for info in infos.values():
-            idle = [i for i in info.instances if i not in freed]
-            if info.frees or not idle:
-                continue
+        for phase, idle in idle_phases(self.ctx.file, phases).values():
             where = phases[idle[0]].label + (f" (and {len(idle) - 1} more instances)" if len(idle) > 1 else "")
-            self.ctx.report(frees_nothing(where, info.phase))
+            self.ctx.report(frees_nothing(where, phase))

@@ -37,8 +37,9 @@ class Context:
     Raises RecursionError when `let`s are nested beyond the host's stack (the caller reports it).
     """
 
-    def __init__(self, parsed: ParseResult, placeholders: dict):
+    def __init__(self, parsed: ParseResult, placeholders: dict, open_placeholders: bool = False):
         self.file = parsed.file
+        self.open_placeholders = open_placeholders  # an unbound `$name` is an unknown (linting), not E0110
         # items were lost to syntax errors: phase numbers and names are unreliable, so E0109 is not reported
         self.partial = not parsed.ok
         self.lost_lets = frozenset(_LET_NAME.findall(parsed.text)) if self.partial else frozenset()
@@ -57,10 +58,8 @@ class Context:
         self.diags: list[Diagnostic] = []
         self._closed: dict[int, tuple[object, object]] = {}
         self.args = ArgumentChecker(self.diags, self.lets, self.lost_lets, self.closed, opaque_placeholders="$" in parsed.text, oversized=frozenset(self.oversized))
-        try:
-            self.phases = expand(self.file, self.count)
-        except RecursionError:
-            self.phases = None  # repeat counts nested beyond the stack: no phase-level checks
+        # None past the phase cap (E0211) or for repeats nested beyond the stack: no phase-level checks
+        self.phases = expand(self.file, self.count)
         self.phase: PhaseFacts | None = None
 
     def report(self, diagnostic: Diagnostic) -> None:

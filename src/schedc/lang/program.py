@@ -86,19 +86,26 @@ def phase_count(items, count_of=None) -> int:
     return total
 
 
-def expand(file: n.File, count_of=None) -> tuple[ExpandedPhase, ...]:
+def expand(file: n.File, count_of=None) -> tuple[ExpandedPhase, ...] | None:
     """Number the phases of `file` from 0, expanding `repeat` blocks.
 
     `count_of(expr)` gives a repeat's count (an int, or None when it is invalid:
-    the block is then taken once, so later checks still see its phases). Expansion
-    stops after MAX_PHASES phases (the checker reports the file: `phase_count`).
+    the block is then taken once, so later checks still see its phases). None when the
+    file expands to more than MAX_PHASES phases: they are counted first, without expanding
+    any (`phase_count`), so a file past the cap costs nothing (the checker reports it, E0211);
+    None too for repeats nested beyond the host's stack.
     """
     count_of = count_of or constant
     out: list[ExpandedPhase] = []
-    # iterative walk: (items, position, iteration prefix), so repeats nested deeply cannot overflow
     top = tuple(item for item in file.items if isinstance(item, (n.Phase, n.Repeat)))
+    try:
+        if phase_count(top, count_of) > MAX_PHASES:
+            return None
+    except RecursionError:
+        return None
+    # iterative walk: (items, position, iteration prefix)
     stack: list[tuple[tuple, int, tuple[int, ...]]] = [(top, 0, ())]
-    while stack and len(out) < MAX_PHASES:
+    while stack:
         items, position, iteration = stack.pop()
         if position >= len(items):
             continue
@@ -209,6 +216,13 @@ def with_span(node, span: n.Span):
         elif hasattr(value, "__dataclass_fields__"):
             changes[f.name] = with_span(value, span)
     return replace(node, span=span, **changes)
+
+
+def default_free(file: n.File) -> bool:
+    """Whether the file says `default free` (its first `default` directive; a second is E0216):
+    a parameter no statement names is then free."""
+    default = next((item for item in file.items if isinstance(item, n.Directive) and item.keyword == "default"), None)
+    return default is not None and isinstance(default.value, n.Name) and default.value.id == "free"
 
 
 def header_span(phase: n.Phase) -> n.Span:

@@ -181,37 +181,22 @@ def bind_model(file: n.File, model_ref: str | None, base_dir: Path | str):
     return (model, tree), []
 
 
-def check_against_model(parsed, model_ref: str | None, base_dir: Path | str, *, known=None, bind=None) -> list:
+def check_against_model(parsed, model_ref: str | None, base_dir: Path | str, *, bind=None) -> list:
     """The model-dependent diagnostics of a parsed file (E04xx, W0103, W0105, ...): `schedc check --model`.
+
+    What the model-free check finds is its own (`resolve(..., checked=True)`), so this returns
+    only what the model adds, whether or not the caller has run that check.
 
     Args:
         parsed: a `syntax.ParseResult`.
         model_ref: `MOD:FN` or `file.py:FN`; None to use the file's `model` directive
             (no directive: nothing to check, []).
         base_dir: where relative model files are found (the .sched file's folder).
-        known: the model-free diagnostics already found (`schedc.pipeline` passes its own);
-            the model-free check is run for them only when they are not given.
         bind: how the model is loaded (None: `bind_model`; the language server passes its cache's).
-    """
-    bound, diags = (bind or bind_model)(parsed.file, model_ref, base_dir)
-    if bound is None:
-        return diags
-    if known is None:
-        from schedc.check.checker import check_file
-
-        known = check_file(parsed)
-    return resolve_checked(parsed, bound[1], known)[1]
-
-
-def resolve_checked(parsed, tree, known, placeholders=None, source: str | None = None):
-    """Resolve against `tree`: (plan or None, the diagnostics not among the model-free ones, `known`).
-
-    The resolver re-finds a few model-free problems (a phase with no `free` statement, W0104;
-    overridden statements, W0102; malformed patterns, E0006): they are left out here, in this
-    one place, until the resolver reports only what needs the model.
     """
     from schedc.plan.resolve import resolve
 
-    plan, found = resolve(parsed.file, tree, placeholders=placeholders, source=source)
-    seen = {(d.code, d.span) for d in known}
-    return plan, [d for d in found if (d.code, d.span) not in seen]
+    bound, diags = (bind or bind_model)(parsed.file, model_ref, base_dir)
+    if bound is None:
+        return diags
+    return resolve(parsed.file, bound[1], checked=True)[1]

@@ -20,6 +20,7 @@ from schedc.lang.diagnostics import Diagnostic, Label
 from schedc.lang.program import (
     ExpandedPhase,
     closed_count,
+    default_free,
     env_of,
     expand,
     spec_phases,
@@ -204,7 +205,7 @@ def _verb(status_or_kind: str) -> str:
 _FREE_KINDS = ("free_in", "free_after", "free_until")
 
 
-def resolve(parsed_file: n.File, tree=None, *, placeholders=None, source: str | None = None, data: DataSize | None = None):
+def resolve(parsed_file: n.File, tree=None, *, placeholders=None, source: str | None = None, data: DataSize | None = None, checked: bool = False):
     """Resolve a parsed file against a parameter tree into a Plan.
 
     Args:
@@ -216,12 +217,16 @@ def resolve(parsed_file: n.File, tree=None, *, placeholders=None, source: str | 
         source: the file the text came from (recorded in the Plan).
         data: the size of the training data, which turns `N epochs` into steps; without it
             (`schedc check`, `show`) an epoch counts as one step and `steps_per_epoch` is None.
+        checked: the model-free check has run on this file (`schedc.pipeline` always runs it
+            first): what it reports between pattern texts (malformed patterns, E0006; statements
+            overridden by the same texts, W0102; phases with no `free` that nothing frees,
+            W0104) is left to it, and only what the model adds is reported here.
 
     Returns:
         (plan, diagnostics): plan is None when an error was found or a value the
         model-free check rejects (a step count) cannot be resolved.
     """
-    return _Resolver(parsed_file, tree, placeholders, source, data).run()
+    return _Resolver(parsed_file, tree, placeholders, source, data, checked).run()
 
 
 @dataclass
@@ -247,12 +252,13 @@ class _Entry:
 
 
 class _Resolver:
-    def __init__(self, file: n.File, tree, placeholders, source, data: DataSize | None = None):
+    def __init__(self, file: n.File, tree, placeholders, source, data: DataSize | None = None, checked: bool = False):
         from schedc.lang.glob import PathSet
         from schedc.plan.params import ParamTree
 
         self.file, self.source = file, source
         self.data = data
+        self.checked = checked
         self.spe: int | None = None  # steps per epoch of the phase being resolved
         self.literal = tree is None
         if tree is None:
@@ -271,6 +277,8 @@ class _Resolver:
         self.named = [False] * len(self.paths)  # matched by some pattern
         self.directives = {item.keyword: item for item in file.items if isinstance(item, n.Directive)}
         self.phases = expand(file, closed_count(self.env))
+        # the phases whose W0104 is the model-free check's (it ran: `checked`)
+        self.idle_by_text = conflicts.idle_phases(file, self.phases or ()) if checked else {}
 
     # ---- helpers
 
@@ -309,9 +317,9 @@ class _Resolver:
         try:
             compiled = compile_pattern(pattern.text)
         except PatternError:
-            # a file nobody checked: the check's own pattern rule says what is wrong
-            problem = malformed_pattern(pattern)
-            self.report((problem.code, pattern.span), problem)
+            if not self.checked:  # a file nobody checked: the check's own pattern rule says what is wrong
+                problem = malformed_pattern(pattern)
+                self.report((problem.code, pattern.span), problem)
             found = []
         else:
             found = self.pathset.match(compiled) if not self.literal else [self.pathset.index[pattern.text]]
@@ -386,14 +394,15 @@ class _Resolver:
     # ---- the run
 
     def run(self):
+        if self.phases is None:  # past the phase cap: the check reports it (E0211), nothing to resolve
+            return None, self.diags
         entries, entries_of = self._entries()
-        default = self.directives.get("default")
-        default_free = default is not None and isinstance(default.value, n.Name) and default.value.id == "free"
+        frees_by_default = default_free(self.file)
         phase_plans: list[PhasePlan] = []
         inits_by_phase: list[dict[int, tuple[InitSpec, object]]] = []
         valid = True
         for ph in self.phases:
-            built = self._phase(ph, entries, entries_of, default_free)
+            built = self._phase(ph, entries, entries_of, frees_by_default)
             if built is None:
                 valid = False
                 continue
@@ -410,7 +419,7 @@ class _Resolver:
                 parameters=self.paths,
                 shared=dict(self.tree.shared),
                 seed=self._seed(),
-                default="free" if default_free else "fixed",
+                default="free" if frees_by_default else "fixed",
                 model=self._string("model"),
                 loss=self._string("loss"),
                 data=self._string("data"),
@@ -557,16 +566,12 @@ class _Resolver:
             if other is not None and not (other[1].texts & entry.texts):
                 first, second = (other[0], spec) if other[0].span <= spec.span else (spec, other[0])
                 path = self.paths[i]
-                self.report(
-                    ("E0404", first.span, second.span),
-                    Diagnostic(
-                        "E0404",
-                        f"params specs disagree on `{path}` in {ph.label}: one frees it, the other fixes it",
-                        second.span,
-                        label=f"{_verb(second.kind)} `{path}` here",
-                        labels=(Label(first.span, f"{_verb(first.kind)} it here"),),
-                        help="a parameter has one status per phase: narrow one of the patterns or drop a spec",
-                    ),
+                self._disagreement(
+                    "E0404",
+                    f"params specs disagree on `{path}` in {ph.label}: one frees it, the other fixes it",
+                    (second.span, f"{_verb(second.kind)} `{path}` here"),
+                    (first.span, f"{_verb(first.kind)} it here"),
+                    "a parameter has one status per phase: narrow one of the patterns or drop a spec",
                 )
             explicit.setdefault(status, (spec, entry))
         params_status = None
@@ -582,25 +587,27 @@ class _Resolver:
         if against is not None and pattern.text not in against[1].texts:
             spec = against[0]
             path = self.paths[i]
-            self.report(
-                ("E0405", pattern.span, spec.span),
-                Diagnostic(
-                    "E0405",
-                    f"the body of {ph.label} {_verb(status)} `{path}` but a params spec {_verb(spec.kind)} it",
-                    pattern.span,
-                    label=f"{_verb(status)} `{path}`",
-                    labels=(Label(spec.span, f"{_verb(spec.kind)} it in {ph.label}"),),
-                    help="say it once: in the phase body or in the params block",
-                ),
+            self._disagreement(
+                "E0405",
+                f"the body of {ph.label} {_verb(status)} `{path}` but a params spec {_verb(spec.kind)} it",
+                (pattern.span, f"{_verb(status)} `{path}`"),
+                (spec.span, f"{_verb(spec.kind)} it in {ph.label}"),
+                "say it once: in the phase body or in the params block",
             )
         grouped = isinstance(stmt, n.Free) and (stmt.lr is not None or stmt.optimizer is not None)
         return status, (j if grouped else -1)
 
+    def _disagreement(self, code: str, message: str, here: tuple[n.Span, str], there: tuple[n.Span, str], help: str) -> None:
+        """E0404/E0405: two statements (different patterns) that give one parameter two statuses in
+        one phase; `here` and `there` are (span, label). Once per pair of statements."""
+        self.report((code, here[0], there[0]), Diagnostic(code, message, here[0], label=here[1], labels=(Label(there[0], there[1]),), help=help))
 
     def _overridden(self, statements, matched_any, deciders: set[int]) -> None:
-        """W0102: a statement every parameter of which a later statement decides."""
+        """W0102: a statement every parameter of which a later statement decides (when the
+        later statements name the same pattern texts, and the file was checked, it is the check's)."""
+        by_text = conflicts.overridden_by_text(statements) if self.checked else {}
         for j, stmt in enumerate(statements):
-            if not matched_any[j] or j in deciders:
+            if not matched_any[j] or j in deciders or id(stmt) in by_text:
                 continue
             if ("W0102", stmt.span) in self.seen:
                 continue
@@ -616,7 +623,8 @@ class _Resolver:
         return found
 
     def _frees_nothing(self, ph: ExpandedPhase) -> None:
-
+        if id(ph.phase) in self.idle_by_text:
+            return
         problem = conflicts.frees_nothing(ph.label, ph.phase)
         self.report((problem.code, id(ph.phase)), problem)
 

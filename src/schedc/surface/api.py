@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schedc.lang.diagnostics import SchedError, Source, sort_key
+from schedc.lang.diagnostics import Source
 from schedc.plan.resolve import PhasePlan, Plan
 
 
@@ -129,20 +129,14 @@ class Program:
         return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk)
 
 
-def _read(text_or_path) -> tuple[str, str, Path, Source]:
-    """(text, name, base_dir, source): a path when it names an existing `.sched` file, else DSL text."""
+def _read(text_or_path) -> tuple[str | bytes, str, Path, Source | None]:
+    """(text or bytes, name, base_dir, source): a path when it names an existing `.sched` file
+    (its bytes, which the driver decodes as `schedc check` does, so `run` and `check` agree on
+    every file), else DSL text."""
     if isinstance(text_or_path, os.PathLike) or (isinstance(text_or_path, str) and text_or_path.endswith(".sched") and "\n" not in text_or_path):
         path = Path(text_or_path)
         if path.suffix == ".sched" and path.is_file():
-            from schedc.lang.diagnostics import SchedError
-            from schedc.lang.syntax import decode
-
-            # decoded as `schedc check` decodes (a BOM dropped, lone CRs as newlines; NUL or
-            # invalid UTF-8 is E0004), so `run` and `check` agree on every file
-            text, problem = decode(path.read_bytes())
-            if problem is not None:
-                raise SchedError([problem.in_file(str(path))], {})
-            return text, str(path), path.parent, Source(str(path), text)
+            return path.read_bytes(), str(path), path.parent, None
     if isinstance(text_or_path, os.PathLike):
         raise FileNotFoundError(f"no such .sched file: {os.fspath(text_or_path)}")
     if not isinstance(text_or_path, str):
@@ -174,7 +168,7 @@ def compile(text_or_path, model=None, key=None, **placeholders) -> Program:
     return compile_text(text, name, base_dir, source, model, key, placeholders)
 
 
-def compile_text(text: str, name: str, base_dir: Path, source: Source, model, key, placeholders: dict) -> Program:
+def compile_text(text: str | bytes, name: str, base_dir: Path, source: Source | None, model, key, placeholders: dict) -> Program:
     """`compile` once the text and where it came from are known."""
     from schedc.pipeline import FROM_DIRECTIVE, analyse
 
@@ -191,19 +185,9 @@ def program_of(analysis, key=None) -> Program:
 
 def _per_data(analysis):
     """For a file that counts epochs: `DataSize -> Plan`, resolving it again with epochs in steps."""
-    from schedc.plan.resolve import counts_epochs, resolve
+    from schedc.plan.resolve import counts_epochs
 
-    if not counts_epochs(analysis.parsed.file):
-        return None
-
-    def plan_for(size):
-        plan, found = resolve(analysis.parsed.file, analysis.tree, placeholders=analysis.placeholders, source=analysis.name, data=size)
-        errors = [d.in_file(analysis.name) for d in found if d.is_error]
-        if plan is None or errors:
-            raise SchedError(sorted(errors, key=sort_key), {analysis.name: analysis.source})
-        return plan
-
-    return plan_for
+    return analysis.plan_for if counts_epochs(analysis.parsed.file) else None
 
 
 def _key(key, seed):

@@ -10,7 +10,7 @@ like a compile of the program with those values; the fit itself is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from numbers import Real
 
 from schedc.lang import nodes as n
@@ -51,7 +51,7 @@ def sweep(program, grid: dict) -> Sweep:
             different lengths or empty, a value that is not a number.
         SchedError: a setting the checks refuse (a negative learning rate, say), naming it.
     """
-    from schedc.lang.syntax import parse
+    from schedc.pipeline import read
 
     if program.source is None:
         raise SweepError("this program has no source text to sweep")
@@ -60,7 +60,7 @@ def sweep(program, grid: dict) -> Sweep:
         raise SweepError("sweep: this program counts phases in epochs; sweeps take phases counted in steps (for now)")
     if program.plan.metrics:
         raise SweepError("sweep: this program evaluates (`eval`); sweeps do not run evaluations (for now)")
-    parsed = parse(program.source.text)
+    parsed = read(program.source.text, program.source.name, program.source).parsed
     lets = {item.name.id: item for item in parsed.file.items if isinstance(item, n.Let)}
     placeholders = sorted({node.id for node in n.walk(parsed.file) if isinstance(node, n.Placeholder)})
     settings = _settings(grid, lets, placeholders)
@@ -89,27 +89,15 @@ def _settings(grid: dict, lets: dict, placeholders: list[str]) -> list[dict]:
 
 
 def _plan(program, parsed, lets: dict, setting: dict, index: int):
-    """Setting `index` checked and resolved: the program's placeholders with the swept ones replaced,
-    swept lets redefined by their values."""
-    from schedc.check.checker import check_file
-    from schedc.lang.diagnostics import SchedError, has_errors, sort_key
-    from schedc.lang.program import number_node, with_span
-    from schedc.pipeline import bind_placeholders
-    from schedc.plan.binding import resolve_checked
+    """Setting `index` checked and resolved (`pipeline.analyse_setting`): the program's placeholders
+    with the swept ones replaced, swept lets redefined by their values."""
+    from schedc.pipeline import analyse_setting
 
-    redefined = {name: replace(let, value=with_span(number_node(setting[name]), let.value.span)) for name, let in lets.items() if name in setting}
-    file = replace(parsed.file, items=tuple(redefined.get(item.name.id, item) if isinstance(item, n.Let) else item for item in parsed.file.items))
-    variant = replace(parsed, file=file)
-    bound = dict(program.placeholders)
-    bound.update(bind_placeholders(variant, {name: value for name, value in setting.items() if name not in lets}))
-    name = program.source.name
-    found = check_file(variant, bound)
-    plan = None
-    if not has_errors(found):
-        plan, more = resolve_checked(variant, program.tree, found, bound, source=program.plan.source)
-        found += more
-    if plan is None or has_errors(found):
-        error = SchedError(sorted((d.in_file(name) for d in found), key=sort_key), {name: program.source})
+    placeholders = dict(program.placeholders) | {name: value for name, value in setting.items() if name not in lets}
+    swept_lets = {name: value for name, value in setting.items() if name in lets}
+    analysis = analyse_setting(parsed, program.source.name, program.source, program.tree, placeholders, swept_lets)
+    if analysis.plan is None:
+        error = analysis.error()
         error.add_note(f"in sweep setting {index}: " + ", ".join(f"{k}={v!r}" for k, v in setting.items()))
         raise error
-    return plan
+    return analysis.plan

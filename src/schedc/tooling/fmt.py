@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, SchedError, Source
-from schedc.lang.syntax import parse
+from schedc.pipeline import read
 
 INDENT = "  "
 
@@ -422,15 +422,15 @@ def format_source(text: str, filename: str = "<input>") -> str:
     """
     crlf = text.split("\n", 1)[0].endswith("\r") and "\n" in text
     source = text.replace("\r\n", "\n")
-    before = parse(source)
     sources = {filename: Source(filename, text)}
+    before = read(source, filename).parsed
     if not before.ok:
         raise SchedError([d.in_file(filename) for d in before.diagnostics], sources)
     lines = _layout(before.file.items)
     lines.append(_Line(0, "", len(source), len(source), "eof"))
     _attach(lines, before.comments, source)
     out = _render(_merge_empty_blocks(lines), source)
-    after = parse(out)
+    after = read(out, filename).parsed
     problem = None
     if not after.ok:
         problem = "its output does not parse"

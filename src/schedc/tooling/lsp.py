@@ -54,11 +54,10 @@ from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, SchedError
 from schedc.lang.glob import PatternError, compile_pattern
-from schedc.lang.syntax import KEYWORDS, TOP_LEVEL_KEYWORDS, ParseResult, parse, parser
-from schedc.pipeline import FROM_DIRECTIVE, analyse
+from schedc.lang.syntax import KEYWORDS, TOP_LEVEL_KEYWORDS, ParseResult, parser
+from schedc.pipeline import FROM_DIRECTIVE, Analysis, analyse, read
 from schedc.plan.binding import (  # JAX is imported only when a model loads
     bind_model,
-    check_against_model,
     model_directive,
 )
 from schedc.tooling.lexer import SchedLexer
@@ -166,8 +165,10 @@ class ModelCache:
         return (bound[1] if bound else None), (failures[0] if failures else None)
 
     def diagnostics(self, parsed: ParseResult, base_dir: Path, name: str) -> list[Diagnostic]:
-        """The model-aware diagnostics `schedc check --model` adds for this file."""
-        return [d.in_file(name) for d in check_against_model(parsed, None, base_dir, bind=self.bind)]
+        """The model-aware diagnostics `schedc check --model` adds for this file (the driver's
+        model stage, through this cache)."""
+        front = Analysis(name, None, parsed, [])
+        return front.with_model(FROM_DIRECTIVE, base_dir=base_dir, lint=True, bind=self.bind).diagnostics
 
 
 _UNNECESSARY = {"W0101"}  # shown faded by editors
@@ -225,9 +226,10 @@ def _lets(file: n.File) -> dict[str, n.Let]:
 
 
 def _expanded(file: n.File):
+    """The phases after `repeat` expansion (none for a file past the phase cap)."""
     from schedc.lang.program import expand
 
-    return expand(file)
+    return expand(file) or ()
 
 
 def _phases_named(file: n.File, name: str):
@@ -686,6 +688,9 @@ def build_server():
     consent = {"model_checks": False}
     # The check in flight per document: a newer change cancels it (and its queued model job).
     pending: dict[str, asyncio.Task] = {}
+    # uri -> (version, the driver's analysis of it): hover, completion, definition and outline read
+    # its tree instead of parsing the text again
+    analysed: dict[str, tuple[int, Analysis]] = {}
 
     def encoding() -> str:
         return server.workspace.position_encoding or lsp.PositionEncodingKind.Utf16
@@ -695,6 +700,15 @@ def build_server():
         path = _uri_path(uri)
         name = str(path) if path else uri
         return doc, name, (path.parent if path else Path.cwd())
+
+    def current(uri: str):
+        """(document, its folder, the parse of its current text): the linter's, when it has analysed
+        this version; else the driver's first stage (`pipeline.read`) on it now."""
+        doc, name, base_dir = document(uri)
+        found = analysed.get(uri)
+        if found is not None and found[0] == doc.version:
+            return doc, base_dir, found[1].parsed
+        return doc, base_dir, read(doc.source, name).parsed
 
     def publish(uri: str, version, text: str, diagnostics: list[Diagnostic], extra: list[lsp.Diagnostic] = ()) -> None:
         lines = _lines(text)
@@ -724,6 +738,7 @@ def build_server():
             return
         if server.workspace.get_text_document(uri).version != version:
             return  # a newer edit has its own check
+        analysed[uri] = (version, analysis)
         string = model_reference(analysis.parsed)
         if string is not None and not consent["model_checks"]:
             publish(uri, version, text, analysis.diagnostics, extra=[model_checks_off(string, _lines(text), encoding())])
@@ -761,6 +776,7 @@ def build_server():
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls, params: lsp.DidCloseTextDocumentParams):
         task = pending.pop(params.text_document.uri, None)
+        analysed.pop(params.text_document.uri, None)
         if task is not None:
             task.cancel()
         ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(params.text_document.uri, []))
@@ -781,8 +797,7 @@ def build_server():
 
     @server.feature(lsp.TEXT_DOCUMENT_HOVER)
     async def on_hover(ls, params: lsp.HoverParams):
-        doc, _, base_dir = document(params.text_document.uri)
-        parsed = parse(doc.source)
+        doc, base_dir, parsed = current(params.text_document.uri)
         offset = offset_at(doc.source, params.position, encoding())
         tree, problem = await model_tree(parsed, base_dir) if _pattern_at(parsed, offset) else (None, None)
         found = hover(parsed, offset, tree, problem)
@@ -794,9 +809,8 @@ def build_server():
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=["."]))
     async def on_completion(ls, params: lsp.CompletionParams):
-        doc, _, base_dir = document(params.text_document.uri)
+        doc, base_dir, parsed = current(params.text_document.uri)
         text = doc.source
-        parsed = parse(text)
         offset = offset_at(text, params.position, encoding())
         tree, _ = await model_tree(parsed, base_dir)
         start, suggestions = completions(text, offset, parsed, tree)
@@ -819,8 +833,7 @@ def build_server():
 
     @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
     def on_definition(ls, params: lsp.DefinitionParams):
-        doc, _, _ = document(params.text_document.uri)
-        parsed = parse(doc.source)
+        doc, _, parsed = current(params.text_document.uri)
         span = definition(parsed, offset_at(doc.source, params.position, encoding()))
         if span is None:
             return None
@@ -828,7 +841,7 @@ def build_server():
 
     @server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     def on_document_symbol(ls, params: lsp.DocumentSymbolParams):
-        doc, _, _ = document(params.text_document.uri)
+        doc, _, parsed = current(params.text_document.uri)
         lines = _lines(doc.source)
 
         def convert(symbol: Symbol) -> lsp.DocumentSymbol:
@@ -841,7 +854,7 @@ def build_server():
                 children=[convert(c) for c in symbol.children] or None,
             )
 
-        return [convert(symbol) for symbol in outline(parse(doc.source))]
+        return [convert(symbol) for symbol in outline(parsed)]
 
     @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
     def on_formatting(ls, params: lsp.DocumentFormattingParams):

@@ -86,15 +86,17 @@ def sweep_placeholders(grid: dict, path: Path) -> dict:
     before its settings are resolved (lets need no value: they have their definitions). Nothing
     is read without a sweep; an unreadable file is left for the compile to report."""
     from schedc.lang import nodes as n
-    from schedc.lang.syntax import parse
+    from schedc.pipeline import read
 
     if not grid:
         return {}
     try:
-        text = path.read_bytes().decode("utf-8", "replace")
+        parsed = read(path.read_bytes(), str(path)).parsed
     except OSError:
         return {}
-    used = {node.id for node in n.walk(parse(text).file) if isinstance(node, n.Placeholder)}
+    if parsed is None:  # not text: the compile reports it
+        return {}
+    used = {node.id for node in n.walk(parsed.file) if isinstance(node, n.Placeholder)}
     return {name: values[0] for name, values in grid.items() if name in used and values}
 
 

@@ -203,12 +203,16 @@ def log_scale(curves) -> tuple[str, dict]:
 def _with_epochs(resolved, steps_per_epoch: int):
     """(the Plan to draw, the x-axis label): a file that counts epochs is resolved again with
     `steps_per_epoch` steps in each epoch, so its schedules are drawn at a real resolution."""
-    from schedc.plan.resolve import DataSize, counts_epochs, resolve
+    from schedc.lang.diagnostics import SchedError
+    from schedc.plan.resolve import DataSize, counts_epochs
 
     if not counts_epochs(resolved.parsed.file) or steps_per_epoch < 1:
         return resolved.plan, "step"
-    plan, _ = resolve(resolved.parsed.file, resolved.tree, placeholders=resolved.placeholders, source=resolved.name, data=DataSize(batches=steps_per_epoch))
-    return (plan or resolved.plan), f"step (1 epoch = {steps_per_epoch} steps; --steps-per-epoch)"
+    try:
+        plan = resolved.plan_for(DataSize(batches=steps_per_epoch))
+    except SchedError:  # drawn at one step an epoch, as checked
+        plan = resolved.plan
+    return plan, f"step (1 epoch = {steps_per_epoch} steps; --steps-per-epoch)"
 
 
 def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = False, legend: str = "group", xlabel: str = "step") -> None:

@@ -370,7 +370,9 @@ def run_steps(
     The loss before step k is written to `logs["loss"][at + k]` (and with plateaus the scale it
     applied to `logs["plateau_scale"][at + k]`); `logs=None` makes a fresh chunk-long buffer
     (the plateau one from `stop_state`). `keys` are the phase's data-order and loss keys
-    (minibatch.phase_keys). With `watch`, a phase without stop rules also sets
+    (minibatch.phase_keys). A `stop_state["model_state"]` (an `eqx.nn.State`) makes the loss
+    stateful: `loss(model, state, *data)`, the state it returns carried to the next step and
+    returned in `stop_state["model_state"]`. With `watch`, a phase without stop rules also sets
     `stop_state["reason"]` to NONFINITE when one of its losses was (it still runs every step,
     as the unwatched loop does). Returns (steps run, free, opt_state, stop_state, logs, the sums
     of the loss's aux metrics).
@@ -385,6 +387,7 @@ def run_steps(
     from schedc.compiler import minibatch
 
     extra = any(O.needs_value(g.members, g.plateau) for g in signature.groups)
+    stateful = "model_state" in stop_state  # an eqx.nn.State carried through the steps (BatchNorm)
     N = signature.over
     has_lc, has_loss = "loss_change" in signature.stop_kinds, "loss" in signature.stop_kinds
     with_key = minibatch.takes_key(loss_fn)
@@ -399,18 +402,23 @@ def run_steps(
                 new[i] = free_values[path]
         return jax.tree_util.tree_unflatten(treedef, new)
 
-    def loss_and_aux(free_values, batch_arrays, i):
+    def loss_and_aux(free_values, batch_arrays, i, model_state):
+        """(loss, (aux metrics, the model state after the step)): the state is None unless stateful."""
         args, kwargs = data_layout.rebuild(batch_arrays)
         if with_key:
             kwargs = dict(kwargs, key=jax.random.fold_in(loss_key, i))
-        loss, aux = minibatch.split_output(loss_fn(assemble(free_values), *args, **kwargs))
-        return loss, {name: jnp.asarray(v, jnp.float32) for name, v in aux.items()}
+        if stateful:
+            loss, aux, model_state = minibatch.split_stateful_output(loss_fn(assemble(free_values), model_state, *args, **kwargs))
+        else:
+            loss, aux = minibatch.split_output(loss_fn(assemble(free_values), *args, **kwargs))
+        return loss, ({name: jnp.asarray(v, jnp.float32) for name, v in aux.items()}, model_state)
 
     def batch_of(perm, i):
         return sampler.draw(data_key, perm, i, data_arrays) if sampler else (perm, data_arrays)
 
     perm0 = sampler.start(data_key, step0) if sampler else jnp.zeros((0,), jnp.int32)
-    loss_shape, aux_shape = jax.eval_shape(loss_and_aux, free, batch_of(perm0, step0)[1], step0)
+    model_state0 = stop_state.get("model_state")
+    loss_shape, (aux_shape, _) = jax.eval_shape(loss_and_aux, free, batch_of(perm0, step0)[1], step0, model_state0)
     minibatch.check_aux(aux_shape)
     aux0 = {name: jnp.zeros((), jnp.float32) for name in aux_shape}
 
@@ -418,14 +426,14 @@ def run_steps(
 
     def step(k, free, opt_state, ctx):
         i = step0 + k
-        perm, aux_sum = ctx
+        perm, aux_sum, model_state = ctx
         perm, batch = batch_of(perm, i)
-        (loss, aux), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(free, batch, i)
+        (loss, (aux, new_state)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(free, batch, i, model_state)
         hps = hyper_values(signature, i, numbers, dtype)
-        extras = {"value": loss, "grad": grads, "value_fn": lambda f: loss_and_aux(f, batch, i)[0]} if extra else {}
+        extras = {"value": loss, "grad": grads, "value_fn": lambda f: loss_and_aux(f, batch, i, model_state)[0]} if extra else {}
         updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
         aux_sum = {name: aux_sum[name] + aux[name] for name in aux_sum}
-        return loss, optax.apply_updates(free, updates), opt_state, (perm, aux_sum)
+        return loss, optax.apply_updates(free, updates), opt_state, (perm, aux_sum, new_state)
 
     def update_stop(stop, i, loss):
         # after step i: a non-finite loss ends the phase (and the run); so may a stop rule
@@ -456,7 +464,11 @@ def run_steps(
             out["plateau_scale"] = logs["plateau_scale"].at[at + k].set(O.plateau_scales(opt_state))
         return out
 
-    ctx = (perm0, aux0)  # this epoch's permutation, the sums of the aux metrics
+    ctx = (perm0, aux0, model_state0)  # this epoch's permutation, the sums of the aux metrics, the model state
+
+    def finish(stop_state, ctx):
+        return dict(stop_state, model_state=ctx[2]) if stateful else stop_state
+
     # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
     # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
     # rules the loop body is the bare step, as in a hand-written loop, and the host finds
@@ -473,7 +485,7 @@ def run_steps(
             return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
 
         ran, free, opt_state, stop_state, logs, ctx = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs, ctx))
-        return ran, free, opt_state, stop_state, logs, ctx[1]
+        return ran, free, opt_state, finish(stop_state, ctx), logs, ctx[1]
 
     if not watch:
 
@@ -483,7 +495,7 @@ def run_steps(
             return k + 1, free, opt_state, log(logs, k, loss, opt_state), ctx
 
         ran, free, opt_state, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, bare, (jnp.int32(0), free, opt_state, logs, ctx))
-        return ran, free, opt_state, stop_state, logs, ctx[1]
+        return ran, free, opt_state, finish(stop_state, ctx), logs, ctx[1]
 
     def watched(carry):  # the bare step, noting a non-finite loss without stopping (as the host would find it)
         k, free, opt_state, finite, logs, ctx = carry
@@ -492,7 +504,7 @@ def run_steps(
 
     ran, free, opt_state, finite, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, watched, (jnp.int32(0), free, opt_state, jnp.bool_(True), logs, ctx))
     stop_state = dict(stop_state, reason=jnp.where(finite, stop_state["reason"], jnp.int32(NONFINITE)))
-    return ran, free, opt_state, stop_state, logs, ctx[1]
+    return ran, free, opt_state, finish(stop_state, ctx), logs, ctx[1]
 
 
 def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout) -> Compiled:

@@ -9,7 +9,9 @@ of that epoch's permutation; the last partial batch of an epoch is dropped
 (`steps_per_epoch = examples // batch`), so every step has the same shapes and a
 fresh permutation decides which examples sit out.
 
-A loss taking a `key` keyword gets `fold_in(phase key, step)`.
+A loss taking a `key` keyword gets `fold_in(phase key, step)`. A run given a model
+state (`state=`, an `eqx.nn.State`) calls `loss(model, state, *data)` and carries the
+state it returns from step to step (`split_stateful_output`).
 """
 
 from __future__ import annotations
@@ -103,13 +105,36 @@ class Sampler:
         return perm, batch
 
 
-def split_output(out, phase_label: str = "") -> tuple[Any, dict]:
+def split_output(out) -> tuple[Any, dict]:
     """(loss, aux metrics) of a loss's output: a scalar, or `(loss, {name: scalar})`."""
     if isinstance(out, tuple):
         if len(out) != 2 or not isinstance(out[1], dict):
             raise TypeError(f"the loss returned a tuple of {len(out)} items; expected a scalar or (loss, {{name: scalar}})")
         return out
     return out, {}
+
+
+STATEFUL_FORMS = "(loss, state), (loss, (state, {name: scalar})) or (loss, ({name: scalar}, state))"
+
+
+def split_stateful_output(out) -> tuple[Any, dict, Any]:
+    """(loss, aux metrics, new state) of a stateful loss's output (`loss(model, state, *data)`, the
+    equinox convention for BatchNorm and other layers with an `eqx.nn.State`): `(loss, state)`,
+    or the state and the aux metrics together in either order."""
+    import equinox as eqx
+
+    if isinstance(out, tuple) and len(out) == 2:
+        loss, rest = out
+        if isinstance(rest, eqx.nn.State):
+            return loss, {}, rest
+        if isinstance(rest, tuple) and len(rest) == 2:
+            first, second = rest
+            if isinstance(first, eqx.nn.State) and isinstance(second, dict):
+                return loss, second, first
+            if isinstance(second, eqx.nn.State) and isinstance(first, dict):
+                return loss, first, second
+    got = f"a tuple of {len(out)} items" if isinstance(out, tuple) else type(out).__name__
+    raise TypeError(f"the loss was given a model state (`state=`) and returned {got}; expected {STATEFUL_FORMS}, the state an eqx.nn.State")
 
 
 def check_aux(aux: dict) -> None:

@@ -145,7 +145,7 @@ def _phase_record(phase) -> tuple[dict, dict[str, np.ndarray]]:
     fields, arrays = {}, {}
     for f in dataclasses.fields(phase):
         value = getattr(phase, f.name)
-        if f.name in ("model", "ema_model"):
+        if f.name in ("model", "ema_model", "state"):  # pytrees: saved as leaves beside the record
             continue
         if isinstance(value, Mapping):  # a dict, or the lazy runner.Hyperparams
             fields[f.name] = {"dict": list(value)}
@@ -339,7 +339,10 @@ class Checkpointer:
         for entry, arrays in zip(self.completed, self.phase_arrays):
             current = _rebuild(model, _group(arrays, "model/"))
             ema = _rebuild(model, _group(arrays, "ema/")) if entry["ema"] else None
-            result.phases.append(PhaseResult(model=current, ema_model=ema, **_phase_fields(entry["fields"], arrays)))
+            # the model state (eqx.nn.State) after the phase: its structure is the one this run was given
+            state = _fill(runner.model_state, _ordered(_group(arrays, "state/")), "model state") if entry.get("state") else None
+            result.phases.append(PhaseResult(model=current, ema_model=ema, state=state, **_phase_fields(entry["fields"], arrays)))
+            runner.model_state = state if state is not None else runner.model_state
         if self.previous is not None:
             index, leaves = self.previous
             # the optimizer state's structure comes from this run: the phase's fresh state
@@ -359,7 +362,8 @@ class Checkpointer:
         if saved["evals"] is not None:  # the evaluations so far, patience counts and `keep best` values
             kept = _group(arrays, "kept/")
             evals = saved["evals"]
-            fresh["evals"].resume(evals, _fill(fresh["free"], _ordered(kept), "kept values") if evals["kept_step"] is not None else None)
+            template = (fresh["free"], fresh["stop"].get("model_state"))
+            fresh["evals"].resume(evals, _fill(template, _ordered(kept), "kept values") if evals["kept_step"] is not None else None)
         if saved["aux"] is not None:
             fresh["aux"].resume(saved["aux"], _group(arrays, "aux/"))
         return {
@@ -397,10 +401,11 @@ class Checkpointer:
         arrays.update({f"model/{k}": v for k, v in _model_leaves(p.model).items()})
         if p.ema_model is not None:
             arrays.update({f"ema/{k}": v for k, v in _model_leaves(p.ema_model).items()})
+        arrays.update({f"state/{i}": x for i, x in enumerate(_host_leaves(p.state))})
         data = _npz(arrays)
         name = f"phase-{p.index}.npz"
         atomic_write(self.directory / name, data)
-        self.completed.append({"fields": fields, "ema": p.ema_model is not None, "file": name, "sha256": _sha256(data)})
+        self.completed.append({"fields": fields, "ema": p.ema_model is not None, "state": p.state is not None, "file": name, "sha256": _sha256(data)})
         if runner.state.signature is not None:
             self.previous = (runner.state.phase, _host_leaves(runner.state.opt_state))
         self.log = None

@@ -35,8 +35,11 @@ class Evaluator:
         self.validation = tuple(validation)
         self._jitted = eqx.filter_jit(metrics)
 
-    def __call__(self, model, phase: P.PhasePlan) -> dict[str, float]:
-        out = self._jitted(model, *self.validation)
+    def __call__(self, model, phase: P.PhasePlan, state=None) -> dict[str, float]:
+        """The metrics of `model`: `metrics(model, *validation)`, or `metrics(model, state, *validation)`
+        in a run with a model state (the function puts the model in inference mode itself:
+        `eqx.nn.inference_mode(model)`, as equinox's own evaluation does)."""
+        out = self._jitted(model, *self.validation) if state is None else self._jitted(model, state, *self.validation)
         if not isinstance(out, dict):
             raise EvalError(f"the metrics function returned {type(out).__name__} in {phase.label}; expected a dict {{name: scalar}}")
         values = {}
@@ -56,7 +59,7 @@ class PhaseEvals:
     steps: list[int] = field(default_factory=list)  # phase-local steps done at each evaluation
     values: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=dict)  # metric -> (value, evaluation index) of each rule's best
-    kept: Any = None  # the free values at the best evaluation for `keep`
+    kept: Any = None  # (free values, model state or None) at the best evaluation for `keep`
     kept_step: int | None = None
     reason: str | None = None  # the rule on an evaluation that ended the phase
 
@@ -86,9 +89,10 @@ class PhaseEvals:
     def due(self, done: int) -> bool:
         return self.active and done > 0 and done % self.phase.eval_every == 0
 
-    def evaluate(self, done: int, model, free) -> bool:
-        """Evaluate after `done` steps; True when a rule ends the phase (its words in `reason`)."""
-        values = self.evaluator(model, self.phase)
+    def evaluate(self, done: int, model, free, state=None) -> bool:
+        """Evaluate after `done` steps (`state`: the model state, if the run has one); True when a
+        rule ends the phase (its words in `reason`)."""
+        values = self.evaluator(model, self.phase, state)
         if not self.steps:
             self._check_names(values)
         self.steps.append(done)
@@ -102,7 +106,7 @@ class PhaseEvals:
                 reason = reason or f"{rule.metric} stopped improving"
         keep = self.phase.keep
         if keep is not None and self._improves(keep.metric, keep.maximise, values[keep.metric.removeprefix(METRIC_PREFIX)]):
-            self.kept, self.kept_step = free, done
+            self.kept, self.kept_step = (free, state), done
         self.reason = reason
         return reason is not None
 

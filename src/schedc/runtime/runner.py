@@ -78,6 +78,7 @@ class PhaseResult:
     metrics: dict[str, np.ndarray] = field(default_factory=dict)  # evaluation metrics: one value per evaluation
     eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # phase-local steps done at each evaluation
     best_step: int | None = None  # `keep best`: the evaluation whose weights were restored
+    state: Any = None  # with a model state (`state=`, an eqx.nn.State): the state after the phase
 
     @property
     def final_loss(self) -> float:
@@ -119,6 +120,12 @@ class Result(PhaseHistory):
 
     initial_model: Any
     phases: list[PhaseResult] = field(default_factory=list)
+    initial_state: Any = None  # the model state the run started from (`state=`), or None
+
+    @property
+    def state(self):
+        """The model state (`eqx.nn.State`: BatchNorm statistics) after the last phase, with `state=`; else None."""
+        return self.phases[-1].state if self.phases else self.initial_state
 
     @property
     def loss_history(self) -> np.ndarray:
@@ -483,7 +490,7 @@ class Runner:
     """
 
     def __init__(
-        self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None, evaluator=None, fuse: bool = True
+        self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None, evaluator=None, fuse: bool = True, state=None
     ):
         import jax
 
@@ -512,6 +519,9 @@ class Runner:
         self.fuse = fuse  # run consecutive phases as fused segments where `segment_end` allows
         self.window = 1  # phases per fused call: set by begin() from the model's size
         self.logger = None  # a log.RunLog (`--log DIR` / `logger=`): each phase's records, appended after it
+        # an eqx.nn.State (BatchNorm statistics) the loss takes and returns: carried through every step
+        # and phase (the state after the last phase run, once one has run)
+        self.model_state = strong_types(state) if state is not None else None
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
@@ -618,6 +628,8 @@ class Runner:
         with CompileClock() as clock:
             model, prepared, fns, chunk_fn, model_arrays, free, opt_state = self._start(phase, model)
             stop = self._initial_stop(prepared.signature)
+            if self.model_state is not None:  # carried in the loop's state: the chunk returns it updated
+                stop["model_state"] = self.model_state
             losses = []
             scales = []  # per chunk, with plateaus: the scales applied
             step0 = 0
@@ -642,7 +654,7 @@ class Runner:
                     scales.append(recorded)
                 aux.add(aux_sums, done, chunk_losses.shape[-1])
                 if not finished and evals.due(done):  # a rule on an evaluation may end the phase here
-                    finished = evals.evaluate(done, self._write_back(model, free), free)
+                    finished = evals.evaluate(done, self._write_back(model, free), free, stop.get("model_state"))
                 if progress:
                     progress.advance(task, done, _last_loss(chunk_losses), evals.last())
                 pace.observe(n_active)
@@ -654,8 +666,10 @@ class Runner:
                     self.checkpoint.after_chunk(self, index, state, final=self.stop_signal is not None)
                 if self.stop_signal is not None and step0 < phase.steps:
                     raise Interrupted(self.stop_signal, index, step0)
-        if evals.kept is not None:  # `keep best`: the weights of the best evaluation
-            free = evals.kept
+        model_state = stop.get("model_state")
+        if evals.kept is not None:  # `keep best`: the weights (and model state) of the best evaluation
+            free, model_state = evals.kept
+        self.model_state = model_state
         ema = O.ema_of(opt_state)
         ema_model = self._write_back(model, ema) if ema is not None else None
         model = self._write_back(model, free)
@@ -665,6 +679,7 @@ class Runner:
         result.eval_steps, result.metrics = evals.history()
         result.aux_steps, result.aux = aux.history()
         result.steps_per_epoch, result.best_step = phase.steps_per_epoch, evals.kept_step
+        result.state = model_state
         if evals.reason:
             result.stop_reason = evals.reason
         return result
@@ -704,7 +719,7 @@ class Runner:
         return phase_result(phase, prepared, loss_arr, int(stop["reason"]), wall, clock.seconds, clock.count, model, scales)
 
     def _new_result(self, model) -> Result:
-        return Result(initial_model=model)
+        return Result(initial_model=model, initial_state=self.model_state)
 
     def _after_phase(self, result: Result, phase_result: PhaseResult) -> None:
         """A non-finite loss ends a single fit: RunError, holding every phase so far."""
@@ -761,7 +776,7 @@ class Runner:
         function of the model's node, applied on the host). A segment holds at most
         `window` phases (fewer for a large model: see segment.window_for).
         """
-        if not (self.fuse and self.quiet and self.checkpoint is None and self.evaluator is None) or self.window < 2:
+        if not (self.fuse and self.quiet and self.checkpoint is None and self.evaluator is None and self.model_state is None) or self.window < 2:
             return start + 1
         end = start
         while end < len(self.plan.phases) and end - start < self.window and self._fusable(self.plan.phases[end]):

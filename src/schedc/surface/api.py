@@ -62,7 +62,7 @@ class Program:
     def phases(self) -> tuple[PhasePlan, ...]:
         return self.plan.phases
 
-    def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, validation=(), metrics=None, eval_every=None, fuse: bool = True, **kwargs):
+    def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, validation=(), metrics=None, eval_every=None, fuse: bool = True, state=None, **kwargs):
         """A `run.Runner` for this program: runs phases one at a time (the managed API uses it)."""
         from schedc.runtime.evaluation import Evaluator
         from schedc.runtime.runner import Runner
@@ -71,9 +71,11 @@ class Program:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
         evaluator = Evaluator(metrics, validation if isinstance(validation, tuple) else (validation,)) if metrics is not None else None
         plan = self.plan_for(args, kwargs, eval_every)
-        return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator, fuse=fuse)
+        return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator, fuse=fuse, state=state)
 
-    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, validation=(), metrics=None, eval_every=None, logger=None, fuse: bool = True, **kwargs):
+    def run(
+        self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, validation=(), metrics=None, eval_every=None, logger=None, fuse: bool = True, state=None, **kwargs
+    ):
         """Fit: every phase in order. `loss_fn(model, *args, **kwargs)` returns a scalar, or
         `(loss, {name: scalar})` (aux metrics, logged per chunk); with a `key` parameter it gets a
         per-step PRNG key. With `batch N` in the schedule, every array in `args`/`kwargs` is split
@@ -89,11 +91,16 @@ class Program:
         `validation` (a tuple of its arguments), `eval_every` (steps, or "epoch"; default: the
         `eval` directive's interval) and `logger` (a `schedc.runtime.log.RunLog(folder)`: the
         losses, hyperparameters, aux metrics and evaluations appended after every phase).
+        `state` (an `eqx.nn.State`, as `eqx.nn.make_with_state` returns it: BatchNorm statistics)
+        makes the loss stateful, as in equinox: `loss_fn(model, state, *args)` returns
+        `(loss, state)` or `(loss, (state, aux))`; the state is carried through every step and
+        phase, checkpointed, passed to the metrics function (`metrics(model, state, *validation)`)
+        and returned (`Result.state`, `.phases[k].state`).
         Consecutive phases run fused into one compiled program where nothing must happen on the
         host between them (docs/runtime.md, "Fused segments"); `fuse=False` runs them one by one
         (same results).
         """
-        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, fuse=fuse, **kwargs)
+        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, fuse=fuse, state=state, **kwargs)
         runner.logger = logger
         if checkpoint is None:
             return runner.run(self.model)

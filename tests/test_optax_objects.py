@@ -94,7 +94,7 @@ def test_lbfgs_with_no_lr_as_a_factory_or_an_object():
 
 
 def test_placeholders_are_checked_against_where_they_stand():
-    with pytest.raises(TypeError, match=r"\$opt stands after `optimizer`: expected an optax GradientTransformation.*got ndarray"):
+    with pytest.raises(TypeError, match=r"\$opt stands after `optimizer` or in `chain\(\.\.\.\)`: expected an optax GradientTransformation.*got ndarray"):
         schedc.compile("phase 10 lr 0.1 optimizer $opt < free a >", line(), opt=np.ones(2))
     with pytest.raises(TypeError, match=r"\$lr stands in an expression: .*got GradientTransformationExtraArgs"):
         schedc.compile("phase 10 lr $lr < free a >", line(), lr=optax.adam(0.1))
@@ -116,6 +116,80 @@ def test_an_array_init_is_bound_never_printed():
     assert len(str(s)) < 400 and "init w = $init0" in str(s)
     s.run_all()
     np.testing.assert_array_equal(np.asarray(s.model_history[-1]["w"]), big)
+
+
+# ---------------------------------------------------------------- objects as `chain(...)` members
+
+
+def optax_loop(tx, steps: int):
+    """The losses and final parameters of a plain optax loop with `tx` on the same fit."""
+    params = {"a": jnp.array(0.2), "b": jnp.array(0.0)}
+    state = tx.init(params)
+
+    def value(p):
+        return jnp.mean((p["a"] * X + p["b"] - Y) ** 2)
+
+    @jax.jit
+    def step(params, state):
+        loss_value, grads = jax.value_and_grad(value)(params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss_value
+
+    losses = []
+    for _ in range(steps):
+        params, state, loss_value = step(params, state)
+        losses.append(float(loss_value))
+    return np.asarray(losses), params
+
+
+@pytest.mark.parametrize(
+    "text, placeholders, reference",
+    [
+        # an object after a named transformation; the phase lr only documents (the object's own applies)
+        ("chain(clip_by_global_norm(0.05), $opt)", {"opt": optax.adam(0.1)}, optax.chain(optax.clip_by_global_norm(0.05), optax.adam(0.1))),
+        # an object before a named optimizer: the phase lr feeds the named one
+        ("chain($clip, sgd(momentum = 0.9))", {"clip": optax.clip_by_global_norm(0.05)}, optax.chain(optax.clip_by_global_norm(0.05), optax.sgd(0.1, momentum=0.9))),
+        # objects only, nested in a chain of a chain
+        ("chain($clip, chain($opt))", {"clip": optax.clip(0.02), "opt": optax.sgd(0.2)}, optax.chain(optax.clip(0.02), optax.sgd(0.2))),
+    ],
+    ids=["named-then-object", "object-then-named", "nested-objects"],
+)
+def test_an_object_in_a_chain_runs_as_optax_chains_it(text, placeholders, reference):
+    res = run(f"phase 40 lr 0.1 optimizer {text} < free ** >", **placeholders)
+    losses, params = optax_loop(reference, 40)
+    np.testing.assert_allclose(res.loss_history, losses, rtol=1e-5)  # float32: XLA fuses the two loops differently
+    for name in "ab":
+        np.testing.assert_allclose(getattr(res.model, name), params[name], rtol=1e-5)
+
+
+def test_a_chained_injected_object_logs_its_hyperparameters_by_its_placeholder():
+    sched = optax.linear_schedule(0.1, 0.0, 20)
+    res = run("phase 20 lr 0.1 optimizer chain($opt, sgd) < free ** >", opt=optax.inject_hyperparams(optax.scale_by_adam)(b1=0.8))
+    np.testing.assert_allclose(res.hyperparams["$opt.b1"], 0.8)
+    np.testing.assert_allclose(res.hyperparams["learning_rate"], 0.1)  # the named sgd's, fed by the phase
+    res = run("phase 20 optimizer chain(clip(1.0), $opt) < free ** >", opt=optax.inject_hyperparams(optax.adam)(learning_rate=sched))
+    np.testing.assert_allclose(res.hyperparams["$opt.learning_rate"], sched(np.arange(20)), rtol=1e-6)
+
+
+def test_a_chain_member_placeholder_takes_optimizer_text_and_refuses_anything_else():
+    by_text = run("phase 20 lr 0.1 optimizer chain(clip(1.0), $o) < free ** >", o="sgd(momentum=0.9)")
+    written = run("phase 20 lr 0.1 optimizer chain(clip(1.0), sgd(momentum = 0.9)) < free ** >")
+    np.testing.assert_array_equal(by_text.loss_history, written.loss_history)
+    with pytest.raises(TypeError, match=r"\$o stands after `optimizer` or in `chain\(\.\.\.\)`: expected an optax GradientTransformation.*got function"):
+        schedc.compile("phase 10 lr 0.1 optimizer chain(clip(1.0), $o) < free a >", line(), o=optax.linear_schedule(0.1, 0.0, 10))
+    with pytest.raises(schedc.SchedError) as err:  # a chain member that is no transformation at all
+        schedc.compile("phase 10 lr 0.1 optimizer chain(clip(1.0), 3) < free a >", line())
+    assert "a `chain` member is an optax transformation (`clip(1.0)`, `adam`, or `$opt` bound to an optax object), got a number" in str(err.value)
+
+
+def test_build_schedule_takes_a_list_as_a_chain_with_objects():
+    s = build_schedule(line(), loss, [(40, 0.1, ["clip_by_global_norm(0.05)", optax.adam(0.1)])], {"a": free_in(0), "b": free_in(0)})
+    assert "optimizer chain(clip_by_global_norm(0.05), $opt0_1)" in str(s)
+    s.run_all(X, Y)
+    losses, _ = optax_loop(optax.chain(optax.clip_by_global_norm(0.05), optax.adam(0.1)), 40)
+    np.testing.assert_allclose(s.loss_history, losses, rtol=1e-5)
+    with pytest.raises(TypeError, match=r"phase 0: chain member 1: expected an optimizer name or text, .*or a list of these \(a chain\), got 3"):
+        build_schedule(line(), loss, [(5, 0.1, ["clip(1.0)", 3])], {"a": free_in(0)})
 
 
 # ---------------------------------------------------------------- against spectracles

@@ -256,7 +256,7 @@ def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
         if isinstance(value, str) and roles.get(name) == {"optimizer"}:
             node = parse_optimizer(value)
             if node is None:
-                raise TypeError(f"placeholder ${name} stands after `optimizer`: expected {_ACCEPTS['optimizer']}, got {value!r}")
+                raise TypeError(f"placeholder ${name} stands {_WHERE['optimizer']}: expected {_ACCEPTS['optimizer']}, got {value!r}")
             out[name] = with_span(node, uses.get(name, n.NO_SPAN))
         elif isinstance(value, str):
             try:
@@ -278,18 +278,18 @@ _ACCEPTS = {
     "init": "a number or an array of the parameter's shape",
     "expression": "a number, schedule text (\"cosine(0.1 -> 0)\") or an optax schedule function",
 }
-_WHERE = {"optimizer": "after `optimizer`", "init": "as an init value", "expression": "in an expression"}
+_WHERE = {"optimizer": "after `optimizer` or in `chain(...)`", "init": "as an init value", "expression": "in an expression"}
 
 
 def _roles(file) -> dict[str, set[str]]:
-    """Placeholder name -> where it stands: after `optimizer`, as an `init P = $x` value, or in an expression."""
+    """Placeholder name -> where it stands: after `optimizer` (or in its `chain(...)`), as an `init P = $x` value, or in an expression."""
     from schedc.lang import nodes as n
 
     special: dict[int, str] = {}
     for node in n.walk(file):
         optimizer = node.value if isinstance(node, n.Directive) and node.keyword == "optimizer" else getattr(node, "optimizer", None)
-        if isinstance(optimizer, n.Placeholder):
-            special[id(optimizer)] = "optimizer"
+        for member in _optimizer_positions(optimizer):
+            special[id(member)] = "optimizer"
         if isinstance(node, n.Init) and node.kind == "value" and isinstance(node.value, n.Placeholder):
             special[id(node.value)] = "init"
     roles: dict[str, set[str]] = {}
@@ -297,6 +297,19 @@ def _roles(file) -> dict[str, set[str]]:
         if isinstance(node, n.Placeholder):
             roles.setdefault(node.id, set()).add(special.get(id(node), "expression"))
     return roles
+
+
+def _optimizer_positions(optimizer) -> list:
+    """The placeholders that stand for an optimizer: the whole `optimizer $opt`, or a member of
+    `chain(...)` (nested chains included)."""
+    from schedc.check.catalog import CHAIN
+    from schedc.lang import nodes as n
+
+    if isinstance(optimizer, n.Placeholder):
+        return [optimizer]
+    if isinstance(optimizer, n.Call) and optimizer.func.id == CHAIN:
+        return [p for arg in optimizer.args for p in _optimizer_positions(arg)]
+    return []
 
 
 def _object(name: str, value, roles: set[str]):

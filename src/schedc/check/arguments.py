@@ -163,10 +163,15 @@ def missing_arguments(sig: CallSignature, bound: dict, span: n.Span) -> list[Dia
 
 
 def optimizer_members(opt) -> list:
-    """The transformations an optimizer chains (nested chains flattened); [opt] when it is not a chain."""
+    """The transformations an optimizer chains (nested chains flattened); [opt] when it is not a chain.
+    A `$placeholder` member (an optax object, bound from Python) is kept: nothing is known of it."""
     if isinstance(opt, n.Call) and opt.func.id == catalog.CHAIN:
-        return [m for arg in opt.args if isinstance(arg, (n.Name, n.Call)) for m in optimizer_members(arg)]
+        return [m for arg in opt.args if isinstance(arg, CHAIN_MEMBER) for m in optimizer_members(arg)]
     return [opt]
+
+
+# what `chain(...)` takes: a transformation by name or call, or a `$placeholder` bound to an optax object
+CHAIN_MEMBER = (n.Name, n.Call, n.Placeholder)
 
 
 def optimizer_name(opt) -> str:
@@ -349,10 +354,10 @@ class ArgumentChecker:
             if not opt.args:
                 self._error("E0201", "`chain` needs at least one transformation", opt.span, help="e.g. `chain(clip_by_global_norm(1.0), adam)`")
             for member in opt.args:
-                if not isinstance(member, (n.Name, n.Call)):
-                    self._error("E0202", f"a `chain` member is an optax transformation (`clip(1.0)`, `adam`), got {describe(member)}", member.span)
+                if not isinstance(member, CHAIN_MEMBER):
+                    self._error("E0202", f"a `chain` member is an optax transformation (`clip(1.0)`, `adam`, or `$opt` bound to an optax object), got {describe(member)}", member.span)
         for member in opt.args:
-            if isinstance(member, (n.Name, n.Call)):
+            if isinstance(member, CHAIN_MEMBER):
                 self.optimizer(member, steps)
 
     def _transform(self, opt, steps: int | None) -> None:

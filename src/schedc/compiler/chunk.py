@@ -135,9 +135,11 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
             return len(hypers) - 1
 
         objects = [m.transform for m in spec.transforms if m.transform is not None]
-        for bound in objects:  # an object runs as-is: the lr, if any, only documents (spectracles' rule)
+        named_takes_lr = any(m.transform is None and _takes_lr(m.name) for m in spec.transforms)
+        documents = lr is not None and objects and not named_takes_lr
+        for bound in objects if documents else ():  # an object runs as-is: the lr, if any, only documents (spectracles' rule)
             _check_documented_lr(bound, lr, phase)
-        lr_index = feed("learning_rate", lr) if lr is not None and not objects else None
+        lr_index = feed("learning_rate", lr) if lr is not None and not documents else None
         members = []
         chained = len(spec.transforms) > 1
         for member in spec.transforms:
@@ -145,7 +147,7 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
                 members.append(O.Member(member.name, (), (), member.transform))
                 continue
             static, fed = O.split_kwargs(member)
-            takes_lr = any(p[0] == "learning_rate" for p in catalog.transform_params(member.name))
+            takes_lr = _takes_lr(member.name)
             given = {k for k, _ in static} | {k for k, _ in fed}
             slots = [(k, feed(f"{member.name}.{k}" if chained else k, expr)) for k, expr in fed]
             if lr_index is not None and takes_lr and "learning_rate" not in given:
@@ -167,6 +169,11 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
     for shared in (numbers_array, stop_numbers):  # cached: shared by every run of the phase
         shared.setflags(write=False)
     return PreparedPhase(signature, numbers_array, stop_numbers, tuple(names))
+
+
+def _takes_lr(name: str) -> bool:
+    """Whether the optax transformation `name` has a `learning_rate` (the phase lr feeds it)."""
+    return any(p[0] == "learning_rate" for p in catalog.transform_params(name))
 
 
 def _check_documented_lr(bound, lr, phase: P.PhasePlan) -> None:

@@ -354,14 +354,17 @@ class Hyperparams(Mapping):
 
     def values_now(self) -> dict[str, np.ndarray]:
         """Name -> the values applied at each step run, in the loss's dtype: the fed hyperparameters,
-        and those an optax object built with `inject_hyperparams` reveals (`name@group` in a group)."""
+        and those an optax object built with `inject_hyperparams` reveals (`$opt.name` for a `chain`
+        member, as a named member's are `adam.b1`; `name@group` in a group)."""
         if self._values is None:
             table = with_scales(applied_hyperparams(self.prepared, self.steps), self.scales)
             logged = {name: table[:, j].astype(self.dtype) for j, name in enumerate(self.prepared.hyper_names)}
             for group in self.prepared.signature.groups:
+                chained = len(group.members) > 1
                 for member in group.members:
                     if member.transform is not None:
                         for name, values in C.revealed_hyperparams(member.transform.value, self.steps).items():
+                            name = f"{member.name}.{name}" if chained else name
                             logged[name if not group.label else f"{name}@{group.label}"] = values.astype(self.dtype)
             self._values = logged
         return self._values

@@ -192,13 +192,19 @@ def _optimizer(spec, what: str, objects: _Objects, stem: str = "opt") -> n.Expr:
 
     Accepted: `"adam"` / `"sgd(momentum=0.9)"` (DSL text), `optax.adam` (an optax
     factory), `functools.partial(optax.sgd, momentum=0.9)`, `("sgd", {"momentum": 0.9})`,
-    or an optax GradientTransformation object (`optax.sgd(0.1)`), which runs as it is.
+    an optax GradientTransformation object (`optax.sgd(0.1)`), which runs as it is, or a
+    list of these: their `chain(...)`, in order (`["clip_by_global_norm(1.0)", optax.adam(0.1)]`).
     """
     import optax
 
     name, kwargs = None, {}
     if isinstance(spec, str):
         return _parse_optimizer(spec, what)
+    if isinstance(spec, list):
+        if not spec:
+            raise TypeError(f"{what}: a list of optimizers is their chain and needs at least one member, got []")
+        members = tuple(_optimizer(m, f"{what}: chain member {i}", objects, f"{stem}_{i}") for i, m in enumerate(spec))
+        return n.Call(n.Name("chain"), members)
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict):
         name, kwargs = spec
     elif isinstance(spec, functools.partial) and not spec.args:
@@ -208,7 +214,7 @@ def _optimizer(spec, what: str, objects: _Objects, stem: str = "opt") -> n.Expr:
     elif callable(spec):
         name = _optax_name(spec)
     if name is None:
-        raise TypeError(f"{what}: expected an optimizer name, an optax factory or object, or (name, kwargs), got {spec!r}")
+        raise TypeError(f"{what}: expected an optimizer name or text, an optax factory or object, (name, kwargs), or a list of these (a chain), got {spec!r}")
     if "learning_rate" in kwargs:
         raise TypeError(f"{what}: the learning rate is the phase's lr (the second item of the phase tuple), not an optimizer argument")
     func = n.Name(name)

@@ -74,6 +74,7 @@ class PhaseSignature:
     ema: float | None = None  # decay of the EMA of the free parameters
     batch: int = 0  # minibatch size (schedc.compiler.minibatch); 0: every step sees all the data
     batch_sharding: tuple | None = None  # per data array: the sharding of its minibatches (data parallel), or None
+    stream: bool = False  # the data arrays are `chunk` stacked batches (runtime.stream): step i reads row i % chunk
 
     @property
     def plateaus(self) -> int:
@@ -421,6 +422,8 @@ def run_steps(
         return loss, ({name: jnp.asarray(v, jnp.float32) for name, v in aux.items()}, model_state)
 
     def batch_of(perm, i):
+        if signature.stream:
+            return perm, minibatch.stream_row(data_arrays, i, signature.chunk)
         return sampler.draw(data_key, perm, i, data_arrays) if sampler else (perm, data_arrays)
 
     perm0 = sampler.start(data_key, step0) if sampler else jnp.zeros((0,), jnp.int32)

@@ -9,6 +9,9 @@ of that epoch's permutation; the last partial batch of an epoch is dropped
 (`steps_per_epoch = examples // batch`), so every step has the same shapes and a
 fresh permutation decides which examples sit out.
 
+Batches from an iterable (runtime.stream) come stacked per chunk instead: step i reads row
+`i % chunk` (`stream_row`).
+
 A loss taking a `key` keyword gets `fold_in(phase key, step)`. A run given a model
 state (`state=`, an `eqx.nn.State`) calls `loss(model, state, *data)` and carries the
 state it returns from step to step (`split_stateful_output`).
@@ -103,6 +106,13 @@ class Sampler:
         if self.shardings is not None:
             batch = tuple(x if s is None else jax.lax.with_sharding_constraint(x, s) for x, s in zip(batch, self.shardings))
         return perm, batch
+
+
+def stream_row(stacked: tuple, step, chunk: int) -> tuple:
+    """The batch of `step` from a chunk of `chunk` stacked batches (runtime.stream): row `step % chunk`."""
+    import jax
+
+    return tuple(jax.lax.dynamic_index_in_dim(x, step % chunk, keepdims=False) for x in stacked)
 
 
 def split_output(out) -> tuple[Any, dict]:

@@ -313,6 +313,7 @@ class Checkpointer:
                 "arrays": state,
                 "evals": in_phase.get("evals"),
                 "aux": in_phase.get("aux"),
+                "data": in_phase.get("data"),  # where an iterable of batches stood (runtime.stream)
             }
         return body
 
@@ -373,6 +374,7 @@ class Checkpointer:
             "stop": _fill(fresh["stop"], _ordered(_group(arrays, "stop/")), "stop-rule state"),
             "losses": [np.frombuffer(saved["losses"], dtype=saved["dtype"]).copy()],
             "step0": saved["step0"],
+            "data": saved["data"],
         }
 
     def after_chunk(self, runner, index: int, state: dict, final: bool = False) -> None:
@@ -392,7 +394,7 @@ class Checkpointer:
         aux, means = state["aux"].snapshot()
         arrays.update({f"kept/{i}": x for i, x in enumerate(_host_leaves(kept))})
         arrays.update({f"aux/{name}": x for name, x in means.items()})
-        self._write(arrays, {"phase": index, "step0": int(state["step0"]), "losses": self.log.record(), "evals": evals, "aux": aux})
+        self._write(arrays, {"phase": index, "step0": int(state["step0"]), "losses": self.log.record(), "evals": evals, "aux": aux, "data": state.get("data")})
 
     def after_phase(self, runner, result) -> None:
         """Called after each completed phase: writes the phase's file once, then a generation."""

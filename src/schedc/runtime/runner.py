@@ -26,6 +26,7 @@ from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
 from schedc.runtime.data import DataError, array_names, check_batchable
 from schedc.runtime.evaluation import EvalError, PhaseEvals
+from schedc.runtime.stream import DATA_EXHAUSTED, STREAM_CHUNK, Batches, Stream, loss_arguments
 
 
 class Later:
@@ -493,22 +494,38 @@ class Runner:
     """
 
     def __init__(
-        self, plan: P.Plan, tree, loss_fn: Callable, args=(), kwargs=None, *, key=None, chunk: int | None = None, quiet: bool = False, source=None, evaluator=None, fuse: bool = True, state=None
+        self,
+        plan: P.Plan,
+        tree,
+        loss_fn: Callable,
+        args=(),
+        kwargs=None,
+        *,
+        key=None,
+        chunk: int | None = None,
+        quiet: bool = False,
+        source=None,
+        evaluator=None,
+        fuse: bool = True,
+        state=None,
+        batches: Batches | None = None,
     ):
         import jax
 
         self.plan = plan
         self.source = source  # a diagnostics.Source: maps phase spans into the file (a DSL string inside a .py file)
         self.loss_fn = loss_fn
-        self.args = tuple(args)
-        self.kwargs = dict(kwargs or {})
+        # an iterable of batches (runtime.stream) instead of arrays: the loss's arguments are one batch's
+        self.stream = Stream(batches) if batches is not None else None
+        self.args, self.kwargs = loss_arguments(self.stream.first) if self.stream else (tuple(args), dict(kwargs or {}))
         self.data_arrays, self.data_layout = C.split((self.args, self.kwargs))
         self.leaves = leaf_indices(tree)
         self.leaves_source = tree  # what `leaves` was read from (fused segment plans are cached per tree)
         self.to_unconstrained: dict[str, Callable] = {}  # filled by begin(): see _constrained_transforms
         # one chunk length for every program, so phases of any length share executables
         # (a chunk is a while loop over at most `chunk` steps: a short phase costs nothing extra)
-        self.chunk = int(chunk or C.DEFAULT_CHUNK)
+        # (streamed batches are stacked a chunk at a time: a shorter one, `STREAM_CHUNK`)
+        self.chunk = int(chunk or (STREAM_CHUNK if self.stream else C.DEFAULT_CHUNK))
         if key is None:
             key = jax.random.key(plan.seed if plan.seed is not None else 0)
         self.key = key
@@ -525,6 +542,7 @@ class Runner:
         # an eqx.nn.State (BatchNorm statistics) the loss takes and returns: carried through every step
         # and phase (the state after the last phase run, once one has run)
         self.model_state = strong_types(state) if state is not None else None
+        self.feed = None  # the running phase's stream.Feed (streamed batches), or None
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
@@ -586,6 +604,14 @@ class Runner:
         except Exception as exc:
             exc.add_note(f"while running {self.plan.phases[index].label}" + (f", defined at {where}" if (where := self.where(self.plan.phases[index])) else ""))
             raise
+        finally:
+            self._close_feed()
+
+    def _close_feed(self) -> None:
+        """Stop the phase's batch reader; the batches it read ahead go back (a one-shot iterator loses none)."""
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
 
     def where(self, phase: P.PhasePlan) -> str | None:
         """`file:line:col` of the phase's definition (in the .py file, for a DSL string embedded in Python)."""
@@ -604,10 +630,13 @@ class Runner:
         """
         import jax
 
-        check_batchable(phase, self.data_arrays, array_names(self.args, self.kwargs))
+        if self.stream is None:
+            check_batchable(phase, self.data_arrays, array_names(self.args, self.kwargs))
         model = self.apply_inits(model, phase)
         prepared = self._prepare(phase)
-        if phase.batch:  # data sharded over a mesh's axis: every minibatch is sharded the same way
+        if self.stream is not None:  # the batches come stacked per chunk, not drawn on the device
+            prepared = replace(prepared, signature=replace(prepared.signature, batch=0, stream=True))
+        elif phase.batch:  # data sharded over a mesh's axis: every minibatch is sharded the same way
             prepared = replace(prepared, signature=replace(prepared.signature, batch_sharding=minibatch.row_shardings(self.data_arrays)))
         sig = prepared.signature
         model_arrays, model_layout = C.split(model)
@@ -636,6 +665,7 @@ class Runner:
             losses = []
             scales = []  # per chunk, with plateaus: the scales applied
             step0 = 0
+            state = {}  # a checkpoint's mid-phase state when resuming (with the data position of streamed batches)
             evals = PhaseEvals(phase, self.evaluator)
             aux = _AuxLog()
             if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one (evals and aux in place)
@@ -645,14 +675,22 @@ class Runner:
             task = progress.phase(f"{phase.label}", phase.steps, phase.steps_per_epoch) if progress else None
             pace = _Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
             keys = minibatch.phase_keys(self.key, phase.index)  # the data order's and the loss's
+            data, exhausted = self.data_arrays, False
+            self.feed = self.stream.feed(phase, step0, self.chunk, state.get("data")) if self.stream else None
             while step0 < phase.steps:
                 # a chunk ends at the next evaluation: evaluations are boundaries of the chunk loop
                 n_active = min(evals.next_boundary(step0) - step0, pace.steps())
+                if self.feed is not None:  # streamed: the stacked chunk holding step0 (ends at that chunk's end)
+                    data, n_active = self.feed.take(step0, n_active)
+                    if exhausted := n_active == 0:
+                        break
                 before = (free, opt_state, stop)
-                *out, aux_sums = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, self.data_arrays, keys)
+                *out, aux_sums = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, data, keys)
                 free, opt_state, stop, chunk_losses, finished = self._absorb(before, tuple(out), step0, n_active)
                 losses.append(chunk_losses)
                 done = step0 + chunk_losses.shape[-1]
+                if self.feed is not None:
+                    self.feed.done = done
                 if (recorded := recorded_scales(stop, chunk_losses.shape[-1])) is not None:
                     scales.append(recorded)
                 aux.add(aux_sums, done, chunk_losses.shape[-1])
@@ -665,7 +703,7 @@ class Runner:
                     break
                 step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
-                    state = dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0, evals=evals, aux=aux)
+                    state = dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0, evals=evals, aux=aux, data=self.feed.position(step0) if self.feed is not None else None)
                     self.checkpoint.after_chunk(self, index, state, final=self.stop_signal is not None)
                 if self.stop_signal is not None and step0 < phase.steps:
                     raise Interrupted(self.stop_signal, index, step0)
@@ -683,8 +721,8 @@ class Runner:
         result.aux_steps, result.aux = aux.history()
         result.steps_per_epoch, result.best_step = phase.steps_per_epoch, evals.kept_step
         result.state = model_state
-        if evals.reason:
-            result.stop_reason = evals.reason
+        if evals.reason or exhausted:
+            result.stop_reason = evals.reason or DATA_EXHAUSTED
         return result
 
     def _prepare(self, phase: P.PhasePlan) -> C.PreparedPhase:
@@ -738,6 +776,8 @@ class Runner:
         result = result if result is not None else self._new_result(model)
         if self.initial_leaves is None:
             self.begin(model)
+        if self.stream is not None and result.phases:  # resumed: a one-shot iterator skips what the completed phases ran
+            self.stream.reader.skip_to(sum(p.steps_run for p in result.phases))
         try:
             with _stop_on_signals(self), _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
                 index = start
@@ -779,7 +819,7 @@ class Runner:
         function of the model's node, applied on the host). A segment holds at most
         `window` phases (fewer for a large model: see segment.window_for).
         """
-        if not (self.fuse and self.quiet and self.checkpoint is None and self.evaluator is None and self.model_state is None) or self.window < 2:
+        if not (self.fuse and self.quiet and self.checkpoint is None and self.evaluator is None and self.model_state is None and self.stream is None) or self.window < 2:
             return start + 1
         end = start
         while end < len(self.plan.phases) and end - start < self.window and self._fusable(self.plan.phases[end]):

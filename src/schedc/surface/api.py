@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schedc.lang.diagnostics import Source
-from schedc.plan.resolve import PhasePlan, Plan
+from schedc.plan.resolve import DataSize, PhasePlan, Plan
 
 
 @dataclass
@@ -37,20 +37,26 @@ class Program:
     # `data -> Plan` for a file that counts in epochs: resolved again once the data's size is known
     per_data: object = field(default=None, repr=False)
 
-    def plan_for(self, args=(), kwargs=None, eval_every=None) -> Plan:
+    def plan_for(self, args=(), kwargs=None, eval_every=None, batches=None) -> Plan:
         """The Plan for this training data: epochs in steps (`N epochs` counts examples // batch steps
-        each); `eval_every` (steps, or "epoch") overrides the `eval` directive's interval."""
+        each, or the batches of one pass over `batches`, an iterable of batches); `eval_every`
+        (steps, or "epoch") overrides the `eval` directive's interval."""
         from dataclasses import replace
 
         from schedc.compiler.chunk import split
         from schedc.runtime.data import data_size
+        from schedc.runtime.stream import check_epochs
 
-        size = data_size(split((tuple(args), dict(kwargs or {})))[0])
+        if batches is not None:
+            check_epochs(self.plan, batches, self.per_data, eval_every)
+            size = DataSize(batches=batches.batches_per_epoch) if batches.batches_per_epoch else None
+        else:
+            size = data_size(split((tuple(args), dict(kwargs or {})))[0])
         if size is None:
             plan = self.plan
         else:  # epochs in steps; the steps per epoch of every phase known (the progress bar shows epochs)
             plan = self.per_data(size) if self.per_data is not None else self.plan
-            plan = replace(plan, phases=tuple(replace(p, steps_per_epoch=size.steps_per_epoch(p.batch) if p.batch else p.steps_per_epoch) for p in plan.phases))
+            plan = replace(plan, phases=tuple(replace(p, steps_per_epoch=size.steps_per_epoch(p.batch) if p.batch or size.batches else p.steps_per_epoch) for p in plan.phases))
         if eval_every is None:
             return plan
         if eval_every != "epoch" and not (isinstance(eval_every, int) and eval_every >= 1):
@@ -62,24 +68,46 @@ class Program:
     def phases(self) -> tuple[PhasePlan, ...]:
         return self.plan.phases
 
-    def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, validation=(), metrics=None, eval_every=None, fuse: bool = True, state=None, **kwargs):
+    def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, validation=(), metrics=None, eval_every=None, fuse: bool = True, state=None, batches=None, **kwargs):
         """A `run.Runner` for this program: runs phases one at a time (the managed API uses it)."""
         from schedc.runtime.evaluation import Evaluator
         from schedc.runtime.runner import Runner
+        from schedc.runtime.stream import Batches
 
         if self.model is None:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
+        if batches is not None and (args or kwargs):
+            raise TypeError("give the data as arrays (positional and keyword arguments) or as `batches=` (an iterable of batches), not both")
+        if batches is not None and not isinstance(batches, Batches):
+            batches = Batches(batches)
         evaluator = Evaluator(metrics, validation if isinstance(validation, tuple) else (validation,)) if metrics is not None else None
-        plan = self.plan_for(args, kwargs, eval_every)
-        return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator, fuse=fuse, state=state)
+        plan = self.plan_for(args, kwargs, eval_every, batches)
+        return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator, fuse=fuse, state=state, batches=batches)
 
     def run(
-        self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, checkpoint=None, checkpoint_every: int = 10, validation=(), metrics=None, eval_every=None, logger=None, fuse: bool = True, state=None, **kwargs
+        self,
+        loss_fn,
+        *args,
+        chunk: int | None = None,
+        quiet: bool = False,
+        checkpoint=None,
+        checkpoint_every: int = 10,
+        validation=(),
+        metrics=None,
+        eval_every=None,
+        logger=None,
+        fuse: bool = True,
+        state=None,
+        batches=None,
+        **kwargs,
     ):
         """Fit: every phase in order. `loss_fn(model, *args, **kwargs)` returns a scalar, or
         `(loss, {name: scalar})` (aux metrics, logged per chunk); with a `key` parameter it gets a
         per-step PRNG key. With `batch N` in the schedule, every array in `args`/`kwargs` is split
-        into minibatches along its leading axis.
+        into minibatches along its leading axis. Instead of arrays, `batches=` takes any iterable
+        of batches (a generator, a list, a grain DataLoader, a `schedc.Batches(source,
+        per_epoch=N)`): each batch a tuple (positional), a dict (keyword) or one array, read and
+        sent to the device by a background thread while the previous chunk runs (docs/data.md).
 
         Returns a `run.Result` (`.model`, `.models`, `.loss_history`, `.phase_losses`,
         `.hyperparams`, `.stop_reasons`, `.phases`, `.metrics`, `.eval_steps`, `.aux`). A non-finite
@@ -100,7 +128,7 @@ class Program:
         host between them (docs/runtime.md, "Fused segments"); `fuse=False` runs them one by one
         (same results).
         """
-        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, fuse=fuse, state=state, **kwargs)
+        runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, fuse=fuse, state=state, batches=batches, **kwargs)
         runner.logger = logger
         if checkpoint is None:
             return runner.run(self.model)

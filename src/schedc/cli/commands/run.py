@@ -2,7 +2,9 @@
 
 The entry points come from the file's `model`, `loss` and `data` directives
 (paths inside the file's folder) or from --model/--loss/--data. `data` returns the
-loss's extra arguments: a tuple (positional), a dict (keyword) or one value.
+loss's extra arguments: a tuple (positional), a dict (keyword) or one value; or an
+iterable of such batches (a generator, a grain DataLoader, `schedc.Batches(...)`), read by a
+background thread while the chunks run (runtime.stream).
 
 Nothing is lost: --out and --checkpoint are checked before training starts; the loss
 is tried once on the model and data (`jax.eval_shape`) so a loss that raises or does
@@ -93,7 +95,9 @@ def _call_user(what: str, ref: str, function, *args):
 
 
 def _loss_and_data(args, plan, base: Path):
+    """(loss, positional data, keyword data, iterable of batches or None)."""
     from schedc.plan.binding import load_entry
+    from schedc.runtime.stream import as_batches
 
     loss_ref, data_ref = args.loss or plan.loss, args.data or plan.data
     if not loss_ref:
@@ -107,9 +111,15 @@ def _loss_and_data(args, plan, base: Path):
         if not callable(function):
             raise UserCodeError(f"data `{data_ref}` is not a function (it is {type(function).__name__})")
         data = _call_user("data", data_ref, function)
+    batches = as_batches(data)
+    if batches is not None:  # the batch the loss is checked on: the first (read again by the run)
+        first = _call_user("data", data_ref, batches.first)
+        from schedc.runtime.stream import loss_arguments
+
+        return loss, *loss_arguments(first), batches
     if isinstance(data, dict):
-        return loss, (), data
-    return loss, _as_tuple(data), {}
+        return loss, (), data, None
+    return loss, _as_tuple(data), {}, None
 
 
 def _evaluation(plan, base: Path) -> dict:
@@ -206,9 +216,11 @@ def run(args) -> int:
         program = api.compile(path, args.model, key=args.seed, **{**sweep_placeholders(grid, path), **dict(args.set)})
         if program.model is None:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
-        loss, data_args, data_kwargs = _loss_and_data(args, program.plan, path.parent)
+        loss, data_args, data_kwargs, batches = _loss_and_data(args, program.plan, path.parent)
         _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss)
         evaluation = _evaluation(program.plan, path.parent)
+        if batches is not None and grid:
+            raise ValueError("--sweep needs the data as arrays: the `data` function returned an iterable of batches")
     except SchedError as err:
         print(err.render(), file=sys.stderr)
         return 1
@@ -220,7 +232,9 @@ def run(args) -> int:
         return 2
     if grid:
         return _run_sweep(program, grid, loss, data_args, data_kwargs, args, out)
-    return _train(args, program, loss, data_args, data_kwargs, evaluation, out)
+    if batches is not None:  # the run reads the batches itself (the first again)
+        data_args, data_kwargs = (), {}
+    return _train(args, program, loss, data_args, data_kwargs, evaluation, out, batches)
 
 
 def _run_sweep(program, grid: dict, loss, data_args, data_kwargs, args, out: Path | None) -> int:
@@ -250,14 +264,18 @@ def _run_sweep(program, grid: dict, loss, data_args, data_kwargs, args, out: Pat
     return 0
 
 
-def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: Path | None) -> int:
+def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: Path | None, batches=None) -> int:
     """Run the fit; save what completed whatever happens; the exit status."""
     from schedc.runtime import checkpoint as ckpt
     from schedc.runtime.data import DataError
     from schedc.runtime.evaluation import EvalError
     from schedc.runtime.runner import Interrupted, RunError
 
-    runner = program.runner(loss, *data_args, chunk=args.chunk, quiet=args.quiet, **evaluation, **data_kwargs)
+    try:
+        runner = program.runner(loss, *data_args, chunk=args.chunk, quiet=args.quiet, batches=batches, **evaluation, **data_kwargs)
+    except DataError as err:  # an iterable of batches without a length, in a file counting epochs
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if args.log:
         from schedc.runtime.log import RunLog
 

@@ -1,0 +1,457 @@
+"""Training on any iterable of batches: a Python generator, a list, a grain DataLoader or
+dataset, a tf.data numpy iterator.
+
+A background thread reads K batches per chunk (K: the runner's chunk length), checks that
+each has the structure, shapes and dtypes of the first, stacks them into one array per leaf
+and sends them to the device (`jax.device_put`) while the previous chunk runs; the compiled
+chunk (the one chunk loop of `runner.py`) reads row `step % K` at each step
+(`minibatch.stream_row`). Chunks are aligned to multiples of K in phase-local steps, so a
+call that ends early (at an evaluation, or a paced call under a progress bar) continues in
+the same stacked chunk.
+
+Epochs. A re-iterable source (a list, a grain DataLoader, `Batches(make_iterator)`) starts a
+fresh pass at the beginning of each phase, and its exhaustion ends an epoch: the next batch
+comes from a new pass. `N epochs` counts `len(source)` (or `Batches(source, per_epoch=L)`)
+steps each. A one-shot iterator (a generator, `ds.as_numpy_iterator()`) flows on from phase
+to phase; when it runs out the phase ends with the stop reason `data exhausted`, and a later
+phase that gets no batch at all is an error. Batches read ahead by a phase that stopped early
+go back to the source, so a one-shot iterator loses none.
+
+Position (checkpoints). The position of a step is where the reader stood when that step's
+chunk began (the pass, the batches read into it, and the iterator's own `get_state()` where it
+has one, as grain's do) plus the rows of the chunk before the step. Resuming restores it with
+`set_state` and reads the remaining rows again; without `get_state`, a re-iterable source is
+iterated anew and the batches of the pass already run are skipped, and a one-shot iterator
+(the fresh one given to the resumed run) skips every batch the run had consumed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from schedc.plan import resolve as P
+from schedc.runtime.data import DataError
+
+STREAM_CHUNK = 256  # batches stacked per chunk by default (two chunks are in memory at once)
+DATA_EXHAUSTED = "data exhausted"  # the stop reason of a phase whose one-shot iterator ran out
+_NUMERIC = "biufc"  # the dtype kinds a batch's leaves may have
+
+
+@dataclass
+class Batches:
+    """An iterable of batches as a run's data (`Program.run(loss, batches=...)`, or returned by
+    the function a `data` directive names).
+
+    `source` is an iterable (re-iterated for every pass), an iterator (read once), or a function
+    returning a fresh iterator (called for every pass). Each batch is a tuple (the loss's
+    positional data arguments), a dict (its keyword arguments) or one array (its one data
+    argument); its leaves are arrays. `per_epoch` is the number of batches in a pass when
+    `len(source)` does not say it (a grain DataLoader has no length): it turns epochs into steps.
+    """
+
+    source: Any
+    per_epoch: int | None = None
+    _first: Any = field(default=None, init=False, repr=False)  # the first batch, once read
+    _peeked: tuple | None = field(default=None, init=False, repr=False)  # (its iterator, it) until a run takes them
+
+    def __post_init__(self):
+        if self.per_epoch is not None and (not isinstance(self.per_epoch, int) or self.per_epoch < 1):
+            raise ValueError(f"per_epoch must be a number of batches >= 1, got {self.per_epoch!r}")
+
+    @property
+    def one_shot(self) -> bool:
+        """Read once: an iterator (a generator) cannot start a second pass."""
+        return isinstance(self.source, Iterator)
+
+    @property
+    def batches_per_epoch(self) -> int | None:
+        if self.per_epoch is not None:
+            return self.per_epoch
+        if self.one_shot or callable(self.source) and not hasattr(self.source, "__iter__"):
+            return None
+        try:
+            return len(self.source) or None
+        except TypeError:
+            return None
+
+    def new_pass(self):
+        """A fresh iterator over the source."""
+        if callable(self.source) and not hasattr(self.source, "__iter__"):
+            return iter(self.source())
+        return iter(self.source)
+
+    def first(self):
+        """The first batch: what the loss is checked and compiled for (the run reads it again as its first)."""
+        if self._first is None:
+            self._peeked = self.read_first()
+            self._first = self._peeked[1]
+        return self._first
+
+    def read_first(self) -> tuple:
+        """(a fresh iterator, its first batch)."""
+        iterator = self.new_pass()
+        try:
+            return iterator, next(iterator)
+        except StopIteration:
+            raise DataError("the iterable of batches yielded no batch; expected at least one") from None
+
+    def take_peeked(self) -> tuple:
+        """(the iterator `first()` read from, that batch) for the run that reads on from there; a
+        fresh pass for a later run (a one-shot iterator: where the last run left it)."""
+        self.first()
+        peeked, self._peeked = self._peeked, None
+        return peeked or self.read_first()
+
+
+_NOT_STREAMS = (tuple, list, dict, str, bytes, np.ndarray, np.generic)
+
+
+def check_epochs(plan: P.Plan, batches: Batches, resolve_for, eval_every=None) -> None:
+    """An iterable without a length cannot count epochs: a DataError naming the first phase
+    that does (found by resolving the file for passes of one and of two batches: the phases
+    counting epochs differ). `resolve_for` is `DataSize -> Plan`, None when nothing counts epochs."""
+    if batches.batches_per_epoch is not None:
+        return
+    fix = "expected `schedc.Batches(source, per_epoch=N)` (N batches per pass), a source with a length, or counts in steps"
+    if eval_every == "epoch":
+        raise DataError(f"`eval_every=\"epoch\"` needs the batches per epoch, but the iterable of batches ({type(batches.source).__name__}) has no length; {fix}")
+    if resolve_for is None:
+        return
+    one, two = resolve_for(P.DataSize(batches=1)), resolve_for(P.DataSize(batches=2))
+    for a, b in zip(one.phases, two.phases):
+        if replace(a, steps_per_epoch=None) != replace(b, steps_per_epoch=None):
+            raise DataError(f"{a.label} counts in epochs, but the iterable of batches ({type(batches.source).__name__}) has no length; {fix}")
+
+
+def as_batches(data) -> Batches | None:
+    """`data` as an iterable of batches, or None when it is the loss's arrays themselves.
+
+    Streams: a `Batches`, an iterator or generator, and any other iterable that is not a
+    tuple, list or dict (of arrays) nor an array (a grain DataLoader or dataset, say). A list
+    of batches is a pytree of arrays to the loss: wrap it, `Batches(list_of_batches)`.
+    """
+    import jax
+
+    if isinstance(data, Batches):
+        return data
+    if isinstance(data, _NOT_STREAMS) or isinstance(data, jax.Array) or not hasattr(data, "__iter__"):
+        return None
+    return Batches(data)
+
+
+class _Spec:
+    """A leaf as messages show it: `float32[8, 3]`."""
+
+    def __init__(self, leaf):
+        self.dtype, self.shape = np.asarray(leaf).dtype, np.shape(leaf)
+
+    def __repr__(self) -> str:
+        return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
+
+
+def describe(batch) -> str:
+    """A batch's structure, shapes and dtypes: `(float32[8, 3], float32[8])`, `{'x': ...}`."""
+    import jax
+
+    return repr(jax.tree_util.tree_map(_Spec, batch))
+
+
+def loss_arguments(batch) -> tuple[tuple, dict]:
+    """(positional, keyword) data arguments of the loss for one batch."""
+    if isinstance(batch, tuple):
+        return batch, {}
+    if isinstance(batch, Mapping):
+        return (), dict(batch)
+    return (batch,), {}
+
+
+class Structure:
+    """What every batch must be: the first batch's tree, and each leaf's shape and dtype."""
+
+    def __init__(self, first):
+        import jax
+
+        leaves, self.treedef = jax.tree_util.tree_flatten(first)
+        self.specs = [(np.shape(x), np.asarray(x).dtype) for x in leaves]
+        self.first = first
+        for leaf in leaves:
+            if np.asarray(leaf).dtype.kind not in _NUMERIC:
+                raise DataError(f"the first batch is {describe(first)}; expected numeric arrays in every leaf (a tuple or dict of arrays)")
+
+    def leaves(self, batch, phase: P.PhasePlan, step: int) -> list:
+        """The batch's leaves, or a DataError naming the phase and step when it differs from the first."""
+        import jax
+
+        leaves, treedef = jax.tree_util.tree_flatten(batch)
+        if treedef == self.treedef and all(np.shape(x) == s and np.asarray(x).dtype == d for x, (s, d) in zip(leaves, self.specs)):
+            return leaves
+        raise DataError(
+            f"{phase.label}: the batch for step {step} is {describe(batch)}; expected {describe(self.first)} "
+            "(the structure, shapes and dtypes of the first batch: every batch must have them)"
+        )
+
+
+def _encode_state(state):
+    """An iterator's `get_state()` as JSON: grain's DataLoader gives bytes, its datasets a dict."""
+    if isinstance(state, bytes):
+        return {"bytes": base64.b64encode(state).decode()}
+    json.dumps(state)  # a state JSON cannot hold is no position
+    return {"json": state}
+
+
+def _decode_state(encoded):
+    return base64.b64decode(encoded["bytes"]) if "bytes" in encoded else encoded["json"]
+
+
+class Reader:
+    """The run's reader of a `Batches`: its current pass, where it stands, the batches handed back."""
+
+    def __init__(self, batches: Batches):
+        self.batches = batches
+        self.iterator, first = batches.take_peeked()
+        self.structure = Structure(batches.first())
+        self.passes = 0  # passes started in this phase (re-iterable) / 0 (one-shot)
+        self.offset = 0  # batches read in the current pass (one-shot: since the run began)
+        self.pending: deque = deque([first])  # batches handed back (read ahead, or peeked), read first
+
+    def _read_new(self):
+        """The next batch from the source (a new pass when a re-iterable one ends), or None at the end of a one-shot iterator."""
+        if self.iterator is None:
+            self.iterator = self.batches.new_pass()
+        try:
+            batch = next(self.iterator)
+        except StopIteration:
+            if self.batches.one_shot:
+                return None
+            self.iterator, self.passes, self.offset = self.batches.new_pass(), self.passes + 1, 0
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                raise DataError("a pass over the iterable of batches yielded no batch; expected at least one per pass") from None
+        self.offset += 1
+        return batch
+
+    def read(self):
+        if self.pending:
+            self.offset += 1
+            return self.pending.popleft()
+        return self._read_new()
+
+    def hand_back(self, batches: list) -> None:
+        """Batches read ahead but not run: read again first (a one-shot iterator loses none)."""
+        self.pending.extendleft(reversed(batches))
+        self.offset -= len(batches)
+
+    def position(self) -> dict:
+        """Where the reader stands (JSON): the pass, the batches read, the iterator's own state."""
+        position = {"pass": self.passes, "offset": self.offset}
+        get_state = getattr(self.iterator, "get_state", None)
+        if get_state is not None and not self.pending:
+            try:
+                position["state"] = _encode_state(get_state())
+            except (TypeError, ValueError):  # not JSON: resume by skipping
+                pass
+        return position
+
+    def start_phase(self) -> None:
+        """A re-iterable source starts each phase with a fresh pass (a one-shot one flows on)."""
+        if self.batches.one_shot or (self.iterator is not None and self.offset == 0 and self.passes == 0):
+            return  # nothing but the peeked batch read: that pass is the phase's first
+        self.iterator, self.passes, self.offset = None, 0, 0
+        self.pending.clear()
+
+    def restore(self, position: dict, skip: int) -> None:
+        """Stand where `position` says, then `skip` batches further (read and dropped)."""
+        self.start_phase()
+        state = position.get("state")
+        if state is not None and not self.batches.one_shot:
+            self.pending.clear()
+            self.iterator = self.batches.new_pass()
+            self.iterator.set_state(_decode_state(state))
+            self.passes, self.offset = position["pass"], position["offset"]
+        elif state is not None and hasattr(self.batches.source, "set_state"):
+            self.pending.clear()
+            self.iterator = self.batches.source
+            self.iterator.set_state(_decode_state(state))
+            self.offset = position["offset"]
+        else:
+            self.skip(position["offset"] - self.offset if self.batches.one_shot else position["offset"])
+            self.passes = position["pass"]
+        self.skip(skip)
+
+    def skip(self, count: int) -> None:
+        for _ in range(max(0, count)):
+            if self.read() is None:
+                return
+
+    def skip_to(self, consumed: int) -> None:
+        """A one-shot iterator given to a resumed run: drop the `consumed` batches the completed phases ran."""
+        if self.batches.one_shot:
+            self.skip(consumed - self.offset)
+
+
+@dataclass
+class _Chunk:
+    start: int  # the phase-local step of row 0 (a multiple of K, or the step a feed started at)
+    rows: list  # the host batches, in order (handed back if not run)
+    arrays: tuple  # stacked on the device: one [K, ...] array per leaf
+    position: dict  # the reader's position before row `start % K`'s batch
+    exhausted: bool = False  # a one-shot iterator ran out in this chunk: no chunk follows
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.rows)
+
+
+class Feed:
+    """One phase's batches, K per chunk, read and sent to the device by a background thread
+    while the previous chunk runs (one chunk waits ready in the queue: double-buffered)."""
+
+    def __init__(self, reader: Reader, phase: P.PhasePlan, start: int, chunk: int):
+        self.reader, self.phase, self.K = reader, phase, chunk
+        self.structure = reader.structure
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.stopping = threading.Event()
+        self.current: _Chunk | None = None
+        self.done = start  # the phase-local steps run (the runner sets it after each call)
+        self.partial: list = []  # the producer's rows when it was stopped mid-chunk
+        self.thread = threading.Thread(target=self._produce, args=(start,), name=f"schedc-feed-{phase.index}", daemon=True)
+        self.thread.start()
+
+    # ---- the background thread
+
+    def _produce(self, start: int) -> None:
+        step = start
+        try:
+            while step < self.phase.steps and not self.stopping.is_set():
+                end = min(self.phase.steps, (step // self.K + 1) * self.K)
+                position = self.reader.position()
+                rows = self.partial = []
+                while len(rows) < end - step and not self.stopping.is_set():
+                    batch = self.reader.read()
+                    if batch is None:
+                        break
+                    rows.append(batch)
+                if self.stopping.is_set():
+                    return
+                self.partial = []
+                exhausted = len(rows) < end - step  # a one-shot iterator ran out
+                self._put(_Chunk(step, rows, self._stack(rows, step), position, exhausted))
+                if exhausted:
+                    return
+                step = end
+        except BaseException as exc:  # raised in the runner's thread, at its next take()
+            self._put(exc)
+
+    def _stack(self, rows: list, step: int) -> tuple:
+        """One [K, ...] device array per leaf: row `s % K` holds the batch of step s (the rest zeros)."""
+        import jax
+
+        leaves = [self.structure.leaves(batch, self.phase, step + r) for r, batch in enumerate(rows)]
+        stacked = []
+        for j, (shape, dtype) in enumerate(self.structure.specs):
+            block = np.zeros((self.K, *shape), dtype)
+            for r, row in enumerate(leaves):
+                block[(step + r) % self.K] = row[j]
+            stacked.append(block)
+        return tuple(jax.device_put(stacked))
+
+    def _put(self, item) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    # ---- the runner's side
+
+    def take(self, step: int, wanted: int) -> tuple[tuple, int]:
+        """(the stacked chunk holding `step`, how many of the `wanted` steps from `step` it holds);
+        0 steps when a one-shot iterator has run out."""
+        if self.current is None or step >= self.current.end:
+            if self.current is not None and self.current.exhausted:
+                return self.current.arrays, 0
+            item = self.queue.get()
+            if isinstance(item, DataError):
+                raise item
+            if isinstance(item, BaseException):
+                raise DataError(f"{self.phase.label}: the iterable of batches raised {type(item).__name__}: {item}") from item
+            self.current = item
+        return self.current.arrays, max(0, min(wanted, self.current.end - step))
+
+    def position(self, step: int) -> dict:
+        """The position (JSON) a resumed run restores to read the batch of `step` next."""
+        chunk = self.current
+        return {"chunk": chunk.position, "rows": step - chunk.start}
+
+    def close(self) -> None:
+        """Stop the thread; hand the batches read but not run back to the reader, in order."""
+        self.stopping.set()
+        self.thread.join()
+        unrun = []
+        if self.current is not None:
+            unrun += self.current.rows[self.done - self.current.start :]
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if isinstance(item, _Chunk):
+                unrun += item.rows
+        unrun += self.partial
+        self.reader.hand_back(unrun)
+
+
+class Stream:
+    """The run's iterable of batches: its reader and each phase's feed."""
+
+    def __init__(self, batches: Batches):
+        self.batches = batches
+        self.reader = Reader(batches)
+
+    @property
+    def first(self):
+        return self.batches.first()
+
+    def feed(self, phase: P.PhasePlan, start: int, chunk: int, position: dict | None = None) -> Feed:
+        """Phase `phase`'s feed from phase-local step `start` (at `position`, resuming a checkpoint)."""
+        self.check(phase)
+        if position is None:
+            self.reader.start_phase()
+        else:
+            try:
+                self.reader.restore(position["chunk"], position["rows"])
+            except (ValueError, TypeError, KeyError) as exc:  # grain refuses a state of another loader
+                raise DataError(f"{phase.label}: the checkpoint's data position cannot be restored in this iterable of batches ({type(exc).__name__}: {exc}); expected the source the checkpointed run read") from None
+        if self.reader.batches.one_shot and not self.reader.pending and self._ran_out():
+            raise DataError(
+                f"{phase.label} gets no batch: the one-shot iterator ran out before it (after {self.reader.offset} batches); "
+                "expected one that lasts the run, or a re-iterable source (a list, a grain DataLoader, a function returning a fresh iterator)"
+            )
+        return Feed(self.reader, phase, start, chunk)
+
+    def _ran_out(self) -> bool:
+        batch = self.reader.read()
+        if batch is None:
+            return True
+        self.reader.hand_back([batch])
+        return False
+
+    def check(self, phase: P.PhasePlan) -> None:
+        """`batch N` with an iterable: every leaf's leading axis must be N (the batches come made)."""
+        if not phase.batch:
+            return
+        first = self.reader.structure.first
+        for shape, _ in self.reader.structure.specs:
+            if not shape or shape[0] != phase.batch:
+                raise DataError(
+                    f"{phase.label} has `batch {phase.batch}` but the batches are {describe(first)}; "
+                    f"expected a leading axis of {phase.batch} in every array (or no `batch`: an iterable's batches come made)"
+                )

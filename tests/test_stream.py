@@ -1,0 +1,309 @@
+"""Training on an iterable of batches (runtime.stream): generators, lists, grain loaders, the
+same losses as on-device minibatches for the same order, passes and exhaustion, read-ahead
+handed back, checkpoints of the data position, and the errors bad batches get."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import schedc
+from schedc.compiler import minibatch
+from schedc.runtime.data import DataError
+from schedc.runtime.stream import DATA_EXHAUSTED, Batches, as_batches
+
+N = 30
+X = np.random.default_rng(0).normal(size=(N, 3)).astype(np.float32)
+Y = (X @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
+BATCHES = [(X[i : i + 8], Y[i : i + 8]) for i in (0, 8, 16, 22, 4, 12)]  # six distinct batches of 8
+
+
+def linear():
+    return {"w": jnp.zeros(3), "b": jnp.zeros(())}
+
+
+def mse(m, x, y):
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+
+
+def fit(text, batches, loss=mse, **kwargs):
+    return schedc.compile(text, linear()).run(loss, batches=batches, quiet=True, **kwargs)
+
+
+def losses_of(order, text="optimizer sgd\nphase {n} lr 0.05 < free ** >"):
+    """The losses of a run fed `order` (a list of batches) through a one-shot iterator."""
+    return fit(text.format(n=len(order)), iter(order), chunk=4).loss_history
+
+
+# ---------------------------------------------------------------- the same training as on the device
+
+
+def test_streamed_batches_give_the_on_device_losses_for_the_same_order():
+    text = "seed 5\nbatch 8\noptimizer sgd\nphase 2 epochs lr 0.05 < free ** >"
+    program = schedc.compile(text, linear())
+    on_device = program.run(mse, X, Y, quiet=True, chunk=4)
+    data_key, _ = minibatch.phase_keys(jax.random.key(5), 0)
+    order = []
+    for epoch in range(2):  # the permutations the on-device mode draws
+        rows = np.asarray(jax.random.permutation(jax.random.fold_in(data_key, epoch), N))
+        order += [(X[rows[j * 8 : (j + 1) * 8]], Y[rows[j * 8 : (j + 1) * 8]]) for j in range(3)]
+    # `batch 8` holds (every batch has 8 rows); an epoch is 3 batches; chunks of 4 cross epochs
+    for source in (iter(order), (lambda: iter(order))):  # a one-shot iterator, a function of a fresh one
+        streamed = program.run(mse, batches=Batches(source, per_epoch=3), quiet=True, chunk=4)
+        assert streamed.phases[0].steps_run == 6
+        np.testing.assert_array_equal(streamed.loss_history, on_device.loss_history)
+        np.testing.assert_array_equal(streamed.model["w"], on_device.model["w"])
+
+
+def test_results_do_not_depend_on_the_chunk_length_or_on_evaluations():
+    text = "optimizer sgd\nphase 6 lr 0.05 < free ** >"
+    base = fit(text, BATCHES, chunk=4).loss_history
+    np.testing.assert_array_equal(fit(text, BATCHES, chunk=2).loss_history, base)
+    evaluated = fit(text, BATCHES, chunk=4, metrics=lambda m, x, y: {"loss": mse(m, x, y)}, validation=(X, Y), eval_every=3)
+    np.testing.assert_array_equal(evaluated.loss_history, base)
+    assert list(evaluated.eval_steps) == [3, 6]
+
+
+def test_keyword_batches_and_a_generator_function_as_the_source():
+    def loss(m, x, y):
+        return mse(m, x, y)
+
+    dicts = [{"x": x, "y": y} for x, y in BATCHES]
+    res = fit("optimizer sgd\nphase 6 lr 0.05 < free ** >", Batches(lambda: iter(dicts)), loss=loss, chunk=4)
+    np.testing.assert_array_equal(res.loss_history, losses_of(BATCHES))
+
+
+# ---------------------------------------------------------------- passes, epochs, exhaustion
+
+
+def test_a_re_iterable_source_starts_a_pass_per_epoch_and_per_phase():
+    three = BATCHES[:3]
+    text = "optimizer sgd\nphase a 4 lr 0.05 < free ** >\nphase b 2 lr 0.05 < free ** >"
+    res = fit(text, three, chunk=4)
+    assert res.phases[0].steps_per_epoch == 3  # len() of the list
+    expected = fit(text, iter(three + three[:1] + three[:2]), chunk=4)  # a, a, a | a again; then b from the start
+    np.testing.assert_array_equal(res.loss_history, expected.loss_history)
+
+
+def test_epochs_count_the_batches_of_one_pass():
+    res = fit("optimizer sgd\nphase 2 epochs lr 0.05 < free ** >", BATCHES[:3], chunk=4)
+    assert res.phases[0].steps_run == 6
+    np.testing.assert_array_equal(res.loss_history, losses_of(BATCHES[:3] * 2))
+
+
+def test_a_one_shot_iterator_that_runs_out_ends_its_phase_with_a_stop_reason():
+    res = fit("optimizer sgd\nphase 8 lr 0.05 < free ** >", iter(BATCHES[:5]), chunk=4)
+    assert res.phases[0].steps_run == 5 and res.stop_reasons == [DATA_EXHAUSTED]
+    np.testing.assert_array_equal(res.loss_history, losses_of(BATCHES[:5]))
+
+
+def test_a_phase_after_the_iterator_ran_out_is_an_error_keeping_the_phases_before():
+    with pytest.raises(DataError, match=r"phase 1 gets no batch: the one-shot iterator ran out before it \(after 5 batches\)") as err:
+        fit("optimizer sgd\nphase 8 lr 0.05 < free ** >\nphase 2 lr 0.05 < free ** >", iter(BATCHES[:5]), chunk=4)
+    assert [p.stop_reason for p in err.value.result.phases] == [DATA_EXHAUSTED]
+
+
+def test_batches_read_ahead_by_a_phase_that_stopped_go_back_to_a_one_shot_iterator():
+    # phase 0 stops after its first step (a loss below 100), its feed having read a chunk ahead
+    stopped = fit("optimizer sgd\nphase 5 lr 0.05 < free **; stop when loss < 100 >\nphase 5 lr 0.05 < free ** >", iter(BATCHES), chunk=4)
+    assert [p.steps_run for p in stopped.phases] == [1, 5]
+    plain = fit("optimizer sgd\nphase 1 lr 0.05 < free ** >\nphase 5 lr 0.05 < free ** >", iter(BATCHES), chunk=4)
+    np.testing.assert_array_equal(stopped.loss_history, plain.loss_history)
+
+
+def test_epochs_of_an_iterable_without_a_length_are_an_error_naming_the_phase():
+    text = "optimizer sgd\nphase a 10 lr 0.05 < free ** >\nphase b 2 epochs lr 0.05 < free ** >"
+    with pytest.raises(DataError, match=r"phase 1 \(b\) counts in epochs, but the iterable of batches \(generator\) has no length; expected `schedc.Batches\(source, per_epoch=N\)`"):
+        fit(text, (b for b in BATCHES))
+    with pytest.raises(DataError, match=r"phase 0 counts in epochs"):  # an epoch inside a schedule
+        fit("optimizer sgd\nphase 10 lr warmup_cosine(0 -> 0.1 -> 0, 1 epoch) < free ** >", iter(BATCHES))
+
+
+# ---------------------------------------------------------------- bad batches
+
+
+def _changing(bad):
+    yield from BATCHES[:3]
+    yield bad
+
+
+@pytest.mark.parametrize(
+    ("bad", "given"),
+    [
+        ((X[:5], Y[:5]), r"\(float32\[5, 3\], float32\[5\]\)"),
+        ((X[:8].astype(np.float64), Y[:8]), r"\(float64\[8, 3\], float32\[8\]\)"),
+        ({"x": X[:8], "y": Y[:8]}, r"\{'x': float32\[8, 3\], 'y': float32\[8\]\}"),
+    ],
+    ids=["shape", "dtype", "structure"],
+)
+def test_a_batch_that_differs_from_the_first_names_the_phase_the_step_and_both(bad, given):
+    text = "optimizer sgd\nphase 2 lr 0.05 < free ** >\nphase 4 lr 0.05 < free ** >"
+    with pytest.raises(DataError) as err:
+        fit(text, _changing(bad), chunk=4)
+    message = str(err.value)
+    assert message.startswith("phase 1: the batch for step 1 is ")
+    assert __import__("re").search(given, message)
+    assert "expected (float32[8, 3], float32[8])" in message
+    assert [p.steps_run for p in err.value.result.phases] == [2]  # the completed phase is kept
+
+
+def test_an_iterator_that_raises_is_a_data_error_naming_the_phase():
+    def failing():
+        yield BATCHES[0]
+        raise OSError("disk gone")
+
+    with pytest.raises(DataError, match=r"phase 0: the iterable of batches raised OSError: disk gone"):
+        fit("optimizer sgd\nphase 4 lr 0.05 < free ** >", failing())
+
+
+def test_a_batch_size_that_disagrees_with_the_file_is_refused():
+    with pytest.raises(DataError, match=r"phase 0 has `batch 16` but the batches are \(float32\[8, 3\], float32\[8\]\)"):
+        fit("batch 16\noptimizer sgd\nphase 4 lr 0.05 < free ** >", BATCHES)
+
+
+def test_empty_sources_and_arrays_with_batches_are_refused():
+    with pytest.raises(DataError, match="yielded no batch"):
+        fit("optimizer sgd\nphase 4 lr 0.05 < free ** >", iter([]))
+    with pytest.raises(TypeError, match="not both"):
+        schedc.compile("phase 4 lr 0.05 < free ** >", linear()).run(mse, X, Y, batches=BATCHES)
+
+
+def test_what_counts_as_an_iterable_of_batches():
+    assert as_batches((X, Y)) is None and as_batches({"x": X}) is None and as_batches(X) is None and as_batches([X, Y]) is None
+    assert as_batches(iter(BATCHES)).one_shot and not as_batches(Batches(BATCHES)).one_shot
+    assert Batches(BATCHES).batches_per_epoch == 6 and Batches(iter(BATCHES)).batches_per_epoch is None
+
+
+# ---------------------------------------------------------------- grain
+
+
+grain = pytest.importorskip("grain.python")
+
+
+class _Rows:
+    """A grain data source over (X, Y) (a fixed repr: grain checks it when restoring a state)."""
+
+    def __len__(self):
+        return N
+
+    def __getitem__(self, i):
+        return X[i], Y[i]
+
+    def __repr__(self):
+        return "Rows(30)"
+
+
+def loader():
+    sampler = grain.IndexSampler(N, grain.NoSharding(), shuffle=True, num_epochs=1, seed=0)
+    return grain.DataLoader(data_source=_Rows(), sampler=sampler, operations=[grain.Batch(8, drop_remainder=True)], worker_count=0)
+
+
+GRAIN_RUN = "seed 2\noptimizer sgd\nphase 4 epochs lr 0.05 < free ** >"
+
+
+@pytest.fixture(scope="module")
+def grain_whole():
+    return fit(GRAIN_RUN, Batches(loader(), per_epoch=3), chunk=2)
+
+
+def test_a_grain_data_loader_feeds_its_batches_pass_after_pass(grain_whole):
+    batches = list(loader())
+    assert len(batches) == 3 and grain_whole.phases[0].steps_run == 12
+    np.testing.assert_array_equal(grain_whole.loss_history, losses_of(batches * 4))
+
+
+def _interrupted_at_step_5(text, batches, directory, every=1):
+    calls = [0]
+
+    def interrupt(_):
+        calls[0] += 1
+        if calls[0] == 5:  # mid-epoch: step 4 of 12 (pass 1, batch 1)
+            raise KeyboardInterrupt
+
+    def fragile(m, x, y):
+        jax.debug.callback(interrupt, m["b"])
+        return mse(m, x, y)
+
+    with pytest.raises(Exception):
+        fit(text, batches, loss=fragile, chunk=2, checkpoint=directory, checkpoint_every=every)
+
+
+@pytest.mark.parametrize("kind", ["grain", "list"])
+def test_a_run_resumed_mid_epoch_sees_the_same_batches(tmp_path, grain_whole, kind):
+    source = (lambda: Batches(loader(), per_epoch=3)) if kind == "grain" else (lambda: Batches(list(loader())))
+    _interrupted_at_step_5(GRAIN_RUN, source(), tmp_path)
+    checkpoint = max(tmp_path.glob("checkpoint-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    # grain's own iterator state is in the checkpoint; a list is iterated anew and skipped ahead
+    position = json.loads(checkpoint.read_text())["body"]["in_phase"]["data"]
+    assert ("state" in position["chunk"]) == (kind == "grain")
+    resumed = fit(GRAIN_RUN, source(), chunk=2, checkpoint=tmp_path)
+    assert len(resumed.loss_history) == 12
+    np.testing.assert_array_equal(resumed.loss_history, grain_whole.loss_history)
+    np.testing.assert_array_equal(resumed.model["w"], grain_whole.model["w"])
+
+
+@pytest.mark.parametrize("every", [1, 0], ids=["mid-phase", "after-phase"])
+def test_a_one_shot_iterator_resumed_skips_the_batches_already_run(tmp_path, every):
+    text = "optimizer sgd\nphase 2 lr 0.05 < free ** >\nphase 4 lr 0.05 < free ** >\nphase 6 lr 0.05 < free ** >"
+    order = BATCHES * 2
+    whole = fit(text, iter(order), chunk=2)
+    # in phase 1 (after a completed phase 0), from a checkpoint mid-phase or after phase 0
+    _interrupted_at_step_5(text, iter(order), tmp_path, every)
+    resumed = fit(text, iter(order), chunk=2, checkpoint=tmp_path)
+    np.testing.assert_array_equal(resumed.loss_history, whole.loss_history)
+
+
+# ---------------------------------------------------------------- schedc run
+
+
+PROJECT = '''
+import jax.numpy as jnp
+import numpy as np
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(64, 3)).astype(np.float32)
+Y = (X @ np.array([1.0, -2.0, 0.5], np.float32)).astype(np.float32)
+
+
+def build():
+    return {"w": jnp.zeros(3)}
+
+
+def loss(m, x, y):
+    return jnp.mean((x @ m["w"] - y) ** 2)
+
+
+def batches():  # a generator: read once, never ends
+    while True:
+        for i in range(0, 64, 8):
+            yield X[i : i + 8], Y[i : i + 8]
+
+
+def changing():
+    for i in range(0, 64, 8):
+        yield X[i : i + 8], Y[i : i + 8]
+    yield X[:4], Y[:4]
+'''
+
+
+def _schedc_run(folder, data, *args):
+    import subprocess
+    import sys
+
+    (folder / "fit.sched").write_text(f'model "m.py:build"\nloss "m.py:loss"\ndata "m.py:{data}"\noptimizer sgd\nphase a 8 lr 0.1 < free ** >\nphase b 8 lr 0.1 < free ** >\n')
+    return subprocess.run([sys.executable, "-m", "schedc", "run", "fit.sched", "--quiet", *args], capture_output=True, text=True, cwd=folder, timeout=300)
+
+
+def test_schedc_run_streams_the_batches_a_data_function_yields(tmp_path):
+    (tmp_path / "m.py").write_text(PROJECT)
+    done = _schedc_run(tmp_path, "batches")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("8/8") == 2 and "completed" in done.stdout
+    changed = _schedc_run(tmp_path, "changing", "--out", "out")
+    assert changed.returncode == 1 and "Traceback" not in changed.stderr
+    assert "error: phase 1 (b): the batch for step 0 is (float32[4, 3], float32[4]); expected (float32[8, 3], float32[8])" in changed.stderr
+    assert np.load(tmp_path / "out" / "losses.npz")["phase_0"].shape == (8,)  # the completed phase, saved

@@ -69,6 +69,20 @@ def test_missing_file_exits_2_and_checks_the_others(capsys, write, tmp_path):
     assert "E0104" in out  # the readable file was still checked
 
 
+@pytest.mark.parametrize("make", ["folder", "no permission"])
+def test_an_unreadable_file_is_an_error_never_a_pass(capsys, tmp_path, monkeypatch, make):
+    path = tmp_path / "s.sched"
+    if make == "folder":
+        path.mkdir()
+    else:  # chmod 000 does not stop root: the read fails as it would for another user
+        path.write_text("phase 10 lr 0.1 < free a >\n")
+        monkeypatch.setattr(type(path), "read_bytes", lambda self: (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(self))))
+    rc, out, err = check(capsys, str(path))
+    assert rc == 2
+    assert f"cannot read {path}: " in err and ("Is a directory" in err or "Permission denied" in err)
+    assert "All checks passed" not in out and "1 file could not be read" in out
+
+
 def test_usage_errors_exit_2(capsys):
     assert main(["check"]) == 2
     assert main(["check", "--format", "xml", "f.sched"]) == 2

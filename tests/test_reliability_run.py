@@ -174,11 +174,25 @@ def test_unwritable_checkpoint_is_refused_before_training(project, capsys):
     assert rc == 2 and "is a file" in err
 
 
-def test_replacing_earlier_results_is_said(project, capsys):
+def test_earlier_results_are_kept_unless_forced(project, capsys):
     rc, err = run_inline(capsys, project / "fit.sched", "--out", project / "out")
     assert rc == 0, err
+    saved = {p.name: p.stat().st_mtime_ns for p in (project / "out").iterdir()}
     rc, err = run_inline(capsys, project / "fit.sched", "--out", project / "out")
+    assert rc == 2 and "holds the results of an earlier run" in err and "--force" in err
+    assert {p.name: p.stat().st_mtime_ns for p in (project / "out").iterdir()} == saved  # untouched
+    rc, err = run_inline(capsys, project / "fit.sched", "--out", project / "out", "--force")
     assert rc == 0 and "will be replaced" in err
+
+
+@pytest.mark.parametrize("make", ["missing", "folder"])
+def test_an_unreadable_schedule_is_refused_with_its_reason(project, capsys, make):
+    path = project / "other.sched"
+    if make == "folder":
+        path.mkdir()
+    rc, err = run_inline(capsys, path)
+    assert rc == 2 and f"cannot read {path}: " in err
+    assert ("Is a directory" if make == "folder" else "No such file") in err
 
 
 def test_a_later_phase_that_raises_keeps_the_completed_ones(project, capsys, monkeypatch):

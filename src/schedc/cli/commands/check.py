@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             sources[name] = source
         diagnostics.extend(found)
     diagnostics.sort(key=sort_key)
-    _emit(diagnostics, sources, args.format, len(files) - unreadable)
+    _emit(diagnostics, sources, args.format, len(files) - unreadable, unreadable)
     if unreadable:
         return 2
     return 1 if has_errors(diagnostics, args.strict) else 0
@@ -130,7 +130,7 @@ def _base_dir(name: str) -> pathlib.Path:
     return pathlib.Path.cwd() if name == "-" else pathlib.Path(name).resolve().parent
 
 
-def _emit(diagnostics: list[Diagnostic], sources: dict[str, Source], fmt: str, files: int) -> None:
+def _emit(diagnostics: list[Diagnostic], sources: dict[str, Source], fmt: str, files: int, unreadable: int) -> None:
     out = sys.stdout
     if fmt == "json":
         print(RENDERERS["json"](diagnostics, sources), file=out)
@@ -141,4 +141,4 @@ def _emit(diagnostics: list[Diagnostic], sources: dict[str, Source], fmt: str, f
         body = RENDERERS[fmt](diagnostics, sources)
     if body:
         print(body + ("\n" if fmt == "text" else ""), file=out)
-    print(summary_line(diagnostics, files), file=out)
+    print(summary_line(diagnostics, files, unreadable), file=out)

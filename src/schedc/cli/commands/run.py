@@ -33,7 +33,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", metavar="MOD:FN", help="model factory (overrides the `model` directive)")
     parser.add_argument("--loss", metavar="MOD:FN", help="loss function (overrides the `loss` directive)")
     parser.add_argument("--data", metavar="MOD:FN", help="data function (overrides the `data` directive)")
-    parser.add_argument("--out", metavar="DIR", help="save the final model, the histories and a summary here")
+    parser.add_argument("--out", metavar="DIR", help="save the final model, the histories and a summary here (a folder holding an earlier run's results is refused unless --force)")
+    parser.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     parser.add_argument("--seed", type=int, help="override the file's `seed`")
     add_set_argument(parser)
     parser.add_argument("--chunk", type=int, help="steps per compiled chunk (progress granularity)")
@@ -172,6 +173,11 @@ def _prepare_folder(option: str, folder: str) -> Path:
     return path
 
 
+def _earlier_results(folder: Path) -> bool:
+    """Whether `folder` holds what an earlier `schedc run --out` saved (a fit's or a sweep's summary)."""
+    return (folder / "summary.json").is_file() or (folder / "sweep.json").is_file()
+
+
 def _use_compile_cache(folder: str) -> None:
     """JAX's persistent compilation cache: a later process running the same phase signatures
     loads their executables instead of compiling them again (within one process the
@@ -190,8 +196,14 @@ def run(args) -> int:
     from schedc.surface import api
 
     path = Path(args.file)
-    if not path.is_file():
-        print(f"schedc run: {path}: no such file", file=sys.stderr)
+    try:
+        with open(path, "rb"):  # unreadable (missing, a folder, no permission): said now, before any work
+            pass
+    except OSError as exc:
+        print(f"schedc run: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if args.out and _earlier_results(Path(args.out)) and not args.force:
+        print(f"schedc run: {args.out}/ holds the results of an earlier run; pass --force to replace them, or choose another --out", file=sys.stderr)
         return 2
     try:
         out = _prepare_folder("--out", args.out) if args.out else None
@@ -200,8 +212,8 @@ def run(args) -> int:
     except (OSError, ValueError) as err:
         print(f"schedc run: cannot write there: {err}", file=sys.stderr)
         return 2
-    if out is not None and (out / "summary.json").exists():
-        print(f"schedc run: {out}/ holds earlier results: they will be replaced", file=sys.stderr)
+    if out is not None and _earlier_results(out):
+        print(f"schedc run: {out}/ holds earlier results: they will be replaced (--force)", file=sys.stderr)
     _use_compile_cache(args.compile_cache)
     try:
         grid = parse_sweep(args.sweep)

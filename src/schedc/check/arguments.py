@@ -655,7 +655,7 @@ class ArgumentChecker:
     def _finite(self, expr) -> bool:
         """E0210 for a non-finite or out-of-float32-range constant, reported at its innermost cause."""
         value = constant(expr)
-        if value is None or (math.isfinite(value) and abs(value) <= catalog.MAX_NUMBER):
+        if value is None or _finite(value):
             return True
         children = (expr.operand,) if isinstance(expr, n.UnaryOp) else (expr.left, expr.right) if isinstance(expr, n.BinOp) else ()
         if all(self._finite(c) for c in children) and self._first(expr, "finite"):
@@ -674,16 +674,22 @@ class ArgumentChecker:
         if not ok(value) and self._first(expr, "constraint", param, owner, unit):
             self._error("E0213", f"{_arg(param, owner)} must be {wanted}, got {_show(value)}{unit}", expr.span)
 
+    def _constant(self, expr, param: ArgSpec, owner: str, kind: str, wanted: str):
+        """The finite constant value of an argument, or None: E0202 (once) when it is not constant,
+        E0210 (`_finite`) when it is out of range."""
+        value = constant(expr)
+        if value is None:
+            if self._first(expr, kind, param, owner):
+                self._error("E0202", f"{_arg(param, owner)} must be {wanted}, got {describe(expr)}", expr.span)
+            return None
+        return value if self._finite(expr) else None
+
     def _number(self, expr, param: ArgSpec, owner: str, level: Role | None = None) -> float | None:
         """A `number` argument: its value when it is a valid constant."""
         if isinstance(expr, (n.Name, n.Placeholder)):
             return None
-        value = constant(expr)
+        value = self._constant(expr, param, owner, "number", "a number")
         if value is None:
-            if self._first(expr, "number", param, owner):
-                self._error("E0202", f"{_arg(param, owner)} must be a number, got {describe(expr)}", expr.span)
-            return None
-        if not self._finite(expr):
             return None
         if level is not None and level.violated(value):
             self._level(expr, value, level)
@@ -707,12 +713,8 @@ class ArgumentChecker:
             if steps is not None and param.check == "positive" and steps == 0 and self._first(expr, "rounds", param, owner, span):
                 self._error("E0213", f"{_arg(param, owner)} is {expr.text} of {span} steps, which rounds down to 0 steps", expr.span, help="use a larger percentage or a step count")
             return steps
-        value = constant(expr)
+        value = self._constant(expr, param, owner, "steps", "a step count or a percentage")
         if value is None:
-            if self._first(expr, "steps", param, owner):
-                self._error("E0202", f"{_arg(param, owner)} must be a step count or a percentage, got {describe(expr)}", expr.span)
-            return None
-        if not self._finite(expr):
             return None
         if value != int(value):
             if self._first(expr, "steps", param, owner):

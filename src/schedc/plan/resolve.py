@@ -184,6 +184,23 @@ def counts_epochs(file: n.File) -> bool:
     return False
 
 
+# E0404/E0405 (`_Resolver._disagreement`): message, label here, label there, help
+_DISAGREEMENTS = {
+    "E0404": (
+        "params specs disagree on `{path}` in {phase}: one frees it, the other fixes it",
+        "{here} `{path}` here",
+        "{there} it here",
+        "a parameter has one status per phase: narrow one of the patterns or drop a spec",
+    ),
+    "E0405": (
+        "the body of {phase} {here} `{path}` but a params spec {there} it",
+        "{here} `{path}`",
+        "{there} it in {phase}",
+        "say it once: in the phase body or in the params block",
+    ),
+}
+
+
 def _verb(status_or_kind: str) -> str:
     """What a statement (status "free"/"fixed") or a params spec (its kind) does to a parameter."""
     return "fixes" if status_or_kind in ("fixed", "fixed_in") else "frees"
@@ -565,14 +582,7 @@ class _Resolver:
             other = explicit.get("fixed" if status == "free" else "free")
             if other is not None and not (other[1].texts & entry.texts):
                 first, second = (other[0], spec) if other[0].span <= spec.span else (spec, other[0])
-                path = self.paths[i]
-                self._disagreement(
-                    "E0404",
-                    f"params specs disagree on `{path}` in {ph.label}: one frees it, the other fixes it",
-                    (second.span, f"{_verb(second.kind)} `{path}` here"),
-                    (first.span, f"{_verb(first.kind)} it here"),
-                    "a parameter has one status per phase: narrow one of the patterns or drop a spec",
-                )
+                self._disagreement("E0404", self.paths[i], ph, (second.span, second.kind), (first.span, first.kind))
             explicit.setdefault(status, (spec, entry))
         params_status = None
         if explicit:
@@ -585,22 +595,20 @@ class _Resolver:
         status = "free" if isinstance(stmt, n.Free) else "fixed"
         against = explicit.get("fixed" if status == "free" else "free")
         if against is not None and pattern.text not in against[1].texts:
-            spec = against[0]
-            path = self.paths[i]
-            self._disagreement(
-                "E0405",
-                f"the body of {ph.label} {_verb(status)} `{path}` but a params spec {_verb(spec.kind)} it",
-                (pattern.span, f"{_verb(status)} `{path}`"),
-                (spec.span, f"{_verb(spec.kind)} it in {ph.label}"),
-                "say it once: in the phase body or in the params block",
-            )
+            self._disagreement("E0405", self.paths[i], ph, (pattern.span, status), (against[0].span, against[0].kind))
         grouped = isinstance(stmt, n.Free) and (stmt.lr is not None or stmt.optimizer is not None)
         return status, (j if grouped else -1)
 
-    def _disagreement(self, code: str, message: str, here: tuple[n.Span, str], there: tuple[n.Span, str], help: str) -> None:
-        """E0404/E0405: two statements (different patterns) that give one parameter two statuses in
-        one phase; `here` and `there` are (span, label). Once per pair of statements."""
-        self.report((code, here[0], there[0]), Diagnostic(code, message, here[0], label=here[1], labels=(Label(there[0], there[1]),), help=help))
+    def _disagreement(self, code: str, path: str, ph: ExpandedPhase, here: tuple[n.Span, str], there: tuple[n.Span, str]) -> None:
+        """E0404/E0405: two statements (of different patterns) that give parameter `path` two
+        statuses in phase `ph`; `here` and `there` are (span, status or spec kind), the
+        diagnostic stands `here`. Reported once per pair of statements."""
+        message, said_here, said_there, help = _DISAGREEMENTS[code]
+        words = dict(path=path, phase=ph.label, here=_verb(here[1]), there=_verb(there[1]))
+        self.report(
+            (code, here[0], there[0]),
+            Diagnostic(code, message.format(**words), here[0], label=said_here.format(**words), labels=(Label(there[0], said_there.format(**words)),), help=help),
+        )
 
     def _overridden(self, statements, matched_any, deciders: set[int]) -> None:
         """W0102: a statement every parameter of which a later statement decides (when the

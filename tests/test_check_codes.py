@@ -114,6 +114,10 @@ CASES = [
     ("E0218", "batch 8\nphase 10 lr warmup_cosine(0 -> 1 -> 0, 0 epochs) < free a >", 2, 40),
     ("E0219", 'seed 1\neval "m.py:f" every 0 steps\nphase 10 lr 0.1 < free a >', 2, 21),
     ("E0220", 'eval "m.py:f" every 10 steps\nphase 100 lr 0.1 < free a; stop when val.loss < 0.1 after 50 >', 2, 59),
+    ("E0222", 'eval "m.py:f" every 50 steps\nphase 30 lr 0.1 < free a; keep best val.loss >', 2, 1),
+    ("E0222", 'batch 8\neval "m.py:f" every 5 epochs\nphase w 3 epochs lr 0.1 < free a; stop when val.loss < 0.1 >', 3, 1),
+    ("E0207", "batch 8\nphase 3 epochs lr warmup_cosine(0 -> 1 -> 0, 5 epochs) < free a >", 2, 46),
+    ("E0212", "batch 8\nphase 3 epochs lr linear(0 -> 1) for 4 epochs then 1 < free a >", 2, 38),
     ("W0106", "seed 1\nphase 3 epochs lr 0.1 < free a >", 2, 1),
     ("W0106", "phase 30 lr linear(0 -> 1) for 1 epoch then 1 < free a >", 1, 1),
     ("W0101", "seed 1\nlet unused = 1\nphase 10 lr 0.1 < free a >", 2, 5),
@@ -320,3 +324,24 @@ def test_check_file_on_a_parse_result_does_not_repeat_syntax_errors():
 def test_diagnostics_are_sorted_by_position():
     _, diags = check_source("let u = 1\nphase 0 lr -1 < free a >\nseed 1\nseed 2")
     assert [(d.span.line, d.span.column) for d in diags] == sorted((d.span.line, d.span.column) for d in diags)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "batch 8\nphase 3 epochs lr warmup_cosine(0 -> 1 -> 0, 2 epochs) < free a >",  # fits
+        "batch 8\nphase 3 epochs lr warmup_cosine(0 -> 1 -> 0, 100) < free a >",  # steps: known only with the data
+        "batch 8\nphase 3 epochs lr linear(0 -> 1) for 10 then warmup_cosine(0 -> 1 -> 0, 5 epochs) < free a >",  # a span cut in steps
+        "batch 8\nphase 3 epochs lr sgdr(warmup_cosine(0 -> 1 -> 0, 5 epochs), 40) < free a >",  # a period in steps
+        "batch 8\nphase 30 lr warmup_cosine(0 -> 1 -> 0, 5 epochs) < free a >",  # a phase in steps
+        'batch 8\neval "m.py:f" every 2 epochs\nphase 30 lr 0.1 < free a; keep best val.loss >',  # two units: the runtime's
+        'eval "m.py:f" every 30 steps\nphase 30 lr 0.1 < free a; keep best val.loss >',  # one evaluation, at the end
+    ],
+)
+def test_durations_in_two_units_are_left_to_the_runtime(text):
+    assert not {"E0207", "E0212", "E0222"} & set(codes(text))
+
+
+def test_a_warmup_in_epochs_is_reported_in_epochs():
+    d = find("batch 8\nphase 3 epochs lr 0.1 < free a lr warmup_cosine(0 -> 1 -> 0, 3 epochs) >", "E0207")
+    assert "(3 epochs) is not shorter than the span (3 epochs)" in d.message

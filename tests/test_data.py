@@ -233,11 +233,27 @@ def test_unknown_metric_names_in_rules_are_refused_with_what_was_returned():
         fit('eval "m.py:f" every 2 steps\nphase 5 lr 0.01 < free **; keep best val.accuracy >', **EVAL)
 
 
+def test_metrics_that_are_not_numbers_are_refused():
+    for value, kind in (("high", "str"), (None, "NoneType")):
+        with pytest.raises(EvalError, match=rf"`a` is a {kind} in phase 0; expected a scalar number"):
+            fit("phase 4 lr 0.01 < free ** >", eval_every=2, validation=(X, Y), metrics=lambda m, x, y, v=value: {"a": v})
+
+
 def test_rules_on_metrics_need_an_evaluation_that_happens():
+    with pytest.raises(schedc.SchedError, match=r"E0222.*`val.loss` is never evaluated: this phase runs 5 steps and the `eval` directive evaluates every 50 steps"):
+        fit('eval "m.py:f" every 50 steps\nphase 5 lr 0.01 < free **; keep best val.loss >', **EVAL)  # model-free: `schedc check` says so
     with pytest.raises(EvalError, match=r"evaluates every 50 steps and runs only 5"):
-        fit('eval "m.py:f" every 50 steps\nphase 5 lr 0.01 < free **; keep best val.loss >', **EVAL)
+        fit('eval "m.py:f" every 2 steps\nphase 5 lr 0.01 < free **; keep best val.loss >', eval_every=50, **EVAL)  # set from Python: at run time
     with pytest.raises(EvalError, match=r"has no evaluation; expected a metrics function"):
         fit('eval "m.py:f" every 5 steps\nphase 5 lr 0.01 < free **; keep best val.loss >')
+
+
+def test_a_duration_in_epochs_too_long_for_its_phase_in_steps_names_the_phase_and_the_epoch():
+    program = schedc.compile("batch 8\nphase 2 lr 0.01 < free ** >\nphase 10 lr warmup_cosine(0 -> 0.1 -> 0, 4 epochs) < free ** >", linear())
+    with pytest.raises(schedc.SchedError) as err:  # 4 epochs of 3 steps: 12 steps, past the 10-step phase
+        program.run(mse, X, Y, quiet=True)
+    assert "E0207" in str(err.value) and "(12 steps) is not shorter than the span (10 steps)" in str(err.value)
+    assert err.value.__notes__ == ["in phase 1, counted in steps of this data", "the data holds 30 examples: an epoch is 3 steps with `batch 8`"]
 
 
 # ---------------------------------------------------------------- resuming mid-epoch

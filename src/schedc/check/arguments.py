@@ -244,10 +244,15 @@ class ArgumentChecker:
         oversized: names of lets too large once substituted (reported at their definition only).
         closed: a node with the `let` environment substituted (one object per source node).
         opaque_placeholders: placeholders may be bound to values no check can see into.
+        unit: what durations count in messages: "step", or "epoch" when a phase and its
+            schedules are all in epochs (check.data reads them in epochs).
     """
 
-    def __init__(self, diags: list, lets: dict | None = None, lost_lets: frozenset = frozenset(), closed=None, opaque_placeholders: bool = False, oversized: frozenset = frozenset()):
+    def __init__(
+        self, diags: list, lets: dict | None = None, lost_lets: frozenset = frozenset(), closed=None, opaque_placeholders: bool = False, oversized: frozenset = frozenset(), unit: str = "step"
+    ):
         self.diags = diags
+        self.unit = unit
         self.lets = lets or {}
         self.lost_lets = lost_lets
         self.oversized = oversized
@@ -770,11 +775,11 @@ class ArgumentChecker:
                 total += length
                 if total > span:
                     if self._first(d, "past the span", total, span):
-                        self._error("E0212", f"the `for` durations reach step {total}, past the end of their {span}-step span", d.span)
+                        self._error("E0212", f"the `for` durations reach {self.unit} {total}, past the end of their {span}-{self.unit} span", d.span)
                     break
             else:
                 if total == span and self._first(expr, "fills the span", span):
-                    self._error("E0212", f"the `for` durations fill the whole {span}-step span, leaving nothing for the last piece", expr.durations[-1].span, help="shorten a `for` or drop the last piece")
+                    self._error("E0212", f"the `for` durations fill the whole {span}-{self.unit} span, leaving nothing for the last piece", expr.durations[-1].span, help="shorten a `for` or drop the last piece")
         for piece, length in zip(expr.pieces, segments(expr, span) if None not in lengths else [None] * len(expr.pieces)):
             self._schedule_at(piece, length if length is None or length > 0 else None, level)
 
@@ -861,7 +866,7 @@ class ArgumentChecker:
             warmup = resolved["warmup"]
             what = "its `steps`" if given else "the span"
             if horizon is not None and warmup >= horizon and self._first(bound["warmup"], "warmup", warmup, horizon, what):
-                self._error("E0207", f"the warmup of `{name}` ({warmup} steps) is not shorter than {what} ({horizon} steps)", bound["warmup"].span, help="shorten the warmup or lengthen the schedule")
+                self._error("E0207", f"the warmup of `{name}` ({warmup} {self.unit}s) is not shorter than {what} ({horizon} {self.unit}s)", bound["warmup"].span, help="shorten the warmup or lengthen the schedule")
         if name == "linear_onecycle":
             start, final = resolved.get("pct_start", _default(sig, "pct_start")), resolved.get("pct_final", _default(sig, "pct_final"))
             if start is not None and final is not None and final <= start:

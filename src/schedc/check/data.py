@@ -9,10 +9,11 @@ known at run time (the runtime reports those, naming the phase).
 from __future__ import annotations
 
 from schedc.check import catalog
+from schedc.check.arguments import ArgumentChecker
 from schedc.check.lint import Rule
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, did_you_mean
-from schedc.lang.expr import constant, uses_epochs
+from schedc.lang.expr import constant, rewrite, uses_epochs
 from schedc.lang.program import header_span
 
 
@@ -58,7 +59,8 @@ class EpochCounts(Rule):
 
 class DataPhases(Rule):
     """A phase's `batch` and length in epochs (W0106 without a batch size), and its rules on
-    evaluation metrics: `stop when val.M ...` (E0112, E0113, E0114, E0220) and `keep` (E0114)."""
+    evaluation metrics: `stop when val.M ...` (E0112, E0113, E0114, E0220) and `keep` (E0114),
+    in a phase that evaluates at least once (E0222); its schedules counted in epochs (E0207, E0212)."""
 
     def visit_Phase(self, phase: n.Phase) -> None:
         ctx = self.ctx
@@ -66,6 +68,8 @@ class DataPhases(Rule):
             _batch_size(ctx, phase.batch)
         if phase.unit == "epochs":
             _epoch_count(ctx, phase.steps, "a phase length")
+            _schedules_in_epochs(ctx, phase)
+        self._evaluated(phase)
         counts_epochs = phase.unit == "epochs" or any(uses_epochs(e) for e in _expressions(phase))
         if counts_epochs and phase.batch is None and "batch" not in ctx.directives:
             ctx.report(
@@ -90,6 +94,27 @@ class DataPhases(Rule):
                 self._word(stmt.which, catalog.KEEP_WHICH, "keep")
                 self._metric(stmt.metric, "`keep`")
 
+    def _evaluated(self, phase: n.Phase) -> None:
+        """E0222: a phase with rules on evaluation metrics that ends before its first evaluation
+        (its length and the `eval` interval both constant, in one unit)."""
+        ruled = [s.metric for s in phase.body if isinstance(s, (n.Stop, n.StopImproving, n.Keep)) and s.metric.id.startswith(catalog.METRIC_PREFIX)]
+        directive = self.ctx.directives.get("eval")
+        if not ruled or directive is None or directive.every is None:
+            return
+        every = 1 if directive.every.count is None else _value(self.ctx, directive.every.count)
+        length = _value(self.ctx, phase.steps)
+        if every is None or length is None or directive.every.unit != phase.unit or not length < every:
+            return
+        unit = phase.unit if length != 1 else phase.unit.rstrip("s")
+        self.ctx.report(
+            Diagnostic(
+                "E0222",
+                f"`{ruled[0].id}` is never evaluated: this phase runs {length:g} {unit} and the `eval` directive evaluates every {every:g} {directive.every.unit}",
+                header_span(phase),
+                help=f"evaluate at least once per phase (`every {length:g} {unit}` or less), or lengthen the phase",
+            )
+        )
+
     def _metric(self, name: n.Name, what: str) -> None:
         """A metric named by a stop rule or `keep`: `val.NAME`, with an `eval` directive to produce it."""
         if not name.id.startswith(catalog.METRIC_PREFIX):
@@ -100,6 +125,54 @@ class DataPhases(Rule):
     def _word(self, name: n.Name, choices: dict, after: str) -> None:
         if name.id not in choices:
             self.ctx.report(Diagnostic("E0114", f"`{after} {name.id}` is not known; expected {', '.join(f'`{c}`' for c in choices)}", name.span, help=did_you_mean(name.id, choices)))
+
+
+def _schedules_in_epochs(ctx, phase: n.Phase) -> None:
+    """A phase of E epochs whose schedules count their durations in epochs: the checks of the
+    durations against their span (E0207 warmups, E0212 `for` durations) in epochs, model-free.
+    (In steps they are checked again at run time, once the data's size is known.)"""
+    epochs = _value(ctx, phase.steps)
+    if not _is_int(epochs) or epochs < 1:
+        return
+    lrs = [phase.lr if phase.lr is not None else (ctx.directives["lr"].value if "lr" in ctx.directives else None)]
+    lrs += [stmt.lr for stmt in phase.body if isinstance(stmt, n.Free)]
+    for lr in lrs:
+        if lr is None or not uses_epochs(lr):
+            continue
+        counted, converted = _counted_in_epochs(ctx.closed(lr))
+        if counted is None:
+            continue
+        found: list[Diagnostic] = []
+        ArgumentChecker(found, ctx.lets, ctx.lost_lets, opaque_placeholders=True, unit="epoch").learning_rate(counted, epochs)
+        for d in found:
+            if d.code in ("E0207", "E0212") and d.span in converted:
+                ctx.report(d)
+
+
+def _counted_in_epochs(expr):
+    """(`expr` with every `N epochs` read as N units, the spans of those durations), or (None, ())
+    when a span inside it is cut by a duration in steps (a `for` or an sgdr period not in epochs),
+    so that lengths in two units would be compared."""
+    if any(not isinstance(d, n.Epochs) for node in n.walk(expr) for d in _cuts(node)):
+        return None, ()
+    converted = set()
+
+    def as_units(node):
+        if isinstance(node, n.Epochs) and _is_int(count := constant(node.count)):
+            converted.add(node.span)
+            return n.Number(count, str(count), node.span)
+        return None
+
+    return rewrite(expr, as_units), converted
+
+
+def _cuts(node) -> list:
+    """The durations that cut a span inside `node`: a `then`'s `for`s, an sgdr's period."""
+    if isinstance(node, n.Then):
+        return list(node.durations)
+    if isinstance(node, n.Call) and node.func.id == "sgdr":
+        return node.args[1:2] + tuple(k.value for k in node.kwargs if k.name.id == "period")
+    return []
 
 
 def _expressions(phase: n.Phase):

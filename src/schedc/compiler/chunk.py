@@ -110,6 +110,12 @@ def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk:
     return replace(prepared, signature=replace(prepared.signature, leaves=leaves))
 
 
+def check_lowering(phase: P.PhasePlan) -> None:
+    """Lower `phase`'s schedules now (cached for the run): the SchedError a duration in epochs
+    that does not fit its phase once in steps makes, raised before any phase runs."""
+    _lowered(phase, DEFAULT_CHUNK)
+
+
 @lru_cache(maxsize=1024)
 def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
     """Everything of `prepare` but the leaf layout, cached: lowering a phase's schedules (with

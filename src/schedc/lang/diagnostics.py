@@ -81,6 +81,7 @@ CODES: dict[str, Code] = _codes(
     ("E0219", "evaluation interval must be a positive integer", 'eval "m.py:metrics" every 0 steps\nphase 10 lr 0.1 < free a >', "schedc.check.data"),
     ("E0220", "`over`/`after` in a rule they do not apply to", 'eval "m.py:metrics" every 10 steps\nphase 100 lr 0.1 < free a; stop when val.loss < 0.1 after 50 >', "schedc.check.data"),
     ("E0221", "optimizer decay rate out of range", "phase 100 lr 0.1 optimizer adam(b1=1.5) < free a >", "schedc.check.arguments"),
+    ("E0222", "rules on evaluation metrics in a phase shorter than the evaluation interval", 'eval "m.py:metrics" every 50 steps\nphase 30 lr 0.1 < free a; keep best val.loss >', "schedc.check.data"),
     # conflicts, model-free
     ("E0301", "contradictory specs", "phase 100 lr 0.1 <>\nparams < a: free in 0 | fixed in 0 >", "schedc.check.conflicts"),
     ("E0302", "two inits of one parameter in one phase", "phase 100 lr 0.1 < init a = 1; init a = 2 >", "schedc.check.conflicts"),

@@ -39,11 +39,15 @@ class Evaluator:
         """The metrics of `model`: `metrics(model, *validation)`, or `metrics(model, state, *validation)`
         in a run with a model state (the function puts the model in inference mode itself:
         `eqx.nn.inference_mode(model)`, as equinox's own evaluation does)."""
+        import jax
+
         out = self._jitted(model, *self.validation) if state is None else self._jitted(model, state, *self.validation)
         if not isinstance(out, dict):
             raise EvalError(f"the metrics function returned {type(out).__name__} in {phase.label}; expected a dict {{name: scalar}}")
         values = {}
         for name, value in out.items():
+            if not isinstance(value, (int, float, np.ndarray, np.generic, jax.Array)) or np.asarray(value).dtype.kind not in "biuf":
+                raise EvalError(f"the metrics function's `{name}` is a {type(value).__name__} in {phase.label}; expected a scalar number")
             if np.shape(value) != ():
                 raise EvalError(f"the metrics function's `{name}` has shape {np.shape(value)} in {phase.label}; expected a scalar")
             values[str(name)] = float(value)

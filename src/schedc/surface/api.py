@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schedc.lang.diagnostics import Source
+from schedc.lang.diagnostics import SchedError, Source
 from schedc.plan.resolve import DataSize, PhasePlan, Plan
 
 
@@ -55,7 +55,7 @@ class Program:
         if size is None:
             plan = self.plan
         else:  # epochs in steps; the steps per epoch of every phase known (the progress bar shows epochs)
-            plan = self.per_data(size) if self.per_data is not None else self.plan
+            plan = self._in_steps(size)
             plan = replace(plan, phases=tuple(replace(p, steps_per_epoch=size.steps_per_epoch(p.batch) if p.batch or size.batches else p.steps_per_epoch) for p in plan.phases))
         if eval_every is None:
             return plan
@@ -63,6 +63,27 @@ class Program:
             raise ValueError(f"eval_every must be a number of steps >= 1 or \"epoch\", got {eval_every!r}")
         phases = tuple(replace(p, eval_every=(p.steps_per_epoch or 1) if eval_every == "epoch" else eval_every) for p in plan.phases)
         return replace(plan, phases=phases)
+
+    def _in_steps(self, size) -> Plan:
+        """The Plan with every duration in epochs in steps of this data; a duration that does not
+        fit its span once in steps is a SchedError in the file, naming the phase, before anything runs."""
+        if self.per_data is None:
+            return self.plan
+        from schedc.compiler.chunk import check_lowering
+
+        phase = None
+        try:
+            plan = self.per_data(size)
+            for phase in plan.phases:
+                check_lowering(phase)
+        except SchedError as err:
+            name = self.source.name if self.source is not None else "<input>"
+            located = SchedError([d if d.file else d.in_file(name) for d in err.diagnostics], {**err.sources, **({name: self.source} if self.source else {})})
+            if phase is not None:
+                located.add_note(f"in {phase.label}, counted in steps of this data")
+            located.add_note(_epoch_lengths(size, self.plan))
+            raise located from None
+        return plan
 
     @property
     def phases(self) -> tuple[PhasePlan, ...]:
@@ -223,6 +244,14 @@ def _per_data(analysis):
     from schedc.plan.resolve import counts_epochs
 
     return analysis.plan_for if counts_epochs(analysis.parsed.file) else None
+
+
+def _epoch_lengths(size, plan: Plan) -> str:
+    """What an epoch of this data is in steps, for an error about durations in epochs."""
+    batches = sorted({p.batch for p in plan.phases}, key=lambda b: b or 0)
+    lengths = ", ".join(f"{size.steps_per_epoch(b)} steps" + (f" with `batch {b}`" if b else " without a batch size") for b in batches)
+    held = f"the data holds {size.examples} examples" if size.examples is not None else f"the data has {size.batches} batches per pass"
+    return f"{held}: an epoch is {lengths}"
 
 
 def _key(key, seed):

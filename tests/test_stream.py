@@ -181,9 +181,6 @@ def test_what_counts_as_an_iterable_of_batches():
 # ---------------------------------------------------------------- grain
 
 
-grain = pytest.importorskip("grain.python")
-
-
 class _Rows:
     """A grain data source over (X, Y) (a fixed repr: grain checks it when restoring a state)."""
 
@@ -198,6 +195,7 @@ class _Rows:
 
 
 def loader():
+    grain = pytest.importorskip("grain.python")  # the `stream` extra (installed by the `test` extra)
     sampler = grain.IndexSampler(N, grain.NoSharding(), shuffle=True, num_epochs=1, seed=0)
     return grain.DataLoader(data_source=_Rows(), sampler=sampler, operations=[grain.Batch(8, drop_remainder=True)], worker_count=0)
 
@@ -214,6 +212,14 @@ def test_a_grain_data_loader_feeds_its_batches_pass_after_pass(grain_whole):
     batches = list(loader())
     assert len(batches) == 3 and grain_whole.phases[0].steps_run == 12
     np.testing.assert_array_equal(grain_whole.loss_history, losses_of(batches * 4))
+
+
+def test_a_grain_dataset_with_a_length_counts_its_epochs_itself():
+    grain = pytest.importorskip("grain")
+    dataset = grain.MapDataset.source(_Rows()).shuffle(seed=0).batch(8, drop_remainder=True)
+    res = fit(GRAIN_RUN, dataset, chunk=2)  # no per_epoch: len(dataset) == 3 batches
+    assert res.phases[0].steps_run == 12 and res.phases[0].steps_per_epoch == 3
+    np.testing.assert_array_equal(res.loss_history, losses_of(list(dataset) * 4))
 
 
 def _interrupted_at_step_5(text, batches, directory, every=1):

@@ -192,12 +192,18 @@ class Structure:
         import jax
 
         leaves, treedef = jax.tree_util.tree_flatten(batch)
-        if treedef == self.treedef and all(np.shape(x) == s and np.asarray(x).dtype == d for x, (s, d) in zip(leaves, self.specs)):
+        if treedef == self.treedef and all(_shape_dtype(x) == spec for x, spec in zip(leaves, self.specs)):
             return leaves
         raise DataError(
             f"{phase.label}: the batch for step {step} is {describe(batch)}; expected {describe(self.first)} "
             "(the structure, shapes and dtypes of the first batch: every batch must have them)"
         )
+
+
+def _shape_dtype(leaf) -> tuple:
+    if isinstance(leaf, np.ndarray):  # the common case, without a conversion
+        return leaf.shape, leaf.dtype
+    return np.shape(leaf), np.asarray(leaf).dtype
 
 
 def _encode_state(state):
@@ -357,6 +363,8 @@ class Feed:
         import jax
 
         leaves = [self.structure.leaves(batch, self.phase, step + r) for r, batch in enumerate(rows)]
+        if step % self.K == 0 and len(rows) == self.K:  # a whole chunk: one copy per leaf
+            return tuple(jax.device_put([np.stack([row[j] for row in leaves]) for j in range(len(self.structure.specs))]))
         stacked = []
         for j, (shape, dtype) in enumerate(self.structure.specs):
             block = np.zeros((self.K, *shape), dtype)

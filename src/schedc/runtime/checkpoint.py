@@ -4,7 +4,8 @@ A run with `checkpoint=DIR` writes a checkpoint after every phase and every N ch
 phase. It holds every completed phase (its histories and the model's array leaves), the
 optimizer state the next phase may carry, and, mid-phase, the phase's model, free values,
 optimizer state, stop-rule state and losses so far, its evaluations (values, steps, the best of
-each rule: the patience counts) with the free values `keep best` holds, and its aux metrics. Resuming feeds the same numbers to the same
+each rule: the patience counts) with the free values `keep best` holds, its aux metrics, and
+where an iterable of batches stood (runtime.stream: JSON). Resuming feeds the same numbers to the same
 compiled chunks, so on CPU the resumed run ends bit-for-bit where an uninterrupted one does.
 
 Checkpoints are data, not code: arrays in `.npz` files read with `allow_pickle=False`, the rest

@@ -117,8 +117,8 @@ _NOT_STREAMS = (tuple, list, dict, str, bytes, np.ndarray, np.generic)
 
 def check_epochs(plan: P.Plan, batches: Batches, resolve_for, eval_every=None) -> None:
     """An iterable without a length cannot count epochs: a DataError naming the first phase
-    that does (found by resolving the file for passes of one and of two batches: the phases
-    counting epochs differ). `resolve_for` is `DataSize -> Plan`, None when nothing counts epochs."""
+    that does (found by resolving the file for passes of two lengths: the phases counting
+    epochs differ). `resolve_for` is `DataSize -> Plan`, None when nothing counts epochs."""
     if batches.batches_per_epoch is not None:
         return
     fix = "expected `schedc.Batches(source, per_epoch=N)` (N batches per pass), a source with a length, or counts in steps"
@@ -126,10 +126,14 @@ def check_epochs(plan: P.Plan, batches: Batches, resolve_for, eval_every=None) -
         raise DataError(f"`eval_every=\"epoch\"` needs the batches per epoch, but the iterable of batches ({type(batches.source).__name__}) has no length; {fix}")
     if resolve_for is None:
         return
-    one, two = resolve_for(P.DataSize(batches=1)), resolve_for(P.DataSize(batches=2))
+    what = f"the iterable of batches ({type(batches.source).__name__}) has no length; {fix}"
+    try:  # long passes: any fraction of an epoch is a whole number of steps in both
+        one, two = resolve_for(P.DataSize(batches=1000)), resolve_for(P.DataSize(batches=1001))
+    except ValueError:  # (a SchedError) the file does not resolve at all for such passes: name no phase
+        raise DataError(f"the file counts in epochs, but {what}") from None
     for a, b in zip(one.phases, two.phases):
         if replace(a, steps_per_epoch=None) != replace(b, steps_per_epoch=None):
-            raise DataError(f"{a.label} counts in epochs, but the iterable of batches ({type(batches.source).__name__}) has no length; {fix}")
+            raise DataError(f"{a.label} counts in epochs, but {what}")
 
 
 def as_batches(data) -> Batches | None:

@@ -118,6 +118,43 @@ def test_an_array_init_is_bound_never_printed():
     np.testing.assert_array_equal(np.asarray(s.model_history[-1]["w"]), big)
 
 
+def applied_by_optax(tx, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(losses, the learning rate each update applied) of a plain optax loop with an injected `tx`."""
+    params = {"a": jnp.array(0.2), "b": jnp.array(0.0)}
+    state = tx.init(params)
+    losses, rates = [], []
+    for _ in range(steps):
+        loss_value, grads = jax.value_and_grad(lambda p: jnp.mean((p["a"] * X + p["b"] - Y) ** 2))(params)
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        injected = state.inner_opt_state if isinstance(state, optax.MultiStepsState) else state
+        losses.append(float(loss_value))
+        rates.append(float(injected.hyperparams["learning_rate"]))
+    return np.asarray(losses), np.asarray(rates)
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "phase-by-phase"])
+def test_carried_state_continues_an_injected_objects_count_in_the_log(fuse):
+    sched = optax.linear_schedule(0.1, 0.0, 50)
+    opt = optax.inject_hyperparams(optax.adam)(learning_rate=sched)
+    program = schedc.compile("phase 20 optimizer $opt < free ** >\nphase 30 optimizer $opt < free **; carry state >", line(), opt=opt)
+    res = program.run(loss, X, Y, quiet=True, fuse=fuse)
+    losses, rates = applied_by_optax(opt, 50)  # one uninterrupted optax run: the carried phase continues it
+    np.testing.assert_allclose(res.loss_history, losses, rtol=1e-5)
+    np.testing.assert_allclose(res.phases[1].hyperparams["learning_rate"], rates[20:], rtol=1e-5)
+    np.testing.assert_allclose(res.hyperparams["learning_rate"], sched(np.arange(50)), rtol=1e-5)
+
+
+def test_an_injected_object_under_accumulation_logs_the_value_of_each_update():
+    sched = optax.linear_schedule(0.1, 0.0, 12)
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=sched)
+    res = run("phase 12 optimizer $opt accumulate 3 < free ** >", opt=opt)
+    _, rates = applied_by_optax(optax.MultiSteps(opt, every_k_schedule=3), 12)
+    # optax updates the object at every third step, with its count then: 0, 1, 2, 3
+    np.testing.assert_allclose(res.hyperparams["learning_rate"][2::3], rates[2::3], rtol=1e-6)
+    np.testing.assert_allclose(res.hyperparams["learning_rate"], sched(np.arange(12) // 3), rtol=1e-6)
+
+
 # ---------------------------------------------------------------- objects as `chain(...)` members
 
 

@@ -200,25 +200,76 @@ def _check_documented_lr(bound, lr, phase: P.PhasePlan) -> None:
     )
 
 
-def revealed_hyperparams(transform, steps: int) -> dict[str, np.ndarray]:
+def revealed_hyperparams(transform, steps: int, start: list | None = None, every: int = 1) -> dict[str, np.ndarray]:
     """The hyperparameters an optax object built with `optax.inject_hyperparams` applies at steps
     0 .. steps-1 of a phase, as optax itself computes them: its update replayed on an empty pytree
-    (no parameters, so only the hyperparameter schedules run). {} for any other object."""
+    (no parameters, so only the hyperparameter schedules run). {} for any other object.
+
+    `start`: its `inject_hyperparams` states when the phase began, when `carry state` continued
+    them (`injected_states`): the replay goes on from their step counts and schedule states.
+    `every`: steps per update (`accumulate N`: optax.MultiSteps updates the object once every
+    N steps, with the values of its count then).
+    """
     import jax
 
     try:
         state = transform.init({})
         if not _injected(state):
             return {}
+        state = _continued(state, start or [])
 
         def step(state, _):
             _, state = transform.update({}, state, {})
             return state, _injected(state)
 
-        _, logged = jax.lax.scan(step, state, None, length=steps)
+        _, logged = jax.lax.scan(step, state, None, length=-(-steps // every))
     except Exception:  # an object that cannot run without parameters reveals nothing
         return {}
-    return {name: np.asarray(values) for name, values in logged.items()}
+    return {name: np.repeat(np.asarray(values), every)[:steps] for name, values in logged.items()}
+
+
+def _is_injected(x) -> bool:
+    """An `optax.inject_hyperparams` state: a step `count` and the `hyperparams` dict."""
+    return isinstance(getattr(x, "hyperparams", None), dict) and hasattr(x, "count")
+
+
+# what an `inject_hyperparams` state holds besides its inner optimizer's state (whose arrays are the parameters')
+_SCHEDULE_FIELDS = ("count", "hyperparams", "hyperparams_states")
+
+
+def _continued(state, start: list):
+    """A fresh (parameterless) object state whose `inject_hyperparams` states take their counts,
+    values and schedule states from `start`, in tree order."""
+    import jax
+
+    carried = iter(start)
+
+    def at(x):
+        if not _is_injected(x) or (before := next(carried, None)) is None:
+            return x
+        return x._replace(**{f: getattr(before, f) for f in _SCHEDULE_FIELDS if hasattr(x, f)})
+
+    return jax.tree_util.tree_map(at, state, is_leaf=_is_injected)
+
+
+def injected_count(transform) -> int:
+    """How many `inject_hyperparams` states an optax object's state holds (a chain may hold several)."""
+    import jax
+
+    return sum(_is_injected(x) for x in jax.tree_util.tree_leaves(transform.init({}), is_leaf=_is_injected))
+
+
+def injected_states(opt_state, signature: PhaseSignature) -> dict[str, list]:
+    """Group label -> the `inject_hyperparams` states in its part of `opt_state`, in tree order (a
+    group's members in chain order): fresh ones, or those `carry state` took from the phase before."""
+    import jax
+
+    multi = len(signature.groups) > 1
+    states: dict[str, list] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=_is_injected)[0]:
+        if _is_injected(leaf):
+            states.setdefault(_label_of(path) if multi else "", []).append(leaf)
+    return states
 
 
 def _injected(state) -> dict:
@@ -227,7 +278,7 @@ def _injected(state) -> dict:
     import jax.numpy as jnp
 
     found = {}
-    for node in jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(getattr(x, "hyperparams", None), dict)):
+    for node in jax.tree_util.tree_leaves(state, is_leaf=_is_injected):
         for name, value in getattr(node, "hyperparams", {}).items():
             if jnp.ndim(value) == 0 and jnp.issubdtype(jnp.result_type(value), jnp.number):
                 found.setdefault(name, value)

@@ -196,7 +196,8 @@ class BatchedRunner(Runner):
         stop = _stop_at_nonfinite(stop, chunk_losses, done_before=step0)
         return free, opt_state, stop, chunk_losses, bool(np.all(np.asarray(stop["reason"]) != C.COMPLETED))
 
-    def _phase_result(self, phase, prepared, losses, scales, stop, model, wall: float, clock: CompileClock) -> BatchedPhaseResult:
+    def _phase_result(self, phase, prepared, losses, scales, stop, model, wall: float, clock: CompileClock, starts: dict) -> BatchedPhaseResult:
+        del starts  # optax objects' carried schedule states: a batched fit logs only the fed hyperparameters
         done = np.asarray(stop["done"])
         reasons = np.asarray(stop["reason"])
         self.dead |= reasons == C.NONFINITE

@@ -349,8 +349,9 @@ class Hyperparams(Mapping):
     it. Pickles as the plain dict it computes (checkpoints store it so).
     """
 
-    def __init__(self, prepared: C.PreparedPhase, steps: int, dtype, scales: list = ()):
+    def __init__(self, prepared: C.PreparedPhase, steps: int, dtype, scales: list = (), starts: dict | None = None):
         self.prepared, self.steps, self.dtype, self.scales = prepared, steps, dtype, scales
+        self.starts = starts or {}  # group label -> its optax objects' inject_hyperparams states carried in (`carry state`)
         self._values: dict[str, np.ndarray] | None = None
 
     def values_now(self) -> dict[str, np.ndarray]:
@@ -362,9 +363,12 @@ class Hyperparams(Mapping):
             logged = {name: table[:, j].astype(self.dtype) for j, name in enumerate(self.prepared.hyper_names)}
             for group in self.prepared.signature.groups:
                 chained = len(group.members) > 1
+                carried = list(self.starts.get(group.label, ()))
                 for member in group.members:
                     if member.transform is not None:
-                        for name, values in C.revealed_hyperparams(member.transform.value, self.steps).items():
+                        count = C.injected_count(member.transform.value)
+                        start, carried = carried[:count], carried[count:]
+                        for name, values in C.revealed_hyperparams(member.transform.value, self.steps, start, self.prepared.signature.accumulate).items():
                             name = f"{member.name}.{name}" if chained else name
                             logged[name if not group.label else f"{name}@{group.label}"] = values.astype(self.dtype)
             self._values = logged
@@ -437,6 +441,12 @@ def _constrained_transforms(model) -> dict[str, Callable]:
     }
 
 
+def _has_objects(phase: P.PhasePlan) -> bool:
+    """Whether some optimizer of the phase has an optax object (`optimizer $opt`) as a member."""
+    specs = [phase.optimizer] + [g.optimizer for g in phase.groups if g.optimizer is not None]
+    return any(m.transform is not None for spec in specs for m in spec.transforms)
+
+
 def strong_types(model):
     """The model with weakly typed arrays (`jnp.asarray(1.0)`) made strong.
 
@@ -451,8 +461,10 @@ def strong_types(model):
     return jax.tree_util.tree_map(strong, model)
 
 
-def phase_result(phase: P.PhasePlan, prepared: C.PreparedPhase, losses: np.ndarray, reason: int, wall: float, compile_time: float, compiles: int, model, scales: list = ()) -> PhaseResult:
-    """One phase's result, as the per-phase and the fused runners both report it."""
+def phase_result(
+    phase: P.PhasePlan, prepared: C.PreparedPhase, losses: np.ndarray, reason: int, wall: float, compile_time: float, compiles: int, model, scales: list = (), starts: dict | None = None
+) -> PhaseResult:
+    """One phase's result, as the per-phase and the fused runners both report it (`starts`: see `Hyperparams`)."""
     return PhaseResult(
         index=phase.index,
         name=phase.name,
@@ -460,7 +472,7 @@ def phase_result(phase: P.PhasePlan, prepared: C.PreparedPhase, losses: np.ndarr
         steps=phase.steps,
         steps_run=len(losses),
         losses=losses,
-        hyperparams=Hyperparams(prepared, len(losses), losses.dtype, scales),
+        hyperparams=Hyperparams(prepared, len(losses), losses.dtype, scales, starts),
         stop_reason=C.STOP_REASONS[reason],
         wall_time=wall,
         compile_time=compile_time,
@@ -659,6 +671,7 @@ class Runner:
         started = time.perf_counter()
         with CompileClock() as clock:
             model, prepared, fns, chunk_fn, model_arrays, free, opt_state = self._start(phase, model)
+            starts = C.injected_states(opt_state, prepared.signature) if phase.carry and _has_objects(phase) else {}
             stop = self._initial_stop(prepared.signature)
             if self.model_state is not None:  # carried in the loop's state: the chunk returns it updated
                 stop["model_state"] = self.model_state
@@ -715,7 +728,7 @@ class Runner:
         ema_model = self._write_back(model, ema) if ema is not None else None
         model = self._write_back(model, free)
         self.state = RunnerState(phase.index, prepared.signature, opt_state)
-        result = self._phase_result(phase, prepared, losses, scales, stop, model, time.perf_counter() - started, clock)
+        result = self._phase_result(phase, prepared, losses, scales, stop, model, time.perf_counter() - started, clock, starts)
         result.ema_model = ema_model
         result.eval_steps, result.metrics = evals.history()
         result.aux_steps, result.aux = aux.history()
@@ -755,9 +768,9 @@ class Runner:
             stop = dict(stop, reason=np.int32(reason))
         return free, opt_state, stop, chunk_losses, reason != C.COMPLETED
 
-    def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock):
+    def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock, starts: dict):
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
-        return phase_result(phase, prepared, loss_arr, int(stop["reason"]), wall, clock.seconds, clock.count, model, scales)
+        return phase_result(phase, prepared, loss_arr, int(stop["reason"]), wall, clock.seconds, clock.count, model, scales, starts)
 
     def _new_result(self, model) -> Result:
         return Result(initial_model=model, initial_state=self.model_state)
@@ -829,8 +842,11 @@ class Runner:
     def _fusable(self, phase: P.PhasePlan) -> bool:
         """No init through a constrained transform or of an array bound to a placeholder; no `ema`
         or `plateau` (their per-phase EMA model and per-step scale log are not in the fused
-        program's state yet)."""
+        program's state yet); no optax object whose state `carry state` continues (its logged
+        hyperparameters go on from its schedules' states as the phase starts, read on the host)."""
         if phase.ema is not None or phase.plateau is not None or any(g.plateau is not None for g in phase.groups):
+            return False
+        if phase.carry and _has_objects(phase):
             return False
         if phase.batch or phase.steps_per_epoch:  # minibatches: the data order and the epoch bookkeeping
             return False

@@ -348,7 +348,7 @@ class Checkpointer:
         if self.previous is not None:
             index, leaves = self.previous
             # the optimizer state's structure comes from this run: the phase's fresh state
-            _, prepared, _, _, _, _, fresh = runner._start(runner.plan.phases[index], current)
+            _, prepared, _, _, _, _, fresh = runner.start_phase(runner.plan.phases[index], current)
             runner.state = RunnerState(index, prepared.signature, _fill(fresh, leaves, "carried optimizer state"))
         return current, result, len(self.completed)
 

@@ -634,9 +634,10 @@ class Runner:
             return f"{self.source.name}:{line}:{column}"
         return f"{self.plan.source}:{phase.span.line}:{phase.span.column}"
 
-    def _start(self, phase: P.PhasePlan, model):
+    def start_phase(self, phase: P.PhasePlan, model):
         """A phase's beginning: its inits applied, its program fetched (compiled on first use),
-        its free values and a fresh optimizer state (or one carried from the last phase).
+        its free values and a fresh optimizer state (or one carried from the last phase). Public
+        for the checkpoint, which rebuilds a carried optimizer state in the structure it gives.
 
         Returns (model, prepared, compiled, chunk function, model arrays, free values, optimizer state).
         """
@@ -670,7 +671,7 @@ class Runner:
             self.begin(model)
         started = time.perf_counter()
         with CompileClock() as clock:
-            model, prepared, fns, chunk_fn, model_arrays, free, opt_state = self._start(phase, model)
+            model, prepared, fns, chunk_fn, model_arrays, free, opt_state = self.start_phase(phase, model)
             starts = C.injected_states(opt_state, prepared.signature) if phase.carry and _has_objects(phase) else {}
             stop = self._initial_stop(prepared.signature)
             if self.model_state is not None:  # carried in the loop's state: the chunk returns it updated

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from schedc.lang import nodes as n
-from schedc.check.checker import check_bytes, check_file, check_source
+from schedc.check.checker import check_file
+from schedc.pipeline import check_bytes, check_source
 from schedc.lang.program import env_of
 from schedc.lang.diagnostics import CODES, INTERNAL_CODES, PYTHON_CODES
 from schedc.lang.syntax import parse

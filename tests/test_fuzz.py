@@ -3,7 +3,7 @@
 1. Generated syntax trees: `parse(unparse(tree)) == tree` (printer and parser agree on every form),
    the printed text is already formatted, and comments sprinkled into it survive `format_source`.
 2. Mutated example files (characters and tokens deleted, inserted, duplicated, swapped): `syntax.parse`,
-   `check.check_source` and `fmt.format_source` never raise anything but `SchedError` (from fmt),
+   `pipeline.check_source` and `fmt.format_source` never raise anything but `SchedError` (from fmt),
    and whatever fmt returns means the same program.
 
 Example counts are modest so the file runs in well under 30 s on two cores; for a deeper run
@@ -20,7 +20,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schedc.check import checker as check
+from schedc import pipeline as check
 
 from schedc.lang import syntax
 from schedc.lang import nodes as n

@@ -193,7 +193,7 @@ def test_batched_fits_log_each_datasets_plateau_scale():
 
 
 def diagnostics(text: str) -> list[tuple[str, int, str]]:
-    from schedc.check.checker import check_source
+    from schedc.pipeline import check_source
 
     return [(d.code, d.span.column, d.message) for d in check_source(text)[1]]
 

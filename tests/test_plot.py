@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from schedc.lang import syntax
-from schedc.check.checker import check_source
+from schedc.pipeline import check_source
 from schedc.cli import main
 from schedc.cli.commands import plot
 from schedc.plan.resolve import resolve

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from schedc.check.checker import check_source
+from schedc.pipeline import check_source
 from schedc.lang import syntax
 from schedc.lang.diagnostics import Diagnostic, Span, render_github
 from schedc.lang.program import MAX_PHASES

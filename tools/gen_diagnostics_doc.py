@@ -92,7 +92,7 @@ MODEL_NOTE = "_Needs a model: reported by `schedc check --model` (the example na
 
 def _example_output(example: str, code: str, fmt: str = "concise") -> str:
     """What `schedc check --format FMT example.sched` prints for `code` (without the summary)."""
-    from schedc.check.checker import check_bytes
+    from schedc.pipeline import check_bytes
     from schedc.lang.diagnostics import RENDERERS, Source
 
     _, diags, text = check_bytes(example.encode("utf-8", "surrogateescape"), "example.sched")
@@ -131,7 +131,7 @@ def render() -> str:
 
 
 def _json_sample(sample: str, render_json) -> str:
-    from schedc.check.checker import check_source
+    from schedc.pipeline import check_source
     from schedc.lang.diagnostics import Source
 
     _, diags = check_source(sample, "example.sched")

@@ -160,6 +160,20 @@ def _checked(front: Analysis, placeholders: dict | None, open_placeholders: bool
     return replace(front, diagnostics=_sorted(found, front.name), placeholders=nodes)
 
 
+def check_source(text: str, name: str = "<input>", placeholders: dict | None = None) -> tuple[ParseResult, list[Diagnostic]]:
+    """Parse and check `text` without a model, building (an unbound `$name` is E0110): the parse
+    and every diagnostic (syntax included), sorted, each with `file=name`."""
+    front = _checked(read(text, name), placeholders, open_placeholders=False)
+    return front.parsed, front.diagnostics
+
+
+def check_bytes(data: bytes, name: str = "<input>", placeholders: dict | None = None) -> tuple[ParseResult | None, list[Diagnostic], str | None]:
+    """`check_source` of raw file contents (UTF-8, a BOM allowed): (parsed, diagnostics, text);
+    parsed and text are None when the bytes are binary or not UTF-8 (the one diagnostic: E0004)."""
+    front = _checked(read(data, name), placeholders, open_placeholders=False)
+    return front.parsed, front.diagnostics, front.text
+
+
 def analyse_setting(parsed: ParseResult, name: str, source: Source, tree, placeholders: dict, lets: dict) -> Analysis:
     """One setting of a sweep: `parsed` with the `let`s named in `lets` redefined as those numbers,
     checked with `placeholders` and resolved against `tree` (the program's parameters); the

@@ -1,6 +1,6 @@
 """Model-free semantic checks of a parsed `.sched` file (DESIGN §3): the entry points and the rules.
 
-`check_file` walks the items that parsed (a partial tree after syntax errors is fine) once,
+`check_file` (what `schedc.pipeline` runs after the parse) walks the items that parsed (a partial tree after syntax errors is fine) once,
 dispatching each node to the rules below (`schedc.check.lint`), and returns their diagnostics
 sorted by position; it never raises. Each rule lives in the module named after what it checks:
 
@@ -23,7 +23,7 @@ from schedc.check import conflicts, data, directives, lint, names, patterns, pha
 from schedc.check.context import Context
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, sort_key
-from schedc.lang.syntax import ParseResult, beyond_limits, decode, parse
+from schedc.lang.syntax import ParseResult, beyond_limits
 
 RULES: tuple[type[lint.Rule], ...] = (
     names.LetDefinitions,
@@ -61,24 +61,3 @@ def check_file(parsed: ParseResult, placeholders: dict | None = None, *, open_pl
         return [beyond_limits("`let` definitions nested beyond the checker's limits", n.Span(1, 1, 1, 2), "split them into fewer nested `let`s")]
     lint.run(ctx, RULES, parsed.file)
     return sorted(ctx.diags, key=sort_key)
-
-
-def check_source(text: str, name: str = "<input>", placeholders: dict | None = None) -> tuple[ParseResult, list[Diagnostic]]:
-    """Parse and check `text`: all diagnostics (syntax included), sorted, each with `file=name`."""
-    parsed = parse(text)
-    diags = list(parsed.diagnostics) + check_file(parsed, placeholders)
-    return parsed, sorted((d.in_file(name) for d in diags), key=sort_key)
-
-
-def check_bytes(data: bytes, name: str = "<input>", placeholders: dict | None = None) -> tuple[ParseResult | None, list[Diagnostic], str | None]:
-    """Decode (UTF-8, BOM allowed) and check raw file contents.
-
-    Returns:
-        (parsed, diagnostics, text); parsed and text are None when the bytes are
-        binary or not UTF-8 (then the only diagnostic is E0004).
-    """
-    text, problem = decode(data)
-    if text is None:
-        return None, [problem.in_file(name)], None
-    parsed, diags = check_source(text, name, placeholders)
-    return parsed, diags, text

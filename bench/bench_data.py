@@ -1,23 +1,27 @@
 """Training on data: schedc's minibatched phases against the same training written by hand, side by side.
 
-The digits MLP (64 -> 128 -> 128 -> 10, scikit-learn's bundled `load_digits`, 1,437 training
-images), adam at 1e-3, minibatches of 64 from a fresh permutation per epoch (the remainder
-dropped), the same number of steps for all:
+Two models on scikit-learn's bundled `load_digits` (1,437 training images): the digits MLP
+(64 -> 128 -> 128 -> 10) and a small CNN (conv 3x3 1 -> 8, relu, 2x2 max pool, conv 3x3
+8 -> 16, relu, linear 256 -> 10). adam at 1e-3, minibatches of 64 from a fresh permutation per
+epoch (the remainder dropped), the same number of steps for all:
 
 * schedc: `batch 64` + `phase STEPS lr 1e-3 < free ** >` (`Program.run`, quiet);
 * fused: one hand-written jitted `lax.scan` over the steps, gathering each minibatch on the
   device from the epoch's permutation (the same keys, so the same batch order as schedc);
 * tutorial: equinox's tutorial style: an `eqx.filter_jit` step called from a Python loop over
   minibatches sliced on the host from a NumPy permutation;
-* schedc+eval / fused+eval: the same with the accuracy on 360 images after every epoch:
-  schedc ends a chunk there and evaluates between chunks; the fused loop evaluates inside
-  the program under a `lax.cond`.
+* with `--eval`, the accuracy on 360 images after every epoch, three ways:
+  schedc+eval (schedc ends a chunk there and evaluates between chunks), fused+eval (the fused
+  loop evaluates inside the program under a `lax.cond`) and epochs+eval (hand-written: a jitted
+  scan over one epoch called per epoch, then the jitted metrics, read back: schedc's design
+  without schedc).
 
-"steady" is the best of `--repeat` rounds after a first (compiling) one, in one process, the
-three taking turns within each round.
+Every system runs once to compile, then `--repeat` rounds, the systems taking turns within each
+round (a busy machine slows all of them alike). Reported: each system's best and median time,
+and the ratios taken within each round (best, median, worst), so the spread is visible.
 
-    .venv/bin/python bench/bench_data.py              # 3000 steps
-    .venv/bin/python bench/bench_data.py --steps 6000 --repeat 9
+    .venv/bin/python bench/bench_data.py                      # MLP and CNN, 3000 steps, 7 rounds
+    .venv/bin/python bench/bench_data.py --model mlp --eval --repeat 9
 """
 
 from __future__ import annotations
@@ -28,9 +32,7 @@ import time
 BATCH = 64
 
 
-def _setup():
-    import equinox as eqx
-    import jax
+def _data():
     import jax.numpy as jnp
     import numpy as np
     from sklearn.datasets import load_digits
@@ -38,13 +40,48 @@ def _setup():
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(x))
     x, y = (x[order] / 16.0).astype(np.float32)[360:], y[order].astype(np.int32)[360:]
-    model = eqx.nn.MLP(64, 10, 128, 2, activation=jax.nn.relu, key=jax.random.key(0))
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+class _CNN:
+    """A small CNN on the 8x8 digits: conv 1 -> 8, relu, max pool, conv 8 -> 16, relu, linear."""
+
+    @staticmethod
+    def build(key):
+        import equinox as eqx
+        import jax
+
+        k1, k2, k3 = jax.random.split(key, 3)
+        return eqx.nn.Sequential(
+            [
+                eqx.nn.Lambda(lambda x: x.reshape(1, 8, 8)),
+                eqx.nn.Conv2d(1, 8, 3, padding=1, key=k1),
+                eqx.nn.Lambda(jax.nn.relu),
+                eqx.nn.MaxPool2d(2, 2),
+                eqx.nn.Conv2d(8, 16, 3, padding=1, key=k2),
+                eqx.nn.Lambda(jax.nn.relu),
+                eqx.nn.Lambda(lambda x: x.reshape(-1)),
+                eqx.nn.Linear(16 * 4 * 4, 10, key=k3),
+            ]
+        )
+
+
+def _setup(kind: str = "mlp"):
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    x, y = _data()
+    if kind == "mlp":
+        model = eqx.nn.MLP(64, 10, 128, 2, activation=jax.nn.relu, key=jax.random.key(0))
+    else:
+        model = _CNN.build(jax.random.key(0))
 
     def loss(model, x, y):
         logits = jax.vmap(model)(x)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
 
-    return model, loss, jnp.asarray(x), jnp.asarray(y)
+    return model, loss, x, y
 
 
 def _metrics(model, x, y):
@@ -54,18 +91,21 @@ def _metrics(model, x, y):
     return {"accuracy": jnp.mean(jnp.argmax(jax.vmap(model)(x), axis=1) == y)}
 
 
-def _best_interleaved(fns: dict, repeat: int) -> dict[str, float]:
-    """The best time of each function over `repeat` rounds, the functions taking turns within a
-    round (so a busy machine slows all of them alike); a first round compiles."""
+def _interleaved(fns: dict, repeat: int) -> dict[str, list[float]]:
+    """Each function's time in each of `repeat` rounds, the functions taking turns within a round
+    (so a busy machine slows all of them alike); a first round compiles."""
+    import gc
+
     for fn in fns.values():
         fn()
-    best = {name: float("inf") for name in fns}
+    times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            gc.collect()
             start = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def schedc_run(model, loss, x, y, steps: int, evaluate: bool = False):
@@ -128,6 +168,50 @@ def fused_eval(model, loss, x, y, steps: int):
     return fused_scan(model, loss, x, y, steps, evaluate=True)
 
 
+def epochs_eval(model, loss, x, y, steps: int):
+    """schedc's evaluation design written by hand: a jitted scan over one epoch's steps called per
+    epoch, then the jitted metrics on the model of that moment, its number read back on the host."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from schedc.compiler.minibatch import phase_keys
+
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    tx = optax.adam(1e-3)
+    data_key, _ = phase_keys(jax.random.key(0), 0)
+    n, spe = len(x), len(x) // BATCH
+
+    @jax.jit
+    def epoch(params, state, start, length):
+        def step(i, carry):
+            params, state, perm = carry
+            perm = jax.lax.cond(i % spe == 0, lambda: jax.random.permutation(jax.random.fold_in(data_key, i // spe), n), lambda: perm)
+            rows = jax.lax.dynamic_slice_in_dim(perm, (i % spe) * BATCH, BATCH)
+            grads = jax.grad(lambda p: loss(eqx.combine(p, static), x[rows], y[rows]))(params)
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state, perm
+
+        perm = jax.random.permutation(jax.random.fold_in(data_key, start // spe), n)
+        params, state, _ = jax.lax.fori_loop(start, start + length, step, (params, state, perm))
+        return params, state
+
+    accuracy = jax.jit(lambda p: _metrics(eqx.combine(p, static), x[:360], y[:360])["accuracy"])
+
+    def run():
+        p, state, done = params, tx.init(params), 0
+        while done < steps:
+            length = min(spe, steps - done)
+            p, state = epoch(p, state, jnp.int32(done), jnp.int32(length))
+            done += length
+            if done % spe == 0:
+                float(accuracy(p))
+        return jax.block_until_ready(p)
+
+    return run
+
+
 def tutorial(model, loss, x, y, steps: int):
     """equinox's tutorial style: a jitted step in a Python loop over host-sliced minibatches."""
     import equinox as eqx
@@ -162,24 +246,50 @@ def tutorial(model, loss, x, y, steps: int):
     return run
 
 
+def _spread(values) -> str:
+    """best / median / worst of a list of ratios."""
+    import statistics
+
+    return f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f}"
+
+
+def measure(kind: str, steps: int, repeat: int, evaluate: bool) -> None:
+    import statistics
+
+    model, loss, x, y = _setup(kind)
+    systems = [("schedc", schedc_run), ("fused", fused_scan), ("tutorial", tutorial)]
+    if evaluate:
+        systems += [("schedc+eval", schedc_eval), ("fused+eval", fused_eval), ("epochs+eval", epochs_eval)]
+    fns = {name: make(model, loss, x, y, steps) for name, make in systems}
+    times = _interleaved(fns, repeat)
+    print(f"\ndigits {kind.upper()}, {steps} steps of batch {BATCH}, {repeat} interleaved rounds after a compiling one")
+    print(f"{'':12} {'best s':>8} {'median s':>9} {'us/step':>8}")
+    for name, ts in times.items():
+        print(f"{name:12} {min(ts):8.3f} {statistics.median(ts):9.3f} {1e6 * min(ts) / steps:8.1f}")
+
+    def ratios(a, b):
+        return [ta / tb for ta, tb in zip(times[a], times[b])]
+
+    print("per-round ratios (best / median / worst):")
+    print(f"  schedc / fused scan = {_spread(ratios('schedc', 'fused'))}  (target <= 1.05)")
+    print(f"  tutorial / schedc   = {_spread(ratios('tutorial', 'schedc'))}  (target >= 3)")
+    if evaluate:
+        epochs = steps // (len(x) // BATCH)
+        for name, where in (("schedc", "between chunks"), ("fused", "in the program"), ("epochs", "between hand-written epoch calls")):
+            base = times["fused" if name == "epochs" else name]
+            extra = [1e3 * (t - b) / epochs for t, b in zip(times[name + "+eval"], base)]
+            print(f"  {name}+eval: an evaluation every epoch ({epochs}) costs {statistics.median(extra):.2f} ms each (median; {where})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--model", choices=("mlp", "cnn", "both"), default="both")
+    parser.add_argument("--eval", action="store_true", help="also time an evaluation every epoch, three ways")
     args = parser.parse_args()
-    model, loss, x, y = _setup()
-    systems = (("schedc", schedc_run), ("fused", fused_scan), ("tutorial", tutorial), ("schedc+eval", schedc_eval), ("fused+eval", fused_eval))
-    fns = {name: make(model, loss, x, y, args.steps) for name, make in systems}
-    times = _best_interleaved(fns, args.repeat)
-    print(f"digits MLP, {args.steps} steps of batch {BATCH}, best of {args.repeat} interleaved rounds after a compiling one")
-    print(f"{'':10} {'seconds':>8} {'us/step':>8}")
-    for name, seconds in times.items():
-        print(f"{name:10} {seconds:8.3f} {1e6 * seconds / args.steps:8.1f}")
-    print(f"schedc / fused scan  = {times['schedc'] / times['fused']:.3f}  (target <= 1.05)")
-    print(f"tutorial / schedc    = {times['tutorial'] / times['schedc']:.2f}  (target >= 3)")
-    epochs = args.steps // (len(x) // BATCH)
-    for name in ("schedc", "fused"):
-        print(f"{name}: an evaluation every epoch ({epochs}) costs {1e3 * (times[name + '+eval'] - times[name]) / epochs:.2f} ms each ({'between chunks' if name == 'schedc' else 'in the program'})")
+    for kind in ("mlp", "cnn") if args.model == "both" else (args.model,):
+        measure(kind, args.steps, args.repeat, args.eval)
 
 
 if __name__ == "__main__":

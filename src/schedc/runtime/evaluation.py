@@ -25,15 +25,25 @@ class EvalError(ValueError):
     """A metrics function or an evaluation rule that cannot work: it names the phase and what was expected."""
 
 
+# (metrics function, layout of (model, state), layout of the validation data) -> its jitted program:
+# shared by every run in the process, as the chunk executables are
+_PROGRAMS: dict = {}
+
+
 class Evaluator:
-    """The metrics function of a run, jitted once, and its validation data."""
+    """The metrics function of a run, jitted once per model structure, and its validation data.
+
+    Called as a plain `jax.jit` program on the model's array leaves (the layout split once, as the
+    chunks are), its numbers read back in one transfer: an evaluation between chunks costs a
+    dispatch and a read, not a Python walk of the model per call.
+    """
 
     def __init__(self, metrics: Callable, validation: tuple = ()):
-        import equinox as eqx
+        from schedc.compiler.chunk import split
 
         self.metrics = metrics
         self.validation = tuple(validation)
-        self._jitted = eqx.filter_jit(metrics)
+        self._validation_arrays, self._validation_layout = split(self.validation)
 
     def __call__(self, model, phase: P.PhasePlan, state=None) -> dict[str, float]:
         """The metrics of `model`: `metrics(model, *validation)`, or `metrics(model, state, *validation)`
@@ -41,17 +51,44 @@ class Evaluator:
         `eqx.nn.inference_mode(model)`, as equinox's own evaluation does)."""
         import jax
 
-        out = self._jitted(model, *self.validation) if state is None else self._jitted(model, state, *self.validation)
-        if not isinstance(out, dict):
-            raise EvalError(f"the metrics function returned {type(out).__name__} in {phase.label}; expected a dict {{name: scalar}}")
-        values = {}
-        for name, value in out.items():
-            if not isinstance(value, (int, float, np.ndarray, np.generic, jax.Array)) or np.asarray(value).dtype.kind not in "biuf":
-                raise EvalError(f"the metrics function's `{name}` is a {type(value).__name__} in {phase.label}; expected a scalar number")
-            if np.shape(value) != ():
-                raise EvalError(f"the metrics function's `{name}` has shape {np.shape(value)} in {phase.label}; expected a scalar")
-            values[str(name)] = float(value)
-        return values
+        from schedc.compiler.chunk import split
+
+        arrays, layout = split((model, state))
+        key = (self.metrics, layout, self._validation_layout)
+        program = _PROGRAMS.get(key)
+        if program is None:
+            program = self._compile(layout, arrays, phase)
+            _PROGRAMS[key] = program
+        return {name: float(value) for name, value in jax.device_get(program(arrays, self._validation_arrays)).items()}
+
+    def _compile(self, layout, arrays, phase: P.PhasePlan) -> Callable:
+        """The jitted metrics program for models of `layout`, once its output is known to be {name: scalar}."""
+        import equinox as eqx
+        import jax
+
+        metrics, validation_layout = self.metrics, self._validation_layout  # not `self`: the cache outlives the run
+
+        def call(arrays, validation_arrays):
+            model, state = layout.rebuild(arrays)
+            validation = validation_layout.rebuild(validation_arrays)
+            out = metrics(model, *validation) if state is None else metrics(model, state, *validation)
+            return {str(name): value for name, value in out.items()} if isinstance(out, dict) else out
+
+        _check_output(eqx.filter_eval_shape(call, arrays, self._validation_arrays), phase)
+        return jax.jit(call)
+
+
+def _check_output(out, phase: P.PhasePlan) -> None:
+    """EvalError unless the metrics function's output (shapes) is a dict of scalar numbers."""
+    import jax
+
+    if not isinstance(out, dict):
+        raise EvalError(f"the metrics function returned {type(out).__name__} in {phase.label}; expected a dict {{name: scalar}}")
+    for name, value in out.items():
+        if not isinstance(value, (int, float, np.ndarray, np.generic, jax.ShapeDtypeStruct)) or np.dtype(value.dtype if hasattr(value, "dtype") else type(value)).kind not in "biuf":
+            raise EvalError(f"the metrics function's `{name}` is a {type(value).__name__} in {phase.label}; expected a scalar number")
+        if np.shape(value) != ():
+            raise EvalError(f"the metrics function's `{name}` has shape {np.shape(value)} in {phase.label}; expected a scalar")
 
 
 @dataclass

@@ -116,3 +116,39 @@ def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop):
     assert len(other.result.phases) == 3 and other.result.stop_reasons == ["completed", "completed", "non-finite loss"]
     assert_same_run(one.result, other.result)
     assert leaves_bytes(other.model) == leaves_bytes(one.model)
+
+
+def test_a_progress_bar_does_not_cut_the_segment(program, monkeypatch):
+    """Watched (a terminal's progress bar), the schedule still runs fused, in paced calls (the
+    first of 64 steps), the bar moving per phase, with the results of a phase-by-phase run."""
+    import sys
+
+    from schedc.runtime import runner
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    moved = {}
+    original_advance = runner._Progress.advance
+    monkeypatch.setattr(runner._Progress, "advance", lambda self, task, done, *a: (moved.__setitem__(task, done), original_advance(self, task, done, *a))[1])
+    calls = []
+    original = fused._collect
+    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
+    watched = program.run(loss, chunk=32)  # 32 steps per call at most: the 130 steps take several
+    assert len(calls) >= 5 and len(moved) == len(watched.phases)
+    assert sorted(moved.values()) == sorted(p.steps_run for p in watched.phases)  # every phase's bar at its end
+    assert_same_run(program.run(loss, quiet=True, chunk=32, fuse=False), watched)
+
+
+def noisy(m, key):
+    """A loss taking a per-step key (dropout, augmentation): fold_in(its phase's loss key, step)."""
+    return loss(m) + 0.01 * jnp.sum(jax.random.normal(key, (3,)) * m["a"])
+
+
+def test_a_loss_taking_a_key_fuses_with_the_same_keys(program, monkeypatch):
+    calls = []
+    original = fused._collect
+    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
+    together = program.run(noisy, quiet=True)
+    assert len(calls) == 1
+    apart = program.run(noisy, quiet=True, fuse=False)
+    assert_same_run(apart, together)
+    assert together.loss_history.tobytes() != program.run(loss, quiet=True).loss_history.tobytes()  # the keys matter

@@ -423,7 +423,10 @@ def loss_dtype(loss_fn: Callable, model_layout: Layout, data_layout: Layout, mod
     """The dtype the loss returns: histories keep it (float64 under jax_enable_x64 with a float64 model)."""
     import jax
 
+    from schedc.compiler import minibatch
+
     args, kwargs = data_layout.rebuild(data_arrays)
+    kwargs = minibatch.traced_kwargs(loss_fn, kwargs)
     return jax.eval_shape(lambda m: loss_fn(model_layout.rebuild(m), *args, **kwargs), model_arrays).dtype
 
 

@@ -39,12 +39,20 @@ def phase_keys(root, phase_index: int):
     return _phase_keys()(root, np.int32(phase_index))
 
 
+def phase_key_pair(root, phase_index):
+    """(permutation key, loss key) of a phase, traceable: what `phase_keys` computes, and what a
+    fused segment computes on the device from each phase's index (so the keys are the same)."""
+    import jax
+
+    fold = jax.random.fold_in
+    return fold(fold(root, DATA_STREAM), phase_index), fold(fold(root, LOSS_STREAM), phase_index)
+
+
 @lru_cache(maxsize=None)
 def _phase_keys():
     import jax
 
-    fold = jax.random.fold_in
-    return jax.jit(lambda root, phase_index: (fold(fold(root, DATA_STREAM), phase_index), fold(fold(root, LOSS_STREAM), phase_index)))
+    return jax.jit(phase_key_pair)
 
 
 def epoch_permutation(data_key, epoch, examples: int):
@@ -52,6 +60,14 @@ def epoch_permutation(data_key, epoch, examples: int):
     import jax
 
     return jax.random.permutation(jax.random.fold_in(data_key, epoch), examples)
+
+
+def traced_kwargs(loss_fn: Callable, kwargs: dict) -> dict:
+    """The keywords to trace `loss_fn` with outside the steps (its dtype, its effects): a stand-in
+    `key` for a loss that takes one, as each step passes it."""
+    import jax
+
+    return dict(kwargs, key=jax.random.key(0)) if takes_key(loss_fn) else kwargs
 
 
 def takes_key(fn: Callable) -> bool:

@@ -12,9 +12,10 @@ of its body, whatever N, and runs in one call.
 The program is a `lax.while_loop` over phases; each iteration `lax.switch`es on the
 phase's branch, which runs the phase's steps with the same `chunk.run_steps` loop a
 phase-by-phase run uses (so the two are the same computation). A call runs until the
-table's phases are done, a non-finite loss halts it, or its loss buffer (`chunk` steps)
-is full; then the host calls it again with the state it returned, which may stop inside
-a phase.
+table's phases are done, a non-finite loss halts it, or it has run its step budget (a
+runtime argument, at most the loss buffer's `chunk` steps: a watched run paces its calls
+to move the progress bar); then the host calls it again with the state it returned, which
+may stop inside a phase.
 
 The state carried from phase to phase and from call to call is a dict:
 
@@ -135,9 +136,10 @@ def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict
 
 @dataclass
 class Program:
-    """A compiled segment: `call(state, table, root, initial_arrays, data_arrays) -> (state, out)`.
+    """A compiled segment: `call(state, table, root, initial_arrays, data_arrays, budget) -> (state, out)`.
 
-    `out` holds the call's losses (`losses`, in step order across its phases), and per table
+    A call runs at most `budget` steps (<= `signature.chunk`). `out` holds the call's losses
+    (`losses`, in step order across its phases), and per table
     row the steps run in this call (`ran`), the stop reason (`reason`) and the model's array
     leaves after the row's phase (`snapshots`, one stacked array per leaf).
     """
@@ -183,9 +185,10 @@ _CACHE: dict[tuple, Program] = {}
 def compiled(signature: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> Program:
     """The (cached) segment program for `signature`, `loss_fn` and the static parts of model and data."""
     key = (signature, loss_fn, model_layout, data_layout)
-    if key not in _CACHE:
-        _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays, data_arrays)
-    return _CACHE[key]
+    program = _CACHE.get(key)  # (one lookup: hashing a long segment's signature takes ~10 us)
+    if program is None:
+        program = _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays, data_arrays)
+    return program
 
 
 def cache_size() -> int:
@@ -207,7 +210,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
     )
     branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of) for b in segment.branches]
 
-    def call(state, table, root, initial_arrays, data_arrays):
+    def call(state, table, root, initial_arrays, data_arrays, budget):
         import jax.numpy as jnp
 
         dtype = C.loss_dtype(loss_fn, model_layout, data_layout, state["leaves"], data_arrays)
@@ -218,11 +221,11 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
             "reason": jnp.zeros(W, jnp.int32),
             "snapshots": tuple(jnp.zeros((W,) + leaf.shape, leaf.dtype) for leaf in state["leaves"]),
         }
-        inputs = (table, root, initial_arrays, data_arrays)
+        inputs = (table, root, initial_arrays, data_arrays, budget)
 
         def more(carry):
             state, _, at, halted = carry
-            return (state["phase"] < table["count"]) & (at < K) & ~halted
+            return (state["phase"] < table["count"]) & (at < budget) & ~halted
 
         def body(carry):
             return jax.lax.switch(table["branch"][carry[0]["phase"]], [lambda c, b=b: b(c, inputs) for b in branches], carry)
@@ -235,18 +238,16 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
 
 def _unfusable(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> str | None:
     """Why a loss runs phase by phase, or None. A loss with effects (host callbacks: an exception
-    a callback raises or a signal it sends must stop the run with every phase before it kept),
-    one taking a per-step `key`, or one returning aux metrics (logged per chunk) does."""
+    a callback raises or a signal it sends must stop the run with every phase before it kept) or
+    one returning aux metrics (logged per chunk) does. (A loss taking a per-step `key` fuses: each
+    phase's keys are folded from the root key and its index on the device.)"""
     import jax
 
     from schedc.compiler import minibatch
 
-    if minibatch.takes_key(loss_fn):
-        return "takes a key"
-
     def of(model, data):
         args, kwargs = data_layout.rebuild(data)
-        return loss_fn(model_layout.rebuild(model), *args, **kwargs)
+        return loss_fn(model_layout.rebuild(model), *args, **minibatch.traced_kwargs(loss_fn, kwargs))
 
     try:
         jaxpr, shape = jax.make_jaxpr(of, return_shape=True)(tuple(model_arrays), tuple(data_arrays))
@@ -264,8 +265,11 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
     import jax
     import jax.numpy as jnp
 
+    from schedc.compiler import minibatch
+
     signature = segment.signatures[branch.signature]
     n_numbers = _numbers_of(signature)
+    with_key = minibatch.takes_key(loss_fn)  # the loss gets fold_in(the phase's loss key, step)
 
     def start(state, row, table, root, initial_arrays):
         """The phase's beginning: inits applied, a fresh (or carried) optimizer state, an empty window."""
@@ -288,7 +292,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
 
     def run(carry, inputs):
         state, out, at, _ = carry
-        table, root, initial_arrays, data_arrays = inputs
+        table, root, initial_arrays, data_arrays, budget = inputs
         row, first = state["phase"], state["step"]
         own = state["slots"][branch.signature]
         leaves, opt, ring = jax.lax.cond(
@@ -296,11 +300,12 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             lambda: start(state, row, table, root, initial_arrays),
             lambda: (state["leaves"], own["opt"], own["ring"]),
         )
-        count = jnp.minimum(table["steps"][row] - first, segment.chunk - at)
+        count = jnp.minimum(table["steps"][row] - first, budget - at)
         stop = {"ring": ring, "reason": jnp.int32(C.COMPLETED)}
+        keys = minibatch.phase_key_pair(root, table["index"][row]) if with_key else (None, None)
         ran, free, opt, stop, logs, _ = C.run_steps(
             signature, loss_fn, model_layout, data_layout, free_of(signature, leaves), opt, stop, leaves, first, count,
-            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, (None, None), {"loss": out["losses"]}, at, watch=True,
+            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, {"loss": out["losses"]}, at, watch=True,
         )
         leaves = list(leaves)
         for path, indices in signature.leaves:

@@ -16,7 +16,7 @@ import numpy as np
 
 from schedc.compiler import chunk as C
 from schedc.compiler import segment as S
-from schedc.runtime.runner import CompileClock, Later, PhaseResult, RunnerState, phase_result, strong_types
+from schedc.runtime.runner import CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result, strong_types
 
 
 class NotFused(Exception):
@@ -28,20 +28,24 @@ class NotFused(Exception):
         self.loss = loss
 
 
-def run_segment(runner, start: int, end: int, model) -> list[PhaseResult]:
+def run_segment(runner, start: int, end: int, model, progress=None) -> list[PhaseResult]:
     """Phases `start` .. `end - 1` from `model`, fused. Stops after a phase with a non-finite loss
     (its result is the last one returned; the runner raises).
+
+    With a progress bar (`progress`, the runner's `_Progress`), calls are paced as a watched
+    phase's chunks are (about half a second each) and the bar moves after each call: per phase
+    that call ran, its steps done and its last loss.
 
     A signal (`runner.stop_signal`) ends it after the current call, with the phases that call
     finished: the runner then stops as after a phase.
 
     Raises:
-        NotFused: when the loss has host callbacks, a key or aux metrics, or building the program raised (a loss that
+        NotFused: when the loss has host callbacks or aux metrics, or building the program raised (a loss that
             fails to trace, say): the runner then runs the phases one by one, so an error names
             the phase it is in and a failing callback keeps the phases before it.
     """
     try:
-        return _run(runner, start, end, model)
+        return _run(runner, start, end, model, progress)
     except NotFused:
         raise
     except Exception as exc:
@@ -75,28 +79,33 @@ def _segment_plan(runner, start: int, end: int):
     return value
 
 
-def _run(runner, start: int, end: int, model) -> list[PhaseResult]:
+def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
     import jax
 
     phases = runner.plan.phases[start:end]
     started = time.perf_counter()
     with CompileClock() as clock:
-        model = strong_types(model)
-        model_arrays, model_layout = C.split(model)
+        if runner.begun is not None and model is runner.begun.model:  # the run's first segment
+            model_arrays, model_layout = runner.begun.arrays, runner.begun.layout
+        else:
+            model_arrays, model_layout = C.split(strong_types(model))
         prepared, signature, table = _segment_plan(runner, start, end)
         program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays)
         if program.unfusable:
             raise NotFused(loss=True)
         previous = runner.state.signature
         state = program.initial_state(model_arrays, (previous, runner.state.opt_state) if previous is not None else None)
-        initial_arrays = C.split(runner.initial_leaves)[0]
+        initial_arrays = runner.begun.arrays
         pieces: list[list[np.ndarray]] = [[] for _ in phases]
         reasons = [C.COMPLETED] * len(phases)
         models: list = []  # per finished phase: (a call's snapshot buffers, its row)
+        pace = Pace(signature.chunk, steady=progress is None)
+        bar = _Bar(progress, phases)
         while True:
             first_row = len(models)
+            budget = pace.steps()
             try:
-                state, out = program.call(state, table, runner.key, initial_arrays, runner.data_arrays)
+                state, out = program.call(state, table, runner.key, initial_arrays, runner.data_arrays, np.int32(budget))
             except Exception as exc:
                 if not program.ran:
                     raise NotFused() from exc
@@ -105,6 +114,8 @@ def _run(runner, start: int, end: int, model) -> list[PhaseResult]:
             found, row, step = jax.device_get(({k: out[k] for k in ("losses", "ran", "reason")}, state["phase"], state["step"]))
             _collect(found, first_row, int(row), int(step), pieces, reasons)
             models.extend((out["snapshots"], r) for r in range(first_row, int(row)))
+            bar.advance(pieces, first_row, int(row) + (int(step) > 0))
+            pace.observe(int(np.sum(found["ran"])))
             if len(models) == len(phases) or (models and reasons[len(models) - 1] == C.NONFINITE) or runner.stop_signal is not None:
                 break
     results = _results(phases, prepared, pieces, reasons, models, model_layout, time.perf_counter() - started, clock)
@@ -127,6 +138,25 @@ def _collect(out: dict, first_row: int, row: int, step: int, pieces: list, reaso
         pieces[r].append(out["losses"][at : at + ran])
         reasons[r] = int(out["reason"][r])
         at += ran
+
+
+class _Bar:
+    """The progress bar's view of a fused segment: a task per phase, made when its first steps ran."""
+
+    def __init__(self, progress, phases):
+        self.progress, self.phases, self.tasks = progress, phases, {}
+
+    def advance(self, pieces: list, first_row: int, end_row: int) -> None:
+        """Move the bar for the phases (rows `first_row` .. `end_row - 1`) a call ran."""
+        if self.progress is None:
+            return
+        for row in range(first_row, min(end_row, len(self.phases))):
+            phase = self.phases[row]
+            if row not in self.tasks:
+                self.tasks[row] = self.progress.phase(phase.label, phase.steps, phase.steps_per_epoch)
+            done = sum(len(p) for p in pieces[row])
+            last = float(pieces[row][-1][-1]) if done and len(pieces[row][-1]) else float("nan")
+            self.progress.advance(self.tasks[row], done, last)
 
 
 def _snapshot(layout: C.Layout, buffers: tuple, row: int) -> Later:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -390,7 +391,7 @@ class Hyperparams(Mapping):
         return repr(self.values_now())
 
 
-class _Pace:
+class Pace:
     """How many steps the next chunk call runs.
 
     Every call costs a host round trip (~0.3 ms), so with no one watching
@@ -455,10 +456,12 @@ def strong_types(model):
     """
     import jax
 
-    def strong(x):
-        return x.astype(x.dtype) if getattr(x, "weak_type", False) else x
+    def weak(x):
+        return getattr(x, "weak_type", False)
 
-    return jax.tree_util.tree_map(strong, model)
+    if not any(weak(x) for x in jax.tree_util.tree_leaves(model)):  # the common case: no rebuild
+        return model
+    return jax.tree_util.tree_map(lambda x: x.astype(x.dtype) if weak(x) else x, model)
 
 
 def phase_result(
@@ -479,6 +482,51 @@ def phase_result(
         compiles=compiles,
         model=model,
     )
+
+
+@lru_cache(maxsize=256)
+def _fresh_stop(signature: C.PhaseSignature) -> dict:
+    """A phase's initial stop state, on the device once per signature (its arrays are immutable;
+    building and copying them in cost ~0.1 ms per phase)."""
+    import jax
+
+    return jax.device_put(C.initial_stop_state(signature))
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a run derives from its starting model alone: the model with strong types, its array
+    leaves and layout, all its leaves, its constrained nodes' transforms, and the fused window."""
+
+    model: Any
+    strong: Any
+    arrays: tuple
+    layout: C.Layout
+    leaves: list
+    to_unconstrained: dict
+    window: int
+
+
+_LAST_FACTS: list = []  # [ModelFacts] of the last model a run began from
+
+
+def _model_facts(model) -> ModelFacts:
+    """`ModelFacts` of `model`, kept for the last model seen: a program's model is the same object
+    run after run, and deriving them (flattening, strong types, finding constrained nodes) was a
+    fixed ~0.4 ms of every `Program.run`. Found again by identity: models are immutable."""
+    import jax
+
+    from schedc.compiler import segment
+
+    if _LAST_FACTS and _LAST_FACTS[0].model is model:
+        return _LAST_FACTS[0]
+    strong = strong_types(model)
+    arrays, layout = C.split(strong)
+    leaves = jax.tree_util.tree_leaves(strong)
+    window = segment.window_for(sum(getattr(x, "nbytes", 0) for x in leaves))
+    facts = ModelFacts(model, strong, arrays, layout, leaves, _constrained_transforms(model), window)
+    _LAST_FACTS[:] = [facts]
+    return facts
 
 
 @dataclass
@@ -531,6 +579,7 @@ class Runner:
         self.stream = Stream(batches) if batches is not None else None
         self.args, self.kwargs = loss_arguments(self.stream.first) if self.stream else (tuple(args), dict(kwargs or {}))
         self.data_arrays, self.data_layout = C.split((self.args, self.kwargs))
+        self.loss_takes_key = minibatch.takes_key(loss_fn)
         self.leaves = leaf_indices(tree)
         self.leaves_source = tree  # what `leaves` was read from (fused segment plans are cached per tree)
         self.to_unconstrained: dict[str, Callable] = {}  # filled by begin(): see _constrained_transforms
@@ -550,6 +599,7 @@ class Runner:
         self.evaluator = evaluator  # an evaluation.Evaluator (`eval` / `metrics=`), or None
         self.fuse = fuse  # run consecutive phases as fused segments where `segment_end` allows
         self.window = 1  # phases per fused call: set by begin() from the model's size
+        self.begun: ModelFacts | None = None  # set by begin(): what the run derives from its starting model
         self.logger = None  # a log.RunLog (`--log DIR` / `logger=`): each phase's records, appended after it
         # an eqx.nn.State (BatchNorm statistics) the loss takes and returns: carried through every step
         # and phase (the state after the last phase run, once one has run)
@@ -558,14 +608,11 @@ class Runner:
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
-        import jax
+        facts = _model_facts(model)
+        self.initial_leaves, self.to_unconstrained, self.window = facts.leaves, facts.to_unconstrained, facts.window
+        self.begun = facts
 
-        from schedc.compiler import segment
-
-        self.initial_leaves = jax.tree_util.tree_leaves(strong_types(model))
-        self.to_unconstrained = _constrained_transforms(model)
-        self.window = segment.window_for(sum(getattr(x, "nbytes", 0) for x in self.initial_leaves))
-
+    # ---- model <-> leaves
     # ---- model <-> leaves
 
     def apply_inits(self, model, phase: P.PhasePlan):
@@ -687,8 +734,9 @@ class Runner:
                 model, free, opt_state, stop, losses, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "step0"))
                 model_arrays = C.split(model)[0]
             task = progress.phase(f"{phase.label}", phase.steps, phase.steps_per_epoch) if progress else None
-            pace = _Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
-            keys = minibatch.phase_keys(self.key, phase.index)  # the data order's and the loss's
+            pace = Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
+            # the data order's and the loss's keys (a compiled call: only for phases that use them)
+            keys = minibatch.phase_keys(self.key, phase.index) if phase.batch or self.loss_takes_key else (None, None)
             data, exhausted = self.data_arrays, False
             self.feed = self.stream.feed(phase, step0, self.chunk, state.get("data")) if self.stream else None
             while step0 < phase.steps:
@@ -750,7 +798,7 @@ class Runner:
         return fns.init, fns.chunk
 
     def _initial_stop(self, signature: C.PhaseSignature) -> dict:
-        return C.initial_stop_state(signature)
+        return dict(_fresh_stop(signature))
 
     def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int):
         """Read one chunk call's outputs: (free, opt_state, stop, the losses of the steps run, phase over?).
@@ -798,7 +846,7 @@ class Runner:
                 while index < len(self.plan.phases):
                     end = self.segment_end(index)
                     try:
-                        phase_results = run_segment(self, index, end, model) if end - index > 1 else None
+                        phase_results = run_segment(self, index, end, model, progress if progress.bar else None) if end - index > 1 else None
                     except NotFused as reason:  # one by one: an error names its phase, a failing callback keeps the phases before
                         self.fuse = self.fuse and not reason.loss  # the loss is the same for every phase
                         phase_results = None
@@ -827,13 +875,14 @@ class Runner:
     def segment_end(self, start: int) -> int:
         """The end (exclusive) of the fused segment beginning at phase `start`.
 
-        Phases fuse when nothing must happen on the host between them: no progress bar to
-        move and no checkpoint to write after each phase (a watched or checkpointed run goes
-        phase by phase), and no init through a constrained parameter's transform (a Python
-        function of the model's node, applied on the host). A segment holds at most
-        `window` phases (fewer for a large model: see segment.window_for).
+        Phases fuse when nothing must happen on the host between them: no checkpoint to write
+        and no evaluation to run after each phase (a checkpointed or evaluated run goes phase by
+        phase), and no init through a constrained parameter's transform (a Python function of
+        the model's node, applied on the host). A progress bar does not cut: it moves after each
+        of the segment's (paced) calls. A segment holds at most `window` phases (fewer for a
+        large model: see segment.window_for).
         """
-        if not (self.fuse and self.quiet and self.checkpoint is None and self.evaluator is None and self.model_state is None and self.stream is None) or self.window < 2:
+        if not (self.fuse and self.checkpoint is None and self.evaluator is None and self.model_state is None and self.stream is None) or self.window < 2:
             return start + 1
         end = start
         while end < len(self.plan.phases) and end - start < self.window and self._fusable(self.plan.phases[end]):

@@ -36,13 +36,15 @@ class Program:
     placeholders: dict = field(default_factory=dict, repr=False)  # the `$name` values it was compiled with, as syntax nodes
     # `data -> Plan` for a file that counts in epochs: resolved again once the data's size is known
     per_data: object = field(default=None, repr=False)
+    _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # plan_for's, by (data size, eval_every)
 
     def plan_for(self, args=(), kwargs=None, eval_every=None, batches=None) -> Plan:
         """The Plan for this training data: epochs in steps (`N epochs` counts examples // batch steps
         each, or the batches of one pass over `batches`, an iterable of batches); `eval_every`
-        (steps, or "epoch") overrides the `eval` directive's interval."""
-        from dataclasses import replace
+        (steps, or "epoch") overrides the `eval` directive's interval.
 
+        The same data size and interval give the same Plan object, so what the runtime caches
+        per plan (a fused segment's table, say) is found again by the next run."""
         from schedc.compiler.chunk import split
         from schedc.runtime.data import data_size
         from schedc.runtime.stream import check_epochs
@@ -52,15 +54,23 @@ class Program:
             size = DataSize(batches=batches.batches_per_epoch) if batches.batches_per_epoch else None
         else:
             size = data_size(split((tuple(args), dict(kwargs or {})))[0])
-        if size is None:
-            plan = self.plan
-        else:  # epochs in steps; the steps per epoch of every phase known (the progress bar shows epochs)
+        if eval_every is not None and eval_every != "epoch" and not (isinstance(eval_every, int) and eval_every >= 1):
+            raise ValueError(f"eval_every must be a number of steps >= 1 or \"epoch\", got {eval_every!r}")
+        key = (size, eval_every)
+        if key not in self._plans:
+            self._plans[key] = self._plan_for(size, eval_every)
+        return self._plans[key]
+
+    def _plan_for(self, size, eval_every) -> Plan:
+        from dataclasses import replace
+
+        plan = self.plan
+        if size is not None and (self.per_data is not None or size.batches or any(p.batch for p in plan.phases)):
+            # epochs in steps; the steps per epoch of every phase known (the progress bar shows epochs)
             plan = self._in_steps(size)
             plan = replace(plan, phases=tuple(replace(p, steps_per_epoch=size.steps_per_epoch(p.batch) if p.batch or size.batches else p.steps_per_epoch) for p in plan.phases))
         if eval_every is None:
             return plan
-        if eval_every != "epoch" and not (isinstance(eval_every, int) and eval_every >= 1):
-            raise ValueError(f"eval_every must be a number of steps >= 1 or \"epoch\", got {eval_every!r}")
         phases = tuple(replace(p, eval_every=(p.steps_per_epoch or 1) if eval_every == "epoch" else eval_every) for p in plan.phases)
         return replace(plan, phases=phases)
 

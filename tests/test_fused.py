@@ -152,3 +152,27 @@ def test_a_loss_taking_a_key_fuses_with_the_same_keys(program, monkeypatch):
     apart = program.run(noisy, quiet=True, fuse=False)
     assert_same_run(apart, together)
     assert together.loss_history.tobytes() != program.run(loss, quiet=True).loss_history.tobytes()  # the keys matter
+
+
+EMA_TEXT = """seed 2
+phase 15 lr 0.1 < free a >
+phase 10 lr 0.05 ema 0.5 < free a, b; carry state >
+phase 12 lr 0.05 ema 0.9 < free b; init a ~ normal(0, 1) >
+phase 8 lr 0.05 < free a >
+"""
+
+
+def test_ema_phases_fuse_with_the_same_ema_models(monkeypatch):
+    """`ema D` lives in the optimizer state; a fused call returns each phase's EMA model beside its model."""
+    program = schedc.compile(EMA_TEXT, model())
+    calls = []
+    original = fused._collect
+    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
+    together = program.run(loss, quiet=True)
+    assert len(calls) == 1
+    apart = program.run(loss, quiet=True, fuse=False)
+    assert_same_run(apart, together)
+    assert [p.ema_model is None for p in together.phases] == [True, False, False, True]
+    for a, b in zip(apart.phases, together.phases):
+        assert leaves_bytes(a.ema_model) == leaves_bytes(b.ema_model), a.display
+    assert leaves_bytes(together.ema_model) != leaves_bytes(together.model)  # the average is not the model

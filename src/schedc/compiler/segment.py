@@ -25,9 +25,11 @@ The state carried from phase to phase and from call to call is a dict:
 | `slots` | per phase signature: its optimizer state `opt` and its `loss_change` window `ring` |
 | `phase`, `step` | where the next call resumes: a table row and a step within that phase |
 
-State added later (an EMA of the parameters, a plateau scale, a data position, model
-state) is one more key: initialised in `Program.initial_state`, read and written in
-`_branch` (per phase signature, it goes in the slot dicts instead).
+State added later (a plateau scale, a data position, model state) is one more key:
+initialised in `Program.initial_state`, read and written in `_branch` (per phase signature,
+it goes in the slot dicts instead). An `ema D` lives in the optimizer state already; a call
+also returns, per row of a phase keeping one, the model with its free parameters replaced by
+their moving average (`ema`, beside `snapshots`), the phase's `ema_model`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Callable
 import numpy as np
 
 from schedc.compiler import chunk as C
+from schedc.compiler import optimizers as O
 
 # phases per call's table: a segment longer than this is cut into several
 WINDOW = 128
@@ -141,13 +144,15 @@ class Program:
     A call runs at most `budget` steps (<= `signature.chunk`). `out` holds the call's losses
     (`losses`, in step order across its phases), and per table
     row the steps run in this call (`ran`), the stop reason (`reason`) and the model's array
-    leaves after the row's phase (`snapshots`, one stacked array per leaf).
+    leaves after the row's phase (`snapshots`, one stacked array per leaf); when a signature
+    keeps an `ema` (`keeps_ema`, per signature), also the EMA model's leaves (`ema`).
     """
 
     signature: SegmentSignature
     call: Callable
     slot_shapes: tuple  # per signature: the shape/dtype tree of its optimizer state
     unfusable: str | None  # why the loss must run phase by phase (see `_unfusable`), or None
+    keeps_ema: tuple[bool, ...] = ()  # per signature: whether its optimizer state holds an `ema`
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
     _fresh: dict | None = None  # the state's parts every run starts from, already on the device
 
@@ -208,7 +213,8 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         jax.eval_shape(lambda arrays, sig=sig: C.init_state(sig, free_of(sig, arrays), np.zeros(_numbers_of(sig), np.float64)), tuple(model_arrays))
         for sig in segment.signatures
     )
-    branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of) for b in segment.branches]
+    keeps_ema = tuple(O.ema_of(shapes) is not None for shapes in slot_shapes)
+    branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema) for b in segment.branches]
 
     def call(state, table, root, initial_arrays, data_arrays, budget):
         import jax.numpy as jnp
@@ -221,6 +227,8 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
             "reason": jnp.zeros(W, jnp.int32),
             "snapshots": tuple(jnp.zeros((W,) + leaf.shape, leaf.dtype) for leaf in state["leaves"]),
         }
+        if any(keeps_ema):
+            out["ema"] = tuple(jnp.zeros((W,) + leaf.shape, leaf.dtype) for leaf in state["leaves"])
         inputs = (table, root, initial_arrays, data_arrays, budget)
 
         def more(carry):
@@ -233,7 +241,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
         return state, out
 
-    return Program(segment, jax.jit(call), slot_shapes, _unfusable(loss_fn, model_layout, data_layout, model_arrays, data_arrays))
+    return Program(segment, jax.jit(call), slot_shapes, _unfusable(loss_fn, model_layout, data_layout, model_arrays, data_arrays), keeps_ema)
 
 
 def _unfusable(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> str | None:
@@ -260,7 +268,7 @@ def _unfusable(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout,
     return None
 
 
-def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of) -> Callable:
+def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of, keeps_ema: tuple) -> Callable:
     """One branch of the switch: run (the rest of, or as much as the buffer holds of) one phase."""
     import jax
     import jax.numpy as jnp
@@ -307,10 +315,16 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             signature, loss_fn, model_layout, data_layout, free_of(signature, leaves), opt, stop, leaves, first, count,
             table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, {"loss": out["losses"]}, at, watch=True,
         )
-        leaves = list(leaves)
-        for path, indices in signature.leaves:
-            for leaf in indices:
-                leaves[position[leaf]] = free[path]
+        def written(values):
+            """The model's leaves with the free parameters' `values` written in (shared copies too)."""
+            new = list(leaves)
+            for path, indices in signature.leaves:
+                for leaf in indices:
+                    new[position[leaf]] = values[path]
+            return new
+
+        ema_leaves = written(O.ema_of(opt)) if keeps_ema[branch.signature] else None
+        leaves = written(free)
         reason = stop["reason"]
         end = first + ran
         over = (end >= table["steps"][row]) | (reason != C.COMPLETED)
@@ -323,6 +337,8 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             "reason": out["reason"].at[row].set(reason),
             "snapshots": tuple(s.at[row].set(leaf) for s, leaf in zip(out["snapshots"], leaves)),
         }
+        if "ema" in carry[1]:  # every branch returns the same outputs; only one keeping an ema writes its row
+            out["ema"] = tuple(s.at[row].set(leaf) for s, leaf in zip(carry[1]["ema"], ema_leaves)) if ema_leaves is not None else carry[1]["ema"]
         return state, out, at + ran, reason == C.NONFINITE
 
     return run

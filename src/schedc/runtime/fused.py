@@ -98,7 +98,7 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
         initial_arrays = runner.begun.arrays
         pieces: list[list[np.ndarray]] = [[] for _ in phases]
         reasons = [C.COMPLETED] * len(phases)
-        models: list = []  # per finished phase: (a call's snapshot buffers, its row)
+        models: list = []  # per finished phase: (a call's outputs, its row)
         pace = Pace(signature.chunk, steady=progress is None)
         bar = _Bar(progress, phases)
         while True:
@@ -113,12 +113,13 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
             program.ran = True
             found, row, step = jax.device_get(({k: out[k] for k in ("losses", "ran", "reason")}, state["phase"], state["step"]))
             _collect(found, first_row, int(row), int(step), pieces, reasons)
-            models.extend((out["snapshots"], r) for r in range(first_row, int(row)))
+            models.extend((out, r) for r in range(first_row, int(row)))
             bar.advance(pieces, first_row, int(row) + (int(step) > 0))
             pace.observe(int(np.sum(found["ran"])))
             if len(models) == len(phases) or (models and reasons[len(models) - 1] == C.NONFINITE) or runner.stop_signal is not None:
                 break
-    results = _results(phases, prepared, pieces, reasons, models, model_layout, time.perf_counter() - started, clock)
+    keeps_ema = [program.keeps_ema[signature.signatures.index(p.signature)] for p in prepared]
+    results = _results(phases, prepared, pieces, reasons, models, keeps_ema, model_layout, time.perf_counter() - started, clock)
     if not results:  # a signal came before the first phase ended
         return results
     last = len(results) - 1
@@ -164,7 +165,7 @@ def _snapshot(layout: C.Layout, buffers: tuple, row: int) -> Later:
     return Later(lambda: layout.rebuild([buffer[row] for buffer in buffers]))
 
 
-def _results(phases, prepared, pieces, reasons, models, model_layout, wall: float, clock: CompileClock) -> list[PhaseResult]:
+def _results(phases, prepared, pieces, reasons, models, keeps_ema, model_layout, wall: float, clock: CompileClock) -> list[PhaseResult]:
     """One PhaseResult per finished phase. The segment's wall time is shared by steps run; its
     compiles are the first phase's (as a phase-by-phase run counts a new program's compile)."""
     losses = [np.concatenate(p) for p in pieces[: len(models)]]
@@ -176,7 +177,10 @@ def _results(phases, prepared, pieces, reasons, models, model_layout, wall: floa
         if bad is not None:  # as a phase-by-phase run reads it: the phase ends at its first non-finite loss
             phase_losses, reason = phase_losses[: bad + 1], C.NONFINITE
         first = row == 0  # the segment's compile is counted once, on its first phase
-        model = _snapshot(model_layout, *models[row])
+        out, at = models[row]
+        model = _snapshot(model_layout, out["snapshots"], at)
         share = wall * len(phase_losses) / total
         results.append(phase_result(phase, prep, phase_losses, reason, share, clock.seconds if first else 0.0, clock.count if first else 0, model))
+        if keeps_ema[row]:  # `ema D`: the model with the free parameters' moving average, read lazily too
+            results[-1].ema_model = _snapshot(model_layout, out["ema"], at)
     return results

@@ -73,7 +73,7 @@ class PhaseResult:
     compile_time: float
     compiles: int
     model: Any = _Deferred()  # the model after the phase (given as a `Later` by fused segments)
-    ema_model: Any = None  # with `ema D`: the model with its free parameters replaced by their moving average
+    ema_model: Any = _Deferred()  # with `ema D`: the model with its free parameters replaced by their moving average (a `Later` in fused segments)
     steps_per_epoch: int | None = None  # with minibatches or a length in epochs
     aux: dict[str, np.ndarray] = field(default_factory=dict)  # the loss's aux metrics: one mean per chunk
     aux_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # steps done at the end of each chunk
@@ -890,11 +890,11 @@ class Runner:
         return max(end, start + 1)
 
     def _fusable(self, phase: P.PhasePlan) -> bool:
-        """No init through a constrained transform or of an array bound to a placeholder; no `ema`
-        or `plateau` (their per-phase EMA model and per-step scale log are not in the fused
-        program's state yet); no optax object whose state `carry state` continues (its logged
-        hyperparameters go on from its schedules' states as the phase starts, read on the host)."""
-        if phase.ema is not None or phase.plateau is not None or any(g.plateau is not None for g in phase.groups):
+        """No init through a constrained transform or of an array bound to a placeholder; no
+        `plateau` (its per-step scale log is not in the fused program's outputs yet); no optax
+        object whose state `carry state` continues (its logged hyperparameters go on from its
+        schedules' states as the phase starts, read on the host)."""
+        if phase.plateau is not None or any(g.plateau is not None for g in phase.groups):
             return False
         if phase.carry and _has_objects(phase):
             return False

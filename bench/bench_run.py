@@ -18,8 +18,9 @@ Also measures the compile count of a 10-phase alternating schedule against its
 phase by phase (`fuse=False`) and the hand-written loop on (1) the alternating schedule
 `repeat 50 < phase 20 < free a.* >; phase 20 < free b.* > >` on a 64-parameter model and
 (2) the 300/200/100-step spectral schedule on the small model; then the host work per phase
-of both runners and, each in a fresh process, the compiles of a `repeat 50` schedule and
-of its body.
+of both runners, where a fused run of the spectral schedule spends its time (before, in and
+after its device call) and, each in a fresh process, the compiles of a `repeat 50` schedule
+and of its body.
 """
 
 from __future__ import annotations
@@ -312,7 +313,7 @@ def host_work(rounds: int) -> None:
         return wrapper
 
     original_compiled, original_absorb = segment.compiled, runner.Runner._absorb
-    original_start, original_result, original_keys = runner.Runner._start, runner.Runner._phase_result, minibatch.phase_keys
+    original_start, original_result, original_keys = runner.Runner.start_phase, runner.Runner._phase_result, minibatch.phase_keys
 
     def compiled(*args):
         program_ = original_compiled(*args)
@@ -327,7 +328,7 @@ def host_work(rounds: int) -> None:
     for fuse in (True, False):
         if not fuse:  # the phase-by-phase runner: the chunk call, blocked on, is the device's time
             runner.Runner._absorb = timed("device call", lambda self, before, out, *a: original_absorb(self, before, jax.block_until_ready(out), *a))
-            runner.Runner._start = timed("phase start (inits, program, opt init)", original_start)
+            runner.Runner.start_phase = timed("phase start (inits, program, opt init)", original_start)
             runner.Runner._phase_result = timed("phase result", original_result)
             minibatch.phase_keys = timed("phase keys", original_keys)
         program.run(loss, *data, quiet=True, fuse=fuse)
@@ -344,7 +345,50 @@ def host_work(rounds: int) -> None:
             if name != "device call":
                 print(f"  {name:26} {seconds / phases * 1e6:7.1f} us per phase")
         spent.clear()
-    runner.Runner._absorb, runner.Runner._start, runner.Runner._phase_result, minibatch.phase_keys = original_absorb, original_start, original_result, original_keys
+    runner.Runner._absorb, runner.Runner.start_phase, runner.Runner._phase_result, minibatch.phase_keys = original_absorb, original_start, original_result, original_keys
+
+
+def fixed_cost(rounds: int) -> None:
+    """Where a fused `Program.run` of the spectral schedule spends its time: host work before the
+    device call (runner, plan, signal handlers, segment table), the call itself (blocked on), and
+    host work after it (reading the outputs, building the results); beside the hand loop's run."""
+    import jax
+
+    import schedc
+    from schedc.compiler import segment
+
+    model, loss, data = _models("small")
+    program = schedc.compile(_sched_text(SPECTRAL), model)
+    program.run(loss, *data, quiet=True)
+    marks = {}
+    for compiled in segment._CACHE.values():
+        if not hasattr(compiled.call, "__wrapped_for_bench__"):
+            original = compiled.call
+
+            def call(*args, original=original):
+                marks["call"] = time.perf_counter()
+                out = jax.block_until_ready(original(*args))
+                marks["back"] = time.perf_counter()
+                return out
+
+            call.__wrapped_for_bench__ = True
+            compiled.call = call
+    hand = prepare_hand(model, loss, data, SPECTRAL)
+    parts = {"before the call": [], "the call (blocked on)": [], "after the call": [], "whole run": [], "hand loop, whole run": []}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        jax.block_until_ready(jax.tree_util.tree_leaves(program.run(loss, *data, quiet=True).model))
+        end = time.perf_counter()
+        parts["before the call"].append(marks["call"] - start)
+        parts["the call (blocked on)"].append(marks["back"] - marks["call"])
+        parts["after the call"].append(end - marks["back"])
+        parts["whole run"].append(end - start)
+        start = time.perf_counter()
+        jax.block_until_ready(jax.tree_util.tree_leaves(hand()))
+        parts["hand loop, whole run"].append(time.perf_counter() - start)
+    print(f"\nspectral 300/200/100, fused Program.run, us: median [min] over {rounds} interleaved runs")
+    for name, values in parts.items():
+        print(f"  {name:24} {statistics.median(values) * 1e6:8.0f} [{min(values) * 1e6:.0f}]")
 
 
 def repeat_compiles(text: str) -> dict:
@@ -378,6 +422,7 @@ def main() -> None:
     if args.fusion:
         fusion_table(args.rounds)
         host_work(args.rounds)
+        fixed_cost(max(args.rounds, 50))
         body, repeated = (_subprocess(["--compiles-of", t])["compiles"] for t in (_sched_text(ALTERNATING_BODY), ALTERNATING_TEXT))
         print(f"\nXLA compiles in a fresh process: the body {body}, repeat 50 of it {repeated}")
         return

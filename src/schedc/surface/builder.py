@@ -6,14 +6,15 @@
 of the equivalent `.sched` program, prints it (`str(schedule)`), and compiles
 that text with `schedc.compile`'s own pipeline: the same checks, the same
 `plan.resolve`, the same `run.Runner`. Nothing here runs optimisation itself.
+spectracles' low-level constructor, `OptimiserSchedule(model, loss_fn,
+[PhaseConfig(...)])`, goes the same way: its fix and value updates become a
+params block (`config_file`). Python objects the text cannot write (optax
+objects and schedule functions, arrays) are bound to `$placeholders`.
 
 Differences from spectracles (docs/python.md): two specs that disagree on one
 parameter in one phase are an error, not a silent union; random inits draw
 from (key, phase, path), not from one split chain; a managed schedule keeps its
-stop rules; lr schedules and optimizers are given in forms the language can
-write (numbers or DSL text; optax factories by name) — an optax
-`GradientTransformation` object is refused, since nothing can read its
-hyperparameters back.
+stop rules.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ import numpy as np
 from schedc.lang import nodes as n
 from schedc.lang.program import number_node, with_span
 from schedc.lang.diagnostics import Diagnostic, SchedError, Source
-
-_NAME = "<build_schedule>"
 
 
 # ---------------------------------------------------------------- specs
@@ -326,7 +325,8 @@ def _unnamed_free(tree, patterns: list[str], flags: dict[str, bool]) -> list[str
 
 def build_file(model, phases, params: dict, default_optimizer="adam", criterion=None, seed: int | None = None) -> tuple[n.File, dict]:
     """The syntax tree of the `.sched` program `build_schedule` runs (see there for the arguments),
-    and the values of its `$placeholders` (the optax objects and arrays the text cannot write)."""
+    and the values of its `$placeholders` (the optax objects and arrays the text cannot write).
+    `criterion` is one threshold for every phase, or a list with one per phase (PhaseConfigs)."""
     from schedc.plan.params import discover
 
     if not isinstance(params, dict):
@@ -336,7 +336,8 @@ def build_file(model, phases, params: dict, default_optimizer="adam", criterion=
     items: list = [n.Directive("optimizer", default)]
     if seed is not None:
         items.insert(0, n.Directive("seed", _number(seed)))
-    phase_nodes = [_phase_node(k, spec, default, criterion, objects) for k, spec in enumerate(phases)]
+    criteria = criterion if isinstance(criterion, list) else [criterion] * len(phases)
+    phase_nodes = [_phase_node(k, spec, default, criteria[k], objects) for k, spec in enumerate(phases)]
     entries = []
     body_inits: dict[int, list[n.Init]] = {}
     for pattern, spec in params.items():
@@ -365,6 +366,82 @@ def build_file(model, phases, params: dict, default_optimizer="adam", criterion=
     return n.File(tuple(items)), objects.values
 
 
+# ---------------------------------------------------------------- PhaseConfigs -> the program
+
+
+def _phase_configs(configs) -> list:
+    """The constructor's `phase_configs`: schedc's or spectracles' PhaseConfigs (any object with their fields)."""
+    fields = ("n_steps", "optimiser", "Δloss_criterion", "fix_status_updates", "param_val_updates")
+    if not isinstance(configs, (list, tuple)):
+        raise TypeError(f"phase_configs must be a list of PhaseConfig, got {type(configs).__name__}")
+    out = []
+    for k, config in enumerate(configs):
+        if not all(hasattr(config, f) for f in fields):
+            raise TypeError(f"phase_configs[{k}]: expected a PhaseConfig (n_steps, optimiser, Δloss_criterion, fix_status_updates, param_val_updates), got {config!r}")
+        out.append(config if isinstance(config, PhaseConfig) else PhaseConfig(*(getattr(config, f) for f in fields)))
+    return out
+
+
+def config_file(model, configs: list[PhaseConfig], get_filter_spec_fn, seed: int | None) -> tuple[n.File, dict]:
+    """The program of `OptimiserSchedule(model, loss_fn, configs)`: per parameter, the phases in
+    which it is free (`free_in`, or `fixed_in` every phase) and the values set at phase starts
+    (`init_value`), through `build_file` — so the same checks and the same printed program."""
+    from schedc.plan.params import discover
+
+    tree = discover(model)
+    everywhere = tuple(range(len(configs)))
+    free_sets = _masked_free_sets(model, tree, configs, get_filter_spec_fn) if get_filter_spec_fn is not None else _flag_free_sets(model, tree, configs)
+    params: dict[str, ParamSpec] = {}
+    for path in tree.paths if configs else ():
+        phases = [k for k, free in enumerate(free_sets) if path in free]
+        params[path] = free_in(*phases) if phases else fixed_in(*everywhere)
+    for k, config in enumerate(configs):
+        for path, value in config.param_val_updates.items():
+            params[path] = params.get(path, ParamSpec(())) | init_value(k, value)
+        for path in config.fix_status_updates:  # not a parameter: the checker names it (E0401, E0402)
+            params.setdefault(path, fixed_in(*everywhere))
+    phases = [(c.n_steps, None, c.optimiser) for c in configs]
+    return build_file(model, phases, params, criterion=[c.Δloss_criterion for c in configs], seed=seed)
+
+
+def _flag_free_sets(model, tree, configs) -> list[set[str]]:
+    """The free parameters of each phase: each node's own `fix` flag (no flag: fixed), then the
+    `fix_status_updates` of this phase and the earlier ones, as spectracles applies them."""
+    flags = _fix_flags(model)
+    fixed = {path: flags.get(path, True) for path in tree.paths}
+    sets = []
+    for config in configs:
+        fixed.update({path: bool(fix) for path, fix in config.fix_status_updates.items() if path in fixed})
+        sets.append({path for path, f in fixed.items() if not f})
+    return sets
+
+
+def _masked_free_sets(model, tree, configs, get_filter_spec_fn) -> list[set[str]]:
+    """The free parameters of each phase as spectracles finds them: `get_filter_spec_fn` of the
+    model with the fix updates so far applied (`model.set_fixed_status`), True leaves trained."""
+    import equinox as eqx
+    import jax
+
+    if not callable(get_filter_spec_fn):
+        raise TypeError(f"get_filter_spec_fn must be a function model -> filter spec (a pytree of bools), or None, got {get_filter_spec_fn!r}")
+    parameters = {p.leaf: p.path for p in tree.params}
+    current, sets = model, []
+    for k, config in enumerate(configs):
+        if config.fix_status_updates:
+            if not callable(getattr(current, "set_fixed_status", None)):
+                raise TypeError(f"phase {k}: fix_status_updates with a get_filter_spec_fn need a model with spectracles' set_fixed_status (a ShareModule), got {type(model).__name__}")
+            current = current.set_fixed_status(list(config.fix_status_updates), [bool(v) for v in config.fix_status_updates.values()])
+        leaves, treedef = jax.tree_util.tree_flatten(current)
+        selected = jax.tree_util.tree_leaves(eqx.filter(jax.tree_util.tree_unflatten(treedef, list(range(len(leaves)))), get_filter_spec_fn(current)))
+        arrays = [i for i in selected if isinstance(leaves[i], (jax.Array, np.ndarray))]
+        constants = [i for i in arrays if i not in parameters]
+        if constants:
+            names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(current)[0]]
+            raise TypeError(f"phase {k}: get_filter_spec_fn selects arrays that are not parameters: {', '.join(names[i] for i in constants)} (schedc trains Parameter leaves only; see docs/semantics.md)")
+        sets.append({parameters[i] for i in arrays})
+    return sets
+
+
 # ---------------------------------------------------------------- the schedule object
 
 
@@ -377,7 +454,45 @@ class Schedule:
     replaces the histories (spectracles continued from the last model).
     """
 
-    def __init__(self, program, file: n.File, text: str, loss_fn: Callable, chunk: int | None, quiet: bool):
+    spectracles_name = "OptimiserSchedule"  # what errors on a constructed schedule's program call it
+
+    def __init__(self, model, loss_fn: Callable, phase_configs, get_filter_spec_fn: Callable | None = None, *, key=None, chunk: int | None = None, quiet: bool = True):
+        """spectracles' constructor, `OptimiserSchedule(model, loss_fn, [PhaseConfig(...), ...])`.
+
+        Each phase runs `n_steps` with its `optimiser`; `fix_status_updates` fix or free
+        parameters from that phase on (a parameter no update names keeps its node's `fix`
+        flag: a `Parameter` with `fix=False` is free, any other leaf fixed);
+        `param_val_updates` set values at the phase start; `Δloss_criterion` stops it early.
+        spectracles' own `PhaseConfig` objects are accepted as they are.
+
+        Args:
+            get_filter_spec_fn: spectracles' `model -> filter spec` (a pytree of bools, True
+                for the leaves to train), evaluated as spectracles does on the model with the
+                fix updates so far applied (`model.set_fixed_status`); None: the `fix` flags.
+            key: a JAX key or int seed (for random inits; PhaseConfigs set values only).
+            chunk, quiet: as `build_schedule`.
+
+        Raises:
+            SchedError: a path that names no parameter (or a shared copy), an optimizer
+                problem, shown on the generated program.
+            TypeError: arguments of the wrong kind, naming what was given.
+        """
+        configs = _phase_configs(phase_configs)
+        seed = _seed(key)
+        file, objects = config_file(model, configs, get_filter_spec_fn, seed)
+        program, text = _compile_built(model, file, objects, key, seed, self.spectracles_name)
+        self._setup(program, file, text, loss_fn, chunk, quiet, objects)
+        self.given_configs = configs
+        self.get_filter_spec_fn = get_filter_spec_fn
+
+    @classmethod
+    def built(cls, program, file: n.File, text: str, loss_fn: Callable, chunk: int | None, quiet: bool, placeholders: dict):
+        """The schedule of a compiled program (what `build_schedule` returns)."""
+        schedule = cls.__new__(cls)
+        schedule._setup(program, file, text, loss_fn, chunk, quiet, placeholders)
+        return schedule
+
+    def _setup(self, program, file: n.File, text: str, loss_fn: Callable, chunk: int | None, quiet: bool, placeholders: dict) -> None:
         self.program = program
         self.file = file
         self.text = text
@@ -389,7 +504,9 @@ class Schedule:
         self._losses: dict[int, np.ndarray] = {}
         self.result = None
         self._runner = None
-        self.placeholders: dict = {}  # `$name` -> the object bound to it in the printed program
+        self.placeholders = placeholders  # `$name` -> the object bound to it in the printed program
+        self.given_configs: list | None = None  # the PhaseConfigs given to the constructor
+        self.get_filter_spec_fn: Callable | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -478,20 +595,48 @@ class Schedule:
 
 @dataclass(frozen=True)
 class PhaseConfig:
-    """spectracles' `PhaseConfig` of a built phase, for code that reads it.
+    """spectracles' `PhaseConfig`: one phase for `OptimiserSchedule(model, loss_fn, phase_configs)`,
+    and the view of a built phase (`schedule.phases[i].config`).
 
-    `n_steps`; `optimiser`: the optax object given for the phase, else the planned
-    `OptimizerSpec` (the transformation is built per step inside the compiled loop);
-    `Δloss_criterion`: the loss_change threshold or None; `fix_status_updates`: every
-    parameter path -> True when fixed in the phase; `param_val_updates`: path -> the value
-    the phase's init sets (random draws as the run makes them: from (key, phase, path)).
+    `n_steps`; `optimiser`: an optax GradientTransformation object (run as-is), or any optimizer
+    form `build_schedule` takes (a view holds the object given, else the planned `OptimizerSpec`);
+    `Δloss_criterion`: stop when the loss moved less than this over 50 steps, checked every 50
+    steps from step 100 (spectracles' default 1e2; None: never); `fix_status_updates`: parameter
+    path -> True to fix it, False to free it, from this phase on (a view lists every parameter);
+    `param_val_updates`: path -> the value (a number or an array of its shape) it takes at the
+    start of this phase (a view: the values the phase's inits set, random draws included).
+
+    Raises:
+        TypeError: spectracles' checks, naming the value given and what is accepted.
     """
 
     n_steps: int
     optimiser: Any
-    Δloss_criterion: float | None
-    fix_status_updates: dict
-    param_val_updates: dict
+    Δloss_criterion: float | None = 1e2
+    fix_status_updates: dict = dataclasses.field(default_factory=dict)
+    param_val_updates: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, (int, np.integer)):
+            raise TypeError(f"n_steps must be int. Got {self.n_steps!r}")
+        criterion = self.Δloss_criterion
+        if criterion is not None and (isinstance(criterion, bool) or not isinstance(criterion, (int, float, np.integer, np.floating))):
+            raise TypeError(f"Δloss_criterion must be a number or None. Got {criterion!r}")
+        for what, updates in (("fix_status_updates", self.fix_status_updates), ("param_val_updates", self.param_val_updates)):
+            if not isinstance(updates, dict) or not all(isinstance(k, str) for k in updates):
+                raise TypeError(f"{what} must be a dict of parameter path (str) -> value. Got {updates!r}")
+        for path, fix in self.fix_status_updates.items():
+            if not isinstance(fix, (bool, np.bool_)):
+                raise TypeError(f"All values in fix_status_updates must be bool. Got {fix!r} for {path!r}")
+        for path, value in self.param_val_updates.items():
+            if not _is_real(value):
+                raise TypeError(f"All values in param_val_updates must be jax Arrays (or numbers, numpy arrays). Got {value!r} for {path!r}")
+
+
+def _is_real(value) -> bool:
+    """A real number or array (jax, numpy), as an init value."""
+    array = np.asarray(value) if isinstance(value, (int, float, np.generic, np.ndarray)) or hasattr(value, "shape") else None
+    return array is not None and array.dtype != bool and np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)
 
 
 class SchedulePhase:
@@ -509,9 +654,12 @@ class SchedulePhase:
 
     @property
     def config(self) -> PhaseConfig:
+        """The PhaseConfig given to `OptimiserSchedule(...)`, or a view of the built phase."""
         import jax
 
         phase, schedule = self.plan, self._schedule
+        if schedule.given_configs is not None:
+            return schedule.given_configs[phase.index]
         objects = [m.transform.value for m in phase.optimizer.transforms if m.transform is not None]
         criterion = next((rule.threshold for rule in phase.stop if rule.kind == "loss_change"), None)
         values = {}
@@ -549,8 +697,10 @@ class ManagedSchedule(Schedule):
     later without `reset_from_phase`.
     """
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
+    spectracles_name = "ManagedOptimiserSchedule"
+
+    def _setup(self, *args) -> None:
+        super()._setup(*args)
         self.phase_states = [PENDING] * len(self.plan.phases)
 
     @property
@@ -667,6 +817,7 @@ def build_schedule(
     params: dict,
     default_optimizer="adam",
     managed: bool = False,
+    get_filter_spec_fn: Callable | None = None,
     Δloss_criterion: float | None = None,
     key=None,
     *,
@@ -696,6 +847,10 @@ def build_schedule(
             `fix=False` it is free in every phase; any other unnamed leaf is fixed.
         default_optimizer: the optimizer of phases that name none (same forms).
         managed: return a `ManagedSchedule` (run/skip/reset phase by phase).
+        get_filter_spec_fn: spectracles' `model -> filter spec` (True for the leaves to
+            train), evaluated as spectracles does on the model with each phase's fix
+            statuses set (`model.set_fixed_status`); the phases then free what it selects.
+            None (the default): the specs decide, as with spectracles' default.
         Δloss_criterion: if given, every phase stops when the loss moved less than
             this over 50 steps, checked every 50 steps from step 100 (spectracles' rule).
         key: a JAX key or an int seed for random inits (required when there are any).
@@ -705,34 +860,84 @@ def build_schedule(
         SchedError: naming the parameter or pattern at fault, shown on the generated program.
         TypeError: for arguments of the wrong kind.
     """
+    seed = _seed(key)
+    file, objects = build_file(model, phases, params, default_optimizer, Δloss_criterion, seed)
+    program, text = _compile_built(model, file, objects, key, seed)
+    if get_filter_spec_fn is not None:
+        params = _filtered_params(model, program, get_filter_spec_fn)
+        if params is not None:  # the filter frees other parameters than the specs: the program says so
+            file, objects = build_file(model, phases, params, default_optimizer, Δloss_criterion, seed)
+            program, text = _compile_built(model, file, objects, key, seed)
+    cls = ManagedSchedule if managed else Schedule
+    schedule = cls.built(program, file, text, loss_fn, chunk, quiet, objects)
+    schedule.get_filter_spec_fn = get_filter_spec_fn
+    return schedule
+
+
+def _filtered_params(model, program, get_filter_spec_fn) -> dict | None:
+    """The params of a build_schedule whose phases free what `get_filter_spec_fn` selects on the
+    model with the specs' fix statuses set, as spectracles runs it (every parameter explicit, the
+    planned inits kept); None when that is what the specs already free."""
+    plan, tree = program.plan, program.tree
+    statuses = [PhaseConfig(p.steps, None, None, {path: path not in p.free for path in tree.paths}) for p in plan.phases]
+    free_sets = _masked_free_sets(model, tree, statuses, get_filter_spec_fn)
+    if all(set(p.free) == free for p, free in zip(plan.phases, free_sets)):
+        return None
+    everywhere = tuple(range(len(plan.phases)))
+    params = {}
+    for path in tree.paths:
+        phases = [k for k, free in enumerate(free_sets) if path in free]
+        params[path] = free_in(*phases) if phases else fixed_in(*everywhere)
+    shapes = {p.path: p.shape for p in tree.params}
+    for phase in plan.phases:
+        for init in phase.inits:
+            params[init.path] = params[init.path] | _init_spec(phase.index, init, shapes[init.path])
+    return params
+
+
+def _init_spec(k: int, init, shape: tuple) -> ParamSpec:
+    """A planned init (`plan.resolve.InitSpec`) as the spec that makes it again."""
+    from schedc.lang.nodes import Bound
+
+    if init.kind == "normal":
+        return init_normal(k, *init.args)
+    if init.kind == "uniform":
+        return init_uniform(k, *init.args)
+    value = init.args[0].value if isinstance(init.args[0], Bound) else np.reshape(np.asarray(init.args, np.float64), shape) if len(init.args) > 1 else init.args[0]
+    return init_value(k, value)
+
+
+def _seed(key) -> int | None:
+    """An int `key` is a seed the printed program states; a JAX key is passed to the compiler."""
+    return int(key) if isinstance(key, (int, np.integer)) and not isinstance(key, bool) else None
+
+
+def _compile_built(model, file: n.File, objects: dict, key, seed: int | None, origin: str = "build_schedule"):
+    """(Program, its text): a built syntax tree printed and compiled by `schedc.compile`'s pipeline;
+    problems are shown on the printed program, named `<origin>`."""
     from schedc.pipeline import analyse
     from schedc.surface.api import Program, program_of
-
-    seed = int(key) if isinstance(key, (int, np.integer)) and not isinstance(key, bool) else None
-    file, objects = build_file(model, phases, params, default_optimizer, Δloss_criterion, seed)
     from schedc.tooling.fmt import unparse
 
+    name = f"<{origin}>"
     text = unparse(file)
     if key is not None and seed is None:
-        text = "# random inits draw from the JAX key given to build_schedule (schedc.compile(..., key=key))\n" + text
+        text = f"# random inits draw from the JAX key given to {origin} (schedc.compile(..., key=key))\n" + text
     if objects:
         names = ", ".join("$" + name for name in objects)
-        text = f"# {names}: Python objects bound by build_schedule (schedule.placeholders; schedc.compile(text, model, **schedule.placeholders))\n" + text
-    source = Source(_NAME, text)
-    analysis = analyse(text, _NAME, source=source, placeholders=objects, model=model, base_dir=Path.cwd())
+        text = f"# {names}: Python objects bound by {origin} (schedule.placeholders; schedc.compile(text, model, **schedule.placeholders))\n" + text
+    source = Source(name, text)
+    analysis = analyse(text, name, source=source, placeholders=objects, model=model, base_dir=Path.cwd())
     parsed = analysis.parsed
     if parsed.diagnostics or parsed.file != file:  # a pattern or name the language cannot write
-        raise SchedError([d.in_file(_NAME) for d in parsed.diagnostics] or [_unwritable(file, parsed.file)], {_NAME: source})
+        raise SchedError([d.in_file(name) for d in parsed.diagnostics] or [_unwritable(file, parsed.file)], {name: source})
     if key is None:
-        _require_key(parsed.file, source)
+        _require_key(parsed.file, source, name)
     try:
         program: Program = program_of(analysis, key)
     except SchedError as err:
         raise SchedError([_in_spectracles_words(d) for d in err.diagnostics], err.sources) from None
-    cls = ManagedSchedule if managed else Schedule
-    schedule = cls(program, file, text, loss_fn, chunk, quiet)
-    schedule.placeholders = objects
-    return schedule
+    return program, text
 
 
 # what spectracles' build_schedule says for the same mistakes, so code matching its messages keeps working
@@ -755,7 +960,7 @@ def _unwritable(built: n.File, parsed: n.File) -> Diagnostic:
     return unwritable_pattern(next((p.text for p in patterns if p.text not in again), None))
 
 
-def _require_key(file: n.File, source: Source) -> None:
+def _require_key(file: n.File, source: Source, name: str) -> None:
     """A random init needs a key: spectracles' rule, as a diagnostic naming the parameter."""
     found = []
     for node in n.walk(file):
@@ -769,7 +974,7 @@ def _require_key(file: n.File, source: Source) -> None:
                             f"PRNG key required for init_{spec.dist.func.id} on `{path}`",
                             spec.span,
                             help="pass key=jax.random.key(SEED) (or an int seed) to build_schedule",
-                        ).in_file(_NAME)
+                        ).in_file(name)
                     )
     if found:
-        raise SchedError(found, {_NAME: source})
+        raise SchedError(found, {name: source})

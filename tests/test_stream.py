@@ -60,12 +60,13 @@ def test_streamed_batches_give_the_on_device_losses_for_the_same_order():
 
 
 def test_results_do_not_depend_on_the_chunk_length_or_on_evaluations():
-    text = "optimizer sgd\nphase 6 lr 0.05 < free ** >"
+    text = "optimizer sgd\nphase 100 lr 0.05 < free ** >"
     base = fit(text, BATCHES, chunk=4).loss_history
-    np.testing.assert_array_equal(fit(text, BATCHES, chunk=2).loss_history, base)
-    evaluated = fit(text, BATCHES, chunk=4, metrics=lambda m, x, y: {"loss": mse(m, x, y)}, validation=(X, Y), eval_every=3)
+    for chunk in (2, 64, 1000):  # 64: a short first chunk (32 batches), then chunks ending at 64 and 100
+        np.testing.assert_array_equal(fit(text, BATCHES, chunk=chunk).loss_history, base)
+    evaluated = fit(text, BATCHES, chunk=64, metrics=lambda m, x, y: {"loss": mse(m, x, y)}, validation=(X, Y), eval_every=30)
     np.testing.assert_array_equal(evaluated.loss_history, base)
-    assert list(evaluated.eval_steps) == [3, 6]
+    assert list(evaluated.eval_steps) == [30, 60, 90]
 
 
 def test_keyword_batches_and_a_generator_function_as_the_source():

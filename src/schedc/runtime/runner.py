@@ -27,7 +27,7 @@ from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
 from schedc.runtime.data import DataError, array_names, check_batchable
 from schedc.runtime.evaluation import EvalError, PhaseEvals
-from schedc.runtime.stream import DATA_EXHAUSTED, STREAM_CHUNK, Batches, Stream, loss_arguments
+from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Stream, loss_arguments
 
 
 class Later:
@@ -585,8 +585,8 @@ class Runner:
         self.to_unconstrained: dict[str, Callable] = {}  # filled by begin(): see _constrained_transforms
         # one chunk length for every program, so phases of any length share executables
         # (a chunk is a while loop over at most `chunk` steps: a short phase costs nothing extra)
-        # (streamed batches are stacked a chunk at a time: a shorter one, `STREAM_CHUNK`)
-        self.chunk = int(chunk or (STREAM_CHUNK if self.stream else C.DEFAULT_CHUNK))
+        # (streamed batches are stacked a chunk at a time: as many as fit in stream.CHUNK_BYTES)
+        self.chunk = int(chunk or (self.stream.default_chunk() if self.stream else C.DEFAULT_CHUNK))
         if key is None:
             key = jax.random.key(plan.seed if plan.seed is not None else 0)
         self.key = key

@@ -5,9 +5,10 @@ A background thread reads K batches per chunk (K: the runner's chunk length), ch
 each has the structure, shapes and dtypes of the first, stacks them into one array per leaf
 and sends them to the device (`jax.device_put`) while the previous chunk runs; the compiled
 chunk (the one chunk loop of `runner.py`) reads row `step % K` at each step
-(`minibatch.stream_row`). Chunks are aligned to multiples of K in phase-local steps, so a
-call that ends early (at an evaluation, or a paced call under a progress bar) continues in
-the same stacked chunk.
+(`minibatch.stream_row`). Chunks end at multiples of K in phase-local steps (the first of a
+phase earlier, after `FIRST_CHUNK` batches, so the device starts early), so a call that ends
+early (at an evaluation, or a paced call under a progress bar) continues in the same stacked
+chunk.
 
 Epochs. A re-iterable source (a list, a grain DataLoader, `Batches(make_iterator)`) starts a
 fresh pass at the beginning of each phase, and its exhaustion ends an epoch: the next batch
@@ -31,6 +32,7 @@ import base64
 import json
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -41,7 +43,12 @@ import numpy as np
 from schedc.plan import resolve as P
 from schedc.runtime.data import DataError
 
-STREAM_CHUNK = 256  # batches stacked per chunk by default (two chunks are in memory at once)
+# Batches stacked per chunk by default: as many as fit in CHUNK_BYTES, at most MAX_CHUNK. Each
+# chunk is one call and one host synchronisation, so fewer is faster; up to three chunks are in
+# memory at once (one running, one ready, one being read).
+CHUNK_BYTES = 64 * 2**20
+MAX_CHUNK = 1024
+FIRST_CHUNK = 32  # a feed's first chunk holds at most this many batches: the device waits for no more
 DATA_EXHAUSTED = "data exhausted"  # the stop reason of a phase whose one-shot iterator ran out
 _NUMERIC = "biufc"  # the dtype kinds a batch's leaves may have
 
@@ -326,9 +333,9 @@ class Feed:
     """One phase's batches, K per chunk, read and sent to the device by a background thread
     while the previous chunk runs (one chunk waits ready in the queue: double-buffered)."""
 
-    def __init__(self, reader: Reader, phase: P.PhasePlan, start: int, chunk: int):
-        self.reader, self.phase, self.K = reader, phase, chunk
-        self.structure = reader.structure
+    def __init__(self, stream: Stream, phase: P.PhasePlan, start: int, chunk: int):
+        self.stream, self.reader, self.phase, self.K = stream, stream.reader, phase, chunk
+        self.structure = self.reader.structure
         self.queue: queue.Queue = queue.Queue(maxsize=1)
         self.stopping = threading.Event()
         self.current: _Chunk | None = None
@@ -343,7 +350,8 @@ class Feed:
         step = start
         try:
             while step < self.phase.steps and not self.stopping.is_set():
-                end = min(self.phase.steps, (step // self.K + 1) * self.K)
+                # chunks end at multiples of K; the first is short, so the device starts early
+                end = min(self.phase.steps, (step // self.K + 1) * self.K, step + FIRST_CHUNK if step == start else self.phase.steps)
                 position = self.reader.position()
                 rows = self.partial = []
                 while len(rows) < end - step and not self.stopping.is_set():
@@ -393,7 +401,9 @@ class Feed:
         if self.current is None or step >= self.current.end:
             if self.current is not None and self.current.exhausted:
                 return self.current.arrays, 0
+            started = time.perf_counter()
             item = self.queue.get()
+            self.stream.waited += time.perf_counter() - started
             if isinstance(item, DataError):
                 raise item
             if isinstance(item, BaseException):
@@ -427,10 +437,17 @@ class Stream:
     def __init__(self, batches: Batches):
         self.batches = batches
         self.reader = Reader(batches)
+        self.waited = 0.0  # seconds the chunk loop waited for batches, over the phases so far
+
 
     @property
     def first(self):
         return self.batches.first()
+
+    def default_chunk(self) -> int:
+        """Batches per chunk: as many as fit in CHUNK_BYTES (at least one, at most MAX_CHUNK)."""
+        size = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in self.reader.structure.specs)
+        return max(1, min(MAX_CHUNK, CHUNK_BYTES // max(size, 1)))
 
     def feed(self, phase: P.PhasePlan, start: int, chunk: int, position: dict | None = None) -> Feed:
         """Phase `phase`'s feed from phase-local step `start` (at `position`, resuming a checkpoint)."""
@@ -447,7 +464,7 @@ class Stream:
                 f"{phase.label} gets no batch: the one-shot iterator ran out before it (after {self.reader.offset} batches); "
                 "expected one that lasts the run, or a re-iterable source (a list, a grain DataLoader, a function returning a fresh iterator)"
             )
-        return Feed(self.reader, phase, start, chunk)
+        return Feed(self, phase, start, chunk)
 
     def _ran_out(self) -> bool:
         batch = self.reader.read()

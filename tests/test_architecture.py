@@ -80,9 +80,8 @@ def test_front_end_packages_import_no_jax():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-# Private names still imported across modules, each to be made public or removed by the
-# work that owns its module (the front-end driver replaces `_compile_text`).
-PRIVATE_IMPORTS_LEFT = {("schedc.surface.builder", "schedc.surface.embed._respan"), ("schedc.surface.builder", "schedc.surface.api._compile_text")}
+# Private names imported across modules (none left: the builder enters through `pipeline.analyse`).
+PRIVATE_IMPORTS_LEFT: set[tuple[str, str]] = set()
 
 
 def is_private_name(target: str) -> bool:
@@ -101,3 +100,43 @@ def test_no_module_imports_another_modules_private_names(path):
         if is_private_name(target) and target.rsplit(".", 1)[0] != here and (here, target) not in PRIVATE_IMPORTS_LEFT
     ]
     assert private == [], f"{here} imports private names of other modules"
+
+
+# The stages' entry points, and the modules that may call them: the driver, and (for the
+# model stage of linting, `binding.check_against_model`) the binding. Everyone else goes
+# through `schedc.pipeline`, so the stages are put together in one place.
+STAGE_ENTRIES = {"schedc.lang.syntax.parse", "schedc.check.checker.check_file", "schedc.plan.resolve.resolve"}
+MAY_CALL_STAGES = {"schedc.pipeline", "schedc.plan.binding"}
+
+
+@pytest.mark.parametrize("path", source_files(), ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_only_the_driver_puts_the_stages_together(path):
+    here = module_name(path)
+    if here in MAY_CALL_STAGES or here in {entry.rsplit(".", 1)[0] for entry in STAGE_ENTRIES}:
+        return  # a stage's own module defines its entry point
+    tree = ast.parse(path.read_text(), str(path))
+    modules = {}  # local name -> a stage module imported whole (`from schedc.plan import resolve as P`)
+    direct = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                target = f"{node.module}.{alias.name}"
+                if target in STAGE_ENTRIES:
+                    direct.append(f"line {node.lineno}: imports {target}")
+                if any(entry.rsplit(".", 1)[0] == target for entry in STAGE_ENTRIES):
+                    modules[alias.asname or alias.name] = target
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+            module = modules.get(node.func.value.id)
+            if module is not None and f"{module}.{node.func.attr}" in STAGE_ENTRIES:
+                direct.append(f"line {node.lineno}: calls {module}.{node.func.attr}")
+    assert direct == [], f"{here} calls a stage itself instead of going through schedc.pipeline"
+
+
+def test_the_stage_guard_sees_an_import_and_a_module_call(tmp_path, monkeypatch):
+    fake = tmp_path / "schedc" / "surface" / "fake.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from schedc.plan import resolve as P\nfrom schedc.lang.syntax import parse\nP.resolve(None)\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "schedc")
+    with pytest.raises(AssertionError, match="calls a stage itself"):
+        test_only_the_driver_puts_the_stages_together(fake)

@@ -27,17 +27,23 @@ _LAZY = {
     "PhaseState": "schedc.surface.builder",
 }
 
+# Public modules, likewise: `schedc.distributed.initialize()`, `schedc.distributed.shard_rows(x, y)`.
+_MODULES = {"distributed": "schedc.runtime.distributed"}
+
 
 def __getattr__(name: str):
+    import importlib
+
+    if name in _MODULES:
+        value = globals()[name] = importlib.import_module(_MODULES[name])
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'schedc' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(list(globals()) + list(_LAZY) + list(_MODULES))

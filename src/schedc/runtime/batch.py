@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from schedc.compiler import chunk as C
+from schedc.runtime import distributed
 from schedc.runtime.runner import (
     CompileClock,
     PhaseHistory,
@@ -189,10 +190,11 @@ class BatchedRunner(Runner):
         """A dataset stopped before this chunk keeps its state, whatever the chunk computed; one
         that met a non-finite loss in it stops there. The phase is over when every dataset stopped."""
         free, opt_state, stop, chunk_losses = out
+        # per-item values: sharded like the items, which may sit on other processes
+        stop, chunk_losses = distributed.host_tree(stop), distributed.host_array(chunk_losses)[:, :n_active]
         stopped = np.asarray(before[2]["reason"]) != C.COMPLETED
         if stopped.any():
             free, opt_state, stop = _keep(stopped, before, (free, opt_state, stop))
-        chunk_losses = np.asarray(chunk_losses)[:, :n_active]
         stop = _stop_at_nonfinite(stop, chunk_losses, done_before=step0)
         return free, opt_state, stop, chunk_losses, bool(np.all(np.asarray(stop["reason"]) != C.COMPLETED))
 

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from schedc.runtime import distributed
 from schedc.tooling.files import atomic_write
 
 VERSION = 2
@@ -98,34 +99,37 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 def _host_leaves(tree) -> list[np.ndarray]:
     import jax
 
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+    return [distributed.host_array(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _dtype(x) -> np.dtype:
+    """A leaf's dtype without copying it to the host (it may be sharded over other processes)."""
+    return np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
 
 
 def _fill(template, leaves: list[np.ndarray], what: str):
     """`template`'s structure with the saved leaves, which must match it leaf for leaf (shape, dtype)."""
     import jax
-    import jax.numpy as jnp
 
     old, treedef = jax.tree_util.tree_flatten(template)
     if len(old) != len(leaves):
         raise CheckpointError(f"the checkpoint's {what} has {len(leaves)} arrays, this run's has {len(old)}: it was written by another version or setup")
     for o, saved in zip(old, leaves):
-        if np.shape(o) != saved.shape or np.asarray(o).dtype != saved.dtype:
-            raise CheckpointError(f"the checkpoint's {what} holds a {saved.dtype}{list(saved.shape)} where this run has {np.asarray(o).dtype}{list(np.shape(o))}")
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
+        if np.shape(o) != saved.shape or _dtype(o) != saved.dtype:
+            raise CheckpointError(f"the checkpoint's {what} holds a {saved.dtype}{list(saved.shape)} where this run has {_dtype(o)}{list(np.shape(o))}")
+    return jax.tree_util.tree_unflatten(treedef, [distributed.placed_like(x, o) for x, o in zip(leaves, old)])
 
 
 def _model_leaves(model) -> dict[str, np.ndarray]:
     """The model's array leaves by position (other leaves come from the model given on resume)."""
     import jax
 
-    return {str(i): np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(model)) if isinstance(x, (jax.Array, np.ndarray))}
+    return {str(i): distributed.host_array(x) for i, x in enumerate(jax.tree_util.tree_leaves(model)) if isinstance(x, (jax.Array, np.ndarray))}
 
 
 def _rebuild(template, saved: dict[str, np.ndarray]):
     """`template` with its array leaves replaced by the saved ones (checked like `_fill`)."""
     import jax
-    import jax.numpy as jnp
 
     old, treedef = jax.tree_util.tree_flatten(template)
     expected = {str(i) for i, x in enumerate(old) if isinstance(x, (jax.Array, np.ndarray))}
@@ -134,9 +138,9 @@ def _rebuild(template, saved: dict[str, np.ndarray]):
     leaves = []
     for i, o in enumerate(old):
         s = saved.get(str(i))
-        if s is not None and (np.shape(o) != s.shape or np.asarray(o).dtype != s.dtype):
-            raise CheckpointError(f"the checkpoint's model holds a {s.dtype}{list(s.shape)} where this run's has {np.asarray(o).dtype}{list(np.shape(o))}")
-        leaves.append(jnp.asarray(s) if s is not None else o)
+        if s is not None and (np.shape(o) != s.shape or _dtype(o) != s.dtype):
+            raise CheckpointError(f"the checkpoint's model holds a {s.dtype}{list(s.shape)} where this run's has {_dtype(o)}{list(np.shape(o))}")
+        leaves.append(distributed.placed_like(s, o) if s is not None else o)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
@@ -185,10 +189,11 @@ class _LossLog:
     values; the generation records how many are valid and the SHA-256 of that prefix), so a
     checkpoint writes only what is new instead of the whole history."""
 
-    def __init__(self, path: Path, phase: int, dtype: str, valid: bytes = b""):
-        self.path, self.phase, self.dtype = path, phase, dtype
-        with open(path, "r+b" if path.exists() else "wb") as f:
-            f.truncate(len(valid))  # anything past the recorded count is a write a kill interrupted
+    def __init__(self, path: Path, phase: int, dtype: str, valid: bytes = b"", write: bool = True):
+        self.path, self.phase, self.dtype, self.write = path, phase, dtype, write
+        if write:
+            with open(path, "r+b" if path.exists() else "wb") as f:
+                f.truncate(len(valid))  # anything past the recorded count is a write a kill interrupted
         self.hash = hashlib.sha256(valid)
         self.count = len(valid) // np.dtype(dtype).itemsize
         self.chunks = 1 if valid else 0  # entries of the runner's `losses` list already written
@@ -196,10 +201,11 @@ class _LossLog:
     def append(self, losses: list) -> None:
         new = [np.asarray(x) for x in losses[self.chunks :]]
         data = np.concatenate(new).astype(self.dtype).tobytes() if new else b""
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        if self.write:
+            with open(self.path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
         self.hash.update(data)
         self.count += len(data) // np.dtype(self.dtype).itemsize
         self.chunks = len(losses)
@@ -215,6 +221,10 @@ class Checkpointer:
         directory: where the checkpoint files live (created if missing).
         fingerprint: the schedule-and-model hash (`fingerprint()`).
         every: write a mid-phase checkpoint every this many chunks (0: only after phases).
+
+    In a run across processes (`jax.distributed`) every process runs the hooks, gathering the
+    arrays sharded over other processes (a collective), and process 0 alone writes and locks
+    the directory; every process reads it to resume (the directory must be shared).
     """
 
     def __init__(self, directory, fingerprint: str, every: int = 10):
@@ -230,6 +240,7 @@ class Checkpointer:
         self.pending: dict | None = None  # the in-phase state to resume, consumed by `restore`
         self.log: _LossLog | None = None
         self._lock = None
+        self.writer = distributed.is_writer()
 
     # ---- reading
 
@@ -243,10 +254,16 @@ class Checkpointer:
             usable, or when another run holds the directory.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
-        for name in ("checkpoint-", "state-", "phase-"):
-            for stale in self.directory.glob(f".{name}*.tmp"):
-                stale.unlink(missing_ok=True)
+        if self.writer:
+            self._take_lock()
+            for name in ("checkpoint-", "state-", "phase-"):
+                for stale in self.directory.glob(f".{name}*.tmp"):
+                    stale.unlink(missing_ok=True)
+        found = self._load()
+        distributed.barrier("schedc: checkpoint read")  # before process 0 writes (and deletes) anything
+        return found
+
+    def _load(self) -> bool:
         generations = sorted((int(m.group(1)) for p in self.directory.iterdir() if (m := _GENERATION.match(p.name))), reverse=True)
         if not generations:
             if (self.directory / _LEGACY).exists():
@@ -360,7 +377,7 @@ class Checkpointer:
         if saved is None or saved["phase"] != index:
             return fresh
         arrays = saved["arrays"]
-        self.log = _LossLog(self.directory / f"losses-{index}.bin", index, saved["dtype"], saved["losses"])
+        self.log = _LossLog(self.directory / f"losses-{index}.bin", index, saved["dtype"], saved["losses"], self.writer)
         if saved["evals"] is not None:  # the evaluations so far, patience counts and `keep best` values
             kept = _group(arrays, "kept/")
             evals = saved["evals"]
@@ -386,7 +403,7 @@ class Checkpointer:
             return
         if self.log is None or self.log.phase != index:
             dtype = np.asarray(state["losses"][0]).dtype.str if state["losses"] else np.dtype(np.float32).str
-            self.log = _LossLog(self.directory / f"losses-{index}.bin", index, dtype)
+            self.log = _LossLog(self.directory / f"losses-{index}.bin", index, dtype, write=self.writer)
         self.log.append(state["losses"])
         arrays = {f"model/{k}": v for k, v in _model_leaves(state["model"]).items()}
         for part in ("free", "opt_state", "stop"):
@@ -407,7 +424,8 @@ class Checkpointer:
         arrays.update({f"state/{i}": x for i, x in enumerate(_host_leaves(p.state))})
         data = _npz(arrays)
         name = f"phase-{p.index}.npz"
-        atomic_write(self.directory / name, data)
+        if self.writer:
+            atomic_write(self.directory / name, data)
         self.completed.append({"fields": fields, "ema": p.ema_model is not None, "state": p.state is not None, "file": name, "sha256": _sha256(data)})
         if runner.state.signature is not None:
             self.previous = (runner.state.phase, _host_leaves(runner.state.opt_state))
@@ -415,13 +433,17 @@ class Checkpointer:
         self._write({}, None)
 
     def _write(self, arrays: dict[str, np.ndarray], in_phase: dict | None) -> None:
-        """One generation: its arrays, then (the commit point) its JSON; then the old ones go."""
-        if self._lock is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._take_lock()
+        """One generation: its arrays, then (the commit point) its JSON; then the old ones go.
+
+        (Every process keeps the bookkeeping; process 0 alone touches the files.)"""
         if self.previous is not None:
             arrays.update({f"previous/{i}": x for i, x in enumerate(self.previous[1])})
         self.generation += 1
+        if not self.writer:
+            return
+        if self._lock is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
         data = _npz(arrays)
         state = f"state-{self.generation}.npz"
         atomic_write(self.directory / state, data)
@@ -484,9 +506,12 @@ def run(program, runner, directory, every: int = 10):
     runner.checkpoint = checkpointer
     try:
         if not checkpointer.load():
-            return runner.run(program.model)
-        runner.begin(program.model)  # before resume: rebuilding a carried state may apply `init = reset`
-        model, result, start = checkpointer.resume(runner, program.model)
-        return runner.run(model, start, result)
+            result = runner.run(program.model)
+        else:
+            runner.begin(program.model)  # before resume: rebuilding a carried state may apply `init = reset`
+            model, result, start = checkpointer.resume(runner, program.model)
+            result = runner.run(model, start, result)
+        distributed.barrier("schedc: checkpoint written")  # every process returns once the files are final
+        return result
     finally:
         checkpointer.close()

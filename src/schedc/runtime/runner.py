@@ -25,6 +25,7 @@ from schedc.compiler import minibatch
 from schedc.compiler import optimizers as O
 from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
+from schedc.runtime import distributed
 from schedc.runtime.data import DataError, array_names, check_batchable
 from schedc.runtime.evaluation import EvalError, PhaseEvals
 from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Stream, loss_arguments
@@ -395,8 +396,9 @@ class Pace:
     """How many steps the next chunk call runs.
 
     Every call costs a host round trip (~0.3 ms), so with no one watching
-    (`steady`: quiet, no checkpoints) each call runs as many steps as the chunk
-    holds. With a progress bar or checkpoints, calls are sized to take about
+    (`steady`: quiet, no checkpoints; always across processes, which must run the
+    same calls) each call runs as many steps as the chunk holds. With a progress
+    bar or checkpoints, calls are sized to take about
     `TARGET` seconds: short calls first (the first one also compiles), growing
     at most 8x per call, never more than the chunk holds.
     """
@@ -575,6 +577,9 @@ class Runner:
         self.plan = plan
         self.source = source  # a diagnostics.Source: maps phase spans into the file (a DSL string inside a .py file)
         self.loss_fn = loss_fn
+        self.processes = distributed.processes()
+        if batches is not None and self.processes > 1:  # each process would read its own batches into a program of its own
+            raise ValueError("an iterable of batches cannot be trained on across processes (jax.distributed) yet: pass arrays on the global mesh (schedc.distributed.shard_rows)")
         # an iterable of batches (runtime.stream) instead of arrays: the loss's arguments are one batch's
         self.stream = Stream(batches) if batches is not None else None
         self.args, self.kwargs = loss_arguments(self.stream.first) if self.stream else (tuple(args), dict(kwargs or {}))
@@ -590,7 +595,9 @@ class Runner:
         if key is None:
             key = jax.random.key(plan.seed if plan.seed is not None else 0)
         self.key = key
-        self.quiet = quiet or not sys.stderr.isatty()
+        # across processes nothing may depend on one process's terminal or clock: no progress bar
+        # (which would also change how phases fuse) and steady pacing, so every process runs the same calls
+        self.quiet = quiet or not sys.stderr.isatty() or self.processes > 1
         self.initial_leaves: list | None = None
         self.state = RunnerState()
         self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None
@@ -734,7 +741,7 @@ class Runner:
                 model, free, opt_state, stop, losses, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "step0"))
                 model_arrays = C.split(model)[0]
             task = progress.phase(f"{phase.label}", phase.steps, phase.steps_per_epoch) if progress else None
-            pace = Pace(self.chunk, steady=self.quiet and self.checkpoint is None)
+            pace = Pace(self.chunk, steady=self.quiet and (self.checkpoint is None or self.processes > 1))
             # the data order's and the loss's keys (a compiled call: only for phases that use them)
             keys = minibatch.phase_keys(self.key, phase.index) if phase.batch or self.loss_takes_key else (None, None)
             data, exhausted = self.data_arrays, False
@@ -854,7 +861,7 @@ class Runner:
                         phase_results = [self.run_phase(index, model, progress)]
                     for phase_result in phase_results:
                         result.phases.append(phase_result)
-                        if self.logger is not None:
+                        if self.logger is not None and distributed.is_writer():
                             self.logger.phase(phase_result)
                         self._after_phase(result, phase_result)
                         if self.checkpoint is not None:

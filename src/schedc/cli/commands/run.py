@@ -50,6 +50,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", metavar="DIR", help="write checkpoints here and resume from the one found (schedc.runtime.checkpoint)")
     add_sweep_argument(parser)
     parser.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="also checkpoint every N chunks within a phase (default 10; 0: after phases only)")
+    group = parser.add_argument_group("across processes (jax.distributed; docs/scale.md)")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run as one process of a multi-process job: jax.distributed.initialize() (SLURM, Open MPI and cloud TPU pods need nothing more), "
+        "data rows split over every process's devices, files written by process 0",
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="the coordinator's address (process 0's host), where JAX cannot detect the cluster; implies --distributed")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes the job has (with --coordinator)")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1 (with --coordinator)")
 
 
 class UserCodeError(Exception):
@@ -178,6 +188,52 @@ def _earlier_results(folder: Path) -> bool:
     return (folder / "summary.json").is_file() or (folder / "sweep.json").is_file()
 
 
+def _join_job(args) -> None:
+    """`jax.distributed.initialize`: with --coordinator/--num-processes/--process-id, else JAX
+    detects the cluster (SLURM, Open MPI, cloud TPU pods). ValueError/RuntimeError when it cannot."""
+    from schedc.runtime import distributed
+
+    given = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in given) and None in given:
+        raise ValueError("--coordinator, --num-processes and --process-id go together (or none of them, where JAX detects the cluster)")
+    distributed.initialize(*given)
+
+
+def _split_rows(data):
+    """The data's arrays split by rows over every device of every process (data parallelism); an
+    array whose rows do not split evenly is left whole (every device sees all of it), and said so."""
+    import jax
+    import numpy as np
+
+    from schedc.runtime import distributed
+
+    devices = jax.device_count()
+    whole = []
+
+    def split(x):
+        # host data, or arrays of this process; arrays the data function already made global stay as they are
+        splittable = isinstance(x, np.ndarray) or (isinstance(x, jax.Array) and x.is_fully_addressable)
+        if not splittable or not x.ndim:
+            return x
+        if x.shape[0] % devices:
+            whole.append(x.shape)
+            return x
+        return distributed.shard_rows(x)
+
+    data = jax.tree_util.tree_map(split, data)
+    if whole and distributed.is_writer():
+        shapes = ", ".join(str(tuple(shape)) for shape in whole)
+        print(f"schedc run: data of shape {shapes}: rows not a multiple of the {devices} devices, so not split (every device computes on all of it)", file=sys.stderr)
+    return data
+
+
+def _writer() -> bool:
+    """Whether this process prints the results: the only one, or process 0 of a distributed job."""
+    from schedc.runtime import distributed
+
+    return distributed.is_writer()
+
+
 def _use_compile_cache(folder: str) -> None:
     """JAX's persistent compilation cache: a later process running the same phase signatures
     loads their executables instead of compiling them again (within one process the
@@ -215,6 +271,15 @@ def run(args) -> int:
     if out is not None and _earlier_results(out):
         print(f"schedc run: {out}/ holds earlier results: they will be replaced (--force)", file=sys.stderr)
     _use_compile_cache(args.compile_cache)
+    distributed = args.distributed or args.coordinator is not None or args.num_processes is not None or args.process_id is not None
+    if distributed:
+        try:
+            _join_job(args)
+        except (RuntimeError, ValueError) as err:
+            print(f"schedc run: --distributed: cannot join the job: {err}", file=sys.stderr)
+            return 2
+        if not _writer():  # process 0 prints the tables and writes --out and --log (checkpoints: see Checkpointer)
+            out, args.log = None, None
     try:
         grid = parse_sweep(args.sweep)
     except ValueError as err:
@@ -229,6 +294,8 @@ def run(args) -> int:
         if program.model is None:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
         loss, data_args, data_kwargs, batches = _loss_and_data(args, program.plan, path.parent)
+        if distributed:
+            data_args, data_kwargs = _split_rows((data_args, data_kwargs))
         _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss)
         evaluation = _evaluation(program.plan, path.parent)
         if batches is not None and grid:
@@ -266,7 +333,8 @@ def _run_sweep(program, grid: dict, loss, data_args, data_kwargs, args, out: Pat
         for note in getattr(err, "__notes__", ()):
             print(f"  = note: {note}", file=sys.stderr)
         return 1
-    print(result.summary())
+    if _writer():
+        print(result.summary())
     if out is not None:
         for i in range(len(result)):
             save(result.setting(i), out / f"setting_{i}")
@@ -322,7 +390,8 @@ def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: P
         print(f"schedc run: the loss failed while training: {_describe(err)}{_where(err)}", file=sys.stderr)
         _save_partial(getattr(err, "result", None), out)
         return 1
-    print(result_table(result))
+    if _writer():
+        print(result_table(result))
     if out is not None:
         save(result, out)
         print(f"saved to {out}/")

@@ -1,0 +1,126 @@
+"""Runs across processes on JAX's own runtime (`jax.distributed`): every process runs the same program.
+
+JAX is multi-controller: each process runs the same Python program, and a jitted call whose
+inputs are global arrays (sharded over the devices of every process) runs as one SPMD program
+with the collectives XLA inserts. A schedc run needs nothing from its user but
+`jax.distributed.initialize()` before it and data placed on a global mesh (`shard_rows`): the
+compiled chunks follow their inputs' shardings, and the losses and stop decisions they return
+are replicated, so every process reads the same numbers and takes the same branches.
+
+What must not differ between processes lives here and in the runner: anything decided from the
+wall clock or the terminal (the pace of chunk calls, the progress bar, and so fused segments)
+is fixed in a multi-process run; files are written by process 0 only (`is_writer`); arrays
+sharded over other processes are gathered before they are saved (`host_array`, a collective
+every process calls); and processes wait for each other where one writes what the others read
+(`barrier`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+DATA_AXIS = "data"
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None, **kwargs) -> None:
+    """`jax.distributed.initialize(...)`, once: on SLURM, Open MPI and cloud TPU pods without
+    arguments (JAX detects the cluster); elsewhere with the coordinator's `host:port`, the
+    number of processes and this one's index. Calling it again does nothing."""
+    import jax
+
+    if jax.distributed.is_initialized():
+        return
+    jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
+
+
+def processes() -> int:
+    """How many processes take part in this run (1 without `jax.distributed`)."""
+    import jax
+
+    return jax.process_count()
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run's files (checkpoints, `--out`, `--log`): process 0."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all have reached the barrier `name` (nothing in one process)."""
+    if processes() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def host_array(x) -> np.ndarray:
+    """`x` as one NumPy array on this host; a jax.Array whose shards sit on other processes is
+    gathered first (a collective: every process must call this for the same arrays in the same order)."""
+    import jax
+
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def host_tree(tree) -> Any:
+    """`tree` with every array leaf gathered onto this host (`host_array`)."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: host_array(x) if isinstance(x, jax.Array) else x, tree)
+
+
+def placed_like(value: np.ndarray, template):
+    """`value` (a host array) placed as `template` is: with its sharding when that spans several
+    devices (each process puts only its own shards), else as a plain array."""
+    import jax
+    import jax.numpy as jnp
+
+    sharding = getattr(template, "sharding", None)
+    if isinstance(template, jax.Array) and sharding is not None and len(sharding.device_set) > 1:
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+    return jnp.asarray(value)
+
+
+def data_mesh():
+    """A one-axis mesh (`"data"`) over every device of every process."""
+    import jax
+    from jax.sharding import Mesh
+
+    return Mesh(np.array(jax.devices()), (DATA_AXIS,))
+
+
+def shard_rows(*arrays, local: bool = False, mesh=None):
+    """Data arrays as global arrays split by rows (their leading axis) over `mesh` (default: every
+    device of every process, `data_mesh()`), for data-parallel fits within a host or across hosts.
+
+    With `local=False` every process passes the whole array (the same on each) and keeps only
+    its devices' rows; with `local=True` each process passes its own consecutive share of the
+    rows, in process order (`jax.make_array_from_process_local_data`), so no process ever holds
+    all the data. Returns one array for one argument, else a tuple.
+
+    Raises:
+        ValueError: an array whose rows do not split evenly over the mesh's devices.
+    """
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = mesh if mesh is not None else data_mesh()
+    rows = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    devices = mesh.devices.size
+    placed = []
+    for x in arrays:
+        if local:
+            placed.append(jax.make_array_from_process_local_data(rows, np.asarray(x)))
+            continue
+        x = np.asarray(x)
+        if not x.ndim or x.shape[0] % devices:
+            raise ValueError(f"an array of shape {x.shape} cannot be split by rows over {devices} devices: its leading axis must be a multiple of {devices}")
+        placed.append(jax.make_array_from_callback(x.shape, rows, lambda index, x=x: x[index]))
+    return placed[0] if len(placed) == 1 else tuple(placed)

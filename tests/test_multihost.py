@@ -1,0 +1,200 @@
+"""A run across two processes (`jax.distributed`, 4 CPU devices each, gloo collectives on
+localhost) gives the losses of one process on one device: data split by rows over the 8 global
+devices, a parameter sharded over them, checkpoints written by process 0 alone and resumed by
+both, batched fits spread over the processes, a sweep, and `schedc run --distributed`.
+
+Each process is a subprocess (the device count and the distributed runtime are fixed when JAX
+starts); the reference is one more subprocess with a single device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = r'''
+import json, os, sys
+pid, processes, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+import jax
+import schedc
+if processes > 1:
+    schedc.distributed.initialize(f"localhost:{port}", processes, pid)
+import jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from schedc.runtime import checkpoint
+
+writes = []
+real_write = checkpoint.atomic_write
+checkpoint.atomic_write = lambda path, data: (writes.append(os.path.basename(path)), real_write(path, data))
+
+TEXT = """seed 3
+phase 20 lr 0.05 < free w; init w ~ normal(0, 0.1) >
+phase 30 lr cosine(0.05 -> 0.005) optimizer sgd(momentum=0.9) < free w, b; stop when loss_change < 1e-9 over 5 after 10 >
+phase 12 batch 64 lr 0.01 < free w, b >"""
+X = np.asarray(jax.random.normal(jax.random.key(0), (512, 16)))
+Y = X @ np.arange(16.0, dtype=np.float32) / 16 + 0.3
+
+
+def loss(m, x, y):
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+
+
+def losses(result):
+    return [np.nan_to_num(h, nan=-1.0).tolist() for h in result.phase_losses]
+
+
+model = {"w": jnp.zeros(16), "b": jnp.zeros(())}
+x, y = schedc.distributed.shard_rows(X, Y)  # every device of every process holds 512 / devices rows
+found = {"processes": jax.process_count(), "devices": jax.device_count()}
+found["fused"] = losses(schedc.compile(TEXT, model).run(loss, x, y, quiet=True))
+
+mesh = schedc.distributed.data_mesh()
+sharded = jax.device_put(model, {"w": NamedSharding(mesh, P("data")), "b": NamedSharding(mesh, P())})
+program = schedc.compile(TEXT, sharded)
+folder = os.path.join(out, "checkpoint")
+run = program.run(loss, x, y, quiet=True, checkpoint=folder, chunk=8)  # phase by phase, a checkpoint after each
+found["checkpointed"] = losses(run)
+found["w_devices"] = len(run.model["w"].sharding.device_set)
+found["writes"] = len(writes)
+found["files"] = sorted(os.listdir(folder))
+resumed = program.run(loss, x, y, quiet=True, checkpoint=folder)  # finished: every phase read back from the files
+found["resumed"] = losses(resumed)
+found["resumed_w"] = schedc.distributed.host_array(resumed.model["w"]).tolist()
+found["resumed_w_devices"] = len(resumed.model["w"].sharding.device_set)
+
+XB = np.asarray(jax.random.normal(jax.random.key(1), (8, 64, 16)))  # 8 datasets: one per device
+YB = XB @ np.arange(16.0, dtype=np.float32) / 16
+two = schedc.compile("phase 30 lr 0.05 < free w, b >\nphase 10 lr 0.01 optimizer sgd < free w >", model)
+found["batched"] = losses(two.run_batched(loss, *schedc.distributed.shard_rows(XB, YB)))
+swept = schedc.compile("let rate = 0.01\nphase 30 lr rate < free w, b >\nphase 10 lr rate / 2 < free w >", model)
+found["sweep"] = losses(swept.sweep(rate=[0.01, 0.03, 0.1]).run(loss, x, y))
+print(json.dumps(found))
+'''
+
+SCHED = """model "job.py:model"
+loss "job.py:loss"
+data "job.py:data"
+seed 1
+phase 25 lr 0.05 < free w; init w ~ normal(0, 0.1) >
+phase 15 batch 32 lr 0.02 optimizer adam < free w, b >
+"""
+
+JOB = """import jax, jax.numpy as jnp, numpy as np
+
+def model():
+    return {"w": jnp.zeros(8), "b": jnp.zeros(())}
+
+def loss(m, x, y):
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+
+def data():
+    x = np.asarray(jax.random.normal(jax.random.key(2), (256, 8)))
+    return x, x @ np.linspace(-1.0, 1.0, 8).astype(np.float32)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _environment(devices: int | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _all(commands: list[tuple[list[str], dict]], timeout: float = 400) -> list[str]:
+    """Run the commands at once (a job's processes must all start); their stdouts, or fail with their stderr."""
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd, env in commands]
+    outputs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, f"{proc.args}: exit {proc.returncode}\n{stderr[-4000:]}"
+            outputs.append(stdout)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def api_runs(tmp_path_factory):
+    """(process 0's findings, process 1's, the single process's)."""
+    root = tmp_path_factory.mktemp("multihost")
+    port = str(_free_port())
+    job = [([sys.executable, "-c", SCRIPT, str(i), "2", port, str(root / "job")], _environment(4)) for i in range(2)]
+    alone = ([sys.executable, "-c", SCRIPT, "0", "1", "0", str(root / "alone")], _environment(None))
+    return [json.loads(out.strip().splitlines()[-1]) for out in _all(job + [alone])]
+
+
+def _same_losses(mine, reference):
+    assert [len(h) for h in mine] == [len(h) for h in reference]  # the same stop decisions
+    for a, b in zip(mine, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # reductions over 8 devices are ordered differently
+
+
+def test_two_processes_give_the_losses_of_one(api_runs):
+    first, second, alone = api_runs
+    assert (first["processes"], first["devices"]) == (2, 8)
+    assert (alone["processes"], alone["devices"]) == (1, 1)
+    for name in ("fused", "checkpointed", "batched", "sweep"):
+        assert first[name] == second[name], name  # every process holds the same (replicated) results
+        _same_losses(first[name], alone[name])
+
+
+def test_a_parameter_sharded_over_both_processes_stays_sharded(api_runs):
+    first, second, _ = api_runs
+    assert first["w_devices"] == second["w_devices"] == 8
+    assert first["resumed_w_devices"] == 8  # read back from the checkpoint onto its sharding
+
+
+def test_checkpoints_are_written_by_process_0_and_read_by_every_process(api_runs):
+    first, second, alone = api_runs
+    assert first["writes"] > 0 and second["writes"] == 0
+    assert first["files"] == second["files"] and "phase-2.npz" in first["files"]
+    for found in (first, second):
+        assert found["resumed"] == found["checkpointed"]
+    assert first["resumed_w"] == second["resumed_w"]
+    np.testing.assert_allclose(first["resumed_w"], alone["resumed_w"], rtol=1e-5, atol=1e-7)
+
+
+def test_schedc_run_distributed_matches_a_single_process_run(tmp_path):
+    (tmp_path / "job.py").write_text(JOB)
+    (tmp_path / "job.sched").write_text(SCHED)
+    port = str(_free_port())
+    run = [sys.executable, "-m", "schedc", "run", str(tmp_path / "job.sched"), "--quiet", "--compile-cache", "none"]
+    job = [
+        (run + ["--out", str(tmp_path / "job"), "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)], _environment(4))
+        for i in range(2)
+    ]
+    outputs = _all(job + [(run + ["--out", str(tmp_path / "alone")], _environment(None))])
+    assert "final loss" in outputs[0] and "final loss" not in outputs[1]  # process 0 prints the table (gloo prints its own lines)
+    assert "saved to" not in outputs[1]
+    with np.load(tmp_path / "job" / "losses.npz") as job_losses, np.load(tmp_path / "alone" / "losses.npz") as alone_losses:
+        assert sorted(job_losses.files) == sorted(alone_losses.files) == ["phase_0", "phase_1"]
+        for name in alone_losses.files:
+            np.testing.assert_allclose(job_losses[name], alone_losses[name], rtol=1e-5, atol=1e-7)
+
+
+def test_distributed_options_go_together(tmp_path):
+    (tmp_path / "job.py").write_text(JOB)
+    (tmp_path / "job.sched").write_text(SCHED)
+    done = subprocess.run(
+        [sys.executable, "-m", "schedc", "run", str(tmp_path / "job.sched"), "--coordinator", "localhost:1"],
+        env=_environment(None), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--coordinator, --num-processes and --process-id go together" in done.stderr and "Traceback" not in done.stderr

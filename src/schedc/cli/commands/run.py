@@ -300,6 +300,8 @@ def run(args) -> int:
         evaluation = _evaluation(program.plan, path.parent)
         if batches is not None and grid:
             raise ValueError("--sweep needs the data as arrays: the `data` function returned an iterable of batches")
+        if batches is not None and distributed:
+            raise ValueError("--distributed needs the data as arrays: the `data` function returned an iterable of batches")
     except SchedError as err:
         print(err.render(), file=sys.stderr)
         return 1

@@ -127,9 +127,10 @@ def test_sweep_prints_the_settings_best_first_and_saves_each(project, tmp_path):
 @pytest.mark.parametrize(
     "sweep, status, words",
     [
-        (["--sweep", "rate=0.1,0.2", "--sweep", "shrink=1"], 2, "differ in length"),
-        (["--sweep", "speed=0.1", "--sweep", "shrink=1"], 2, "`speed` is neither a `$placeholder` nor a `let`"),
-        (["--sweep", "rate=0.1,fast"], 2, "numbers separated by commas"),
+        # located in the `--sweep` argument itself: <--sweep I>:line:column
+        (["--sweep", "rate=0.1,0.2", "--sweep", "shrink=1"], 1, "<--sweep 2>:1:8: error[E0702]: `shrink` has 1 values and `rate` 2"),
+        (["--sweep", "speed=0.1", "--sweep", "shrink=1"], 1, "<--sweep 1>:1:1: error[E0701]: `speed` is neither a `$placeholder` nor a `let`"),
+        (["--sweep", "rate=0.1,fast"], 1, "<--sweep 1>:1:10: error[E0703]: the values of `rate` are numbers, got 'fast'"),
         (["--sweep", "rate"], 2, "NAME=V1,V2"),
         (["--sweep", "rate=0.1,-0.2", "--sweep", "shrink=1,1"], 1, "E0204"),
     ],

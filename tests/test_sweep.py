@@ -1,5 +1,5 @@
 """Sweeps: N settings of placeholders and lets fitted through one executable per phase signature,
-each setting equal to its own single fit; bad grids get clear errors."""
+each setting equal to its own single fit; bad grids are located diagnostics (E0701-E0703)."""
 
 from __future__ import annotations
 
@@ -87,21 +87,46 @@ def test_summary_and_best(swept):
 
 
 @pytest.mark.parametrize(
-    "grid, words",
+    "grid, code, where, words",
     [
-        (dict(rate=[0.1, 0.2]), "`rate` is neither a `$placeholder` nor a `let`"),
-        (dict(base=[0.1, 0.2], wd=[0.1]), "differ in length"),
-        (dict(base=[]), "differ in length or are empty"),
-        (dict(base=0.1), "takes a list of values"),
-        (dict(base=["fast"]), "are numbers"),
-        ({}, "at least one"),
+        (dict(rate=[0.1, 0.2]), "E0701", "<sweep rate>:1:1", "`rate` is neither a `$placeholder` nor a `let`"),
+        (dict(bse=[0.1, 0.2]), "E0701", "<sweep bse>:1:1", "did you mean `base`?"),
+        (dict(base=[0.1, 0.2], wd=[0.1]), "E0702", "<sweep wd>:1:5", "`wd` has 1 values and `base` 2"),
+        (dict(base=[]), "E0702", "<sweep base>:1:6", "`base` has no values"),
+        (dict(base=0.1), "E0703", "<sweep base>:1:6", "`base` takes a list of values"),
+        (dict(base=[0.1, "fast"]), "E0703", "<sweep base>:1:12", "the values of `base` are numbers, got 'fast'"),
+        (dict(base=[True]), "E0703", "<sweep base>:1:7", "got True"),
     ],
 )
-def test_bad_grids_are_clear_errors(grid, words):
-    with pytest.raises(SweepError, match="sweep") as err:
+def test_bad_grids_are_located_diagnostics(grid, code, where, words):
+    with pytest.raises(schedc.SchedError) as err:
         program().sweep(**grid)
-    assert words in str(err.value)
+    assert [d.code for d in err.value.diagnostics] == [code]
+    shown = str(err.value)
+    assert f"{where}: error[{code}]" in shown and words in shown
     assert isinstance(err.value, ValueError)
+
+
+def test_a_sweep_without_names_is_refused():
+    with pytest.raises(SweepError, match="at least one"):
+        program().sweep()
+
+
+def test_every_problem_of_a_grid_is_reported_at_once():
+    with pytest.raises(schedc.SchedError) as err:
+        program().sweep(rate=[0.1, 0.2], base=[0.1])
+    assert sorted(d.code for d in err.value.diagnostics) == ["E0701", "E0702"]
+
+
+@pytest.mark.parametrize("code", ["E0701", "E0702", "E0703"])
+def test_the_sweep_codes_examples_produce_their_codes(code):
+    from schedc.lang.diagnostics import CODES, SWEEP_CODES
+    from schedc.surface.sweep import diagnose
+
+    assert code in SWEEP_CODES
+    diagnostics, sources = diagnose(CODES[code].example)
+    assert [d.code for d in diagnostics] == [code]
+    assert all(d.file in sources and d.file.startswith("<--sweep ") for d in diagnostics)
 
 
 def test_a_setting_the_checks_refuse_names_the_setting():

@@ -88,6 +88,10 @@ the module to read, or to change, for what it reports.
 
 PYTHON_NOTE = "_Reported by the Python API (`schedc.build_schedule`, docs/python.md), on the program it prints._"
 MODEL_NOTE = "_Needs a model: reported by `schedc check --model` (the example names a model factory)._"
+SWEEP_NOTE = (
+    "_Reported by `schedc run --sweep` / `schedc plot --sweep` (each `--sweep` argument is its own source, `<--sweep I>`) "
+    "and by `Program.sweep(NAME=[...])` (each keyword rendered as `NAME=[V1, V2]`, its source `<sweep NAME>`), before anything is fitted._"
+)
 
 
 def _example_output(example: str, code: str, fmt: str = "concise") -> str:
@@ -102,7 +106,8 @@ def _example_output(example: str, code: str, fmt: str = "concise") -> str:
 
 
 def render() -> str:
-    from schedc.lang.diagnostics import CODES, INTERNAL_CODES, PYTHON_CODES, render_json
+    from schedc.lang.diagnostics import CODES, INTERNAL_CODES, PYTHON_CODES, SWEEP_CODES, RENDERERS, render_json
+    from schedc.surface.sweep import diagnose
 
     sample = "let unused = 1\nphase 100 lr cosin(0.1 -> 0) < free a >\n"
     out = [
@@ -120,6 +125,11 @@ def render() -> str:
             continue
         if code.code in PYTHON_CODES:
             out.append(f"\n```python\n{code.example}\n```\n\n{PYTHON_NOTE}\n")
+            continue
+        if code.code in SWEEP_CODES:
+            command, _, text = code.example.partition("\n")
+            shown = RENDERERS["text"](*diagnose(code.example))
+            out.append(f"\n```sh\n{command.replace('schedc run', 'schedc run example.sched')}\n```\n\n```sched\n{text}\n```\n\n```\n{shown}\n```\n\n{SWEEP_NOTE}\n")
             continue
         example = code.example.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         out.append(f"\n```sched\n{example}\n```\n")

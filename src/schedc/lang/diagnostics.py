@@ -96,6 +96,10 @@ CODES: dict[str, Code] = _codes(
     ("E0407", "init value does not fit the parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < init a = [1, 2, 3] >", "schedc.plan.resolve"),
     # the Python API: found in a call's arguments, so the example is Python (schedc.build_schedule)
     ("E0501", "random init without a PRNG key", 'build_schedule(model, loss, [(100, 0.1)], {"a": free_in(0) | init_normal(0, 0.0, 0.1)})', "schedc.surface.builder"),
+    # a sweep's settings: found in `--sweep` arguments or `Program.sweep` keywords, so the example is a command line, then the file
+    ("E0701", "swept name is neither a `$placeholder` nor a `let`", "schedc run --sweep rate=0.01,0.1\nlet base = 0.1\nphase 10 lr base < free a >", "schedc.surface.sweep"),
+    ("E0702", "sweep value lists of different lengths", "schedc run --sweep base=0.01,0.1 --sweep wd=0,1e-4,1e-3\nlet base = 0.1\nlet wd = 0\nphase 10 lr base optimizer adamw(weight_decay=wd) < free a >", "schedc.surface.sweep"),
+    ("E0703", "sweep value that is not a number", "schedc run --sweep base=0.01,fast\nlet base = 0.1\nphase 10 lr base < free a >", "schedc.surface.sweep"),
     # warnings
     ("W0101", "unused `let`", "let unused = 1\nphase 10 lr 0.1 < free a >", "schedc.check.names"),
     ("W0102", "statement fully overridden", "phase 10 lr 0.1 < free a; fix a >", "schedc.check.conflicts"),
@@ -110,6 +114,8 @@ CODES: dict[str, Code] = _codes(
 INTERNAL_CODES = frozenset({"E0901"})
 # Codes only the Python API produces: their example is a Python call, not a file.
 PYTHON_CODES = frozenset({"E0501"})
+# Codes of a sweep's values: their example is a `schedc run` command line (its `--sweep` arguments), then the file.
+SWEEP_CODES = frozenset({"E0701", "E0702", "E0703"})
 
 
 @dataclass(frozen=True)

@@ -174,12 +174,13 @@ class Program:
         length). Settings that differ only in numbers share one compiled program per phase
         signature (vmapped over the settings; data shared). Returns a `surface.sweep.Sweep`;
         `.run(loss_fn, *args, **kwargs)` fits it (a `runtime.sweep.SweepResult`: per-setting
-        histories, `.summary()`, `.best()`). Raises `SweepError` (a ValueError) for a bad grid
-        and `SchedError` for a setting the checks refuse.
+        histories, `.summary()`, `.best()`). Raises `SchedError` (a ValueError) for a bad grid
+        (E0701-E0703, located in the keywords rendered as `NAME=[V1, V2]`) and for a setting the
+        checks refuse; `SweepError` (a ValueError) for a program a sweep cannot run.
         """
-        from schedc.surface.sweep import sweep
+        from schedc.surface.sweep import from_grid, sweep
 
-        return sweep(self, grid)
+        return sweep(self, from_grid(grid))
 
     def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, **kwargs):
         """Fit B independent datasets at once: every array in `args`/`kwargs` has a leading axis of B.

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from numbers import Real
 
 from schedc.lang import nodes as n
+from schedc.lang.diagnostics import Diagnostic, Label, SchedError, Source, did_you_mean, sort_key
+from schedc.lang.nodes import Span
 from schedc.runtime.sweep import SweepError, SweepResult
 
 
@@ -43,49 +45,181 @@ class Sweep:
         return run_sweep(self.plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source)
 
 
-def sweep(program, grid: dict) -> Sweep:
-    """The settings of `grid` resolved against `program` (see the module docstring).
+@dataclass(frozen=True)
+class Swept:
+    """One swept name, its values and where they were written: a `--sweep NAME=V1,V2,...`
+    argument (its own source, `<--sweep 2>`), or a `Program.sweep(NAME=[...])` keyword rendered
+    as such a line (`<sweep NAME>`), so a problem with them is a located diagnostic."""
+
+    name: str
+    values: tuple
+    source: Source
+    name_span: Span
+    value_spans: tuple[Span, ...]
+
+    @property
+    def values_span(self) -> Span:
+        if not self.value_spans:  # `NAME=[]`: everything after the `=`
+            return _on_line(self.name_span.end + 1, len(self.source.text))
+        return self.value_spans[0].cover(self.value_spans[-1])
+
+
+def _on_line(start: int, end: int) -> Span:
+    """Columns [start, end) (0-based) of a one-line source."""
+    return Span(1, start + 1, 1, end + 1, start, end)
+
+
+def from_arguments(specs: list[str]) -> list[Swept]:
+    """`schedc run/plot --sweep NAME=V1,V2,...` arguments, each its own source `<--sweep I>`.
 
     Raises:
-        SweepError: a name that is neither a placeholder nor a `let` of the program, lists of
-            different lengths or empty, a value that is not a number.
-        SchedError: a setting the checks refuse (a negative learning rate, say), naming it.
+        ValueError: an argument without `NAME=`, or a name given twice (the message names it).
+        SchedError: a value that is not a number (E0703), located in its argument.
+    """
+    swept: list[Swept] = []
+    for i, spec in enumerate(specs, 1):
+        name, sep, values = spec.partition("=")
+        if not sep or not name.strip().lstrip("$"):
+            raise ValueError(f"--sweep {spec}: write NAME=V1,V2,... (a `$placeholder` or `let` name, then numbers)")
+        if any(s.name == name.strip().lstrip("$") for s in swept):
+            raise ValueError(f"--sweep {spec}: `{name.strip().lstrip('$')}` is swept twice; give all its values in one --sweep")
+        spans, offset = [], len(name) + 1
+        for piece in values.split(","):
+            lead = len(piece) - len(piece.lstrip())
+            spans.append(_on_line(offset + lead, offset + len(piece.rstrip())))
+            offset += len(piece) + 1
+        pieces = tuple(_number(piece) for piece in values.split(","))
+        swept.append(Swept(name.strip().lstrip("$"), pieces, Source(f"<--sweep {i}>", spec), _on_line(0, len(name)), tuple(spans)))
+    _raise_if(sum((_wrong_values(s) for s in swept), []), swept)
+    return swept
+
+
+def _number(text: str):
+    """A `--sweep` value: an int or a float, else the text itself (which `_wrong_values` reports)."""
+    text = text.strip()
+    try:
+        return int(text) if text.lstrip("+-").isdigit() else float(text)
+    except ValueError:
+        return text
+
+
+def from_grid(grid: dict) -> list[Swept]:
+    """`Program.sweep(**grid)`'s keywords, each rendered as `NAME=[V1, V2]` (its source `<sweep NAME>`).
+
+    Raises:
+        SchedError: a value that is not a list of numbers (E0703), located in that rendering.
+    """
+    swept = []
+    for name, values in grid.items():
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            text = f"{name}={values!r}"
+            swept.append(Swept(name, None, Source(f"<sweep {name}>", text), _on_line(0, len(name)), (_on_line(len(name) + 1, len(text)),)))
+            continue
+        text, spans = f"{name}=[", []
+        for i, value in enumerate(values):
+            shown = str(value) if isinstance(value, Real) and not isinstance(value, bool) else repr(value)
+            text += ", " if i else ""
+            spans.append(_on_line(len(text), len(text) + len(shown)))
+            text += shown
+        swept.append(Swept(name, tuple(values), Source(f"<sweep {name}>", text + "]"), _on_line(0, len(name)), tuple(spans)))
+    _raise_if(sum((_wrong_values(s) for s in swept), []), swept)
+    return swept
+
+
+def _wrong_values(swept: Swept) -> list[Diagnostic]:
+    """E0703 for values that are not a list of numbers."""
+    if swept.values is None:
+        return [Diagnostic("E0703", f"`{swept.name}` takes a list of values, one per setting", swept.values_span, label="not a list", file=swept.source.name, help=f"write `{swept.name}=[...]` with one number per setting")]
+    return [
+        Diagnostic(
+            "E0703", f"the values of `{swept.name}` are numbers, got {value!r}", span, label="not a number", file=swept.source.name,
+            help="sweep numbers only; a schedule or an optimizer is swept through the numbers it takes (a `let` or `$placeholder` inside it)",
+        )
+        for value, span in zip(swept.values, swept.value_spans)
+        if isinstance(value, bool) or not isinstance(value, Real)
+    ]
+
+
+def _raise_if(diagnostics: list[Diagnostic], swept: list[Swept]) -> None:
+    if diagnostics:
+        raise SchedError(sorted(diagnostics, key=sort_key), {s.source.name: s.source for s in swept})
+
+
+def check_names_and_lengths(swept: list[Swept], lets, placeholders) -> list[Diagnostic]:
+    """E0701 for a name that is neither a `$placeholder` nor a `let` of the program; E0702 for
+    value lists whose lengths differ from the first one's, or are empty."""
+    found = []
+    sweepable = [f"${p}" for p in placeholders] + list(lets)
+    for s in swept:
+        if s.name not in lets and s.name not in placeholders:
+            hint = did_you_mean(s.name, list(placeholders) + list(lets))
+            found.append(Diagnostic(
+                "E0701", f"`{s.name}` is neither a `$placeholder` nor a `let` of this program", s.name_span, label="not swept", file=s.source.name,
+                help=hint or ("it may sweep " + ", ".join(f"`{x}`" for x in sweepable) if sweepable else "add a `let` (or a `$placeholder`) for the value to sweep"),
+            ))
+    first = swept[0]
+    for s in swept:
+        if not s.values:
+            found.append(Diagnostic("E0702", f"`{s.name}` has no values", s.values_span, label="no values", file=s.source.name, help="give one value per setting"))
+        elif s is not first and first.values and len(s.values) != len(first.values):
+            found.append(Diagnostic(
+                "E0702", f"`{s.name}` has {len(s.values)} values and `{first.name}` {len(first.values)}: the lists are zipped, one value of each per setting",
+                s.values_span, label=f"{len(s.values)} values", file=s.source.name,
+                labels=(Label(first.values_span, f"{len(first.values)} values", first.source.name),),
+                help="give every name one value per setting; for every combination, list each combination (itertools.product's columns)",
+            ))
+    return found
+
+
+def _sweepable(parsed) -> tuple[dict, list[str]]:
+    """The program's `let`s (name -> statement) and `$placeholder` names: what a sweep may vary."""
+    lets = {item.name.id: item for item in parsed.file.items if isinstance(item, n.Let)}
+    return lets, sorted({node.id for node in n.walk(parsed.file) if isinstance(node, n.Placeholder)})
+
+
+def diagnose(example: str) -> tuple[list[Diagnostic], dict[str, Source]]:
+    """The sweep diagnostics of a registry example (`lang.diagnostics.SWEEP_CODES`): its first line
+    a `schedc run --sweep ...` command, the rest the file. Nothing is compiled or fitted: these are
+    the checks `schedc run --sweep` makes before it."""
+    import shlex
+
+    from schedc.lang.syntax import parse
+
+    command, _, text = example.partition("\n")
+    words = shlex.split(command)
+    specs = [words[i + 1] for i, word in enumerate(words) if word == "--sweep"]
+    try:
+        swept = from_arguments(specs)
+    except SchedError as err:
+        return err.diagnostics, err.sources
+    return check_names_and_lengths(swept, *_sweepable(parse(text))), {s.source.name: s.source for s in swept}
+
+
+def sweep(program, swept: list[Swept]) -> Sweep:
+    """The settings of `swept` (`from_grid` / `from_arguments`) resolved against `program` (see the module docstring).
+
+    Raises:
+        SchedError: a name that is neither a placeholder nor a `let` of the program (E0701),
+            value lists of different lengths or empty (E0702), located in the sweep's own
+            sources; a setting the checks refuse (a negative learning rate, say), naming it.
+        SweepError: a program a sweep cannot run (phases counted in epochs, evaluations), or no names.
     """
     from schedc.pipeline import read
 
     if program.source is None:
         raise SweepError("this program has no source text to sweep")
+    if not swept:
+        raise SweepError("sweep: give at least one name=[values]")
     # not yet: step counts known only with the data, and evaluations per setting
     if program.per_data is not None:
         raise SweepError("sweep: this program counts phases in epochs; sweeps take phases counted in steps (for now)")
     if program.plan.metrics:
         raise SweepError("sweep: this program evaluates (`eval`); sweeps do not run evaluations (for now)")
     parsed = read(program.source.text, program.source.name, program.source).parsed
-    lets = {item.name.id: item for item in parsed.file.items if isinstance(item, n.Let)}
-    placeholders = sorted({node.id for node in n.walk(parsed.file) if isinstance(node, n.Placeholder)})
-    settings = _settings(grid, lets, placeholders)
+    lets, placeholders = _sweepable(parsed)
+    _raise_if(check_names_and_lengths(swept, lets, placeholders), swept)
+    settings = [{s.name: s.values[i] for s in swept} for i in range(len(swept[0].values))]
     return Sweep(program, settings, [_plan(program, parsed, lets, setting, i) for i, setting in enumerate(settings)])
-
-
-def _settings(grid: dict, lets: dict, placeholders: list[str]) -> list[dict]:
-    if not grid:
-        raise SweepError("sweep: give at least one name=[values]")
-    sweepable = [f"${p}" for p in placeholders] + list(lets)
-    for name, values in grid.items():
-        if name not in lets and name not in placeholders:
-            raise SweepError(f"sweep: `{name}` is neither a `$placeholder` nor a `let` of this program; it has " + (", ".join(f"`{s}`" for s in sweepable) or "none"))
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-            raise SweepError(f"sweep: `{name}` takes a list of values, got {type(values).__name__}")
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, Real):
-                raise SweepError(f"sweep: the values of `{name}` are numbers, got {value!r}")
-    lengths = {name: len(values) for name, values in grid.items()}
-    if len(set(lengths.values())) != 1 or 0 in lengths.values():
-        listed = ", ".join(f"`{name}` has {count}" for name, count in lengths.items())
-        raise SweepError(f"sweep: every name takes one value per setting, and the lists differ in length or are empty ({listed}); "
-                         "settings are zipped: for every combination pass the columns of itertools.product")
-    count = next(iter(lengths.values()))
-    return [{name: values[i] for name, values in grid.items()} for i in range(count)]
 
 
 def _plan(program, parsed, lets: dict, setting: dict, index: int):

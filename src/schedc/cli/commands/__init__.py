@@ -54,41 +54,27 @@ def add_sweep_argument(parser, help: str = SWEEP_HELP) -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...", help=help)
 
 
-def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
-    """`["lr=1e-3,3e-3", "wd=0,1e-4"]` -> {"lr": [0.001, 0.003], "wd": [0, 0.0001]}.
+def parse_sweep(specs: list[str]) -> list:
+    """`["lr=1e-3,3e-3", "wd=0,1e-4"]` -> the swept names and values (`surface.sweep.Swept`), each
+    argument its own source (`<--sweep 2>`) for located diagnostics.
 
     Raises:
-        ValueError: a spec without `=`, a name given twice, or a value that is not a number
-            (the message names the spec).
+        ValueError: a spec without `=`, or a name given twice (the message names the spec).
+        SchedError: a value that is not a number (E0703).
     """
-    grid: dict[str, list[float]] = {}
-    for spec in specs:
-        name, sep, values = spec.partition("=")
-        name = name.strip().lstrip("$")
-        if not sep or not name:
-            raise ValueError(f"--sweep {spec}: write NAME=V1,V2,... (a `$placeholder` or `let` name, then numbers)")
-        if name in grid:
-            raise ValueError(f"--sweep {spec}: `{name}` is swept twice; give all its values in one --sweep")
-        try:
-            grid[name] = [_number(v) for v in values.split(",")]
-        except ValueError:
-            raise ValueError(f"--sweep {spec}: the values are numbers separated by commas") from None
-    return grid
+    from schedc.surface.sweep import from_arguments
+
+    return from_arguments(specs)
 
 
-def _number(text: str) -> float | int:
-    text = text.strip()
-    return int(text) if text.lstrip("+-").isdigit() else float(text)
-
-
-def sweep_placeholders(grid: dict, path: Path) -> dict:
+def sweep_placeholders(swept: list, path: Path) -> dict:
     """The first value of every swept `$placeholder` of the file: what the program is compiled with
     before its settings are resolved (lets need no value: they have their definitions). Nothing
     is read without a sweep; an unreadable file is left for the compile to report."""
     from schedc.lang import nodes as n
     from schedc.pipeline import read
 
-    if not grid:
+    if not swept:
         return {}
     try:
         parsed = read(path.read_bytes(), str(path)).parsed
@@ -97,7 +83,7 @@ def sweep_placeholders(grid: dict, path: Path) -> dict:
     if parsed is None:  # not text: the compile reports it
         return {}
     used = {node.id for node in n.walk(parsed.file) if isinstance(node, n.Placeholder)}
-    return {name: values[0] for name, values in grid.items() if name in used and values}
+    return {s.name: s.values[0] for s in swept if s.name in used and s.values}
 
 
 def resolve_file(path: Path, model_ref: str | None, command: str, placeholders: dict | None = None):

@@ -59,6 +59,8 @@ class Curves:
 
 
 def run(args) -> int:
+    from schedc.lang.diagnostics import SchedError
+
     path = Path(args.file)
     try:
         pyplot = _pyplot()
@@ -67,6 +69,9 @@ def run(args) -> int:
         return 2
     try:
         grid = parse_sweep(args.sweep)
+    except SchedError as err:
+        print(err.render(), file=sys.stderr)
+        return 1
     except ValueError as err:
         print(f"schedc plot: {err}", file=sys.stderr)
         return 2
@@ -134,12 +139,13 @@ def curves(plan) -> Curves:
     return out
 
 
-def swept_curves(analysis, grid: dict) -> Curves:
+def swept_curves(analysis, grid: list) -> Curves:
     """Every setting's curves in one Curves: `NAME@SETTING` (`NAME@SETTING/GROUP` for a group's),
     SETTING the setting's values (`lr=0.001,wd=0`)."""
     from schedc.surface.api import program_of
+    from schedc.surface.sweep import sweep as make_sweep
 
-    sweep = program_of(analysis).sweep(**grid)
+    sweep = make_sweep(program_of(analysis), grid)
     out = Curves()
     for setting, plan in zip(sweep.settings, sweep.plans):
         mine = curves(plan)

@@ -281,16 +281,19 @@ def run(args) -> int:
         if not _writer():  # process 0 prints the tables and writes --out and --log (checkpoints: see Checkpointer)
             out, args.log = None, None
     try:
-        grid = parse_sweep(args.sweep)
+        swept = parse_sweep(args.sweep)
+    except SchedError as err:
+        print(err.render(), file=sys.stderr)
+        return 1
     except ValueError as err:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2
-    if grid and args.checkpoint:
+    if swept and args.checkpoint:
         print("schedc run: --sweep and --checkpoint cannot be combined (a sweep is not checkpointed)", file=sys.stderr)
         return 2
     try:
         # the model: --model, else the file's `model` directive (a missing one is a diagnostic)
-        program = api.compile(path, args.model, key=args.seed, **{**sweep_placeholders(grid, path), **dict(args.set)})
+        program = api.compile(path, args.model, key=args.seed, **{**sweep_placeholders(swept, path), **dict(args.set)})
         if program.model is None:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
         loss, data_args, data_kwargs, batches = _loss_and_data(args, program.plan, path.parent)
@@ -298,7 +301,7 @@ def run(args) -> int:
             data_args, data_kwargs = _split_rows((data_args, data_kwargs))
         _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss)
         evaluation = _evaluation(program.plan, path.parent)
-        if batches is not None and grid:
+        if batches is not None and swept:
             raise ValueError("--sweep needs the data as arrays: the `data` function returned an iterable of batches")
         if batches is not None and distributed:
             raise ValueError("--distributed needs the data as arrays: the `data` function returned an iterable of batches")
@@ -311,22 +314,23 @@ def run(args) -> int:
     except (LookupError, ImportError, OSError, ValueError) as err:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2
-    if grid:
-        return _run_sweep(program, grid, loss, data_args, data_kwargs, args, out)
+    if swept:
+        return _run_sweep(program, swept, loss, data_args, data_kwargs, args, out)
     if batches is not None:  # the run reads the batches itself (the first again)
         data_args, data_kwargs = (), {}
     return _train(args, program, loss, data_args, data_kwargs, evaluation, out, batches)
 
 
-def _run_sweep(program, grid: dict, loss, data_args, data_kwargs, args, out: Path | None) -> int:
+def _run_sweep(program, swept: list, loss, data_args, data_kwargs, args, out: Path | None) -> int:
     """`--sweep`: every setting at once; the summary table (best first); with --out, each setting's
     results in `setting_I/` and `sweep.json` (settings, final losses, best)."""
     from schedc.lang.diagnostics import SchedError
     from schedc.runtime.sweep import SweepError
+    from schedc.surface.sweep import sweep
     from schedc.tooling.files import atomic_write
 
     try:
-        result = program.sweep(**grid).run(loss, *data_args, chunk=args.chunk, **data_kwargs)
+        result = sweep(program, swept).run(loss, *data_args, chunk=args.chunk, **data_kwargs)
     except SweepError as err:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2

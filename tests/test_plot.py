@@ -124,8 +124,9 @@ def test_sweep_overlays_every_settings_curves(tmp_path, capsys):
     assert main(["plot", str(path), "--sweep", "base=0.01,0.05", "--sweep", "wd=0,1e-3", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from schedc.pipeline import analyse
+    from schedc.surface.sweep import from_grid
 
-    data = plot.swept_curves(analyse(path.read_text(), placeholders={"wd": 0}), {"base": [0.01, 0.05], "wd": [0, 1e-3]})
+    data = plot.swept_curves(analyse(path.read_text(), placeholders={"wd": 0}), from_grid({"base": [0.01, 0.05], "wd": [0, 1e-3]}))
     assert set(data.values) == {"learning_rate@base=0.01,wd=0", "learning_rate@base=0.05,wd=0.001", "learning_rate@base=0.01,wd=0/b", "learning_rate@base=0.05,wd=0.001/b"}
     np.testing.assert_allclose(data.values["learning_rate@base=0.05,wd=0.001"], expected("cosine(0.05 -> 0.005)", 100), rtol=1e-6)
     np.testing.assert_allclose(data.values["learning_rate@base=0.01,wd=0/b"][0], 0.02, rtol=1e-6)

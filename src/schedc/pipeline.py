@@ -148,14 +148,14 @@ def read(text_or_bytes: str | bytes, name: str = "<input>", source: Source | Non
     return Analysis(name, source or Source(name, text), parsed, _sorted(parsed.diagnostics, name))
 
 
-def _checked(front: Analysis, placeholders: dict | None, open_placeholders: bool) -> Analysis:
-    """Bind the placeholders and run the model-free checks (`open_placeholders`: an unbound `$name`
-    is an unknown, not E0110: linting)."""
+def _checked(front: Analysis, placeholders: dict | None, open_placeholders: bool, bound: dict | None = None) -> Analysis:
+    """Bind the placeholders (unless `bound`: already bound) and run the model-free checks
+    (`open_placeholders`: an unbound `$name` is an unknown, not E0110: linting)."""
     from schedc.check.checker import check_file
 
     if front.parsed is None:
         return front
-    nodes = bind_placeholders(front.parsed, placeholders or {})
+    nodes = bound if bound is not None else bind_placeholders(front.parsed, placeholders or {})
     found = front.diagnostics + check_file(front.parsed, nodes, open_placeholders=open_placeholders)
     return replace(front, diagnostics=_sorted(found, front.name), placeholders=nodes)
 
@@ -174,10 +174,11 @@ def check_bytes(data: bytes, name: str = "<input>", placeholders: dict | None = 
     return front.parsed, front.diagnostics, front.text
 
 
-def analyse_setting(parsed: ParseResult, name: str, source: Source, tree, placeholders: dict, lets: dict) -> Analysis:
+def analyse_setting(parsed: ParseResult, name: str, source: Source, tree, bound: dict, lets: dict) -> Analysis:
     """One setting of a sweep: `parsed` with the `let`s named in `lets` redefined as those numbers,
-    checked with `placeholders` and resolved against `tree` (the program's parameters); the
-    text is not parsed again. Stops, as building does, at the first stage that finds an error."""
+    checked with the placeholders `bound` (`bind_placeholders`' nodes: a sweep binds the program's
+    once and adds each setting's numbers) and resolved against `tree` (the program's parameters);
+    the text is not parsed again. Stops, as building does, at the first stage that finds an error."""
     from schedc.lang import nodes as n
     from schedc.lang.program import number_node, with_span
 
@@ -187,7 +188,7 @@ def analyse_setting(parsed: ParseResult, name: str, source: Source, tree, placeh
         return item
 
     variant = replace(parsed, file=replace(parsed.file, items=tuple(redefined(item) for item in parsed.file.items)))
-    front = _checked(Analysis(name, source, variant, _sorted(variant.diagnostics, name)), placeholders, open_placeholders=False)
+    front = _checked(Analysis(name, source, variant, _sorted(variant.diagnostics, name)), None, open_placeholders=False, bound=bound)
     if front.has_errors:
         return front
     return _resolved(front, None, tree)

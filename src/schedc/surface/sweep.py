@@ -219,15 +219,17 @@ def sweep(program, swept: list[Swept]) -> Sweep:
     lets, placeholders = _sweepable(parsed)
     _raise_if(check_names_and_lengths(swept, lets, placeholders), swept)
     settings = [{s.name: s.values[i] for s in swept} for i in range(len(swept[0].values))]
-    return Sweep(program, settings, [_plan(program, parsed, lets, setting, i) for i, setting in enumerate(settings)])
+    # the program's placeholders are bound already (syntax nodes); a swept one is a number, bound as it is
+    bound = {name: value for name, value in program.placeholders.items() if name not in settings[0]}
+    return Sweep(program, settings, [_plan(program, parsed, lets, bound, setting, i) for i, setting in enumerate(settings)])
 
 
-def _plan(program, parsed, lets: dict, setting: dict, index: int):
-    """Setting `index` checked and resolved (`pipeline.analyse_setting`): the program's placeholders
-    with the swept ones replaced, swept lets redefined by their values."""
+def _plan(program, parsed, lets: dict, bound: dict, setting: dict, index: int):
+    """Setting `index` checked and resolved (`pipeline.analyse_setting`): the placeholders `bound`
+    with the swept ones added, swept lets redefined by their values."""
     from schedc.pipeline import analyse_setting
 
-    placeholders = dict(program.placeholders) | {name: value for name, value in setting.items() if name not in lets}
+    placeholders = bound | {name: value for name, value in setting.items() if name not in lets}
     swept_lets = {name: value for name, value in setting.items() if name in lets}
     analysis = analyse_setting(parsed, program.source.name, program.source, program.tree, placeholders, swept_lets)
     if analysis.plan is None:

@@ -199,3 +199,30 @@ def test_resuming_at_a_phase_boundary_carries_the_optimizer_state(tmp_path):
     for a, b in zip(whole.phase_losses, resumed.phase_losses):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(whole.model["a"], resumed.model["a"])
+
+
+def test_the_plateau_scale_log_is_whole_after_a_mid_phase_resume(tmp_path):
+    text = "phase 24 lr 0.5 * plateau(factor=0.5, patience=1, cooldown=0) optimizer sgd < free a, b >"
+    calls = {"n": 0, "stop_at": 0}
+
+    def tick(_):
+        calls["n"] += 1
+        if calls["n"] == calls["stop_at"]:
+            raise Interrupt("preempted")
+
+    def counted(m):
+        jax.debug.callback(tick, m["a"][0])
+        return loss(m)
+
+    program = schedc.compile(text, model())
+    whole = program.run(counted, chunk=4, quiet=True, fuse=False)
+    calls.update(n=0, stop_at=15)  # in the 4th chunk: checkpoints after chunks 1-3 (12 steps)
+    with pytest.raises(Exception, match="preempted"):
+        program.run(counted, chunk=4, quiet=True, checkpoint=tmp_path, checkpoint_every=1)
+    calls.update(n=0, stop_at=0)
+    resumed = program.run(counted, chunk=4, quiet=True, checkpoint=tmp_path)
+    assert calls["n"] == 12  # the steps after the checkpoint only
+    scales = whole.hyperparams["plateau_scale"]
+    assert scales.min() < 1.0  # the plateau fired, before and after the resume point
+    np.testing.assert_array_equal(resumed.hyperparams["plateau_scale"], scales)  # no NaN for the steps before the resume
+    np.testing.assert_array_equal(resumed.loss_history, whole.loss_history)

@@ -3,7 +3,7 @@
 A run with `checkpoint=DIR` writes a checkpoint after every phase and every N chunks within a
 phase. It holds every completed phase (its histories and the model's array leaves), the
 optimizer state the next phase may carry, and, mid-phase, the phase's model, free values,
-optimizer state, stop-rule state and losses so far, its evaluations (values, steps, the best of
+optimizer state, stop-rule state, losses and plateau scales so far, its evaluations (values, steps, the best of
 each rule: the patience counts) with the free values `keep best` holds, its aux metrics, and
 where an iterable of batches stood (runtime.stream: JSON). Resuming feeds the same numbers to the same
 compiled chunks, so on CPU the resumed run ends bit-for-bit where an uninterrupted one does.
@@ -391,6 +391,7 @@ class Checkpointer:
             "opt_state": _fill(fresh["opt_state"], _ordered(_group(arrays, "opt_state/")), "optimizer state"),
             "stop": _fill(fresh["stop"], _ordered(_group(arrays, "stop/")), "stop-rule state"),
             "losses": [np.frombuffer(saved["losses"], dtype=saved["dtype"]).copy()],
+            "scales": [arrays["scales"]] if "scales" in arrays else [],  # the plateau scales applied so far
             "step0": saved["step0"],
             "data": saved["data"],
         }
@@ -412,6 +413,8 @@ class Checkpointer:
         aux, means = state["aux"].snapshot()
         arrays.update({f"kept/{i}": x for i, x in enumerate(_host_leaves(kept))})
         arrays.update({f"aux/{name}": x for name, x in means.items()})
+        if state.get("scales"):  # the plateau scales applied so far: the hyperparameter log of the whole phase
+            arrays["scales"] = np.concatenate(state["scales"], axis=-2)
         self._write(arrays, {"phase": index, "step0": int(state["step0"]), "losses": self.log.record(), "evals": evals, "aux": aux, "data": state.get("data")})
 
     def after_phase(self, runner, result) -> None:

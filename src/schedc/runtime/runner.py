@@ -331,7 +331,8 @@ def recorded_scales(stop: dict, ran: int) -> np.ndarray | None:
 def with_scales(scheduled: np.ndarray, scales: list) -> np.ndarray:
     """The hyperparameter log: scheduled values, then the recorded plateau scales ([..., steps, columns]).
 
-    After a resume mid-phase the steps before the resume have no recorded scale: NaN.
+    Steps with no recorded scale (resumed mid-phase from a checkpoint that did not save the
+    scales, written by an earlier schedc) are NaN.
     """
     if not scales:
         return scheduled
@@ -737,8 +738,8 @@ class Runner:
             evals = PhaseEvals(phase, self.evaluator)
             aux = _AuxLog()
             if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one (evals and aux in place)
-                state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0, evals=evals, aux=aux))
-                model, free, opt_state, stop, losses, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "step0"))
+                state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux))
+                model, free, opt_state, stop, losses, scales, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "scales", "step0"))
                 model_arrays = C.split(model)[0]
             task = progress.phase(f"{phase.label}", phase.steps, phase.steps_per_epoch) if progress else None
             pace = Pace(self.chunk, steady=self.quiet and (self.checkpoint is None or self.processes > 1))
@@ -772,7 +773,7 @@ class Runner:
                     break
                 step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
-                    state = dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, step0=step0, evals=evals, aux=aux, data=self.feed.position(step0) if self.feed is not None else None)
+                    state = dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux, data=self.feed.position(step0) if self.feed is not None else None)
                     self.checkpoint.after_chunk(self, index, state, final=self.stop_signal is not None)
                 if self.stop_signal is not None and step0 < phase.steps:
                     raise Interrupted(self.stop_signal, index, step0)

@@ -76,27 +76,42 @@ def overridden_by_text(statements) -> dict[int, list]:
     return out
 
 
-def _covers(spec: n.Spec, phases) -> list[int] | None:
-    """The phases a spec covers; None when a reference names no phase (E0109: the spec counts for nothing)."""
-    if not all(ref_phases(ref, phases) for ref in spec.phases):
-        return None
-    return spec_phases(spec, phases)
+Claims = dict[str, list[tuple[str, n.Spec, list[int]]]]
 
 
-def idle_phases(file: n.File, phases: tuple[ExpandedPhase, ...]) -> dict[int, tuple[n.Phase, list[int]]]:
-    """W0104 without a model: id(phase node) -> (the node, its instances that free nothing), for each
-    phase with no `free` statement some instance of which no params spec frees anything in
-    (none under `default free`). In the order of the phases' first instances."""
-    if default_free(file):
-        return {}
-    freed: set[int] = set()
+def params_claims(file: n.File, phases: tuple[ExpandedPhase, ...]) -> tuple[Claims, list[n.PhaseRef]]:
+    """What the params blocks say, by pattern text: text -> [(claim, spec, phase indices)], claim
+    "free", "fixed" or "init"; and the first unknown phase reference of each spec that has one
+    (E0109: that spec counts for nothing)."""
+    claims: Claims = {}
+    unknown: list[n.PhaseRef] = []
     for item in file.items:
         for entry in item.entries if isinstance(item, n.Params) else ():
             for spec in entry.specs:
-                covered = _covers(spec, phases)
-                if covered is None or spec.kind == "init_at":
+                bad = next((ref for ref in spec.phases if not ref_phases(ref, phases)), None)
+                if bad is not None:
+                    unknown.append(bad)
                     continue
-                freed.update(covered if spec.kind in _FREE_SPECS else set(range(len(phases))) - set(covered))
+                claim = "free" if spec.kind in _FREE_SPECS else "fixed" if spec.kind == "fixed_in" else "init"
+                for p in entry.patterns:
+                    claims.setdefault(p.text, []).append((claim, spec, spec_phases(spec, phases)))
+    return claims, unknown
+
+
+def idle_phases(file: n.File, phases: tuple[ExpandedPhase, ...], claims: Claims | None = None) -> dict[int, tuple[n.Phase, list[int]]]:
+    """W0104 without a model: id(phase node) -> (the node, its instances that free nothing), for each
+    phase with no `free` statement some instance of which no params spec frees anything in
+    (none under `default free`). In the order of the phases' first instances. `claims`: the
+    file's `params_claims`, when the caller has them."""
+    if default_free(file):
+        return {}
+    freed: set[int] = set()
+    for rows in (claims if claims is not None else params_claims(file, phases)[0]).values():
+        for claim, _, indices in rows:
+            if claim == "free":
+                freed.update(indices)
+            elif claim == "fixed":  # `fixed in` these phases: free in the others
+                freed.update(set(range(len(phases))) - set(indices))
     out: dict[int, tuple[n.Phase, list[int]]] = {}
     for ph in phases:
         if ph.index not in freed and not any(isinstance(s, n.Free) for s in ph.phase.body):
@@ -144,7 +159,7 @@ class Conflicts(Rule):
         claims = self._params_claims()
         self._params_conflicts(claims)
         self._body_vs_params(infos, claims)
-        self._frees_nothing()
+        self._frees_nothing(claims)
 
     def _phase_infos(self) -> dict[int, _PhaseInfo]:
         infos: dict[int, _PhaseInfo] = {}
@@ -178,36 +193,19 @@ class Conflicts(Rule):
                     report(Diagnostic("E0303", f"a second `{stmt.metric.id}` stop rule in this phase", stmt.span, labels=(Label(first.span, "first rule here"),), help="merge them into one rule"))
         return info
 
-    def _refs(self, spec: n.Spec) -> list[int] | None:
-        """The phase indices a spec covers, reporting unknown references; None if any is invalid."""
+    def _params_claims(self) -> Claims:
+        """`params_claims`, reporting each unknown phase reference (E0109)."""
         phases = self.ctx.phases
+        claims, unknown = params_claims(self.ctx.file, phases)
+        if self.ctx.partial:  # items lost to syntax errors: the phases are not all known
+            return claims
         count = len(phases)
-        for ref in spec.phases:
-            if ref_phases(ref, phases):
-                continue
-            if not self.ctx.partial:
-                if isinstance(ref.target, int):
-                    self.ctx.report(Diagnostic("E0109", f"phase {ref.target} does not exist (the file has {count} phase{'s' * (count != 1)}, numbered from 0)", ref.span))
-                else:
-                    names = sorted({p.name for p in phases if p.name})
-                    self.ctx.report(Diagnostic("E0109", f"no phase is named `{ref.target}`", ref.span, help=did_you_mean(ref.target, names)))
-            return None
-        return spec_phases(spec, phases)
-
-    def _params_claims(self) -> dict[str, list[tuple[str, n.Spec, list[int]]]]:
-        """pattern text -> [(claim, spec, phase indices)], claim "free", "fixed" or "init"."""
-        claims: dict[str, list] = {}
-        for item in self.ctx.file.items:
-            if not isinstance(item, n.Params):
-                continue
-            for entry in item.entries:
-                for spec in entry.specs:
-                    indices = self._refs(spec)
-                    if indices is None:
-                        continue
-                    claim = "free" if spec.kind in _FREE_SPECS else "fixed" if spec.kind == "fixed_in" else "init"
-                    for p in entry.patterns:
-                        claims.setdefault(p.text, []).append((claim, spec, indices))
+        for ref in unknown:
+            if isinstance(ref.target, int):
+                self.ctx.report(Diagnostic("E0109", f"phase {ref.target} does not exist (the file has {count} phase{'s' * (count != 1)}, numbered from 0)", ref.span))
+            else:
+                names = sorted({p.name for p in phases if p.name})
+                self.ctx.report(Diagnostic("E0109", f"no phase is named `{ref.target}`", ref.span, help=did_you_mean(ref.target, names)))
         return claims
 
     def _params_conflicts(self, claims) -> None:
@@ -243,8 +241,8 @@ class Conflicts(Rule):
                     if both and claim == "init":
                         self.ctx.report(init_twice(text, spec.span, init.span, phases[both[0]].label))
 
-    def _frees_nothing(self) -> None:
+    def _frees_nothing(self, claims: Claims) -> None:
         phases = self.ctx.phases
-        for phase, idle in idle_phases(self.ctx.file, phases).values():
+        for phase, idle in idle_phases(self.ctx.file, phases, claims).values():
             where = phases[idle[0]].label + (f" (and {len(idle) - 1} more instances)" if len(idle) > 1 else "")
             self.ctx.report(frees_nothing(where, phase))

@@ -14,7 +14,7 @@ from schedc.check.arguments import ArgumentChecker
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic
 from schedc.lang.expr import constant, substitute
-from schedc.lang.program import env_of, expand, oversized_lets
+from schedc.lang.program import env_of, expand, first_lets, oversized_lets
 from schedc.lang.syntax import ParseResult
 
 # Directives that may appear at most once (`let` has its own duplicate check).
@@ -48,12 +48,10 @@ class Context:
         self.env = env_of(self.file, placeholders)
         # lets too large once substituted: left out of `env`, reported once at their definition
         self.oversized = {let.name.id: let for let in oversized_lets(self.file, placeholders)}
-        self.lets: dict[str, n.Let] = {}  # name -> its first definition
+        self.lets: dict[str, n.Let] = first_lets(self.file)
         self.directives: dict[str, n.Directive] = {}  # keyword -> its first occurrence
         for item in self.file.items:
-            if isinstance(item, n.Let):
-                self.lets.setdefault(item.name.id, item)
-            elif isinstance(item, n.Directive) and item.keyword in SINGLE_DIRECTIVES:
+            if isinstance(item, n.Directive) and item.keyword in SINGLE_DIRECTIVES:
                 self.directives.setdefault(item.keyword, item)
         self.diags: list[Diagnostic] = []
         self._closed: dict[int, tuple[object, object]] = {}

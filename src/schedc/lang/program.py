@@ -218,6 +218,15 @@ def with_span(node, span: n.Span):
     return replace(node, span=span, **changes)
 
 
+def first_lets(file: n.File) -> dict[str, n.Let]:
+    """Each `let` name's first definition (the one its uses mean; a second is E0102)."""
+    out: dict[str, n.Let] = {}
+    for item in file.items:
+        if isinstance(item, n.Let):
+            out.setdefault(item.name.id, item)
+    return out
+
+
 def default_free(file: n.File) -> bool:
     """Whether the file says `default free` (its first `default` directive; a second is E0216):
     a parameter no statement names is then free."""

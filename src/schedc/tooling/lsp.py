@@ -54,6 +54,7 @@ from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, SchedError
 from schedc.lang.glob import PatternError, compile_pattern
+from schedc.lang.program import first_lets
 from schedc.lang.syntax import KEYWORDS, TOP_LEVEL_KEYWORDS, ParseResult, parser
 from schedc.pipeline import FROM_DIRECTIVE, Analysis, analyse, read
 from schedc.plan.binding import (  # JAX is imported only when a model loads
@@ -215,14 +216,6 @@ def node_chain(file: n.File, offset: int) -> list:
         chain.append(node)
         children = _children(node)
     return chain
-
-
-def _lets(file: n.File) -> dict[str, n.Let]:
-    out: dict[str, n.Let] = {}
-    for item in file.items:
-        if isinstance(item, n.Let):
-            out.setdefault(item.name.id, item)
-    return out
 
 
 def _expanded(file: n.File):
@@ -400,7 +393,7 @@ def _name_hover(text: str, file: n.File, node: n.Name, parent, grand) -> tuple[s
         return catalog.KEYWORD_DOCS["default"], node.span
     if isinstance(parent, n.Phase) and parent.name is node:
         return _phase_markdown(text, _phases_named(file, name)), node.span
-    let = _lets(file).get(name)
+    let = first_lets(file).get(name)
     return (f"```sched\n{_source(text, let)}\n```", node.span) if let is not None else None
 
 
@@ -435,7 +428,7 @@ def definition(parsed: ParseResult, offset: int) -> n.Span | None:
         phase = targets[0].phase
         return phase.name.span if phase.name else _first_line(parsed.text, phase.span)
     if isinstance(node, n.Name) and not (isinstance(parent, n.Let) and parent.name is node):
-        let = _lets(file).get(node.id)
+        let = first_lets(file).get(node.id)
         return let.name.span if let else None
     return None
 
@@ -622,7 +615,7 @@ def completions(text: str, offset: int, parsed: ParseResult, tree=None) -> tuple
     elif last == ["STOP", "WHEN"]:
         out += [Suggestion(m, lsp.CompletionItemKind.EnumMember, None, doc) for m, doc in catalog.STOP_METRICS.items()]
     elif "LPAR" in accepts:  # an expression
-        out += [Suggestion(name, lsp.CompletionItemKind.Variable, _source(text, let)) for name, let in _lets(parsed.file).items()]
+        out += [Suggestion(name, lsp.CompletionItemKind.Variable, _source(text, let)) for name, let in first_lets(parsed.file).items()]
         out += _schedule_suggestions(catalog.SCHEDULES)
         call = _enclosing_call(tokens)
         if call is not None and previous in ("LPAR", "COMMA"):

@@ -93,6 +93,16 @@ def test_a_jax_key_is_noted_in_the_text_and_gives_the_same_plan_with_that_key():
     assert plan_of(str(s), line(), key=key) == dataclasses.replace(s.plan, source=None)
 
 
+def test_a_key_is_a_jax_key_or_an_int_seed():
+    spec = {"a": free_in(0) | init_normal(0, 0, 1)}
+    raw = build_schedule(line(), loss, [(5, 0.1)], spec, key=jax.random.PRNGKey(3))  # a raw uint32 key, as older JAX code makes
+    raw.run_all(X, Y)
+    with pytest.raises(TypeError, match=r"key must be a JAX PRNG key \(jax.random.key\(0\)\) or an int seed, got 'abc'"):
+        build_schedule(line(), loss, [(5, 0.1)], spec, key="abc")
+    with pytest.raises(TypeError, match=r"key must be a JAX PRNG key .*got 1.5"):
+        schedc.compile("phase 5 lr 0.1 < free a; init a ~ normal(0, 1) >", line(), key=1.5)
+
+
 def test_unnamed_parameters_follow_their_own_fix_flag():
     s = build_schedule(line(b_fixed=True), loss, [(5, 0.1), (5, 0.1)], {"a": free_in(1)})
     assert [p.free for p in s.phases] == [(), ("a",)]  # b, c and w fixed by their flags

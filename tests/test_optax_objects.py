@@ -85,6 +85,13 @@ def test_a_schedule_function_is_called_on_the_phase_step_and_logged():
     np.testing.assert_allclose(res.loss_history, same.loss_history, rtol=1e-5)
 
 
+def test_a_schedule_function_that_is_not_one_is_named():
+    with pytest.raises(TypeError, match=r"\$lr0: an optax schedule function returns one real number per step count, .* returned shape \(3,\) float32"):
+        build_schedule(line(), loss, [(10, lambda c: jnp.ones(3) * 0.1)], {"a": free_in(0)}).run_all(X, Y)
+    with pytest.raises(TypeError, match=r"\$sched: an optax schedule function is called on the step count \(an int32 scalar\); .* raised TypeError"):
+        run("phase 10 lr $sched < free a >", sched=lambda count: 1 / "x")
+
+
 def test_lbfgs_with_no_lr_as_a_factory_or_an_object():
     s = build_schedule(line(), loss, [(20, None, optax.lbfgs())], {"a": free_in(0), "b": free_in(0)})
     s.run_all(X, Y)
@@ -230,9 +237,12 @@ def test_build_schedule_takes_a_list_as_a_chain_with_objects():
 
 
 # ---------------------------------------------------------------- against spectracles
+# (skipped without the `compare` extra, which `make test` installs; the tests above run either way)
 
-spectracles = pytest.importorskip("spectracles")
-from spectracles.optimise.schedule_builder import build_schedule as reference_build  # noqa: E402
+try:
+    import spectracles
+except ImportError:
+    spectracles = None
 
 
 class SLine(eqx.Module):
@@ -260,7 +270,10 @@ def smodel():
     ],
     ids=["objects", "schedule-functions", "lbfgs"],
 )
+@pytest.mark.skipif(spectracles is None, reason="needs spectracles (the compare extra)")
 def test_optax_phase_forms_match_spectracles(phases):
+    from spectracles.optimise.schedule_builder import build_schedule as reference_build
+
     params = {"a": free_in(0, 1), "b": free_in(1)}
     ref = reference_build(smodel(), sloss, phases, {"a": spectracles.free_in(0, 1), "b": spectracles.free_in(1)})
     ref.run_all(X, Y)

@@ -69,12 +69,28 @@ def lower(expr, steps: int) -> Lowered:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if isinstance(expr, n.Bound):  # an optax schedule function bound to `lr $name`: called on the phase's step
+        _check_schedule_function(expr)
         return Lowered(("function", expr), ())
     problems = [d for d in check_schedule(expr, steps) if d.is_error]
     if problems:
         raise SchedError(problems)
     structure, numbers = _lower(expr, steps)
     return Lowered(structure, tuple(float(x) for x in numbers))
+
+
+def _check_schedule_function(bound: n.Bound) -> None:
+    """An optax schedule function maps a step count to one real number: traced once on an int32
+    step, so that a wrong one is named here rather than deep inside the compiled loop."""
+    import jax
+
+    try:
+        out = jax.eval_shape(bound.value, jax.ShapeDtypeStruct((), jnp.int32))
+    except Exception as exc:
+        raise TypeError(f"${bound.id}: an optax schedule function is called on the step count (an int32 scalar); {bound.value!r} raised {type(exc).__name__}: {exc}") from exc
+    leaves = jax.tree_util.tree_leaves(out)
+    if len(leaves) != 1 or leaves[0].shape != () or not jnp.issubdtype(leaves[0].dtype, jnp.number) or jnp.issubdtype(leaves[0].dtype, jnp.complexfloating):
+        got = f"shape {leaves[0].shape} {leaves[0].dtype}" if len(leaves) == 1 else f"{type(out).__name__} {out!r}"
+        raise TypeError(f"${bound.id}: an optax schedule function returns one real number per step count, {bound.value!r} returned {got}")
 
 
 def _lower(expr, span: int) -> tuple[tuple, list[float]]:

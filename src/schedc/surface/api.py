@@ -266,13 +266,18 @@ def _epoch_lengths(size, plan: Plan) -> str:
 
 
 def _key(key, seed):
+    """The root key: `key` (a JAX PRNG key, typed or raw uint32, or an int seed), else the program's `seed`."""
     import jax
+    import numpy as np
 
     if key is None:
         return jax.random.key(seed if seed is not None else 0)
-    if isinstance(key, int):
-        return jax.random.key(key)
-    return key
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is not None and (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or (dtype == np.uint32 and shape in ((2,), (4,)))):
+        return key
+    raise TypeError(f"key must be a JAX PRNG key (jax.random.key(0)) or an int seed, got {key!r}")
 
 
 def read_model(path, like):

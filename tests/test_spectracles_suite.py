@@ -515,3 +515,26 @@ def test_every_public_name_of_spectracles_schedule_api_is_schedcs():
     # every name spectracles exports from its schedule modules
     exported = {n for n in spectracles.__all__ if getattr(getattr(spectracles, n), "__module__", "") in (reference_schedule.__name__, reference.__name__)}
     assert len(exported) >= 10 and exported <= set(dir(schedc)), exported - set(dir(schedc))
+
+
+# ---------------------------------------------------------------- only Parameters are parameters (issue: `_freqs` was trained)
+
+
+def test_a_fourier_gps_frequency_grid_is_a_constant_no_pattern_frees():
+    import schedc
+
+    kernel = spectracles.SquaredExponential(length_scale=Parameter(initial=0.3), variance=Parameter(initial=1.0))
+    model = build_model(spectracles.FourierGP, (4, 4), kernel)
+    target = jnp.linspace(0.0, 1.0, 16).reshape(4, 4)
+
+    def gp_loss(m):  # gradients reach `_freqs` through the kernel's feature weights: only the filter keeps it fixed
+        return jnp.sum((m.coefficients.val * m.kernel.feature_weights(m._freqs) - target) ** 2)
+
+    program = schedc.compile("phase 20 lr 0.05 < free ** >", model)
+    assert program.tree.paths == ("coefficients", "kernel.length_scale", "kernel.variance", "zeromode")
+    result = program.run(gp_loss, quiet=True)
+    before, after = model.get_locked_model(), result.model.get_locked_model()
+    np.testing.assert_array_equal(after._freqs, before._freqs)
+    assert not np.allclose(after.coefficients.val, before.coefficients.val)
+    with pytest.raises(ValueError, match="did not match any parameters"):
+        build_schedule(model, gp_loss, [(5, 0.1)], {"_freqs": free_in(0)})

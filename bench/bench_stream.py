@@ -14,12 +14,12 @@ Both runs give the same losses (checked). Beside them, the time the streamed chu
 for batches (the first chunk's fill, and any chunk the thread had not finished in time), and
 the throughput of the iterator alone and of the feed alone (read, check, stack, `device_put`,
 no training) in batches per second.
-Times are the best wall time of `--repeat` rounds after a first (compiling) one, in one
-process, the two taking turns within each round, and the least CPU time (all threads: the
-reader thread's work counts) of those rounds.
+`--repeat` rounds after a first (compiling) one, in one process, the two taking turns within
+each round: the best and median wall time, the median CPU time (every thread: the reader
+thread's work counts), and the per-round ratios of both.
 
     .venv/bin/python bench/bench_stream.py                 # 3000 steps, chunks of 1024
-    .venv/bin/python bench/bench_stream.py --steps 6000 --repeat 9 --chunk 512
+    .venv/bin/python bench/bench_stream.py --steps 6000 --repeat 9 --chunk 512 --model cnn
 """
 
 from __future__ import annotations
@@ -27,23 +27,25 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench_data import BATCH, _best_interleaved, _setup
+from bench_data import BATCH, _interleaved, _setup, _spread
 
 
-def _wall_and_cpu(fns: dict, repeat: int) -> dict[str, tuple[float, float]]:
-    """Per function: the best wall time and the least CPU time (every thread of the process) over
-    `repeat` rounds, the functions taking turns within a round; a first round compiles. CPU time
-    counts the work done, which other jobs on the machine do not inflate as they do wall time."""
+def _wall_and_cpu(fns: dict, repeat: int) -> dict[str, list[tuple[float, float]]]:
+    """Per function, per round: (wall time, CPU time of every thread of the process), the
+    functions taking turns within a round; a first round compiles. CPU time counts the work
+    done (the reader thread's included), which other jobs on the machine do not inflate."""
+    import gc
+
     for fn in fns.values():
         fn()
-    best = {name: (float("inf"), float("inf")) for name in fns}
+    times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            gc.collect()
             wall, cpu = time.perf_counter(), time.process_time()
             fn()
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-    return best
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return times
 
 
 def preloaded_batches(x, y, steps: int) -> list:
@@ -65,16 +67,19 @@ def preloaded_batches(x, y, steps: int) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     parser.add_argument("--chunk", type=int, default=None, help="batches per streamed chunk (default: schedc's, as many as fit in 64 MiB, at most 1024)")
     args = parser.parse_args()
+
+    import statistics
 
     import numpy as np
 
     import schedc
     from schedc.runtime.stream import Batches, Stream
 
-    model, loss, x, y = _setup()
+    model, loss, x, y = _setup(args.model)
     batches = preloaded_batches(x, y, args.steps)
     program = schedc.compile("seed 0\nbatch $batch\nphase $steps lr 1e-3 < free ** >", model, batch=BATCH, steps=args.steps)
     chunk = args.chunk or Stream(Batches(batches)).default_chunk()
@@ -92,32 +97,38 @@ def main() -> None:
 
     same = np.array_equal(on_device().loss_history, stream().loss_history)
     measured = _wall_and_cpu({"on-device": on_device, "stream": stream}, args.repeat)
-    times = {name: wall for name, (wall, _) in measured.items()}
 
     def iterate():
         for _ in iter(batches):
             pass
 
     def feed():  # read, check, stack and put on the device every batch; no training
-        reader = Stream(Batches(iter(batches)))
         phase = program.phases[0]
-        feed = reader.feed(phase, 0, chunk)
-        for start in range(0, phase.steps, chunk):
-            arrays, _ = feed.take(start, chunk)
+        feed = Stream(Batches(iter(batches))).feed(phase, 0, chunk)
+        step = 0
+        while step < phase.steps:
+            arrays, n = feed.take(step, chunk)
+            step += n
         arrays[0].block_until_ready()
         feed.close()
 
-    alone = _best_interleaved({"iterator": iterate, "feed": feed}, args.repeat)
+    alone = _interleaved({"iterator": iterate, "feed": feed}, args.repeat)
 
-    print(f"digits MLP, {args.steps} steps of batch {BATCH}, streamed chunks of {chunk}, best of {args.repeat} interleaved rounds after a compiling one")
-    print(f"{'':10} {'seconds':>8} {'us/step':>8} {'CPU s':>8}")
-    for name, (seconds, cpu) in measured.items():
-        print(f"{name:10} {seconds:8.3f} {1e6 * seconds / args.steps:8.1f} {cpu:8.3f}")
-    print(f"stream / on-device   = {times['stream'] / times['on-device']:.3f}  (target <= 1.15); same losses: {same}")
-    print(f"CPU time, stream / on-device = {measured['stream'][1] / measured['on-device'][1]:.3f}")
-    print(f"the streamed chunk loop waited for batches {1e3 * min(waits):.1f} ms (least of the runs; the first chunk's fill included)")
-    for name, seconds in alone.items():
-        print(f"{name} alone: {args.steps / seconds:,.0f} batches/s")
+    print(f"digits {args.model.upper()}, {args.steps} steps of batch {BATCH}, streamed chunks of {chunk}, {args.repeat} interleaved rounds after a compiling one")
+    print(f"{'':10} {'best s':>8} {'median s':>9} {'us/step':>8} {'CPU s':>8}")
+    for name, rounds in measured.items():
+        walls, cpus = [w for w, _ in rounds], [c for _, c in rounds]
+        print(f"{name:10} {min(walls):8.3f} {statistics.median(walls):9.3f} {1e6 * min(walls) / args.steps:8.1f} {statistics.median(cpus):8.3f}")
+
+    def ratios(index):
+        return [s[index] / d[index] for s, d in zip(measured["stream"], measured["on-device"])]
+
+    print("per-round ratios (best / median / worst):")
+    print(f"  stream / on-device, wall = {_spread(ratios(0))}  (target <= 1.15); same losses: {same}")
+    print(f"  stream / on-device, CPU  = {_spread(ratios(1))}")
+    print(f"the streamed chunk loop waited for batches {1e3 * statistics.median(waits):.1f} ms a run (median; the first chunk's {min(32, chunk)} batches included)")
+    for name, ts in alone.items():
+        print(f"{name} alone: {args.steps / min(ts):,.0f} batches/s")
 
 
 if __name__ == "__main__":

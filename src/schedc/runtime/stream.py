@@ -5,10 +5,10 @@ A background thread reads K batches per chunk (K: the runner's chunk length), ch
 each has the structure, shapes and dtypes of the first, stacks them into one array per leaf
 and sends them to the device (`jax.device_put`) while the previous chunk runs; the compiled
 chunk (the one chunk loop of `runner.py`) reads row `step % K` at each step
-(`minibatch.stream_row`). Chunks end at multiples of K in phase-local steps (the first of a
-phase earlier, after `FIRST_CHUNK` batches, so the device starts early), so a call that ends
-early (at an evaluation, or a paced call under a progress bar) continues in the same stacked
-chunk.
+(`minibatch.stream_row`). Chunks end at multiples of K in phase-local steps (the first ones of a
+phase earlier, doubling from `FIRST_CHUNK` batches, so the device starts early), so a call that
+ends early (at an evaluation, or a paced call under a progress bar) continues in the same
+stacked chunk.
 
 Epochs. A re-iterable source (a list, a grain DataLoader, `Batches(make_iterator)`) starts a
 fresh pass at the beginning of each phase, and its exhaustion ends an epoch: the next batch
@@ -48,7 +48,7 @@ from schedc.runtime.data import DataError
 # memory at once (one running, one ready, one being read).
 CHUNK_BYTES = 64 * 2**20
 MAX_CHUNK = 1024
-FIRST_CHUNK = 32  # a feed's first chunk holds at most this many batches: the device waits for no more
+FIRST_CHUNK = 32  # a feed's first chunk holds at most this many batches (the device waits for no more)
 DATA_EXHAUSTED = "data exhausted"  # the stop reason of a phase whose one-shot iterator ran out
 _NUMERIC = "biufc"  # the dtype kinds a batch's leaves may have
 
@@ -350,8 +350,9 @@ class Feed:
         step = start
         try:
             while step < self.phase.steps and not self.stopping.is_set():
-                # chunks end at multiples of K; the first is short, so the device starts early
-                end = min(self.phase.steps, (step // self.K + 1) * self.K, step + FIRST_CHUNK if step == start else self.phase.steps)
+                # chunks end at multiples of K; the first ones are short and double (32, 32, 64, ...),
+                # so the device starts early and the reader stays a chunk ahead from then on
+                end = min(self.phase.steps, (step // self.K + 1) * self.K, step + max(FIRST_CHUNK, step - start))
                 position = self.reader.position()
                 rows = self.partial = []
                 while len(rows) < end - step and not self.stopping.is_set():

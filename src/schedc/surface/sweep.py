@@ -183,7 +183,7 @@ def diagnose(example: str) -> tuple[list[Diagnostic], dict[str, Source]]:
     the checks `schedc run --sweep` makes before it."""
     import shlex
 
-    from schedc.lang.syntax import parse
+    from schedc.pipeline import read
 
     command, _, text = example.partition("\n")
     words = shlex.split(command)
@@ -192,7 +192,7 @@ def diagnose(example: str) -> tuple[list[Diagnostic], dict[str, Source]]:
         swept = from_arguments(specs)
     except SchedError as err:
         return err.diagnostics, err.sources
-    return check_names_and_lengths(swept, *_sweepable(parse(text))), {s.source.name: s.source for s in swept}
+    return check_names_and_lengths(swept, *_sweepable(read(text).parsed)), {s.source.name: s.source for s in swept}
 
 
 def sweep(program, swept: list[Swept]) -> Sweep:

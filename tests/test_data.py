@@ -229,8 +229,15 @@ def test_metrics_returning_a_non_scalar_are_refused():
 
 
 def test_unknown_metric_names_in_rules_are_refused_with_what_was_returned():
+    steps = []
+
+    def counting(m, x, y):
+        jax.debug.callback(lambda _: steps.append(1), m["b"])
+        return mse(m, x, y)
+
     with pytest.raises(EvalError, match=r"phase 0 uses `val.accuracy` but the metrics function returned `val.loss`, `val.w0`"):
-        fit('eval "m.py:f" every 2 steps\nphase 5 lr 0.01 < free **; keep best val.accuracy >', **EVAL)
+        fit('eval "m.py:f" every 2 steps\nphase 5 lr 0.01 < free **; keep best val.accuracy >', counting, **EVAL)
+    assert steps == []  # found by tracing the metrics function before the phase trains
 
 
 def test_metrics_that_are_not_numbers_are_refused():

@@ -53,16 +53,26 @@ class Evaluator:
 
         from schedc.compiler.chunk import split
 
-        arrays, layout = split((model, state))
-        key = (self.metrics, layout, self._validation_layout)
-        program = _PROGRAMS.get(key)
-        if program is None:
-            program = self._compile(layout, arrays, phase)
-            _PROGRAMS[key] = program
+        arrays, program, _ = self._program(model, phase, state)
         return {name: float(value) for name, value in jax.device_get(program(arrays, self._validation_arrays)).items()}
 
-    def _compile(self, layout, arrays, phase: P.PhasePlan) -> Callable:
-        """The jitted metrics program for models of `layout`, once its output is known to be {name: scalar}."""
+    def names(self, model, phase: P.PhasePlan, state=None) -> list[str]:
+        """The names the metrics function returns for this model, found by tracing it (nothing runs)."""
+        return self._program(model, phase, state)[2]
+
+    def _program(self, model, phase: P.PhasePlan, state) -> tuple:
+        """(the model's arrays, the jitted metrics program for its structure, the names it returns)."""
+        from schedc.compiler.chunk import split
+
+        arrays, layout = split((model, state))
+        key = (self.metrics, layout, self._validation_layout)
+        if key not in _PROGRAMS:
+            _PROGRAMS[key] = self._compile(layout, arrays, phase)
+        return (arrays, *_PROGRAMS[key])
+
+    def _compile(self, layout, arrays, phase: P.PhasePlan) -> tuple[Callable, list[str]]:
+        """The jitted metrics program for models of `layout` and the names it returns, once its
+        output is known to be {name: scalar}."""
         import equinox as eqx
         import jax
 
@@ -74,8 +84,9 @@ class Evaluator:
             out = metrics(model, *validation) if state is None else metrics(model, state, *validation)
             return {str(name): value for name, value in out.items()} if isinstance(out, dict) else out
 
-        _check_output(eqx.filter_eval_shape(call, arrays, self._validation_arrays), phase)
-        return jax.jit(call)
+        out = eqx.filter_eval_shape(call, arrays, self._validation_arrays)
+        _check_output(out, phase)
+        return jax.jit(call), list(out)
 
 
 def _check_output(out, phase: P.PhasePlan) -> None:
@@ -120,6 +131,12 @@ class PhaseEvals:
     def active(self) -> bool:
         return self.evaluator is not None and self.phase.eval_every is not None
 
+    def check_names(self, model, state=None) -> None:
+        """Before the phase trains: every metric its rules name is one the metrics function
+        returns (traced, not run), so a misspelt name fails now, not at the first evaluation."""
+        if self.active and (self.rules or self.phase.keep):
+            self._check_names(dict.fromkeys(self.evaluator.names(model, self.phase, state)))
+
     def next_boundary(self, done: int) -> int:
         """The step count at which the chunk starting after `done` steps must end."""
         if not self.active:
@@ -133,9 +150,7 @@ class PhaseEvals:
     def evaluate(self, done: int, model, free, state=None) -> bool:
         """Evaluate after `done` steps (`state`: the model state, if the run has one); True when a
         rule ends the phase (its words in `reason`)."""
-        values = self.evaluator(model, self.phase, state)
-        if not self.steps:
-            self._check_names(values)
+        values = self.evaluator(model, self.phase, state)  # names checked before the phase (`check_names`)
         self.steps.append(done)
         self.values.append(values)
         reason = None

@@ -186,3 +186,12 @@ def test_a_run_with_a_state_resumes_mid_phase_bit_for_bit(start, tmp_path):
     np.testing.assert_array_equal(resumed.metrics["loss"], whole.metrics["loss"])
     for got, want in zip(arrays((resumed.model, resumed.state)), arrays((whole.model, whole.state))):
         np.testing.assert_array_equal(got, want)
+
+
+def test_batched_fits_and_sweeps_refuse_a_model_state(start):
+    model, state = start
+    program = schedc.compile("batch 8\noptimizer adam\nphase 2 lr $lr < free ** >", model, lr=1e-2)
+    with pytest.raises(TypeError, match=r"take no model state .*Program.run\(\.\.\., state=state\)"):
+        program.run_batched(loss, X[None], Y[None], state=state)
+    with pytest.raises(TypeError, match=r"take no model state"):
+        program.sweep(lr=[1e-2, 1e-3]).run(loss, X, Y, state=state)

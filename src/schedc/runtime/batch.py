@@ -149,6 +149,10 @@ class BatchedRunner(Runner):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, fuse=False, **kw)  # fused segments are single fits only (docs/runtime.md)
+        import equinox as eqx
+
+        if any(isinstance(v, eqx.nn.State) for v in self.kwargs.values()):  # it would reach the loss as data
+            raise TypeError("batched fits and sweeps take no model state (an eqx.nn.State): a stateful loss (BatchNorm) runs with `Program.run(..., state=state)`")
         self.size = self._batch_size()
         self.dead = np.zeros(self.size, bool)  # datasets a non-finite loss stopped: they sit out the rest of the run
 

@@ -73,7 +73,7 @@ def test_run_prints_the_summary_saves_results_and_fills_the_compile_cache(projec
     assert np.load(out / "hyperparams.npz")["learning_rate"].shape == (100,)
     assert (out / "model.eqx").stat().st_size > 0
     assert any(cache.iterdir())  # the executables were kept for the next process
-    second = schedc("fit.sched", "--out", str(out), "--compile-cache", str(cache), cwd=project)
+    second = schedc("fit.sched", "--out", str(out), "--compile-cache", str(cache), "--force", cwd=project)  # --force: replace the first results
     assert second.returncode == 0, second.stderr
     again = json.loads((out / "summary.json").read_text())
     assert [p["final_loss"] for p in again] == [p["final_loss"] for p in summary]

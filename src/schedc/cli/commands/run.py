@@ -255,6 +255,9 @@ def run(args) -> int:
     try:
         with open(path, "rb"):  # unreadable (missing, a folder, no permission): said now, before any work
             pass
+    except FileNotFoundError:
+        print(f"schedc run: {path}: no such file", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"schedc run: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return 2

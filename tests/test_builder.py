@@ -345,3 +345,15 @@ def test_numpy_and_jax_numbers_print_as_written():
     s = build_schedule(line(), loss, [(np.int64(5), jnp.float32(0.1))], {"w": free_in(0) | init_value(0, jnp.array([0.1, 0.2]))})
     assert "phase 5 lr 0.1 <" in str(s) and "init w = $init0" in str(s)
     s.run_all(X, Y)
+
+
+def test_an_init_array_of_the_wrong_shape_is_e0407_even_when_constant():
+    s = build_schedule(line(), loss, [(1, 0.0)], {"w": free_in(0) | init_value(0, np.full(2, 0.5))})
+    s.run_all(X, Y)
+    np.testing.assert_array_equal(s.model_history[-1].w.val, [0.5, 0.5])
+    with pytest.raises(schedc.SchedError) as err:  # w has two elements: three equal numbers do not fit it
+        build_schedule(line(), loss, [(1, 0.0)], {"w": free_in(0) | init_value(0, np.zeros(3))})
+    assert codes(err) == ["E0407"] and "does not fit `w`" in str(err.value)
+    with pytest.raises(schedc.SchedError) as err:  # the same through spectracles' PhaseConfig
+        schedc.OptimiserSchedule(line(), loss, [schedc.PhaseConfig(1, "sgd(0.1)", fix_status_updates={"w": False}, param_val_updates={"w": np.zeros(3)})])
+    assert codes(err) == ["E0407"]

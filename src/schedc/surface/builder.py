@@ -162,11 +162,12 @@ class _Objects:
 
 
 def _value_node(value, objects: _Objects, stem: str) -> tuple[n.Expr, bool]:
-    """(node, is_scalar) for an init value: a number, or a placeholder bound to the array (never its numbers as text)."""
+    """(node, is_scalar) for an init value: a number (one element fills the parameter), or a placeholder
+    bound to the array (never its numbers as text; its shape is checked against the parameter's, E0407)."""
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise TypeError(f"an init value is a real number or array, got {value!r}")
-    if array.size == 1 or (array.size and np.all(array == array.flat[0])):
+    if array.size == 1:
         return _number(array.flat[0]), True
     return objects.bind(stem, value), False
 

@@ -1,6 +1,7 @@
 """Benchmark `schedc check` as a whole process on generated files of many phases.
 
-    .venv/bin/python bench/bench_check.py [--sizes 100 1000 2000 10000] [--runs 5]
+    .venv/bin/python bench/bench_check.py [--sizes 100 1000 2000 10000] [--runs 5] [--baseline OTHER/src]
+    .venv/bin/python bench/bench_check.py --file examples/spectral_line.sched --runs 11
 
 Each file is realistic: named phases with lr schedules (constants, cosine,
 warmup_cosine, `then` chains), per-phase optimizers, free/fix/init/stop
@@ -9,7 +10,9 @@ clean (the benchmark asserts it), so the numbers measure the clean path users
 hit most. Reported: the median wall time of `python -m schedc check FILE` over
 several runs, and the rate in phases and lines per second, for a fresh check
 (`--no-cache`: parse and checks) and for an unchanged file answered from the
-result cache (in a temporary cache folder, filled by one run first).
+result cache (in a temporary cache folder, filled by one run first); with
+`--baseline OTHER/src`, also another checkout's fresh check, the commands
+taking turns.
 """
 
 from __future__ import annotations
@@ -75,27 +78,37 @@ def generate(phases: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def time_check(path: pathlib.Path, runs: int, cached: bool) -> tuple[list[float], list[float]]:
-    """Wall and CPU (user + system) seconds of each run of the whole process.
+def variants(path: pathlib.Path, baseline: str | None) -> dict[str, tuple[list[str], dict]]:
+    """The commands timed: a fresh check (`--no-cache`), a result-cache hit (the cache filled by
+    one run first) and, with `baseline`, a fresh check by the schedc checkout at that `src`."""
+    check = ["-m", "schedc", "check", "--format", "concise", str(path)]
+    env = {k: v for k, v in os.environ.items() if k != "SCHEDC_NO_CACHE"} | {"SCHEDC_CACHE_DIR": str(path.parent / "cache")}
+    found = {"off (fresh check)": ([sys.executable, *check, "--no-cache"], env), "hit": ([sys.executable, *check], env)}
+    if baseline:
+        found = {f"baseline {baseline}": ([sys.executable, *check], env | {"PYTHONPATH": baseline}), **found}
+    subprocess.run(found["hit"][0], capture_output=True, env=env)  # fills the cache
+    return found
+
+
+def time_interleaved(commands: dict, runs: int, path: pathlib.Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and CPU (user + system) seconds of each run of each whole-process command, the
+    commands taking turns (so that they share the machine's load).
 
     CPU time is reported beside wall time because on a shared machine other
     processes stretch the wall clock; the CPU time is what the command costs.
     """
-    walls, cpus = [], []
-    command = [sys.executable, "-m", "schedc", "check", "--format", "concise", str(path)] + ([] if cached else ["--no-cache"])
-    env = {k: v for k, v in os.environ.items() if k != "SCHEDC_NO_CACHE"} | {"SCHEDC_CACHE_DIR": str(path.parent / "cache")}
-    if cached:
-        subprocess.run(command, capture_output=True, env=env)  # fills the cache
+    times = {name: ([], []) for name in commands}
     for _ in range(runs):
-        before = os.times()
-        start = time.perf_counter()
-        proc = subprocess.run(command, capture_output=True, text=True, env=env)
-        walls.append(time.perf_counter() - start)
-        after = os.times()
-        cpus.append(after.children_user + after.children_system - before.children_user - before.children_system)
-        if proc.returncode != 0:
-            raise SystemExit(f"{path} did not check clean:\n{proc.stdout}{proc.stderr}")
-    return walls, cpus
+        for name, (command, env) in commands.items():
+            before = os.times()
+            start = time.perf_counter()
+            proc = subprocess.run(command, capture_output=True, text=True, env=env)
+            times[name][0].append(time.perf_counter() - start)
+            after = os.times()
+            times[name][1].append(after.children_user + after.children_system - before.children_user - before.children_system)
+            if proc.returncode != 0:
+                raise SystemExit(f"{path} did not check clean ({name}):\n{proc.stdout}{proc.stderr}")
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 2000, 10000])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--file", type=pathlib.Path, help="time this file instead of generated ones (e.g. examples/spectral_line.sched)")
+    ap.add_argument("--baseline", help="also time the schedc whose package is in this src folder (another checkout), side by side")
     args = ap.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    print("| phases | lines | result cache | wall median s | wall min s | CPU median s | phases/s (wall) | lines/s (wall) |")
+    print("| phases | lines | command | wall median s | wall min s | CPU median s | phases/s (wall) | lines/s (wall) |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for size in [None] if args.file else args.sizes:
@@ -114,11 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
             lines = text.count("\n")
             size = size or text.count("phase ")  # (a given file: its phase statements, before repeats)
-            for cached in (False, True):
-                walls, cpus = time_check(path, args.runs, cached)
+            for kind, (walls, cpus) in time_interleaved(variants(path, args.baseline), args.runs, path).items():
                 median = statistics.median(walls)
-                kind = "hit" if cached else "off (fresh check)"
                 print(f"| {size} | {lines} | {kind} | {median:.3f} | {min(walls):.3f} | {statistics.median(cpus):.3f} | {size / median:,.0f} | {lines / median:,.0f} |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -313,6 +313,7 @@ def host_work(rounds: int) -> None:
         return wrapper
 
     original_compiled, original_absorb = segment.compiled, runner.Runner._absorb
+    original_fused = fused._segment_plan, fused._collect, fused._results
     original_start, original_result, original_keys = runner.Runner.start_phase, runner.Runner._phase_result, minibatch.phase_keys
 
     def compiled(*args):
@@ -346,6 +347,7 @@ def host_work(rounds: int) -> None:
                 print(f"  {name:26} {seconds / phases * 1e6:7.1f} us per phase")
         spent.clear()
     runner.Runner._absorb, runner.Runner.start_phase, runner.Runner._phase_result, minibatch.phase_keys = original_absorb, original_start, original_result, original_keys
+    segment.compiled, (fused._segment_plan, fused._collect, fused._results) = original_compiled, original_fused
 
 
 def fixed_cost(rounds: int) -> None:
@@ -362,7 +364,7 @@ def fixed_cost(rounds: int) -> None:
     program.run(loss, *data, quiet=True)
     marks = {}
     for compiled in segment._CACHE.values():
-        if not hasattr(compiled.call, "__wrapped_for_bench__"):
+        if not hasattr(compiled.call, "__timed_for_fixed_cost__"):
             original = compiled.call
 
             def call(*args, original=original):
@@ -371,7 +373,7 @@ def fixed_cost(rounds: int) -> None:
                 marks["back"] = time.perf_counter()
                 return out
 
-            call.__wrapped_for_bench__ = True
+            call.__timed_for_fixed_cost__ = True
             compiled.call = call
     hand = prepare_hand(model, loss, data, SPECTRAL)
     parts = {"before the call": [], "the call (blocked on)": [], "after the call": [], "whole run": [], "hand loop, whole run": []}

@@ -142,8 +142,9 @@ class Program:
     """A compiled segment: `call(state, table, root, initial_arrays, data_arrays, budget) -> (state, out)`.
 
     A call runs at most `budget` steps (<= `signature.chunk`). `out` holds the call's losses
-    (`losses`, in step order across its phases), and per table
-    row the steps run in this call (`ran`), the stop reason (`reason`) and the model's array
+    (`losses`, in step order across its phases); `counts`: per table row the steps run in this
+    call, then per row the stop reason, then the row and step the next call resumes at; and per
+    row the model's array
     leaves after the row's phase (`snapshots`, one stacked array per leaf); when a signature
     keeps an `ema` (`keeps_ema`, per signature), also the EMA model's leaves (`ema`).
     """
@@ -239,6 +240,8 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
             return jax.lax.switch(table["branch"][carry[0]["phase"]], [lambda c, b=b: b(c, inputs) for b in branches], carry)
 
         state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
+        # the numbers the host reads after every call, in one array (one transfer, not four)
+        out["counts"] = jnp.concatenate([out.pop("ran"), out.pop("reason"), jnp.stack([state["phase"], state["step"]])])
         return state, out
 
     return Program(segment, jax.jit(call), slot_shapes, _unfusable(loss_fn, model_layout, data_layout, model_arrays, data_arrays), keeps_ema)

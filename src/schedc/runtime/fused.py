@@ -111,10 +111,13 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
                     raise NotFused() from exc
                 raise
             program.ran = True
-            found, row, step = jax.device_get(({k: out[k] for k in ("losses", "ran", "reason")}, state["phase"], state["step"]))
-            _collect(found, first_row, int(row), int(step), pieces, reasons)
-            models.extend((out, r) for r in range(first_row, int(row)))
-            bar.advance(pieces, first_row, int(row) + (int(step) > 0))
+            losses, counts = jax.device_get((out["losses"], out["counts"]))
+            window = signature.window
+            found = {"losses": losses, "ran": counts[:window], "reason": counts[window : 2 * window]}
+            row, step = int(counts[-2]), int(counts[-1])
+            _collect(found, first_row, row, step, pieces, reasons)
+            models.extend((out, r) for r in range(first_row, row))
+            bar.advance(pieces, first_row, row + (step > 0))
             pace.observe(int(np.sum(found["ran"])))
             if len(models) == len(phases) or (models and reasons[len(models) - 1] == C.NONFINITE) or runner.stop_signal is not None:
                 break

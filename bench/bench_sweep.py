@@ -4,9 +4,12 @@ The sweep varies the example's `let base` (every phase's learning rate) over N v
 geometrically from 0.005 to 0.2; the sequential baseline compiles and runs the same file once
 per value (`let base = $base`, `schedc.compile(..., base=v).run(...)`), as a user would in a
 loop. Both run in a fresh subprocess: "cold" is the first time (tracing and XLA compiles
-included), "steady" the second. Reported: the times, the speedup, the number of compiled
-phase programs (one per phase signature: `compiler.chunk.cache_size()`) and XLA compiles of
-each, and the largest difference between a setting's swept and sequential final loss.
+included), "steady" the second. Reported: the times, the speedup, the compiled programs (the
+sweep's: one vmapped chunk per phase signature, `compiler.chunk.cache_size()`; the runs': the
+fused program of the whole schedule, `compiler.segment.cache_size()`), the XLA compiles of
+the cold pass (the steady one compiles nothing), the sweep's front-end time (every setting
+checked and resolved), and the largest difference between a setting's swept and sequential
+final loss.
 
     .venv/bin/python bench/bench_sweep.py             # N = 64
     .venv/bin/python bench/bench_sweep.py --sizes 8 64
@@ -29,8 +32,7 @@ def _child(size: int, which: str) -> dict:
     import numpy as np
 
     import schedc
-    from schedc.compiler import chunk as compiler
-    from schedc.runtime.runner import CompileClock
+    from schedc.compiler import chunk, segment
 
     sys.path.insert(0, str(EXAMPLE.parent))
     import spectral_line
@@ -40,9 +42,13 @@ def _child(size: int, which: str) -> dict:
     rates = [float(r) for r in np.geomspace(0.005, 0.2, size)]
     text = EXAMPLE.read_text().replace("let base = 0.05", "let base = $base")
     assert "$base" in text
+    fronts = []  # the sweep's front end: every setting checked and resolved
 
     def swept():
-        result = schedc.compile(text, model, base=0.05).sweep(base=rates).run(spectral_line.loss, x, y)
+        t = time.perf_counter()
+        sweep = schedc.compile(text, model, base=0.05).sweep(base=rates)
+        fronts.append(time.perf_counter() - t)
+        result = sweep.run(spectral_line.loss, x, y)
         jax.block_until_ready(result.model)
         return [float(v) for v in result.final_losses], int(sum(p.steps_run.sum() for p in result.phases))
 
@@ -56,17 +62,28 @@ def _child(size: int, which: str) -> dict:
         return finals, steps
 
     fn = swept if which == "sweep" else sequential
-    before = compiler.cache_size()
+    compiles = []  # every XLA compile of the process (a plain listener: the runner's clocks nest)
+    jax.monitoring.register_event_duration_secs_listener(lambda event, _, **__: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
     times = []
-    with CompileClock() as clock:
-        t = time.perf_counter()
-        finals, steps = fn()
-        times.append(time.perf_counter() - t)
-        compiles = clock.count
+    t = time.perf_counter()
+    finals, steps = fn()
+    times.append(time.perf_counter() - t)
+    cold_compiles = len(compiles)
     t = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t)
-    return {"cold": times[0], "steady": times[1], "programs": compiler.cache_size() - before, "xla_compiles": compiles, "finals": finals, "steps": steps}
+    return {
+        "cold": times[0],
+        "steady": times[1],
+        # compiled programs: per-phase chunks (a sweep's, vmapped over the settings) and fused
+        # segments (a single run's: the whole schedule in one program)
+        "programs": chunk.cache_size() + segment.cache_size(),
+        "xla_compiles": cold_compiles,
+        "steady_compiles": len(compiles) - cold_compiles,
+        "front": fronts or [0.0, 0.0],
+        "finals": finals,
+        "steps": steps,
+    }
 
 
 def _run_child(size: int, which: str) -> dict:
@@ -93,6 +110,8 @@ def main(argv=None) -> int:
             f"{size:>8}  {s['cold']:>9.2f}s  {s['steady']:>11.2f}s  {r['cold']:>9.2f}s  {r['steady']:>10.2f}s  "
             f"{r['cold'] / s['cold']:>8.1f}x / {r['steady'] / s['steady']:>5.1f}x  {s['programs']:>3}/{r['programs']:<4}  {s['xla_compiles']:>5}/{r['xla_compiles']:<6}  {diff:>18.2g}"
         )
+        print(f"{'':>8}  of the sweep's time, its front end (every setting checked and resolved): {s['front'][0]:.2f}s cold, {s['front'][1]:.2f}s steady; "
+              f"XLA compiles in the steady passes: {s['steady_compiles']} / {r['steady_compiles']}")
     return 0
 
 

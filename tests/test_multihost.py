@@ -53,6 +53,9 @@ def losses(result):
 model = {"w": jnp.zeros(16), "b": jnp.zeros(())}
 x, y = schedc.distributed.shard_rows(X, Y)  # every device of every process holds 512 / devices rows
 found = {"processes": jax.process_count(), "devices": jax.device_count()}
+share = 512 // processes  # local=True: each process passes only its own consecutive rows
+mine = schedc.distributed.shard_rows(X[pid * share:(pid + 1) * share], local=True)
+found["local_rows"] = bool(np.array_equal(schedc.distributed.host_array(mine), X)) and mine.shape == X.shape
 found["fused"] = losses(schedc.compile(TEXT, model).run(loss, x, y, quiet=True))
 
 mesh = schedc.distributed.data_mesh()
@@ -153,6 +156,10 @@ def test_two_processes_give_the_losses_of_one(api_runs):
     for name in ("fused", "checkpointed", "batched", "sweep"):
         assert first[name] == second[name], name  # every process holds the same (replicated) results
         _same_losses(first[name], alone[name])
+
+
+def test_rows_given_per_process_make_one_global_array(api_runs):
+    assert all(found["local_rows"] for found in api_runs)
 
 
 def test_a_parameter_sharded_over_both_processes_stays_sharded(api_runs):

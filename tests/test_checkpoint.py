@@ -174,9 +174,8 @@ class Interrupt(Exception):
     pass
 
 
-def test_resuming_at_a_phase_boundary_carries_the_optimizer_state(tmp_path):
-    text = """phase 9 lr 0.05 optimizer sgd(momentum = 0.9) < free a >
-    phase 9 lr 0.05 optimizer sgd(momentum = 0.9) < free a, b; carry state >"""
+def interrupting_loss():
+    """(calls, loss): `loss` counts its evaluations in `calls["n"]` and raises Interrupt at the `calls["stop_at"]`-th."""
     calls = {"n": 0, "stop_at": 0}
 
     def tick(_):
@@ -188,6 +187,13 @@ def test_resuming_at_a_phase_boundary_carries_the_optimizer_state(tmp_path):
         jax.debug.callback(tick, m["a"][0])
         return loss(m)
 
+    return calls, counted
+
+
+def test_resuming_at_a_phase_boundary_carries_the_optimizer_state(tmp_path):
+    text = """phase 9 lr 0.05 optimizer sgd(momentum = 0.9) < free a >
+    phase 9 lr 0.05 optimizer sgd(momentum = 0.9) < free a, b; carry state >"""
+    calls, counted = interrupting_loss()
     program = schedc.compile(text, model())
     whole = program.run(counted, chunk=4, quiet=True)
     calls.update(n=0, stop_at=12)  # inside phase 1: only the checkpoint after phase 0 exists
@@ -203,17 +209,7 @@ def test_resuming_at_a_phase_boundary_carries_the_optimizer_state(tmp_path):
 
 def test_the_plateau_scale_log_is_whole_after_a_mid_phase_resume(tmp_path):
     text = "phase 24 lr 0.5 * plateau(factor=0.5, patience=1, cooldown=0) optimizer sgd < free a, b >"
-    calls = {"n": 0, "stop_at": 0}
-
-    def tick(_):
-        calls["n"] += 1
-        if calls["n"] == calls["stop_at"]:
-            raise Interrupt("preempted")
-
-    def counted(m):
-        jax.debug.callback(tick, m["a"][0])
-        return loss(m)
-
+    calls, counted = interrupting_loss()
     program = schedc.compile(text, model())
     whole = program.run(counted, chunk=4, quiet=True, fuse=False)
     calls.update(n=0, stop_at=15)  # in the 4th chunk: checkpoints after chunks 1-3 (12 steps)

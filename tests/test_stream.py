@@ -108,11 +108,14 @@ def test_a_phase_after_the_iterator_ran_out_is_an_error_keeping_the_phases_befor
     assert [p.stop_reason for p in err.value.result.phases] == [DATA_EXHAUSTED]
 
 
-def test_batches_read_ahead_by_a_phase_that_stopped_go_back_to_a_one_shot_iterator():
-    # phase 0 stops after its first step (a loss below 100), its feed having read a chunk ahead
-    stopped = fit("optimizer sgd\nphase 5 lr 0.05 < free **; stop when loss < 100 >\nphase 5 lr 0.05 < free ** >", iter(BATCHES), chunk=4)
+@pytest.mark.parametrize("length", [5, 40], ids=["read-ahead-queued", "read-ahead-blocked"])
+def test_batches_read_ahead_by_a_phase_that_stopped_go_back_to_a_one_shot_iterator(length):
+    # phase 0 stops after its first step (a loss below 100), its feed having read ahead: a
+    # chunk in the queue (and for a long phase, one more waiting for room)
+    order = BATCHES * 8
+    stopped = fit(f"optimizer sgd\nphase {length} lr 0.05 < free **; stop when loss < 100 >\nphase 5 lr 0.05 < free ** >", iter(order), chunk=4)
     assert [p.steps_run for p in stopped.phases] == [1, 5]
-    plain = fit("optimizer sgd\nphase 1 lr 0.05 < free ** >\nphase 5 lr 0.05 < free ** >", iter(BATCHES), chunk=4)
+    plain = fit("optimizer sgd\nphase 1 lr 0.05 < free ** >\nphase 5 lr 0.05 < free ** >", iter(order), chunk=4)
     np.testing.assert_array_equal(stopped.loss_history, plain.loss_history)
 
 

@@ -122,7 +122,7 @@ class Batches:
 _NOT_STREAMS = (tuple, list, dict, str, bytes, np.ndarray, np.generic)
 
 
-def check_epochs(plan: P.Plan, batches: Batches, resolve_for, eval_every=None) -> None:
+def check_epochs(batches: Batches, resolve_for, eval_every=None) -> None:
     """An iterable without a length cannot count epochs: a DataError naming the first phase
     that does (found by resolving the file for passes of two lengths: the phases counting
     epochs differ). `resolve_for` is `DataSize -> Plan`, None when nothing counts epochs."""
@@ -318,10 +318,10 @@ class Reader:
 
 @dataclass
 class _Chunk:
-    start: int  # the phase-local step of row 0 (a multiple of K, or the step a feed started at)
+    start: int  # the phase-local step of its first batch (at row `start % K`)
     rows: list  # the host batches, in order (handed back if not run)
     arrays: tuple  # stacked on the device: one [K, ...] array per leaf
-    position: dict  # the reader's position before row `start % K`'s batch
+    position: dict  # the reader's position before its first batch
     exhausted: bool = False  # a one-shot iterator ran out in this chunk: no chunk follows
 
     @property
@@ -362,9 +362,10 @@ class Feed:
                     rows.append(batch)
                 if self.stopping.is_set():
                     return
-                self.partial = []
                 exhausted = len(rows) < end - step  # a one-shot iterator ran out
-                self._put(_Chunk(step, rows, self._stack(rows, step), position, exhausted))
+                if not self._put(_Chunk(step, rows, self._stack(rows, step), position, exhausted)):
+                    return  # stopped: `partial` still holds the chunk's rows, to be handed back
+                self.partial = []
                 if exhausted:
                     return
                 step = end
@@ -386,13 +387,15 @@ class Feed:
             stacked.append(block)
         return tuple(jax.device_put(stacked))
 
-    def _put(self, item) -> None:
+    def _put(self, item) -> bool:
+        """Queue `item` once there is room; False when the feed is closed first."""
         while not self.stopping.is_set():
             try:
                 self.queue.put(item, timeout=0.05)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     # ---- the runner's side
 

@@ -50,7 +50,7 @@ class Program:
         from schedc.runtime.stream import check_epochs
 
         if batches is not None:
-            check_epochs(self.plan, batches, self.per_data, eval_every)
+            check_epochs(batches, self.per_data, eval_every)
             size = DataSize(batches=batches.batches_per_epoch) if batches.batches_per_epoch else None
         else:
             size = data_size(split((tuple(args), dict(kwargs or {})))[0])

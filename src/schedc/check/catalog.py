@@ -322,7 +322,7 @@ MAX_NUMBER = 3.4028234663852886e38
 KEYWORD_DOCS: dict[str, str] = {
     "model": '`model "file.py:factory"` — where parameter paths come from (path relative to this file)',
     "loss": '`loss "file.py:fn"` — the loss `schedc run` minimises: `fn(model, *data)`',
-    "data": '`data "file.py:fn"` — returns the loss\'s extra arguments (a tuple, or a dict of keyword arguments)',
+    "data": '`data "file.py:fn"` — returns the loss\'s extra arguments (a tuple, or a dict of keyword arguments), or an iterable of such batches (streamed)',
     "seed": "`seed N` — the root of every random init's key",
     "optimizer": "`optimizer OPT` — an optax optimizer or transformation by name (`adam`, `contrib.muon`), with keyword arguments, "
     "or `chain(T1, T2, ...)` of them; any number may be a schedule",

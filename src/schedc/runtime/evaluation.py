@@ -42,16 +42,13 @@ class Evaluator:
         from schedc.compiler.chunk import split
 
         self.metrics = metrics
-        self.validation = tuple(validation)
-        self._validation_arrays, self._validation_layout = split(self.validation)
+        self._validation_arrays, self._validation_layout = split(tuple(validation))
 
     def __call__(self, model, phase: P.PhasePlan, state=None) -> dict[str, float]:
         """The metrics of `model`: `metrics(model, *validation)`, or `metrics(model, state, *validation)`
         in a run with a model state (the function puts the model in inference mode itself:
         `eqx.nn.inference_mode(model)`, as equinox's own evaluation does)."""
         import jax
-
-        from schedc.compiler.chunk import split
 
         arrays, program, _ = self._program(model, phase, state)
         return {name: float(value) for name, value in jax.device_get(program(arrays, self._validation_arrays)).items()}
@@ -96,7 +93,9 @@ def _check_output(out, phase: P.PhasePlan) -> None:
     if not isinstance(out, dict):
         raise EvalError(f"the metrics function returned {type(out).__name__} in {phase.label}; expected a dict {{name: scalar}}")
     for name, value in out.items():
-        if not isinstance(value, (int, float, np.ndarray, np.generic, jax.ShapeDtypeStruct)) or np.dtype(value.dtype if hasattr(value, "dtype") else type(value)).kind not in "biuf":
+        # traced: an array is a ShapeDtypeStruct; anything else came back as the function returned it
+        dtype = np.dtype(type(value)) if isinstance(value, (int, float)) else value.dtype if isinstance(value, (jax.ShapeDtypeStruct, np.ndarray, np.generic)) else None
+        if dtype is None or dtype.kind not in "biuf":
             raise EvalError(f"the metrics function's `{name}` is a {type(value).__name__} in {phase.label}; expected a scalar number")
         if np.shape(value) != ():
             raise EvalError(f"the metrics function's `{name}` has shape {np.shape(value)} in {phase.label}; expected a scalar")

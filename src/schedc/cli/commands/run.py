@@ -196,7 +196,12 @@ def _join_job(args) -> None:
     given = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in given) and None in given:
         raise ValueError("--coordinator, --num-processes and --process-id go together (or none of them, where JAX detects the cluster)")
-    distributed.initialize(*given)
+    try:
+        distributed.initialize(*given)
+    except ValueError as err:
+        if given[0] is not None:
+            raise
+        raise ValueError(f"{err} JAX detected no cluster (SLURM, Open MPI, a cloud TPU pod): pass --coordinator HOST:PORT --num-processes N --process-id I") from None
 
 
 def _split_rows(data):

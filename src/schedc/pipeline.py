@@ -298,13 +298,15 @@ _WHERE = {"optimizer": "after `optimizer` or in `chain(...)`", "init": "as an in
 
 def _roles(file) -> dict[str, set[str]]:
     """Placeholder name -> where it stands: after `optimizer` (or in its `chain(...)`), as an `init P = $x` value, or in an expression."""
+    from schedc.check.arguments import optimizer_members
     from schedc.lang import nodes as n
 
     special: dict[int, str] = {}
     for node in n.walk(file):
         optimizer = node.value if isinstance(node, n.Directive) and node.keyword == "optimizer" else getattr(node, "optimizer", None)
-        for member in _optimizer_positions(optimizer):
-            special[id(member)] = "optimizer"
+        for member in optimizer_members(optimizer):  # `optimizer $opt`, or `$opt` in a `chain(...)`, nested or not
+            if isinstance(member, n.Placeholder):
+                special[id(member)] = "optimizer"
         if isinstance(node, n.Init) and node.kind == "value" and isinstance(node.value, n.Placeholder):
             special[id(node.value)] = "init"
     roles: dict[str, set[str]] = {}
@@ -312,19 +314,6 @@ def _roles(file) -> dict[str, set[str]]:
         if isinstance(node, n.Placeholder):
             roles.setdefault(node.id, set()).add(special.get(id(node), "expression"))
     return roles
-
-
-def _optimizer_positions(optimizer) -> list:
-    """The placeholders that stand for an optimizer: the whole `optimizer $opt`, or a member of
-    `chain(...)` (nested chains included)."""
-    from schedc.check.catalog import CHAIN
-    from schedc.lang import nodes as n
-
-    if isinstance(optimizer, n.Placeholder):
-        return [optimizer]
-    if isinstance(optimizer, n.Call) and optimizer.func.id == CHAIN:
-        return [p for arg in optimizer.args for p in _optimizer_positions(arg)]
-    return []
 
 
 def _object(name: str, value, roles: set[str]):

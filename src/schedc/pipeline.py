@@ -33,7 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from schedc.lang.diagnostics import Diagnostic, SchedError, Source, has_errors, sort_key
-from schedc.lang.syntax import ParseResult, decode, parse, unexpected
+from schedc.lang.syntax import ParseResult, parse, unexpected
+from schedc.lang.text import decode
 
 
 class _FromDirective:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from schedc.lang.diagnostics import SchedError, render_text
-from schedc.lang.syntax import decode
+from schedc.lang.text import decode
 
 INTERNAL_ERROR = 123
 

@@ -54,7 +54,7 @@ from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, SchedError
 from schedc.lang.glob import PatternError, compile_pattern
-from schedc.lang.program import first_lets
+from schedc.lang.program import expand, first_lets, ref_phases
 from schedc.lang.syntax import KEYWORDS, TOP_LEVEL_KEYWORDS, ParseResult, parser
 from schedc.pipeline import FROM_DIRECTIVE, Analysis, analyse, read
 from schedc.plan.binding import (  # JAX is imported only when a model loads
@@ -220,8 +220,6 @@ def node_chain(file: n.File, offset: int) -> list:
 
 def _expanded(file: n.File):
     """The phases after `repeat` expansion (none for a file past the phase cap)."""
-    from schedc.lang.program import expand
-
     return expand(file) or ()
 
 
@@ -231,8 +229,6 @@ def _phases_named(file: n.File, name: str):
 
 def _phases_referenced(file: n.File, ref: n.PhaseRef) -> list:
     """The expanded phases a params reference names (every instance of a repeated name)."""
-    from schedc.lang.program import ref_phases
-
     phases = _expanded(file)
     return [phases[i] for i in ref_phases(ref, phases)]
 

@@ -11,6 +11,7 @@ the compiler, the Python builder and the language server all consume this.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from schedc.check import catalog, conflicts
 from schedc.check.arguments import bind
@@ -294,8 +295,6 @@ class _Resolver:
         self.named = [False] * len(self.paths)  # matched by some pattern
         self.directives = {item.keyword: item for item in file.items if isinstance(item, n.Directive)}
         self.phases = expand(file, closed_count(self.env))
-        # the phases whose W0104 is the model-free check's (it ran: `checked`)
-        self.idle_by_text = conflicts.idle_phases(file, self.phases or ()) if checked else {}
 
     # ---- helpers
 
@@ -630,8 +629,14 @@ class _Resolver:
             found = self.statement_matches[id(stmt)] = frozenset(i for p in stmt.patterns for i in self.matches.get(id(p), ()))
         return found
 
+    @cached_property
+    def _idle_by_text(self) -> dict:
+        """The phases whose W0104 is the model-free check's (when it ran: `checked`); asked only
+        once some phase frees nothing."""
+        return conflicts.idle_phases(self.file, self.phases) if self.checked else {}
+
     def _frees_nothing(self, ph: ExpandedPhase) -> None:
-        if id(ph.phase) in self.idle_by_text:
+        if id(ph.phase) in self._idle_by_text:
             return
         problem = conflicts.frees_nothing(ph.label, ph.phase)
         self.report((problem.code, id(ph.phase)), problem)

@@ -63,6 +63,14 @@ class Context:
     def report(self, diagnostic: Diagnostic) -> None:
         self.diags.append(diagnostic)
 
+    def inherited(self, value, keyword: str):
+        """A phase's own `value` for `keyword` (`lr`, `optimizer`), else the directive's (its first
+        occurrence), else None."""
+        if value is not None:
+            return value
+        directive = self.directives.get(keyword)
+        return directive.value if directive is not None else None
+
     def closed(self, expr):
         """`expr` with the `let` environment substituted: one object per source node, so a value
         used in several places is checked once (the argument checker remembers nodes)."""

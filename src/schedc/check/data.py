@@ -134,7 +134,7 @@ def _schedules_in_epochs(ctx, phase: n.Phase) -> None:
     epochs = _value(ctx, phase.steps)
     if not _is_int(epochs) or epochs < 1:
         return
-    lrs = [phase.lr if phase.lr is not None else (ctx.directives["lr"].value if "lr" in ctx.directives else None)]
+    lrs = [ctx.inherited(phase.lr, "lr")]
     lrs += [stmt.lr for stmt in phase.body if isinstance(stmt, n.Free)]
     for lr in lrs:
         if lr is None or not uses_epochs(lr):

@@ -21,17 +21,16 @@ class Phases(Rule):
     def visit_Phase(self, phase: n.Phase) -> None:
         ctx = self.ctx
         label = f"phase `{phase.name.id}`" if phase.name else f"the phase at line {phase.span.line}"
-        inherited_lr = ctx.directives["lr"].value if "lr" in ctx.directives else None
-        facts = ctx.phase = PhaseFacts(has_lr=phase.lr is not None or inherited_lr is not None)
+        lr = ctx.inherited(phase.lr, "lr")
+        facts = ctx.phase = PhaseFacts(has_lr=lr is not None)
         facts.steps = self._steps(phase)
-        lr = phase.lr if phase.lr is not None else inherited_lr
         if lr is not None:
             ctx.args.learning_rate(ctx.closed(lr), facts.steps)
         if phase.accumulate is not None:
             ctx.args.accumulate(ctx.closed(phase.accumulate))
         if phase.ema is not None:
             ctx.args.ema(ctx.closed(phase.ema))
-        opt = phase.optimizer if phase.optimizer is not None else (ctx.directives["optimizer"].value if "optimizer" in ctx.directives else None)
+        opt = ctx.inherited(phase.optimizer, "optimizer")
         if opt is not None:
             ctx.args.optimizer(opt, facts.steps)
         if phase.lr is not None:

@@ -392,10 +392,7 @@ def config_file(model, configs: list[PhaseConfig], get_filter_spec_fn, seed: int
     tree = discover(model)
     everywhere = tuple(range(len(configs)))
     free_sets = _masked_free_sets(model, tree, configs, get_filter_spec_fn) if get_filter_spec_fn is not None else _flag_free_sets(model, tree, configs)
-    params: dict[str, ParamSpec] = {}
-    for path in tree.paths if configs else ():
-        phases = [k for k, free in enumerate(free_sets) if path in free]
-        params[path] = free_in(*phases) if phases else fixed_in(*everywhere)
+    params = _freeing(tree.paths, free_sets) if configs else {}
     for k, config in enumerate(configs):
         for path, value in config.param_val_updates.items():
             params[path] = params.get(path, ParamSpec(())) | init_value(k, value)
@@ -403,6 +400,17 @@ def config_file(model, configs: list[PhaseConfig], get_filter_spec_fn, seed: int
             params.setdefault(path, fixed_in(*everywhere))
     phases = [(c.n_steps, None, c.optimiser) for c in configs]
     return build_file(model, phases, params, criterion=[c.Δloss_criterion for c in configs], seed=seed)
+
+
+def _freeing(paths, free_sets: list[set[str]]) -> dict[str, ParamSpec]:
+    """Every parameter's spec from the free set of each phase: free in the phases whose set
+    holds it, else fixed in every phase (so that no parameter is left to a default)."""
+    everywhere = tuple(range(len(free_sets)))
+    params = {}
+    for path in paths:
+        phases = [k for k, free in enumerate(free_sets) if path in free]
+        params[path] = free_in(*phases) if phases else fixed_in(*everywhere)
+    return params
 
 
 def _flag_free_sets(model, tree, configs) -> list[set[str]]:
@@ -884,11 +892,7 @@ def _filtered_params(model, program, get_filter_spec_fn) -> dict | None:
     free_sets = _masked_free_sets(model, tree, statuses, get_filter_spec_fn)
     if all(set(p.free) == free for p, free in zip(plan.phases, free_sets)):
         return None
-    everywhere = tuple(range(len(plan.phases)))
-    params = {}
-    for path in tree.paths:
-        phases = [k for k, free in enumerate(free_sets) if path in free]
-        params[path] = free_in(*phases) if phases else fixed_in(*everywhere)
+    params = _freeing(tree.paths, free_sets)
     shapes = {p.path: p.shape for p in tree.params}
     for phase in plan.phases:
         for init in phase.inits:

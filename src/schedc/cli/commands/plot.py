@@ -88,8 +88,11 @@ def run(args) -> int:
         return 2
     try:
         data = swept_curves(resolved, grid) if grid else curves(plan)
-    except ValueError as err:  # a SweepError, or a SchedError of one setting
-        print(getattr(err, "render", lambda: f"schedc plot: {err}")(), file=sys.stderr)
+    except SchedError as err:  # a setting the checks refuse
+        print(err.render(), file=sys.stderr)
+        return 1
+    except ValueError as err:  # a SweepError: a program a sweep cannot run
+        print(f"schedc plot: {err}", file=sys.stderr)
         return 1
     try:
         render(data, out, title=path.name, pyplot=pyplot, log=args.log, legend="setting" if grid else "group", xlabel=xlabel)

@@ -20,7 +20,7 @@ import os
 import tokenize
 from pathlib import Path
 
-from schedc.lang.diagnostics import SchedError, Source
+from schedc.lang.diagnostics import Source
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the schedc package root
 _TREES: dict[tuple[str, int], tuple[str, ast.AST] | None] = {}  # (file, mtime_ns) -> (content, tree)

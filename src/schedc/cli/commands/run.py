@@ -253,7 +253,6 @@ def _use_compile_cache(folder: str) -> None:
 
 def run(args) -> int:
     from schedc.lang.diagnostics import SchedError
-    from schedc.runtime.checkpoint import CheckpointError
     from schedc.surface import api
 
     path = Path(args.file)
@@ -363,7 +362,7 @@ def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: P
     from schedc.runtime import checkpoint as ckpt
     from schedc.runtime.data import DataError
     from schedc.runtime.evaluation import EvalError
-    from schedc.runtime.runner import Interrupted, RunError
+    from schedc.runtime.runner import RunError
 
     try:
         runner = program.runner(loss, *data_args, chunk=args.chunk, quiet=args.quiet, batches=batches, **evaluation, **data_kwargs)

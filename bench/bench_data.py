@@ -91,9 +91,10 @@ def _metrics(model, x, y):
     return {"accuracy": jnp.mean(jnp.argmax(jax.vmap(model)(x), axis=1) == y)}
 
 
-def _interleaved(fns: dict, repeat: int) -> dict[str, list[float]]:
+def _interleaved(fns: dict, repeat: int, clocks=(time.perf_counter,)) -> dict[str, list]:
     """Each function's time in each of `repeat` rounds, the functions taking turns within a round
-    (so a busy machine slows all of them alike); a first round compiles."""
+    (so a busy machine slows all of them alike); a first round compiles. With several `clocks`,
+    each time is a tuple of what each clock measured (wall and CPU time, say)."""
     import gc
 
     for fn in fns.values():
@@ -102,9 +103,10 @@ def _interleaved(fns: dict, repeat: int) -> dict[str, list[float]]:
     for _ in range(repeat):
         for name, fn in fns.items():
             gc.collect()
-            start = time.perf_counter()
+            start = [clock() for clock in clocks]
             fn()
-            times[name].append(time.perf_counter() - start)
+            took = tuple(clock() - t for clock, t in zip(clocks, start))
+            times[name].append(took if len(clocks) > 1 else took[0])
     return times
 
 

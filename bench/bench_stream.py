@@ -34,18 +34,7 @@ def _wall_and_cpu(fns: dict, repeat: int) -> dict[str, list[tuple[float, float]]
     """Per function, per round: (wall time, CPU time of every thread of the process), the
     functions taking turns within a round; a first round compiles. CPU time counts the work
     done (the reader thread's included), which other jobs on the machine do not inflate."""
-    import gc
-
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            gc.collect()
-            wall, cpu = time.perf_counter(), time.process_time()
-            fn()
-            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-    return times
+    return _interleaved(fns, repeat, clocks=(time.perf_counter, time.process_time))
 
 
 def preloaded_batches(x, y, steps: int) -> list:

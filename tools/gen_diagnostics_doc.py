@@ -26,7 +26,7 @@ INTRO = """\
 lines and columns, end exclusive) and, where one helps, a `help:` suggestion.
 
 ```
-schedc check FILE... [--format text|concise|json|github] [--strict] [--model [MOD:FN]]
+schedc check FILE... [--format text|concise|json|github] [--strict] [--no-cache] [--model [MOD:FN]]
 ```
 
 * `FILE` may be `-` for standard input. Files are read as UTF-8, with or without a BOM;
@@ -35,6 +35,9 @@ schedc check FILE... [--format text|concise|json|github] [--strict] [--model [MO
   W0105): `--model MOD:FN` names the factory, `--model` alone uses the file's `model`
   directive. Write it after the files, or as `--model=MOD:FN`. Without `--model`, checking
   never imports JAX and takes milliseconds.
+* Without `--model`, an unchanged file is answered from a result cache (its diagnostics kept
+  while neither its bytes nor schedc change; editors.md, "pre-commit"); `--no-cache` or
+  `SCHEDC_NO_CACHE=1` check every file afresh.
 
 ## Exit status
 

@@ -50,6 +50,24 @@ def assert_same_run(one, other):
         assert leaves_bytes(a.model) == leaves_bytes(b.model), a.display
 
 
+def fused_calls(monkeypatch) -> list:
+    """A list that grows by one at each call of a fused program from now on."""
+    calls = []
+    original = fused._collect
+    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
+    return calls
+
+
+def fused_in_one_call(program, loss_fn, monkeypatch):
+    """The run fused, asserted to take one call and to give what a phase-by-phase run gives."""
+    calls = fused_calls(monkeypatch)
+    together = program.run(loss_fn, quiet=True)
+    assert len(calls) == 1
+    apart = program.run(loss_fn, quiet=True, fuse=False)
+    assert_same_run(apart, together)
+    return together, apart
+
+
 @pytest.fixture(scope="module")
 def program():
     return schedc.compile(TEXT, model())
@@ -72,9 +90,7 @@ def test_fused_results_are_bit_identical_to_phase_by_phase(runs):
 
 
 def test_the_schedule_ran_fused(program, monkeypatch):
-    calls = []
-    original = fused._collect
-    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
+    calls = fused_calls(monkeypatch)
     program.run(loss, quiet=True)
     assert len(calls) == 1  # every phase in one call of one program
 
@@ -84,9 +100,7 @@ def test_a_repeat_compiles_its_body_once_and_runs_in_one_call(monkeypatch):
     body = "phase 20 lr 0.01 < free a >\nphase 20 lr 0.01 < free b >"
     schedc.compile(body, shaped).run(loss, quiet=True)
     programs = segment.cache_size()
-    calls = []
-    original = fused._collect
-    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
+    calls = fused_calls(monkeypatch)
     with CompileClock() as clock:
         repeated = "repeat 50 <\n" + body + "\n>"
         result = schedc.compile(repeated, shaped).run(loss, quiet=True)
@@ -132,9 +146,7 @@ def test_a_progress_bar_does_not_cut_the_segment(program, monkeypatch):
     moved = {}
     original_advance = runner._Progress.advance
     monkeypatch.setattr(runner._Progress, "advance", lambda self, task, done, *a: (moved.__setitem__(task, done), original_advance(self, task, done, *a))[1])
-    calls = []
-    original = fused._collect
-    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
+    calls = fused_calls(monkeypatch)
     watched = program.run(loss, chunk=16)  # 16 steps per call: the 111 steps run take several
     assert len(calls) >= 5 and len(moved) == len(watched.phases)
     assert sorted(moved.values()) == sorted(p.steps_run for p in watched.phases)  # every phase's bar at its end
@@ -147,13 +159,7 @@ def noisy(m, key):
 
 
 def test_a_loss_taking_a_key_fuses_with_the_same_keys(program, monkeypatch):
-    calls = []
-    original = fused._collect
-    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
-    together = program.run(noisy, quiet=True)
-    assert len(calls) == 1
-    apart = program.run(noisy, quiet=True, fuse=False)
-    assert_same_run(apart, together)
+    together, _ = fused_in_one_call(program, noisy, monkeypatch)
     assert together.loss_history.tobytes() != program.run(loss, quiet=True).loss_history.tobytes()  # the keys matter
 
 
@@ -168,13 +174,7 @@ phase 8 lr 0.05 < free a >
 def test_ema_phases_fuse_with_the_same_ema_models(monkeypatch):
     """`ema D` lives in the optimizer state; a fused call returns each phase's EMA model beside its model."""
     program = schedc.compile(EMA_TEXT, model())
-    calls = []
-    original = fused._collect
-    monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
-    together = program.run(loss, quiet=True)
-    assert len(calls) == 1
-    apart = program.run(loss, quiet=True, fuse=False)
-    assert_same_run(apart, together)
+    together, apart = fused_in_one_call(program, loss, monkeypatch)
     assert [p.ema_model is None for p in together.phases] == [True, False, False, True]
     for a, b in zip(apart.phases, together.phases):
         assert leaves_bytes(a.ema_model) == leaves_bytes(b.ema_model), a.display

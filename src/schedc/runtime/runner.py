@@ -26,8 +26,8 @@ from schedc.compiler import optimizers as O
 from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
 from schedc.runtime import distributed
-from schedc.runtime.data import DataError, array_names, check_batchable
-from schedc.runtime.evaluation import EvalError, PhaseEvals
+from schedc.runtime.data import array_names, check_batchable
+from schedc.runtime.evaluation import PhaseEvals
 from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Stream, loss_arguments
 
 
@@ -620,7 +620,6 @@ class Runner:
         self.initial_leaves, self.to_unconstrained, self.window = facts.leaves, facts.to_unconstrained, facts.window
         self.begun = facts
 
-    # ---- model <-> leaves
     # ---- model <-> leaves
 
     def apply_inits(self, model, phase: P.PhasePlan):

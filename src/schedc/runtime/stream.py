@@ -443,7 +443,6 @@ class Stream:
         self.reader = Reader(batches)
         self.waited = 0.0  # seconds the chunk loop waited for batches, over the phases so far
 
-
     @property
     def first(self):
         return self.batches.first()

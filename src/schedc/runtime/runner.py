@@ -28,7 +28,7 @@ from schedc.plan import resolve as P
 from schedc.runtime import distributed
 from schedc.runtime.data import array_names, check_batchable
 from schedc.runtime.evaluation import PhaseEvals
-from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Stream, loss_arguments
+from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Resident, Stream, loss_arguments
 
 
 class Later:
@@ -612,7 +612,7 @@ class Runner:
         # an eqx.nn.State (BatchNorm statistics) the loss takes and returns: carried through every step
         # and phase (the state after the last phase run, once one has run)
         self.model_state = strong_types(state) if state is not None else None
-        self.feed = None  # the running phase's stream.Feed (streamed batches), or None
+        self.feed = None  # the running phase's feed (a stream.Feed of streamed batches, or stream.Resident), or None
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
@@ -745,22 +745,21 @@ class Runner:
             pace = Pace(self.chunk, steady=self.quiet and (self.checkpoint is None or self.processes > 1))
             # the data order's and the loss's keys (a compiled call: only for phases that use them)
             keys = minibatch.phase_keys(self.key, phase.index) if phase.batch or self.loss_takes_key else (None, None)
-            data, exhausted = self.data_arrays, False
-            self.feed = self.stream.feed(phase, step0, self.chunk, state.get("data")) if self.stream else None
+            exhausted = False
+            self.feed = self.stream.feed(phase, step0, self.chunk, state.get("data")) if self.stream else Resident(self.data_arrays)
             while step0 < phase.steps:
                 # a chunk ends at the next evaluation: evaluations are boundaries of the chunk loop
                 n_active = min(evals.next_boundary(step0) - step0, pace.steps())
-                if self.feed is not None:  # streamed: the stacked chunk holding step0 (ends at that chunk's end)
-                    data, n_active = self.feed.take(step0, n_active)
-                    if exhausted := n_active == 0:
-                        break
+                # streamed: the stacked chunk holding step0 (ends at that chunk's end)
+                data, n_active = self.feed.take(step0, n_active)
+                if exhausted := n_active == 0:  # a one-shot iterator ran out
+                    break
                 before = (free, opt_state, stop)
                 *out, aux_sums = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, data, keys)
                 free, opt_state, stop, chunk_losses, finished = self._absorb(before, tuple(out), step0, n_active)
                 losses.append(chunk_losses)
                 done = step0 + chunk_losses.shape[-1]
-                if self.feed is not None:
-                    self.feed.done = done
+                self.feed.done = done
                 if (recorded := recorded_scales(stop, chunk_losses.shape[-1])) is not None:
                     scales.append(recorded)
                 aux.add(aux_sums, done, chunk_losses.shape[-1])
@@ -773,7 +772,7 @@ class Runner:
                     break
                 step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
-                    state = dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux, data=self.feed.position(step0) if self.feed is not None else None)
+                    state = dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux, data=self.feed.position(step0))
                     self.checkpoint.after_chunk(self, index, state, final=self.stop_signal is not None)
                 if self.stop_signal is not None and step0 < phase.steps:
                     raise Interrupted(self.stop_signal, index, step0)

@@ -329,6 +329,25 @@ class _Chunk:
         return self.start + len(self.rows)
 
 
+class Resident:
+    """The feed of data the loss's arrays hold whole (no iterable): every call reads all of it,
+    so the chunk loop takes its data from a feed whether or not the batches stream."""
+
+    done = 0  # the phase-local steps run (set by the runner, as on a `Feed`; nothing to hand back)
+
+    def __init__(self, arrays: tuple):
+        self.arrays = arrays
+
+    def take(self, step: int, wanted: int) -> tuple[tuple, int]:
+        return self.arrays, wanted
+
+    def position(self, step: int) -> None:
+        return None  # nothing to restore: the arrays are the run's own
+
+    def close(self) -> None:
+        pass
+
+
 class Feed:
     """One phase's batches, K per chunk, read and sent to the device by a background thread
     while the previous chunk runs (one chunk waits ready in the queue: double-buffered)."""

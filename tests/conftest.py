@@ -8,3 +8,22 @@ an entry another test left. tests/test_check_cache.py turns it on, in a folder o
 import os
 
 os.environ["SCHEDC_NO_CACHE"] = "1"
+
+
+def interrupted_on_call(loss, call: int):
+    """`loss`, made to raise KeyboardInterrupt (a Ctrl-C) on its `call`-th evaluation: a run killed
+    mid-way, for the tests that resume one. The host callback reads the model's bias `m["b"]`."""
+    import jax  # here, not at the top: conftest is loaded by the JAX-free tests too
+
+    calls = [0]
+
+    def interrupt(_):
+        calls[0] += 1
+        if calls[0] == call:
+            raise KeyboardInterrupt
+
+    def fragile(m, *data):
+        jax.debug.callback(interrupt, m["b"])
+        return loss(m, *data)
+
+    return fragile

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import interrupted_on_call
 
 import schedc
 from schedc.compiler import minibatch
@@ -269,17 +270,7 @@ def test_a_duration_in_epochs_too_long_for_its_phase_in_steps_names_the_phase_an
 def test_a_run_resumed_mid_epoch_sees_the_same_batches(tmp_path):
     text = "seed 2\nbatch 8\noptimizer sgd\nphase 4 epochs lr 0.05 < free ** >"
     _, whole = fit(text, chunk=2)
-    calls = [0]
-
-    def interrupt(_):
-        calls[0] += 1
-        if calls[0] == 5:  # mid-epoch: step 4 of 12 (epoch 1, batch 1)
-            raise KeyboardInterrupt
-
-    def fragile(m, x, y):
-        jax.debug.callback(interrupt, m["b"])
-        return mse(m, x, y)
-
+    fragile = interrupted_on_call(mse, 5)  # mid-epoch: step 4 of 12 (epoch 1, batch 1)
     program = schedc.compile(text, linear())
     with pytest.raises(Exception):
         program.run(fragile, X, Y, quiet=True, chunk=2, checkpoint=tmp_path, checkpoint_every=1)
@@ -300,17 +291,7 @@ def test_a_run_resumed_mid_phase_keeps_its_evaluations_patience_and_best_weights
     evaluation = dict(validation=(X, Y), metrics=gap, chunk=2)
     _, whole = fit(text, **evaluation)
     assert whole.phases[0].best_step == 4 and whole.phases[0].steps_run == 12
-    calls = [0]
-
-    def interrupt(_):
-        calls[0] += 1
-        if calls[0] == 7:  # in the chunk of steps 6-7: the checkpoint holds evaluations at 2, 4, 6
-            raise KeyboardInterrupt
-
-    def fragile(m, x, y):
-        jax.debug.callback(interrupt, m["b"])
-        return mse(m, x, y)
-
+    fragile = interrupted_on_call(mse, 7)  # in the chunk of steps 6-7: the checkpoint holds evaluations at 2, 4, 6
     program = schedc.compile(text, linear())
     with pytest.raises(Exception):
         program.run(fragile, X, Y, quiet=True, checkpoint=tmp_path, checkpoint_every=1, **evaluation)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import interrupted_on_call
 
 import schedc
 from schedc.compiler import minibatch
@@ -261,17 +262,7 @@ def test_a_grain_dataset_with_a_length_counts_its_epochs_itself():
 
 
 def _interrupted_at_step_5(text, batches, directory, every=1):
-    calls = [0]
-
-    def interrupt(_):
-        calls[0] += 1
-        if calls[0] == 5:  # mid-epoch: step 4 of 12 (pass 1, batch 1)
-            raise KeyboardInterrupt
-
-    def fragile(m, x, y):
-        jax.debug.callback(interrupt, m["b"])
-        return mse(m, x, y)
-
+    fragile = interrupted_on_call(mse, 5)  # mid-epoch: step 4 of 12 (pass 1, batch 1)
     with pytest.raises(Exception):
         fit(text, batches, loss=fragile, chunk=2, checkpoint=directory, checkpoint_every=every)
 

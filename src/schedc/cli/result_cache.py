@@ -14,6 +14,7 @@ JSON, not pickle: reading a cache entry never runs code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from schedc.lang.diagnostics import Diagnostic, Label
 from schedc.lang.span import Span
 
 # bump when the entry's layout changes
-FORMAT = 1
+FORMAT = 2
 
 
 def enabled() -> bool:
@@ -64,7 +65,7 @@ def store(name: str, data: bytes, diagnostics: list[Diagnostic]) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"key": key(data), "diagnostics": [_record(d) for d in diagnostics]}))
+        partial.write_text(json.dumps({"key": key(data), "diagnostics": [dataclasses.asdict(d) for d in diagnostics]}))
         os.replace(partial, path)  # a reader sees the old entry or the new one, never half of one
     except OSError:
         pass
@@ -93,37 +94,11 @@ def _front_end_fingerprint() -> tuple:
     return _FINGERPRINT
 
 
-def _span_record(span: Span) -> list[int]:
-    return [span.line, span.column, span.end_line, span.end_column, span.start, span.end]
-
-
-def _record(d: Diagnostic) -> dict:
-    return {
-        "code": d.code,
-        "message": d.message,
-        "span": _span_record(d.span),
-        "severity": d.severity,
-        "notes": list(d.notes),
-        "help": d.help,
-        "labels": [[_span_record(label.span), label.message, label.file] for label in d.labels],
-        "label": d.label,
-        "file": d.file,
-    }
-
-
 def _diagnostic(record: dict, name: str) -> Diagnostic:
-    """A diagnostic back from its record; under `name` (the same path, perhaps spelled another way)."""
+    """A diagnostic back from its record (`dataclasses.asdict`); under `name` (the same path,
+    perhaps spelled another way)."""
     def under_name(file):
         return name if file is not None and file == record["file"] else file
 
-    return Diagnostic(
-        code=record["code"],
-        message=record["message"],
-        span=Span(*record["span"]),
-        severity=record["severity"],
-        notes=tuple(record["notes"]),
-        help=record["help"],
-        labels=tuple(Label(Span(*span), message, under_name(file)) for span, message, file in record["labels"]),
-        label=record["label"],
-        file=under_name(record["file"]),
-    )
+    labels = tuple(Label(Span(**label["span"]), label["message"], under_name(label["file"])) for label in record["labels"])
+    return Diagnostic(**{**record, "span": Span(**record["span"]), "notes": tuple(record["notes"]), "labels": labels, "file": under_name(record["file"])})

@@ -78,18 +78,19 @@ def from_arguments(specs: list[str]) -> list[Swept]:
     """
     swept: list[Swept] = []
     for i, spec in enumerate(specs, 1):
-        name, sep, values = spec.partition("=")
-        if not sep or not name.strip().lstrip("$"):
+        written, sep, values = spec.partition("=")
+        name = written.strip().lstrip("$")
+        if not sep or not name:
             raise ValueError(f"--sweep {spec}: write NAME=V1,V2,... (a `$placeholder` or `let` name, then numbers)")
-        if any(s.name == name.strip().lstrip("$") for s in swept):
-            raise ValueError(f"--sweep {spec}: `{name.strip().lstrip('$')}` is swept twice; give all its values in one --sweep")
-        spans, offset = [], len(name) + 1
-        for piece in values.split(","):
+        if any(s.name == name for s in swept):
+            raise ValueError(f"--sweep {spec}: `{name}` is swept twice; give all its values in one --sweep")
+        pieces = values.split(",")
+        spans, offset = [], len(written) + 1
+        for piece in pieces:
             lead = len(piece) - len(piece.lstrip())
             spans.append(_on_line(offset + lead, offset + len(piece.rstrip())))
             offset += len(piece) + 1
-        pieces = tuple(_number(piece) for piece in values.split(","))
-        swept.append(Swept(name.strip().lstrip("$"), pieces, Source(f"<--sweep {i}>", spec), _on_line(0, len(name)), tuple(spans)))
+        swept.append(Swept(name, tuple(_number(piece) for piece in pieces), Source(f"<--sweep {i}>", spec), _on_line(0, len(written)), tuple(spans)))
     _raise_if(sum((_wrong_values(s) for s in swept), []), swept)
     return swept
 

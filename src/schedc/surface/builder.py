@@ -372,13 +372,13 @@ def build_file(model, phases, params: dict, default_optimizer="adam", criterion=
 
 def _phase_configs(configs) -> list:
     """The constructor's `phase_configs`: schedc's or spectracles' PhaseConfigs (any object with their fields)."""
-    fields = ("n_steps", "optimiser", "Δloss_criterion", "fix_status_updates", "param_val_updates")
+    fields = [f.name for f in dataclasses.fields(PhaseConfig)]
     if not isinstance(configs, (list, tuple)):
         raise TypeError(f"phase_configs must be a list of PhaseConfig, got {type(configs).__name__}")
     out = []
     for k, config in enumerate(configs):
         if not all(hasattr(config, f) for f in fields):
-            raise TypeError(f"phase_configs[{k}]: expected a PhaseConfig (n_steps, optimiser, Δloss_criterion, fix_status_updates, param_val_updates), got {config!r}")
+            raise TypeError(f"phase_configs[{k}]: expected a PhaseConfig ({', '.join(fields)}), got {config!r}")
         out.append(config if isinstance(config, PhaseConfig) else PhaseConfig(*(getattr(config, f) for f in fields)))
     return out
 

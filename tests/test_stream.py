@@ -342,3 +342,19 @@ def test_schedc_run_streams_the_batches_a_data_function_yields(tmp_path):
     assert changed.returncode == 1 and "Traceback" not in changed.stderr
     assert "error: phase 1 (b): the batch for step 0 is (float32[4, 3], float32[4]); expected (float32[8, 3], float32[8])" in changed.stderr
     assert np.load(tmp_path / "out" / "losses.npz")["phase_0"].shape == (8,)  # the completed phase, saved
+
+
+def test_schedc_run_refuses_a_sweep_or_a_distributed_run_over_batches_before_any_work(tmp_path):
+    import socket
+
+    # a loss that fails when traced: the refusal comes first, before the loss is tried
+    (tmp_path / "m.py").write_text(PROJECT + "\n\ndef failing(m, x, y):\n    raise RuntimeError('traced')\n")
+    swept = _schedc_run(tmp_path, "batches", "--loss", "m.py:failing", "--sweep", "lr=0.1,0.2")
+    assert swept.returncode == 2 and "Traceback" not in swept.stderr
+    assert "--sweep needs the data as arrays: the `data` function returned an iterable of batches" in swept.stderr
+    with socket.socket() as s:  # a one-process job: the refusal, not the missing cluster
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    spread = _schedc_run(tmp_path, "batches", "--loss", "m.py:failing", "--coordinator", f"localhost:{port}", "--num-processes", "1", "--process-id", "0")
+    assert spread.returncode == 2 and "Traceback" not in spread.stderr
+    assert "--distributed needs the data as arrays: the `data` function returned an iterable of batches" in spread.stderr

@@ -304,14 +304,15 @@ def run(args) -> int:
         if program.model is None:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
         loss, data_args, data_kwargs, batches = _loss_and_data(args, program.plan, path.parent)
-        if distributed:
-            data_args, data_kwargs = _split_rows((data_args, data_kwargs))
-        _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss)
-        evaluation = _evaluation(program.plan, path.parent)
+        # refused before the rows are sharded and the loss traced
         if batches is not None and swept:
             raise ValueError("--sweep needs the data as arrays: the `data` function returned an iterable of batches")
         if batches is not None and distributed:
             raise ValueError("--distributed needs the data as arrays: the `data` function returned an iterable of batches")
+        if distributed:
+            data_args, data_kwargs = _split_rows((data_args, data_kwargs))
+        _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss)
+        evaluation = _evaluation(program.plan, path.parent)
     except SchedError as err:
         print(err.render(), file=sys.stderr)
         return 1

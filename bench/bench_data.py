@@ -43,27 +43,24 @@ def _data():
     return jnp.asarray(x), jnp.asarray(y)
 
 
-class _CNN:
+def _cnn(key):
     """A small CNN on the 8x8 digits: conv 1 -> 8, relu, max pool, conv 8 -> 16, relu, linear."""
+    import equinox as eqx
+    import jax
 
-    @staticmethod
-    def build(key):
-        import equinox as eqx
-        import jax
-
-        k1, k2, k3 = jax.random.split(key, 3)
-        return eqx.nn.Sequential(
-            [
-                eqx.nn.Lambda(lambda x: x.reshape(1, 8, 8)),
-                eqx.nn.Conv2d(1, 8, 3, padding=1, key=k1),
-                eqx.nn.Lambda(jax.nn.relu),
-                eqx.nn.MaxPool2d(2, 2),
-                eqx.nn.Conv2d(8, 16, 3, padding=1, key=k2),
-                eqx.nn.Lambda(jax.nn.relu),
-                eqx.nn.Lambda(lambda x: x.reshape(-1)),
-                eqx.nn.Linear(16 * 4 * 4, 10, key=k3),
-            ]
-        )
+    k1, k2, k3 = jax.random.split(key, 3)
+    return eqx.nn.Sequential(
+        [
+            eqx.nn.Lambda(lambda x: x.reshape(1, 8, 8)),
+            eqx.nn.Conv2d(1, 8, 3, padding=1, key=k1),
+            eqx.nn.Lambda(jax.nn.relu),
+            eqx.nn.MaxPool2d(2, 2),
+            eqx.nn.Conv2d(8, 16, 3, padding=1, key=k2),
+            eqx.nn.Lambda(jax.nn.relu),
+            eqx.nn.Lambda(lambda x: x.reshape(-1)),
+            eqx.nn.Linear(16 * 4 * 4, 10, key=k3),
+        ]
+    )
 
 
 def _setup(kind: str = "mlp"):
@@ -75,7 +72,7 @@ def _setup(kind: str = "mlp"):
     if kind == "mlp":
         model = eqx.nn.MLP(64, 10, 128, 2, activation=jax.nn.relu, key=jax.random.key(0))
     else:
-        model = _CNN.build(jax.random.key(0))
+        model = _cnn(jax.random.key(0))
 
     def loss(model, x, y):
         logits = jax.vmap(model)(x)

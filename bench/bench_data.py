@@ -124,6 +124,29 @@ def schedc_eval(model, loss, x, y, steps: int):
     return schedc_run(model, loss, x, y, steps, evaluate=True)
 
 
+def _hand_step(loss, static, tx, x, y):
+    """The hand-written loops' training step `(params, state, perm, i) -> (params, state, perm,
+    loss)`: a fresh permutation at each epoch's first step (schedc's keys, so its batch order),
+    the minibatch gathered on the device, one optax update."""
+    import equinox as eqx
+    import jax
+    import optax
+
+    from schedc.compiler.minibatch import phase_keys
+
+    data_key, _ = phase_keys(jax.random.key(0), 0)
+    n, spe = len(x), len(x) // BATCH
+
+    def step(params, state, perm, i):
+        perm = jax.lax.cond(i % spe == 0, lambda: jax.random.permutation(jax.random.fold_in(data_key, i // spe), n), lambda: perm)
+        rows = jax.lax.dynamic_slice_in_dim(perm, (i % spe) * BATCH, BATCH)
+        value, grads = jax.value_and_grad(lambda p: loss(eqx.combine(p, static), x[rows], y[rows]))(params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, perm, value
+
+    return step
+
+
 def fused_scan(model, loss, x, y, steps: int, evaluate: bool = False):
     """The loop one would write by hand: lax.scan over steps, the batch gathered on the device
     (with `evaluate`: the accuracy after every epoch inside the program, under a `lax.cond`)."""
@@ -132,22 +155,15 @@ def fused_scan(model, loss, x, y, steps: int, evaluate: bool = False):
     import jax.numpy as jnp
     import optax
 
-    from schedc.compiler.minibatch import phase_keys
-
     params, static = eqx.partition(model, eqx.is_inexact_array)
     tx = optax.adam(1e-3)
-    data_key, _ = phase_keys(jax.random.key(0), 0)
+    train_step = _hand_step(loss, static, tx, x, y)
     n, spe = len(x), len(x) // BATCH
 
     @jax.jit
     def fit(params):
         def step(carry, i):
-            params, state, perm = carry
-            perm = jax.lax.cond(i % spe == 0, lambda: jax.random.permutation(jax.random.fold_in(data_key, i // spe), n), lambda: perm)
-            rows = jax.lax.dynamic_slice_in_dim(perm, (i % spe) * BATCH, BATCH)
-            value, grads = jax.value_and_grad(lambda p: loss(eqx.combine(p, static), x[rows], y[rows]))(params)
-            updates, state = tx.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
+            params, state, perm, value = train_step(*carry, i)
             if evaluate:
                 accuracy = jax.lax.cond((i + 1) % spe == 0, lambda: _metrics(eqx.combine(params, static), x[:360], y[:360])["accuracy"], lambda: jnp.float32(jnp.nan))
                 return (params, state, perm), (value, accuracy)
@@ -179,18 +195,14 @@ def epochs_eval(model, loss, x, y, steps: int):
 
     params, static = eqx.partition(model, eqx.is_inexact_array)
     tx = optax.adam(1e-3)
+    train_step = _hand_step(loss, static, tx, x, y)
     data_key, _ = phase_keys(jax.random.key(0), 0)
     n, spe = len(x), len(x) // BATCH
 
     @jax.jit
     def epoch(params, state, start, length):
         def step(i, carry):
-            params, state, perm = carry
-            perm = jax.lax.cond(i % spe == 0, lambda: jax.random.permutation(jax.random.fold_in(data_key, i // spe), n), lambda: perm)
-            rows = jax.lax.dynamic_slice_in_dim(perm, (i % spe) * BATCH, BATCH)
-            grads = jax.grad(lambda p: loss(eqx.combine(p, static), x[rows], y[rows]))(params)
-            updates, state = tx.update(grads, state, params)
-            return optax.apply_updates(params, updates), state, perm
+            return train_step(*carry, i)[:3]
 
         perm = jax.random.permutation(jax.random.fold_in(data_key, start // spe), n)
         params, state, _ = jax.lax.fori_loop(start, start + length, step, (params, state, perm))

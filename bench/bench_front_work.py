@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.util
 import json
 import os
 import pstats
@@ -24,15 +23,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench_lsp import documents
+
 ROOT = Path(__file__).resolve().parent.parent
 COUNTED = ("parse", "check_file", "resolve", "expand", "env_of")
-
-
-def _documents(long_phases: int):
-    spec = importlib.util.spec_from_file_location("bench_lsp", ROOT / "bench" / "bench_lsp.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.documents(long_phases)
 
 
 def measure(long_phases: int) -> dict:
@@ -47,7 +41,7 @@ def measure(long_phases: int) -> dict:
         return analysis.with_model(FROM_DIRECTIVE, base_dir=folder, lint=True) if with_model else analysis
 
     out = {}
-    for label, text, with_model in _documents(long_phases):
+    for label, text, with_model in documents(long_phases):
         edit(text, with_model)  # the model loaded and every lazy import done, as in a running server
         profile = cProfile.Profile()
         profile.enable()
@@ -56,7 +50,7 @@ def measure(long_phases: int) -> dict:
         stats = pstats.Stats(profile).stats
         row = {"calls": sum(nc for _, nc, _, _, _ in stats.values())}
         for (file, _, function), (_, nc, _, _, _) in stats.items():
-            if function in COUNTED and f"{Path('schedc')}" in file:
+            if function in COUNTED and "schedc" in file:
                 row[function] = row.get(function, 0) + nc
         out[label] = row
     return out

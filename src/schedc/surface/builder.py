@@ -902,14 +902,15 @@ def _filtered_params(model, program, get_filter_spec_fn) -> dict | None:
 
 def _init_spec(k: int, init, shape: tuple) -> ParamSpec:
     """A planned init (`plan.resolve.InitSpec`) as the spec that makes it again."""
-    from schedc.lang.nodes import Bound
-
     if init.kind == "normal":
         return init_normal(k, *init.args)
     if init.kind == "uniform":
         return init_uniform(k, *init.args)
-    value = init.args[0].value if isinstance(init.args[0], Bound) else np.reshape(np.asarray(init.args, np.float64), shape) if len(init.args) > 1 else init.args[0]
-    return init_value(k, value)
+    if isinstance(init.args[0], n.Bound):  # an array bound to a placeholder
+        return init_value(k, init.args[0].value)
+    if len(init.args) > 1:  # an array's elements, written out
+        return init_value(k, np.reshape(np.asarray(init.args, np.float64), shape))
+    return init_value(k, init.args[0])
 
 
 def _seed(key) -> int | None:

@@ -105,21 +105,22 @@ def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk:
         (the parent first, then its shared copies).
       chunk: steps per compiled chunk.
     """
-    prepared = _lowered(phase, chunk)
+    prepared = _lowered(phase)
     leaves = tuple((path, leaf_indices[path]) for path in sorted(phase.free))
-    return replace(prepared, signature=replace(prepared.signature, leaves=leaves))
+    return replace(prepared, signature=replace(prepared.signature, leaves=leaves, chunk=int(chunk)))
 
 
 def check_lowering(phase: P.PhasePlan) -> None:
     """Lower `phase`'s schedules now (cached for the run): the SchedError a duration in epochs
     that does not fit its phase once in steps makes, raised before any phase runs."""
-    _lowered(phase, DEFAULT_CHUNK)
+    _lowered(phase)
 
 
 @lru_cache(maxsize=1024)
-def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
-    """Everything of `prepare` but the leaf layout, cached: lowering a phase's schedules (with
-    their checks) costs about half a millisecond, which a re-run of a program should not pay."""
+def _lowered(phase: P.PhasePlan) -> PreparedPhase:
+    """Everything of `prepare` but the leaf layout and the chunk length, cached: lowering a phase's
+    schedules (with their checks) costs about half a millisecond, which a re-run of a program
+    should not pay, whatever chunk length it runs with (`check_lowering` fills the same entry)."""
     from schedc.compiler import schedules
 
     numbers: list[float] = []
@@ -170,7 +171,7 @@ def _lowered(phase: P.PhasePlan, chunk: int) -> PreparedPhase:
             stop_numbers[0], stop_numbers[1] = rule.threshold, rule.after
         else:
             stop_numbers[2] = rule.threshold
-    signature = PhaseSignature(tuple(groups), (), kinds, int(over), int(chunk), phase.accumulate, phase.ema, int(phase.batch or 0))
+    signature = PhaseSignature(tuple(groups), (), kinds, int(over), 0, phase.accumulate, phase.ema, int(phase.batch or 0))
     names += [f"plateau_scale@{g.label}" if g.label else "plateau_scale" for g in groups if g.plateau is not None]
     numbers_array = np.asarray(numbers, np.float64)
     for shared in (numbers_array, stop_numbers):  # cached: shared by every run of the phase

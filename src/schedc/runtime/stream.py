@@ -80,10 +80,15 @@ class Batches:
         return isinstance(self.source, Iterator)
 
     @property
+    def factory(self) -> bool:
+        """A function returning a fresh iterator (called for every pass), not an iterable itself."""
+        return callable(self.source) and not hasattr(self.source, "__iter__")
+
+    @property
     def batches_per_epoch(self) -> int | None:
         if self.per_epoch is not None:
             return self.per_epoch
-        if self.one_shot or callable(self.source) and not hasattr(self.source, "__iter__"):
+        if self.one_shot or self.factory:
             return None
         try:
             return len(self.source) or None
@@ -92,7 +97,7 @@ class Batches:
 
     def new_pass(self):
         """A fresh iterator over the source."""
-        if callable(self.source) and not hasattr(self.source, "__iter__"):
+        if self.factory:
             return iter(self.source())
         return iter(self.source)
 

@@ -130,10 +130,15 @@ class PhaseEvals:
     def active(self) -> bool:
         return self.evaluator is not None and self.phase.eval_every is not None
 
+    @property
+    def names_metrics(self) -> bool:
+        """Whether a rule or `keep` of the phase names a metric (`check_names` has work to do)."""
+        return self.active and bool(self.rules or self.phase.keep)
+
     def check_names(self, model, state=None) -> None:
         """Before the phase trains: every metric its rules name is one the metrics function
         returns (traced, not run), so a misspelt name fails now, not at the first evaluation."""
-        if self.active and (self.rules or self.phase.keep):
+        if self.names_metrics:
             self._check_names(dict.fromkeys(self.evaluator.names(model, self.phase, state)))
 
     def next_boundary(self, done: int) -> int:

@@ -740,7 +740,8 @@ class Runner:
                 state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux))
                 model, free, opt_state, stop, losses, scales, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "scales", "step0"))
                 model_arrays = C.split(model)[0]
-            evals.check_names(self._write_back(model, free), stop.get("model_state"))
+            if evals.names_metrics:  # (the model is written back only for a phase whose rules name metrics)
+                evals.check_names(self._write_back(model, free), stop.get("model_state"))
             task = progress.phase(f"{phase.label}", phase.steps, phase.steps_per_epoch) if progress else None
             pace = Pace(self.chunk, steady=self.quiet and (self.checkpoint is None or self.processes > 1))
             # the data order's and the loss's keys (a compiled call: only for phases that use them)

@@ -54,17 +54,22 @@ def add_sweep_argument(parser, help: str = SWEEP_HELP) -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...", help=help)
 
 
-def parse_sweep(specs: list[str]) -> list:
+def parse_sweep(specs: list[str], command: str):
     """`["lr=1e-3,3e-3", "wd=0,1e-4"]` -> the swept names and values (`surface.sweep.Swept`), each
-    argument its own source (`<--sweep 2>`) for located diagnostics.
-
-    Raises:
-        ValueError: a spec without `=`, or a name given twice (the message names the spec).
-        SchedError: a value that is not a number (E0703).
-    """
+    argument its own source (`<--sweep 2>`) for located diagnostics; or, the problem printed on
+    stderr, the exit status: 1 for a value that is not a number (E0703), 2 for a spec without
+    `=` or a name given twice."""
+    from schedc.lang.diagnostics import SchedError
     from schedc.surface.sweep import from_arguments
 
-    return from_arguments(specs)
+    try:
+        return from_arguments(specs)
+    except SchedError as err:
+        print(err.render(), file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f"schedc {command}: {err}", file=sys.stderr)
+        return 2
 
 
 def sweep_placeholders(swept: list, path: Path) -> dict:

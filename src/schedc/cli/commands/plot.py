@@ -67,14 +67,9 @@ def run(args) -> int:
     except ImportError:
         print("schedc plot: needs matplotlib; install it with `pip install 'schedc[plot]'`", file=sys.stderr)
         return 2
-    try:
-        grid = parse_sweep(args.sweep)
-    except SchedError as err:
-        print(err.render(), file=sys.stderr)
-        return 1
-    except ValueError as err:
-        print(f"schedc plot: {err}", file=sys.stderr)
-        return 2
+    grid = parse_sweep(args.sweep, "plot")
+    if isinstance(grid, int):
+        return grid
     resolved = resolve_file(path, args.model, "plot", {**sweep_placeholders(grid, path), **dict(args.set)})
     if isinstance(resolved, int):
         return resolved

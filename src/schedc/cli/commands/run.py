@@ -287,14 +287,9 @@ def run(args) -> int:
             return 2
         if not _writer():  # process 0 prints the tables and writes --out and --log (checkpoints: see Checkpointer)
             out, args.log = None, None
-    try:
-        swept = parse_sweep(args.sweep)
-    except SchedError as err:
-        print(err.render(), file=sys.stderr)
-        return 1
-    except ValueError as err:
-        print(f"schedc run: {err}", file=sys.stderr)
-        return 2
+    swept = parse_sweep(args.sweep, "run")
+    if isinstance(swept, int):
+        return swept
     if swept and args.checkpoint:
         print("schedc run: --sweep and --checkpoint cannot be combined (a sweep is not checkpointed)", file=sys.stderr)
         return 2

@@ -212,7 +212,8 @@ def _split_rows(data):
 
     from schedc.runtime import distributed
 
-    devices = jax.device_count()
+    mesh = distributed.data_mesh()  # one mesh for every leaf
+    devices = mesh.devices.size
     whole = []
 
     def split(x):
@@ -223,7 +224,7 @@ def _split_rows(data):
         if x.shape[0] % devices:
             whole.append(x.shape)
             return x
-        return distributed.shard_rows(x)
+        return distributed.shard_rows(x, mesh=mesh)
 
     data = jax.tree_util.tree_map(split, data)
     if whole and distributed.is_writer():

@@ -179,3 +179,61 @@ def test_ema_phases_fuse_with_the_same_ema_models(monkeypatch):
     for a, b in zip(apart.phases, together.phases):
         assert leaves_bytes(a.ema_model) == leaves_bytes(b.ema_model), a.display
     assert leaves_bytes(together.ema_model) != leaves_bytes(together.model)  # the average is not the model
+
+
+# ---------------------------------------------------------------- training on data
+
+N = 30  # examples: with batch 8, 3 steps per epoch (6 examples sit out each epoch)
+X = np.random.default_rng(0).normal(size=(N, 3)).astype(np.float32)
+Y = (X @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
+
+DATA_TEXT = """seed 3
+batch 8
+phase 2 epochs lr 0.05 < free w >
+repeat 2 <
+  phase 7 lr cosine(0.05 -> 0.001) optimizer sgd(momentum = 0.9) < free w, b; carry state >
+  phase 1 epoch batch 5 lr 0.02 < free b; init w ~ normal(0, 0.1); stop when loss < 2.0 >
+>
+phase 3 epochs lr 0.1 < free **; init b = reset; stop when loss_change < 0.6 over 2 after 2 >
+phase 5 batch 30 lr 0.01 < free w >
+"""
+
+
+def linear():
+    return {"w": jnp.zeros(3), "b": jnp.zeros(())}
+
+
+def mse(m, x, y):
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+
+
+@pytest.fixture(scope="module")
+def data_program():
+    return schedc.compile(DATA_TEXT, linear())
+
+
+def test_minibatched_phases_fuse_with_the_same_batches(data_program, monkeypatch):
+    """Minibatches are drawn on the device from each phase's (seed, phase, epoch) permutation, in a
+    fused segment as phase by phase: the same losses (so the same batches), models, logs."""
+    calls = fused_calls(monkeypatch)
+    together = data_program.run(mse, X, Y, quiet=True)
+    assert len(calls) == 1
+    apart = data_program.run(mse, X, Y, quiet=True, fuse=False)
+    assert_same_run(apart, together)
+    assert set(apart.stop_reasons) == {"completed", "loss", "loss_change"}
+    assert [p.steps_per_epoch for p in together.phases] == [p.steps_per_epoch for p in apart.phases] == [3, 3, 6, 3, 6, 3, 1]
+
+
+def test_minibatched_phases_spanning_several_calls_give_the_same_results(data_program):
+    """With a chunk of 4 steps a fused call stops inside phases and epochs; the next call picks
+    the epoch's permutation up where the phase is, as a phase-by-phase chunk does."""
+    assert_same_run(data_program.run(mse, X, Y, quiet=True, chunk=4, fuse=False), data_program.run(mse, X, Y, quiet=True, chunk=4))
+
+
+def test_a_phase_whose_batch_does_not_fit_the_data_runs_alone_and_names_itself(data_program):
+    """A batch larger than the data is the phase's DataError, after the phases before it ran."""
+    from schedc.runtime.data import DataError
+
+    with pytest.raises(DataError, match="phase 6 has `batch 30` but the data holds only 20 examples") as info:
+        data_program.run(mse, X[:20], Y[:20], quiet=True)
+    assert len(info.value.result.phases) == 6

@@ -280,7 +280,8 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
 
     signature = segment.signatures[branch.signature]
     n_numbers = _numbers_of(signature)
-    with_key = minibatch.takes_key(loss_fn)  # the loss gets fold_in(the phase's loss key, step)
+    # the phase's (data-order, loss) keys: its minibatches' permutations, the loss's per-step keys
+    with_keys = bool(signature.batch) or minibatch.takes_key(loss_fn)
 
     def start(state, row, table, root, initial_arrays):
         """The phase's beginning: inits applied, a fresh (or carried) optimizer state, an empty window."""
@@ -313,7 +314,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         )
         count = jnp.minimum(table["steps"][row] - first, budget - at)
         stop = {"ring": ring, "reason": jnp.int32(C.COMPLETED)}
-        keys = minibatch.phase_key_pair(root, table["index"][row]) if with_key else (None, None)
+        keys = minibatch.phase_key_pair(root, table["index"][row]) if with_keys else (None, None)
         ran, free, opt, stop, logs, _ = C.run_steps(
             signature, loss_fn, model_layout, data_layout, free_of(signature, leaves), opt, stop, leaves, first, count,
             table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, {"loss": out["losses"]}, at, watch=True,

@@ -15,6 +15,7 @@ from collections import OrderedDict
 import numpy as np
 
 from schedc.compiler import chunk as C
+from schedc.compiler import minibatch
 from schedc.compiler import segment as S
 from schedc.runtime.runner import CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result, strong_types
 
@@ -63,14 +64,15 @@ def _segment_plan(runner, start: int, end: int):
     """The segment's prepared phases, signature and table: built once per program and reused by
     its later runs (keyed by the identity of the plan's phases, which a Program keeps)."""
     phases = runner.plan.phases
-    key = (id(phases), id(runner.leaves_source), start, end, runner.chunk, runner.window, runner.state.signature)
+    # (the data's sharding goes in minibatched phases' signatures: data sharded anew makes a new plan)
+    key = (id(phases), id(runner.leaves_source), start, end, runner.chunk, runner.window, runner.state.signature, minibatch.row_shardings(runner.data_arrays))
     entry = _PLANS.get(key)
     if entry is not None and entry[0] is phases and entry[1] is runner.leaves_source:
         _PLANS.move_to_end(key)
         return entry[2]
     import jax
 
-    prepared = [C.prepare(p, runner.leaves, runner.chunk) for p in phases[start:end]]
+    prepared = [runner.prepare_phase(p) for p in phases[start:end]]
     signature, table = S.plan(phases[start:end], prepared, runner.state.signature, runner.leaves, runner.window, runner.chunk)
     value = (prepared, signature, jax.device_put(table))  # on the device once, not at every call
     _PLANS[key] = (phases, runner.leaves_source, value)

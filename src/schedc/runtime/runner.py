@@ -26,7 +26,7 @@ from schedc.compiler import optimizers as O
 from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
 from schedc.runtime import distributed
-from schedc.runtime.data import array_names, check_batchable
+from schedc.runtime.data import DataError, array_names, check_batchable
 from schedc.runtime.evaluation import PhaseEvals
 from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Resident, Stream, loss_arguments
 
@@ -445,6 +445,15 @@ def _constrained_transforms(model) -> dict[str, Callable]:
     }
 
 
+def _batchable(phase: P.PhasePlan, data_arrays) -> bool:
+    """Whether the phase's minibatches can be drawn from `data_arrays` (`check_batchable` passes)."""
+    try:
+        check_batchable(phase, data_arrays, [])
+    except DataError:
+        return False
+    return True
+
+
 def _has_objects(phase: P.PhasePlan) -> bool:
     """Whether some optimizer of the phase has an optax object (`optimizer $opt`) as a member."""
     specs = [phase.optimizer] + [g.optimizer for g in phase.groups if g.optimizer is not None]
@@ -484,6 +493,7 @@ def phase_result(
         compile_time=compile_time,
         compiles=compiles,
         model=model,
+        steps_per_epoch=phase.steps_per_epoch,
     )
 
 
@@ -700,11 +710,7 @@ class Runner:
         if self.stream is None:
             check_batchable(phase, self.data_arrays, array_names(self.args, self.kwargs))
         model = self.apply_inits(model, phase)
-        prepared = self._prepare(phase)
-        if self.stream is not None:  # the batches come stacked per chunk, not drawn on the device
-            prepared = replace(prepared, signature=replace(prepared.signature, batch=0, stream=True))
-        elif phase.batch:  # data sharded over a mesh's axis: every minibatch is sharded the same way
-            prepared = replace(prepared, signature=replace(prepared.signature, batch_sharding=minibatch.row_shardings(self.data_arrays)))
+        prepared = self.prepare_phase(phase)
         sig = prepared.signature
         model_arrays, model_layout = C.split(model)
         fns = C.compiled(sig, self.loss_fn, model_layout, self.data_layout)
@@ -789,7 +795,7 @@ class Runner:
         result.ema_model = ema_model
         result.eval_steps, result.metrics = evals.history()
         result.aux_steps, result.aux = aux.history()
-        result.steps_per_epoch, result.best_step = phase.steps_per_epoch, evals.kept_step
+        result.best_step = evals.kept_step
         result.state = model_state
         if evals.reason or exhausted:
             result.stop_reason = evals.reason or DATA_EXHAUSTED
@@ -798,6 +804,17 @@ class Runner:
     def _prepare(self, phase: P.PhasePlan) -> C.PreparedPhase:
         """The phase's signature and runtime numbers (a sweep stacks every setting's numbers)."""
         return C.prepare(phase, self.leaves, self.chunk)
+
+    def prepare_phase(self, phase: P.PhasePlan) -> C.PreparedPhase:
+        """`_prepare`, with where the data comes from in the signature: streamed batches (stacked per
+        chunk, not drawn on the device), or minibatches sharded as the data is. The phase-by-phase
+        and the fused runner both prepare phases so (their programs must agree)."""
+        prepared = self._prepare(phase)
+        if self.stream is not None:
+            return replace(prepared, signature=replace(prepared.signature, batch=0, stream=True))
+        if phase.batch:  # data sharded over a mesh's axis: every minibatch is sharded the same way
+            return replace(prepared, signature=replace(prepared.signature, batch_sharding=minibatch.row_shardings(self.data_arrays)))
+        return prepared
 
     # ---- the single-fit strategy (batch.BatchedRunner overrides these four)
 
@@ -901,12 +918,13 @@ class Runner:
         """No init through a constrained transform or of an array bound to a placeholder; no
         `plateau` (its per-step scale log is not in the fused program's outputs yet); no optax
         object whose state `carry state` continues (its logged hyperparameters go on from its
-        schedules' states as the phase starts, read on the host)."""
+        schedules' states as the phase starts, read on the host); minibatches that can be drawn
+        (else the phase runs alone, where its DataError names it)."""
         if phase.plateau is not None or any(g.plateau is not None for g in phase.groups):
             return False
         if phase.carry and _has_objects(phase):
             return False
-        if phase.batch or phase.steps_per_epoch:  # minibatches: the data order and the epoch bookkeeping
+        if not _batchable(phase, self.data_arrays):
             return False
         return all(
             init.kind == "reset" or (init.path not in self.to_unconstrained and not any(isinstance(a, Bound) for a in init.args)) for init in phase.inits

@@ -4,14 +4,98 @@ Every node is a frozen dataclass with a `span`. Spans are excluded from `==`
 (`compare=False`), so two trees are equal when they mean the same program,
 whatever their layout: the formatter, the round-trip and fuzz tests rely on it.
 Nothing here knows about Lark or JAX.
+
+The classes are made by `@node`, not `@dataclass(frozen=True)`: they are real
+dataclasses (`dataclasses.fields`, `replace`, `asdict` work), but their `__init__`,
+`==`, hash, repr and frozenness come from the one base class `Node` instead of
+six methods that the standard library writes and compiles for every class at
+import (224 `exec`s, 25-30 ms of every `schedc check`; docs/performance.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Union
+from dataclasses import MISSING, FrozenInstanceError, dataclass, field, fields
+from operator import attrgetter
+from typing import Union, dataclass_transform
 
 from schedc.lang.span import NO_SPAN, Span  # noqa: F401  (re-exported: nodes.Span)
+
+
+class Node:
+    """What every node shares (see `node`): built from its fields in order, positionally or by
+    name; equal (and hashed) by the class and the fields compared (not the span); immutable."""
+
+    _init_names: tuple[str, ...] = ()  # the `__init__` parameters, in order
+    _defaults: dict[str, object] = {}
+    _repr_names: tuple[str, ...] = ()
+
+    def __init__(self, *args, **kwargs) -> None:
+        if kwargs or len(args) != len(self._init_names):
+            args = self._bind(args, kwargs)
+        self.__dict__.update(zip(self._init_names, args))  # not setattr: the node is frozen
+
+    def _bind(self, args: tuple, kwargs: dict) -> list:
+        """The arguments of a call that gave some by name or left some out, in field order."""
+        names, cls = self._init_names, type(self).__name__
+        if len(args) > len(names):
+            raise TypeError(f"{cls}() takes {len(names)} arguments but {len(args)} were given")
+        given = dict(zip(names, args))
+        for name, value in kwargs.items():
+            if name not in names:
+                raise TypeError(f"{cls}() got an unexpected keyword argument {name!r}")
+            if name in given:
+                raise TypeError(f"{cls}() got multiple values for argument {name!r}")
+            given[name] = value
+        missing = [name for name in names if name not in given and name not in self._defaults]
+        if missing:
+            raise TypeError(f"{cls}() missing required arguments: {', '.join(map(repr, missing))}")
+        return [given[name] if name in given else self._defaults[name] for name in names]
+
+    @staticmethod
+    def _key(node) -> tuple:  # replaced per class by `node`: the values of the compared fields
+        return ()
+
+    def __eq__(self, other) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key(self) == self._key(other)
+
+    def __hash__(self) -> int:
+        return hash(self._key(self))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_names)
+        return f"{type(self).__qualname__}({shown})"
+
+    def __setattr__(self, name: str, value) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+@dataclass_transform(eq_default=True, frozen_default=True, field_specifiers=(field,))
+def node(cls: type) -> type:
+    """Make `cls` (a subclass of `Node` with annotated fields) a node: a dataclass whose methods
+    are `Node`'s, told which fields it has."""
+    if cls.__doc__ is None:  # else `dataclass` writes one with `inspect.signature`, at a cost
+        cls.__doc__ = f"{cls.__name__}({', '.join(cls.__annotations__)})"
+    cls = dataclass(init=False, repr=False, eq=False)(cls)
+    declared = fields(cls)
+    assert all(f.default_factory is MISSING for f in declared), "a node's defaults are constants"
+    cls._init_names = tuple(f.name for f in declared if f.init)
+    cls._defaults = {f.name: f.default for f in declared if f.default is not MISSING}
+    cls._repr_names = tuple(f.name for f in declared if f.repr)
+    compared = [f.name for f in declared if f.compare]
+    if compared:
+        cls._key = staticmethod(attrgetter(*compared) if len(compared) > 1 else _one_tuple(compared[0]))
+    return cls
+
+
+def _one_tuple(name: str):
+    """The key of a node with one compared field: a 1-tuple, as a dataclass compares it."""
+    get = attrgetter(name)
+    return lambda node: (get(node),)
 
 
 def _span() -> Span:
@@ -21,15 +105,15 @@ def _span() -> Span:
 # ---------------------------------------------------------------- expressions
 
 
-@dataclass(frozen=True)
-class Number:
+@node
+class Number(Node):
     value: float | int
     text: str
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Percent:
+@node
+class Percent(Node):
     """`10%`: `value` is the fraction (0.1)."""
 
     value: float
@@ -37,34 +121,34 @@ class Percent:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class String:
+@node
+class String(Node):
     value: str
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Bool:
+@node
+class Bool(Node):
     value: bool
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Name:
+@node
+class Name(Node):
     id: str
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Placeholder:
+@node
+class Placeholder(Node):
     """`$name`, bound from keyword arguments when a DSL string is compiled from Python."""
 
     id: str
     span: Span = _span()
 
 
-@dataclass(frozen=True, eq=False)
-class Bound:
+@node
+class Bound(Node):
     """A `$placeholder` bound to a Python object the language cannot write: an optax
     optimizer object or schedule function, an array. Never printed (the text keeps
     `$name`); the resolver substitutes it where the placeholder stood. Equal and
@@ -81,46 +165,46 @@ class Bound:
         return hash((self.id, id(self.value)))
 
 
-@dataclass(frozen=True)
-class Keyword:
+@node
+class Keyword(Node):
     name: Name
     value: "Expr"
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Call:
+@node
+class Call(Node):
     func: Name
     args: tuple["Expr", ...] = ()
     kwargs: tuple[Keyword, ...] = ()
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class BinOp:
+@node
+class BinOp(Node):
     op: str  # one of + - * / **
     left: "Expr"
     right: "Expr"
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class UnaryOp:
+@node
+class UnaryOp(Node):
     op: str  # - or +
     operand: "Expr"
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Arrow:
+@node
+class Arrow(Node):
     """`a -> b [-> c]`: the waypoints of a schedule."""
 
     points: tuple["Expr", ...]
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Then:
+@node
+class Then(Node):
     """`S1 for N1 then S2 [for N2 then S3 ...]`: `pieces` has one more item than `durations`."""
 
     pieces: tuple["Expr", ...]
@@ -128,27 +212,27 @@ class Then:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class List:
+@node
+class List(Node):
     items: tuple["Expr", ...]
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class MapEntry:
+@node
+class MapEntry(Node):
     key: "Expr"
     value: "Expr"
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Map:
+@node
+class Map(Node):
     entries: tuple[MapEntry, ...]
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Epochs:
+@node
+class Epochs(Node):
     """`3 epochs`, `1 epoch`: a duration in passes over the training data, turned into steps
     once the data (and so the steps per epoch) is known."""
 
@@ -162,30 +246,30 @@ Expr = Union[Number, Percent, String, Bool, Name, Placeholder, Call, BinOp, Unar
 # ---------------------------------------------------------------- phase bodies
 
 
-@dataclass(frozen=True)
-class Pattern:
+@node
+class Pattern(Node):
     """A parameter pattern exactly as written; schedc.lang.glob parses its structure."""
 
     text: str
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Free:
+@node
+class Free(Node):
     patterns: tuple[Pattern, ...]
     lr: Expr | None = None
     optimizer: Expr | None = None  # a Name or a Call
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Fix:
+@node
+class Fix(Node):
     patterns: tuple[Pattern, ...]
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Init:
+@node
+class Init(Node):
     """`init P ~ dist(...)` (kind "dist"), `init P = expr` ("value") or `init P = reset` ("reset")."""
 
     patterns: tuple[Pattern, ...]
@@ -194,13 +278,13 @@ class Init:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Carry:
+@node
+class Carry(Node):
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Stop:
+@node
+class Stop(Node):
     metric: Name
     threshold: Expr
     over: Expr | None = None
@@ -208,8 +292,8 @@ class Stop:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class StopImproving:
+@node
+class StopImproving(Node):
     """`stop when val.accuracy stops improving for 5 evals`: `trend` is `improving` (direction
     inferred from the metric's name), `increasing` or `decreasing`; `patience` counts evaluations."""
 
@@ -219,8 +303,8 @@ class StopImproving:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Keep:
+@node
+class Keep(Node):
     """`keep best val.loss`: at the phase end, restore the weights of the best evaluation.
     `which` is `best` (direction inferred from the metric's name), `lowest` or `highest`."""
 
@@ -232,8 +316,8 @@ class Keep:
 Statement = Union[Free, Fix, Init, Carry, Stop, StopImproving, Keep]
 
 
-@dataclass(frozen=True)
-class Phase:
+@node
+class Phase(Node):
     """`phase [NAME] STEPS [epochs] [batch N] [lr E] [optimizer O] [accumulate N] [ema D] < BODY >`."""
 
     name: Name | None
@@ -248,8 +332,8 @@ class Phase:
     batch: Expr | None = None  # `batch N` in the header: this phase's minibatch size
 
 
-@dataclass(frozen=True)
-class Repeat:
+@node
+class Repeat(Node):
     count: Expr
     items: tuple[Union[Phase, "Repeat"], ...]
     span: Span = _span()
@@ -258,16 +342,16 @@ class Repeat:
 # ---------------------------------------------------------------- params blocks
 
 
-@dataclass(frozen=True)
-class PhaseRef:
+@node
+class PhaseRef(Node):
     """A phase by index (`int`) or by name (`str`)."""
 
     target: int | str
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Spec:
+@node
+class Spec(Node):
     """One `|`-separated part of a params entry.
 
     kind: "free_in", "free_after", "free_until", "fixed_in" or "init_at";
@@ -280,15 +364,15 @@ class Spec:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class ParamEntry:
+@node
+class ParamEntry(Node):
     patterns: tuple[Pattern, ...]
     specs: tuple[Spec, ...]
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Params:
+@node
+class Params(Node):
     entries: tuple[ParamEntry, ...]
     span: Span = _span()
 
@@ -296,8 +380,8 @@ class Params:
 # ---------------------------------------------------------------- directives
 
 
-@dataclass(frozen=True)
-class Directive:
+@node
+class Directive(Node):
     """`model "..."`, `loss "..."`, `data "..."`, `validation "..."`, `eval "..." every ...`,
     `batch N`, `seed N`, `optimizer OPT`, `lr EXPR`, `accumulate N`, `ema DECAY`, `default fixed|free`:
     `keyword` names which; `value` is its argument (a String, an expression, a Name or Call for the
@@ -309,8 +393,8 @@ class Directive:
     every: "Every | None" = None
 
 
-@dataclass(frozen=True)
-class Every:
+@node
+class Every(Node):
     """The interval of `eval ... every N steps | every N epochs` (`every epoch`: count None)."""
 
     count: Expr | None
@@ -318,8 +402,8 @@ class Every:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class Let:
+@node
+class Let(Node):
     name: Name
     value: Expr
     span: Span = _span()
@@ -328,14 +412,14 @@ class Let:
 Item = Union[Directive, Let, Phase, Repeat, Params]
 
 
-@dataclass(frozen=True)
-class Comment:
+@node
+class Comment(Node):
     text: str
     span: Span = _span()
 
 
-@dataclass(frozen=True)
-class File:
+@node
+class File(Node):
     items: tuple[Item, ...]
     span: Span = _span()
 

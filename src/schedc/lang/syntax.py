@@ -23,6 +23,7 @@ from functools import lru_cache
 import lark as _lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.lexer import BasicLexer, CallChain, ContextualLexer, Scanner, _create_unless
 from lark.utils import TextSlice
 
 from schedc.lang import nodes as n
@@ -100,7 +101,61 @@ def parser(strict: bool = False) -> Lark:
         strict=strict,
         lexer_callbacks={"COMMENT": _collect_comment},
         cache=_cache_file(strict) or False,
+        _plugins={"ContextualLexer": _ContextualLexer},
     )
+
+
+# A parser state's scanner is compiled once the state has matched this many tokens.
+_HOT = 64
+
+
+class _LazyScanner:
+    """lark's scanner of one parser state (the state's terminals as ONE alternation, compiled),
+    built only once the state is hot; until then each terminal's own pattern is tried in
+    the alternation's order, and the first that matches is the token, as in the alternation.
+
+    lark's contextual lexer compiles one alternation per parser state met: 32 of them for a
+    typical file, 20-40 ms of every `schedc check` of it (docs/performance.md). A terminal's
+    own pattern is compiled once per process (`re` keeps it) and shared by every state.
+    """
+
+    def __init__(self, terminals, flags: int, re_module, use_bytes: bool) -> None:
+        assert not use_bytes, "the parser lexes str"
+        self.allowed_types = {t.name for t in terminals}
+        self._patterns = [(re_module.compile(t.pattern.to_regexp(), flags).match, t.name) for t in terminals]
+        self._build = (terminals, flags, re_module, use_bytes)
+        self._scanner: Scanner | None = None
+        self._left = _HOT
+
+    def match(self, text: TextSlice, pos: int):
+        if self._scanner is not None:
+            return self._scanner.match(text, pos)
+        self._left -= 1
+        if not self._left:
+            self._scanner = Scanner(*self._build)
+        for match, name in self._patterns:
+            found = match(text.text, pos, text.end)
+            if found:
+                return found.group(0), name
+        return None
+
+
+class _LazyBasicLexer(BasicLexer):
+    """lark's lexer of one parser state, with a `_LazyScanner`."""
+
+    def _build_scanner(self):
+        # lark's BasicLexer._build_scanner (lark 1.2-1.3), with the scanner made lazy
+        terminals, self.callback = _create_unless(self.terminals, self.g_regex_flags, self.re, self.use_bytes)
+        for type_, f in self.user_callbacks.items():
+            if type_ in self.callback:
+                self.callback[type_] = CallChain(self.callback[type_], f, lambda t, type_=type_: t.type == type_)
+            else:
+                self.callback[type_] = f
+        return _LazyScanner(terminals, self.g_regex_flags, self.re, self.use_bytes)
+
+
+class _ContextualLexer(ContextualLexer):
+    BasicLexer = _LazyBasicLexer
 
 
 def _cache_file(strict: bool) -> str | None:

@@ -7,12 +7,13 @@ Each file is realistic: named phases with lr schedules (constants, cosine,
 warmup_cosine, `then` chains), per-phase optimizers, free/fix/init/stop
 statements, `repeat` blocks and a params block. Every generated file checks
 clean (the benchmark asserts it), so the numbers measure the clean path users
-hit most. Reported: the median wall time of `python -m schedc check FILE` over
-several runs, and the rate in phases and lines per second, for a fresh check
-(`--no-cache`: parse and checks) and for an unchanged file answered from the
-result cache (in a temporary cache folder, filled by one run first); with
-`--baseline OTHER/src`, also another checkout's fresh check, the commands
-taking turns.
+hit most. Reported: the median and minimum wall and CPU (user + system) time of
+`python -m schedc check FILE` as a whole process over several runs, for a fresh
+check (`--no-cache`: parse and checks) and for an unchanged file answered from
+the result cache (in a temporary cache folder, filled by one run first), beside
+the Python interpreter alone (`python -c pass`: the floor); with `--baseline
+OTHER/src`, also another checkout's two, the commands taking turns. Bytecode
+caching is on (PYTHONDONTWRITEBYTECODE is dropped), as in an installed package.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import sys
@@ -80,13 +82,20 @@ def generate(phases: int) -> str:
 
 def variants(path: pathlib.Path, baseline: str | None) -> dict[str, tuple[list[str], dict]]:
     """The commands timed: a fresh check (`--no-cache`), a result-cache hit (the cache filled by
-    one run first) and, with `baseline`, a fresh check by the schedc checkout at that `src`."""
+    one run first) and, with `baseline`, the same two by the schedc checkout at that `src`."""
     check = ["-m", "schedc", "check", "--format", "concise", str(path)]
-    env = {k: v for k, v in os.environ.items() if k != "SCHEDC_NO_CACHE"} | {"SCHEDC_CACHE_DIR": str(path.parent / "cache")}
-    found = {"off (fresh check)": ([sys.executable, *check, "--no-cache"], env), "hit": ([sys.executable, *check], env)}
+    env = {k: v for k, v in os.environ.items() if k not in ("SCHEDC_NO_CACHE", "PYTHONDONTWRITEBYTECODE")}
+    env["SCHEDC_CACHE_DIR"] = str(path.parent / "cache")
+    found = {
+        "python -c pass": ([sys.executable, "-c", "pass"], env),
+        "fresh (--no-cache)": ([sys.executable, *check, "--no-cache"], env),
+        "hit": ([sys.executable, *check], env),
+    }
     if baseline:
-        found = {f"baseline {baseline}": ([sys.executable, *check], env | {"PYTHONPATH": baseline}), **found}
-    subprocess.run(found["hit"][0], capture_output=True, env=env)  # fills the cache
+        before = env | {"PYTHONPATH": baseline, "SCHEDC_CACHE_DIR": str(path.parent / "cache-baseline")}
+        found |= {"baseline fresh": ([sys.executable, *check, "--no-cache"], before), "baseline hit": ([sys.executable, *check], before)}
+    for command, command_env in found.values():  # fills the caches (results, lark's tables, bytecode)
+        subprocess.run(command, capture_output=True, env=command_env)
     return found
 
 
@@ -100,12 +109,12 @@ def time_interleaved(commands: dict, runs: int, path: pathlib.Path) -> dict[str,
     times = {name: ([], []) for name in commands}
     for _ in range(runs):
         for name, (command, env) in commands.items():
-            before = os.times()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             proc = subprocess.run(command, capture_output=True, text=True, env=env)
             times[name][0].append(time.perf_counter() - start)
-            after = os.times()
-            times[name][1].append(after.children_user + after.children_system - before.children_user - before.children_system)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            times[name][1].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             if proc.returncode != 0:
                 raise SystemExit(f"{path} did not check clean ({name}):\n{proc.stdout}{proc.stderr}")
     return times
@@ -119,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", help="also time the schedc whose package is in this src folder (another checkout), side by side")
     args = ap.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    print("| phases | lines | command | wall median s | wall min s | CPU median s | phases/s (wall) | lines/s (wall) |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("| phases | lines | command | wall median ms | wall min ms | CPU median ms | CPU min ms |")
+    print("|---:|---:|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for size in [None] if args.file else args.sizes:
             text = args.file.read_text() if args.file else generate(size)
@@ -129,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             lines = text.count("\n")
             size = size or text.count("phase ")  # (a given file: its phase statements, before repeats)
             for kind, (walls, cpus) in time_interleaved(variants(path, args.baseline), args.runs, path).items():
-                median = statistics.median(walls)
-                print(f"| {size} | {lines} | {kind} | {median:.3f} | {min(walls):.3f} | {statistics.median(cpus):.3f} | {size / median:,.0f} | {lines / median:,.0f} |", flush=True)
+                print(f"| {size} | {lines} | {kind} | {_ms(statistics.median(walls))} | {_ms(min(walls))} | {_ms(statistics.median(cpus))} | {_ms(min(cpus))} |", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f}"
 
 
 if __name__ == "__main__":

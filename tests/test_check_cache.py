@@ -4,6 +4,8 @@ change of the file's bytes misses; --no-cache and SCHEDC_NO_CACHE turn it off.""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -87,3 +89,24 @@ def test_standard_input_is_not_cached(tmp_path, cache):
     proc = subprocess.run([sys.executable, "-m", "schedc", "check", "-"], input=BAD, capture_output=True, text=True)
     assert proc.returncode == 1 and "E0" in proc.stdout
     assert not cache.exists()
+
+
+def test_key_covers_the_grammar_and_the_front_end():
+    """An edited grammar, parser or check (size or modification time) changes every key."""
+    covered = {path for path, _, _ in result_cache._front_end_fingerprint()}
+    assert {"lang/grammar/sched.lark", "lang/syntax.py", "lang/nodes.py", "check/checker.py", "pipeline.py"} <= covered
+
+
+def test_a_clean_hit_imports_almost_nothing(tmp_path, cache):
+    """Answering an unchanged clean file imports neither the parser, lark, the checks nor even the
+    diagnostics module (and so not dataclasses): there is nothing to render."""
+    f = tmp_path / "f.sched"
+    f.write_text("phase 10 lr 0.1 < free a >\n")
+    env = {**os.environ, "SCHEDC_CACHE_DIR": str(cache)}
+    command = [sys.executable, "-X", "importtime", "-m", "schedc", "check", str(f)]
+    subprocess.run(command, capture_output=True, env=env, check=True)  # fills the cache
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0 and proc.stdout == "All checks passed!\n"
+    imported = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", proc.stderr, re.MULTILINE))
+    assert "schedc.cli.result_cache" in imported  # the measurement works
+    assert not imported & {"lark", "schedc.lang.nodes", "schedc.lang.syntax", "schedc.check", "schedc.lang.diagnostics", "dataclasses", "pathlib"}

@@ -76,7 +76,14 @@ def test_an_unreadable_file_is_an_error_never_a_pass(capsys, tmp_path, monkeypat
         path.mkdir()
     else:  # chmod 000 does not stop root: the read fails as it would for another user
         path.write_text("phase 10 lr 0.1 < free a >\n")
-        monkeypatch.setattr(type(path), "read_bytes", lambda self: (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(self))))
+        real_open = open
+
+        def refusing_open(file, *args, **kwargs):
+            if str(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", refusing_open)
     rc, out, err = check(capsys, str(path))
     assert rc == 2
     assert f"cannot read {path}: " in err and ("Is a directory" in err or "Permission denied" in err)

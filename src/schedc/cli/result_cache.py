@@ -9,21 +9,22 @@ the front end (schedc.lang, schedc.check, schedc.pipeline and the grammar), so a
 checkout never answers from a stale entry. Checks against a model (`--model`) and standard
 input are never cached. `schedc check --no-cache` or `SCHEDC_NO_CACHE=1` turns it off.
 
-JSON, not pickle: reading a cache entry never runs code.
+JSON, not pickle: reading a cache entry never runs code. A hit imports only what it must
+(hashlib, json): the diagnostics classes only when there are diagnostics to rebuild, no pathlib.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import sys
-from pathlib import Path
 
 from schedc import __version__
-from schedc.lang.diagnostics import Diagnostic, Label
-from schedc.lang.span import Span
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from schedc.lang.diagnostics import Diagnostic
 
 # bump when the entry's layout changes
 FORMAT = 2
@@ -33,12 +34,12 @@ def enabled() -> bool:
     return not os.environ.get("SCHEDC_NO_CACHE")
 
 
-def folder() -> Path:
+def folder() -> str:
     explicit = os.environ.get("SCHEDC_CACHE_DIR")
     if explicit:
-        return Path(explicit)
+        return explicit
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "schedc" / "check"
+    return os.path.join(base, "schedc", "check")
 
 
 def key(data: bytes) -> str:
@@ -51,7 +52,8 @@ def key(data: bytes) -> str:
 def load(name: str, data: bytes) -> list[Diagnostic] | None:
     """The diagnostics cached for file `name` with these bytes, or None (no entry, a stale or unreadable one)."""
     try:
-        entry = json.loads(_entry(name).read_bytes())
+        with open(_entry(name), "rb") as file:
+            entry = json.loads(file.read())
         if entry.get("key") != key(data):
             return None
         return [_diagnostic(r, name) for r in entry["diagnostics"]]
@@ -61,19 +63,22 @@ def load(name: str, data: bytes) -> list[Diagnostic] | None:
 
 def store(name: str, data: bytes, diagnostics: list[Diagnostic]) -> None:
     """Keep `diagnostics` for file `name` with these bytes (silently nothing when the folder is not writable)."""
+    import dataclasses
+
     path = _entry(name)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"key": key(data), "diagnostics": [dataclasses.asdict(d) for d in diagnostics]}))
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        partial = f"{path[:-len('.json')]}.{os.getpid()}.tmp"
+        with open(partial, "w") as file:
+            file.write(json.dumps({"key": key(data), "diagnostics": [dataclasses.asdict(d) for d in diagnostics]}))
         os.replace(partial, path)  # a reader sees the old entry or the new one, never half of one
     except OSError:
         pass
 
 
-def _entry(name: str) -> Path:
+def _entry(name: str) -> str:
     """One entry per checked path (so the folder holds as many files as one has checked, not one per edit)."""
-    return folder() / (hashlib.sha256(os.path.abspath(name).encode()).hexdigest()[:32] + ".json")
+    return os.path.join(folder(), hashlib.sha256(os.path.abspath(name).encode()).hexdigest()[:32] + ".json")
 
 
 _FINGERPRINT: tuple | None = None
@@ -83,13 +88,13 @@ def _front_end_fingerprint() -> tuple:
     """(path, size, mtime) of every file whose change could change a model-free diagnostic."""
     global _FINGERPRINT
     if _FINGERPRINT is None:
-        package = Path(__file__).resolve().parent.parent
+        package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
         found = []
         for sub in ("lang", "check", "lang/grammar"):
-            with os.scandir(package / sub) as entries:
+            with os.scandir(os.path.join(package, sub)) as entries:
                 found.extend((f"{sub}/{e.name}", e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file() and e.name.endswith((".py", ".lark")))
-        pipeline = package / "pipeline.py"
-        found.append(("pipeline.py", pipeline.stat().st_size, pipeline.stat().st_mtime_ns))
+        pipeline = os.stat(os.path.join(package, "pipeline.py"))
+        found.append(("pipeline.py", pipeline.st_size, pipeline.st_mtime_ns))
         _FINGERPRINT = tuple(sorted(found))
     return _FINGERPRINT
 
@@ -97,6 +102,9 @@ def _front_end_fingerprint() -> tuple:
 def _diagnostic(record: dict, name: str) -> Diagnostic:
     """A diagnostic back from its record (`dataclasses.asdict`); under `name` (the same path,
     perhaps spelled another way)."""
+    from schedc.lang.diagnostics import Diagnostic, Label
+    from schedc.lang.span import Span
+
     def under_name(file):
         return name if file is not None and file == record["file"] else file
 

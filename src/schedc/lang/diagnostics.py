@@ -313,25 +313,6 @@ def render_text(diagnostics: Sequence[Diagnostic], sources: dict[str, Source] | 
     return "\n\n".join(blocks)
 
 
-def summary_line(diagnostics: Sequence[Diagnostic], files: int, unreadable: int = 0) -> str:
-    """The last line of `schedc check`: what was found in the `files` checked, and how many
-    more could not be read (then it never says that all checks passed)."""
-    errors = sum(d.is_error for d in diagnostics)
-    warnings = len(diagnostics) - errors
-    not_read = f"{unreadable} file{'s' * (unreadable != 1)} could not be read"
-    if not diagnostics and unreadable:
-        return f"No problems found in {files} file{'s' * (files != 1)} checked; {not_read}."
-    if not diagnostics:
-        return "All checks passed!" if files == 1 else f"All checks passed ({files} files)."
-    parts = []
-    if errors:
-        parts.append(f"{errors} error{'s' * (errors != 1)}")
-    if warnings:
-        parts.append(f"{warnings} warning{'s' * (warnings != 1)}")
-    found = f"Found {' and '.join(parts)} in {files} file{'s' * (files != 1)}"
-    return found + (f"; {not_read}." if unreadable else ".")
-
-
 RENDERERS = {"text": render_text, "concise": render_concise, "json": render_json, "github": render_github}
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+TYPE_CHECKING = False  # (not `typing`'s: `schedc check` answering from its cache imports neither typing nor pathlib)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MODEL_HELP = "resolve against the model's parameters; without a value, the file's `model` directive names it"
 

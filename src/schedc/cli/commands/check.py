@@ -2,7 +2,8 @@
 
 Without --model, a file's diagnostics are kept in a result cache and reused while neither
 its bytes nor schedc change (schedc.cli.result_cache; `--no-cache` or SCHEDC_NO_CACHE=1 turn it
-off); a hit imports neither the parser nor the checks.
+off); a hit imports neither the parser nor the checks, and a hit without diagnostics not even
+the diagnostics module (nor dataclasses, typing or pathlib): there is nothing to render.
 
 Exit status: 0 clean (warnings allowed unless --strict), 1 problems found,
 2 usage or I/O problem (a file that cannot be read is reported on stderr and
@@ -15,21 +16,16 @@ import argparse
 import contextlib
 import gc
 import os
-import pathlib
 import sys
 
 from schedc.cli import result_cache
 from schedc.cli.commands import add_model_argument
-from schedc.lang.diagnostics import (
-    RENDERERS,
-    Diagnostic,
-    Source,
-    has_errors,
-    render_text,
-    sort_key,
-    summary_line,
-)
-from schedc.lang.text import decode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import pathlib
+
+    from schedc.lang.diagnostics import Diagnostic, Source
 
 FORMATS = ("text", "concise", "json", "github")
 
@@ -68,11 +64,16 @@ def run(args: argparse.Namespace) -> int:
         if source is not None:
             sources[name] = source
         diagnostics.extend(found)
-    diagnostics.sort(key=sort_key)
+    failed = False
+    if diagnostics:  # (a clean run, most often answered from the cache, imports no diagnostics module)
+        from schedc.lang.diagnostics import has_errors, sort_key
+
+        diagnostics.sort(key=sort_key)
+        failed = has_errors(diagnostics, args.strict)
     _emit(diagnostics, sources, args.format, len(files) - unreadable, unreadable)
     if unreadable:
         return 2
-    return 1 if has_errors(diagnostics, args.strict) else 0
+    return 1 if failed else 0
 
 
 def _check(name: str, data: bytes, model_ref: str | None, cached: bool) -> tuple[Source | None, list[Diagnostic]]:
@@ -80,7 +81,12 @@ def _check(name: str, data: bytes, model_ref: str | None, cached: bool) -> tuple
     `cached` and it holds them for these bytes, else analysed (and then kept when `cached`)."""
     if cached:
         found = result_cache.load(name, data)
+        if found == []:  # nothing to render: no source needed
+            return None, found
         if found is not None:
+            from schedc.lang.diagnostics import Source
+            from schedc.lang.text import decode
+
             return Source(name, decode(data)[0]), found
     from schedc.pipeline import analyse
 
@@ -110,7 +116,8 @@ def _read(name: str) -> bytes | None:
     try:
         if name == "-":
             return sys.stdin.buffer.read()
-        return pathlib.Path(name).read_bytes()
+        with open(name, "rb") as file:
+            return file.read()
     except OSError as exc:
         print(f"schedc check: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
         return None
@@ -127,11 +134,18 @@ def _model(model_ref: str | None):
 
 def _base_dir(name: str) -> pathlib.Path:
     """Where the file's relative model reference is found (its folder; the cwd for standard input)."""
+    import pathlib
+
     return pathlib.Path.cwd() if name == "-" else pathlib.Path(name).resolve().parent
 
 
 def _emit(diagnostics: list[Diagnostic], sources: dict[str, Source], fmt: str, files: int, unreadable: int) -> None:
     out = sys.stdout
+    if not diagnostics:  # a clean run (most often answered from the cache): no renderer needed
+        print("[]" if fmt == "json" else summary_line(diagnostics, files, unreadable), file=out)
+        return
+    from schedc.lang.diagnostics import RENDERERS, render_text
+
     if fmt == "json":
         print(RENDERERS["json"](diagnostics, sources), file=out)
         return
@@ -142,3 +156,22 @@ def _emit(diagnostics: list[Diagnostic], sources: dict[str, Source], fmt: str, f
     if body:
         print(body + ("\n" if fmt == "text" else ""), file=out)
     print(summary_line(diagnostics, files, unreadable), file=out)
+
+
+def summary_line(diagnostics: list[Diagnostic], files: int, unreadable: int = 0) -> str:
+    """The last line of `schedc check`: what was found in the `files` checked, and how many
+    more could not be read (then it never says that all checks passed)."""
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    not_read = f"{unreadable} file{'s' * (unreadable != 1)} could not be read"
+    if not diagnostics and unreadable:
+        return f"No problems found in {files} file{'s' * (files != 1)} checked; {not_read}."
+    if not diagnostics:
+        return "All checks passed!" if files == 1 else f"All checks passed ({files} files)."
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' * (errors != 1)}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' * (warnings != 1)}")
+    found = f"Found {' and '.join(parts)} in {files} file{'s' * (files != 1)}"
+    return found + (f"; {not_read}." if unreadable else ".")

@@ -237,3 +237,133 @@ def test_a_phase_whose_batch_does_not_fit_the_data_runs_alone_and_names_itself(d
     with pytest.raises(DataError, match="phase 6 has `batch 30` but the data holds only 20 examples") as info:
         data_program.run(mse, X[:20], Y[:20], quiet=True)
     assert len(info.value.result.phases) == 6
+
+
+# ---------------------------------------------------------------- replays (a later run of a program that ran as one segment skips the runner)
+
+def fitted(m, x):
+    return jnp.sum((m["a"] - jnp.mean(x)) ** 2) + jnp.sum(jnp.sin(1.3 * m["b"] * x[:2]) ** 2)
+
+
+REPLAY_TEXT = """seed 1
+phase 9 lr 0.1 < free a >
+phase 7 lr 0.05 < free a, b; init b ~ normal(0, 1); carry state >
+phase 8 lr 0.02 < free b; stop when loss_change < 0.0001 over 3 >
+"""
+
+
+def runners_made(monkeypatch) -> list:
+    """A list that grows by one whenever a Runner is made from now on."""
+    from schedc.runtime import runner
+
+    made = []
+    original = runner.Runner.__init__
+    monkeypatch.setattr(runner.Runner, "__init__", lambda self, *a, **k: (made.append(1), original(self, *a, **k))[1])
+    return made
+
+
+def test_a_second_run_replays_the_segment_with_the_same_results(monkeypatch):
+    program = schedc.compile(REPLAY_TEXT, model())
+    x = jnp.linspace(0.5, 1.5, 6)
+    first = program.run(fitted, x, quiet=True)
+    made = runners_made(monkeypatch)
+    calls = fused_calls(monkeypatch)
+    again = program.run(fitted, x, quiet=True)
+    assert made == [] and len(calls) == 1  # no runner: one call of the kept segment
+    assert_same_run(first, again)
+    assert_same_run(program.run(fitted, x, quiet=True, fuse=False), again)
+    # new values of the same shapes are the new run's data, not the recorded run's
+    y = jnp.linspace(-1.0, 2.0, 6)
+    replayed = program.run(fitted, y, quiet=True)
+    assert made == [1] and len(calls) == 2  # (the fuse=False run made the one runner)
+    assert_same_run(schedc.compile(REPLAY_TEXT, model()).run(fitted, y, quiet=True, fuse=False), replayed)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda program, x: ((x[:4],), {}),  # another shape
+        lambda program, x: ((x.astype(jnp.int32),), {}),  # another dtype
+        lambda program, x: ((), {"x": x}),  # another structure (a keyword)
+        lambda program, x: (setattr(program, "model", {"a": jnp.ones(3), "b": jnp.ones(2)}), ((x,), {}))[1],  # another model
+    ],
+    ids=["shape", "dtype", "structure", "model"],
+)
+def test_a_replay_is_not_used_when_what_it_derived_changes(change, monkeypatch):
+    program = schedc.compile(REPLAY_TEXT, model())
+    x = jnp.linspace(0.5, 1.5, 6)
+    program.run(fitted, x, quiet=True)
+    args, kwargs = change(program, x)
+    made = runners_made(monkeypatch)
+    changed = program.run(fitted, *args, quiet=True, **kwargs)
+    assert made == [1]
+    fresh = schedc.compile(REPLAY_TEXT, program.model)
+    assert_same_run(fresh.run(fitted, *args, quiet=True, fuse=False, **kwargs), changed)
+    made.clear()
+    assert_same_run(changed, program.run(fitted, *args, quiet=True, **kwargs))  # recorded anew: replayed now
+    assert made == []
+
+
+def blows_up_past(m, limit):
+    """NaN once `a[0]` passes `limit` (data: a run recorded with a high limit replays with a low one)."""
+    return jnp.where(m["a"][0] > limit[0], jnp.nan, loss(m))
+
+
+def test_a_replayed_run_reports_a_non_finite_loss_as_the_runner_does(monkeypatch):
+    text = """optimizer sgd
+    phase 5 lr 0.01 < free a >
+    phase calm 5 lr 0.01 < free b >
+    phase boom 40 lr 0.2 < free a >
+    phase 5 lr 0.01 < free b >
+    """
+    program = schedc.compile(text, model())
+    program.run(blows_up_past, jnp.array([99.0]), quiet=True)
+    made = runners_made(monkeypatch)
+    errors = []
+    for fuse in (True, False):  # replayed, then phase by phase
+        with pytest.raises(RunError) as info:
+            program.run(blows_up_past, jnp.array([0.5]), quiet=True, fuse=fuse)
+        errors.append(info.value)
+    assert len(made) == 2  # the replay made a runner only to word its error
+    replayed, one = errors
+    assert str(replayed) == str(one) and "phase 2 (boom)" in str(replayed) and replayed.step == one.step
+    assert replayed.result.stop_reasons == ["completed", "completed", "non-finite loss"]
+    assert_same_run(one.result, replayed.result)
+    assert leaves_bytes(replayed.model) == leaves_bytes(one.model)
+
+
+def test_a_signal_stops_a_replayed_run_with_the_phases_it_finished(monkeypatch):
+    """With calls of 8 steps, a SIGINT during the second call stops the run after it: the phases
+    finished are kept, as in a run through the runner."""
+    import os
+    import signal
+
+    from schedc.runtime.runner import Interrupted
+
+    program = schedc.compile(REPLAY_TEXT, model())
+    x = jnp.linspace(0.5, 1.5, 6)
+    program.run(fitted, x, quiet=True, chunk=8)
+    original = fused._collect
+    stopped = []
+    for replayed in (True, False):
+        if not replayed:
+            program._replays.clear()
+        seen = []
+
+        def collect(*a):
+            seen.append(1)
+            if len(seen) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            return original(*a)
+
+        monkeypatch.setattr(fused, "_collect", collect)
+        made = runners_made(monkeypatch)
+        with pytest.raises(Interrupted) as info:
+            program.run(fitted, x, quiet=True, chunk=8)
+        assert len(made) == (not replayed)
+        stopped.append(info.value)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+    replayed, through_runner = stopped
+    assert replayed.phase == through_runner.phase == 2 and replayed.signal == signal.SIGINT
+    assert len(replayed.result.phases) == 2  # (the second call ended the second phase: 9 + 7 steps)
+    assert_same_run(through_runner.result, replayed.result)

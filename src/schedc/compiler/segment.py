@@ -155,34 +155,37 @@ class Program:
     unfusable: str | None  # why the loss must run phase by phase (see `_unfusable`), or None
     keeps_ema: tuple[bool, ...] = ()  # per signature: whether its optimizer state holds an `ema`
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
-    _fresh: dict | None = None  # the state's parts every run starts from, already on the device
+    _fresh: dict | None = None  # what every run's calls share, already on the device (`_shared`)
+
+    def budget(self, steps: int):
+        """The `budget` argument of a call running at most `steps` steps (the whole chunk's on the
+        device already: a host scalar is copied in at every call)."""
+        return self._shared()["budget"] if steps == self.signature.chunk else np.int32(steps)
 
     def initial_state(self, model_arrays, carried=None) -> dict:
         """The state a segment starts from: the model, fresh slots (a carried-in optimizer state
-        `(signature, opt_state)` in its slot), the first row, step 0.
-
-        The fresh parts are made on the device once per program and shared by its runs (JAX
-        arrays are immutable): copying them in again at every call would cost more host time
-        than the rest of a short segment's bookkeeping."""
-        import jax
-        import jax.numpy as jnp
-
-        if self._fresh is None:
-            ring_dtype = jnp.result_type(float)
-            self._fresh = jax.device_put(
-                {
-                    "slots": [
-                        {"opt": jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes), "ring": np.full((sig.over,), np.nan, ring_dtype)}
-                        for sig, shapes in zip(self.signature.signatures, self.slot_shapes)
-                    ],
-                    "start": np.int32(0),
-                }
-            )
-        slots = [dict(slot) for slot in self._fresh["slots"]]
+        `(signature, opt_state)` in its slot), the first row, step 0."""
+        slots = [dict(slot) for slot in self._shared()["slots"]]
         if carried is not None and carried[0] in self.signature.signatures:
             slots[self.signature.signatures.index(carried[0])]["opt"] = carried[1]
-        start = self._fresh["start"]
+        start = self._shared()["start"]
         return {"leaves": tuple(model_arrays), "slots": tuple(slots), "phase": start, "step": start}
+
+    def _shared(self) -> dict:
+        """The fresh slots, the first row and the whole chunk's budget: made on the device once per
+        program and shared by its runs (JAX arrays are immutable). Copying them in again at every
+        call would cost more host time than the rest of a short segment's bookkeeping."""
+        if self._fresh is None:
+            import jax
+            import jax.numpy as jnp
+
+            ring_dtype = jnp.result_type(float)
+            slots = [
+                {"opt": jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes), "ring": np.full((sig.over,), np.nan, ring_dtype)}
+                for sig, shapes in zip(self.signature.signatures, self.slot_shapes)
+            ]
+            self._fresh = jax.device_put({"slots": slots, "start": np.int32(0), "budget": np.int32(self.signature.chunk)})
+        return self._fresh
 
 
 _CACHE: dict[tuple, Program] = {}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -81,57 +83,84 @@ def _segment_plan(runner, start: int, end: int):
     return value
 
 
-def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
-    import jax
+@dataclass
+class Segment:
+    """A fused segment ready to call: what a run derives before its first call (a `Replay` keeps it)."""
 
-    phases = runner.plan.phases[start:end]
+    phases: tuple  # the segment's PhasePlans
+    prepared: list  # their chunk.PreparedPhase forms
+    signature: S.SegmentSignature
+    table: dict  # the phases' numbers, on the device
+    program: S.Program
+    model_layout: C.Layout
+    keeps_ema: list  # per phase: whether it returns an EMA model (`ema D`)
+
+
+def _segment(runner, start: int, end: int, model) -> tuple[Segment, tuple]:
+    """The segment of phases `start` .. `end - 1` and the model's array leaves it starts from."""
+    if runner.begun is not None and model is runner.begun.model:  # the run's first segment
+        model_arrays, model_layout = runner.begun.arrays, runner.begun.layout
+    else:
+        model_arrays, model_layout = C.split(strong_types(model))
+    prepared, signature, table = _segment_plan(runner, start, end)
+    program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays)
+    if program.unfusable:
+        raise NotFused(loss=True)
+    keeps_ema = [program.keeps_ema[signature.signatures.index(p.signature)] for p in prepared]
+    return Segment(runner.plan.phases[start:end], prepared, signature, table, program, model_layout, keeps_ema), model_arrays
+
+
+def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
     started = time.perf_counter()
     with CompileClock() as clock:
-        if runner.begun is not None and model is runner.begun.model:  # the run's first segment
-            model_arrays, model_layout = runner.begun.arrays, runner.begun.layout
-        else:
-            model_arrays, model_layout = C.split(strong_types(model))
-        prepared, signature, table = _segment_plan(runner, start, end)
-        program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays)
-        if program.unfusable:
-            raise NotFused(loss=True)
+        segment, model_arrays = _segment(runner, start, end, model)
         previous = runner.state.signature
-        state = program.initial_state(model_arrays, (previous, runner.state.opt_state) if previous is not None else None)
-        initial_arrays = runner.begun.arrays
-        pieces: list[list[np.ndarray]] = [[] for _ in phases]
-        reasons = [C.COMPLETED] * len(phases)
-        models: list = []  # per finished phase: (a call's outputs, its row)
-        pace = Pace(signature.chunk, steady=progress is None)
-        bar = _Bar(progress, phases)
-        while True:
-            first_row = len(models)
-            budget = pace.steps()
-            try:
-                state, out = program.call(state, table, runner.key, initial_arrays, runner.data_arrays, np.int32(budget))
-            except Exception as exc:
-                if not program.ran:
-                    raise NotFused() from exc
-                raise
-            program.ran = True
-            losses, counts = jax.device_get((out["losses"], out["counts"]))
-            window = signature.window
-            found = {"losses": losses, "ran": counts[:window], "reason": counts[window : 2 * window]}
-            row, step = int(counts[-2]), int(counts[-1])
-            _collect(found, first_row, row, step, pieces, reasons)
-            models.extend((out, r) for r in range(first_row, row))
-            bar.advance(pieces, first_row, row + (step > 0))
-            pace.observe(int(np.sum(found["ran"])))
-            if len(models) == len(phases) or (models and reasons[len(models) - 1] == C.NONFINITE) or runner.stop_signal is not None:
-                break
-    keeps_ema = [program.keeps_ema[signature.signatures.index(p.signature)] for p in prepared]
-    results = _results(phases, prepared, pieces, reasons, models, keeps_ema, model_layout, time.perf_counter() - started, clock)
+        state = segment.program.initial_state(model_arrays, (previous, runner.state.opt_state) if previous is not None else None)
+        state, found = _calls(segment, state, runner.key, runner.begun.arrays, runner.data_arrays, runner, progress)
+    results = _results(segment, *found, time.perf_counter() - started, clock)
     if not results:  # a signal came before the first phase ended
         return results
     last = len(results) - 1
-    if last == len(phases) - 1:  # the run goes on from the state's model, already on the device
-        results[last].model = model_layout.rebuild(state["leaves"])
-    runner.state = RunnerState(phases[last].index, prepared[last].signature, state["slots"][signature.signatures.index(prepared[last].signature)]["opt"])
+    if last == len(segment.phases) - 1:  # the run goes on from the state's model, already on the device
+        results[last].model = segment.model_layout.rebuild(state["leaves"])
+    signature = segment.prepared[last].signature
+    runner.state = RunnerState(segment.phases[last].index, signature, state["slots"][segment.signature.signatures.index(signature)]["opt"])
+    runner.segment = segment
     return results
+
+
+def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owner, progress) -> tuple[dict, tuple]:
+    """Call the segment's program from `state` until every phase is done, one met a non-finite
+    loss, or a signal came (`owner.stop_signal`). Returns the last state and what the calls
+    found: per phase its losses (one piece per call) and stop reason, and per finished phase
+    (a call's outputs, its row)."""
+    program, signature = segment.program, segment.signature
+    phases = segment.phases
+    pieces: list[list[np.ndarray]] = [[] for _ in phases]
+    reasons = [C.COMPLETED] * len(phases)
+    models: list = []
+    pace = Pace(signature.chunk, steady=progress is None)
+    bar = _Bar(progress, phases)
+    window = signature.window
+    while True:
+        first_row = len(models)
+        budget = pace.steps()
+        try:
+            state, out = program.call(state, segment.table, key, initial_arrays, data_arrays, program.budget(budget))
+        except Exception as exc:
+            if not program.ran:
+                raise NotFused() from exc
+            raise
+        program.ran = True
+        counts = np.asarray(out["counts"])  # (two reads, not jax.device_get's tree walk)
+        found = {"losses": np.asarray(out["losses"]), "ran": counts[:window], "reason": counts[window : 2 * window]}
+        row, step = int(counts[-2]), int(counts[-1])
+        _collect(found, first_row, row, step, pieces, reasons)
+        models.extend((out, r) for r in range(first_row, row))
+        bar.advance(pieces, first_row, row + (step > 0))
+        pace.observe(int(np.sum(found["ran"])))
+        if len(models) == len(phases) or (models and reasons[len(models) - 1] == C.NONFINITE) or owner.stop_signal is not None:
+            return state, (pieces, reasons, models)
 
 
 def _collect(out: dict, first_row: int, row: int, step: int, pieces: list, reasons: list) -> None:
@@ -170,22 +199,107 @@ def _snapshot(layout: C.Layout, buffers: tuple, row: int) -> Later:
     return Later(lambda: layout.rebuild([buffer[row] for buffer in buffers]))
 
 
-def _results(phases, prepared, pieces, reasons, models, keeps_ema, model_layout, wall: float, clock: CompileClock) -> list[PhaseResult]:
+def _results(segment: Segment, pieces, reasons, models, wall: float, clock: CompileClock) -> list[PhaseResult]:
     """One PhaseResult per finished phase. The segment's wall time is shared by steps run; its
     compiles are the first phase's (as a phase-by-phase run counts a new program's compile)."""
     losses = [np.concatenate(p) for p in pieces[: len(models)]]
     total = sum(len(x) for x in losses) or 1
     results = []
-    for row, (phase, prep, phase_losses) in enumerate(zip(phases, prepared, losses)):
+    layout = segment.model_layout
+    for row, (phase, prep, phase_losses) in enumerate(zip(segment.phases, segment.prepared, losses)):
         reason = reasons[row]
         bad = C.first_nonfinite(phase_losses)
         if bad is not None:  # as a phase-by-phase run reads it: the phase ends at its first non-finite loss
             phase_losses, reason = phase_losses[: bad + 1], C.NONFINITE
         first = row == 0  # the segment's compile is counted once, on its first phase
         out, at = models[row]
-        model = _snapshot(model_layout, out["snapshots"], at)
         share = wall * len(phase_losses) / total
-        results.append(phase_result(phase, prep, phase_losses, reason, share, clock.seconds if first else 0.0, clock.count if first else 0, model))
-        if keeps_ema[row]:  # `ema D`: the model with the free parameters' moving average, read lazily too
-            results[-1].ema_model = _snapshot(model_layout, out["ema"], at)
+        results.append(phase_result(phase, prep, phase_losses, reason, share, clock.seconds if first else 0.0, clock.count if first else 0, _snapshot(layout, out["snapshots"], at)))
+        if segment.keeps_ema[row]:  # `ema D`: the model with the free parameters' moving average, read lazily too
+            results[-1].ema_model = _snapshot(layout, out["ema"], at)
     return results
+
+
+def data_signature(args: tuple, kwargs: dict) -> tuple[tuple, tuple]:
+    """(the data's array leaves, what a `Replay` must find again: the data's layout (structure and
+    non-array leaves), each array's shape, dtype, weak type and sharding, and the float width)."""
+    import jax
+
+    arrays, layout = C.split((args, kwargs))
+    avals = tuple((x.shape, x.dtype, getattr(x, "weak_type", False), getattr(x, "sharding", None)) for x in arrays)
+    return arrays, (layout, avals, jax.config.jax_enable_x64)
+
+
+class Replay:
+    """A `Program.run` that ran as one fused segment, kept to run again with little host work.
+
+    What a run derives before its first call (the Plan for the data, the runner, the segment's
+    table and program, its fresh state on the device) depends only on the program, the loss, the
+    options and the data's structure, shapes and dtypes. A later run of the same program and loss
+    with data of the same `data_signature` (and default options) skips all of it: one call of the
+    program, then the same reading of its outputs (`_calls`, `_results`) as any fused segment, so
+    the results, a non-finite loss's `RunError` and a signal's handling are the runner's.
+    """
+
+    def __init__(self, runner, program, signature: tuple):
+        self.program, self.model, self.key, self.plan = program, program.model, program.key, program.plan
+        self.signature = signature
+        self.segment: Segment = runner.segment
+        self.run_key, self.initial_arrays = runner.key, runner.begun.arrays
+        self.state = self.segment.program.initial_state(runner.begun.arrays)  # (immutable device arrays: shared by every replay)
+        self.stop_signal: int | None = None
+
+    @classmethod
+    def of(cls, runner, program, args: tuple, kwargs: dict, result):
+        """The replay of a finished run, or None when the run was not one whole fused segment
+        started from the program's own model and run unwatched in this one process."""
+        segment = getattr(runner, "segment", None)
+        if (
+            segment is None
+            or len(segment.phases) != len(runner.plan.phases)
+            or len(result.phases) != len(segment.phases)
+            or runner.begun is None
+            or runner.begun.model is not program.model
+            or not runner.quiet
+            or runner.processes > 1
+            or runner.logger is not None
+            or runner.stop_signal is not None
+        ):
+            return None
+        return cls(runner, program, data_signature(args, kwargs)[1])
+
+    def data_arrays(self, program, args: tuple, kwargs: dict) -> tuple | None:
+        """The data's arrays when this replay can run `program` on them (the same model, key and
+        schedule as when it was recorded, data of the same signature), else None."""
+        if program.model is not self.model or program.key is not self.key or program.plan is not self.plan:
+            return None
+        arrays, signature = data_signature(args, kwargs)
+        return arrays if signature == self.signature else None
+
+    def run(self, data_arrays: tuple, runner_for_errors: Callable):
+        """The run, as `Runner.run` would do it: a non-finite loss raises its RunError (made by
+        `runner_for_errors()`, a fresh Runner, only then); whatever else stops the run carries the
+        completed phases (`exc.result`)."""
+        from schedc.runtime.runner import Interrupted, Result, RunError, _stop_on_signals
+
+        result = Result(initial_model=self.model)
+        segment = self.segment
+        try:
+            with _stop_on_signals(self):
+                started = time.perf_counter()
+                with CompileClock() as clock:
+                    state, found = _calls(segment, self.state, self.run_key, self.initial_arrays, data_arrays, self, None)
+                result.phases = done = _results(segment, *found, time.perf_counter() - started, clock)
+                if len(done) == len(segment.phases):
+                    done[-1].model = segment.model_layout.rebuild(state["leaves"])
+                if done and done[-1].stop_reason == C.STOP_REASONS[C.NONFINITE]:
+                    raise runner_for_errors().nonfinite_error(result, segment.phases[len(done) - 1], done[-1])
+                if self.stop_signal is not None and len(done) < len(segment.phases):
+                    raise Interrupted(self.stop_signal, len(done), 0)
+        except BaseException as exc:
+            if not isinstance(exc, RunError):
+                exc.result = result
+            raise
+        finally:
+            self.stop_signal = None
+        return result

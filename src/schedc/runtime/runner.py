@@ -623,6 +623,7 @@ class Runner:
         # and phase (the state after the last phase run, once one has run)
         self.model_state = strong_types(state) if state is not None else None
         self.feed = None  # the running phase's feed (a stream.Feed of streamed batches, or stream.Resident), or None
+        self.segment = None  # the last fused segment run (a fused.Segment): a run that was one segment can be replayed
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""

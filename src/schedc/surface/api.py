@@ -9,11 +9,15 @@ when a model is discovered or a key made, never at `import schedc`.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from schedc.lang.diagnostics import SchedError, Source
 from schedc.plan.resolve import DataSize, PhasePlan, Plan
+
+# runs kept for replay per Program (by loss function and chunk length)
+_REPLAYS_KEPT = 4
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Program:
     # `data -> Plan` for a file that counts in epochs: resolved again once the data's size is known
     per_data: object = field(default=None, repr=False)
     _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # plan_for's, by (data size, eval_every)
+    _replays: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (loss, chunk) -> runtime.fused.Replay
 
     def plan_for(self, args=(), kwargs=None, eval_every=None, batches=None) -> Plan:
         """The Plan for this training data: epochs in steps (`N epochs` counts examples // batch steps
@@ -159,13 +164,41 @@ class Program:
         host between them (docs/runtime.md, "Fused segments"); `fuse=False` runs them one by one
         (same results).
         """
+        plain = checkpoint is None and logger is None and metrics is None and validation == () and eval_every is None and state is None and batches is None and fuse
+        if plain and (replayed := self._replay(loss_fn, args, kwargs, chunk, quiet)) is not None:
+            return replayed
         runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, fuse=fuse, state=state, batches=batches, **kwargs)
         runner.logger = logger
         if checkpoint is None:
-            return runner.run(self.model)
+            result = runner.run(self.model)
+            if plain:
+                self._keep_replay(loss_fn, chunk, runner, args, kwargs, result)
+            return result
         from schedc.runtime import checkpoint as ckpt
 
         return ckpt.run(self, runner, checkpoint, checkpoint_every)
+
+    def _replay(self, loss_fn, args: tuple, kwargs: dict, chunk, quiet: bool):
+        """The run replayed (runtime.fused.Replay) when an earlier run of this loss was one fused
+        segment and nothing it derived has changed; else None."""
+        replay = self._replays.get((loss_fn, chunk))
+        if replay is None or not (quiet or not sys.stderr.isatty()):
+            return None
+        data_arrays = replay.data_arrays(self, args, kwargs)
+        if data_arrays is None:
+            return None
+        return replay.run(data_arrays, lambda: self.runner(loss_fn, *args, chunk=chunk, quiet=True, **kwargs))
+
+    def _keep_replay(self, loss_fn, chunk, runner, args: tuple, kwargs: dict, result) -> None:
+        from schedc.runtime.fused import Replay
+
+        replay = Replay.of(runner, self, args, kwargs, result)
+        key = (loss_fn, chunk)
+        self._replays.pop(key, None)
+        if replay is not None:
+            self._replays[key] = replay
+            while len(self._replays) > _REPLAYS_KEPT:
+                self._replays.pop(next(iter(self._replays)))
 
     def sweep(self, **grid):
         """N settings of this program's `$placeholders` and `let`s, to fit at once: `name=[values]`.

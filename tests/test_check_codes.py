@@ -121,6 +121,7 @@ CASES = [
     ("E0212", "batch 8\nphase 3 epochs lr linear(0 -> 1) for 4 epochs then 1 < free a >", 2, 38),
     ("W0106", "seed 1\nphase 3 epochs lr 0.1 < free a >", 2, 1),
     ("W0106", "phase 30 lr linear(0 -> 1) for 1 epoch then 1 < free a >", 1, 1),
+    ("W0107", 'eval "m.py:f" every 5 steps\nphase 30 lr 0.1 < free a; free b lr 0.1 * plateau(on=val.top1_acc) >', 2, 54),
     ("W0101", "seed 1\nlet unused = 1\nphase 10 lr 0.1 < free a >", 2, 5),
     ("W0102", "seed 1\nphase 10 lr 0.1 < free a; fix a >", 2, 19),
     ("W0102", "phase 10 lr 0.1 < fix a, b; free b; free a lr 0.01 >", 1, 19),

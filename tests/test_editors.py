@@ -167,6 +167,7 @@ params <
   in, after: fixed in 0, tail | init uniform(0, 1) at 0;
 >
 phase 10 lr 0.1 for 10% then cosine(0.1 -> 0) < fix ** >
+phase 5 lr 0.1 * plateau(on=val.loss, patience=3) < free a >
 """
 
 
@@ -225,6 +226,8 @@ def test_vim_highlighting(tmp_path):
         ("then", 0): "schedKeyword",
         ("cosine", 0): "schedBuiltin",
         ("**", 0): "schedPattern",
+        ("val.loss", 0): "schedPlateauMetric",
+        ("patience", 0): "schedArgument",
     }
     positions = {key: _position(SAMPLE, *key) for key in expected}
     out = tmp_path / "groups.json"

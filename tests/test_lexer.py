@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
-from pygments.token import Error, Keyword, Name
+from pygments.token import Error, Keyword, Name, Punctuation
 
 from schedc.lang import syntax
 from schedc.tooling.lexer import SchedLexer
@@ -102,6 +102,12 @@ def test_contexts_decide_what_a_word_is():
     assert (Name.Builtin, "loss") in toks  # the stop metric
     assert (Name.Variable, "at") in toks  # a pattern at the start of a params entry
     assert (Name.Builtin, "normal") in toks
+
+
+def test_a_plateaus_metric_is_a_metric():
+    toks = [(token, value) for _, token, value in _tokens("phase 5 lr 0.1 * plateau(on=val.loss, patience=3) < free a >\n") if value.strip()]
+    assert (Name.Attribute, "on") in toks and (Name.Attribute, "patience") in toks
+    assert toks[toks.index((Name.Attribute, "on")) + 2 : toks.index((Name.Attribute, "on")) + 5] == [(Name.Builtin, "val"), (Punctuation, "."), (Name.Builtin, "loss")]
 
 
 def test_bad_character_is_the_only_error():

@@ -186,6 +186,14 @@ def test_completion_offers_transformations_in_a_chain_and_hovers_them():
     assert "optax.chain" in hover_text(text, text.index("chain"))
 
 
+def test_plateau_arguments_complete_and_hover_with_its_metric():
+    assert {"on=", "factor=", "patience=", "cooldown=", "min_scale="} <= set(labels("phase 1 lr 0.1 * plateau("))
+    text = 'eval "m.py:f" every 2 steps\nphase 10 lr 0.1 * plateau(on=val.loss, patience=3) < free a >'
+    assert "evaluation" in hover_text(text, at(text, "on=")) and "training loss" in hover_text(text, at(text, "on="))
+    assert "the `loss` entry of the metrics function" in hover_text(text, at(text, "val.loss"))
+    assert "`patience` of `optax.contrib.reduce_on_plateau`" in hover_text(text, at(text, "patience"))
+
+
 def test_completion_after_a_partial_word_replaces_it():
     text = "phase 1 lr 0.1 < fr"
     start, suggestions = server.completions(text, len(text), parse(text))

@@ -149,6 +149,79 @@ def test_a_group_takes_a_chain_and_its_own_plateau():
     assert "plateau_scale@b" in res.hyperparams and "learning_rate@b" in res.hyperparams
 
 
+# validation data the fit does not see: its loss stops improving while the training loss still falls
+XV = jnp.asarray(np.random.default_rng(2).normal(size=(8, 3)), jnp.float32)
+YV = jnp.asarray(np.random.default_rng(3).normal(size=(8, 4)), jnp.float32)
+EVERY = 4
+ON_METRIC = dict(factor=0.5, patience=1, min_scale=0.05)
+
+
+def fit_evaluated(text: str, **run):
+    return schedc.compile(text, model()).run(loss, X, Y, quiet=True, **run)
+
+
+def scales_fed(values, **keywords):
+    """optax.contrib.reduce_on_plateau's scale after each value fed."""
+    plateau = optax.contrib.reduce_on_plateau(**keywords)
+    state, scales = plateau.init(model()), []
+    for value in values:
+        _, state = plateau.update(model(), state, value=value)
+        scales.append(float(state.scale))
+    return np.asarray(scales)
+
+
+def test_a_plateau_on_an_evaluation_metric_steps_with_optax_at_each_evaluation():
+    text = f'eval "m.py:metrics" every {EVERY} steps\noptimizer sgd\nphase {STEPS} lr 0.3 * plateau(on=val.loss, factor=0.5, patience=1, min_scale=0.05) < free ** >'
+    res = fit_evaluated(text, validation=(XV, YV), metrics=lambda m, x, y: {"loss": loss(m, x, y)})
+    # a hand-written optax loop: sgd's updates times the plateau's scale, the plateau stepped by
+    # reduce_on_plateau's own update with the validation loss after every EVERY steps
+    plateau, sgd = optax.contrib.reduce_on_plateau(**ON_METRIC), optax.sgd(0.3)
+    params = model()
+    p_state, s_state = plateau.init(params), sgd.init(params)
+    losses, applied, metrics = [], [], []
+    for step in range(1, STEPS + 1):
+        value, grads = jax.value_and_grad(loss)(params, X, Y)
+        updates, s_state = sgd.update(grads, s_state, params)
+        params = optax.apply_updates(params, jax.tree_util.tree_map(lambda u: p_state.scale * u, updates))
+        losses.append(float(value))
+        applied.append(float(p_state.scale))
+        if step % EVERY == 0:
+            metrics.append(float(loss(params, XV, YV)))
+            _, p_state = plateau.update((), p_state, value=metrics[-1])
+    close(res.metrics["loss"], metrics)
+    close(res.loss_history, losses)
+    close(res.hyperparams["plateau_scale"], applied)
+    # the scale of each stretch between evaluations is optax's after the evaluations so far
+    after = np.concatenate([[1.0], scales_fed(res.metrics["loss"], **ON_METRIC)])
+    np.testing.assert_array_equal(res.hyperparams["plateau_scale"], np.repeat(after[: STEPS // EVERY], EVERY).astype(np.float32))
+    assert 0.05 <= min(applied) < 1.0  # it fired, the training loss never drove it
+    assert (res.hyperparams["learning_rate"] == np.float32(0.3)).all()
+
+
+def test_a_groups_plateau_on_a_metric_follows_optax_fed_that_metric():
+    floor = 0.8 * float(loss(model(), X, Y))
+
+    def metrics(m, x, y):  # falls, then stays flat at the floor: the plateau fires after `patience` flat evaluations
+        return {"gap": jnp.maximum(loss(m, x, y), floor)}
+
+    text = 'eval "m.py:metrics" every 2 steps\noptimizer sgd\nphase 30 lr 0.1 < free w; free b lr 0.1 * plateau(on=val.gap, patience=2, factor=0.5) >'
+    res = fit_evaluated(text, validation=(X, Y), metrics=metrics)
+    gap = res.metrics["gap"]
+    after = np.concatenate([[1.0], scales_fed(gap, patience=2, factor=0.5)])
+    np.testing.assert_array_equal(res.hyperparams["plateau_scale@b"], np.repeat(after[:15], 2).astype(np.float32))
+    assert gap[0] > floor and gap[-1] == pytest.approx(floor) and after.min() < 1.0  # it improved, then stalled and fired
+
+
+def test_a_plateau_on_a_metric_without_an_evaluation_at_run_time_names_what_is_missing():
+    from schedc.runtime.evaluation import EvalError
+
+    text = 'eval "m.py:metrics" every 2 steps\nphase 10 lr 0.1 * plateau(on=val.loss) < free ** >'
+    with pytest.raises(EvalError, match="uses `val.loss` but the run has no evaluation"):
+        fit_evaluated(text)
+    with pytest.raises(EvalError, match="returned `val.gap`; expected a `loss` entry"):
+        fit_evaluated(text, validation=(XV, YV), metrics=lambda m, x, y: {"gap": loss(m, x, y)})
+
+
 def test_dtype_names_are_values():
     res = fit(f"phase {STEPS} lr 0.05 optimizer adam(mu_dtype=bfloat16) < free ** >")
     losses, _, _ = reference(optax.adam(0.05, mu_dtype=jnp.bfloat16))
@@ -219,6 +292,13 @@ def diagnostics(text: str) -> list[tuple[str, int, str]]:
         ("phase 10 lr 0.1 * plateau(patience=5, wait=3) < free a >", "E0106", 39, "wait"),
         ("phase 10 lr linear(0.1 -> plateau()) < free a >", "E0104", 27, "plateau"),
         ("phase 10 lr 0.1 optimizer plateau < free a >", "E0105", 27, "plateau"),
+        ("phase 10 lr 0.1 * plateau(on=val.loss) < free a >", "E0112", 30, "no `eval` directive"),
+        ('eval "m.py:f" every 2 steps\nphase 10 lr 0.1 * plateau(on=accuracy) < free a >', "E0113", 30, "got `accuracy`"),
+        ('eval "m.py:f" every 2 steps\nphase 10 lr 0.1 < free a; free b lr plateau(on=2) * 0.1 >', "E0113", 48, "got a number"),
+        ('eval "m.py:f" every 2 steps\nlr 0.1 * plateau(on=loss_change)\nphase 10 < free a >', "E0113", 21, "got `loss_change`"),
+        ('eval "m.py:f" every 20 steps\nphase 10 lr 0.1 * plateau(on=val.loss) < free a >', "E0222", 1, "never evaluated"),
+        ('eval "m.py:f" every 2 steps\nphase 10 lr 0.1 * plateau(on=val.loss, wait=1) < free a >', "E0106", 40, "wait"),
+        ('eval "m.py:f" every 2 steps\nphase 10 lr 0.1 * plateau(on=val.accuracy) < free a >', "W0107", 30, "stops decreasing"),
     ],
 )
 def test_bad_optimizers_get_located_diagnostics(text, code, column, words):
@@ -232,5 +312,6 @@ def test_good_optimizers_check_clean():
         "accumulate 4\nema 0.999\nphase 10 lr 1e-3 * plateau(factor=0.5, patience=10, cooldown=0, min_scale=1e-3) optimizer contrib.muon < free a >",
         "phase 10 lr cosine(1 -> 0) optimizer chain(clip(1), sgd(momentum=linear(0.5 -> 0.9))) < free a; free b lr plateau(0.5) * 0.1 optimizer chain(chain(zero_nans, contrib.muon), adam) >",
         "phase 10 optimizer contrib.schedule_free_adamw < free a >",
+        'eval "m.py:f" every 2 steps\nlr 0.1 * plateau(on=val.loss, patience=3)\nphase 10 < free a; free b lr plateau(0.5, on=val.error) * 0.01 >',
     ):
         assert diagnostics(text) == [], text

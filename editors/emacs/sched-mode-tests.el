@@ -17,6 +17,7 @@ free model.lr, layers[0].weight;
 init gp.c ~ normal(0, 0.1);
 stop when loss_change < 1e-6 over 50
 >
+phase 5 lr 0.1 * plateau(on=val.loss) < free a >
 params <
 in, after: fixed in 0, tail | init uniform(0, 1) at 0;
 >
@@ -60,6 +61,7 @@ in, after: fixed in 0, tail | init uniform(0, 1) at 0;
     (should (eq (sched-test-face "layers[0]") 'font-lock-variable-name-face))
     (should (eq (sched-test-face "normal") 'font-lock-builtin-face))
     (should (eq (sched-test-face "loss_change") 'font-lock-constant-face))
+    (should (eq (sched-test-face "val.loss") 'font-lock-constant-face))
     ;; params specs: `fixed in 0' and `init uniform(...)' are not patterns
     (should (eq (sched-test-face "fixed") 'font-lock-keyword-face))
     (should (eq (sched-test-face "in 0") 'font-lock-keyword-face))

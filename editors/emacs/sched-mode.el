@@ -123,6 +123,8 @@ is the step count, not a name."
     (sched--match-phase-name (1 font-lock-function-name-face))
     (,(concat "\\_<optimizer[ \t]+\\(" sched--name "\\(?:\\." sched--name "\\)*\\)") (1 font-lock-type-face))
     (,(concat "\\_<when[ \t]+\\(" sched--name "\\)") (1 font-lock-constant-face))
+    ;; `plateau(on=val.loss)': the metric a plateau follows
+    (,(concat "\\_<on[ \t]*=[ \t]*\\(" sched--name "\\(?:\\." sched--name "\\)?\\)") (1 font-lock-constant-face))
     (,(concat "\\(" sched--name "\\)[ \t]*=[^=]") (1 font-lock-variable-name-face))
     (,(concat "\\_<" (regexp-opt sched-builtins t) "[ \t]*(") (1 font-lock-builtin-face))
     (,(concat "\\_<" (regexp-opt sched-keywords t) "\\_>") (1 font-lock-keyword-face))

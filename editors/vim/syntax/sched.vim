@@ -62,6 +62,8 @@ syn keyword schedStatement carry stop
 syn keyword schedKeyword fixed reset state over after until in at for then
 syn keyword schedKeyword when nextgroup=schedMetric skipwhite
 syn match schedMetric "\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\%(\.\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\)\=" contained
+" `plateau(on=val.loss)`: the metric a plateau follows
+syn match schedPlateauMetric "\%(\<on\s*=\s*\)\@<=\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\%(\.\%(\h\|[^\x00-\x7f]\)\%(\w\|[^\x00-\x7f]\)*\)\="
 
 " A parameter pattern, one token: names, `*`/`**`, `{a,b}`, `[0]`, `[*]`, `["key"]`.
 " Not a pattern: `free in 0` (params specs) and `init normal(...)` (a call).
@@ -103,6 +105,7 @@ hi def link schedPhaseName      Label
 hi def link schedStatement      Statement
 hi def link schedKeyword        Keyword
 hi def link schedMetric         Constant
+hi def link schedPlateauMetric  Constant
 hi def link schedPattern        Identifier
 hi def link schedPatternComma   Delimiter
 hi def link schedParamPattern   Identifier

@@ -13,7 +13,7 @@ from schedc.check.arguments import ArgumentChecker
 from schedc.check.lint import Rule
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, did_you_mean
-from schedc.lang.expr import constant, rewrite, uses_epochs
+from schedc.lang.expr import constant, describe, plateau_factor, plateau_metric, rewrite, uses_epochs
 from schedc.lang.program import header_span
 
 
@@ -38,11 +38,22 @@ def _epoch_count(ctx, expr, what: str) -> None:
         ctx.report(Diagnostic("E0218", f"{what} must count more than 0 epochs, got {value:g}", expr.span))
 
 
+def plateau_metric_of(ctx, lr):
+    """The `on=` value of a learning rate's `plateau(on=val.M, ...)` factor (a `let` substituted), or None."""
+    if lr is None:
+        return None
+    _, call = plateau_factor(ctx.closed(lr))
+    return plateau_metric(call)[1] if call is not None else None
+
+
 class DataDirectives(Rule):
-    """E0217 for a `batch` directive that is not a whole number >= 1; E0219 for an `eval` interval."""
+    """E0217 for a `batch` directive that is not a whole number >= 1; E0219 for an `eval` interval;
+    the metric of an `lr` directive's `plateau(on=val.M)` (E0112, E0113, W0107: see DataPhases)."""
 
     def visit_Directive(self, d: n.Directive) -> None:
-        if d.keyword == "batch":
+        if d.keyword == "lr":
+            _plateau_metric(self.ctx, plateau_metric_of(self.ctx, d.value))
+        elif d.keyword == "batch":
             _batch_size(self.ctx, d.value)
         elif d.keyword == "eval" and d.every is not None and d.every.count is not None:
             value = _value(self.ctx, d.every.count)
@@ -59,8 +70,9 @@ class EpochCounts(Rule):
 
 class DataPhases(Rule):
     """A phase's `batch` and length in epochs (W0106 without a batch size), and its rules on
-    evaluation metrics: `stop when val.M ...` (E0112, E0113, E0114, E0220) and `keep` (E0114),
-    in a phase that evaluates at least once (E0222); its schedules counted in epochs (E0207, E0212)."""
+    evaluation metrics: `stop when val.M ...` (E0112, E0113, E0114, E0220), `keep` (E0114) and
+    `lr E * plateau(on=val.M)` (E0112, E0113, W0107), in a phase that evaluates at least once (E0222);
+    its schedules counted in epochs (E0207, E0212)."""
 
     def visit_Phase(self, phase: n.Phase) -> None:
         ctx = self.ctx
@@ -80,8 +92,12 @@ class DataPhases(Rule):
                     help="add a `batch N` directive (or `batch N` after the phase length); an iterable of batches needs none",
                 )
             )
+        if phase.lr is not None:  # the `lr` directive's is checked once, at the directive
+            _plateau_metric(ctx, plateau_metric_of(ctx, phase.lr))
         for stmt in phase.body:
-            if isinstance(stmt, n.Stop) and stmt.metric.id.startswith(catalog.METRIC_PREFIX):
+            if isinstance(stmt, n.Free):
+                _plateau_metric(ctx, plateau_metric_of(ctx, stmt.lr))
+            elif isinstance(stmt, n.Stop) and stmt.metric.id.startswith(catalog.METRIC_PREFIX):
                 self._metric(stmt.metric, "a stop rule")
                 for word, expr in (("over", stmt.over), ("after", stmt.after)):
                     if expr is not None:
@@ -98,6 +114,8 @@ class DataPhases(Rule):
         """E0222: a phase with rules on evaluation metrics that ends before its first evaluation
         (its length and the `eval` interval both constant, in one unit)."""
         ruled = [s.metric for s in phase.body if isinstance(s, (n.Stop, n.StopImproving, n.Keep)) and s.metric.id.startswith(catalog.METRIC_PREFIX)]
+        lrs = [self.ctx.inherited(phase.lr, "lr")] + [s.lr for s in phase.body if isinstance(s, n.Free)]
+        ruled += [on for on in (plateau_metric_of(self.ctx, lr) for lr in lrs) if _names_metric(on)]
         directive = self.ctx.directives.get("eval")
         if not ruled or directive is None or directive.every is None:
             return
@@ -116,15 +134,43 @@ class DataPhases(Rule):
         )
 
     def _metric(self, name: n.Name, what: str) -> None:
-        """A metric named by a stop rule or `keep`: `val.NAME`, with an `eval` directive to produce it."""
-        if not name.id.startswith(catalog.METRIC_PREFIX):
-            self.ctx.report(Diagnostic("E0113", f"{what} needs an evaluation metric `val.NAME`, got `{name.id}`", name.span, help=f"write `val.{name.id}` for the `{name.id}` entry of the metrics function"))
-        elif "eval" not in self.ctx.directives:
-            self.ctx.report(Diagnostic("E0112", f"`{name.id}` needs an evaluation: no `eval` directive names the metrics function", name.span, help='add `eval "file.py:metrics" every epoch` (and `validation "file.py:fn"` for its data)'))
+        _metric(self.ctx, name, what)
 
     def _word(self, name: n.Name, choices: dict, after: str) -> None:
         if name.id not in choices:
             self.ctx.report(Diagnostic("E0114", f"`{after} {name.id}` is not known; expected {', '.join(f'`{c}`' for c in choices)}", name.span, help=did_you_mean(name.id, choices)))
+
+
+def _metric(ctx, name: n.Name, what: str) -> None:
+    """A metric named by a stop rule, `keep` or `plateau(on=...)`: `val.NAME`, with an `eval` directive to produce it."""
+    if not name.id.startswith(catalog.METRIC_PREFIX):
+        ctx.report(Diagnostic("E0113", f"{what} needs an evaluation metric `val.NAME`, got `{name.id}`", name.span, help=f"write `val.{name.id}` for the `{name.id}` entry of the metrics function"))
+    elif "eval" not in ctx.directives:
+        ctx.report(Diagnostic("E0112", f"`{name.id}` needs an evaluation: no `eval` directive names the metrics function", name.span, help='add `eval "file.py:metrics" every epoch` (and `validation "file.py:fn"` for its data)'))
+
+
+def _names_metric(on) -> bool:
+    return isinstance(on, n.Name) and on.id.startswith(catalog.METRIC_PREFIX)
+
+
+def _plateau_metric(ctx, on) -> None:
+    """`plateau(on=...)`: a metric `val.NAME` (E0113 for anything else, a bare name or a value), evaluated
+    (E0112), that falls as the model improves (W0107 for a name such as `val.accuracy`)."""
+    if on is None:
+        return
+    if isinstance(on, n.Name):
+        _metric(ctx, on, "`plateau(on=...)`")
+        if _names_metric(on) and catalog.maximised(on.id):
+            ctx.report(Diagnostic(
+                "W0107", f"`plateau` lowers the scale when `{on.id}` stops decreasing, and its name reads as higher-is-better", on.span,
+                notes=("optax.contrib.reduce_on_plateau minimises the value it is fed",),
+                help=f"return a value that falls as the model improves (its negation, an error rate) and name that: `on=val.{on.id.removeprefix(catalog.METRIC_PREFIX)}_error`",
+            ))
+    else:
+        ctx.report(Diagnostic(
+            "E0113", f"`plateau(on=...)` needs an evaluation metric `val.NAME`, got {describe(on)}", on.span,
+            help="write `on=val.loss` for the `loss` entry of the metrics function; without `on` the training loss drives the plateau",
+        ))
 
 
 def _schedules_in_epochs(ctx, phase: n.Phase) -> None:

@@ -53,6 +53,8 @@ class GroupSignature:
     members: tuple[O.Member, ...]  # the optax transformations chained, with their static keywords
     hypers: tuple[Hyper, ...]
     plateau: tuple[tuple[str, float], ...] | None = None  # reduce_on_plateau's keywords, chained last
+    # `plateau(on=val.M)`: the scale is held in the loop and stepped at each evaluation (runtime.evaluation)
+    plateau_on: str | None = None
 
     @property
     def optimizer(self) -> tuple:
@@ -131,7 +133,7 @@ def _lowered(phase: P.PhasePlan) -> PreparedPhase:
         label = _group_label(group)
         own_lr = group.lr is not None or group.plateau is not None
         lr = group.lr if group.lr is not None else phase.lr
-        plateau = group.plateau if own_lr else phase.plateau
+        plateau, plateau_on = (group.plateau, group.plateau_on) if own_lr else (phase.plateau, phase.plateau_on)
         hypers: list[Hyper] = []
 
         def feed(hp_name: str, expr) -> int:
@@ -161,7 +163,7 @@ def _lowered(phase: P.PhasePlan) -> PreparedPhase:
             if lr_index is not None and takes_lr and "learning_rate" not in given:
                 slots.insert(0, ("learning_rate", lr_index))
             members.append(O.Member(member.name, static, tuple(slots)))
-        groups.append(GroupSignature(label, tuple(group.paths), tuple(members), tuple(hypers), plateau))
+        groups.append(GroupSignature(label, tuple(group.paths), tuple(members), tuple(hypers), plateau, plateau_on))
     device_rules = [rule for rule in phase.stop if rule.on_device]  # rules on evaluations run on the host
     kinds = tuple(sorted({rule.kind for rule in device_rules}))
     over = next((rule.over for rule in device_rules if rule.kind == "loss_change"), 1)
@@ -320,7 +322,7 @@ def make_transform(signature: PhaseSignature, values: list[list]):
     """
     import optax
 
-    txs = [O.build_group(g.members, g.plateau, vals) for g, vals in zip(signature.groups, values)]
+    txs = [O.build_group(g.members, g.plateau, vals, held=g.plateau_on is not None) for g, vals in zip(signature.groups, values)]
     if len(txs) == 1:
         tx = txs[0]
     else:

@@ -117,14 +117,58 @@ def build_member(member: Member, values: list):
     return factory(member.name)(**kwargs)
 
 
-def build_group(members: tuple[Member, ...], plateau, values: list):
-    """A group's transformation: its members chained, then its plateau scale."""
+def build_group(members: tuple[Member, ...], plateau, values: list, held: bool = False):
+    """A group's transformation: its members chained, then its plateau scale (`held`: stepped
+    by an evaluation metric between chunks, see `held_plateau`)."""
     import optax
 
     txs = [build_member(m, values) for m in members]
     if plateau is not None:
-        txs.append(optax.contrib.reduce_on_plateau(**dict(plateau)))
+        txs.append(held_plateau(plateau) if held else optax.contrib.reduce_on_plateau(**dict(plateau)))
     return txs[0] if len(txs) == 1 else optax.chain(*txs)
+
+
+def held_plateau(keywords):
+    """optax.contrib.reduce_on_plateau's state, its scale applied to every update but not stepped:
+    `plateau(on=val.M)` steps it once per evaluation with M (`step_plateaus`), not with each step's loss."""
+    import jax
+    import optax
+
+    plateau = optax.contrib.reduce_on_plateau(**dict(keywords))
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        return jax.tree_util.tree_map(lambda g: state.scale * g, updates), state
+
+    return optax.GradientTransformationExtraArgs(plateau.init, update)
+
+
+def step_plateaus(state, plateaus: tuple, values: tuple):
+    """`state` with its plateau states (tree order: group order) stepped by optax.contrib.reduce_on_plateau's
+    own update, each with its value (None: left alone, a plateau driven by the loss in the loop).
+    `plateaus` holds each one's keywords. One jitted program per keywords (a call per evaluation)."""
+    import jax.numpy as jnp
+
+    return _stepper(plateaus)(state, tuple(None if v is None else jnp.asarray(v, jnp.float32) for v in values))
+
+
+@lru_cache(maxsize=None)
+def _stepper(plateaus: tuple):
+    import jax
+    import optax.contrib
+
+    def step(state, values):
+        pending = iter(zip(plateaus, values))
+
+        def one(x):
+            if not isinstance(x, optax.contrib.ReduceLROnPlateauState):
+                return x
+            keywords, value = next(pending)
+            return x if value is None else optax.contrib.reduce_on_plateau(**dict(keywords)).update((), x, value=value)[1]
+
+        return jax.tree_util.tree_map(one, state, is_leaf=lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState))
+
+    return jax.jit(step)
 
 
 def needs_value(members: tuple[Member, ...], plateau) -> bool:

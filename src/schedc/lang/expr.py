@@ -180,6 +180,8 @@ def describe(expr) -> str:
 
 
 PLATEAU = "plateau"
+# `plateau(on=val.M, ...)`: the evaluation metric that drives the scale (without it, the training loss)
+PLATEAU_ON = "on"
 
 
 def plateau_factor(expr):
@@ -201,6 +203,19 @@ def plateau_factor(expr):
         if is_plateau(expr.left):
             return expr.right, expr.left
     return expr, None
+
+
+def plateau_metric(call: n.Call):
+    """(`call` without its `on=` keyword, the `on` value or None) of a `plateau(...)` call.
+
+    `on=val.M` is not one of optax.contrib.reduce_on_plateau's arguments: it says what feeds
+    the scale (an evaluation metric, once per evaluation, instead of the loss at every step),
+    so it is split off before the rest is bound to optax's signature.
+    """
+    on = next((kw for kw in call.kwargs if kw.name.id == PLATEAU_ON), None)
+    if on is None:
+        return call, None
+    return replace(call, kwargs=tuple(kw for kw in call.kwargs if kw is not on)), on.value
 
 
 def show(value) -> str:

@@ -61,6 +61,7 @@ class Group:
     span: n.Span = field(default=n.NO_SPAN, compare=False)
     label: str = ""  # the patterns of the `free` statement that made the group, as written ("" for the phase's own)
     plateau: tuple[tuple[str, float], ...] | None = None  # the group lr's `plateau(...)` keywords (see PhasePlan.plateau)
+    plateau_on: str | None = None  # its `on=val.M` (see PhasePlan.plateau_on)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ class PhasePlan:
     display: str = ""  # how tables name it: its name, `NAME#2` for the second repeat instance, or `phase 3`
     # `lr E * plateau(k=v, ...)`: `lr` is E and this holds the keywords of optax.contrib.reduce_on_plateau
     plateau: tuple[tuple[str, float], ...] | None = None
+    # `plateau(on=val.M)`: the metric whose value at each evaluation steps the plateau (optax's update
+    # fed M as it is: it lowers the scale when M stops decreasing); None: the loss at every step
+    plateau_on: str | None = None
     accumulate: int = 1  # `accumulate N`: optax.MultiSteps over N steps
     ema: float | None = None  # `ema D`: decay of the moving average of the free parameters
     batch: int | None = None  # minibatch size (`batch N`); None: every step sees all the data
@@ -151,6 +155,12 @@ class PhasePlan:
     steps_per_epoch: int | None = None  # known once the data is (None: epochs were counted as one step each)
     eval_every: int | None = None  # steps between evaluations (phase-local), None without `eval`
     keep: KeepRule | None = None
+
+    @property
+    def plateau_metrics(self) -> list[str]:
+        """The metrics its `plateau(on=val.M)` factors follow (the phase lr's and its groups')."""
+        ons = [self.plateau_on] + [g.plateau_on for g in self.groups]
+        return list(dict.fromkeys(on for on in ons if on is not None))
 
     @property
     def label(self) -> str:
@@ -489,8 +499,8 @@ class _Resolver:
         for j, stmt in enumerate(statements):
             if j in free_by_group:
                 label = ", ".join(p.text for p in stmt.patterns)
-                lr, plateau = split_plateau(self.closed(stmt.lr))
-                groups.append(Group(tuple(self.paths[i] for i in free_by_group[j]), lr, self._optimizer(stmt.optimizer), stmt.span, label, plateau))
+                lr, plateau, on = split_plateau(self.closed(stmt.lr))
+                groups.append(Group(tuple(self.paths[i] for i in free_by_group[j]), lr, self._optimizer(stmt.optimizer), stmt.span, label, plateau, on))
         free = tuple(self.paths[i] for i in sorted(i for members in free_by_group.values() for i in members))
         # a phase whose `free` patterns match nothing has its error already (E0401/E0402)
         unmatched = any(not self.matches.get(id(p)) for s in statements if isinstance(s, n.Free) for p in s.patterns)
@@ -500,7 +510,7 @@ class _Resolver:
         inits = self._inits(ph, entries, entries_of)
         lr = phase.lr if phase.lr is not None else (self.directives["lr"].value if "lr" in self.directives else None)
         optimizer = self._optimizer(self._inherited(phase.optimizer, "optimizer")) or OptimizerSpec(catalog.DEFAULT_OPTIMIZER)
-        lr, plateau = split_plateau(self.closed(lr))
+        lr, plateau, plateau_on = split_plateau(self.closed(lr))
         accumulate, ema = self.number(self._inherited(phase.accumulate, "accumulate")), self.number(self._inherited(phase.ema, "ema"))
         plan = PhasePlan(
             index=k,
@@ -516,6 +526,7 @@ class _Resolver:
             span=phase.span,
             display=ph.display,
             plateau=plateau,
+            plateau_on=plateau_on,
             accumulate=int(accumulate) if accumulate is not None else 1,
             ema=float(ema) if ema is not None else None,
             batch=batch,
@@ -805,21 +816,23 @@ class _Resolver:
 
 
 def split_plateau(expr):
-    """(learning rate, plateau keywords or None) of an lr `E * plateau(k=v, ...)` (lang.expr.plateau_factor).
+    """(learning rate, plateau keywords or None, its `on=` metric name or None) of an lr
+    `E * plateau(k=v, ...)` (lang.expr.plateau_factor, plateau_metric).
 
     The plateau scale multiplies the updates (optax.contrib.reduce_on_plateau chained after the
     optimizer): the learning rate times the scale for every optimizer whose update is linear in
     its learning rate. Its keywords are constants (optax validates them in Python), positional
     arguments named from reduce_on_plateau's signature.
     """
-    from schedc.lang.expr import constant, plateau_factor
+    from schedc.lang.expr import constant, plateau_factor, plateau_metric
 
     rest, call = plateau_factor(expr)
     if call is None:
-        return expr, None
+        return expr, None, None
+    call, on = plateau_metric(call)
     names = [p[0] for p in catalog.transform_params("contrib.reduce_on_plateau")]
     given = list(zip(names, call.args)) + [(kw.name.id, kw.value) for kw in call.kwargs]
-    return rest, tuple((key, constant(value)) for key, value in given)
+    return rest, tuple((key, constant(value)) for key, value in given), on.id if isinstance(on, n.Name) else None
 
 
 def shared_copies_only(pattern: n.Pattern, copies: list[tuple[str, str]], init: bool = False) -> Diagnostic:

@@ -6,7 +6,9 @@ Nothing of the training moves: the schedules' clock is the phase-local step and
 the optimizer state is untouched, so a run with evaluations takes exactly the
 steps of one without. After each evaluation the host applies the rules on
 evaluation metrics (`stop when val.M < X`, `stop when val.M stops improving for
-N evals`) and remembers the best free values for `keep best val.M`.
+N evals`), steps the plateau scales that follow a metric (`lr E * plateau(on=val.M)`: optax's
+reduce_on_plateau update fed M, once per evaluation) and remembers the best free values for
+`keep best val.M`.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class PhaseEvals:
 
     def __post_init__(self):
         rules = [r for r in self.phase.stop if not r.on_device]
-        needs = [r.metric for r in rules] + ([self.phase.keep.metric] if self.phase.keep else [])
+        needs = [r.metric for r in rules] + ([self.phase.keep.metric] if self.phase.keep else []) + self.phase.plateau_metrics
         self.rules = rules
         if not needs:
             return
@@ -132,8 +134,8 @@ class PhaseEvals:
 
     @property
     def names_metrics(self) -> bool:
-        """Whether a rule or `keep` of the phase names a metric (`check_names` has work to do)."""
-        return self.active and bool(self.rules or self.phase.keep)
+        """Whether a rule, `keep` or plateau of the phase names a metric (`check_names` has work to do)."""
+        return self.active and bool(self.rules or self.phase.keep or self.phase.plateau_metrics)
 
     def check_names(self, model, state=None) -> None:
         """Before the phase trains: every metric its rules name is one the metrics function
@@ -170,6 +172,18 @@ class PhaseEvals:
         self.reason = reason
         return reason is not None
 
+    def step_plateaus(self, opt_state, signature):
+        """`opt_state` after the latest evaluation: each `plateau(on=val.M)` stepped by optax's own
+        update fed M (reduce_on_plateau minimises it); the plateaus on the loss left alone."""
+        from schedc.compiler import optimizers as O
+
+        plateaus = [g for g in signature.groups if g.plateau is not None]
+        if not any(g.plateau_on is not None for g in plateaus):
+            return opt_state
+        values = self.values[-1]
+        fed = tuple(None if g.plateau_on is None else values[g.plateau_on.removeprefix(METRIC_PREFIX)] for g in plateaus)
+        return O.step_plateaus(opt_state, tuple(g.plateau for g in plateaus), fed)
+
     def _stalled(self, rule: P.StopRule, value: float) -> bool:
         """Whether `rule.patience` evaluations have passed since the best one."""
         self._improves(rule.metric + "#stop", rule.maximise, value)
@@ -184,7 +198,7 @@ class PhaseEvals:
         return better
 
     def _check_names(self, values: dict) -> None:
-        names = [r.metric for r in self.rules] + ([self.phase.keep.metric] if self.phase.keep else [])
+        names = [r.metric for r in self.rules] + ([self.phase.keep.metric] if self.phase.keep else []) + self.phase.plateau_metrics
         for metric in names:
             if metric.removeprefix(METRIC_PREFIX) not in values:
                 returned = ", ".join(f"`{METRIC_PREFIX}{k}`" for k in values) or "nothing"

@@ -773,6 +773,7 @@ class Runner:
                 aux.add(aux_sums, done, chunk_losses.shape[-1])
                 if not finished and evals.due(done):  # a rule on an evaluation may end the phase here
                     finished = evals.evaluate(done, self._write_back(model, free), free, stop.get("model_state"))
+                    opt_state = evals.step_plateaus(opt_state, prepared.signature)
                 if progress:
                     progress.advance(task, done, _last_loss(chunk_losses), evals.last())
                 pace.observe(n_active)

@@ -8,7 +8,7 @@ It is a highlighter, not a parser, but it follows the grammar's contexts where
 they change what a word is: after `free`/`fix`/`init` come parameter patterns
 (so `free model.lr` is a pattern, not two keywords), a `params` block holds
 `pattern: spec | spec` entries, `let`, `phase` and `optimizer` name things,
-and `stop when` names a metric. Keyword names come from `schedc.lang.syntax`, call
+and `stop when` (or a plateau's `on=`) names a metric. Keyword names come from `schedc.lang.syntax`, call
 names from `schedc.check.catalog`: one source for each.
 """
 
@@ -82,6 +82,8 @@ class SchedLexer(RegexLexer):
             (r"#[^\n]*", Comment.Single),
         ],
         "expr": [
+            # `plateau(on=val.loss)`: the metric a plateau follows
+            (rf"(on)(\s*)(=)(\s*){_METRIC}", bygroups(Name.Attribute, Whitespace, Operator, Whitespace, *_METRIC_TOKENS)),
             # `name = value` inside a call: a keyword argument (even `at=` in step(...)).
             (rf"({_NAME})(\s*)(=)(?!=)", bygroups(Name.Attribute, Whitespace, Operator)),
             # Keywords before calls: `then (cosine(...))` is the keyword `then`.

@@ -53,6 +53,7 @@ from schedc.check import catalog
 from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, SchedError
+from schedc.lang.expr import PLATEAU, PLATEAU_ON
 from schedc.lang.glob import PatternError, compile_pattern
 from schedc.lang.program import expand, first_lets, ref_phases
 from schedc.lang.syntax import KEYWORDS, TOP_LEVEL_KEYWORDS, ParseResult, parser
@@ -385,6 +386,9 @@ def _name_hover(text: str, file: n.File, node: n.Name, parent, grand) -> tuple[s
         return (f"`{name}`: {doc}" if doc else f"`{name}` is not a stop metric ({', '.join(catalog.STOP_METRICS)})"), node.span
     if isinstance(parent, n.Keyword) and parent.name is node and isinstance(grand, n.Call):
         return _argument_hover(grand, name), node.span
+    if isinstance(parent, n.Keyword) and parent.value is node and parent.name.id == PLATEAU_ON and isinstance(grand, n.Call) and grand.func.id == PLATEAU:
+        entry = name.removeprefix(catalog.METRIC_PREFIX)
+        return f"`{name}`: the `{entry}` entry of the metrics function; {_PLATEAU_ON_DOC}", node.span
     if isinstance(parent, n.Directive) and parent.keyword == "default":
         return catalog.KEYWORD_DOCS["default"], node.span
     if isinstance(parent, n.Phase) and parent.name is node:
@@ -393,8 +397,19 @@ def _name_hover(text: str, file: n.File, node: n.Name, parent, grand) -> tuple[s
     return (f"```sched\n{_source(text, let)}\n```", node.span) if let is not None else None
 
 
+# what `plateau(on=...)` does, for hover and completion
+_PLATEAU_ON_DOC = (
+    "the plateau follows this evaluation metric: optax.contrib.reduce_on_plateau is fed its value at each "
+    "evaluation (it lowers the scale when the value stops decreasing); without `on`, the training loss at every step"
+)
+
+
 def _argument_hover(call: n.Call, name: str) -> str:
     func = call.func.id
+    if func == PLATEAU:  # optax.contrib.reduce_on_plateau's arguments, and `on`
+        if name == PLATEAU_ON:
+            return f"`{PLATEAU_ON}` of `plateau`: {_PLATEAU_ON_DOC}"
+        func = "contrib.reduce_on_plateau"
     sig = catalog.SCHEDULES.get(func) or catalog.DISTRIBUTIONS.get(func)
     if sig is not None:
         param = next((p for p in sig.params if p.name == name), None)
@@ -546,7 +561,9 @@ def _optimizer_suggestions() -> list[Suggestion]:
 
 def _argument_suggestions(func: str) -> list[Suggestion]:
     sig = catalog.SCHEDULES.get(func) or catalog.DISTRIBUTIONS.get(func)
-    if sig is not None:
+    if func == PLATEAU:
+        names = [(PLATEAU_ON, _PLATEAU_ON_DOC)] + [(p, f"default {d}") for p, _, d, _ in catalog.transform_params("contrib.reduce_on_plateau")]
+    elif sig is not None:
         names = [(p.name, p.doc or p.kind) for p in sig.params]
     elif catalog.is_transform(func):
         names = [(p, f"default {d}" if has else "required") for p, has, d, _ in catalog.transform_params(func)]

@@ -47,11 +47,11 @@ def _text(expr, source: str) -> str | None:
     return getattr(expr, "text", None) or type(expr).__name__
 
 
-def _lr_text(lr, plateau, source: str) -> str | None:
+def _lr_text(lr, plateau, source: str, on: str | None = None) -> str | None:
     """A learning rate as written, with its `* plateau(...)` factor (the Plan keeps them apart)."""
     if plateau is None:
         return _text(lr, source)
-    factor = "plateau(" + ", ".join(f"{k}={v:g}" for k, v in plateau) + ")"
+    factor = "plateau(" + ", ".join(([f"on={on}"] if on else []) + [f"{k}={v:g}" for k, v in plateau]) + ")"
     return factor if lr is None else f"{_text(lr, source)} * {factor}"
 
 
@@ -75,7 +75,7 @@ class Table:
                     "steps": ph.steps,
                     "epochs": ph.epochs,
                     "batch": ph.batch,
-                    "lr": _lr_text(ph.lr, ph.plateau, source),
+                    "lr": _lr_text(ph.lr, ph.plateau, source, ph.plateau_on),
                     "optimizer": _text(opt, source) if opt.span.end > opt.span.start else opt.name,
                     "carry": ph.carry,
                     "accumulate": ph.accumulate,
@@ -94,7 +94,7 @@ class Table:
                 cells[path].append(
                     {
                         "free": group is not None,
-                        "lr": _lr_text(group.lr, group.plateau, source) if group is not None else None,
+                        "lr": _lr_text(group.lr, group.plateau, source, group.plateau_on) if group is not None else None,
                         "optimizer": _text(group.optimizer, source) if group is not None and group.optimizer else None,
                         "init": {"kind": init.kind, "args": list(init.args)} if init else None,
                     }

@@ -70,6 +70,16 @@ def test_results_do_not_depend_on_the_chunk_length_or_on_evaluations():
     assert list(evaluated.eval_steps) == [30, 60, 90]
 
 
+def test_batches_of_jax_arrays_or_nested_tuples_stream_as_numpy_ones_do():
+    """A flat tuple of NumPy arrays takes the reader's fast path; other leaves and trees the general one."""
+    text = "optimizer sgd\nphase 12 lr 0.05 < free ** >"
+    base = fit(text, BATCHES, chunk=4).loss_history
+    as_jax = [tuple(jnp.asarray(a) for a in batch) for batch in BATCHES]
+    np.testing.assert_array_equal(fit(text, as_jax, chunk=4).loss_history, base)
+    nested = [((x,), y) for x, y in BATCHES]
+    np.testing.assert_array_equal(fit(text, nested, loss=lambda m, xs, y: mse(m, xs[0], y), chunk=4).loss_history, base)
+
+
 def test_keyword_batches_and_a_generator_function_as_the_source():
     def loss(m, x, y):
         return mse(m, x, y)

@@ -6,7 +6,7 @@ each has the structure, shapes and dtypes of the first, stacks them into one arr
 and sends them to the device (`jax.device_put`) while the previous chunk runs; the compiled
 chunk (the one chunk loop of `runner.py`) reads row `step % K` at each step
 (`minibatch.stream_row`). Chunks end at multiples of K in phase-local steps (the first ones of a
-phase earlier, doubling from `FIRST_CHUNK` batches, so the device starts early), so a call that
+phase earlier, growing from `FIRST_CHUNK` batches by `GROWTH`, so the device starts early), so a call that
 ends early (at an evaluation, or a paced call under a progress bar) continues in the same
 stacked chunk.
 
@@ -49,6 +49,9 @@ from schedc.runtime.data import DataError
 CHUNK_BYTES = 64 * 2**20
 MAX_CHUNK = 1024
 FIRST_CHUNK = 32  # a feed's first chunk holds at most this many batches (the device waits for no more)
+# each of a phase's first chunks holds GROWTH - 1 times the batches before it (32, 96, 384, ... up to
+# K): the reader stays a chunk ahead, and the short chunks (each one call and one host sync) are few
+GROWTH = 4
 DATA_EXHAUSTED = "data exhausted"  # the stop reason of a phase whose one-shot iterator ran out
 _NUMERIC = "biufc"  # the dtype kinds a batch's leaves may have
 
@@ -202,11 +205,15 @@ class Structure:
         for leaf in leaves:
             if np.asarray(leaf).dtype.kind not in _NUMERIC:
                 raise DataError(f"the first batch is {describe(first)}; expected numeric arrays in every leaf (a tuple or dict of arrays)")
+        # a flat tuple of arrays (the common batch) is checked without flattening it: its length, when it is one
+        self.arity = len(leaves) if self.treedef == jax.tree_util.tree_structure((0,) * len(leaves)) else None
 
     def leaves(self, batch, phase: P.PhasePlan, step: int) -> list:
         """The batch's leaves, or a DataError naming the phase and step when it differs from the first."""
         import jax
 
+        if type(batch) is tuple and len(batch) == self.arity and all(type(x) is np.ndarray and x.shape == s and x.dtype == d for x, (s, d) in zip(batch, self.specs)):
+            return batch  # the fast path: a few µs a batch count when the steps are short
         leaves, treedef = jax.tree_util.tree_flatten(batch)
         if treedef == self.treedef and all(_shape_dtype(x) == spec for x, spec in zip(leaves, self.specs)):
             return leaves
@@ -321,6 +328,41 @@ class Reader:
             self.skip(consumed - self.offset)
 
 
+class _ChunkBuffers:
+    """The host arrays one chunk is stacked in: one [K, ...] array per leaf, each batch copied
+    into its row as it is read (row `s % K` holds the batch of step s; the rows a phase's short
+    first chunks leave empty are never read).
+
+    Fresh for every chunk and 64-byte aligned: XLA:CPU then takes them as the device arrays
+    without a copy (`jax.device_put` aliases an aligned host array), so on CPU a batch is copied
+    once, into its row; and a buffer the device may hold is never written again.
+    """
+
+    ALIGN = 64
+
+    def __init__(self, specs: list, chunk: int):
+        self.buffers = [_aligned_empty((chunk, *shape), dtype, self.ALIGN) for shape, dtype in specs]
+
+    def put(self, row: int, leaves) -> None:
+        for buffer, leaf in zip(self.buffers, leaves):
+            buffer[row] = leaf
+
+    def send(self) -> tuple:
+        """The chunk on the device (on CPU, the buffers themselves)."""
+        import jax
+
+        return tuple(jax.device_put(self.buffers))
+
+
+def _aligned_empty(shape: tuple, dtype, align: int) -> np.ndarray:
+    """An uninitialised array whose data starts at a multiple of `align` bytes (untouched pages cost nothing)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start : start + size].view(dtype).reshape(shape)
+
+
 @dataclass
 class _Chunk:
     start: int  # the phase-local step of its first batch (at row `start % K`)
@@ -374,20 +416,23 @@ class Feed:
         step = start
         try:
             while step < self.phase.steps and not self.stopping.is_set():
-                # chunks end at multiples of K; the first ones are short and double (32, 32, 64, ...),
+                # chunks end at multiples of K; the first ones are short and grow (32, 96, 384, ...),
                 # so the device starts early and the reader stays a chunk ahead from then on
-                end = min(self.phase.steps, (step // self.K + 1) * self.K, step + max(FIRST_CHUNK, step - start))
+                end = min(self.phase.steps, (step // self.K + 1) * self.K, step + max(FIRST_CHUNK, (GROWTH - 1) * (step - start)))
                 position = self.reader.position()
                 rows = self.partial = []
+                buffers = _ChunkBuffers(self.structure.specs, self.K)
                 while len(rows) < end - step and not self.stopping.is_set():
                     batch = self.reader.read()
                     if batch is None:
                         break
+                    at = step + len(rows)  # each batch goes into its row as it is read: one pass, one copy
+                    buffers.put(at % self.K, self.structure.leaves(batch, self.phase, at))
                     rows.append(batch)
                 if self.stopping.is_set():
                     return
                 exhausted = len(rows) < end - step  # a one-shot iterator ran out
-                if not self._put(_Chunk(step, rows, self._stack(rows, step), position, exhausted)):
+                if not self._put(_Chunk(step, rows, buffers.send(), position, exhausted)):
                     return  # stopped: `partial` still holds the chunk's rows, to be handed back
                 self.partial = []
                 if exhausted:
@@ -395,21 +440,6 @@ class Feed:
                 step = end
         except BaseException as exc:  # raised in the runner's thread, at its next take()
             self._put(exc)
-
-    def _stack(self, rows: list, step: int) -> tuple:
-        """One [K, ...] device array per leaf: row `s % K` holds the batch of step s (the rest zeros)."""
-        import jax
-
-        leaves = [self.structure.leaves(batch, self.phase, step + r) for r, batch in enumerate(rows)]
-        if step % self.K == 0 and len(rows) == self.K:  # a whole chunk: one copy per leaf (np.array: a third of np.stack's time)
-            return tuple(jax.device_put([np.array([row[j] for row in leaves], dtype) for j, (_, dtype) in enumerate(self.structure.specs)]))
-        stacked = []
-        for j, (shape, dtype) in enumerate(self.structure.specs):
-            block = np.zeros((self.K, *shape), dtype)
-            for r, row in enumerate(leaves):
-                block[(step + r) % self.K] = row[j]
-            stacked.append(block)
-        return tuple(jax.device_put(stacked))
 
     def _put(self, item) -> bool:
         """Queue `item` once there is room; False when the feed is closed first."""

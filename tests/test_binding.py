@@ -53,6 +53,20 @@ def broken():
 
 def leaves():
     raise SystemExit(3)
+
+
+def stream():  # a generator of batches: no length, so no epochs (E0408)
+    yield from ()
+
+
+def sized():  # batches with their count per pass
+    import schedc
+
+    return schedc.Batches(stream, per_epoch=3)
+
+
+def arrays():
+    return jnp.zeros((8, 2)), jnp.zeros(8)
 '''
 
 
@@ -143,6 +157,36 @@ def test_model_checks_do_not_repeat_the_model_free_ones(folder):
     assert "W0102" not in [d.code for d in diags] and [d.code for d in diags].count("W0104") == 1
     # a phase with no `free` at all: the model-free check's W0104, not repeated
     assert "W0104" not in [d.code for d in check('model "m.py:build"\nphase 10 lr 0.1 < fix a >', folder)]
+
+
+def test_epochs_over_batches_without_a_length_are_e0408_at_the_phase(folder):
+    text = 'model "m.py:build"\ndata "m.py:stream"\nphase 5 lr 0.1 < free a >\nphase tail 2 epochs lr 0.1 < free a >'
+    (d,) = [d for d in check(text, folder) if d.code == "E0408"]
+    assert (d.span.line, d.span.column, d.span.end_column) == (4, 1, 13)  # `phase tail 2`: the header, as W0106
+    assert d.message == 'this phase counts epochs, but `data "m.py:stream"` returns a generator without a length: an epoch is no number of steps'
+    assert [(l.span.line, l.span.column) for l in d.labels] == [(2, 6)] and "per_epoch=N" in d.help
+    # `eval ... every epoch` counts epochs too, at its interval
+    text = 'model "m.py:build"\ndata "m.py:stream"\neval "m.py:arrays" every epoch\nphase 5 lr 0.1 < free a >'
+    (d,) = [d for d in check(text, folder) if d.code == "E0408"]
+    assert d.span.line == 3 and d.message.startswith("`every epoch` counts epochs")
+
+
+@pytest.mark.parametrize(
+    "data,phase",
+    [("m.py:sized", "phase 2 epochs"), ("m.py:arrays", "phase 2 epochs"), ("m.py:stream", "phase 20"), ("m.py:broken", "phase 2 epochs")],
+    ids=["per_epoch given", "arrays", "counted in steps", "a failing data function is left to run"],
+)
+def test_no_e0408_when_an_epoch_has_a_length_or_nothing_counts_epochs(folder, data, phase):
+    assert "E0408" not in [d.code for d in check(f'model "m.py:build"\ndata "{data}"\nbatch 8\n{phase} lr 0.1 < free a >', folder)]
+
+
+def test_cli_check_reports_e0408_only_with_the_model(folder, capsys):
+    path = folder / "unsized.sched"
+    path.write_text('model "m.py:build"\ndata "m.py:stream"\nphase 2 epochs lr 0.1 < free a >\n')
+    assert main(["check", "--no-cache", str(path)]) == 0  # model-free: the data function is not called
+    assert "E0408" not in capsys.readouterr().out
+    assert main(["check", str(path), "--model"]) == 1
+    assert "unsized.sched:3:1: error[E0408]" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- schedc check --model, end to end

@@ -15,7 +15,8 @@ from conftest import interrupted_on_call
 import schedc
 from schedc.compiler import minibatch
 from schedc.runtime.data import DataError
-from schedc.runtime.stream import DATA_EXHAUSTED, Batches, as_batches
+from schedc.plan.batches import Batches, as_batches
+from schedc.runtime.stream import DATA_EXHAUSTED
 
 N = 30
 X = np.random.default_rng(0).normal(size=(N, 3)).astype(np.float32)

@@ -7,7 +7,7 @@ _LAZY = {
     "compile": "schedc.surface.api",
     "Program": "schedc.surface.api",
     "read_model": "schedc.surface.api",
-    "Batches": "schedc.runtime.stream",
+    "Batches": "schedc.plan.batches",
     "SchedError": "schedc.lang.diagnostics",
     "schedule": "schedc.surface.schedule",
     "build_schedule": "schedc.surface.builder",

@@ -82,8 +82,7 @@ class DataPhases(Rule):
             _epoch_count(ctx, phase.steps, "a phase length")
             _schedules_in_epochs(ctx, phase)
         self._evaluated(phase)
-        counts_epochs = phase.unit == "epochs" or any(uses_epochs(e) for e in _expressions(phase))
-        if counts_epochs and phase.batch is None and "batch" not in ctx.directives:
+        if counts_epochs(phase) and phase.batch is None and "batch" not in ctx.directives:
             ctx.report(
                 Diagnostic(
                     "W0106",
@@ -171,6 +170,12 @@ def _plateau_metric(ctx, on) -> None:
             "E0113", f"`plateau(on=...)` needs an evaluation metric `val.NAME`, got {describe(on)}", on.span,
             help="write `on=val.loss` for the `loss` entry of the metrics function; without `on` the training loss drives the plateau",
         ))
+
+
+def counts_epochs(phase: n.Phase) -> bool:
+    """Whether the phase's length or one of its durations is written in epochs (as written: a `let`
+    holding epochs is found once the file resolves)."""
+    return phase.unit == "epochs" or any(uses_epochs(e) for e in _expressions(phase))
 
 
 def _schedules_in_epochs(ctx, phase: n.Phase) -> None:

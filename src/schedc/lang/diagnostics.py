@@ -94,6 +94,7 @@ CODES: dict[str, Code] = _codes(
     ("E0405", "phase body and params block disagree", "model \"m.py:build\"\nphase 10 lr 0.1 < fix * >\nparams < a: free in 0 >", "schedc.plan.resolve"),
     ("E0406", "model could not be loaded", "model \"missing.py:build\"\nphase 10 lr 0.1 < free a >", "schedc.plan.binding"),
     ("E0407", "init value does not fit the parameter", "model \"m.py:build\"\nphase 10 lr 0.1 < init a = [1, 2, 3] >", "schedc.plan.resolve"),
+    ("E0408", "epochs with a data function returning an iterable without a length", 'model "m.py:build"\ndata "m.py:stream"\nphase 2 epochs lr 0.1 < free a >', "schedc.plan.binding"),
     # the Python API: found in a call's arguments, so the example is Python (schedc.build_schedule)
     ("E0501", "random init without a PRNG key", 'build_schedule(model, loss, [(100, 0.1)], {"a": free_in(0) | init_normal(0, 0.0, 0.1)})', "schedc.surface.builder"),
     # a sweep's settings: found in `--sweep` arguments or `Program.sweep` keywords, so the example is a command line, then the file

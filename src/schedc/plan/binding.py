@@ -199,4 +199,62 @@ def check_against_model(parsed, model_ref: str | None, base_dir: Path | str, *, 
     bound, diags = (bind or bind_model)(parsed.file, model_ref, base_dir)
     if bound is None:
         return diags
-    return resolve(parsed.file, bound[1], checked=True)[1]
+    return resolve(parsed.file, bound[1], checked=True)[1] + epochs_without_length(parsed.file, base_dir)
+
+
+# a data function -> its batches per pass, or None: an iterable of batches without a length (the
+# function is called once per version of its file; a check repeated by the language server does not reload the data)
+_UNSIZED: dict = {}
+
+
+def epochs_without_length(file: n.File, base_dir: Path | str) -> list:
+    """E0408: the file counts epochs (a phase's length or durations, or `eval ... every epoch`)
+    while its `data` function returns an iterable of batches without a length, so an epoch is no
+    number of steps (`schedc run` would stop with a DataError before training).
+
+    The data function is called (as `schedc run` calls it) but its batches are not read: a
+    generator runs no code until its first batch. Whatever the function raises is left to
+    `schedc run` to report: the check says nothing then.
+    """
+    from schedc.check.data import counts_epochs
+
+    data = next((item for item in file.items if isinstance(item, n.Directive) and item.keyword == "data" and isinstance(item.value, n.String)), None)
+    evaluation = next((item for item in file.items if isinstance(item, n.Directive) and item.keyword == "eval" and item.every is not None and item.every.unit == "epochs"), None)
+    phase = next((node for node in n.walk(file) if isinstance(node, n.Phase) and counts_epochs(node)), None)
+    if data is None or (phase is None and evaluation is None):
+        return []
+    ref = data.value.value
+    try:
+        function = load_entry(ref, base_dir, from_file=True)
+        if function not in _UNSIZED:
+            _UNSIZED[function] = _unsized_type(function())
+        kind = _UNSIZED[function]
+    except BaseException as exc:  # the user's code: `schedc run` names what it raised
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return []
+    if kind is None:
+        return []
+    from schedc.lang.diagnostics import Label
+    from schedc.lang.program import header_span
+
+    where, what = (header_span(phase), "this phase counts epochs") if phase is not None else (evaluation.every.span, "`every epoch` counts epochs")
+    return [
+        Diagnostic(
+            "E0408",
+            f"{what}, but `data \"{ref}\"` returns {kind} without a length: an epoch is no number of steps",
+            where,
+            labels=(Label(data.value.span, "returns batches without a length"),),
+            help="return `schedc.Batches(source, per_epoch=N)` (N batches per pass) or a source with a length (a list, a grain MapDataset), or count in steps",
+        )
+    ]
+
+
+def _unsized_type(data) -> str | None:
+    """How messages name `data` (`a generator`) when it is an iterable of batches without a length; else None."""
+    from schedc.plan.batches import as_batches
+
+    batches = as_batches(data)
+    if batches is None or batches.batches_per_epoch is not None:
+        return None
+    return "a function returning an iterator" if batches.factory else f"a {type(batches.source).__name__}"

@@ -12,10 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from schedc.plan import resolve as P
-
-
-class DataError(ValueError):
-    """Data that cannot feed a phase: mismatched leading axes, a batch larger than the data, ..."""
+from schedc.plan.batches import DataError  # noqa: F401 (its home for the runtime's callers: schedc.runtime.data.DataError)
 
 
 def leading_sizes(arrays) -> list[int]:

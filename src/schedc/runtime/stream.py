@@ -34,14 +34,13 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from schedc.plan import resolve as P
-from schedc.runtime.data import DataError
+from schedc.plan.batches import Batches, DataError
 
 # Batches stacked per chunk by default: as many as fit in CHUNK_BYTES, at most MAX_CHUNK. Each
 # chunk is one call and one host synchronisation, so fewer is faster; up to three chunks are in
@@ -56,78 +55,6 @@ DATA_EXHAUSTED = "data exhausted"  # the stop reason of a phase whose one-shot i
 _NUMERIC = "biufc"  # the dtype kinds a batch's leaves may have
 
 
-@dataclass
-class Batches:
-    """An iterable of batches as a run's data (`Program.run(loss, batches=...)`, or returned by
-    the function a `data` directive names).
-
-    `source` is an iterable (re-iterated for every pass), an iterator (read once), or a function
-    returning a fresh iterator (called for every pass). Each batch is a tuple (the loss's
-    positional data arguments), a dict (its keyword arguments) or one array (its one data
-    argument); its leaves are arrays. `per_epoch` is the number of batches in a pass when
-    `len(source)` does not say it (a grain DataLoader has no length): it turns epochs into steps.
-    """
-
-    source: Any
-    per_epoch: int | None = None
-    _first: Any = field(default=None, init=False, repr=False)  # the first batch, once read
-    _peeked: tuple | None = field(default=None, init=False, repr=False)  # (its iterator, it) until a run takes them
-
-    def __post_init__(self):
-        if self.per_epoch is not None and (not isinstance(self.per_epoch, int) or self.per_epoch < 1):
-            raise ValueError(f"per_epoch must be a number of batches >= 1, got {self.per_epoch!r}")
-
-    @property
-    def one_shot(self) -> bool:
-        """Read once: an iterator (a generator) cannot start a second pass."""
-        return isinstance(self.source, Iterator)
-
-    @property
-    def factory(self) -> bool:
-        """A function returning a fresh iterator (called for every pass), not an iterable itself."""
-        return callable(self.source) and not hasattr(self.source, "__iter__")
-
-    @property
-    def batches_per_epoch(self) -> int | None:
-        if self.per_epoch is not None:
-            return self.per_epoch
-        if self.one_shot or self.factory:
-            return None
-        try:
-            return len(self.source) or None
-        except TypeError:
-            return None
-
-    def new_pass(self):
-        """A fresh iterator over the source."""
-        if self.factory:
-            return iter(self.source())
-        return iter(self.source)
-
-    def first(self):
-        """The first batch: what the loss is checked and compiled for (the run reads it again as its first)."""
-        if self._first is None:
-            self._peeked = self.read_first()
-            self._first = self._peeked[1]
-        return self._first
-
-    def read_first(self) -> tuple:
-        """(a fresh iterator, its first batch)."""
-        iterator = self.new_pass()
-        try:
-            return iterator, next(iterator)
-        except StopIteration:
-            raise DataError("the iterable of batches yielded no batch; expected at least one") from None
-
-    def take_peeked(self) -> tuple:
-        """(the iterator `first()` read from, that batch) for the run that reads on from there; a
-        fresh pass for a later run (a one-shot iterator: where the last run left it)."""
-        self.first()
-        peeked, self._peeked = self._peeked, None
-        return peeked or self.read_first()
-
-
-_NOT_STREAMS = (tuple, list, dict, str, bytes, np.ndarray, np.generic)
 
 
 def check_epochs(batches: Batches, resolve_for, eval_every=None) -> None:
@@ -149,22 +76,6 @@ def check_epochs(batches: Batches, resolve_for, eval_every=None) -> None:
     for a, b in zip(one.phases, two.phases):
         if replace(a, steps_per_epoch=None) != replace(b, steps_per_epoch=None):
             raise DataError(f"{a.label} counts in epochs, but {what}")
-
-
-def as_batches(data) -> Batches | None:
-    """`data` as an iterable of batches, or None when it is the loss's arrays themselves.
-
-    Streams: a `Batches`, an iterator or generator, and any other iterable that is not a
-    tuple, list or dict (of arrays) nor an array (a grain DataLoader or dataset, say). A list
-    of batches is a pytree of arrays to the loss: wrap it, `Batches(list_of_batches)`.
-    """
-    import jax
-
-    if isinstance(data, Batches):
-        return data
-    if isinstance(data, _NOT_STREAMS) or isinstance(data, jax.Array) or not hasattr(data, "__iter__"):
-        return None
-    return Batches(data)
 
 
 class _Spec:

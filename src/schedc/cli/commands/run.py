@@ -108,7 +108,7 @@ def _call_user(what: str, ref: str, function, *args):
 def _loss_and_data(args, plan, base: Path):
     """(loss, positional data, keyword data, iterable of batches or None)."""
     from schedc.plan.binding import load_entry
-    from schedc.runtime.stream import as_batches
+    from schedc.plan.batches import as_batches
 
     loss_ref, data_ref = args.loss or plan.loss, args.data or plan.data
     if not loss_ref:

@@ -181,6 +181,25 @@ def test_ema_phases_fuse_with_the_same_ema_models(monkeypatch):
     assert leaves_bytes(together.ema_model) != leaves_bytes(together.model)  # the average is not the model
 
 
+CUT_TEXT = """seed 5
+phase 10 lr 0.1 < free a, b >
+phase 8 lr 0.05 < free a, b; carry state >
+phase 6 lr 0.05 < free a, b; init b = $start; carry state >
+phase 7 lr 0.02 < free a, b; carry state >
+phase 5 lr 0.02 < free a; carry state >
+"""
+
+
+def test_optimizer_states_carry_into_and_out_of_segments_around_a_cut(monkeypatch):
+    """A phase run alone (an init of an array bound to `$start`) between two segments carries the
+    first segment's optimizer state (its slots come back packed) and hands its own to the second."""
+    program = schedc.compile(CUT_TEXT, model(), start=np.array([0.3, -0.2], np.float32))
+    calls = fused_calls(monkeypatch)
+    together = program.run(loss, quiet=True)
+    assert len(calls) == 2  # the segments before and after the phase run alone
+    assert_same_run(program.run(loss, quiet=True, fuse=False), together)
+
+
 # ---------------------------------------------------------------- training on data
 
 N = 30  # examples: with batch 8, 3 steps per epoch (6 examples sit out each epoch)

@@ -648,8 +648,10 @@ def _flat(values: list[list]):
 
 def first_nonfinite(losses: np.ndarray) -> int | None:
     """Index of the first non-finite loss of a chunk, or None."""
-    bad = np.flatnonzero(~np.isfinite(losses))
-    return int(bad[0]) if bad.size else None
+    finite = np.isfinite(losses)
+    if finite.all():  # (the common case, checked first: half the time of finding the index)
+        return None
+    return int(np.flatnonzero(~finite)[0])
 
 
 def initial_stop_state(signature: PhaseSignature) -> dict:

@@ -35,7 +35,7 @@ their moving average (`ema`, beside `snapshots`), the phase's `ema_model`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -137,6 +137,61 @@ def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict
     return signature, table
 
 
+# a call's optimizer slots travel as one flat buffer per dtype while they take at most this many
+# bytes (above it, packing would copy a large state at every call for no measurable gain)
+PACKED_SLOTS_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class SlotPacking:
+    """Where each leaf of the slots sits in one flat buffer per dtype.
+
+    A call returns each output as an array object the host builds (~1-8 us each): a segment's
+    optimizer slots (Adam: a count and two moments per free leaf, per phase signature) were
+    most of a short segment's outputs. Packed, they are two or three buffers. Packing and
+    unpacking move values without arithmetic, so results are bit for bit the same.
+    """
+
+    treedef: Any
+    dtypes: tuple  # one buffer per dtype
+    places: tuple  # per leaf: (its buffer, offset, shape)
+
+    @staticmethod
+    def of(shapes) -> SlotPacking | None:
+        """The packing of a slots tree of these shapes and dtypes; None when it is too large or
+        holds a leaf that is not a plain number array (a typed PRNG key, say)."""
+        import jax
+
+        leaves, treedef = jax.tree_util.tree_flatten(shapes)
+        dtypes = [np.dtype(leaf.dtype) for leaf in leaves]
+        if any(d.kind not in "biufc" for d in dtypes) or sum(d.itemsize * int(np.prod(leaf.shape)) for d, leaf in zip(dtypes, leaves)) > PACKED_SLOTS_BYTES:
+            return None
+        order = list(dict.fromkeys(dtypes))
+        used = [0] * len(order)
+        places = []
+        for d, leaf in zip(dtypes, leaves):
+            b = order.index(d)
+            places.append((b, used[b], tuple(leaf.shape)))
+            used[b] += int(np.prod(leaf.shape))
+        return SlotPacking(treedef, tuple(order), tuple(places))
+
+    def pack(self, slots, xp=np) -> tuple:
+        """The buffers of `slots` (`xp`: numpy on the host, jax.numpy in a program)."""
+        import jax
+
+        groups: list[list] = [[] for _ in self.dtypes]
+        for leaf, (b, _, _) in zip(jax.tree_util.tree_leaves(slots), self.places):
+            groups[b].append(xp.ravel(xp.asarray(leaf)))
+        return tuple(xp.concatenate(g) if g else xp.zeros(0, d) for g, d in zip(groups, self.dtypes))
+
+    def unpack(self, buffers):
+        """The slots tree the `buffers` hold."""
+        import jax
+
+        leaves = [buffers[b][at : at + int(np.prod(shape))].reshape(shape) for b, at, shape in self.places]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
 @dataclass
 class Program:
     """A compiled segment: `call(state, table, root, initial_arrays, data_arrays, budget) -> (state, out)`.
@@ -154,6 +209,7 @@ class Program:
     slot_shapes: tuple  # per signature: the shape/dtype tree of its optimizer state
     unfusable: str | None  # why the loss must run phase by phase (see `_unfusable`), or None
     keeps_ema: tuple[bool, ...] = ()  # per signature: whether its optimizer state holds an `ema`
+    packing: SlotPacking | None = None  # how the state's `slots` are packed (None: as a tree)
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
     _fresh: dict | None = None  # what every run's calls share, already on the device (`_shared`)
 
@@ -165,11 +221,35 @@ class Program:
     def initial_state(self, model_arrays, carried=None) -> dict:
         """The state a segment starts from: the model, fresh slots (a carried-in optimizer state
         `(signature, opt_state)` in its slot), the first row, step 0."""
-        slots = [dict(slot) for slot in self._shared()["slots"]]
+        shared = self._shared()
+        slots = shared["slots"]
         if carried is not None and carried[0] in self.signature.signatures:
-            slots[self.signature.signatures.index(carried[0])]["opt"] = carried[1]
-        start = self._shared()["start"]
-        return {"leaves": tuple(model_arrays), "slots": tuple(slots), "phase": start, "step": start}
+            import jax
+
+            fresh = [dict(slot) for slot in self._fresh_slots()]
+            fresh[self.signature.signatures.index(carried[0])]["opt"] = carried[1]
+            slots = jax.device_put(self.packing.pack(fresh)) if self.packing is not None else tuple(fresh)
+        return {"leaves": tuple(model_arrays), "slots": slots, "phase": shared["start"], "step": shared["start"]}
+
+    def slot_opt(self, slots, index: int):
+        """The optimizer state in slot `index` of a call's returned `slots` (unpacked on the host,
+        put back on the device: the same values)."""
+        if self.packing is None:
+            return slots[index]["opt"]
+        import jax
+
+        return jax.device_put(self.packing.unpack([np.asarray(b) for b in slots])[index]["opt"])
+
+    def _fresh_slots(self) -> list:
+        """Per signature, a fresh slot on the host: a zero optimizer state and an empty `loss_change` window."""
+        import jax
+        import jax.numpy as jnp
+
+        ring_dtype = jnp.result_type(float)
+        return [
+            {"opt": jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes), "ring": np.full((sig.over,), np.nan, ring_dtype)}
+            for sig, shapes in zip(self.signature.signatures, self.slot_shapes)
+        ]
 
     def _shared(self) -> dict:
         """The fresh slots, the first row and the whole chunk's budget: made on the device once per
@@ -177,13 +257,9 @@ class Program:
         call would cost more host time than the rest of a short segment's bookkeeping."""
         if self._fresh is None:
             import jax
-            import jax.numpy as jnp
 
-            ring_dtype = jnp.result_type(float)
-            slots = [
-                {"opt": jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes), "ring": np.full((sig.over,), np.nan, ring_dtype)}
-                for sig, shapes in zip(self.signature.signatures, self.slot_shapes)
-            ]
+            slots = self._fresh_slots()
+            slots = self.packing.pack(slots) if self.packing is not None else tuple(slots)
             self._fresh = jax.device_put({"slots": slots, "start": np.int32(0), "budget": np.int32(self.signature.chunk)})
         return self._fresh
 
@@ -218,11 +294,15 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         for sig in segment.signatures
     )
     keeps_ema = tuple(O.ema_of(shapes) is not None for shapes in slot_shapes)
+    ring_dtype = jax.numpy.result_type(float)
+    packing = SlotPacking.of([{"opt": shapes, "ring": jax.ShapeDtypeStruct((sig.over,), ring_dtype)} for sig, shapes in zip(segment.signatures, slot_shapes)])
     branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema) for b in segment.branches]
 
     def call(state, table, root, initial_arrays, data_arrays, budget):
         import jax.numpy as jnp
 
+        if packing is not None:
+            state = dict(state, slots=tuple(packing.unpack(state["slots"])))
         dtype = C.loss_dtype(loss_fn, model_layout, data_layout, state["leaves"], data_arrays)
         W, K = segment.window, segment.chunk
         out = {
@@ -245,9 +325,11 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
         # the numbers the host reads after every call, in one array (one transfer, not four)
         out["counts"] = jnp.concatenate([out.pop("ran"), out.pop("reason"), jnp.stack([state["phase"], state["step"]])])
+        if packing is not None:
+            state = dict(state, slots=packing.pack(state["slots"], jnp))
         return state, out
 
-    return Program(segment, jax.jit(call), slot_shapes, _unfusable(loss_fn, model_layout, data_layout, model_arrays, data_arrays), keeps_ema)
+    return Program(segment, jax.jit(call), slot_shapes, _unfusable(loss_fn, model_layout, data_layout, model_arrays, data_arrays), keeps_ema, packing)
 
 
 def _unfusable(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> str | None:

@@ -124,7 +124,9 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
     if last == len(segment.phases) - 1:  # the run goes on from the state's model, already on the device
         results[last].model = segment.model_layout.rebuild(state["leaves"])
     signature = segment.prepared[last].signature
-    runner.state = RunnerState(segment.phases[last].index, signature, state["slots"][segment.signature.signatures.index(signature)]["opt"])
+    slot, slots = segment.signature.signatures.index(signature), state["slots"]
+    # (read when a later phase carries it: unpacking it costs a transfer each way)
+    runner.state = RunnerState(segment.phases[last].index, signature, Later(lambda: segment.program.slot_opt(slots, slot)))
     runner.segment = segment
     return results
 

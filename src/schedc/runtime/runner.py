@@ -8,6 +8,7 @@ progress bar and decide whether the phase is over.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import signal
 import sys
@@ -205,6 +206,9 @@ class Interrupted(KeyboardInterrupt):
         self.result = None
 
 
+_STOP_SIGNALS = (int(signal.SIGINT), int(signal.SIGTERM))
+
+
 @contextlib.contextmanager
 def _stop_on_signals(runner):
     """While a run is in progress (in the main thread), SIGINT and SIGTERM ask it to stop at the next
@@ -220,12 +224,13 @@ def _stop_on_signals(runner):
         runner.stop_signal = signum
         print(f"\nschedc: {signal.Signals(signum).name}: stopping after the current chunk (Ctrl-C again to stop now)", file=sys.stderr)
 
-    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    # (the C module's own calls: signal.signal converts every handler to and from an enum, ~10 us a run)
+    previous = [(s, _signal.signal(s, ask)) for s in _STOP_SIGNALS]
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        for s, handler in previous:
+            _signal.signal(s, handler)
 
 
 class CompileClock:
@@ -553,7 +558,7 @@ class RunnerState:
 
     phase: int | None = None
     signature: C.PhaseSignature | None = None
-    opt_state: Any = None
+    opt_state: Any = _Deferred()  # (a `Later` after a fused segment)
 
 
 

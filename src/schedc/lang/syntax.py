@@ -9,14 +9,18 @@ checked. Lark objects never leave this module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import math
 import os
+import pickle
 import pkgutil
 import re
 import stat
 import sys
 import threading
+import types
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -25,6 +29,7 @@ import lark as _lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import BasicLexer, CallChain, ContextualLexer, Scanner, _create_unless
+from lark.parsers.lalr_analysis import Action, Reduce, Shift
 from lark.utils import TextSlice
 
 from schedc.lang import nodes as n
@@ -89,21 +94,72 @@ def parser(strict: bool = False) -> Lark:
     """The LALR parser, built once from the grammar shipped in the package.
 
     Building the tables (and lark's regex-collision checks) takes ~0.4 s, most of
-    a small file's `schedc check`, so lark caches them (`_cache_file`). Lark's
-    cache is a pickle, and unpickling runs code: it is kept where only this user
-    can write, never in the shared temporary directory under a guessable name.
+    a small file's `schedc check`, so lark caches them (`_cache_file`); rebuilding
+    lark's objects from its cache still took ~20 ms, so the parser built is also kept
+    whole, pickled (`_load`, `_keep`: ~5 ms to load). Both are pickles, and unpickling
+    runs code: they are kept where only this user can write, never in the shared
+    temporary directory under a guessable name. `strict` (the grammar's test) always
+    builds it with lark.
     """
-    return Lark.open_from_package(
-        "schedc.lang",
-        "sched.lark",
-        ("grammar",),
-        parser="lalr",
-        maybe_placeholders=True,
-        strict=strict,
-        lexer_callbacks={"COMMENT": _collect_comment},
-        cache=_cache_file(strict) or False,
-        _plugins={"ContextualLexer": _ContextualLexer},
-    )
+    kept = None if strict else _cache_file(strict, "pickle")
+    built = _load(kept) if kept else None
+    if built is None:
+        built = Lark.open_from_package(
+            "schedc.lang",
+            "sched.lark",
+            ("grammar",),
+            parser="lalr",
+            maybe_placeholders=True,
+            strict=strict,
+            lexer_callbacks={"COMMENT": _collect_comment},
+            cache=_cache_file(strict, "lark") or False,
+            _plugins={"ContextualLexer": _ContextualLexer},
+        )
+        if kept:
+            _keep(built, kept)
+    return built
+
+
+def _keep(built: Lark, path: str) -> None:
+    """Pickle a parser just built (no state lexed yet) to `path`, all but its parse-tree callbacks
+    (closures, which `_load` makes again); silently nothing when that fails."""
+    unpicklable = (built._callbacks, built._parse_tree_builder)
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Action):  # lark tells shift from reduce by identity: kept by name
+                return obj.name
+            return "made again" if any(obj is u for u in unpicklable) else None
+
+        def reducer_override(self, obj):  # lark holds the `re` module itself
+            return (importlib.import_module, (obj.__name__,)) if isinstance(obj, types.ModuleType) else NotImplemented
+
+    partial = f"{path}.{os.getpid()}.tmp"
+    try:
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+            Pickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(built)
+        os.replace(partial, path)
+    except (OSError, pickle.PicklingError, TypeError, AttributeError):
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+
+
+def _load(path: str) -> Lark | None:
+    """The parser `_keep` pickled to `path`, its callbacks made again; None when there is none
+    (or it cannot be read: it is built again)."""
+
+    class Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid):
+            return {"Shift": Shift, "Reduce": Reduce}.get(pid)  # (the callbacks: None until made again)
+
+    try:
+        with open(path, "rb") as file:
+            built = Unpickler(file).load()
+        built._prepare_callbacks()  # what lark does after loading its own cache
+        built.parser.parser_conf.callbacks = built.parser.parser.parser.callbacks = built._callbacks
+        return built
+    except Exception:  # a missing, stale or damaged file (any unpickling error): build the parser again
+        return None
 
 
 # A parser state's scanner is compiled once the state has matched this many tokens.
@@ -159,11 +215,12 @@ class _ContextualLexer(ContextualLexer):
     BasicLexer = _LazyBasicLexer
 
 
-def _cache_file(strict: bool) -> str | None:
-    """Where lark may keep the parse tables: a file in a folder only this user can write
-    (~/.cache/schedc, or $XDG_CACHE_HOME/schedc), or None (no cache) when there is no
-    such folder. The name carries the grammar, lark and Python versions; lark checks a
-    hash of grammar and options again before it uses the file."""
+def _cache_file(strict: bool, kind: str = "lark") -> str | None:
+    """Where the parser may be kept (`kind` "lark": lark's tables; "pickle": the parser whole): a
+    file in a folder only this user can write (~/.cache/schedc, or $XDG_CACHE_HOME/schedc), or
+    None (no cache) when there is no such folder. The name carries the grammar, lark and
+    Python versions (and, for the pickle, this module's size and time: its classes are in
+    it); lark checks a hash of grammar and options again before it uses its file."""
     if not hasattr(os, "getuid"):  # no POSIX ownership to check: build the tables every time
         return None
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -173,8 +230,12 @@ def _cache_file(strict: bool) -> str | None:
         if not _private(folder):
             return None
         grammar = pkgutil.get_data("schedc.lang", "grammar/sched.lark")  # as lark reads it (importlib.resources costs ~3 ms more)
-        key = hashlib.sha256(grammar + repr((strict, _lark.__version__, sys.version_info[:2])).encode()).hexdigest()[:24]
-        path = os.path.join(folder, f"parser-{key}.lark")
+        versions = (strict, _lark.__version__, sys.version_info[:2])
+        if kind == "pickle":
+            this = os.stat(__file__)
+            versions += (this.st_size, this.st_mtime_ns)
+        key = hashlib.sha256(grammar + repr(versions).encode()).hexdigest()[:24]
+        path = os.path.join(folder, f"parser-{key}.{kind}")
         return path if not os.path.lexists(path) or _private(path) else None
     except OSError:
         return None

@@ -1,0 +1,54 @@
+"""The parser kept whole between processes (syntax._keep, syntax._load): written once, private to
+the user, loaded instead of built, and parsing exactly as a parser lark builds; a damaged or
+planted file is never trusted."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from lark import Lark
+from test_syntax_lexer import BROKEN, TEXTS, outcome, stock_parser
+
+from schedc.lang import syntax
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "schedc"
+
+
+def kept_file(folder) -> list:
+    return sorted(folder.glob("parser-*.pickle"))
+
+
+def test_built_once_then_loaded(cache_home, monkeypatch):
+    syntax.parser.__wrapped__(False)
+    (kept,) = kept_file(cache_home)
+    assert (kept.stat().st_mode & 0o077) == 0
+    stock = stock_parser()
+    monkeypatch.setattr(Lark, "open_from_package", lambda *a, **k: pytest.fail("built although it was kept"))
+    loaded = syntax.parser.__wrapped__(False)
+    for text in [p.read_text(errors="replace") for p in TEXTS] + BROKEN:
+        assert outcome(loaded, text) == outcome(stock, text), text[:80]
+
+
+def test_the_grammar_test_parser_is_always_built(cache_home):
+    syntax.parser.__wrapped__(True)
+    assert not kept_file(cache_home)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pickle", b"\x80\x05N."])
+def test_a_damaged_file_is_built_again(cache_home, content):
+    syntax.parser.__wrapped__(False)
+    (kept,) = kept_file(cache_home)
+    kept.write_bytes(content)
+    assert outcome(syntax.parser.__wrapped__(False), "phase 10 lr 0.1 < free a >") == outcome(stock_parser(), "phase 10 lr 0.1 < free a >")
+
+
+def test_a_file_others_can_write_is_never_loaded(cache_home):
+    syntax.parser.__wrapped__(False)
+    (kept,) = kept_file(cache_home)
+    os.chmod(kept, 0o666)
+    assert syntax._cache_file(False, "pickle") is None

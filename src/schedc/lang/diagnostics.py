@@ -8,10 +8,9 @@ the language server and `SchedError` render the same objects.
 
 from __future__ import annotations
 
-import difflib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
 
 from schedc.lang.span import NO_SPAN, Span
 
@@ -158,6 +157,8 @@ def did_you_mean(word: str, candidates: Iterable[str], n: int = 1) -> str | None
     only in case comes first (`adamW` -> `adamw`, not the shorter `adam`)."""
     candidates = list(candidates)
     same = [c for c in candidates if c.lower() == word.lower() and c != word]
+    import difflib  # here: a run without a misspelling never needs it
+
     matches = list(dict.fromkeys(same + difflib.get_close_matches(word, candidates, n=n, cutoff=0.6)))[:n]
     if not matches:
         return None

@@ -28,6 +28,7 @@ class Node:
     _init_names: tuple[str, ...] = ()  # the `__init__` parameters, in order
     _defaults: dict[str, object] = {}
     _repr_names: tuple[str, ...] = ()
+    _field_names: tuple[str, ...] = ()  # every field but the span
 
     def __init__(self, *args, **kwargs) -> None:
         if kwargs or len(args) != len(self._init_names):
@@ -86,6 +87,7 @@ def node(cls: type) -> type:
     cls._init_names = tuple(f.name for f in declared if f.init)
     cls._defaults = {f.name: f.default for f in declared if f.default is not MISSING}
     cls._repr_names = tuple(f.name for f in declared if f.repr)
+    cls._field_names = tuple(f.name for f in declared if f.name != "span")  # where `children` looks
     compared = [f.name for f in declared if f.compare]
     if compared:
         cls._key = staticmethod(attrgetter(*compared) if len(compared) > 1 else _one_tuple(compared[0]))
@@ -436,12 +438,10 @@ def walk(node):
 def children(node) -> list:
     """The nodes directly inside `node`, in field order (its span aside)."""
     out = []
-    for name in getattr(node, "__dataclass_fields__", ()):
-        if name == "span":
-            continue
+    for name in getattr(node, "_field_names", ()):
         value = getattr(node, name)
         if isinstance(value, tuple):
-            out.extend(v for v in value if hasattr(v, "__dataclass_fields__"))
-        elif hasattr(value, "__dataclass_fields__"):
+            out.extend(v for v in value if isinstance(v, Node))
+        elif isinstance(value, Node):
             out.append(value)
     return out

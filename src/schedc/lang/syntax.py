@@ -254,6 +254,8 @@ def _token_span(tok: Token) -> n.Span:
 
 def _cover(spans) -> n.Span:
     """The span from the first child that has one to the last (NO_SPAN when none has)."""
+    if len(spans) == 1 and spans[0] is not None:  # a rule of one child (most of them) has its span
+        return spans[0]
     first = next((s for s in spans if s is not None and s is not n.NO_SPAN), None)
     if first is None:
         return n.NO_SPAN

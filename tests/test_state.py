@@ -195,3 +195,73 @@ def test_batched_fits_and_sweeps_refuse_a_model_state(start):
         program.run_batched(loss, X[None], Y[None], state=state)
     with pytest.raises(TypeError, match=r"take no model state"):
         program.sweep(lr=[1e-2, 1e-3]).run(loss, X, Y, state=state)
+
+
+# ---------------------------------------------------------------- the model function returns (model, state)
+
+
+def test_a_program_of_a_model_and_its_state_runs_with_that_state(start):
+    model, state = start
+    program = schedc.compile(TEXT, (model, state))  # as eqx.nn.make_with_state returns them
+    assert program.model is model and program.state is state
+    assert sorted(program.tree.paths) == sorted(schedc.compile(TEXT, model).tree.paths)  # the state holds no parameter
+    own = program.run(loss, X, Y, quiet=True)
+    given = schedc.compile(TEXT, model).run(loss, X, Y, state=state, quiet=True)
+    np.testing.assert_array_equal(own.loss_history, given.loss_history)
+    for got, want in zip(arrays(own.state), arrays(given.state)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match=r"take no model state"):
+        program.run_batched(loss, X[None], Y[None])
+
+
+def _model_file() -> str:
+    """A model file for `schedc run`: this module's Net, loss and metrics, its data, and a model
+    function returning `(model, state)`."""
+    import inspect
+
+    head = "import equinox as eqx\nimport jax\nimport jax.numpy as jnp\nimport numpy as np\n\n"
+    data = "X = np.random.default_rng(1).normal(size=(40, 3)).astype(np.float32)\nY = np.tanh(X @ np.array([1.0, -2.0, 0.5], np.float32)).astype(np.float32)\n\n"
+    functions = "\n\n".join(inspect.getsource(f) for f in (Net, batched, loss, metrics))
+    entries = (
+        "\n\ndef build():\n    return eqx.nn.make_with_state(Net)(jax.random.key(0))\n"
+        "\n\ndef data():\n    return X, Y\n"
+        "\n\ndef plain(model, state, x, y):  # a stateful loss that returns no state\n    return loss(model, state, x, y)[0]\n"
+    )
+    return head + data + functions + entries
+
+
+@pytest.fixture()
+def cli_folder(tmp_path):
+    (tmp_path / "net.py").write_text(_model_file())
+    (tmp_path / "bn.sched").write_text('model "net.py:build"\nloss "net.py:loss"\ndata "net.py:data"\nvalidation "net.py:data"\neval "net.py:metrics" every epoch\n' + TEXT + "\n")
+    return tmp_path
+
+
+def test_schedc_run_trains_a_model_function_returning_model_and_state(cli_folder, capsys, start):
+    from schedc.cli import main
+
+    out = cli_folder / "out"
+    assert main(["run", str(cli_folder / "bn.sched"), "--out", str(out), "--quiet", "--compile-cache", "none"]) == 0
+    model, state = start
+    want = schedc.compile(TEXT, model).run(loss, X, Y, state=state, quiet=True, validation=(X, Y), metrics=metrics, eval_every="epoch")
+    losses = np.load(out / "losses.npz")["phase_0"]
+    np.testing.assert_array_equal(losses, want.loss_history)
+    saved = eqx.tree_deserialise_leaves(out / "state.eqx", state)  # the running statistics, saved beside model.eqx
+    for got, expected in zip(arrays(saved), arrays(want.state)):
+        np.testing.assert_array_equal(got, expected)
+    # the model check sees the model's parameters only, not the state's arrays
+    assert main(["check", str(cli_folder / "bn.sched"), "--model"]) == 0
+    capsys.readouterr()
+    # a sweep takes no state: refused before any training, saying why
+    (cli_folder / "sweep.sched").write_text((cli_folder / "bn.sched").read_text().replace("lr 1e-2", "lr $lr"))
+    assert main(["run", str(cli_folder / "sweep.sched"), "--sweep", "lr=1e-2,1e-3", "--quiet", "--compile-cache", "none"]) == 2
+    assert "--sweep takes no model state: the model function returned (model, state)" in capsys.readouterr().err
+
+
+def test_a_stateful_loss_that_returns_no_state_is_refused_before_training(cli_folder, capsys):
+    from schedc.cli import main
+
+    (cli_folder / "plain.sched").write_text((cli_folder / "bn.sched").read_text().replace("net.py:loss", "net.py:plain"))
+    assert main(["run", str(cli_folder / "plain.sched"), "--quiet", "--compile-cache", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "loss `net.py:plain` failed on the model and data: TypeError: the loss was given a model state" in err and "Traceback" not in err

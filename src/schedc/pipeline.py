@@ -229,9 +229,10 @@ def _bind(parsed: ParseResult, model, base_dir: Path):
         from schedc.plan.binding import bind_model
 
         return bind_model(parsed.file, None if model is FROM_DIRECTIVE else model, base_dir)
+    from schedc.plan.binding import model_and_state
     from schedc.plan.params import discover
 
-    return (model, discover(model)), []
+    return (model, discover(model_and_state(model)[0])), []
 
 
 def _sorted(diagnostics, name: str) -> list[Diagnostic]:

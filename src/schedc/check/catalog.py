@@ -320,8 +320,8 @@ MAX_STOP_WINDOW = 1_000_000
 MAX_NUMBER = 3.4028234663852886e38
 
 KEYWORD_DOCS: dict[str, str] = {
-    "model": '`model "file.py:factory"` — where parameter paths come from (path relative to this file)',
-    "loss": '`loss "file.py:fn"` — the loss `schedc run` minimises: `fn(model, *data)`',
+    "model": '`model "file.py:factory"` — where parameter paths come from (path relative to this file); the factory returns the model, or `(model, state)` as `eqx.nn.make_with_state` does',
+    "loss": '`loss "file.py:fn"` — the loss `schedc run` minimises: `fn(model, *data)`, or `fn(model, state, *data)` returning `(loss, state)` when the model comes with a state',
     "data": '`data "file.py:fn"` — returns the loss\'s extra arguments (a tuple, or a dict of keyword arguments), or an iterable of such batches (streamed)',
     "seed": "`seed N` — the root of every random init's key",
     "optimizer": "`optimizer OPT` — an optax optimizer or transformation by name (`adam`, `contrib.muon`), with keyword arguments, "

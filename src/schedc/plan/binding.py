@@ -130,11 +130,22 @@ def load_entry(ref: str, base_dir: Path | str = ".", *, from_file: bool = False)
 
 
 def load_model(ref: str, base_dir: Path | str = ".", *, from_file: bool = False):
-    """Call the factory `ref` names with no arguments and return the model."""
+    """Call the factory `ref` names with no arguments and return what it returns: the model, or
+    `(model, state)` (see `model_and_state`)."""
     factory = load_entry(ref, base_dir, from_file=from_file)
     if not callable(factory):
         raise BindingError(f"`{ref}` is not callable")
     return factory()
+
+
+def model_and_state(value) -> tuple:
+    """(model, state) of what a model factory returned: `(model, state)` as
+    `eqx.nn.make_with_state(Net)(key)` returns it (the state an `eqx.nn.State`: BatchNorm's running
+    statistics, trained beside the model and never a parameter), or the model alone (state None)."""
+    equinox = sys.modules.get("equinox")  # an eqx.nn.State exists only once equinox is imported
+    if equinox is not None and type(value) is tuple and len(value) == 2 and isinstance(value[1], equinox.nn.State):
+        return value
+    return value, None
 
 
 def model_directive(file: n.File) -> n.Directive | None:
@@ -149,7 +160,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def bind_model(file: n.File, model_ref: str | None, base_dir: Path | str):
-    """Load and discover the model: (ParamTree or None, diagnostics). E0406 when it fails.
+    """Load and discover the model: ((what the factory returned, its ParamTree) or None,
+    diagnostics). E0406 when it fails. A factory returning `(model, state)` has the model's
+    parameters discovered (`model_and_state`).
 
     `model_ref` None uses the file's `model` directive; with neither, (None, []).
     """
@@ -165,7 +178,7 @@ def bind_model(file: n.File, model_ref: str | None, base_dir: Path | str):
         span = n.NO_SPAN
     try:
         model = load_model(model_ref, base_dir, from_file=from_file)
-        tree = discover(model)
+        tree = discover(model_and_state(model)[0])
     except BaseException as exc:  # the user's code: anything it raises is a diagnostic
         if isinstance(exc, KeyboardInterrupt):
             raise

@@ -141,6 +141,9 @@ def _size(tree) -> int:
     return sizes.pop()
 
 
+NO_STATE = "batched fits and sweeps take no model state (an eqx.nn.State): a stateful loss (BatchNorm) runs with `Program.run(..., state=state)`"
+
+
 class BatchedRunner(Runner):
     """A Runner whose phases run B datasets at once (vmap over the leading axis): the same
     chunk loop, with the batched fit strategy."""
@@ -151,8 +154,9 @@ class BatchedRunner(Runner):
         super().__init__(*a, fuse=False, **kw)  # fused segments are single fits only (docs/runtime.md)
         import equinox as eqx
 
-        if any(isinstance(v, eqx.nn.State) for v in self.kwargs.values()):  # it would reach the loss as data
-            raise TypeError("batched fits and sweeps take no model state (an eqx.nn.State): a stateful loss (BatchNorm) runs with `Program.run(..., state=state)`")
+        # a state given as data would reach the loss as data; a program's own (its model came as `(model, state)`) is not carried
+        if self.model_state is not None or any(isinstance(v, eqx.nn.State) for v in self.kwargs.values()):
+            raise TypeError(NO_STATE)
         self.size = self._batch_size()
         self.dead = np.zeros(self.size, bool)  # datasets a non-finite loss stopped: they sit out the rest of the run
 
@@ -239,7 +243,7 @@ def run_batched(program, loss_fn, args, kwargs, *, batched_model: bool = False, 
     """Fit `program` to B datasets at once (see `Program.run_batched`)."""
     if program.model is None:
         raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-    runner = BatchedRunner(program.plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=True, source=program.source)
+    runner = BatchedRunner(program.plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=True, source=program.source, state=program.state)
     if chunk is None:
         runner.chunk = chunk_for(runner.size)
     model = strong_types(program.model) if batched_model else runner.broadcast(program.model)

@@ -134,9 +134,9 @@ def _applied_per_setting(program):
     return jax.jit(jax.vmap(program, in_axes=(None, 0)))
 
 
-def run_sweep(plans: list, settings: list[dict], model, tree, key, loss_fn, args, kwargs, *, chunk: int | None = None, source=None) -> SweepResult:
-    """Fit every setting's Plan at once (see `Program.sweep`)."""
-    runner = SweepRunner(plans, tree, loss_fn, args, kwargs, key=key, chunk=chunk, quiet=True, source=source)
+def run_sweep(plans: list, settings: list[dict], model, tree, key, loss_fn, args, kwargs, *, chunk: int | None = None, source=None, state=None) -> SweepResult:
+    """Fit every setting's Plan at once (see `Program.sweep`; a model `state` is refused: batch.NO_STATE)."""
+    runner = SweepRunner(plans, tree, loss_fn, args, kwargs, key=key, chunk=chunk, quiet=True, source=source, state=state)
     if chunk is None:
         runner.chunk = chunk_for(runner.size)
     result = runner.run(runner.broadcast(strong_types(model)))

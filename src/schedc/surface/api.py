@@ -40,6 +40,9 @@ class Program:
     placeholders: dict = field(default_factory=dict, repr=False)  # the `$name` values it was compiled with, as syntax nodes
     # `data -> Plan` for a file that counts in epochs: resolved again once the data's size is known
     per_data: object = field(default=None, repr=False)
+    # the model state (an eqx.nn.State: BatchNorm statistics) when the model came as `(model, state)`:
+    # what `run` starts from unless given `state=`
+    state: object = field(default=None, repr=False)
     _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # plan_for's, by (data size, eval_every)
     _replays: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (loss, chunk) -> runtime.fused.Replay
 
@@ -118,6 +121,7 @@ class Program:
             batches = Batches(batches)
         evaluator = Evaluator(metrics, validation if isinstance(validation, tuple) else (validation,)) if metrics is not None else None
         plan = self.plan_for(args, kwargs, eval_every, batches)
+        state = self.state if state is None else state
         return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator, fuse=fuse, state=state, batches=batches)
 
     def run(
@@ -155,7 +159,8 @@ class Program:
         `validation` (a tuple of its arguments), `eval_every` (steps, or "epoch"; default: the
         `eval` directive's interval) and `logger` (a `schedc.runtime.log.RunLog(folder)`: the
         losses, hyperparameters, aux metrics and evaluations appended after every phase).
-        `state` (an `eqx.nn.State`, as `eqx.nn.make_with_state` returns it: BatchNorm statistics)
+        `state` (an `eqx.nn.State`, as `eqx.nn.make_with_state` returns it: BatchNorm statistics;
+        by default the program's own, `Program.state`, when its model came as `(model, state)`)
         makes the loss stateful, as in equinox: `loss_fn(model, state, *args)` returns
         `(loss, state)` or `(loss, (state, aux))`; the state is carried through every step and
         phase, checkpointed, passed to the metrics function (`metrics(model, state, *validation)`)
@@ -164,6 +169,7 @@ class Program:
         host between them (docs/runtime.md, "Fused segments"); `fuse=False` runs them one by one
         (same results).
         """
+        state = self.state if state is None else state
         plain = checkpoint is None and logger is None and metrics is None and validation == () and eval_every is None and state is None and batches is None and fuse
         if plain and (replayed := self._replay(loss_fn, args, kwargs, chunk, quiet)) is not None:
             return replayed
@@ -253,10 +259,12 @@ def compile(text_or_path, model=None, key=None, **placeholders) -> Program:
 
     Args:
         text_or_path: DSL text, or a path (str or PathLike) to an existing `.sched` file.
-        model: the model (an equinox Module or any pytree); a `"file.py:factory"` /
-            `"module:factory"` reference; or None to build the one the file's `model`
-            directive names (with no directive either, the program is model-free: its
-            "parameters" are the file's pattern texts, each matching only itself).
+        model: the model (an equinox Module or any pytree), or `(model, state)` with an
+            `eqx.nn.State` (as `eqx.nn.make_with_state` returns them: `Program.state`); a
+            `"file.py:factory"` / `"module:factory"` reference (the factory returns either); or
+            None to build the one the file's `model` directive names (with no directive either,
+            the program is model-free: its "parameters" are the file's pattern texts, each
+            matching only itself).
         key: the root PRNG key of random inits (a JAX key or an int seed).
         **placeholders: values of `$name` placeholders in the text.
 
@@ -280,7 +288,10 @@ def program_of(analysis, key=None) -> Program:
     if analysis.plan is None:
         raise analysis.error()
     # no model and no `model` directive: a model-free program whose "parameters" are the patterns as written
-    return Program(analysis.plan, analysis.model, analysis.tree, _key(key, analysis.plan.seed), tuple(analysis.diagnostics), analysis.source, dict(analysis.placeholders), _per_data(analysis))
+    from schedc.plan.binding import model_and_state
+
+    model, state = model_and_state(analysis.model)  # a factory (or the caller) may give `(model, state)`
+    return Program(analysis.plan, model, analysis.tree, _key(key, analysis.plan.seed), tuple(analysis.diagnostics), analysis.source, dict(analysis.placeholders), _per_data(analysis), state)
 
 
 def _per_data(analysis):

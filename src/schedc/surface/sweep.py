@@ -42,7 +42,7 @@ class Sweep:
         program = self.program
         if program.model is None:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-        return run_sweep(self.plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source)
+        return run_sweep(self.plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source, state=program.state)
 
 
 @dataclass(frozen=True)

@@ -147,19 +147,27 @@ def _as_tuple(data) -> tuple:
     return data if isinstance(data, tuple) else (data,)
 
 
-def _check_loss(loss, model, data_args, data_kwargs, loss_ref: str) -> None:
+def _check_loss(loss, model, data_args, data_kwargs, loss_ref: str, state=None) -> None:
     """Trace the loss once on the model and data (no compiling, no running): it must return a
-    floating-point scalar (or `(scalar, {name: scalar})`), and the data must be arrays JAX accepts."""
+    floating-point scalar (or `(scalar, {name: scalar})`), and the data must be arrays JAX accepts.
+    With a model `state` (the model factory returned `(model, state)`) the loss is
+    `loss(model, state, *data)` and returns the new state beside the loss (`split_stateful_output`)."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
 
-    from schedc.compiler.minibatch import split_output, takes_key
+    from schedc.compiler.minibatch import split_output, split_stateful_output, takes_key
 
     key = {"key": jax.random.key(0)} if takes_key(loss) else {}  # a loss with a `key` gets one per step
+
+    def value(m, a, k):
+        if state is None:
+            return split_output(loss(m, *a, **k, **key))[0]
+        return split_stateful_output(loss(m, state, *a, **k, **key))[0]
+
     try:
         # filter_eval_shape: a model may hold leaves that are not arrays (a spectracles ShareModule's sentinels)
-        out = eqx.filter_eval_shape(lambda m, a, k: split_output(loss(m, *a, **k, **key))[0], model, data_args, data_kwargs)
+        out = eqx.filter_eval_shape(value, model, data_args, data_kwargs)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
@@ -305,9 +313,11 @@ def run(args) -> int:
             raise ValueError("--sweep needs the data as arrays: the `data` function returned an iterable of batches")
         if batches is not None and distributed:
             raise ValueError("--distributed needs the data as arrays: the `data` function returned an iterable of batches")
+        if program.state is not None and swept:
+            raise ValueError("--sweep takes no model state: the model function returned (model, state) (an eqx.nn.State); a stateful model runs one setting at a time")
         if distributed:
             data_args, data_kwargs = _split_rows((data_args, data_kwargs))
-        _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss)
+        _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss, program.state)
         evaluation = _evaluation(program.plan, path.parent)
     except SchedError as err:
         print(err.render(), file=sys.stderr)
@@ -444,7 +454,7 @@ def result_table(result) -> str:
 
 
 def save(result, out: Path, model_override=None) -> None:
-    """model.eqx (equinox serialisation; ema_model.eqx with `ema`), losses.npz, hyperparams.npz and summary.json, each
+    """model.eqx (equinox serialisation; ema_model.eqx with `ema`; state.eqx with a model state), losses.npz, hyperparams.npz and summary.json, each
     written atomically (a file beside it, then renamed): a kill leaves old or new, never half."""
     import equinox as eqx
     import numpy as np
@@ -457,6 +467,9 @@ def save(result, out: Path, model_override=None) -> None:
     if result.ema_model is not None and model_override is None:
         with atomic_open(out / "ema_model.eqx") as f:
             eqx.tree_serialise_leaves(f, result.ema_model)
+    if getattr(result, "state", None) is not None:  # the model state (BatchNorm statistics) after the last phase saved
+        with atomic_open(out / "state.eqx") as f:
+            eqx.tree_serialise_leaves(f, result.state)
     with atomic_open(out / "losses.npz") as f:
         np.savez(f, **{f"phase_{p.index}": p.losses for p in result.phases})
     with atomic_open(out / "hyperparams.npz") as f:

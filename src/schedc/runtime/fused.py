@@ -160,7 +160,8 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         _collect(found, first_row, row, step, pieces, reasons)
         models.extend((out, r) for r in range(first_row, row))
         bar.advance(pieces, first_row, row + (step > 0))
-        pace.observe(int(np.sum(found["ran"])))
+        if not pace.steady:  # (a watched run's calls are sized by their time)
+            pace.observe(int(np.sum(found["ran"])))
         if len(models) == len(phases) or (models and reasons[len(models) - 1] == C.NONFINITE) or owner.stop_signal is not None:
             return state, (pieces, reasons, models)
 

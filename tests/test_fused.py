@@ -1,10 +1,12 @@
 """Fused segments: consecutive phases run as one compiled program give, bit for bit on CPU, what
-running them one by one gives (losses, stop reasons, hyperparameter logs, every phase's model), for
-every stop rule, init kind and `carry state`; a `repeat` compiles its body's program once and runs
-in one call; a non-finite loss inside a segment names its phase and step and keeps the phases before."""
+running them one by one gives (losses, stop reasons, hyperparameter logs with plateau scales, aux
+metrics, every phase's model and model state), for every stop rule, init kind and `carry state`,
+with minibatches drawn on the device; a `repeat` compiles its body's program once and runs in one
+call; a non-finite loss inside a segment names its phase and step and keeps the phases before."""
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +50,10 @@ def assert_same_run(one, other):
         for name in a.hyperparams:
             assert a.hyperparams[name].tobytes() == b.hyperparams[name].tobytes(), (a.display, name)
         assert leaves_bytes(a.model) == leaves_bytes(b.model), a.display
+        assert a.aux_steps.tolist() == b.aux_steps.tolist() and list(a.aux) == list(b.aux), a.display
+        for name in a.aux:
+            assert a.aux[name].tobytes() == b.aux[name].tobytes(), (a.display, name)
+        assert leaves_bytes(a.state) == leaves_bytes(b.state), a.display
 
 
 def fused_calls(monkeypatch) -> list:
@@ -226,27 +232,47 @@ def mse(m, x, y):
     return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
 
 
+def mse_with_aux(m, x, y):
+    value = mse(m, x, y)
+    return value, {"twice": 2 * value, "bias": m["b"]}
+
+
 @pytest.fixture(scope="module")
 def data_program():
     return schedc.compile(DATA_TEXT, linear())
 
 
-def test_minibatched_phases_fuse_with_the_same_batches(data_program, monkeypatch):
+@pytest.fixture(scope="module", params=[None, 4], ids=["one-call", "chunk-4"])
+def data_runs(request, data_program):
+    """The minibatched schedule, with aux metrics, run phase by phase and fused (with chunk 4, a
+    fused call stops inside phases and epochs, and straddles phases); and the fused calls made."""
+    chunk = request.param
+    apart = data_program.run(mse_with_aux, X, Y, quiet=True, chunk=chunk, fuse=False)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        calls = fused_calls(monkeypatch)
+        together = data_program.run(mse_with_aux, X, Y, quiet=True, chunk=chunk)
+    return chunk, apart, together, len(calls)
+
+
+def test_minibatched_phases_fuse_with_the_same_batches(data_runs):
     """Minibatches are drawn on the device from each phase's (seed, phase, epoch) permutation, in a
-    fused segment as phase by phase: the same losses (so the same batches), models, logs."""
-    calls = fused_calls(monkeypatch)
-    together = data_program.run(mse, X, Y, quiet=True)
-    assert len(calls) == 1
-    apart = data_program.run(mse, X, Y, quiet=True, fuse=False)
+    fused segment as phase by phase (a call starting inside a phase picks up its epoch's
+    permutation): the same losses (so the same batches), models, logs, for every stop rule."""
+    chunk, apart, together, calls = data_runs
+    assert calls == (1 if chunk is None else -(-sum(p.steps_run for p in together.phases) // chunk))
     assert_same_run(apart, together)
     assert set(apart.stop_reasons) == {"completed", "loss", "loss_change"}
     assert [p.steps_per_epoch for p in together.phases] == [p.steps_per_epoch for p in apart.phases] == [3, 3, 6, 3, 6, 3, 1]
 
 
-def test_minibatched_phases_spanning_several_calls_give_the_same_results(data_program):
-    """With a chunk of 4 steps a fused call stops inside phases and epochs; the next call picks
-    the epoch's permutation up where the phase is, as a phase-by-phase chunk does."""
-    assert_same_run(data_program.run(mse, X, Y, quiet=True, chunk=4, fuse=False), data_program.run(mse, X, Y, quiet=True, chunk=4))
+def test_aux_metrics_fuse_with_the_same_per_chunk_means(data_runs):
+    """A fused run logs aux metrics per step and takes each phase's means over the chunks a
+    phase-by-phase run calls (blocks of `chunk` steps, the last ending where the phase stops):
+    the same numbers (compared bitwise in `assert_same_run`), though a fused call straddles phases."""
+    chunk, apart, together, _ = data_runs
+    expected = [[6], [7]] if chunk is None else [[4, 6], [4, 7]]
+    assert [p.aux_steps.tolist() for p in together.phases][:2] == expected
+    assert sorted(together.aux) == ["bias", "twice"] and together.aux["twice"].tobytes() == apart.aux["twice"].tobytes()
 
 
 def test_a_phase_whose_batch_does_not_fit_the_data_runs_alone_and_names_itself(data_program):
@@ -254,8 +280,66 @@ def test_a_phase_whose_batch_does_not_fit_the_data_runs_alone_and_names_itself(d
     from schedc.runtime.data import DataError
 
     with pytest.raises(DataError, match="phase 6 has `batch 30` but the data holds only 20 examples") as info:
-        data_program.run(mse, X[:20], Y[:20], quiet=True)
+        data_program.run(mse_with_aux, X[:20], Y[:20], quiet=True)
     assert len(info.value.result.phases) == 6
+
+
+PLATEAU_TEXT = """seed 1
+phase 10 lr 0.2 * plateau(factor=0.5, patience=1, cooldown=0) optimizer sgd < free a, b >
+phase 8 lr 0.1 < free a >
+phase 12 lr 0.3 * plateau(factor=0.5, patience=1) optimizer sgd < free b; init b ~ normal(0, 1); stop when loss < 0.5 >
+phase 9 lr 0.05 < free a, b; free b lr 0.2 * plateau(factor=0.3, patience=2) optimizer sgd; carry state >
+phase 30 lr 0.3 * plateau(factor=0.5, patience=1) < free **; init a = reset; stop when loss_change < 0.01 over 3 after 4 >
+"""
+
+
+def test_plateau_phases_fuse_with_the_same_scale_logs(monkeypatch):
+    """A plateau's scale lives in the optimizer state; a fused call logs the scale applied at each
+    step beside the loss, so the hyperparameter log (`plateau_scale`) is a phase-by-phase run's
+    (with calls of 8 steps: phases span calls, calls span phases)."""
+    program = schedc.compile(PLATEAU_TEXT, model())
+    calls = fused_calls(monkeypatch)
+    together = program.run(loss, quiet=True, chunk=8)
+    assert len(calls) == -(-sum(p.steps_run for p in together.phases) // 8)
+    apart = program.run(loss, quiet=True, chunk=8, fuse=False)
+    assert_same_run(apart, together)
+    assert set(apart.stop_reasons) == {"completed", "loss", "loss_change"}
+    scales = together.hyperparams["plateau_scale"]
+    assert np.nanmin(scales) < 1 and "plateau_scale@b" in together.phases[3].hyperparams
+
+
+class Tracked(eqx.Module):
+    """A linear model with a model state: a running mean of the inputs it has seen, which it adds."""
+
+    w: jax.Array
+    b: jax.Array
+    seen: eqx.nn.StateIndex
+
+    def __init__(self):
+        self.w, self.b = jnp.zeros(3), jnp.zeros(())
+        self.seen = eqx.nn.StateIndex(jnp.zeros(3))
+
+
+def tracked_mse(m, state, x, y):
+    seen = state.get(m.seen)
+    value = jnp.mean((x @ m.w + m.b + 0.1 * jnp.sum(seen) - y) ** 2)
+    return value, (state.set(m.seen, 0.9 * seen + 0.1 * jnp.mean(x, axis=0)), {"twice": 2 * value})
+
+
+def test_a_model_state_is_carried_through_a_fused_segment(monkeypatch):
+    """`state=` (an eqx.nn.State) is carried from step to step, call to call (calls of 4 steps)
+    and phase to phase on the device; every phase's state is a phase-by-phase run's, and so is
+    the run's final state."""
+    start, state = eqx.nn.make_with_state(Tracked)()
+    program = schedc.compile(DATA_TEXT, start)
+    calls = fused_calls(monkeypatch)
+    together = program.run(tracked_mse, X, Y, state=state, quiet=True, chunk=4)
+    assert len(calls) == -(-sum(p.steps_run for p in together.phases) // 4)
+    apart = program.run(tracked_mse, X, Y, state=state, quiet=True, chunk=4, fuse=False)
+    assert_same_run(apart, together)
+    assert set(apart.stop_reasons) == {"completed", "loss", "loss_change"}
+    assert leaves_bytes(together.state) == leaves_bytes(apart.state) and together.phases[-1].state is together.state
+    assert leaves_bytes(together.phases[0].state) != leaves_bytes(together.state)  # each phase's own state
 
 
 # ---------------------------------------------------------------- replays (a later run of a program that ran as one segment skips the runner)

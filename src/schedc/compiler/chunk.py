@@ -351,7 +351,7 @@ class Compiled:
 
     init: Callable  # (free, numbers) -> optimizer state
     # (free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys)
-    #   -> (free, opt_state, stop_state, losses, aux sums of the chunk)
+    #   -> (free, opt_state, stop_state, losses, aux metrics per step)
     chunk: Callable
     hypers: Callable  # (step0, numbers) -> [chunk, hyperparameters] applied values
 
@@ -450,15 +450,15 @@ def run_steps(
 ):
     """The device loop of a phase (traceable): up to `n_active` steps from phase step `step0`.
 
-    The loss before step k is written to `logs["loss"][at + k]` (and with plateaus the scale it
-    applied to `logs["plateau_scale"][at + k]`); `logs=None` makes a fresh chunk-long buffer
-    (the plateau one from `stop_state`). `keys` are the phase's data-order and loss keys
+    The loss before step k is written to `logs["loss"][at + k]` (with plateaus the scales it
+    applied to `logs["plateau_scale"][at + k]`, and given `logs["aux"]`, each aux metric to
+    `logs["aux"][name][at + k]`); `logs=None` makes a fresh chunk-long buffer (the plateau one
+    from `stop_state`). `keys` are the phase's data-order and loss keys
     (minibatch.phase_keys). A `stop_state["model_state"]` (an `eqx.nn.State`) makes the loss
     stateful: `loss(model, state, *data)`, the state it returns carried to the next step and
     returned in `stop_state["model_state"]`. With `watch`, a phase without stop rules also sets
     `stop_state["reason"]` to NONFINITE when one of its losses was (it still runs every step,
-    as the unwatched loop does). Returns (steps run, free, opt_state, stop_state, logs, the sums
-    of the loss's aux metrics).
+    as the unwatched loop does). Returns (steps run, free, opt_state, stop_state, logs).
 
     The one step loop every program runs: a phase's chunk (`compiled`) and a fused segment's
     branch (`segment.py`) both call it, so their steps are the same computation.
@@ -505,20 +505,18 @@ def run_steps(
     model_state0 = stop_state.get("model_state")
     loss_shape, (aux_shape, _) = jax.eval_shape(loss_and_aux, free, batch_of(perm0, step0)[1], step0, model_state0)
     minibatch.check_aux(aux_shape)
-    aux0 = {name: jnp.zeros((), jnp.float32) for name in aux_shape}
 
     dtype = hyper_dtype(free)
 
     def step(k, free, opt_state, ctx):
         i = step0 + k
-        perm, aux_sum, model_state = ctx
+        perm, model_state = ctx
         perm, batch = batch_of(perm, i)
         (loss, (aux, new_state)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(free, batch, i, model_state)
         hps = hyper_values(signature, i, numbers, dtype)
         extras = {"value": loss, "grad": grads, "value_fn": lambda f: loss_and_aux(f, batch, i, model_state)[0]} if extra else {}
         updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
-        aux_sum = {name: aux_sum[name] + aux[name] for name in aux_sum}
-        return loss, optax.apply_updates(free, updates), opt_state, (perm, aux_sum, new_state)
+        return (loss, aux), optax.apply_updates(free, updates), opt_state, (perm, new_state)
 
     def update_stop(stop, i, loss):
         # after step i: a non-finite loss ends the phase (and the run); so may a stop rule
@@ -537,22 +535,28 @@ def run_steps(
         return stop
 
     if logs is None:
-        # the loss of each step, and with plateaus the scale each applied (for the hyperparameter log);
-        # the history keeps the loss's own dtype (float64 under jax_enable_x64 with a float64 model)
+        # the loss of each step, with plateaus the scales each applied (for the hyperparameter log)
+        # and each aux metric (means are taken on the host: runtime.runner.AuxLog); the history
+        # keeps the loss's own dtype (float64 under jax_enable_x64 with a float64 model)
         logs = {"loss": jnp.full((signature.chunk,), jnp.nan, loss_shape.dtype)}
         if signature.plateaus:
             logs["plateau_scale"] = stop_state["plateau_scale"]
+        if aux_shape:
+            logs["aux"] = {name: jnp.full((signature.chunk,), jnp.nan, jnp.float32) for name in aux_shape}
 
-    def log(logs, k, loss, opt_state):
+    def log(logs, k, loss_aux, opt_state):
+        loss, aux = loss_aux
         out = {"loss": logs["loss"].at[at + k].set(loss)}
         if signature.plateaus:
             out["plateau_scale"] = logs["plateau_scale"].at[at + k].set(O.plateau_scales(opt_state))
+        if "aux" in logs:
+            out["aux"] = {name: logs["aux"][name].at[at + k].set(aux[name]) for name in logs["aux"]}
         return out
 
-    ctx = (perm0, aux0, model_state0)  # this epoch's permutation, the sums of the aux metrics, the model state
+    ctx = (perm0, model_state0)  # this epoch's permutation, the model state
 
     def finish(stop_state, ctx):
-        return dict(stop_state, model_state=ctx[2]) if stateful else stop_state
+        return dict(stop_state, model_state=ctx[1]) if stateful else stop_state
 
     # A while loop over a runtime step count, not a masked scan: the last chunk of a phase
     # and a chunk cut short by a stop rule run exactly the steps they need. Without stop
@@ -563,33 +567,33 @@ def run_steps(
 
         def body(carry):
             k, free, opt_state, stop, logs, ctx = carry
-            loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
-            return k + 1, free, opt_state, update_stop(stop, step0 + k, loss), log(logs, k, loss, opt_state), ctx
+            loss_aux, free, opt_state, ctx = step(k, free, opt_state, ctx)
+            return k + 1, free, opt_state, update_stop(stop, step0 + k, loss_aux[0]), log(logs, k, loss_aux, opt_state), ctx
 
         def more(carry):
             return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
 
         ran, free, opt_state, stop_state, logs, ctx = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs, ctx))
-        return ran, free, opt_state, finish(stop_state, ctx), logs, ctx[1]
+        return ran, free, opt_state, finish(stop_state, ctx), logs
 
     if not watch:
 
         def bare(carry):
             k, free, opt_state, logs, ctx = carry
-            loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
-            return k + 1, free, opt_state, log(logs, k, loss, opt_state), ctx
+            loss_aux, free, opt_state, ctx = step(k, free, opt_state, ctx)
+            return k + 1, free, opt_state, log(logs, k, loss_aux, opt_state), ctx
 
         ran, free, opt_state, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, bare, (jnp.int32(0), free, opt_state, logs, ctx))
-        return ran, free, opt_state, finish(stop_state, ctx), logs, ctx[1]
+        return ran, free, opt_state, finish(stop_state, ctx), logs
 
     def watched(carry):  # the bare step, noting a non-finite loss without stopping (as the host would find it)
         k, free, opt_state, finite, logs, ctx = carry
-        loss, free, opt_state, ctx = step(k, free, opt_state, ctx)
-        return k + 1, free, opt_state, finite & jnp.isfinite(loss), log(logs, k, loss, opt_state), ctx
+        loss_aux, free, opt_state, ctx = step(k, free, opt_state, ctx)
+        return k + 1, free, opt_state, finite & jnp.isfinite(loss_aux[0]), log(logs, k, loss_aux, opt_state), ctx
 
     ran, free, opt_state, finite, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, watched, (jnp.int32(0), free, opt_state, jnp.bool_(True), logs, ctx))
     stop_state = dict(stop_state, reason=jnp.where(finite, stop_state["reason"], jnp.int32(NONFINITE)))
-    return ran, free, opt_state, finish(stop_state, ctx), logs, ctx[1]
+    return ran, free, opt_state, finish(stop_state, ctx), logs
 
 
 def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout) -> Compiled:
@@ -599,13 +603,13 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
         return init_state(signature, free, numbers)
 
     def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys):
-        ran, free, opt_state, stop_state, logs, aux_sums = run_steps(
+        ran, free, opt_state, stop_state, logs = run_steps(
             signature, loss_fn, model_layout, data_layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys
         )
         stop_state = dict(stop_state, done=stop_state["done"] + ran)
         if signature.plateaus:
             stop_state["plateau_scale"] = logs["plateau_scale"]
-        return free, opt_state, stop_state, logs["loss"], aux_sums
+        return free, opt_state, stop_state, logs["loss"], logs.get("aux", {})
 
     return Compiled(jax.jit(init), jax.jit(chunk), hyperparams_program(signature))
 

@@ -24,12 +24,16 @@ The state carried from phase to phase and from call to call is a dict:
 | `leaves` | the model's array leaves (free values written back after each phase part) |
 | `slots` | per phase signature: its optimizer state `opt` and its `loss_change` window `ring` |
 | `phase`, `step` | where the next call resumes: a table row and a step within that phase |
+| `model_state` | with a model state (`state=`, an `eqx.nn.State`): the state after the last step run |
 
-State added later (a plateau scale, a data position, model state) is one more key:
-initialised in `Program.initial_state`, read and written in `_branch` (per phase signature,
-it goes in the slot dicts instead). An `ema D` lives in the optimizer state already; a call
-also returns, per row of a phase keeping one, the model with its free parameters replaced by
-their moving average (`ema`, beside `snapshots`), the phase's `ema_model`.
+State added later is one more key: initialised in `Program.initial_state`, read and written
+in `_branch` (per phase signature, it goes in the slot dicts instead). An `ema D` and a
+`plateau`'s scale live in the optimizer state already, a data position is the phase step (each
+epoch's permutation is drawn from it). Per step a call logs, beside the losses, each aux metric
+of the loss (`aux`: a phase's means per chunk are taken on the host, as a phase-by-phase run's
+are) and each plateau's scale (`plateau`, one buffer per signature that has any); per table
+row, the model after the phase (`snapshots`), the model with its free parameters replaced by
+their moving average (`ema`, for phases keeping one) and the model state (`states`).
 """
 
 from __future__ import annotations
@@ -210,6 +214,7 @@ class Program:
     unfusable: str | None  # why the loss must run phase by phase (see `_unfusable`), or None
     keeps_ema: tuple[bool, ...] = ()  # per signature: whether its optimizer state holds an `ema`
     packing: SlotPacking | None = None  # how the state's `slots` are packed (None: as a tree)
+    stateful: bool = False  # the loss takes and returns a model state (`state=`)
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
     _fresh: dict | None = None  # what every run's calls share, already on the device (`_shared`)
 
@@ -218,9 +223,9 @@ class Program:
         device already: a host scalar is copied in at every call)."""
         return self._shared()["budget"] if steps == self.signature.chunk else np.int32(steps)
 
-    def initial_state(self, model_arrays, carried=None) -> dict:
+    def initial_state(self, model_arrays, carried=None, model_state=None) -> dict:
         """The state a segment starts from: the model, fresh slots (a carried-in optimizer state
-        `(signature, opt_state)` in its slot), the first row, step 0."""
+        `(signature, opt_state)` in its slot), the first row, step 0, the model state if any."""
         shared = self._shared()
         slots = shared["slots"]
         if carried is not None and carried[0] in self.signature.signatures:
@@ -229,7 +234,10 @@ class Program:
             fresh = [dict(slot) for slot in self._fresh_slots()]
             fresh[self.signature.signatures.index(carried[0])]["opt"] = carried[1]
             slots = jax.device_put(self.packing.pack(fresh)) if self.packing is not None else tuple(fresh)
-        return {"leaves": tuple(model_arrays), "slots": slots, "phase": shared["start"], "step": shared["start"]}
+        state = {"leaves": tuple(model_arrays), "slots": slots, "phase": shared["start"], "step": shared["start"]}
+        if self.stateful:
+            state["model_state"] = model_state
+        return state
 
     def slot_opt(self, slots, index: int):
         """The optimizer state in slot `index` of a call's returned `slots` (unpacked on the host,
@@ -267,12 +275,15 @@ class Program:
 _CACHE: dict[tuple, Program] = {}
 
 
-def compiled(signature: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> Program:
-    """The (cached) segment program for `signature`, `loss_fn` and the static parts of model and data."""
-    key = (signature, loss_fn, model_layout, data_layout)
+def compiled(signature: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays, model_state=None) -> Program:
+    """The (cached) segment program for `signature`, `loss_fn`, the static parts of model and data
+    and the structure of the model state (None without one)."""
+    import jax
+
+    key = (signature, loss_fn, model_layout, data_layout, None if model_state is None else jax.tree_util.tree_structure(model_state))
     program = _CACHE.get(key)  # (one lookup: hashing a long segment's signature takes ~10 us)
     if program is None:
-        program = _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays, data_arrays)
+        program = _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays, data_arrays, model_state)
     return program
 
 
@@ -280,8 +291,11 @@ def cache_size() -> int:
     return len(_CACHE)
 
 
-def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> Program:
+def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays, model_state) -> Program:
     import jax
+
+    stateful = model_state is not None
+    output = _loss_output(loss_fn, model_layout, data_layout, stateful)
 
     # a leaf index (in the flattened model) -> its position among the array leaves
     position = {leaf: i for i, leaf in enumerate(k for k, s in enumerate(model_layout.static) if s is None)}
@@ -303,16 +317,24 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
 
         if packing is not None:
             state = dict(state, slots=tuple(packing.unpack(state["slots"])))
-        dtype = C.loss_dtype(loss_fn, model_layout, data_layout, state["leaves"], data_arrays)
+        loss, aux = jax.eval_shape(output, state["leaves"], data_arrays, state.get("model_state"))
         W, K = segment.window, segment.chunk
+
+        def per_row(tree):
+            return jax.tree_util.tree_map(lambda x: jnp.zeros((W,) + x.shape, x.dtype), tree)
+
         out = {
-            "losses": jnp.full((K,), jnp.nan, dtype),
+            "losses": jnp.full((K,), jnp.nan, loss.dtype),
+            "aux": {name: jnp.full((K,), jnp.nan, jnp.float32) for name in aux},
+            "plateau": tuple(jnp.full((K, sig.plateaus), jnp.nan, jnp.float32) if sig.plateaus else None for sig in segment.signatures),
             "ran": jnp.zeros(W, jnp.int32),
             "reason": jnp.zeros(W, jnp.int32),
-            "snapshots": tuple(jnp.zeros((W,) + leaf.shape, leaf.dtype) for leaf in state["leaves"]),
+            "snapshots": per_row(state["leaves"]),
         }
         if any(keeps_ema):
-            out["ema"] = tuple(jnp.zeros((W,) + leaf.shape, leaf.dtype) for leaf in state["leaves"])
+            out["ema"] = per_row(state["leaves"])
+        if stateful:
+            out["states"] = per_row(state["model_state"])
         inputs = (table, root, initial_arrays, data_arrays, budget)
 
         def more(carry):
@@ -329,31 +351,51 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
             state = dict(state, slots=packing.pack(state["slots"], jnp))
         return state, out
 
-    return Program(segment, jax.jit(call), slot_shapes, _unfusable(loss_fn, model_layout, data_layout, model_arrays, data_arrays), keeps_ema, packing)
+    unfusable = _unfusable(output, model_arrays, data_arrays, model_state)
+    return Program(segment, jax.jit(call), slot_shapes, unfusable, keeps_ema, packing, stateful)
 
 
-def _unfusable(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays) -> str | None:
+def _loss_output(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, stateful: bool) -> Callable:
+    """`(model arrays, data arrays, model state) -> (loss, aux metrics)`: the loss as a step calls
+    it (with a stand-in `key`; given the model state when `stateful`), to trace it outside the steps."""
+    from schedc.compiler import minibatch
+
+    def output(model_arrays, data_arrays, model_state):
+        args, kwargs = data_layout.rebuild(data_arrays)
+        model = model_layout.rebuild(model_arrays)
+        kwargs = minibatch.traced_kwargs(loss_fn, kwargs)
+        if stateful:
+            return minibatch.split_stateful_output(loss_fn(model, model_state, *args, **kwargs))[:2]
+        return minibatch.split_output(loss_fn(model, *args, **kwargs))
+
+    return output
+
+
+def _unfusable(output: Callable, model_arrays, data_arrays, model_state) -> str | None:
     """Why a loss runs phase by phase, or None. A loss with effects (host callbacks: an exception
-    a callback raises or a signal it sends must stop the run with every phase before it kept) or
-    one returning aux metrics (logged per chunk) does. (A loss taking a per-step `key` fuses: each
-    phase's keys are folded from the root key and its index on the device.)"""
+    a callback raises or a signal it sends must stop the run with every phase before it kept)
+    does, and so does one that fails to trace or returns what a step rejects (run phase by
+    phase, the error names its phase). (A loss taking a per-step `key` fuses: each phase's keys
+    are folded from the root key and its index on the device; so do aux metrics, logged per step.)"""
     import jax
 
     from schedc.compiler import minibatch
 
-    def of(model, data):
-        args, kwargs = data_layout.rebuild(data)
-        return loss_fn(model_layout.rebuild(model), *args, **minibatch.traced_kwargs(loss_fn, kwargs))
-
     try:
-        jaxpr, shape = jax.make_jaxpr(of, return_shape=True)(tuple(model_arrays), tuple(data_arrays))
-    except Exception:  # a loss that does not trace: the first call reports it, phase by phase
+        jaxpr, (_, aux) = jax.make_jaxpr(output, return_shape=True)(tuple(model_arrays), tuple(data_arrays), model_state)
+        minibatch.check_aux(aux)
+    except Exception:  # the first call reports it, phase by phase
         return "does not trace"
     if jaxpr.effects:
         return "calls back into Python"
-    if not hasattr(shape, "shape"):
-        return "returns aux metrics"
     return None
+
+
+def _at_row(buffers, row, values):
+    """Per-row buffers (a pytree of [rows, ...] arrays) with `values` (the same pytree) in `row`."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda buffer, value: buffer.at[row].set(value), buffers, values)
 
 
 def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of, keeps_ema: tuple) -> Callable:
@@ -399,10 +441,17 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         )
         count = jnp.minimum(table["steps"][row] - first, budget - at)
         stop = {"ring": ring, "reason": jnp.int32(C.COMPLETED)}
+        if "model_state" in state:  # (run_steps then calls the loss with it, and returns the new one)
+            stop["model_state"] = state["model_state"]
         keys = minibatch.phase_key_pair(root, table["index"][row]) if with_keys else (None, None)
-        ran, free, opt, stop, logs, _ = C.run_steps(
+        logs = {"loss": out["losses"]}
+        if out["aux"]:
+            logs["aux"] = out["aux"]
+        if signature.plateaus:
+            logs["plateau_scale"] = out["plateau"][branch.signature]
+        ran, free, opt, stop, logs = C.run_steps(
             signature, loss_fn, model_layout, data_layout, free_of(signature, leaves), opt, stop, leaves, first, count,
-            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, {"loss": out["losses"]}, at, watch=True,
+            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at, watch=True,
         )
         def written(values):
             """The model's leaves with the free parameters' `values` written in (shared copies too)."""
@@ -419,15 +468,22 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         over = (end >= table["steps"][row]) | (reason != C.COMPLETED)
         slots = list(state["slots"])
         slots[branch.signature] = {"opt": opt, "ring": stop["ring"]}
-        state = {"leaves": tuple(leaves), "slots": tuple(slots), "phase": row + over.astype(jnp.int32), "step": jnp.where(over, 0, end).astype(jnp.int32)}
-        out = {
-            "losses": logs["loss"],
-            "ran": out["ran"].at[row].set(ran),
-            "reason": out["reason"].at[row].set(reason),
-            "snapshots": tuple(s.at[row].set(leaf) for s, leaf in zip(out["snapshots"], leaves)),
-        }
-        if "ema" in carry[1]:  # every branch returns the same outputs; only one keeping an ema writes its row
-            out["ema"] = tuple(s.at[row].set(leaf) for s, leaf in zip(carry[1]["ema"], ema_leaves)) if ema_leaves is not None else carry[1]["ema"]
+        state = dict(state, leaves=tuple(leaves), slots=tuple(slots), phase=row + over.astype(jnp.int32), step=jnp.where(over, 0, end).astype(jnp.int32))
+        # every branch returns the same outputs: those it does not write pass through
+        out = dict(
+            out,
+            losses=logs["loss"],
+            aux=logs.get("aux", out["aux"]),
+            plateau=tuple(logs["plateau_scale"] if signature.plateaus and i == branch.signature else b for i, b in enumerate(out["plateau"])),
+            ran=out["ran"].at[row].set(ran),
+            reason=out["reason"].at[row].set(reason),
+            snapshots=_at_row(out["snapshots"], row, tuple(leaves)),
+        )
+        if ema_leaves is not None:
+            out["ema"] = _at_row(out["ema"], row, tuple(ema_leaves))
+        if "model_state" in state:
+            state["model_state"] = stop["model_state"]
+            out["states"] = _at_row(out["states"], row, stop["model_state"])
         return state, out, at + ran, reason == C.NONFINITE
 
     return run

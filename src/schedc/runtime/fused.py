@@ -19,7 +19,7 @@ import numpy as np
 from schedc.compiler import chunk as C
 from schedc.compiler import minibatch
 from schedc.compiler import segment as S
-from schedc.runtime.runner import CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result, strong_types
+from schedc.runtime.runner import AuxLog, CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result, strong_types
 
 
 class NotFused(Exception):
@@ -43,7 +43,7 @@ def run_segment(runner, start: int, end: int, model, progress=None) -> list[Phas
     finished: the runner then stops as after a phase.
 
     Raises:
-        NotFused: when the loss has host callbacks or aux metrics, or building the program raised (a loss that
+        NotFused: when the loss has host callbacks, or building the program raised (a loss that
             fails to trace, say): the runner then runs the phases one by one, so an error names
             the phase it is in and a failing callback keeps the phases before it.
     """
@@ -93,6 +93,7 @@ class Segment:
     table: dict  # the phases' numbers, on the device
     program: S.Program
     model_layout: C.Layout
+    slots: list  # per phase: the index of its signature (its slot) in `signature.signatures`
     keeps_ema: list  # per phase: whether it returns an EMA model (`ema D`)
 
 
@@ -103,11 +104,12 @@ def _segment(runner, start: int, end: int, model) -> tuple[Segment, tuple]:
     else:
         model_arrays, model_layout = C.split(strong_types(model))
     prepared, signature, table = _segment_plan(runner, start, end)
-    program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays)
+    program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays, runner.model_state)
     if program.unfusable:
         raise NotFused(loss=True)
-    keeps_ema = [program.keeps_ema[signature.signatures.index(p.signature)] for p in prepared]
-    return Segment(runner.plan.phases[start:end], prepared, signature, table, program, model_layout, keeps_ema), model_arrays
+    slots = [signature.signatures.index(p.signature) for p in prepared]
+    keeps_ema = [program.keeps_ema[slot] for slot in slots]
+    return Segment(runner.plan.phases[start:end], prepared, signature, table, program, model_layout, slots, keeps_ema), model_arrays
 
 
 def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
@@ -115,7 +117,7 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
     with CompileClock() as clock:
         segment, model_arrays = _segment(runner, start, end, model)
         previous = runner.state.signature
-        state = segment.program.initial_state(model_arrays, (previous, runner.state.opt_state) if previous is not None else None)
+        state = segment.program.initial_state(model_arrays, (previous, runner.state.opt_state) if previous is not None else None, runner.model_state)
         state, found = _calls(segment, state, runner.key, runner.begun.arrays, runner.data_arrays, runner, progress)
     results = _results(segment, *found, time.perf_counter() - started, clock)
     if not results:  # a signal came before the first phase ended
@@ -123,8 +125,12 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
     last = len(results) - 1
     if last == len(segment.phases) - 1:  # the run goes on from the state's model, already on the device
         results[last].model = segment.model_layout.rebuild(state["leaves"])
+        if segment.program.stateful:
+            results[last].state = state["model_state"]
+    if segment.program.stateful:
+        runner.model_state = results[last].state
     signature = segment.prepared[last].signature
-    slot, slots = segment.signature.signatures.index(signature), state["slots"]
+    slot, slots = segment.slots[last], state["slots"]
     # (read when a later phase carries it: unpacking it costs a transfer each way)
     runner.state = RunnerState(segment.phases[last].index, signature, Later(lambda: segment.program.slot_opt(slots, slot)))
     runner.segment = segment
@@ -134,11 +140,11 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
 def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owner, progress) -> tuple[dict, tuple]:
     """Call the segment's program from `state` until every phase is done, one met a non-finite
     loss, or a signal came (`owner.stop_signal`). Returns the last state and what the calls
-    found: per phase its losses (one piece per call) and stop reason, and per finished phase
+    found: per phase its per-step logs (`_Pieces`) and stop reason, and per finished phase
     (a call's outputs, its row)."""
     program, signature = segment.program, segment.signature
     phases = segment.phases
-    pieces: list[list[np.ndarray]] = [[] for _ in phases]
+    pieces = [_Pieces() for _ in phases]
     reasons = [C.COMPLETED] * len(phases)
     models: list = []
     pace = Pace(signature.chunk, steady=progress is None)
@@ -156,6 +162,9 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         program.ran = True
         counts = np.asarray(out["counts"])  # (two reads, not jax.device_get's tree walk)
         found = {"losses": np.asarray(out["losses"]), "ran": counts[:window], "reason": counts[window : 2 * window]}
+        found["aux"] = {name: np.asarray(values) for name, values in out["aux"].items()}
+        scales = [None if b is None else np.asarray(b) for b in out["plateau"]]
+        found["plateau"] = [scales[slot] for slot in segment.slots]  # per row: its signature's scales
         row, step = int(counts[-2]), int(counts[-1])
         _collect(found, first_row, row, step, pieces, reasons)
         models.extend((out, r) for r in range(first_row, row))
@@ -166,14 +175,34 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
             return state, (pieces, reasons, models)
 
 
+class _Pieces:
+    """What the calls of a segment logged per step for one phase: losses, aux metrics, plateau scales."""
+
+    def __init__(self):
+        self.losses: list[np.ndarray] = []
+        self.aux: dict[str, list[np.ndarray]] = {}
+        self.scales: list[np.ndarray] = []  # [steps, plateaus] pieces, for a phase with plateaus
+
+    def add(self, out: dict, row: int, at: int, ran: int) -> None:
+        self.losses.append(out["losses"][at : at + ran])
+        for name, values in out["aux"].items():
+            self.aux.setdefault(name, []).append(values[at : at + ran])
+        if out["plateau"][row] is not None:
+            self.scales.append(out["plateau"][row][at : at + ran])
+
+    @property
+    def steps(self) -> int:
+        return sum(len(p) for p in self.losses)
+
+
 def _collect(out: dict, first_row: int, row: int, step: int, pieces: list, reasons: list) -> None:
-    """Split one call's host outputs by phase: its losses in order and the reasons of the phases
-    it ran (rows from `first_row` to `row`; `row` itself is unfinished when `step` > 0)."""
+    """Split one call's host outputs by phase: its per-step logs in order and the reasons of the
+    phases it ran (rows from `first_row` to `row`; `row` itself is unfinished when `step` > 0)."""
     at = 0
     touched = row if step > 0 else row - 1
     for r in range(first_row, min(touched, len(pieces) - 1) + 1):
         ran = int(out["ran"][r])
-        pieces[r].append(out["losses"][at : at + ran])
+        pieces[r].add(out, r, at, ran)
         reasons[r] = int(out["reason"][r])
         at += ran
 
@@ -192,8 +221,9 @@ class _Bar:
             phase = self.phases[row]
             if row not in self.tasks:
                 self.tasks[row] = self.progress.phase(phase.label, phase.steps, phase.steps_per_epoch)
-            done = sum(len(p) for p in pieces[row])
-            last = float(pieces[row][-1][-1]) if done and len(pieces[row][-1]) else float("nan")
+            losses = pieces[row].losses
+            done = pieces[row].steps
+            last = float(losses[-1][-1]) if done and len(losses[-1]) else float("nan")
             self.progress.advance(self.tasks[row], done, last)
 
 
@@ -205,7 +235,9 @@ def _snapshot(layout: C.Layout, buffers: tuple, row: int) -> Later:
 def _results(segment: Segment, pieces, reasons, models, wall: float, clock: CompileClock) -> list[PhaseResult]:
     """One PhaseResult per finished phase. The segment's wall time is shared by steps run; its
     compiles are the first phase's (as a phase-by-phase run counts a new program's compile)."""
-    losses = [np.concatenate(p) for p in pieces[: len(models)]]
+    import jax
+
+    losses = [np.concatenate(p.losses) for p in pieces[: len(models)]]
     total = sum(len(x) for x in losses) or 1
     results = []
     layout = segment.model_layout
@@ -217,9 +249,17 @@ def _results(segment: Segment, pieces, reasons, models, wall: float, clock: Comp
         first = row == 0  # the segment's compile is counted once, on its first phase
         out, at = models[row]
         share = wall * len(phase_losses) / total
-        results.append(phase_result(phase, prep, phase_losses, reason, share, clock.seconds if first else 0.0, clock.count if first else 0, _snapshot(layout, out["snapshots"], at)))
+        scales = [np.concatenate(pieces[row].scales)] if pieces[row].scales else []
+        result = phase_result(phase, prep, phase_losses, reason, share, clock.seconds if first else 0.0, clock.count if first else 0, _snapshot(layout, out["snapshots"], at), scales)
         if segment.keeps_ema[row]:  # `ema D`: the model with the free parameters' moving average, read lazily too
-            results[-1].ema_model = _snapshot(layout, out["ema"], at)
+            result.ema_model = _snapshot(layout, out["ema"], at)
+        if "states" in out:  # the model state after the phase, read lazily too
+            result.state = Later(lambda buffers=out["states"], at=at: jax.tree_util.tree_map(lambda b: b[at], buffers))
+        if pieces[row].aux:  # the means over the chunks a phase-by-phase run calls (see AuxLog)
+            aux = AuxLog()
+            aux.add_per_step({name: np.concatenate(v) for name, v in pieces[row].aux.items()}, len(phase_losses), prep.signature.chunk)
+            result.aux_steps, result.aux = aux.history()
+        results.append(result)
     return results
 
 

@@ -77,12 +77,12 @@ class PhaseResult:
     model: Any = _Deferred()  # the model after the phase (given as a `Later` by fused segments)
     ema_model: Any = _Deferred()  # with `ema D`: the model with its free parameters replaced by their moving average (a `Later` in fused segments)
     steps_per_epoch: int | None = None  # with minibatches or a length in epochs
-    aux: dict[str, np.ndarray] = field(default_factory=dict)  # the loss's aux metrics: one mean per chunk
+    aux: dict[str, np.ndarray] = field(default_factory=dict)  # the loss's aux metrics: one mean per chunk (see AuxLog)
     aux_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # steps done at the end of each chunk
     metrics: dict[str, np.ndarray] = field(default_factory=dict)  # evaluation metrics: one value per evaluation
     eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # phase-local steps done at each evaluation
     best_step: int | None = None  # `keep best`: the evaluation whose weights were restored
-    state: Any = None  # with a model state (`state=`, an eqx.nn.State): the state after the phase
+    state: Any = _Deferred()  # with a model state (`state=`, an eqx.nn.State): the state after the phase (a `Later` in fused segments)
 
     @property
     def final_loss(self) -> float:
@@ -747,7 +747,7 @@ class Runner:
             step0 = 0
             state = {}  # a checkpoint's mid-phase state when resuming (with the data position of streamed batches)
             evals = PhaseEvals(phase, self.evaluator)
-            aux = _AuxLog()
+            aux = AuxLog()
             if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one (evals and aux in place)
                 state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux))
                 model, free, opt_state, stop, losses, scales, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "scales", "step0"))
@@ -768,14 +768,14 @@ class Runner:
                 if exhausted := n_active == 0:  # a one-shot iterator ran out
                     break
                 before = (free, opt_state, stop)
-                *out, aux_sums = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, data, keys)
+                *out, aux_values = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, data, keys)
                 free, opt_state, stop, chunk_losses, finished = self._absorb(before, tuple(out), step0, n_active)
                 losses.append(chunk_losses)
                 done = step0 + chunk_losses.shape[-1]
                 self.feed.done = done
                 if (recorded := recorded_scales(stop, chunk_losses.shape[-1])) is not None:
                     scales.append(recorded)
-                aux.add(aux_sums, done, chunk_losses.shape[-1])
+                aux.add(aux_values, done, chunk_losses.shape[-1])
                 if not finished and evals.due(done):  # a rule on an evaluation may end the phase here
                     finished = evals.evaluate(done, self._write_back(model, free), free, stop.get("model_state"))
                     opt_state = evals.step_plateaus(opt_state, prepared.signature)
@@ -912,7 +912,7 @@ class Runner:
         of the segment's (paced) calls. A segment holds at most `window` phases (fewer for a
         large model: see segment.window_for).
         """
-        if not (self.fuse and self.checkpoint is None and self.evaluator is None and self.model_state is None and self.stream is None) or self.window < 2:
+        if not (self.fuse and self.checkpoint is None and self.evaluator is None and self.stream is None) or self.window < 2:
             return start + 1
         end = start
         while end < len(self.plan.phases) and end - start < self.window and self._fusable(self.plan.phases[end]):
@@ -920,13 +920,10 @@ class Runner:
         return max(end, start + 1)
 
     def _fusable(self, phase: P.PhasePlan) -> bool:
-        """No init through a constrained transform or of an array bound to a placeholder; no
-        `plateau` (its per-step scale log is not in the fused program's outputs yet); no optax
+        """No init through a constrained transform or of an array bound to a placeholder; no optax
         object whose state `carry state` continues (its logged hyperparameters go on from its
         schedules' states as the phase starts, read on the host); minibatches that can be drawn
         (else the phase runs alone, where its DataError names it)."""
-        if phase.plateau is not None or any(g.plateau is not None for g in phase.groups):
-            return False
         if phase.carry and _has_objects(phase):
             return False
         if not _batchable(phase, self.data_arrays):
@@ -952,19 +949,34 @@ class Runner:
         return error
 
 
-class _AuxLog:
-    """The loss's aux metrics: the mean of each over each chunk's steps."""
+class AuxLog:
+    """The loss's aux metrics: the mean of each over each chunk's steps.
+
+    Both runners log them per step on the device (beside the losses) and take the means here, in
+    one way: summed one step after another from zero in float32, over the steps kept. A phase
+    run on its own takes them over each chunk it calls (`add`); a fused segment's calls are not
+    a phase's chunks, so it takes them over the chunks a quiet phase-by-phase run calls
+    (`add_per_step`: blocks of `chunk` steps, the last ending where the phase did). So both
+    report the same numbers (a watched phase-by-phase run's calls are paced: its chunks differ)."""
 
     def __init__(self):
         self.means: list[dict] = []
         self.steps: list[int] = []
 
-    def add(self, sums: dict, done: int, ran: int) -> None:
+    def add(self, values: dict, done: int, ran: int) -> None:
+        """One chunk that ended at phase step `done`: the first `ran` of each metric's per-step `values`
+        ([..., steps]: a batched run has one row per dataset)."""
         import jax
 
-        if sums and ran:
-            self.means.append({name: np.asarray(v) / ran for name, v in jax.device_get(sums).items()})
+        if values and ran:
+            self.means.append({name: _sequential_sum(np.asarray(v)[..., :ran]) / ran for name, v in jax.device_get(values).items()})
             self.steps.append(done)
+
+    def add_per_step(self, values: dict[str, np.ndarray], steps: int, chunk: int) -> None:
+        """The chunks of `chunk` steps of a phase's first `steps` steps, from its per-step `values`."""
+        for start in range(0, steps, chunk):
+            end = min(start + chunk, steps)
+            self.add({name: v[start:end] for name, v in values.items()}, end, end - start)
 
     def snapshot(self) -> tuple[dict, dict[str, np.ndarray]]:
         """What a mid-phase checkpoint keeps: (the steps and names as JSON, the means as arrays)."""
@@ -978,6 +990,13 @@ class _AuxLog:
     def history(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         names = self.means[0] if self.means else {}
         return np.asarray(self.steps, np.int64), {name: np.stack([m[name] for m in self.means]).astype(np.float32) for name in names}
+
+
+def _sequential_sum(values: np.ndarray) -> np.ndarray:
+    """The float32 sum along the last axis, one value after another from zero (numpy's `sum` pairs
+    values up: its rounding would depend on the block's length differently)."""
+    zero = np.zeros(values.shape[:-1] + (1,), np.float32)
+    return np.cumsum(np.concatenate([zero, values.astype(np.float32)], axis=-1), axis=-1, dtype=np.float32)[..., -1]
 
 
 def _last_loss(chunk_losses: np.ndarray) -> float:

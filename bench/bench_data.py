@@ -16,12 +16,24 @@ epoch (the remainder dropped), the same number of steps for all:
   scan over one epoch called per epoch, then the jitted metrics, read back: schedc's design
   without schedc).
 
+With `--phases`, a multi-phase minibatch schedule on the digits MLP (batch 32: 44 steps per
+epoch), alternating which layers train, one epoch per phase, adam at 1e-3:
+
+    repeat 10 < phase 1 epoch < free layers[0].* >; phase 1 epoch < free layers[1].*, layers[2].* > >
+
+three ways: schedc fused (the 20 phases as one compiled program, one call), schedc phase by phase
+(`fuse=False`: one chunk call per phase, and its host work) and a hand-written loop (one jitted
+`lax.scan` per phase kind, called once per phase from Python, a fresh adam state per phase, the
+batches drawn from schedc's (seed, phase, epoch) keys: the same batch order, checked by the
+losses).
+
 Every system runs once to compile, then `--repeat` rounds, the systems taking turns within each
 round (a busy machine slows all of them alike). Reported: each system's best and median time,
 and the ratios taken within each round (best, median, worst), so the spread is visible.
 
     .venv/bin/python bench/bench_data.py                      # MLP and CNN, 3000 steps, 7 rounds
     .venv/bin/python bench/bench_data.py --model mlp --eval --repeat 9
+    .venv/bin/python bench/bench_data.py --phases --repeat 15
 """
 
 from __future__ import annotations
@@ -292,13 +304,119 @@ def measure(kind: str, steps: int, repeat: int, evaluate: bool) -> None:
             print(f"  {name}+eval: an evaluation every epoch ({epochs}) costs {statistics.median(extra):.2f} ms each (median; {where})")
 
 
+PHASE_BATCH = 32
+PHASE_TEXT = """seed 0
+batch 32
+optimizer adam
+repeat 10 <
+  phase 1 epoch lr 1e-3 < free layers[0].* >
+  phase 1 epoch lr 1e-3 < free layers[1].*, layers[2].* >
+>"""
+# the flattened MLP's leaves each phase kind trains: layers[0] (weight, bias), then layers[1] and layers[2]
+PHASE_LEAVES = ((0, 1), (2, 3, 4, 5))
+
+
+def hand_phases(model, loss, x, y):
+    """The schedule written by hand: per phase, a jitted scan over its epoch (one program per phase
+    kind), a fresh adam state, the minibatch gathered on the device from the permutation keyed by
+    (seed, phase, epoch) as schedc keys it; returns every step's loss."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from schedc.compiler.minibatch import epoch_permutation, phase_key_pair
+
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    root, tx, n = jax.random.key(0), optax.adam(1e-3), len(x)
+    spe = n // PHASE_BATCH
+
+    def program(free_at):
+        @jax.jit
+        def phase(leaves, index):
+            perm = epoch_permutation(phase_key_pair(root, index)[0], 0, n)
+
+            def step(carry, i):
+                free, state = carry
+                rows = jax.lax.dynamic_slice_in_dim(perm, i * PHASE_BATCH, PHASE_BATCH)
+
+                def of(free):
+                    whole = list(leaves)
+                    for at, value in zip(free_at, free):
+                        whole[at] = value
+                    return loss(eqx.combine(jax.tree_util.tree_unflatten(treedef, whole), static), x[rows], y[rows])
+
+                value, grads = jax.value_and_grad(of)(free)
+                updates, state = tx.update(grads, state, free)
+                return (optax.apply_updates(free, updates), state), value
+
+            free = [leaves[at] for at in free_at]
+            (free, _), losses = jax.lax.scan(step, (free, tx.init(free)), jnp.arange(spe))
+            leaves = list(leaves)
+            for at, value in zip(free_at, free):
+                leaves[at] = value
+            return leaves, losses
+
+        return phase
+
+    programs = [program(free_at) for free_at in PHASE_LEAVES]
+
+    def run():
+        current, losses = list(leaves), []
+        for index in range(20):
+            current, phase_losses = programs[index % 2](current, np.int32(index))
+            losses.append(phase_losses)
+        return np.concatenate([np.asarray(x) for x in losses])
+
+    return run
+
+
+def measure_phases(repeat: int) -> None:
+    import os
+    import statistics
+
+    import numpy as np
+
+    import schedc
+
+    model, loss, x, y = _setup("mlp")
+    program = schedc.compile(PHASE_TEXT, model)
+    fns = {
+        "fused": lambda: program.run(loss, x, y, quiet=True).loss_history,
+        "by phase": lambda: program.run(loss, x, y, quiet=True, fuse=False).loss_history,
+        "hand": hand_phases(model, loss, x, y),
+    }
+    histories = {name: fn() for name, fn in fns.items()}
+    steps = len(histories["fused"])
+    assert histories["fused"].tobytes() == histories["by phase"].tobytes()
+    np.testing.assert_allclose(histories["hand"], histories["fused"], rtol=2e-3, atol=1e-5)  # the same batches, the same work
+    load = os.getloadavg()
+    measured = _interleaved(fns, repeat, clocks=(time.perf_counter, time.process_time))
+    print(f"\ndigits MLP, 20 phases x 1 epoch ({steps} steps of batch {PHASE_BATCH}), {repeat} interleaved rounds after a compiling one")
+    print(f"load average before: {load[0]:.2f}, after: {os.getloadavg()[0]:.2f} (1 min)")
+    for clock, what in ((0, "wall"), (1, "CPU (the process's, all threads: steadier on a shared machine)")):
+        times = {name: [t[clock] for t in ts] for name, ts in measured.items()}
+        print(f"{what}:\n{'':10} {'best ms':>8} {'median ms':>10} {'us/step':>8}")
+        for name, ts in times.items():
+            print(f"{name:10} {1e3 * min(ts):8.1f} {1e3 * statistics.median(ts):10.1f} {1e6 * min(ts) / steps:8.1f}")
+        print("per-round ratios (best / median / worst):")
+        for a, b in (("fused", "hand"), ("by phase", "hand"), ("fused", "by phase")):
+            print(f"  {a} / {b} = {_spread([ta / tb for ta, tb in zip(times[a], times[b])])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--model", choices=("mlp", "cnn", "both"), default="both")
     parser.add_argument("--eval", action="store_true", help="also time an evaluation every epoch, three ways")
+    parser.add_argument("--phases", action="store_true", help="a 20-phase minibatch schedule: fused, phase by phase, by hand")
     args = parser.parse_args()
+    if args.phases:
+        measure_phases(args.repeat)
+        return
     for kind in ("mlp", "cnn") if args.model == "both" else (args.model,):
         measure(kind, args.steps, args.repeat, args.eval)
 

@@ -118,8 +118,14 @@ def blows_up(m):
     return jnp.where(m["a"][0] > 0.5, jnp.nan, loss(m))
 
 
-@pytest.mark.parametrize("stop", ["", "; stop when loss < -1"], ids=["bare", "with-stop-rule"])
-def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop):
+def blows_up_with_aux(m):
+    return blows_up(m), {"a0": m["a"][0]}
+
+
+@pytest.mark.parametrize(
+    "stop, loss_fn", [("", blows_up), ("; stop when loss < -1", blows_up), ("", blows_up_with_aux)], ids=["bare", "with-stop-rule", "with-aux"]
+)
+def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop, loss_fn):
     text = """optimizer sgd
     phase 5 lr 0.01 < free a >
     phase calm 5 lr 0.01 < free b >
@@ -129,13 +135,15 @@ def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop):
     errors = []
     for fuse in (False, True):
         with pytest.raises(RunError) as info:
-            program.run(blows_up, quiet=True, fuse=fuse)
+            program.run(loss_fn, quiet=True, fuse=fuse)
         errors.append(info.value)
     one, other = errors
     assert str(other) == str(one) and "phase 2 (boom)" in str(other) and other.step == one.step
     assert len(other.result.phases) == 3 and other.result.stop_reasons == ["completed", "completed", "non-finite loss"]
     assert_same_run(one.result, other.result)
     assert leaves_bytes(other.model) == leaves_bytes(one.model)
+    if loss_fn is blows_up_with_aux:  # the broken phase's aux mean is over its steps kept
+        assert other.result.phases[2].aux_steps.tolist() == [other.step + 1]
 
 
 def test_a_progress_bar_does_not_cut_the_segment(program, monkeypatch):

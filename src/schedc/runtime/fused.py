@@ -323,12 +323,12 @@ class Replay:
         """The run, as `Runner.run` would do it: a non-finite loss raises its RunError (made by
         `runner_for_errors()`, a fresh Runner, only then); whatever else stops the run carries the
         completed phases (`exc.result`)."""
-        from schedc.runtime.runner import Interrupted, Result, RunError, _stop_on_signals
+        from schedc.runtime.runner import Interrupted, Result, RunError, stop_on_signals
 
         result = Result(initial_model=self.model)
         segment = self.segment
         try:
-            with _stop_on_signals(self):
+            with stop_on_signals(self):
                 started = time.perf_counter()
                 with CompileClock() as clock:
                     state, found = _calls(segment, self.state, self.run_key, self.initial_arrays, data_arrays, self, None)

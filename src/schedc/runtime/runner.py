@@ -210,7 +210,7 @@ _STOP_SIGNALS = (int(signal.SIGINT), int(signal.SIGTERM))
 
 
 @contextlib.contextmanager
-def _stop_on_signals(runner):
+def stop_on_signals(runner):
     """While a run is in progress (in the main thread), SIGINT and SIGTERM ask it to stop at the next
     chunk boundary (`Runner.stop_signal`), where the state is whole: a checkpoint can be written and
     the completed phases kept. A second SIGINT stops at once (a plain KeyboardInterrupt)."""
@@ -871,7 +871,7 @@ class Runner:
         if self.stream is not None and result.phases:  # resumed: a one-shot iterator skips what the completed phases ran
             self.stream.reader.skip_to(sum(p.steps_run for p in result.phases))
         try:
-            with _stop_on_signals(self), _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
+            with stop_on_signals(self), _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
                 index = start
                 while index < len(self.plan.phases):
                     end = self.segment_end(index)

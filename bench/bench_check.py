@@ -1,6 +1,6 @@
 """Benchmark `schedc check` as a whole process on generated files of many phases.
 
-    .venv/bin/python bench/bench_check.py [--sizes 100 1000 2000 10000] [--runs 5] [--baseline OTHER/src]
+    .venv/bin/python bench/bench_check.py [--sizes 100 1000 2000 10000] [--runs 5] [--baseline OTHER/src ...]
     .venv/bin/python bench/bench_check.py --file examples/spectral_line.sched --runs 11 [--plain]
 
 Each file is realistic: named phases with lr schedules (constants, cosine,
@@ -12,7 +12,7 @@ hit most. Reported: the median and minimum wall and CPU (user + system) time of
 check (`--no-cache`: parse and checks) and for an unchanged file answered from
 the result cache (in a temporary cache folder, filled by one run first), beside
 the Python interpreter alone (`python -c pass`: the floor); with `--baseline
-OTHER/src`, also another checkout's two, the commands taking turns. Bytecode
+OTHER/src` (repeatable), also other checkouts' two, the commands taking turns. Bytecode
 caching is on (PYTHONDONTWRITEBYTECODE is dropped), as in an installed package.
 """
 
@@ -80,9 +80,9 @@ def generate(phases: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def variants(path: pathlib.Path, baseline: str | None, plain: bool) -> dict[str, tuple[list[str], dict]]:
+def variants(path: pathlib.Path, baselines: list[str], plain: bool) -> dict[str, tuple[list[str], dict]]:
     """The commands timed: a fresh check (`--no-cache`), a result-cache hit (the cache filled by
-    one run first) and, with `baseline`, the same two by the schedc checkout at that `src`.
+    one run first) and, for each of `baselines`, the same two by the schedc checkout at that `src`.
     `plain`: as installed without the `test` extra, whose `interegular` lark imports if present."""
     check = ["-m", "schedc", "check", "--format", "concise", str(path)]
     env = {k: v for k, v in os.environ.items() if k not in ("SCHEDC_NO_CACHE", "PYTHONDONTWRITEBYTECODE")}
@@ -99,9 +99,9 @@ def variants(path: pathlib.Path, baseline: str | None, plain: bool) -> dict[str,
         "fresh (--no-cache)": ([sys.executable, *check, "--no-cache"], env),
         "hit": ([sys.executable, *check], env),
     }
-    if baseline:
-        before = env | {"PYTHONPATH": hide + baseline, "SCHEDC_CACHE_DIR": str(path.parent / "cache-baseline")}
-        found |= {"baseline fresh": ([sys.executable, *check, "--no-cache"], before), "baseline hit": ([sys.executable, *check], before)}
+    for number, baseline in enumerate(baselines):
+        before = env | {"PYTHONPATH": hide + baseline, "SCHEDC_CACHE_DIR": str(path.parent / f"cache-baseline{number}")}
+        found |= {f"{baseline} fresh": ([sys.executable, *check, "--no-cache"], before), f"{baseline} hit": ([sys.executable, *check], before)}
     for command, command_env in found.values():  # fills the caches (results, lark's tables, bytecode)
         subprocess.run(command, capture_output=True, env=command_env)
     return found
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 2000, 10000])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--file", type=pathlib.Path, help="time this file instead of generated ones (e.g. examples/spectral_line.sched)")
-    ap.add_argument("--baseline", help="also time the schedc whose package is in this src folder (another checkout), side by side")
+    ap.add_argument("--baseline", action="append", default=[], help="also time the schedc whose package is in this src folder (another checkout), side by side; repeatable")
     ap.add_argument("--plain", action="store_true", help="as installed without the test extra: hide `interegular` (lark imports it when present, ~8-12 ms)")
     args = ap.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")

@@ -88,9 +88,9 @@ def _check(name: str, data: bytes, model_ref: str | None, cached: bool) -> tuple
             from schedc.lang.text import decode
 
             return Source(name, decode(data)[0]), found
-    from schedc.pipeline import analyse
-
     with _paused_gc():
+        from schedc.pipeline import analyse  # (imports, and the parser unpickled, allocate as much as a parse)
+
         analysis = analyse(data, name, model=_model(model_ref), base_dir=_base_dir(name), lint=True)
     if cached and analysis.source is not None:
         result_cache.store(name, data, analysis.diagnostics)
@@ -101,7 +101,8 @@ def _check(name: str, data: bytes, model_ref: str | None, cached: bool) -> tuple
 def _paused_gc():
     """Parsing allocates hundreds of thousands of small acyclic objects; the cyclic collector
     scanning them again and again doubled the time of checking a large file, and a
-    short-lived command has nothing for it to reclaim."""
+    short-lived command has nothing for it to reclaim. Importing the front end and loading
+    the parser allocate tens of thousands more (~5-10 ms of collections in a fresh check)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

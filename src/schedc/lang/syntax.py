@@ -171,8 +171,8 @@ class _LazyScanner:
     built only once the state is hot; until then each terminal's own pattern is tried in
     the alternation's order, and the first that matches is the token, as in the alternation.
 
-    lark's contextual lexer compiles one alternation per parser state met: 32 of them for a
-    typical file, 20-40 ms of every `schedc check` of it (docs/performance.md). A terminal's
+    lark's contextual lexer compiles one alternation per parser state met: 31 of them for a
+    typical file, ~10 ms of every `schedc check` of it (docs/performance.md). A terminal's
     own pattern is compiled once per process (`re` keeps it) and shared by every state.
     """
 

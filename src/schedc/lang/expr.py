@@ -11,6 +11,7 @@ import math
 import operator
 from dataclasses import replace
 
+from schedc.lang.swept import Swept
 from schedc.lang import nodes as n
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow}
@@ -140,7 +141,7 @@ def _fold(expr, memo):
         return None
     try:
         # `**` in floats: an integer power like 2 ** 10 ** 10 would take forever
-        result = math.pow(left, right) if expr.op == "**" else _OPS[expr.op](left, right)
+        result = math.pow(left, right) if expr.op == "**" and not isinstance(left, Swept) and not isinstance(right, Swept) else _OPS[expr.op](left, right)
     except ZeroDivisionError:
         return math.nan
     except OverflowError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from numbers import Integral, Real
 
+from schedc.lang.swept import Swept
 from schedc.lang import nodes as n
 from schedc.lang.expr import MAX_EXPR_NODES, constant, substitute, tree_size
 
@@ -188,7 +189,9 @@ def number_node(value):
     """
     if isinstance(value, bool):
         return None
-    if isinstance(value, Integral) or _scalar_of(value, "iu"):
+    if isinstance(value, Swept):  # a sweep's settings at once (lang.swept): kept as they are
+        pass
+    elif isinstance(value, Integral) or _scalar_of(value, "iu"):
         value = int(value)
     elif isinstance(value, Real) or _scalar_of(value, "f"):
         value = float(value)

@@ -16,6 +16,7 @@ from functools import cached_property
 from schedc.check import catalog, conflicts
 from schedc.check.arguments import bind
 from schedc.check.patterns import malformed_pattern
+from schedc.lang.swept import tracked_float
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, Label
 from schedc.lang.program import (
@@ -528,7 +529,7 @@ class _Resolver:
             plateau=plateau,
             plateau_on=plateau_on,
             accumulate=int(accumulate) if accumulate is not None else 1,
-            ema=float(ema) if ema is not None else None,
+            ema=tracked_float(ema) if ema is not None else None,
             batch=batch,
             epochs=epochs,
             steps_per_epoch=self.spe,
@@ -711,7 +712,7 @@ class _Resolver:
         args = [self.number(bound[name]) for name in names]
         if any(a is None for a in args):
             return None
-        return InitSpec(path, call.func.id, tuple(float(a) for a in args), span)
+        return InitSpec(path, call.func.id, tuple(tracked_float(a) for a in args), span)
 
     def _fits(self, path: str, shape: tuple[int, ...], where) -> bool:
         """E0407 unless a value of `shape` can initialise `path`: a number fills it, a list must have its shape."""
@@ -768,7 +769,7 @@ class _Resolver:
             return int(value) if value is not None else fallback
 
         threshold = self.number(stop.threshold)
-        threshold = float(threshold) if threshold is not None else float("nan")
+        threshold = tracked_float(threshold) if threshold is not None else float("nan")
         if stop.metric.id.startswith(catalog.METRIC_PREFIX):
             return StopRule("metric", threshold, span=stop.span, metric=stop.metric.id, maximise=False)
         return StopRule(
@@ -856,7 +857,7 @@ def _flatten(expr) -> tuple[tuple[float, ...] | None, tuple[int, ...]]:
     if not isinstance(expr, n.List):
         value = constant(expr)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ((float(value),), ()) if ok else (None, ())
+        return ((tracked_float(value),), ()) if ok else (None, ())
     rows = [_flatten(item) for item in expr.items]
     if any(values is None for values, _ in rows) or len({shape for _, shape in rows}) > 1:
         return None, ()

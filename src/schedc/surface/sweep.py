@@ -3,9 +3,11 @@
 A grid maps names to equally long lists of numbers; setting i takes the i-th value of every
 list (zipped: for a full grid pass `itertools.product`'s columns). A placeholder's value is
 bound as `schedc.compile` binds it; a `let`'s definition is replaced by the value (at the
-let's position, so a problem with it points there). Each setting is checked and resolved
-like a compile of the program with those values; the fit itself is
-`schedc.runtime.sweep.run_sweep`.
+let's position, so a problem with it points there). The settings are checked and resolved
+once, with every swept name bound to all its values at once (`lang.swept`), when that stands
+for checking each setting on its own (no setting decides a check differently, nothing to
+report); otherwise each setting is checked and resolved like a compile of the program with
+its values. The fit itself is `schedc.runtime.sweep.run_sweep`.
 """
 
 from __future__ import annotations
@@ -222,17 +224,47 @@ def sweep(program, swept: list[Swept]) -> Sweep:
     settings = [{s.name: s.values[i] for s in swept} for i in range(len(swept[0].values))]
     # the program's placeholders are bound already (syntax nodes); a swept one is a number, bound as it is
     bound = {name: value for name, value in program.placeholders.items() if name not in settings[0]}
-    return Sweep(program, settings, [_plan(program, parsed, lets, bound, setting, i) for i, setting in enumerate(settings)])
+    plans = _plans_at_once(program, parsed, lets, bound, swept)
+    if plans is None:  # settings the checks treat differently, or that have something to say: one by one
+        plans = [_plan(program, parsed, lets, bound, setting, i) for i, setting in enumerate(settings)]
+    return Sweep(program, settings, plans)
 
 
-def _plan(program, parsed, lets: dict, bound: dict, setting: dict, index: int):
-    """Setting `index` checked and resolved (`pipeline.analyse_setting`): the placeholders `bound`
-    with the swept ones added, swept lets redefined by their values."""
+def _plans_at_once(program, parsed, lets: dict, bound: dict, swept: list[Swept]) -> list | None:
+    """Every setting's Plan from one check and resolve, each swept name bound to every setting's
+    values at once (`lang.swept.Swept`), or None when that cannot stand for checking each setting
+    on its own: values that are not all finite floats, settings some check or the resolver treats
+    differently (`Diverged`), or any diagnostic (a warning too), which the per-setting path gives
+    each with the setting it belongs to. Otherwise every setting would take the branches setting
+    0 took: the same (no) diagnostics, and setting 0's Plan with its own numbers (`swept.settings_of`)."""
+    from schedc.lang import swept as S
+
+    if not all(S.finite(s.values) for s in swept):
+        return None
+    try:
+        at_once = {s.name: S.Swept(s.values) for s in swept}
+        analysis = _analysis(program, parsed, lets, bound, at_once)
+    except S.Diverged:
+        return None
+    if analysis.plan is None or analysis.diagnostics:
+        return None
+    setting = S.settings_of(analysis.plan)
+    return [setting(i) for i in range(len(swept[0].values))]
+
+
+def _analysis(program, parsed, lets: dict, bound: dict, setting: dict):
+    """`pipeline.analyse_setting` of one setting: the placeholders `bound` with the swept ones
+    added, swept lets redefined by their values."""
     from schedc.pipeline import analyse_setting
 
     placeholders = bound | {name: value for name, value in setting.items() if name not in lets}
     swept_lets = {name: value for name, value in setting.items() if name in lets}
-    analysis = analyse_setting(parsed, program.source.name, program.source, program.tree, placeholders, swept_lets)
+    return analyse_setting(parsed, program.source.name, program.source, program.tree, placeholders, swept_lets)
+
+
+def _plan(program, parsed, lets: dict, bound: dict, setting: dict, index: int):
+    """Setting `index` checked and resolved on its own (`_analysis`); its errors name it."""
+    analysis = _analysis(program, parsed, lets, bound, setting)
     if analysis.plan is None:
         error = analysis.error()
         error.add_note(f"in sweep setting {index}: " + ", ".join(f"{k}={v!r}" for k, v in setting.items()))

@@ -7,9 +7,10 @@ loop. Both run in a fresh subprocess: "cold" is the first time (tracing and XLA 
 included), "steady" the second. Reported: the times, the speedup, the compiled programs (the
 sweep's: one vmapped chunk per phase signature, `compiler.chunk.cache_size()`; the runs': the
 fused program of the whole schedule, `compiler.segment.cache_size()`), the XLA compiles of
-the cold pass (the steady one compiles nothing), the sweep's front-end time (every setting
-checked and resolved), and the largest difference between a setting's swept and sequential
-final loss.
+the cold pass (the steady one compiles nothing), the sweep's front-end time (`schedc.compile`
+of the file and `Program.sweep`: the settings checked and resolved, in one pass when that stands
+for checking each alone, see `schedc.lang.swept`), and the largest difference between a
+setting's swept and sequential final loss.
 
     .venv/bin/python bench/bench_sweep.py             # N = 64
     .venv/bin/python bench/bench_sweep.py --sizes 8 64
@@ -42,7 +43,7 @@ def _child(size: int, which: str) -> dict:
     rates = [float(r) for r in np.geomspace(0.005, 0.2, size)]
     text = EXAMPLE.read_text().replace("let base = 0.05", "let base = $base")
     assert "$base" in text
-    fronts = []  # the sweep's front end: every setting checked and resolved
+    fronts = []  # the sweep's front end: the file compiled, the settings checked and resolved
 
     def swept():
         t = time.perf_counter()
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
             f"{size:>8}  {s['cold']:>9.2f}s  {s['steady']:>11.2f}s  {r['cold']:>9.2f}s  {r['steady']:>10.2f}s  "
             f"{r['cold'] / s['cold']:>8.1f}x / {r['steady'] / s['steady']:>5.1f}x  {s['programs']:>3}/{r['programs']:<4}  {s['xla_compiles']:>5}/{r['xla_compiles']:<6}  {diff:>18.2g}"
         )
-        print(f"{'':>8}  of the sweep's time, its front end (every setting checked and resolved): {s['front'][0]:.2f}s cold, {s['front'][1]:.2f}s steady; "
+        print(f"{'':>8}  of the sweep's time, its front end (compile, settings checked and resolved): {s['front'][0]:.2f}s cold, {s['front'][1]:.2f}s steady; "
               f"XLA compiles in the steady passes: {s['steady_compiles']} / {r['steady_compiles']}")
     return 0
 

@@ -207,6 +207,28 @@ def test_resuming_at_a_phase_boundary_carries_the_optimizer_state(tmp_path):
     np.testing.assert_array_equal(whole.model["a"], resumed.model["a"])
 
 
+def test_a_plateau_on_a_metric_resumes_mid_phase_where_it_was(tmp_path):
+    """The plateau's state (stepped by the evaluations so far) is in the checkpoint's optimizer state."""
+    text = 'eval "m.py:metrics" every 4 steps\noptimizer sgd\nphase 24 lr 0.5 * plateau(on=val.gap, factor=0.5, patience=1) < free a, b >'
+
+    def metrics(m):  # falls, then stalls at a floor: the plateau fires before and after the resume point
+        return {"gap": jnp.maximum(loss(m), 1.9)}
+
+    calls, counted = interrupting_loss()
+    program = schedc.compile(text, model())
+    whole = program.run(counted, chunk=4, quiet=True, metrics=metrics)
+    calls.update(n=0, stop_at=15)  # in the 4th chunk: checkpoints after chunks 1-3 (12 steps, 3 evaluations)
+    with pytest.raises(Exception, match="preempted"):
+        program.run(counted, chunk=4, quiet=True, metrics=metrics, checkpoint=tmp_path, checkpoint_every=1)
+    calls.update(n=0, stop_at=0)
+    resumed = program.run(counted, chunk=4, quiet=True, metrics=metrics, checkpoint=tmp_path)
+    assert calls["n"] == 12
+    scales = whole.hyperparams["plateau_scale"]
+    assert scales[:12].min() < 1.0 and scales[12:].min() < scales[:12].min()  # it fired before the resume point and after
+    np.testing.assert_array_equal(resumed.hyperparams["plateau_scale"], scales)
+    np.testing.assert_array_equal(resumed.loss_history, whole.loss_history)
+
+
 def test_the_plateau_scale_log_is_whole_after_a_mid_phase_resume(tmp_path):
     text = "phase 24 lr 0.5 * plateau(factor=0.5, patience=1, cooldown=0) optimizer sgd < free a, b >"
     calls, counted = interrupting_loss()

@@ -137,9 +137,9 @@ def test_a_sweep_through_the_one_pass_fits_as_each_setting_alone():
         return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
 
     text = "let base = 0.05\nphase 30 lr cosine(base -> base / 10) optimizer adamw(weight_decay=$wd) < free ** >"
-    sweep = schedc.compile(text, model(), wd=0.0).sweep(base=[0.01, 0.1], wd=[1e-4, 1e-2])
-    assert sweeping._plans_at_once(sweep.program, read(text).parsed, *sweeping._sweepable(read(text).parsed)[:1], {}, sweeping.from_grid(dict(base=[0.01, 0.1], wd=[1e-4, 1e-2]))) is not None
-    result = sweep.run(loss, x, y)
+    grid = dict(base=[0.01, 0.1], wd=[1e-4, 1e-2])
+    assert _front(text, grid)[0] is not None  # through the one pass
+    result = schedc.compile(text, model(), wd=0.0).sweep(**grid).run(loss, x, y)
     for i, (base, wd) in enumerate([(0.01, 1e-4), (0.1, 1e-2)]):
         alone = schedc.compile(text.replace("let base = 0.05", "let base = $b"), model(), b=base, wd=wd).run(loss, x, y, quiet=True)
         np.testing.assert_allclose(result.setting(i).loss_history, alone.loss_history, rtol=1e-5, atol=1e-7)

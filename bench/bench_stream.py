@@ -25,6 +25,7 @@ thread's work counts), and the per-round ratios of both.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from bench_data import BATCH, _interleaved, _setup, _spread
@@ -84,6 +85,7 @@ def main() -> None:
         waits.append(runner.stream.waited)
         return result
 
+    load_before = os.getloadavg()[0]  # the machine's load: the ratios' spread depends on it
     same = np.array_equal(on_device().loss_history, stream().loss_history)
     measured = _wall_and_cpu({"on-device": on_device, "stream": stream}, args.repeat)
 
@@ -104,6 +106,7 @@ def main() -> None:
     alone = _interleaved({"iterator": iterate, "feed": feed}, args.repeat)
 
     print(f"digits {args.model.upper()}, {args.steps} steps of batch {BATCH}, streamed chunks of {chunk}, {args.repeat} interleaved rounds after a compiling one")
+    print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"{'':10} {'best s':>8} {'median s':>9} {'us/step':>8} {'CPU s':>8}")
     for name, rounds in measured.items():
         walls, cpus = [w for w, _ in rounds], [c for _, c in rounds]

@@ -14,7 +14,8 @@ Also measures the compile count of a 10-phase alternating schedule against its
 2-phase core (schedc compiles one executable per phase signature).
 
 `--fusion` measures fused segments, side by side in one process, in interleaved rounds
-(each round runs every system once; median and spread over rounds): schedc (fused), schedc
+(each round runs every system once; median and spread over rounds): schedc (fused: after the
+warm-up, every run a replay of the kept segment, as any repeated `Program.run`), schedc
 phase by phase (`fuse=False`) and the hand-written loop on (1) the alternating schedule
 `repeat 50 < phase 20 < free a.* >; phase 20 < free b.* > >` on a 64-parameter model and
 (2) the 300/200/100-step spectral schedule on the small model; then the host work per phase
@@ -352,8 +353,9 @@ def host_work(rounds: int) -> None:
 
 def fixed_cost(rounds: int) -> None:
     """Where a fused `Program.run` of the spectral schedule spends its time: host work before the
-    device call (runner, plan, signal handlers, segment table), the call itself (blocked on), and
-    host work after it (reading the outputs, building the results); beside the hand loop's run."""
+    device call (a replay's data check and signal handlers; before replays: the runner, the plan,
+    the segment table), the call itself (blocked on), and host work after it (reading the
+    outputs, building the results); beside the hand loop's run."""
     import jax
 
     import schedc

@@ -283,6 +283,16 @@ def test_aux_metrics_fuse_with_the_same_per_chunk_means(data_runs):
     assert sorted(together.aux) == ["bias", "twice"] and together.aux["twice"].tobytes() == apart.aux["twice"].tobytes()
 
 
+def test_a_minibatched_run_with_aux_metrics_replays_with_the_same_results(data_program, data_runs, monkeypatch):
+    """A later run of the same program, loss and data skips the runner (a replay of the segment):
+    the same batches, aux means and models."""
+    chunk, _, together, _ = data_runs
+    made = runners_made(monkeypatch)
+    again = data_program.run(mse_with_aux, X, Y, quiet=True, chunk=chunk)
+    assert made == []
+    assert_same_run(together, again)
+
+
 def test_a_phase_whose_batch_does_not_fit_the_data_runs_alone_and_names_itself(data_program):
     """A batch larger than the data is the phase's DataError, after the phases before it ran."""
     from schedc.runtime.data import DataError

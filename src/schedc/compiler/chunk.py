@@ -434,17 +434,6 @@ def hyper_dtype(free):
     return jnp.result_type(*leaves) if leaves else jnp.result_type(float)
 
 
-def loss_dtype(loss_fn: Callable, model_layout: Layout, data_layout: Layout, model_arrays, data_arrays):
-    """The dtype the loss returns: histories keep it (float64 under jax_enable_x64 with a float64 model)."""
-    import jax
-
-    from schedc.compiler import minibatch
-
-    args, kwargs = data_layout.rebuild(data_arrays)
-    kwargs = minibatch.traced_kwargs(loss_fn, kwargs)
-    return jax.eval_shape(lambda m: loss_fn(model_layout.rebuild(m), *args, **kwargs), model_arrays).dtype
-
-
 def run_steps(
     signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, watch=False
 ):

@@ -144,6 +144,22 @@ def test_the_state_carries_from_phase_to_phase(start):
     np.testing.assert_allclose(res.phases[1].losses[0], loss(m, s, X[order[:BATCH]], Y[order[:BATCH]])[0], rtol=1e-5)
 
 
+
+def test_a_stateful_run_is_never_replayed(start, monkeypatch):
+    """A later run of a program with a model state goes through the runner again (a replay of a
+    fused run keeps no model state): the same results, a runner made, nothing kept."""
+    from schedc.runtime import runner
+
+    model, state = start
+    program = schedc.compile("seed 3\nbatch 8\noptimizer adam\nphase 1 epoch lr 1e-2 < free ** >\nphase 1 epoch lr 1e-3 < free ** >", model)
+    first = program.run(loss, X, Y, state=state, quiet=True)
+    made = []
+    original = runner.Runner.__init__
+    monkeypatch.setattr(runner.Runner, "__init__", lambda self, *a, **k: (made.append(1), original(self, *a, **k))[1])
+    again = program.run(loss, X, Y, state=state, quiet=True)
+    assert made == [1] and not program._replays
+    assert again.loss_history.tobytes() == first.loss_history.tobytes()
+
 def test_keep_best_restores_the_state_with_the_weights(start):
     model, state = start
     program = schedc.compile('seed 3\nbatch 8\neval "m.py:f" every 1 step\noptimizer adam\nphase 12 lr 5e-2 < free **; keep best val.loss >', model)

@@ -186,7 +186,7 @@ class SlotPacking:
         groups: list[list] = [[] for _ in self.dtypes]
         for leaf, (b, _, _) in zip(jax.tree_util.tree_leaves(slots), self.places):
             groups[b].append(xp.ravel(xp.asarray(leaf)))
-        return tuple(xp.concatenate(g) if g else xp.zeros(0, d) for g, d in zip(groups, self.dtypes))
+        return tuple(xp.concatenate(g) for g in groups)  # (every dtype has a leaf)
 
     def unpack(self, buffers):
         """The slots tree the `buffers` hold."""

@@ -285,7 +285,7 @@ class Replay:
     """
 
     def __init__(self, runner, program, signature: tuple):
-        self.program, self.model, self.key, self.plan = program, program.model, program.key, program.plan
+        self.model, self.key, self.plan = program.model, program.key, program.plan
         self.signature = signature
         self.segment: Segment = runner.segment
         self.run_key, self.initial_arrays = runner.key, runner.begun.arrays
@@ -295,10 +295,12 @@ class Replay:
     @classmethod
     def of(cls, runner, program, args: tuple, kwargs: dict, result):
         """The replay of a finished run, or None when the run was not one whole fused segment
-        started from the program's own model and run unwatched in this one process."""
+        started from the program's own model, without a model state, run unwatched in this one
+        process."""
         segment = getattr(runner, "segment", None)
         if (
             segment is None
+            or segment.program.stateful
             or len(segment.phases) != len(runner.plan.phases)
             or len(result.phases) != len(segment.phases)
             or runner.begun is None

@@ -121,7 +121,7 @@ def test_swept_numbers_follow_python_floats_and_refuse_what_settings_decide_diff
     for got, op in ((a * 3 + 1, lambda v: v * 3 + 1), (1 / a, lambda v: 1 / v), (a**2, lambda v: v**2), (2**a, lambda v: 2**v), (-a, lambda v: -v)):
         assert got.values.tolist() == [op(v) for v in values]  # bit for bit what Python computes
     assert a > 0 and not (a > 1) and a != 0.5 and bool(a) and not a.is_integer()
-    for decided_differently in (lambda: a < 0.15, lambda: float(a), lambda: int(a * 10), lambda: round(a * 10), lambda: math.floor(a * 10), lambda: a / (a - 0.2)):
+    for decided_differently in (lambda: a < 0.15, lambda: float(a), lambda: int(a * 10), lambda: round(a * 10), lambda: math.floor(a * 10), lambda: a / (a - 0.2), lambda: f"{a:g}"):
         with pytest.raises(S.Diverged):
             decided_differently()
     assert int(S.Swept([3.0, 3.0])) == 3 and float(S.Swept([0.5, 0.5])) == 0.5  # the same for every setting

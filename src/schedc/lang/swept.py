@@ -187,10 +187,10 @@ class Swept(float):
         self._same(self.values)
         return float(self).as_integer_ratio()
 
-    def __format__(self, spec):
-        return format(float(self.values[0]), spec)
+    def __format__(self, spec):  # a message about the value: only one every setting shares
+        return format(float(self), spec)
 
-    def __repr__(self):
+    def __repr__(self):  # setting 0's: the text of a Number node, which `settings_of` rewrites per setting
         return repr(float(self.values[0]))
 
     __str__ = __repr__

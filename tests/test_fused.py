@@ -114,6 +114,19 @@ def test_a_repeat_compiles_its_body_once_and_runs_in_one_call(monkeypatch):
     assert segment.cache_size() == programs and clock.count == 0
 
 
+@pytest.mark.parametrize("width", [6, 8])
+def test_one_schedule_on_models_of_two_shapes_builds_a_program_for_each(width, monkeypatch):
+    """Same loss, same model structure, other array shapes: the program built for the first
+    shapes (its optimizer slots) must not be taken for the second."""
+    text = "phase 4 lr 0.1 < free a >\nphase 4 lr 0.1 < free b >"
+    widened = {"a": jnp.zeros(width), "b": jnp.ones(width + 1)}
+    program = schedc.compile(text, widened)
+    calls = fused_calls(monkeypatch)
+    fused_run = program.run(loss, quiet=True)
+    assert len(calls) == 1 and fused_run.model["a"].shape == (width,)
+    assert_same_run(program.run(loss, quiet=True, fuse=False), fused_run)
+
+
 def blows_up(m):
     return jnp.where(m["a"][0] > 0.5, jnp.nan, loss(m))
 

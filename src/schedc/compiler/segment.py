@@ -276,15 +276,23 @@ _CACHE: dict[tuple, Program] = {}
 
 
 def compiled(signature: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays, model_state=None) -> Program:
-    """The (cached) segment program for `signature`, `loss_fn`, the static parts of model and data
-    and the structure of the model state (None without one)."""
+    """The (cached) segment program for `signature`, `loss_fn`, the static parts of model and data,
+    the shapes and dtypes of their arrays and the model state's (None without one).
+
+    The shapes are part of the key because the program is built for them (its fresh optimizer
+    slots, its loss's output): one schedule run on a wider model of the same class needs its own."""
     import jax
 
-    key = (signature, loss_fn, model_layout, data_layout, None if model_state is None else jax.tree_util.tree_structure(model_state))
+    state_key = None if model_state is None else (jax.tree_util.tree_structure(model_state), _avals(jax.tree_util.tree_leaves(model_state)))
+    key = (signature, loss_fn, model_layout, data_layout, _avals(model_arrays), _avals(data_arrays), state_key)
     program = _CACHE.get(key)  # (one lookup: hashing a long segment's signature takes ~10 us)
     if program is None:
         program = _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays, data_arrays, model_state)
     return program
+
+
+def _avals(arrays) -> tuple:
+    return tuple((a.shape, a.dtype) for a in arrays)
 
 
 def cache_size() -> int:

@@ -97,7 +97,6 @@ class Swept(float):
         return self._apply(np.power, other, True)
 
     def __neg__(self):
-        import numpy as np
 
         return Swept(-self.values)
 
@@ -120,7 +119,6 @@ class Swept(float):
         return answers.flat[0].item()
 
     def _compare(self, op, other):
-        import numpy as np
 
         if isinstance(other, bool) or not isinstance(other, (int, float)):
             return NotImplemented
@@ -147,7 +145,6 @@ class Swept(float):
     __hash__ = float.__hash__  # setting 0's: equal Swepts (every setting equal) hash alike
 
     def __bool__(self):
-        import numpy as np
 
         return bool(self._same(self.values != 0))
 

@@ -62,42 +62,17 @@ class Swept(float):
             raise Diverged(f"a non-finite {op.__name__} of swept numbers")
         return Swept(np.broadcast_to(result, self.values.shape))
 
-    def __add__(self, other):
-        return self._apply(operator.add, other)
+    def _arithmetic(op):  # (`self op other`, `other op self`): every setting's result
+        return (lambda self, other: self._apply(op, other), lambda self, other: self._apply(op, other, True))
 
-    def __radd__(self, other):
-        return self._apply(operator.add, other, True)
-
-    def __sub__(self, other):
-        return self._apply(operator.sub, other)
-
-    def __rsub__(self, other):
-        return self._apply(operator.sub, other, True)
-
-    def __mul__(self, other):
-        return self._apply(operator.mul, other)
-
-    def __rmul__(self, other):
-        return self._apply(operator.mul, other, True)
-
-    def __truediv__(self, other):
-        return self._apply(operator.truediv, other)
-
-    def __rtruediv__(self, other):
-        return self._apply(operator.truediv, other, True)
-
-    def __pow__(self, other):
-        import numpy as np
-
-        return self._apply(np.power, other)
-
-    def __rpow__(self, other):
-        import numpy as np
-
-        return self._apply(np.power, other, True)
+    __add__, __radd__ = _arithmetic(operator.add)
+    __sub__, __rsub__ = _arithmetic(operator.sub)
+    __mul__, __rmul__ = _arithmetic(operator.mul)
+    __truediv__, __rtruediv__ = _arithmetic(operator.truediv)
+    __pow__, __rpow__ = _arithmetic(operator.pow)  # of float64 arrays: numpy's power
+    del _arithmetic
 
     def __neg__(self):
-
         return Swept(-self.values)
 
     def __pos__(self):
@@ -119,33 +94,21 @@ class Swept(float):
         return answers.flat[0].item()
 
     def _compare(self, op, other):
-
         if isinstance(other, bool) or not isinstance(other, (int, float)):
             return NotImplemented
         return bool(self._same(op(self.values, _values(other))))
 
-    def __lt__(self, other):
-        return self._compare(operator.lt, other)
+    def _comparison(op):
+        return lambda self, other: self._compare(op, other)
 
-    def __le__(self, other):
-        return self._compare(operator.le, other)
-
-    def __gt__(self, other):
-        return self._compare(operator.gt, other)
-
-    def __ge__(self, other):
-        return self._compare(operator.ge, other)
-
-    def __eq__(self, other):
-        return self._compare(operator.eq, other)
-
-    def __ne__(self, other):
-        return self._compare(operator.ne, other)
+    __lt__, __le__ = _comparison(operator.lt), _comparison(operator.le)
+    __gt__, __ge__ = _comparison(operator.gt), _comparison(operator.ge)
+    __eq__, __ne__ = _comparison(operator.eq), _comparison(operator.ne)
+    del _comparison
 
     __hash__ = float.__hash__  # setting 0's: equal Swepts (every setting equal) hash alike
 
     def __bool__(self):
-
         return bool(self._same(self.values != 0))
 
     def __int__(self):

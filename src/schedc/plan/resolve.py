@@ -509,7 +509,7 @@ class _Resolver:
             self._frees_nothing(ph)
 
         inits = self._inits(ph, entries, entries_of)
-        lr = phase.lr if phase.lr is not None else (self.directives["lr"].value if "lr" in self.directives else None)
+        lr = self._inherited(phase.lr, "lr")
         optimizer = self._optimizer(self._inherited(phase.optimizer, "optimizer")) or OptimizerSpec(catalog.DEFAULT_OPTIMIZER)
         lr, plateau, plateau_on = split_plateau(self.closed(lr))
         accumulate, ema = self.number(self._inherited(phase.accumulate, "accumulate")), self.number(self._inherited(phase.ema, "ema"))

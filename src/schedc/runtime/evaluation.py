@@ -117,9 +117,9 @@ class PhaseEvals:
     reason: str | None = None  # the rule on an evaluation that ended the phase
 
     def __post_init__(self):
-        rules = [r for r in self.phase.stop if not r.on_device]
-        needs = [r.metric for r in rules] + ([self.phase.keep.metric] if self.phase.keep else []) + self.phase.plateau_metrics
-        self.rules = rules
+        self.rules = [r for r in self.phase.stop if not r.on_device]
+        # the metrics its rules, `keep` and plateaus name
+        self.needs = needs = [r.metric for r in self.rules] + ([self.phase.keep.metric] if self.phase.keep else []) + self.phase.plateau_metrics
         if not needs:
             return
         every = self.phase.eval_every
@@ -135,7 +135,7 @@ class PhaseEvals:
     @property
     def names_metrics(self) -> bool:
         """Whether a rule, `keep` or plateau of the phase names a metric (`check_names` has work to do)."""
-        return self.active and bool(self.rules or self.phase.keep or self.phase.plateau_metrics)
+        return self.active and bool(self.needs)
 
     def check_names(self, model, state=None) -> None:
         """Before the phase trains: every metric its rules name is one the metrics function
@@ -198,8 +198,7 @@ class PhaseEvals:
         return better
 
     def _check_names(self, values: dict) -> None:
-        names = [r.metric for r in self.rules] + ([self.phase.keep.metric] if self.phase.keep else []) + self.phase.plateau_metrics
-        for metric in names:
+        for metric in self.needs:
             if metric.removeprefix(METRIC_PREFIX) not in values:
                 returned = ", ".join(f"`{METRIC_PREFIX}{k}`" for k in values) or "nothing"
                 raise EvalError(f"{self.phase.label} uses `{metric}` but the metrics function returned {returned}; expected a `{metric.removeprefix(METRIC_PREFIX)}` entry")

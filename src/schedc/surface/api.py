@@ -188,7 +188,7 @@ class Program:
         """The run replayed (runtime.fused.Replay) when an earlier run of this loss was one fused
         segment and nothing it derived has changed; else None."""
         replay = self._replays.get((loss_fn, chunk))
-        if replay is None or not (quiet or not sys.stderr.isatty()):
+        if replay is None or (not quiet and sys.stderr.isatty()):  # a progress bar: the runner draws it
             return None
         data_arrays = replay.data_arrays(self, args, kwargs)
         if data_arrays is None:

@@ -38,7 +38,7 @@ def _epoch_count(ctx, expr, what: str) -> None:
         ctx.report(Diagnostic("E0218", f"{what} must count more than 0 epochs, got {value:g}", expr.span))
 
 
-def plateau_metric_of(ctx, lr):
+def _plateau_on(ctx, lr):
     """The `on=` value of a learning rate's `plateau(on=val.M, ...)` factor (a `let` substituted), or None."""
     if lr is None:
         return None
@@ -52,7 +52,7 @@ class DataDirectives(Rule):
 
     def visit_Directive(self, d: n.Directive) -> None:
         if d.keyword == "lr":
-            _plateau_metric(self.ctx, plateau_metric_of(self.ctx, d.value))
+            _plateau_metric(self.ctx, d.value)
         elif d.keyword == "batch":
             _batch_size(self.ctx, d.value)
         elif d.keyword == "eval" and d.every is not None and d.every.count is not None:
@@ -92,29 +92,29 @@ class DataPhases(Rule):
                 )
             )
         if phase.lr is not None:  # the `lr` directive's is checked once, at the directive
-            _plateau_metric(ctx, plateau_metric_of(ctx, phase.lr))
+            _plateau_metric(ctx, phase.lr)
         for stmt in phase.body:
             if isinstance(stmt, n.Free):
-                _plateau_metric(ctx, plateau_metric_of(ctx, stmt.lr))
-            elif isinstance(stmt, n.Stop) and stmt.metric.id.startswith(catalog.METRIC_PREFIX):
-                self._metric(stmt.metric, "a stop rule")
+                _plateau_metric(ctx, stmt.lr)
+            elif isinstance(stmt, n.Stop) and _names_metric(stmt.metric):
+                _metric(ctx, stmt.metric, "a stop rule")
                 for word, expr in (("over", stmt.over), ("after", stmt.after)):
                     if expr is not None:
                         ctx.report(Diagnostic("E0220", f"`{word}` applies to `loss_change` rules; `{stmt.metric.id}` is tested at every evaluation", expr.span, help=f"remove `{word} ...`"))
             elif isinstance(stmt, n.StopImproving):
-                self._metric(stmt.metric, "a stop rule")
+                _metric(ctx, stmt.metric, "a stop rule")
                 self._word(stmt.trend, catalog.TRENDS, "stops")
                 ctx.args.patience(ctx.closed(stmt.patience))
             elif isinstance(stmt, n.Keep):
                 self._word(stmt.which, catalog.KEEP_WHICH, "keep")
-                self._metric(stmt.metric, "`keep`")
+                _metric(ctx, stmt.metric, "`keep`")
 
     def _evaluated(self, phase: n.Phase) -> None:
         """E0222: a phase with rules on evaluation metrics that ends before its first evaluation
         (its length and the `eval` interval both constant, in one unit)."""
-        ruled = [s.metric for s in phase.body if isinstance(s, (n.Stop, n.StopImproving, n.Keep)) and s.metric.id.startswith(catalog.METRIC_PREFIX)]
+        ruled = [s.metric for s in phase.body if isinstance(s, (n.Stop, n.StopImproving, n.Keep)) and _names_metric(s.metric)]
         lrs = [self.ctx.inherited(phase.lr, "lr")] + [s.lr for s in phase.body if isinstance(s, n.Free)]
-        ruled += [on for on in (plateau_metric_of(self.ctx, lr) for lr in lrs) if _names_metric(on)]
+        ruled += [on for on in (_plateau_on(self.ctx, lr) for lr in lrs) if _names_metric(on)]
         directive = self.ctx.directives.get("eval")
         if not ruled or directive is None or directive.every is None:
             return
@@ -132,9 +132,6 @@ class DataPhases(Rule):
             )
         )
 
-    def _metric(self, name: n.Name, what: str) -> None:
-        _metric(self.ctx, name, what)
-
     def _word(self, name: n.Name, choices: dict, after: str) -> None:
         if name.id not in choices:
             self.ctx.report(Diagnostic("E0114", f"`{after} {name.id}` is not known; expected {', '.join(f'`{c}`' for c in choices)}", name.span, help=did_you_mean(name.id, choices)))
@@ -149,12 +146,15 @@ def _metric(ctx, name: n.Name, what: str) -> None:
 
 
 def _names_metric(on) -> bool:
+    """Whether `on` is a name of an evaluation metric, `val.NAME`."""
     return isinstance(on, n.Name) and on.id.startswith(catalog.METRIC_PREFIX)
 
 
-def _plateau_metric(ctx, on) -> None:
-    """`plateau(on=...)`: a metric `val.NAME` (E0113 for anything else, a bare name or a value), evaluated
-    (E0112), that falls as the model improves (W0107 for a name such as `val.accuracy`)."""
+def _plateau_metric(ctx, lr) -> None:
+    """The `on=` of a learning rate's `plateau(on=...)`: a metric `val.NAME` (E0113 for anything else, a
+    bare name or a value), evaluated (E0112), that falls as the model improves (W0107 for a name such
+    as `val.accuracy`)."""
+    on = _plateau_on(ctx, lr)
     if on is None:
         return
     if isinstance(on, n.Name):

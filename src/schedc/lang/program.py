@@ -230,10 +230,15 @@ def first_lets(file: n.File) -> dict[str, n.Let]:
     return out
 
 
+def first_directive(file: n.File, keyword: str) -> n.Directive | None:
+    """The file's first directive `keyword` (a second is E0216), or None."""
+    return next((item for item in file.items if isinstance(item, n.Directive) and item.keyword == keyword), None)
+
+
 def default_free(file: n.File) -> bool:
     """Whether the file says `default free` (its first `default` directive; a second is E0216):
     a parameter no statement names is then free."""
-    default = next((item for item in file.items if isinstance(item, n.Directive) and item.keyword == "default"), None)
+    default = first_directive(file, "default")
     return default is not None and isinstance(default.value, n.Name) and default.value.id == "free"
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic
+from schedc.lang.program import first_directive
 
 # (resolved path, mtime_ns) -> module: a file loaded once per version (the language server re-checks often)
 _FILE_MODULES: dict[tuple[str, int], object] = {}
@@ -148,10 +149,6 @@ def model_and_state(value) -> tuple:
     return value, None
 
 
-def model_directive(file: n.File) -> n.Directive | None:
-    return next((item for item in file.items if isinstance(item, n.Directive) and item.keyword == "model"), None)
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BindingError):
         return str(exc)
@@ -168,7 +165,7 @@ def bind_model(file: n.File, model_ref: str | None, base_dir: Path | str):
     """
     from schedc.plan.params import discover
 
-    directive = model_directive(file)
+    directive = first_directive(file, "model")
     from_file = model_ref is None
     if from_file:
         if directive is None or not isinstance(directive.value, n.String):
@@ -231,10 +228,10 @@ def epochs_without_length(file: n.File, base_dir: Path | str) -> list:
     """
     from schedc.check.data import counts_epochs
 
-    data = next((item for item in file.items if isinstance(item, n.Directive) and item.keyword == "data" and isinstance(item.value, n.String)), None)
-    evaluation = next((item for item in file.items if isinstance(item, n.Directive) and item.keyword == "eval" and item.every is not None and item.every.unit == "epochs"), None)
+    data, evaluation = first_directive(file, "data"), first_directive(file, "eval")
+    every_epoch = evaluation is not None and evaluation.every is not None and evaluation.every.unit == "epochs"
     phase = next((node for node in n.walk(file) if isinstance(node, n.Phase) and counts_epochs(node)), None)
-    if data is None or (phase is None and evaluation is None):
+    if data is None or not isinstance(data.value, n.String) or (phase is None and not every_epoch):
         return []
     ref = data.value.value
     try:

@@ -55,13 +55,10 @@ from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, SchedError
 from schedc.lang.expr import PLATEAU, PLATEAU_ON
 from schedc.lang.glob import PatternError, compile_pattern
-from schedc.lang.program import expand, first_lets, ref_phases
+from schedc.lang.program import expand, first_directive, first_lets, ref_phases
 from schedc.lang.syntax import KEYWORDS, TOP_LEVEL_KEYWORDS, ParseResult, parser
 from schedc.pipeline import FROM_DIRECTIVE, Analysis, analyse, read
-from schedc.plan.binding import (  # JAX is imported only when a model loads
-    bind_model,
-    model_directive,
-)
+from schedc.plan.binding import bind_model  # JAX is imported only when a model loads
 from schedc.tooling.lexer import SchedLexer
 
 # Where top-level items may start: completion and keyword lookups work from the last one.
@@ -114,7 +111,7 @@ def offset_at(text: str, position: lsp.Position, encoding: str = lsp.PositionEnc
 
 def model_reference(parsed: ParseResult) -> n.String | None:
     """The string of the file's `model` directive, if any."""
-    directive = model_directive(parsed.file)
+    directive = first_directive(parsed.file, "model")
     return directive.value if directive is not None and isinstance(directive.value, n.String) else None
 
 
@@ -146,7 +143,7 @@ class ModelCache:
 
     def bind(self, file: n.File, model_ref: str | None, base_dir: Path):
         """`binding.bind_model` for the file's `model` directive, through the cache (`pipeline.analyse`'s `bind`)."""
-        directive = model_directive(file)
+        directive = first_directive(file, "model")
         string = directive.value if directive is not None and isinstance(directive.value, n.String) else None
         if model_ref is not None or string is None:  # not the directive's model: nothing cached for it
             return bind_model(file, model_ref, base_dir)

@@ -29,7 +29,7 @@ from schedc.check.time_model import duration_steps, percent_fraction, segments
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, did_you_mean
 from schedc.lang.syntax import beyond_limits, underflows
-from schedc.lang.expr import MAX_EXPR_NODES, PLATEAU, constant, describe, plateau_factor, plateau_metric, tree_size
+from schedc.lang.expr import MAX_EXPR_NODES, PLATEAU, PLATEAU_TRANSFORM, constant, describe, plateau_factor, plateau_metric, tree_size
 from schedc.lang.expr import show as _show
 
 _EXPR = n.Expr.__args__  # the expression node classes
@@ -327,7 +327,7 @@ class ArgumentChecker:
     def _plateau(self, call: n.Call) -> bool:
         """`plateau(...)`: optax.contrib.reduce_on_plateau's arguments, constant numbers in its ranges
         (its `on=val.M` is the phase's evaluations' business: check.data)."""
-        sig = catalog.optimizer_signature("contrib.reduce_on_plateau", PLATEAU)
+        sig = catalog.optimizer_signature(PLATEAU_TRANSFORM, PLATEAU)
         call, _ = plateau_metric(call)
         bound, ok = self._bind(sig, call)
         for spec in sig.params:

@@ -181,6 +181,8 @@ def describe(expr) -> str:
 
 
 PLATEAU = "plateau"
+# what `plateau(...)` is: its arguments (all but `on`) are this optax transformation's
+PLATEAU_TRANSFORM = "contrib.reduce_on_plateau"
 # `plateau(on=val.M, ...)`: the evaluation metric that drives the scale (without it, the training loss)
 PLATEAU_ON = "on"
 

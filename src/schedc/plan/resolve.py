@@ -825,13 +825,13 @@ def split_plateau(expr):
     its learning rate. Its keywords are constants (optax validates them in Python), positional
     arguments named from reduce_on_plateau's signature.
     """
-    from schedc.lang.expr import constant, plateau_factor, plateau_metric
+    from schedc.lang.expr import PLATEAU_TRANSFORM, constant, plateau_factor, plateau_metric
 
     rest, call = plateau_factor(expr)
     if call is None:
         return expr, None, None
     call, on = plateau_metric(call)
-    names = [p[0] for p in catalog.transform_params("contrib.reduce_on_plateau")]
+    names = [p[0] for p in catalog.transform_params(PLATEAU_TRANSFORM)]
     given = list(zip(names, call.args)) + [(kw.name.id, kw.value) for kw in call.kwargs]
     return rest, tuple((key, constant(value)) for key, value in given), on.id if isinstance(on, n.Name) else None
 

@@ -53,7 +53,7 @@ from schedc.check import catalog
 from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, SchedError
-from schedc.lang.expr import PLATEAU, PLATEAU_ON
+from schedc.lang.expr import PLATEAU, PLATEAU_ON, PLATEAU_TRANSFORM
 from schedc.lang.glob import PatternError, compile_pattern
 from schedc.lang.program import expand, first_directive, first_lets, ref_phases
 from schedc.lang.syntax import KEYWORDS, TOP_LEVEL_KEYWORDS, ParseResult, parser
@@ -406,7 +406,7 @@ def _argument_hover(call: n.Call, name: str) -> str:
     if func == PLATEAU:  # optax.contrib.reduce_on_plateau's arguments, and `on`
         if name == PLATEAU_ON:
             return f"`{PLATEAU_ON}` of `plateau`: {_PLATEAU_ON_DOC}"
-        func = "contrib.reduce_on_plateau"
+        func = PLATEAU_TRANSFORM
     sig = catalog.SCHEDULES.get(func) or catalog.DISTRIBUTIONS.get(func)
     if sig is not None:
         param = next((p for p in sig.params if p.name == name), None)
@@ -557,13 +557,14 @@ def _optimizer_suggestions() -> list[Suggestion]:
 
 
 def _argument_suggestions(func: str) -> list[Suggestion]:
+    names = []
+    if func == PLATEAU:  # `on`, then optax.contrib.reduce_on_plateau's arguments
+        names, func = [(PLATEAU_ON, _PLATEAU_ON_DOC)], PLATEAU_TRANSFORM
     sig = catalog.SCHEDULES.get(func) or catalog.DISTRIBUTIONS.get(func)
-    if func == PLATEAU:
-        names = [(PLATEAU_ON, _PLATEAU_ON_DOC)] + [(p, f"default {d}") for p, _, d, _ in catalog.transform_params("contrib.reduce_on_plateau")]
-    elif sig is not None:
-        names = [(p.name, p.doc or p.kind) for p in sig.params]
+    if sig is not None:
+        names += [(p.name, p.doc or p.kind) for p in sig.params]
     elif catalog.is_transform(func):
-        names = [(p, f"default {d}" if has else "required") for p, has, d, _ in catalog.transform_params(func)]
+        names += [(p, f"default {d}" if has else "required") for p, has, d, _ in catalog.transform_params(func)]
     else:
         return []
     return [Suggestion(f"{name}=", lsp.CompletionItemKind.Property, doc, None, f"{name}=") for name, doc in names]

@@ -123,10 +123,7 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
     if not results:  # a signal came before the first phase ended
         return results
     last = len(results) - 1
-    if last == len(segment.phases) - 1:  # the run goes on from the state's model, already on the device
-        results[last].model = segment.model_layout.rebuild(state["leaves"])
-        if segment.program.stateful:
-            results[last].state = state["model_state"]
+    _final_from_state(segment, results, state)
     if segment.program.stateful:
         runner.model_state = results[last].state
     signature = segment.prepared[last].signature
@@ -135,6 +132,15 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
     runner.state = RunnerState(segment.phases[last].index, signature, Later(lambda: segment.program.slot_opt(slots, slot)))
     runner.segment = segment
     return results
+
+
+def _final_from_state(segment: Segment, results: list[PhaseResult], state: dict) -> None:
+    """When every phase finished, the last one's model (and model state) taken from the calls'
+    `state`, already on the device, instead of its snapshot row: the run goes on from them."""
+    if len(results) == len(segment.phases):
+        results[-1].model = segment.model_layout.rebuild(state["leaves"])
+        if segment.program.stateful:
+            results[-1].state = state["model_state"]
 
 
 def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owner, progress) -> tuple[dict, tuple]:
@@ -335,8 +341,7 @@ class Replay:
                 with CompileClock() as clock:
                     state, found = _calls(segment, self.state, self.run_key, self.initial_arrays, data_arrays, self, None)
                 result.phases = done = _results(segment, *found, time.perf_counter() - started, clock)
-                if len(done) == len(segment.phases):
-                    done[-1].model = segment.model_layout.rebuild(state["leaves"])
+                _final_from_state(segment, done, state)
                 if done and done[-1].stop_reason == C.STOP_REASONS[C.NONFINITE]:
                     raise runner_for_errors().nonfinite_error(result, segment.phases[len(done) - 1], done[-1])
                 if self.stop_signal is not None and len(done) < len(segment.phases):

@@ -647,14 +647,19 @@ def first_nonfinite(losses: np.ndarray) -> int | None:
     return int(np.flatnonzero(~finite)[0])
 
 
+def empty_ring(over: int) -> np.ndarray:
+    """A `loss_change` window of `over` losses, none seen yet: in the widest float the process
+    allows (float64 under jax_enable_x64), which holds any loss exactly."""
+    import jax.numpy as jnp
+
+    return np.full((over,), np.nan, jnp.result_type(float))
+
+
 def initial_stop_state(signature: PhaseSignature) -> dict:
     """The loop state besides parameters and optimizer: stop-rule ring buffer, reason, steps done,
     and with plateaus the [chunk, plateaus] buffer of the scales applied in the last chunk."""
-    import jax.numpy as jnp
-
     state = {
-        # the widest float the process allows (float64 under jax_enable_x64): holds any loss exactly
-        "ring": np.full((signature.over,), np.nan, jnp.result_type(float)),
+        "ring": empty_ring(signature.over),
         "reason": np.int32(COMPLETED),
         "done": np.int32(0),
     }

@@ -251,11 +251,9 @@ class Program:
     def _fresh_slots(self) -> list:
         """Per signature, a fresh slot on the host: a zero optimizer state and an empty `loss_change` window."""
         import jax
-        import jax.numpy as jnp
 
-        ring_dtype = jnp.result_type(float)
         return [
-            {"opt": jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes), "ring": np.full((sig.over,), np.nan, ring_dtype)}
+            {"opt": jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes), "ring": C.empty_ring(sig.over)}
             for sig, shapes in zip(self.signature.signatures, self.slot_shapes)
         ]
 
@@ -316,8 +314,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         for sig in segment.signatures
     )
     keeps_ema = tuple(O.ema_of(shapes) is not None for shapes in slot_shapes)
-    ring_dtype = jax.numpy.result_type(float)
-    packing = SlotPacking.of([{"opt": shapes, "ring": jax.ShapeDtypeStruct((sig.over,), ring_dtype)} for sig, shapes in zip(segment.signatures, slot_shapes)])
+    packing = SlotPacking.of([{"opt": shapes, "ring": C.empty_ring(sig.over)} for sig, shapes in zip(segment.signatures, slot_shapes)])
     branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema) for b in segment.branches]
 
     def call(state, table, root, initial_arrays, data_arrays, budget):
@@ -434,8 +431,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         opt = C.init_state(signature, free_of(signature, leaves), numbers)
         if branch.carry_from >= 0:
             opt = C.carry_state(opt, state["slots"][branch.carry_from]["opt"], branch.carried, signature)
-        ring = jnp.full((signature.over,), jnp.nan, jnp.result_type(float))
-        return tuple(leaves), opt, ring
+        return tuple(leaves), opt, C.empty_ring(signature.over)
 
     def run(carry, inputs):
         state, out, at, _ = carry

@@ -172,6 +172,19 @@ def test_epochs_over_batches_without_a_length_are_e0408_at_the_phase(folder):
 
 
 @pytest.mark.parametrize(
+    "text,line",
+    [
+        ('lr warmup_cosine(0 -> 1e-3 -> 0, 1 epoch)\nphase 20 < free a >', 4),
+        ('let w = 1 epoch\nphase 20 lr warmup_cosine(0 -> 1e-3 -> 0, w) < free a >', 4),
+    ],
+    ids=["an lr directive", "a let"],
+)
+def test_epochs_counted_outside_any_phase_are_e0408_at_the_duration(folder, text, line):
+    (d,) = [d for d in check(f'model "m.py:build"\ndata "m.py:stream"\nbatch 8\n{text}', folder) if d.code == "E0408"]
+    assert d.span.line == line and d.message.startswith("this duration counts epochs")
+
+
+@pytest.mark.parametrize(
     "data,phase",
     [("m.py:sized", "phase 2 epochs"), ("m.py:arrays", "phase 2 epochs"), ("m.py:stream", "phase 20"), ("m.py:broken", "phase 2 epochs")],
     ids=["per_epoch given", "arrays", "counted in steps", "a failing data function is left to run"],

@@ -218,20 +218,20 @@ _UNSIZED: dict = {}
 
 
 def epochs_without_length(file: n.File, base_dir: Path | str) -> list:
-    """E0408: the file counts epochs (a phase's length or durations, or `eval ... every epoch`)
-    while its `data` function returns an iterable of batches without a length, so an epoch is no
-    number of steps (`schedc run` would stop with a DataError before training).
+    """E0408: the file counts epochs (a phase's length or durations, `eval ... every epoch`, or a
+    directive or `let` holding epochs: `resolve.counts_epochs`, the runtime's own test) while its
+    `data` function returns an iterable of batches without a length, so an epoch is no number of
+    steps (`schedc run` would stop with a DataError before training). Reported at the first phase
+    that counts epochs itself, else at `every epoch`, else at the first `N epochs` written.
 
     The data function is called (as `schedc run` calls it) but its batches are not read: a
     generator runs no code until its first batch. Whatever the function raises is left to
     `schedc run` to report: the check says nothing then.
     """
-    from schedc.check.data import counts_epochs
+    from schedc.plan.resolve import counts_epochs
 
-    data, evaluation = first_directive(file, "data"), first_directive(file, "eval")
-    every_epoch = evaluation is not None and evaluation.every is not None and evaluation.every.unit == "epochs"
-    phase = next((node for node in n.walk(file) if isinstance(node, n.Phase) and counts_epochs(node)), None)
-    if data is None or not isinstance(data.value, n.String) or (phase is None and not every_epoch):
+    data = first_directive(file, "data")
+    if data is None or not isinstance(data.value, n.String) or not counts_epochs(file):
         return []
     ref = data.value.value
     try:
@@ -246,9 +246,8 @@ def epochs_without_length(file: n.File, base_dir: Path | str) -> list:
     if kind is None:
         return []
     from schedc.lang.diagnostics import Label
-    from schedc.lang.program import header_span
 
-    where, what = (header_span(phase), "this phase counts epochs") if phase is not None else (evaluation.every.span, "`every epoch` counts epochs")
+    where, what = _where_epochs_count(file)
     return [
         Diagnostic(
             "E0408",
@@ -258,6 +257,22 @@ def epochs_without_length(file: n.File, base_dir: Path | str) -> list:
             help="return `schedc.Batches(source, per_epoch=N)` (N batches per pass) or a source with a length (a list, a grain MapDataset), or count in steps",
         )
     ]
+
+
+def _where_epochs_count(file: n.File) -> tuple:
+    """(span, what) for E0408: the first phase counting epochs itself (its header), else `every
+    epoch`, else the first `N epochs` written (in a directive or a `let`)."""
+    from schedc.check.data import counts_epochs as phase_counts_epochs
+    from schedc.lang.program import header_span
+
+    phase = next((node for node in n.walk(file) if isinstance(node, n.Phase) and phase_counts_epochs(node)), None)
+    if phase is not None:
+        return header_span(phase), "this phase counts epochs"
+    evaluation = first_directive(file, "eval")
+    if evaluation is not None and evaluation.every is not None and evaluation.every.unit == "epochs":
+        return evaluation.every.span, "`every epoch` counts epochs"
+    duration = next(node for node in n.walk(file) if isinstance(node, n.Epochs))
+    return duration.span, "this duration counts epochs"
 
 
 def _unsized_type(data) -> str | None:

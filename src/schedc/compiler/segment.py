@@ -347,7 +347,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
             return (state["phase"] < table["count"]) & (at < budget) & ~halted
 
         def body(carry):
-            return jax.lax.switch(table["branch"][carry[0]["phase"]], [lambda c, b=b: b(c, inputs) for b in branches], carry)
+            return _one_of(table["branch"][carry[0]["phase"]], [lambda c, b=b: b(c, inputs) for b in branches], carry)
 
         state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
         # the numbers the host reads after every call, in one array (one transfer, not four)
@@ -394,6 +394,24 @@ def _unfusable(output: Callable, model_arrays, data_arrays, model_state) -> str 
     if jaxpr.effects:
         return "calls back into Python"
     return None
+
+
+def _one_of(index, branches: list, operand):
+    """`lax.switch(index, branches, operand)`, as one run-at-most-once `while_loop` per branch.
+
+    XLA:CPU copies every buffer a `conditional` updates in place into and out of its branch: the
+    call's loss buffer (`chunk` floats) and per-row snapshots, twice per phase (measured: most of a
+    fused phase's device time beyond its steps). A while loop updates its carry in place. Only the
+    branch `index` names runs (`index` is read once, before any runs); one branch needs no guard.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if len(branches) == 1:
+        return branches[0](operand)
+    for b, branch in enumerate(branches):
+        _, operand = jax.lax.while_loop(lambda c: c[0], lambda c, branch=branch: (jnp.bool_(False), branch(c[1])), (index == b, operand))
+    return operand
 
 
 def _at_row(buffers, row, values):

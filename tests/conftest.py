@@ -27,3 +27,16 @@ def interrupted_on_call(loss, call: int):
         return loss(m, *data)
 
     return fragile
+
+
+def on_host_devices(script: str, devices: int = 8, timeout: int = 600):
+    """Run `script` (Python source printing one JSON line last) in a fresh interpreter with
+    `devices` host CPU devices (the count is fixed when JAX starts); its JSON, decoded."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])

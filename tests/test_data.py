@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import interrupted_on_call
+from conftest import interrupted_on_call, on_host_devices
 
 import schedc
 from schedc.compiler import minibatch
@@ -409,14 +409,6 @@ print(json.dumps({"one": one.loss_history.tolist(), "spread": spread.loss_histor
 
 
 def test_minibatches_of_data_sharded_over_eight_devices_give_one_devices_losses():
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", DATA_PARALLEL], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    losses = json.loads(out.stdout.strip().splitlines()[-1])
+    losses = on_host_devices(DATA_PARALLEL)
     assert len(losses["one"]) == 24  # 3 epochs of 8 minibatches
     np.testing.assert_allclose(losses["spread"], losses["one"], rtol=1e-5)

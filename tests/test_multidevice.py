@@ -7,13 +7,9 @@ Runs in a subprocess: the device count is fixed when JAX starts
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from conftest import on_host_devices
 
 SCRIPT = r'''
 import json, jax, jax.numpy as jnp, numpy as np
@@ -63,10 +59,7 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def sharded_run():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return on_host_devices(SCRIPT, timeout=240)
 
 
 def test_sharded_data_and_parameters_give_the_single_device_losses(sharded_run):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import interrupted_on_call
+from conftest import interrupted_on_call, on_host_devices
 
 import schedc
 from schedc.compiler import minibatch
@@ -369,3 +369,84 @@ def test_schedc_run_refuses_a_sweep_or_a_distributed_run_over_batches_before_any
     spread = _schedc_run(tmp_path, "batches", "--loss", "m.py:failing", "--coordinator", f"localhost:{port}", "--num-processes", "1", "--process-id", "0")
     assert spread.returncode == 2 and "Traceback" not in spread.stderr
     assert "--distributed needs the data as arrays: the `data` function returned an iterable of batches" in spread.stderr
+
+
+# ---------------------------------------------------------------- data parallel: batches sharded over a mesh
+
+SHARDED_STREAM = r'''
+import json, jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
+import schedc
+from schedc.runtime import stream
+from schedc.runtime.data import DataError
+assert len(jax.devices()) == 8, jax.devices()
+X = np.asarray(jax.random.normal(jax.random.key(0), (512, 16)))
+Y = (X @ np.arange(16.0, dtype=np.float32) / 16 + 0.3).astype(np.float32)
+TUPLES = [(X[i : i + 64], Y[i : i + 64]) for i in range(0, 512, 64)]
+DICTS = [{"x": x, "y": y} for x, y in TUPLES]
+seen, sent = [], []  # the sharding of the batch inside the loss; of each stacked chunk sent to the devices
+send = stream._ChunkBuffers.send
+def spy(self):
+    chunk = send(self)
+    sent.append([(list(getattr(a.sharding, "spec", ())), len(a.sharding.device_set), a.addressable_shards[0].data.shape) for a in chunk])
+    return chunk
+stream._ChunkBuffers.send = spy
+def loss(m, x, y):
+    jax.debug.inspect_array_sharding(x, callback=lambda s: seen.append((type(s).__name__, list(getattr(s, "spec", ())), len(s.device_set))))
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+TEXT = "seed 3\nphase 2 epochs lr 0.02 < free w >\nphase 3 epochs lr 0.05 optimizer sgd(momentum=0.9) < free w, b >"
+program = schedc.compile(TEXT, {"w": jnp.zeros(16), "b": jnp.zeros(())})
+mesh = Mesh(np.array(jax.devices()), ("data",))
+rows, whole = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+out = {}
+out["one"] = program.run(loss, batches=schedc.Batches(TUPLES), quiet=True, chunk=5).loss_history.tolist()
+seen.clear(); sent.clear()
+out["spread"] = program.run(loss, batches=schedc.Batches(TUPLES, sharding=rows), quiet=True, chunk=5).loss_history.tolist()
+out["seen"], out["sent"] = list(seen), list(sent)
+def keyword_loss(m, x, y):
+    return loss(m, x, y)
+sent.clear()
+out["dicts"] = program.run(keyword_loss, batches=schedc.Batches(DICTS, sharding={"x": rows, "y": whole}), quiet=True, chunk=5).loss_history.tolist()
+out["dicts_sent"] = list(sent)
+for name, batches in [("odd", schedc.Batches([(x[:60], y[:60]) for x, y in TUPLES], sharding=rows)),
+                      ("kind", schedc.Batches(TUPLES, sharding=SingleDeviceSharding(jax.devices()[0]))),
+                      ("axes", schedc.Batches(TUPLES, sharding=NamedSharding(mesh, P(None, "data"))))]:
+    try:
+        program.run(loss, batches=batches, quiet=True)
+    except DataError as err:
+        out[name] = str(err)
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def sharded_stream():
+    """The script above on 8 host devices."""
+    return on_host_devices(SHARDED_STREAM)
+
+
+def test_batches_streamed_sharded_over_eight_devices_give_one_devices_losses(sharded_stream):
+    assert len(sharded_stream["one"]) == 40  # 5 epochs of 8 batches, over two phases
+    # each device sums the loss and gradient of its 8 rows and XLA adds them: the same to rounding
+    np.testing.assert_allclose(sharded_stream["spread"], sharded_stream["one"], rtol=1e-5)
+    np.testing.assert_allclose(sharded_stream["dicts"], sharded_stream["one"], rtol=1e-5)
+
+
+def test_streamed_chunks_arrive_sharded_and_each_batch_stays_sharded_in_the_loss(sharded_stream):
+    # every stacked chunk: the chunk axis whole, the batch's rows split 8 ways (5 batches of 64 rows: 8 per device)
+    assert sharded_stream["sent"] and all(chunk == [[[None, "data"], 8, [5, 8, 16]], [[None, "data"], 8, [5, 8]]] for chunk in sharded_stream["sent"])
+    assert sharded_stream["seen"] and all(s == ["NamedSharding", ["data"], 8] for s in sharded_stream["seen"])
+    # a pytree of shardings: `x` split by rows, `y` whole on every device
+    assert all(chunk == [[[None, "data"], 8, [5, 8, 16]], [[None], 8, [5, 64]]] for chunk in sharded_stream["dicts_sent"])
+
+
+def test_a_sharding_that_does_not_fit_the_batches_is_an_error_naming_the_phase(sharded_stream):
+    assert sharded_stream["odd"] == (
+        "phase 0: the batches are (float32[60, 16], float32[60]), but `sharding` splits axis 0 over the 8 devices of mesh axis 'data'; "
+        "expected a batch size that is a multiple of 8"
+    )
+    assert sharded_stream["kind"].startswith("`sharding` holds a SingleDeviceSharding; expected a jax.sharding.NamedSharding")
+    assert sharded_stream["axes"] == (
+        "phase 0: the batches are (float32[64, 16], float32[64]), but `sharding` P(None, 'data') names 2 axes for the array float32[64]; "
+        "expected a PartitionSpec of at most 1 (give a pytree of shardings, one per array, where arrays differ)"
+    )

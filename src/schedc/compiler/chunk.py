@@ -75,7 +75,7 @@ class PhaseSignature:
     accumulate: int = 1  # optax.MultiSteps over this many steps
     ema: float | None = None  # decay of the EMA of the free parameters
     batch: int = 0  # minibatch size (schedc.compiler.minibatch); 0: every step sees all the data
-    batch_sharding: tuple | None = None  # per data array: the sharding of its minibatches (data parallel), or None
+    batch_sharding: tuple | None = None  # per data array: the sharding of its minibatches or streamed batches (data parallel), or None
     stream: bool = False  # the data arrays are `chunk` stacked batches (runtime.stream): step i reads row i % chunk
 
     @property
@@ -487,7 +487,7 @@ def run_steps(
 
     def batch_of(perm, i):
         if signature.stream:
-            return perm, minibatch.stream_row(data_arrays, i, signature.chunk)
+            return perm, minibatch.stream_row(data_arrays, i, signature.chunk, signature.batch_sharding)
         return sampler.draw(data_key, perm, i, data_arrays) if sampler else (perm, data_arrays)
 
     perm0 = sampler.start(data_key, step0) if sampler else jnp.zeros((0,), jnp.int32)

@@ -124,11 +124,15 @@ class Sampler:
         return perm, batch
 
 
-def stream_row(stacked: tuple, step, chunk: int) -> tuple:
-    """The batch of `step` from a chunk of `chunk` stacked batches (runtime.stream): row `step % chunk`."""
+def stream_row(stacked: tuple, step, chunk: int, shardings: tuple | None = None) -> tuple:
+    """The batch of `step` from a chunk of `chunk` stacked batches (runtime.stream): row `step % chunk`,
+    kept as each batch is sharded (`shardings`, per array: data parallel streams)."""
     import jax
 
-    return tuple(jax.lax.dynamic_index_in_dim(x, step % chunk, keepdims=False) for x in stacked)
+    rows = tuple(jax.lax.dynamic_index_in_dim(x, step % chunk, keepdims=False) for x in stacked)
+    if shardings is None:
+        return rows
+    return tuple(jax.lax.with_sharding_constraint(x, s) for x, s in zip(rows, shardings))
 
 
 def split_output(out) -> tuple[Any, dict]:

@@ -28,10 +28,15 @@ class Batches:
     positional data arguments), a dict (its keyword arguments) or one array (its one data
     argument); its leaves are arrays. `per_epoch` is the number of batches in a pass when
     `len(source)` does not say it (a grain DataLoader has no length): it turns epochs into steps.
+    `sharding` places every batch as `jax.device_put(batch, sharding)` would (data parallel): a
+    `jax.sharding.NamedSharding` such as `NamedSharding(mesh, PartitionSpec("data"))`, splitting
+    each leaf's leading (example) axis over the mesh's `data` axis, or a pytree prefix of the
+    batch's structure holding one per leaf (runtime.stream checks it and stacks each chunk so).
     """
 
     source: Any
     per_epoch: int | None = None
+    sharding: Any = None
     _first: Any = field(default=None, init=False, repr=False)  # the first batch, once read
     _peeked: tuple | None = field(default=None, init=False, repr=False)  # (its iterator, it) until a run takes them
 

@@ -817,8 +817,9 @@ class Runner:
         chunk, not drawn on the device), or minibatches sharded as the data is. The phase-by-phase
         and the fused runner both prepare phases so (their programs must agree)."""
         prepared = self._prepare(phase)
-        if self.stream is not None:
-            return replace(prepared, signature=replace(prepared.signature, batch=0, stream=True))
+        if self.stream is not None:  # (sharded as `Batches(sharding=)` places them, if it does)
+            shardings = tuple(self.stream.row_shardings) if self.stream.row_shardings else None
+            return replace(prepared, signature=replace(prepared.signature, batch=0, stream=True, batch_sharding=shardings))
         if phase.batch:  # data sharded over a mesh's axis: every minibatch is sharded the same way
             return replace(prepared, signature=replace(prepared.signature, batch_sharding=minibatch.row_shardings(self.data_arrays)))
         return prepared

@@ -247,22 +247,58 @@ class _ChunkBuffers:
     Fresh for every chunk and 64-byte aligned: XLA:CPU then takes them as the device arrays
     without a copy (`jax.device_put` aliases an aligned host array), so on CPU a batch is copied
     once, into its row; and a buffer the device may hold is never written again.
+
+    Sharded over a mesh (`Batches(..., sharding=)`), a leaf has one such array per distinct
+    shard of this process's devices instead ([K, B / devices, ...] for rows split over the data
+    axis): each batch's slice is copied once into its shard's row, and each device takes its own
+    array (aliased on CPU) as its shard of the global chunk.
     """
 
     ALIGN = 64
 
-    def __init__(self, specs: list, chunk: int):
-        self.buffers = [_aligned_empty((chunk, *shape), dtype, self.ALIGN) for shape, dtype in specs]
+    def __init__(self, specs: list, chunk: int, shardings: list | None = None):
+        self.shapes = [(chunk, *shape) for shape, _ in specs]
+        self.shardings = shardings
+        if shardings is None:
+            self.buffers = [_aligned_empty(shape, dtype, self.ALIGN) for shape, (_, dtype) in zip(self.shapes, specs)]
+            return
+        # per leaf: [(the batch's slice, its host array, the devices holding that shard)]
+        self.shards = [_shard_buffers(shape, dtype, sharding, self.ALIGN) for shape, (_, dtype), sharding in zip(self.shapes, specs, shardings)]
 
     def put(self, row: int, leaves) -> None:
-        for buffer, leaf in zip(self.buffers, leaves):
-            buffer[row] = leaf
+        if self.shardings is None:
+            for buffer, leaf in zip(self.buffers, leaves):
+                buffer[row] = leaf
+            return
+        for shards, leaf in zip(self.shards, leaves):
+            leaf = np.asarray(leaf)
+            for index, buffer, _ in shards:
+                buffer[row] = leaf[index]
 
     def send(self) -> tuple:
-        """The chunk on the device (on CPU, the buffers themselves)."""
+        """The chunk on the device (on CPU, the buffers themselves): sharded as asked."""
         import jax
 
-        return tuple(jax.device_put(self.buffers))
+        if self.shardings is None:
+            return tuple(jax.device_put(self.buffers))
+        return tuple(
+            jax.make_array_from_single_device_arrays(shape, sharding, [jax.device_put(buffer, device) for _, buffer, devices in shards for device in devices])
+            for shape, sharding, shards in zip(self.shapes, self.shardings, self.shards)
+        )
+
+
+def _shard_buffers(shape: tuple, dtype, sharding, align: int) -> list:
+    """[(the index of a batch's slice, an aligned [K, *slice shape] array, its devices)]: one
+    array per distinct shard of the addressable devices (replicas share theirs)."""
+    by_index: dict = {}
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+        key = tuple((s.start, s.stop, s.step) for s in index[1:])  # the chunk axis is never split
+        by_index.setdefault(key, (index[1:], []))[1].append(device)
+    shards = []
+    for index, devices in by_index.values():
+        rows = tuple(len(range(*s.indices(n))) for s, n in zip(index, shape[1:]))
+        shards.append((index, _aligned_empty((shape[0], *rows), dtype, align), devices))
+    return shards
 
 
 def _aligned_empty(shape: tuple, dtype, align: int) -> np.ndarray:
@@ -332,7 +368,7 @@ class Feed:
                 end = min(self.phase.steps, (step // self.K + 1) * self.K, step + max(FIRST_CHUNK, (GROWTH - 1) * (step - start)))
                 position = self.reader.position()
                 rows = self.partial = []
-                buffers = _ChunkBuffers(self.structure.specs, self.K)
+                buffers = _ChunkBuffers(self.structure.specs, self.K, self.stream.chunk_shardings)
                 while len(rows) < end - step and not self.stopping.is_set():
                     batch = self.reader.read()
                     if batch is None:
@@ -407,6 +443,9 @@ class Stream:
         self.batches = batches
         self.reader = Reader(batches)
         self.waited = 0.0  # seconds the chunk loop waited for batches, over the phases so far
+        # per leaf, the sharding of each batch (`Batches(sharding=)`) and of its stacked chunks; None: one device
+        self.row_shardings = batch_shardings(batches.sharding, self.reader.structure.first)
+        self.chunk_shardings = [_stacked(s) for s in self.row_shardings] if self.row_shardings else None
 
     @property
     def first(self):
@@ -442,13 +481,68 @@ class Stream:
         return False
 
     def check(self, phase: P.PhasePlan) -> None:
-        """`batch N` with an iterable: every leaf's leading axis must be N (the batches come made)."""
+        """`batch N` with an iterable: every leaf's leading axis must be N (the batches come made);
+        with a sharding, every axis it splits must split evenly over its devices."""
+        first = self.reader.structure.first
+        for (shape, dtype), sharding in zip(self.reader.structure.specs, self.row_shardings or ()):
+            _check_split(phase, shape, dtype, sharding, first)
         if not phase.batch:
             return
-        first = self.reader.structure.first
         for shape, _ in self.reader.structure.specs:
             if not shape or shape[0] != phase.batch:
                 raise DataError(
                     f"{phase.label} has `batch {phase.batch}` but the batches are {describe(first)}; "
                     f"expected a leading axis of {phase.batch} in every array (or no `batch`: an iterable's batches come made)"
                 )
+
+
+SHARDING_FORM = "a jax.sharding.NamedSharding (such as `NamedSharding(mesh, PartitionSpec(\"data\"))`: each batch's leading axis split over the mesh's `data` axis), or a pytree of them with the batch's structure"
+
+
+def batch_shardings(sharding, first) -> list | None:
+    """Per leaf of a batch, the NamedSharding `Batches(sharding=)` gives it (one sharding for every
+    leaf, or a pytree prefix of the batch, as `jax.device_put` takes); None without one."""
+    if sharding is None:
+        return None
+    import jax
+    from jax.sharding import NamedSharding
+
+    try:
+        shardings = jax.tree_util.tree_leaves(jax.tree.broadcast(sharding, first))
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"`sharding` does not fit the batches {describe(first)} ({exc}); expected {SHARDING_FORM}") from None
+    for leaf_sharding in shardings:
+        if not isinstance(leaf_sharding, NamedSharding):
+            raise DataError(f"`sharding` holds a {type(leaf_sharding).__name__}; expected {SHARDING_FORM}")
+        if not leaf_sharding.is_fully_addressable:
+            raise DataError("`sharding` spans devices of other processes; expected a mesh of this process's devices (an iterable of batches is not read across processes yet)")
+    return shardings
+
+
+def _stacked(sharding):
+    """A batch's sharding for a chunk of stacked batches: the chunk axis in front, never split."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
+
+
+def _check_split(phase: P.PhasePlan, shape: tuple, dtype, sharding, first) -> None:
+    """A DataError naming the phase unless every axis `sharding` splits divides evenly over its devices."""
+    spec = tuple(sharding.spec)
+    if len(spec) > len(shape):
+        leaf = f"{dtype}[{', '.join(map(str, shape))}]"
+        raise DataError(
+            f"{phase.label}: the batches are {describe(first)}, but `sharding` {sharding.spec} names {len(spec)} axes for the array {leaf}; "
+            f"expected a PartitionSpec of at most {len(shape)} (give a pytree of shardings, one per array, where arrays differ)"
+        )
+    for axis, names in enumerate(spec):
+        if names is None:
+            continue
+        names = names if isinstance(names, tuple) else (names,)
+        devices = int(np.prod([sharding.mesh.shape[name] for name in names]))
+        if shape[axis] % devices:
+            what = "batch size" if axis == 0 else f"size of axis {axis}"
+            raise DataError(
+                f"{phase.label}: the batches are {describe(first)}, but `sharding` splits axis {axis} over the {devices} devices of mesh axis "
+                f"{' x '.join(map(repr, names))}; expected a {what} that is a multiple of {devices}"
+            )

@@ -147,7 +147,9 @@ class Program:
         into minibatches along its leading axis. Instead of arrays, `batches=` takes any iterable
         of batches (a generator, a list, a grain DataLoader, a `schedc.Batches(source,
         per_epoch=N)`): each batch a tuple (positional), a dict (keyword) or one array, read and
-        sent to the device by a background thread while the previous chunk runs (docs/data.md).
+        sent to the device by a background thread while the previous chunk runs (docs/data.md);
+        `schedc.Batches(source, sharding=NamedSharding(mesh, PartitionSpec("data")))` shards
+        every batch over a mesh (data parallel).
 
         Returns a `run.Result` (`.model`, `.models`, `.loss_history`, `.phase_losses`,
         `.hyperparams`, `.stop_reasons`, `.phases`, `.metrics`, `.eval_steps`, `.aux`). A non-finite

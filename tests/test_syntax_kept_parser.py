@@ -8,6 +8,7 @@ import os
 
 import pytest
 from lark import Lark
+from lark.exceptions import UnexpectedInput
 from test_syntax_lexer import BROKEN, TEXTS, outcome, stock_parser
 
 from schedc.lang import syntax
@@ -52,3 +53,50 @@ def test_a_file_others_can_write_is_never_loaded(cache_home):
     (kept,) = kept_file(cache_home)
     os.chmod(kept, 0o666)
     assert syntax._cache_file(False, "pickle") is None
+
+
+# ---------------------------------------------------------------- `parse`'s parser (syntax._AstParser)
+
+
+def kept_ast(folder) -> list:
+    return sorted(folder.glob("parser-*.ast"))
+
+
+def spans(value) -> list:
+    """Every span in a parsed item, in order (node equality leaves spans out)."""
+    found, stack = [], [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (list, tuple)):
+            stack.extend(reversed(node))
+        elif hasattr(node, "span"):
+            found.append(node.span)
+            stack.extend(reversed([getattr(node, f) for f in node._field_names]))
+    return found
+
+
+def ast_outcome(made, text: str):
+    try:
+        return [(item, depth, span, spans(item)) for item, depth, span in made.parse(text)]
+    except UnexpectedInput as err:
+        return type(err).__name__, getattr(err, "pos_in_stream", None), str(getattr(err, "token", "")), sorted(getattr(err, "expected", ()) or ())
+
+
+def test_the_ast_parser_is_kept_then_loaded(cache_home, monkeypatch):
+    syntax._ast_parser.__wrapped__(False)
+    (kept,) = kept_ast(cache_home)
+    assert (kept.stat().st_mode & 0o077) == 0
+    made = syntax._AstParser(stock_parser())
+    monkeypatch.setattr(syntax, "parser", lambda *a: pytest.fail("made although it was kept"))
+    loaded = syntax._ast_parser.__wrapped__(False)
+    for text in [p.read_text(errors="replace") for p in TEXTS] + BROKEN:
+        assert ast_outcome(loaded, text) == ast_outcome(made, text), text[:80]
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pickle", b"\x80\x05N."])
+def test_a_damaged_ast_parser_is_made_again(cache_home, content):
+    syntax._ast_parser.__wrapped__(False)
+    (kept,) = kept_ast(cache_home)
+    kept.write_bytes(content)
+    text = "phase 10 lr 0.1 < free a >"
+    assert ast_outcome(syntax._ast_parser.__wrapped__(False), text) == ast_outcome(syntax._AstParser(stock_parser()), text)

@@ -5,11 +5,17 @@ On a syntax error the file is re-parsed one top-level item at a time
 (resynchronising at lines that start with a top-level keyword), so every
 syntax error is reported in one run and the items that did parse are still
 checked. Lark objects never leave this module.
+
+`parse` runs lark's lexer and LALR parser with callbacks that build the typed
+nodes as the parser reduces (`_AstParser`, `_reducer`): no parse tree is made.
+`parser()` is the same grammar building lark trees, for the language server's
+interactive parses and the grammar's tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib
 import math
@@ -26,9 +32,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import lark as _lark
-from lark import Lark, Token, Tree
+from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.lexer import BasicLexer, CallChain, ContextualLexer, Scanner, _create_unless
+from lark.lexer import BasicLexer, CallChain, ContextualLexer, LexerThread, Scanner, _create_unless
 from lark.parsers.lalr_analysis import Action, Reduce, Shift
 from lark.utils import TextSlice
 
@@ -102,7 +108,7 @@ def parser(strict: bool = False) -> Lark:
     builds it with lark.
     """
     kept = None if strict else _cache_file(strict, "pickle")
-    built = _load(kept) if kept else None
+    built = _load(kept, _tree_callbacks) if kept else None
     if built is None:
         built = Lark.open_from_package(
             "schedc.lang",
@@ -116,20 +122,57 @@ def parser(strict: bool = False) -> Lark:
             _plugins={"ContextualLexer": _ContextualLexer},
         )
         if kept:
-            _keep(built, kept)
+            _keep(built, kept, made_again=(built._callbacks, built._parse_tree_builder))
     return built
 
 
-def _keep(built: Lark, path: str) -> None:
-    """Pickle a parser just built (no state lexed yet) to `path`, all but its parse-tree callbacks
-    (closures, which `_load` makes again); silently nothing when that fails."""
-    unpicklable = (built._callbacks, built._parse_tree_builder)
+class _AstParser:
+    """What `parse` runs: the parser's lexer and LALR tables, with callbacks that build the typed
+    syntax tree as the parser reduces (`_reducer`), where lark's own make a parse tree that
+    would then be converted (lark's `transformer=` for LALR; its tables are `parser()`'s, so
+    it parses exactly as that does). `parse` returns the file's items as (value, depth, span)."""
+
+    def __init__(self, built: Lark) -> None:
+        self.lexer = built.parser.lexer
+        self.lalr = copy.copy(built.parser.parser)  # the LALR parser and its driver, sharing the tables,
+        self.lalr.parser = copy.copy(self.lalr.parser)  # the driver given callbacks of its own
+        self.tree_builder = built._parse_tree_builder  # how lark filters and splices a rule's children
+        self.terminals = {t.name: t for t in built.terminals}
+        self.make_callbacks()
+
+    def make_callbacks(self) -> None:
+        self.lalr.parser.callbacks = self.tree_builder.create_callback(_REDUCERS)
+
+    def parse(self, text) -> list[tuple]:
+        return self.lalr.parse(LexerThread.from_text(self.lexer, text), "start")
+
+    def get_terminal(self, name: str):
+        return self.terminals[name]
+
+
+@lru_cache(maxsize=None)
+def _ast_parser(strict: bool = False) -> _AstParser:
+    """`parse`'s parser, kept pickled as `parser()` is (its own file: loading it needs none of the
+    tree-building parser)."""
+    kept = None if strict else _cache_file(strict, "ast")
+    made = _load(kept, _AstParser.make_callbacks) if kept else None
+    if made is None:
+        tree = parser(strict)
+        made = _AstParser(tree)
+        if kept:
+            _keep(made, kept, made_again=(made.lalr.parser.callbacks, tree._callbacks))
+    return made
+
+
+def _keep(built, path: str, made_again: tuple) -> None:
+    """Pickle a parser just built (no state lexed yet) to `path`, all but `made_again` (its callbacks:
+    closures, which `_load` makes again); silently nothing when that fails."""
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
             if isinstance(obj, Action):  # lark tells shift from reduce by identity: kept by name
                 return obj.name
-            return "made again" if any(obj is u for u in unpicklable) else None
+            return "made again" if any(obj is u for u in made_again) else None
 
         def reducer_override(self, obj):  # lark holds the `re` module itself
             return (importlib.import_module, (obj.__name__,)) if isinstance(obj, types.ModuleType) else NotImplemented
@@ -144,9 +187,9 @@ def _keep(built: Lark, path: str) -> None:
             os.unlink(partial)
 
 
-def _load(path: str) -> Lark | None:
-    """The parser `_keep` pickled to `path`, its callbacks made again; None when there is none
-    (or it cannot be read: it is built again)."""
+def _load(path: str, make_callbacks):
+    """The parser `_keep` pickled to `path`, its callbacks made again by `make_callbacks(parser)`;
+    None when there is none (or it cannot be read: it is built again)."""
 
     class Unpickler(pickle.Unpickler):
         def persistent_load(self, pid):
@@ -155,11 +198,16 @@ def _load(path: str) -> Lark | None:
     try:
         with open(path, "rb") as file:
             built = Unpickler(file).load()
-        built._prepare_callbacks()  # what lark does after loading its own cache
-        built.parser.parser_conf.callbacks = built.parser.parser.parser.callbacks = built._callbacks
+        make_callbacks(built)
         return built
     except Exception:  # a missing, stale or damaged file (any unpickling error): build the parser again
         return None
+
+
+def _tree_callbacks(built: Lark) -> None:
+    """A kept `parser()`'s callbacks, made again as lark does after loading its own cache."""
+    built._prepare_callbacks()
+    built.parser.parser_conf.callbacks = built.parser.parser.parser.callbacks = built._callbacks
 
 
 # A parser state's scanner is compiled once the state has matched this many tokens.
@@ -216,7 +264,8 @@ class _ContextualLexer(ContextualLexer):
 
 
 def _cache_file(strict: bool, kind: str = "lark") -> str | None:
-    """Where the parser may be kept (`kind` "lark": lark's tables; "pickle": the parser whole): a
+    """Where the parser may be kept (`kind` "lark": lark's tables; "pickle": `parser()` whole; "ast":
+    `parse`'s `_AstParser` whole): a
     file in a folder only this user can write (~/.cache/schedc, or $XDG_CACHE_HOME/schedc), or
     None (no cache) when there is no such folder. The name carries the grammar, lark and
     Python versions (and, for the pickle, this module's size and time: its classes are in
@@ -231,7 +280,7 @@ def _cache_file(strict: bool, kind: str = "lark") -> str | None:
             return None
         grammar = pkgutil.get_data("schedc.lang", "grammar/sched.lark")  # as lark reads it (importlib.resources costs ~3 ms more)
         versions = (strict, _lark.__version__, sys.version_info[:2])
-        if kind == "pickle":
+        if kind != "lark":
             this = os.stat(__file__)
             versions += (this.st_size, this.st_mtime_ns)
         key = hashlib.sha256(grammar + repr(versions).encode()).hexdigest()[:24]
@@ -293,42 +342,17 @@ def _values(children):
 
 
 class _ToAst:
-    """Lark tree -> schedc.lang.nodes, bottom-up and without recursion.
+    """The typed syntax tree's nodes, one method per grammar rule.
 
     Each method builds the node of the rule it is named after from the rule's
-    span and its already-converted children. `convert` walks the tree
-    iteratively (as lark's Transformer_NonRecursive does, without its per-call
-    wrappers) and computes each rule's span from its first and last child:
-    tokens carry positions, and brackets that end a node are named terminals
-    so they stay in the tree. The parser needs no position propagation, which
-    was its largest single cost. It measures the nesting depth on the way.
+    span and its children: tokens, None for an absent optional part, and the
+    values the methods returned for the rules reduced before. The LALR parser
+    calls them as it reduces (`_reducer`): no parse tree is built. Each rule's
+    span is computed from its first and last child (tokens carry positions,
+    and brackets that end a node are named terminals so they stay in the
+    tree): the parser needs no position propagation, which was its largest
+    single cost.
     """
-
-    def convert(self, tree: Tree) -> tuple[object, int, n.Span]:
-        """(the rule's value, the tree's depth, its span)."""
-        postfix_reversed, queue = [], [tree]
-        while queue:
-            node = queue.pop()
-            postfix_reversed.append(node)
-            if isinstance(node, Tree):
-                queue.extend(node.children)
-        values, depths, spans = [], [], []
-        for node in reversed(postfix_reversed):
-            if not isinstance(node, Tree):
-                values.append(node)
-                depths.append(0)
-                spans.append(_token_span(node) if isinstance(node, Token) else None)
-                continue
-            size = len(node.children)
-            start = len(values) - size
-            args = values[start:]
-            depth = 1 + max(depths[start:], default=0)
-            span = _cover(spans[start:])
-            del values[start:], depths[start:], spans[start:]
-            values.append(getattr(self, node.data)(span, args))
-            depths.append(depth)
-            spans.append(span)
-        return values[0], depths[0], spans[0]
 
     # ---- atoms
     def number(self, span, ch):
@@ -516,16 +540,62 @@ class _ToAst:
         _, name, value = ch
         return n.Let(name, value, span)
 
-    def start(self, span, ch):
-        return list(ch)
-
     del _binop, _spec, _directive
 
 
-_TO_AST = _ToAst()
+def _reducer(build):
+    """The callback lark runs at each reduction of one rule (lark's `transformer=` protocol for LALR,
+    in place of the `Tree` it would make): the rule's children are tokens, None (an absent optional
+    part) or the (value, depth, span) of a rule reduced before; it returns the rule's own, its
+    value made by `build` (a `_ToAst` method), its depth the nesting depth of the tree lark would
+    have built (checked against MAX_DEPTH per item)."""
+
+    def reduce(children):
+        values, depth, first, last = [], 0, None, None
+        for child in children:
+            if child.__class__ is tuple:  # a rule's
+                values.append(child[0])
+                if child[1] > depth:
+                    depth = child[1]
+                if child[2] is not n.NO_SPAN:
+                    first = first or child
+                    last = child
+            else:
+                values.append(child)
+                if child is not None:  # a token
+                    first = first or child
+                    last = child
+        span = _between(first, last)
+        return build(span, values), depth + 1, span
+
+    return reduce
 
 
-def _describe_expected(expected, lark: Lark) -> str:
+def _between(first, last) -> n.Span:
+    """The span from the first child that has one to the last (tokens or reduced rules; NO_SPAN when
+    there is none), as `_cover` makes it of their spans, without a span for the children between."""
+    if first is None:
+        return n.NO_SPAN
+    start = first[2] if first.__class__ is tuple else _token_span(first)
+    if last is first:
+        return start
+    end = last[2] if last.__class__ is tuple else _token_span(last)
+    return n.Span(start.line, start.column, end.end_line, end.end_column, start.start, end.end)
+
+
+def _reducers() -> types.SimpleNamespace:
+    """A `_reducer` for each rule `_ToAst` builds; `start` (the file) keeps its items' (value, depth,
+    span) for `_items`. Rules without one (the inlined `_rules`) are left to lark: a `Tree` whose
+    children lark splices into the parent's."""
+    builder = _ToAst()
+    rules = {name: _reducer(getattr(builder, name)) for name in vars(_ToAst) if not name.startswith("_")}
+    return types.SimpleNamespace(**rules, start=lambda items: items)
+
+
+_REDUCERS = _reducers()
+
+
+def _describe_expected(expected, lark: _AstParser) -> str:
     names = []
     for term in sorted(expected):
         if term in _FRIENDLY:
@@ -546,7 +616,7 @@ def _describe_expected(expected, lark: Lark) -> str:
     return "one of " + ", ".join(names[:-1]) + " or " + names[-1]
 
 
-def _keywords_in(expected, lark: Lark) -> list[str]:
+def _keywords_in(expected, lark: _AstParser) -> list[str]:
     out = []
     for term in expected:
         try:
@@ -558,7 +628,7 @@ def _keywords_in(expected, lark: Lark) -> list[str]:
     return out
 
 
-def _syntax_diagnostic(err: UnexpectedInput, text: str, lark: Lark) -> Diagnostic:
+def _syntax_diagnostic(err: UnexpectedInput, text: str, lark: _AstParser) -> Diagnostic:
     if isinstance(err, UnexpectedToken):
         tok = err.token
         expected = err.accepts or err.expected  # accepts: exact, from the interactive parser
@@ -603,10 +673,10 @@ def _too_deep(span: n.Span) -> Diagnostic:
     return beyond_limits(f"expression nested more than {MAX_DEPTH} levels deep", span, "split it with `let` definitions")
 
 
-def _convert(tree: Tree, diagnostics: list[Diagnostic]) -> list[n.Item]:
+def _items(parsed: list[tuple], diagnostics: list[Diagnostic]) -> list[n.Item]:
+    """The items of a parse (`_AstParser.parse`), without those nested beyond MAX_DEPTH (E0005)."""
     items = []
-    for child in tree.children:
-        item, depth, span = _TO_AST.convert(child)
+    for item, depth, span in parsed:
         if depth > MAX_DEPTH:
             diagnostics.append(_too_deep(span))
             continue
@@ -614,20 +684,16 @@ def _convert(tree: Tree, diagnostics: list[Diagnostic]) -> list[n.Item]:
     return items
 
 
-def _parse_slice(lark: Lark, text: str, start: int, end: int) -> Tree:
-    return lark.parse(TextSlice(text, start, end))
-
-
 def parse(text: str, *, strict_grammar: bool = False) -> ParseResult:
     """Parse source text. Never raises for any input: problems are diagnostics."""
     text = normalize_newlines(text)
-    lark = parser(strict_grammar)
+    lark = _ast_parser(strict_grammar)
     diagnostics: list[Diagnostic] = []
     comments: list[n.Comment] = []
     _local.comments = comments
     try:
         try:
-            items = _convert(lark.parse(text), diagnostics)
+            items = _items(lark.parse(text), diagnostics)
         except UnexpectedInput:
             comments.clear()
             items = _recover(lark, text, diagnostics)
@@ -641,7 +707,7 @@ def parse(text: str, *, strict_grammar: bool = False) -> ParseResult:
     return ParseResult(n.File(tuple(items), span), diagnostics, [unique[k] for k in sorted(unique)], text)
 
 
-def _recover(lark: Lark, text: str, diagnostics: list[Diagnostic]) -> list[n.Item]:
+def _recover(lark: _AstParser, text: str, diagnostics: list[Diagnostic]) -> list[n.Item]:
     """Parse item by item, one diagnostic per broken item, keeping every item that parses.
 
     An item normally ends at the next line that starts with a top-level keyword; one
@@ -658,7 +724,7 @@ def _recover(lark: Lark, text: str, diagnostics: list[Diagnostic]) -> list[n.Ite
         index, outcome = _first_complete(lark, text, start, bounds, first)
         end = bounds[index]
         if not isinstance(outcome, UnexpectedInput):
-            items.extend(_convert(outcome, diagnostics))
+            items.extend(_items(outcome, diagnostics))
             start = end
             continue
         diagnostics.append(_syntax_diagnostic(outcome, text, lark))
@@ -671,13 +737,13 @@ def _runs_on(err) -> bool:
     return isinstance(err, UnexpectedToken) and err.token.type == "$END"
 
 
-def _first_complete(lark: Lark, text: str, start: int, bounds: list[int], first: int):
+def _first_complete(lark: _AstParser, text: str, start: int, bounds: list[int], first: int):
     """(index of the first boundary at which the text from `start` stops running on, the parse
     tree there or the error); the last boundary (the end of the text) when none does."""
 
     def attempt(i):
         try:
-            return _parse_slice(lark, text, start, bounds[i])
+            return lark.parse(TextSlice(text, start, bounds[i]))
         except UnexpectedInput as err:
             return err
 

@@ -31,16 +31,22 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import lark as _lark
-from lark import Lark, Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.lexer import BasicLexer, CallChain, ContextualLexer, LexerThread, Scanner, _create_unless
-from lark.parsers.lalr_analysis import Action, Reduce, Shift
-from lark.utils import TextSlice
+from schedc.lang import lark_runtime
 
-from schedc.lang import nodes as n
-from schedc.lang.diagnostics import Diagnostic, did_you_mean
-from schedc.lang.text import decode, normalize_newlines  # noqa: F401  (decode: re-exported)
+lark_runtime.defer_init()  # `parse` needs lark's runtime only: its grammar loader is imported when `parser()` builds
+
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken  # noqa: E402
+from lark.lexer import BasicLexer, CallChain, ContextualLexer, LexerThread, Scanner, Token, _create_unless  # noqa: E402
+from lark.parsers.lalr_analysis import Action, Reduce, Shift  # noqa: E402
+from lark.utils import TextSlice  # noqa: E402
+
+from schedc.lang import nodes as n  # noqa: E402
+from schedc.lang.diagnostics import Diagnostic, did_you_mean  # noqa: E402
+from schedc.lang.text import decode, normalize_newlines  # noqa: E402, F401  (decode: re-exported)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lark import Lark
 
 # Deeper expressions are refused (E0005) so that every later pass may recurse freely.
 MAX_DEPTH = 200
@@ -110,6 +116,8 @@ def parser(strict: bool = False) -> Lark:
     kept = None if strict else _cache_file(strict, "pickle")
     built = _load(kept, _tree_callbacks) if kept else None
     if built is None:
+        from lark import Lark
+
         built = Lark.open_from_package(
             "schedc.lang",
             "sched.lark",
@@ -279,7 +287,7 @@ def _cache_file(strict: bool, kind: str = "lark") -> str | None:
         if not _private(folder):
             return None
         grammar = pkgutil.get_data("schedc.lang", "grammar/sched.lark")  # as lark reads it (importlib.resources costs ~3 ms more)
-        versions = (strict, _lark.__version__, sys.version_info[:2])
+        versions = (strict, lark_runtime.version(), sys.version_info[:2])
         if kind != "lark":
             this = os.stat(__file__)
             versions += (this.st_size, this.st_mtime_ns)

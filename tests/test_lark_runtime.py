@@ -1,0 +1,86 @@
+"""lark's runtime without its `__init__` (schedc.lang.lark_runtime): `schedc check` with a kept parser
+imports no grammar loader and no Earley parser; any later use of lark in the process runs lark's
+`__init__` and works; an untested lark version, or a lark already imported, is imported as usual.
+Each case runs in a fresh interpreter (this one has imported lark already)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lark
+
+from schedc.lang import lark_runtime
+
+EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "spectral_line.sched")
+# what lark's `__init__` imports and a kept parser does not need
+NOT_NEEDED = {"lark.lark", "lark.load_grammar", "lark.parser_frontends", "lark.parsers.earley", "lark.parsers.cyk"}
+
+
+def fresh(code: str, tmp_path: Path) -> dict:
+    """What `code` (run in a new interpreter, its parser cache in `tmp_path`) prints as JSON."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+CHECK = f"""
+import contextlib, io, json, sys
+from schedc.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    status = main(["check", "--no-cache", {EXAMPLE!r}])
+print(json.dumps({{"status": status, "out": out.getvalue(), "modules": sorted(sys.modules)}}))
+"""
+
+
+def test_check_with_a_kept_parser_imports_only_larks_runtime(tmp_path):
+    fresh(CHECK, tmp_path)  # builds and keeps the parser (that imports all of lark)
+    found = fresh(CHECK, tmp_path)
+    assert (found["status"], found["out"].strip()) == (0, "All checks passed!")
+    assert {"lark", "lark.lexer", "lark.parsers.lalr_parser"} <= set(found["modules"])  # the measurement works
+    assert not NOT_NEEDED & set(found["modules"])
+
+
+def test_a_later_use_of_lark_runs_its_init(tmp_path):
+    code = """
+import json, sys
+from schedc.lang import syntax
+deferred = "lark.lark" not in sys.modules and "Lark" not in vars(sys.modules["lark"])
+items = len(syntax.parse("phase 1 lr 0.1 < free a >").file.items)
+import lark
+from lark import Lark, Tree
+tree = syntax.parser().parse("phase 1 lr 0.1 < free a >")
+print(json.dumps({"deferred": deferred, "items": items, "version": lark.__version__, "tree": isinstance(tree, Tree),
+                  "lark": Lark is sys.modules["lark.lark"].Lark, "getattr": "__getattr__" in vars(lark)}))
+"""
+    found = fresh(code, tmp_path)
+    assert found == {"deferred": True, "items": 1, "version": lark.__version__, "tree": True, "lark": True, "getattr": False}
+
+
+def test_an_untested_version_is_imported_as_usual(tmp_path):
+    code = """
+import json, re, sys
+from schedc.lang import lark_runtime
+lark_runtime.TESTED = re.compile("no version")
+from schedc.lang import syntax
+result = syntax.parse("phase 100 lr < free a >")
+print(json.dumps({"whole": "lark.lark" in sys.modules and "Lark" in vars(sys.modules["lark"]), "codes": [d.code for d in result.diagnostics]}))
+"""
+    assert fresh(code, tmp_path) == {"whole": True, "codes": ["E0001"]}
+
+
+def test_a_lark_already_imported_is_left_alone():
+    before = sys.modules["lark"]
+    assert lark_runtime.defer_init() is False
+    assert sys.modules["lark"] is before
+
+
+def test_the_declared_version_is_larks():
+    assert lark_runtime.declared_version(importlib.util.find_spec("lark")) == lark.__version__
+    assert lark_runtime.version() == lark.__version__

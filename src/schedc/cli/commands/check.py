@@ -91,7 +91,8 @@ def _check(name: str, data: bytes, model_ref: str | None, cached: bool) -> tuple
     with _paused_gc():
         from schedc.pipeline import analyse  # (imports, and the parser unpickled, allocate as much as a parse)
 
-        analysis = analyse(data, name, model=_model(model_ref), base_dir=_base_dir(name), lint=True)
+        base_dir = _base_dir(name) if model_ref is not None else None  # (no model: no pathlib, ~3 ms)
+        analysis = analyse(data, name, model=_model(model_ref), base_dir=base_dir, lint=True)
     if cached and analysis.source is not None:
         result_cache.store(name, data, analysis.diagnostics)
     return analysis.source, analysis.diagnostics

@@ -135,10 +135,11 @@ def blows_up_with_aux(m):
     return blows_up(m), {"a0": m["a"][0]}
 
 
+@pytest.mark.parametrize("chunk", [None, 8], ids=["one-call", "chunk-8"])  # with 8, the broken phase spans calls
 @pytest.mark.parametrize(
     "stop, loss_fn", [("", blows_up), ("; stop when loss < -1", blows_up), ("", blows_up_with_aux)], ids=["bare", "with-stop-rule", "with-aux"]
 )
-def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop, loss_fn):
+def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop, loss_fn, chunk):
     text = """optimizer sgd
     phase 5 lr 0.01 < free a >
     phase calm 5 lr 0.01 < free b >
@@ -148,7 +149,7 @@ def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop, loss_fn):
     errors = []
     for fuse in (False, True):
         with pytest.raises(RunError) as info:
-            program.run(loss_fn, quiet=True, fuse=fuse)
+            program.run(loss_fn, quiet=True, fuse=fuse, chunk=chunk)
         errors.append(info.value)
     one, other = errors
     assert str(other) == str(one) and "phase 2 (boom)" in str(other) and other.step == one.step

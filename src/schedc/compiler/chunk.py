@@ -435,7 +435,7 @@ def hyper_dtype(free):
 
 
 def run_steps(
-    signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, watch=False
+    signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0
 ):
     """The device loop of a phase (traceable): up to `n_active` steps from phase step `step0`.
 
@@ -445,9 +445,7 @@ def run_steps(
     from `stop_state`). `keys` are the phase's data-order and loss keys
     (minibatch.phase_keys). A `stop_state["model_state"]` (an `eqx.nn.State`) makes the loss
     stateful: `loss(model, state, *data)`, the state it returns carried to the next step and
-    returned in `stop_state["model_state"]`. With `watch`, a phase without stop rules also sets
-    `stop_state["reason"]` to NONFINITE when one of its losses was (it still runs every step,
-    as the unwatched loop does). Returns (steps run, free, opt_state, stop_state, logs).
+    returned in `stop_state["model_state"]`. Returns (steps run, free, opt_state, stop_state, logs).
 
     The one step loop every program runs: a phase's chunk (`compiled`) and a fused segment's
     branch (`segment.py`) both call it, so their steps are the same computation.
@@ -565,23 +563,12 @@ def run_steps(
         ran, free, opt_state, stop_state, logs, ctx = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs, ctx))
         return ran, free, opt_state, finish(stop_state, ctx), logs
 
-    if not watch:
-
-        def bare(carry):
-            k, free, opt_state, logs, ctx = carry
-            loss_aux, free, opt_state, ctx = step(k, free, opt_state, ctx)
-            return k + 1, free, opt_state, log(logs, k, loss_aux, opt_state), ctx
-
-        ran, free, opt_state, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, bare, (jnp.int32(0), free, opt_state, logs, ctx))
-        return ran, free, opt_state, finish(stop_state, ctx), logs
-
-    def watched(carry):  # the bare step, noting a non-finite loss without stopping (as the host would find it)
-        k, free, opt_state, finite, logs, ctx = carry
+    def bare(carry):
+        k, free, opt_state, logs, ctx = carry
         loss_aux, free, opt_state, ctx = step(k, free, opt_state, ctx)
-        return k + 1, free, opt_state, finite & jnp.isfinite(loss_aux[0]), log(logs, k, loss_aux, opt_state), ctx
+        return k + 1, free, opt_state, log(logs, k, loss_aux, opt_state), ctx
 
-    ran, free, opt_state, finite, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, watched, (jnp.int32(0), free, opt_state, jnp.bool_(True), logs, ctx))
-    stop_state = dict(stop_state, reason=jnp.where(finite, stop_state["reason"], jnp.int32(NONFINITE)))
+    ran, free, opt_state, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, bare, (jnp.int32(0), free, opt_state, logs, ctx))
     return ran, free, opt_state, finish(stop_state, ctx), logs
 
 

@@ -473,7 +473,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             logs["plateau_scale"] = out["plateau"][branch.signature]
         ran, free, opt, stop, logs = C.run_steps(
             signature, loss_fn, model_layout, data_layout, free_of(signature, leaves), opt, stop, leaves, first, count,
-            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at, watch=True,
+            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at,
         )
         def written(values):
             """The model's leaves with the free parameters' `values` written in (shared copies too)."""

@@ -174,11 +174,30 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         row, step = int(counts[-2]), int(counts[-1])
         _collect(found, first_row, row, step, pieces, reasons)
         models.extend((out, r) for r in range(first_row, row))
+        broken = _first_nonfinite_row(found, first_row)
+        if broken is not None:  # the segment ends after that phase (the steps run past it are dropped)
+            reasons[broken] = C.NONFINITE
+            models.extend((out, r) for r in range(len(models), broken + 1))  # (it may be unfinished)
+            del models[broken + 1 :]
+            row, step = broken + 1, 0
         bar.advance(pieces, first_row, row + (step > 0))
         if not pace.steady:  # (a watched run's calls are sized by their time)
             pace.observe(int(np.sum(found["ran"])))
         if len(models) == len(phases) or (models and reasons[len(models) - 1] == C.NONFINITE) or owner.stop_signal is not None:
             return state, (pieces, reasons, models)
+
+
+def _first_nonfinite_row(found: dict, first_row: int) -> int | None:
+    """The first table row whose losses in this call's outputs hold a non-finite value, or None.
+
+    The device does not look for one (a flag updated at every step cost two operations per step:
+    it kept the loss's reduction out of the fusion that logs it) and runs on to the end of the
+    call; a phase with stop rules stops at it on the device as before (its reason says so)."""
+    bad = C.first_nonfinite(found["losses"][: int(np.sum(found["ran"]))])
+    if bad is None:
+        return None
+    ends = np.cumsum(found["ran"][first_row:])  # (rows before `first_row` ran no step in this call)
+    return first_row + int(np.searchsorted(ends, bad, side="right"))
 
 
 class _Pieces:

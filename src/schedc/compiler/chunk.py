@@ -3,7 +3,8 @@
 A phase's *signature* is everything that shapes its XLA program: which
 parameters are free (and their tied copies), the optimizer groups and their
 optimizers, which hyperparameters are fed and the structure of their
-schedules, the kinds of stop rule, the chunk length. Everything else — learning
+schedules, the kinds of stop rule, the chunk length, the metrics function and its rules (`eval`: compiler.evaluate).
+Everything else — learning
 rates, schedule waypoints, step counts, stop thresholds — is a runtime number,
 so phases that differ only in numbers (and re-runs of a program) reuse one
 executable. The cache is module-level: shared by every program in the process.
@@ -13,7 +14,8 @@ assemble the model from the free values, value-and-grad with respect to the
 free values only (fixed parameters are never differentiated, never seen by the
 optimizer, never moved by weight decay or momentum), build the optax optimizer
 with this step's hyperparameter values, update, apply. The loop ends at the
-phase's end or when a stop rule fires, so no step is ever masked.
+phase's end or when a stop rule fires, so no step is ever masked. An evaluated phase
+evaluates inside the loop too (compiler.evaluate): a chunk does not end at an evaluation.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from schedc.check import catalog
 from schedc.compiler import optimizers as O
 from schedc.plan import resolve as P
 
-COMPLETED, STOP_LOSS_CHANGE, STOP_LOSS, NONFINITE = 0, 1, 2, 3
-STOP_REASONS = {COMPLETED: "completed", STOP_LOSS_CHANGE: "loss_change", STOP_LOSS: "loss", NONFINITE: "non-finite loss"}
+COMPLETED, STOP_LOSS_CHANGE, STOP_LOSS, NONFINITE, STOP_EVAL = 0, 1, 2, 3, 4
+# (STOP_EVAL: a rule on an evaluation metric; the host words it after the rule, `val.loss < 0.1`)
+STOP_REASONS = {COMPLETED: "completed", STOP_LOSS_CHANGE: "loss_change", STOP_LOSS: "loss", NONFINITE: "non-finite loss", STOP_EVAL: "evaluation"}
 
 # steps a chunk call may run (its loss buffer's length); the runner sizes each call below it
 DEFAULT_CHUNK = 16384
@@ -77,6 +80,7 @@ class PhaseSignature:
     batch: int = 0  # minibatch size (schedc.compiler.minibatch); 0: every step sees all the data
     batch_sharding: tuple | None = None  # per data array: the sharding of its minibatches or streamed batches (data parallel), or None
     stream: bool = False  # the data arrays are `chunk` stacked batches (runtime.stream): step i reads row i % chunk
+    evaluation: Any = None  # a compiler.evaluate.Evaluation: the phase evaluates inside its program
 
     @property
     def plateaus(self) -> int:
@@ -164,7 +168,7 @@ def _lowered(phase: P.PhasePlan) -> PreparedPhase:
                 slots.insert(0, ("learning_rate", lr_index))
             members.append(O.Member(member.name, static, tuple(slots)))
         groups.append(GroupSignature(label, tuple(group.paths), tuple(members), tuple(hypers), plateau, plateau_on))
-    device_rules = [rule for rule in phase.stop if rule.on_device]  # rules on evaluations run on the host
+    device_rules = [rule for rule in phase.stop if rule.on_loss]  # rules on evaluations: compiler.evaluate
     kinds = tuple(sorted({rule.kind for rule in device_rules}))
     over = next((rule.over for rule in device_rules if rule.kind == "loss_change"), 1)
     stop_numbers = np.zeros(3, np.float64)  # compared with the loss: as precise as a float64 loss needs
@@ -350,8 +354,10 @@ class Compiled:
     """The jitted functions of one signature."""
 
     init: Callable  # (free, numbers) -> optimizer state
-    # (free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys)
-    #   -> (free, opt_state, stop_state, losses, aux metrics per step)
+    # (free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, evaluation)
+    #   -> (free, opt_state, stop_state, losses, aux metrics per step, evaluation log)
+    # (`evaluation`: (validation arrays, evaluate.limits) of an evaluated phase, else ();
+    #  the evaluation log: evaluate.empty_log's, filled, or {})
     chunk: Callable
     hypers: Callable  # (step0, numbers) -> [chunk, hyperparameters] applied values
 
@@ -435,7 +441,7 @@ def hyper_dtype(free):
 
 
 def run_steps(
-    signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0
+    signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, evaluation=()
 ):
     """The device loop of a phase (traceable): up to `n_active` steps from phase step `step0`.
 
@@ -445,7 +451,11 @@ def run_steps(
     from `stop_state`). `keys` are the phase's data-order and loss keys
     (minibatch.phase_keys). A `stop_state["model_state"]` (an `eqx.nn.State`) makes the loss
     stateful: `loss(model, state, *data)`, the state it returns carried to the next step and
-    returned in `stop_state["model_state"]`. Returns (steps run, free, opt_state, stop_state, logs).
+    returned in `stop_state["model_state"]`. An evaluated phase (`signature.evaluation`, with
+    `evaluation` its (validation arrays, limits) and `stop_state["eval"]` its carried state)
+    evaluates after each step that completes `every` steps (compiler.evaluate), logged to
+    `logs["evals"]`; a rule that fires sets the reason STOP_EVAL. Returns (steps run, free,
+    opt_state, stop_state, logs).
 
     The one step loop every program runs: a phase's chunk (`compiled`) and a fused segment's
     branch (`segment.py`) both call it, so their steps are the same computation.
@@ -454,6 +464,7 @@ def run_steps(
     import jax.numpy as jnp
     import optax
 
+    from schedc.compiler import evaluate as E
     from schedc.compiler import minibatch
 
     extra = any(O.needs_value(g.members, g.plateau) for g in signature.groups)
@@ -494,6 +505,8 @@ def run_steps(
     minibatch.check_aux(aux_shape)
 
     dtype = hyper_dtype(free)
+    ev = signature.evaluation
+    validation, limits = evaluation if ev is not None else ((), None)
 
     def step(k, free, opt_state, ctx):
         i = step0 + k
@@ -530,10 +543,13 @@ def run_steps(
             logs["plateau_scale"] = stop_state["plateau_scale"]
         if aux_shape:
             logs["aux"] = {name: jnp.full((signature.chunk,), jnp.nan, jnp.float32) for name in aux_shape}
+        if ev is not None:
+            names = jax.eval_shape(lambda f, s: E.metric_values(ev, assemble(f), s, validation), free, model_state0)
+            logs["evals"] = E.empty_log(names, signature.chunk, ev.every)
 
     def log(logs, k, loss_aux, opt_state):
         loss, aux = loss_aux
-        out = {"loss": logs["loss"].at[at + k].set(loss)}
+        out = dict(logs, loss=logs["loss"].at[at + k].set(loss))  # (the evaluation log: written by `evaluated`)
         if signature.plateaus:
             out["plateau_scale"] = logs["plateau_scale"].at[at + k].set(O.plateau_scales(opt_state))
         if "aux" in logs:
@@ -541,6 +557,19 @@ def run_steps(
         return out
 
     ctx = (perm0, model_state0)  # this epoch's permutation, the model state
+
+    def evaluated(i, free, opt_state, stop, logs, model_state):
+        """After step i: the evaluation when one is due and no rule ended the phase at this step."""
+        due = (stop["reason"] == COMPLETED) & ((i + 1) % ev.every == 0)
+
+        def now(operands):
+            opt_state, carry, evals = operands
+            values = E.metric_values(ev, assemble(free), model_state, validation)
+            return E.evaluate(ev, signature.groups, limits, values, carry, evals, opt_state, free, model_state, i + 1)
+
+        opt_state, carry, evals, fired = jax.lax.cond(due, now, lambda operands: (*operands, jnp.bool_(False)), (opt_state, stop["eval"], logs["evals"]))
+        reason = jnp.where(fired, jnp.int32(STOP_EVAL), stop["reason"])
+        return opt_state, dict(stop, eval=carry, reason=reason), dict(logs, evals=evals)
 
     def finish(stop_state, ctx):
         return dict(stop_state, model_state=ctx[1]) if stateful else stop_state
@@ -550,12 +579,15 @@ def run_steps(
     # rules the loop body is the bare step, as in a hand-written loop, and the host finds
     # a non-finite loss in the returned losses (see `first_nonfinite`; steps after it are
     # wasted, never kept). Checking on the device after the loop cost a fifth more compile time.
-    if has_lc or has_loss:
+    if has_lc or has_loss or ev is not None:  # (evaluated: a non-finite loss stops before its evaluation)
 
         def body(carry):
             k, free, opt_state, stop, logs, ctx = carry
             loss_aux, free, opt_state, ctx = step(k, free, opt_state, ctx)
-            return k + 1, free, opt_state, update_stop(stop, step0 + k, loss_aux[0]), log(logs, k, loss_aux, opt_state), ctx
+            stop, logs = update_stop(stop, step0 + k, loss_aux[0]), log(logs, k, loss_aux, opt_state)
+            if ev is not None:  # after the log: the plateau scale logged is the one this step applied
+                opt_state, stop, logs = evaluated(step0 + k, free, opt_state, stop, logs, ctx[1])
+            return k + 1, free, opt_state, stop, logs, ctx
 
         def more(carry):
             return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
@@ -578,14 +610,14 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
     def init(free, numbers):
         return init_state(signature, free, numbers)
 
-    def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys):
+    def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, evaluation):
         ran, free, opt_state, stop_state, logs = run_steps(
-            signature, loss_fn, model_layout, data_layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys
+            signature, loss_fn, model_layout, data_layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, evaluation=evaluation
         )
         stop_state = dict(stop_state, done=stop_state["done"] + ran)
         if signature.plateaus:
             stop_state["plateau_scale"] = logs["plateau_scale"]
-        return free, opt_state, stop_state, logs["loss"], logs.get("aux", {})
+        return free, opt_state, stop_state, logs["loss"], logs.get("aux", {}), logs.get("evals", {})
 
     return Compiled(jax.jit(init), jax.jit(chunk), hyperparams_program(signature))
 

@@ -119,7 +119,7 @@ def build_member(member: Member, values: list):
 
 def build_group(members: tuple[Member, ...], plateau, values: list, held: bool = False):
     """A group's transformation: its members chained, then its plateau scale (`held`: stepped
-    by an evaluation metric between chunks, see `held_plateau`)."""
+    by an evaluation metric at each evaluation, see `held_plateau`)."""
     import optax
 
     txs = [build_member(m, values) for m in members]
@@ -146,29 +146,23 @@ def held_plateau(keywords):
 def step_plateaus(state, plateaus: tuple, values: tuple):
     """`state` with its plateau states (tree order: group order) stepped by optax.contrib.reduce_on_plateau's
     own update, each with its value (None: left alone, a plateau driven by the loss in the loop).
-    `plateaus` holds each one's keywords. One jitted program per keywords (a call per evaluation)."""
-    import jax.numpy as jnp
-
-    return _stepper(plateaus)(state, tuple(None if v is None else jnp.asarray(v, jnp.float32) for v in values))
-
-
-@lru_cache(maxsize=None)
-def _stepper(plateaus: tuple):
+    `plateaus` holds each one's keywords. Traceable: the chunk calls it at each evaluation
+    (compiler.evaluate), fed each value as float32, as the plateau's own state holds it."""
     import jax
+    import jax.numpy as jnp
     import optax.contrib
 
-    def step(state, values):
-        pending = iter(zip(plateaus, values))
+    pending = iter(zip(plateaus, values))
 
-        def one(x):
-            if not isinstance(x, optax.contrib.ReduceLROnPlateauState):
-                return x
-            keywords, value = next(pending)
-            return x if value is None else optax.contrib.reduce_on_plateau(**dict(keywords)).update((), x, value=value)[1]
+    def one(x):
+        if not isinstance(x, optax.contrib.ReduceLROnPlateauState):
+            return x
+        keywords, value = next(pending)
+        if value is None:
+            return x
+        return optax.contrib.reduce_on_plateau(**dict(keywords)).update((), x, value=jnp.asarray(value, jnp.float32))[1]
 
-        return jax.tree_util.tree_map(one, state, is_leaf=lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState))
-
-    return jax.jit(step)
+    return jax.tree_util.tree_map(one, state, is_leaf=lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState))
 
 
 def needs_value(members: tuple[Member, ...], plateau) -> bool:

@@ -98,8 +98,9 @@ class StopRule:
     patience: int = 0
 
     @property
-    def on_device(self) -> bool:
-        """Rules on the training loss run inside the compiled loop; rules on evaluations on the host."""
+    def on_loss(self) -> bool:
+        """Whether the rule watches the training loss (checked after every step); the others watch
+        evaluation metrics (checked at each evaluation: compiler.evaluate)."""
         return self.kind in ("loss", "loss_change")
 
 

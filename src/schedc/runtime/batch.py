@@ -61,8 +61,9 @@ def _vmapped(fns: C.Compiled, axis: str = DATASETS):
     if entry is None or entry[0] is not fns:
         numbers, data = (None, 0) if axis == DATASETS else (0, None)
         init = jax.jit(jax.vmap(fns.init, in_axes=(0, numbers)))
-        # free, opt state, stop state and model arrays are per item; step counts and step keys are shared
-        chunk = jax.jit(jax.vmap(fns.chunk, in_axes=(0, 0, 0, 0, None, None, numbers, numbers, data, None)))
+        # free, opt state, stop state and model arrays are per item; step counts, step keys and the
+        # evaluation argument (always (): batched fits do not evaluate) are shared
+        chunk = jax.jit(jax.vmap(fns.chunk, in_axes=(0, 0, 0, 0, None, None, numbers, numbers, data, None, None)))
         entry = _VMAPPED[(id(fns), axis)] = (fns, init, chunk)
     return entry[1], entry[2]
 

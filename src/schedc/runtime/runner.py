@@ -22,13 +22,14 @@ from typing import Any, Callable
 import numpy as np
 
 from schedc.compiler import chunk as C
+from schedc.compiler import evaluate as E
 from schedc.compiler import minibatch
 from schedc.compiler import optimizers as O
 from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
 from schedc.runtime import distributed
 from schedc.runtime.data import DataError, array_names, check_batchable
-from schedc.runtime.evaluation import PhaseEvals
+from schedc.runtime.evaluation import PhaseEvals, without_carry
 from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Resident, Stream, loss_arguments
 
 
@@ -752,23 +753,24 @@ class Runner:
                 state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux))
                 model, free, opt_state, stop, losses, scales, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "scales", "step0"))
                 model_arrays = C.split(model)[0]
-            if evals.names_metrics:  # (the model is written back only for a phase whose rules name metrics)
+            if evals.active:  # evaluated inside the chunks: the metrics function checked first, its state carried
                 evals.check_names(self._write_back(model, free), stop.get("model_state"))
+                stop["eval"] = evals.carry(free, stop.get("model_state"))
             task = progress.phase(f"{phase.label}", phase.steps, phase.steps_per_epoch) if progress else None
             pace = Pace(self.chunk, steady=self.quiet and (self.checkpoint is None or self.processes > 1))
             # the data order's and the loss's keys (a compiled call: only for phases that use them)
             keys = minibatch.phase_keys(self.key, phase.index) if phase.batch or self.loss_takes_key else (None, None)
             exhausted = False
             self.feed = self.stream.feed(phase, step0, self.chunk, state.get("data")) if self.stream else Resident(self.data_arrays)
+            evaluation = evals.arguments()
             while step0 < phase.steps:
-                # a chunk ends at the next evaluation: evaluations are boundaries of the chunk loop
-                n_active = min(evals.next_boundary(step0) - step0, pace.steps())
+                n_active = min(phase.steps - step0, pace.steps())
                 # streamed: the stacked chunk holding step0 (ends at that chunk's end)
                 data, n_active = self.feed.take(step0, n_active)
                 if exhausted := n_active == 0:  # a one-shot iterator ran out
                     break
                 before = (free, opt_state, stop)
-                *out, aux_values = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, data, keys)
+                *out, aux_values, eval_log = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, data, keys, evaluation)
                 free, opt_state, stop, chunk_losses, finished = self._absorb(before, tuple(out), step0, n_active)
                 losses.append(chunk_losses)
                 done = step0 + chunk_losses.shape[-1]
@@ -776,9 +778,8 @@ class Runner:
                 if (recorded := recorded_scales(stop, chunk_losses.shape[-1])) is not None:
                     scales.append(recorded)
                 aux.add(aux_values, done, chunk_losses.shape[-1])
-                if not finished and evals.due(done):  # a rule on an evaluation may end the phase here
-                    finished = evals.evaluate(done, self._write_back(model, free), free, stop.get("model_state"))
-                    opt_state = evals.step_plateaus(opt_state, prepared.signature)
+                if evals.active:  # the chunk's evaluations (a rule on one may have ended the phase)
+                    evals.absorb(eval_log, stop)
                 if progress:
                     progress.advance(task, done, _last_loss(chunk_losses), evals.last())
                 pace.observe(n_active)
@@ -786,13 +787,13 @@ class Runner:
                     break
                 step0 += n_active
                 if self.checkpoint is not None and step0 < phase.steps:
-                    state = dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux, data=self.feed.position(step0))
+                    state = dict(model=model, free=free, opt_state=opt_state, stop=without_carry(stop), losses=losses, scales=scales, step0=step0, evals=evals, aux=aux, data=self.feed.position(step0))
                     self.checkpoint.after_chunk(self, index, state, final=self.stop_signal is not None)
                 if self.stop_signal is not None and step0 < phase.steps:
                     raise Interrupted(self.stop_signal, index, step0)
         model_state = stop.get("model_state")
-        if evals.kept is not None:  # `keep best`: the weights (and model state) of the best evaluation
-            free, model_state = evals.kept
+        if (kept := evals.kept_weights()) is not None:  # `keep best`: the weights (and model state) of the best evaluation
+            free, model_state = kept
         self.model_state = model_state
         ema = O.ema_of(opt_state)
         ema_model = self._write_back(model, ema) if ema is not None else None
@@ -814,9 +815,13 @@ class Runner:
 
     def prepare_phase(self, phase: P.PhasePlan) -> C.PreparedPhase:
         """`_prepare`, with where the data comes from in the signature: streamed batches (stacked per
-        chunk, not drawn on the device), or minibatches sharded as the data is. The phase-by-phase
-        and the fused runner both prepare phases so (their programs must agree)."""
+        chunk, not drawn on the device), or minibatches sharded as the data is; and the phase's
+        evaluation (compiler.evaluate) when the run evaluates it. The phase-by-phase and the fused
+        runner both prepare phases so (their programs must agree)."""
         prepared = self._prepare(phase)
+        if self.evaluator is not None and phase.eval_every is not None:
+            evaluation = E.lower(phase, self.evaluator.metrics, self.evaluator.validation_layout)
+            prepared = replace(prepared, signature=replace(prepared.signature, evaluation=evaluation))
         if self.stream is not None:  # (sharded as `Batches(sharding=)` places them, if it does)
             shardings = tuple(self.stream.row_shardings) if self.stream.row_shardings else None
             return replace(prepared, signature=replace(prepared.signature, batch=0, stream=True, batch_sharding=shardings))

@@ -11,10 +11,10 @@ epoch (the remainder dropped), the same number of steps for all:
 * tutorial: equinox's tutorial style: an `eqx.filter_jit` step called from a Python loop over
   minibatches sliced on the host from a NumPy permutation;
 * with `--eval`, the accuracy on 360 images after every epoch, three ways:
-  schedc+eval (schedc ends a chunk there and evaluates between chunks), fused+eval (the fused
-  loop evaluates inside the program under a `lax.cond`) and epochs+eval (hand-written: a jitted
-  scan over one epoch called per epoch, then the jitted metrics, read back: schedc's design
-  without schedc).
+  schedc+eval (schedc evaluates inside its chunk program under a `lax.cond`: compiler.evaluate),
+  fused+eval (the hand-written fused loop evaluates inside the program under a `lax.cond`) and
+  epochs+eval (hand-written: a jitted scan over one epoch called per epoch, then the jitted
+  metrics, read back: the between-chunks design schedc had before, without schedc).
 
 With `--phases`, a multi-phase minibatch schedule on the digits MLP (batch 32: 44 steps per
 epoch), alternating which layers train, one epoch per phase, adam at 1e-3:
@@ -123,7 +123,7 @@ def schedc_run(model, loss, x, y, steps: int, evaluate: bool = False):
     import schedc
 
     program = schedc.compile("seed 0\nbatch $batch\nphase $steps lr 1e-3 < free ** >", model, batch=BATCH, steps=steps)
-    # with `evaluate`: the accuracy on the first 360 images after every epoch, between chunks
+    # with `evaluate`: the accuracy on the first 360 images after every epoch, inside the chunk
     evaluation = dict(metrics=_metrics, validation=(x[:360], y[:360]), eval_every="epoch") if evaluate else {}
 
     def fit():
@@ -298,10 +298,11 @@ def measure(kind: str, steps: int, repeat: int, evaluate: bool) -> None:
     print(f"  tutorial / schedc   = {_spread(ratios('tutorial', 'schedc'))}  (target >= 3)")
     if evaluate:
         epochs = steps // (len(x) // BATCH)
-        for name, where in (("schedc", "between chunks"), ("fused", "in the program"), ("epochs", "between hand-written epoch calls")):
+        for name, where in (("schedc", "in the chunk program"), ("fused", "in the program"), ("epochs", "between hand-written epoch calls")):
             base = times["fused" if name == "epochs" else name]
             extra = [1e3 * (t - b) / epochs for t, b in zip(times[name + "+eval"], base)]
             print(f"  {name}+eval: an evaluation every epoch ({epochs}) costs {statistics.median(extra):.2f} ms each (median; {where})")
+        print(f"  schedc+eval / fused+eval = {_spread(ratios('schedc+eval', 'fused+eval'))}")
 
 
 PHASE_BATCH = 32

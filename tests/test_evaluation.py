@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from test_data import X, Y, linear, mse
+
 import schedc
 from schedc.runtime.runner import Runner
 
@@ -119,19 +121,6 @@ def test_a_threshold_compares_a_float32_value_with_the_float64_number_written():
 
 
 # ---------------------------------------------------------------- real training
-
-N = 30
-X = np.random.default_rng(0).normal(size=(N, 3)).astype(np.float32)
-Y = (X @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
-
-
-def linear():
-    return {"w": jnp.zeros(3), "b": jnp.zeros(())}
-
-
-def mse(m, x, y):
-    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
-
 
 def gap(m, x, y):  # passes its minimum on the way from w0 = 0 to the fitted 1.0
     return {"gap": (m["w"][0] - 0.4) ** 2, "loss": mse(m, x, y)}

@@ -7,7 +7,7 @@ and sends them to the device (`jax.device_put`) while the previous chunk runs; t
 chunk (the one chunk loop of `runner.py`) reads row `step % K` at each step
 (`minibatch.stream_row`). Chunks end at multiples of K in phase-local steps (the first ones of a
 phase earlier, growing from `FIRST_CHUNK` batches by `GROWTH`, so the device starts early), so a call that
-ends early (at an evaluation, or a paced call under a progress bar) continues in the same
+ends early (a paced call under a progress bar or with checkpoints) continues in the same
 stacked chunk.
 
 Epochs. A re-iterable source (a list, a grain DataLoader, `Batches(make_iterator)`) starts a

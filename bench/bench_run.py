@@ -20,8 +20,9 @@ phase by phase (`fuse=False`) and the hand-written loop on (1) the alternating s
 `repeat 50 < phase 20 < free a.* >; phase 20 < free b.* > >` on a 64-parameter model and
 (2) the 300/200/100-step spectral schedule on the small model; then the host work per phase
 of both runners, where a fused run of the spectral schedule spends its time (before, in and
-after its device call) and, each in a fresh process, the compiles of a `repeat 50` schedule
-and of its body.
+after its device call), what a fused phase costs beyond its steps (`phase_cost`: operations per
+phase in the compiled program, device time per extra phase) and, each in a fresh process, the
+compiles of a `repeat 50` schedule and of its body.
 """
 
 from __future__ import annotations
@@ -395,6 +396,104 @@ def fixed_cost(rounds: int) -> None:
         print(f"  {name:24} {statistics.median(values) * 1e6:8.0f} [{min(values) * 1e6:.0f}]")
 
 
+def _segment_program(text: str, size: str):
+    """(the compiled fused program of `text` on the `size` model, the arguments of its call)."""
+    import schedc
+    from schedc.compiler import segment
+
+    model, loss, data = _models(size)
+    segment._CACHE.clear()  # (so that the one program cached is this schedule's)
+    program = schedc.compile(text, model)
+    program.run(loss, *data, quiet=True)
+    (compiled,) = segment._CACHE.values()
+    call, seen = compiled.call, {}
+    compiled.call = lambda *args: (seen.setdefault("args", args), call(*args))[1]
+    program.run(loss, *data, quiet=True)
+    compiled.call = call
+    return call.lower(*seen["args"]).compile(), seen["args"]
+
+
+# HLO instructions that are no work of their own
+_NO_WORK = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
+_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "f16": 2, "bf16": 2, "pred": 1, "s8": 1, "u8": 1}
+
+
+def phase_ops(hlo: str) -> tuple[int, int, int]:
+    """(operations, copies, bytes copied) in one iteration of a fused program's loop over phases,
+    besides the phase's steps, from its optimized HLO (`.compile().as_text()`): a fusion counts
+    one, a step loop (a while holding no while) one, a conditional one plus its costliest branch,
+    and the run-at-most-once loops of `segment._one_of` (whiles holding a step loop) one each plus
+    the costliest body (one of them runs)."""
+    import re
+
+    import numpy as np
+
+    computations, current = {}, None
+    for line in hlo.splitlines():
+        if (head := re.match(r"^(ENTRY )?%([\w.\-]+) .*\{$", line)) is not None:
+            current = computations.setdefault("ENTRY" if head.group(1) else head.group(2), [])
+        elif line.startswith("}"):
+            current = None
+        elif current is not None and (m := re.match(r"\s*(?:ROOT )?%[\w.\-]+ = (.*?) ([a-z\-]+)\((.*)", line)):
+            current.append((m.group(2), m.group(1), m.group(3)))
+
+    def body_of(rest: str) -> str:
+        return re.search(r"body=%([\w.\-]+)", rest).group(1)
+
+    def costliest(passes) -> tuple:
+        return max(passes, key=lambda t: t[0], default=(0, 0, 0))
+
+    def one_pass(name: str) -> tuple[int, int, int]:
+        ops = copies = copied = 0
+        inner, guarded = [], []  # conditionals' costliest branches; the guarded loops' bodies
+        for op, shape, rest in computations[name]:
+            if op in _NO_WORK:
+                continue
+            ops += 1
+            if op == "copy":
+                dtype, dims = re.match(r"(\w+)\[([\d,]*)\]", shape).groups()
+                copies += 1
+                copied += _BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
+            elif op == "conditional":
+                branches = re.search(r"branch_computations=\{([^}]*)\}", rest).group(1).replace("%", "").split(", ")
+                inner.append(costliest(one_pass(b) for b in branches))
+            elif op == "while" and any(o == "while" for o, _, _ in computations[body_of(rest)]):
+                guarded.append(one_pass(body_of(rest)))
+        parts = [(ops, copies, copied), *inner, costliest(guarded)]
+        return tuple(int(sum(p[i] for p in parts)) for i in range(3))
+
+    loop = next(body_of(rest) for op, _, rest in computations["ENTRY"] if op == "while")
+    return one_pass(loop)
+
+
+def phase_cost(rounds: int) -> None:
+    """What a fused phase costs beyond its steps: its operations per iteration of the program's
+    loop over phases (phase_ops), and the device time of the alternating 100 x 20 steps against
+    2 x 1000 steps of the same two phases (the same steps in 98 phases fewer), per extra phase."""
+    import jax
+
+    texts = {"100 x 20": ALTERNATING_TEXT, "2 x 1000": _sched_text([(1000, 0.01, ["a.*"]), (1000, 0.01, ["b.*"])]), "spectral": _sched_text(SPECTRAL)}
+    calls = {}
+    for name, text in texts.items():
+        compiled, args = _segment_program(text, "small" if name == "spectral" else "tiny64")
+        ops, copies, copied = phase_ops(compiled.as_text())
+        print(f"  {name:9} per phase: {ops} operations, {copies} copies ({copied} bytes) besides its steps")
+        calls[name] = compiled, args
+    wall, cpu = {k: [] for k in calls}, {k: [] for k in calls}
+    for _ in range(rounds):
+        for name, (compiled, args) in calls.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            jax.block_until_ready(compiled(*args))
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
+    for label, times in (("wall", wall), ("process CPU", cpu)):
+        extra = [(a - b) / 98 * 1e6 for a, b in zip(times["100 x 20"], times["2 x 1000"])]
+        print(
+            f"  {label}: 100 x 20 {_spread([t * 1e3 for t in times['100 x 20']])} ms, 2 x 1000 {_spread([t * 1e3 for t in times['2 x 1000']])} ms;"
+            f" per extra phase {statistics.median(extra):.1f} us (per-round median)"
+        )
+
+
 def repeat_compiles(text: str) -> dict:
     """XLA compiles of compiling and running `text` on the 64-parameter model, in this (fresh) process."""
     import schedc
@@ -427,6 +526,8 @@ def main() -> None:
         fusion_table(args.rounds)
         host_work(args.rounds)
         fixed_cost(max(args.rounds, 50))
+        print("\nwhat a fused phase costs beyond its steps (median [min, max] over interleaved rounds)")
+        phase_cost(max(args.rounds, 50))
         body, repeated = (_subprocess(["--compiles-of", t])["compiles"] for t in (_sched_text(ALTERNATING_BODY), ALTERNATING_TEXT))
         print(f"\nXLA compiles in a fresh process: the body {body}, repeat 50 of it {repeated}")
         return

@@ -9,13 +9,15 @@ runs, its step count, its index (random inits fold it into their key), its sched
 and init numbers — is a row of a runtime table. So `repeat N < ... >` compiles the program
 of its body, whatever N, and runs in one call.
 
-The program is a `lax.while_loop` over phases; each iteration `lax.switch`es on the
-phase's branch, which runs the phase's steps with the same `chunk.run_steps` loop a
-phase-by-phase run uses (so the two are the same computation). A call runs until the
-table's phases are done, a non-finite loss halts it, or it has run its step budget (a
-runtime argument, at most the loss buffer's `chunk` steps: a watched run paces its calls
-to move the progress bar); then the host calls it again with the state it returned, which
-may stop inside a phase.
+The program is a `lax.while_loop` over phases; each iteration runs the phase's branch
+(`_one_of`: a guarded run-at-most-once loop per branch, which XLA updates in place where a
+`lax.switch` copied the loss buffer and snapshots), which runs the phase's steps with the same
+`chunk.run_steps` loop a phase-by-phase run uses (so the two are the same computation). A
+call runs until the table's phases are done, a stop rule meets a non-finite loss, or it has
+run its step budget (a runtime argument, at most the loss buffer's `chunk` steps: a watched
+run paces its calls to move the progress bar); then the host calls it again with the state it
+returned, which may stop inside a phase. (A non-finite loss in a phase without stop rules is
+found by the host in the call's losses, as in a chunk's: runtime/fused.py.)
 
 The state carried from phase to phase and from call to call is a dict:
 
@@ -422,7 +424,7 @@ def _at_row(buffers, row, values):
 
 
 def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of, keeps_ema: tuple) -> Callable:
-    """One branch of the switch: run (the rest of, or as much as the buffer holds of) one phase."""
+    """One branch (see `_one_of`): run (the rest of, or as much as the buffer holds of) one phase."""
     import jax
     import jax.numpy as jnp
 

@@ -272,6 +272,37 @@ def test_a_grain_dataset_with_a_length_counts_its_epochs_itself():
     np.testing.assert_array_equal(res.loss_history, losses_of(list(dataset) * 4))
 
 
+# ---------------------------------------------------------------- tf.data
+
+
+def tf_batches():
+    """A shuffled, batched tf.data pipeline over (X, Y): 3 batches of 8 per pass (a fresh one each call)."""
+    tf = pytest.importorskip("tensorflow")  # the `tfdata` extra (installed by the `test` extra on Linux)
+    return tf.data.Dataset.from_tensor_slices((X, Y)).shuffle(N, seed=3).batch(8, drop_remainder=True)
+
+
+def test_a_tf_data_numpy_iterator_streams_as_a_list_of_the_same_batches_does():
+    expected = list(tf_batches().repeat(2).as_numpy_iterator())  # the same pipeline, read beforehand
+    assert len(expected) == 6 and not np.array_equal(expected[0][0], expected[3][0])  # the second pass reshuffled
+    streamed = fit("optimizer sgd\nphase 2 lr 0.05 < free ** >\nphase 4 lr 0.02 < free ** >", tf_batches().repeat(2).as_numpy_iterator(), chunk=4)
+    assert [p.steps_run for p in streamed.phases] == [2, 4]  # a one-shot iterator flows on from phase to phase
+    listed = fit("optimizer sgd\nphase 2 lr 0.05 < free ** >\nphase 4 lr 0.02 < free ** >", iter(expected), chunk=4)  # also read once
+    np.testing.assert_array_equal(streamed.loss_history, listed.loss_history)
+
+
+def test_a_tf_data_dataset_re_iterated_per_epoch_gives_the_losses_of_its_passes():
+    dataset, twin = tf_batches(), tf_batches()  # twin: what each pass of `dataset` yields, read beforehand
+    passes = [list(twin.as_numpy_iterator()) for _ in range(3)]
+    assert not np.array_equal(passes[0][0][0], passes[1][0][0])  # each pass reshuffles: the passes differ
+    streamed = fit("optimizer sgd\nphase 3 epochs lr 0.05 < free ** >", Batches(dataset.as_numpy_iterator, per_epoch=3), chunk=2)
+    assert streamed.phases[0].steps_run == 9
+    np.testing.assert_array_equal(streamed.loss_history, losses_of(passes[0] + passes[1] + passes[2]))
+    # the dataset itself: re-iterable, its length the batches of a pass; its tf.Tensors read as NumPy
+    direct = fit("optimizer sgd\nphase 3 epochs lr 0.05 < free ** >", tf_batches(), chunk=2)
+    assert direct.phases[0].steps_per_epoch == 3
+    np.testing.assert_array_equal(direct.loss_history, streamed.loss_history)
+
+
 def _interrupted_at_step_5(text, batches, directory, every=1):
     fragile = interrupted_on_call(mse, 5)  # mid-epoch: step 4 of 12 (pass 1, batch 1)
     with pytest.raises(Exception):

@@ -95,6 +95,14 @@ def describe(batch) -> str:
     return repr(jax.tree_util.tree_map(_Spec, batch))
 
 
+def arrays_of(batch):
+    """`batch` with every leaf an array the loss can be traced with: NumPy and JAX arrays as they
+    are, anything else NumPy can read (a tf.Tensor of a tf.data.Dataset, a number) as NumPy."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x if isinstance(x, (np.ndarray, jax.Array)) else np.asarray(x), batch)
+
+
 def loss_arguments(batch) -> tuple[tuple, dict]:
     """(positional, keyword) data arguments of the loss for one batch."""
     if isinstance(batch, tuple):
@@ -110,9 +118,10 @@ class Structure:
     def __init__(self, first):
         import jax
 
+        first = arrays_of(first)
         leaves, self.treedef = jax.tree_util.tree_flatten(first)
         self.specs = [(np.shape(x), np.asarray(x).dtype) for x in leaves]
-        self.first = first
+        self.first = first  # what the loss is traced with
         for leaf in leaves:
             if np.asarray(leaf).dtype.kind not in _NUMERIC:
                 raise DataError(f"the first batch is {describe(first)}; expected numeric arrays in every leaf (a tuple or dict of arrays)")
@@ -449,7 +458,7 @@ class Stream:
 
     @property
     def first(self):
-        return self.batches.first()
+        return self.reader.structure.first
 
     def default_chunk(self) -> int:
         """Batches per chunk: as many as fit in CHUNK_BYTES (at least one, at most MAX_CHUNK)."""

@@ -125,9 +125,9 @@ def _loss_and_data(args, plan, base: Path):
     batches = as_batches(data)
     if batches is not None:  # the batch the loss is checked on: the first (read again by the run)
         first = _call_user("data", data_ref, batches.first)
-        from schedc.runtime.stream import loss_arguments
+        from schedc.runtime.stream import arrays_of, loss_arguments
 
-        return loss, *loss_arguments(first), batches
+        return loss, *loss_arguments(arrays_of(first)), batches
     if isinstance(data, dict):
         return loss, (), data, None
     return loss, _as_tuple(data), {}, None

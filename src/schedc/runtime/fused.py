@@ -268,9 +268,11 @@ def _results(segment: Segment, pieces, reasons, models, wall: float, clock: Comp
     layout = segment.model_layout
     for row, (phase, prep, phase_losses) in enumerate(zip(segment.phases, segment.prepared, losses)):
         reason = reasons[row]
-        bad = C.first_nonfinite(phase_losses)
-        if bad is not None:  # as a phase-by-phase run reads it: the phase ends at its first non-finite loss
-            phase_losses, reason = phase_losses[: bad + 1], C.NONFINITE
+        # `_calls` marked the phase holding a non-finite loss (only its losses are searched): as a
+        # phase-by-phase run reads it, the phase ends at its first non-finite loss
+        bad = C.first_nonfinite(phase_losses) if reason == C.NONFINITE else None
+        if bad is not None:
+            phase_losses = phase_losses[: bad + 1]
         first = row == 0  # the segment's compile is counted once, on its first phase
         out, at = models[row]
         share = wall * len(phase_losses) / total

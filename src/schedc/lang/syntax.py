@@ -177,12 +177,14 @@ def _keep(built, path: str, made_again: tuple) -> None:
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
-            if isinstance(obj, Action):  # lark tells shift from reduce by identity: kept by name
-                return obj.name
             return "made again" if any(obj is u for u in made_again) else None
 
-        def reducer_override(self, obj):  # lark holds the `re` module itself
-            return (importlib.import_module, (obj.__name__,)) if isinstance(obj, types.ModuleType) else NotImplemented
+        def reducer_override(self, obj):
+            if isinstance(obj, Action):  # lark tells shift from reduce by identity: kept by name (once
+                return (_action, (obj.name,))  # each: then by the pickle's memo, not 5,000 calls to load)
+            if isinstance(obj, types.ModuleType):  # lark holds the `re` module itself
+                return (importlib.import_module, (obj.__name__,))
+            return NotImplemented
 
     partial = f"{path}.{os.getpid()}.tmp"
     try:
@@ -200,7 +202,7 @@ def _load(path: str, make_callbacks):
 
     class Unpickler(pickle.Unpickler):
         def persistent_load(self, pid):
-            return {"Shift": Shift, "Reduce": Reduce}.get(pid)  # (the callbacks: None until made again)
+            return None  # the callbacks, until made again
 
     try:
         with open(path, "rb") as file:
@@ -209,6 +211,11 @@ def _load(path: str, make_callbacks):
         return built
     except Exception:  # a missing, stale or damaged file (any unpickling error): build the parser again
         return None
+
+
+def _action(name: str) -> Action:
+    """lark's shift or reduce action, by name (as `_keep` pickles them)."""
+    return {"Shift": Shift, "Reduce": Reduce}[name]
 
 
 def _tree_callbacks(built: Lark) -> None:

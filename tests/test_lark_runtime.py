@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import lark
-import pytest
 
 from schedc.lang import lark_runtime
 
@@ -46,7 +45,6 @@ def test_check_with_a_kept_parser_imports_only_larks_runtime(tmp_path):
     assert (found["status"], found["out"].strip()) == (0, "All checks passed!")
     assert {"lark", "lark.lexer", "lark.parsers.lalr_parser"} <= set(found["modules"])  # the measurement works
     assert not NOT_NEEDED & set(found["modules"])
-    assert not [m for m in found["modules"] if m.startswith("interegular.")]  # (deferred too, when installed)
 
 
 def test_a_later_use_of_lark_runs_its_init(tmp_path):
@@ -63,18 +61,6 @@ print(json.dumps({"deferred": deferred, "items": items, "version": lark.__versio
 """
     found = fresh(code, tmp_path)
     assert found == {"deferred": True, "items": 1, "version": lark.__version__, "tree": True, "lark": True, "getattr": False}
-
-
-def test_a_deferred_interegular_runs_when_a_grammar_is_checked(tmp_path):
-    pytest.importorskip("interegular")
-    code = """
-import json, sys
-from schedc.lang import syntax
-deferred = "interegular" in sys.modules and "Comparator" not in vars(sys.modules["interegular"])
-tree = syntax.parser(strict=True).parse("phase 1 lr 0.1 < free a >")  # (a new cache: built, collisions checked)
-print(json.dumps({"deferred": deferred, "ran": "Comparator" in vars(sys.modules["interegular"]), "tree": tree.data}))
-"""
-    assert fresh(code, tmp_path) == {"deferred": True, "ran": True, "tree": "start"}
 
 
 def test_an_untested_version_is_imported_as_usual(tmp_path):

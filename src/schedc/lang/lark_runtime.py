@@ -13,9 +13,10 @@ Only for the lark versions this was tested with (`TESTED`, read from the `__vers
 lark's `__init__.py`, not imported); any other version, or a lark already imported, is left to
 the import system as it is.
 
-`interegular`, which `lark.lexer` imports when it is installed (lark's optional dependency, and
-the `test` extra's: ~8 ms), is used only to check a grammar being built for terminal
-collisions: it is deferred the same way.
+`interegular` (lark's optional dependency, in the `test` extra; ~8 ms, used only to check a grammar
+being built) is still imported with `lark.lexer` when installed: deferred the same way, a broken
+install would no longer be caught by lark's `except ImportError` around that import, but fail
+the first build instead.
 """
 
 from __future__ import annotations
@@ -39,36 +40,24 @@ def defer_init() -> bool:
     version = declared_version(spec)
     if version is None or not TESTED.match(version):
         return False
-    _defer(spec)
-    if "interegular" not in sys.modules:
-        optional = importlib.util.find_spec("interegular")
-        if optional is not None and optional.loader is not None:
-            _defer(optional)
-    return True
-
-
-def _defer(spec) -> None:
-    """Register the module of `spec` in `sys.modules` without running its code: that runs on the
-    first use of one of its names (a module `__getattr__`, PEP 562), once. Importing it again by
-    name, or its submodules, runs nothing (the standard library's `LazyLoader` would: the import
-    system reads `__spec__` from a module already imported, and any name read runs its code)."""
-    module = importlib.util.module_from_spec(spec)
+    package = importlib.util.module_from_spec(spec)
 
     def complete(name: str):
         with _lock:
-            if module.__dict__.pop("__getattr__", None) is not None:  # (the first use runs the code)
+            if package.__dict__.pop("__getattr__", None) is not None:  # (the first use runs the __init__)
                 try:
-                    spec.loader.exec_module(module)
+                    spec.loader.exec_module(package)
                 except BaseException:
-                    sys.modules.pop(spec.name, None)  # as a failed import leaves it: the next import tries again
+                    sys.modules.pop("lark", None)  # as a failed import leaves it: the next import tries again
                     raise
         try:
-            return module.__dict__[name]
+            return package.__dict__[name]
         except KeyError:
-            raise AttributeError(f"module {spec.name!r} has no attribute {name!r}") from None
+            raise AttributeError(f"module 'lark' has no attribute {name!r}") from None
 
-    module.__getattr__ = complete
-    sys.modules[spec.name] = module
+    package.__getattr__ = complete
+    sys.modules["lark"] = package
+    return True
 
 
 def declared_version(spec) -> str | None:

@@ -439,6 +439,22 @@ def keyword_loss(m, x, y):
 sent.clear()
 out["dicts"] = program.run(keyword_loss, batches=schedc.Batches(DICTS, sharding={"x": rows, "y": whole}), quiet=True, chunk=5).loss_history.tolist()
 out["dicts_sent"] = list(sent)
+# interrupted (a SIGINT after the 13th step: the run stops after that chunk) and resumed from its checkpoint
+import os, signal, tempfile
+calls = [0]
+def interrupt(_):
+    calls[0] += 1
+    if calls[0] == 13:
+        os.kill(os.getpid(), signal.SIGINT)
+def fragile(m, x, y):
+    jax.debug.callback(interrupt, m["b"])
+    return loss(m, x, y)
+folder = tempfile.mkdtemp()
+try:
+    program.run(fragile, batches=schedc.Batches(TUPLES, sharding=rows), quiet=True, chunk=5, checkpoint=folder, checkpoint_every=1)
+except schedc.runtime.runner.Interrupted:
+    out["stopped_after"] = calls[0]
+out["resumed"] = program.run(loss, batches=schedc.Batches(TUPLES, sharding=rows), quiet=True, chunk=5, checkpoint=folder).loss_history.tolist()
 for name, batches in [("odd", schedc.Batches([(x[:60], y[:60]) for x, y in TUPLES], sharding=rows)),
                       ("kind", schedc.Batches(TUPLES, sharding=SingleDeviceSharding(jax.devices()[0]))),
                       ("axes", schedc.Batches(TUPLES, sharding=NamedSharding(mesh, P(None, "data"))))]:
@@ -461,6 +477,12 @@ def test_batches_streamed_sharded_over_eight_devices_give_one_devices_losses(sha
     # each device sums the loss and gradient of its 8 rows and XLA adds them: the same to rounding
     np.testing.assert_allclose(sharded_stream["spread"], sharded_stream["one"], rtol=1e-5)
     np.testing.assert_allclose(sharded_stream["dicts"], sharded_stream["one"], rtol=1e-5)
+
+
+def test_a_sharded_stream_interrupted_mid_phase_resumes_with_the_same_losses(sharded_stream):
+    # the call holding step 13 ran to its end (calls are paced by time, at most the chunk's 5 steps): mid phase 0's 16
+    assert 13 <= sharded_stream["stopped_after"] <= 15
+    assert sharded_stream["resumed"] == sharded_stream["spread"]  # bit for bit
 
 
 def test_streamed_chunks_arrive_sharded_and_each_batch_stays_sharded_in_the_loss(sharded_stream):

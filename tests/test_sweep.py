@@ -9,6 +9,7 @@ import pytest
 
 import schedc
 from schedc.compiler import chunk as compiler
+from schedc.compiler import segment
 from schedc.runtime.runner import CompileClock
 from schedc.runtime.sweep import SweepError
 
@@ -39,9 +40,9 @@ def program(**placeholders):
 @pytest.fixture(scope="module")
 def swept():
     sweep = program().sweep(**GRID)
-    before = compiler.cache_size()
+    before = compiler.cache_size(), segment.cache_size()
     result = sweep.run(loss, X, Y)
-    return sweep, result, compiler.cache_size() - before
+    return sweep, result, (compiler.cache_size() - before[0], segment.cache_size() - before[1])
 
 
 def single(setting):
@@ -64,15 +65,20 @@ def test_every_setting_matches_its_single_fit(swept):
     assert result.stop_reasons[1] == ["completed", "completed", "loss", "completed"]
 
 
-def test_one_executable_per_signature(swept):
-    """Two phase signatures: two compiled programs for all four settings; a second sweep of other
-    numbers compiles nothing at all."""
+def test_one_executable_per_segment_or_per_signature(swept):
+    """The two phases fuse into one segment: one compiled program for all four settings, no
+    per-phase chunk program; phase by phase (`fuse=False`), one per phase signature, two. A
+    second sweep of other numbers compiles nothing at all, either way."""
     sweep, _, programs = swept
-    assert programs == 2
+    assert programs == (0, 1)
+    before = compiler.cache_size()
+    sweep.run(loss, X, Y, fuse=False)
+    assert compiler.cache_size() - before == 2
     other = program().sweep(base=[0.3, 0.02, 0.07, 0.2], wd=[0.0] * 4, target=[0.1] * 4, spread=[0.3] * 4)
-    with CompileClock() as clock:
-        other.run(loss, X, Y)
-    assert clock.count == 0
+    for fuse in (True, False):
+        with CompileClock() as clock:
+            other.run(loss, X, Y, fuse=fuse)
+        assert clock.count == 0
 
 
 def test_summary_and_best(swept):

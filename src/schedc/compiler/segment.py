@@ -87,6 +87,28 @@ class SegmentSignature:
     init_numbers: int  # width of the init-number table
 
 
+# the vmapped axis of a batched segment (`Items`): reductions over the items name it
+ITEMS = "items"
+
+
+@dataclass(frozen=True)
+class Items:
+    """A segment run for many fits at once (a batched fit's datasets, a sweep's settings): the
+    program is the single-fit one `jax.vmap`ped over a leading items axis of the model, the
+    optimizer and stop state, and (`data`) the data or (`numbers`) the table's numbers.
+
+    The phase loop is shared: every item runs the same table rows (a sweep's settings share
+    their branch sequence, or the sweep is refused), so the row and step counters, the branch
+    `switch` and the phase loop's condition stay unbatched (a per-item branch index would make
+    vmap run every branch and select). A row ends when every item has ended it (`lax.pmin`/`pmax`
+    over `ITEMS`); an item that stopped earlier sits still (its values kept, no steps counted).
+    """
+
+    size: int
+    data: bool  # the data arrays have the items axis (datasets), else they are shared (settings)
+    numbers: bool  # the table's numbers have it (settings), else they are shared (datasets)
+
+
 def window_for(model_bytes: int) -> int:
     """Phases per call: WINDOW, fewer for a model whose per-phase snapshots would pass SNAPSHOT_BUDGET."""
     return int(max(1, min(WINDOW, SNAPSHOT_BUDGET // max(model_bytes, 1))))
@@ -141,6 +163,20 @@ def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict
         table["stop"][row] = prep.stop_numbers
         table["init"][row, : len(numbers)] = numbers
     return signature, table
+
+
+def stacked(tables: list[dict]) -> dict:
+    """One table for many items (a sweep's settings) from theirs, which share every row's branch,
+    step count and index: the numbers, stop and init rows gain a leading items axis."""
+    first = tables[0]
+    table = dict(first)
+    for name in ("numbers", "stop", "init"):
+        table[name] = np.stack([t[name] for t in tables])
+    return table
+
+
+# numbers of a table that an items axis may batch (the rest say which rows run: shared)
+PER_ITEM_ROWS = ("numbers", "stop", "init")
 
 
 # a call's optimizer slots travel as one flat buffer per dtype while they take at most this many
@@ -217,6 +253,7 @@ class Program:
     keeps_ema: tuple[bool, ...] = ()  # per signature: whether its optimizer state holds an `ema`
     packing: SlotPacking | None = None  # how the state's `slots` are packed (None: as a tree)
     stateful: bool = False  # the loss takes and returns a model state (`state=`)
+    items: Items | None = None  # many fits at once (vmapped over their items), or one
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
     _fresh: dict | None = None  # what every run's calls share, already on the device (`_shared`)
 
@@ -225,9 +262,10 @@ class Program:
         device already: a host scalar is copied in at every call)."""
         return self._shared()["budget"] if steps == self.signature.chunk else np.int32(steps)
 
-    def initial_state(self, model_arrays, carried=None, model_state=None) -> dict:
+    def initial_state(self, model_arrays, carried=None, model_state=None, stopped=None) -> dict:
         """The state a segment starts from: the model, fresh slots (a carried-in optimizer state
-        `(signature, opt_state)` in its slot), the first row, step 0, the model state if any."""
+        `(signature, opt_state)` in its slot), the first row, step 0, the model state if any; with
+        items, each item's stop `reason` (`stopped`: the items a non-finite loss stopped before)."""
         shared = self._shared()
         slots = shared["slots"]
         if carried is not None and carried[0] in self.signature.signatures:
@@ -239,6 +277,8 @@ class Program:
         state = {"leaves": tuple(model_arrays), "slots": slots, "phase": shared["start"], "step": shared["start"]}
         if self.stateful:
             state["model_state"] = model_state
+        if self.items is not None:
+            state["reason"] = np.where(stopped, C.NONFINITE, C.COMPLETED).astype(np.int32)
         return state
 
     def slot_opt(self, slots, index: int):
@@ -254,8 +294,9 @@ class Program:
         """Per signature, a fresh slot on the host: a zero optimizer state and an empty `loss_change` window."""
         import jax
 
+        lead = () if self.items is None else (self.items.size,)
         return [
-            {"opt": jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes), "ring": C.empty_ring(sig.over)}
+            {"opt": jax.tree_util.tree_map(lambda s: np.zeros(lead + s.shape, s.dtype), shapes), "ring": np.broadcast_to(C.empty_ring(sig.over), lead + (sig.over,))}
             for sig, shapes in zip(self.signature.signatures, self.slot_shapes)
         ]
 
@@ -275,19 +316,20 @@ class Program:
 _CACHE: dict[tuple, Program] = {}
 
 
-def compiled(signature: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays, model_state=None) -> Program:
+def compiled(signature: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays, model_state=None, items: Items | None = None) -> Program:
     """The (cached) segment program for `signature`, `loss_fn`, the static parts of model and data,
-    the shapes and dtypes of their arrays and the model state's (None without one).
+    the shapes and dtypes of their arrays and the model state's (None without one), and the
+    items it runs at once (None: one fit; the arrays then have their leading items axis).
 
     The shapes are part of the key because the program is built for them (its fresh optimizer
     slots, its loss's output): one schedule run on a wider model of the same class needs its own."""
     import jax
 
     state_key = None if model_state is None else (jax.tree_util.tree_structure(model_state), _avals(jax.tree_util.tree_leaves(model_state)))
-    key = (signature, loss_fn, model_layout, data_layout, _avals(model_arrays), _avals(data_arrays), state_key)
+    key = (signature, loss_fn, model_layout, data_layout, _avals(model_arrays), _avals(data_arrays), state_key, items)
     program = _CACHE.get(key)  # (one lookup: hashing a long segment's signature takes ~10 us)
     if program is None:
-        program = _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays, data_arrays, model_state)
+        program = _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays, data_arrays, model_state, items)
     return program
 
 
@@ -299,11 +341,21 @@ def cache_size() -> int:
     return len(_CACHE)
 
 
-def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays, model_state) -> Program:
+def _one_item(arrays, batched: bool) -> tuple:
+    """The shapes and dtypes one item sees of `arrays` (without their leading items axis when `batched`)."""
+    import jax
+
+    return tuple(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in arrays) if batched else tuple(arrays)
+
+
+def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, model_arrays, data_arrays, model_state, items: Items | None) -> Program:
     import jax
 
     stateful = model_state is not None
     output = _loss_output(loss_fn, model_layout, data_layout, stateful)
+    # the program is written for one fit; with items, it is vmapped over them below
+    model_arrays = _one_item(model_arrays, items is not None)
+    data_arrays = _one_item(data_arrays, items is not None and items.data)
 
     # a leaf index (in the flattened model) -> its position among the array leaves
     position = {leaf: i for i, leaf in enumerate(k for k, s in enumerate(model_layout.static) if s is None)}
@@ -316,8 +368,9 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         for sig in segment.signatures
     )
     keeps_ema = tuple(O.ema_of(shapes) is not None for shapes in slot_shapes)
-    packing = SlotPacking.of([{"opt": shapes, "ring": C.empty_ring(sig.over)} for sig, shapes in zip(segment.signatures, slot_shapes)])
-    branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema) for b in segment.branches]
+    # (items: the slots are few arrays with an items axis already, left as a tree)
+    packing = None if items is not None else SlotPacking.of([{"opt": shapes, "ring": C.empty_ring(sig.over)} for sig, shapes in zip(segment.signatures, slot_shapes)])
+    branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema, items is not None) for b in segment.branches]
 
     def call(state, table, root, initial_arrays, data_arrays, budget):
         import jax.numpy as jnp
@@ -359,7 +412,23 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         return state, out
 
     unfusable = _unfusable(output, model_arrays, data_arrays, model_state)
-    return Program(segment, jax.jit(call), slot_shapes, unfusable, keeps_ema, packing, stateful)
+    if items is not None:
+        call = _over_items(call, items)
+    return Program(segment, jax.jit(call), slot_shapes, unfusable, keeps_ema, packing, stateful, items)
+
+
+def _over_items(call: Callable, items: Items) -> Callable:
+    """`call` vmapped over the items: the row and step it resumes at and the root key, budget and
+    (for a sweep) data are shared; the rest has the items axis. The row and step come back
+    unbatched (`out_axes` None: vmap refuses a batched one), so the branch switch and the phase
+    loop stay unbatched control flow."""
+    import jax
+
+    state_axes = {"leaves": 0, "slots": 0, "phase": None, "step": None, "reason": 0}
+    numbers = 0 if items.numbers else None
+    table_axes = {name: numbers if name in PER_ITEM_ROWS else None for name in ("count", "branch", "steps", "index", *PER_ITEM_ROWS)}
+    in_axes = (state_axes, table_axes, None, 0, 0 if items.data else None, None)
+    return jax.vmap(call, in_axes=in_axes, out_axes=(state_axes, 0), axis_name=ITEMS)
 
 
 def _loss_output(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, stateful: bool) -> Callable:
@@ -423,8 +492,15 @@ def _at_row(buffers, row, values):
     return jax.tree_util.tree_map(lambda buffer, value: buffer.at[row].set(value), buffers, values)
 
 
-def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of, keeps_ema: tuple) -> Callable:
-    """One branch (see `_one_of`): run (the rest of, or as much as the buffer holds of) one phase."""
+def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of, keeps_ema: tuple, items: bool) -> Callable:
+    """One branch (see `_one_of`): run (the rest of, or as much as the buffer holds of) one phase.
+
+    With `items` (the program is vmapped over them: see `Items`), each item carries its stop
+    `reason` in the phase so far: at a row's start only a non-finite loss carries over (that
+    item sits out the rest), and an item whose reason is not COMPLETED keeps its values and runs
+    no steps (a stop rule's loop already skips it; the bare loop would not, so its results are
+    put back). The row's steps taken and whether it is over are the same for every item: the
+    most steps any item ran, and whether every item's row is over."""
     import jax
     import jax.numpy as jnp
 
@@ -465,6 +541,8 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         )
         count = jnp.minimum(table["steps"][row] - first, budget - at)
         stop = {"ring": ring, "reason": jnp.int32(C.COMPLETED)}
+        if items:
+            stop["reason"] = jnp.where((first > 0) | (state["reason"] == C.NONFINITE), state["reason"], jnp.int32(C.COMPLETED))
         if "model_state" in state:  # (run_steps then calls the loss with it, and returns the new one)
             stop["model_state"] = state["model_state"]
         keys = minibatch.phase_key_pair(root, table["index"][row]) if with_keys else (None, None)
@@ -473,10 +551,13 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             logs["aux"] = out["aux"]
         if signature.plateaus:
             logs["plateau_scale"] = out["plateau"][branch.signature]
+        before = (jnp.int32(0), free_of(signature, leaves), opt, stop, logs)
         ran, free, opt, stop, logs = C.run_steps(
             signature, loss_fn, model_layout, data_layout, free_of(signature, leaves), opt, stop, leaves, first, count,
             table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at,
         )
+        if items:  # an item that had stopped: its values as they were, no steps
+            ran, free, opt, stop, logs = _where(before[3]["reason"] == C.COMPLETED, (ran, free, opt, stop, logs), before)
         def written(values):
             """The model's leaves with the free parameters' `values` written in (shared copies too)."""
             new = list(leaves)
@@ -490,9 +571,15 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         reason = stop["reason"]
         end = first + ran
         over = (end >= table["steps"][row]) | (reason != C.COMPLETED)
+        taken = ran
+        if items:  # one row, one step counter for every item
+            taken, over = jax.lax.pmax(ran, ITEMS), jax.lax.pmin(over.astype(jnp.int32), ITEMS).astype(bool)
+            end = first + taken
         slots = list(state["slots"])
         slots[branch.signature] = {"opt": opt, "ring": stop["ring"]}
         state = dict(state, leaves=tuple(leaves), slots=tuple(slots), phase=row + over.astype(jnp.int32), step=jnp.where(over, 0, end).astype(jnp.int32))
+        if items:
+            state["reason"] = reason
         # every branch returns the same outputs: those it does not write pass through
         out = dict(
             out,
@@ -508,6 +595,15 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         if "model_state" in state:
             state["model_state"] = stop["model_state"]
             out["states"] = _at_row(out["states"], row, stop["model_state"])
-        return state, out, at + ran, reason == C.NONFINITE
+        # a non-finite loss halts a single fit's call (the run stops); with items it stops its item only
+        return state, out, at + taken, jnp.bool_(False) if items else reason == C.NONFINITE
 
     return run
+
+
+def _where(keep, new, old):
+    """`new` where `keep` (one item's scalar) is true, else `old` (the same pytree)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, old)

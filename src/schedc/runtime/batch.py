@@ -23,6 +23,7 @@ from schedc.compiler import chunk as C
 from schedc.runtime import distributed
 from schedc.runtime.runner import (
     CompileClock,
+    Deferred,
     PhaseHistory,
     PhaseResult,
     Result,
@@ -40,11 +41,12 @@ DATASETS, SETTINGS = "datasets", "settings"
 
 
 def _stop_at_nonfinite(stop: dict, chunk_losses: np.ndarray, done_before: int) -> dict:
-    """Each dataset whose chunk met a non-finite loss stops at it (the single-fit rule, per dataset)."""
+    """Each dataset whose chunk met a non-finite loss stops at it (the single-fit rule, per dataset;
+    one the device already stopped for it, a fused segment's, keeps that step)."""
     done = np.asarray(stop["done"])
     ran = (np.arange(chunk_losses.shape[1])[None, :] < (done - done_before)[:, None]) & (done > done_before)[:, None]
     bad = ~np.isfinite(chunk_losses) & ran
-    hit = bad.any(axis=1) & (np.asarray(stop["reason"]) == C.COMPLETED)
+    hit = bad.any(axis=1)
     if not hit.any():
         return stop
     stop = dict(stop)
@@ -83,8 +85,8 @@ class BatchedPhaseResult:
     wall_time: float
     compile_time: float
     compiles: int
-    model: Any = None  # every array leaf with the leading dataset axis
-    ema_model: Any = None  # with `ema D`, batched like `model`
+    model: Any = Deferred()  # every array leaf with the leading dataset axis (a `Later` from a fused segment)
+    ema_model: Any = Deferred()  # with `ema D`, batched like `model`
 
     def dataset(self, i: int, take=lambda tree: tree) -> PhaseResult:
         """Dataset i's phase; `take` slices its models out of the batch."""
@@ -133,6 +135,11 @@ def _keep(mask: np.ndarray, old, new):
     return jax.tree_util.tree_map(pick, old, new)
 
 
+def _not_run(stopped: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-step `values` ([items, steps]) with NaN for the `stopped` items."""
+    return np.where(stopped[:, None], np.nan, values).astype(values.dtype)
+
+
 def _size(tree) -> int:
     import jax
 
@@ -151,15 +158,31 @@ class BatchedRunner(Runner):
 
     AXIS = DATASETS
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, fuse=False, **kw)  # fused segments are single fits only (docs/runtime.md)
+    def __init__(self, *a, fuse: bool = True, **kw):
+        super().__init__(*a, fuse=fuse, **kw)
         import equinox as eqx
+
+        from schedc.compiler.segment import Items
 
         # a state given as data would reach the loss as data; a program's own (its model came as `(model, state)`) is not carried
         if self.model_state is not None or any(isinstance(v, eqx.nn.State) for v in self.kwargs.values()):
             raise TypeError(NO_STATE)
         self.size = self._batch_size()
         self.dead = np.zeros(self.size, bool)  # datasets a non-finite loss stopped: they sit out the rest of the run
+        # fused segments run vmapped over the items (segment.Items); across processes each holds only
+        # its items' outputs, which the fused runner's host reads do not gather: phase by phase there
+        self.items = Items(self.size, data=self.AXIS == DATASETS, numbers=self.AXIS == SETTINGS)
+        self.fuse = fuse and self.processes == 1
+
+    def stopped_items(self) -> np.ndarray:
+        return self.dead
+
+    def segment_phase_result(self, phase, prepared, losses, scales, done, reasons, model, wall: float, clock: CompileClock) -> BatchedPhaseResult:
+        """A phase a fused segment ran (runtime/fused.py), from its per-item losses ([items, steps],
+        NaN past each item's `done`), plateau scales, steps and stop `reasons`: read as a chunk is
+        (an item's first non-finite loss ends its phase there), then as a phase is."""
+        stop = _stop_at_nonfinite({"done": np.asarray(done), "reason": np.asarray(reasons)}, losses, done_before=0)
+        return self._phase_result(phase, prepared, [losses], scales, stop, model, wall, clock, {})
 
     def broadcast(self, model):
         """`model` with every array leaf repeated along a new leading dataset axis."""
@@ -196,16 +219,18 @@ class BatchedRunner(Runner):
         return stop
 
     def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int):
-        """A dataset stopped before this chunk keeps its state, whatever the chunk computed; one
-        that met a non-finite loss in it stops there. The phase is over when every dataset stopped."""
-        free, opt_state, stop, chunk_losses = out
+        """A dataset stopped before this chunk keeps its state, whatever the chunk computed, and
+        logs no aux metrics (NaN, as for steps not run); one that met a non-finite loss in it stops
+        there. The phase is over when every dataset stopped."""
+        free, opt_state, stop, chunk_losses, aux_values = out
         # per-item values: sharded like the items, which may sit on other processes
         stop, chunk_losses = distributed.host_tree(stop), distributed.host_array(chunk_losses)[:, :n_active]
         stopped = np.asarray(before[2]["reason"]) != C.COMPLETED
         if stopped.any():
             free, opt_state, stop = _keep(stopped, before, (free, opt_state, stop))
+            aux_values = {name: _not_run(stopped, distributed.host_array(v)) for name, v in aux_values.items()}
         stop = _stop_at_nonfinite(stop, chunk_losses, done_before=step0)
-        return free, opt_state, stop, chunk_losses, bool(np.all(np.asarray(stop["reason"]) != C.COMPLETED))
+        return free, opt_state, stop, chunk_losses, aux_values, bool(np.all(np.asarray(stop["reason"]) != C.COMPLETED))
 
     def _phase_result(self, phase, prepared, losses, scales, stop, model, wall: float, clock: CompileClock, starts: dict) -> BatchedPhaseResult:
         del starts  # optax objects' carried schedule states: a batched fit logs only the fed hyperparameters
@@ -213,6 +238,8 @@ class BatchedRunner(Runner):
         reasons = np.asarray(stop["reason"])
         self.dead |= reasons == C.NONFINITE
         loss_arr = np.concatenate(losses, axis=1) if losses else np.zeros((self.size, 0), np.float32)
+        # as long as the longest-running item (a chunk that ran past every item's stop adds no steps)
+        loss_arr = loss_arr[:, : int(done.max(initial=0))]
         # plateau scales follow each item's losses
         hyper_arr = with_scales(self._scheduled(prepared, loss_arr.shape[1]), scales)
         # steps a dataset did not run hold NaN (the chunk leaves them unwritten)
@@ -240,11 +267,11 @@ class BatchedRunner(Runner):
         """No exception for a non-finite loss: that dataset stopped, its reason says why."""
 
 
-def run_batched(program, loss_fn, args, kwargs, *, batched_model: bool = False, chunk: int | None = None) -> BatchedResult:
+def run_batched(program, loss_fn, args, kwargs, *, batched_model: bool = False, chunk: int | None = None, fuse: bool = True) -> BatchedResult:
     """Fit `program` to B datasets at once (see `Program.run_batched`)."""
     if program.model is None:
         raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-    runner = BatchedRunner(program.plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=True, source=program.source, state=program.state)
+    runner = BatchedRunner(program.plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=True, source=program.source, state=program.state, fuse=fuse)
     if chunk is None:
         runner.chunk = chunk_for(runner.size)
     model = strong_types(program.model) if batched_model else runner.broadcast(program.model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -57,30 +57,40 @@ def run_segment(runner, start: int, end: int, model, progress=None) -> list[Phas
         raise
 
 
-# (plan phases, tree, start, end, chunk, window, previous signature) -> (prepared phases, segment signature, table)
+# (plans' phases, tree, start, end, chunk, window, previous signature) -> (prepared phases, segment signature, table)
 _PLANS: OrderedDict = OrderedDict()
 _PLANS_KEPT = 64
 
 
 def _segment_plan(runner, start: int, end: int):
     """The segment's prepared phases, signature and table: built once per program and reused by
-    its later runs (keyed by the identity of the plan's phases, which a Program keeps)."""
+    its later runs (keyed by the identity of the plans' phases, which a Program keeps)."""
     phases = runner.plan.phases
+    every = tuple(plan.phases for plan in runner.segment_plans())  # a sweep: every setting's
     # (the data's sharding goes in minibatched phases' signatures: data sharded anew makes a new plan)
-    key = (id(phases), id(runner.leaves_source), start, end, runner.chunk, runner.window, runner.state.signature, minibatch.row_shardings(runner.data_arrays))
+    key = (tuple(map(id, every)), id(runner.leaves_source), start, end, runner.chunk, runner.window, runner.state.signature, minibatch.row_shardings(runner.data_arrays))
     entry = _PLANS.get(key)
-    if entry is not None and entry[0] is phases and entry[1] is runner.leaves_source:
+    if entry is not None and all(a is b for a, b in zip(entry[0], every)) and entry[1] is runner.leaves_source:
         _PLANS.move_to_end(key)
         return entry[2]
     import jax
 
     prepared = [runner.prepare_phase(p) for p in phases[start:end]]
-    signature, table = S.plan(phases[start:end], prepared, runner.state.signature, runner.leaves, runner.window, runner.chunk)
+    planned = [S.plan(own[start:end], [_one_setting(p, i, len(every)) for p in prepared], runner.state.signature, runner.leaves, runner.window, runner.chunk) for i, own in enumerate(every)]
+    signature = planned[0][0]
+    if any(other != signature for other, _ in planned):  # settings whose inits differ in structure: phase by phase
+        raise NotFused()
+    table = planned[0][1] if len(planned) == 1 else S.stacked([t for _, t in planned])
     value = (prepared, signature, jax.device_put(table))  # on the device once, not at every call
-    _PLANS[key] = (phases, runner.leaves_source, value)
+    _PLANS[key] = (every, runner.leaves_source, value)
     if len(_PLANS) > _PLANS_KEPT:
         _PLANS.popitem(last=False)
     return value
+
+
+def _one_setting(prepared: C.PreparedPhase, i: int, settings: int) -> C.PreparedPhase:
+    """Setting i's own numbers of a phase prepared for `settings` settings (stacked when more than one)."""
+    return prepared if settings == 1 else replace(prepared, numbers=prepared.numbers[i], stop_numbers=prepared.stop_numbers[i])
 
 
 @dataclass
@@ -104,7 +114,7 @@ def _segment(runner, start: int, end: int, model) -> tuple[Segment, tuple]:
     else:
         model_arrays, model_layout = C.split(strong_types(model))
     prepared, signature, table = _segment_plan(runner, start, end)
-    program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays, runner.model_state)
+    program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays, runner.model_state, runner.items)
     if program.unfusable:
         raise NotFused(loss=True)
     slots = [signature.signatures.index(p.signature) for p in prepared]
@@ -117,9 +127,11 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
     with CompileClock() as clock:
         segment, model_arrays = _segment(runner, start, end, model)
         previous = runner.state.signature
-        state = segment.program.initial_state(model_arrays, (previous, runner.state.opt_state) if previous is not None else None, runner.model_state)
+        carried = (previous, runner.state.opt_state) if previous is not None else None
+        state = segment.program.initial_state(model_arrays, carried, runner.model_state, runner.stopped_items())
         state, found = _calls(segment, state, runner.key, runner.begun.arrays, runner.data_arrays, runner, progress)
-    results = _results(segment, *found, time.perf_counter() - started, clock)
+    wall = time.perf_counter() - started
+    results = _item_results(runner, segment, *found, wall, clock) if segment.program.items else _results(segment, *found, wall, clock)
     if not results:  # a signal came before the first phase ended
         return results
     last = len(results) - 1
@@ -167,11 +179,14 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
             raise
         program.ran = True
         counts = np.asarray(out["counts"])  # (two reads, not jax.device_get's tree walk)
-        found = {"losses": np.asarray(out["losses"]), "ran": counts[:window], "reason": counts[window : 2 * window]}
+        # with items, a leading items axis: per item its steps and reasons (the row and step are shared);
+        # a row's steps in the call's buffers are the most any item ran
+        ran = counts[..., :window]
+        found = {"losses": np.asarray(out["losses"]), "ran": ran if ran.ndim == 1 else ran.max(axis=0), "ran_items": ran, "reason": counts[..., window : 2 * window]}
         found["aux"] = {name: np.asarray(values) for name, values in out["aux"].items()}
         scales = [None if b is None else np.asarray(b) for b in out["plateau"]]
         found["plateau"] = [scales[slot] for slot in segment.slots]  # per row: its signature's scales
-        row, step = int(counts[-2]), int(counts[-1])
+        row, step = int(counts.flat[-2]), int(counts.flat[-1])
         _collect(found, first_row, row, step, pieces, reasons)
         models.extend((out, r) for r in range(first_row, row))
         broken = _first_nonfinite_row(found, first_row)
@@ -183,7 +198,9 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         bar.advance(pieces, first_row, row + (step > 0))
         if not pace.steady:  # (a watched run's calls are sized by their time)
             pace.observe(int(np.sum(found["ran"])))
-        if len(models) == len(phases) or (models and reasons[len(models) - 1] == C.NONFINITE) or owner.stop_signal is not None:
+        # (with items, a non-finite loss stops its item only: the call goes on)
+        halted = program.items is None and models and reasons[len(models) - 1] == C.NONFINITE
+        if len(models) == len(phases) or halted or owner.stop_signal is not None:
             return state, (pieces, reasons, models)
 
 
@@ -204,20 +221,22 @@ class _Pieces:
     """What the calls of a segment logged per step for one phase: losses, aux metrics, plateau scales."""
 
     def __init__(self):
-        self.losses: list[np.ndarray] = []
+        self.losses: list[np.ndarray] = []  # [..., steps] pieces (a leading items axis with items)
         self.aux: dict[str, list[np.ndarray]] = {}
-        self.scales: list[np.ndarray] = []  # [steps, plateaus] pieces, for a phase with plateaus
+        self.scales: list[np.ndarray] = []  # [..., steps, plateaus] pieces, for a phase with plateaus
+        self.done = 0  # with items, the steps each item ran (an item's pieces hold NaN past them)
 
-    def add(self, out: dict, row: int, at: int, ran: int) -> None:
-        self.losses.append(out["losses"][at : at + ran])
+    def add(self, out: dict, row: int, at: int, ran: int, ran_items) -> None:
+        self.losses.append(out["losses"][..., at : at + ran])
         for name, values in out["aux"].items():
-            self.aux.setdefault(name, []).append(values[at : at + ran])
+            self.aux.setdefault(name, []).append(values[..., at : at + ran])
         if out["plateau"][row] is not None:
-            self.scales.append(out["plateau"][row][at : at + ran])
+            self.scales.append(out["plateau"][row][..., at : at + ran, :])
+        self.done = self.done + ran_items
 
     @property
     def steps(self) -> int:
-        return sum(len(p) for p in self.losses)
+        return sum(p.shape[-1] for p in self.losses)
 
 
 def _collect(out: dict, first_row: int, row: int, step: int, pieces: list, reasons: list) -> None:
@@ -227,8 +246,9 @@ def _collect(out: dict, first_row: int, row: int, step: int, pieces: list, reaso
     touched = row if step > 0 else row - 1
     for r in range(first_row, min(touched, len(pieces) - 1) + 1):
         ran = int(out["ran"][r])
-        pieces[r].add(out, r, at, ran)
-        reasons[r] = int(out["reason"][r])
+        pieces[r].add(out, r, at, ran, out["ran_items"][..., r])
+        reason = out["reason"][..., r]
+        reasons[r] = int(reason) if reason.ndim == 0 else reason
         at += ran
 
 
@@ -252,9 +272,10 @@ class _Bar:
             self.progress.advance(self.tasks[row], done, last)
 
 
-def _snapshot(layout: C.Layout, buffers: tuple, row: int) -> Later:
-    """The model after the phase of table row `row`, sliced out of the device buffers when read."""
-    return Later(lambda: layout.rebuild([buffer[row] for buffer in buffers]))
+def _snapshot(layout: C.Layout, buffers: tuple, row: int, items: bool = False) -> Later:
+    """The model after the phase of table row `row`, sliced out of the device buffers when read
+    (with `items`, the buffers' second axis is the row's: every item's model)."""
+    return Later(lambda: layout.rebuild([buffer[:, row] if items else buffer[row] for buffer in buffers]))
 
 
 def _results(segment: Segment, pieces, reasons, models, wall: float, clock: CompileClock) -> list[PhaseResult]:
@@ -285,6 +306,31 @@ def _results(segment: Segment, pieces, reasons, models, wall: float, clock: Comp
         if pieces[row].aux:  # the means over the chunks a phase-by-phase run calls (see AuxLog)
             aux = AuxLog()
             aux.add_per_step({name: np.concatenate(v) for name, v in pieces[row].aux.items()}, len(phase_losses), prep.signature.chunk)
+            result.aux_steps, result.aux = aux.history()
+        results.append(result)
+    return results
+
+
+def _item_results(runner, segment: Segment, pieces, reasons, models, wall: float, clock: CompileClock) -> list:
+    """One batched phase result per finished phase of a segment run with items, made by the
+    runner (`segment_phase_result`) as a phase-by-phase batched run makes it; wall time and
+    compiles are shared as `_results` shares them, the models and EMA models read lazily."""
+    total = sum(p.steps for p in pieces[: len(models)]) or 1
+    results = []
+    for row, (phase, prep) in enumerate(zip(segment.phases[: len(models)], segment.prepared)):
+        piece = pieces[row]
+        out, at = models[row]
+        losses = np.concatenate(piece.losses, axis=-1)
+        scales = [np.concatenate(piece.scales, axis=-2)] if piece.scales else []
+        share = wall * piece.steps / total
+        result = runner.segment_phase_result(
+            phase, prep, losses, scales, piece.done, reasons[row], _snapshot(segment.model_layout, out["snapshots"], at, items=True), share, clock if row == 0 else CompileClock()
+        )
+        if segment.keeps_ema[row]:
+            result.ema_model = _snapshot(segment.model_layout, out["ema"], at, items=True)
+        if piece.aux:  # per item, the means over the chunks a phase-by-phase run calls (see AuxLog)
+            aux = AuxLog()
+            aux.add_per_step({name: np.concatenate(v, axis=-1) for name, v in piece.aux.items()}, losses.shape[-1], prep.signature.chunk)
             result.aux_steps, result.aux = aux.history()
         results.append(result)
     return results

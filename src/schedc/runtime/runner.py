@@ -44,7 +44,7 @@ class Later:
         self.compute = compute
 
 
-class _Deferred:
+class Deferred:
     """A dataclass field that may be set to a `Later`, resolved (once) when read."""
 
     def __set_name__(self, owner, name):
@@ -75,15 +75,15 @@ class PhaseResult:
     wall_time: float
     compile_time: float
     compiles: int
-    model: Any = _Deferred()  # the model after the phase (given as a `Later` by fused segments)
-    ema_model: Any = _Deferred()  # with `ema D`: the model with its free parameters replaced by their moving average (a `Later` in fused segments)
+    model: Any = Deferred()  # the model after the phase (given as a `Later` by fused segments)
+    ema_model: Any = Deferred()  # with `ema D`: the model with its free parameters replaced by their moving average (a `Later` in fused segments)
     steps_per_epoch: int | None = None  # with minibatches or a length in epochs
     aux: dict[str, np.ndarray] = field(default_factory=dict)  # the loss's aux metrics: one mean per chunk (see AuxLog)
     aux_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # steps done at the end of each chunk
     metrics: dict[str, np.ndarray] = field(default_factory=dict)  # evaluation metrics: one value per evaluation
     eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # phase-local steps done at each evaluation
     best_step: int | None = None  # `keep best`: the evaluation whose weights were restored
-    state: Any = _Deferred()  # with a model state (`state=`, an eqx.nn.State): the state after the phase (a `Later` in fused segments)
+    state: Any = Deferred()  # with a model state (`state=`, an eqx.nn.State): the state after the phase (a `Later` in fused segments)
 
     @property
     def final_loss(self) -> float:
@@ -559,7 +559,7 @@ class RunnerState:
 
     phase: int | None = None
     signature: C.PhaseSignature | None = None
-    opt_state: Any = _Deferred()  # (a `Later` after a fused segment)
+    opt_state: Any = Deferred()  # (a `Later` after a fused segment)
 
 
 
@@ -630,6 +630,7 @@ class Runner:
         self.model_state = strong_types(state) if state is not None else None
         self.feed = None  # the running phase's feed (a stream.Feed of streamed batches, or stream.Resident), or None
         self.segment = None  # the last fused segment run (a fused.Segment): a run that was one segment can be replayed
+        self.items = None  # a segment.Items when the runner fits many at once (batch.BatchedRunner), else None
 
     def begin(self, model) -> None:
         """Record the model before the schedule: what `init = reset` restores, and its constrained nodes."""
@@ -770,8 +771,8 @@ class Runner:
                 if exhausted := n_active == 0:  # a one-shot iterator ran out
                     break
                 before = (free, opt_state, stop)
-                *out, aux_values, eval_log = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, data, keys, evaluation)
-                free, opt_state, stop, chunk_losses, finished = self._absorb(before, tuple(out), step0, n_active)
+                *out, eval_log = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, data, keys, evaluation)
+                free, opt_state, stop, chunk_losses, aux_values, finished = self._absorb(before, tuple(out), step0, n_active)
                 losses.append(chunk_losses)
                 done = step0 + chunk_losses.shape[-1]
                 self.feed.done = done
@@ -839,11 +840,12 @@ class Runner:
         return dict(_fresh_stop(signature))
 
     def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int):
-        """Read one chunk call's outputs: (free, opt_state, stop, the losses of the steps run, phase over?).
+        """Read one chunk call's outputs: (free, opt_state, stop, the losses of the steps run, the
+        aux metrics per step, phase over?).
 
         A non-finite loss ends the phase (and the run) at its step; the stop state then says so.
         """
-        free, opt_state, stop, chunk_losses = out
+        free, opt_state, stop, chunk_losses, aux_values = out
         done, reason = int(np.asarray(stop["done"])), int(np.asarray(stop["reason"]))  # (jax.device_get's tree walk cost ~50 us)
         # sliced on the host: a device slice would compile once per length
         chunk_losses = np.asarray(chunk_losses)[: done - step0]
@@ -851,7 +853,7 @@ class Runner:
         if bad is not None:
             chunk_losses, reason = chunk_losses[: bad + 1], C.NONFINITE
             stop = dict(stop, reason=np.int32(reason))
-        return free, opt_state, stop, chunk_losses, reason != C.COMPLETED
+        return free, opt_state, stop, chunk_losses, aux_values, reason != C.COMPLETED
 
     def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock, starts: dict):
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
@@ -907,6 +909,14 @@ class Runner:
                 exc.result = result
             raise
         return result
+
+    def segment_plans(self) -> list:
+        """The Plans whose numbers fill a fused segment's table: this run's (a sweep: every setting's)."""
+        return [self.plan]
+
+    def stopped_items(self):
+        """With items, those a non-finite loss stopped (they sit out the rest of the run); else None."""
+        return None
 
     def segment_end(self, start: int) -> int:
         """The end (exclusive) of the fused segment beginning at phase `start`.
@@ -982,7 +992,7 @@ class AuxLog:
         """The chunks of `chunk` steps of a phase's first `steps` steps, from its per-step `values`."""
         for start in range(0, steps, chunk):
             end = min(start + chunk, steps)
-            self.add({name: v[start:end] for name, v in values.items()}, end, end - start)
+            self.add({name: v[..., start:end] for name, v in values.items()}, end, end - start)
 
     def snapshot(self) -> tuple[dict, dict[str, np.ndarray]]:
         """What a mid-phase checkpoint keeps: (the steps and names as JSON, the means as arrays)."""

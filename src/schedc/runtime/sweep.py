@@ -86,6 +86,9 @@ class SweepRunner(BatchedRunner):
     def _batch_size(self) -> int:
         return len(self.plans)
 
+    def segment_plans(self) -> list:
+        return self.plans
+
     def _prepare(self, phase) -> C.PreparedPhase:
         """Setting 0's signature, every setting's numbers stacked; SweepError if a setting's phase
         differs in more than numbers (its step count, or anything of the signature)."""
@@ -134,9 +137,9 @@ def _applied_per_setting(program):
     return jax.jit(jax.vmap(program, in_axes=(None, 0)))
 
 
-def run_sweep(plans: list, settings: list[dict], model, tree, key, loss_fn, args, kwargs, *, chunk: int | None = None, source=None, state=None) -> SweepResult:
+def run_sweep(plans: list, settings: list[dict], model, tree, key, loss_fn, args, kwargs, *, chunk: int | None = None, source=None, state=None, fuse: bool = True) -> SweepResult:
     """Fit every setting's Plan at once (see `Program.sweep`; a model `state` is refused: batch.NO_STATE)."""
-    runner = SweepRunner(plans, tree, loss_fn, args, kwargs, key=key, chunk=chunk, quiet=True, source=source, state=state)
+    runner = SweepRunner(plans, tree, loss_fn, args, kwargs, key=key, chunk=chunk, quiet=True, source=source, state=state, fuse=fuse)
     if chunk is None:
         runner.chunk = chunk_for(runner.size)
     result = runner.run(runner.broadcast(strong_types(model)))

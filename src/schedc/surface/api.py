@@ -212,8 +212,8 @@ class Program:
         """N settings of this program's `$placeholders` and `let`s, to fit at once: `name=[values]`.
 
         Setting i takes the i-th value of every list (the lists are zipped, so they have one
-        length). Settings that differ only in numbers share one compiled program per phase
-        signature (vmapped over the settings; data shared). Returns a `surface.sweep.Sweep`;
+        length). Settings that differ only in numbers share one compiled program per fused
+        segment (vmapped over the settings; data shared), as a single run of the program does. Returns a `surface.sweep.Sweep`;
         `.run(loss_fn, *args, **kwargs)` fits it (a `runtime.sweep.SweepResult`: per-setting
         histories, `.summary()`, `.best()`). Raises `SchedError` (a ValueError) for a bad grid
         (E0701-E0703, located in the keywords rendered as `NAME=[V1, V2]`) and for a setting the
@@ -223,18 +223,20 @@ class Program:
 
         return sweep(self, from_grid(grid))
 
-    def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, **kwargs):
+    def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, fuse: bool = True, **kwargs):
         """Fit B independent datasets at once: every array in `args`/`kwargs` has a leading axis of B.
 
-        One compiled program per phase signature, vmapped over the datasets; stop rules
-        act per dataset; a non-finite loss stops only its dataset. The model is repeated
-        B times, or, with `batched_model=True`, already has the leading axis (one model
-        per dataset). Returns a `batch.BatchedResult` (`.model`, `.models` batched;
-        `.phase_losses[k]` of shape (B, steps), NaN past a dataset's stop; `.dataset(i)`).
+        Consecutive phases run as one fused segment program vmapped over the datasets, as a
+        single run fuses them (`fuse=False`: one vmapped program per phase signature, phase by
+        phase; the same results); stop rules act per dataset; a non-finite loss stops only its
+        dataset. The model is repeated B times, or, with `batched_model=True`, already has the
+        leading axis (one model per dataset). Returns a `batch.BatchedResult` (`.model`,
+        `.models` batched; `.phase_losses[k]` of shape (B, steps), NaN past a dataset's stop;
+        `.dataset(i)`).
         """
         from schedc.runtime.batch import run_batched
 
-        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk)
+        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk, fuse=fuse)
 
 
 def _read(text_or_path) -> tuple[str | bytes, str, Path, Source | None]:

@@ -32,8 +32,10 @@ class Sweep:
     def __len__(self) -> int:
         return len(self.settings)
 
-    def run(self, loss_fn, *args, chunk: int | None = None, **kwargs) -> SweepResult:
+    def run(self, loss_fn, *args, chunk: int | None = None, fuse: bool = True, **kwargs) -> SweepResult:
         """Fit every setting at once: `loss_fn(model, *args, **kwargs)` as `Program.run` takes it.
+        Consecutive phases run as one fused segment program vmapped over the settings
+        (`fuse=False`: phase by phase, one vmapped program per phase signature; the same results).
 
         Returns a `sweep.SweepResult`: per-setting histories (`phase_losses[k]` of shape
         (settings, steps)), models with a leading settings axis, `.setting(i)` as a single
@@ -44,7 +46,7 @@ class Sweep:
         program = self.program
         if program.model is None:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-        return run_sweep(self.plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source, state=program.state)
+        return run_sweep(self.plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source, state=program.state, fuse=fuse)
 
 
 @dataclass(frozen=True)

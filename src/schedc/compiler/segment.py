@@ -27,6 +27,7 @@ The state carried from phase to phase and from call to call is a dict:
 | `slots` | per phase signature: its optimizer state `opt` and its `loss_change` window `ring` |
 | `phase`, `step` | where the next call resumes: a table row and a step within that phase |
 | `model_state` | with a model state (`state=`, an `eqx.nn.State`): the state after the last step run |
+| `reason` | with `Items` (many fits at once, vmapped): each item's stop reason in the current phase |
 
 State added later is one more key: initialised in `Program.initial_state`, read and written
 in `_branch` (per phase signature, it goes in the slot dicts instead). An `ema D` and a
@@ -36,6 +37,10 @@ of the loss (`aux`: a phase's means per chunk are taken on the host, as a phase-
 are) and each plateau's scale (`plateau`, one buffer per signature that has any); per table
 row, the model after the phase (`snapshots`), the model with its free parameters replaced by
 their moving average (`ema`, for phases keeping one) and the model state (`states`).
+
+A batched fit's datasets and a sweep's settings run the same program `jax.vmap`ped over them
+(`Items`): everything above gains a leading items axis except the row and step counters and
+what decides the branch, which stay shared so the `switch` stays a switch (see `Items`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 `Program.run_batched(loss_fn, *args, **kwargs)` takes data whose every array
 has a leading dataset axis of length B and fits B copies of the model at once:
-each phase's chunk function (the same one a single fit compiles) is
-`jax.vmap`ped over that axis. Stop rules are per dataset: the chunk's while
+consecutive phases run as fused segments, each segment's program (the same one a
+single fit compiles) `jax.vmap`ped over that axis (runtime/fused.py, `segment.Items`);
+with `fuse=False`, or where a segment is cut, each phase's chunk function is
+vmapped instead. Stop rules are per dataset: the chunk's while
 loop, vmapped, keeps stepping until every dataset has stopped, and a stopped
 dataset's parameters, optimizer state and histories no longer change. A
 non-finite loss stops that dataset only (its stop reason says so); the others

@@ -5,6 +5,11 @@ every phase is done (one call, unless a phase runs past the loss buffer) and tur
 into the same `PhaseResult`s a phase-by-phase run returns: the same losses, stop reasons,
 models and (lazily computed) hyperparameter logs, bit for bit on CPU
 (tests/test_fused.py). Which phases form a segment is `Runner.segment_end`'s rule.
+
+A batched fit or a sweep (`runner.items`) runs the segment program vmapped over its items: the
+outputs read here then have a leading items axis, and the runner makes the batched phase
+results (`BatchedRunner.segment_phase_result`) as its phase-by-phase path does
+(tests/test_fused_items.py).
 """
 
 from __future__ import annotations

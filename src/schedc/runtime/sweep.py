@@ -3,10 +3,12 @@
 A setting gives values to `$placeholders` and `let`s (`Program.sweep(lr=[...])`); each
 setting resolves to its own Plan (schedc.surface.sweep). Settings that differ only in
 numbers — learning rates, schedule waypoints, optimizer arguments, stop thresholds, init
-values — have phases of equal signatures, so each phase runs the chunk function a single
-fit compiles, `jax.vmap`ped over the settings: the numbers, the free values, the optimizer
-and stop states and the model have a leading settings axis; data is shared. This is the
-batched runner of `batch.py` with its batch axis over numbers instead of datasets: stop rules
+values — have phases of equal signatures, so each fused segment runs the program a single
+fit compiles (each phase, with `fuse=False`: its chunk function), `jax.vmap`ped over the
+settings: the numbers (each setting's own Plan fills its rows of the segment's table), the
+free values, the optimizer and stop states and the model have a leading settings axis; data
+is shared. This is the batched runner of `batch.py` with its batch axis over numbers instead
+of datasets: stop rules
 act per setting, a non-finite loss stops only its setting, and every setting's histories
 match a single fit of that setting (to rounding).
 """

@@ -208,32 +208,39 @@ def test_a_sweep_in_small_calls_changes_nothing(swept):
         assert bits(a.losses) == bits(b.losses)
 
 
-def test_the_branch_switch_stays_a_switch_under_vmap(swept):
-    """The row index is unbatched: vmap keeps the segment's branch `switch` (a `cond` with one
-    branch per phase kind) instead of running every branch and selecting (what a batched index
-    would make of it), and the row and step come back unbatched."""
+def test_the_phase_loop_and_branch_dispatch_stay_unbatched_under_vmap(swept):
+    """The row index is unbatched: under vmap the phase loop's condition and the branch dispatch
+    (one run-at-most-once loop, or a `cond`, per phase kind) stay scalar control flow, where a
+    per-item row would make vmap run every branch for every item and select; only the step loops
+    of phases with stop rules have a per-item condition. The row and step come back unbatched."""
     sweep, _, _, _ = swept
-    runner_program = next(p for key, p in segment._CACHE.items() if p.items is not None and p.items.size == B and len(p.signature.branches) == 3)
-    found = []
+    program = next(p for p in segment._CACHE.values() if p.items is not None and p.items.size == B and len(p.signature.branches) == 3)
+    found = []  # (depth in loops, what: "while" or "cond", shape of its predicate or index)
 
-    def walk(jaxpr):
+    def walk(jaxpr, depth):
         for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "cond":
-                found.append(len(eqn.params["branches"]))
+            if eqn.primitive.name == "while":
+                found.append((depth, "while", eqn.params["cond_jaxpr"].out_avals[0].shape))
+            elif eqn.primitive.name == "cond":
+                found.append((depth, "cond", eqn.invars[0].aval.shape))
+            inner = depth + (eqn.primitive.name == "while")
             for value in eqn.params.values():
                 for sub in value if isinstance(value, (tuple, list)) else [value]:
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns"):
-                        walk(inner)
+                    sub = getattr(sub, "jaxpr", sub)
+                    if hasattr(sub, "eqns"):
+                        walk(sub, inner)
 
-    state, table, arrays, data = _inputs(sweep, runner_program)
-    walk(jax.make_jaxpr(runner_program.call)(state, table, jax.random.key(0), arrays, data, np.int32(8)).jaxpr)
-    assert found.count(3) == 1  # the branch switch, kept
-    out_state, _ = runner_program.call(state, table, jax.random.key(0), arrays, data, np.int32(8))
+    state, table, arrays, data = _inputs(program)
+    walk(jax.make_jaxpr(program.call)(state, table, jax.random.key(0), arrays, data, np.int32(8)).jaxpr, 0)
+    assert [(what, shape) for depth, what, shape in found if depth == 0] == [("while", ())]  # the phase loop
+    dispatch = [shape for depth, what, shape in found if depth == 1]
+    assert len(dispatch) >= 3 and all(shape == () for shape in dispatch)
+    assert any(shape == (B,) for depth, what, shape in found if what == "while" and depth >= 2)  # per-item stop rules
+    out_state, _ = program.call(state, table, jax.random.key(0), arrays, data, np.int32(8))
     assert np.ndim(out_state["phase"]) == 0 and np.ndim(out_state["step"]) == 0
 
 
-def _inputs(sweep, program):
+def _inputs(program):
     """A call's inputs for `program` (a fused sweep's): the settings' model and a table of their rows."""
     leaves = [jnp.broadcast_to(x, (B,) + x.shape) for x in jax.tree_util.tree_leaves(model())]
     W = program.signature.window

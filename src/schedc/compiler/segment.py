@@ -563,6 +563,8 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         )
         if items:  # an item that had stopped: its values as they were, no steps
             ran, free, opt, stop, logs = _where(before[3]["reason"] == C.COMPLETED, (ran, free, opt, stop, logs), before)
+            stop["reason"] = _nonfinite_stops(stop["reason"], logs["loss"], at, ran)
+
         def written(values):
             """The model's leaves with the free parameters' `values` written in (shared copies too)."""
             new = list(leaves)
@@ -604,6 +606,17 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         return state, out, at + taken, jnp.bool_(False) if items else reason == C.NONFINITE
 
     return run
+
+
+def _nonfinite_stops(reason, losses, at: int, ran):
+    """With items: an item whose losses at `at` .. `at + ran - 1` hold a non-finite value stops
+    (NONFINITE), so it sits out the rest of the run. Looked for once per row and call, not per
+    step (a single fit's host finds it; the host cuts its history at its first one)."""
+    import jax.numpy as jnp
+
+    steps = jnp.arange(losses.shape[0])
+    bad = jnp.any(~jnp.isfinite(losses) & (steps >= at) & (steps < at + ran))
+    return jnp.where(bad & (reason == C.COMPLETED), jnp.int32(C.NONFINITE), reason)
 
 
 def _where(keep, new, old):

@@ -194,7 +194,8 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         row, step = int(counts.flat[-2]), int(counts.flat[-1])
         _collect(found, first_row, row, step, pieces, reasons)
         models.extend((out, r) for r in range(first_row, row))
-        broken = _first_nonfinite_row(found, first_row)
+        # (with items, the device stops an item at a non-finite loss: the others go on)
+        broken = _first_nonfinite_row(found, first_row) if program.items is None else None
         if broken is not None:  # the segment ends after that phase (the steps run past it are dropped)
             reasons[broken] = C.NONFINITE
             models.extend((out, r) for r in range(len(models), broken + 1))  # (it may be unfinished)

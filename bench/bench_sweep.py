@@ -4,9 +4,10 @@ The sweep varies the example's `let base` (every phase's learning rate) over N v
 geometrically from 0.005 to 0.2; the sequential baseline compiles and runs the same file once
 per value (`let base = $base`, `schedc.compile(..., base=v).run(...)`), as a user would in a
 loop. Both run in a fresh subprocess: "cold" is the first time (tracing and XLA compiles
-included), "steady" the second. Reported: the times, the speedup, the compiled programs (the
-sweep's: one vmapped chunk per phase signature, `compiler.chunk.cache_size()`; the runs': the
-fused program of the whole schedule, `compiler.segment.cache_size()`), the XLA compiles of
+included), "steady" the second. Reported: the times, the speedup, the compiled programs
+(`compiler.chunk.cache_size()` + `compiler.segment.cache_size()`: the sweep's, the fused
+program of the whole schedule vmapped over the settings, or phase by phase one vmapped chunk
+per phase signature; the runs', the fused program of the whole schedule), the XLA compiles of
 the cold pass (the steady one compiles nothing), the sweep's front-end time (`schedc.compile`
 of the file and `Program.sweep`: the settings checked and resolved, in one pass when that stands
 for checking each alone, see `schedc.lang.swept`), and the largest difference between a
@@ -76,8 +77,8 @@ def _child(size: int, which: str) -> dict:
     return {
         "cold": times[0],
         "steady": times[1],
-        # compiled programs: per-phase chunks (a sweep's, vmapped over the settings) and fused
-        # segments (a single run's: the whole schedule in one program)
+        # compiled programs: per-phase chunks (phase by phase) and fused segments (the whole
+        # schedule in one program: a single run's, or a sweep's vmapped over the settings)
         "programs": chunk.cache_size() + segment.cache_size(),
         "xla_compiles": cold_compiles,
         "steady_compiles": len(compiles) - cold_compiles,

@@ -21,7 +21,6 @@ is reported once, where it is written, with no filtering afterwards.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from schedc.check import catalog, names
 from schedc.check.catalog import ArgSpec, CallSignature
@@ -31,6 +30,7 @@ from schedc.lang.diagnostics import Diagnostic, did_you_mean
 from schedc.lang.syntax import beyond_limits, underflows
 from schedc.lang.expr import MAX_EXPR_NODES, PLATEAU, PLATEAU_TRANSFORM, constant, describe, plateau_factor, plateau_metric, tree_size
 from schedc.lang.expr import show as _show
+from schedc.lang.record import Record, record
 
 _EXPR = n.Expr.__args__  # the expression node classes
 
@@ -64,8 +64,8 @@ _EXPECTED = {
 # ---------------------------------------------------------------- roles: facts from the call site
 
 
-@dataclass(frozen=True)
-class Role:
+@record
+class Role(Record):
     """What a value is, as its place in the program says: the range its levels must lie in.
 
     `low` is inclusive, `high` exclusive (None: unbounded).

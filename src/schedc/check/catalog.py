@@ -18,16 +18,16 @@ Constraints (`check`): "positive" (> 0), "nonneg" (>= 0), "fraction" (0 <= x <= 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
+from schedc.lang.record import Record, record
 
 REQUIRED = object()
 
 
-@dataclass(frozen=True)
-class ArgSpec:
+@record
+class ArgSpec(Record):
     """One parameter of a callable: its name, kind, default (`REQUIRED` when none) and constraint."""
 
     name: str
@@ -42,8 +42,8 @@ class ArgSpec:
         return self.default is REQUIRED
 
 
-@dataclass(frozen=True)
-class CallSignature:
+@record
+class CallSignature(Record):
     """A callable of the language.
 
     `arrow` is how many waypoints the leading `a -> b [-> c]` argument takes

@@ -12,14 +12,15 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from schedc.lang.record import Record, record
 from schedc.lang.span import NO_SPAN, Span
 
 ERROR = "error"
 WARNING = "warning"
 
 
-@dataclass(frozen=True)
-class Code:
+@record
+class Code(Record):
     code: str
     severity: str
     summary: str
@@ -119,8 +120,8 @@ PYTHON_CODES = frozenset({"E0501"})
 SWEEP_CODES = frozenset({"E0701", "E0702", "E0703"})
 
 
-@dataclass(frozen=True)
-class Label:
+@record
+class Label(Record):
     """A secondary span with a short message (`--- freed here`)."""
 
     span: Span

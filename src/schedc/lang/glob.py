@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
+
+from schedc.lang.record import Record, record
 
 # identifiers as Python writes them (`σ`, `vσ_raw`): a letter or `_`, then letters, digits, `_`
 _IDENT = re.compile(r"[^\W\d]\w*\Z")
@@ -78,8 +80,8 @@ def components(path: str) -> list[str]:
 # ---------------------------------------------------------------- patterns
 
 
-@dataclass(frozen=True)
-class CompiledPattern:
+@record
+class CompiledPattern(Record):
     """A pattern's text compiled for matching (the syntax node is `nodes.Pattern`).
 
     `literal` is the one path it can match when it has no wildcard; `tail` is the

@@ -5,99 +5,36 @@ Every node is a frozen dataclass with a `span`. Spans are excluded from `==`
 whatever their layout: the formatter, the round-trip and fuzz tests rely on it.
 Nothing here knows about Lark or JAX.
 
-The classes are made by `@node`, not `@dataclass(frozen=True)`: they are real
-dataclasses (`dataclasses.fields`, `replace`, `asdict` work), but their `__init__`,
-`==`, hash, repr and frozenness come from the one base class `Node` instead of
-six methods that the standard library writes and compiles for every class at
-import (224 `exec`s, 25-30 ms of every `schedc check`; docs/performance.md).
+The classes are made by `@node`, not `@dataclass(frozen=True)`: they are records
+(schedc.lang.record), real dataclasses (`dataclasses.fields`, `replace`, `asdict`
+work) whose `__init__`, `==`, hash, repr and frozenness come from one base class
+instead of six methods that the standard library writes and compiles for every
+class at import (224 `exec`s, 25-30 ms of every `schedc check`; docs/performance.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, FrozenInstanceError, dataclass, field, fields
-from operator import attrgetter
+from dataclasses import field, fields
 from typing import Union, dataclass_transform
 
+from schedc.lang.record import Record, record
 from schedc.lang.span import NO_SPAN, Span  # noqa: F401  (re-exported: nodes.Span)
 
 
-class Node:
-    """What every node shares (see `node`): built from its fields in order, positionally or by
-    name; equal (and hashed) by the class and the fields compared (not the span); immutable."""
+class Node(Record):
+    """What every node shares: a record (schedc.lang.record) with a span, which `==` and hash leave
+    out (`compare=False`)."""
 
-    _init_names: tuple[str, ...] = ()  # the `__init__` parameters, in order
-    _defaults: dict[str, object] = {}
-    _repr_names: tuple[str, ...] = ()
     _field_names: tuple[str, ...] = ()  # every field but the span
-
-    def __init__(self, *args, **kwargs) -> None:
-        if kwargs or len(args) != len(self._init_names):
-            args = self._bind(args, kwargs)
-        self.__dict__.update(zip(self._init_names, args))  # not setattr: the node is frozen
-
-    def _bind(self, args: tuple, kwargs: dict) -> list:
-        """The arguments of a call that gave some by name or left some out, in field order."""
-        names, cls = self._init_names, type(self).__name__
-        if len(args) > len(names):
-            raise TypeError(f"{cls}() takes {len(names)} arguments but {len(args)} were given")
-        given = dict(zip(names, args))
-        for name, value in kwargs.items():
-            if name not in names:
-                raise TypeError(f"{cls}() got an unexpected keyword argument {name!r}")
-            if name in given:
-                raise TypeError(f"{cls}() got multiple values for argument {name!r}")
-            given[name] = value
-        missing = [name for name in names if name not in given and name not in self._defaults]
-        if missing:
-            raise TypeError(f"{cls}() missing required arguments: {', '.join(map(repr, missing))}")
-        return [given[name] if name in given else self._defaults[name] for name in names]
-
-    @staticmethod
-    def _key(node) -> tuple:  # replaced per class by `node`: the values of the compared fields
-        return ()
-
-    def __eq__(self, other) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key(self) == self._key(other)
-
-    def __hash__(self) -> int:
-        return hash(self._key(self))
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_names)
-        return f"{type(self).__qualname__}({shown})"
-
-    def __setattr__(self, name: str, value) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
 
 @dataclass_transform(eq_default=True, frozen_default=True, field_specifiers=(field,))
 def node(cls: type) -> type:
-    """Make `cls` (a subclass of `Node` with annotated fields) a node: a dataclass whose methods
-    are `Node`'s, told which fields it has."""
-    if cls.__doc__ is None:  # else `dataclass` writes one with `inspect.signature`, at a cost
-        cls.__doc__ = f"{cls.__name__}({', '.join(cls.__annotations__)})"
-    cls = dataclass(init=False, repr=False, eq=False)(cls)
-    declared = fields(cls)
-    assert all(f.default_factory is MISSING for f in declared), "a node's defaults are constants"
-    cls._init_names = tuple(f.name for f in declared if f.init)
-    cls._defaults = {f.name: f.default for f in declared if f.default is not MISSING}
-    cls._repr_names = tuple(f.name for f in declared if f.repr)
-    cls._field_names = tuple(f.name for f in declared if f.name != "span")  # where `children` looks
-    compared = [f.name for f in declared if f.compare]
-    if compared:
-        cls._key = staticmethod(attrgetter(*compared) if len(compared) > 1 else _one_tuple(compared[0]))
+    """Make `cls` (a subclass of `Node` with annotated fields) a node: a record told where its
+    children are (`children` looks in every field but the span)."""
+    cls = record(cls)
+    cls._field_names = tuple(f.name for f in fields(cls) if f.name != "span")
     return cls
-
-
-def _one_tuple(name: str):
-    """The key of a node with one compared field: a 1-tuple, as a dataclass compares it."""
-    get = attrgetter(name)
-    return lambda node: (get(node),)
 
 
 def _span() -> Span:

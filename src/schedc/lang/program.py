@@ -7,16 +7,17 @@ they import nothing beyond the AST and constant folding: JAX-free.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from numbers import Integral, Real
 
 from schedc.lang.swept import Swept
 from schedc.lang import nodes as n
 from schedc.lang.expr import MAX_EXPR_NODES, constant, substitute, tree_size
+from schedc.lang.record import Record, record
 
 
-@dataclass(frozen=True)
-class ExpandedPhase:
+@record
+class ExpandedPhase(Record):
     """A phase of the file after `repeat` expansion.
 
     A named phase inside `repeat N` gives N phases sharing its `name`: a params

@@ -15,9 +15,9 @@ phase's rules on metrics to the evaluation state it carries (`initial_carry`):
   model state) into the carry under a `lax.cond` at each improving evaluation;
 * `lr E * plateau(on=val.M)`: optax's own reduce_on_plateau update, fed M (compiler.optimizers).
 
-The first rule that fires (in the phase's order) ends the phase after that evaluation; nothing of
-the training moves (the schedules' clock, the optimizer state but the plateaus), so a run with
-evaluations takes exactly the steps of one without. The values are carried in the widest float
+The first rule that fires (in the phase's order) ends the phase after that evaluation. Nothing
+else of the training moves (the schedules' clock; the optimizer state, but for the plateaus that
+follow a metric), so a run with evaluations takes exactly the steps of one without. The values are carried in the widest float
 the process allows (float32, float64 under jax_enable_x64), which holds a float32 metric exactly.
 """
 

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from dataclasses import MISSING, FrozenInstanceError, dataclass, field, fields
 from operator import attrgetter
-from typing import dataclass_transform
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import dataclass_transform
+else:  # (typing is not imported for it: rendering diagnostics from the result cache imports this module)
+
+    def dataclass_transform(**_):
+        return lambda decorator: decorator
 
 
 class Record:

@@ -7,12 +7,13 @@ parsing anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from schedc.lang.record import Record, record
 
 
-@dataclass(frozen=True, order=True)
-class Span:
-    """A source range: 1-based lines and columns, end exclusive; 0-based offsets."""
+@record
+class Span(Record):
+    """A source range: 1-based lines and columns, end exclusive; 0-based offsets. Ordered by its
+    fields in turn (as a dataclass with `order=True`)."""
 
     line: int
     column: int
@@ -23,6 +24,18 @@ class Span:
 
     def __repr__(self) -> str:
         return f"Span({self.line}:{self.column}-{self.end_line}:{self.end_column})"
+
+    def __lt__(self, other: "Span") -> bool:
+        return self._key(self) < self._key(other) if other.__class__ is self.__class__ else NotImplemented
+
+    def __le__(self, other: "Span") -> bool:
+        return self._key(self) <= self._key(other) if other.__class__ is self.__class__ else NotImplemented
+
+    def __gt__(self, other: "Span") -> bool:
+        return self._key(self) > self._key(other) if other.__class__ is self.__class__ else NotImplemented
+
+    def __ge__(self, other: "Span") -> bool:
+        return self._key(self) >= self._key(other) if other.__class__ is self.__class__ else NotImplemented
 
     def cover(self, other: "Span") -> "Span":
         """The smallest span containing both."""

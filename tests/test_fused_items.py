@@ -208,6 +208,11 @@ def test_a_sweep_in_small_calls_changes_nothing(swept):
         assert bits(a.losses) == bits(b.losses)
 
 
+def test_a_sweep_of_one_setting():
+    sweep = schedc.compile(SWEEP, model(), wd=0.0, b0=0.5, target=0.0, clip=1.0).sweep(base=[0.2], clip=[0.3])
+    assert_same(sweep.run(loss, X[0], Y[0], fuse=False), sweep.run(loss, X[0], Y[0]))
+
+
 def test_the_phase_loop_and_branch_dispatch_stay_unbatched_under_vmap(swept):
     """The row index is unbatched: under vmap the phase loop's condition and the branch dispatch
     (one run-at-most-once loop, or a `cond`, per phase kind) stay scalar control flow, where a

@@ -81,11 +81,12 @@ def _segment_plan(runner, start: int, end: int):
     import jax
 
     prepared = [runner.prepare_phase(p) for p in phases[start:end]]
-    planned = [S.plan(own[start:end], [_one_setting(p, i, len(every)) for p in prepared], runner.state.signature, runner.leaves, runner.window, runner.chunk) for i, own in enumerate(every)]
+    per_setting = runner.items is not None and runner.items.numbers  # (a sweep's prepared numbers are stacked)
+    planned = [S.plan(own[start:end], [_one_setting(p, i) if per_setting else p for p in prepared], runner.state.signature, runner.leaves, runner.window, runner.chunk) for i, own in enumerate(every)]
     signature = planned[0][0]
     if any(other != signature for other, _ in planned):  # settings whose inits differ in structure: phase by phase
         raise NotFused()
-    table = planned[0][1] if len(planned) == 1 else S.stacked([t for _, t in planned])
+    table = S.stacked([t for _, t in planned]) if per_setting else planned[0][1]
     value = (prepared, signature, jax.device_put(table))  # on the device once, not at every call
     _PLANS[key] = (every, runner.leaves_source, value)
     if len(_PLANS) > _PLANS_KEPT:
@@ -93,9 +94,9 @@ def _segment_plan(runner, start: int, end: int):
     return value
 
 
-def _one_setting(prepared: C.PreparedPhase, i: int, settings: int) -> C.PreparedPhase:
-    """Setting i's own numbers of a phase prepared for `settings` settings (stacked when more than one)."""
-    return prepared if settings == 1 else replace(prepared, numbers=prepared.numbers[i], stop_numbers=prepared.stop_numbers[i])
+def _one_setting(prepared: C.PreparedPhase, i: int) -> C.PreparedPhase:
+    """Setting i's own numbers of a phase a sweep prepared (every setting's stacked)."""
+    return replace(prepared, numbers=prepared.numbers[i], stop_numbers=prepared.stop_numbers[i])
 
 
 @dataclass

@@ -267,6 +267,21 @@ def test_a_duration_in_epochs_too_long_for_its_phase_in_steps_names_the_phase_an
 # ---------------------------------------------------------------- resuming mid-epoch
 
 
+# a phase that stops on patience and keeps its best evaluation (w passes 0.4 at step 4, then moves on)
+PATIENT_KEEP_BEST = 'seed 1\nbatch 8\neval "m.py:f" every 2 steps\noptimizer sgd\nphase 120 lr 0.05 < free **; stop when val.gap stops improving for 4 evals; keep best val.gap >'
+
+
+def assert_resumed_as_whole(resumed, whole) -> None:
+    """A resumed run's first phase (steps, stop, best step, evaluations, losses) and model are the whole run's, bit for bit."""
+    a, b = whole.phases[0], resumed.phases[0]
+    assert (b.steps_run, b.stop_reason, b.best_step) == (a.steps_run, a.stop_reason, a.best_step)
+    np.testing.assert_array_equal(b.eval_steps, a.eval_steps)
+    np.testing.assert_array_equal(b.metrics["gap"], a.metrics["gap"])
+    np.testing.assert_array_equal(b.losses, a.losses)
+    for name in ("w", "b"):
+        np.testing.assert_array_equal(resumed.model[name], whole.model[name])
+
+
 def test_a_run_resumed_mid_epoch_sees_the_same_batches(tmp_path):
     text = "seed 2\nbatch 8\noptimizer sgd\nphase 4 epochs lr 0.05 < free ** >"
     _, whole = fit(text, chunk=2)
@@ -287,7 +302,7 @@ def test_a_run_resumed_mid_phase_keeps_its_evaluations_patience_and_best_weights
     def gap(m, x, y):  # passes its minimum at step 4 on the way from w0 = 0 to the fitted 1.0
         return {"gap": (m["w"][0] - 0.4) ** 2}
 
-    text = 'seed 1\nbatch 8\neval "m.py:f" every 2 steps\noptimizer sgd\nphase 120 lr 0.05 < free **; stop when val.gap stops improving for 4 evals; keep best val.gap >'
+    text = PATIENT_KEEP_BEST
     evaluation = dict(validation=(X, Y), metrics=gap, chunk=2)
     _, whole = fit(text, **evaluation)
     assert whole.phases[0].best_step == 4 and whole.phases[0].steps_run == 12
@@ -296,13 +311,7 @@ def test_a_run_resumed_mid_phase_keeps_its_evaluations_patience_and_best_weights
     with pytest.raises(Exception):
         program.run(fragile, X, Y, quiet=True, checkpoint=tmp_path, checkpoint_every=1, **evaluation)
     resumed = program.run(mse, X, Y, quiet=True, checkpoint=tmp_path, **evaluation)
-    a, b = whole.phases[0], resumed.phases[0]
-    assert (b.steps_run, b.stop_reason, b.best_step) == (a.steps_run, a.stop_reason, a.best_step)
-    np.testing.assert_array_equal(b.eval_steps, a.eval_steps)
-    np.testing.assert_array_equal(b.metrics["gap"], a.metrics["gap"])
-    np.testing.assert_array_equal(b.losses, a.losses)
-    for name in ("w", "b"):
-        np.testing.assert_array_equal(resumed.model[name], whole.model[name])
+    assert_resumed_as_whole(resumed, whole)
 
 
 def test_a_resumed_phase_keeps_the_aux_metrics_of_the_chunks_before(tmp_path):

@@ -317,17 +317,6 @@ def _token_span(tok: Token) -> n.Span:
     return n.Span(tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos)
 
 
-def _cover(spans) -> n.Span:
-    """The span from the first child that has one to the last (NO_SPAN when none has)."""
-    if len(spans) == 1 and spans[0] is not None:  # a rule of one child (most of them) has its span
-        return spans[0]
-    first = next((s for s in spans if s is not None and s is not n.NO_SPAN), None)
-    if first is None:
-        return n.NO_SPAN
-    last = next(s for s in reversed(spans) if s is not None and s is not n.NO_SPAN)
-    return n.Span(first.line, first.column, last.end_line, last.end_column, first.start, last.end)
-
-
 def _number(text: str) -> float | int:
     digits = text.replace("_", "")
     if re.fullmatch(r"[0-9]+", digits):
@@ -549,7 +538,7 @@ class _ToAst:
         _, target, every, count, unit = ch
         if count is not None:
             count = n.Number(_number(str(count)), str(count), _token_span(count))
-        interval = n.Every(count, "epochs" if unit.type == "EPOCH_UNIT" else "steps", _cover([_token_span(every), _token_span(unit)]))
+        interval = n.Every(count, "epochs" if unit.type == "EPOCH_UNIT" else "steps", _between(every, unit))
         return n.Directive("eval", target, span, interval)
 
     def let_directive(self, span, ch):
@@ -589,7 +578,7 @@ def _reducer(build):
 
 def _between(first, last) -> n.Span:
     """The span from the first child that has one to the last (tokens or reduced rules; NO_SPAN when
-    there is none), as `_cover` makes it of their spans, without a span for the children between."""
+    there is none), without a span for the children between."""
     if first is None:
         return n.NO_SPAN
     start = first[2] if first.__class__ is tuple else _token_span(first)

@@ -7,6 +7,8 @@ parsing anything.
 
 from __future__ import annotations
 
+import operator
+
 from schedc.lang.record import Record, record
 
 
@@ -25,17 +27,11 @@ class Span(Record):
     def __repr__(self) -> str:
         return f"Span({self.line}:{self.column}-{self.end_line}:{self.end_column})"
 
-    def __lt__(self, other: "Span") -> bool:
-        return self._key(self) < self._key(other) if other.__class__ is self.__class__ else NotImplemented
+    def _ordering(op):  # `self op other`, by the fields in turn
+        return lambda self, other: op(self._key(self), self._key(other)) if other.__class__ is self.__class__ else NotImplemented
 
-    def __le__(self, other: "Span") -> bool:
-        return self._key(self) <= self._key(other) if other.__class__ is self.__class__ else NotImplemented
-
-    def __gt__(self, other: "Span") -> bool:
-        return self._key(self) > self._key(other) if other.__class__ is self.__class__ else NotImplemented
-
-    def __ge__(self, other: "Span") -> bool:
-        return self._key(self) >= self._key(other) if other.__class__ is self.__class__ else NotImplemented
+    __lt__, __le__, __gt__, __ge__ = map(_ordering, (operator.lt, operator.le, operator.gt, operator.ge))
+    del _ordering
 
     def cover(self, other: "Span") -> "Span":
         """The smallest span containing both."""

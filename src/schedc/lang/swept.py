@@ -143,8 +143,7 @@ class Swept(float):
     def __float__(self):  # leaves the arithmetic: only a value every setting shares
         return float(self._same(self.values))
 
-    def as_integer_ratio(self):
-        self._same(self.values)
+    def as_integer_ratio(self):  # (`float(self)`: only a value every setting shares)
         return float(self).as_integer_ratio()
 
     def __format__(self, spec):  # a message about the value: only one every setting shares

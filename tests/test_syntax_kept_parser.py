@@ -1,6 +1,6 @@
 """The parser kept whole between processes (syntax._keep, syntax._load): written once, private to
 the user, loaded instead of built, and parsing exactly as a parser lark builds; a damaged or
-planted file is never trusted."""
+planted file is never trusted; writing one prunes the oldest files of its kind."""
 
 from __future__ import annotations
 
@@ -100,3 +100,26 @@ def test_a_damaged_ast_parser_is_made_again(cache_home, content):
     kept.write_bytes(content)
     text = "phase 10 lr 0.1 < free a >"
     assert ast_outcome(syntax._ast_parser.__wrapped__(False), text) == ast_outcome(syntax._AstParser(stock_parser()), text)
+
+
+# ---------------------------------------------------------------- old files pruned (syntax._prune)
+
+
+@pytest.mark.parametrize("kind, build", [("pickle", lambda: syntax.parser.__wrapped__(False)), ("lark", lambda: syntax.parser.__wrapped__(False)), ("ast", lambda: syntax._ast_parser.__wrapped__(False))])
+def test_writing_a_file_prunes_the_oldest_of_its_kind(cache_home, kind, build):
+    cache_home.mkdir(mode=0o700)
+    old = []
+    for age in range(syntax._KEPT_PER_KIND + 2, 0, -1):  # older first
+        path = cache_home / f"parser-old{age:02d}.{kind}"
+        path.write_bytes(b"an older version's")
+        os.utime(path, (1e9 - age, 1e9 - age))
+        old.append(path)
+    others = [cache_home / f"parser-old01.{other}" for other in ("pickle", "lark", "ast") if other != kind]
+    others += [cache_home / f"parser-old01.{kind}.123.tmp", cache_home / f"notes.{kind}"]
+    for path in others:
+        path.write_bytes(b"not of the kind")
+    build()
+    found = sorted(cache_home.glob(f"parser-*.{kind}"))
+    (new,) = [path for path in found if path not in old]
+    assert found == sorted([new] + old[-(syntax._KEPT_PER_KIND - 1) :])
+    assert all(path.exists() for path in others)

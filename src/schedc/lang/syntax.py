@@ -110,13 +110,14 @@ def parser(strict: bool = False) -> Lark:
     whole, pickled (`_load`, `_keep`: ~5 ms to load). Both are pickles, and unpickling
     runs code: they are kept where only this user can write, never in the shared
     temporary directory under a guessable name. `strict` (the grammar's test) always
-    builds it with lark.
+    builds it with lark. Files of older versions are pruned (`_prune`).
     """
     kept = None if strict else _cache_file(strict, "pickle")
     built = _load(kept, _tree_callbacks) if kept else None
     if built is None:
         from lark import Lark
 
+        tables = _cache_file(strict, "lark")
         built = Lark.open_from_package(
             "schedc.lang",
             "sched.lark",
@@ -125,9 +126,11 @@ def parser(strict: bool = False) -> Lark:
             maybe_placeholders=True,
             strict=strict,
             lexer_callbacks={"COMMENT": _collect_comment},
-            cache=_cache_file(strict, "lark") or False,
+            cache=tables or False,
             _plugins={"ContextualLexer": _ContextualLexer},
         )
+        if tables:  # (lark has just read or written it)
+            _prune(tables)
         if kept:
             _keep(built, kept, made_again=(built._callbacks, built._parse_tree_builder))
     return built
@@ -194,6 +197,37 @@ def _keep(built, path: str, made_again: tuple) -> None:
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         with contextlib.suppress(OSError):
             os.unlink(partial)
+        return
+    _prune(path)
+
+
+# How many files of one kind (`parser-*.pickle`, `.ast`, `.lark`) the cache folder keeps: each
+# version of the grammar, lark, Python or this module writes its own. Installs used side by side
+# (virtual environments, worktrees) each keep theirs while they are no more than this; the file of
+# one whose file was pruned is built and written again on its next run (it is then the newest).
+_KEPT_PER_KIND = 8
+
+
+def _prune(path: str) -> None:
+    """Remove the oldest files of `path`'s kind in its folder (by time written) but `path`, so that
+    it and the newest others, `_KEPT_PER_KIND` in all, remain: nothing else ever removes them. A
+    process still reading a removed file reads it whole; one about to open it finds none and builds
+    its parser (`_load` and lark both treat a missing file so)."""
+    folder, name = os.path.split(path)
+    suffix = name[name.rindex(".") :]
+    try:
+        with os.scandir(folder) as entries:
+            others = [
+                (entry.stat(follow_symlinks=False).st_mtime_ns, entry.path)
+                for entry in entries
+                if entry.name.startswith("parser-") and entry.name.endswith(suffix) and entry.path != path and entry.is_file(follow_symlinks=False)
+            ]
+    except OSError:
+        return
+    others.sort(reverse=True)
+    for _, old in others[_KEPT_PER_KIND - 1 :]:
+        with contextlib.suppress(OSError):
+            os.unlink(old)
 
 
 def _load(path: str, make_callbacks):

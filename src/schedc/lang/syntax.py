@@ -313,11 +313,11 @@ class _ContextualLexer(ContextualLexer):
 
 def _cache_file(strict: bool, kind: str = "lark") -> str | None:
     """Where the parser may be kept (`kind` "lark": lark's tables; "pickle": `parser()` whole; "ast":
-    `parse`'s `_AstParser` whole): a
-    file in a folder only this user can write (~/.cache/schedc, or $XDG_CACHE_HOME/schedc), or
-    None (no cache) when there is no such folder. The name carries the grammar, lark and
-    Python versions (and, for the pickle, this module's size and time: its classes are in
-    it); lark checks a hash of grammar and options again before it uses its file."""
+    `parse`'s `_AstParser` whole): a file in a folder only this user can write (~/.cache/schedc,
+    or $XDG_CACHE_HOME/schedc), or None (no cache) when there is no such folder. The name carries
+    the grammar, lark and Python versions (and, for the two pickles, this module's size and time:
+    their classes are in it); lark checks a hash of grammar and options again before it uses its
+    file."""
     if not hasattr(os, "getuid"):  # no POSIX ownership to check: build the tables every time
         return None
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -170,18 +170,17 @@ def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict
     return signature, table
 
 
-def stacked(tables: list[dict]) -> dict:
-    """One table for many items (a sweep's settings) from theirs, which share every row's branch,
-    step count and index: the numbers, stop and init rows gain a leading items axis."""
-    first = tables[0]
-    table = dict(first)
-    for name in ("numbers", "stop", "init"):
-        table[name] = np.stack([t[name] for t in tables])
-    return table
-
-
 # numbers of a table that an items axis may batch (the rest say which rows run: shared)
 PER_ITEM_ROWS = ("numbers", "stop", "init")
+
+
+def stacked(tables: list[dict]) -> dict:
+    """One table for many items (a sweep's settings) from theirs, which share every row's branch,
+    step count and index: the `PER_ITEM_ROWS` gain a leading items axis."""
+    table = dict(tables[0])
+    for name in PER_ITEM_ROWS:
+        table[name] = np.stack([t[name] for t in tables])
+    return table
 
 
 # a call's optimizer slots travel as one flat buffer per dtype while they take at most this many

@@ -71,24 +71,24 @@ def _segment_plan(runner, start: int, end: int):
     """The segment's prepared phases, signature and table: built once per program and reused by
     its later runs (keyed by the identity of the plans' phases, which a Program keeps)."""
     phases = runner.plan.phases
-    every = tuple(plan.phases for plan in runner.segment_plans())  # a sweep: every setting's
+    plans_phases = tuple(plan.phases for plan in runner.segment_plans())  # a sweep: every setting's
     # (the data's sharding goes in minibatched phases' signatures: data sharded anew makes a new plan)
-    key = (tuple(map(id, every)), id(runner.leaves_source), start, end, runner.chunk, runner.window, runner.state.signature, minibatch.row_shardings(runner.data_arrays))
+    key = (tuple(map(id, plans_phases)), id(runner.leaves_source), start, end, runner.chunk, runner.window, runner.state.signature, minibatch.row_shardings(runner.data_arrays))
     entry = _PLANS.get(key)
-    if entry is not None and all(a is b for a, b in zip(entry[0], every)) and entry[1] is runner.leaves_source:
+    if entry is not None and all(a is b for a, b in zip(entry[0], plans_phases)) and entry[1] is runner.leaves_source:
         _PLANS.move_to_end(key)
         return entry[2]
     import jax
 
     prepared = [runner.prepare_phase(p) for p in phases[start:end]]
     per_setting = runner.items is not None and runner.items.numbers  # (a sweep's prepared numbers are stacked)
-    planned = [S.plan(own[start:end], [_one_setting(p, i) if per_setting else p for p in prepared], runner.state.signature, runner.leaves, runner.window, runner.chunk) for i, own in enumerate(every)]
+    planned = [S.plan(own[start:end], [_one_setting(p, i) if per_setting else p for p in prepared], runner.state.signature, runner.leaves, runner.window, runner.chunk) for i, own in enumerate(plans_phases)]
     signature = planned[0][0]
     if any(other != signature for other, _ in planned):  # settings whose inits differ in structure: phase by phase
         raise NotFused()
     table = S.stacked([t for _, t in planned]) if per_setting else planned[0][1]
     value = (prepared, signature, jax.device_put(table))  # on the device once, not at every call
-    _PLANS[key] = (every, runner.leaves_source, value)
+    _PLANS[key] = (plans_phases, runner.leaves_source, value)
     if len(_PLANS) > _PLANS_KEPT:
         _PLANS.popitem(last=False)
     return value

@@ -146,13 +146,20 @@ def empty_log(names, chunk: int, every: int) -> dict:
     }
 
 
+def call_metrics(metrics: Callable, validation_layout, model, model_state, validation_arrays):
+    """What the metrics function returns for `model` (traceable): `metrics(model, *validation)`, or
+    `metrics(model, state, *validation)` with a model state; a dict's names made strings."""
+    validation = validation_layout.rebuild(validation_arrays)
+    out = metrics(model, *validation) if model_state is None else metrics(model, model_state, *validation)
+    return {str(name): value for name, value in out.items()} if isinstance(out, dict) else out
+
+
 def metric_values(evaluation: Evaluation, model, model_state, validation_arrays) -> dict:
     """The metrics of `model` (traceable), each cast to `value_dtype`."""
     import jax.numpy as jnp
 
-    validation = evaluation.validation.rebuild(validation_arrays)
-    out = evaluation.metrics(model, *validation) if model_state is None else evaluation.metrics(model, model_state, *validation)
-    return {str(name): jnp.asarray(value).astype(value_dtype()) for name, value in out.items()}
+    out = call_metrics(evaluation.metrics, evaluation.validation, model, model_state, validation_arrays)
+    return {name: jnp.asarray(value).astype(value_dtype()) for name, value in out.items()}
 
 
 def evaluate(evaluation: Evaluation, groups, limits, values: dict, carry: dict, log: dict, opt_state, free, model_state, done):

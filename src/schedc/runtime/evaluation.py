@@ -57,9 +57,7 @@ class Evaluator:
 
         def call(arrays, validation_arrays):
             model, state = layout.rebuild(arrays)
-            validation = validation_layout.rebuild(validation_arrays)
-            out = metrics(model, *validation) if state is None else metrics(model, state, *validation)
-            return {str(name): value for name, value in out.items()} if isinstance(out, dict) else out
+            return E.call_metrics(metrics, validation_layout, model, state, validation_arrays)
 
         out = eqx.filter_eval_shape(call, arrays, self.validation_arrays)
         _check_output(out, phase)

@@ -39,6 +39,11 @@ class Evaluator:
         self.metrics = metrics
         self.validation_arrays, self.validation_layout = C.split(tuple(validation))
 
+    def lowered(self, phase: P.PhasePlan) -> E.Evaluation | None:
+        """The evaluation part of `phase`'s program signature (compiler.evaluate), or None for a
+        phase that does not evaluate."""
+        return E.lower(phase, self.metrics, self.validation_layout) if phase.eval_every is not None else None
+
     def names(self, model, phase: P.PhasePlan, state=None) -> list[str]:
         """The names the metrics function returns for this model, found by tracing it (nothing
         runs); EvalError unless it returns {name: scalar}. `state`: the model state, in a run with
@@ -113,7 +118,7 @@ class PhaseEvals:
     @property
     def evaluation(self) -> E.Evaluation:
         """The evaluation part of the phase's program signature (as `Runner.prepare_phase` puts it there)."""
-        return E.lower(self.phase, self.evaluator.metrics, self.evaluator.validation_layout)
+        return self.evaluator.lowered(self.phase)
 
     def arguments(self) -> tuple:
         """The chunk's `evaluation` argument: (validation arrays, the rules' limits), or () without evaluation."""

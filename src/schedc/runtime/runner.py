@@ -22,7 +22,6 @@ from typing import Any, Callable
 import numpy as np
 
 from schedc.compiler import chunk as C
-from schedc.compiler import evaluate as E
 from schedc.compiler import minibatch
 from schedc.compiler import optimizers as O
 from schedc.lang.nodes import Bound
@@ -820,8 +819,7 @@ class Runner:
         evaluation (compiler.evaluate) when the run evaluates it. The phase-by-phase and the fused
         runner both prepare phases so (their programs must agree)."""
         prepared = self._prepare(phase)
-        if self.evaluator is not None and phase.eval_every is not None:
-            evaluation = E.lower(phase, self.evaluator.metrics, self.evaluator.validation_layout)
+        if (evaluation := self.evaluator.lowered(phase) if self.evaluator is not None else None) is not None:
             prepared = replace(prepared, signature=replace(prepared.signature, evaluation=evaluation))
         if self.stream is not None:  # (sharded as `Batches(sharding=)` places them, if it does)
             shardings = tuple(self.stream.row_shardings) if self.stream.row_shardings else None

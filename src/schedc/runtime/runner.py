@@ -919,12 +919,16 @@ class Runner:
     def segment_end(self, start: int) -> int:
         """The end (exclusive) of the fused segment beginning at phase `start`.
 
-        Phases fuse when nothing must happen on the host between them: no checkpoint to write
-        and no evaluation to run after each phase (a checkpointed or evaluated run goes phase by
-        phase), and no init through a constrained parameter's transform (a Python function of
-        the model's node, applied on the host). A progress bar does not cut: it moves after each
-        of the segment's (paced) calls. A segment holds at most `window` phases (fewer for a
-        large model: see segment.window_for).
+        Phases fuse when nothing must happen on the host between them and the segment program
+        can run them: no checkpoint to write (a checkpointed run goes phase by phase), no
+        evaluation (each phase's chunk evaluates inside its loop, compiler.evaluate, but a
+        segment's branches carry no metrics function, validation data or rule state: an
+        evaluated run goes phase by phase), no streamed batches (the host feeds their chunks
+        between calls), and no init through a constrained parameter's transform (a Python
+        function of the model's node, applied on the host); the table in docs/runtime.md lists
+        every cut. A progress bar does not cut: it moves after each of the segment's (paced)
+        calls. A segment holds at most `window` phases (fewer for a large model: see
+        segment.window_for).
         """
         if not (self.fuse and self.checkpoint is None and self.evaluator is None and self.stream is None) or self.window < 2:
             return start + 1

@@ -109,9 +109,9 @@ def offset_at(text: str, position: lsp.Position, encoding: str = lsp.PositionEnc
 # ---------------------------------------------------------------- diagnostics
 
 
-def model_reference(parsed: ParseResult) -> n.String | None:
+def model_reference(file: n.File) -> n.String | None:
     """The string of the file's `model` directive, if any."""
-    directive = first_directive(parsed.file, "model")
+    directive = first_directive(file, "model")
     return directive.value if directive is not None and isinstance(directive.value, n.String) else None
 
 
@@ -143,8 +143,7 @@ class ModelCache:
 
     def bind(self, file: n.File, model_ref: str | None, base_dir: Path):
         """`binding.bind_model` for the file's `model` directive, through the cache (`pipeline.analyse`'s `bind`)."""
-        directive = first_directive(file, "model")
-        string = directive.value if directive is not None and isinstance(directive.value, n.String) else None
+        string = model_reference(file)
         if model_ref is not None or string is None:  # not the directive's model: nothing cached for it
             return bind_model(file, model_ref, base_dir)
         key, mtime = (string.value, str(base_dir)), self._mtime(string.value, base_dir)
@@ -743,7 +742,7 @@ def build_server():
         if server.workspace.get_text_document(uri).version != version:
             return  # a newer edit has its own check
         analysed[uri] = (version, analysis)
-        string = model_reference(analysis.parsed)
+        string = model_reference(analysis.parsed.file)
         if string is not None and not consent["model_checks"]:
             publish(uri, version, text, analysis.diagnostics, extra=[model_checks_off(string, _lines(text), encoding())])
             return
@@ -792,7 +791,7 @@ def build_server():
             schedule(uri)
 
     async def model_tree(parsed: ParseResult, base_dir: Path):
-        if model_reference(parsed) is None:
+        if model_reference(parsed.file) is None:
             return None, None
         if not consent["model_checks"]:
             return None, MODEL_CHECKS_OFF

@@ -555,9 +555,10 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             logs["aux"] = out["aux"]
         if signature.plateaus:
             logs["plateau_scale"] = out["plateau"][branch.signature]
-        before = (jnp.int32(0), free_of(signature, leaves), opt, stop, logs)
+        free = free_of(signature, leaves)
+        before = (jnp.int32(0), free, opt, stop, logs)  # (with items: what an item that had stopped keeps)
         ran, free, opt, stop, logs = C.run_steps(
-            signature, loss_fn, model_layout, data_layout, free_of(signature, leaves), opt, stop, leaves, first, count,
+            signature, loss_fn, model_layout, data_layout, free, opt, stop, leaves, first, count,
             table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at,
         )
         if items:  # an item that had stopped: its values as they were, no steps

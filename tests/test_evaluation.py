@@ -120,6 +120,20 @@ def test_a_threshold_compares_a_float32_value_with_the_float64_number_written():
         assert (phase.steps_run, phase.stop_reason) == ((2, "val.m < 0.7") if stops else (8, "completed"))
 
 
+def test_a_thresholds_runtime_number_follows_x64_switched_on_between_runs():
+    """`limits` is cached per phase: a phase planned with float32 values and run again under
+    `jax.enable_x64` gets its threshold rounded for float64, not the cached float32 one."""
+    from schedc.compiler import evaluate as E
+
+    source = 'eval "m.py:f" every 2 steps\noptimizer sgd\nphase 8 lr 1 < free **; stop when val.m < 0.7 >'
+    (phase,) = schedc.compile(source, counter()).plan.phases
+    assert E.limits(phase)["below"].dtype == np.float32
+    with jax.enable_x64(True):
+        below = E.limits(phase)["below"]
+    assert below.dtype == np.float64 and float(below[0]) == float(np.nextafter(0.7, -np.inf))
+    assert E.limits(phase)["below"].dtype == np.float32
+
+
 # ---------------------------------------------------------------- real training
 
 def gap(m, x, y):  # passes its minimum on the way from w0 = 0 to the fitted 1.0

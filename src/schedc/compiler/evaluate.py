@@ -99,12 +99,17 @@ def below(threshold: float, dtype) -> np.ndarray:
     return nearest if float(nearest) < threshold else np.nextafter(nearest, np.asarray(-np.inf, dtype))
 
 
-@lru_cache(maxsize=1024)
 def limits(phase: P.PhasePlan) -> dict[str, np.ndarray]:
     """The runtime numbers of a phase's rules on metrics, one per rule of `lower`: each threshold's
     `below` (NaN for the other kinds) and each patience."""
+    return _limits(phase, value_dtype())
+
+
+@lru_cache(maxsize=1024)
+def _limits(phase: P.PhasePlan, dtype: np.dtype) -> dict[str, np.ndarray]:
+    # Keyed on the dtype too: x64 can be switched on between runs (`jax.enable_x64`), and a
+    # threshold's `below` rounded for float32 is not the float64 one.
     rules = metric_rules(phase) + ([None] if phase.keep is not None else [])
-    dtype = value_dtype()
     out = {
         "below": np.asarray([below(r.threshold, dtype) if r is not None and r.kind == "metric" else np.nan for r in rules], dtype),
         "patience": np.asarray([r.patience if r is not None else 0 for r in rules], np.int32),

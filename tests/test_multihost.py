@@ -1,7 +1,8 @@
 """A run across two processes (`jax.distributed`, 4 CPU devices each, gloo collectives on
 localhost) gives the losses of one process on one device: data split by rows over the 8 global
 devices, a parameter sharded over them, checkpoints written by process 0 alone and resumed by
-both, batched fits spread over the processes, a sweep, and `schedc run --distributed`.
+both, batched fits spread over the processes and a sweep (each run as fused segments, as in one
+process), and `schedc run --distributed`.
 
 Each process is a subprocess (the device count and the distributed runtime are fixed when JAX
 starts); the reference is one more subprocess with a single device.
@@ -74,9 +75,11 @@ found["resumed_w_devices"] = len(resumed.model["w"].sharding.device_set)
 XB = np.asarray(jax.random.normal(jax.random.key(1), (8, 64, 16)))  # 8 datasets: one per device
 YB = XB @ np.arange(16.0, dtype=np.float32) / 16
 two = schedc.compile("phase 30 lr 0.05 < free w, b >\nphase 10 lr 0.01 optimizer sgd < free w >", model)
-found["batched"] = losses(two.run_batched(loss, *schedc.distributed.shard_rows(XB, YB)))
+batched = two.run_batched(loss, *schedc.distributed.shard_rows(XB, YB))
+found["batched"], found["batched_compiles"] = losses(batched), [p.compiles for p in batched.phases]
 swept = schedc.compile("let rate = 0.01\nphase 30 lr rate < free w, b >\nphase 10 lr rate / 2 < free w >", model)
-found["sweep"] = losses(swept.sweep(rate=[0.01, 0.03, 0.1]).run(loss, x, y))
+sweep = swept.sweep(rate=[0.01, 0.03, 0.1]).run(loss, x, y)
+found["sweep"], found["sweep_compiles"] = losses(sweep), [p.compiles for p in sweep.phases]
 print(json.dumps(found))
 '''
 
@@ -155,6 +158,14 @@ def test_two_processes_give_the_losses_of_one(api_runs):
     for name in ("fused", "checkpointed", "batched", "sweep"):
         assert first[name] == second[name], name  # every process holds the same (replicated) results
         _same_losses(first[name], alone[name])
+
+
+def test_sweeps_and_batched_fits_run_fused_across_processes(api_runs):
+    first, second, alone = api_runs
+    # one fused program for both phases, as in one process: the second phase compiles nothing
+    assert first["sweep_compiles"] == second["sweep_compiles"] == alone["sweep_compiles"] == [1, 0]
+    # (the batched fit's datasets sit on both processes: its first phase also compiles the gathers of their outputs)
+    assert first["batched_compiles"][1:] == second["batched_compiles"][1:] == alone["batched_compiles"][1:] == [0]
 
 
 def test_rows_given_per_process_make_one_global_array(api_runs):

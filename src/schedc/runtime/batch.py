@@ -171,10 +171,9 @@ class BatchedRunner(Runner):
             raise TypeError(NO_STATE)
         self.size = self._batch_size()
         self.dead = np.zeros(self.size, bool)  # datasets a non-finite loss stopped: they sit out the rest of the run
-        # fused segments run vmapped over the items (segment.Items); across processes each holds only
-        # its items' outputs, which the fused runner's host reads do not gather: phase by phase there
+        # fused segments run vmapped over the items (segment.Items); across processes the fused runner
+        # gathers the outputs of items held by other processes (runtime/fused.py reads them with host_array)
         self.items = Items(self.size, data=self.AXIS == DATASETS, numbers=self.AXIS == SETTINGS)
-        self.fuse = fuse and self.processes == 1
 
     def stopped_items(self) -> np.ndarray:
         return self.dead

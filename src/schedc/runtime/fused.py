@@ -24,6 +24,7 @@ import numpy as np
 from schedc.compiler import chunk as C
 from schedc.compiler import minibatch
 from schedc.compiler import segment as S
+from schedc.runtime.distributed import host_array
 from schedc.runtime.runner import AuxLog, CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result, strong_types
 
 
@@ -184,13 +185,14 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
                 raise NotFused() from exc
             raise
         program.ran = True
-        counts = np.asarray(out["counts"])  # (two reads, not jax.device_get's tree walk)
+        # (read with host_array: items sharded over other processes are gathered, a collective every process takes)
+        counts = host_array(out["counts"])  # (two reads, not jax.device_get's tree walk)
         # with items, a leading items axis: per item its steps and reasons (the row and step are shared);
         # a row's steps in the call's buffers are the most any item ran
         ran = counts[..., :window]
-        found = {"losses": np.asarray(out["losses"]), "ran": ran if ran.ndim == 1 else ran.max(axis=0), "ran_items": ran, "reason": counts[..., window : 2 * window]}
-        found["aux"] = {name: np.asarray(values) for name, values in out["aux"].items()}
-        scales = [None if b is None else np.asarray(b) for b in out["plateau"]]
+        found = {"losses": host_array(out["losses"]), "ran": ran if ran.ndim == 1 else ran.max(axis=0), "ran_items": ran, "reason": counts[..., window : 2 * window]}
+        found["aux"] = {name: host_array(values) for name, values in out["aux"].items()}
+        scales = [None if b is None else host_array(b) for b in out["plateau"]]
         found["plateau"] = [scales[slot] for slot in segment.slots]  # per row: its signature's scales
         row, step = int(counts.flat[-2]), int(counts.flat[-1])
         _collect(found, first_row, row, step, pieces, reasons)

@@ -83,6 +83,82 @@ found["sweep"], found["sweep_compiles"] = losses(sweep), [p.compiles for p in sw
 print(json.dumps(found))
 '''
 
+STREAM = r'''
+import json, os, sys
+pid, processes, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+import jax
+import schedc
+if processes > 1:
+    schedc.distributed.initialize(f"localhost:{port}", processes, pid)
+import jax.numpy as jnp, numpy as np
+from schedc.runtime.data import DataError
+
+X = np.asarray(jax.random.normal(jax.random.key(0), (512, 16)))
+Y = (X @ np.arange(16.0, dtype=np.float32) / 16 + 0.3).astype(np.float32)
+GLOBAL = [(X[i : i + 64], Y[i : i + 64]) for i in range(0, 512, 64)]  # 8 global batches of 64 rows
+LAST = pid == processes - 1
+TEXT = "seed 3\nphase 2 epochs lr 0.02 < free w >\nphase 3 epochs lr 0.05 optimizer sgd(momentum=0.9) < free w, b >"
+program = schedc.compile(TEXT, {"w": jnp.zeros(16), "b": jnp.zeros(())})
+
+
+def share(count=8, rows=None):
+    """This process's share of the first `count` global batches (one process: the batches whole)."""
+    rows = rows or 64 // processes
+    return [(x[pid * rows : (pid + 1) * rows], y[pid * rows : (pid + 1) * rows]) for x, y in GLOBAL[:count]]
+
+
+def loss(m, x, y):
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+
+
+class Failing:
+    """A re-iterable source whose `at`-th read raises (on the last process only)."""
+
+    def __init__(self, batches, at):
+        self.batches, self.at, self.reads = batches, at, 0
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            self.reads += 1
+            if LAST and self.reads == self.at:
+                raise RuntimeError("disk gone")
+            yield batch
+
+
+def fit(source, text=TEXT, **kwargs):
+    result = schedc.compile(text, program.model).run(loss, batches=source, quiet=True, chunk=4, **kwargs)
+    return [h.tolist() for h in result.phase_losses], result.stop_reasons
+
+
+def error(source, **kwargs):
+    try:
+        fit(source, **kwargs)
+    except DataError as err:
+        return str(err)
+
+
+found = {}
+found["epochs"], _ = fit(share())  # each process's share of the 8 global batches, pass after pass
+# the last process's passes are one batch shorter: an epoch is 7 global batches on every process
+found["shortest"], _ = fit(share(7) if LAST else share())
+# a one-shot iterator ending after 6 batches on the last process: the run's data ends there on every process
+found["exhausted"] = fit(iter(share(6) if LAST else share() * 2), "phase 4 lr 0.05 < free w, b >\nphase 12 lr 0.01 < free w, b >")
+folder = os.path.join(out, "checkpoint")
+found["failed"] = error(Failing(share(), at=13), checkpoint=folder, checkpoint_every=1)  # mid phase 0 (step 12)
+checkpoint = max(os.listdir(folder), key=lambda n: int(n.split("-")[1].split(".")[0]) if n.startswith("checkpoint-") else -1)
+found["positions"] = len(json.load(open(os.path.join(folder, checkpoint)))["body"]["in_phase"]["data"].get("processes", [None]))
+found["resumed"], _ = fit(share(), checkpoint=folder)
+if processes > 1:
+    found["mismatch"] = error(share(rows=16 if LAST else None))  # the processes' batches differ in shape
+    odd = share()
+    odd[3] = (odd[3][0][:5], odd[3][1][:5])
+    found["odd"] = error(odd if LAST else share())  # the 4th batch of one process differs from its first
+print(json.dumps(found))
+'''
+
 SCHED = """model "job.py:model"
 loss "job.py:loss"
 data "job.py:data"
@@ -142,6 +218,16 @@ def api_runs(tmp_path_factory):
     port = str(_free_port())
     job = [([sys.executable, "-c", SCRIPT, str(i), "2", port, str(root / "job")], _environment(4)) for i in range(2)]
     alone = ([sys.executable, "-c", SCRIPT, "0", "1", "0", str(root / "alone")], _environment(None))
+    return [json.loads(out.strip().splitlines()[-1]) for out in _all(job + [alone])]
+
+
+@pytest.fixture(scope="module")
+def stream_runs(tmp_path_factory):
+    """(process 0's findings, process 1's, the single process's) for streamed batches."""
+    root = tmp_path_factory.mktemp("multihost_stream")
+    port = str(_free_port())
+    job = [([sys.executable, "-c", STREAM, str(i), "2", port, str(root / "job")], _environment(4)) for i in range(2)]
+    alone = ([sys.executable, "-c", STREAM, "0", "1", "0", str(root / "alone")], _environment(None))
     return [json.loads(out.strip().splitlines()[-1]) for out in _all(job + [alone])]
 
 
@@ -221,3 +307,41 @@ def test_distributed_options_go_together_and_a_missing_cluster_is_said(tmp_path)
     )
     assert alone.returncode == 2  # no cluster to detect here: said, with what to pass instead
     assert "--coordinator HOST:PORT --num-processes N --process-id I" in alone.stderr and "Traceback" not in alone.stderr
+
+
+def test_each_process_streams_its_share_of_every_batch(stream_runs):
+    first, second, alone = stream_runs  # the single process reads the global batches whole
+    for name in ("epochs", "shortest"):
+        assert first[name] == second[name], name
+        _same_losses(first[name], alone[name])
+    assert [len(h) for h in first["epochs"]] == [16, 24]
+    assert [len(h) for h in first["shortest"]] == [14, 21]  # epochs of the shortest process's 7 batches
+
+
+def test_a_one_shot_iterator_running_out_on_one_process_ends_the_phase_on_every_process(stream_runs):
+    first, second, alone = stream_runs
+    for found in (first, second, alone):
+        losses, reasons = found["exhausted"]
+        assert reasons == ["completed", "data exhausted"] and [len(h) for h in losses] == [4, 2]
+    _same_losses(first["exhausted"][0], alone["exhausted"][0])
+
+
+def test_a_streamed_run_failing_on_one_process_stops_every_process_and_resumes_from_each_ones_position(stream_runs):
+    first, second, alone = stream_runs
+    assert first["failed"] == "phase 0: process 1 could not read its batches (its own error says why); every process stops here"
+    for found in (second, alone):
+        assert found["failed"] == "phase 0: the iterable of batches raised RuntimeError: disk gone"
+    assert first["positions"] == 2 and alone["positions"] == 1  # every process's data position, gathered
+    for found in (first, second, alone):
+        assert found["resumed"] == found["epochs"]
+
+
+def test_batches_that_differ_between_processes_are_an_error_on_every_process(stream_runs):
+    first, second, _ = stream_runs
+    assert first["mismatch"] == second["mismatch"] == (
+        "phase 0: the processes read batches of different structures, shapes or dtypes "
+        "(process 0: (float32[32, 16], float32[32]); process 1: (float32[16, 16], float32[16])); "
+        "expected the same on every process (each reads its share of every global batch)"
+    )
+    assert first["odd"] == "phase 0: process 1 could not read its batches (its own error says why); every process stops here"
+    assert second["odd"].startswith("phase 0: the batch for step 3 is (float32[5, 16], float32[5]); expected (float32[32, 16], float32[32])")

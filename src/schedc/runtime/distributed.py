@@ -17,6 +17,7 @@ every process calls); and processes wait for each other where one writes what th
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,13 @@ def processes() -> int:
     return jax.process_count()
 
 
+def index() -> int:
+    """This process's index in the run (0 without `jax.distributed`)."""
+    import jax
+
+    return jax.process_index()
+
+
 def is_writer() -> bool:
     """Whether this process writes the run's files (checkpoints, `--out`, `--log`): process 0."""
     import jax
@@ -55,6 +63,32 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def gather_ints(values) -> np.ndarray:
+    """[processes, len(values)]: every process's `values` (a few integers), in process order (a
+    collective: every process calls it at the same point of the run; one process: its own row)."""
+    values = np.asarray(values, np.int32)
+    if processes() == 1:
+        return values[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values))
+
+
+def gather_json(value) -> list:
+    """Every process's `value` (anything JSON holds), in process order (a collective, as `gather_ints`)."""
+    if processes() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    text = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    lengths = gather_ints([len(text)])[:, 0]
+    # padded to a power of two: each length the gather sees compiles a program of its own
+    padded = np.zeros(1 << max(6, int(lengths.max() - 1).bit_length()), np.uint8)
+    padded[: len(text)] = text
+    rows = np.asarray(multihost_utils.process_allgather(padded))
+    return [json.loads(bytes(row[:n])) for row, n in zip(rows, lengths)]
 
 
 def host_array(x) -> np.ndarray:

@@ -594,9 +594,8 @@ class Runner:
         self.source = source  # a diagnostics.Source: maps phase spans into the file (a DSL string inside a .py file)
         self.loss_fn = loss_fn
         self.processes = distributed.processes()
-        if batches is not None and self.processes > 1:  # each process would read its own batches into a program of its own
-            raise ValueError("an iterable of batches cannot be trained on across processes (jax.distributed) yet: pass arrays on the global mesh (schedc.distributed.shard_rows)")
         # an iterable of batches (runtime.stream) instead of arrays: the loss's arguments are one batch's
+        # (across processes, each process's own share of every global batch)
         self.stream = Stream(batches) if batches is not None else None
         self.args, self.kwargs = loss_arguments(self.stream.first) if self.stream else (tuple(args), dict(kwargs or {}))
         self.data_arrays, self.data_layout = C.split((self.args, self.kwargs))

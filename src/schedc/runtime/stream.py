@@ -24,6 +24,20 @@ has one, as grain's do) plus the rows of the chunk before the step. Resuming res
 `set_state` and reads the remaining rows again; without `get_state`, a re-iterable source is
 iterated anew and the batches of the pass already run are skipped, and a one-shot iterator
 (the fresh one given to the resumed run) skips every batch the run had consumed.
+
+Across processes (`jax.distributed`). Each process reads its own source: its share of every
+global batch (as grain and tf.data shard by process index), and its chunks are sent as its share
+of one global chunk (`jax.make_array_from_process_local_data`) over a mesh of every process's
+devices (`Batches(sharding=)`, by default every leaf's leading axis split over
+`distributed.data_mesh()`), so the compiled chunk sees the global batches. Whatever decides a
+branch is agreed by a collective in the runner's thread, so every process takes the same one: at
+a phase's start the batches' structure (the same on every process) and whether a one-shot
+iterator has batches left (on every process); for each chunk, its batches (the fewest any
+process read: a one-shot iterator that ran out on one process ends the phase on every process,
+the others' extra batches handed back) and whether any process failed to read it (then every
+process raises). A re-iterable source's epoch is the shortest process's pass (the fewest batches
+per epoch any process's source has: longer passes are cut there). A checkpoint's data position
+holds every process's (gathered), and each process resumes from its own.
 """
 
 from __future__ import annotations
@@ -35,12 +49,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from schedc.plan import resolve as P
 from schedc.plan.batches import Batches, DataError
+from schedc.runtime import distributed
 
 # Batches stacked per chunk by default: as many as fit in CHUNK_BYTES, at most MAX_CHUNK. Each
 # chunk is one call and one host synchronisation, so fewer is faster; up to three chunks are in
@@ -57,17 +72,27 @@ _NUMERIC = "biufc"  # the dtype kinds a batch's leaves may have
 
 
 
-def check_epochs(batches: Batches, resolve_for, eval_every=None) -> None:
-    """An iterable without a length cannot count epochs: a DataError naming the first phase
-    that does (found by resolving the file for passes of two lengths: the phases counting
-    epochs differ). `resolve_for` is `DataSize -> Plan`, None when nothing counts epochs."""
-    if batches.batches_per_epoch is not None:
-        return
+def agreed_per_epoch(batches: Batches) -> int | None:
+    """`batches.batches_per_epoch`, the same on every process: across processes (each reading
+    its own source) the fewest any process's pass holds, None when some process cannot say (a
+    collective)."""
+    counts = distributed.gather_ints([batches.batches_per_epoch or 0])[:, 0]
+    return int(counts.min()) if counts.all() else None
+
+
+def check_epochs(batches: Batches, resolve_for, eval_every=None) -> int | None:
+    """The batches per epoch (`agreed_per_epoch`). An iterable without a length cannot count
+    epochs: a DataError naming the first phase that does (found by resolving the file for passes
+    of two lengths: the phases counting epochs differ). `resolve_for` is `DataSize -> Plan`, None
+    when nothing counts epochs."""
+    per_epoch = agreed_per_epoch(batches)
+    if per_epoch is not None:
+        return per_epoch
     fix = "expected `schedc.Batches(source, per_epoch=N)` (N batches per pass), a source with a length, or counts in steps"
     if eval_every == "epoch":
         raise DataError(f"`eval_every=\"epoch\"` needs the batches per epoch, but the iterable of batches ({type(batches.source).__name__}) has no length; {fix}")
     if resolve_for is None:
-        return
+        return None
     what = f"the iterable of batches ({type(batches.source).__name__}) has no length; {fix}"
     try:  # long passes: any fraction of an epoch is a whole number of steps in both
         one, two = resolve_for(P.DataSize(batches=1000)), resolve_for(P.DataSize(batches=1001))
@@ -76,13 +101,18 @@ def check_epochs(batches: Batches, resolve_for, eval_every=None) -> None:
     for a, b in zip(one.phases, two.phases):
         if replace(a, steps_per_epoch=None) != replace(b, steps_per_epoch=None):
             raise DataError(f"{a.label} counts in epochs, but {what}")
+    return None
 
 
 class _Spec:
     """A leaf as messages show it: `float32[8, 3]`."""
 
-    def __init__(self, leaf):
-        self.dtype, self.shape = np.asarray(leaf).dtype, np.shape(leaf)
+    def __init__(self, shape: tuple, dtype):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    @classmethod
+    def of(cls, leaf) -> _Spec:
+        return cls(np.shape(leaf), np.asarray(leaf).dtype)
 
     def __repr__(self) -> str:
         return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
@@ -92,7 +122,7 @@ def describe(batch) -> str:
     """A batch's structure, shapes and dtypes: `(float32[8, 3], float32[8])`, `{'x': ...}`."""
     import jax
 
-    return repr(jax.tree_util.tree_map(_Spec, batch))
+    return repr(jax.tree_util.tree_map(_Spec.of, batch))
 
 
 def arrays_of(batch):
@@ -164,8 +194,10 @@ def _decode_state(encoded):
 class Reader:
     """The run's reader of a `Batches`: its current pass, where it stands, the batches handed back."""
 
-    def __init__(self, batches: Batches):
+    def __init__(self, batches: Batches, pass_length: int | None = None):
         self.batches = batches
+        # across processes, where some process's passes are shorter: every pass is cut at that length
+        self.pass_length = pass_length
         self.iterator, first = batches.take_peeked()
         self.structure = Structure(batches.first())
         self.passes = 0  # passes started in this phase (re-iterable) / 0 (one-shot)
@@ -177,6 +209,8 @@ class Reader:
         if self.iterator is None:
             self.iterator = self.batches.new_pass()
         try:
+            if self.pass_length is not None and self.offset >= self.pass_length:
+                raise StopIteration  # the shortest process's pass ends here: every process starts a new one
             batch = next(self.iterator)
         except StopIteration:
             if self.batches.one_shot:
@@ -261,21 +295,27 @@ class _ChunkBuffers:
     shard of this process's devices instead ([K, B / devices, ...] for rows split over the data
     axis): each batch's slice is copied once into its shard's row, and each device takes its own
     array (aliased on CPU) as its shard of the global chunk.
+
+    Across processes (`global_shapes`: each leaf's global batch shape), the arrays hold this
+    process's batches whole, its share of the global chunk, which JAX's
+    `make_array_from_process_local_data` slices onto its devices.
     """
 
     ALIGN = 64
 
-    def __init__(self, specs: list, chunk: int, shardings: list | None = None):
+    def __init__(self, specs: list, chunk: int, shardings: list | None = None, global_shapes: list | None = None):
         self.shapes = [(chunk, *shape) for shape, _ in specs]
         self.shardings = shardings
-        if shardings is None:
+        self.global_shapes = [(chunk, *shape) for shape in global_shapes] if global_shapes is not None else None
+        self.shards = None
+        if shardings is None or global_shapes is not None:
             self.buffers = [_aligned_empty(shape, dtype, self.ALIGN) for shape, (_, dtype) in zip(self.shapes, specs)]
             return
         # per leaf: [(the batch's slice, its host array, the devices holding that shard)]
         self.shards = [_shard_buffers(shape, dtype, sharding, self.ALIGN) for shape, (_, dtype), sharding in zip(self.shapes, specs, shardings)]
 
     def put(self, row: int, leaves) -> None:
-        if self.shardings is None:
+        if self.shards is None:
             for buffer, leaf in zip(self.buffers, leaves):
                 buffer[row] = leaf
             return
@@ -290,6 +330,8 @@ class _ChunkBuffers:
 
         if self.shardings is None:
             return tuple(jax.device_put(self.buffers))
+        if self.global_shapes is not None:  # this process's share: with every other process's, the global chunk
+            return tuple(jax.make_array_from_process_local_data(s, b, g) for s, b, g in zip(self.shardings, self.buffers, self.global_shapes))
         return tuple(
             jax.make_array_from_single_device_arrays(shape, sharding, [jax.device_put(buffer, device) for _, buffer, devices in shards for device in devices])
             for shape, sharding, shards in zip(self.shapes, self.shardings, self.shards)
@@ -326,6 +368,7 @@ class _Chunk:
     arrays: tuple  # stacked on the device: one [K, ...] array per leaf
     position: dict  # the reader's position before its first batch
     exhausted: bool = False  # a one-shot iterator ran out in this chunk: no chunk follows
+    spare: list = field(default_factory=list)  # across processes, batches read past the fewest another process read (handed back)
 
     @property
     def end(self) -> int:
@@ -377,7 +420,7 @@ class Feed:
                 end = min(self.phase.steps, (step // self.K + 1) * self.K, step + max(FIRST_CHUNK, (GROWTH - 1) * (step - start)))
                 position = self.reader.position()
                 rows = self.partial = []
-                buffers = _ChunkBuffers(self.structure.specs, self.K, self.stream.chunk_shardings)
+                buffers = _ChunkBuffers(self.structure.specs, self.K, self.stream.chunk_shardings, self.stream.global_shapes)
                 while len(rows) < end - step and not self.stopping.is_set():
                     batch = self.reader.read()
                     if batch is None:
@@ -418,6 +461,8 @@ class Feed:
             started = time.perf_counter()
             item = self.queue.get()
             self.stream.waited += time.perf_counter() - started
+            if self.stream.processes > 1:
+                item = self.stream.agree_on_chunk(item, self.phase)
             if isinstance(item, DataError):
                 raise item
             if isinstance(item, BaseException):
@@ -428,7 +473,8 @@ class Feed:
     def position(self, step: int) -> dict:
         """The position (JSON) a resumed run restores to read the batch of `step` next."""
         chunk = self.current
-        return {"chunk": chunk.position, "rows": step - chunk.start}
+        own = {"chunk": chunk.position, "rows": step - chunk.start}
+        return own if self.stream.processes == 1 else {"processes": distributed.gather_json(own)}
 
     def close(self) -> None:
         """Stop the thread; hand the batches read but not run back to the reader, in order."""
@@ -436,7 +482,7 @@ class Feed:
         self.thread.join()
         unrun = []
         if self.current is not None:
-            unrun += self.current.rows[self.done - self.current.start :]
+            unrun += self.current.rows[self.done - self.current.start :] + self.current.spare
         while not self.queue.empty():
             item = self.queue.get_nowait()
             if isinstance(item, _Chunk):
@@ -450,15 +496,31 @@ class Stream:
 
     def __init__(self, batches: Batches):
         self.batches = batches
-        self.reader = Reader(batches)
+        self.processes = distributed.processes()
+        # across processes, a re-iterable source whose passes are longer than another process's is cut to its length
+        shortest = agreed_per_epoch(batches) if self.processes > 1 and not batches.one_shot else None
+        self.reader = Reader(batches, shortest if shortest != batches.batches_per_epoch else None)
         self.waited = 0.0  # seconds the chunk loop waited for batches, over the phases so far
-        # per leaf, the sharding of each batch (`Batches(sharding=)`) and of its stacked chunks; None: one device
-        self.row_shardings = batch_shardings(batches.sharding, self.reader.structure.first)
+        structure = self.reader.structure
+        # per leaf, the sharding of each batch (`Batches(sharding=)`; across processes, by default rows over
+        # every device) and of its stacked chunks; None: one device
+        self.row_shardings = batch_shardings(batches.sharding, structure.first, across=self.processes > 1)
         self.chunk_shardings = [_stacked(s) for s in self.row_shardings] if self.row_shardings else None
+        # per leaf, a global batch's shape and dtype: across processes, each process's batches are its share of it
+        self.global_shapes = [_global_shape(sh, shape) for sh, (shape, _) in zip(self.row_shardings, structure.specs)] if self.processes > 1 else None
+        self.specs = [(g, dtype) for g, (_, dtype) in zip(self.global_shapes, structure.specs)] if self.global_shapes else structure.specs
 
     @property
     def first(self):
         return self.reader.structure.first
+
+    def described(self) -> str:
+        """The global batches' structure, shapes and dtypes as messages show them (across processes
+        `(float32[64, 16], ...) in all, (float32[32, 16], ...) per process`)."""
+        import jax
+
+        whole = repr(jax.tree_util.tree_unflatten(self.reader.structure.treedef, [_Spec(shape, dtype) for shape, dtype in self.specs]))
+        return whole if self.processes == 1 else f"{whole} in all, {describe(self.first)} per process"
 
     def default_chunk(self) -> int:
         """Batches per chunk: as many as fit in CHUNK_BYTES (at least one, at most MAX_CHUNK)."""
@@ -466,21 +528,46 @@ class Stream:
         return max(1, min(MAX_CHUNK, CHUNK_BYTES // max(size, 1)))
 
     def feed(self, phase: P.PhasePlan, start: int, chunk: int, position: dict | None = None) -> Feed:
-        """Phase `phase`'s feed from phase-local step `start` (at `position`, resuming a checkpoint)."""
-        self.check(phase)
+        """Phase `phase`'s feed from phase-local step `start` (at `position`, resuming a checkpoint).
+
+        Across processes every process gets here for each phase, and what it found is agreed (a
+        collective) before any batch is sent: an error on one process is raised on every one."""
+        problem, ran_out = None, False
+        try:
+            self.check(phase)
+            self._stand(phase, position)
+            ran_out = self.reader.batches.one_shot and not self.reader.pending and self._ran_out()
+        except Exception as exc:
+            if self.processes == 1:
+                raise
+            problem = exc
+        if self.processes > 1:
+            self._agree_on_start(phase, problem, ran_out)
+        elif ran_out:
+            raise self._ran_out_error(phase, "the one-shot iterator", f" (after {self.reader.offset} batches)")
+        return Feed(self, phase, start, chunk)
+
+    def _stand(self, phase: P.PhasePlan, position: dict | None) -> None:
+        """The reader at the phase's start: a fresh pass, or where a checkpoint's `position` says."""
         if position is None:
             self.reader.start_phase()
-        else:
-            try:
-                self.reader.restore(position["chunk"], position["rows"])
-            except (ValueError, TypeError, KeyError) as exc:  # grain refuses a state of another loader
-                raise DataError(f"{phase.label}: the checkpoint's data position cannot be restored in this iterable of batches ({type(exc).__name__}: {exc}); expected the source the checkpointed run read") from None
-        if self.reader.batches.one_shot and not self.reader.pending and self._ran_out():
+            return
+        own = self._own_position(phase, position)
+        try:
+            self.reader.restore(own["chunk"], own["rows"])
+        except (ValueError, TypeError, KeyError) as exc:  # grain refuses a state of another loader
+            raise DataError(f"{phase.label}: the checkpoint's data position cannot be restored in this iterable of batches ({type(exc).__name__}: {exc}); expected the source the checkpointed run read") from None
+
+    def _own_position(self, phase: P.PhasePlan, position: dict) -> dict:
+        """This process's part of a checkpoint's data position (across processes it holds every process's)."""
+        every = position.get("processes")
+        written = len(every) if every is not None else 1
+        if written != self.processes:
             raise DataError(
-                f"{phase.label} gets no batch: the one-shot iterator ran out before it (after {self.reader.offset} batches); "
-                "expected one that lasts the run, or a re-iterable source (a list, a grain DataLoader, a function returning a fresh iterator)"
+                f"{phase.label}: the checkpoint's data position is that of a run of {written} process(es), and this run has {self.processes}; "
+                "expected as many processes, each reading the source it read"
             )
-        return Feed(self, phase, start, chunk)
+        return every[distributed.index()] if every is not None else position
 
     def _ran_out(self) -> bool:
         batch = self.reader.read()
@@ -489,33 +576,84 @@ class Stream:
         self.reader.hand_back([batch])
         return False
 
+    @staticmethod
+    def _ran_out_error(phase: P.PhasePlan, whose: str, when: str = "") -> DataError:
+        return DataError(
+            f"{phase.label} gets no batch: {whose} ran out before it{when}; "
+            "expected one that lasts the run, or a re-iterable source (a list, a grain DataLoader, a function returning a fresh iterator)"
+        )
+
+    def _agree_on_start(self, phase: P.PhasePlan, problem: Exception | None, ran_out: bool) -> None:
+        """Across processes, at a phase's start (a collective): every process's batches have one
+        structure, none met a problem, and each has batches left; else every process raises."""
+        found = distributed.gather_json([describe(self.first), ran_out, problem is not None])
+        structures = [structure for structure, _, _ in found]
+        if len(set(structures)) > 1:
+            listed = "; ".join(f"process {i}: {structure}" for i, structure in enumerate(structures))
+            raise DataError(
+                f"{phase.label}: the processes read batches of different structures, shapes or dtypes ({listed}); "
+                "expected the same on every process (each reads its share of every global batch)"
+            )
+        if problem is not None:
+            raise problem
+        if failed := [i for i, (_, _, bad) in enumerate(found) if bad]:
+            raise DataError(f"{phase.label}: {_processes(failed)} could not start reading its batches (its own error says why); every process stops here")
+        if short := [i for i, (_, out, _) in enumerate(found) if out]:
+            raise self._ran_out_error(phase, f"the one-shot iterator of {_processes(short)}")
+
+    def agree_on_chunk(self, item, phase: P.PhasePlan):
+        """Across processes, a chunk the runner takes (a collective, in the runner's thread: every
+        process takes its chunks in the same order): the fewest batches any process read (another
+        process's one-shot iterator ran out: so has the run's data), or the error of a process that
+        failed to read it, raised on every process."""
+        failed = isinstance(item, BaseException)
+        rows = distributed.gather_ints([-1 if failed else len(item.rows)])[:, 0]
+        if failed:
+            return item
+        if (rows < 0).any():
+            return DataError(f"{phase.label}: {_processes(np.flatnonzero(rows < 0))} could not read its batches (its own error says why); every process stops here")
+        least = int(rows.min())
+        if least < len(item.rows):
+            item.spare, item.rows, item.exhausted = item.rows[least:], item.rows[:least], True
+        return item
+
     def check(self, phase: P.PhasePlan) -> None:
-        """`batch N` with an iterable: every leaf's leading axis must be N (the batches come made);
-        with a sharding, every axis it splits must split evenly over its devices."""
-        first = self.reader.structure.first
-        for (shape, dtype), sharding in zip(self.reader.structure.specs, self.row_shardings or ()):
-            _check_split(phase, shape, dtype, sharding, first)
+        """`batch N` with an iterable: every leaf's leading axis must be N (the batches come made;
+        across processes, the global batch's); with a sharding, every axis it splits must split
+        evenly over its devices."""
+        for (shape, dtype), sharding in zip(self.specs, self.row_shardings or ()):
+            _check_split(phase, shape, dtype, sharding, self.described())
         if not phase.batch:
             return
-        for shape, _ in self.reader.structure.specs:
+        for shape, _ in self.specs:
             if not shape or shape[0] != phase.batch:
                 raise DataError(
-                    f"{phase.label} has `batch {phase.batch}` but the batches are {describe(first)}; "
+                    f"{phase.label} has `batch {phase.batch}` but the batches are {self.described()}; "
                     f"expected a leading axis of {phase.batch} in every array (or no `batch`: an iterable's batches come made)"
                 )
+
+
+def _processes(indices) -> str:
+    """`process 1`, `processes 0, 2`."""
+    indices = [int(i) for i in indices]
+    return f"process {indices[0]}" if len(indices) == 1 else f"processes {', '.join(map(str, indices))}"
 
 
 SHARDING_FORM = "a jax.sharding.NamedSharding (such as `NamedSharding(mesh, PartitionSpec(\"data\"))`: each batch's leading axis split over the mesh's `data` axis), or a pytree of them with the batch's structure"
 
 
-def batch_shardings(sharding, first) -> list | None:
+def batch_shardings(sharding, first, across: bool = False) -> list | None:
     """Per leaf of a batch, the NamedSharding `Batches(sharding=)` gives it (one sharding for every
-    leaf, or a pytree prefix of the batch, as `jax.device_put` takes); None without one."""
-    if sharding is None:
-        return None
+    leaf, or a pytree prefix of the batch, as `jax.device_put` takes); None without one. `across`
+    processes, every leaf's leading axis split over every device by default, and a sharding must
+    span every device of every process."""
     import jax
-    from jax.sharding import NamedSharding
+    from jax.sharding import NamedSharding, PartitionSpec
 
+    if sharding is None and not across:
+        return None
+    if sharding is None:
+        sharding = NamedSharding(distributed.data_mesh(), PartitionSpec(distributed.DATA_AXIS))
     try:
         shardings = jax.tree_util.tree_leaves(jax.tree.broadcast(sharding, first))
     except (ValueError, TypeError) as exc:
@@ -523,8 +661,11 @@ def batch_shardings(sharding, first) -> list | None:
     for leaf_sharding in shardings:
         if not isinstance(leaf_sharding, NamedSharding):
             raise DataError(f"`sharding` holds a {type(leaf_sharding).__name__}; expected {SHARDING_FORM}")
-        if not leaf_sharding.is_fully_addressable:
-            raise DataError("`sharding` spans devices of other processes; expected a mesh of this process's devices (an iterable of batches is not read across processes yet)")
+        if across and set(leaf_sharding.mesh.devices.flat) != set(jax.devices()):
+            raise DataError(
+                "`sharding` spans only some of the run's devices; across processes expected a mesh of every device of every process "
+                "(such as `schedc.distributed.data_mesh()`): each process reads its share of every global batch"
+            )
     return shardings
 
 
@@ -535,23 +676,41 @@ def _stacked(sharding):
     return NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
 
 
-def _check_split(phase: P.PhasePlan, shape: tuple, dtype, sharding, first) -> None:
+def _split_count(sharding, names) -> int:
+    """Over how many devices `sharding` splits an axis whose PartitionSpec entry is `names`."""
+    if names is None:
+        return 1
+    names = names if isinstance(names, tuple) else (names,)
+    return int(np.prod([sharding.mesh.shape[name] for name in names]))
+
+
+def _global_shape(sharding, shape: tuple) -> tuple:
+    """The shape of the global batch whose share on this process's devices has `shape`: each axis
+    as many times longer as there are processes' shares of it (as `make_array_from_process_local_data` infers)."""
+    spec = tuple(sharding.spec)
+    if len(spec) > len(shape):
+        return shape  # refused by `_check_split`, naming the phase
+    splits = tuple(_split_count(sharding, names) for names in spec) + (1,) * (len(shape) - len(spec))
+    mine = sharding.addressable_devices_indices_map(splits).values()  # (one element per shard along each axis)
+    held = [len({index[axis].start or 0 for index in mine}) for axis in range(len(shape))]
+    return tuple(size * split // share for size, split, share in zip(shape, splits, held))
+
+
+def _check_split(phase: P.PhasePlan, shape: tuple, dtype, sharding, described: str) -> None:
     """A DataError naming the phase unless every axis `sharding` splits divides evenly over its devices."""
     spec = tuple(sharding.spec)
     if len(spec) > len(shape):
         leaf = f"{dtype}[{', '.join(map(str, shape))}]"
         raise DataError(
-            f"{phase.label}: the batches are {describe(first)}, but `sharding` {sharding.spec} names {len(spec)} axes for the array {leaf}; "
+            f"{phase.label}: the batches are {described}, but `sharding` {sharding.spec} names {len(spec)} axes for the array {leaf}; "
             f"expected a PartitionSpec of at most {len(shape)} (give a pytree of shardings, one per array, where arrays differ)"
         )
     for axis, names in enumerate(spec):
-        if names is None:
-            continue
-        names = names if isinstance(names, tuple) else (names,)
-        devices = int(np.prod([sharding.mesh.shape[name] for name in names]))
+        devices = _split_count(sharding, names)
         if shape[axis] % devices:
             what = "batch size" if axis == 0 else f"size of axis {axis}"
+            names = names if isinstance(names, tuple) else (names,)
             raise DataError(
-                f"{phase.label}: the batches are {describe(first)}, but `sharding` splits axis {axis} over the {devices} devices of mesh axis "
+                f"{phase.label}: the batches are {described}, but `sharding` splits axis {axis} over the {devices} devices of mesh axis "
                 f"{' x '.join(map(repr, names))}; expected a {what} that is a multiple of {devices}"
             )

@@ -58,8 +58,8 @@ class Program:
         from schedc.runtime.stream import check_epochs
 
         if batches is not None:
-            check_epochs(batches, self.per_data, eval_every)
-            size = DataSize(batches=batches.batches_per_epoch) if batches.batches_per_epoch else None
+            per_epoch = check_epochs(batches, self.per_data, eval_every)  # (across processes, the shortest process's pass)
+            size = DataSize(batches=per_epoch) if per_epoch else None
         else:
             size = data_size(split((tuple(args), dict(kwargs or {})))[0])
         if eval_every is not None and eval_every != "epoch" and not (isinstance(eval_every, int) and eval_every >= 1):

@@ -386,20 +386,27 @@ def test_schedc_run_streams_the_batches_a_data_function_yields(tmp_path):
     assert np.load(tmp_path / "out" / "losses.npz")["phase_0"].shape == (8,)  # the completed phase, saved
 
 
-def test_schedc_run_refuses_a_sweep_or_a_distributed_run_over_batches_before_any_work(tmp_path):
-    import socket
-
+def test_schedc_run_refuses_a_sweep_over_batches_before_any_work(tmp_path):
     # a loss that fails when traced: the refusal comes first, before the loss is tried
     (tmp_path / "m.py").write_text(PROJECT + "\n\ndef failing(m, x, y):\n    raise RuntimeError('traced')\n")
     swept = _schedc_run(tmp_path, "batches", "--loss", "m.py:failing", "--sweep", "lr=0.1,0.2")
     assert swept.returncode == 2 and "Traceback" not in swept.stderr
     assert "--sweep needs the data as arrays: the `data` function returned an iterable of batches" in swept.stderr
-    with socket.socket() as s:  # a one-process job: the refusal, not the missing cluster
+
+
+def test_schedc_run_distributed_streams_each_processs_batches(tmp_path):
+    import socket
+
+    (tmp_path / "m.py").write_text(PROJECT)
+    with socket.socket() as s:  # a one-process job (tests/test_multihost.py streams over two)
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    spread = _schedc_run(tmp_path, "batches", "--loss", "m.py:failing", "--coordinator", f"localhost:{port}", "--num-processes", "1", "--process-id", "0")
-    assert spread.returncode == 2 and "Traceback" not in spread.stderr
-    assert "--distributed needs the data as arrays: the `data` function returned an iterable of batches" in spread.stderr
+    spread = _schedc_run(tmp_path, "batches", "--coordinator", f"localhost:{port}", "--num-processes", "1", "--process-id", "0", "--out", "spread")
+    assert spread.returncode == 0, spread.stderr
+    alone = _schedc_run(tmp_path, "batches", "--out", "alone")
+    with np.load(tmp_path / "spread" / "losses.npz") as mine, np.load(tmp_path / "alone" / "losses.npz") as reference:
+        for name in reference.files:
+            np.testing.assert_allclose(mine[name], reference[name], rtol=1e-6)
 
 
 # ---------------------------------------------------------------- data parallel: batches sharded over a mesh

@@ -311,11 +311,9 @@ def run(args) -> int:
         # refused before the rows are sharded and the loss traced
         if batches is not None and swept:
             raise ValueError("--sweep needs the data as arrays: the `data` function returned an iterable of batches")
-        if batches is not None and distributed:
-            raise ValueError("--distributed needs the data as arrays: the `data` function returned an iterable of batches")
         if program.state is not None and swept:
             raise ValueError("--sweep takes no model state: the model function returned (model, state) (an eqx.nn.State); a stateful model runs one setting at a time")
-        if distributed:
+        if distributed and batches is None:  # (an iterable of batches: each process's own share of every batch)
             data_args, data_kwargs = _split_rows((data_args, data_kwargs))
         _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss, program.state)
         evaluation = _evaluation(program.plan, path.parent)

@@ -8,11 +8,13 @@ compiled chunks follow their inputs' shardings, and the losses and stop decision
 are replicated, so every process reads the same numbers and takes the same branches.
 
 What must not differ between processes lives here and in the runner: anything decided from the
-wall clock or the terminal (the pace of chunk calls, the progress bar, and so fused segments)
-is fixed in a multi-process run; files are written by process 0 only (`is_writer`); arrays
-sharded over other processes are gathered before they are saved (`host_array`, a collective
-every process calls); and processes wait for each other where one writes what the others read
-(`barrier`).
+wall clock or the terminal (the pace of chunk calls, the progress bar) is fixed in a
+multi-process run, and which phases fuse depends on the program and the model alone; files are
+written by process 0 only (`is_writer`); arrays sharded over other processes are gathered before
+they are saved or read on the host (`host_array`, a collective every process calls); what one
+process's own data decides (streamed batches, runtime/stream.py) is agreed from every process's
+values (`gather_ints`, `gather_json`); and processes wait for each other where one writes what
+the others read (`barrier`).
 """
 
 from __future__ import annotations

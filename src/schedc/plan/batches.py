@@ -32,6 +32,9 @@ class Batches:
     `jax.sharding.NamedSharding` such as `NamedSharding(mesh, PartitionSpec("data"))`, splitting
     each leaf's leading (example) axis over the mesh's `data` axis, or a pytree prefix of the
     batch's structure holding one per leaf (runtime.stream checks it and stacks each chunk so).
+    Across processes (`jax.distributed`) each process gives its own source, yielding its share of
+    every global batch, and `sharding` (by default each leaf's leading axis over every device)
+    spans every process's devices.
     """
 
     source: Any

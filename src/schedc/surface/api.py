@@ -149,7 +149,8 @@ class Program:
         per_epoch=N)`): each batch a tuple (positional), a dict (keyword) or one array, read and
         sent to the device by a background thread while the previous chunk runs (docs/data.md);
         `schedc.Batches(source, sharding=NamedSharding(mesh, PartitionSpec("data")))` shards
-        every batch over a mesh (data parallel).
+        every batch over a mesh (data parallel); across processes (`jax.distributed`) each process
+        passes its own share of every batch (docs/scale.md).
 
         Returns a `run.Result` (`.model`, `.models`, `.loss_history`, `.phase_losses`,
         `.hyperparams`, `.stop_reasons`, `.phases`, `.metrics`, `.eval_steps`, `.aux`). A non-finite

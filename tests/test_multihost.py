@@ -2,7 +2,8 @@
 localhost) gives the losses of one process on one device: data split by rows over the 8 global
 devices, a parameter sharded over them, checkpoints written by process 0 alone and resumed by
 both, batched fits spread over the processes and a sweep (each run as fused segments, as in one
-process), and `schedc run --distributed`.
+process), streamed batches (each process reading its share of every batch), and `schedc run
+--distributed`.
 
 Each process is a subprocess (the device count and the distributed runtime are fixed when JAX
 starts); the reference is one more subprocess with a single device.

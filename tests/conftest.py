@@ -8,6 +8,10 @@ an entry another test left. tests/test_check_cache.py turns it on, in a folder o
 import os
 
 os.environ["SCHEDC_NO_CACHE"] = "1"
+# Subprocesses that run in another folder (tmp_path) must import the schedc under test: a relative
+# PYTHONPATH entry (`PYTHONPATH=src`, a worktree's sources) would otherwise resolve from there.
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(entry or os.curdir) for entry in os.environ["PYTHONPATH"].split(os.pathsep))
 
 
 def interrupted_on_call(loss, call: int):

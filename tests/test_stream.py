@@ -5,8 +5,6 @@ handed back, checkpoints of the data position, and the errors bad batches get.""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -374,9 +372,7 @@ def _schedc_run(folder, data, *args):
     import sys
 
     (folder / "fit.sched").write_text(f'model "m.py:build"\nloss "m.py:loss"\ndata "m.py:{data}"\noptimizer sgd\nphase a 8 lr 0.1 < free ** >\nphase b 8 lr 0.1 < free ** >\n')
-    # (run from `folder`: the schedc this test imported, wherever a relative PYTHONPATH found it)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(schedc.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "schedc", "run", "fit.sched", "--quiet", *args], capture_output=True, text=True, cwd=folder, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "schedc", "run", "fit.sched", "--quiet", *args], capture_output=True, text=True, cwd=folder, timeout=300)
 
 
 def test_schedc_run_streams_the_batches_a_data_function_yields(tmp_path):

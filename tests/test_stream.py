@@ -404,6 +404,7 @@ def test_schedc_run_distributed_streams_each_processs_batches(tmp_path):
     spread = _schedc_run(tmp_path, "batches", "--coordinator", f"localhost:{port}", "--num-processes", "1", "--process-id", "0", "--out", "spread")
     assert spread.returncode == 0, spread.stderr
     alone = _schedc_run(tmp_path, "batches", "--out", "alone")
+    assert alone.returncode == 0, alone.stderr
     with np.load(tmp_path / "spread" / "losses.npz") as mine, np.load(tmp_path / "alone" / "losses.npz") as reference:
         for name in reference.files:
             np.testing.assert_allclose(mine[name], reference[name], rtol=1e-6)

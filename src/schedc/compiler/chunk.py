@@ -38,6 +38,11 @@ STOP_REASONS = {COMPLETED: "completed", STOP_LOSS_CHANGE: "loss_change", STOP_LO
 # steps a chunk call may run (its loss buffer's length); the runner sizes each call below it
 DEFAULT_CHUNK = 16384
 
+# the vmapped axis of many fits at once (a batched fit's datasets, a sweep's settings: the
+# phase-by-phase chunk, `Compiled.per_item`, and a fused segment, `segment.Items`): reductions
+# over the items name it
+ITEMS = "items"
+
 
 @dataclass(frozen=True)
 class Hyper:
@@ -360,6 +365,10 @@ class Compiled:
     #  the evaluation log: evaluate.empty_log's, filled, or {})
     chunk: Callable
     hypers: Callable  # (step0, numbers) -> [chunk, hyperparameters] applied values
+    # the chunk function, not jitted, for many fits at once: to be `jax.vmap`ped over the items
+    # with `axis_name=ITEMS` (an evaluation runs when some item is due: see `run_steps`)
+    per_item: Callable
+    evaluated: bool  # the phase evaluates: the chunk's `evaluation` argument is (validation arrays, limits), else ()
 
 
 class _ById:
@@ -441,7 +450,7 @@ def hyper_dtype(free):
 
 
 def run_steps(
-    signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, evaluation=()
+    signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, evaluation=(), items=False
 ):
     """The device loop of a phase (traceable): up to `n_active` steps from phase step `step0`.
 
@@ -454,7 +463,9 @@ def run_steps(
     returned in `stop_state["model_state"]`. An evaluated phase (`signature.evaluation`, with
     `evaluation` its (validation arrays, limits) and `stop_state["eval"]` its carried state)
     evaluates after each step that completes `every` steps (compiler.evaluate), logged to
-    `logs["evals"]`; a rule that fires sets the reason STOP_EVAL. Returns (steps run, free,
+    `logs["evals"]`; a rule that fires sets the reason STOP_EVAL. With `items` the function
+    runs `jax.vmap`ped over many fits (axis `ITEMS`): an evaluation then runs when some item is
+    due and only the due items take its results (see `evaluated`). Returns (steps run, free,
     opt_state, stop_state, logs).
 
     The one step loop every program runs: a phase's chunk (`compiled`) and a fused segment's
@@ -567,7 +578,18 @@ def run_steps(
             values = E.metric_values(ev, assemble(free), model_state, validation)
             return E.evaluate(ev, signature.groups, limits, values, carry, evals, opt_state, free, model_state, i + 1)
 
-        opt_state, carry, evals, fired = jax.lax.cond(due, now, lambda operands: (*operands, jnp.bool_(False)), (opt_state, stop["eval"], logs["evals"]))
+        def skip(operands):
+            return (*operands, jnp.bool_(False))
+
+        operands = (opt_state, stop["eval"], logs["evals"])
+        if items:
+            # vmapped: `due` is per item, and a cond on it would become a select that computes the
+            # metrics at every step; on "some item is due" (unbatched: a reduction over the items)
+            # it stays a conditional, and the items not due keep what they had
+            some = jax.lax.pmax(due.astype(jnp.int32), ITEMS).astype(bool)
+            opt_state, carry, evals, fired = jax.lax.cond(some, lambda ops: select(due, now(ops), skip(ops)), skip, operands)
+        else:
+            opt_state, carry, evals, fired = jax.lax.cond(due, now, skip, operands)
         reason = jnp.where(fired, jnp.int32(STOP_EVAL), stop["reason"])
         return opt_state, dict(stop, eval=carry, reason=reason), dict(logs, evals=evals)
 
@@ -610,16 +632,28 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
     def init(free, numbers):
         return init_state(signature, free, numbers)
 
-    def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, evaluation):
-        ran, free, opt_state, stop_state, logs = run_steps(
-            signature, loss_fn, model_layout, data_layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, evaluation=evaluation
-        )
-        stop_state = dict(stop_state, done=stop_state["done"] + ran)
-        if signature.plateaus:
-            stop_state["plateau_scale"] = logs["plateau_scale"]
-        return free, opt_state, stop_state, logs["loss"], logs.get("aux", {}), logs.get("evals", {})
+    def chunk_of(items: bool) -> Callable:
+        def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, evaluation):
+            ran, free, opt_state, stop_state, logs = run_steps(
+                signature, loss_fn, model_layout, data_layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys,
+                evaluation=evaluation, items=items,
+            )
+            stop_state = dict(stop_state, done=stop_state["done"] + ran)
+            if signature.plateaus:
+                stop_state["plateau_scale"] = logs["plateau_scale"]
+            return free, opt_state, stop_state, logs["loss"], logs.get("aux", {}), logs.get("evals", {})
 
-    return Compiled(jax.jit(init), jax.jit(chunk), hyperparams_program(signature))
+        return chunk
+
+    return Compiled(jax.jit(init), jax.jit(chunk_of(False)), hyperparams_program(signature), chunk_of(True), signature.evaluation is not None)
+
+
+def select(keep, new, old):
+    """`new` where `keep` (one item's scalar, under vmap) is true, else `old` (the same pytree)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, old)
 
 
 def hyperparams_program(signature: PhaseSignature) -> Callable:

@@ -92,8 +92,7 @@ class SegmentSignature:
     init_numbers: int  # width of the init-number table
 
 
-# the vmapped axis of a batched segment (`Items`): reductions over the items name it
-ITEMS = "items"
+ITEMS = C.ITEMS  # the vmapped axis of a batched segment (`Items`): reductions over the items name it
 
 
 @dataclass(frozen=True)
@@ -562,7 +561,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at,
         )
         if items:  # an item that had stopped: its values as they were, no steps
-            ran, free, opt, stop, logs = _where(before[3]["reason"] == C.COMPLETED, (ran, free, opt, stop, logs), before)
+            ran, free, opt, stop, logs = C.select(before[3]["reason"] == C.COMPLETED, (ran, free, opt, stop, logs), before)
             stop["reason"] = _nonfinite_stops(stop["reason"], logs["loss"], at, ran)
 
         def written(values):
@@ -617,11 +616,3 @@ def _nonfinite_stops(reason, losses, at: int, ran):
     steps = jnp.arange(losses.shape[0])
     bad = jnp.any(~jnp.isfinite(losses) & (steps >= at) & (steps < at + ran))
     return jnp.where(bad & (reason == C.COMPLETED), jnp.int32(C.NONFINITE), reason)
-
-
-def _where(keep, new, old):
-    """`new` where `keep` (one item's scalar) is true, else `old` (the same pytree)."""
-    import jax
-    import jax.numpy as jnp
-
-    return jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, old)

@@ -23,6 +23,7 @@ import numpy as np
 
 from schedc.compiler import chunk as C
 from schedc.runtime import distributed
+from schedc.runtime.evaluation import Evaluator, ItemEvals
 from schedc.runtime.runner import (
     CompileClock,
     Deferred,
@@ -65,9 +66,12 @@ def _vmapped(fns: C.Compiled, axis: str = DATASETS):
     if entry is None or entry[0] is not fns:
         numbers, data = (None, 0) if axis == DATASETS else (0, None)
         init = jax.jit(jax.vmap(fns.init, in_axes=(0, numbers)))
-        # free, opt state, stop state and model arrays are per item; step counts, step keys and the
-        # evaluation argument (always (): batched fits do not evaluate) are shared
-        chunk = jax.jit(jax.vmap(fns.chunk, in_axes=(0, 0, 0, 0, None, None, numbers, numbers, data, None, None)))
+        # free, opt state, stop state and model arrays are per item; step counts and step keys are
+        # shared; an evaluated phase's validation data is as the data is (a dataset's own, or shared
+        # by the settings) and its rules' limits per item (evaluation.ItemEvals.arguments)
+        evaluation = (data, 0) if fns.evaluated else None
+        in_axes = (0, 0, 0, 0, None, None, numbers, numbers, data, None, evaluation)
+        chunk = jax.jit(jax.vmap(fns.per_item, in_axes=in_axes, axis_name=C.ITEMS))
         entry = _VMAPPED[(id(fns), axis)] = (fns, init, chunk)
     return entry[1], entry[2]
 
@@ -89,15 +93,23 @@ class BatchedPhaseResult:
     compiles: int
     model: Any = Deferred()  # every array leaf with the leading dataset axis (a `Later` from a fused segment)
     ema_model: Any = Deferred()  # with `ema D`, batched like `model`
+    # an evaluated phase, per dataset: its metrics (name -> one value per evaluation), the
+    # phase-local steps done at each evaluation, and `keep best`'s step (None: none kept)
+    metrics: list[dict] = field(default_factory=list)
+    eval_steps: list[np.ndarray] = field(default_factory=list)
+    best_steps: list = field(default_factory=list)
 
     def dataset(self, i: int, take=lambda tree: tree) -> PhaseResult:
         """Dataset i's phase; `take` slices its models out of the batch."""
         n = int(self.steps_run[i])
-        return PhaseResult(
+        result = PhaseResult(
             self.index, self.name, self.display, self.steps, n, self.losses[i, :n], {k: v[i, :n] for k, v in self.hyperparams.items()},
             self.stop_reasons[i], self.wall_time, self.compile_time, self.compiles, take(self.model),
             None if self.ema_model is None else take(self.ema_model),
         )
+        if self.metrics:
+            result.metrics, result.eval_steps, result.best_step = self.metrics[i], self.eval_steps[i], self.best_steps[i]
+        return result
 
 
 @dataclass
@@ -177,6 +189,14 @@ class BatchedRunner(Runner):
 
     def stopped_items(self) -> np.ndarray:
         return self.dead
+
+    def _phase_evals(self, phase) -> ItemEvals:
+        """One history per dataset; each dataset is evaluated on its own validation data."""
+        return ItemEvals(phase, self.evaluator, item_phases=self._item_phases(phase), per_item_validation=self.AXIS == DATASETS)
+
+    def _item_phases(self, phase) -> list:
+        """Each item's plan of `phase` (a batched fit's datasets share it)."""
+        return [phase] * self.size
 
     def segment_phase_result(self, phase, prepared, losses, scales, done, reasons, model, wall: float, clock: CompileClock) -> BatchedPhaseResult:
         """A phase a fused segment ran (runtime/fused.py), from its per-item losses ([items, steps],
@@ -268,11 +288,18 @@ class BatchedRunner(Runner):
         """No exception for a non-finite loss: that dataset stopped, its reason says why."""
 
 
-def run_batched(program, loss_fn, args, kwargs, *, batched_model: bool = False, chunk: int | None = None, fuse: bool = True) -> BatchedResult:
-    """Fit `program` to B datasets at once (see `Program.run_batched`)."""
+def run_batched(
+    program, loss_fn, args, kwargs, *, batched_model: bool = False, chunk: int | None = None, fuse: bool = True, metrics=None, validation: tuple = (), eval_every=None
+) -> BatchedResult:
+    """Fit `program` to B datasets at once (see `Program.run_batched`; `validation`: each dataset's,
+    every array with the leading dataset axis). Epochs and `eval_every` count in one dataset's examples."""
     if program.model is None:
         raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-    runner = BatchedRunner(program.plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=True, source=program.source, state=program.state, fuse=fuse)
+    evaluator = Evaluator(metrics, validation) if metrics is not None else None
+    if evaluator is not None:
+        _check_validation(evaluator.validation_arrays, _size((tuple(args), dict(kwargs))))
+    plan = program.plan_for(*_one_dataset(args, kwargs), eval_every=eval_every)
+    runner = BatchedRunner(plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=True, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)
     if chunk is None:
         runner.chunk = chunk_for(runner.size)
     model = strong_types(program.model) if batched_model else runner.broadcast(program.model)
@@ -291,6 +318,23 @@ def chunk_for(size: int) -> int:
     """
     steps = max(1, (1 << 16) // size)
     return int(min(C.DEFAULT_CHUNK, max(64, 1 << (steps.bit_length() - 1))))
+
+
+def _one_dataset(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Dataset 0's data (what `Program.plan_for` counts epochs and minibatches in)."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x[0] if hasattr(x, "shape") and len(x.shape) else x, (tuple(args), dict(kwargs)))
+
+
+def _check_validation(arrays: tuple, size: int) -> None:
+    """Each dataset is evaluated on its own validation data: every array has the leading dataset axis."""
+    wrong = [tuple(x.shape) for x in arrays if not len(x.shape) or x.shape[0] != size]
+    if wrong:
+        raise ValueError(
+            f"run_batched: every validation array needs the leading axis of the {size} datasets (each dataset is evaluated on its own), "
+            f"found shapes {wrong}; to evaluate every dataset on the same data, repeat it: np.broadcast_to(v, ({size},) + v.shape)"
+        )
 
 
 def _check_batched(model, size: int) -> None:

@@ -44,18 +44,19 @@ class Evaluator:
         phase that does not evaluate."""
         return E.lower(phase, self.metrics, self.validation_layout) if phase.eval_every is not None else None
 
-    def names(self, model, phase: P.PhasePlan, state=None) -> list[str]:
+    def names(self, model, phase: P.PhasePlan, state=None, validation_arrays=None) -> list[str]:
         """The names the metrics function returns for this model, found by tracing it (nothing
         runs); EvalError unless it returns {name: scalar}. `state`: the model state, in a run with
         one (the function gets `metrics(model, state, *validation)` and puts the model in inference
-        mode itself: `eqx.nn.inference_mode(model)`, as equinox's own evaluation does)."""
+        mode itself: `eqx.nn.inference_mode(model)`, as equinox's own evaluation does).
+        `validation_arrays`: what it is traced on, when not the run's (one dataset's of a batched fit)."""
         arrays, layout = C.split((model, state))
         key = (self.metrics, layout, self.validation_layout)
         if key not in _NAMES:
-            _NAMES[key] = self._trace(layout, arrays, phase)
+            _NAMES[key] = self._trace(layout, arrays, phase, self.validation_arrays if validation_arrays is None else validation_arrays)
         return _NAMES[key]
 
-    def _trace(self, layout, arrays, phase: P.PhasePlan) -> list[str]:
+    def _trace(self, layout, arrays, phase: P.PhasePlan, validation_arrays) -> list[str]:
         import equinox as eqx
 
         metrics, validation_layout = self.metrics, self.validation_layout
@@ -64,7 +65,7 @@ class Evaluator:
             model, state = layout.rebuild(arrays)
             return E.call_metrics(metrics, validation_layout, model, state, validation_arrays)
 
-        out = eqx.filter_eval_shape(call, arrays, self.validation_arrays)
+        out = eqx.filter_eval_shape(call, arrays, validation_arrays)
         _check_output(out, phase)
         return list(out)
 
@@ -127,7 +128,11 @@ class PhaseEvals:
     def check_names(self, model, state=None) -> None:
         """Before the phase trains: the metrics function returns {name: scalar}, and every metric its
         rules name is one it returns (traced, not run), so a misspelt name fails now, not in the program."""
-        returned = dict.fromkeys(self.evaluator.names(model, self.phase, state))
+        self._check_needs(self.evaluator.names(model, self.phase, state))
+
+    def _check_needs(self, names: list[str]) -> None:
+        """EvalError unless every metric the phase's rules, `keep` and plateaus name is in `names`."""
+        returned = dict.fromkeys(names)
         for metric in self.needs:
             if metric.removeprefix(METRIC_PREFIX) not in returned:
                 listed = ", ".join(f"`{METRIC_PREFIX}{k}`" for k in returned) or "nothing"
@@ -144,25 +149,32 @@ class PhaseEvals:
 
         self.state = stop["eval"]
         log, rule = jax.device_get((log, stop["eval"]["rule"]))
-        count = int(log["count"])
-        self.steps += [int(s) for s in log["steps"][:count]]
-        self.values += [{name: float(v[j]) for name, v in log["values"].items()} for j in range(count)]
+        self.steps += _logged_steps(log)
+        self.values += _logged_values(log)
         if int(np.asarray(stop["reason"])) == C.STOP_EVAL:
-            rule = self.rules[int(rule)]
-            self.reason = f"{rule.metric} < {rule.threshold:g}" if rule.kind == "metric" else f"{rule.metric} stopped improving"
+            self.reason = _reason(self.rules[int(rule)])
 
-    def kept_weights(self):
-        """At the phase end: `keep best`'s (free values, model state) of the best evaluation, or None
-        (no `keep`, or no evaluation improved); sets `kept_step`."""
+    def final_weights(self, free, model_state):
+        """At the phase end: the (free values, model state) the phase ends with: `keep best`'s of
+        the best evaluation (setting `kept_step`), else `free` and `model_state` (no `keep`, or no
+        evaluation improved)."""
         import jax
 
         if self.state is None or "kept" not in self.state:
-            return None
+            return free, model_state
         step = int(jax.device_get(self.state["kept_step"]))
         if step < 0:
-            return None
+            return free, model_state
         self.kept_step = step
         return self.state["kept"]
+
+    def record(self, result) -> None:
+        """Write the phase's evaluations into its result: the metrics with their steps, the step of
+        the kept weights and the rule that ended it."""
+        result.eval_steps, result.metrics = self.history()
+        result.best_step = self.kept_step
+        if self.reason:
+            result.stop_reason = self.reason
 
     def snapshot(self) -> tuple[dict, Any]:
         """What a mid-phase checkpoint keeps of the evaluations so far: (a JSON-able record, the
@@ -198,8 +210,114 @@ class PhaseEvals:
 
     def history(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(steps, {name: values}) of the phase's evaluations."""
-        names = list(dict.fromkeys(k for v in self.values for k in v))
-        return np.asarray(self.steps, np.int64), {k: np.asarray([v.get(k, np.nan) for v in self.values], np.float64) for k in names}
+        return np.asarray(self.steps, np.int64), _history(self.values)
+
+
+def _logged_steps(log: dict) -> list[int]:
+    """The phase steps done at each evaluation of a chunk's log (read on the host)."""
+    return [int(s) for s in log["steps"][: int(log["count"])]]
+
+
+def _logged_values(log: dict) -> list[dict]:
+    """The metrics of each evaluation of a chunk's log (read on the host)."""
+    return [{name: float(v[j]) for name, v in log["values"].items()} for j in range(int(log["count"]))]
+
+
+def _reason(rule: P.StopRule) -> str:
+    """The stop reason of a rule on a metric that ended a phase: `val.loss < 0.1`, `val.accuracy stopped improving`."""
+    return f"{rule.metric} < {rule.threshold:g}" if rule.kind == "metric" else f"{rule.metric} stopped improving"
+
+
+@dataclass
+class ItemEvals(PhaseEvals):
+    """The evaluations of a phase run for many fits at once (a batched fit's datasets, a sweep's
+    settings: the chunk vmapped over the items), one history per item.
+
+    `item_phases[i]` is item i's phase (a sweep's setting may have its own thresholds and
+    patience: the rules' limits are stacked per item); `per_item_validation`: the validation
+    arrays have the items axis (a batched fit's datasets each have their own), else every item is
+    evaluated on the same data (a sweep's settings). The carried state has the items axis; the
+    rules fire per item, and an item that stopped sits still while the others go on."""
+
+    item_phases: list = field(default_factory=list)
+    per_item_validation: bool = False
+    item_steps: list = field(default_factory=list)  # per item: the phase steps done at each evaluation
+    item_values: list = field(default_factory=list)  # per item: each evaluation's metrics
+    reasons: list = field(default_factory=list)  # per item: the rule on an evaluation that ended its phase, or None
+    kept_steps: list = field(default_factory=list)  # per item: the step of its kept weights, or None
+
+    def __post_init__(self):
+        super().__post_init__()
+        size = len(self.item_phases)
+        self.item_steps, self.item_values = [[] for _ in range(size)], [[] for _ in range(size)]
+        self.reasons, self.kept_steps = [None] * size, [None] * size
+
+    def check_names(self, model, state=None) -> None:
+        """As a single fit's, traced on item 0 (its model, and its validation data when each item has its own)."""
+        import jax
+
+        def first(tree):
+            return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+        validation = self.evaluator.validation_arrays
+        self._check_needs(self.evaluator.names(first(model), self.phase, state, first(validation) if self.per_item_validation else validation))
+
+    def arguments(self) -> tuple:
+        """(validation arrays, every item's limits stacked), or () without evaluation."""
+        if not self.active:
+            return ()
+        limits = [E.limits(phase) for phase in self.item_phases]
+        return self.evaluator.validation_arrays, {name: np.stack([mine[name] for mine in limits]) for name in limits[0]}
+
+    def carry(self, free, model_state) -> dict:
+        """A fresh evaluation state for every item (`free` has the items axis already)."""
+        size = len(self.item_phases)
+        carry = E.initial_carry(self.evaluation, free, model_state)
+        return {k: v if k == "kept" else np.broadcast_to(v, (size,) + np.shape(v)).copy() for k, v in carry.items()}
+
+    def absorb(self, log: dict, stop: dict) -> None:
+        """Each item's evaluations of one chunk (its row of the log), and the rule that ended its phase."""
+        import jax
+
+        self.state = stop["eval"]
+        log, rule, reason = jax.device_get((log, stop["eval"]["rule"], stop["reason"]))
+        for i, phase in enumerate(self.item_phases):
+            mine = {"count": log["count"][i], "steps": log["steps"][i], "values": {name: v[i] for name, v in log["values"].items()}}
+            self.item_steps[i] += _logged_steps(mine)
+            self.item_values[i] += _logged_values(mine)
+            if int(reason[i]) == C.STOP_EVAL:
+                self.reasons[i] = _reason(E.metric_rules(phase)[int(rule[i])])
+
+    def final_weights(self, free, model_state):
+        """Each item's kept weights where an evaluation improved (`keep best`), else its `free`."""
+        import jax
+        import jax.numpy as jnp
+
+        if self.state is None or "kept" not in self.state:
+            return free, model_state
+        steps = np.asarray(jax.device_get(self.state["kept_step"]))
+        self.kept_steps = [int(s) if s >= 0 else None for s in steps]
+        improved = steps >= 0
+        kept_free = self.state["kept"][0]
+        return {path: jnp.where(improved.reshape((-1,) + (1,) * (jnp.ndim(value) - 1)), kept_free[path], value) for path, value in free.items()}, model_state
+
+    def last(self) -> str:
+        return ""  # (many fits run quiet: no progress bar)
+
+    def record(self, result) -> None:
+        """Per item: its metrics with their steps, its kept step, and the rule that ended its phase."""
+        result.eval_steps = [np.asarray(steps, np.int64) for steps in self.item_steps]
+        result.metrics = [_history(values) for values in self.item_values]
+        result.best_steps = list(self.kept_steps)
+        for i, reason in enumerate(self.reasons):
+            if reason:
+                result.stop_reasons[i] = reason
+
+
+def _history(values: list[dict]) -> dict[str, np.ndarray]:
+    """{name: its value at each evaluation} (NaN where an evaluation lacks it)."""
+    names = list(dict.fromkeys(k for v in values for k in v))
+    return {k: np.asarray([v.get(k, np.nan) for v in values], np.float64) for k in names}
 
 
 def without_carry(stop: dict) -> dict:

@@ -567,7 +567,7 @@ class Runner:
 
     The Python builder (managed schedules) and `Program.run` both drive this. The chunk loop
     (`_run_phase`: pacing, progress, checkpoint hooks) is the one every fit runs; a fit
-    strategy supplies how a chunk is called and read: `_programs`, `_initial_stop`, `_absorb`
+    strategy supplies how a chunk is called and read: `_programs`, `_phase_evals`, `_initial_stop`, `_absorb`
     and `_phase_result` (single fits here, B datasets at once in `batch.BatchedRunner`).
     """
 
@@ -746,7 +746,7 @@ class Runner:
             scales = []  # per chunk, with plateaus: the scales applied
             step0 = 0
             state = {}  # a checkpoint's mid-phase state when resuming (with the data position of streamed batches)
-            evals = PhaseEvals(phase, self.evaluator)
+            evals = self._phase_evals(phase)
             aux = AuxLog()
             if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one (evals and aux in place)
                 state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux))
@@ -790,9 +790,8 @@ class Runner:
                     self.checkpoint.after_chunk(self, index, state, final=self.stop_signal is not None)
                 if self.stop_signal is not None and step0 < phase.steps:
                     raise Interrupted(self.stop_signal, index, step0)
-        model_state = stop.get("model_state")
-        if (kept := evals.kept_weights()) is not None:  # `keep best`: the weights (and model state) of the best evaluation
-            free, model_state = kept
+        # `keep best`: the weights (and model state) of the best evaluation
+        free, model_state = evals.final_weights(free, stop.get("model_state"))
         self.model_state = model_state
         ema = O.ema_of(opt_state)
         ema_model = self._write_back(model, ema) if ema is not None else None
@@ -800,12 +799,11 @@ class Runner:
         self.state = RunnerState(phase.index, prepared.signature, opt_state)
         result = self._phase_result(phase, prepared, losses, scales, stop, model, time.perf_counter() - started, clock, starts)
         result.ema_model = ema_model
-        result.eval_steps, result.metrics = evals.history()
         result.aux_steps, result.aux = aux.history()
-        result.best_step = evals.kept_step
         result.state = model_state
-        if evals.reason or exhausted:
-            result.stop_reason = evals.reason or DATA_EXHAUSTED
+        evals.record(result)
+        if exhausted and not evals.reason:
+            result.stop_reason = DATA_EXHAUSTED
         return result
 
     def _prepare(self, phase: P.PhasePlan) -> C.PreparedPhase:
@@ -827,11 +825,15 @@ class Runner:
             return replace(prepared, signature=replace(prepared.signature, batch_sharding=minibatch.row_shardings(self.data_arrays)))
         return prepared
 
-    # ---- the single-fit strategy (batch.BatchedRunner overrides these four)
+    # ---- the single-fit strategy (batch.BatchedRunner overrides these)
 
     def _programs(self, fns: C.Compiled) -> tuple[Callable, Callable]:
         """The (init, chunk) functions phases run."""
         return fns.init, fns.chunk
+
+    def _phase_evals(self, phase: P.PhasePlan) -> PhaseEvals:
+        """What the host keeps of the phase's evaluations (one history; batched: one per item)."""
+        return PhaseEvals(phase, self.evaluator)
 
     def _initial_stop(self, signature: C.PhaseSignature) -> dict:
         return dict(_fresh_stop(signature))

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from schedc.check.catalog import METRIC_PREFIX, maximised
 from schedc.compiler import chunk as C
 from schedc.runtime.batch import SETTINGS, BatchedResult, BatchedRunner, chunk_for
 from schedc.runtime.runner import Runner, strong_types
@@ -34,8 +35,9 @@ class SweepResult(BatchedResult):
     """What a sweep returns: a batched result whose items are the settings.
 
     `settings[i]` is setting i ({name: value}); `setting(i)` its fit as a single `Result`;
-    `final_losses` the last loss of each setting; `best()` the index of the lowest final loss;
-    `summary()` a table of every setting, best first.
+    `final_losses` the last loss of each setting; `metric("val.M")` each setting's value of an
+    evaluation metric; `best()` the index of the lowest final loss (`best(by="val.accuracy")`:
+    of the best metric); `summary()` a table of every setting, best first.
     """
 
     settings: list[dict] = field(default_factory=list)
@@ -54,21 +56,60 @@ class SweepResult(BatchedResult):
                 out[i] = row[finite_steps[-1]]
         return out
 
-    def best(self) -> int:
-        """The setting with the lowest final loss (a non-finite one never wins)."""
-        losses = np.where(np.isfinite(self.final_losses), self.final_losses, np.inf)
-        return int(np.argmin(losses))
+    def metric(self, name: str) -> np.ndarray:
+        """Each setting's value of the evaluation metric `name` (`val.accuracy`) for the model it
+        returns: at its last evaluation of it, or, where the phase of that evaluation kept its best
+        weights (`keep best`), at the evaluation it kept; NaN for a setting that never evaluated it.
+        ValueError for a metric no setting evaluated, naming those that were."""
+        key = name.removeprefix(METRIC_PREFIX)
+        if key not in self.metric_names:
+            evaluated = ", ".join(f"`{METRIC_PREFIX}{k}`" for k in self.metric_names)
+            raise ValueError(f"sweep: no setting evaluated `{METRIC_PREFIX}{key}`; " + (f"the metrics evaluated are {evaluated}" if evaluated else "the sweep did not evaluate (no `eval` / metrics=)"))
+        out = np.full(self.size, np.nan)
+        for i in range(self.size):
+            for phase in reversed(self.phases):
+                values = phase.metrics[i].get(key) if phase.metrics else None
+                if values is None or not len(values):
+                    continue
+                kept = phase.best_steps[i]
+                out[i] = values[int(np.flatnonzero(phase.eval_steps[i] == kept)[0]) if kept is not None else -1]
+                break
+        return out
 
-    def summary(self) -> str:
-        """Every setting: its values, final loss, steps run and stop reasons; best first, marked `*`."""
+    @property
+    def metric_names(self) -> list[str]:
+        """The evaluation metrics any setting evaluated (without `val.`), in the order first met."""
+        return list(dict.fromkeys(name for phase in self.phases for mine in phase.metrics for name in mine))
+
+    def _ranking(self, by: str | None) -> np.ndarray:
+        """Each setting's sort key, lower is better (inf where it has none): the final loss, or by a
+        metric (`val.accuracy`) in its direction (catalog.maximised, as `keep best` infers it)."""
+        if by is None or by == "loss":
+            values = self.final_losses
+        else:
+            values = self.metric(by)
+            values = -values if maximised(by) else values
+        return np.where(np.isfinite(values), values, np.inf)
+
+    def best(self, by: str | None = None) -> int:
+        """The setting with the lowest final loss, or the best value of an evaluation metric (`by="val.accuracy"`:
+        see `metric`; higher is better for accuracies and scores, as for `keep best`). A non-finite value never wins."""
+        return int(np.argmin(self._ranking(by)))
+
+    def summary(self, by: str | None = None) -> str:
+        """Every setting: its values, final loss, evaluation metrics (see `metric`), steps run and
+        stop reasons; best first (by the final loss, or by the metric `by`), marked `*`."""
         names = list(self.settings[0]) if self.settings else []
-        order = sorted(range(self.size), key=lambda i: (not np.isfinite(self.final_losses[i]), self.final_losses[i]))
-        best = self.best() if self.size else -1
-        rows = [("", "setting", *names, "final loss", "steps", "stop")]
+        ranking = self._ranking(by)
+        order = sorted(range(self.size), key=lambda i: ranking[i])
+        best = self.best(by) if self.size else -1
+        metrics = {name: self.metric(name) for name in self.metric_names}
+        rows = [("", "setting", *names, "final loss", *(f"{METRIC_PREFIX}{m}" for m in metrics), "steps", "stop")]
         for i in order:
             steps = sum(int(p.steps_run[i]) for p in self.phases)
             reasons = ",".join(dict.fromkeys(p.stop_reasons[i] for p in self.phases))
-            rows.append(("*" if i == best else "", str(i), *(f"{self.settings[i][k]:g}" for k in names), f"{self.final_losses[i]:.6g}", str(steps), reasons))
+            shown = (f"{values[i]:.6g}" for values in metrics.values())
+            rows.append(("*" if i == best else "", str(i), *(f"{self.settings[i][k]:g}" for k in names), f"{self.final_losses[i]:.6g}", *shown, str(steps), reasons))
         widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
         lines = ["  ".join(c.rjust(w) if 0 < j < len(widths) - 1 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -88,6 +129,10 @@ class SweepRunner(BatchedRunner):
     def _batch_size(self) -> int:
         return len(self.plans)
 
+    def _item_phases(self, phase) -> list:
+        """Each setting's own plan of `phase` (its thresholds and patience on metrics)."""
+        return [plan.phases[phase.index] for plan in self.plans]
+
     def segment_plans(self) -> list:
         return self.plans
 
@@ -97,9 +142,16 @@ class SweepRunner(BatchedRunner):
         k = phase.index
         self.prepared = [C.prepare(plan.phases[k], self.leaves, self.chunk) for plan in self.plans]
         first = self.prepared[0]
+        evaluation = self.evaluator.lowered(phase) if self.evaluator is not None else None
         for i, (plan, prepared) in enumerate(zip(self.plans, self.prepared)):
-            if plan.phases[k].steps != phase.steps or prepared.signature != first.signature or len(prepared.numbers) != len(first.numbers):
-                what = f"its step count ({plan.phases[k].steps} instead of {phase.steps})" if plan.phases[k].steps != phase.steps else "its structure (a schedule's kind, an integer or named optimizer argument, a stop rule)"
+            mine = plan.phases[k]
+            evaluates_alike = self.evaluator is None or self.evaluator.lowered(mine) == evaluation
+            if mine.steps != phase.steps or prepared.signature != first.signature or len(prepared.numbers) != len(first.numbers) or not evaluates_alike:
+                what = (
+                    f"its step count ({mine.steps} instead of {phase.steps})" if mine.steps != phase.steps
+                    else f"its evaluation interval ({mine.eval_every} steps instead of {phase.eval_every})" if not evaluates_alike
+                    else "its structure (a schedule's kind, an integer or named optimizer argument, a stop rule)"
+                )
                 raise SweepError(
                     f"setting {i} changes {what} in {phase.label}: a sweep varies numbers that share one compiled program; "
                     "sweep such values in separate runs"
@@ -139,9 +191,12 @@ def _applied_per_setting(program):
     return jax.jit(jax.vmap(program, in_axes=(None, 0)))
 
 
-def run_sweep(plans: list, settings: list[dict], model, tree, key, loss_fn, args, kwargs, *, chunk: int | None = None, source=None, state=None, fuse: bool = True) -> SweepResult:
-    """Fit every setting's Plan at once (see `Program.sweep`; a model `state` is refused: batch.NO_STATE)."""
-    runner = SweepRunner(plans, tree, loss_fn, args, kwargs, key=key, chunk=chunk, quiet=True, source=source, state=state, fuse=fuse)
+def run_sweep(
+    plans: list, settings: list[dict], model, tree, key, loss_fn, args, kwargs, *, chunk: int | None = None, source=None, state=None, fuse: bool = True, evaluator=None
+) -> SweepResult:
+    """Fit every setting's Plan at once (see `Program.sweep`; a model `state` is refused: batch.NO_STATE;
+    `evaluator`: the metrics function and the validation data every setting is evaluated on)."""
+    runner = SweepRunner(plans, tree, loss_fn, args, kwargs, key=key, chunk=chunk, quiet=True, source=source, state=state, fuse=fuse, evaluator=evaluator)
     if chunk is None:
         runner.chunk = chunk_for(runner.size)
     result = runner.run(runner.broadcast(strong_types(model)))

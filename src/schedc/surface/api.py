@@ -62,8 +62,7 @@ class Program:
             size = DataSize(batches=per_epoch) if per_epoch else None
         else:
             size = data_size(split((tuple(args), dict(kwargs or {})))[0])
-        if eval_every is not None and eval_every != "epoch" and not (isinstance(eval_every, int) and eval_every >= 1):
-            raise ValueError(f"eval_every must be a number of steps >= 1 or \"epoch\", got {eval_every!r}")
+        check_eval_every(eval_every)
         key = (size, eval_every)
         if key not in self._plans:
             self._plans[key] = self._plan_for(size, eval_every)
@@ -77,10 +76,7 @@ class Program:
             # epochs in steps; the steps per epoch of every phase known (the progress bar shows epochs)
             plan = self._in_steps(size)
             plan = replace(plan, phases=tuple(replace(p, steps_per_epoch=size.steps_per_epoch(p.batch) if p.batch or size.batches else p.steps_per_epoch) for p in plan.phases))
-        if eval_every is None:
-            return plan
-        phases = tuple(replace(p, eval_every=(p.steps_per_epoch or 1) if eval_every == "epoch" else eval_every) for p in plan.phases)
-        return replace(plan, phases=phases)
+        return evaluated_every(plan, eval_every)
 
     def _in_steps(self, size) -> Plan:
         """The Plan with every duration in epochs in steps of this data; a duration that does not
@@ -224,20 +220,40 @@ class Program:
 
         return sweep(self, from_grid(grid))
 
-    def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, fuse: bool = True, **kwargs):
+    def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, fuse: bool = True, validation=(), metrics=None, eval_every=None, **kwargs):
         """Fit B independent datasets at once: every array in `args`/`kwargs` has a leading axis of B.
 
         Consecutive phases run as one fused segment program vmapped over the datasets, as a
         single run fuses them (`fuse=False`: one vmapped program per phase signature, phase by
         phase; the same results); stop rules act per dataset; a non-finite loss stops only its
         dataset. The model is repeated B times, or, with `batched_model=True`, already has the
-        leading axis (one model per dataset). Returns a `batch.BatchedResult` (`.model`,
-        `.models` batched; `.phase_losses[k]` of shape (B, steps), NaN past a dataset's stop;
-        `.dataset(i)`).
+        leading axis (one model per dataset). `metrics`, `validation` and `eval_every` evaluate
+        as `run` does, each dataset on its own validation data (every array of `validation` has
+        the leading axis of B too), with the rules on metrics, `keep best` and plateaus per
+        dataset. Returns a `batch.BatchedResult` (`.model`, `.models` batched; `.phase_losses[k]`
+        of shape (B, steps), NaN past a dataset's stop; `.dataset(i)`, with its `.metrics`).
         """
         from schedc.runtime.batch import run_batched
 
-        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk, fuse=fuse)
+        validation = validation if isinstance(validation, tuple) else (validation,)
+        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk, fuse=fuse, metrics=metrics, validation=validation, eval_every=eval_every)
+
+
+def check_eval_every(eval_every) -> None:
+    """ValueError unless `eval_every` is None, a number of steps >= 1 or "epoch"."""
+    if eval_every is not None and eval_every != "epoch" and not (isinstance(eval_every, int) and eval_every >= 1):
+        raise ValueError(f"eval_every must be a number of steps >= 1 or \"epoch\", got {eval_every!r}")
+
+
+def evaluated_every(plan: Plan, eval_every) -> Plan:
+    """`plan` evaluating every `eval_every` steps (or "epoch": its steps per epoch) instead of its
+    `eval` directive's interval; `plan` itself when None."""
+    from dataclasses import replace
+
+    if eval_every is None:
+        return plan
+    phases = tuple(replace(p, eval_every=(p.steps_per_epoch or 1) if eval_every == "epoch" else eval_every) for p in plan.phases)
+    return replace(plan, phases=phases)
 
 
 def _read(text_or_path) -> tuple[str | bytes, str, Path, Source | None]:

@@ -32,21 +32,29 @@ class Sweep:
     def __len__(self) -> int:
         return len(self.settings)
 
-    def run(self, loss_fn, *args, chunk: int | None = None, fuse: bool = True, **kwargs) -> SweepResult:
+    def run(self, loss_fn, *args, chunk: int | None = None, fuse: bool = True, validation=(), metrics=None, eval_every=None, **kwargs) -> SweepResult:
         """Fit every setting at once: `loss_fn(model, *args, **kwargs)` as `Program.run` takes it.
         Consecutive phases run as one fused segment program vmapped over the settings
         (`fuse=False`: phase by phase, one vmapped program per phase signature; the same results).
+        `metrics`, `validation` and `eval_every` evaluate as `Program.run` does, every setting on
+        the same validation data, with the rules on metrics, `keep best` and plateaus per setting.
 
         Returns a `sweep.SweepResult`: per-setting histories (`phase_losses[k]` of shape
         (settings, steps)), models with a leading settings axis, `.setting(i)` as a single
-        `Result`, `.final_losses`, `.best()` and `.summary()`.
+        `Result` (with its `.metrics`), `.final_losses`, `.metric(name)`, `.best(by=...)` and
+        `.summary(by=...)`.
         """
+        from schedc.runtime.evaluation import Evaluator
         from schedc.runtime.sweep import run_sweep
+        from schedc.surface.api import check_eval_every, evaluated_every
 
         program = self.program
         if program.model is None:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-        return run_sweep(self.plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source, state=program.state, fuse=fuse)
+        check_eval_every(eval_every)
+        plans = [evaluated_every(plan, eval_every) for plan in self.plans]
+        evaluator = Evaluator(metrics, validation if isinstance(validation, tuple) else (validation,)) if metrics is not None else None
+        return run_sweep(plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,7 @@ def sweep(program, swept: list[Swept]) -> Sweep:
         SchedError: a name that is neither a placeholder nor a `let` of the program (E0701),
             value lists of different lengths or empty (E0702), located in the sweep's own
             sources; a setting the checks refuse (a negative learning rate, say), naming it.
-        SweepError: a program a sweep cannot run (phases counted in epochs, evaluations), or no names.
+        SweepError: a program a sweep cannot run (phases counted in epochs), or no names.
     """
     from schedc.pipeline import read
 
@@ -215,11 +223,9 @@ def sweep(program, swept: list[Swept]) -> Sweep:
         raise SweepError("this program has no source text to sweep")
     if not swept:
         raise SweepError("sweep: give at least one name=[values]")
-    # not yet: step counts known only with the data, and evaluations per setting
+    # not yet: step counts known only with the data
     if program.per_data is not None:
         raise SweepError("sweep: this program counts phases in epochs; sweeps take phases counted in steps (for now)")
-    if program.plan.metrics:
-        raise SweepError("sweep: this program evaluates (`eval`); sweeps do not run evaluations (for now)")
     parsed = read(program.source.text, program.source.name, program.source).parsed
     lets, placeholders = _sweepable(parsed)
     _raise_if(check_names_and_lengths(swept, lets, placeholders), swept)

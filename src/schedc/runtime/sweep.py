@@ -142,16 +142,11 @@ class SweepRunner(BatchedRunner):
         k = phase.index
         self.prepared = [C.prepare(plan.phases[k], self.leaves, self.chunk) for plan in self.plans]
         first = self.prepared[0]
-        evaluation = self.evaluator.lowered(phase) if self.evaluator is not None else None
+        # (an evaluation is the same for every setting: its interval is written as a number in the
+        # file, not a value a sweep varies; its rules' thresholds and patience are per setting, ItemEvals)
         for i, (plan, prepared) in enumerate(zip(self.plans, self.prepared)):
-            mine = plan.phases[k]
-            evaluates_alike = self.evaluator is None or self.evaluator.lowered(mine) == evaluation
-            if mine.steps != phase.steps or prepared.signature != first.signature or len(prepared.numbers) != len(first.numbers) or not evaluates_alike:
-                what = (
-                    f"its step count ({mine.steps} instead of {phase.steps})" if mine.steps != phase.steps
-                    else f"its evaluation interval ({mine.eval_every} steps instead of {phase.eval_every})" if not evaluates_alike
-                    else "its structure (a schedule's kind, an integer or named optimizer argument, a stop rule)"
-                )
+            if plan.phases[k].steps != phase.steps or prepared.signature != first.signature or len(prepared.numbers) != len(first.numbers):
+                what = f"its step count ({plan.phases[k].steps} instead of {phase.steps})" if plan.phases[k].steps != phase.steps else "its structure (a schedule's kind, an integer or named optimizer argument, a stop rule)"
                 raise SweepError(
                     f"setting {i} changes {what} in {phase.label}: a sweep varies numbers that share one compiled program; "
                     "sweep such values in separate runs"

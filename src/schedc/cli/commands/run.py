@@ -25,6 +25,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from schedc.check.catalog import METRIC_PREFIX
 from schedc.cli.commands import add_set_argument, add_sweep_argument, parse_sweep, sweep_placeholders
 
 
@@ -49,6 +50,10 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--checkpoint", metavar="DIR", help="write checkpoints here and resume from the one found (schedc.runtime.checkpoint)")
     add_sweep_argument(parser)
+    parser.add_argument(
+        "--best-by", metavar="METRIC", help="with --sweep: rank the settings by an evaluation metric (`val.accuracy`: higher is better for accuracies and scores, "
+        "as for `keep best`) instead of the final loss",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="also checkpoint every N chunks within a phase (default 10; 0: after phases only)")
     group = parser.add_argument_group("across processes (jax.distributed; docs/scale.md)")
     group.add_argument(
@@ -302,6 +307,9 @@ def run(args) -> int:
     if swept and args.checkpoint:
         print("schedc run: --sweep and --checkpoint cannot be combined (a sweep is not checkpointed)", file=sys.stderr)
         return 2
+    if args.best_by is not None and not swept:
+        print("schedc run: --best-by ranks the settings of a --sweep; give --sweep NAME=V1,V2,...", file=sys.stderr)
+        return 2
     try:
         # the model: --model, else the file's `model` directive (a missing one is a diagnostic)
         program = api.compile(path, args.model, key=args.seed, **{**sweep_placeholders(swept, path), **dict(args.set)})
@@ -327,22 +335,34 @@ def run(args) -> int:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2
     if swept:
-        return _run_sweep(program, swept, loss, data_args, data_kwargs, args, out)
+        return _run_sweep(program, swept, loss, data_args, data_kwargs, evaluation, args, out)
     if batches is not None:  # the run reads the batches itself (the first again)
         data_args, data_kwargs = (), {}
     return _train(args, program, loss, data_args, data_kwargs, evaluation, out, batches)
 
 
-def _run_sweep(program, swept: list, loss, data_args, data_kwargs, args, out: Path | None) -> int:
-    """`--sweep`: every setting at once; the summary table (best first); with --out, each setting's
-    results in `setting_I/` and `sweep.json` (settings, final losses, best)."""
+def _run_sweep(program, swept: list, loss, data_args, data_kwargs, evaluation: dict, args, out: Path | None) -> int:
+    """`--sweep`: every setting at once, each evaluated as the file says (on the same validation
+    data); the summary table (best first: by the final loss, or `--best-by val.M`); with --out,
+    each setting's results in `setting_I/` and `sweep.json` (settings, final losses, each
+    setting's metrics, best)."""
     from schedc.lang.diagnostics import SchedError
+    from schedc.runtime.data import DataError
+    from schedc.runtime.evaluation import EvalError
     from schedc.runtime.sweep import SweepError
     from schedc.surface.sweep import sweep
     from schedc.tooling.files import atomic_write
 
     try:
-        result = sweep(program, swept).run(loss, *data_args, chunk=args.chunk, **data_kwargs)
+        _check_best_by(args.best_by, program, evaluation)
+    except LookupError as err:
+        print(f"schedc run: {err.args[0]}", file=sys.stderr)
+        return 2
+    except EvalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    try:
+        result = sweep(program, swept).run(loss, *data_args, chunk=args.chunk, **evaluation, **data_kwargs)
     except SweepError as err:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2
@@ -351,15 +371,34 @@ def _run_sweep(program, swept: list, loss, data_args, data_kwargs, args, out: Pa
         for note in getattr(err, "__notes__", ()):
             print(f"  = note: {note}", file=sys.stderr)
         return 1
+    except (DataError, EvalError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if _writer():
-        print(result.summary())
+        print(result.summary(by=args.best_by))
     if out is not None:
         for i in range(len(result)):
             save(result.setting(i), out / f"setting_{i}")
-        summary = {"settings": result.settings, "final_losses": [float(x) for x in result.final_losses], "best": result.best()}
+        metrics = {f"{METRIC_PREFIX}{name}": [float(x) for x in result.metric(name)] for name in result.metric_names}
+        summary = {"settings": result.settings, "final_losses": [float(x) for x in result.final_losses], "metrics": metrics, "best_by": args.best_by or "loss", "best": result.best(by=args.best_by)}
         atomic_write(out / "sweep.json", json.dumps(summary, indent=2).encode())
         print(f"saved to {out}/")
     return 0
+
+
+def _check_best_by(best_by: str | None, program, evaluation: dict) -> None:
+    """Before the sweep runs: `--best-by` is `loss` or a metric the file's metrics function returns
+    (traced on the model, not run); LookupError naming those it returns; EvalError from the tracing."""
+    from schedc.runtime.evaluation import Evaluator
+
+    if best_by is None or best_by == "loss":
+        return
+    if not evaluation:
+        raise LookupError(f"--best-by {best_by}: the file evaluates nothing (no `eval \"file.py:metrics\"` directive); rank by `loss` or add one")
+    names = Evaluator(evaluation["metrics"], evaluation["validation"]).names(program.model, program.plan.phases[0])
+    if not best_by.startswith(METRIC_PREFIX) or best_by.removeprefix(METRIC_PREFIX) not in names:
+        returned = ", ".join(f"{METRIC_PREFIX}{name}" for name in names) or "nothing"
+        raise LookupError(f"--best-by {best_by}: expected `loss` or a metric of the metrics function, which returns {returned}")
 
 
 def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: Path | None, batches=None) -> int:

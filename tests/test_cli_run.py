@@ -140,3 +140,53 @@ def test_bad_sweeps_are_reported_without_a_traceback(project, sweep, status, wor
     result = schedc("sweep.sched", *sweep, "--quiet", cwd=project)
     assert result.returncode == status, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
+
+
+EVAL_SWEEP_SCHED = """
+model "line.py:build"
+loss "line.py:loss"
+data "line.py:data"
+validation "line.py:val"
+eval "line.py:METRICS" every 5 steps
+optimizer sgd
+let rate = 0.3
+phase 40 lr rate < free slope; stop when val.loss < 0.5 >
+phase 60 lr rate < free **; stop when val.loss stops improving for 2 evals; keep best val.score >
+"""
+
+EVAL_MODEL = '''
+
+def val():
+    x = jnp.linspace(-0.9, 0.9, 7)
+    return x, 2.0 * x + 0.6
+
+
+def metrics(model, x, y):
+    error = model.slope * x + model.intercept - y
+    return {"loss": jnp.mean(error ** 2), "score": -jnp.mean(jnp.abs(error))}
+
+
+def vector_metrics(model, x, y):
+    return {"loss": model.slope * x, "score": 0.0}
+'''
+
+
+def test_an_evaluated_sweep_ranks_its_settings_by_a_metric(project, tmp_path):
+    (project / "evaluated.py").write_text(textwrap.dedent(MODEL) + EVAL_MODEL)
+    (project / "eval_sweep.sched").write_text(EVAL_SWEEP_SCHED.replace("line.py", "evaluated.py").replace("METRICS", "metrics"))
+    out = tmp_path / "out"
+    result = schedc("eval_sweep.sched", "--sweep", "rate=0.01,0.1,0.3", "--best-by", "val.score", "--out", str(out), "--quiet", cwd=project)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["setting", "rate", "final", "loss", "val.loss", "val.score", "steps", "stop"]
+    assert lines[2].split()[:3] == ["*", "2", "0.3"] and "val.loss < 0.5,val.loss stopped improving" in lines[2]
+    summary = json.loads((out / "sweep.json").read_text())
+    scores = summary["metrics"]["val.score"]
+    assert summary["best_by"] == "val.score" and summary["best"] == int(np.argmax(scores)) == 2
+    assert json.loads((out / "setting_0" / "summary.json").read_text())[1]["stop_reason"] in ("completed", "val.loss stopped improving")
+    unknown = schedc("eval_sweep.sched", "--sweep", "rate=0.01,0.1", "--best-by", "val.accuracy", "--quiet", cwd=project)
+    assert unknown.returncode == 2 and "--best-by val.accuracy: expected `loss` or a metric of the metrics function, which returns val.loss, val.score" in unknown.stderr
+    (project / "eval_sweep_bad.sched").write_text(EVAL_SWEEP_SCHED.replace("line.py", "evaluated.py").replace("METRICS", "vector_metrics"))
+    bad = schedc("eval_sweep_bad.sched", "--sweep", "rate=0.01,0.1", "--quiet", cwd=project)
+    assert bad.returncode == 1 and "the metrics function's `loss` has shape (7,) in phase 0; expected a scalar" in bad.stderr
+    assert "Traceback" not in unknown.stderr + bad.stderr

@@ -157,7 +157,7 @@ def test_minibatches_are_the_same_for_every_setting():
         np.testing.assert_allclose(result.setting(i).loss_history, alone.loss_history, rtol=1e-5, atol=1e-7)
 
 
-def test_programs_that_evaluate_or_count_epochs_are_refused():
+def test_programs_that_count_epochs_are_refused():
     with pytest.raises(SweepError, match="epochs"):
         schedc.compile("let base = 0.05\nphase 2 epochs batch 4 lr base < free ** >", model()).sweep(base=[0.1])
 

@@ -256,8 +256,8 @@ class ItemEvals(PhaseEvals):
         """As a single fit's, traced on item 0 (its model, and its validation data when each item has its own)."""
         import jax
 
-        def first(tree):
-            return jax.tree_util.tree_map(lambda x: x[0], tree)
+        def first(tree):  # (a model's leaves that are not arrays, an activation function, stay as they are)
+            return jax.tree_util.tree_map(lambda x: x[0] if isinstance(x, jax.Array) and x.ndim else x, tree)
 
         validation = self.evaluator.validation_arrays
         self._check_needs(self.evaluator.names(first(model), self.phase, state, first(validation) if self.per_item_validation else validation))

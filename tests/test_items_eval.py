@@ -218,3 +218,19 @@ def test_a_batched_fits_validation_data_needs_the_datasets_axis():
     program = schedc.compile(TEXT.replace("$target", "0.5").replace("$patience", "2"), linear())
     with pytest.raises(ValueError, match=r"every validation array needs the leading axis of the 2 datasets .* found shapes \[\(12, 3\), \(12,\)\]"):
         program.run_batched(mse, jnp.stack([X, X]), jnp.stack([Y, Y]), metrics=metrics, validation=(XV, YV))
+
+
+def test_a_model_with_leaves_that_are_not_arrays_evaluates_per_dataset():
+    """An equinox MLP holds its activation as a leaf: the metrics are traced on dataset 0's arrays, the rest as it is."""
+    import equinox as eqx
+
+    def loss(m, x, y):
+        return jnp.mean((jax.vmap(m)(x) - y) ** 2)
+
+    def metrics(m, x, y):
+        return {"loss": loss(m, x, y)}
+
+    program = schedc.compile('eval "m.py:metrics" every 5 steps\nphase 10 lr 0.01 < free **; keep best val.loss >', eqx.nn.MLP(3, "scalar", 4, 1, key=jax.random.key(0)))
+    batched = program.run_batched(loss, jnp.stack([X, X]), jnp.stack([Y, -Y]), metrics=metrics, validation=(jnp.stack([XV, XV]), jnp.stack([YV, -YV])))
+    assert [batched.dataset(i).eval_steps.tolist() for i in range(2)] == [[5, 10], [5, 10]]
+    assert batched.phases[0].metrics[0]["loss"][0] != batched.phases[0].metrics[1]["loss"][0]

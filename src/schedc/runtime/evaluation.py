@@ -168,7 +168,7 @@ class PhaseEvals:
         self.kept_step = step
         return self.state["kept"]
 
-    def record(self, result) -> None:
+    def report(self, result) -> None:
         """Write the phase's evaluations into its result: the metrics with their steps, the step of
         the kept weights and the rule that ended it."""
         result.eval_steps, result.metrics = self.history()
@@ -291,20 +291,17 @@ class ItemEvals(PhaseEvals):
     def final_weights(self, free, model_state):
         """Each item's kept weights where an evaluation improved (`keep best`), else its `free`."""
         import jax
-        import jax.numpy as jnp
 
         if self.state is None or "kept" not in self.state:
             return free, model_state
         steps = np.asarray(jax.device_get(self.state["kept_step"]))
         self.kept_steps = [int(s) if s >= 0 else None for s in steps]
-        improved = steps >= 0
-        kept_free = self.state["kept"][0]
-        return {path: jnp.where(improved.reshape((-1,) + (1,) * (jnp.ndim(value) - 1)), kept_free[path], value) for path, value in free.items()}, model_state
+        return jax.vmap(C.select)(steps >= 0, self.state["kept"][0], free), model_state
 
     def last(self) -> str:
         return ""  # (many fits run quiet: no progress bar)
 
-    def record(self, result) -> None:
+    def report(self, result) -> None:
         """Per item: its metrics with their steps, its kept step, and the rule that ended its phase."""
         result.eval_steps = [np.asarray(steps, np.int64) for steps in self.item_steps]
         result.metrics = [_history(values) for values in self.item_values]

@@ -801,7 +801,7 @@ class Runner:
         result.ema_model = ema_model
         result.aux_steps, result.aux = aux.history()
         result.state = model_state
-        evals.record(result)
+        evals.report(result)
         if exhausted and not evals.reason:
             result.stop_reason = DATA_EXHAUSTED
         return result

@@ -183,6 +183,16 @@ def test_model_option_calls_binding_lazily(capsys, write, monkeypatch):
     assert rc == 0 and calls[2][0] is None
 
 
+def test_called_in_process_it_freezes_nothing_of_the_callers(capsys, write):
+    """`main(argv)` from other Python code leaves the caller's objects to the cyclic collector
+    (only the program, `main()` without argv, freezes its heap before it exits)."""
+    import gc
+
+    before = gc.get_freeze_count()
+    assert check(capsys, "--no-cache", write(CLEAN))[0] == 0
+    assert gc.get_freeze_count() == before and gc.isenabled()
+
+
 # ---------------------------------------------------------------- real processes
 
 
@@ -194,6 +204,16 @@ def test_stdin_dash():
     proc = run("--format", "concise", "-", stdin=BAD.encode())
     assert proc.returncode == 1
     assert proc.stdout.decode().startswith("-:1:14: error[E0104]")
+
+
+def test_as_the_program_it_freezes_its_heap_before_exiting(tmp_path):
+    """`main()` without argv (the console script, `python -m schedc`) checks as always and then
+    freezes the heap, which keeps the collections at the interpreter's exit from walking it."""
+    sched = tmp_path / "f.sched"
+    sched.write_text(CLEAN)
+    code = "import gc, sys; from schedc.cli import main; sys.argv = ['schedc', 'check', '--no-cache', sys.argv[1]]; rc = main(); print(rc, gc.get_freeze_count() > 1000, gc.isenabled())"
+    proc = subprocess.run([sys.executable, "-c", code, str(sched)], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines() == ["All checks passed!", "0 True True"], proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import gc
 import os
 import sys
 
+from schedc import cli
 from schedc.cli import result_cache
 from schedc.cli.commands import add_model_argument
 
@@ -103,13 +104,20 @@ def _paused_gc():
     """Parsing allocates hundreds of thousands of small acyclic objects; the cyclic collector
     scanning them again and again doubled the time of checking a large file, and a
     short-lived command has nothing for it to reclaim. Importing the front end and loading
-    the parser allocate tens of thousands more (~5-10 ms of collections in a fresh check)."""
+    the parser allocate tens of thousands more (~5-10 ms of collections in a fresh check).
+
+    In a process of its own (`schedc.cli.whole_process`), what was allocated meanwhile is frozen
+    before the collector resumes (`gc.freeze`, as `schedc.cli.main` does at the end): the
+    collection that resuming triggers would walk all of it once more, ~9 M instructions, for a
+    process about to exit. Called from other Python code, nothing of the caller's is frozen."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
+            if cli.whole_process:
+                gc.freeze()
             gc.enable()
 
 

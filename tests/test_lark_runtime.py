@@ -45,6 +45,38 @@ def test_check_with_a_kept_parser_imports_only_larks_runtime(tmp_path):
     assert (found["status"], found["out"].strip()) == (0, "All checks passed!")
     assert {"lark", "lark.lexer", "lark.parsers.lalr_parser"} <= set(found["modules"])  # the measurement works
     assert not NOT_NEEDED & set(found["modules"])
+    assert "interegular" not in found["modules"]  # (installed here: the test extra)
+
+
+def test_a_grammar_built_later_has_interegular_as_lark_gives_it(tmp_path):
+    """lark.lexer was imported with `interegular` hidden; lark's `__init__` gives it back, so a grammar
+    built then is checked with it (strict mode needs it), as with lark imported as usual."""
+    code = """
+import json, sys
+from schedc.lang import syntax
+hidden = "interegular" not in sys.modules and not sys.modules["lark.lexer"].has_interegular
+from lark import Lark
+lexer = sys.modules["lark.lexer"]
+strict = Lark('start: "a"', parser="lalr", strict=True).parse("a").data
+print(json.dumps({"hidden": hidden, "given": lexer.has_interegular and lexer.interegular is sys.modules["interegular"], "strict": strict}))
+"""
+    assert fresh(code, tmp_path) == {"hidden": True, "given": True, "strict": "start"}
+
+
+def test_without_interegular_lark_is_as_without_it(tmp_path):
+    """Where `interegular` does not import (a plain install), lark.lexer stays without it, as lark leaves it."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "interegular.py").write_text('raise ImportError("not installed")\n')
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(shim)!r})
+from schedc.lang import syntax
+items = len(syntax.parse("phase 1 lr 0.1 < free a >").file.items)
+from lark import Lark
+print(json.dumps({{"items": items, "has": sys.modules["lark.lexer"].has_interegular, "tree": Lark('start: "a"', parser="lalr").parse("a").data}}))
+"""
+    assert fresh(code, tmp_path) == {"items": 1, "has": False, "tree": "start"}
 
 
 def test_a_later_use_of_lark_runs_its_init(tmp_path):

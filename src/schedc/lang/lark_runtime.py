@@ -13,10 +13,12 @@ Only for the lark versions this was tested with (`TESTED`, read from the `__vers
 lark's `__init__.py`, not imported); any other version, or a lark already imported, is left to
 the import system as it is.
 
-`interegular` (lark's optional dependency, in the `test` extra; ~8 ms, used only to check a grammar
-being built) is still imported with `lark.lexer` when installed: deferred the same way, a broken
-install would no longer be caught by lark's `except ImportError` around that import, but fail
-the first build instead.
+`interegular` (lark's optional dependency, in the `test` extra; ~36 M instructions, ~8% of a fresh
+`schedc check`) is used only to check the terminals of a grammar being built, never by a kept
+parser: `lark.lexer` is imported with it hidden (lark then records that it has none), and given it
+when the `__init__` runs, as lark's own import would have (`_give_interegular_back`: imported in
+lark's `try: ... except ImportError`, so a broken install is skipped as lark skips it). A grammar is
+built through `lark.Lark`, a name of the package, so it always has it when it is installed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def defer_init() -> bool:
                 except BaseException:
                     sys.modules.pop("lark", None)  # as a failed import leaves it: the next import tries again
                     raise
+                if hidden:
+                    _give_interegular_back()
         try:
             return package.__dict__[name]
         except KeyError:
@@ -57,7 +61,31 @@ def defer_init() -> bool:
 
     package.__getattr__ = complete
     sys.modules["lark"] = package
+    hidden = _lexer_without_interegular()
     return True
+
+
+def _lexer_without_interegular() -> bool:
+    """Import `lark.lexer` with `interegular` hidden (True), unless either is imported already (False)."""
+    if "interegular" in sys.modules or "lark.lexer" in sys.modules:
+        return False
+    sys.modules["interegular"] = None  # `import interegular` raises ImportError (lark: has_interegular = False)
+    try:
+        importlib.import_module("lark.lexer")
+    finally:
+        del sys.modules["interegular"]
+    return True
+
+
+def _give_interegular_back() -> None:
+    """What `lark.lexer` would have had: `interegular`, when it imports."""
+    lexer = sys.modules["lark.lexer"]
+    try:
+        import interegular
+    except ImportError:
+        return
+    lexer.interegular = interegular
+    lexer.has_interegular = True
 
 
 def declared_version(spec) -> str | None:

@@ -193,6 +193,29 @@ def test_called_in_process_it_freezes_nothing_of_the_callers(capsys, write):
     assert gc.get_freeze_count() == before and gc.isenabled()
 
 
+@pytest.mark.parametrize("columns", [None, "57", "200", "", "wide", "-3", "0"])
+def test_help_is_as_wide_as_argparse_makes_it(monkeypatch, columns):
+    """The CLI's formatter finds the terminal's width without shutil, as argparse's own (with shutil) does."""
+    import argparse
+
+    from schedc.cli import _HelpFormatter
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert _HelpFormatter("schedc")._width == argparse.HelpFormatter("schedc")._width
+
+
+def test_a_command_line_builds_the_chosen_commands_parser_alone(capsys):
+    """`schedc check ...` parses with the check command's parser alone; a word that is no command
+    still lists them all."""
+    assert main(["check", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: schedc check [-h]")
+    assert main(["chek", "f.sched"]) == 2
+    assert "invalid choice: 'chek' (choose from 'check', 'show', 'plot', 'run', 'fmt', 'lsp')" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- real processes
 
 

@@ -60,3 +60,21 @@ def test_immutable_and_a_dataclass():
 def test_bad_arguments_are_type_errors(args, kwargs, message):
     with pytest.raises(TypeError, match=message):
         Point(*args, **kwargs)
+
+
+def test_a_diagnostic_takes_its_codes_severity_and_stays_a_frozen_value():
+    """`Diagnostic` is a record that fills in its code's severity when none is given (as the
+    dataclass's `__post_init__` did), through `replace` and pickling too."""
+    from schedc.lang.diagnostics import Diagnostic
+    from schedc.lang.span import Span
+
+    made = Diagnostic("W0101", "unused `let`", Span(1, 1, 1, 4, 0, 3))
+    assert made.severity == "warning" and not made.is_error
+    assert Diagnostic("E0001", "x", severity="warning").severity == "warning"
+    moved = made.in_file("f.sched")
+    assert (moved.file, moved.severity, moved.message) == ("f.sched", "warning", made.message)
+    assert dataclasses.replace(made, code="E0101").severity == "warning"  # given, so kept
+    assert pickle.loads(pickle.dumps(made)) == made and hash(made) == hash(Diagnostic("W0101", "unused `let`", Span(1, 1, 1, 4, 0, 3)))
+    assert made != moved
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.severity = "error"

@@ -109,4 +109,17 @@ def test_a_clean_hit_imports_almost_nothing(tmp_path, cache):
     assert proc.returncode == 0 and proc.stdout == "All checks passed!\n"
     imported = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", proc.stderr, re.MULTILINE))
     assert "schedc.cli.result_cache" in imported  # the measurement works
-    assert not imported & {"lark", "schedc.lang.nodes", "schedc.lang.syntax", "schedc.check", "schedc.lang.diagnostics", "dataclasses", "pathlib"}
+    assert not imported & {"lark", "schedc.lang.nodes", "schedc.lang.syntax", "schedc.check", "schedc.lang.diagnostics", "dataclasses", "pathlib", "hashlib", "shutil"}
+
+
+def test_the_keys_digest_is_hashlibs_sha256():
+    """schedc.lang.digest (CPython's own SHA-256, without importing hashlib) hashes as hashlib does."""
+    import hashlib
+
+    from schedc.lang.digest import sha256
+
+    for data in (b"", b"phase 10 lr 0.1 < free a >\n", bytes(range(256)) * 300):
+        assert sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+        incremental = sha256(data[:7])
+        incremental.update(data[7:])
+        assert incremental.hexdigest() == hashlib.sha256(data).hexdigest()

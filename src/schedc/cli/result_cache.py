@@ -10,17 +10,17 @@ checkout never answers from a stale entry. Checks against a model (`--model`) an
 input are never cached. `schedc check --no-cache` or `SCHEDC_NO_CACHE=1` turns it off.
 
 JSON, not pickle: reading a cache entry never runs code. A hit imports only what it must
-(hashlib, json): the diagnostics classes only when there are diagnostics to rebuild, no pathlib.
+(json; SHA-256 from schedc.lang.digest, not hashlib): the diagnostics classes only when there are diagnostics to rebuild, no pathlib.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 
 from schedc import __version__
+from schedc.lang.digest import sha256
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def folder() -> str:
 
 def key(data: bytes) -> str:
     """What an entry must have been made under to be reused for a file of these bytes."""
-    digest = hashlib.sha256(data)
+    digest = sha256(data)
     digest.update(repr((FORMAT, __version__, sys.version_info[:2], _front_end_fingerprint())).encode())
     return digest.hexdigest()
 
@@ -78,7 +78,7 @@ def store(name: str, data: bytes, diagnostics: list[Diagnostic]) -> None:
 
 def _entry(name: str) -> str:
     """One entry per checked path (so the folder holds as many files as one has checked, not one per edit)."""
-    return os.path.join(folder(), hashlib.sha256(os.path.abspath(name).encode()).hexdigest()[:32] + ".json")
+    return os.path.join(folder(), sha256(os.path.abspath(name).encode()).hexdigest()[:32] + ".json")
 
 
 _FINGERPRINT: tuple | None = None

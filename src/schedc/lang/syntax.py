@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import importlib
 import math
 import os
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from schedc.lang import lark_runtime
+from schedc.lang.digest import sha256
 
 lark_runtime.defer_init()  # `parse` needs lark's runtime only: its grammar loader is imported when `parser()` builds
 
@@ -333,7 +333,7 @@ def _cache_file(strict: bool, kind: str = "lark") -> str | None:
         if kind != "lark":
             this = os.stat(__file__)
             versions += (this.st_size, this.st_mtime_ns)
-        key = hashlib.sha256(grammar + repr(versions).encode()).hexdigest()[:24]
+        key = sha256(grammar + repr(versions).encode()).hexdigest()[:24]
         path = os.path.join(folder, f"parser-{key}.{kind}")
         return path if not os.path.lexists(path) or _private(path) else None
     except OSError:

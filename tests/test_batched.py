@@ -95,3 +95,12 @@ def test_a_second_batched_run_compiles_nothing(program, batched):
     again = program.run_batched(loss, X, Y, chunk=16)
     assert sum(p.compiles for p in again.phases) == 0
     np.testing.assert_array_equal(again.phase_losses[1], batched.phase_losses[1])
+
+
+def test_epochs_count_in_one_datasets_examples():
+    """`2 epochs` of `batch 8` over datasets of 32 rows: 8 steps for every dataset, as a single fit of one counts them."""
+    program = schedc.compile("batch 8\nphase 2 epochs lr 0.05 < free ** >", model())
+    result = program.run_batched(loss, X, Y, chunk=16)
+    single = program.run(loss, X[1], Y[1], chunk=16, quiet=True)
+    assert result.phases[0].steps_run.tolist() == [8] * B and single.phases[0].steps_run == 8
+    np.testing.assert_allclose(result.dataset(1).loss_history, single.loss_history, rtol=2e-5, atol=1e-6)

@@ -190,6 +190,14 @@ class BatchedRunner(Runner):
     def stopped_items(self) -> np.ndarray:
         return self.dead
 
+    def examples(self) -> tuple:
+        """One dataset's arrays (their shapes: the leading axis is the datasets'), or a sweep's shared data."""
+        import jax
+
+        if self.AXIS != DATASETS:
+            return self.data_arrays
+        return tuple(jax.ShapeDtypeStruct(x.shape[1:], x.dtype) for x in self.data_arrays)
+
     def _phase_evals(self, phase) -> ItemEvals:
         """One history per dataset; each dataset is evaluated on its own validation data."""
         return ItemEvals(phase, self.evaluator, item_phases=self._item_phases(phase), per_item_validation=self.AXIS == DATASETS)

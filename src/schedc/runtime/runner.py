@@ -714,7 +714,7 @@ class Runner:
         import jax
 
         if self.stream is None:
-            check_batchable(phase, self.data_arrays, array_names(self.args, self.kwargs))
+            check_batchable(phase, self.examples(), array_names(self.args, self.kwargs))
         model = self.apply_inits(model, phase)
         prepared = self.prepare_phase(phase)
         sig = prepared.signature
@@ -913,6 +913,10 @@ class Runner:
         """The Plans whose numbers fill a fused segment's table: this run's (a sweep: every setting's)."""
         return [self.plan]
 
+    def examples(self) -> tuple:
+        """The data arrays one fit draws its minibatches from (a batched fit's: one dataset's shapes)."""
+        return self.data_arrays
+
     def stopped_items(self):
         """With items, those a non-finite loss stopped (they sit out the rest of the run); else None."""
         return None
@@ -945,7 +949,7 @@ class Runner:
         (else the phase runs alone, where its DataError names it)."""
         if phase.carry and _has_objects(phase):
             return False
-        if not _batchable(phase, self.data_arrays):
+        if not _batchable(phase, self.examples()):
             return False
         return all(
             init.kind == "reset" or (init.path not in self.to_unconstrained and not any(isinstance(a, Bound) for a in init.args)) for init in phase.inits

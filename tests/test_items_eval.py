@@ -214,6 +214,14 @@ def test_bad_metrics_are_errors_naming_the_phase(swept, bad, words):
         program.run_batched(mse, jnp.stack([X, X]), jnp.stack([Y, Y]), metrics=bad, validation=(jnp.stack([XV, XV]), jnp.stack([YV, YV])))
 
 
+def test_a_sweep_evaluating_every_epoch_is_refused(swept):
+    from schedc.runtime.sweep import SweepError
+
+    sweep, _ = swept
+    with pytest.raises(SweepError, match=r"eval_every=\"epoch\": sweeps take phases counted in steps"):
+        sweep.run(mse, X, Y, metrics=metrics, validation=(XV, YV), eval_every="epoch")
+
+
 def test_a_batched_fits_validation_data_needs_the_datasets_axis():
     program = schedc.compile(TEXT.replace("$target", "0.5").replace("$patience", "2"), linear())
     with pytest.raises(ValueError, match=r"every validation array needs the leading axis of the 2 datasets .* found shapes \[\(12, 3\), \(12,\)\]"):

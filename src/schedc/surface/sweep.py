@@ -52,6 +52,8 @@ class Sweep:
         if program.model is None:
             raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
         check_eval_every(eval_every)
+        if eval_every == "epoch":  # (a sweep's Plans count in steps: an epoch's steps are not known to them)
+            raise SweepError('sweep: eval_every="epoch": sweeps take phases counted in steps; give the interval in steps (eval_every=N)')
         plans = [evaluated_every(plan, eval_every) for plan in self.plans]
         evaluator = Evaluator(metrics, validation if isinstance(validation, tuple) else (validation,)) if metrics is not None else None
         return run_sweep(plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)

@@ -212,24 +212,24 @@ def _all(commands: list[tuple[list[str], dict]], timeout: float = 400) -> list[s
     return outputs
 
 
+def _findings(root, script: str) -> list:
+    """(process 0's findings, process 1's, the single process's) from `script`: run as a job of
+    two processes of four devices each, and alone on one device."""
+    port = str(_free_port())
+    job = [([sys.executable, "-c", script, str(i), "2", port, str(root / "job")], _environment(4)) for i in range(2)]
+    alone = ([sys.executable, "-c", script, "0", "1", "0", str(root / "alone")], _environment(None))
+    return [json.loads(out.strip().splitlines()[-1]) for out in _all(job + [alone])]
+
+
 @pytest.fixture(scope="module")
 def api_runs(tmp_path_factory):
-    """(process 0's findings, process 1's, the single process's)."""
-    root = tmp_path_factory.mktemp("multihost")
-    port = str(_free_port())
-    job = [([sys.executable, "-c", SCRIPT, str(i), "2", port, str(root / "job")], _environment(4)) for i in range(2)]
-    alone = ([sys.executable, "-c", SCRIPT, "0", "1", "0", str(root / "alone")], _environment(None))
-    return [json.loads(out.strip().splitlines()[-1]) for out in _all(job + [alone])]
+    return _findings(tmp_path_factory.mktemp("multihost"), SCRIPT)
 
 
 @pytest.fixture(scope="module")
 def stream_runs(tmp_path_factory):
-    """(process 0's findings, process 1's, the single process's) for streamed batches."""
-    root = tmp_path_factory.mktemp("multihost_stream")
-    port = str(_free_port())
-    job = [([sys.executable, "-c", STREAM, str(i), "2", port, str(root / "job")], _environment(4)) for i in range(2)]
-    alone = ([sys.executable, "-c", STREAM, "0", "1", "0", str(root / "alone")], _environment(None))
-    return [json.loads(out.strip().splitlines()[-1]) for out in _all(job + [alone])]
+    """For streamed batches."""
+    return _findings(tmp_path_factory.mktemp("multihost_stream"), STREAM)
 
 
 def _same_losses(mine, reference):

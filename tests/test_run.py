@@ -244,3 +244,22 @@ def test_result_histories_and_summary():
     assert "phase 0 (a)" in text and "4/4" in text and "completed" in text
     assert all(p.wall_time >= 0 and p.compile_time >= 0 for p in res.phases)
     assert math.isclose(res.wall_time, sum(p.wall_time for p in res.phases))
+
+
+def test_a_fresh_optimizer_state_that_reads_no_value_is_made_once_per_kind_of_argument():
+    # Adam's fresh state (zero moments, count 0) depends on no value: one call, kept; a state that
+    # copies the parameters or reads a number is made at every call
+    adam = jax.jit(lambda free, numbers: optax.adam(1e-3).init(free))
+    first = compiler.fresh_opt_state(adam, {"w": jnp.ones(3)}, np.zeros(2))
+    again = compiler.fresh_opt_state(adam, {"w": jnp.full(3, 5.0, jnp.float32)}, np.ones(2))
+    assert again is first
+    for kept, made in zip(jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(adam({"w": jnp.ones(3)}, np.zeros(2)))):
+        np.testing.assert_array_equal(kept, made)
+    assert compiler.fresh_opt_state(adam, {"w": jnp.ones(4)}, np.zeros(2))[0].mu["w"].shape == (4,)  # another shape, another state
+
+    copies = jax.jit(lambda free, numbers: {"slow": free["w"] * 1.0})
+    reads = jax.jit(lambda free, numbers: {"scale": numbers[0] * jnp.ones(3)})
+    for init in (copies, reads):
+        one = compiler.fresh_opt_state(init, {"w": jnp.ones(3)}, np.full(2, 2.0))
+        other = compiler.fresh_opt_state(init, {"w": jnp.full(3, 5.0, jnp.float32)}, np.full(2, 7.0))
+        assert not np.array_equal(one[next(iter(one))], other[next(iter(other))])

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Callable, Hashable
 
 import numpy as np
@@ -397,6 +397,13 @@ class Layout:
         leaves = [next(it) if s is None else (s.value if isinstance(s, _ById) else s) for s in self.static]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
+    @cached_property
+    def positions(self) -> dict[int, int]:
+        """Leaf index (in the flattened tree) -> its position among the array leaves (a parameter's
+        leaves are arrays: where its value sits in `split`'s arrays). (Kept on the layout: it is a
+        function of `static` alone, which never changes.)"""
+        return {leaf: i for i, leaf in enumerate(k for k, s in enumerate(self.static) if s is None)}
+
 
 def split(tree) -> tuple[tuple, Layout]:
     """(array leaves, layout) of a pytree."""
@@ -436,6 +443,55 @@ def init_state(signature: PhaseSignature, free, numbers):
     import jax.numpy as jnp
 
     return make_transform(signature, hyper_values(signature, jnp.int32(0), numbers, hyper_dtype(free))).init(free)
+
+
+# (a jitted init, what it is called on: structure, shapes, dtypes, weak types, shardings) -> the
+# fresh state, when it depends on neither argument's values; None when it does
+_CONSTANT_STATES: dict[tuple, Any] = {}
+
+
+def fresh_opt_state(init: Callable, free: dict, numbers):
+    """`init(free, numbers)` (a phase's jitted optimizer init), called once per kind of argument when
+    the state it makes depends on neither argument's values (Adam's: zero moments and count).
+
+    Valid because such a state is the same for every call with arguments of the same structure,
+    shapes, dtypes and shardings (the key), whatever their values, and JAX arrays are immutable
+    (no program donates its arguments), so every phase may start from the one kept. Which states
+    qualify is read once from the init's jaxpr (`_depends_on_inputs`); a state that copies the
+    parameters (an EMA's) or reads a number is made at every call, as before."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten((free, numbers))
+    key = (init, treedef, tuple((x.shape, x.dtype, getattr(x, "weak_type", False), getattr(x, "sharding", None)) for x in leaves))
+    if key not in _CONSTANT_STATES:
+        depends = _depends_on_inputs(jax.make_jaxpr(init)(free, numbers).jaxpr)
+        _CONSTANT_STATES[key] = None if depends else init(free, numbers)
+    kept = _CONSTANT_STATES[key]
+    return init(free, numbers) if kept is None else kept
+
+
+def _depends_on_inputs(jaxpr) -> bool:
+    """Whether an output of `jaxpr` may depend on the value of an input: an operation reached from
+    an input taints all its outputs, except a jitted call, whose body is followed."""
+    return any(_tainted_outputs(jaxpr, [True] * len(jaxpr.invars)))
+
+
+def _tainted_outputs(jaxpr, tainted_inputs: list[bool]) -> list[bool]:
+    """Per output of `jaxpr`, whether it may depend on the inputs marked in `tainted_inputs`."""
+    from jax.extend.core import Literal
+
+    def tainted_var(v) -> bool:
+        return not isinstance(v, Literal) and v in tainted
+
+    tainted = {v for v, t in zip(jaxpr.invars, tainted_inputs) if t}
+    for eqn in jaxpr.eqns:
+        inputs = [tainted_var(v) for v in eqn.invars]
+        if not any(inputs):
+            continue
+        body = eqn.params.get("jaxpr") if eqn.primitive.name in ("jit", "pjit") else None
+        outputs = _tainted_outputs(getattr(body, "jaxpr", body), inputs) if body is not None else [True] * len(eqn.outvars)
+        tainted.update(v for v, t in zip(eqn.outvars, outputs) if t)
+    return [tainted_var(v) for v in jaxpr.outvars]
 
 
 def hyper_dtype(free):

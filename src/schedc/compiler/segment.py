@@ -360,8 +360,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
     model_arrays = _one_item(model_arrays, items is not None)
     data_arrays = _one_item(data_arrays, items is not None and items.data)
 
-    # a leaf index (in the flattened model) -> its position among the array leaves
-    position = {leaf: i for i, leaf in enumerate(k for k, s in enumerate(model_layout.static) if s is None)}
+    position = model_layout.positions  # a leaf index (in the flattened model) -> its position among the array leaves
 
     def free_of(signature, leaves):
         return {path: leaves[position[indices[0]]] for path, indices in signature.leaves}

@@ -365,8 +365,8 @@ class Checkpointer:
         if self.previous is not None:
             index, leaves = self.previous
             # the optimizer state's structure comes from this run: the phase's fresh state
-            _, prepared, _, _, _, _, fresh = runner.start_phase(runner.plan.phases[index], current)
-            runner.state = RunnerState(index, prepared.signature, _fill(fresh, leaves, "carried optimizer state"))
+            start = runner.start_phase(runner.plan.phases[index], current)
+            runner.state = RunnerState(index, start.prepared.signature, _fill(start.opt_state, leaves, "carried optimizer state"))
         return current, result, len(self.completed)
 
     # ---- the runner's hooks

@@ -25,7 +25,7 @@ from schedc.compiler import chunk as C
 from schedc.compiler import minibatch
 from schedc.compiler import segment as S
 from schedc.runtime.distributed import host_array
-from schedc.runtime.runner import AuxLog, CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result, strong_types
+from schedc.runtime.runner import AuxLog, CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result
 
 
 class NotFused(Exception):
@@ -116,10 +116,8 @@ class Segment:
 
 def _segment(runner, start: int, end: int, model) -> tuple[Segment, tuple]:
     """The segment of phases `start` .. `end - 1` and the model's array leaves it starts from."""
-    if runner.begun is not None and model is runner.begun.model:  # the run's first segment
-        model_arrays, model_layout = runner.begun.arrays, runner.begun.layout
-    else:
-        model_arrays, model_layout = C.split(strong_types(model))
+    known = runner.arrays_of(model)  # (the run's first model, or the last phase's run alone: not split again)
+    model_arrays, model_layout = known.arrays, known.layout
     prepared, signature, table = _segment_plan(runner, start, end)
     program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays, runner.model_state, runner.items)
     if program.unfusable:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -473,12 +473,17 @@ def strong_types(model):
     """
     import jax
 
-    def weak(x):
-        return getattr(x, "weak_type", False)
-
-    if not any(weak(x) for x in jax.tree_util.tree_leaves(model)):  # the common case: no rebuild
+    if not any(map(_weak, jax.tree_util.tree_leaves(model))):  # the common case: no rebuild
         return model
-    return jax.tree_util.tree_map(lambda x: x.astype(x.dtype) if weak(x) else x, model)
+    return jax.tree_util.tree_map(_strong, model)
+
+
+def _weak(x) -> bool:
+    return getattr(x, "weak_type", False)
+
+
+def _strong(x):
+    return x.astype(x.dtype) if _weak(x) else x
 
 
 def phase_result(
@@ -526,6 +531,60 @@ class ModelFacts:
 
 
 _LAST_FACTS: list = []  # [ModelFacts] of the last model a run began from
+
+
+@dataclass(frozen=True)
+class ModelArrays:
+    """A model with no weakly typed array, its array leaves and its layout (`chunk.split`)."""
+
+    model: Any
+    arrays: tuple
+    layout: C.Layout
+
+
+class PhaseStart(NamedTuple):
+    """A phase's beginning (`Runner.start_phase`): what its chunk loop starts from."""
+
+    model: Any  # inits applied
+    prepared: C.PreparedPhase
+    compiled: C.Compiled
+    chunk: Callable  # the chunk function phases run (`Runner._programs`)
+    arrays: tuple  # the model's array leaves
+    layout: C.Layout  # how the model is rebuilt from them
+    free: dict  # free path -> its value
+    opt_state: Any  # fresh, or carried from the phase before
+
+
+@lru_cache(maxsize=1024)
+def _device_int32(value: int):
+    """`np.int32(value)` on the device, made once per value: a chunk's first step and step count
+    (a host scalar passed to a jitted call is copied in at every call). Valid forever: JAX arrays
+    are immutable."""
+    import jax
+
+    return jax.device_put(np.int32(value))
+
+
+# id(read-only host array) -> (the array, its copy on the device); emptied when full
+_DEVICE_COPIES: dict[int, tuple] = {}
+_DEVICE_COPIES_KEPT = 1024
+
+
+def _on_device(array: np.ndarray):
+    """A phase's numbers (`PreparedPhase.numbers`, `.stop_numbers`) on the device, copied once, not
+    at every chunk call. Only a read-only array is kept (a prepared phase's own, shared by every
+    run of the phase: chunk._lowered): it cannot change, and the entry holds it, so its id is not
+    reused while the entry lives. A writeable one (a sweep's stacked numbers) goes as it is."""
+    if array.flags.writeable:
+        return array
+    entry = _DEVICE_COPIES.get(id(array))
+    if entry is None:
+        import jax
+
+        if len(_DEVICE_COPIES) >= _DEVICE_COPIES_KEPT:
+            _DEVICE_COPIES.clear()
+        entry = _DEVICE_COPIES[id(array)] = (array, jax.device_put(array))
+    return entry[1]
 
 
 def _model_facts(model) -> ModelFacts:
@@ -622,6 +681,7 @@ class Runner:
         self.fuse = fuse  # run consecutive phases as fused segments where `segment_end` allows
         self.window = 1  # phases per fused call: set by begin() from the model's size
         self.begun: ModelFacts | None = None  # set by begin(): what the run derives from its starting model
+        self.built: ModelArrays | None = None  # the model the last phase run one by one ended with
         self.logger = None  # a log.RunLog (`--log DIR` / `logger=`): each phase's records, appended after it
         # an eqx.nn.State (BatchNorm statistics) the loss takes and returns: carried through every step
         # and phase (the state after the last phase run, once one has run)
@@ -640,17 +700,45 @@ class Runner:
 
     def apply_inits(self, model, phase: P.PhasePlan):
         """`model` with the inits of `phase` applied (what the phase starts from)."""
-        import jax
-
         if not phase.inits:
             return model
-        leaves, treedef = jax.tree_util.tree_flatten(model)
+        arrays, layout = C.split(model)
+        return layout.rebuild(self._with_inits(phase, arrays, layout))
+
+    def _with_inits(self, phase: P.PhasePlan, arrays: tuple, layout: C.Layout) -> tuple:
+        """A model's array leaves (of `layout`) with the inits of `phase` applied."""
+        if not phase.inits:
+            return arrays
+        new = list(arrays)
         for init in phase.inits:
             indices = self.leaves[init.path]
-            value = self._init_value(phase, init, leaves[indices[0]])
+            value = self._init_value(phase, init, new[layout.positions[indices[0]]])
             for i in indices:
-                leaves[i] = value
-        return jax.tree_util.tree_unflatten(treedef, leaves)
+                new[layout.positions[i]] = value
+        return tuple(new)
+
+    def arrays_of(self, model) -> ModelArrays:
+        """`model` with its weakly typed arrays made strong (`strong_types`), its array leaves and
+        layout. The model the run began from and the one its last phase run one by one ended with
+        are known without flattening them again (found by identity: models are immutable pytrees)."""
+        if self.built is not None and self.built.model is model:
+            return self.built
+        if self.begun is not None and self.begun.model is model:
+            return ModelArrays(self.begun.strong, self.begun.arrays, self.begun.layout)
+        arrays, layout = C.split(model)
+        if not any(map(_weak, arrays)):
+            return ModelArrays(model, arrays, layout)
+        strong = tuple(map(_strong, arrays))
+        return ModelArrays(layout.rebuild(strong), strong, layout)
+
+    def _built_from(self, layout: C.Layout, arrays: tuple, values: dict):
+        """The model of `layout` from its `arrays` with the free `values` written at every leaf of
+        their parameters (shared copies too): one unflatten, no flatten."""
+        new = list(arrays)
+        for path, value in values.items():
+            for i in self.leaves[path]:
+                new[layout.positions[i]] = value
+        return layout.rebuild(new), tuple(new)
 
     def _init_value(self, phase: P.PhasePlan, init: P.InitSpec, current):
         """The value `init` gives a parameter now equal to `current` (whose shape and dtype it takes)."""
@@ -669,13 +757,8 @@ class Runner:
         return value
 
     def _write_back(self, model, free: dict):
-        import jax
-
-        leaves, treedef = jax.tree_util.tree_flatten(model)
-        for path, value in free.items():
-            for i in self.leaves[path]:
-                leaves[i] = value
-        return jax.tree_util.tree_unflatten(treedef, leaves)
+        arrays, layout = C.split(model)
+        return self._built_from(layout, arrays, free)[0]
 
     # ---- phases
 
@@ -709,35 +792,35 @@ class Runner:
         its free values and a fresh optimizer state (or one carried from the last phase). Public
         for the checkpoint, which rebuilds a carried optimizer state in the structure it gives.
 
-        Returns (model, prepared, compiled, chunk function, model arrays, free values, optimizer state).
+        The model's weakly typed arrays are made strong (an optimizer update returns strong
+        arrays: the second phase would otherwise compile again).
         """
-        import jax
-
-        if self.stream is None:
+        if self.stream is None and phase.batch:
             check_batchable(phase, self.examples(), array_names(self.args, self.kwargs))
-        model = self.apply_inits(model, phase)
+        known = self.arrays_of(model)
+        layout = known.layout
+        inited = self._with_inits(phase, known.arrays, layout)
+        model = known.model if inited is known.arrays else layout.rebuild(inited)
         prepared = self.prepare_phase(phase)
         sig = prepared.signature
-        model_arrays, model_layout = C.split(model)
-        fns = C.compiled(sig, self.loss_fn, model_layout, self.data_layout)
+        fns = C.compiled(sig, self.loss_fn, layout, self.data_layout)
         init, chunk = self._programs(fns)
-        leaves = jax.tree_util.tree_leaves(model)
-        free = {path: leaves[indices[0]] for path, indices in sig.leaves}
-        opt_state = init(free, prepared.numbers)
+        free = {path: inited[layout.positions[indices[0]]] for path, indices in sig.leaves}
+        opt_state = C.fresh_opt_state(init, free, _on_device(prepared.numbers))
         if phase.carry and self.state.signature is not None:
             opt_state = C.carry_state(opt_state, self.state.opt_state, C.carried_labels(self.state.signature, sig), sig)
-        return model, prepared, fns, chunk, model_arrays, free, opt_state
+        return PhaseStart(model, prepared, fns, chunk, inited, layout, free, opt_state)
 
     def _run_phase(self, index: int, model, progress: _Progress | None = None):
         """The chunk loop: call the phase's chunk until the phase ends, pacing the calls, moving the
         progress bar and calling the checkpoint hooks; then record the state the next phase may carry."""
         phase = self.plan.phases[index]
-        model = strong_types(model)
         if self.initial_leaves is None:
             self.begin(model)
         started = time.perf_counter()
         with CompileClock() as clock:
-            model, prepared, fns, chunk_fn, model_arrays, free, opt_state = self.start_phase(phase, model)
+            model, prepared, fns, chunk_fn, model_arrays, layout, free, opt_state = self.start_phase(phase, model)
+            numbers, stop_numbers = _on_device(prepared.numbers), _on_device(prepared.stop_numbers)
             starts = C.injected_states(opt_state, prepared.signature) if phase.carry and _has_objects(phase) else {}
             stop = self._initial_stop(prepared.signature)
             if self.model_state is not None:  # carried in the loop's state: the chunk returns it updated
@@ -769,7 +852,7 @@ class Runner:
                 if exhausted := n_active == 0:  # a one-shot iterator ran out
                     break
                 before = (free, opt_state, stop)
-                *out, eval_log = chunk_fn(free, opt_state, stop, model_arrays, np.int32(step0), np.int32(n_active), prepared.numbers, prepared.stop_numbers, data, keys, evaluation)
+                *out, eval_log = chunk_fn(free, opt_state, stop, model_arrays, _device_int32(step0), _device_int32(n_active), numbers, stop_numbers, data, keys, evaluation)
                 free, opt_state, stop, chunk_losses, aux_values, finished = self._absorb(before, tuple(out), step0, n_active)
                 losses.append(chunk_losses)
                 done = step0 + chunk_losses.shape[-1]
@@ -794,8 +877,10 @@ class Runner:
         free, model_state = evals.final_weights(free, stop.get("model_state"))
         self.model_state = model_state
         ema = O.ema_of(opt_state)
-        ema_model = self._write_back(model, ema) if ema is not None else None
-        model = self._write_back(model, free)
+        ema_model = self._built_from(layout, model_arrays, ema)[0] if ema is not None else None
+        model, model_arrays = self._built_from(layout, model_arrays, free)
+        # (a weakly typed array, from an init or a chunk: the next phase makes it strong)
+        self.built = ModelArrays(model, model_arrays, layout) if not any(map(_weak, model_arrays)) else None
         self.state = RunnerState(phase.index, prepared.signature, opt_state)
         result = self._phase_result(phase, prepared, losses, scales, stop, model, time.perf_counter() - started, clock, starts)
         result.ema_model = ema_model

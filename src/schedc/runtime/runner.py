@@ -565,6 +565,10 @@ def _device_int32(value: int):
     return jax.device_put(np.int32(value))
 
 
+# (id(phase), id(parameter tree), chunk) -> (the phase, the tree, its chunk.PreparedPhase); emptied when full
+_PREPARED: dict[tuple, tuple] = {}
+_PREPARED_KEPT = 4096
+
 # id(read-only host array) -> (the array, its copy on the device); emptied when full
 _DEVICE_COPIES: dict[int, tuple] = {}
 _DEVICE_COPIES_KEPT = 1024
@@ -876,7 +880,7 @@ class Runner:
         # `keep best`: the weights (and model state) of the best evaluation
         free, model_state = evals.final_weights(free, stop.get("model_state"))
         self.model_state = model_state
-        ema = O.ema_of(opt_state)
+        ema = O.ema_of(opt_state) if prepared.signature.ema is not None else None  # (no state walk without `ema`)
         ema_model = self._built_from(layout, model_arrays, ema)[0] if ema is not None else None
         model, model_arrays = self._built_from(layout, model_arrays, free)
         # (a weakly typed array, from an init or a chunk: the next phase makes it strong)
@@ -892,8 +896,20 @@ class Runner:
         return result
 
     def _prepare(self, phase: P.PhasePlan) -> C.PreparedPhase:
-        """The phase's signature and runtime numbers (a sweep stacks every setting's numbers)."""
-        return C.prepare(phase, self.leaves, self.chunk)
+        """The phase's signature and runtime numbers (a sweep stacks every setting's numbers).
+
+        Kept per phase, parameter tree and chunk length (by identity: a Program keeps its Plan's
+        phases and its tree, so its later runs find them): preparing costs ~15-40 us per phase
+        (hashing the phase for the lowering's cache, two dataclass copies). Valid because the
+        phase and the tree are immutable, `self.leaves` is read from the tree alone, and the entry
+        holds both, so their ids are not reused while it lives."""
+        key = (id(phase), id(self.leaves_source), self.chunk)
+        entry = _PREPARED.get(key)
+        if entry is None:
+            if len(_PREPARED) >= _PREPARED_KEPT:
+                _PREPARED.clear()
+            entry = _PREPARED[key] = (phase, self.leaves_source, C.prepare(phase, self.leaves, self.chunk))
+        return entry[2]
 
     def prepare_phase(self, phase: P.PhasePlan) -> C.PreparedPhase:
         """`_prepare`, with where the data comes from in the signature: streamed batches (stacked per
@@ -941,7 +957,8 @@ class Runner:
 
     def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock, starts: dict):
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
-        return phase_result(phase, prepared, loss_arr, int(stop["reason"]), wall, clock.seconds, clock.count, model, scales, starts)
+        # (np.asarray: `_absorb` read this array already; `int()` of a device array would read it again)
+        return phase_result(phase, prepared, loss_arr, int(np.asarray(stop["reason"])), wall, clock.seconds, clock.count, model, scales, starts)
 
     def _new_result(self, model) -> Result:
         return Result(initial_model=model, initial_state=self.model_state)

@@ -380,6 +380,10 @@ def fitted(m, x):
     return jnp.sum((m["a"] - jnp.mean(x)) ** 2) + jnp.sum(jnp.sin(1.3 * m["b"] * x[:2]) ** 2)
 
 
+def weighted(m, x, w):
+    return fitted(m, x) * jnp.mean(w)
+
+
 REPLAY_TEXT = """seed 1
 phase 9 lr 0.1 < free a >
 phase 7 lr 0.05 < free a, b; init b ~ normal(0, 1); carry state >
@@ -412,6 +416,31 @@ def test_a_second_run_replays_the_segment_with_the_same_results(monkeypatch):
     replayed = program.run(fitted, y, quiet=True)
     assert made == [1] and len(calls) == 2  # (the fuse=False run made the one runner)
     assert_same_run(schedc.compile(REPLAY_TEXT, model()).run(fitted, y, quiet=True, fuse=False), replayed)
+
+
+def test_the_same_data_arrays_are_replayed_without_reading_their_signature_again(monkeypatch):
+    program = schedc.compile(REPLAY_TEXT, model())
+    x = jnp.linspace(0.5, 1.5, 6)
+    program.run(weighted, x, quiet=True, w=x)
+    first = program.run(weighted, x, quiet=True, w=x)  # replayed: its data checked, then known (held weakly)
+    read = []
+    original = fused.data_signature
+    monkeypatch.setattr(fused, "data_signature", lambda *a: (read.append(1), original(*a))[1])
+    made = runners_made(monkeypatch)
+    assert_same_run(first, program.run(weighted, x, quiet=True, w=x))
+    assert read == [] and made == []
+    # other arrays are checked (and replayed when of the same signature: here, the same shape)
+    program.run(weighted, x + 1.0, quiet=True, w=x)
+    assert read == [1] and made == []
+    program.run(weighted, x, quiet=True, w=x[:4])  # a keyword's shape changed: the runner
+    assert made == [1]
+    # what is known: these very arrays, by position and name, under this float width
+    known = fused._Accepted.of((x,), {"w": x})
+    assert known.arrays((x,), {"w": x}) == (x, x)
+    assert known.arrays((x + 0.0,), {"w": x}) is None and known.arrays((x,), {"v": x}) is None and known.arrays((x, x), {}) is None
+    with jax.enable_x64(True):
+        assert known.arrays((x,), {"w": x}) is None
+    assert fused._Accepted.of((np.asarray(x),), {}) is None  # a numpy array can change shape in place: never known
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ warm-up, every run a replay of the kept segment, as any repeated `Program.run`),
 phase by phase (`fuse=False`) and the hand-written loop on (1) the alternating schedule
 `repeat 50 < phase 20 < free a.* >; phase 20 < free b.* > >` on a 64-parameter model and
 (2) the 300/200/100-step spectral schedule on the small model; then the host work per phase
-of both runners, where a fused run of the spectral schedule spends its time (before, in and
+of both runners (and, where phases run one by one, `boundary_cost`), where a fused run of the spectral schedule spends its time (before, in and
 after its device call), what a fused phase costs beyond its steps (`phase_cost`: operations per
 phase in the compiled program, device time per extra phase) and, each in a fresh process, the
 compiles of a `repeat 50` schedule and of its body.
@@ -396,6 +396,87 @@ def fixed_cost(rounds: int) -> None:
         print(f"  {name:24} {statistics.median(values) * 1e6:8.0f} [{min(values) * 1e6:.0f}]")
 
 
+def boundary_cost(rounds: int) -> None:
+    """Host work per phase boundary where phases run one by one, two ways, on the alternating
+    schedule (100 phases of 20 steps, `fuse=False`):
+
+    - the difference: per round, (phase-by-phase run - fused run) / 100, both runs interleaved in
+      one process. The fused run takes the same steps, with ~2 us of device time and ~25-45 us of
+      host time per phase (see `phase_cost`, `host_work`), so this is each boundary's host work
+      plus the per-call device overhead of a separate chunk program. (Wall time minus the time
+      blocked on the device, `host_work`'s measure, no longer separates them: with every argument
+      already on the device, XLA:CPU often runs a chunk inside the dispatching call.)
+    - where it goes: main-thread CPU time (`time.thread_time_ns`: not the XLA threads', and not
+      time preempted by other processes) per phase, in the runner's parts, wrapped here.
+    Written against the runner's methods that every build has, so it also runs against an older
+    `src` (PYTHONPATH)."""
+    import jax
+
+    import schedc
+    from schedc.runtime import runner
+
+    model, loss, data = _models("tiny64")
+    program = schedc.compile(ALTERNATING_TEXT, model)
+    phases = len(program.phases)
+
+    def once(fuse: bool) -> tuple[int, int]:
+        start, cpu = time.perf_counter_ns(), time.process_time_ns()
+        jax.block_until_ready(jax.tree_util.tree_leaves(program.run(loss, *data, quiet=True, fuse=fuse).model))
+        return time.perf_counter_ns() - start, time.process_time_ns() - cpu
+
+    for _ in range(3):
+        once(True), once(False)
+    wall, cpu = [], []
+    for _ in range(rounds):
+        (fused, fused_cpu), (alone, alone_cpu) = once(True), once(False)
+        wall.append((alone - fused) / phases / 1e3)
+        cpu.append((alone_cpu - fused_cpu) / phases / 1e3)
+    print(f"\nper phase boundary, (phase by phase - fused) / {phases}, median [min, max] over {rounds} rounds: wall {_spread(wall)} us, process CPU {_spread(cpu)} us")
+
+    spent: dict[str, int] = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            start = time.thread_time_ns()
+            out = fn(*args, **kwargs)
+            spent[name] = spent.get(name, 0) + time.thread_time_ns() - start
+            return out
+
+        return wrapper
+
+    originals = runner.Runner._programs, runner.Runner._absorb, runner.Runner.start_phase, runner.Runner._phase_result
+    wrapped: dict = {}
+
+    def programs(self, fns):
+        init, chunk = originals[0](self, fns)
+        if id(fns) not in wrapped:  # (one wrapper per program: caches keyed by the function see one)
+            wrapped[id(fns)] = (fns, timed("optimizer init call", init), timed("chunk call", chunk))
+        return wrapped[id(fns)][1:]
+
+    def absorb(self, before, out, *args):
+        timed("waiting for the chunk", jax.block_until_ready)(out)
+        return timed("reading its outputs", originals[1])(self, before, out, *args)
+
+    runner.Runner._programs, runner.Runner._absorb = programs, absorb
+    runner.Runner.start_phase = timed("phase start (all)", originals[2])
+    runner.Runner._phase_result = timed("phase result", originals[3])
+    try:
+        once(False)
+        runs = []
+        for _ in range(rounds):
+            spent.clear()
+            start = time.thread_time_ns()
+            once(False)
+            spent["whole run"] = time.thread_time_ns() - start
+            runs.append(dict(spent))
+    finally:
+        runner.Runner._programs, runner.Runner._absorb, runner.Runner.start_phase, runner.Runner._phase_result = originals
+    print(f"main-thread CPU per phase, phase by phase, median over {rounds} runs (us):")
+    for name in runs[0]:
+        print(f"  {name:26} {statistics.median(r.get(name, 0) for r in runs) / phases / 1e3:7.1f}")
+    print("  (the rest of `whole run`: the runner's own loop, the write-back of the free values, the model's flattening)")
+
+
 def _segment_program(text: str, size: str):
     """(the compiled fused program of `text` on the `size` model, the arguments of its call)."""
     import schedc
@@ -525,6 +606,7 @@ def main() -> None:
     if args.fusion:
         fusion_table(args.rounds)
         host_work(args.rounds)
+        boundary_cost(args.rounds)
         fixed_cost(max(args.rounds, 50))
         print("\nwhat a fused phase costs beyond its steps (median [min, max] over interleaved rounds)")
         phase_cost(max(args.rounds, 50))

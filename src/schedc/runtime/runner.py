@@ -9,7 +9,6 @@ progress bar and decide whether the phase is over.
 from __future__ import annotations
 
 import _signal
-import contextlib
 import signal
 import sys
 import threading
@@ -209,28 +208,33 @@ class Interrupted(KeyboardInterrupt):
 _STOP_SIGNALS = (int(signal.SIGINT), int(signal.SIGTERM))
 
 
-@contextlib.contextmanager
-def stop_on_signals(runner):
+class stop_on_signals:
     """While a run is in progress (in the main thread), SIGINT and SIGTERM ask it to stop at the next
     chunk boundary (`Runner.stop_signal`), where the state is whole: a checkpoint can be written and
-    the completed phases kept. A second SIGINT stops at once (a plain KeyboardInterrupt)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    the completed phases kept. A second SIGINT stops at once (a plain KeyboardInterrupt).
 
-    def ask(signum, frame):
-        if runner.stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        runner.stop_signal = signum
-        print(f"\nschedc: {signal.Signals(signum).name}: stopping after the current chunk (Ctrl-C again to stop now)", file=sys.stderr)
+    A context manager (`with stop_on_signals(runner):`) written as a class: a generator-based one
+    cost a replayed run a few microseconds more at each end."""
 
-    # (the C module's own calls: signal.signal converts every handler to and from an enum, ~10 us a run)
-    previous = [(s, _signal.signal(s, ask)) for s in _STOP_SIGNALS]
-    try:
-        yield
-    finally:
-        for s, handler in previous:
+    def __init__(self, runner):
+        self.runner = runner
+        self.previous: list = []  # (signal, the handler it had)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            # (the C module's own calls: signal.signal converts every handler to and from an enum, ~10 us a run)
+            self.previous = [(s, _signal.signal(s, self._ask)) for s in _STOP_SIGNALS]
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous:
             _signal.signal(s, handler)
+
+    def _ask(self, signum, frame):
+        if self.runner.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.runner.stop_signal = signum
+        print(f"\nschedc: {signal.Signals(signum).name}: stopping after the current chunk (Ctrl-C again to stop now)", file=sys.stderr)
 
 
 class CompileClock:

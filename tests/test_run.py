@@ -257,6 +257,9 @@ def test_a_fresh_optimizer_state_that_reads_no_value_is_made_once_per_kind_of_ar
         np.testing.assert_array_equal(kept, made)
     assert compiler.fresh_opt_state(adam, {"w": jnp.ones(4)}, np.zeros(2))[0].mu["w"].shape == (4,)  # another shape, another state
 
+    big = compiler.KEPT_STATE_BYTES // 4 + 1  # float32 moments of this many values pass the limit
+    assert compiler.fresh_opt_state(adam, {"w": jnp.ones(big)}, np.zeros(2)) is not compiler.fresh_opt_state(adam, {"w": jnp.ones(big)}, np.zeros(2))
+
     copies = jax.jit(lambda free, numbers: {"slow": free["w"] * 1.0})
     reads = jax.jit(lambda free, numbers: {"scale": numbers[0] * jnp.ones(3)})
     for init in (copies, reads):

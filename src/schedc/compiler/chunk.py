@@ -447,8 +447,11 @@ def init_state(signature: PhaseSignature, free, numbers):
 
 
 # (a jitted init, what it is called on: structure, shapes, dtypes, weak types, shardings) -> the
-# fresh state, when it depends on neither argument's values; None when it does
+# fresh state, when it depends on neither argument's values and is small; None otherwise
 _CONSTANT_STATES: dict[tuple, Any] = {}
+# a kept state holds device memory for the process's life: only small ones are kept (a large
+# model's phase runs long enough that its init call does not matter)
+KEPT_STATE_BYTES = 16 << 20
 
 
 def fresh_opt_state(init: Callable, free: dict, numbers):
@@ -459,14 +462,17 @@ def fresh_opt_state(init: Callable, free: dict, numbers):
     shapes, dtypes and shardings (the key), whatever their values, and JAX arrays are immutable
     (no program donates its arguments), so every phase may start from the one kept. Which states
     qualify is read once from the init's jaxpr (`_depends_on_inputs`); a state that copies the
-    parameters (an EMA's) or reads a number is made at every call, as before."""
+    parameters (an EMA's) or reads a number, or one larger than KEPT_STATE_BYTES, is made at
+    every call, as before."""
     import jax
 
     leaves, treedef = jax.tree_util.tree_flatten((free, numbers))
     key = (init, treedef, tuple((x.shape, x.dtype, getattr(x, "weak_type", False), getattr(x, "sharding", None)) for x in leaves))
     if key not in _CONSTANT_STATES:
-        depends = _depends_on_inputs(jax.make_jaxpr(init)(free, numbers).jaxpr)
-        _CONSTANT_STATES[key] = None if depends else init(free, numbers)
+        state = init(free, numbers)
+        small = sum(getattr(x, "nbytes", 0) for x in jax.tree_util.tree_leaves(state)) <= KEPT_STATE_BYTES
+        _CONSTANT_STATES[key] = state if small and not _depends_on_inputs(jax.make_jaxpr(init)(free, numbers).jaxpr) else None
+        return state
     kept = _CONSTANT_STATES[key]
     return init(free, numbers) if kept is None else kept
 

@@ -2,7 +2,9 @@
 running them one by one gives (losses, stop reasons, hyperparameter logs with plateau scales, aux
 metrics, every phase's model and model state), for every stop rule, init kind and `carry state`,
 with minibatches drawn on the device; a `repeat` compiles its body's program once and runs in one
-call; a non-finite loss inside a segment names its phase and step and keeps the phases before."""
+call; a non-finite loss inside a segment names its phase and step and keeps the phases before;
+evaluated phases (`eval`, every rule on metrics) fuse with the same evaluations, stops and kept
+weights."""
 
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ def assert_same_run(one, other):
         for name in a.aux:
             assert a.aux[name].tobytes() == b.aux[name].tobytes(), (a.display, name)
         assert leaves_bytes(a.state) == leaves_bytes(b.state), a.display
+        assert (a.eval_steps.tolist(), list(a.metrics), a.best_step) == (b.eval_steps.tolist(), list(b.metrics), b.best_step), a.display
+        for name in a.metrics:
+            assert a.metrics[name].tobytes() == b.metrics[name].tobytes(), (a.display, name)
 
 
 def fused_calls(monkeypatch) -> list:
@@ -531,3 +536,136 @@ def test_a_signal_stops_a_replayed_run_with_the_phases_it_finished(monkeypatch):
     assert replayed.phase == through_runner.phase == 2 and replayed.signal == signal.SIGINT
     assert len(replayed.result.phases) == 2  # (the second call ended the second phase: 9 + 7 steps)
     assert_same_run(through_runner.result, replayed.result)
+
+
+# ---------------------------------------------------------------- evaluations inside fused segments
+
+# every rule on metrics: patience with `keep best` (best at step 4, stops at 12, restores it), a plateau
+# on a metric (its scale halves as `gap` grows: w[0] moves past 0.4), a threshold with `keep best`
+EVAL_TEXT = """seed 1
+batch 8
+eval "m.py:f" every 2 steps
+optimizer sgd
+phase 120 lr 0.05 < free **; stop when val.gap stops improving for 4 evals; keep best val.gap >
+phase 12 lr 0.2 * plateau(on=val.gap, factor=0.5, patience=1) < free **; init b = 0.1 >
+phase 60 lr 0.1 < free **; stop when val.loss < 0.005; keep best val.gap >
+"""
+
+
+def gap(m, x, y):
+    return {"gap": (m["w"][0] - 0.4) ** 2, "loss": mse(m, x, y)}
+
+
+def capped_mse(m, x, y):  # NaN once b passes 0.65: only with data fitted by a larger b (Y + 0.5), in phase 1
+    return jnp.where(m["b"] > 0.65, jnp.nan, mse(m, x, y))
+
+
+EVAL_OPTIONS = {"one-call": dict(chunk=None, eval_every=None), "chunk-4-every-epoch": dict(chunk=4, eval_every="epoch")}
+
+
+def eval_run(text, fuse, options, y=Y, loss_fn=capped_mse):
+    options = EVAL_OPTIONS[options] if isinstance(options, str) else options
+    return schedc.compile(text, linear()).run(loss_fn, X, y, quiet=True, fuse=fuse, validation=(X, Y), metrics=gap, **options)
+
+
+_EVAL_RUNS: dict = {}
+
+
+def eval_runs_with(options: str) -> tuple:
+    """The evaluated schedule run phase by phase and fused with `EVAL_OPTIONS[options]`, and the
+    fused calls made (made once per module: the tests share their programs)."""
+    if options not in _EVAL_RUNS:
+        apart = eval_run(EVAL_TEXT, False, options)
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            calls = fused_calls(monkeypatch)
+            together = eval_run(EVAL_TEXT, True, options)
+        _EVAL_RUNS[options] = (EVAL_OPTIONS[options], apart, together, len(calls))
+    return _EVAL_RUNS[options]
+
+
+@pytest.fixture(params=list(EVAL_OPTIONS))
+def eval_runs(request):
+    """In one call evaluating every 2 steps, and evaluating every epoch (3 steps) in calls of 4
+    steps (which stop between and inside evaluations and phases)."""
+    return eval_runs_with(request.param)
+
+
+def test_evaluated_phases_fuse_with_the_same_evaluations_stops_and_kept_weights(eval_runs):
+    """One fused program runs every evaluated phase: the metrics with their steps, the stop reasons
+    naming the metric, the kept weights and best steps, the plateau scales (in the hyperparameter
+    log), losses and models are a phase-by-phase run's, bit for bit."""
+    options, apart, together, calls = eval_runs
+    chunk = options["chunk"]
+    assert calls == (1 if chunk is None else -(-sum(p.steps_run for p in together.phases) // chunk))
+    assert_same_run(apart, together)
+    assert together.stop_reasons == ["val.gap stopped improving", "completed", "val.loss < 0.005"]
+    for phase in (together.phases[0], together.phases[2]):  # the best evaluation's weights, not the last
+        assert phase.best_step == phase.eval_steps[int(np.argmin(phase.metrics["gap"]))] < phase.steps_run
+    assert set(np.diff(together.eval_steps)) == {3 if options["eval_every"] else 2}
+    assert np.nanmin(together.phases[1].hyperparams["plateau_scale"]) < 1  # the plateau followed the metric
+
+
+def test_runs_differing_only_in_the_evaluation_interval_share_one_fused_program():
+    """The interval is a number of the segment's table: the program built for evaluations every
+    epoch (3 steps) runs them every 2 steps, compiling nothing, with the results of a
+    phase-by-phase run (made in one call: results do not depend on the calls' length)."""
+    eval_runs_with("chunk-4-every-epoch")
+    _, every_two, _, _ = eval_runs_with("one-call")
+    programs = segment.cache_size()
+    with CompileClock() as clock:
+        together = eval_run(EVAL_TEXT, True, dict(chunk=4, eval_every=2))
+    assert clock.count == 0 and segment.cache_size() == programs
+    assert_same_run(every_two, together)
+
+
+@pytest.mark.parametrize("options", list(EVAL_OPTIONS))  # in calls of 4, the broken phase spans calls
+def test_a_non_finite_loss_in_an_evaluated_segment_names_its_phase_and_keeps_the_phases_before(options):
+    errors = []
+    for fuse in (False, True):
+        with pytest.raises(RunError) as info:
+            eval_run(EVAL_TEXT, fuse, options, y=Y + 0.5)
+        errors.append(info.value)
+    one, other = errors
+    assert str(other) == str(one) and "phase 1" in str(other) and other.step == one.step
+    assert other.result.stop_reasons == ["val.gap stopped improving", "non-finite loss"] and len(other.result.phases[1].eval_steps) > 1
+    assert_same_run(one.result, other.result)
+    assert leaves_bytes(other.model) == leaves_bytes(one.model)
+
+
+def test_a_phase_whose_evaluation_fails_its_checks_runs_alone_after_the_segment_before(monkeypatch):
+    """A rule on a metric the metrics function does not return: the phases before run fused, then
+    the phase alone raises its EvalError, with the phases before in `.result`."""
+    from schedc.runtime.evaluation import EvalError
+
+    calls = fused_calls(monkeypatch)
+    with pytest.raises(EvalError, match=r"phase 3 uses `val.lost` but the metrics function returned `val.gap`, `val.loss`") as info:
+        eval_run(EVAL_TEXT + "phase 5 lr 0.05 < free **; stop when val.lost < 0.5 >\n", True, "one-call")
+    assert len(calls) == 1 and len(info.value.result.phases) == 3
+
+
+KEEP_TEXT = """seed 1
+batch 8
+eval "m.py:f" every 2 steps
+optimizer sgd
+phase 12 lr 0.05 < free **; keep best val.gap >
+phase 6 lr 0.05 < free **; keep best val.gap >
+"""
+
+
+def tracked_metrics(m, state, x, y):
+    return {"gap": (m.w[0] - 0.4) ** 2 + 0.01 * jnp.sum(state.get(m.seen))}
+
+
+def test_evaluated_phases_with_a_model_state_fuse_and_keep_the_best_state(monkeypatch):
+    """`keep best` restores the model state of the best evaluation with its weights, in a fused
+    segment as phase by phase (calls of 4 steps)."""
+    start, state = eqx.nn.make_with_state(Tracked)()
+    program = schedc.compile(KEEP_TEXT, start)
+    calls = fused_calls(monkeypatch)
+    options = dict(state=state, quiet=True, chunk=4, validation=(X, Y), metrics=tracked_metrics)
+    together = program.run(tracked_mse, X, Y, **options)
+    assert len(calls) == -(-sum(p.steps_run for p in together.phases) // 4)
+    apart = program.run(tracked_mse, X, Y, fuse=False, **options)
+    assert_same_run(apart, together)
+    kept = together.phases[0]
+    assert kept.best_step is not None and kept.best_step < kept.steps_run

@@ -619,7 +619,7 @@ def run_steps(
             logs["aux"] = {name: jnp.full((signature.chunk,), jnp.nan, jnp.float32) for name in aux_shape}
         if ev is not None:
             names = jax.eval_shape(lambda f, s: E.metric_values(ev, assemble(f), s, validation), free, model_state0)
-            logs["evals"] = E.empty_log(names, signature.chunk, ev.every)
+            logs["evals"] = E.empty_log(names, E.log_slots(signature.chunk, ev.every))
 
     def log(logs, k, loss_aux, opt_state):
         loss, aux = loss_aux
@@ -634,7 +634,7 @@ def run_steps(
 
     def evaluated(i, free, opt_state, stop, logs, model_state):
         """After step i: the evaluation when one is due and no rule ended the phase at this step."""
-        due = (stop["reason"] == COMPLETED) & ((i + 1) % ev.every == 0)
+        due = (stop["reason"] == COMPLETED) & ((i + 1) % limits["every"] == 0)
 
         def now(operands):
             opt_state, carry, evals = operands

@@ -1,9 +1,9 @@
 """Evaluation inside the chunk program: `eval "m.py:metrics" every N steps | every epoch`.
 
-After step i of a phase with `(i + 1) % every == 0` (`every epoch`: every = steps per epoch), the
-chunk calls the metrics function under `lax.cond` on the model assembled from the carried free
-values (and the carried model state) and the validation data, writes the values into the chunk's
-evaluation log (`empty_log`: read by the host after the call, with the losses), and applies the
+After step i of a phase with `(i + 1) % every == 0` (`every epoch`: every = steps per epoch; a
+runtime number, `limits`), the chunk calls the metrics function under `lax.cond` on the model
+assembled from the carried free values (and the carried model state) and the validation data,
+writes the values into the chunk's evaluation log (`empty_log`: read by the host after the call, with the losses), and applies the
 phase's rules on metrics to the evaluation state it carries (`initial_carry`):
 
 * `stop when val.M < X`: `value <= below`, `below` the largest value of the metrics' dtype under
@@ -50,7 +50,7 @@ class Evaluation:
 
     metrics: Callable  # (model, *validation) -> {name: scalar}; (model, state, *validation) with a model state
     validation: Any  # the chunk.Layout of the validation data (its arrays are a chunk argument)
-    every: int  # steps between evaluations (phase-local)
+    every: int  # the smallest interval (steps) its log is sized for: the phase's own, or 1 in a fused segment (the loop reads the interval from `limits`)
     rules: tuple[Rule, ...]  # the stop rules on metrics in the phase's order, then `keep`
     keys: tuple[str, ...]  # each tracker's name in a checkpoint's record (`val.M#stop` for a stop rule, `val.M` for `keep`)
 
@@ -100,8 +100,9 @@ def below(threshold: float, dtype) -> np.ndarray:
 
 
 def limits(phase: P.PhasePlan) -> dict[str, np.ndarray]:
-    """The runtime numbers of a phase's rules on metrics, one per rule of `lower`: each threshold's
-    `below` (NaN for the other kinds) and each patience."""
+    """The runtime numbers of a phase's evaluation: per rule of `lower`, each threshold's `below`
+    (NaN for the other kinds) and each patience; and the interval `every` (steps), which a fused
+    segment's phases share one program across."""
     return _limits(phase, value_dtype())
 
 
@@ -113,6 +114,7 @@ def _limits(phase: P.PhasePlan, dtype: np.dtype) -> dict[str, np.ndarray]:
     out = {
         "below": np.asarray([below(r.threshold, dtype) if r is not None and r.kind == "metric" else np.nan for r in rules], dtype),
         "patience": np.asarray([r.patience if r is not None else 0 for r in rules], np.int32),
+        "every": np.asarray(phase.eval_every, np.int32),
     }
     for array in out.values():  # cached: shared by every run of the phase
         array.setflags(write=False)
@@ -138,12 +140,18 @@ def initial_carry(evaluation: Evaluation, free, model_state, count: int = 0, bes
     return carry
 
 
-def empty_log(names, chunk: int, every: int) -> dict:
-    """A chunk's evaluation log (traceable): each metric's value and the steps done at each of the
-    chunk's evaluations (at most chunk // every + 1), and how many it took."""
+def log_slots(steps: int, every: int) -> int:
+    """How many evaluations `steps` consecutive steps of a phase evaluating every `every` steps may
+    take, wherever they start in the phase: at most steps // every + 1."""
+    return steps // every + 1
+
+
+def empty_log(names, slots: int) -> dict:
+    """An evaluation log (traceable): each metric's value and the steps done at each of at most
+    `slots` evaluations (a chunk's: `log_slots`; a fused call's: one per phase part more), and how
+    many were taken."""
     import jax.numpy as jnp
 
-    slots = chunk // every + 1
     return {
         "values": {name: jnp.full((slots,), jnp.nan, value_dtype()) for name in names},
         "steps": jnp.zeros((slots,), jnp.int32),

@@ -45,12 +45,13 @@ what decides the branch, which stay shared so the `switch` stays a switch (see `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from schedc.compiler import chunk as C
+from schedc.compiler import evaluate as E
 from schedc.compiler import optimizers as O
 
 # phases per call's table: a segment longer than this is cut into several
@@ -135,9 +136,9 @@ def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict
             signatures.append(signature)
         return signatures.index(signature)
 
-    before = previous
+    before = in_segment(previous) if previous is not None else None
     for phase, prep in zip(phases, prepared):
-        sig = prep.signature
+        sig = in_segment(prep.signature)
         inits, numbers = [], []
         for init in phase.inits:
             args = () if init.kind == "reset" else init.args
@@ -166,8 +167,37 @@ def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict
         table["numbers"][row, : len(prep.numbers)] = prep.numbers
         table["stop"][row] = prep.stop_numbers
         table["init"][row, : len(numbers)] = numbers
+    if any(s.evaluation is not None for s in signatures):
+        table.update(_limits_rows([(phase, prep) for _, phase, prep, _ in rows], signatures, window))
     return signature, table
 
+
+def in_segment(signature: C.PhaseSignature) -> C.PhaseSignature:
+    """A phase's signature as a segment holds it: its evaluation's interval is a number of the table
+    (`_limits_rows`), its log sized for an evaluation at every step, so phases and runs that differ
+    only in the interval share one program."""
+    ev = signature.evaluation
+    return signature if ev is None or ev.every == 1 else replace(signature, evaluation=replace(ev, every=1))
+
+
+def _limits_rows(phases: list, signatures, window: int) -> dict:
+    """The table's numbers of the evaluations (`evaluate.limits`), a row per phase (one that does
+    not evaluate keeps NaN, 0 and 1): per rule on metrics its threshold's `below` and its patience,
+    and the interval `every`."""
+    width = max(len(s.evaluation.rules) for s in signatures if s.evaluation is not None)
+    rows = {"below": np.full((window, width), np.nan, E.value_dtype()), "patience": np.zeros((window, width), np.int32), "every": np.ones(window, np.int32)}
+    for row, (phase, prep) in enumerate(phases):
+        if prep.signature.evaluation is not None:
+            limits = E.limits(phase)
+            rows["every"][row] = limits["every"]
+            for name in ("below", "patience"):
+                rows[name][row, : len(limits[name])] = limits[name]
+    return rows
+
+
+# per table row, what a call of an evaluating segment tells the host of its evaluations (in `counts`,
+# in this order): how many it took, the rule on metrics that ended it, the step `keep best` holds
+EVAL_ROWS = ("count", "rule", "kept_step")
 
 # numbers of a table that an items axis may batch (the rest say which rows run: shared)
 PER_ITEM_ROWS = ("numbers", "stop", "init")
@@ -239,14 +269,18 @@ class SlotPacking:
 
 @dataclass
 class Program:
-    """A compiled segment: `call(state, table, root, initial_arrays, data_arrays, budget) -> (state, out)`.
+    """A compiled segment: `call(state, table, root, initial_arrays, data_arrays, budget, validation) -> (state, out)`.
 
-    A call runs at most `budget` steps (<= `signature.chunk`). `out` holds the call's losses
+    A call runs at most `budget` steps (<= `signature.chunk`); `validation` is the validation data's
+    arrays when a phase evaluates (else ()). `out` holds the call's losses
     (`losses`, in step order across its phases); `counts`: per table row the steps run in this
-    call, then per row the stop reason, then the row and step the next call resumes at; and per
-    row the model's array
-    leaves after the row's phase (`snapshots`, one stacked array per leaf); when a signature
-    keeps an `ema` (`keeps_ema`, per signature), also the EMA model's leaves (`ema`).
+    call, then per row the stop reason, (when a phase evaluates) per row the evaluations it took in
+    this call, the rule on metrics that ended it (-1: none) and the step of the weights `keep best`
+    restored (-1: none), then the row and step the next call resumes at; and per row the model's
+    array leaves after the row's phase (`snapshots`, one stacked array per leaf: with `keep best`,
+    the kept weights); when a signature keeps an `ema` (`keeps_ema`, per signature), also the EMA
+    model's leaves (`ema`); when a phase evaluates, the call's evaluation log (`evals`: every
+    evaluation of its phases in order, `evaluate.empty_log`).
     """
 
     signature: SegmentSignature
@@ -257,6 +291,7 @@ class Program:
     packing: SlotPacking | None = None  # how the state's `slots` are packed (None: as a tree)
     stateful: bool = False  # the loss takes and returns a model state (`state=`)
     items: Items | None = None  # many fits at once (vmapped over their items), or one
+    eval_shapes: tuple = ()  # per signature: the shape/dtype tree of its evaluation state (evaluate.initial_carry), or None
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
     _fresh: dict | None = None  # what every run's calls share, already on the device (`_shared`)
 
@@ -271,11 +306,11 @@ class Program:
         items, each item's stop `reason` (`stopped`: the items a non-finite loss stopped before)."""
         shared = self._shared()
         slots = shared["slots"]
-        if carried is not None and carried[0] in self.signature.signatures:
+        if carried is not None and in_segment(carried[0]) in self.signature.signatures:
             import jax
 
             fresh = [dict(slot) for slot in self._fresh_slots()]
-            fresh[self.signature.signatures.index(carried[0])]["opt"] = carried[1]
+            fresh[self.signature.signatures.index(in_segment(carried[0]))]["opt"] = carried[1]
             slots = jax.device_put(self.packing.pack(fresh)) if self.packing is not None else tuple(fresh)
         state = {"leaves": tuple(model_arrays), "slots": slots, "phase": shared["start"], "step": shared["start"]}
         if self.stateful:
@@ -298,10 +333,15 @@ class Program:
         import jax
 
         lead = () if self.items is None else (self.items.size,)
-        return [
-            {"opt": jax.tree_util.tree_map(lambda s: np.zeros(lead + s.shape, s.dtype), shapes), "ring": np.broadcast_to(C.empty_ring(sig.over), lead + (sig.over,))}
-            for sig, shapes in zip(self.signature.signatures, self.slot_shapes)
-        ]
+
+        def zeros(shapes):
+            return jax.tree_util.tree_map(lambda s: np.zeros(lead + s.shape, s.dtype), shapes)
+
+        slots = [{"opt": zeros(shapes), "ring": np.broadcast_to(C.empty_ring(sig.over), lead + (sig.over,))} for sig, shapes in zip(self.signature.signatures, self.slot_shapes)]
+        for slot, shapes in zip(slots, self.eval_shapes):
+            if shapes is not None:  # (a phase's first step replaces it with a fresh one)
+                slot["eval"] = zeros(shapes)
+        return slots
 
     def _shared(self) -> dict:
         """The fresh slots, the first row and the whole chunk's budget: made on the device once per
@@ -370,11 +410,18 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
         for sig in segment.signatures
     )
     keeps_ema = tuple(O.ema_of(shapes) is not None for shapes in slot_shapes)
+    # per signature that evaluates: its rules' state (compiler.evaluate), carried in its slot from call to call
+    eval_shapes = tuple(
+        None if sig.evaluation is None else jax.eval_shape(lambda arrays, state, sig=sig: E.initial_carry(sig.evaluation, free_of(sig, arrays), state), tuple(model_arrays), model_state)
+        for sig in segment.signatures
+    )
+    fresh = [{"opt": shapes, "ring": C.empty_ring(sig.over)} | ({} if ev is None else {"eval": ev}) for sig, shapes, ev in zip(segment.signatures, slot_shapes, eval_shapes)]
     # (items: the slots are few arrays with an items axis already, left as a tree)
-    packing = None if items is not None else SlotPacking.of([{"opt": shapes, "ring": C.empty_ring(sig.over)} for sig, shapes in zip(segment.signatures, slot_shapes)])
+    packing = None if items is not None else SlotPacking.of(fresh)
     branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema, items is not None) for b in segment.branches]
+    evaluations = [sig.evaluation for sig in segment.signatures if sig.evaluation is not None]
 
-    def call(state, table, root, initial_arrays, data_arrays, budget):
+    def call(state, table, root, initial_arrays, data_arrays, budget, validation):
         import jax.numpy as jnp
 
         if packing is not None:
@@ -397,7 +444,12 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
             out["ema"] = per_row(state["leaves"])
         if stateful:
             out["states"] = per_row(state["model_state"])
-        inputs = (table, root, initial_arrays, data_arrays, budget)
+        if evaluations:  # one log for the call's evaluations, whichever phases take them (they share the metrics function)
+            names = jax.eval_shape(lambda leaves, model_state: E.metric_values(evaluations[0], model_layout.rebuild(leaves), model_state, validation), state["leaves"], state.get("model_state"))
+            # (sized for an evaluation at every step, `in_segment`, and one more per phase part: `log_slots`)
+            out["evals"] = E.empty_log(names, E.log_slots(K, 1) + W)
+            out["eval_rows"] = {name: jnp.full(W, 0 if name == "count" else -1, jnp.int32) for name in EVAL_ROWS}
+        inputs = (table, root, initial_arrays, data_arrays, budget, validation)
 
         def more(carry):
             state, _, at, halted = carry
@@ -408,7 +460,11 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
 
         state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
         # the numbers the host reads after every call, in one array (one transfer, not four)
-        out["counts"] = jnp.concatenate([out.pop("ran"), out.pop("reason"), jnp.stack([state["phase"], state["step"]])])
+        rows = [out.pop("ran"), out.pop("reason")]
+        if evaluations:
+            rows += [out["eval_rows"][name] for name in EVAL_ROWS]
+            del out["eval_rows"]
+        out["counts"] = jnp.concatenate([*rows, jnp.stack([state["phase"], state["step"]])])
         if packing is not None:
             state = dict(state, slots=packing.pack(state["slots"], jnp))
         return state, out
@@ -416,7 +472,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
     unfusable = _unfusable(output, model_arrays, data_arrays, model_state)
     if items is not None:
         call = _over_items(call, items)
-    return Program(segment, jax.jit(call), slot_shapes, unfusable, keeps_ema, packing, stateful, items)
+    return Program(segment, jax.jit(call), slot_shapes, unfusable, keeps_ema, packing, stateful, items, eval_shapes)
 
 
 def _over_items(call: Callable, items: Items) -> Callable:
@@ -429,7 +485,7 @@ def _over_items(call: Callable, items: Items) -> Callable:
     state_axes = {"leaves": 0, "slots": 0, "phase": None, "step": None, "reason": 0}
     numbers = 0 if items.numbers else None
     table_axes = {name: numbers if name in PER_ITEM_ROWS else None for name in ("count", "branch", "steps", "index", *PER_ITEM_ROWS)}
-    in_axes = (state_axes, table_axes, None, 0, 0 if items.data else None, None)
+    in_axes = (state_axes, table_axes, None, 0, 0 if items.data else None, None, None)
     return jax.vmap(call, in_axes=in_axes, out_axes=(state_axes, 0), axis_name=ITEMS)
 
 
@@ -510,11 +566,13 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
 
     signature = segment.signatures[branch.signature]
     n_numbers = _numbers_of(signature)
+    ev = signature.evaluation  # the phase evaluates inside its steps (compiler.evaluate), or None
     # the phase's (data-order, loss) keys: its minibatches' permutations, the loss's per-step keys
     with_keys = bool(signature.batch) or minibatch.takes_key(loss_fn)
 
     def start(state, row, table, root, initial_arrays):
-        """The phase's beginning: inits applied, a fresh (or carried) optimizer state, an empty window."""
+        """The phase's beginning: inits applied, a fresh (or carried) optimizer state, an empty
+        window, and a fresh evaluation state (None: the phase does not evaluate)."""
         leaves = list(state["leaves"])
         for init in branch.inits:
             at = position[init.leaves[0]]
@@ -529,17 +587,18 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         opt = C.init_state(signature, free_of(signature, leaves), numbers)
         if branch.carry_from >= 0:
             opt = C.carry_state(opt, state["slots"][branch.carry_from]["opt"], branch.carried, signature)
-        return tuple(leaves), opt, C.empty_ring(signature.over)
+        evaluation = None if ev is None else E.initial_carry(ev, free_of(signature, leaves), state.get("model_state"))
+        return tuple(leaves), opt, C.empty_ring(signature.over), evaluation
 
     def run(carry, inputs):
         state, out, at, _ = carry
-        table, root, initial_arrays, data_arrays, budget = inputs
+        table, root, initial_arrays, data_arrays, budget, validation = inputs
         row, first = state["phase"], state["step"]
         own = state["slots"][branch.signature]
-        leaves, opt, ring = jax.lax.cond(
+        leaves, opt, ring, evaluation = jax.lax.cond(
             first == 0,
             lambda: start(state, row, table, root, initial_arrays),
-            lambda: (state["leaves"], own["opt"], own["ring"]),
+            lambda: (state["leaves"], own["opt"], own["ring"], own.get("eval")),
         )
         count = jnp.minimum(table["steps"][row] - first, budget - at)
         stop = {"ring": ring, "reason": jnp.int32(C.COMPLETED)}
@@ -553,11 +612,15 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             logs["aux"] = out["aux"]
         if signature.plateaus:
             logs["plateau_scale"] = out["plateau"][branch.signature]
+        limits = ()
+        if ev is not None:  # its rules' state, the call's log, the validation data and the row's thresholds and patience
+            stop["eval"], logs["evals"] = evaluation, out["evals"]
+            limits = (validation, {"below": table["below"][row, : len(ev.rules)], "patience": table["patience"][row, : len(ev.rules)], "every": table["every"][row]})
         free = free_of(signature, leaves)
         before = (jnp.int32(0), free, opt, stop, logs)  # (with items: what an item that had stopped keeps)
         ran, free, opt, stop, logs = C.run_steps(
             signature, loss_fn, model_layout, data_layout, free, opt, stop, leaves, first, count,
-            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at,
+            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at, limits,
         )
         if items:  # an item that had stopped: its values as they were, no steps
             ran, free, opt, stop, logs = C.select(before[3]["reason"] == C.COMPLETED, (ran, free, opt, stop, logs), before)
@@ -571,8 +634,6 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
                     new[position[leaf]] = values[path]
             return new
 
-        ema_leaves = written(O.ema_of(opt)) if keeps_ema[branch.signature] else None
-        leaves = written(free)
         reason = stop["reason"]
         end = first + ran
         over = (end >= table["steps"][row]) | (reason != C.COMPLETED)
@@ -580,8 +641,16 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         if items:  # one row, one step counter for every item
             taken, over = jax.lax.pmax(ran, ITEMS), jax.lax.pmin(over.astype(jnp.int32), ITEMS).astype(bool)
             end = first + taken
+        ema_leaves = written(O.ema_of(opt)) if keeps_ema[branch.signature] else None
+        if ev is not None and ev.keeps:  # the phase over (however it ended): `keep best`'s weights and model state, if any improved
+            restore = over & (stop["eval"]["kept_step"] >= 0)
+            kept, kept_state = stop["eval"]["kept"]
+            free = _where(restore, kept, free)
+            if "model_state" in stop:
+                stop["model_state"] = _where(restore, kept_state, stop["model_state"])
+        leaves = written(free)
         slots = list(state["slots"])
-        slots[branch.signature] = {"opt": opt, "ring": stop["ring"]}
+        slots[branch.signature] = {"opt": opt, "ring": stop["ring"]} | ({} if ev is None else {"eval": stop["eval"]})
         state = dict(state, leaves=tuple(leaves), slots=tuple(slots), phase=row + over.astype(jnp.int32), step=jnp.where(over, 0, end).astype(jnp.int32))
         if items:
             state["reason"] = reason
@@ -597,6 +666,10 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         )
         if ema_leaves is not None:
             out["ema"] = _at_row(out["ema"], row, tuple(ema_leaves))
+        if ev is not None:
+            rows = out["eval_rows"]
+            counted = {"count": logs["evals"]["count"] - out["evals"]["count"], "rule": stop["eval"]["rule"], "kept_step": stop["eval"].get("kept_step", jnp.int32(-1))}
+            out["evals"], out["eval_rows"] = logs["evals"], {name: rows[name].at[row].set(counted[name]) for name in rows}
         if "model_state" in state:
             state["model_state"] = stop["model_state"]
             out["states"] = _at_row(out["states"], row, stop["model_state"])

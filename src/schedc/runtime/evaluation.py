@@ -154,6 +154,17 @@ class PhaseEvals:
         if int(np.asarray(stop["reason"])) == C.STOP_EVAL:
             self.reason = _reason(self.rules[int(rule)])
 
+    def take(self, log: dict, start: int, end: int) -> None:
+        """The evaluations `start` .. `end - 1` of a log read to the host: a fused call's part for
+        this phase (its log holds the evaluations of every phase it ran, in order)."""
+        part = {"count": end - start, "steps": log["steps"][start:end], "values": {name: v[start:end] for name, v in log["values"].items()}}
+        self.steps += _logged_steps(part)
+        self.values += _logged_values(part)
+
+    def stopped_by(self, rule: int) -> None:
+        """The rule on metrics (its index in the phase's order) that ended the phase, in words."""
+        self.reason = _reason(self.rules[rule])
+
     def final_weights(self, free, model_state):
         """At the phase end: the (free values, model state) the phase ends with: `keep best`'s of
         the best evaluation (setting `kept_step`), else `free` and `model_state` (no `keep`, or no

@@ -25,6 +25,7 @@ from schedc.compiler import chunk as C
 from schedc.compiler import minibatch
 from schedc.compiler import segment as S
 from schedc.runtime.distributed import host_array
+from schedc.runtime.evaluation import PhaseEvals
 from schedc.runtime.runner import AuxLog, CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result
 
 
@@ -112,6 +113,8 @@ class Segment:
     model_layout: C.Layout
     slots: list  # per phase: the index of its signature (its slot) in `signature.signatures`
     keeps_ema: list  # per phase: whether it returns an EMA model (`ema D`)
+    evaluator: object = None  # the run's evaluation.Evaluator when a phase of the segment evaluates
+    validation: tuple = ()  # then the validation data's arrays (an argument of every call)
 
 
 def _segment(runner, start: int, end: int, model) -> tuple[Segment, tuple]:
@@ -122,9 +125,11 @@ def _segment(runner, start: int, end: int, model) -> tuple[Segment, tuple]:
     program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays, runner.model_state, runner.items)
     if program.unfusable:
         raise NotFused(loss=True)
-    slots = [signature.signatures.index(p.signature) for p in prepared]
+    slots = [signature.signatures.index(S.in_segment(p.signature)) for p in prepared]
     keeps_ema = [program.keeps_ema[slot] for slot in slots]
-    return Segment(runner.plan.phases[start:end], prepared, signature, table, program, model_layout, slots, keeps_ema), model_arrays
+    evaluator = runner.evaluator if any(p.signature.evaluation is not None for p in prepared) else None
+    validation = evaluator.validation_arrays if evaluator is not None else ()
+    return Segment(runner.plan.phases[start:end], prepared, signature, table, program, model_layout, slots, keeps_ema, evaluator, validation), model_arrays
 
 
 def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
@@ -165,9 +170,11 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
     loss, or a signal came (`owner.stop_signal`). Returns the last state and what the calls
     found: per phase its per-step logs (`_Pieces`) and stop reason, and per finished phase
     (a call's outputs, its row)."""
+    import jax
+
     program, signature = segment.program, segment.signature
     phases = segment.phases
-    pieces = [_Pieces() for _ in phases]
+    pieces = [_Pieces(PhaseEvals(phase, segment.evaluator) if prep.signature.evaluation is not None else None) for phase, prep in zip(phases, segment.prepared)]
     reasons = [C.COMPLETED] * len(phases)
     models: list = []
     pace = Pace(signature.chunk, steady=progress is None)
@@ -177,7 +184,7 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         first_row = len(models)
         budget = pace.steps()
         try:
-            state, out = program.call(state, segment.table, key, initial_arrays, data_arrays, program.budget(budget))
+            state, out = program.call(state, segment.table, key, initial_arrays, data_arrays, program.budget(budget), segment.validation)
         except Exception as exc:
             if not program.ran:
                 raise NotFused() from exc
@@ -192,6 +199,9 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         found["aux"] = {name: host_array(values) for name, values in out["aux"].items()}
         scales = [None if b is None else host_array(b) for b in out["plateau"]]
         found["plateau"] = [scales[slot] for slot in segment.slots]  # per row: its signature's scales
+        if "evals" in out:  # the call's evaluations (one transfer) and per row how many, the rule that ended it, the kept step
+            found["evals"] = jax.device_get(out["evals"])
+            found["eval_rows"] = counts[2 * window : 5 * window].reshape(3, window)
         row, step = int(counts.flat[-2]), int(counts.flat[-1])
         steps = _collect(found, first_row, row, step, pieces, reasons)
         models.extend((out, r) for r in range(first_row, row))
@@ -226,9 +236,11 @@ def _first_nonfinite_row(found: dict, first_row: int, steps: int) -> int | None:
 
 
 class _Pieces:
-    """What the calls of a segment logged per step for one phase: losses, aux metrics, plateau scales."""
+    """What the calls of a segment logged for one phase: per step its losses, aux metrics and plateau
+    scales; its evaluations (`evals`, a PhaseEvals; None for a phase that does not evaluate)."""
 
-    def __init__(self):
+    def __init__(self, evals: PhaseEvals | None = None):
+        self.evals = evals
         self.losses: list[np.ndarray] = []  # [..., steps] pieces (a leading items axis with items)
         self.aux: dict[str, list[np.ndarray]] = {}
         self.scales: list[np.ndarray] = []  # [..., steps, plateaus] pieces, for a phase with plateaus
@@ -248,10 +260,10 @@ class _Pieces:
 
 
 def _collect(out: dict, first_row: int, row: int, step: int, pieces: list, reasons: list) -> int:
-    """Split one call's host outputs by phase: its per-step logs in order and the reasons of the
-    phases it ran (rows from `first_row` to `row`; `row` itself is unfinished when `step` > 0).
-    Returns the steps the call ran."""
-    at = 0
+    """Split one call's host outputs by phase: its per-step logs and its evaluations in order and
+    the reasons of the phases it ran (rows from `first_row` to `row`; `row` itself is unfinished
+    when `step` > 0). Returns the steps the call ran."""
+    at = taken = 0
     touched = row if step > 0 else row - 1
     ran_rows = out["ran"].tolist()  # (Python ints: one conversion, not one per row)
     single = out["reason"].ndim == 1  # (with items, per item: [items, rows])
@@ -261,7 +273,22 @@ def _collect(out: dict, first_row: int, row: int, step: int, pieces: list, reaso
         pieces[r].add(out, r, at, ran, ran if single else out["ran_items"][:, r])
         reasons[r] = reason_rows[r] if single else out["reason"][:, r]
         at += ran
+        if pieces[r].evals is not None:  # (the log holds the call's evaluations in row order)
+            count, rule, kept = (int(n) for n in out["eval_rows"][:, r])
+            taken = _evaluations(pieces[r].evals, out["evals"], taken, count, rule if reasons[r] == C.STOP_EVAL else None, kept)
     return at
+
+
+def _evaluations(evals: PhaseEvals, log: dict, taken: int, count: int, rule: int | None, kept: int) -> int:
+    """Give a phase's `evals` its `count` evaluations of a call's `log` (from entry `taken`), the rule
+    that ended it (None: none did) and the step of the weights `keep best` holds (-1: none yet).
+    Returns the log entries taken so far."""
+    evals.take(log, taken, taken + count)
+    if rule is not None:
+        evals.stopped_by(rule)
+    if kept >= 0:
+        evals.kept_step = kept
+    return taken + count
 
 
 class _Bar:
@@ -281,7 +308,8 @@ class _Bar:
             losses = pieces[row].losses
             done = pieces[row].steps
             last = float(losses[-1][-1]) if done and len(losses[-1]) else float("nan")
-            self.progress.advance(self.tasks[row], done, last)
+            evals = pieces[row].evals
+            self.progress.advance(self.tasks[row], done, last, evals.last() if evals is not None else "")
 
 
 def _snapshot(layout: C.Layout, buffers: tuple, row: int, items: bool = False) -> Later:
@@ -314,6 +342,8 @@ def _results(segment: Segment, pieces, reasons, models, wall: float, clock: Comp
         if "states" in out:  # the model state after the phase, read lazily too
             result.state = Later(lambda buffers=out["states"], at=at: jax.tree_util.tree_map(lambda b: b[at], buffers))
         _ema_and_aux(result, segment, row, pieces[row], out, at, len(phase_losses))
+        if pieces[row].evals is not None:
+            pieces[row].evals.report(result)
         results.append(result)
     return results
 

@@ -27,7 +27,7 @@ from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
 from schedc.runtime import distributed
 from schedc.runtime.data import DataError, array_names, check_batchable
-from schedc.runtime.evaluation import PhaseEvals, without_carry
+from schedc.runtime.evaluation import EvalError, PhaseEvals, without_carry
 from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Resident, Stream, loss_arguments
 
 
@@ -1032,16 +1032,20 @@ class Runner:
 
         Phases fuse when nothing must happen on the host between them and the segment program
         can run them: no checkpoint to write (a checkpointed run goes phase by phase), no
-        evaluation (each phase's chunk evaluates inside its loop, compiler.evaluate, but a
-        segment's branches carry no metrics function, validation data or rule state: an
-        evaluated run goes phase by phase), no streamed batches (the host feeds their chunks
-        between calls), and no init through a constrained parameter's transform (a Python
+        streamed batches (the host feeds their chunks between calls), no evaluation in a fit of
+        many items (a batched fit's or a sweep's segment branches carry no metrics function),
+        no evaluation that fails its checks (`_evaluable`: the phase runs alone, where its
+        EvalError names it), and no init through a constrained parameter's transform (a Python
         function of the model's node, applied on the host); the table in docs/runtime.md lists
-        every cut. A progress bar does not cut: it moves after each of the segment's (paced)
-        calls. A segment holds at most `window` phases (fewer for a large model: see
-        segment.window_for).
+        every cut. An evaluation does not cut a single fit's segment: its branches carry the
+        metrics function, the validation data and each phase's rule state (compiler.segment),
+        as a phase's chunk does. A progress bar does not cut: it moves after each of the
+        segment's (paced) calls. A segment holds at most `window` phases (fewer for a large
+        model: see segment.window_for).
         """
-        if not (self.fuse and self.checkpoint is None and self.evaluator is None and self.stream is None) or self.window < 2:
+        if not (self.fuse and self.checkpoint is None and self.stream is None) or self.window < 2:
+            return start + 1
+        if self.evaluator is not None and self.items is not None:
             return start + 1
         end = start
         while end < len(self.plan.phases) and end - start < self.window and self._fusable(self.plan.phases[end]):
@@ -1055,11 +1059,24 @@ class Runner:
         (else the phase runs alone, where its DataError names it)."""
         if phase.carry and _has_objects(phase):
             return False
-        if not _batchable(phase, self.examples()):
+        if not _batchable(phase, self.examples()) or not self._evaluable(phase):
             return False
         return all(
             init.kind == "reset" or (init.path not in self.to_unconstrained and not any(isinstance(a, Bound) for a in init.args)) for init in phase.inits
         )
+
+    def _evaluable(self, phase: P.PhasePlan) -> bool:
+        """Whether the phase's evaluation passes the checks a phase run alone makes before it trains
+        (rules on metrics need an evaluation that happens, and names the metrics function returns:
+        traced, once per model structure): else it runs alone, where its EvalError names it after
+        the phases before it ran."""
+        try:
+            evals = PhaseEvals(phase, self.evaluator)
+            if evals.active:
+                evals.check_names(self.begun.strong, self.model_state)
+        except EvalError:
+            return False
+        return True
 
     def nonfinite_error(self, result: Result, phase: P.PhasePlan, phase_result: PhaseResult) -> RunError:
         """The RunError of a phase that met a non-finite loss (its last step); `result` ends with that phase."""

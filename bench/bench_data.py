@@ -25,7 +25,10 @@ three ways: schedc fused (the 20 phases as one compiled program, one call), sche
 (`fuse=False`: one chunk call per phase, and its host work) and a hand-written loop (one jitted
 `lax.scan` per phase kind, called once per phase from Python, a fresh adam state per phase, the
 batches drawn from schedc's (seed, phase, epoch) keys: the same batch order, checked by the
-losses).
+losses). With `--phases --eval`, every phase also evaluates the accuracy on 360 images at its
+end (`eval_every="epoch"`: 20 evaluations): schedc fused (the evaluations inside the one
+program), phase by phase, and the hand-written loop computing the accuracy at the end of each
+phase's program (read back with the losses).
 
 Every system runs once to compile, then `--repeat` rounds, the systems taking turns within each
 round (a busy machine slows all of them alike). Reported: each system's best and median time,
@@ -34,6 +37,7 @@ and the ratios taken within each round (best, median, worst), so the spread is v
     .venv/bin/python bench/bench_data.py                      # MLP and CNN, 3000 steps, 7 rounds
     .venv/bin/python bench/bench_data.py --model mlp --eval --repeat 9
     .venv/bin/python bench/bench_data.py --phases --repeat 15
+    .venv/bin/python bench/bench_data.py --phases --eval --repeat 15
 """
 
 from __future__ import annotations
@@ -317,10 +321,11 @@ repeat 10 <
 PHASE_LEAVES = ((0, 1), (2, 3, 4, 5))
 
 
-def hand_phases(model, loss, x, y):
+def hand_phases(model, loss, x, y, evaluate: bool = False):
     """The schedule written by hand: per phase, a jitted scan over its epoch (one program per phase
     kind), a fresh adam state, the minibatch gathered on the device from the permutation keyed by
-    (seed, phase, epoch) as schedc keys it; returns every step's loss."""
+    (seed, phase, epoch) as schedc keys it; returns every step's loss (with `evaluate`, and the
+    accuracy on the first 360 images at each phase's end, computed in its program)."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -358,6 +363,9 @@ def hand_phases(model, loss, x, y):
             leaves = list(leaves)
             for at, value in zip(free_at, free):
                 leaves[at] = value
+            if evaluate:
+                accuracy = _metrics(eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static), x[:360], y[:360])["accuracy"]
+                return leaves, (losses, accuracy)
             return leaves, losses
 
         return phase
@@ -365,16 +373,18 @@ def hand_phases(model, loss, x, y):
     programs = [program(free_at) for free_at in PHASE_LEAVES]
 
     def run():
-        current, losses = list(leaves), []
+        current, outputs = list(leaves), []
         for index in range(20):
-            current, phase_losses = programs[index % 2](current, np.int32(index))
-            losses.append(phase_losses)
-        return np.concatenate([np.asarray(x) for x in losses])
+            current, output = programs[index % 2](current, np.int32(index))
+            outputs.append(output)
+        if evaluate:
+            return np.concatenate([np.asarray(losses) for losses, _ in outputs]), np.asarray([float(a) for _, a in outputs])
+        return np.concatenate([np.asarray(losses) for losses in outputs])
 
     return run
 
 
-def measure_phases(repeat: int) -> None:
+def measure_phases(repeat: int, evaluate: bool = False) -> None:
     import os
     import statistics
 
@@ -384,18 +394,29 @@ def measure_phases(repeat: int) -> None:
 
     model, loss, x, y = _setup("mlp")
     program = schedc.compile(PHASE_TEXT, model)
-    fns = {
-        "fused": lambda: program.run(loss, x, y, quiet=True).loss_history,
-        "by phase": lambda: program.run(loss, x, y, quiet=True, fuse=False).loss_history,
-        "hand": hand_phases(model, loss, x, y),
-    }
-    histories = {name: fn() for name, fn in fns.items()}
-    steps = len(histories["fused"])
-    assert histories["fused"].tobytes() == histories["by phase"].tobytes()
-    np.testing.assert_allclose(histories["hand"], histories["fused"], rtol=2e-3, atol=1e-5)  # the same batches, the same work
+    # with `evaluate`: the accuracy on the first 360 images at each phase's end (its one epoch)
+    evaluation = dict(metrics=_metrics, validation=(x[:360], y[:360]), eval_every="epoch") if evaluate else {}
+
+    def schedc_fit(fuse: bool):
+        def fit():
+            res = program.run(loss, x, y, quiet=True, fuse=fuse, **evaluation)
+            return (res.loss_history, res.metrics["accuracy"]) if evaluate else res.loss_history
+
+        return fit
+
+    fns = {"fused": schedc_fit(True), "by phase": schedc_fit(False), "hand": hand_phases(model, loss, x, y, evaluate)}
+    outputs = {name: fn() if evaluate else (fn(), None) for name, fn in fns.items()}
+    (fused, accuracy), (by_phase, by_phase_accuracy), (hand, hand_accuracy) = outputs.values()
+    steps = len(fused)
+    assert fused.tobytes() == by_phase.tobytes() and (not evaluate or accuracy.tobytes() == by_phase_accuracy.tobytes())
+    np.testing.assert_allclose(hand, fused, rtol=2e-3, atol=1e-5)  # the same batches, the same work
+    if evaluate:
+        assert len(accuracy) == 20
+        np.testing.assert_allclose(hand_accuracy, accuracy, atol=0.02)  # the same evaluations
     load = os.getloadavg()
     measured = _interleaved(fns, repeat, clocks=(time.perf_counter, time.process_time))
-    print(f"\ndigits MLP, 20 phases x 1 epoch ({steps} steps of batch {PHASE_BATCH}), {repeat} interleaved rounds after a compiling one")
+    evaluated = ", the accuracy on 360 images at each phase's end" if evaluate else ""
+    print(f"\ndigits MLP, 20 phases x 1 epoch ({steps} steps of batch {PHASE_BATCH}{evaluated}), {repeat} interleaved rounds after a compiling one")
     print(f"load average before: {load[0]:.2f}, after: {os.getloadavg()[0]:.2f} (1 min)")
     for clock, what in ((0, "wall"), (1, "CPU (the process's, all threads: steadier on a shared machine)")):
         times = {name: [t[clock] for t in ts] for name, ts in measured.items()}
@@ -412,11 +433,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--model", choices=("mlp", "cnn", "both"), default="both")
-    parser.add_argument("--eval", action="store_true", help="also time an evaluation every epoch, three ways")
+    parser.add_argument("--eval", action="store_true", help="also time an evaluation every epoch, three ways (with --phases: every phase evaluates)")
     parser.add_argument("--phases", action="store_true", help="a 20-phase minibatch schedule: fused, phase by phase, by hand")
     args = parser.parse_args()
     if args.phases:
-        measure_phases(args.repeat)
+        measure_phases(args.repeat, args.eval)
         return
     for kind in ("mlp", "cnn") if args.model == "both" else (args.model,):
         measure(kind, args.steps, args.repeat, args.eval)

@@ -643,6 +643,16 @@ def test_a_phase_whose_evaluation_fails_its_checks_runs_alone_after_the_segment_
     assert len(calls) == 1 and len(info.value.result.phases) == 3
 
 
+def test_rules_on_metrics_in_a_run_without_an_evaluation_are_its_phases_error_fused_or_not():
+    """Without a metrics function, a phase with rules on metrics does not fuse (a segment would run
+    it without them): it runs alone and raises its EvalError."""
+    from schedc.runtime.evaluation import EvalError
+
+    with pytest.raises(EvalError, match=r"phase 0 uses `val.gap` but the run has no evaluation") as info:
+        schedc.compile(EVAL_TEXT, linear()).run(capped_mse, X, Y, quiet=True)
+    assert info.value.result.phases == []
+
+
 KEEP_TEXT = """seed 1
 batch 8
 eval "m.py:f" every 2 steps

@@ -24,7 +24,7 @@ The state carried from phase to phase and from call to call is a dict:
 | key | what |
 |---|---|
 | `leaves` | the model's array leaves (free values written back after each phase part) |
-| `slots` | per phase signature: its optimizer state `opt` and its `loss_change` window `ring` |
+| `slots` | per phase signature: its optimizer state `opt`, its `loss_change` window `ring` and, when it evaluates, its rules' state `eval` (evaluate.initial_carry: evaluations so far, best values, `keep best`'s copy) |
 | `phase`, `step` | where the next call resumes: a table row and a step within that phase |
 | `model_state` | with a model state (`state=`, an `eqx.nn.State`): the state after the last step run |
 | `reason` | with `Items` (many fits at once, vmapped): each item's stop reason in the current phase |
@@ -37,6 +37,14 @@ of the loss (`aux`: a phase's means per chunk are taken on the host, as a phase-
 are) and each plateau's scale (`plateau`, one buffer per signature that has any); per table
 row, the model after the phase (`snapshots`), the model with its free parameters replaced by
 their moving average (`ema`, for phases keeping one) and the model state (`states`).
+
+An evaluated phase (`eval`, compiler.evaluate) evaluates inside its branch's steps as its chunk
+does: the metrics function is part of the phase signature, the validation data an argument of
+every call, each rule's threshold and patience and the interval `every` numbers of the table
+(`in_segment`: runs that differ only in the interval share one program). A call logs its
+evaluations in one buffer in row order (`evals`) and per row how many it took, the rule that
+ended the phase and the step of `keep best`'s weights, which the branch writes back into the
+model when the phase ends (so the next phase starts from them, as phase by phase).
 
 A batched fit's datasets and a sweep's settings run the same program `jax.vmap`ped over them
 (`Items`): everything above gains a leading items axis except the row and step counters and

@@ -595,15 +595,15 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         opt = C.init_state(signature, free_of(signature, leaves), numbers)
         if branch.carry_from >= 0:
             opt = C.carry_state(opt, state["slots"][branch.carry_from]["opt"], branch.carried, signature)
-        evaluation = None if ev is None else E.initial_carry(ev, free_of(signature, leaves), state.get("model_state"))
-        return tuple(leaves), opt, C.empty_ring(signature.over), evaluation
+        eval_state = None if ev is None else E.initial_carry(ev, free_of(signature, leaves), state.get("model_state"))
+        return tuple(leaves), opt, C.empty_ring(signature.over), eval_state
 
     def run(carry, inputs):
         state, out, at, _ = carry
         table, root, initial_arrays, data_arrays, budget, validation = inputs
         row, first = state["phase"], state["step"]
         own = state["slots"][branch.signature]
-        leaves, opt, ring, evaluation = jax.lax.cond(
+        leaves, opt, ring, eval_state = jax.lax.cond(
             first == 0,
             lambda: start(state, row, table, root, initial_arrays),
             lambda: (state["leaves"], own["opt"], own["ring"], own.get("eval")),
@@ -620,15 +620,16 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             logs["aux"] = out["aux"]
         if signature.plateaus:
             logs["plateau_scale"] = out["plateau"][branch.signature]
-        limits = ()
-        if ev is not None:  # its rules' state, the call's log, the validation data and the row's thresholds and patience
-            stop["eval"], logs["evals"] = evaluation, out["evals"]
-            limits = (validation, {"below": table["below"][row, : len(ev.rules)], "patience": table["patience"][row, : len(ev.rules)], "every": table["every"][row]})
+        evaluation = ()
+        if ev is not None:  # its rules' state, the call's log; the validation data, the row's thresholds, patience and interval
+            stop["eval"], logs["evals"] = eval_state, out["evals"]
+            limits = {"below": table["below"][row, : len(ev.rules)], "patience": table["patience"][row, : len(ev.rules)], "every": table["every"][row]}
+            evaluation = (validation, limits)
         free = free_of(signature, leaves)
         before = (jnp.int32(0), free, opt, stop, logs)  # (with items: what an item that had stopped keeps)
         ran, free, opt, stop, logs = C.run_steps(
             signature, loss_fn, model_layout, data_layout, free, opt, stop, leaves, first, count,
-            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at, limits,
+            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at, evaluation,
         )
         if items:  # an item that had stopped: its values as they were, no steps
             ran, free, opt, stop, logs = C.select(before[3]["reason"] == C.COMPLETED, (ran, free, opt, stop, logs), before)
@@ -642,6 +643,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
                     new[position[leaf]] = values[path]
             return new
 
+        ema_leaves = written(O.ema_of(opt)) if keeps_ema[branch.signature] else None
         reason = stop["reason"]
         end = first + ran
         over = (end >= table["steps"][row]) | (reason != C.COMPLETED)
@@ -649,7 +651,6 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         if items:  # one row, one step counter for every item
             taken, over = jax.lax.pmax(ran, ITEMS), jax.lax.pmin(over.astype(jnp.int32), ITEMS).astype(bool)
             end = first + taken
-        ema_leaves = written(O.ema_of(opt)) if keeps_ema[branch.signature] else None
         if ev is not None and ev.keeps:  # the phase over (however it ended): `keep best`'s weights and model state, if any improved
             restore = over & (stop["eval"]["kept_step"] >= 0)
             kept, kept_state = stop["eval"]["kept"]

@@ -1056,7 +1056,8 @@ class Runner:
         """No init through a constrained transform or of an array bound to a placeholder; no optax
         object whose state `carry state` continues (its logged hyperparameters go on from its
         schedules' states as the phase starts, read on the host); minibatches that can be drawn
-        (else the phase runs alone, where its DataError names it)."""
+        (else the phase runs alone, where its DataError names it); an evaluation that passes its
+        checks (`_evaluable`)."""
         if phase.carry and _has_objects(phase):
             return False
         if not _batchable(phase, self.examples()) or not self._evaluable(phase):

@@ -654,9 +654,9 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         if ev is not None and ev.keeps:  # the phase over (however it ended): `keep best`'s weights and model state, if any improved
             restore = over & (stop["eval"]["kept_step"] >= 0)
             kept, kept_state = stop["eval"]["kept"]
-            free = _where(restore, kept, free)
+            free = C.select(restore, kept, free)
             if "model_state" in stop:
-                stop["model_state"] = _where(restore, kept_state, stop["model_state"])
+                stop["model_state"] = C.select(restore, kept_state, stop["model_state"])
         leaves = written(free)
         slots = list(state["slots"])
         slots[branch.signature] = {"opt": opt, "ring": stop["ring"]} | ({} if ev is None else {"eval": stop["eval"]})

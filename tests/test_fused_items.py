@@ -216,8 +216,10 @@ def test_a_sweep_of_one_setting():
 def test_the_phase_loop_and_branch_dispatch_stay_unbatched_under_vmap(swept):
     """The row index is unbatched: under vmap the phase loop's condition and the branch dispatch
     (one run-at-most-once loop, or a `cond`, per phase kind) stay scalar control flow, where a
-    per-item row would make vmap run every branch for every item and select; only the step loops
-    of phases with stop rules have a per-item condition. The row and step come back unbatched."""
+    per-item row would make vmap run every branch for every item and select. The step loops of
+    phases with stop rules run while some item goes on (a per-item condition would make vmap
+    select the whole carry, the call's loss buffer included, at every step). The row and step
+    come back unbatched."""
     sweep, _, _, _ = swept
     program = next(p for p in segment._CACHE.values() if p.items is not None and p.items.size == B and len(p.signature.branches) == 3)
     found = []  # (depth in loops, what: "while" or "cond", shape of its predicate or index)
@@ -240,7 +242,8 @@ def test_the_phase_loop_and_branch_dispatch_stay_unbatched_under_vmap(swept):
     assert [(what, shape) for depth, what, shape in found if depth == 0] == [("while", ())]  # the phase loop
     dispatch = [shape for depth, what, shape in found if depth == 1]
     assert len(dispatch) >= 3 and all(shape == () for shape in dispatch)
-    assert any(shape == (B,) for depth, what, shape in found if what == "while" and depth >= 2)  # per-item stop rules
+    step_loops = [shape for depth, what, shape in found if what == "while" and depth >= 2]
+    assert len(step_loops) >= 3 and all(shape == () for shape in step_loops)  # stop rules' loops included
     out_state, _ = program.call(state, table, jax.random.key(0), arrays, data, np.int32(8), ())
     assert np.ndim(out_state["phase"]) == 0 and np.ndim(out_state["step"]) == 0
 

@@ -528,8 +528,9 @@ def run_steps(
     evaluates after each step that completes `every` steps (compiler.evaluate), logged to
     `logs["evals"]`; a rule that fires sets the reason STOP_EVAL. With `items` the function
     runs `jax.vmap`ped over many fits (axis `ITEMS`): an evaluation then runs when some item is
-    due and only the due items take its results (see `evaluated`). Returns (steps run, free,
-    opt_state, stop_state, logs).
+    due and only the due items take its results (see `evaluated`), and a loop with stop rules
+    runs while some item goes on, each item stepping while its own rules let it (see
+    `_shared_loop`). Returns (steps run, free, opt_state, stop_state, logs).
 
     The one step loop every program runs: a phase's chunk (`compiled`) and a fused segment's
     branch (`segment.py`) both call it, so their steps are the same computation.
@@ -621,13 +622,21 @@ def run_steps(
             names = jax.eval_shape(lambda f, s: E.metric_values(ev, assemble(f), s, validation), free, model_state0)
             logs["evals"] = E.empty_log(names, E.log_slots(signature.chunk, ev.every))
 
-    def log(logs, k, loss_aux, opt_state):
+    def log(logs, k, loss_aux, opt_state, going=None):
+        """The step's row `at + k` of each per-step log written; where `going` (with items: this
+        item had not stopped before the step) is false, the row keeps what it held."""
         loss, aux = loss_aux
-        out = dict(logs, loss=logs["loss"].at[at + k].set(loss))  # (the evaluation log: written by `evaluated`)
+
+        def put(buffer, value):
+            if going is not None:
+                value = jnp.where(going, value, buffer[at + k])
+            return buffer.at[at + k].set(value)
+
+        out = dict(logs, loss=put(logs["loss"], loss))  # (the evaluation log: written by `evaluated`)
         if signature.plateaus:
-            out["plateau_scale"] = logs["plateau_scale"].at[at + k].set(O.plateau_scales(opt_state))
+            out["plateau_scale"] = put(logs["plateau_scale"], O.plateau_scales(opt_state))
         if "aux" in logs:
-            out["aux"] = {name: logs["aux"][name].at[at + k].set(aux[name]) for name in logs["aux"]}
+            out["aux"] = {name: put(logs["aux"][name], aux[name]) for name in logs["aux"]}
         return out
 
     ctx = (perm0, model_state0)  # this epoch's permutation, the model state
@@ -664,6 +673,10 @@ def run_steps(
     # rules the loop body is the bare step, as in a hand-written loop, and the host finds
     # a non-finite loss in the returned losses (see `first_nonfinite`; steps after it are
     # wasted, never kept). Checking on the device after the loop cost a fifth more compile time.
+    if (has_lc or has_loss or ev is not None) and items:
+        ran, free, opt_state, stop_state, logs, ctx = _shared_loop(step, update_stop, log, evaluated if ev is not None else None, step0, n_active, (free, opt_state, stop_state, logs, ctx))
+        return ran, free, opt_state, finish(stop_state, ctx), logs
+
     if has_lc or has_loss or ev is not None:  # (evaluated: a non-finite loss stops before its evaluation)
 
         def body(carry):
@@ -687,6 +700,42 @@ def run_steps(
 
     ran, free, opt_state, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, bare, (jnp.int32(0), free, opt_state, logs, ctx))
     return ran, free, opt_state, finish(stop_state, ctx), logs
+
+
+def _shared_loop(step, update_stop, log, evaluated, step0, n_active, carry):
+    """`run_steps`' loop with stop rules, vmapped over many fits (axis `ITEMS`): it runs while some
+    item goes on, each item stepping while its reason is COMPLETED. Returns (each item's steps
+    run, free, opt_state, stop_state, logs, ctx).
+
+    Vmapped, the loop of a single fit would have a per-item condition, and JAX would then select
+    every part of its carry between old and new for every item at every step: the call's whole
+    loss buffer (`chunk` floats an item) with the rest. Here the condition is shared (a maximum
+    over the items) and only what a step changes is selected: an item that stopped keeps its
+    parameters, optimizer and stop state, model state, and its row of each per-step log (`log`'s
+    `going`). The steps an item runs compute what its own loop computes, so results are the same
+    bit for bit. (The data order, `ctx[0]`, is a function of the step and the data key alone, the
+    same for every item: kept as the step computed it.)"""
+    import jax
+    import jax.numpy as jnp
+
+    def body(carry):
+        k, ran, free, opt_state, stop, logs, ctx = carry
+        i = step0 + k
+        going = stop["reason"] == COMPLETED
+        loss_aux, new_free, new_opt, new_ctx = step(k, free, opt_state, ctx)
+        new_stop, logs = update_stop(stop, i, loss_aux[0]), log(logs, k, loss_aux, new_opt, going)
+        free, opt_state, stop, model_state = select(going, (new_free, new_opt, new_stop, new_ctx[1]), (free, opt_state, stop, ctx[1]))
+        if evaluated is not None:  # (after the select: an item that had stopped is not due)
+            opt_state, stop, logs = evaluated(i, free, opt_state, stop, logs, model_state)
+        return k + 1, ran + going.astype(jnp.int32), free, opt_state, stop, logs, (new_ctx[0], model_state)
+
+    def more(carry):
+        k, stop = carry[0], carry[4]
+        return (k < n_active) & (jax.lax.pmax((stop["reason"] == COMPLETED).astype(jnp.int32), ITEMS) > 0)
+
+    free, opt_state, stop, logs, ctx = carry
+    _, ran, free, opt_state, stop, logs, ctx = jax.lax.while_loop(more, body, (jnp.int32(0), jnp.int32(0), free, opt_state, stop, logs, ctx))
+    return ran, free, opt_state, stop, logs, ctx
 
 
 def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout) -> Compiled:

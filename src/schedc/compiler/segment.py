@@ -629,7 +629,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         before = (jnp.int32(0), free, opt, stop, logs)  # (with items: what an item that had stopped keeps)
         ran, free, opt, stop, logs = C.run_steps(
             signature, loss_fn, model_layout, data_layout, free, opt, stop, leaves, first, count,
-            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at, evaluation,
+            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at, evaluation, items=items,
         )
         if items:  # an item that had stopped: its values as they were, no steps
             ran, free, opt, stop, logs = C.select(before[3]["reason"] == C.COMPLETED, (ran, free, opt, stop, logs), before)

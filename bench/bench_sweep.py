@@ -19,6 +19,11 @@ setting's swept and sequential final loss.
     .venv/bin/python bench/bench_sweep.py             # N = 64
     .venv/bin/python bench/bench_sweep.py --sizes 8 64
     .venv/bin/python bench/bench_sweep.py --phase-by-phase   # the sweep with fuse=False
+    .venv/bin/python bench/bench_sweep.py --device --sizes 1 8 64   # the segment program's calls alone
+
+`--device`: the fused sweep's program calls (the vmapped segment program) captured from one
+sweep and timed alone, without the host work around them (best and median of at least 9
+passes, after a warm-up): the device's time per step and per setting-step.
 """
 
 from __future__ import annotations
@@ -97,6 +102,43 @@ def _child(size: int, which: str, fuse: bool = True, passes: int = STEADY_PASSES
     return {"pairs": pairs, "steady_compiles": len(compiles) - warm, "front": sorted(fronts[1:])[passes // 2]}
 
 
+def _device(size: int, passes: int) -> dict:
+    """The fused sweep's program calls alone: each call of one sweep recorded with its arguments,
+    then the same calls made again, `passes` times (the first pass a warm-up)."""
+    import jax
+    import numpy as np
+
+    import schedc
+    from schedc.compiler import segment
+
+    sys.path.insert(0, str(EXAMPLE.parent))
+    import spectral_line
+
+    x, y = spectral_line.make_data()
+    rates = [float(r) for r in np.geomspace(0.005, 0.2, size)]
+    text = EXAMPLE.read_text().replace("let base = 0.05", "let base = $base")
+    calls = []
+    build = segment._build
+
+    def recording(*args, **kwargs):
+        program = build(*args, **kwargs)
+        jitted = program.call
+        program.call = lambda *call_args: (calls.append((jitted, call_args)), jitted(*call_args))[1]
+        return program
+
+    segment._build = recording
+    result = schedc.compile(text, spectral_line.build_model(), base=0.05).sweep(base=rates).run(spectral_line.loss, x, y)
+    segment._build = build
+    times = []
+    for _ in range(passes + 1):
+        t = time.perf_counter()
+        for jitted, args in calls:
+            jax.block_until_ready(jitted(*args))
+        times.append(time.perf_counter() - t)
+    steps = int(sum(p.steps_run.max() for p in result.phases))
+    return {"times": sorted(times[1:]), "steps": steps, "calls": len(calls)}
+
+
 def _run_child(size: int, which: str, fuse: bool = True, passes: int = STEADY_PASSES) -> dict:
     command = [sys.executable, __file__, "--child", str(size), which, "--passes", str(passes), *([] if fuse else ["--phase-by-phase"])]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -108,6 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[64])
     ap.add_argument("--phase-by-phase", action="store_true", help="run the sweep with fuse=False (one vmapped program per phase signature)")
     ap.add_argument("--passes", type=int, default=STEADY_PASSES, help="steady pairs of passes (a sweep, then a loop of runs)")
+    ap.add_argument("--device", action="store_true", help="time the fused sweep's program calls alone (per step and per setting-step)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     fuse = not args.phase_by_phase
@@ -115,6 +158,14 @@ def main(argv=None) -> int:
         print(json.dumps(_child(int(args.child[0]), args.child[1], fuse, args.passes)))
         return 0
     import jax
+
+    if args.device:
+        for size in args.sizes:
+            d = _device(size, max(args.passes, 9))
+            best, median = d["times"][0], d["times"][len(d["times"]) // 2]
+            print(f"{size:>4} settings: {d['calls']} calls, {d['steps']} steps: best {best * 1e3:.1f} ms, median {median * 1e3:.1f} ms; "
+                  f"best per step {best / d['steps'] * 1e6:.1f} us, per setting-step {best / d['steps'] / size * 1e6:.2f} us")
+        return 0
 
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {EXAMPLE.name}" + ("" if fuse else ", the sweep phase by phase (fuse=False)"))
     print(f"{'settings':>8}  {'sweep cold':>10}  {'sweep steady':>12}  {'runs cold':>10}  {'runs steady':>11}  {'speedup cold/steady':>19}  {'programs':>8}  {'XLA compiles':>12}  {'max |Δ final loss|':>18}")

@@ -319,10 +319,11 @@ def run_batched(
 def chunk_for(size: int) -> int:
     """Steps per call: a power of two (so nearby sizes share executables), the (B, chunk) loss buffer at most 64k floats.
 
-    Under vmap the chunk's while loop has a per-dataset condition, so every iteration
-    selects the whole carry, loss buffer included, between old and new: its cost grows
+    Under vmap the chunk's while loop had a per-dataset condition, so every iteration
+    selected the whole carry, loss buffer included, between old and new: its cost grew
     with B x chunk. Measured (bench/bench_batched.py, B = 1024, CPU): 2.3 s a fit with
-    chunk 16384, 0.15 s with chunk 64; the extra host calls cost far less.
+    chunk 16384, 0.15 s with chunk 64; the extra host calls cost far less. (A stop rule's
+    loop now has a shared condition, `chunk._shared_loop`; the size was not measured again.)
     """
     steps = max(1, (1 << 16) // size)
     return int(min(C.DEFAULT_CHUNK, max(64, 1 << (steps.bit_length() - 1))))

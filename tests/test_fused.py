@@ -119,6 +119,16 @@ def test_a_repeat_compiles_its_body_once_and_runs_in_one_call(monkeypatch):
     assert segment.cache_size() == programs and clock.count == 0
 
 
+def test_a_segment_run_again_under_x64_builds_its_program_for_that_width():
+    """The segment program is cached per float width too: run again under `jax.enable_x64`, the
+    program built without it (its fresh slots float32) was reused and failed to trace."""
+    shaped = {"a": jnp.zeros(7), "b": jnp.ones(2)}  # shapes no other test compiles
+    program = schedc.compile("phase 12 lr 0.1 < free a >\nphase 8 lr 0.05 < free b; stop when loss < 0.01 >", shaped)
+    program.run(loss, quiet=True)
+    with jax.enable_x64(True):
+        assert_same_run(program.run(loss, quiet=True, fuse=False), program.run(loss, quiet=True))
+
+
 @pytest.mark.parametrize("width", [6, 8])
 def test_one_schedule_on_models_of_two_shapes_builds_a_program_for_each(width, monkeypatch):
     """Same loss, same model structure, other array shapes: the program built for the first

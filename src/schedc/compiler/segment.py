@@ -373,11 +373,13 @@ def compiled(signature: SegmentSignature, loss_fn: Callable, model_layout: C.Lay
     items it runs at once (None: one fit; the arrays then have their leading items axis).
 
     The shapes are part of the key because the program is built for them (its fresh optimizer
-    slots, its loss's output): one schedule run on a wider model of the same class needs its own."""
+    slots, its loss's output): one schedule run on a wider model of the same class needs its own.
+    So is the float width (`jax.enable_x64` switched on between runs): the slots' and the
+    hyperparameters' dtypes follow it."""
     import jax
 
     state_key = None if model_state is None else (jax.tree_util.tree_structure(model_state), _avals(jax.tree_util.tree_leaves(model_state)))
-    key = (signature, loss_fn, model_layout, data_layout, _avals(model_arrays), _avals(data_arrays), state_key, items)
+    key = (signature, loss_fn, model_layout, data_layout, _avals(model_arrays), _avals(data_arrays), state_key, items, jax.config.jax_enable_x64)
     program = _CACHE.get(key)  # (one lookup: hashing a long segment's signature takes ~10 us)
     if program is None:
         program = _CACHE[key] = _build(signature, loss_fn, model_layout, data_layout, model_arrays, data_arrays, model_state, items)

@@ -190,3 +190,19 @@ def test_an_evaluated_sweep_ranks_its_settings_by_a_metric(project, tmp_path):
     bad = schedc("eval_sweep_bad.sched", "--sweep", "rate=0.01,0.1", "--quiet", cwd=project)
     assert bad.returncode == 1 and "the metrics function's `loss` has shape (7,) in phase 0; expected a scalar" in bad.stderr
     assert "Traceback" not in unknown.stderr + bad.stderr
+
+
+def test_ranking_by_a_metric_that_never_came_due_keeps_the_fits(project, tmp_path):
+    """`--best-by val.score` where no setting reached an evaluation (the interval is longer than the
+    phases): said without a traceback, exit 1, every setting's results saved, unranked."""
+    (project / "evaluated.py").write_text(textwrap.dedent(MODEL) + EVAL_MODEL)
+    head = EVAL_SWEEP_SCHED.split("phase")[0].replace("line.py", "evaluated.py").replace("METRICS", "metrics").replace("every 5 steps", "every 500 steps")
+    (project / "never_due.sched").write_text(head + "phase 40 lr rate < free slope >\n")  # (no rule on a metric: the check refuses one never evaluated)
+    out = tmp_path / "out"
+    result = schedc("never_due.sched", "--sweep", "rate=0.01,0.1", "--best-by", "val.score", "--out", str(out), "--quiet", cwd=project)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--best-by val.score: sweep: no setting evaluated `val.score`; the sweep evaluated nothing (no `eval` / metrics=, or no evaluation came due)" in result.stderr
+    assert result.stdout.splitlines()[0].split() == ["setting", "rate", "final", "loss", "steps", "stop"]  # listed by the final loss
+    summary = json.loads((out / "sweep.json").read_text())
+    assert (summary["best_by"], summary["best"], summary["metrics"]) == ("val.score", None, {})
+    assert all((out / f"setting_{i}" / "summary.json").is_file() for i in range(2))

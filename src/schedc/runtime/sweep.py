@@ -64,7 +64,7 @@ class SweepResult(BatchedResult):
         key = name.removeprefix(METRIC_PREFIX)
         if key not in self.metric_names:
             evaluated = ", ".join(f"`{METRIC_PREFIX}{k}`" for k in self.metric_names)
-            raise ValueError(f"sweep: no setting evaluated `{METRIC_PREFIX}{key}`; " + (f"the metrics evaluated are {evaluated}" if evaluated else "the sweep did not evaluate (no `eval` / metrics=)"))
+            raise ValueError(f"sweep: no setting evaluated `{METRIC_PREFIX}{key}`; " + (f"the metrics evaluated are {evaluated}" if evaluated else "the sweep evaluated nothing (no `eval` / metrics=, or no evaluation came due)"))
         out = np.full(self.size, np.nan)
         for i in range(self.size):
             for phase in reversed(self.phases):

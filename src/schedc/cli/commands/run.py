@@ -374,16 +374,21 @@ def _run_sweep(program, swept: list, loss, data_args, data_kwargs, evaluation: d
     except (DataError, EvalError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    try:
+        best = result.best(by=args.best_by)
+    except ValueError as err:  # no setting's evaluation of the metric came due: the fits are kept, unranked
+        print(f"schedc run: --best-by {args.best_by}: {err}; the settings are listed by their final loss", file=sys.stderr)
+        best = None
     if _writer():
-        print(result.summary(by=args.best_by))
+        print(result.summary(by=args.best_by if best is not None else None))
     if out is not None:
         for i in range(len(result)):
             save(result.setting(i), out / f"setting_{i}")
         metrics = {f"{METRIC_PREFIX}{name}": [float(x) for x in result.metric(name)] for name in result.metric_names}
-        summary = {"settings": result.settings, "final_losses": [float(x) for x in result.final_losses], "metrics": metrics, "best_by": args.best_by or "loss", "best": result.best(by=args.best_by)}
+        summary = {"settings": result.settings, "final_losses": [float(x) for x in result.final_losses], "metrics": metrics, "best_by": args.best_by or "loss", "best": best}
         atomic_write(out / "sweep.json", json.dumps(summary, indent=2).encode())
         print(f"saved to {out}/")
-    return 0
+    return 0 if best is not None else 1
 
 
 def _check_best_by(best_by: str | None, program, evaluation: dict) -> None:

@@ -228,6 +228,27 @@ def test_what_counts_as_an_iterable_of_batches():
     assert Batches(BATCHES).batches_per_epoch == 6 and Batches(iter(BATCHES)).batches_per_epoch is None
 
 
+def test_across_processes_every_kind_of_source_makes_the_same_collectives(monkeypatch):
+    """A stream's collectives do not depend on its own source's kind: one process's generator and
+    another's list must not leave the list's process waiting in a gather the other never makes."""
+    from schedc.runtime import distributed
+    from schedc.runtime.stream import Stream
+
+    gathered = []
+
+    def gather_ints(values):  # two processes that read the same
+        gathered.append(list(values))
+        return np.asarray([values, values], np.int32)
+
+    monkeypatch.setattr(distributed, "processes", lambda: 2)
+    monkeypatch.setattr(distributed, "gather_ints", gather_ints)
+    made = {}
+    for kind, source in (("list", BATCHES), ("generator", iter(BATCHES))):
+        gathered.clear()
+        made[kind] = (Stream(Batches(source)).reader.pass_length, len(gathered))
+    assert made == {"list": (None, 1), "generator": (None, 1)}
+
+
 # ---------------------------------------------------------------- grain
 
 

@@ -498,8 +498,9 @@ class Stream:
         self.batches = batches
         self.processes = distributed.processes()
         # across processes, a re-iterable source whose passes are longer than another process's is cut to its length
-        shortest = agreed_per_epoch(batches) if self.processes > 1 and not batches.one_shot else None
-        self.reader = Reader(batches, shortest if shortest != batches.batches_per_epoch else None)
+        # (agreed whatever this process's source is: another process's may be of another kind, and must not wait alone)
+        shortest = agreed_per_epoch(batches) if self.processes > 1 else None
+        self.reader = Reader(batches, shortest if not batches.one_shot and shortest != batches.batches_per_epoch else None)
         self.waited = 0.0  # seconds the chunk loop waited for batches, over the phases so far
         structure = self.reader.structure
         # per leaf, the sharding of each batch (`Batches(sharding=)`; across processes, by default rows over

@@ -115,7 +115,7 @@ class Program:
             raise TypeError("give the data as arrays (positional and keyword arguments) or as `batches=` (an iterable of batches), not both")
         if batches is not None and not isinstance(batches, Batches):
             batches = Batches(batches)
-        evaluator = Evaluator(metrics, validation if isinstance(validation, tuple) else (validation,)) if metrics is not None else None
+        evaluator = Evaluator(metrics, validation_arguments(validation)) if metrics is not None else None
         plan = self.plan_for(args, kwargs, eval_every, batches)
         state = self.state if state is None else state
         return Runner(plan, self.tree, loss_fn, args, kwargs, key=self.key, chunk=chunk, quiet=quiet, source=self.source, evaluator=evaluator, fuse=fuse, state=state, batches=batches)
@@ -235,8 +235,12 @@ class Program:
         """
         from schedc.runtime.batch import run_batched
 
-        validation = validation if isinstance(validation, tuple) else (validation,)
-        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk, fuse=fuse, metrics=metrics, validation=validation, eval_every=eval_every)
+        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk, fuse=fuse, metrics=metrics, validation=validation_arguments(validation), eval_every=eval_every)
+
+
+def validation_arguments(validation) -> tuple:
+    """`validation=` as the metrics function's arguments after the model: a tuple of them, or one alone."""
+    return validation if isinstance(validation, tuple) else (validation,)
 
 
 def check_eval_every(eval_every) -> None:

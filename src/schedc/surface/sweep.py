@@ -46,7 +46,7 @@ class Sweep:
         """
         from schedc.runtime.evaluation import Evaluator
         from schedc.runtime.sweep import run_sweep
-        from schedc.surface.api import check_eval_every, evaluated_every
+        from schedc.surface.api import check_eval_every, evaluated_every, validation_arguments
 
         program = self.program
         if program.model is None:
@@ -55,7 +55,7 @@ class Sweep:
         if eval_every == "epoch":  # (a sweep's Plans count in steps: an epoch's steps are not known to them)
             raise SweepError('sweep: eval_every="epoch": sweeps take phases counted in steps; give the interval in steps (eval_every=N)')
         plans = [evaluated_every(plan, eval_every) for plan in self.plans]
-        evaluator = Evaluator(metrics, validation if isinstance(validation, tuple) else (validation,)) if metrics is not None else None
+        evaluator = Evaluator(metrics, validation_arguments(validation)) if metrics is not None else None
         return run_sweep(plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)
 
 

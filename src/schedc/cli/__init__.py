@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         # The process exits next: the cyclic collector's passes at the interpreter's exit would
         # walk every object made (modules, a kept parser, trees): ~30 M instructions, ~7% of a
         # fresh `schedc check` (docs/performance.md). Frozen, they are skipped; reference counting
-        # still frees, finalizers and atexit handlers still run.
+        # still frees, and atexit handlers still run, but an object kept alive only by a reference
+        # cycle is never finalized (its `__del__` does not run): every file a command writes is
+        # closed by the time it returns (`with` blocks, tooling.files.atomic_write).
         gc.freeze()
 
 

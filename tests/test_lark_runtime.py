@@ -79,6 +79,24 @@ print(json.dumps({{"items": items, "has": sys.modules["lark.lexer"].has_interegu
     assert fresh(code, tmp_path) == {"items": 1, "has": False, "tree": "start"}
 
 
+def test_a_failed_import_of_larks_lexer_leaves_lark_to_be_imported_again(tmp_path):
+    """An import of `lark.lexer` that fails (a module of lark's that would not import) leaves no
+    half-made lark behind, as a failed import leaves none: the next `import lark` imports it whole."""
+    code = """
+import json, sys
+sys.modules["lark.utils"] = None  # lark.lexer's import fails
+try:
+    from schedc.lang import syntax
+    failed = False
+except ImportError:
+    failed = True
+del sys.modules["lark.utils"]
+import lark
+print(json.dumps({"failed": failed, "lark": lark.Lark.__name__}))
+"""
+    assert fresh(code, tmp_path) == {"failed": True, "lark": "Lark"}
+
+
 def test_a_later_use_of_lark_runs_its_init(tmp_path):
     code = """
 import json, sys

@@ -60,8 +60,12 @@ def defer_init() -> bool:
             raise AttributeError(f"module 'lark' has no attribute {name!r}") from None
 
     package.__getattr__ = complete
-    sys.modules["lark"] = package
-    hidden = _lexer_without_interegular()
+    sys.modules["lark"] = package  # (first: `lark.lexer` is then imported without the `__init__`)
+    try:
+        hidden = _lexer_without_interegular()
+    except BaseException:
+        sys.modules.pop("lark", None)  # as a failed import leaves it, not half made: the next import runs the `__init__`
+        raise
     return True
 
 

@@ -760,6 +760,14 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
     return Compiled(jax.jit(init), jax.jit(chunk_of(False)), hyperparams_program(signature), chunk_of(True), signature.evaluation is not None)
 
 
+def item_of(tree, i: int):
+    """Item `i` of a pytree batched over items (a batched fit's datasets, a sweep's settings): each
+    array leaf's row `i`; a leaf that is not an array (an activation function) or a scalar stays."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x[i] if getattr(x, "ndim", 0) else x, tree)
+
+
 def select(keep, new, old):
     """`new` where `keep` (one item's scalar, under vmap) is true, else `old` (the same pytree)."""
     import jax

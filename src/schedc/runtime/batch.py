@@ -130,10 +130,8 @@ class BatchedResult(PhaseHistory):
 
     def dataset(self, i: int) -> Result:
         """Dataset i's fit as a single-fit `run.Result` (models sliced out of the batch)."""
-        import jax
-
         def take(tree):
-            return jax.tree_util.tree_map(lambda x: x[i] if hasattr(x, "shape") and x.ndim else x, tree)
+            return C.item_of(tree, i)
 
         return Result(take(self.initial_model), [p.dataset(i, take) for p in self.phases])
 
@@ -331,9 +329,7 @@ def chunk_for(size: int) -> int:
 
 def _one_dataset(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Dataset 0's data (what `Program.plan_for` counts epochs and minibatches in)."""
-    import jax
-
-    return jax.tree_util.tree_map(lambda x: x[0] if hasattr(x, "shape") and len(x.shape) else x, (tuple(args), dict(kwargs)))
+    return C.item_of((tuple(args), dict(kwargs)), 0)
 
 
 def _check_validation(arrays: tuple, size: int) -> None:

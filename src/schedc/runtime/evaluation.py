@@ -265,13 +265,8 @@ class ItemEvals(PhaseEvals):
 
     def check_names(self, model, state=None) -> None:
         """As a single fit's, traced on item 0 (its model, and its validation data when each item has its own)."""
-        import jax
-
-        def first(tree):  # (a model's leaves that are not arrays, an activation function, stay as they are)
-            return jax.tree_util.tree_map(lambda x: x[0] if isinstance(x, jax.Array) and x.ndim else x, tree)
-
         validation = self.evaluator.validation_arrays
-        self._check_needs(self.evaluator.names(first(model), self.phase, state, first(validation) if self.per_item_validation else validation))
+        self._check_needs(self.evaluator.names(C.item_of(model, 0), self.phase, state, C.item_of(validation, 0) if self.per_item_validation else validation))
 
     def arguments(self) -> tuple:
         """(validation arrays, every item's limits stacked), or () without evaluation."""

@@ -235,6 +235,24 @@ def test_phases_differing_only_in_numbers_share_one_executable():
     assert clock.count <= 2, chunk_compiles  # at most small eager helpers, never a new chunk program
 
 
+def test_phases_of_one_kind_are_found_by_identity():
+    # equal signatures and layouts are one object (interned), so a phase-by-phase run finds each
+    # phase's program by identity; the entry found so is the one a lookup by value finds
+    model = Pair(jnp.ones(3), jnp.ones(3))
+    program = schedc.compile("repeat 2 <\n phase 3 lr 0.1 < free a >\n phase 4 lr 0.2 < free b >\n>", model)
+    runner = program.runner(quadratic, quiet=True)
+    runner.begin(model)
+    first, again, other = (runner.prepare_phase(program.phases[i]) for i in (0, 2, 1))
+    assert first.signature is again.signature and first.signature is not other.signature
+    assert first.signature == compiler.prepare(program.phases[0], runner.leaves, runner.chunk).signature
+    layout = compiler.split(model)[1]
+    assert compiler.split(Pair(jnp.zeros(3), jnp.zeros(3)))[1] is layout
+    found = compiler.compiled(first.signature, quadratic, layout, runner.data_layout)
+    assert compiler.compiled(again.signature, quadratic, layout, runner.data_layout) is found
+    equal = compiler.PhaseSignature(**{f: getattr(first.signature, f) for f in first.signature.__dataclass_fields__})
+    assert equal is not first.signature and compiler.compiled(equal, quadratic, layout, runner.data_layout) is found
+
+
 def test_result_histories_and_summary():
     res = run("phase a 4 lr 0.1 < free a >\nphase 3 lr 0.1 < free b >", pair())
     assert [len(l) for l in res.phase_losses] == [4, 3]

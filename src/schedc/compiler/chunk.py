@@ -119,7 +119,27 @@ def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk:
     """
     prepared = _lowered(phase)
     leaves = tuple((path, leaf_indices[path]) for path in sorted(phase.free))
-    return replace(prepared, signature=replace(prepared.signature, leaves=leaves, chunk=int(chunk)))
+    return replace(prepared, signature=interned(replace(prepared.signature, leaves=leaves, chunk=int(chunk))))
+
+
+# a value -> itself (the first one seen of its kind): PhaseSignature and Layout; emptied when full
+_INTERNED: dict = {}
+_INTERNED_KEPT = 4096
+
+
+def interned(value):
+    """The one object equal to `value` that the process keeps (`value` itself, the first time).
+
+    A phase-by-phase run looks each phase's programs up by its signature and layouts: equal
+    ones being the same object, the lookups compare by identity and `compiled` finds them by
+    id (a phase's signature is hashed and compared field by field otherwise, ~20 us a phase).
+    Valid for frozen values, which equal ones can stand for."""
+    kept = _INTERNED.get(value)
+    if kept is None:
+        if len(_INTERNED) >= _INTERNED_KEPT:
+            _INTERNED.clear()
+        kept = _INTERNED[value] = value
+    return kept
 
 
 def check_lowering(phase: P.PhasePlan) -> None:
@@ -413,7 +433,7 @@ def split(tree) -> tuple[tuple, Layout]:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     is_array = [isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in leaves]
     static = tuple(None if a else _hashable(x) for x, a in zip(leaves, is_array))
-    return tuple(x for x, a in zip(leaves, is_array) if a), Layout(treedef, static)
+    return tuple(x for x, a in zip(leaves, is_array) if a), interned(Layout(treedef, static))
 
 
 def _hashable(x):
@@ -425,14 +445,26 @@ def _hashable(x):
 
 
 _CACHE: dict[tuple, Compiled] = {}
+# (the ids of a `compiled` call's arguments) -> (the arguments, their Compiled); emptied when full
+_FOUND: dict[tuple, tuple] = {}
+_FOUND_KEPT = 4096
 
 
 def compiled(signature: PhaseSignature, loss_fn: Callable, model: Layout, data: Layout) -> Compiled:
-    """The (cached) jitted functions for `signature`, `loss_fn` and the static parts of model and data."""
-    key = (signature, loss_fn, model, data)
-    if key not in _CACHE:
-        _CACHE[key] = _build(signature, loss_fn, model, data)
-    return _CACHE[key]
+    """The (cached) jitted functions for `signature`, `loss_fn` and the static parts of model and data.
+
+    Found first by the arguments' identity: a phase-by-phase run asks at every phase, with the
+    signatures and layouts `interned` (so a run's phases of one kind ask with the same objects).
+    The entry holds the arguments, so their ids are not reused while it lives."""
+    entry = _FOUND.get((id(signature), id(loss_fn), id(model), id(data)))
+    if entry is None:
+        key = (signature, loss_fn, model, data)
+        if key not in _CACHE:
+            _CACHE[key] = _build(signature, loss_fn, model, data)
+        if len(_FOUND) >= _FOUND_KEPT:
+            _FOUND.clear()
+        entry = _FOUND[tuple(map(id, key))] = (key, _CACHE[key])
+    return entry[1]
 
 
 def cache_size() -> int:
@@ -466,15 +498,27 @@ def fresh_opt_state(init: Callable, free: dict, numbers):
     every call, as before."""
     import jax
 
-    leaves, treedef = jax.tree_util.tree_flatten((free, numbers))
-    key = (init, treedef, tuple((x.shape, x.dtype, getattr(x, "weak_type", False), getattr(x, "sharding", None)) for x in leaves))
-    if key not in _CONSTANT_STATES:
+    # (free: parameter path -> its array. The abstract value holds shape, dtype and weak type; it
+    # and the sharding are the same objects for every output of one program, so that a lookup
+    # compares them by identity: building and comparing shapes and shardings cost ~25 us a phase)
+    key = (init, tuple(free), tuple(map(_kind, free.values())), _kind(numbers))
+    kept = _CONSTANT_STATES.get(key, _UNSEEN)
+    if kept is _UNSEEN:
         state = init(free, numbers)
         small = sum(getattr(x, "nbytes", 0) for x in jax.tree_util.tree_leaves(state)) <= KEPT_STATE_BYTES
         _CONSTANT_STATES[key] = state if small and not _depends_on_inputs(jax.make_jaxpr(init)(free, numbers).jaxpr) else None
         return state
-    kept = _CONSTANT_STATES[key]
     return init(free, numbers) if kept is None else kept
+
+
+_UNSEEN = object()  # (a key `fresh_opt_state` has not met)
+
+
+def _kind(x) -> tuple:
+    """What a kept optimizer state asks of an argument: its abstract value and sharding (a host
+    array: its shape and dtype)."""
+    aval = getattr(x, "aval", None)
+    return (aval, x.sharding) if aval is not None else (np.shape(x), np.result_type(x))
 
 
 def _depends_on_inputs(jaxpr) -> bool:

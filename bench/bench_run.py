@@ -477,6 +477,79 @@ def boundary_cost(rounds: int) -> None:
     print("  (the rest of `whole run`: the runner's own loop, the write-back of the free values, the model's flattening)")
 
 
+def chunk_call_cost(calls: int) -> None:
+    """Where the fixed cost of a phase-by-phase chunk call goes (most of `boundary_cost`): the
+    alternating schedule's chunk called alone on its own arguments (0 and 20 steps) against four
+    toy `lax.while_loop` programs, each call blocked on, in interleaved blocks; wall us per call,
+    median [min]. The toys separate XLA:CPU's two decisions per call (xla/pjrt/cpu, xla/backends/cpu/runtime):
+    - inline or not: a program whose cost analysis counts under 1000 flops (a while loop's body
+      counted once) runs in the calling thread; any other is handed to a worker thread, which
+      the caller then waits for;
+    - sequential or not: the thunk executor runs the entry computation's operations one after
+      another if there are at most 8 of them or all their buffers hold at most 512 bytes, else
+      on the intra-op thread pool. Every parameter a loop carries is copied into its state (the
+      caller keeps its arrays): one operation each, so a chunk's entry runs concurrently."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import schedc
+    from schedc.runtime import runner
+
+    model, loss, data = _models("tiny64")
+    program = schedc.compile(ALTERNATING_TEXT, model)
+    seen = {}
+    original = runner.Runner._programs
+
+    def programs(self, fns):
+        init, chunk = original(self, fns)
+        return init, lambda *args: (seen.setdefault("call", (chunk, args)), chunk(*args))[1]
+
+    runner.Runner._programs = programs
+    try:
+        program.run(loss, *data, quiet=True, fuse=False)
+    finally:
+        runner.Runner._programs = original
+    chunk, args = seen["call"]
+    idle = args[:5] + (jax.device_put(np.int32(0)),) + args[6:]
+
+    def toy(carried: int, buffer: bool, matmul: bool):
+        basis, y = data
+
+        def body(c):
+            k, xs, log = c
+            loss = jnp.mean((jnp.concatenate(xs[:4]) @ basis - y) ** 2) if matmul else xs[0].sum()
+            return k + 1, tuple(x * 0.99 + loss for x in xs), log.at[k].set(loss) if buffer else log
+
+        def f(xs, n):
+            log = jnp.full((16384,), jnp.nan) if buffer else jnp.zeros(1)
+            return jax.lax.while_loop(lambda c: c[0] < n, body, (jnp.int32(0), xs, log))
+
+        return jax.jit(f), (tuple(jnp.ones(16) + i for i in range(carried)), jax.device_put(np.int32(20)))
+
+    cases = {
+        "the chunk, 0 steps": (chunk, idle),
+        "the chunk, 20 steps": (chunk, args),
+        "toy: inline, sequential (4 carried, no buffer, no matmul)": toy(4, False, False),
+        "toy: inline, concurrent (9 carried, a 16384 buffer)": toy(9, True, False),
+        "toy: worker, sequential (4 carried, no buffer, a matmul)": toy(4, False, True),
+        "toy: worker, concurrent (9 carried, a buffer, a matmul)": toy(9, True, True),
+    }
+    times = {name: [] for name in cases}
+    for _ in range(3):
+        for fn, call_args in cases.values():
+            jax.block_until_ready(fn(*call_args))
+    for _ in range(max(1, calls // 50)):
+        for name, (fn, call_args) in cases.items():
+            for _ in range(50):
+                start = time.perf_counter_ns()
+                jax.block_until_ready(fn(*call_args))
+                times[name].append((time.perf_counter_ns() - start) / 1e3)
+    print(f"\nwall us per call, median [min] over {len(times[name])} calls:")
+    for name, values in times.items():
+        print(f"  {name:58} {statistics.median(values):7.1f} [{min(values):.1f}]")
+
+
 def _segment_program(text: str, size: str):
     """(the compiled fused program of `text` on the `size` model, the arguments of its call)."""
     import schedc

@@ -122,23 +122,24 @@ def prepare(phase: P.PhasePlan, leaf_indices: dict[str, tuple[int, ...]], chunk:
     return replace(prepared, signature=interned(replace(prepared.signature, leaves=leaves, chunk=int(chunk))))
 
 
-# a value -> itself (the first one seen of its kind): PhaseSignature and Layout; emptied when full
+# a PhaseSignature -> itself (the first one seen equal to it); emptied when full
 _INTERNED: dict = {}
 _INTERNED_KEPT = 4096
 
 
-def interned(value):
-    """The one object equal to `value` that the process keeps (`value` itself, the first time).
+def interned(signature: PhaseSignature) -> PhaseSignature:
+    """The one signature equal to `signature` that the process keeps (`signature` itself, the first time).
 
-    A phase-by-phase run looks each phase's programs up by its signature and layouts: equal
-    ones being the same object, the lookups compare by identity and `compiled` finds them by
-    id (a phase's signature is hashed and compared field by field otherwise, ~20 us a phase).
-    Valid for frozen values, which equal ones can stand for."""
-    kept = _INTERNED.get(value)
+    A phase-by-phase run looks each phase's programs up by its signature: equal ones being the
+    same object, the lookups compare them by identity and `compiled` finds them by id (the
+    phases of a run are equal, not identical: a signature was hashed and compared field by
+    field at every phase, ~20 us in situ). Valid because signatures are frozen and an equal one
+    already stands for it in every cache keyed by signature (the program compiled for the first)."""
+    kept = _INTERNED.get(signature)
     if kept is None:
         if len(_INTERNED) >= _INTERNED_KEPT:
             _INTERNED.clear()
-        kept = _INTERNED[value] = value
+        kept = _INTERNED[signature] = signature
     return kept
 
 
@@ -433,7 +434,7 @@ def split(tree) -> tuple[tuple, Layout]:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     is_array = [isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in leaves]
     static = tuple(None if a else _hashable(x) for x, a in zip(leaves, is_array))
-    return tuple(x for x, a in zip(leaves, is_array) if a), interned(Layout(treedef, static))
+    return tuple(x for x, a in zip(leaves, is_array) if a), Layout(treedef, static)
 
 
 def _hashable(x):
@@ -453,9 +454,11 @@ _FOUND_KEPT = 4096
 def compiled(signature: PhaseSignature, loss_fn: Callable, model: Layout, data: Layout) -> Compiled:
     """The (cached) jitted functions for `signature`, `loss_fn` and the static parts of model and data.
 
-    Found first by the arguments' identity: a phase-by-phase run asks at every phase, with the
-    signatures and layouts `interned` (so a run's phases of one kind ask with the same objects).
-    The entry holds the arguments, so their ids are not reused while it lives."""
+    Found first by the arguments' identity: a phase-by-phase run asks at every phase, with its
+    signatures `interned` and one model and data layout (so a run's phases of one kind ask with
+    the same objects). The entry holds the arguments, so their ids are not reused while it lives.
+    (Layouts are not interned: equal static leaves may differ in type, `1` and `1.0`, and a
+    layout rebuilds the run's models on the host.)"""
     entry = _FOUND.get((id(signature), id(loss_fn), id(model), id(data)))
     if entry is None:
         key = (signature, loss_fn, model, data)

@@ -29,20 +29,30 @@ def fresh(code: str, tmp_path: Path) -> dict:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-CHECK = f"""
+CHECK = """
 import contextlib, io, json, sys
 from schedc.cli import main
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
-    status = main(["check", "--no-cache", {EXAMPLE!r}])
+    status = main(["check", "--no-cache", {file!r}])
 print(json.dumps({{"status": status, "out": out.getvalue(), "modules": sorted(sys.modules)}}))
 """
 
 
-def test_check_with_a_kept_parser_imports_only_larks_runtime(tmp_path):
-    fresh(CHECK, tmp_path)  # builds and keeps the parser (that imports all of lark)
-    found = fresh(CHECK, tmp_path)
+def test_check_with_kept_tables_imports_no_lark(tmp_path):
+    """A file that parses is parsed by the tables alone (schedc.lang.lalr)."""
+    fresh(CHECK.format(file=EXAMPLE), tmp_path)  # builds and keeps the parsers and tables (that imports all of lark)
+    found = fresh(CHECK.format(file=EXAMPLE), tmp_path)
     assert (found["status"], found["out"].strip()) == (0, "All checks passed!")
+    assert not [m for m in found["modules"] if m.split(".")[0] in ("lark", "interegular")]
+
+
+def test_check_of_a_broken_file_with_a_kept_parser_imports_only_larks_runtime(tmp_path):
+    broken = tmp_path / "broken.sched"
+    broken.write_text("phase 10 lr < free a >\n")
+    fresh(CHECK.format(file=str(broken)), tmp_path)
+    found = fresh(CHECK.format(file=str(broken)), tmp_path)
+    assert found["status"] == 1 and "E0001" in found["out"]
     assert {"lark", "lark.lexer", "lark.parsers.lalr_parser"} <= set(found["modules"])  # the measurement works
     assert not NOT_NEEDED & set(found["modules"])
     assert "interegular" not in found["modules"]  # (installed here: the test extra)
@@ -53,7 +63,8 @@ def test_a_grammar_built_later_has_interegular_as_lark_gives_it(tmp_path):
     built then is checked with it (strict mode needs it), as with lark imported as usual."""
     code = """
 import json, sys
-from schedc.lang import syntax
+from schedc.lang import lark_runtime
+lark_runtime.defer_init()
 hidden = "interegular" not in sys.modules and not sys.modules["lark.lexer"].has_interegular
 from lark import Lark
 lexer = sys.modules["lark.lexer"]
@@ -85,8 +96,9 @@ def test_a_failed_import_of_larks_lexer_leaves_lark_to_be_imported_again(tmp_pat
     code = """
 import json, sys
 sys.modules["lark.utils"] = None  # lark.lexer's import fails
+from schedc.lang import lark_runtime
 try:
-    from schedc.lang import syntax
+    lark_runtime.defer_init()
     failed = False
 except ImportError:
     failed = True
@@ -100,7 +112,8 @@ print(json.dumps({"failed": failed, "lark": lark.Lark.__name__}))
 def test_a_later_use_of_lark_runs_its_init(tmp_path):
     code = """
 import json, sys
-from schedc.lang import syntax
+from schedc.lang import lark_runtime, syntax
+lark_runtime.defer_init()
 deferred = "lark.lark" not in sys.modules and "Lark" not in vars(sys.modules["lark"])
 items = len(syntax.parse("phase 1 lr 0.1 < free a >").file.items)
 import lark

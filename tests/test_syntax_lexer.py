@@ -1,4 +1,4 @@
-"""The parser's lazy scanners (syntax._LazyScanner) lex exactly as lark's own contextual lexer:
+"""The parser's lazy scanners (lark_lexer.LazyScanner) lex exactly as lark's own contextual lexer:
 the same tokens (type, text, position) and the same errors, whether a parser state's
 scanner is still trying terminals one by one or has been compiled (every threshold below)."""
 
@@ -10,7 +10,7 @@ import pytest
 from lark import Lark, Token
 from lark.exceptions import UnexpectedInput
 
-from schedc.lang import syntax
+from schedc.lang import lalr, syntax
 
 ROOT = Path(__file__).resolve().parent.parent
 # every text file of the project's examples and tests (not the few huge ones that test the parser's limits)
@@ -59,7 +59,7 @@ def test_the_texts_are_found():
 
 @pytest.mark.parametrize("hot", [1, 3, 10**9])
 def test_lexes_as_lark(monkeypatch, hot):
-    monkeypatch.setattr(syntax, "_HOT", hot)
+    monkeypatch.setattr(lalr, "HOT", hot)
     ours, stock = syntax.parser.__wrapped__(False), stock_parser()  # a fresh parser: its scanners start cold
     for text in [syntax.normalize_newlines(p.read_bytes().decode("utf-8-sig", "replace")) for p in TEXTS] + BROKEN:
         for _ in range(2):  # the second time, states met the first time may have turned hot
@@ -67,8 +67,8 @@ def test_lexes_as_lark(monkeypatch, hot):
 
 
 def test_a_state_turns_hot(monkeypatch):
-    monkeypatch.setattr(syntax, "_HOT", 3)
+    monkeypatch.setattr(lalr, "HOT", 3)
     ours = syntax.parser.__wrapped__(False)
     ours.parse("phase 10 lr 0.1 < free a >\n" * 5)
     scanners = [lexer._scanner for lexer in ours.parser.lexer.lexers.values() if lexer._scanner is not None]
-    assert any(s._scanner is not None for s in scanners) and any(s._scanner is None for s in scanners)
+    assert any(s.compiled is not None for s in scanners) and any(s.compiled is None for s in scanners)

@@ -6,20 +6,20 @@ On a syntax error the file is re-parsed one top-level item at a time
 syntax error is reported in one run and the items that did parse are still
 checked. Lark objects never leave this module.
 
-`parse` runs lark's lexer and LALR parser with callbacks that build the typed
-nodes as the parser reduces (`_AstParser`, `_reducer`): no parse tree is made.
-`parser()` is the same grammar building lark trees, for the language server's
-interactive parses and the grammar's tests.
+`parse` runs the LALR tables lark builds from the grammar with callbacks that
+build the typed nodes as the parser reduces (`_reducer`): no parse tree is made.
+A text that parses runs them without lark (schedc.lang.lalr: lark's runtime
+imports `typing`, `logging` and `dataclasses`, a third of a fresh `schedc check`);
+one that does not is parsed by lark itself (`_AstParser`), whose errors the
+diagnostics are made from. `parser()` is the same grammar building lark trees,
+for the language server's interactive parses and the grammar's tests.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import importlib
 import math
 import os
-import pickle
 import re
 import stat
 import sys
@@ -29,23 +29,17 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from schedc.lang import lark_runtime
+from schedc.lang import lalr, lark_runtime
+from schedc.lang import nodes as n
+from schedc.lang.diagnostics import Diagnostic, did_you_mean
 from schedc.lang.digest import sha256
-
-lark_runtime.defer_init()  # `parse` needs lark's runtime only: its grammar loader is imported when `parser()` builds
-
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken  # noqa: E402
-from lark.lexer import BasicLexer, CallChain, ContextualLexer, LexerThread, Scanner, Token, _create_unless  # noqa: E402
-from lark.parsers.lalr_analysis import Action, Reduce, Shift  # noqa: E402
-from lark.utils import TextSlice  # noqa: E402
-
-from schedc.lang import nodes as n  # noqa: E402
-from schedc.lang.diagnostics import Diagnostic, did_you_mean  # noqa: E402
-from schedc.lang.text import decode, normalize_newlines  # noqa: E402, F401  (decode: re-exported)
+from schedc.lang.text import decode, normalize_newlines  # noqa: F401  (decode: re-exported)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lark import Lark
+    from lark.exceptions import UnexpectedInput
+    from lark.lexer import Token
 
 # Deeper expressions are refused (E0005) so that every later pass may recurse freely.
 MAX_DEPTH = 200
@@ -100,6 +94,16 @@ def _collect_comment(token: Token) -> Token:
     return token
 
 
+# lark's `lexer_callbacks` (the tables run them too)
+_ON_TOKEN = {"COMMENT": _collect_comment}
+
+
+def _lark_runtime() -> None:
+    """Import lark's runtime modules from here on without lark's `__init__` where that can be
+    done (schedc.lang.lark_runtime): called before any import of lark."""
+    lark_runtime.defer_init()
+
+
 @lru_cache(maxsize=None)
 def parser(strict: bool = False) -> Lark:
     """The LALR parser, built once from the grammar shipped in the package.
@@ -112,10 +116,13 @@ def parser(strict: bool = False) -> Lark:
     temporary directory under a guessable name. `strict` (the grammar's test) always
     builds it with lark. Files of older versions are pruned (`_prune`).
     """
+    _lark_runtime()
     kept = None if strict else _cache_file(strict, "pickle")
     built = _load(kept, _tree_callbacks) if kept else None
     if built is None:
         from lark import Lark
+
+        from schedc.lang.lark_lexer import LazyContextualLexer
 
         tables = _cache_file(strict, "lark")
         built = Lark.open_from_package(
@@ -125,9 +132,9 @@ def parser(strict: bool = False) -> Lark:
             parser="lalr",
             maybe_placeholders=True,
             strict=strict,
-            lexer_callbacks={"COMMENT": _collect_comment},
+            lexer_callbacks=_ON_TOKEN,
             cache=tables or False,
-            _plugins={"ContextualLexer": _ContextualLexer},
+            _plugins={"ContextualLexer": LazyContextualLexer},
         )
         if tables:  # (lark has just read or written it)
             _prune(tables)
@@ -137,12 +144,15 @@ def parser(strict: bool = False) -> Lark:
 
 
 class _AstParser:
-    """What `parse` runs: the parser's lexer and LALR tables, with callbacks that build the typed
-    syntax tree as the parser reduces (`_reducer`), where lark's own make a parse tree that
-    would then be converted (lark's `transformer=` for LALR; its tables are `parser()`'s, so
-    it parses exactly as that does). `parse` returns the file's items as (value, depth, span)."""
+    """What `parse` runs where the tables alone do not parse (an error, its recovery): the parser's
+    lexer and LALR tables, with callbacks that build the typed syntax tree as the parser reduces
+    (`_reducer`), where lark's own make a parse tree that would then be converted (lark's
+    `transformer=` for LALR; its tables are `parser()`'s, so it parses exactly as that does).
+    `parse` returns the file's items as (value, depth, span)."""
 
     def __init__(self, built: Lark) -> None:
+        import copy
+
         self.lexer = built.parser.lexer
         self.lalr = copy.copy(built.parser.parser)  # the LALR parser and its driver, sharing the tables,
         self.lalr.parser = copy.copy(self.lalr.parser)  # the driver given callbacks of its own
@@ -154,6 +164,8 @@ class _AstParser:
         self.lalr.parser.callbacks = self.tree_builder.create_callback(_REDUCERS)
 
     def parse(self, text) -> list[tuple]:
+        from lark.lexer import LexerThread
+
         return self.lalr.parse(LexerThread.from_text(self.lexer, text), "start")
 
     def get_terminal(self, name: str):
@@ -162,8 +174,9 @@ class _AstParser:
 
 @lru_cache(maxsize=None)
 def _ast_parser(strict: bool = False) -> _AstParser:
-    """`parse`'s parser, kept pickled as `parser()` is (its own file: loading it needs none of the
-    tree-building parser)."""
+    """`parse`'s lark parser, kept pickled as `parser()` is (its own file: loading it needs none of
+    the tree-building parser)."""
+    _lark_runtime()
     kept = None if strict else _cache_file(strict, "ast")
     made = _load(kept, _AstParser.make_callbacks) if kept else None
     if made is None:
@@ -177,6 +190,10 @@ def _ast_parser(strict: bool = False) -> _AstParser:
 def _keep(built, path: str, made_again: tuple) -> None:
     """Pickle a parser just built (no state lexed yet) to `path`, all but `made_again` (its callbacks:
     closures, which `_load` makes again); silently nothing when that fails."""
+    import importlib
+    import pickle
+
+    from lark.parsers.lalr_analysis import Action
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
@@ -189,12 +206,19 @@ def _keep(built, path: str, made_again: tuple) -> None:
                 return (importlib.import_module, (obj.__name__,))
             return NotImplemented
 
+    _write(path, lambda file: Pickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(built), pickle.PicklingError)
+
+
+def _write(path: str, dump, *failures: type[Exception]) -> None:
+    """Write a private file at `path` by `dump(file)`, whole or not at all (silently nothing when
+    that fails: `dump` raising OSError, TypeError, AttributeError or one of `failures`), then prune
+    the older files of its kind."""
     partial = f"{path}.{os.getpid()}.tmp"
     try:
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
-            Pickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(built)
+            dump(file)
         os.replace(partial, path)
-    except (OSError, pickle.PicklingError, TypeError, AttributeError):
+    except (OSError, TypeError, AttributeError, ValueError, *failures):
         with contextlib.suppress(OSError):
             os.unlink(partial)
         return
@@ -233,6 +257,7 @@ def _prune(path: str) -> None:
 def _load(path: str, make_callbacks):
     """The parser `_keep` pickled to `path`, its callbacks made again by `make_callbacks(parser)`;
     None when there is none (or it cannot be read: it is built again)."""
+    import pickle
 
     class Unpickler(pickle.Unpickler):
         def persistent_load(self, pid):
@@ -247,8 +272,10 @@ def _load(path: str, make_callbacks):
         return None
 
 
-def _action(name: str) -> Action:
+def _action(name: str):
     """lark's shift or reduce action, by name (as `_keep` pickles them)."""
+    from lark.parsers.lalr_analysis import Reduce, Shift
+
     return {"Shift": Shift, "Reduce": Reduce}[name]
 
 
@@ -258,66 +285,33 @@ def _tree_callbacks(built: Lark) -> None:
     built.parser.parser_conf.callbacks = built.parser.parser.parser.callbacks = built._callbacks
 
 
-# A parser state's scanner is compiled once the state has matched this many tokens.
-_HOT = 64
-
-
-class _LazyScanner:
-    """lark's scanner of one parser state (the state's terminals as ONE alternation, compiled),
-    built only once the state is hot; until then each terminal's own pattern is tried in
-    the alternation's order, and the first that matches is the token, as in the alternation.
-
-    lark's contextual lexer compiles one alternation per parser state met: 31 of them for a
-    typical file, ~10 ms of every `schedc check` of it (docs/performance.md). A terminal's
-    own pattern is compiled once per process (`re` keeps it) and shared by every state.
-    """
-
-    def __init__(self, terminals, flags: int, re_module, use_bytes: bool) -> None:
-        assert not use_bytes, "the parser lexes str"
-        self.allowed_types = {t.name for t in terminals}
-        self._patterns = [(re_module.compile(t.pattern.to_regexp(), flags).match, t.name) for t in terminals]
-        self._build = (terminals, flags, re_module, use_bytes)
-        self._scanner: Scanner | None = None
-        self._left = _HOT
-
-    def match(self, text: TextSlice, pos: int):
-        if self._scanner is not None:
-            return self._scanner.match(text, pos)
-        self._left -= 1
-        if not self._left:
-            self._scanner = Scanner(*self._build)
-        for match, name in self._patterns:
-            found = match(text.text, pos, text.end)
-            if found:
-                return found.group(0), name
+@lru_cache(maxsize=None)
+def _tables() -> lalr.Tables | None:
+    """The LALR tables `parse` runs without lark (schedc.lang.lalr), read from `_ast_parser()`'s and
+    kept (`marshal`: plain data, loaded in C) in a private file as the parsers are; None where there
+    is no such file (lark then parses everything)."""
+    kept = _cache_file(False, "tables")
+    if kept is None:
         return None
-
-
-class _LazyBasicLexer(BasicLexer):
-    """lark's lexer of one parser state, with a `_LazyScanner`."""
-
-    def _build_scanner(self):
-        # lark's BasicLexer._build_scanner (lark 1.2-1.3), with the scanner made lazy
-        terminals, self.callback = _create_unless(self.terminals, self.g_regex_flags, self.re, self.use_bytes)
-        for type_, f in self.user_callbacks.items():
-            if type_ in self.callback:
-                self.callback[type_] = CallChain(self.callback[type_], f, lambda t, type_=type_: t.type == type_)
-            else:
-                self.callback[type_] = f
-        return _LazyScanner(terminals, self.g_regex_flags, self.re, self.use_bytes)
-
-
-class _ContextualLexer(ContextualLexer):
-    BasicLexer = _LazyBasicLexer
+    with contextlib.suppress(OSError, EOFError, ValueError, TypeError, KeyError, IndexError):  # (missing or damaged: read again)
+        with open(kept, "rb") as file:
+            loaded = lalr.Tables.load(file)
+        if loaded is not None:
+            return loaded
+    made = _ast_parser()
+    tables = lalr.Tables.read(made.lalr.parser, made.lexer, vars(_REDUCERS), _ON_TOKEN)
+    if tables is not None:
+        _write(kept, tables.dump)
+    return tables
 
 
 def _cache_file(strict: bool, kind: str = "lark") -> str | None:
     """Where the parser may be kept (`kind` "lark": lark's tables; "pickle": `parser()` whole; "ast":
-    `parse`'s `_AstParser` whole): a file in a folder only this user can write (~/.cache/schedc,
-    or $XDG_CACHE_HOME/schedc), or None (no cache) when there is no such folder. The name carries
-    the grammar, lark and Python versions (and, for the two pickles, this module's size and time:
-    their classes are in it); lark checks a hash of grammar and options again before it uses its
-    file."""
+    `parse`'s `_AstParser` whole; "tables": `_tables()`): a file in a folder only this user can
+    write (~/.cache/schedc, or $XDG_CACHE_HOME/schedc), or None (no cache) when there is no such
+    folder. The name carries the grammar, lark and Python versions (and, for the others, the size
+    and time of this module and of the modules whose classes or readers made them); lark checks a
+    hash of grammar and options again before it uses its file."""
     if not hasattr(os, "getuid"):  # no POSIX ownership to check: build the tables every time
         return None
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -331,8 +325,9 @@ def _cache_file(strict: bool, kind: str = "lark") -> str | None:
         grammar = __loader__.get_data(os.path.join(os.path.dirname(__file__), "grammar", "sched.lark"))
         versions = (strict, lark_runtime.version(), sys.version_info[:2])
         if kind != "lark":
-            this = os.stat(__file__)
-            versions += (this.st_size, this.st_mtime_ns)
+            for module in (__file__, lalr.__file__, os.path.join(os.path.dirname(__file__), "lark_lexer.py")):
+                made_by = os.stat(module)
+                versions += (made_by.st_size, made_by.st_mtime_ns)
         key = sha256(grammar + repr(versions).encode()).hexdigest()[:24]
         path = os.path.join(folder, f"parser-{key}.{kind}")
         return path if not os.path.lexists(path) or _private(path) else None
@@ -371,13 +366,17 @@ def _unquote(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text[1:-1])
 
 
+# A rule's children are tokens (lark's `Token` or `lalr.Token`: both a `str`), None for an absent
+# optional part, and the values of rules reduced before (nodes and tuples, never a `str`).
+
+
 def _is_token(x, *types: str) -> bool:
-    return isinstance(x, Token) and x.type in types
+    return isinstance(x, str) and x.type in types
 
 
 def _values(children):
     """Children without keyword tokens and without absent optionals (None)."""
-    return [c for c in children if c is not None and not isinstance(c, Token)]
+    return [c for c in children if c is not None and not isinstance(c, str)]
 
 
 class _ToAst:
@@ -556,7 +555,7 @@ class _ToAst:
     def _directive(keyword):
         def build(self, span, ch):
             (value,) = [c for c in ch[1:] if c is not None]
-            if isinstance(value, Token):  # `default fixed|free`
+            if isinstance(value, str):  # `default fixed|free`: a token
                 value = n.Name(str(value), _token_span(value))
             return n.Directive(keyword, value, span)
 
@@ -668,6 +667,8 @@ def _keywords_in(expected, lark: _AstParser) -> list[str]:
 
 
 def _syntax_diagnostic(err: UnexpectedInput, text: str, lark: _AstParser) -> Diagnostic:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+
     if isinstance(err, UnexpectedToken):
         tok = err.token
         expected = err.accepts or err.expected  # accepts: exact, from the interactive parser
@@ -726,16 +727,18 @@ def _items(parsed: list[tuple], diagnostics: list[Diagnostic]) -> list[n.Item]:
 def parse(text: str, *, strict_grammar: bool = False) -> ParseResult:
     """Parse source text. Never raises for any input: problems are diagnostics."""
     text = normalize_newlines(text)
-    lark = _ast_parser(strict_grammar)
     diagnostics: list[Diagnostic] = []
     comments: list[n.Comment] = []
     _local.comments = comments
     try:
+        tables = None if strict_grammar else _tables()
         try:
-            items = _items(lark.parse(text), diagnostics)
-        except UnexpectedInput:
+            if tables is None:
+                raise lalr.Rejected
+            items = _items(tables.parse(text, vars(_REDUCERS), _ON_TOKEN), diagnostics)
+        except lalr.Rejected:  # not parsed without error: lark's errors make the diagnostics
             comments.clear()
-            items = _recover(lark, text, diagnostics)
+            items = _parse_with_lark(text, strict_grammar, comments, diagnostics)
     except RecursionError as exc:  # defensive: limits of the host, not of the input
         diagnostics.append(beyond_limits(f"input exceeds the parser's limits ({type(exc).__name__})", n.Span(1, 1, 1, 2)))
         items = []
@@ -744,6 +747,18 @@ def parse(text: str, *, strict_grammar: bool = False) -> ParseResult:
     span = n.Span(1, 1, *_end_position(text), 0, len(text))
     unique = {c.span.start: c for c in comments}  # recovery may lex a comment twice
     return ParseResult(n.File(tuple(items), span), diagnostics, [unique[k] for k in sorted(unique)], text)
+
+
+def _parse_with_lark(text: str, strict_grammar: bool, comments: list[n.Comment], diagnostics: list[Diagnostic]) -> list[n.Item]:
+    """The items of `text` as lark parses them; on an error, every item that parses (`_recover`)."""
+    lark = _ast_parser(strict_grammar)
+    from lark.exceptions import UnexpectedInput
+
+    try:
+        return _items(lark.parse(text), diagnostics)
+    except UnexpectedInput:
+        comments.clear()
+        return _recover(lark, text, diagnostics)
 
 
 def _recover(lark: _AstParser, text: str, diagnostics: list[Diagnostic]) -> list[n.Item]:
@@ -755,6 +770,8 @@ def _recover(lark: _AstParser, text: str, diagnostics: list[Diagnostic]) -> list
     item spanning k boundaries costs O(k) parsed text, not O(k^2): the whole recovery
     stays linear in the file's size.
     """
+    from lark.exceptions import UnexpectedInput
+
     bounds = [m.start() for m in _ITEM_START.finditer(text) if m.start() > 0] + [len(text)]
     items: list[n.Item] = []
     start = 0
@@ -773,12 +790,16 @@ def _recover(lark: _AstParser, text: str, diagnostics: list[Diagnostic]) -> list
 
 
 def _runs_on(err) -> bool:
+    from lark.exceptions import UnexpectedToken
+
     return isinstance(err, UnexpectedToken) and err.token.type == "$END"
 
 
 def _first_complete(lark: _AstParser, text: str, start: int, bounds: list[int], first: int):
     """(index of the first boundary at which the text from `start` stops running on, the parse
     tree there or the error); the last boundary (the end of the text) when none does."""
+    from lark.exceptions import UnexpectedInput
+    from lark.utils import TextSlice
 
     def attempt(i):
         try:
@@ -809,6 +830,8 @@ def _first_complete(lark: _AstParser, text: str, start: int, bounds: list[int], 
 
 
 def _error_offset(err: UnexpectedInput) -> int:
+    from lark.exceptions import UnexpectedToken
+
     if isinstance(err, UnexpectedToken):
         return err.token.start_pos
     return err.pos_in_stream

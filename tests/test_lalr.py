@@ -1,0 +1,122 @@
+"""The LALR tables run without lark (schedc.lang.lalr): read out of the parser lark builds, kept
+between processes, they parse every text lark parses as lark does (the same items, depths, every
+node's span, the same comments), at every threshold of their lexers, and refuse every text lark
+refuses, which `parse` then gives to lark for its diagnostics."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+from lark.exceptions import UnexpectedInput
+from test_syntax_kept_parser import spans
+from test_syntax_lexer import BROKEN, TEXTS, stock_parser
+
+from schedc.lang import lalr, syntax
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    syntax._tables.cache_clear()
+    yield tmp_path / "schedc"
+    syntax._tables.cache_clear()
+
+
+def read_tables(made=None) -> lalr.Tables:
+    made = made or syntax._ast_parser()
+    return lalr.Tables.read(made.lalr.parser, made.lexer, vars(syntax._REDUCERS), syntax._ON_TOKEN)
+
+
+def by_tables(tables: lalr.Tables, text: str):
+    """What the tables make of `text`: every item (value, depth, span, every node's span) and comment, or Rejected."""
+    comments = []
+    try:
+        items = tables.parse(text, vars(syntax._REDUCERS), {"COMMENT": lambda token: comments.append(syntax._token_span(token)) or token})
+    except lalr.Rejected:
+        return "rejected"
+    return [(item, depth, span, spans(item)) for item, depth, span in items], comments
+
+
+def by_lark(text: str):
+    comments = []
+    syntax._local.comments = comments
+    try:
+        items = syntax._ast_parser().parse(text)
+    except UnexpectedInput:
+        return "rejected"
+    finally:
+        syntax._local.comments = None
+    return [(item, depth, span, spans(item)) for item, depth, span in items], [c.span for c in comments]
+
+
+ALL_TEXTS = [syntax.normalize_newlines(p.read_bytes().decode("utf-8-sig", "replace")) for p in TEXTS] + BROKEN
+
+
+@pytest.mark.parametrize("hot", [1, 3, 10**9])
+def test_parses_as_lark(monkeypatch, hot):
+    monkeypatch.setattr(lalr, "HOT", hot)
+    tables = read_tables()  # its lexers start cold
+    parsed = 0
+    for text in ALL_TEXTS:
+        for _ in range(2):  # the second time, lexers used the first time may have turned hot
+            found = by_tables(tables, text)
+            assert found == by_lark(text), text[:80]
+        parsed += found != "rejected"
+    assert parsed > 20 and all(by_tables(tables, text) == "rejected" for text in BROKEN)
+
+
+def test_a_lexer_turns_hot(monkeypatch):
+    monkeypatch.setattr(lalr, "HOT", 3)
+    tables = read_tables()
+    tables.parse("phase 10 lr 0.1 < free a >\n" * 5, vars(syntax._REDUCERS), {})
+    lexers = set(tables.lexer_of)
+    assert any(lexer.compiled is not None for lexer in lexers) and any(lexer.compiled is None for lexer in lexers)
+
+
+@pytest.mark.parametrize("made", ["kept", "built"])
+def test_kept_as_plain_data(made):
+    """Read from the parser kept, or from one lark has just built (with lark's own lexer: its
+    symbols are lark's `Token`s, not `str`s), and written, the tables parse as lark does."""
+    tables = read_tables(None if made == "kept" else syntax._AstParser(stock_parser()))
+    file = io.BytesIO()
+    tables.dump(file)
+    file.seek(0)
+    loaded = lalr.Tables.load(file)
+    for text in ALL_TEXTS:
+        assert by_tables(loaded, text) == by_lark(text), text[:80]
+
+
+def test_parse_keeps_the_tables_then_loads_them_without_lark(cache_home, monkeypatch):
+    text = "# a comment\nphase 10 lr 0.1 < free a >  # another\n"
+    first = syntax.parse(text)
+    (kept,) = sorted(cache_home.glob("parser-*.tables"))
+    assert (kept.stat().st_mode & 0o077) == 0
+    syntax._tables.cache_clear()
+    monkeypatch.setattr(syntax, "_ast_parser", lambda *a: pytest.fail("lark used for a text that parses"))
+    again = syntax.parse(text)
+    assert (again.file, again.comments, again.diagnostics) == (first.file, first.comments, first.diagnostics) and len(again.comments) == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"not marshal", b"\xe3\x00\x00\x00\x00", b"\xfb0"])
+def test_damaged_tables_are_read_again(cache_home, content):
+    syntax.parse("phase 10 < free a >")
+    (kept,) = sorted(cache_home.glob("parser-*.tables"))
+    kept.write_bytes(content)
+    syntax._tables.cache_clear()
+    assert syntax.parse("phase 10 lr 0.1 < free a >").file.items[0].steps.value == 10
+    assert kept.read_bytes() != content
+
+
+def test_tables_others_can_write_are_never_loaded(cache_home):
+    syntax.parse("phase 10 < free a >")
+    (kept,) = sorted(cache_home.glob("parser-*.tables"))
+    os.chmod(kept, 0o666)
+    assert syntax._cache_file(False, "tables") is None
+
+
+def test_a_text_lark_refuses_is_diagnosed_by_lark(cache_home):
+    """The tables refuse it; `parse` reports lark's errors and keeps every item that parses."""
+    result = syntax.parse("phase 10 lr 0.1 < free a >\nphase 20 lr < free b >\nphase 30 < free c >\n")
+    assert [d.code for d in result.diagnostics] == ["E0001"] and [i.steps.value for i in result.file.items] == [10, 30]

@@ -40,11 +40,13 @@ print(json.dumps({{"status": status, "out": out.getvalue(), "modules": sorted(sy
 
 
 def test_check_with_kept_tables_imports_no_lark(tmp_path):
-    """A file that parses is parsed by the tables alone (schedc.lang.lalr)."""
+    """A file that parses is parsed by the tables alone (schedc.lang.lalr), and nothing on the way
+    imports what lark's runtime would (docs/performance.md, "Lint start")."""
     fresh(CHECK.format(file=EXAMPLE), tmp_path)  # builds and keeps the parsers and tables (that imports all of lark)
     found = fresh(CHECK.format(file=EXAMPLE), tmp_path)
     assert (found["status"], found["out"].strip()) == (0, "All checks passed!")
     assert not [m for m in found["modules"] if m.split(".")[0] in ("lark", "interegular")]
+    assert not {"dataclasses", "inspect", "typing", "logging", "pickle", "threading"} & set(found["modules"])  # (json: CHECK's own)
 
 
 def test_check_of_a_broken_file_with_a_kept_parser_imports_only_larks_runtime(tmp_path):

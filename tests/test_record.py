@@ -1,6 +1,7 @@
 """Records (schedc.lang.record) behave as the frozen dataclasses they replace: built positionally or
 by name with defaults, equal and hashed by the compared fields, the same repr, immutable, and
-`dataclasses.fields`, `replace`, `asdict` and pickling work."""
+`dataclasses.fields`, `replace`, `asdict` and pickling work; the records' own `replace` and
+`as_dict` do as `dataclasses`' do, and a record class is made a dataclass only when asked."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import pickle
 
 import pytest
 
-from schedc.lang.record import Record, record
+import schedc.lang.record as rec
+from schedc.lang.record import Record, field, record
 
 
 @record
 class Point(Record):
     x: int
     y: int = 0
-    tag: str = dataclasses.field(default="", compare=False, repr=False)
+    tag: str = field(default="", compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +36,8 @@ def test_built_compared_and_shown_as_a_dataclass(args, kwargs):
     made, data = Point(*args, **kwargs), DataPoint(*args, **kwargs)
     assert repr(made) == repr(data).replace("DataPoint", "Point")
     assert (made.x, made.y, made.tag) == (data.x, data.y, data.tag)
-    assert dataclasses.asdict(made) == dataclasses.asdict(data)
+    assert dataclasses.asdict(made) == dataclasses.asdict(data) == rec.as_dict(made)
+    assert rec.replace(made, y=7, tag="c") == dataclasses.replace(made, y=7, tag="c") and rec.replace(made, tag="c").tag == "c"
     for other_args, other_kwargs in CALLS:
         assert (made == Point(*other_args, **other_kwargs)) == (data == DataPoint(*other_args, **other_kwargs))
     assert hash(made) == hash(data)
@@ -78,3 +81,29 @@ def test_a_diagnostic_takes_its_codes_severity_and_stays_a_frozen_value():
     assert made != moved
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.severity = "error"
+
+
+def test_made_a_dataclass_only_when_asked(tmp_path):
+    """Making and using records imports no `dataclasses`; the first look at a class's fields makes it one."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from schedc.lang.record import Record, field, record, replace, as_dict
+@record
+class P(Record):
+    x: int
+    span: object = field(default=None, compare=False, repr=False)
+p = replace(P(1), x=2)
+before = "dataclasses" in sys.modules
+import dataclasses
+print(before, dataclasses.is_dataclass(p), [(f.name, f.compare, f.repr, f.default is dataclasses.MISSING) for f in dataclasses.fields(P)], as_dict(p), P.span, P.__match_args__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False True [('x', True, True, True), ('span', False, False, False)] {'x': 2, 'span': None} None ('x', 'span')"
+
+
+def test_replace_refuses_an_unknown_field():
+    with pytest.raises(TypeError, match="no field 'z'"):
+        rec.replace(Point(1), z=2)

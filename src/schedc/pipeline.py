@@ -30,10 +30,9 @@ of a `schedc check` without a model, only then too).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 from schedc.lang.diagnostics import Diagnostic, SchedError, Source, has_errors, sort_key
 from schedc.lang.syntax import ParseResult, parse, unexpected
+from schedc.lang.record import Record, record, replace
 from schedc.lang.text import decode
 
 TYPE_CHECKING = False
@@ -50,9 +49,9 @@ class _FromDirective:
 FROM_DIRECTIVE = _FromDirective()
 
 
-@dataclass
-class Analysis:
-    """What the front end made of one input.
+@record
+class Analysis(Record):
+    """What the front end made of one input (a record: `replace` makes the next stage's).
 
     `diagnostics` holds every problem found, sorted, each with `file=name`; `parsed` is None
     only when the bytes were not text (E0004). `plan` is the Plan when every stage passed
@@ -64,7 +63,7 @@ class Analysis:
     source: Source | None
     parsed: ParseResult | None
     diagnostics: list[Diagnostic]
-    placeholders: dict = field(default_factory=dict)
+    placeholders: dict
     plan: object = None
     model: object = None
     tree: object = None
@@ -148,9 +147,9 @@ def read(text_or_bytes: str | bytes, name: str = "<input>", source: Source | Non
     if isinstance(text_or_bytes, bytes):
         text, problem = decode(text_or_bytes)
         if text is None:
-            return Analysis(name, None, None, [problem.in_file(name)])
+            return Analysis(name, None, None, [problem.in_file(name)], {})
     parsed = parse(text)
-    return Analysis(name, source or Source(name, text), parsed, _sorted(parsed.diagnostics, name))
+    return Analysis(name, source or Source(name, text), parsed, _sorted(parsed.diagnostics, name), {})
 
 
 def _checked(front: Analysis, placeholders: dict | None, open_placeholders: bool, bound: dict | None = None) -> Analysis:
@@ -193,7 +192,7 @@ def analyse_setting(parsed: ParseResult, name: str, source: Source, tree, bound:
         return item
 
     variant = replace(parsed, file=replace(parsed.file, items=tuple(redefined(item) for item in parsed.file.items)))
-    front = _checked(Analysis(name, source, variant, _sorted(variant.diagnostics, name)), None, open_placeholders=False, bound=bound)
+    front = _checked(Analysis(name, source, variant, _sorted(variant.diagnostics, name), {}), None, open_placeholders=False, bound=bound)
     if front.has_errors:
         return front
     return _resolved(front, None, tree)

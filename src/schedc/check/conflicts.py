@@ -12,7 +12,6 @@ is reported once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 from schedc.check.lint import Rule
 from schedc.lang import nodes as n
@@ -122,14 +121,14 @@ def idle_phases(file: n.File, phases: tuple[ExpandedPhase, ...], claims: Claims 
 # ---------------------------------------------------------------- what the file says, per phase node
 
 
-@dataclass
 class _PhaseInfo:
     """What one phase node (shared by the instances of a repeat) says about each pattern text."""
 
-    phase: n.Phase
-    instances: list[int] = field(default_factory=list)
-    status: dict[str, n.Statement] = field(default_factory=dict)  # text -> last free/fix naming it
-    inits: dict[str, n.Init] = field(default_factory=dict)  # text -> first init of it
+    def __init__(self, phase: n.Phase) -> None:
+        self.phase = phase
+        self.instances: list[int] = []
+        self.status: dict[str, n.Statement] = {}  # text -> last free/fix naming it
+        self.inits: dict[str, n.Init] = {}  # text -> first init of it
 
 
 # ---------------------------------------------------------------- rules

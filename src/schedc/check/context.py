@@ -8,7 +8,6 @@ go to the one argument checker, `args`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from schedc.check.arguments import ArgumentChecker
 from schedc.lang import nodes as n
@@ -23,12 +22,12 @@ SINGLE_DIRECTIVES = ("model", "loss", "data", "validation", "eval", "batch", "se
 _LET_NAME = re.compile(r"(?m)^[ \t]*let[ \t]+([A-Za-z_][A-Za-z0-9_]*)")
 
 
-@dataclass
 class PhaseFacts:
     """The phase whose body the walk is in, as its statements' rules need it."""
 
-    has_lr: bool  # the phase has a learning rate of its own or from the `lr` directive
-    steps: int | None = None  # None when the step count is invalid (reported)
+    def __init__(self, has_lr: bool, steps: int | None = None) -> None:
+        self.has_lr = has_lr  # the phase has a learning rate of its own or from the `lr` directive
+        self.steps = steps  # None when the step count is invalid (reported)
 
 
 class Context:

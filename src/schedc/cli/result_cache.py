@@ -10,12 +10,12 @@ checkout never answers from a stale entry. Checks against a model (`--model`) an
 input are never cached. `schedc check --no-cache` or `SCHEDC_NO_CACHE=1` turns it off.
 
 JSON, not pickle: reading a cache entry never runs code. A hit imports only what it must
-(json; SHA-256 from schedc.lang.digest, not hashlib): the diagnostics classes only when there are diagnostics to rebuild, no pathlib.
+(json; SHA-256 from schedc.lang.digest, not hashlib): the diagnostics classes only when there are
+diagnostics to rebuild, no pathlib; `--no-cache` not even json.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -51,6 +51,8 @@ def key(data: bytes) -> str:
 
 def load(name: str, data: bytes) -> list[Diagnostic] | None:
     """The diagnostics cached for file `name` with these bytes, or None (no entry, a stale or unreadable one)."""
+    import json
+
     try:
         with open(_entry(name), "rb") as file:
             entry = json.loads(file.read())
@@ -63,14 +65,16 @@ def load(name: str, data: bytes) -> list[Diagnostic] | None:
 
 def store(name: str, data: bytes, diagnostics: list[Diagnostic]) -> None:
     """Keep `diagnostics` for file `name` with these bytes (silently nothing when the folder is not writable)."""
-    import dataclasses
+    import json
+
+    from schedc.lang.record import as_dict
 
     path = _entry(name)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         partial = f"{path[:-len('.json')]}.{os.getpid()}.tmp"
         with open(partial, "w") as file:
-            file.write(json.dumps({"key": key(data), "diagnostics": [dataclasses.asdict(d) for d in diagnostics]}))
+            file.write(json.dumps({"key": key(data), "diagnostics": [as_dict(d) for d in diagnostics]}))
         os.replace(partial, path)  # a reader sees the old entry or the new one, never half of one
     except OSError:
         pass
@@ -100,7 +104,7 @@ def _front_end_fingerprint() -> tuple:
 
 
 def _diagnostic(record: dict, name: str) -> Diagnostic:
-    """A diagnostic back from its record (`dataclasses.asdict`); under `name` (the same path,
+    """A diagnostic back from its record (`record.as_dict`); under `name` (the same path,
     perhaps spelled another way)."""
     from schedc.lang.diagnostics import Diagnostic, Label
     from schedc.lang.span import Span

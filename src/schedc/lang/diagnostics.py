@@ -8,11 +8,9 @@ the language server and `SchedError` render the same objects.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
 
-from schedc.lang.record import Record, record
+from schedc.lang.record import Record, field, record, replace
 from schedc.lang.span import NO_SPAN, Span
 
 ERROR = "error"
@@ -181,8 +179,8 @@ def has_errors(diagnostics: Iterable[Diagnostic], strict: bool = False) -> bool:
 # ---------------------------------------------------------------- renderers
 
 
-@dataclass
-class Source:
+@record
+class Source(Record):
     """The text of one input, for snippets. `line_offset`/`column_offset` map
     positions of a DSL string embedded in a Python file onto that file."""
 
@@ -192,10 +190,10 @@ class Source:
     column_offset: int = 0  # added on the DSL's first line only
     # (line, column) -> (line, column) in the file, for text that is not a verbatim copy (a string literal with escapes)
     locate: object = field(default=None, repr=False, compare=False)
-    lines: list[str] = field(init=False)
 
-    def __post_init__(self):
-        self.lines = self.text.splitlines()
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.__dict__["lines"] = self.text.splitlines()  # (not a field: made from `text`)
 
     def line(self, n: int) -> str:
         return self.lines[n - 1] if 0 < n <= len(self.lines) else ""
@@ -273,6 +271,8 @@ def to_json(d: Diagnostic, sources: dict[str, Source] | None = None) -> dict:
 
 
 def render_json(diagnostics: Sequence[Diagnostic], sources: dict[str, Source] | None = None) -> str:
+    import json  # (here: a check that finds nothing renders nothing)
+
     return json.dumps([to_json(d, sources) for d in diagnostics], indent=2)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import replace
 
 from schedc.lang.swept import Swept
 from schedc.lang import nodes as n
+from schedc.lang.record import replace
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow}
 
@@ -107,7 +107,7 @@ def tree_size(expr, limit: int = MAX_EXPR_NODES) -> int:
 
 def _at_use(value, span: n.Span):
     """A name's value, its top node at the name's span (the nodes inside keep theirs, where the value was written)."""
-    if hasattr(value, "span") and hasattr(value, "__dataclass_fields__"):
+    if isinstance(value, n.Node):
         return replace(value, span=span)
     return value
 

@@ -22,12 +22,10 @@ whole components. Pure Python: no JAX.
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import field
 from functools import lru_cache
 
-from schedc.lang.record import Record, record
+from schedc.lang.record import Record, field, record
 
 # identifiers as Python writes them (`σ`, `vσ_raw`): a letter or `_`, then letters, digits, `_`
 _IDENT = re.compile(r"[^\W\d]\w*\Z")
@@ -55,6 +53,8 @@ def format_key(key) -> str:
         return "." + key
     if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
         return f"[{key}]"
+    import json  # (here: a path of identifiers and indices, the usual, needs none)
+
     return "[" + json.dumps(key if isinstance(key, str) else str(key)) + "]"
 
 
@@ -234,6 +234,8 @@ def _string_end(text: str, i: int) -> int:
 def _index_component(text: str, i: int) -> tuple[str, str, int]:
     """`[3]`, `[*]` or `["key"]` starting at `text[i] == "["`: (kind, value, index after it)."""
     if text.startswith('["', i):
+        import json
+
         end = _string_end(text, i + 1)
         try:
             key = json.loads(text[i + 1 : end])

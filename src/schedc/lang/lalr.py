@@ -56,7 +56,7 @@ class Scan:
         if self.tries is None:
             self.tries = [(re.compile(regexp, self.flags).match, name) for regexp, name in self.patterns]
         self.left -= 1
-        if not self.left:
+        if self.left <= 0:  # (not `== 0`: threads of the language server may count past it together)
             self.compiled = re.compile("|".join(f"(?P<{name}>{regexp})" for regexp, name in self.patterns), self.flags).match
         for match, name in self.tries:
             found = match(text, pos, end)

@@ -23,14 +23,14 @@ built through `lark.Lark`, a name of the package, so it always has it when it is
 
 from __future__ import annotations
 
+import _thread
 import importlib.util
 import re
 import sys
-import threading
 
 TESTED = re.compile(r"1\.[23]\.\d+$")
 _VERSION_LINE = re.compile(rb"""^__version__\s*(?::\s*str\s*)?=\s*["']([^"']+)["']""", re.MULTILINE)
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()  # (`_thread`, not `threading`: `schedc check` needs no threads)
 
 
 def defer_init() -> bool:

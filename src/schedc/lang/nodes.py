@@ -14,10 +14,7 @@ class at import (224 `exec`s, 25-30 ms of every `schedc check`; docs/performance
 
 from __future__ import annotations
 
-from dataclasses import field, fields
-from typing import Union, dataclass_transform
-
-from schedc.lang.record import Record, record
+from schedc.lang.record import Record, dataclass_transform, field, record
 from schedc.lang.span import NO_SPAN, Span  # noqa: F401  (re-exported: nodes.Span)
 
 
@@ -33,7 +30,7 @@ def node(cls: type) -> type:
     """Make `cls` (a subclass of `Node` with annotated fields) a node: a record told where its
     children are (`children` looks in every field but the span)."""
     cls = record(cls)
-    cls._field_names = tuple(f.name for f in fields(cls) if f.name != "span")
+    cls._field_names = tuple(name for name in cls._init_names if name != "span")
     return cls
 
 
@@ -179,7 +176,7 @@ class Epochs(Node):
     span: Span = _span()
 
 
-Expr = Union[Number, Percent, String, Bool, Name, Placeholder, Call, BinOp, UnaryOp, Arrow, Then, List, Map, Epochs]
+Expr = Number | Percent | String | Bool | Name | Placeholder | Call | BinOp | UnaryOp | Arrow | Then | List | Map | Epochs
 
 
 # ---------------------------------------------------------------- phase bodies
@@ -252,7 +249,7 @@ class Keep(Node):
     span: Span = _span()
 
 
-Statement = Union[Free, Fix, Init, Carry, Stop, StopImproving, Keep]
+Statement = Free | Fix | Init | Carry | Stop | StopImproving | Keep
 
 
 @node
@@ -274,7 +271,7 @@ class Phase(Node):
 @node
 class Repeat(Node):
     count: Expr
-    items: tuple[Union[Phase, "Repeat"], ...]
+    items: tuple[Phase | Repeat, ...]
     span: Span = _span()
 
 
@@ -348,7 +345,7 @@ class Let(Node):
     span: Span = _span()
 
 
-Item = Union[Directive, Let, Phase, Repeat, Params]
+Item = Directive | Let | Phase | Repeat | Params
 
 
 @node

@@ -7,13 +7,12 @@ they import nothing beyond the AST and constant folding: JAX-free.
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
 from numbers import Integral, Real
 
 from schedc.lang.swept import Swept
 from schedc.lang import nodes as n
 from schedc.lang.expr import MAX_EXPR_NODES, constant, substitute, tree_size
-from schedc.lang.record import Record, record
+from schedc.lang.record import Record, record, replace
 
 
 @record
@@ -177,7 +176,7 @@ def as_node(value):
     None for a value the checks cannot look into (they then leave the placeholder alone)."""
     if isinstance(value, bool):
         return n.Bool(value)
-    if hasattr(value, "span") and hasattr(value, "__dataclass_fields__"):
+    if isinstance(value, n.Node):
         return value
     return number_node(value)
 
@@ -211,14 +210,12 @@ def _scalar_of(value, kinds: str) -> bool:
 def with_span(node, span: n.Span):
     """`node` with every node in it at `span` (a value given outside the text points where it is used)."""
     changes = {}
-    for f in fields(node):
-        if f.name == "span":
-            continue
-        value = getattr(node, f.name)
+    for name in node._field_names:
+        value = getattr(node, name)
         if isinstance(value, tuple):
-            changes[f.name] = tuple(with_span(v, span) if hasattr(v, "__dataclass_fields__") else v for v in value)
-        elif hasattr(value, "__dataclass_fields__"):
-            changes[f.name] = with_span(value, span)
+            changes[name] = tuple(with_span(v, span) if isinstance(v, n.Node) else v for v in value)
+        elif isinstance(value, n.Node):
+            changes[name] = with_span(value, span)
     return replace(node, span=span, **changes)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import fields, is_dataclass
 
 
 class Diverged(BaseException):
@@ -181,6 +180,8 @@ def _children(obj):
         return enumerate(obj)
     if isinstance(obj, dict):
         return obj.items()
+    from dataclasses import fields, is_dataclass  # (here: `schedc check` imports this module, and no dataclasses)
+
     if is_dataclass(obj) and not isinstance(obj, type):
         return ((f.name, getattr(obj, f.name)) for f in fields(obj) if f.compare)
     return ()

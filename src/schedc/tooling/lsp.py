@@ -165,7 +165,7 @@ class ModelCache:
     def diagnostics(self, parsed: ParseResult, base_dir: Path, name: str) -> list[Diagnostic]:
         """The model-aware diagnostics `schedc check --model` adds for this file (the driver's
         model stage, through this cache)."""
-        front = Analysis(name, None, parsed, [])
+        front = Analysis(name, None, parsed, [], {})
         return front.with_model(FROM_DIRECTIVE, base_dir=base_dir, lint=True, bind=self.bind).diagnostics
 
 

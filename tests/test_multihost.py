@@ -152,6 +152,16 @@ found["failed"] = error(Failing(share(), at=13), checkpoint=folder, checkpoint_e
 checkpoint = max(os.listdir(folder), key=lambda n: int(n.split("-")[1].split(".")[0]) if n.startswith("checkpoint-") else -1)
 found["positions"] = len(json.load(open(os.path.join(folder, checkpoint)))["body"]["in_phase"]["data"].get("processes", [None]))
 found["resumed"], _ = fit(share(), checkpoint=folder)
+# the data position (gathered across processes) is asked for only by the chunks that write a checkpoint
+from schedc.runtime import checkpoint as ckpt, stream
+calls = {"position": 0, "written": 0}
+for cls, name, key in ((stream.Feed, "position", "position"), (ckpt.Checkpointer, "after_chunk", "written")):
+    def counted(*args, _real=getattr(cls, name), _key=key, **kwargs):
+        calls[_key] += 1
+        return _real(*args, **kwargs)
+    setattr(cls, name, counted)
+fit(share(), checkpoint=os.path.join(out, "every_third"), checkpoint_every=3)  # 4 + 6 chunks: 8 boundaries, 2 writes
+found["position_calls"] = calls
 if processes > 1:
     found["mismatch"] = error(share(rows=16 if LAST else None))  # the processes' batches differ in shape
     odd = share()
@@ -335,6 +345,11 @@ def test_a_streamed_run_failing_on_one_process_stops_every_process_and_resumes_f
     assert first["positions"] == 2 and alone["positions"] == 1  # every process's data position, gathered
     for found in (first, second, alone):
         assert found["resumed"] == found["epochs"]
+
+
+def test_the_data_position_is_gathered_only_for_a_checkpoint_written(stream_runs):
+    for found in stream_runs:
+        assert found["position_calls"] == {"position": 2, "written": 2}
 
 
 def test_batches_that_differ_between_processes_are_an_error_on_every_process(stream_runs):

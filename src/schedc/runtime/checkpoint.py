@@ -396,12 +396,15 @@ class Checkpointer:
             "data": saved["data"],
         }
 
-    def after_chunk(self, runner, index: int, state: dict, final: bool = False) -> None:
-        """Called after each chunk that leaves the phase unfinished; writes every `every` chunks,
-        and always when `final` (the run is being interrupted)."""
+    def due(self, final: bool = False) -> bool:
+        """Called after each chunk that leaves the phase unfinished: whether a checkpoint is written
+        now (`after_chunk`): every `every` chunks, and always when `final` (the run is being
+        interrupted). Asked first, so the runner gathers the data position only for a write."""
         self.chunks += 1
-        if not final and (self.every <= 0 or self.chunks % self.every):
-            return
+        return final or (self.every > 0 and self.chunks % self.every == 0)
+
+    def after_chunk(self, runner, index: int, state: dict) -> None:
+        """The mid-phase checkpoint of phase `index` (`state`: the runner's, with its data position)."""
         if self.log is None or self.log.phase != index:
             dtype = np.asarray(state["losses"][0]).dtype.str if state["losses"] else np.dtype(np.float32).str
             self.log = _LossLog(self.directory / f"losses-{index}.bin", index, dtype, write=self.writer)

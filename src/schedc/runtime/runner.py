@@ -886,9 +886,10 @@ class Runner:
                 if finished:
                     break
                 step0 += n_active
-                if self.checkpoint is not None and step0 < phase.steps:
+                # (the data position is asked for only when a checkpoint is written: across processes it is gathered)
+                if self.checkpoint is not None and step0 < phase.steps and self.checkpoint.due(final=self.stop_signal is not None):
                     state = dict(model=model, free=free, opt_state=opt_state, stop=without_carry(stop), losses=losses, scales=scales, step0=step0, evals=evals, aux=aux, data=self.feed.position(step0))
-                    self.checkpoint.after_chunk(self, index, state, final=self.stop_signal is not None)
+                    self.checkpoint.after_chunk(self, index, state)
                 if self.stop_signal is not None and step0 < phase.steps:
                     raise Interrupted(self.stop_signal, index, step0)
         # `keep best`: the weights (and model state) of the best evaluation

@@ -170,6 +170,121 @@ if processes > 1:
 print(json.dumps(found))
 '''
 
+FAILURES = r'''
+import json, os, signal, sys
+pid, processes, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+import jax
+import schedc
+schedc.distributed.initialize(f"localhost:{port}", processes, pid)
+import jax.numpy as jnp, numpy as np
+from schedc.runtime import checkpoint, fused
+from schedc.runtime.runner import Interrupted, Runner
+
+LAST = pid == processes - 1
+X = np.asarray(jax.random.normal(jax.random.key(0), (256, 16)))
+Y = X @ np.arange(16.0, dtype=np.float32) / 16 + 0.3
+x, y = schedc.distributed.shard_rows(X, Y)
+mine = [(X[i + pid * 32 : i + (pid + 1) * 32], Y[i + pid * 32 : i + (pid + 1) * 32]) for i in range(0, 256, 64)]
+model = {"w": jnp.zeros(16), "b": jnp.zeros(())}
+program = schedc.compile("seed 3\nphase 40 lr 0.05 < free w, b >\nphase 40 lr 0.01 optimizer sgd(momentum=0.9) < free w, b >", model)
+
+
+def loss(m, x, y):
+    return jnp.mean((x @ m["w"] + m["b"] - y) ** 2)
+
+
+def error(run):
+    """[the kind, the message] of what `run()` raised on this process."""
+    try:
+        run()
+    except (Exception, KeyboardInterrupt) as err:
+        return [type(err).__name__, str(err)]
+
+
+def fit(**kwargs):
+    return program.run(loss, x, y, quiet=True, chunk=5, **kwargs)
+
+
+def signalled(function, call):
+    """`function` (a module's or a class's) sending SIGTERM to this process, the last one, at its
+    `call`-th call, as `kill -TERM` from outside would: the handler asks the run to stop."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if LAST and len(calls) == call:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return function(*args, **kwargs)
+
+    return wrapped
+
+
+def losses(result):
+    return [h.tolist() for h in result.phase_losses]
+
+
+found = {}
+# before the first agreement (the runner's reading of its batches), on the last process only
+steps = schedc.compile("phase 8 lr 0.05 < free w, b >", model)
+found["empty"] = error(lambda: steps.run(loss, batches=[] if LAST else mine, quiet=True))
+found["sharding"] = error(lambda: steps.run(loss, batches=schedc.Batches(mine, sharding="rows" if LAST else None), quiet=True))
+# at a phase's start: the last process's metrics function returns another name than the rule reads
+
+
+def metrics(m, xv, yv):
+    return {"rmse" if LAST else "mse": loss(m, xv, yv)}
+
+
+evaluated = schedc.compile('eval "m.py:f" every 5 steps\nphase 20 lr 0.05 < free w, b; stop when val.mse < 1e-9 >\nphase 20 lr 0.01 < free w >', model)
+found["metrics"] = error(lambda: evaluated.run(loss, x, y, metrics=metrics, validation=(X, Y), quiet=True))
+# between chunks: process 0 alone fails to write its third checkpoint (a full disk)
+real_write = checkpoint.atomic_write
+
+
+def full_disk(path, data):
+    if os.path.basename(path) == "state-3.npz":
+        raise OSError(28, "No space left on device")
+    real_write(path, data)
+
+
+checkpoint.atomic_write = full_disk
+found["write"] = error(lambda: fit(checkpoint=os.path.join(out, "full"), checkpoint_every=1))
+checkpoint.atomic_write = real_write
+# at a phase's end: process 0 alone fails to append to the log
+
+
+class BrokenLog:
+    def phase(self, result):
+        raise OSError(5, "Input/output error")
+
+
+found["log"] = error(lambda: fit(logger=BrokenLog()))
+# a checkpoint directory the processes do not share: process 0 finds the one written above, process 1 none
+found["unshared"] = error(lambda: fit(checkpoint=os.path.join(out, "full" if pid == 0 else "own")))
+
+# SIGTERM to the last process only, in phase 1's third chunk: every process stops at that step, and the
+# final checkpoint resumes to the losses of the run never stopped
+whole = fit(checkpoint=os.path.join(out, "whole"))
+real_absorb = Runner._absorb
+Runner._absorb = signalled(real_absorb, 8 + 3)  # (phase 0: 8 chunks of 5 steps)
+try:
+    fit(checkpoint=os.path.join(out, "stopped"), checkpoint_every=100)
+except Interrupted as stop:
+    found["stopped"] = [stop.signal, stop.phase, stop.step, len(stop.result.phases)]
+Runner._absorb = real_absorb
+newest = max((n for n in os.listdir(os.path.join(out, "stopped")) if n.startswith("checkpoint-")), key=lambda n: int(n[11:-5]))
+in_phase = json.load(open(os.path.join(out, "stopped", newest)))["body"]["in_phase"]
+found["checkpoint_at"] = [in_phase["phase"], in_phase["step0"]]
+found["resumed_exactly"] = losses(fit(checkpoint=os.path.join(out, "stopped"))) == losses(whole)
+# ... and in a fused segment (both phases one program): after the first call, on every process
+real_collect = fused._collect
+fused._collect = signalled(real_collect, 1)
+found["fused_stopped"] = error(fit)
+fused._collect = real_collect
+found["after"] = losses(fit())  # the processes still run together
+print(json.dumps(found))
+'''
+
 SCHED = """model "job.py:model"
 loss "job.py:loss"
 data "job.py:data"
@@ -206,15 +321,16 @@ def _environment(devices: int | None) -> dict:
     return env
 
 
-def _all(commands: list[tuple[list[str], dict]], timeout: float = 400) -> list[str]:
-    """Run the commands at once (a job's processes must all start); their stdouts, or fail with their stderr."""
+def _all(commands: list[tuple[list[str], dict]], timeout: float = 400, status: int = 0) -> list[subprocess.CompletedProcess]:
+    """Run the commands at once (a job's processes must all start); each must exit with `status`
+    within `timeout` seconds (else fail with its stderr)."""
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd, env in commands]
     outputs = []
     try:
         for proc in procs:
             stdout, stderr = proc.communicate(timeout=timeout)
-            assert proc.returncode == 0, f"{proc.args}: exit {proc.returncode}\n{stderr[-4000:]}"
-            outputs.append(stdout)
+            assert proc.returncode == status, f"{proc.args}: exit {proc.returncode}\n{stderr[-4000:]}"
+            outputs.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -228,12 +344,22 @@ def _findings(root, script: str) -> list:
     port = str(_free_port())
     job = [([sys.executable, "-c", script, str(i), "2", port, str(root / "job")], _environment(4)) for i in range(2)]
     alone = ([sys.executable, "-c", script, "0", "1", "0", str(root / "alone")], _environment(None))
-    return [json.loads(out.strip().splitlines()[-1]) for out in _all(job + [alone])]
+    return [json.loads(done.stdout.strip().splitlines()[-1]) for done in _all(job + [alone])]
 
 
 @pytest.fixture(scope="module")
 def api_runs(tmp_path_factory):
     return _findings(tmp_path_factory.mktemp("multihost"), SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def failure_runs(tmp_path_factory):
+    """(process 0's findings, process 1's) from FAILURES: failures and a signal on one process. A
+    process waiting for the other in vain would be stopped by JAX's heartbeat after minutes: the
+    timeout fails the test first."""
+    port, root = str(_free_port()), tmp_path_factory.mktemp("multihost_failures")
+    job = [([sys.executable, "-c", FAILURES, str(i), "2", port, str(root)], _environment(4)) for i in range(2)]
+    return [json.loads(done.stdout.strip().splitlines()[-1]) for done in _all(job, timeout=300)]
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +420,7 @@ def test_schedc_run_distributed_matches_a_single_process_run(tmp_path):
         (run + ["--out", str(tmp_path / "job"), "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)], _environment(4))
         for i in range(2)
     ]
-    outputs = _all(job + [(run + ["--out", str(tmp_path / "alone")], _environment(None))])
+    outputs = [done.stdout for done in _all(job + [(run + ["--out", str(tmp_path / "alone")], _environment(None))])]
     assert "final loss" in outputs[0] and "final loss" not in outputs[1]  # process 0 prints the table (gloo prints its own lines)
     assert "saved to" not in outputs[1]
     with np.load(tmp_path / "job" / "losses.npz") as job_losses, np.load(tmp_path / "alone" / "losses.npz") as alone_losses:
@@ -339,7 +465,7 @@ def test_a_one_shot_iterator_running_out_on_one_process_ends_the_phase_on_every_
 
 def test_a_streamed_run_failing_on_one_process_stops_every_process_and_resumes_from_each_ones_position(stream_runs):
     first, second, alone = stream_runs
-    assert first["failed"] == "phase 0: process 1 could not read its batches (its own error says why); every process stops here"
+    assert first["failed"] == "process 1 failed, so every process stops here: phase 0: the iterable of batches raised RuntimeError: disk gone"
     for found in (second, alone):
         assert found["failed"] == "phase 0: the iterable of batches raised RuntimeError: disk gone"
     assert first["positions"] == 2 and alone["positions"] == 1  # every process's data position, gathered
@@ -359,5 +485,59 @@ def test_batches_that_differ_between_processes_are_an_error_on_every_process(str
         "(process 0: (float32[32, 16], float32[32]); process 1: (float32[16, 16], float32[16])); "
         "expected the same on every process (each reads its share of every global batch)"
     )
-    assert first["odd"] == "phase 0: process 1 could not read its batches (its own error says why); every process stops here"
     assert second["odd"].startswith("phase 0: the batch for step 3 is (float32[5, 16], float32[5]); expected (float32[32, 16], float32[32])")
+    assert first["odd"] == f"process 1 failed, so every process stops here: {second['odd']}"
+
+
+def _failed_on_one(failure_runs, name: str, failing: int, kind: str = None):
+    """The error `name` raised on the failing process, after checking the other raised one naming it with its message."""
+    own, other = failure_runs[failing][name], failure_runs[1 - failing][name]
+    assert other == [kind or own[0], f"process {failing} failed, so every process stops here: {own[1] if kind is None else f'{own[0]}: {own[1]}'}"]
+    return own
+
+
+def test_a_source_failing_on_one_process_before_any_agreement_stops_every_process(failure_runs):
+    assert _failed_on_one(failure_runs, "empty", 1) == ["DataError", "the iterable of batches yielded no batch; expected at least one"]
+    kind, message = _failed_on_one(failure_runs, "sharding", 1)
+    assert kind == "DataError" and message.startswith("`sharding` holds a str; expected a jax.sharding.NamedSharding")
+
+
+def test_a_phase_start_failing_on_one_process_stops_every_process(failure_runs):
+    kind, message = _failed_on_one(failure_runs, "metrics", 1)
+    assert kind == "EvalError" and message.startswith("phase 0 uses `val.mse` but the metrics function returned `val.rmse`")
+
+
+def test_process_0_failing_to_write_stops_every_process(failure_runs):
+    # mid-phase (a checkpoint), at a phase's end (the log): the others raise a ProcessFailed naming process 0
+    assert _failed_on_one(failure_runs, "write", 0, kind="ProcessFailed") == ["OSError", "[Errno 28] No space left on device"]
+    assert _failed_on_one(failure_runs, "log", 0, kind="ProcessFailed") == ["OSError", "[Errno 5] Input/output error"]
+
+
+def test_a_checkpoint_directory_the_processes_do_not_share_is_refused_on_every_process(failure_runs):
+    for found in failure_runs:
+        kind, message = found["unshared"]
+        assert kind == "CheckpointError"
+        assert message.endswith("process 0 found a checkpoint there and process 1 did not; expected a directory every process shares (each process reads it to resume)")
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step_with_a_checkpoint_that_resumes_exactly(failure_runs):
+    first, second = failure_runs
+    # SIGTERM (15) to process 1 in phase 1's third chunk: both stop after it, at step 15, phase 0 kept
+    assert first["stopped"] == second["stopped"] == [15, 1, 15, 1]
+    assert first["checkpoint_at"] == [1, 15]
+    assert first["resumed_exactly"] and second["resumed_exactly"]
+    assert first["fused_stopped"] == second["fused_stopped"] == ["Interrupted", "interrupted in phase 0 at step 0"]
+    assert first["after"] == second["after"]
+
+
+def test_schedc_run_distributed_says_on_every_process_that_the_loss_check_failed_on_one(tmp_path):
+    (tmp_path / "job.py").write_text(JOB.replace("def loss(m, x, y):\n", "def loss(m, x, y):\n    if jax.process_index() == 1:\n        raise ValueError('no loss here')\n"))
+    (tmp_path / "job.sched").write_text(SCHED)
+    port = str(_free_port())
+    run = [sys.executable, "-m", "schedc", "run", str(tmp_path / "job.sched"), "--quiet", "--compile-cache", "none"]
+    job = [(run + ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)], _environment(4)) for i in range(2)]
+    first, second = _all(job, timeout=300, status=1)
+    own = "loss `job.py:loss` failed on the model and data: ValueError: no loss here"
+    assert f"schedc run: {own}" in second.stderr
+    assert f"schedc run: process 1 failed, so every process stops here: {own}" in first.stderr
+    assert "Traceback" not in first.stderr + second.stderr

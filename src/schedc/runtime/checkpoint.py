@@ -259,9 +259,16 @@ class Checkpointer:
             for name in ("checkpoint-", "state-", "phase-"):
                 for stale in self.directory.glob(f".{name}*.tmp"):
                     stale.unlink(missing_ok=True)
-        found = self._load()
-        distributed.barrier("schedc: checkpoint read")  # before process 0 writes (and deletes) anything
-        return found
+        with distributed.Held() as reading:  # (a directory one process cannot read: raised on every process)
+            found = self._load()
+        # (a collective: no process writes or deletes anything before every process has read the directory)
+        found = distributed.agree(reading.problem, [found])[:, 0]
+        if found.min() != found.max():
+            raise CheckpointError(
+                f"{self.directory}: {distributed.named(np.flatnonzero(found))} found a checkpoint there and {distributed.named(np.flatnonzero(found == 0))} did not; "
+                "expected a directory every process shares (each process reads it to resume)"
+            )
+        return bool(found[0])
 
     def _load(self) -> bool:
         generations = sorted((int(m.group(1)) for p in self.directory.iterdir() if (m := _GENERATION.match(p.name))), reverse=True)
@@ -404,11 +411,11 @@ class Checkpointer:
         return final or (self.every > 0 and self.chunks % self.every == 0)
 
     def after_chunk(self, runner, index: int, state: dict) -> None:
-        """The mid-phase checkpoint of phase `index` (`state`: the runner's, with its data position)."""
-        if self.log is None or self.log.phase != index:
-            dtype = np.asarray(state["losses"][0]).dtype.str if state["losses"] else np.dtype(np.float32).str
-            self.log = _LossLog(self.directory / f"losses-{index}.bin", index, dtype, write=self.writer)
-        self.log.append(state["losses"])
+        """The mid-phase checkpoint of phase `index` (`state`: the runner's, with its data position).
+
+        Across processes the arrays are gathered (collectives) before process 0 writes anything: a
+        write that fails on it alone leaves no process waiting in a gather (the runner agrees the
+        failure: `distributed.Held`)."""
         arrays = {f"model/{k}": v for k, v in _model_leaves(state["model"]).items()}
         for part in ("free", "opt_state", "stop"):
             arrays.update({f"{part}/{i}": x for i, x in enumerate(_host_leaves(state[part]))})
@@ -418,23 +425,28 @@ class Checkpointer:
         arrays.update({f"aux/{name}": x for name, x in means.items()})
         if state.get("scales"):  # the plateau scales applied so far: the hyperparameter log of the whole phase
             arrays["scales"] = np.concatenate(state["scales"], axis=-2)
+        if self.log is None or self.log.phase != index:
+            dtype = np.asarray(state["losses"][0]).dtype.str if state["losses"] else np.dtype(np.float32).str
+            self.log = _LossLog(self.directory / f"losses-{index}.bin", index, dtype, write=self.writer)
+        self.log.append(state["losses"])
         self._write(arrays, {"phase": index, "step0": int(state["step0"]), "losses": self.log.record(), "evals": evals, "aux": aux, "data": state.get("data")})
 
     def after_phase(self, runner, result) -> None:
-        """Called after each completed phase: writes the phase's file once, then a generation."""
+        """Called after each completed phase: writes the phase's file once, then a generation (the
+        arrays gathered first, as `after_chunk` does)."""
         p = result.phases[-1]
         fields, arrays = _phase_record(p)
         arrays.update({f"model/{k}": v for k, v in _model_leaves(p.model).items()})
         if p.ema_model is not None:
             arrays.update({f"ema/{k}": v for k, v in _model_leaves(p.ema_model).items()})
         arrays.update({f"state/{i}": x for i, x in enumerate(_host_leaves(p.state))})
+        if runner.state.signature is not None:
+            self.previous = (runner.state.phase, _host_leaves(runner.state.opt_state))
         data = _npz(arrays)
         name = f"phase-{p.index}.npz"
         if self.writer:
             atomic_write(self.directory / name, data)
         self.completed.append({"fields": fields, "ema": p.ema_model is not None, "state": p.state is not None, "file": name, "sha256": _sha256(data)})
-        if runner.state.signature is not None:
-            self.previous = (runner.state.phase, _host_leaves(runner.state.opt_state))
         self.log = None
         self._write({}, None)
 

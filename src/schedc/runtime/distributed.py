@@ -15,6 +15,14 @@ they are saved or read on the host (`host_array`, a collective every process cal
 process's own data decides (streamed batches, runtime/stream.py) is agreed from every process's
 values (`gather_ints`, `gather_json`); and processes wait for each other where one writes what
 the others read (`barrier`).
+
+Failures and stops are agreed too. Host work that can fail on one process only (reading its
+batches, process 0 writing a file, a check on its own data) runs inside `Held`, which keeps the
+exception instead of raising it, and the next point every process reaches together (`agree`: a
+phase's start and end, a chunk's end) raises it on every process: the failing one its own error,
+the others an error of the same kind naming that process and saying its message. Raising at
+once would leave the others waiting in the next collective until JAX's heartbeat ends the job.
+The runner agrees a stop asked by a signal the same way (runtime/runner.py, `Runner.stopping`).
 """
 
 from __future__ import annotations
@@ -91,6 +99,88 @@ def gather_json(value) -> list:
     padded[: len(text)] = text
     rows = np.asarray(multihost_utils.process_allgather(padded))
     return [json.loads(bytes(row[:n])) for row, n in zip(rows, lengths)]
+
+
+class ProcessFailed(RuntimeError):
+    """Another process of the run failed where every process goes on together (`agree`); raised on
+    the others when its error is not one of the kinds they raise as it is (`_KINDS`)."""
+
+
+class Held:
+    """A block of host work that may fail on one process only: across processes its first
+    exception is kept (`problem`) for the `agree` that follows, which raises it on every process
+    (in one process it propagates at once). `with held:` may be entered again: a later block runs
+    even after an earlier one failed, so each block must do its collectives before anything that
+    can fail on one process alone (process 0's writes)."""
+
+    def __init__(self):
+        self.problem: Exception | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if not isinstance(exc, Exception) or processes() == 1:
+            return False
+        self.problem = self.problem or exc
+        return True
+
+
+def agree(problem: Exception | None = None, values=()) -> np.ndarray:
+    """A point every process reaches together (a collective: one gather of a few integers): each
+    says whether it failed since the last one (`problem`, from a `Held`) and gives `values` (a few
+    integers). When some process failed, every process raises: the failing ones their own
+    errors, the others one naming them (`failed_together`). Returns every process's `values`,
+    [processes, len(values)], in process order. In one process: raises `problem`, if any."""
+    if problem is not None and processes() == 1:
+        raise problem
+    rows = gather_ints([problem is not None, *values])
+    if rows[:, 0].any():
+        failed_together(problem, gather_json(failure(problem)))
+    return rows[:, 1:]
+
+
+def failure(problem: Exception | None):
+    """What other processes are told of this process's `problem`: [its kind, its message], or None."""
+    return None if problem is None else [type(problem).__name__, str(problem)]
+
+
+def failed_together(problem: Exception | None, failures: list) -> None:
+    """Raise on every process, given every process's `failure()` (gathered), when any is not None:
+    on a failing process its own `problem`; on the others, for a failure of one of `_KINDS` (a
+    DataError, EvalError or CheckpointError) an error of that kind, else a ProcessFailed, saying
+    `process 1 failed, so every process stops here: <its message>`."""
+    failed = [(i, said) for i, said in enumerate(failures) if said is not None]
+    if problem is not None:
+        raise problem
+    if not failed:
+        return
+    kinds = _kinds()
+    kind = kinds.get(failed[0][1][0], ProcessFailed)
+    raise kind(stopped_by([(i, message if kinds.get(name) is kind else f"{name}: {message}") for i, (name, message) in failed]))
+
+
+def stopped_by(failed: list[tuple[int, str]]) -> str:
+    """What the other processes say when some failed ((index, message) each): `process 1 failed,
+    so every process stops here: <its message>`."""
+    said = failed[0][1] if len(failed) == 1 else "; ".join(f"process {i}: {message}" for i, message in failed)
+    return f"{named(i for i, _ in failed)} failed, so every process stops here: {said}"
+
+
+def named(indices) -> str:
+    """`process 1`, `processes 0, 2`."""
+    indices = [int(i) for i in indices]
+    return f"process {indices[0]}" if len(indices) == 1 else f"processes {', '.join(map(str, indices))}"
+
+
+def _kinds() -> dict:
+    """The errors another process raises as they are (with the failing process named): what a
+    caller handles by kind (the CLI's exit status, `except DataError`); they take one message."""
+    from schedc.plan.batches import DataError
+    from schedc.runtime.checkpoint import CheckpointError
+    from schedc.runtime.evaluation import EvalError
+
+    return {kind.__name__: kind for kind in (DataError, EvalError, CheckpointError)}
 
 
 def host_array(x) -> np.ndarray:

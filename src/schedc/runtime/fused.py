@@ -46,7 +46,7 @@ def run_segment(runner, start: int, end: int, model, progress=None) -> list[Phas
     phase's chunks are (about half a second each) and the bar moves after each call: per phase
     that call ran, its steps done and its last loss.
 
-    A signal (`runner.stop_signal`) ends it after the current call, with the phases that call
+    A signal (`runner.stopping()`: across processes, one that reached any process) ends it after the current call, with the phases that call
     finished: the runner then stops as after a phase.
 
     Raises:
@@ -167,7 +167,7 @@ def _final_from_state(segment: Segment, results: list[PhaseResult], state: dict)
 
 def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owner, progress) -> tuple[dict, tuple]:
     """Call the segment's program from `state` until every phase is done, one met a non-finite
-    loss, or a signal came (`owner.stop_signal`). Returns the last state and what the calls
+    loss, or a signal came (`owner.stopping()`). Returns the last state and what the calls
     found: per phase its per-step logs (`_Pieces`) and stop reason, and per finished phase
     (a call's outputs, its row)."""
     import jax
@@ -217,7 +217,7 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
             pace.observe(int(np.sum(found["ran"])))
         # (with items, a non-finite loss stops its item only: the call goes on)
         halted = program.items is None and models and reasons[len(models) - 1] == C.NONFINITE
-        if len(models) == len(phases) or halted or owner.stop_signal is not None:
+        if len(models) == len(phases) or halted or owner.stopping() is not None:  # (across processes, agreed)
             return state, (pieces, reasons, models)
 
 
@@ -467,6 +467,10 @@ class Replay:
         ):
             return None
         return cls(runner, program, data_signature(args, kwargs)[1])
+
+    def stopping(self) -> int | None:
+        """The signal that stops the replay after this call, or None (one process: nothing to agree)."""
+        return self.stop_signal
 
     def data_arrays(self, program, args: tuple, kwargs: dict) -> tuple | None:
         """The data's arrays when this replay can run `program` on them (the same model, key and

@@ -837,31 +837,40 @@ class Runner:
             self.begin(model)
         started = time.perf_counter()
         with CompileClock() as clock:
-            model, prepared, fns, chunk_fn, model_arrays, layout, free, opt_state = self.start_phase(phase, model)
-            numbers, stop_numbers = _on_device(prepared.numbers), _on_device(prepared.stop_numbers)
-            starts = C.injected_states(opt_state, prepared.signature) if phase.carry and _has_objects(phase) else {}
-            stop = self._initial_stop(prepared.signature)
-            if self.model_state is not None:  # carried in the loop's state: the chunk returns it updated
-                stop["model_state"] = self.model_state
-            losses = []
-            scales = []  # per chunk, with plateaus: the scales applied
             step0 = 0
             state = {}  # a checkpoint's mid-phase state when resuming (with the data position of streamed batches)
-            evals = self._phase_evals(phase)
-            aux = AuxLog()
-            if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one (evals and aux in place)
-                state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux))
-                model, free, opt_state, stop, losses, scales, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "scales", "step0"))
-                model_arrays = C.split(model)[0]
-            if evals.active:  # evaluated inside the chunks: the metrics function checked first, its state carried
-                evals.check_names(self._write_back(model, free), stop.get("model_state"))
-                stop["eval"] = evals.carry(free, stop.get("model_state"))
+            # across processes the phase starts on every process or on none: an error on one (its metrics
+            # function on its data, a checkpoint it cannot read) is held, and raised on every one by the
+            # agreement the feed makes (a collective)
+            with distributed.Held() as starting:
+                model, prepared, fns, chunk_fn, model_arrays, layout, free, opt_state = self.start_phase(phase, model)
+                numbers, stop_numbers = _on_device(prepared.numbers), _on_device(prepared.stop_numbers)
+                starts = C.injected_states(opt_state, prepared.signature) if phase.carry and _has_objects(phase) else {}
+                stop = self._initial_stop(prepared.signature)
+                if self.model_state is not None:  # carried in the loop's state: the chunk returns it updated
+                    stop["model_state"] = self.model_state
+                losses = []
+                scales = []  # per chunk, with plateaus: the scales applied
+                evals = self._phase_evals(phase)
+                aux = AuxLog()
+                if self.checkpoint is not None:  # resuming mid-phase: the saved state replaces the fresh one (evals and aux in place)
+                    state = self.checkpoint.restore(index, dict(model=model, free=free, opt_state=opt_state, stop=stop, losses=losses, scales=scales, step0=step0, evals=evals, aux=aux))
+                    model, free, opt_state, stop, losses, scales, step0 = (state[k] for k in ("model", "free", "opt_state", "stop", "losses", "scales", "step0"))
+                    model_arrays = C.split(model)[0]
+                if evals.active:  # evaluated inside the chunks: the metrics function checked first, its state carried
+                    evals.check_names(self._write_back(model, free), stop.get("model_state"))
+                    stop["eval"] = evals.carry(free, stop.get("model_state"))
+            if self.stream is not None:
+                self.feed = self.stream.feed(phase, step0, self.chunk, state.get("data"), starting.problem)
+            else:
+                if self.processes > 1:
+                    distributed.agree(starting.problem)
+                self.feed = Resident(self.data_arrays)
             task = progress.phase(f"{phase.label}", phase.steps, phase.steps_per_epoch) if progress else None
             pace = Pace(self.chunk, steady=self.quiet and (self.checkpoint is None or self.processes > 1))
             # the data order's and the loss's keys (a compiled call: only for phases that use them)
             keys = minibatch.phase_keys(self.key, phase.index) if phase.batch or self.loss_takes_key else (None, None)
             exhausted = False
-            self.feed = self.stream.feed(phase, step0, self.chunk, state.get("data")) if self.stream else Resident(self.data_arrays)
             evaluation = evals.arguments()
             while step0 < phase.steps:
                 n_active = min(phase.steps - step0, pace.steps())
@@ -886,12 +895,9 @@ class Runner:
                 if finished:
                     break
                 step0 += n_active
-                # (the data position is asked for only when a checkpoint is written: across processes it is gathered)
-                if self.checkpoint is not None and step0 < phase.steps and self.checkpoint.due(final=self.stop_signal is not None):
-                    state = dict(model=model, free=free, opt_state=opt_state, stop=without_carry(stop), losses=losses, scales=scales, step0=step0, evals=evals, aux=aux, data=self.feed.position(step0))
-                    self.checkpoint.after_chunk(self, index, state)
-                if self.stop_signal is not None and step0 < phase.steps:
-                    raise Interrupted(self.stop_signal, index, step0)
+                if step0 < phase.steps:
+                    state = dict(model=model, free=free, opt_state=opt_state, stop=without_carry(stop), losses=losses, scales=scales, step0=step0, evals=evals, aux=aux)
+                    self._between_chunks(index, state)
         # `keep best`: the weights (and model state) of the best evaluation
         free, model_state = evals.final_weights(free, stop.get("model_state"))
         self.model_state = model_state
@@ -909,6 +915,43 @@ class Runner:
         if exhausted and not evals.reason:
             result.stop_reason = DATA_EXHAUSTED
         return result
+
+    def _between_chunks(self, index: int, state: dict) -> None:
+        """Between two chunks of phase `index` (`state`: where it stands): the checkpoint due every
+        `checkpoint_every` chunks, then the stop a signal asked for (`stopping`, across processes
+        agreed with that write's success: one collective a chunk), with a final checkpoint."""
+        written = False
+        writing = distributed.Held()
+        with writing:
+            if self.checkpoint is not None and self.checkpoint.due():
+                self._write_chunk(index, state)
+                written = True
+        stop = self.stopping(writing.problem)
+        if stop is None:
+            return
+        if self.checkpoint is not None and not written:
+            # the final checkpoint: every process returns once it is on disk (a job resumed at once reads
+            # it), and process 0 failing to write it stops every process with its error
+            with writing:
+                self._write_chunk(index, state)
+            distributed.agree(writing.problem)
+        raise Interrupted(stop, index, state["step0"])
+
+    def _write_chunk(self, index: int, state: dict) -> None:
+        # (the data position is asked for only when a checkpoint is written: across processes it is gathered)
+        self.checkpoint.after_chunk(self, index, dict(state, data=self.feed.position(state["step0"])))
+
+    def stopping(self, problem: Exception | None = None) -> int | None:
+        """The signal (SIGINT, SIGTERM) that stops the run here, at a chunk's or phase's end, or None.
+
+        Across processes a collective (`distributed.agree`, which also raises a `problem` one process
+        held on every process): a signal that reached any process stops every one here, at the same
+        step. Every decision to stop reads this, never `stop_signal` itself: a signal arriving
+        between two reads would stop one process and not the others."""
+        if self.processes == 1:
+            return self.stop_signal
+        signals = distributed.agree(problem, [self.stop_signal or 0])[:, 0]
+        return next((int(s) for s in signals if s), None)
 
     def _prepare(self, phase: P.PhasePlan) -> C.PreparedPhase:
         """The phase's signature and runtime numbers (a sweep stacks every setting's numbers).
@@ -995,12 +1038,16 @@ class Runner:
         if self.initial_leaves is None:
             self.begin(model)
         if self.stream is not None and result.phases:  # resumed: a one-shot iterator skips what the completed phases ran
-            self.stream.reader.skip_to(sum(p.steps_run for p in result.phases))
+            with distributed.Held() as skipping:
+                self.stream.reader.skip_to(sum(p.steps_run for p in result.phases))
+            distributed.agree(skipping.problem)
         try:
             with stop_on_signals(self), _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
                 index = start
                 while index < len(self.plan.phases):
                     end = self.segment_end(index)
+                    if self.processes > 1:  # (an evaluation's check may fail on one process only: `_evaluable`)
+                        end = int(distributed.gather_ints([end]).min())
                     try:
                         phase_results = run_segment(self, index, end, model, progress if progress.bar else None) if end - index > 1 else None
                     except NotFused as reason:  # one by one: an error names its phase, a failing callback keeps the phases before
@@ -1008,18 +1055,22 @@ class Runner:
                         phase_results = None
                     if phase_results is None:
                         phase_results = [self.run_phase(index, model, progress)]
+                    ending = distributed.Held()  # process 0's writes may fail on it alone: raised on every process by `stopping`
                     for phase_result in phase_results:
                         result.phases.append(phase_result)
-                        if self.logger is not None and distributed.is_writer():
-                            self.logger.phase(phase_result)
+                        with ending:
+                            if self.logger is not None and distributed.is_writer():
+                                self.logger.phase(phase_result)
                         self._after_phase(result, phase_result)
-                        if self.checkpoint is not None:
-                            self.checkpoint.after_phase(self, result)
+                        with ending:
+                            if self.checkpoint is not None:
+                                self.checkpoint.after_phase(self, result)
+                    stop = self.stopping(ending.problem)
                     if phase_results:
                         model = phase_results[-1].model  # (a fused segment's other models stay unread on the device)
                     index += len(phase_results)
-                    if self.stop_signal is not None and index < len(self.plan.phases):
-                        raise Interrupted(self.stop_signal, index, 0)
+                    if stop is not None and index < len(self.plan.phases):
+                        raise Interrupted(stop, index, 0)
         except BaseException as exc:
             # whatever stops the run (Ctrl-C, an error in the loss), the phases completed so far
             # stay reachable: `exc.result` (a RunError already carries its own)

@@ -72,11 +72,12 @@ _NUMERIC = "biufc"  # the dtype kinds a batch's leaves may have
 
 
 
-def agreed_per_epoch(batches: Batches) -> int | None:
+def agreed_per_epoch(batches: Batches, problem: Exception | None = None) -> int | None:
     """`batches.batches_per_epoch`, the same on every process: across processes (each reading
     its own source) the fewest any process's pass holds, None when some process cannot say (a
-    collective)."""
-    counts = distributed.gather_ints([batches.batches_per_epoch or 0])[:, 0]
+    collective, which also raises a `problem` one process had reading its source on every one:
+    `distributed.agree`)."""
+    counts = distributed.agree(problem, [batches.batches_per_epoch or 0])[:, 0]
     return int(counts.min()) if counts.all() else None
 
 
@@ -194,10 +195,10 @@ def _decode_state(encoded):
 class Reader:
     """The run's reader of a `Batches`: its current pass, where it stands, the batches handed back."""
 
-    def __init__(self, batches: Batches, pass_length: int | None = None):
+    def __init__(self, batches: Batches):
         self.batches = batches
-        # across processes, where some process's passes are shorter: every pass is cut at that length
-        self.pass_length = pass_length
+        # across processes, where some process's passes are shorter: every pass is cut at that length (set by the Stream)
+        self.pass_length: int | None = None
         self.iterator, first = batches.take_peeked()
         self.structure = Structure(batches.first())
         self.passes = 0  # passes started in this phase (re-iterable) / 0 (one-shot)
@@ -461,12 +462,13 @@ class Feed:
             started = time.perf_counter()
             item = self.queue.get()
             self.stream.waited += time.perf_counter() - started
+            if isinstance(item, BaseException) and not isinstance(item, DataError):
+                error = DataError(f"{self.phase.label}: the iterable of batches raised {type(item).__name__}: {item}")
+                error.__cause__, item = item, error
             if self.stream.processes > 1:
-                item = self.stream.agree_on_chunk(item, self.phase)
-            if isinstance(item, DataError):
-                raise item
+                item = self.stream.agree_on_chunk(item)
             if isinstance(item, BaseException):
-                raise DataError(f"{self.phase.label}: the iterable of batches raised {type(item).__name__}: {item}") from item
+                raise item
             self.current = item
         return self.current.arrays, max(0, min(wanted, self.current.end - step))
 
@@ -497,19 +499,22 @@ class Stream:
     def __init__(self, batches: Batches):
         self.batches = batches
         self.processes = distributed.processes()
-        # across processes, a re-iterable source whose passes are longer than another process's is cut to its length
-        # (agreed whatever this process's source is: another process's may be of another kind, and must not wait alone)
-        shortest = agreed_per_epoch(batches) if self.processes > 1 else None
-        self.reader = Reader(batches, shortest if not batches.one_shot and shortest != batches.batches_per_epoch else None)
         self.waited = 0.0  # seconds the chunk loop waited for batches, over the phases so far
-        structure = self.reader.structure
-        # per leaf, the sharding of each batch (`Batches(sharding=)`; across processes, by default rows over
-        # every device) and of its stacked chunks; None: one device
-        self.row_shardings = batch_shardings(batches.sharding, structure.first, across=self.processes > 1)
-        self.chunk_shardings = [_stacked(s) for s in self.row_shardings] if self.row_shardings else None
-        # per leaf, a global batch's shape and dtype: across processes, each process's batches are its share of it
-        self.global_shapes = [_global_shape(sh, shape) for sh, (shape, _) in zip(self.row_shardings, structure.specs)] if self.processes > 1 else None
-        self.specs = [(g, dtype) for g, (_, dtype) in zip(self.global_shapes, structure.specs)] if self.global_shapes else structure.specs
+        with distributed.Held() as reading:  # (an empty source, a refused sharding: on one process only, maybe)
+            self.reader = Reader(batches)
+            structure = self.reader.structure
+            # per leaf, the sharding of each batch (`Batches(sharding=)`; across processes, by default rows over
+            # every device) and of its stacked chunks; None: one device
+            self.row_shardings = batch_shardings(batches.sharding, structure.first, across=self.processes > 1)
+            self.chunk_shardings = [_stacked(s) for s in self.row_shardings] if self.row_shardings else None
+            # per leaf, a global batch's shape and dtype: across processes, each process's batches are its share of it
+            self.global_shapes = [_global_shape(sh, shape) for sh, (shape, _) in zip(self.row_shardings, structure.specs)] if self.processes > 1 else None
+            self.specs = [(g, dtype) for g, (_, dtype) in zip(self.global_shapes, structure.specs)] if self.global_shapes else structure.specs
+        if self.processes > 1:
+            # a re-iterable source whose passes are longer than another process's is cut to its length (agreed
+            # whatever this process's source is: another process's may be of another kind, and must not wait alone)
+            shortest = agreed_per_epoch(batches, reading.problem)
+            self.reader.pass_length = shortest if not batches.one_shot and shortest != batches.batches_per_epoch else None
 
     @property
     def first(self):
@@ -528,20 +533,19 @@ class Stream:
         size = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in self.reader.structure.specs)
         return max(1, min(MAX_CHUNK, CHUNK_BYTES // max(size, 1)))
 
-    def feed(self, phase: P.PhasePlan, start: int, chunk: int, position: dict | None = None) -> Feed:
+    def feed(self, phase: P.PhasePlan, start: int, chunk: int, position: dict | None = None, problem: Exception | None = None) -> Feed:
         """Phase `phase`'s feed from phase-local step `start` (at `position`, resuming a checkpoint).
 
         Across processes every process gets here for each phase, and what it found is agreed (a
-        collective) before any batch is sent: an error on one process is raised on every one."""
-        problem, ran_out = None, False
-        try:
-            self.check(phase)
-            self._stand(phase, position)
-            ran_out = self.reader.batches.one_shot and not self.reader.pending and self._ran_out()
-        except Exception as exc:
-            if self.processes == 1:
-                raise
-            problem = exc
+        collective) before any batch is sent, with the `problem` the runner's start of the phase
+        met (`distributed.Held`): an error on one process is raised on every one."""
+        ran_out = False
+        if problem is None:
+            with distributed.Held() as starting:
+                self.check(phase)
+                self._stand(phase, position)
+                ran_out = self.reader.batches.one_shot and not self.reader.pending and self._ran_out()
+            problem = starting.problem
         if self.processes > 1:
             self._agree_on_start(phase, problem, ran_out)
         elif ran_out:
@@ -587,7 +591,7 @@ class Stream:
     def _agree_on_start(self, phase: P.PhasePlan, problem: Exception | None, ran_out: bool) -> None:
         """Across processes, at a phase's start (a collective): every process's batches have one
         structure, none met a problem, and each has batches left; else every process raises."""
-        found = distributed.gather_json([describe(self.first), ran_out, problem is not None])
+        found = distributed.gather_json([describe(self.first), ran_out, distributed.failure(problem)])
         structures = [structure for structure, _, _ in found]
         if len(set(structures)) > 1:
             listed = "; ".join(f"process {i}: {structure}" for i, structure in enumerate(structures))
@@ -595,24 +599,17 @@ class Stream:
                 f"{phase.label}: the processes read batches of different structures, shapes or dtypes ({listed}); "
                 "expected the same on every process (each reads its share of every global batch)"
             )
-        if problem is not None:
-            raise problem
-        if failed := [i for i, (_, _, bad) in enumerate(found) if bad]:
-            raise DataError(f"{phase.label}: {_processes(failed)} could not start reading its batches (its own error says why); every process stops here")
+        distributed.failed_together(problem, [failure for _, _, failure in found])
         if short := [i for i, (_, out, _) in enumerate(found) if out]:
-            raise self._ran_out_error(phase, f"the one-shot iterator of {_processes(short)}")
+            raise self._ran_out_error(phase, f"the one-shot iterator of {distributed.named(short)}")
 
-    def agree_on_chunk(self, item, phase: P.PhasePlan):
+    def agree_on_chunk(self, item):
         """Across processes, a chunk the runner takes (a collective, in the runner's thread: every
         process takes its chunks in the same order): the fewest batches any process read (another
         process's one-shot iterator ran out: so has the run's data), or the error of a process that
-        failed to read it, raised on every process."""
-        failed = isinstance(item, BaseException)
-        rows = distributed.gather_ints([-1 if failed else len(item.rows)])[:, 0]
-        if failed:
-            return item
-        if (rows < 0).any():
-            return DataError(f"{phase.label}: {_processes(np.flatnonzero(rows < 0))} could not read its batches (its own error says why); every process stops here")
+        failed to read it (`item`), raised on every process (`distributed.agree`)."""
+        failed = isinstance(item, Exception)
+        rows = distributed.agree(item if failed else None, [0 if failed else len(item.rows)])[:, 0]
         least = int(rows.min())
         if least < len(item.rows):
             item.spare, item.rows, item.exhausted = item.rows[least:], item.rows[:least], True
@@ -632,12 +629,6 @@ class Stream:
                     f"{phase.label} has `batch {phase.batch}` but the batches are {self.described()}; "
                     f"expected a leading axis of {phase.batch} in every array (or no `batch`: an iterable's batches come made)"
                 )
-
-
-def _processes(indices) -> str:
-    """`process 1`, `processes 0, 2`."""
-    indices = [int(i) for i in indices]
-    return f"process {indices[0]}" if len(indices) == 1 else f"processes {', '.join(map(str, indices))}"
 
 
 SHARDING_FORM = "a jax.sharding.NamedSharding (such as `NamedSharding(mesh, PartitionSpec(\"data\"))`: each batch's leading axis split over the mesh's `data` axis), or a pytree of them with the batch's structure"

@@ -246,6 +246,20 @@ def _split_rows(data):
     return data
 
 
+def _ready_together(failure: tuple[int, str] | None) -> tuple[int, str] | None:
+    """Across processes, whether every process is ready to train (a collective): all train or none
+    does, for a process that fails here (its data, its loss check) would leave the others waiting
+    in the run's first collective. Another process's failure is this one's too: said naming that
+    process, with its message and its exit status."""
+    from schedc.runtime import distributed
+
+    said = distributed.gather_json(failure)
+    failed = [(i, found[1].removeprefix("schedc run: ")) for i, found in enumerate(said) if found is not None]
+    if failure is not None or not failed:
+        return failure
+    return said[failed[0][0]][0], f"schedc run: {distributed.stopped_by(failed)}"
+
+
 def _writer() -> bool:
     """Whether this process prints the results: the only one, or process 0 of a distributed job."""
     from schedc.runtime import distributed
@@ -310,6 +324,7 @@ def run(args) -> int:
     if args.best_by is not None and not swept:
         print("schedc run: --best-by ranks the settings of a --sweep; give --sweep NAME=V1,V2,...", file=sys.stderr)
         return 2
+    failure = None  # (exit status, message) when this process cannot train
     try:
         # the model: --model, else the file's `model` directive (a missing one is a diagnostic)
         program = api.compile(path, args.model, key=args.seed, **{**sweep_placeholders(swept, path), **dict(args.set)})
@@ -326,14 +341,16 @@ def run(args) -> int:
         _check_loss(loss, program.model, data_args, data_kwargs, args.loss or program.plan.loss, program.state)
         evaluation = _evaluation(program.plan, path.parent)
     except SchedError as err:
-        print(err.render(), file=sys.stderr)
-        return 1
+        failure = (1, err.render())
     except UserCodeError as err:
-        print(f"schedc run: {err}", file=sys.stderr)
-        return 1
+        failure = (1, f"schedc run: {err}")
     except (LookupError, ImportError, OSError, ValueError) as err:
-        print(f"schedc run: {err}", file=sys.stderr)
-        return 2
+        failure = (2, f"schedc run: {err}")
+    if distributed:
+        failure = _ready_together(failure)
+    if failure is not None:
+        print(failure[1], file=sys.stderr)
+        return failure[0]
     if swept:
         return _run_sweep(program, swept, loss, data_args, data_kwargs, evaluation, args, out)
     if batches is not None:  # the run reads the batches itself (the first again)
@@ -410,6 +427,7 @@ def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: P
     """Run the fit; save what completed whatever happens; the exit status."""
     from schedc.runtime import checkpoint as ckpt
     from schedc.runtime.data import DataError
+    from schedc.runtime.distributed import ProcessFailed
     from schedc.runtime.evaluation import EvalError
     from schedc.runtime.runner import RunError
 
@@ -448,6 +466,10 @@ def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: P
         if args.checkpoint:
             print(f"schedc run: the checkpoint in {args.checkpoint}/ resumes the run (run the same command again)", file=sys.stderr)
         return 128 + int(signum)
+    except ProcessFailed as err:  # another process failed (its own error says how)
+        print(f"error: {err}", file=sys.stderr)
+        _save_partial(getattr(err, "result", None), out)
+        return 1
     except Exception as err:  # the user's loss failed while running (after the eval_shape check)
         print(f"schedc run: the loss failed while training: {_describe(err)}{_where(err)}", file=sys.stderr)
         _save_partial(getattr(err, "result", None), out)

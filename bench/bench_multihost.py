@@ -5,9 +5,11 @@ streaming costs per chunk (the collective that agrees on each chunk's batches).
 Each process runs the same script; process 0 prints the numbers. The sweep: 8 settings of a
 4-phase linear fit (each phase another free set or optimizer: phase by phase, 4 programs), the
 data split by rows over the 8 devices; "cold" is the first run of each (compiles included),
-"steady" the median of the next passes, fused and phase by phase alternating. Streaming: the
-median time of one `distributed.gather_ints` (the per-chunk agreement) and of one streamed run
-of 64 steps in chunks of 8 (8 agreements), each process reading its 32 rows of every batch of 64.
+"steady" the median of the next passes, fused and phase by phase alternating. The agreements: the
+median time of one `distributed.gather_ints` (what a chunk's end costs: `distributed.agree`, the
+stop a signal asks for and whether some process failed; a streamed chunk agrees once more on its
+batches), of a run of 64 steps on arrays in chunks of 8 (8 chunk ends, 7 of them agreed, `fuse=False`),
+and of one streamed run of 64 steps in chunks of 8, each process reading its 32 rows of every batch of 64.
 
     .venv/bin/python bench/bench_multihost.py
 """
@@ -71,6 +73,14 @@ for _ in range(200):
     gathers.append(time.perf_counter() - started)
 found["gather_ms"] = 1e3 * float(np.median(gathers[20:]))
 
+arrays = schedc.compile("phase 64 lr 0.01 < free w, b >", model)
+runs = []
+for _ in range(passes + 1):
+    started = time.perf_counter()
+    arrays.run(loss, x, y, chunk=8, quiet=True, fuse=False)
+    runs.append(time.perf_counter() - started)
+found["array_run_ms"] = 1e3 * float(np.median(runs[1:]))
+
 GLOBAL = [(X[i : i + 64], Y[i : i + 64]) for i in range(0, 1024, 64)]
 mine = [(a[pid * 32 : (pid + 1) * 32], b[pid * 32 : (pid + 1) * 32]) for a, b in GLOBAL]
 streamed = schedc.compile("phase 64 lr 0.01 < free w, b >", model)
@@ -104,6 +114,7 @@ def main() -> None:
         print(f"  {kind:7s} cold {found[f'cold_{kind}']:.2f} s ({found[f'compiles_{kind}']} compiles), steady median {found[f'steady_{kind}'] * 1e3:.0f} ms")
     print(f"  steady phase by phase / fused: {found['steady_phases'] / found['steady_fused']:.2f}x; final losses equal: {found['finals_fused'] == found['finals_phases']}")
     print(f"per-chunk agreement (gather_ints): median {found['gather_ms']:.3f} ms")
+    print(f"run on arrays, 64 steps in chunks of 8: median {found['array_run_ms']:.0f} ms")
     print(f"streamed run, 64 steps in chunks of 8: median {found['stream_run_ms']:.0f} ms")
 
 

@@ -103,7 +103,7 @@ def gather_json(value) -> list:
 
 class ProcessFailed(RuntimeError):
     """Another process of the run failed where every process goes on together (`agree`); raised on
-    the others when its error is not one of the kinds they raise as it is (`_KINDS`)."""
+    the others when its error is not one of the kinds they raise as it is (`_kinds`)."""
 
 
 class Held:
@@ -147,7 +147,7 @@ def failure(problem: Exception | None):
 
 def failed_together(problem: Exception | None, failures: list) -> None:
     """Raise on every process, given every process's `failure()` (gathered), when any is not None:
-    on a failing process its own `problem`; on the others, for a failure of one of `_KINDS` (a
+    on a failing process its own `problem`; on the others, for a failure of one of `_kinds()` (a
     DataError, EvalError or CheckpointError) an error of that kind, else a ProcessFailed, saying
     `process 1 failed, so every process stops here: <its message>`."""
     failed = [(i, said) for i, said in enumerate(failures) if said is not None]

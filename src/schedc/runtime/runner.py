@@ -694,6 +694,7 @@ class Runner:
         self.state = RunnerState()
         self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None
         # set (to the signal number) by a SIGINT/SIGTERM handler: the run stops at the next chunk boundary
+        # (decided through `stopping()`, which across processes agrees it)
         self.stop_signal: int | None = None
         self.evaluator = evaluator  # an evaluation.Evaluator (`eval` / `metrics=`), or None
         self.fuse = fuse  # run consecutive phases as fused segments where `segment_end` allows

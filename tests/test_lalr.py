@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import io
 import os
+from functools import lru_cache
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lark.exceptions import UnexpectedInput
+from test_fuzz import _examples, files, mutated
 from test_syntax_kept_parser import spans
 from test_syntax_lexer import BROKEN, TEXTS, stock_parser
 
 from schedc.lang import lalr, syntax
+from schedc.tooling.fmt import unparse
 
 
 @pytest.fixture
@@ -120,3 +125,23 @@ def test_a_text_lark_refuses_is_diagnosed_by_lark(cache_home):
     """The tables refuse it; `parse` reports lark's errors and keeps every item that parses."""
     result = syntax.parse("phase 10 lr 0.1 < free a >\nphase 20 lr < free b >\nphase 30 < free c >\n")
     assert [d.code for d in result.diagnostics] == ["E0001"] and [i.steps.value for i in result.file.items] == [10, 30]
+
+
+# ---------------------------------------------------------------- many texts: generated and mutated
+
+
+@lru_cache(maxsize=None)
+def tables_at(hot: bool) -> lalr.Tables:
+    """Tables whose lexers compile their alternation at once (`hot`) or never."""
+    tables = read_tables()
+    for lexer in set(tables.lexer_of):
+        lexer.left = 1 if hot else 10**9
+    return tables
+
+
+@_examples(150)
+@given(st.one_of(files.map(unparse), mutated()), st.booleans())
+def test_generated_and_mutated_texts_parse_as_lark(text, hot):
+    """The property `test_parses_as_lark` checks on fixed files, on the syntax trees and mutated
+    example files of tests/test_fuzz.py."""
+    assert by_tables(tables_at(hot), text) == by_lark(text)

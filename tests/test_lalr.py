@@ -5,10 +5,14 @@ refuses, which `parse` then gives to lark for its diagnostics."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import os
+import types
 from functools import lru_cache
 
+import lark.parse_tree_builder
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -145,3 +149,88 @@ def test_generated_and_mutated_texts_parse_as_lark(text, hot):
     """The property `test_parses_as_lark` checks on fixed files, on the syntax trees and mutated
     example files of tests/test_fuzz.py."""
     assert by_tables(tables_at(hot), text) == by_lark(text)
+
+
+# ---------------------------------------------------------------- lark not as the tables know it
+
+
+class _ParserWithout:
+    """`parse`'s lark parser as another lark might make it: its LALR driver without `parse_table`
+    (`Tables.read` meets an AttributeError), or its rules' callbacks of another kind; it parses as
+    the real one."""
+
+    def __init__(self, real: syntax._AstParser, callbacks: dict | None = None) -> None:
+        self.real, self.lexer = real, real.lexer
+        driver = types.SimpleNamespace() if callbacks is None else types.SimpleNamespace(parse_table=real.lalr.parser.parse_table, callbacks=callbacks)
+        self.lalr = types.SimpleNamespace(parser=driver)
+
+    def parse(self, text):
+        return self.real.parse(text)
+
+    def get_terminal(self, name):
+        return self.real.get_terminal(name)
+
+
+TEXT = "# a comment\nphase 10 lr 0.1 < free a >\nphase 20 lr < free b >\n"
+
+
+def _unknown_kind(callbacks: dict) -> dict:
+    """Each callback wrapped in a callable lark 1.2-1.3 does not make (as lark's `PropagatePositions` wraps them)."""
+    return {rule: functools.partial(callback) for rule, callback in callbacks.items()}
+
+
+@pytest.mark.parametrize(
+    "another",
+    [
+        lambda real, monkeypatch: _ParserWithout(real),  # an attribute missing: AttributeError
+        lambda real, monkeypatch: _ParserWithout(real, _unknown_kind(real.lalr.parser.callbacks)),  # callbacks of another kind
+        lambda real, monkeypatch: _ParserWithout(real, {rule: _entries_of_another_shape(c) for rule, c in real.lalr.parser.callbacks.items()}),  # another shape
+        lambda real, monkeypatch: monkeypatch.delattr(lark.parse_tree_builder, "ExpandSingleChild") or real,  # a class gone: ImportError
+    ],
+    ids=["attribute", "callback", "shape", "class"],
+)
+def test_lark_not_as_the_tables_know_it_parses_with_lark(cache_home, monkeypatch, another):
+    """Tables that cannot be read from lark's objects are none: lark parses every text, with the same
+    result, and no tables are kept."""
+    expected = syntax.parse(TEXT)
+    syntax._tables.cache_clear()
+    for kept in cache_home.glob("parser-*.tables"):
+        kept.unlink()
+    made = another(syntax._ast_parser(), monkeypatch)
+    monkeypatch.setattr(syntax, "_ast_parser", lambda *a: made)
+    got = syntax.parse(TEXT)
+    assert (got.file, spans(got.file), got.comments, got.diagnostics) == (expected.file, spans(expected.file), expected.comments, expected.diagnostics)
+    assert syntax._tables() is None and not list(cache_home.glob("parser-*.tables"))
+
+
+def _entries_of_another_shape(callback):
+    """A ChildFilter whose `to_include` entries have a field more than lark 1.2-1.3's (others as they are)."""
+    if not isinstance(callback, lark.parse_tree_builder.ChildFilter):
+        return callback
+    odd = copy.copy(callback)
+    odd.to_include = [(*entry, 0) for entry in callback.to_include]
+    return odd
+
+
+def test_another_lark_version_keeps_no_tables(cache_home, monkeypatch):
+    """The tables run what lark 1.2-1.3's runtime does: with another lark, lark parses."""
+    monkeypatch.setattr(syntax.lark_runtime, "version", lambda: "2.0.0")
+    assert syntax.parse(TEXT).file.items[0].steps.value == 10
+    assert syntax._tables() is None and not list(cache_home.glob("parser-*.tables"))
+
+
+@pytest.mark.parametrize("change", ["lark", "grammar"])
+def test_kept_tables_are_keyed_on_lark_and_the_grammar(cache_home, monkeypatch, change):
+    """A new lark or grammar never loads the tables an older one kept: they are read again."""
+    syntax.parse(TEXT)
+    (old,) = cache_home.glob("parser-*.tables")
+    if change == "lark":
+        monkeypatch.setattr(syntax.lark_runtime, "version", lambda: "1.3.99")
+    else:
+        real = syntax.__loader__
+        monkeypatch.setattr(syntax, "__loader__", types.SimpleNamespace(get_data=lambda path: real.get_data(path) + b"\n// changed\n"))
+    assert syntax._cache_file(False, "tables") != str(old)
+    syntax._tables.cache_clear()
+    monkeypatch.setattr(lalr.Tables, "load", lambda file: pytest.fail("tables of another lark or grammar loaded"))
+    assert syntax.parse(TEXT).file.items[0].steps.value == 10
+    assert len(list(cache_home.glob("parser-*.tables"))) == 2

@@ -96,7 +96,9 @@ class Tables:
     def read(cls, lalr, lexer, reducers: dict, on_token: dict) -> Tables | None:
         """The tables of lark's LALR parser `lalr` (its `_Parser`, with the callbacks lark made from
         `reducers`, {rule name: callable}) and its contextual `lexer` (with `on_token`, lark's
-        `lexer_callbacks`); None when they hold something `parse` does not run as lark would."""
+        `lexer_callbacks`); None when they hold something `parse` does not run as lark would. (lark
+        objects made otherwise than by lark 1.2-1.3, an attribute or class missing, may raise
+        ImportError, AttributeError, TypeError...: the caller reads them as None.)"""
         from lark.lexer import UnlessCallback
         from lark.parse_tree_builder import ChildFilter, ExpandSingleChild
         from lark.parsers.lalr_analysis import Shift
@@ -107,7 +109,9 @@ class Tables:
         for rule, callback in lalr.callbacks.items():
             include, append_none, single = [(i, False, 0) for i in range(len(rule.expansion))], 0, False
             if isinstance(callback, ChildFilter):
-                include = [(entry + (0,))[:3] for entry in callback.to_include]  # (NoPlaceholders: 2-tuples)
+                include = [(*entry, 0) if len(entry) == 2 else tuple(entry) for entry in callback.to_include]  # (NoPlaceholders: 2-tuples)
+                if any(len(entry) != 3 for entry in include):  # entries of a shape `_reduce` does not know
+                    return None
                 append_none, callback = getattr(callback, "append_none", 0), callback.node_builder
             if isinstance(callback, ExpandSingleChild):
                 single, callback = True, callback.node_builder

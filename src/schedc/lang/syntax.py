@@ -290,7 +290,8 @@ def _tree_callbacks(built: Lark) -> None:
 def _tables() -> lalr.Tables | None:
     """The LALR tables `parse` runs without lark (schedc.lang.lalr), read from `_ast_parser()`'s and
     kept (`marshal`: plain data, loaded in C) in a private file as the parsers are; None where there
-    is no such file (lark then parses everything)."""
+    is no such file, or where lark's objects are not what `Tables.read` knows (lark then parses
+    everything)."""
     kept = _cache_file(False, "tables")
     if kept is None:
         return None
@@ -300,7 +301,10 @@ def _tables() -> lalr.Tables | None:
         if loaded is not None:
             return loaded
     made = _ast_parser()
-    tables = lalr.Tables.read(made.lalr.parser, made.lexer, vars(_REDUCERS), _ON_TOKEN)
+    try:
+        tables = lalr.Tables.read(made.lalr.parser, made.lexer, vars(_REDUCERS), _ON_TOKEN)
+    except (ImportError, AttributeError, TypeError, ValueError, KeyError, IndexError):  # lark's objects not as lark 1.2-1.3 makes them
+        return None
     if tables is not None:
         _write(kept, tables.dump)
     return tables
@@ -310,7 +314,7 @@ def _cache_file(strict: bool, kind: str = "lark") -> str | None:
     """Where the parser may be kept (`kind` "lark": lark's tables; "pickle": `parser()` whole; "ast":
     `parse`'s `_AstParser` whole; "tables": `_tables()`): a file in a folder only this user can
     write (~/.cache/schedc, or $XDG_CACHE_HOME/schedc), or None (no cache) when there is no such
-    folder. The name carries the grammar, lark and Python versions (and, for the others, the size
+    folder (and for "tables" with a lark other than the versions they run as, `lark_runtime.TESTED`). The name carries the grammar, lark and Python versions (and, for the others, the size
     and time of this module and of the modules whose classes or readers made them); lark checks a
     hash of grammar and options again before it uses its file."""
     if not hasattr(os, "getuid"):  # no POSIX ownership to check: build the tables every time
@@ -325,6 +329,8 @@ def _cache_file(strict: bool, kind: str = "lark") -> str | None:
         # pkgutil.get_data does (importing pkgutil, or importlib.resources, costs ~1-3 ms more)
         grammar = __loader__.get_data(os.path.join(os.path.dirname(__file__), "grammar", "sched.lark"))
         versions = (strict, lark_runtime.version(), sys.version_info[:2])
+        if kind == "tables" and not lark_runtime.TESTED.match(versions[1]):  # (they run as lark 1.2-1.3's runtime runs)
+            return None
         if kind != "lark":
             for module in (__file__, lalr.__file__, os.path.join(os.path.dirname(__file__), "lark_lexer.py")):
                 made_by = os.stat(module)

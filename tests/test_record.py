@@ -107,3 +107,53 @@ print(before, dataclasses.is_dataclass(p), [(f.name, f.compare, f.repr, f.defaul
 def test_replace_refuses_an_unknown_field():
     with pytest.raises(TypeError, match="no field 'z'"):
         rec.replace(Point(1), z=2)
+
+
+def _parsed():
+    from schedc.lang import syntax
+
+    return syntax.parse("let w = cosine(0.1 -> 1e-3)\nphase warm 10 lr w < free a.*; stop when loss < 1e-3 over 5 >\n")
+
+
+def _records():
+    """Records the project copies and pickles: a point, a diagnostic (severity filled in), a source
+    (its `lines` made from its text), a parsed file (nodes, spans) and a whole parse."""
+    from schedc.lang.diagnostics import Diagnostic, Source
+
+    parsed = _parsed()
+    return [Point(1, 2, "t"), Diagnostic("W0101", "unused", parsed.file.span), Source("f.sched", "a\nb"), parsed.file, parsed]
+
+
+@pytest.mark.parametrize("made", range(5), ids=["point", "diagnostic", "source", "file", "parse"])
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_copies_and_pickles_are_equal_with_every_attribute(made, how):
+    import copy
+
+    from test_syntax_kept_parser import spans
+
+    value = _records()[made]
+    again = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": lambda v: pickle.loads(pickle.dumps(v))}[how](value)
+    assert again == value and type(again) is type(value) and vars(again) == vars(value)
+    assert how == "copy" or again is not value
+    if made >= 3:  # nodes: spans are not compared by `==`
+        assert spans(getattr(again, "file", again)) == spans(getattr(value, "file", value))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.x = 1
+
+
+def test_equal_and_hashed_alike_before_and_after_made_a_dataclass():
+    """Making a record class a dataclass changes none of its instances' equality, hash or repr."""
+
+    @record
+    class Late(Record):
+        x: int
+        y: tuple = ()
+        note: str = field(default="", compare=False)
+
+    made = Late(1, (2,), "n")
+    before = (hash(made), repr(made), made == Late(1, (2,)), made != Late(2), made.__match_args__)
+    assert "__dataclass_fields__" not in Late.__dict__ or isinstance(Late.__dict__["__dataclass_fields__"], rec._AsDataclass)
+    assert [f.name for f in dataclasses.fields(Late)] == ["x", "y", "note"]
+    after = (hash(made), repr(made), made == Late(1, (2,)), made != Late(2), made.__match_args__)
+    assert before == after == (hash((1, (2,))), f"{Late.__qualname__}(x=1, y=(2,), note='n')", True, True, ("x", "y", "note"))
+    assert Late(3).y == () and Late.y == ()

@@ -157,3 +157,41 @@ def test_equal_and_hashed_alike_before_and_after_made_a_dataclass():
     after = (hash(made), repr(made), made == Late(1, (2,)), made != Late(2), made.__match_args__)
     assert before == after == (hash((1, (2,))), f"{Late.__qualname__}(x=1, y=(2,), note='n')", True, True, ("x", "y", "note"))
     assert Late(3).y == () and Late.y == ()
+
+
+@record
+class Base(Record):
+    x: int
+    y: int = 0
+
+
+@record
+class Child(Base):
+    z: str = "z"
+    y: int = 5  # (a default overridden: the field keeps its place)
+
+
+class Plain(Base):
+    """A subclass that is no record of its own."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataBase:
+    x: int
+    y: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DataChild(DataBase):
+    z: str = "z"
+    y: int = 5
+
+
+def test_a_record_of_a_record_has_its_bases_fields_as_a_dataclass_has():
+    made, data = Child(1, 2, "a"), DataChild(1, 2, "a")
+    assert repr(made) == repr(data).replace("DataChild", "Child") and Child.__match_args__ == DataChild.__match_args__
+    assert rec.as_dict(Child(1)) == dataclasses.asdict(DataChild(1)) and rec.replace(made, x=3) == Child(3, 2, "a")
+    assert [(f.name, f.default) for f in dataclasses.fields(Child)] == [(f.name, f.default) for f in dataclasses.fields(DataChild)]
+    assert (Child.y, Base.y, Child(x=1).y) == (5, 0, 5) and made != Base(1, 2) and hash(made) == hash(data)
+    assert dataclasses.is_dataclass(Plain(1)) and [f.name for f in dataclasses.fields(Plain)] == ["x", "y"] and Plain(1) == Plain(1, 0)
+    assert Child.__doc__ == "Child(x, y, z)"

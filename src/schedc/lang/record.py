@@ -8,7 +8,8 @@ one base class `Record`, told which fields the class has (its annotations, in or
 as class attributes or `field(default=..., repr=..., compare=...)`): built from its fields in
 order, positionally or by name; equal (and hashed) by the class and the fields compared; repr of
 the fields shown; immutable; `replace` and `as_dict` as `dataclasses` has them. Defaults are
-constants (no `default_factory`) and there is no `__post_init__`. The syntax tree's nodes are records.
+constants (no `default_factory`) and there is no `__post_init__`. A record subclass of a record has its
+base's fields first, as a dataclass's has. The syntax tree's nodes are records.
 
 A record is still a dataclass for any code that asks (`dataclasses.fields`, `replace`, `asdict`,
 `is_dataclass`; for type checkers `record` is a `dataclass_transform`): the first look at its
@@ -102,9 +103,7 @@ class Record:
 def record(cls: type) -> type:
     """Make `cls` (a subclass of `Record` with annotated fields) a record: told which fields it has,
     its defaults class attributes (as a dataclass's)."""
-    if cls.__doc__ is None:  # (as `dataclass` writes one)
-        cls.__doc__ = f"{cls.__name__}({', '.join(cls.__annotations__)})"
-    declared = {}  # name -> (default, options)
+    declared = dict(cls._record_fields)  # name -> (default, options): a base record's first (as a dataclass's)
     for name in cls.__dict__.get("__annotations__", {}):
         value = cls.__dict__.get(name, MISSING)
         spec = value if isinstance(value, field) else field(default=value)
@@ -116,13 +115,15 @@ def record(cls: type) -> type:
             setattr(cls, name, spec.default)
     cls._record_fields = declared
     cls._init_names = tuple(declared)
+    if cls.__doc__ is None:  # (as `dataclass` writes one)
+        cls.__doc__ = f"{cls.__name__}({', '.join(cls._init_names)})"
     cls._defaults = {name: default for name, (default, _) in declared.items() if default is not MISSING}
     cls._repr_names = tuple(name for name, (_, options) in declared.items() if options["repr"])
     compared = [name for name, (_, options) in declared.items() if options["compare"]]
     if compared:
         cls._key = staticmethod(attrgetter(*compared) if len(compared) > 1 else _one_tuple(compared[0]))
     cls.__match_args__ = cls._init_names
-    cls.__dataclass_fields__ = _AsDataclass()
+    cls.__dataclass_fields__ = _AsDataclass(cls)
     return cls
 
 
@@ -152,17 +153,23 @@ _made_dataclass = _thread.RLock()
 class _AsDataclass:
     """A record class's `__dataclass_fields__` until something asks for it: then the class is made a
     dataclass (`dataclass(init=False, repr=False, eq=False)`, its methods still `Record`'s) with
-    the fields `record` found, and the standard library's fields are the answer."""
+    the fields `record` found, and the standard library's fields are the answer (a subclass that is
+    no record of its own has its record base's, as a dataclass's subclass has)."""
+
+    def __init__(self, record_class: type) -> None:
+        self.record_class = record_class
 
     def __get__(self, obj, cls: type) -> dict:
         import dataclasses
 
+        made = self.record_class
         with _made_dataclass:
-            if cls.__dict__.get("__dataclass_fields__") is self:  # (not made by another thread meanwhile)
-                for name, (default, options) in cls._record_fields.items():
-                    setattr(cls, name, dataclasses.field(**({} if default is MISSING else {"default": default}), **options))
-                dataclasses.dataclass(init=False, repr=False, eq=False, match_args=False)(cls)
-        return cls.__dict__["__dataclass_fields__"]
+            if made.__dict__.get("__dataclass_fields__") is self:  # (not made by another thread meanwhile)
+                for name in made.__dict__.get("__annotations__", {}):  # (its own: the bases' are made from theirs)
+                    default, options = made._record_fields[name]
+                    setattr(made, name, dataclasses.field(**({} if default is MISSING else {"default": default}), **options))
+                dataclasses.dataclass(init=False, repr=False, eq=False, match_args=False)(made)
+        return made.__dict__["__dataclass_fields__"]
 
 
 def _one_tuple(name: str):

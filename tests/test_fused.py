@@ -129,6 +129,35 @@ def test_a_segment_run_again_under_x64_builds_its_program_for_that_width():
         assert_same_run(program.run(loss, quiet=True, fuse=False), program.run(loss, quiet=True))
 
 
+def constant_loss(m):  # float32's nearest to 0.7, below 0.7: `loss < 0.7` holds in float64 only
+    return jnp.sum(m["a"] * 0) + jnp.float32(0.7)
+
+
+def test_a_threshold_on_the_device_follows_x64_switched_on_between_runs():
+    """The segment's table (`fused._PLANS`) and a phase's numbers on the device (`runner._on_device`)
+    are kept per float width: made without `jax.enable_x64`, their float32 threshold was reused
+    under it, and a float32 loss of float32(0.7) was not found below 0.7."""
+    program = schedc.compile("phase 5 lr 0.1 < free a >\nphase 5 lr 0.1 < free a; stop when loss < 0.7 >", model())
+    for fuse in (True, False):
+        assert program.run(constant_loss, quiet=True, fuse=fuse).stop_reasons == ["completed", "completed"]
+    with jax.enable_x64(True):
+        for fuse in (True, False):
+            assert program.run(constant_loss, quiet=True, fuse=fuse).stop_reasons == ["completed", "loss"]
+
+
+def test_a_loss_change_window_follows_x64_switched_on_between_runs():
+    """A phase's fresh stop state is kept per float width: made without `jax.enable_x64`, its
+    float32 `loss_change` window rounded a float64 loss (1 - 3e-9 to 1.0), and the change of 1e-9
+    per step read as 4e-9 never went below 2e-9."""
+    text = "optimizer sgd\nphase 20 lr 1e-9 < free a; stop when loss_change < 2e-9 over 2 after 4 >"
+    schedc.compile(text, {"a": jnp.ones(1)}).run(lambda m: jnp.sum(m["a"]), quiet=True)
+    with jax.enable_x64(True):
+        program = schedc.compile(text, {"a": jnp.ones(1, jnp.float64)})
+        for fuse in (True, False):
+            (phase,) = program.run(lambda m: jnp.sum(m["a"]), quiet=True, fuse=fuse).phases
+            assert (phase.stop_reason, phase.steps_run) == ("loss_change", 5)
+
+
 @pytest.mark.parametrize("width", [6, 8])
 def test_one_schedule_on_models_of_two_shapes_builds_a_program_for_each(width, monkeypatch):
     """Same loss, same model structure, other array shapes: the program built for the first

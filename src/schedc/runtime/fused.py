@@ -64,7 +64,8 @@ def run_segment(runner, start: int, end: int, model, progress=None) -> list[Phas
         raise
 
 
-# (plans' phases, tree, start, end, chunk, window, previous signature) -> (prepared phases, segment signature, table)
+# (plans' phases, tree, start, end, chunk, window, previous signature, data shardings, float width) ->
+# (prepared phases, segment signature, table)
 _PLANS: OrderedDict = OrderedDict()
 _PLANS_KEPT = 64
 
@@ -72,15 +73,18 @@ _PLANS_KEPT = 64
 def _segment_plan(runner, start: int, end: int):
     """The segment's prepared phases, signature and table: built once per program and reused by
     its later runs (keyed by the identity of the plans' phases, which a Program keeps)."""
+    import jax
+
     phases = runner.plan.phases
     plans_phases = tuple(plan.phases for plan in runner.segment_plans())  # a sweep: every setting's
-    # (the data's sharding goes in minibatched phases' signatures: data sharded anew makes a new plan)
-    key = (tuple(map(id, plans_phases)), id(runner.leaves_source), start, end, runner.chunk, runner.window, runner.state.signature, minibatch.row_shardings(runner.data_arrays))
+    # (the data's sharding goes in minibatched phases' signatures: data sharded anew makes a new plan;
+    # so does the float width, as for the program (segment.compiled): the table's numbers and
+    # thresholds go to the device as float32 without `jax_enable_x64`, float64 with it)
+    key = (tuple(map(id, plans_phases)), id(runner.leaves_source), start, end, runner.chunk, runner.window, runner.state.signature, minibatch.row_shardings(runner.data_arrays), jax.config.jax_enable_x64)
     entry = _PLANS.get(key)
     if entry is not None and all(a is b for a, b in zip(entry[0], plans_phases)) and entry[1] is runner.leaves_source:
         _PLANS.move_to_end(key)
         return entry[2]
-    import jax
 
     prepared = [runner.prepare_phase(p) for p in phases[start:end]]
     per_setting = runner.items is not None and runner.items.numbers  # (a sweep's prepared numbers are stacked)

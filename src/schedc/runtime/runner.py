@@ -522,9 +522,10 @@ def phase_result(
 
 
 @lru_cache(maxsize=256)
-def _fresh_stop(signature: C.PhaseSignature) -> dict:
-    """A phase's initial stop state, on the device once per signature (its arrays are immutable;
-    building and copying them in cost ~0.1 ms per phase)."""
+def _fresh_stop(signature: C.PhaseSignature, x64: bool) -> dict:
+    """A phase's initial stop state, on the device once per signature and float width (`x64`, the
+    `loss_change` window's: `jax_enable_x64` switched on between runs widens it). Its arrays are
+    immutable; building and copying them in cost ~0.1 ms per phase."""
     import jax
 
     return jax.device_put(C.initial_stop_state(signature))
@@ -583,8 +584,8 @@ def _device_int32(value: int):
 _PREPARED: dict[tuple, tuple] = {}
 _PREPARED_KEPT = 4096
 
-# id(read-only host array) -> (the array, its copy on the device); emptied when full
-_DEVICE_COPIES: dict[int, tuple] = {}
+# (id(read-only host array), float width) -> (the array, its copy on the device); emptied when full
+_DEVICE_COPIES: dict[tuple, tuple] = {}
 _DEVICE_COPIES_KEPT = 1024
 
 
@@ -592,16 +593,19 @@ def _on_device(array: np.ndarray):
     """A phase's numbers (`PreparedPhase.numbers`, `.stop_numbers`) on the device, copied once, not
     at every chunk call. Only a read-only array is kept (a prepared phase's own, shared by every
     run of the phase: chunk._lowered): it cannot change, and the entry holds it, so its id is not
-    reused while the entry lives. A writeable one (a sweep's stacked numbers) goes as it is."""
+    reused while the entry lives. A writeable one (a sweep's stacked numbers) goes as it is.
+    Kept per float width too: the copy is float32 without `jax_enable_x64` (switched on between
+    runs, a threshold must be compared in float64)."""
     if array.flags.writeable:
         return array
-    entry = _DEVICE_COPIES.get(id(array))
-    if entry is None:
-        import jax
+    import jax
 
+    key = (id(array), jax.config.jax_enable_x64)
+    entry = _DEVICE_COPIES.get(key)
+    if entry is None:
         if len(_DEVICE_COPIES) >= _DEVICE_COPIES_KEPT:
             _DEVICE_COPIES.clear()
-        entry = _DEVICE_COPIES[id(array)] = (array, jax.device_put(array))
+        entry = _DEVICE_COPIES[key] = (array, jax.device_put(array))
     return entry[1]
 
 
@@ -998,7 +1002,9 @@ class Runner:
         return PhaseEvals(phase, self.evaluator)
 
     def _initial_stop(self, signature: C.PhaseSignature) -> dict:
-        return dict(_fresh_stop(signature))
+        import jax
+
+        return dict(_fresh_stop(signature, jax.config.jax_enable_x64))
 
     def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int):
         """Read one chunk call's outputs: (free, opt_state, stop, the losses of the steps run, the

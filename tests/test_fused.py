@@ -158,6 +158,38 @@ def test_a_loss_change_window_follows_x64_switched_on_between_runs():
             assert (phase.stop_reason, phase.steps_run) == ("loss_change", 5)
 
 
+def test_a_segment_whose_program_fails_runs_one_by_one_with_a_warning(monkeypatch):
+    """A fault of the fused program (here, its branch switch raising as it is traced) is not the
+    loss's: the phases run one by one, with the results of `fuse=False`, and a FusionWarning names
+    them and the failure (once: the run does not build fused programs again)."""
+    program = schedc.compile(TEXT, {"a": jnp.zeros(3), "b": jnp.ones(5)})  # shapes no other test compiles
+
+    def broken(*args):
+        raise RuntimeError("a fault of the segment's")
+
+    monkeypatch.setattr(segment, "_one_of", broken)
+    with pytest.warns(fused.FusionWarning, match=r"^phase 0 \.\. phase 7 ran one by one: .*\(RuntimeError: a fault of the segment's\)") as warned:
+        apart = program.run(loss, quiet=True)
+    assert len(warned) == 1
+    monkeypatch.undo()
+    assert_same_run(program.run(loss, quiet=True, fuse=False), apart)
+
+
+def test_a_loss_failing_in_a_fused_step_is_its_phases_error_without_a_warning():
+    """A loss that traces but fails in a step (not a scalar: no gradient) fails the fused program's
+    first call too: run one by one, the first phase raises the error, naming itself, and no
+    FusionWarning blames schedc."""
+    import warnings
+
+    program = schedc.compile(TEXT, model())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fused.FusionWarning)
+        with pytest.raises(TypeError, match="scalar") as info:
+            program.run(lambda m: (m["a"] - 1.0) ** 2, quiet=True)
+    assert any("while running phase 0" in note for note in info.value.__notes__)
+    assert info.value.result.phases == []
+
+
 @pytest.mark.parametrize("width", [6, 8])
 def test_one_schedule_on_models_of_two_shapes_builds_a_program_for_each(width, monkeypatch):
     """Same loss, same model structure, other array shapes: the program built for the first

@@ -9,6 +9,7 @@ _LAZY = {
     "read_model": "schedc.surface.api",
     "Batches": "schedc.plan.batches",
     "SchedError": "schedc.lang.diagnostics",
+    "FusionWarning": "schedc.runtime.fused",
     "schedule": "schedc.surface.schedule",
     "build_schedule": "schedc.surface.builder",
     "free_in": "schedc.surface.builder",

@@ -29,13 +29,34 @@ from schedc.runtime.evaluation import PhaseEvals
 from schedc.runtime.runner import AuxLog, CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result
 
 
-class NotFused(Exception):
-    """The segment cannot run fused: its loss cannot (`loss`: see segment._unfusable), or building
-    its program raised (the cause). The runner runs its phases one by one instead."""
+class FusionWarning(UserWarning):
+    """Phases that should have run fused ran one by one (same results, slower): their fused
+    program failed where each phase's own program did not, a fault of schedc's, not the loss's."""
 
-    def __init__(self, loss: bool = False):
+
+class NotFused(Exception):
+    """The segment cannot run fused: its loss cannot (`loss`: see segment._unfusable), a sweep's
+    settings differ in structure, or its program's first call raised (`failure`). The runner runs
+    its phases one by one instead."""
+
+    def __init__(self, loss: bool = False, failure: Exception | None = None):
         super().__init__()
         self.loss = loss
+        self.failure = failure
+
+    def warn(self, phases) -> None:
+        """Say that the program of the segment of `phases` failed (`failure`) although they all ran
+        alone: a failing loss would have raised in its phase, so the fault is schedc's (its fused
+        programs are not built again in this run: the runner runs the rest one by one)."""
+        import warnings
+
+        failure = self.failure
+        warnings.warn(
+            f"{phases[0].label} .. {phases[-1].label} ran one by one: their fused program failed ({type(failure).__name__}: {failure}); "
+            "the results are those of fuse=False. Please report this as a schedc bug.",
+            FusionWarning,
+            stacklevel=4,
+        )
 
 
 def run_segment(runner, start: int, end: int, model, progress=None) -> list[PhaseResult]:
@@ -50,9 +71,10 @@ def run_segment(runner, start: int, end: int, model, progress=None) -> list[Phas
     finished: the runner then stops as after a phase.
 
     Raises:
-        NotFused: when the loss has host callbacks, or building the program raised (a loss that
-            fails to trace, say): the runner then runs the phases one by one, so an error names
-            the phase it is in and a failing callback keeps the phases before it.
+        NotFused: when the loss has host callbacks or fails to trace, or the program's first call
+            raised: the runner then runs the phases one by one, so an error of the loss names the
+            phase it is in and a failing callback keeps the phases before it. (When those phases
+            all run alone, the runner warns: `NotFused.warn`.)
     """
     try:
         return _run(runner, start, end, model, progress)
@@ -190,8 +212,8 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         try:
             state, out = program.call(state, segment.table, key, initial_arrays, data_arrays, program.budget(budget), segment.validation)
         except Exception as exc:
-            if not program.ran:
-                raise NotFused() from exc
+            if not program.ran:  # (it built no program: the loss's error, or schedc's, see NotFused.warn)
+                raise NotFused(failure=exc) from exc
             raise
         program.ran = True
         # (read with host_array: items sharded over other processes are gathered, a collective every process takes)

@@ -1051,6 +1051,7 @@ class Runner:
         try:
             with stop_on_signals(self), _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
                 index = start
+                failed = None  # (NotFused, start, end) of a segment whose program failed: warned once its phases ran alone
                 while index < len(self.plan.phases):
                     end = self.segment_end(index)
                     if self.processes > 1:  # (an evaluation's check may fail on one process only: `_evaluable`)
@@ -1058,7 +1059,9 @@ class Runner:
                     try:
                         phase_results = run_segment(self, index, end, model, progress if progress.bar else None) if end - index > 1 else None
                     except NotFused as reason:  # one by one: an error names its phase, a failing callback keeps the phases before
-                        self.fuse = self.fuse and not reason.loss  # the loss is the same for every phase
+                        # (the loss is the same for every phase; a failed program, likely every segment's)
+                        self.fuse = self.fuse and not reason.loss and reason.failure is None
+                        failed = (reason, index, end) if reason.failure is not None else failed
                         phase_results = None
                     if phase_results is None:
                         phase_results = [self.run_phase(index, model, progress)]
@@ -1076,6 +1079,9 @@ class Runner:
                     if phase_results:
                         model = phase_results[-1].model  # (a fused segment's other models stay unread on the device)
                     index += len(phase_results)
+                    if failed is not None and index >= failed[2]:
+                        failed[0].warn(self.plan.phases[failed[1] : failed[2]])
+                        failed = None
                     if stop is not None and index < len(self.plan.phases):
                         raise Interrupted(stop, index, 0)
         except BaseException as exc:

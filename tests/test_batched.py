@@ -51,6 +51,25 @@ def test_batched_fit_matches_a_loop_of_single_fits(program, batched):
         np.testing.assert_allclose(mine.hyperparams["learning_rate"], single.hyperparams["learning_rate"], rtol=1e-6)
 
 
+def loss_with_aux(m, x, y):
+    residual = x @ m["w"] + m["b"] - y
+    return jnp.mean(residual**2), {"mae": jnp.mean(jnp.abs(residual))}
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_each_datasets_aux_metrics_are_its_single_fits(program, fuse):
+    """`dataset(i)` holds its aux means, per chunk over the steps it ran, as its single fit does:
+    in the phase where datasets stop at different steps, the one stopping inside a chunk has that
+    chunk's mean over its own steps (not NaN) and no chunk after it; fused or phase by phase."""
+    batched = program.run_batched(loss_with_aux, X, Y, chunk=16, fuse=fuse)
+    assert len(set(batched.phases[1].steps_run.tolist())) > 1
+    for i in range(B):
+        single = program.run(loss_with_aux, X[i], Y[i], chunk=16, quiet=True)
+        for mine, own in zip(batched.dataset(i).phases, single.phases):
+            assert mine.aux_steps.tolist() == own.aux_steps.tolist() and list(mine.aux) == ["mae"], (i, mine.display)
+            np.testing.assert_allclose(mine.aux["mae"], own.aux["mae"], rtol=2e-5, atol=1e-6)
+
+
 def test_stop_rules_act_per_dataset(batched):
     runs = batched.phases[1].steps_run
     assert len(set(runs.tolist())) > 1 and batched.stop_reasons[1] == ["loss_change"] * B

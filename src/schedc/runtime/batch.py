@@ -98,6 +98,10 @@ class BatchedPhaseResult:
     metrics: list[dict] = field(default_factory=list)
     eval_steps: list[np.ndarray] = field(default_factory=list)
     best_steps: list = field(default_factory=list)
+    # the loss's aux metrics: name -> (chunks, B), per dataset the mean over its own steps of each
+    # chunk (NaN for chunks after its stop); the chunks' ends, the longest-running dataset's
+    aux: dict[str, np.ndarray] = field(default_factory=dict)
+    aux_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def dataset(self, i: int, take=lambda tree: tree) -> PhaseResult:
         """Dataset i's phase; `take` slices its models out of the batch."""
@@ -109,6 +113,9 @@ class BatchedPhaseResult:
         )
         if self.metrics:
             result.metrics, result.eval_steps, result.best_step = self.metrics[i], self.eval_steps[i], self.best_steps[i]
+        ran = np.r_[0, self.aux_steps][:-1] < n  # the chunks it ran steps in, from where each starts (its last one ends at n)
+        result.aux_steps = np.minimum(self.aux_steps[ran], n)
+        result.aux = {name: means[ran, i] for name, means in self.aux.items()}
         return result
 
 
@@ -257,7 +264,13 @@ class BatchedRunner(Runner):
             free, opt_state, stop = _keep(stopped, before, (free, opt_state, stop))
             aux_values = {name: _not_run(stopped, distributed.host_array(v)) for name, v in aux_values.items()}
         stop = _stop_at_nonfinite(stop, chunk_losses, done_before=step0)
+        # the steps the longest-running item ran (the chunk ends there, as a fused segment's call does)
+        chunk_losses = chunk_losses[:, : max(int(np.max(stop["done"])) - step0, 0)]
         return free, opt_state, stop, chunk_losses, aux_values, bool(np.all(np.asarray(stop["reason"]) != C.COMPLETED))
+
+    def _steps_ran(self, stop: dict, step0: int, chunk_losses: np.ndarray) -> np.ndarray:
+        """Per item (one stopped before the chunk: none)."""
+        return np.clip(np.asarray(stop["done"]) - step0, 0, None)
 
     def _phase_result(self, phase, prepared, losses, scales, stop, model, wall: float, clock: CompileClock, starts: dict) -> BatchedPhaseResult:
         del starts  # optax objects' carried schedule states: a batched fit logs only the fed hyperparameters

@@ -367,7 +367,7 @@ def _results(segment: Segment, pieces, reasons, models, wall: float, clock: Comp
         result = phase_result(phase, prep, phase_losses, reason, share, clock.seconds if first else 0.0, clock.count if first else 0, _snapshot(layout, out["snapshots"], at), scales)
         if "states" in out:  # the model state after the phase, read lazily too
             result.state = Later(lambda buffers=out["states"], at=at: jax.tree_util.tree_map(lambda b: b[at], buffers))
-        _ema_and_aux(result, segment, row, pieces[row], out, at, len(phase_losses))
+        _ema_and_aux(result, segment, row, pieces[row], out, at)
         if pieces[row].evals is not None:
             pieces[row].evals.report(result)
         results.append(result)
@@ -389,21 +389,21 @@ def _item_results(runner, segment: Segment, pieces, reasons, models, wall: float
         result = runner.segment_phase_result(
             phase, prep, losses, scales, piece.done, reasons[row], _snapshot(segment.model_layout, out["snapshots"], at, items=True), share, clock if row == 0 else CompileClock()
         )
-        _ema_and_aux(result, segment, row, piece, out, at, losses.shape[-1], items=True)
+        _ema_and_aux(result, segment, row, piece, out, at, items=True)
         results.append(result)
     return results
 
 
-def _ema_and_aux(result, segment: Segment, row: int, piece: _Pieces, out: dict, at: int, steps: int, items: bool = False) -> None:
+def _ema_and_aux(result, segment: Segment, row: int, piece: _Pieces, out: dict, at: int, items: bool = False) -> None:
     """Give the phase `result` of table row `row` (snapshot `at` in the call's outputs `out`) its
     EMA model (`ema D`: the model with the free parameters' moving average, read lazily) and the
-    means of its aux metrics over its first `steps` steps, taken over the chunks a phase-by-phase
-    run calls (see AuxLog; per item with `items`)."""
+    means of its aux metrics over the steps it ran (`steps_run`: per item with `items`), taken over
+    the chunks a phase-by-phase run calls (see AuxLog)."""
     if segment.keeps_ema[row]:
         result.ema_model = _snapshot(segment.model_layout, out["ema"], at, items)
     if piece.aux:
         aux = AuxLog()
-        aux.add_per_step({name: np.concatenate(v, axis=-1) for name, v in piece.aux.items()}, steps, segment.prepared[row].signature.chunk)
+        aux.add_per_step({name: np.concatenate(v, axis=-1) for name, v in piece.aux.items()}, result.steps_run, segment.prepared[row].signature.chunk)
         result.aux_steps, result.aux = aux.history()
 
 

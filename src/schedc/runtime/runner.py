@@ -891,7 +891,7 @@ class Runner:
                 self.feed.done = done
                 if (recorded := recorded_scales(stop, chunk_losses.shape[-1])) is not None:
                     scales.append(recorded)
-                aux.add(aux_values, done, chunk_losses.shape[-1])
+                aux.add(aux_values, done, self._steps_ran(stop, step0, chunk_losses))
                 if evals.active:  # the chunk's evaluations (a rule on one may have ended the phase)
                     evals.absorb(eval_log, stop)
                 if progress:
@@ -1021,6 +1021,10 @@ class Runner:
             chunk_losses, reason = chunk_losses[: bad + 1], C.NONFINITE
             stop = dict(stop, reason=np.int32(reason))
         return free, opt_state, stop, chunk_losses, aux_values, reason != C.COMPLETED
+
+    def _steps_ran(self, stop: dict, step0: int, chunk_losses: np.ndarray):
+        """The steps a chunk from phase step `step0` ran (batched: per item), after `_absorb`."""
+        return chunk_losses.shape[-1]
 
     def _phase_result(self, phase: P.PhasePlan, prepared: C.PreparedPhase, losses: list, scales: list, stop: dict, model, wall: float, clock: CompileClock, starts: dict):
         loss_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
@@ -1187,20 +1191,23 @@ class AuxLog:
         self.means: list[dict] = []
         self.steps: list[int] = []
 
-    def add(self, values: dict, done: int, ran: int) -> None:
+    def add(self, values: dict, done: int, ran) -> None:
         """One chunk that ended at phase step `done`: the first `ran` of each metric's per-step `values`
-        ([..., steps]: a batched run has one row per dataset)."""
+        ([..., steps]). A batched run has one row per item and `ran` per item: each item's mean is
+        over the steps it ran (as its single fit's is), NaN when it ran none."""
         import jax
 
-        if values and ran:
-            self.means.append({name: _sequential_sum(np.asarray(v)[..., :ran]) / ran for name, v in jax.device_get(values).items()})
+        if values and np.max(ran):
+            self.means.append({name: _mean(np.asarray(v), ran) for name, v in jax.device_get(values).items()})
             self.steps.append(done)
 
-    def add_per_step(self, values: dict[str, np.ndarray], steps: int, chunk: int) -> None:
-        """The chunks of `chunk` steps of a phase's first `steps` steps, from its per-step `values`."""
-        for start in range(0, steps, chunk):
-            end = min(start + chunk, steps)
-            self.add({name: v[..., start:end] for name, v in values.items()}, end, end - start)
+    def add_per_step(self, values: dict[str, np.ndarray], steps, chunk: int) -> None:
+        """The chunks of `chunk` steps of a phase's first `steps` steps (per item, batched: the chunks
+        are the longest item's), from its per-step `values`."""
+        longest = int(np.max(steps))
+        for start in range(0, longest, chunk):
+            end = min(start + chunk, longest)
+            self.add({name: v[..., start:end] for name, v in values.items()}, end, np.clip(steps - start, 0, end - start))
 
     def snapshot(self) -> tuple[dict, dict[str, np.ndarray]]:
         """What a mid-phase checkpoint keeps: (the steps and names as JSON, the means as arrays)."""
@@ -1214,6 +1221,18 @@ class AuxLog:
     def history(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         names = self.means[0] if self.means else {}
         return np.asarray(self.steps, np.int64), {name: np.stack([m[name] for m in self.means]).astype(np.float32) for name in names}
+
+
+def _mean(values: np.ndarray, ran) -> np.ndarray:
+    """The mean of the first `ran` of `values` along the last axis (`ran` per row: [rows, steps])."""
+    if not np.ndim(ran):
+        return _sequential_sum(values[..., :ran]) / ran
+    width = int(np.max(ran))
+    # a row's steps past its own hold -0.0, which leaves a float sum exactly as it is (+0.0 would
+    # turn a sum of -0.0 into +0.0): its sum is the one of its own steps alone
+    kept = np.where(np.arange(width) < ran[:, None], values[..., :width], np.float32(-0.0))
+    with np.errstate(invalid="ignore"):  # (a row that ran no step: 0 / 0, NaN)
+        return _sequential_sum(kept) / ran.astype(np.float32)
 
 
 def _sequential_sum(values: np.ndarray) -> np.ndarray:

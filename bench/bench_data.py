@@ -39,6 +39,7 @@ and the ratios taken within each round (best, median, worst), so the spread is v
     .venv/bin/python bench/bench_data.py --phases --repeat 15
     .venv/bin/python bench/bench_data.py --phases --eval --repeat 15
     .venv/bin/python bench/bench_data.py --intervals      # compiles of runs differing in the interval
+    .venv/bin/python bench/bench_data.py --intervals --by-phase   # the same, phase by phase (fuse=False)
 """
 
 from __future__ import annotations
@@ -429,9 +430,10 @@ def measure_phases(repeat: int, evaluate: bool = False) -> None:
             print(f"  {a} / {b} = {_spread([ta / tb for ta, tb in zip(times[a], times[b])])}")
 
 
-def measure_intervals() -> None:
+def measure_intervals(fuse: bool = True) -> None:
     """The 20-phase schedule evaluated at three intervals in turn, in one process: the XLA compiles
-    (and their time) each run makes; a fused segment's interval is a number of its program."""
+    (and their time) each run makes (fused, or with `fuse=False` phase by phase); the interval is
+    a number of the programs."""
     import os
 
     import schedc
@@ -439,11 +441,11 @@ def measure_intervals() -> None:
 
     model, loss, x, y = _setup("mlp")
     program = schedc.compile(PHASE_TEXT, model)
-    print(f"\ndigits MLP, 20 phases x 1 epoch, evaluated (load average {os.getloadavg()[0]:.2f})")
+    print(f"\ndigits MLP, 20 phases x 1 epoch, evaluated, {'fused' if fuse else 'phase by phase'} (load average {os.getloadavg()[0]:.2f})")
     for every in ("epoch", 22, 11):
         started = time.perf_counter()
         with CompileClock() as clock:
-            res = program.run(loss, x, y, quiet=True, metrics=_metrics, validation=(x[:360], y[:360]), eval_every=every)
+            res = program.run(loss, x, y, quiet=True, metrics=_metrics, validation=(x[:360], y[:360]), eval_every=every, fuse=fuse)
         print(f"  eval_every={every!s:6} {len(res.eval_steps):3d} evaluations: {clock.count} compiles, {clock.seconds:.2f} s compiling, {time.perf_counter() - started:.2f} s")
 
 
@@ -455,9 +457,10 @@ def main() -> None:
     parser.add_argument("--eval", action="store_true", help="also time an evaluation every epoch, three ways (with --phases: every phase evaluates)")
     parser.add_argument("--phases", action="store_true", help="a 20-phase minibatch schedule: fused, phase by phase, by hand")
     parser.add_argument("--intervals", action="store_true", help="the 20-phase schedule evaluated at three intervals: the compiles of each run")
+    parser.add_argument("--by-phase", action="store_true", help="with --intervals: run phase by phase (fuse=False)")
     args = parser.parse_args()
     if args.intervals:
-        measure_intervals()
+        measure_intervals(fuse=not args.by_phase)
         return
     if args.phases:
         measure_phases(args.repeat, args.eval)

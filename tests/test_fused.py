@@ -689,6 +689,21 @@ def test_runs_differing_only_in_the_evaluation_interval_share_one_fused_program(
     assert_same_run(every_two, together)
 
 
+def test_runs_differing_only_in_the_evaluation_interval_share_one_program_phase_by_phase():
+    """So do phases run alone (`fuse=False`, or checkpointed): the chunk's evaluation log has a slot
+    per step, the interval is a runtime number, and the programs built for evaluations every epoch
+    (3 steps) run them every 2 steps, compiling nothing, with the results of the fused run."""
+    from schedc.compiler import chunk
+
+    eval_runs_with("chunk-4-every-epoch")
+    _, _, every_two, _ = eval_runs_with("one-call")
+    programs = chunk.cache_size()
+    with CompileClock() as clock:
+        apart = eval_run(EVAL_TEXT, False, dict(chunk=4, eval_every=2))
+    assert clock.count == 0 and chunk.cache_size() == programs
+    assert_same_run(apart, every_two)
+
+
 @pytest.mark.parametrize("options", list(EVAL_OPTIONS))  # in calls of 4, the broken phase spans calls
 def test_a_non_finite_loss_in_an_evaluated_segment_names_its_phase_and_keeps_the_phases_before(options):
     errors = []

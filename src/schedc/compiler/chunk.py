@@ -667,7 +667,7 @@ def run_steps(
             logs["aux"] = {name: jnp.full((signature.chunk,), jnp.nan, jnp.float32) for name in aux_shape}
         if ev is not None:
             names = jax.eval_shape(lambda f, s: E.metric_values(ev, assemble(f), s, validation), free, model_state0)
-            logs["evals"] = E.empty_log(names, E.log_slots(signature.chunk, ev.every))
+            logs["evals"] = E.empty_log(names, signature.chunk)
 
     def log(logs, k, loss_aux, opt_state, going=None):
         """The step's row `at + k` of each per-step log written; where `going` (with items: this

@@ -50,7 +50,6 @@ class Evaluation:
 
     metrics: Callable  # (model, *validation) -> {name: scalar}; (model, state, *validation) with a model state
     validation: Any  # the chunk.Layout of the validation data (its arrays are a chunk argument)
-    every: int  # the smallest interval (steps) its log is sized for: the phase's own, or 1 in a fused segment (the loop reads the interval from `limits`)
     rules: tuple[Rule, ...]  # the stop rules on metrics in the phase's order, then `keep`
     keys: tuple[str, ...]  # each tracker's name in a checkpoint's record (`val.M#stop` for a stop rule, `val.M` for `keep`)
 
@@ -80,7 +79,7 @@ def lower(phase: P.PhasePlan, metrics: Callable, validation) -> Evaluation:
         rules.append(Rule(rule.kind, name, tracker(rule.metric + "#stop") if rule.kind == "plateau" else -1, rule.maximise))
     if phase.keep is not None:
         rules.append(Rule("keep", phase.keep.metric.removeprefix(METRIC_PREFIX), tracker(phase.keep.metric), phase.keep.maximise))
-    return Evaluation(metrics, validation, int(phase.eval_every), tuple(rules), tuple(keys))
+    return Evaluation(metrics, validation, tuple(rules), tuple(keys))
 
 
 def value_dtype():
@@ -101,8 +100,8 @@ def below(threshold: float, dtype) -> np.ndarray:
 
 def limits(phase: P.PhasePlan) -> dict[str, np.ndarray]:
     """The runtime numbers of a phase's evaluation: per rule of `lower`, each threshold's `below`
-    (NaN for the other kinds) and each patience; and the interval `every` (steps), which a fused
-    segment's phases share one program across."""
+    (NaN for the other kinds) and each patience; and the interval `every` (steps): not part of
+    the program, so phases and runs that differ only in the interval share one."""
     return _limits(phase, value_dtype())
 
 
@@ -140,16 +139,12 @@ def initial_carry(evaluation: Evaluation, free, model_state, count: int = 0, bes
     return carry
 
 
-def log_slots(steps: int, every: int) -> int:
-    """How many evaluations `steps` consecutive steps of a phase evaluating every `every` steps may
-    take, wherever they start in the phase: at most steps // every + 1."""
-    return steps // every + 1
-
-
 def empty_log(names, slots: int) -> dict:
     """An evaluation log (traceable): each metric's value and the steps done at each of at most
-    `slots` evaluations (a chunk's: `log_slots`; a fused call's: one per phase part more), and how
-    many were taken."""
+    `slots` evaluations, and how many were taken. A program's log has a slot per step it may run
+    (a step evaluates at most once): the interval is a number of `limits`, so one program serves
+    every interval, for a few bytes per metric and step (a chunk of 16384 steps: 64 KB per float32
+    metric, and as much for the steps)."""
     import jax.numpy as jnp
 
     return {

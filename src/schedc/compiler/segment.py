@@ -41,7 +41,7 @@ their moving average (`ema`, for phases keeping one) and the model state (`state
 An evaluated phase (`eval`, compiler.evaluate) evaluates inside its branch's steps as its chunk
 does: the metrics function is part of the phase signature, the validation data an argument of
 every call, each rule's threshold and patience and the interval `every` numbers of the table
-(`in_segment`: runs that differ only in the interval share one program). A call logs its
+(as in a phase's chunk: runs that differ only in the interval share one program). A call logs its
 evaluations in one buffer in row order (`evals`) and per row how many it took, the rule that
 ended the phase and the step of `keep best`'s weights, which the branch writes back into the
 model when the phase ends (so the next phase starts from them, as phase by phase).
@@ -53,7 +53,7 @@ what decides the branch, which stay shared so the `switch` stays a switch (see `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -144,9 +144,9 @@ def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict
             signatures.append(signature)
         return signatures.index(signature)
 
-    before = in_segment(previous) if previous is not None else None
+    before = previous  # (the signature the phase's `carry state` takes from)
     for phase, prep in zip(phases, prepared):
-        sig = in_segment(prep.signature)
+        sig = prep.signature
         inits, numbers = [], []
         for init in phase.inits:
             args = () if init.kind == "reset" else init.args
@@ -178,14 +178,6 @@ def plan(phases, prepared, previous: C.PhaseSignature | None, leaf_indices: dict
     if any(s.evaluation is not None for s in signatures):
         table.update(_limits_rows([(phase, prep) for _, phase, prep, _ in rows], signatures, window))
     return signature, table
-
-
-def in_segment(signature: C.PhaseSignature) -> C.PhaseSignature:
-    """A phase's signature as a segment holds it: its evaluation's interval is a number of the table
-    (`_limits_rows`), its log sized for an evaluation at every step, so phases and runs that differ
-    only in the interval share one program."""
-    ev = signature.evaluation
-    return signature if ev is None or ev.every == 1 else replace(signature, evaluation=replace(ev, every=1))
 
 
 def _limits_rows(phases: list, signatures, window: int) -> dict:
@@ -314,11 +306,11 @@ class Program:
         items, each item's stop `reason` (`stopped`: the items a non-finite loss stopped before)."""
         shared = self._shared()
         slots = shared["slots"]
-        if carried is not None and in_segment(carried[0]) in self.signature.signatures:
+        if carried is not None and carried[0] in self.signature.signatures:
             import jax
 
             fresh = [dict(slot) for slot in self._fresh_slots()]
-            fresh[self.signature.signatures.index(in_segment(carried[0]))]["opt"] = carried[1]
+            fresh[self.signature.signatures.index(carried[0])]["opt"] = carried[1]
             slots = jax.device_put(self.packing.pack(fresh)) if self.packing is not None else tuple(fresh)
         state = {"leaves": tuple(model_arrays), "slots": slots, "phase": shared["start"], "step": shared["start"]}
         if self.stateful:
@@ -456,8 +448,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
             out["states"] = per_row(state["model_state"])
         if evaluations:  # one log for the call's evaluations, whichever phases take them (they share the metrics function)
             names = jax.eval_shape(lambda leaves, model_state: E.metric_values(evaluations[0], model_layout.rebuild(leaves), model_state, validation), state["leaves"], state.get("model_state"))
-            # (sized for an evaluation at every step, `in_segment`, and one more per phase part: `log_slots`)
-            out["evals"] = E.empty_log(names, E.log_slots(K, 1) + W)
+            out["evals"] = E.empty_log(names, K)  # (a call runs at most K steps, each evaluating at most once)
             out["eval_rows"] = {name: jnp.full(W, 0 if name == "count" else -1, jnp.int32) for name in EVAL_ROWS}
         inputs = (table, root, initial_arrays, data_arrays, budget, validation)
 

@@ -151,7 +151,7 @@ def _segment(runner, start: int, end: int, model) -> tuple[Segment, tuple]:
     program = S.compiled(signature, runner.loss_fn, model_layout, runner.data_layout, model_arrays, runner.data_arrays, runner.model_state, runner.items)
     if program.unfusable:
         raise NotFused(loss=True)
-    slots = [signature.signatures.index(S.in_segment(p.signature)) for p in prepared]
+    slots = [signature.signatures.index(p.signature) for p in prepared]
     keeps_ema = [program.keeps_ema[slot] for slot in slots]
     evaluator = runner.evaluator if any(p.signature.evaluation is not None for p in prepared) else None
     validation = evaluator.validation_arrays if evaluator is not None else ()

@@ -168,7 +168,14 @@ class PhaseEvals:
     def final_weights(self, free, model_state):
         """At the phase end: the (free values, model state) the phase ends with: `keep best`'s of
         the best evaluation (setting `kept_step`), else `free` and `model_state` (no `keep`, or no
-        evaluation improved)."""
+        evaluation improved).
+
+        (A fused segment restores them on the device instead, in the phase's branch, since the
+        next phase starts from them inside the same call. A phase run alone restores them here:
+        its end may be known only to the host (a one-shot iterator of batches running out between
+        chunks), and handing back the carried arrays costs nothing, where a select on the device
+        would cost the boundary a dispatch per leaf. Both leave the chunks' carry as it was, so a
+        mid-phase checkpoint holds the best weights so far either way.)"""
         import jax
 
         if self.state is None or "kept" not in self.state:

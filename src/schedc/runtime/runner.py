@@ -1226,6 +1226,7 @@ class AuxLog:
 def _mean(values: np.ndarray, ran) -> np.ndarray:
     """The mean of the first `ran` of `values` along the last axis (`ran` per row: [rows, steps])."""
     if not np.ndim(ran):
+        ran = int(ran)  # (a Python int: a float32 sum divided stays float32)
         return _sequential_sum(values[..., :ran]) / ran
     width = int(np.max(ran))
     # a row's steps past its own hold -0.0, which leaves a float sum exactly as it is (+0.0 would

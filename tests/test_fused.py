@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import schedc
+from schedc.compiler import chunk as C
 from schedc.compiler import segment
 from schedc.runtime import fused
 from schedc.runtime.runner import CompileClock, RunError
@@ -676,32 +677,20 @@ def test_evaluated_phases_fuse_with_the_same_evaluations_stops_and_kept_weights(
     assert np.nanmin(together.phases[1].hyperparams["plateau_scale"]) < 1  # the plateau followed the metric
 
 
-def test_runs_differing_only_in_the_evaluation_interval_share_one_fused_program():
-    """The interval is a number of the segment's table: the program built for evaluations every
-    epoch (3 steps) runs them every 2 steps, compiling nothing, with the results of a
-    phase-by-phase run (made in one call: results do not depend on the calls' length)."""
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "phase-by-phase"])
+def test_runs_differing_only_in_the_evaluation_interval_share_one_program(fuse):
+    """The interval is a runtime number: of a fused segment's table, and of a phase run alone
+    (`fuse=False`, or checkpointed), whose evaluation log has a slot per step. The programs built
+    for evaluations every epoch (3 steps) run them every 2 steps, compiling nothing, with the
+    results of the other way of running (made in one call: results do not depend on the calls' length)."""
     eval_runs_with("chunk-4-every-epoch")
-    _, every_two, _, _ = eval_runs_with("one-call")
-    programs = segment.cache_size()
+    _, apart, together, _ = eval_runs_with("one-call")
+    programs = segment if fuse else C
+    built = programs.cache_size()
     with CompileClock() as clock:
-        together = eval_run(EVAL_TEXT, True, dict(chunk=4, eval_every=2))
-    assert clock.count == 0 and segment.cache_size() == programs
-    assert_same_run(every_two, together)
-
-
-def test_runs_differing_only_in_the_evaluation_interval_share_one_program_phase_by_phase():
-    """So do phases run alone (`fuse=False`, or checkpointed): the chunk's evaluation log has a slot
-    per step, the interval is a runtime number, and the programs built for evaluations every epoch
-    (3 steps) run them every 2 steps, compiling nothing, with the results of the fused run."""
-    from schedc.compiler import chunk
-
-    eval_runs_with("chunk-4-every-epoch")
-    _, _, every_two, _ = eval_runs_with("one-call")
-    programs = chunk.cache_size()
-    with CompileClock() as clock:
-        apart = eval_run(EVAL_TEXT, False, dict(chunk=4, eval_every=2))
-    assert clock.count == 0 and chunk.cache_size() == programs
-    assert_same_run(apart, every_two)
+        run = eval_run(EVAL_TEXT, fuse, dict(chunk=4, eval_every=2))
+    assert clock.count == 0 and programs.cache_size() == built
+    assert_same_run(*((apart, run) if fuse else (run, together)))
 
 
 @pytest.mark.parametrize("options", list(EVAL_OPTIONS))  # in calls of 4, the broken phase spans calls

@@ -99,12 +99,6 @@ def _collect_comment(token: Token) -> Token:
 _ON_TOKEN = {"COMMENT": _collect_comment}
 
 
-def _lark_runtime() -> None:
-    """Import lark's runtime modules from here on without lark's `__init__` where that can be
-    done (schedc.lang.lark_runtime): called before any import of lark."""
-    lark_runtime.defer_init()
-
-
 @lru_cache(maxsize=None)
 def parser(strict: bool = False) -> Lark:
     """The LALR parser, built once from the grammar shipped in the package.
@@ -117,7 +111,7 @@ def parser(strict: bool = False) -> Lark:
     temporary directory under a guessable name. `strict` (the grammar's test) always
     builds it with lark. Files of older versions are pruned (`_prune`).
     """
-    _lark_runtime()
+    lark_runtime.defer_init()  # (before any import of lark, a pickle's too: its runtime without its `__init__`)
     kept = None if strict else _cache_file(strict, "pickle")
     built = _load(kept, _tree_callbacks) if kept else None
     if built is None:
@@ -177,7 +171,7 @@ class _AstParser:
 def _ast_parser(strict: bool = False) -> _AstParser:
     """`parse`'s lark parser, kept pickled as `parser()` is (its own file: loading it needs none of
     the tree-building parser)."""
-    _lark_runtime()
+    lark_runtime.defer_init()  # (before any import of lark, a pickle's too: its runtime without its `__init__`)
     kept = None if strict else _cache_file(strict, "ast")
     made = _load(kept, _AstParser.make_callbacks) if kept else None
     if made is None:

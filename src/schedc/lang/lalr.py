@@ -99,7 +99,6 @@ class Tables:
         `lexer_callbacks`); None when they hold something `parse` does not run as lark would. (lark
         objects made otherwise than by lark 1.2-1.3, an attribute or class missing, may raise
         ImportError, AttributeError, TypeError...: the caller reads them as None.)"""
-        from lark.lexer import UnlessCallback
         from lark.parse_tree_builder import ChildFilter, ExpandSingleChild
         from lark.parsers.lalr_analysis import Shift
 
@@ -129,7 +128,7 @@ class Tables:
         for state in table.states:
             state_lexer = lexer.lexers[state]
             if id(state_lexer) not in lexer_ids:
-                made = _lexer_data(state_lexer, UnlessCallback, on_token)
+                made = _lexer_data(state_lexer, on_token)
                 if made is None:
                     return None
                 lexer_ids[id(state_lexer)] = len(lexers)
@@ -219,14 +218,16 @@ def _reduce(children: list, include: tuple, append_none: int, single: bool, call
     return kept if callback is None else callback(kept)
 
 
-def _lexer_data(lexer, unless_callback, called: dict) -> tuple | None:
+def _lexer_data(lexer, called: dict) -> tuple | None:
     """A state's lexer as `_Lexer`'s arguments (lark's terminals, in the order its scanner tries
     them, after keyword terminals moved into the terminal that matches them); None when it has a
     callback other than keyword retyping or one of `called`'s."""
+    from lark.lexer import UnlessCallback
+
     terminals = lexer.scanner.terminals  # (building the scanner makes `lexer.callback`)
     unless = {}
     for type_, callback in lexer.callback.items():
-        if isinstance(callback, unless_callback):
+        if isinstance(callback, UnlessCallback):
             unless[str(type_)] = [(str(t.pattern.to_regexp()), str(t.name)) for t in callback.scanner.terminals]
         elif called.get(type_) is not callback:
             return None

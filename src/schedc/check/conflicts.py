@@ -12,7 +12,6 @@ is reported once.
 
 from __future__ import annotations
 
-
 from schedc.check.lint import Rule
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, Label, did_you_mean

@@ -403,12 +403,13 @@ class Checkpointer:
             "data": saved["data"],
         }
 
-    def due(self, final: bool = False) -> bool:
+    def due(self) -> bool:
         """Called after each chunk that leaves the phase unfinished: whether a checkpoint is written
-        now (`after_chunk`): every `every` chunks, and always when `final` (the run is being
-        interrupted). Asked first, so the runner gathers the data position only for a write."""
+        now (`after_chunk`): every `every` chunks (the runner writes the final one of an interrupted
+        run itself, `Runner._between_chunks`). Asked first, so the runner gathers the data position
+        only for a write."""
         self.chunks += 1
-        return final or (self.every > 0 and self.chunks % self.every == 0)
+        return self.every > 0 and self.chunks % self.every == 0
 
     def after_chunk(self, runner, index: int, state: dict) -> None:
         """The mid-phase checkpoint of phase `index` (`state`: the runner's, with its data position).

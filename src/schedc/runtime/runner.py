@@ -580,13 +580,24 @@ def _device_int32(value: int):
     return jax.device_put(np.int32(value))
 
 
-# (id(phase), id(parameter tree), chunk) -> (the phase, the tree, its chunk.PreparedPhase); emptied when full
+# (id(phase), id(parameter tree), chunk) -> ((the phase, the tree), its chunk.PreparedPhase); emptied when full
 _PREPARED: dict[tuple, tuple] = {}
 _PREPARED_KEPT = 4096
 
-# (id(read-only host array), float width) -> (the array, its copy on the device); emptied when full
+# (id(read-only host array), float width) -> ((the array,), its copy on the device); emptied when full
 _DEVICE_COPIES: dict[tuple, tuple] = {}
 _DEVICE_COPIES_KEPT = 1024
+
+
+def _kept(cache: dict, limit: int, key: tuple, held: tuple, make: Callable):
+    """`cache[key]`'s value, made by `make()` the first time; the cache is emptied when full. Its
+    entry holds `held` (the objects whose ids `key` names), so their ids are not reused while it lives."""
+    entry = cache.get(key)
+    if entry is None:
+        if len(cache) >= limit:
+            cache.clear()
+        entry = cache[key] = (held, make())
+    return entry[1]
 
 
 def _on_device(array: np.ndarray):
@@ -600,13 +611,7 @@ def _on_device(array: np.ndarray):
         return array
     import jax
 
-    key = (id(array), jax.config.jax_enable_x64)
-    entry = _DEVICE_COPIES.get(key)
-    if entry is None:
-        if len(_DEVICE_COPIES) >= _DEVICE_COPIES_KEPT:
-            _DEVICE_COPIES.clear()
-        entry = _DEVICE_COPIES[key] = (array, jax.device_put(array))
-    return entry[1]
+    return _kept(_DEVICE_COPIES, _DEVICE_COPIES_KEPT, (id(array), jax.config.jax_enable_x64), (array,), lambda: jax.device_put(array))
 
 
 def _model_facts(model) -> ModelFacts:
@@ -967,12 +972,7 @@ class Runner:
         phase and the tree are immutable, `self.leaves` is read from the tree alone, and the entry
         holds both, so their ids are not reused while it lives."""
         key = (id(phase), id(self.leaves_source), self.chunk)
-        entry = _PREPARED.get(key)
-        if entry is None:
-            if len(_PREPARED) >= _PREPARED_KEPT:
-                _PREPARED.clear()
-            entry = _PREPARED[key] = (phase, self.leaves_source, C.prepare(phase, self.leaves, self.chunk))
-        return entry[2]
+        return _kept(_PREPARED, _PREPARED_KEPT, key, (phase, self.leaves_source), lambda: C.prepare(phase, self.leaves, self.chunk))
 
     def prepare_phase(self, phase: P.PhasePlan) -> C.PreparedPhase:
         """`_prepare`, with where the data comes from in the signature: streamed batches (stacked per

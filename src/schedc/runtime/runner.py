@@ -930,12 +930,10 @@ class Runner:
         """Between two chunks of phase `index` (`state`: where it stands): the checkpoint due every
         `checkpoint_every` chunks, then the stop a signal asked for (`stopping`, across processes
         agreed with that write's success: one collective a chunk), with a final checkpoint."""
-        written = False
         writing = distributed.Held()
         with writing:
-            if self.checkpoint is not None and self.checkpoint.due():
+            if written := self.checkpoint is not None and self.checkpoint.due():
                 self._write_chunk(index, state)
-                written = True
         stop = self.stopping(writing.problem)
         if stop is None:
             return

@@ -101,9 +101,6 @@ class SegmentSignature:
     init_numbers: int  # width of the init-number table
 
 
-ITEMS = C.ITEMS  # the vmapped axis of a batched segment (`Items`): reductions over the items name it
-
-
 @dataclass(frozen=True)
 class Items:
     """A segment run for many fits at once (a batched fit's datasets, a sweep's settings): the
@@ -114,7 +111,7 @@ class Items:
     their branch sequence, or the sweep is refused), so the row and step counters, the branch
     `switch` and the phase loop's condition stay unbatched (a per-item branch index would make
     vmap run every branch and select). A row ends when every item has ended it (`lax.pmin`/`pmax`
-    over `ITEMS`); an item that stopped earlier sits still (its values kept, no steps counted).
+    over `C.ITEMS`); an item that stopped earlier sits still (its values kept, no steps counted).
     """
 
     size: int
@@ -487,7 +484,7 @@ def _over_items(call: Callable, items: Items) -> Callable:
     numbers = 0 if items.numbers else None
     table_axes = {name: numbers if name in PER_ITEM_ROWS else None for name in ("count", "branch", "steps", "index", *PER_ITEM_ROWS)}
     in_axes = (state_axes, table_axes, None, 0, 0 if items.data else None, None, None)
-    return jax.vmap(call, in_axes=in_axes, out_axes=(state_axes, 0), axis_name=ITEMS)
+    return jax.vmap(call, in_axes=in_axes, out_axes=(state_axes, 0), axis_name=C.ITEMS)
 
 
 def _loss_output(loss_fn: Callable, model_layout: C.Layout, data_layout: C.Layout, stateful: bool) -> Callable:
@@ -642,7 +639,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         over = (end >= table["steps"][row]) | (reason != C.COMPLETED)
         taken = ran
         if items:  # one row, one step counter for every item
-            taken, over = jax.lax.pmax(ran, ITEMS), jax.lax.pmin(over.astype(jnp.int32), ITEMS).astype(bool)
+            taken, over = jax.lax.pmax(ran, C.ITEMS), jax.lax.pmin(over.astype(jnp.int32), C.ITEMS).astype(bool)
             end = first + taken
         if ev is not None and ev.keeps:  # the phase over (however it ended): `keep best`'s weights and model state, if any improved
             restore = over & (stop["eval"]["kept_step"] >= 0)

@@ -240,7 +240,7 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
             row, step = broken + 1, 0
         bar.advance(pieces, first_row, row + (step > 0))
         if not pace.steady:  # (a watched run's calls are sized by their time)
-            pace.observe(int(np.sum(found["ran"])))
+            pace.observe(steps)
         # (with items, a non-finite loss stops its item only: the call goes on)
         halted = program.items is None and models and reasons[len(models) - 1] == C.NONFINITE
         if len(models) == len(phases) or halted or owner.stopping() is not None:  # (across processes, agreed)

@@ -259,10 +259,11 @@ class ItemEvals(PhaseEvals):
 
     item_phases: list = field(default_factory=list)
     per_item_validation: bool = False
-    item_steps: list = field(default_factory=list)  # per item: the phase steps done at each evaluation
-    item_values: list = field(default_factory=list)  # per item: each evaluation's metrics
-    reasons: list = field(default_factory=list)  # per item: the rule on an evaluation that ended its phase, or None
-    kept_steps: list = field(default_factory=list)  # per item: the step of its kept weights, or None
+    item_steps: list = field(init=False)  # per item: the phase steps done at each evaluation
+    item_values: list = field(init=False)  # per item: each evaluation's metrics
+    reasons: list = field(init=False)  # per item: the rule on an evaluation that ended its phase, or None
+    kept_steps: list = field(init=False)  # per item: the step of its kept weights, or None
+    # (the four above: one entry per item, made by __post_init__ from `item_phases`)
 
     def __post_init__(self):
         super().__post_init__()

@@ -136,7 +136,7 @@ class BatchedResult(PhaseHistory):
         return [p.stop_reasons for p in self.phases]
 
     def dataset(self, i: int) -> Result:
-        """Dataset i's fit as a single-fit `run.Result` (models sliced out of the batch)."""
+        """Dataset i's fit as a single-fit `runner.Result` (models sliced out of the batch)."""
         def take(tree):
             return C.item_of(tree, i)
 

@@ -104,7 +104,7 @@ class Program:
         return self.plan.phases
 
     def runner(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, validation=(), metrics=None, eval_every=None, fuse: bool = True, state=None, batches=None, **kwargs):
-        """A `run.Runner` for this program: runs phases one at a time (the managed API uses it)."""
+        """A `runner.Runner` for this program: runs phases one at a time (the managed API uses it)."""
         from schedc.runtime.evaluation import Evaluator
         from schedc.runtime.runner import Runner
         from schedc.runtime.stream import Batches
@@ -148,9 +148,9 @@ class Program:
         every batch over a mesh (data parallel); across processes (`jax.distributed`) each process
         passes its own share of every batch (docs/scale.md).
 
-        Returns a `run.Result` (`.model`, `.models`, `.loss_history`, `.phase_losses`,
+        Returns a `runner.Result` (`.model`, `.models`, `.loss_history`, `.phase_losses`,
         `.hyperparams`, `.stop_reasons`, `.phases`, `.metrics`, `.eval_steps`, `.aux`). A non-finite
-        loss raises `run.RunError`, whose `.result` keeps every completed phase. These keywords are
+        loss raises `runner.RunError`, whose `.result` keeps every completed phase. These keywords are
         not passed to the loss: `chunk` (steps per compiled call), `quiet` (no progress bar),
         `checkpoint=DIR` (write checkpoints there after every phase and every `checkpoint_every`
         chunks, and resume from the one found: schedc.runtime.checkpoint), `metrics`

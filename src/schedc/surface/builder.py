@@ -5,7 +5,7 @@
 `{pattern: free_in(0) | init_normal(1, 0, 0.1), ...}`), builds the syntax tree
 of the equivalent `.sched` program, prints it (`str(schedule)`), and compiles
 that text with `schedc.compile`'s own pipeline: the same checks, the same
-`plan.resolve`, the same `run.Runner`. Nothing here runs optimisation itself.
+`plan.resolve`, the same `runner.Runner`. Nothing here runs optimisation itself.
 spectracles' low-level constructor, `OptimiserSchedule(model, loss_fn,
 [PhaseConfig(...)])`, goes the same way: its fix and value updates become a
 params block (`config_file`). Python objects the text cannot write (optax
@@ -459,7 +459,7 @@ class Schedule:
 
     `str(schedule)` is the equivalent `.sched` program; `program` the compiled
     `schedc.Program` (`program.plan`, `program.phases`); `result` the last
-    `run.Result`. `run_all` always runs every phase from the initial model and
+    `runner.Result`. `run_all` always runs every phase from the initial model and
     replaces the histories (spectracles continued from the last model).
     """
 
@@ -535,7 +535,7 @@ class Schedule:
     def run_phase(self, phase, *args, **kwargs):
         """Run one phase (an index, or an item of `phases`) from the last model, as spectracles'
         `OptimiserSchedule.run_phase`: its model is appended to `model_history`, its losses
-        replace that phase's history. Returns the phase's `run.PhaseResult`."""
+        replace that phase's history. Returns the phase's `runner.PhaseResult`."""
         from schedc.compiler import chunk as C
         from schedc.runtime.runner import Result
 
@@ -560,7 +560,7 @@ class Schedule:
         return [p.config for p in self.phases]
 
     def runner(self, *args, **kwargs):
-        """A `run.Runner` over this schedule's plan for these loss arguments."""
+        """A `runner.Runner` over this schedule's plan for these loss arguments."""
         runner = self.program.runner(self.loss_fn, *args, chunk=self.chunk, quiet=self.quiet, **kwargs)
         runner.begin(self.initial_model)  # whichever phase runs first, `init = reset` means the initial model
         if self._runner is not None:  # carried optimizer state survives a change of arguments
@@ -569,9 +569,9 @@ class Schedule:
         return runner
 
     def run_all(self, *args, **kwargs):
-        """Run every phase from the initial model; `loss_fn(model, *args, **kwargs)`. Returns the `run.Result`.
+        """Run every phase from the initial model; `loss_fn(model, *args, **kwargs)`. Returns the `runner.Result`.
 
-        A non-finite loss raises `run.RunError`; the completed phases stay in the histories.
+        A non-finite loss raises `runner.RunError`; the completed phases stay in the histories.
         """
         from schedc.runtime.runner import RunError
 
@@ -745,7 +745,7 @@ class ManagedSchedule(Schedule):
             raise RuntimeError(f"cannot {verb} phase {k} - {order}; the next phase is {self.current_phase_index}")
 
     def run_phase_by_index(self, k: int, *args, **kwargs) -> None:
-        """Run phase k, which must be the next one. A non-finite loss raises `run.RunError`; the phase stays pending."""
+        """Run phase k, which must be the next one. A non-finite loss raises `runner.RunError`; the phase stays pending."""
         self._check_next(k, "run")
         self.phase_states[k] = RUNNING
         try:

@@ -23,6 +23,10 @@ of both runners (and, where phases run one by one, `boundary_cost`), where a fus
 after its device call), what a fused phase costs beyond its steps (`phase_cost`: operations per
 phase in the compiled program, device time per extra phase) and, each in a fresh process, the
 compiles of a `repeat 50` schedule and of its body.
+
+`device_cost` (called alone: `B.device_cost(60)`) compares the spectral schedule's fused program
+with the hand loop's three programs, device calls alone and whole runs, at 1/100 to 10 times its
+step counts; `loss_buffer_cost` runs it at several `chunk`s (a fused call's loss buffer length).
 """
 
 from __future__ import annotations
@@ -135,11 +139,7 @@ def prepare_hand(model, loss, data, phases):
     """What a careful user writes by hand: per phase, one jitted lax.scan over steps of an optax adam."""
     import jax
 
-    from schedc.lang.glob import compile_pattern
-    from schedc.plan.params import discover
-
-    tree = discover(model)
-    free_sets = [tuple(p.leaf for p in tree.params if any(compile_pattern(q).match(p.path) for q in free)) for _, _, free in phases]
+    free_sets = _free_sets(model, phases)
 
     def run():
         current = model
@@ -147,6 +147,32 @@ def prepare_hand(model, loss, data, phases):
             leaves, treedef = jax.tree_util.tree_flatten(current)
             leaves = _hand_phase(treedef, free_leaves, n, lr, loss, tuple(leaves), *data)
             current = jax.tree_util.tree_unflatten(treedef, list(leaves))
+        return current
+
+    return run
+
+
+def _free_sets(model, phases) -> list[tuple[int, ...]]:
+    """Per phase, the indices of its free leaves in the flattened model."""
+    from schedc.lang.glob import compile_pattern
+    from schedc.plan.params import discover
+
+    tree = discover(model)
+    return [tuple(p.leaf for p in tree.params if any(compile_pattern(q).match(p.path) for q in free)) for _, _, free in phases]
+
+
+def _hand_calls(model, loss, data, phases):
+    """The hand loop's device calls alone: its jitted phase programs called in turn on the model's
+    leaves (no flatten or unflatten of the model between them, as `prepare_hand`'s run does)."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    programs = [_hand_program(treedef, free, n, lr, loss) for (n, lr, _), free in zip(phases, _free_sets(model, phases))]
+
+    def run():
+        current = tuple(leaves)
+        for program in programs:
+            current, _ = program(current, *data)
         return current
 
     return run
@@ -646,6 +672,57 @@ def phase_cost(rounds: int) -> None:
             f"  {label}: 100 x 20 {_spread([t * 1e3 for t in times['100 x 20']])} ms, 2 x 1000 {_spread([t * 1e3 for t in times['2 x 1000']])} ms;"
             f" per extra phase {statistics.median(extra):.1f} us (per-round median)"
         )
+
+
+def device_cost(rounds: int, scales=(0.01, 0.1, 1, 10)) -> None:
+    """Whether the spectral schedule's gap to the hand loop is per step, per call or host work around
+    the call. At each scale of its step counts (1/100 to 10 times 300/200/100), side by side in
+    interleaved rounds: the fused program's call alone (on the arguments a run passes it), the hand
+    loop's three jitted calls alone (`_hand_calls`), and both whole runs; then each program's
+    device time per step, from the smallest and the largest scale."""
+    from schedc.compiler import segment
+
+    print(f"\nthe spectral schedule scaled, ms: median [min] over {rounds} interleaved rounds; ratios per round")
+    times_at = {}
+    for scale in scales:
+        phases = [(max(1, round(n * scale)), lr, free) for n, lr, free in SPECTRAL]
+        _, args = _segment_program(_sched_text(phases), "small")
+        (program,) = segment._CACHE.values()  # (its jitted call, as a run calls it)
+        model, loss, data = _models("small")
+        systems = {
+            "fused call": lambda: program.call(*args),
+            "hand calls": _hand_calls(model, loss, data, phases),
+            "fused run": prepare_schedc(model, loss, data, phases),
+            "hand run": prepare_hand(model, loss, data, phases),
+        }
+        times = times_at[sum(n for n, _, _ in phases)] = _rounds(systems, rounds)
+
+        def ratio(a, b):
+            return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+        cells = ", ".join(f"{name} {statistics.median(t) * 1e3:.3f} [{min(t) * 1e3:.3f}]" for name, t in times.items())
+        print(f"  {sum(n for n, _, _ in phases):5} steps: {cells}; fused call / hand calls {ratio('fused call', 'hand calls'):.3f}, fused run / hand run {ratio('fused run', 'hand run'):.3f}")
+    few, many = min(times_at), max(times_at)
+    for name in ("fused call", "hand calls"):
+        slopes = [(pick(times_at[many][name]) - pick(times_at[few][name])) / (many - few) * 1e9 for pick in (statistics.median, min)]
+        print(f"  {name}: {slopes[0]:.0f} ns per step (from the medians), {slopes[1]:.0f} (from the minima)")
+
+
+def loss_buffer_cost(rounds: int, chunks=(16384, 4096, 1024)) -> None:
+    """A fused call's loss buffer is `chunk` steps long (16384 floats by default) and made afresh
+    at every call: the spectral schedule's fused run at several `chunk`s, side by side in one
+    process, and at 20 times its steps, where a shorter buffer takes more calls."""
+    import schedc
+
+    model, loss, data = _models("small")
+    for phases in (SPECTRAL, [(n * 20, lr, free) for n, lr, free in SPECTRAL]):
+        program = schedc.compile(_sched_text(phases), model)
+        systems = {"hand": prepare_hand(model, loss, data, phases)}
+        for chunk in chunks:
+            systems[f"chunk {chunk}"] = lambda chunk=chunk, program=program: program.run(loss, *data, quiet=True, chunk=chunk).model
+        times = _rounds(systems, rounds)
+        cells = ", ".join(f"{name} {statistics.median(t) * 1e3:.3f} ms ({statistics.median(x / y for x, y in zip(t, times['hand'])):.3f})" for name, t in times.items())
+        print(f"  {sum(n for n, _, _ in phases)} steps, median (/ hand per round): {cells}")
 
 
 def repeat_compiles(text: str) -> dict:

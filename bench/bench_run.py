@@ -279,15 +279,24 @@ def compile_counts() -> dict:
 # ---------------------------------------------------------------- fused segments
 
 
-def _rounds(systems: dict, rounds: int) -> dict:
-    """Interleaved timing: each round runs every system once (after one warm-up run each)."""
+def _rounds(systems: dict, rounds: int, shuffle: bool = False) -> dict:
+    """Interleaved timing: each round runs every system once (after one warm-up run each). With
+    `shuffle`, each round in its own order (seeded): a run right after another program's costs
+    more than one right after its own (measured: the first of three schedc runs after the hand
+    loop's, 5-7% more, whichever `chunk` it had), so a fixed order favours the later systems."""
+    import random
+
     import jax
 
     for run in systems.values():
         jax.block_until_ready(jax.tree_util.tree_leaves(run()))
     times = {name: [] for name in systems}
+    names, order = list(systems), random.Random(0)
     for _ in range(rounds):
-        for name, run in systems.items():
+        if shuffle:
+            order.shuffle(names)
+        for name in names:
+            run = systems[name]
             start = time.perf_counter()
             jax.block_until_ready(jax.tree_util.tree_leaves(run()))
             times[name].append(time.perf_counter() - start)
@@ -695,7 +704,7 @@ def device_cost(rounds: int, scales=(0.01, 0.1, 1, 10)) -> None:
             "fused run": prepare_schedc(model, loss, data, phases),
             "hand run": prepare_hand(model, loss, data, phases),
         }
-        times = times_at[sum(n for n, _, _ in phases)] = _rounds(systems, rounds)
+        times = times_at[sum(n for n, _, _ in phases)] = _rounds(systems, rounds, shuffle=True)
 
         def ratio(a, b):
             return statistics.median(x / y for x, y in zip(times[a], times[b]))
@@ -711,7 +720,7 @@ def device_cost(rounds: int, scales=(0.01, 0.1, 1, 10)) -> None:
 def loss_buffer_cost(rounds: int, chunks=(16384, 4096, 1024)) -> None:
     """A fused call's loss buffer is `chunk` steps long (16384 floats by default) and made afresh
     at every call: the spectral schedule's fused run at several `chunk`s, side by side in one
-    process, and at 20 times its steps, where a shorter buffer takes more calls."""
+    process (each round in its own order), and at 20 times its steps, where a shorter buffer takes more calls."""
     import schedc
 
     model, loss, data = _models("small")
@@ -720,7 +729,7 @@ def loss_buffer_cost(rounds: int, chunks=(16384, 4096, 1024)) -> None:
         systems = {"hand": prepare_hand(model, loss, data, phases)}
         for chunk in chunks:
             systems[f"chunk {chunk}"] = lambda chunk=chunk, program=program: program.run(loss, *data, quiet=True, chunk=chunk).model
-        times = _rounds(systems, rounds)
+        times = _rounds(systems, rounds, shuffle=True)
         cells = ", ".join(f"{name} {statistics.median(t) * 1e3:.3f} ms ({statistics.median(x / y for x, y in zip(t, times['hand'])):.3f})" for name, t in times.items())
         print(f"  {sum(n for n, _, _ in phases)} steps, median (/ hand per round): {cells}")
 

@@ -451,23 +451,32 @@ _FOUND: dict[tuple, tuple] = {}
 _FOUND_KEPT = 4096
 
 
+def kept_by_id(cache: dict, limit: int, key: tuple, held: tuple, make: Callable):
+    """`cache[key]`'s value, made by `make()` the first time; the cache is emptied when full. Its
+    entry holds `held` (the objects whose ids `key` names), so their ids are not reused while it lives."""
+    entry = cache.get(key)
+    if entry is None:
+        if len(cache) >= limit:
+            cache.clear()
+        entry = cache[key] = (held, make())
+    return entry[1]
+
+
 def compiled(signature: PhaseSignature, loss_fn: Callable, model: Layout, data: Layout) -> Compiled:
     """The (cached) jitted functions for `signature`, `loss_fn` and the static parts of model and data.
 
     Found first by the arguments' identity: a phase-by-phase run asks at every phase, with its
     signatures `interned` and one model and data layout (so a run's phases of one kind ask with
-    the same objects). The entry holds the arguments, so their ids are not reused while it lives.
-    (Layouts are not interned: equal static leaves may differ in type, `1` and `1.0`, and a
-    layout rebuilds the run's models on the host.)"""
-    entry = _FOUND.get((id(signature), id(loss_fn), id(model), id(data)))
-    if entry is None:
-        key = (signature, loss_fn, model, data)
-        if key not in _CACHE:
-            _CACHE[key] = _build(signature, loss_fn, model, data)
-        if len(_FOUND) >= _FOUND_KEPT:
-            _FOUND.clear()
-        entry = _FOUND[tuple(map(id, key))] = (key, _CACHE[key])
-    return entry[1]
+    the same objects). (Layouts are not interned: equal static leaves may differ in type, `1`
+    and `1.0`, and a layout rebuilds the run's models on the host.)"""
+    key = (signature, loss_fn, model, data)
+    return kept_by_id(_FOUND, _FOUND_KEPT, tuple(map(id, key)), key, lambda: _built(key))
+
+
+def _built(key: tuple) -> Compiled:
+    if key not in _CACHE:
+        _CACHE[key] = _build(*key)
+    return _CACHE[key]
 
 
 def cache_size() -> int:

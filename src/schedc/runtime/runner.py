@@ -589,17 +589,6 @@ _DEVICE_COPIES: dict[tuple, tuple] = {}
 _DEVICE_COPIES_KEPT = 1024
 
 
-def _kept(cache: dict, limit: int, key: tuple, held: tuple, make: Callable):
-    """`cache[key]`'s value, made by `make()` the first time; the cache is emptied when full. Its
-    entry holds `held` (the objects whose ids `key` names), so their ids are not reused while it lives."""
-    entry = cache.get(key)
-    if entry is None:
-        if len(cache) >= limit:
-            cache.clear()
-        entry = cache[key] = (held, make())
-    return entry[1]
-
-
 def _on_device(array: np.ndarray):
     """A phase's numbers (`PreparedPhase.numbers`, `.stop_numbers`) on the device, copied once, not
     at every chunk call. Only a read-only array is kept (a prepared phase's own, shared by every
@@ -611,7 +600,7 @@ def _on_device(array: np.ndarray):
         return array
     import jax
 
-    return _kept(_DEVICE_COPIES, _DEVICE_COPIES_KEPT, (id(array), jax.config.jax_enable_x64), (array,), lambda: jax.device_put(array))
+    return C.kept_by_id(_DEVICE_COPIES, _DEVICE_COPIES_KEPT, (id(array), jax.config.jax_enable_x64), (array,), lambda: jax.device_put(array))
 
 
 def _model_facts(model) -> ModelFacts:
@@ -970,7 +959,7 @@ class Runner:
         phase and the tree are immutable, `self.leaves` is read from the tree alone, and the entry
         holds both, so their ids are not reused while it lives."""
         key = (id(phase), id(self.leaves_source), self.chunk)
-        return _kept(_PREPARED, _PREPARED_KEPT, key, (phase, self.leaves_source), lambda: C.prepare(phase, self.leaves, self.chunk))
+        return C.kept_by_id(_PREPARED, _PREPARED_KEPT, key, (phase, self.leaves_source), lambda: C.prepare(phase, self.leaves, self.chunk))
 
     def prepare_phase(self, phase: P.PhasePlan) -> C.PreparedPhase:
         """`_prepare`, with where the data comes from in the signature: streamed batches (stacked per

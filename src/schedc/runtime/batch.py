@@ -36,7 +36,9 @@ from schedc.runtime.runner import (
     with_scales,
 )
 
-_VMAPPED: dict[tuple, tuple] = {}  # (id(compiled functions), axis) -> (them, vmapped init, vmapped chunk)
+# (id(compiled functions), axis) -> ((them,), (vmapped init, vmapped chunk)); emptied when full
+_VMAPPED: dict[tuple, tuple] = {}
+_VMAPPED_KEPT = 1024
 
 # What the batch axis runs over: datasets (data batched, numbers shared) or settings of a sweep
 # (numbers batched, data shared). Free values, optimizer state, stop state and model are per item.
@@ -60,20 +62,20 @@ def _stop_at_nonfinite(stop: dict, chunk_losses: np.ndarray, done_before: int) -
 
 def _vmapped(fns: C.Compiled, axis: str = DATASETS):
     """The (init, chunk) functions of `fns` vmapped over the batch axis (one executable per signature and axis)."""
+    return C.kept_by_id(_VMAPPED, _VMAPPED_KEPT, (id(fns), axis), (fns,), lambda: _vmap(fns, axis))
+
+
+def _vmap(fns: C.Compiled, axis: str):
     import jax
 
-    entry = _VMAPPED.get((id(fns), axis))
-    if entry is None or entry[0] is not fns:
-        numbers, data = (None, 0) if axis == DATASETS else (0, None)
-        init = jax.jit(jax.vmap(fns.init, in_axes=(0, numbers)))
-        # free, opt state, stop state and model arrays are per item; step counts and step keys are
-        # shared; an evaluated phase's validation data is as the data is (a dataset's own, or shared
-        # by the settings) and its rules' limits per item (evaluation.ItemEvals.arguments)
-        evaluation = (data, 0) if fns.evaluated else None
-        in_axes = (0, 0, 0, 0, None, None, numbers, numbers, data, None, evaluation)
-        chunk = jax.jit(jax.vmap(fns.per_item, in_axes=in_axes, axis_name=C.ITEMS))
-        entry = _VMAPPED[(id(fns), axis)] = (fns, init, chunk)
-    return entry[1], entry[2]
+    numbers, data = (None, 0) if axis == DATASETS else (0, None)
+    init = jax.jit(jax.vmap(fns.init, in_axes=(0, numbers)))
+    # free, opt state, stop state and model arrays are per item; step counts and step keys are
+    # shared; an evaluated phase's validation data is as the data is (a dataset's own, or shared
+    # by the settings) and its rules' limits per item (evaluation.ItemEvals.arguments)
+    evaluation = (data, 0) if fns.evaluated else None
+    in_axes = (0, 0, 0, 0, None, None, numbers, numbers, data, None, evaluation)
+    return init, jax.jit(jax.vmap(fns.per_item, in_axes=in_axes, axis_name=C.ITEMS))
 
 
 @dataclass

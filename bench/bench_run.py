@@ -538,24 +538,8 @@ def chunk_call_cost(calls: int) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    import schedc
-    from schedc.runtime import runner
-
     model, loss, data = _models("tiny64")
-    program = schedc.compile(ALTERNATING_TEXT, model)
-    seen = {}
-    original = runner.Runner._programs
-
-    def programs(self, fns):
-        init, chunk = original(self, fns)
-        return init, lambda *args: (seen.setdefault("call", (chunk, args)), chunk(*args))[1]
-
-    runner.Runner._programs = programs
-    try:
-        program.run(loss, *data, quiet=True, fuse=False)
-    finally:
-        runner.Runner._programs = original
-    chunk, args = seen["call"]
+    chunk, args = _alternating_chunk_call()
     idle = args[:5] + (jax.device_put(np.int32(0)),) + args[6:]
 
     def toy(carried: int, buffer: bool, matmul: bool):
@@ -593,6 +577,96 @@ def chunk_call_cost(calls: int) -> None:
     print(f"\nwall us per call, median [min] over {len(times[name])} calls:")
     for name, values in times.items():
         print(f"  {name:58} {statistics.median(values):7.1f} [{min(values):.1f}]")
+
+
+def _alternating_chunk_call():
+    """(the phase-by-phase chunk program of the alternating schedule's first phase, the arguments
+    the runner called it with)."""
+    import schedc
+    from schedc.runtime import runner
+
+    model, loss, data = _models("tiny64")
+    program = schedc.compile(ALTERNATING_TEXT, model)
+    seen = {}
+    original = runner.Runner._programs
+
+    def programs(self, fns):
+        init, chunk = original(self, fns)
+        return init, lambda *args: (seen.setdefault("call", (chunk, args)), chunk(*args))[1]
+
+    runner.Runner._programs = programs
+    try:
+        program.run(loss, *data, quiet=True, fuse=False)
+    finally:
+        runner.Runner._programs = original
+    return seen["call"]
+
+
+def boundary_levers(rounds: int) -> None:
+    """What the levers on an unfused boundary could give, measured on the chunk program alone:
+    100 calls of the alternating schedule's phase chunk (20 steps each) chained as phases chain
+    them, against the hand-written loop's 100 phases, interleaved; wall us per phase.
+
+    - no reads: the calls alone, the next dispatched on the last one's outputs (what a phase
+      costs with no host work at all: the device call and XLA:CPU's hand-offs);
+    - donated: the same program with its carried state (free values, optimizer and stop state)
+      donated, so that XLA:CPU runs its loop in the arguments' buffers (no copy of each into the
+      loop: the entry has 5 operations, so it runs sequentially, not over the intra-op pool);
+      and with the copy a phase needs first (its arrays are shared: the last phase's model, a
+      kept fresh state), one jitted copy of the carried tree per call;
+    - with reads: each call's done count, stop reason and losses read before the next call (the
+      runner's wait per phase), or read one call behind (dispatch phase k+1, then read phase k),
+      with 150 us of host work per phase (about the runner's Python) in both, to see how much of
+      it the overlap hides."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    chunk, args = _alternating_chunk_call()
+    donating = jax.jit(chunk.__wrapped__, donate_argnums=(0, 1, 2))
+    copies = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
+    model, loss, data = _models("tiny64")
+    hand = prepare_hand(model, loss, data, ALTERNATING)
+    phases = len(ALTERNATING)
+
+    def host_work(us: int = 150):
+        end = time.thread_time_ns() + us * 1000
+        while time.thread_time_ns() < end:
+            pass
+
+    def read(out):
+        return int(np.asarray(out[2]["done"])), int(np.asarray(out[2]["reason"])), np.asarray(out[3])
+
+    def chained(program, copy: bool = False, reads: str | None = None):
+        def run():
+            carried, behind = tuple(copies(args[:3])) if program is donating else args[:3], None
+            for _ in range(phases):
+                if copy:
+                    carried = copies(carried)
+                if reads is not None:
+                    host_work()
+                out = program(*carried, *args[3:])
+                if reads == "each":
+                    read(out)
+                elif reads == "behind" and behind is not None:
+                    read(behind)
+                carried, behind = out[:3], out
+            read(out)
+
+        return run
+
+    cases = {
+        "hand-written loop": lambda: jax.block_until_ready(jax.tree_util.tree_leaves(hand())),
+        "chunk calls, no reads": chained(chunk),
+        "donated, no reads": chained(donating),
+        "donated + a copy per call, no reads": chained(donating, copy=True),
+        "host work 150 us + chunk call + read": chained(chunk, reads="each"),
+        "host work 150 us + chunk call, read one behind": chained(chunk, reads="behind"),
+    }
+    times = _rounds(cases, rounds)
+    print(f"\nwall us per phase ({phases} chained calls), median [min, max] over {rounds} interleaved rounds:")
+    for name, ts in times.items():
+        print(f"  {name:48} {_spread([t / phases * 1e6 for t in ts])}")
 
 
 def _segment_program(text: str, size: str):

@@ -451,8 +451,9 @@ class ArgumentChecker:
             return
         if any(p[0] == "learning_rate" for m in members for p in catalog.transform_params(optimizer_name(m))):
             return
-        what = "no member of `chain(...)`" if isinstance(opt, n.Call) and opt.func.id == catalog.CHAIN else f"`{optimizer_name(opt)}`"
-        self._error("E0106", f"{what} takes no learning rate, but this phase gives one", lr.span, help="remove `lr ...` from the phase, or add a transformation that takes one (`scale_by_learning_rate`)")
+        chain = isinstance(opt, n.Call) and opt.func.id == catalog.CHAIN
+        what = "no member of `chain(...)` takes a learning rate" if chain else f"`{optimizer_name(opt)}` takes no learning rate"
+        self._error("E0106", f"{what}, but this phase gives one", lr.span, help="remove `lr ...` from the phase, or add a transformation that takes one (`scale_by_learning_rate`)")
 
     def distribution(self, call: n.Call) -> None:
         """An init distribution: its name, arguments, and the ranges of std and uniform bounds."""

@@ -178,6 +178,8 @@ class BatchedRunner(Runner):
     chunk loop, with the batched fit strategy."""
 
     AXIS = DATASETS
+    # (a phase's stopped items decide what the next phase runs: each is read before the next starts)
+    READS_BEHIND = False
 
     def __init__(self, *a, fuse: bool = True, **kw):
         super().__init__(*a, fuse=fuse, **kw)

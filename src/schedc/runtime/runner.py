@@ -557,6 +557,15 @@ class ModelArrays:
     layout: C.Layout
 
 
+class Unread(NamedTuple):
+    """A phase run alone whose last chunk call is made and not yet read (`Runner.run_phase` with
+    `defer`): the runner dispatches the next phase's first call before reading this one's, so
+    that reading it, and the host work of the next phase's start, overlap the device's work."""
+
+    model: Any  # the model the phase ends with: arrays the call is still computing
+    finish: Callable[[], Any]  # reads the call: the phase's PhaseResult
+
+
 class PhaseStart(NamedTuple):
     """A phase's beginning (`Runner.start_phase`): what its chunk loop starts from."""
 
@@ -645,6 +654,9 @@ class Runner:
     strategy supplies how a chunk is called and read: `_programs`, `_phase_evals`, `_initial_stop`, `_absorb`
     and `_phase_result` (single fits here, B datasets at once in `batch.BatchedRunner`).
     """
+
+    # a phase run alone may be read after the next one's first call is made (`_reads_behind`)
+    READS_BEHIND = True
 
     def __init__(
         self,
@@ -779,15 +791,24 @@ class Runner:
 
     # ---- phases
 
-    def run_phase(self, index: int, model, progress: _Progress | None = None):
-        """Run phase `index` starting from `model`. An exception from the loss (tracing it, say) gets a note naming the phase."""
+    def run_phase(self, index: int, model, progress: _Progress | None = None, defer: bool = False):
+        """Run phase `index` starting from `model`. An exception from the loss (tracing it, say) gets a note naming the phase.
+
+        With `defer` (see `_reads_behind`), a phase whose last chunk call is made returns an
+        `Unread` instead of its result: the call's outputs are not read yet."""
         try:
-            return self._run_phase(index, model, progress)
+            ran = self._noted(index, lambda: self._run_phase(index, model, progress, defer))
+        finally:
+            self._close_feed()
+        return Unread(ran.model, lambda: self._noted(index, ran.finish)) if isinstance(ran, Unread) else ran
+
+    def _noted(self, index: int, run: Callable):
+        """`run()`, an exception from it noting the phase `index`."""
+        try:
+            return run()
         except Exception as exc:
             exc.add_note(f"while running {self.plan.phases[index].label}" + (f", defined at {where}" if (where := self.where(self.plan.phases[index])) else ""))
             raise
-        finally:
-            self._close_feed()
 
     def _close_feed(self) -> None:
         """Stop the phase's batch reader; the batches it read ahead go back (a one-shot iterator loses none)."""
@@ -828,9 +849,10 @@ class Runner:
             opt_state = C.carry_state(opt_state, self.state.opt_state, C.carried_labels(self.state.signature, sig), sig)
         return PhaseStart(model, prepared, fns, chunk, inited, layout, free, opt_state)
 
-    def _run_phase(self, index: int, model, progress: _Progress | None = None):
+    def _run_phase(self, index: int, model, progress: _Progress | None = None, defer: bool = False):
         """The chunk loop: call the phase's chunk until the phase ends, pacing the calls, moving the
-        progress bar and calling the checkpoint hooks; then record the state the next phase may carry."""
+        progress bar and calling the checkpoint hooks; then record the state the next phase may carry.
+        With `defer`, the phase's last call is read by the `Unread` returned."""
         phase = self.plan.phases[index]
         if self.initial_leaves is None:
             self.begin(model)
@@ -871,18 +893,14 @@ class Runner:
             keys = minibatch.phase_keys(self.key, phase.index) if phase.batch or self.loss_takes_key else (None, None)
             exhausted = False
             evaluation = evals.arguments()
-            while step0 < phase.steps:
-                n_active = min(phase.steps - step0, pace.steps())
-                # streamed: the stacked chunk holding step0 (ends at that chunk's end)
-                data, n_active = self.feed.take(step0, n_active)
-                if exhausted := n_active == 0:  # a one-shot iterator ran out
-                    break
-                before = (free, opt_state, stop)
-                *out, eval_log = chunk_fn(free, opt_state, stop, model_arrays, _device_int32(step0), _device_int32(n_active), numbers, stop_numbers, data, keys, evaluation)
-                free, opt_state, stop, chunk_losses, aux_values, finished = self._absorb(before, tuple(out), step0, n_active)
+            feed = self.feed
+
+            def took(before: tuple, out: tuple, eval_log, step0: int, n_active: int):
+                """Read one chunk call's outputs into the phase's history: (free, opt_state, stop, phase over?)."""
+                free, opt_state, stop, chunk_losses, aux_values, finished = self._absorb(before, out, step0, n_active)
                 losses.append(chunk_losses)
                 done = step0 + chunk_losses.shape[-1]
-                self.feed.done = done
+                feed.done = done
                 if (recorded := recorded_scales(stop, chunk_losses.shape[-1])) is not None:
                     scales.append(recorded)
                 aux.add(aux_values, done, self._steps_ran(stop, step0, chunk_losses))
@@ -891,6 +909,22 @@ class Runner:
                 if progress:
                     progress.advance(task, done, _last_loss(chunk_losses), evals.last())
                 pace.observe(n_active)
+                return free, opt_state, stop, finished
+
+            last = None  # with `defer`: the phase's last call, read once the next phase is dispatched
+            while step0 < phase.steps:
+                n_active = min(phase.steps - step0, pace.steps())
+                # streamed: the stacked chunk holding step0 (ends at that chunk's end)
+                data, n_active = self.feed.take(step0, n_active)
+                if exhausted := n_active == 0:  # a one-shot iterator ran out
+                    break
+                before = (free, opt_state, stop)
+                *out, eval_log = chunk_fn(free, opt_state, stop, model_arrays, _device_int32(step0), _device_int32(n_active), numbers, stop_numbers, data, keys, evaluation)
+                if defer and step0 + n_active >= phase.steps:  # (however it ends, the phase ends with this call)
+                    last = (before, tuple(out), eval_log, step0, n_active)
+                    free, opt_state, stop = out[:3]
+                    break
+                free, opt_state, stop, finished = took(before, tuple(out), eval_log, step0, n_active)
                 if finished:
                     break
                 step0 += n_active
@@ -906,14 +940,19 @@ class Runner:
         # (a weakly typed array, from an init or a chunk: the next phase makes it strong)
         self.built = ModelArrays(model, model_arrays, layout) if not any(map(_weak, model_arrays)) else None
         self.state = RunnerState(phase.index, prepared.signature, opt_state)
-        result = self._phase_result(phase, prepared, losses, scales, stop, model, time.perf_counter() - started, clock, starts)
-        result.ema_model = ema_model
-        result.aux_steps, result.aux = aux.history()
-        result.state = model_state
-        evals.report(result)
-        if exhausted and not evals.reason:
-            result.stop_reason = DATA_EXHAUSTED
-        return result
+
+        def result_of() -> PhaseResult:
+            ended = took(*last)[2] if last is not None else stop
+            result = self._phase_result(phase, prepared, losses, scales, ended, model, time.perf_counter() - started, clock, starts)
+            result.ema_model = ema_model
+            result.aux_steps, result.aux = aux.history()
+            result.state = model_state
+            evals.report(result)
+            if exhausted and not evals.reason:
+                result.stop_reason = DATA_EXHAUSTED
+            return result
+
+        return Unread(model, result_of) if last is not None else result_of()
 
     def _between_chunks(self, index: int, state: dict) -> None:
         """Between two chunks of phase `index` (`state`: where it stands): the checkpoint due every
@@ -1043,6 +1082,7 @@ class Runner:
             with stop_on_signals(self), _Progress(not self.quiet, sum(p.steps for p in self.plan.phases[start:])) as progress:
                 index = start
                 failed = None  # (NotFused, start, end) of a segment whose program failed: warned once its phases ran alone
+                pending = None  # an Unread phase (`_reads_behind`): recorded after the next phase's call is made
                 while index < len(self.plan.phases):
                     end = self.segment_end(index)
                     if self.processes > 1:  # (an evaluation's check may fail on one process only: `_evaluable`)
@@ -1055,20 +1095,18 @@ class Runner:
                         failed = (reason, index, end) if reason.failure is not None else failed
                         phase_results = None
                     if phase_results is None:
-                        phase_results = [self.run_phase(index, model, progress)]
-                    ending = distributed.Held()  # process 0's writes may fail on it alone: raised on every process by `stopping`
-                    for phase_result in phase_results:
-                        result.phases.append(phase_result)
-                        with ending:
-                            if self.logger is not None and distributed.is_writer():
-                                self.logger.phase(phase_result)
-                        self._after_phase(result, phase_result)
-                        with ending:
-                            if self.checkpoint is not None:
-                                self.checkpoint.after_phase(self, result)
-                    stop = self.stopping(ending.problem)
-                    if phase_results:
-                        model = phase_results[-1].model  # (a fused segment's other models stay unread on the device)
+                        try:
+                            ran = self.run_phase(index, model, progress, defer=self._reads_behind(index, progress))
+                        finally:  # the phase before, read now (its failure, if it failed, is the run's)
+                            behind, pending = pending, None
+                            if behind is not None and (stop := self._record(result, [behind.finish()])) is not None:
+                                raise Interrupted(stop, index, 0)
+                        if isinstance(ran, Unread):
+                            pending, model, index = ran, ran.model, index + 1
+                            continue
+                        phase_results = [ran]
+                    stop = self._record(result, phase_results)
+                    model = phase_results[-1].model  # (a fused segment's other models stay unread on the device)
                     index += len(phase_results)
                     if failed is not None and index >= failed[2]:
                         failed[0].warn(self.plan.phases[failed[1] : failed[2]])
@@ -1082,6 +1120,40 @@ class Runner:
                 exc.result = result
             raise
         return result
+
+    def _record(self, result: Result, phase_results: list):
+        """Append finished phases to `result`, each logged, checked (`_after_phase`: a non-finite
+        loss raises) and checkpointed; then the signal that stops the run here, or None."""
+        ending = distributed.Held()  # process 0's writes may fail on it alone: raised on every process by `stopping`
+        for phase_result in phase_results:
+            result.phases.append(phase_result)
+            with ending:
+                if self.logger is not None and distributed.is_writer():
+                    self.logger.phase(phase_result)
+            self._after_phase(result, phase_result)
+            with ending:
+                if self.checkpoint is not None:
+                    self.checkpoint.after_phase(self, result)
+        return self.stopping(ending.problem)
+
+    def _reads_behind(self, index: int, progress: _Progress) -> bool:
+        """Whether phase `index`, run alone, is read after the next phase's first chunk call is
+        made (`Unread`): ~60 us less per phase boundary on 2 cores (bench_run.boundary_levers).
+        Only where nothing between the two needs the phase's numbers on the host: a single fit
+        (batched: its stopped items), no checkpoint (written after the phase), no streamed
+        batches (fed per chunk), one process (agreements), no evaluation (`keep best` restores
+        the best weights), no progress bar; and the next phase also runs alone. A phase that
+        fails is still the run's last: the next one's call is dropped unread."""
+        return (
+            self.READS_BEHIND
+            and self.checkpoint is None
+            and self.stream is None
+            and self.processes == 1
+            and self.evaluator is None
+            and not progress.bar
+            and index + 1 < len(self.plan.phases)
+            and self.segment_end(index + 1) == index + 2
+        )
 
     def segment_plans(self) -> list:
         """The Plans whose numbers fill a fused segment's table: this run's (a sweep: every setting's)."""

@@ -1106,7 +1106,8 @@ class Runner:
                             continue
                         phase_results = [ran]
                     stop = self._record(result, phase_results)
-                    model = phase_results[-1].model  # (a fused segment's other models stay unread on the device)
+                    if phase_results:  # (none: a fused segment stopped by a signal in its first phase)
+                        model = phase_results[-1].model  # (a fused segment's other models stay unread on the device)
                     index += len(phase_results)
                     if failed is not None and index >= failed[2]:
                         failed[0].warn(self.plan.phases[failed[1] : failed[2]])

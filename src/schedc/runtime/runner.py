@@ -1139,7 +1139,7 @@ class Runner:
 
     def _reads_behind(self, index: int, progress: _Progress) -> bool:
         """Whether phase `index`, run alone, is read after the next phase's first chunk call is
-        made (`Unread`): ~60 us less per phase boundary on 2 cores (bench_run.boundary_levers).
+        made (`Unread`): ~150 us less per phase boundary on 2 cores (docs/performance.md).
         Only where nothing between the two needs the phase's numbers on the host: a single fit
         (batched: its stopped items), no checkpoint (written after the phase), no streamed
         batches (fed per chunk), one process (agreements), no evaluation (`keep best` restores

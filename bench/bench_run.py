@@ -602,6 +602,37 @@ def _alternating_chunk_call():
     return seen["call"]
 
 
+def reads_behind_cost(rounds: int) -> None:
+    """`boundary_cost`'s two measures with the phases read one behind (`Runner._reads_behind`) and
+    each read at once (`Runner.READS_BEHIND = False`), all four runs interleaved in one process,
+    each round in its own order (`_rounds(shuffle=True)`): the lever alone, free of the noise
+    between processes."""
+    import schedc
+    from schedc.runtime.runner import Runner
+
+    model, loss, data = _models("tiny64")
+    program = schedc.compile(ALTERNATING_TEXT, model)
+    phases = len(program.phases)
+
+    def alone(behind: bool):
+        def run():
+            Runner.READS_BEHIND = behind
+            try:
+                return program.run(loss, *data, quiet=True, fuse=False).model
+            finally:
+                Runner.READS_BEHIND = True
+
+        return run
+
+    systems = {"hand": prepare_hand(model, loss, data, ALTERNATING), "fused": lambda: program.run(loss, *data, quiet=True).model, "read behind": alone(True), "read at once": alone(False)}
+    times = _rounds(systems, rounds, shuffle=True)
+    print(f"\nper phase boundary, median [min, max] over {rounds} rounds in one process, wall us:")
+    for name in ("read behind", "read at once"):
+        over_hand = [(t - h) / phases * 1e6 for t, h in zip(times[name], times["hand"])]
+        over_fused = [(t - f) / phases * 1e6 for t, f in zip(times[name], times["fused"])]
+        print(f"  {name:13} (phase by phase - hand) / {phases}: {_spread(over_hand)}; (phase by phase - fused) / {phases}: {_spread(over_fused)}")
+
+
 def boundary_levers(rounds: int) -> None:
     """What the levers on an unfused boundary could give, measured on the chunk program alone:
     100 calls of the alternating schedule's phase chunk (20 steps each) chained as phases chain

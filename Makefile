@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/schedc check examples/spectral_line.sched
 	$(BIN)/schedc show examples/spectral_line.sched
-	$(BIN)/schedc run examples/spectral_line.sched --out out/spectral_line
+	$(BIN)/schedc run examples/spectral_line.sched --out out/spectral_line --force
 
 test: $(STAMP)
 	SCHEDC_REQUIRE_COMPARE=1 $(BIN)/python -m pytest -q

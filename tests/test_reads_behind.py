@@ -5,6 +5,7 @@ keeps are those of reading every phase before the next starts."""
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 
 import equinox as eqx
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import schedc
-from schedc.runtime.runner import Runner, RunError
+from schedc.runtime.runner import Interrupted, Runner, RunError
 
 SCHEDULE = """optimizer adam
 phase warm 30 lr 0.05 < free a >
@@ -121,3 +122,27 @@ def test_runs_with_a_progress_bar_or_checkpoints_read_each_phase_at_once(monkeyp
 
     behind, at_once, deferred = both_ways(monkeypatch, run)
     assert deferred == [False] * 5 and behind.stop_reasons == at_once.stop_reasons
+
+
+def test_a_signal_stops_the_run_after_the_same_phases(monkeypatch):
+    # the run's second look at the signal (after phase 1, read behind during phase 2's start) finds one
+    looks = []
+
+    def stopping(self, problem=None):
+        looks.append(1)
+        return int(signal.SIGTERM) if len(looks) == 2 else None
+
+    monkeypatch.setattr(Runner, "stopping", stopping)
+    program = schedc.compile(SCHEDULE, pair())
+
+    def run():
+        looks.clear()
+        with pytest.raises(Interrupted) as info:
+            program.run(quadratic, quiet=True, fuse=False)
+        return info.value
+
+    behind, at_once, deferred = both_ways(monkeypatch, run)
+    assert deferred[:2] == [True, True]
+    assert (behind.signal, behind.phase, behind.step) == (at_once.signal, at_once.phase, at_once.step) == (int(signal.SIGTERM), 2, 0)
+    assert behind.result.stop_reasons == at_once.result.stop_reasons == ["completed", "completed"]
+    np.testing.assert_array_equal(behind.result.phases[1].losses, at_once.result.phases[1].losses)

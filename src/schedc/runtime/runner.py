@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -763,11 +763,17 @@ class Runner:
     def _built_from(self, layout: C.Layout, arrays: tuple, values: dict):
         """The model of `layout` from its `arrays` with the free `values` written at every leaf of
         their parameters (shared copies too): one unflatten, no flatten."""
+        new = self._arrays_with(layout, arrays, values)
+        return layout.rebuild(new), new
+
+    def _arrays_with(self, layout: C.Layout, arrays: tuple, values: dict) -> tuple:
+        """The array leaves `arrays` of a model of `layout` with the free `values` written at every
+        leaf of their parameters."""
         new = list(arrays)
         for path, value in values.items():
             for i in self.leaves[path]:
                 new[layout.positions[i]] = value
-        return layout.rebuild(new), tuple(new)
+        return tuple(new)
 
     def _init_value(self, phase: P.PhasePlan, init: P.InitSpec, current):
         """The value `init` gives a parameter now equal to `current` (whose shape and dtype it takes)."""
@@ -936,9 +942,13 @@ class Runner:
         self.model_state = model_state
         ema = O.ema_of(opt_state) if prepared.signature.ema is not None else None  # (no state walk without `ema`)
         ema_model = self._built_from(layout, model_arrays, ema)[0] if ema is not None else None
-        model, model_arrays = self._built_from(layout, model_arrays, free)
+        model_arrays = self._arrays_with(layout, model_arrays, free)
         # (a weakly typed array, from an init or a chunk: the next phase makes it strong)
-        self.built = ModelArrays(model, model_arrays, layout) if not any(map(_weak, model_arrays)) else None
+        strong = not any(map(_weak, model_arrays))
+        # a phase read behind leaves its model unbuilt until read (its result's `model`): the next
+        # phase starts from the arrays (`arrays_of`), and a run's caller reads the last model
+        model = Later(partial(layout.rebuild, model_arrays)) if last is not None and strong else layout.rebuild(model_arrays)
+        self.built = ModelArrays(model, model_arrays, layout) if strong else None
         self.state = RunnerState(phase.index, prepared.signature, opt_state)
 
         def result_of() -> PhaseResult:

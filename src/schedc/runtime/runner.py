@@ -763,8 +763,7 @@ class Runner:
     def _built_from(self, layout: C.Layout, arrays: tuple, values: dict):
         """The model of `layout` from its `arrays` with the free `values` written at every leaf of
         their parameters (shared copies too): one unflatten, no flatten."""
-        new = self._arrays_with(layout, arrays, values)
-        return layout.rebuild(new), new
+        return layout.rebuild(self._arrays_with(layout, arrays, values))
 
     def _arrays_with(self, layout: C.Layout, arrays: tuple, values: dict) -> tuple:
         """The array leaves `arrays` of a model of `layout` with the free `values` written at every
@@ -793,7 +792,7 @@ class Runner:
 
     def _write_back(self, model, free: dict):
         arrays, layout = C.split(model)
-        return self._built_from(layout, arrays, free)[0]
+        return self._built_from(layout, arrays, free)
 
     # ---- phases
 
@@ -941,7 +940,7 @@ class Runner:
         free, model_state = evals.final_weights(free, stop.get("model_state"))
         self.model_state = model_state
         ema = O.ema_of(opt_state) if prepared.signature.ema is not None else None  # (no state walk without `ema`)
-        ema_model = self._built_from(layout, model_arrays, ema)[0] if ema is not None else None
+        ema_model = self._built_from(layout, model_arrays, ema) if ema is not None else None
         model_arrays = self._arrays_with(layout, model_arrays, free)
         # (a weakly typed array, from an init or a chunk: the next phase makes it strong)
         strong = not any(map(_weak, model_arrays))

@@ -568,6 +568,13 @@ def hyper_dtype(free):
     return jnp.result_type(*leaves) if leaves else jnp.result_type(float)
 
 
+def stops_early(signature: PhaseSignature) -> bool:
+    """Whether a chunk's loop may end before its last step, setting the stop state's reason: a stop
+    rule on the loss, or an evaluation (whose rules may fire). Otherwise the loop is bare: it runs
+    every step and returns the reason it was given (the host finds a non-finite loss itself)."""
+    return "loss_change" in signature.stop_kinds or "loss" in signature.stop_kinds or signature.evaluation is not None
+
+
 def run_steps(
     signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, evaluation=(), items=False
 ):
@@ -729,11 +736,11 @@ def run_steps(
     # rules the loop body is the bare step, as in a hand-written loop, and the host finds
     # a non-finite loss in the returned losses (see `first_nonfinite`; steps after it are
     # wasted, never kept). Checking on the device after the loop cost a fifth more compile time.
-    if (has_lc or has_loss or ev is not None) and items:
+    if stops_early(signature) and items:
         ran, free, opt_state, stop_state, logs, ctx = _shared_loop(step, update_stop, log, evaluated if ev is not None else None, step0, n_active, (free, opt_state, stop_state, logs, ctx))
         return ran, free, opt_state, finish(stop_state, ctx), logs
 
-    if has_lc or has_loss or ev is not None:  # (evaluated: a non-finite loss stops before its evaluation)
+    if stops_early(signature):  # (evaluated: a non-finite loss stops before its evaluation)
 
         def body(carry):
             k, free, opt_state, stop, logs, ctx = carry

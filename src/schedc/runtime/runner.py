@@ -521,14 +521,19 @@ def phase_result(
     )
 
 
-@lru_cache(maxsize=256)
+# (id(interned signature), x64) -> ((the signature,), its initial stop state on the device); emptied when full
+_FRESH_STOPS: dict[tuple, tuple] = {}
+_FRESH_STOPS_KEPT = 256
+
+
 def _fresh_stop(signature: C.PhaseSignature, x64: bool) -> dict:
     """A phase's initial stop state, on the device once per signature and float width (`x64`, the
     `loss_change` window's: `jax_enable_x64` switched on between runs widens it). Its arrays are
-    immutable; building and copying them in cost ~0.1 ms per phase."""
+    immutable; building and copying them in cost ~0.1 ms per phase. Found by the signature's
+    identity (signatures are `interned`): hashing one cost ~10 us a phase."""
     import jax
 
-    return jax.device_put(C.initial_stop_state(signature))
+    return C.kept_by_id(_FRESH_STOPS, _FRESH_STOPS_KEPT, (id(signature), x64), (signature,), lambda: jax.device_put(C.initial_stop_state(signature)))
 
 
 @dataclass(frozen=True)
@@ -899,10 +904,11 @@ class Runner:
             exhausted = False
             evaluation = evals.arguments()
             feed = self.feed
+            stops = C.stops_early(prepared.signature)
 
             def took(before: tuple, out: tuple, eval_log, step0: int, n_active: int):
                 """Read one chunk call's outputs into the phase's history: (free, opt_state, stop, phase over?)."""
-                free, opt_state, stop, chunk_losses, aux_values, finished = self._absorb(before, out, step0, n_active)
+                free, opt_state, stop, chunk_losses, aux_values, finished = self._absorb(before, out, step0, n_active, stops)
                 losses.append(chunk_losses)
                 done = step0 + chunk_losses.shape[-1]
                 feed.done = done
@@ -1041,14 +1047,20 @@ class Runner:
 
         return dict(_fresh_stop(signature, jax.config.jax_enable_x64))
 
-    def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int):
+    def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int, stops: bool):
         """Read one chunk call's outputs: (free, opt_state, stop, the losses of the steps run, the
-        aux metrics per step, phase over?).
+        aux metrics per step, phase over?). `stops`: the chunk's loop may end early (`C.stops_early`).
 
         A non-finite loss ends the phase (and the run) at its step; the stop state then says so.
+        Only what the host needs is read from the device (each read may wait on a worker thread:
+        docs/performance.md): a bare loop's losses alone.
         """
         free, opt_state, stop, chunk_losses, aux_values = out
-        done, reason = int(np.asarray(stop["done"])), int(np.asarray(stop["reason"]))  # (jax.device_get's tree walk cost ~50 us)
+        if not stops:  # a bare loop returns the reason it was given, whose host copy jax keeps
+            stop = dict(stop, reason=before[2]["reason"])
+        reason = int(np.asarray(stop["reason"]))
+        # a chunk that did not stop ran all its `n_active` steps: the steps done are read only when it stopped
+        done = step0 + n_active if reason == C.COMPLETED else int(np.asarray(stop["done"]))
         # sliced on the host: a device slice would compile once per length
         chunk_losses = np.asarray(chunk_losses)[: done - step0]
         bad = C.first_nonfinite(chunk_losses)

@@ -446,8 +446,12 @@ def boundary_cost(rounds: int) -> None:
       cost ~150-250 us on a 2-core machine (`chunk_call_cost`). (Wall time minus the time
       blocked on the device, `host_work`'s measure, no longer separates them: with every argument
       already on the device, XLA:CPU often runs a chunk inside the dispatching call.)
-    - where it goes: main-thread CPU time (`time.thread_time_ns`: not the XLA threads', and not
-      time preempted by other processes) per phase, in the runner's parts, wrapped here.
+    - the phase-by-phase run's main thread per phase: its CPU time (`time.thread_time_ns`: not
+      the XLA threads', and not time preempted) and the rest of its wall time, off the CPU
+      (asleep on a read, or preempted by XLA's threads on this 2-core VM). A process runs in one
+      of two regimes, ~10 or ~100-250 us off the CPU per phase (docs/performance.md, "Two
+      regimes"), so this line says which one a measurement met.
+    - where it goes: main-thread CPU time per phase, in the runner's parts, wrapped here.
     Written against the runner's methods that every build has, so it also runs against an older
     `src` (PYTHONPATH)."""
     import jax
@@ -460,23 +464,26 @@ def boundary_cost(rounds: int) -> None:
     phases = len(program.phases)
     hand = prepare_hand(model, loss, data, ALTERNATING)
 
-    def once(fuse: bool | None) -> tuple[int, int]:
-        start, cpu = time.perf_counter_ns(), time.process_time_ns()
+    def once(fuse: bool | None) -> tuple[int, int, int]:
+        start, cpu, main = time.perf_counter_ns(), time.process_time_ns(), time.thread_time_ns()
         model = hand() if fuse is None else program.run(loss, *data, quiet=True, fuse=fuse).model
         jax.block_until_ready(jax.tree_util.tree_leaves(model))
-        return time.perf_counter_ns() - start, time.process_time_ns() - cpu
+        return time.perf_counter_ns() - start, time.process_time_ns() - cpu, time.thread_time_ns() - main
 
     for _ in range(3):
         once(None), once(True), once(False)
-    over_hand, wall, cpu = [], [], []
+    over_hand, wall, cpu, alone_main, alone_off = [], [], [], [], []
     for _ in range(rounds):
-        (by_hand, _), (fused, fused_cpu), (alone, alone_cpu) = once(None), once(True), once(False)
+        (by_hand, _, _), (fused, fused_cpu, _), (alone, alone_cpu, main) = once(None), once(True), once(False)
         over_hand.append((alone - by_hand) / phases / 1e3)
         wall.append((alone - fused) / phases / 1e3)
         cpu.append((alone_cpu - fused_cpu) / phases / 1e3)
+        alone_main.append(main / phases / 1e3)
+        alone_off.append((alone - main) / phases / 1e3)
     print(f"\nper phase boundary, median [min, max] over {rounds} rounds, wall us:")
     print(f"  on top of the hand loop's dispatch, (phase by phase - hand) / {phases}: {_spread(over_hand)}")
     print(f"  against the fused run, (phase by phase - fused) / {phases}: {_spread(wall)} (process CPU {_spread(cpu)})")
+    print(f"  the phase-by-phase run's main thread per phase: CPU {_spread(alone_main)}, off the CPU {_spread(alone_off)}")
 
     spent: dict[str, int] = {}
 

@@ -609,6 +609,25 @@ def _alternating_chunk_call():
     return seen["call"]
 
 
+def phase_by_phase(runs: int) -> None:
+    """The alternating schedule run phase by phase (`fuse=False`) `runs` times after a warm-up,
+    nothing else: a workload to record with a profiler, e.g. where the main thread sleeps
+    (`perf record -e sched:sched_switch --call-graph dwarf -- python -c ...`, then `perf report
+    --no-children --tid <the process id>`: the main thread's id is the process's)."""
+    import jax
+
+    import schedc
+
+    model, loss, data = _models("tiny64")
+    program = schedc.compile(ALTERNATING_TEXT, model)
+    for _ in range(3):
+        program.run(loss, *data, quiet=True, fuse=False)
+    start = time.perf_counter()
+    for _ in range(runs):
+        jax.block_until_ready(jax.tree_util.tree_leaves(program.run(loss, *data, quiet=True, fuse=False).model))
+    print(f"{(time.perf_counter() - start) / runs / len(program.phases) * 1e6:.1f} us wall per phase")
+
+
 def reads_behind_cost(rounds: int) -> None:
     """`boundary_cost`'s two measures with the phases read one behind (`Runner._reads_behind`) and
     each read at once (`Runner.READS_BEHIND = False`), all four runs interleaved in one process,

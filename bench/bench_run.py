@@ -609,11 +609,13 @@ def _alternating_chunk_call():
     return seen["call"]
 
 
-def phase_by_phase(runs: int) -> None:
+def phase_by_phase(runs: int, wait: float = 0.0) -> None:
     """The alternating schedule run phase by phase (`fuse=False`) `runs` times after a warm-up,
-    nothing else: a workload to record with a profiler, e.g. where the main thread sleeps
-    (`perf record -e sched:sched_switch --call-graph dwarf -- python -c ...`, then `perf report
-    --no-children --tid <the process id>`: the main thread's id is the process's)."""
+    nothing else: a workload to record with a profiler. After the warm-up it prints the main
+    thread's id and waits `wait` seconds, for a profiler to attach to that thread alone (e.g.
+    where it sleeps: `perf record -e sched:sched_switch --call-graph dwarf -t <id>`)."""
+    import threading
+
     import jax
 
     import schedc
@@ -622,6 +624,8 @@ def phase_by_phase(runs: int) -> None:
     program = schedc.compile(ALTERNATING_TEXT, model)
     for _ in range(3):
         program.run(loss, *data, quiet=True, fuse=False)
+    print(f"main thread {threading.get_native_id()}", flush=True)
+    time.sleep(wait)
     start = time.perf_counter()
     for _ in range(runs):
         jax.block_until_ready(jax.tree_util.tree_leaves(program.run(loss, *data, quiet=True, fuse=False).model))

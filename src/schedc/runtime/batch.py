@@ -256,12 +256,10 @@ class BatchedRunner(Runner):
         stop["reason"] = np.where(self.dead, C.NONFINITE, C.COMPLETED).astype(stop["reason"].dtype)
         return stop
 
-    def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int, stops: bool):
+    def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int):
         """A dataset stopped before this chunk keeps its state, whatever the chunk computed, and
         logs no aux metrics (NaN, as for steps not run); one that met a non-finite loss in it stops
-        there. The phase is over when every dataset stopped. (Every item's stop state is read
-        whatever `stops` says: an item stopped before the chunk keeps its reason.)"""
-        del stops
+        there. The phase is over when every dataset stopped."""
         free, opt_state, stop, chunk_losses, aux_values = out
         # per-item values: sharded like the items, which may sit on other processes
         stop, chunk_losses = distributed.host_tree(stop), distributed.host_array(chunk_losses)[:, :n_active]

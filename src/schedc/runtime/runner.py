@@ -908,7 +908,7 @@ class Runner:
 
             def took(before: tuple, out: tuple, eval_log, step0: int, n_active: int):
                 """Read one chunk call's outputs into the phase's history: (free, opt_state, stop, phase over?)."""
-                free, opt_state, stop, chunk_losses, aux_values, finished = self._absorb(before, out, step0, n_active, stops)
+                free, opt_state, stop, chunk_losses, aux_values, finished = self._absorb(before, out, step0, n_active)
                 losses.append(chunk_losses)
                 done = step0 + chunk_losses.shape[-1]
                 feed.done = done
@@ -931,6 +931,8 @@ class Runner:
                     break
                 before = (free, opt_state, stop)
                 *out, eval_log = chunk_fn(free, opt_state, stop, model_arrays, _device_int32(step0), _device_int32(n_active), numbers, stop_numbers, data, keys, evaluation)
+                if not stops:  # a bare loop returns the reason it was given: keep that one, never read from the device again
+                    out[2] = dict(out[2], reason=stop["reason"])
                 if defer and step0 + n_active >= phase.steps:  # (however it ends, the phase ends with this call)
                     last = (before, tuple(out), eval_log, step0, n_active)
                     free, opt_state, stop = out[:3]
@@ -1047,17 +1049,16 @@ class Runner:
 
         return dict(_fresh_stop(signature, jax.config.jax_enable_x64))
 
-    def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int, stops: bool):
+    def _absorb(self, before: tuple, out: tuple, step0: int, n_active: int):
         """Read one chunk call's outputs: (free, opt_state, stop, the losses of the steps run, the
-        aux metrics per step, phase over?). `stops`: the chunk's loop may end early (`C.stops_early`).
+        aux metrics per step, phase over?).
 
         A non-finite loss ends the phase (and the run) at its step; the stop state then says so.
         Only what the host needs is read from the device (each read may wait on a worker thread:
-        docs/performance.md): a bare loop's losses alone.
+        docs/performance.md): a bare loop's losses alone (`_run_phase` gives it back the reason
+        it was called with, whose host copy jax keeps).
         """
         free, opt_state, stop, chunk_losses, aux_values = out
-        if not stops:  # a bare loop returns the reason it was given, whose host copy jax keeps
-            stop = dict(stop, reason=before[2]["reason"])
         reason = int(np.asarray(stop["reason"]))
         # a chunk that did not stop ran all its `n_active` steps: the steps done are read only when it stopped
         done = step0 + n_active if reason == C.COMPLETED else int(np.asarray(stop["done"]))

@@ -439,7 +439,8 @@ def boundary_cost(rounds: int) -> None:
       hand-written loop's own one dispatch per phase"): per round, (phase-by-phase run - hand
       loop) / 100. The hand loop (`prepare_hand`) dispatches one jitted scan per phase and reads
       nothing back, so this is what schedc adds to a device call per phase: its phase start,
-      reading each phase's losses and stop reason (a wait for the device per phase), the result.
+      reading each phase's losses, a wait for the device per phase (its stop reason too where
+      its loop can stop early), the result.
     - against the fused run: per round, (phase-by-phase run - fused run) / 100. The fused run
       takes the same steps, with ~2 us of device time and ~25-45 us of host time per phase (see
       `phase_cost`, `host_work`), so this also counts the device call itself, which XLA:CPU makes

@@ -128,11 +128,18 @@ SPECTRAL = [(300, 0.05, ["a.*"]), (200, 0.02, ["**"]), (100, 0.01, ["b.*"])]
 # once and returning the final model. "cold" = prepare + first run, "steady" = a second run.
 
 
-def prepare_schedc(model, loss, data, phases, text=None, fuse=True):
+def prepare_schedc(model, loss, data, phases, text=None, fuse=True, kernels=False):
     import schedc
 
     program = schedc.compile(text or _sched_text(phases), model)
-    return lambda: program.run(loss, *data, quiet=True, fuse=fuse).model
+    if not kernels:
+        return lambda: program.run(loss, *data, quiet=True, fuse=fuse).model
+
+    def run():
+        with schedc.use_kernels():
+            return program.run(loss, *data, quiet=True, fuse=fuse).model
+
+    return run
 
 
 def prepare_hand(model, loss, data, phases):
@@ -323,6 +330,77 @@ def fusion_table(rounds: int) -> None:
         for name, ts in times.items():
             ratio = [t / h for t, h in zip(ts, times["hand"])]
             print(f"  {name:22} {_spread([t * 1e3 for t in ts]):>28}   / hand {_spread(ratio)}")
+
+
+def kernel_targets(rounds: int) -> None:
+    """`fusion_table`'s two schedules with step loops as one kernel (`schedc.use_kernels`) beside
+    the default, in shuffled interleaved rounds (see `_rounds`)."""
+    cases = [("alternating 100 x 20 steps, 64 parameters", "tiny64", ALTERNATING, ALTERNATING_TEXT), ("spectral 300/200/100 steps, small model", "small", SPECTRAL, None)]
+    print(f"wall ms per run: median [min, max] over {rounds} shuffled rounds; ratios are per round")
+    for title, size, phases, text in cases:
+        model, loss, data = _models(size)
+        systems = {"hand": prepare_hand(model, loss, data, phases)}
+        for fuse, kernels in ((True, False), (False, False), (True, True), (False, True)):
+            name = f"schedc {'fused' if fuse else 'phase by phase'}{', kernels' if kernels else ''}"
+            systems[name] = prepare_schedc(model, loss, data, phases, text, fuse=fuse, kernels=kernels)
+        times = _rounds(systems, rounds, shuffle=True)
+        print(f"\n{title}")
+        for name, ts in times.items():
+            ratio = [t / h for t, h in zip(ts, times["hand"])]
+            print(f"  {name:31} {_spread([t * 1e3 for t in ts]):>28}   / hand {_spread(ratio)}")
+
+
+def kernel_table(rounds: int, steps: int = 300) -> None:
+    """Per step, a hand-written phase loop (adam over every parameter, a while loop over `steps`)
+    as XLA runs it and as one kernel (`compiler.kernel.while_loop`), side by side in one process,
+    on models and data of growing size: where the kernel stops paying is `KERNEL_BYTES`."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from schedc.compiler import kernel as K
+
+    def programs(model, loss, data):
+        leaves, treedef = jax.tree_util.tree_flatten(model)
+        free_leaves = _free_sets(model, [(1, 0.1, ["**"])])[0]
+        tx = optax.adam(0.01)
+
+        def phase(leaves, *data, kernel):
+            def loss_of(free):
+                new = list(leaves)
+                for i, value in zip(free_leaves, free):
+                    new[i] = value
+                return loss(jax.tree_util.tree_unflatten(treedef, new), *data)
+
+            def step(carry):
+                k, free, state, losses = carry
+                value, grads = jax.value_and_grad(loss_of)(free)
+                updates, state = tx.update(grads, state, free)
+                return k + 1, optax.apply_updates(free, updates), state, losses.at[k].set(value)
+
+            free = tuple(leaves[i] for i in free_leaves)
+            carry = (jnp.int32(0), free, tx.init(free), jnp.full((steps,), jnp.nan))
+            return K.while_loop(lambda c: c[0] < steps, step, carry, kernel)[1]
+
+        arrays = tuple(leaves)
+        return {name: functools.partial(jax.jit(functools.partial(phase, kernel=kernel)), arrays, *data) for name, kernel in (("thunks", False), ("kernel", True))}
+
+    small_model, small_loss, _ = _models("small")
+    cases = []
+    for points in (200, 1000, 4000, 6000):
+        x = jnp.linspace(-1, 1, points)
+        cases.append((f"4 scalars, {points} points", small_model, small_loss, (x, jnp.sin(3 * x))))
+    cases += [("64 parameters, 64 x 200 basis", *_models("tiny64")), ("MLP 16-256-1, 2048 rows", *_models("mlp"))]
+    print(f"us per step ({steps} steps a call): median over {rounds} interleaved calls")
+    for title, model, loss, data in cases:
+        nbytes = sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves((model, data)) if hasattr(a, "dtype"))
+        try:
+            times = _rounds(programs(model, loss, data), rounds)
+        except Exception as error:  # the kernel emitter refused the loop (schedc then runs it as thunks)
+            print(f"  {title:32} {nbytes / 1024:7.1f} KB   kernel refused: {str(error).splitlines()[0][:60]}")
+            continue
+        per_step = {name: statistics.median(ts) * 1e6 / steps for name, ts in times.items()}
+        print(f"  {title:32} {nbytes / 1024:7.1f} KB   thunks {per_step['thunks']:7.2f}   kernel {per_step['kernel']:7.2f}   ratio {per_step['kernel'] / per_step['thunks']:.2f}")
 
 
 def host_work(rounds: int) -> None:

@@ -10,6 +10,7 @@ _LAZY = {
     "Batches": "schedc.plan.batches",
     "SchedError": "schedc.lang.diagnostics",
     "FusionWarning": "schedc.runtime.fused",
+    "use_kernels": "schedc.compiler.kernel",
     "schedule": "schedc.surface.schedule",
     "build_schedule": "schedc.surface.builder",
     "free_in": "schedc.surface.builder",

@@ -29,6 +29,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 
 from schedc.check import catalog
+from schedc.compiler import kernel as K
 from schedc.compiler import optimizers as O
 from schedc.plan import resolve as P
 
@@ -388,8 +389,9 @@ class Compiled:
     chunk: Callable
     hypers: Callable  # (step0, numbers) -> [chunk, hyperparameters] applied values
     # the chunk function, not jitted, for many fits at once: to be `jax.vmap`ped over the items
-    # with `axis_name=ITEMS` (an evaluation runs when some item is due: see `run_steps`)
-    per_item: Callable
+    # with `axis_name=ITEMS` (an evaluation runs when some item is due: see `run_steps`); given
+    # whether its loop may be a kernel (`kernel.KernelsOrThunks`)
+    per_item: Callable[[bool], Callable]
     evaluated: bool  # the phase evaluates: the chunk's `evaluation` argument is (validation arrays, limits), else ()
 
 
@@ -576,7 +578,7 @@ def stops_early(signature: PhaseSignature) -> bool:
 
 
 def run_steps(
-    signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, evaluation=(), items=False
+    signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, evaluation=(), items=False, kernel=False
 ):
     """The device loop of a phase (traceable): up to `n_active` steps from phase step `step0`.
 
@@ -593,7 +595,9 @@ def run_steps(
     runs `jax.vmap`ped over many fits (axis `ITEMS`): an evaluation then runs when some item is
     due and only the due items take its results (see `evaluated`), and a loop with stop rules
     runs while some item goes on, each item stepping while its own rules let it (see
-    `_shared_loop`). Returns (steps run, free, opt_state, stop_state, logs).
+    `_shared_loop`). With `kernel`, on a CPU and where model, optimizer state and data are small,
+    the loop is compiled into one kernel (compiler.kernel). Returns (steps run, free, opt_state,
+    stop_state, logs).
 
     The one step loop every program runs: a phase's chunk (`compiled`) and a fused segment's
     branch (`segment.py`) both call it, so their steps are the same computation.
@@ -637,7 +641,7 @@ def run_steps(
             return perm, minibatch.stream_row(data_arrays, i, signature.chunk, signature.batch_sharding)
         return sampler.draw(data_key, perm, i, data_arrays) if sampler else (perm, data_arrays)
 
-    perm0 = sampler.start(data_key, step0) if sampler else jnp.zeros((0,), jnp.int32)
+    perm0 = sampler.start(data_key, step0) if sampler else None
     model_state0 = stop_state.get("model_state")
     loss_shape, (aux_shape, _) = jax.eval_shape(loss_and_aux, free, batch_of(perm0, step0)[1], step0, model_state0)
     minibatch.check_aux(aux_shape)
@@ -736,8 +740,9 @@ def run_steps(
     # rules the loop body is the bare step, as in a hand-written loop, and the host finds
     # a non-finite loss in the returned losses (see `first_nonfinite`; steps after it are
     # wasted, never kept). Checking on the device after the loop cost a fifth more compile time.
+    kernel = kernel and K.on_cpu() and K.small(free, opt_state, model_arrays, data_arrays, validation)
     if stops_early(signature) and items:
-        ran, free, opt_state, stop_state, logs, ctx = _shared_loop(step, update_stop, log, evaluated if ev is not None else None, step0, n_active, (free, opt_state, stop_state, logs, ctx))
+        ran, free, opt_state, stop_state, logs, ctx = _shared_loop(step, update_stop, log, evaluated if ev is not None else None, step0, n_active, (free, opt_state, stop_state, logs, ctx), kernel)
         return ran, free, opt_state, finish(stop_state, ctx), logs
 
     if stops_early(signature):  # (evaluated: a non-finite loss stops before its evaluation)
@@ -753,7 +758,7 @@ def run_steps(
         def more(carry):
             return (carry[0] < n_active) & (carry[3]["reason"] == COMPLETED)
 
-        ran, free, opt_state, stop_state, logs, ctx = jax.lax.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs, ctx))
+        ran, free, opt_state, stop_state, logs, ctx = K.while_loop(more, body, (jnp.int32(0), free, opt_state, stop_state, logs, ctx), kernel)
         return ran, free, opt_state, finish(stop_state, ctx), logs
 
     def bare(carry):
@@ -761,11 +766,11 @@ def run_steps(
         loss_aux, free, opt_state, ctx = step(k, free, opt_state, ctx)
         return k + 1, free, opt_state, log(logs, k, loss_aux, opt_state), ctx
 
-    ran, free, opt_state, logs, ctx = jax.lax.while_loop(lambda c: c[0] < n_active, bare, (jnp.int32(0), free, opt_state, logs, ctx))
+    ran, free, opt_state, logs, ctx = K.while_loop(lambda c: c[0] < n_active, bare, (jnp.int32(0), free, opt_state, logs, ctx), kernel)
     return ran, free, opt_state, finish(stop_state, ctx), logs
 
 
-def _shared_loop(step, update_stop, log, evaluated, step0, n_active, carry):
+def _shared_loop(step, update_stop, log, evaluated, step0, n_active, carry, kernel):
     """`run_steps`' loop with stop rules, vmapped over many fits (axis `ITEMS`): it runs while some
     item goes on, each item stepping while its reason is COMPLETED. Returns (each item's steps
     run, free, opt_state, stop_state, logs, ctx).
@@ -797,7 +802,7 @@ def _shared_loop(step, update_stop, log, evaluated, step0, n_active, carry):
         return (k < n_active) & (jax.lax.pmax((stop["reason"] == COMPLETED).astype(jnp.int32), ITEMS) > 0)
 
     free, opt_state, stop, logs, ctx = carry
-    _, ran, free, opt_state, stop, logs, ctx = jax.lax.while_loop(more, body, (jnp.int32(0), jnp.int32(0), free, opt_state, stop, logs, ctx))
+    _, ran, free, opt_state, stop, logs, ctx = K.while_loop(more, body, (jnp.int32(0), jnp.int32(0), free, opt_state, stop, logs, ctx), kernel)
     return ran, free, opt_state, stop, logs, ctx
 
 
@@ -807,11 +812,11 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
     def init(free, numbers):
         return init_state(signature, free, numbers)
 
-    def chunk_of(items: bool) -> Callable:
+    def chunk_of(items: bool, kernel: bool) -> Callable:
         def chunk(free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, evaluation):
             ran, free, opt_state, stop_state, logs = run_steps(
                 signature, loss_fn, model_layout, data_layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys,
-                evaluation=evaluation, items=items,
+                evaluation=evaluation, items=items, kernel=kernel,
             )
             stop_state = dict(stop_state, done=stop_state["done"] + ran)
             if signature.plateaus:
@@ -820,7 +825,7 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
 
         return chunk
 
-    return Compiled(jax.jit(init), jax.jit(chunk_of(False)), hyperparams_program(signature), chunk_of(True), signature.evaluation is not None)
+    return Compiled(jax.jit(init), K.KernelsOrThunks(lambda kernel: jax.jit(chunk_of(False, kernel))), hyperparams_program(signature), lambda kernel: chunk_of(True, kernel), signature.evaluation is not None)
 
 
 def item_of(tree, i: int):

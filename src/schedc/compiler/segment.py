@@ -61,6 +61,7 @@ import numpy as np
 from schedc.compiler import chunk as C
 from schedc.compiler import evaluate as E
 from schedc.compiler import optimizers as O
+from schedc.compiler.kernel import KernelsOrThunks
 
 # phases per call's table: a segment longer than this is cut into several
 WINDOW = 128
@@ -417,60 +418,63 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
     fresh = [{"opt": shapes, "ring": C.empty_ring(sig.over)} | ({} if ev is None else {"eval": ev}) for sig, shapes, ev in zip(segment.signatures, slot_shapes, eval_shapes)]
     # (items: the slots are few arrays with an items axis already, left as a tree)
     packing = None if items is not None else SlotPacking.of(fresh)
-    branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema, items is not None) for b in segment.branches]
-    evaluations = [sig.evaluation for sig in segment.signatures if sig.evaluation is not None]
 
-    def call(state, table, root, initial_arrays, data_arrays, budget, validation):
-        import jax.numpy as jnp
+    def program(kernel: bool) -> Callable:
+        """The jitted call; with `kernel`, its branches' step loops may be kernels (compiler.kernel)."""
+        branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema, items is not None, kernel) for b in segment.branches]
+        evaluations = [sig.evaluation for sig in segment.signatures if sig.evaluation is not None]
 
-        if packing is not None:
-            state = dict(state, slots=tuple(packing.unpack(state["slots"])))
-        loss, aux = jax.eval_shape(output, state["leaves"], data_arrays, state.get("model_state"))
-        W, K = segment.window, segment.chunk
+        def call(state, table, root, initial_arrays, data_arrays, budget, validation):
+            import jax.numpy as jnp
 
-        def per_row(tree):
-            return jax.tree_util.tree_map(lambda x: jnp.zeros((W,) + x.shape, x.dtype), tree)
+            if packing is not None:
+                state = dict(state, slots=tuple(packing.unpack(state["slots"])))
+            loss, aux = jax.eval_shape(output, state["leaves"], data_arrays, state.get("model_state"))
+            W, K = segment.window, segment.chunk
 
-        out = {
-            "losses": jnp.full((K,), jnp.nan, loss.dtype),
-            "aux": {name: jnp.full((K,), jnp.nan, jnp.float32) for name in aux},
-            "plateau": tuple(jnp.full((K, sig.plateaus), jnp.nan, jnp.float32) if sig.plateaus else None for sig in segment.signatures),
-            "ran": jnp.zeros(W, jnp.int32),
-            "reason": jnp.zeros(W, jnp.int32),
-            "snapshots": per_row(state["leaves"]),
-        }
-        if any(keeps_ema):
-            out["ema"] = per_row(state["leaves"])
-        if stateful:
-            out["states"] = per_row(state["model_state"])
-        if evaluations:  # one log for the call's evaluations, whichever phases take them (they share the metrics function)
-            names = jax.eval_shape(lambda leaves, model_state: E.metric_values(evaluations[0], model_layout.rebuild(leaves), model_state, validation), state["leaves"], state.get("model_state"))
-            out["evals"] = E.empty_log(names, K)  # (a call runs at most K steps, each evaluating at most once)
-            out["eval_rows"] = {name: jnp.full(W, 0 if name == "count" else -1, jnp.int32) for name in EVAL_ROWS}
-        inputs = (table, root, initial_arrays, data_arrays, budget, validation)
+            def per_row(tree):
+                return jax.tree_util.tree_map(lambda x: jnp.zeros((W,) + x.shape, x.dtype), tree)
 
-        def more(carry):
-            state, _, at, halted = carry
-            return (state["phase"] < table["count"]) & (at < budget) & ~halted
+            out = {
+                "losses": jnp.full((K,), jnp.nan, loss.dtype),
+                "aux": {name: jnp.full((K,), jnp.nan, jnp.float32) for name in aux},
+                "plateau": tuple(jnp.full((K, sig.plateaus), jnp.nan, jnp.float32) if sig.plateaus else None for sig in segment.signatures),
+                "ran": jnp.zeros(W, jnp.int32),
+                "reason": jnp.zeros(W, jnp.int32),
+                "snapshots": per_row(state["leaves"]),
+            }
+            if any(keeps_ema):
+                out["ema"] = per_row(state["leaves"])
+            if stateful:
+                out["states"] = per_row(state["model_state"])
+            if evaluations:  # one log for the call's evaluations, whichever phases take them (they share the metrics function)
+                names = jax.eval_shape(lambda leaves, model_state: E.metric_values(evaluations[0], model_layout.rebuild(leaves), model_state, validation), state["leaves"], state.get("model_state"))
+                out["evals"] = E.empty_log(names, K)  # (a call runs at most K steps, each evaluating at most once)
+                out["eval_rows"] = {name: jnp.full(W, 0 if name == "count" else -1, jnp.int32) for name in EVAL_ROWS}
+            inputs = (table, root, initial_arrays, data_arrays, budget, validation)
 
-        def body(carry):
-            return _one_of(table["branch"][carry[0]["phase"]], [lambda c, b=b: b(c, inputs) for b in branches], carry)
+            def more(carry):
+                state, _, at, halted = carry
+                return (state["phase"] < table["count"]) & (at < budget) & ~halted
 
-        state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
-        # the numbers the host reads after every call, in one array (one transfer, not four)
-        rows = [out.pop("ran"), out.pop("reason")]
-        if evaluations:
-            rows += [out["eval_rows"][name] for name in EVAL_ROWS]
-            del out["eval_rows"]
-        out["counts"] = jnp.concatenate([*rows, jnp.stack([state["phase"], state["step"]])])
-        if packing is not None:
-            state = dict(state, slots=packing.pack(state["slots"], jnp))
-        return state, out
+            def body(carry):
+                return _one_of(table["branch"][carry[0]["phase"]], [lambda c, b=b: b(c, inputs) for b in branches], carry)
+
+            state, out, _, _ = jax.lax.while_loop(more, body, (state, out, jnp.int32(0), jnp.bool_(False)))
+            # the numbers the host reads after every call, in one array (one transfer, not four)
+            rows = [out.pop("ran"), out.pop("reason")]
+            if evaluations:
+                rows += [out["eval_rows"][name] for name in EVAL_ROWS]
+                del out["eval_rows"]
+            out["counts"] = jnp.concatenate([*rows, jnp.stack([state["phase"], state["step"]])])
+            if packing is not None:
+                state = dict(state, slots=packing.pack(state["slots"], jnp))
+            return state, out
+
+        return jax.jit(call if items is None else _over_items(call, items))
 
     unfusable = _unfusable(output, model_arrays, data_arrays, model_state)
-    if items is not None:
-        call = _over_items(call, items)
-    return Program(segment, jax.jit(call), slot_shapes, unfusable, keeps_ema, packing, stateful, items, eval_shapes)
+    return Program(segment, KernelsOrThunks(program), slot_shapes, unfusable, keeps_ema, packing, stateful, items, eval_shapes)
 
 
 def _over_items(call: Callable, items: Items) -> Callable:
@@ -548,7 +552,7 @@ def _at_row(buffers, row, values):
     return jax.tree_util.tree_map(lambda buffer, value: buffer.at[row].set(value), buffers, values)
 
 
-def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of, keeps_ema: tuple, items: bool) -> Callable:
+def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of, keeps_ema: tuple, items: bool, kernel: bool) -> Callable:
     """One branch (see `_one_of`): run (the rest of, or as much as the buffer holds of) one phase.
 
     With `items` (the program is vmapped over them: see `Items`), each item carries its stop
@@ -619,7 +623,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
         before = (jnp.int32(0), free, opt, stop, logs)  # (with items: what an item that had stopped keeps)
         ran, free, opt, stop, logs = C.run_steps(
             signature, loss_fn, model_layout, data_layout, free, opt, stop, leaves, first, count,
-            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at, evaluation, items=items,
+            table["numbers"][row, :n_numbers], table["stop"][row], data_arrays, keys, logs, at, evaluation, items=items, kernel=kernel,
         )
         if items:  # an item that had stopped: its values as they were, no steps
             ran, free, opt, stop, logs = C.select(before[3]["reason"] == C.COMPLETED, (ran, free, opt, stop, logs), before)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from schedc.compiler import chunk as C
+from schedc.compiler import kernel as K
 from schedc.runtime import distributed
 from schedc.runtime.evaluation import Evaluator, ItemEvals
 from schedc.runtime.runner import (
@@ -75,7 +76,7 @@ def _vmap(fns: C.Compiled, axis: str):
     # by the settings) and its rules' limits per item (evaluation.ItemEvals.arguments)
     evaluation = (data, 0) if fns.evaluated else None
     in_axes = (0, 0, 0, 0, None, None, numbers, numbers, data, None, evaluation)
-    return init, jax.jit(jax.vmap(fns.per_item, in_axes=in_axes, axis_name=C.ITEMS))
+    return init, K.KernelsOrThunks(lambda kernel: jax.jit(jax.vmap(fns.per_item(kernel), in_axes=in_axes, axis_name=C.ITEMS)))
 
 
 @dataclass

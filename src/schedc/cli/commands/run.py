@@ -40,6 +40,9 @@ def add_arguments(parser) -> None:
     add_set_argument(parser)
     parser.add_argument("--chunk", type=int, help="steps per compiled chunk (progress granularity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--kernels", action="store_true", help="run a small model's step loops as one XLA:CPU kernel each (2-3x faster steps on a CPU; results differ from the default's in the last bits: docs/runtime.md)"
+    )
     parser.add_argument("--log", metavar="DIR", help="append each phase's losses, hyperparameters, aux metrics and evaluations to DIR/log.jsonl and DIR/steps.csv (and TensorBoard event files with tensorboardX)")
     parser.add_argument(
         "--compile-cache",
@@ -280,6 +283,15 @@ def _use_compile_cache(folder: str) -> None:
 
 
 def run(args) -> int:
+    if not args.kernels:
+        return _run(args)
+    from schedc.compiler.kernel import use_kernels
+
+    with use_kernels():
+        return _run(args)
+
+
+def _run(args) -> int:
     from schedc.lang.diagnostics import SchedError
     from schedc.surface import api
 

@@ -14,24 +14,7 @@ import pytest
 
 import schedc
 from schedc.compiler import kernel as K
-
-TEXT = """seed 4
-phase 12 lr 0.1 < free a; init b ~ normal(0, 1) >
-repeat 2 <
-  phase 7 lr cosine(0.05 -> 0.001) optimizer sgd(momentum = 0.9) < free a, b; carry state >
-  phase 9 lr 0.02 < free b; init a ~ uniform(-1, 1); init b = 0.5; stop when loss < 4.0 >
->
-phase 10 lr 0.1 optimizer adam(b1 = linear(0.9 -> 0.5)) < free a; free b lr 0.01 optimizer sgd >
-phase 60 lr 0.02 < free **; init a = reset; stop when loss_change < 0.05 over 5 after 10 >
-"""
-
-
-def model():
-    return {"a": jnp.zeros(3), "b": jnp.ones(2)}
-
-
-def loss(m):
-    return jnp.sum((m["a"] - 1.0) ** 2) + jnp.sum(jnp.sin(1.3 * m["b"]) ** 2)
+from test_fused import TEXT, leaves_bytes, loss, model  # every stop rule and init kind
 
 
 def assert_close_runs(one, other):
@@ -41,10 +24,6 @@ def assert_close_runs(one, other):
         np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5, atol=1e-7, err_msg=a.display)
         for x, y in zip(jax.tree_util.tree_leaves(a.model), jax.tree_util.tree_leaves(b.model)):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7, err_msg=a.display)
-
-
-def leaves_bytes(tree) -> list[bytes]:
-    return [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(tree)]
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ def program():
 
 @pytest.fixture(scope="module")
 def default_run(program):
-    return program.run(loss, quiet=True)
+    with schedc.use_kernels(False):  # (whatever SCHEDC_KERNELS says)
+        return program.run(loss, quiet=True)
 
 
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "phase-by-phase"])
@@ -68,12 +69,24 @@ def marked(text: str, model, loss_fn, *data) -> bool:
     return any("xla_cpu_small_call" in text for text in seen)
 
 
-def test_the_default_marks_nothing_and_kernels_mark_a_small_models_loop():
+def test_kernels_mark_a_small_models_loop_and_only_while_on():
     text = "phase 5 lr 0.1 < free ** >"
-    assert not marked(text, model(), loss)
-    with schedc.use_kernels():
-        assert marked(text, model(), loss)
-    assert not marked(text, model(), loss)  # (the block ended: off again)
+    with schedc.use_kernels(False):
+        assert not marked(text, model(), loss)
+        with schedc.use_kernels():
+            assert marked(text, model(), loss)
+        assert not marked(text, model(), loss)  # (the inner block ended: off again)
+
+
+@pytest.mark.parametrize("value, on", [(None, False), ("0", False), ("", False), ("1", True)])
+def test_kernels_are_off_unless_the_environment_asks(value, on):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "SCHEDC_KERNELS"} | ({} if value is None else {"SCHEDC_KERNELS": value})
+    done = subprocess.run([sys.executable, "-c", "from schedc.compiler import kernel; print(kernel._on)"], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == str(on)
 
 
 def test_a_model_with_more_data_than_kernel_bytes_is_left_to_thunks():
@@ -103,7 +116,8 @@ def lapack_loss(m):
 def test_a_loop_the_emitter_cannot_compile_stays_thunks_with_the_defaults_bits(loss_fn):
     text = "phase 6 lr 0.05 < free ** >\nphase 4 lr 0.01 < free a >"
     program = schedc.compile(text, model())
-    default = program.run(loss_fn, quiet=True)
+    with schedc.use_kernels(False):
+        default = program.run(loss_fn, quiet=True)
     with schedc.use_kernels():
         assert not marked(text, model(), loss_fn)
         again = program.run(loss_fn, quiet=True)
@@ -135,7 +149,8 @@ def test_a_program_the_emitter_refuses_while_compiling_falls_back_to_thunks():
 
     text = "phase 5 lr 0.1 < free ** >"
     program = schedc.compile(text, model())
-    default = program.run(fit, x, jnp.sin(3 * x), quiet=True, fuse=False)
+    with schedc.use_kernels(False):
+        default = program.run(fit, x, jnp.sin(3 * x), quiet=True, fuse=False)
     with schedc.use_kernels():
         again = program.run(fit, x, jnp.sin(3 * x), quiet=True, fuse=False)
     assert default.loss_history.tobytes() == again.loss_history.tobytes()
@@ -151,7 +166,8 @@ def test_many_fits_at_once_run_with_kernels():
     text = "phase 20 lr 0.05 < free a >\nphase 30 lr 0.02 < free **; stop when loss_change < 1e-3 over 5 after 10 >"
     program = schedc.compile(text, model())
     for fuse in (True, False):
-        default = program.run_batched(fit, xs, ys, fuse=fuse)
+        with schedc.use_kernels(False):
+            default = program.run_batched(fit, xs, ys, fuse=fuse)
         with schedc.use_kernels():
             again = program.run_batched(fit, xs, ys, fuse=fuse)
         for i in range(3):

@@ -24,6 +24,10 @@ after its device call), what a fused phase costs beyond its steps (`phase_cost`:
 phase in the compiled program, device time per extra phase) and, each in a fresh process, the
 compiles of a `repeat 50` schedule and of its body.
 
+`kernel_table` (`B.kernel_table(30)`) times a hand-written loop per step as XLA's thunks and as one
+kernel (compiler/kernel.py) on models and data of growing size; `kernel_targets` (`B.kernel_targets(31)`)
+runs `fusion_table`'s schedules with and without `schedc.use_kernels`.
+
 `device_cost` (called alone: `B.device_cost(60)`) compares the spectral schedule's fused program
 with the hand loop's three programs, device calls alone and whole runs, at 1/100 to 10 times its
 step counts; `loss_buffer_cost` runs it at several `chunk`s (a fused call's loss buffer length).

@@ -172,3 +172,20 @@ def test_many_fits_at_once_run_with_kernels():
             again = program.run_batched(fit, xs, ys, fuse=fuse)
         for i in range(3):
             assert_close_runs(default.dataset(i), again.dataset(i))
+
+
+def test_schedc_run_kernels_turns_them_on_for_its_run_only(tmp_path, monkeypatch):
+    import textwrap
+
+    from schedc.cli import main
+    from test_cli_run import MODEL, SCHED
+
+    (tmp_path / "line.py").write_text(textwrap.dedent(MODEL))
+    (tmp_path / "fit.sched").write_text(SCHED)
+    modes = []
+    original = K.KernelsOrThunks.__call__
+    monkeypatch.setattr(K.KernelsOrThunks, "__call__", lambda self, *args: (modes.append(K._on), original(self, *args))[1])
+    with schedc.use_kernels(False):
+        assert main(["run", str(tmp_path / "fit.sched"), "--kernels", "--quiet", "--compile-cache", "none", "--out", str(tmp_path / "out")]) == 0
+        assert modes and all(modes) and not K._on
+    assert (tmp_path / "out" / "model.eqx").stat().st_size > 0

@@ -641,6 +641,7 @@ def run_steps(
             return perm, minibatch.stream_row(data_arrays, i, signature.chunk, signature.batch_sharding)
         return sampler.draw(data_key, perm, i, data_arrays) if sampler else (perm, data_arrays)
 
+    # (no permutation: None, not an empty array, which a loop compiled as one kernel could not take)
     perm0 = sampler.start(data_key, step0) if sampler else None
     model_state0 = stop_state.get("model_state")
     loss_shape, (aux_shape, _) = jax.eval_shape(loss_and_aux, free, batch_of(perm0, step0)[1], step0, model_state0)

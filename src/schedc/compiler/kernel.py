@@ -16,9 +16,9 @@ small model's steps then run up to 2.3x faster (docs/performance.md, "Step loops
 
 Why it is not the default: inside one kernel LLVM fuses multiplies and adds across what were
 separate kernels (XLA:CPU always allows FMA contraction), and how depends on the code around
-the loop. So a fused run and a phase-by-phase run, whose loops sit in different programs, agree
-to the last bit or two of a logged loss rather than bit for bit, and a result differs from the
-default's by as much. Where the emitter still refuses a loop when the program compiles (some
+the loop. So a step's result differs from the default's in its last bit or two, a difference a
+long fit compounds as it would any change of compiled code, and a fused and a phase-by-phase
+run, whose loops sit in different programs, no longer agree bit for bit. Where the emitter still refuses a loop when the program compiles (some
 fusion kinds of larger arrays), `KernelsOrThunks` builds that program without the marks.
 """
 

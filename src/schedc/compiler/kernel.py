@@ -2,12 +2,13 @@
 
 XLA:CPU runs a `while` loop as a sequence of *thunks*: every iteration runs the condition, reads
 its predicate back and then runs each of the body's kernels in turn, often spread over the
-intra-op thread pool. For a small model that bookkeeping is most of a step (a step of the
-spectral benchmark's model takes 3.0 us so and 1.3 us as one kernel). XLA has a second way to run a loop: as one call compiled into
-a single kernel, iterations and all. Its `SmallWhileLoopHoistingPass` does so for loops that
-touch under 1 KB, a limit only a process-wide `XLA_FLAGS` setting raises; a call carrying the
-frontend attributes `xla_cpu_small_call` (and `inlineable=false`, so that XLA's call inliner
-keeps it a call) gets the same treatment, per program.
+intra-op thread pool. For a small model that bookkeeping is most of a step: a step of the
+spectral benchmark's model takes 3.0 us so, 1.3 us as one kernel. XLA has that second way to run
+a loop, as one call compiled into a single kernel, iterations and all: its
+`SmallWhileLoopHoistingPass` does so for loops that touch under 1 KB, a limit only a process-wide
+`XLA_FLAGS` setting raises, and a call carrying the frontend attributes `xla_cpu_small_call` (and
+`inlineable=false`, so that XLA's call inliner keeps it a call) gets the same treatment, per
+program.
 
 With kernels on, the step loops of a phase's chunk and of a fused segment's branches are marked
 so where their model, optimizer state and data are small (`KERNEL_BYTES`) and their operations
@@ -18,8 +19,9 @@ Why it is not the default: inside one kernel LLVM fuses multiplies and adds acro
 separate kernels (XLA:CPU always allows FMA contraction), and how depends on the code around
 the loop. So a step's result differs from the default's in its last bit or two, a difference a
 long fit compounds as it would any change of compiled code, and a fused and a phase-by-phase
-run, whose loops sit in different programs, no longer agree bit for bit. Where the emitter still refuses a loop when the program compiles (some
-fusion kinds of larger arrays), `KernelsOrThunks` builds that program without the marks.
+run, whose loops sit in different programs, no longer agree bit for bit. Where the emitter still
+refuses a loop when the program compiles (some fusion kinds of larger arrays), `KernelsOrThunks`
+builds that program without the marks.
 """
 
 from __future__ import annotations

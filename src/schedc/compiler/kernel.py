@@ -146,10 +146,8 @@ class KernelsOrThunks:
     def __call__(self, *args):
         if not _on:
             return (self._thunks or self._made_thunks())(*args)
-        if self._kernels is None:
-            self._kernels = self._build(True)
         try:
-            return self._kernels(*args)
+            return self._made_kernels()(*args)
         except Exception as error:
             if not _emitter_refused(error) or self._kernels is self._thunks:
                 raise
@@ -161,6 +159,11 @@ class KernelsOrThunks:
             self._thunks = self._build(False)
         return self._thunks
 
+    def _made_kernels(self) -> Callable:
+        if self._kernels is None:
+            self._kernels = self._build(True)
+        return self._kernels
+
     def lower(self, *args):
         """The current mode's build, lowered (bench and tests read its HLO)."""
-        return (self._build(True) if _on else self._made_thunks()).lower(*args)
+        return (self._made_kernels() if _on else self._made_thunks()).lower(*args)

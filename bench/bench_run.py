@@ -25,8 +25,8 @@ phase in the compiled program, device time per extra phase) and, each in a fresh
 compiles of a `repeat 50` schedule and of its body.
 
 `kernel_table` (`B.kernel_table(30)`) times a hand-written loop per step as XLA's thunks and as one
-kernel (compiler/kernel.py) on models and data of growing size; `kernel_targets` (`B.kernel_targets(31)`)
-runs `fusion_table`'s schedules with and without `schedc.use_kernels`.
+kernel (compiler/kernel.py) on models and data of growing size; `B.fusion_table(31, kernels=True)`
+runs the fusion schedules with and without `schedc.use_kernels`.
 
 `device_cost` (called alone: `B.device_cost(60)`) compares the spectral schedule's fused program
 with the hand loop's three programs, device calls alone and whole runs, at 1/100 to 10 times its
@@ -189,6 +189,27 @@ def _hand_calls(model, loss, data, phases):
     return run
 
 
+def _hand_step(treedef, free_leaves, tx, loss, leaves, data):
+    """The hand loop's step (traceable): ((free values, optax state)) -> ((new free values, new
+    state), the loss), differentiating the free leaves of the model `leaves` alone."""
+    import jax
+    import optax
+
+    def loss_of(free):
+        new = list(leaves)
+        for i, value in zip(free_leaves, free):
+            new[i] = value
+        return loss(jax.tree_util.tree_unflatten(treedef, new), *data)
+
+    def step(carry):
+        free, state = carry
+        value, grads = jax.value_and_grad(loss_of)(free)
+        updates, state = tx.update(grads, state, free)
+        return (optax.apply_updates(free, updates), state), value
+
+    return step
+
+
 @functools.lru_cache(maxsize=None)
 def _hand_program(treedef, free_leaves, n, lr, loss):
     import jax
@@ -198,20 +219,9 @@ def _hand_program(treedef, free_leaves, n, lr, loss):
 
     @jax.jit
     def phase(leaves, *data):
-        def loss_of(free):
-            new = list(leaves)
-            for i, value in zip(free_leaves, free):
-                new[i] = value
-            return loss(jax.tree_util.tree_unflatten(treedef, new), *data)
-
-        def step(carry, _):
-            free, state = carry
-            value, grads = jax.value_and_grad(loss_of)(free)
-            updates, state = tx.update(grads, state, free)
-            return (optax.apply_updates(free, updates), state), value
-
+        step = _hand_step(treedef, free_leaves, tx, loss, leaves, data)
         free = tuple(leaves[i] for i in free_leaves)
-        (free, _), losses = jax.lax.scan(step, (free, tx.init(free)), None, length=n)
+        (free, _), losses = jax.lax.scan(lambda carry, _: step(carry), (free, tx.init(free)), None, length=n)
         new = list(leaves)
         for i, value in zip(free_leaves, free):
             new[i] = value
@@ -318,40 +328,25 @@ def _spread(values) -> str:
     return f"{statistics.median(values):.4g} [{min(values):.4g}, {max(values):.4g}]"
 
 
-def fusion_table(rounds: int) -> None:
-    """schedc fused, schedc phase by phase and the hand-written loop, side by side."""
+def fusion_table(rounds: int, kernels: bool = False) -> None:
+    """schedc fused, schedc phase by phase and the hand-written loop, side by side. With `kernels`,
+    both schedc runs again with step loops as one kernel (`schedc.use_kernels`), every round in
+    its own order (`_rounds`' `shuffle`)."""
     cases = [("alternating 100 x 20 steps, 64 parameters", "tiny64", ALTERNATING, ALTERNATING_TEXT), ("spectral 300/200/100 steps, small model", "small", SPECTRAL, None)]
-    print(f"wall ms per run: median [min, max] over {rounds} interleaved rounds; ratios are per round")
-    for title, size, phases, text in cases:
-        model, loss, data = _models(size)
-        systems = {
-            "hand": prepare_hand(model, loss, data, phases),
-            "schedc fused": prepare_schedc(model, loss, data, phases, text),
-            "schedc phase by phase": prepare_schedc(model, loss, data, phases, text, fuse=False),
-        }
-        times = _rounds(systems, rounds)
-        print(f"\n{title}")
-        for name, ts in times.items():
-            ratio = [t / h for t, h in zip(ts, times["hand"])]
-            print(f"  {name:22} {_spread([t * 1e3 for t in ts]):>28}   / hand {_spread(ratio)}")
-
-
-def kernel_targets(rounds: int) -> None:
-    """`fusion_table`'s two schedules with step loops as one kernel (`schedc.use_kernels`) beside
-    the default, in shuffled interleaved rounds (see `_rounds`)."""
-    cases = [("alternating 100 x 20 steps, 64 parameters", "tiny64", ALTERNATING, ALTERNATING_TEXT), ("spectral 300/200/100 steps, small model", "small", SPECTRAL, None)]
-    print(f"wall ms per run: median [min, max] over {rounds} shuffled rounds; ratios are per round")
+    print(f"wall ms per run: median [min, max] over {rounds} {'shuffled' if kernels else 'interleaved'} rounds; ratios are per round")
     for title, size, phases, text in cases:
         model, loss, data = _models(size)
         systems = {"hand": prepare_hand(model, loss, data, phases)}
-        for fuse, kernels in ((True, False), (False, False), (True, True), (False, True)):
-            name = f"schedc {'fused' if fuse else 'phase by phase'}{', kernels' if kernels else ''}"
-            systems[name] = prepare_schedc(model, loss, data, phases, text, fuse=fuse, kernels=kernels)
-        times = _rounds(systems, rounds, shuffle=True)
+        for marked in (False, True) if kernels else (False,):
+            for fuse in (True, False):
+                name = f"schedc {'fused' if fuse else 'phase by phase'}{', kernels' if marked else ''}"
+                systems[name] = prepare_schedc(model, loss, data, phases, text, fuse=fuse, kernels=marked)
+        times = _rounds(systems, rounds, shuffle=kernels)
         print(f"\n{title}")
+        width = max(map(len, systems))
         for name, ts in times.items():
             ratio = [t / h for t, h in zip(ts, times["hand"])]
-            print(f"  {name:31} {_spread([t * 1e3 for t in ts]):>28}   / hand {_spread(ratio)}")
+            print(f"  {name:{width}} {_spread([t * 1e3 for t in ts]):>28}   / hand {_spread(ratio)}")
 
 
 def kernel_table(rounds: int, steps: int = 300) -> None:
@@ -370,17 +365,12 @@ def kernel_table(rounds: int, steps: int = 300) -> None:
         tx = optax.adam(0.01)
 
         def phase(leaves, *data, kernel):
-            def loss_of(free):
-                new = list(leaves)
-                for i, value in zip(free_leaves, free):
-                    new[i] = value
-                return loss(jax.tree_util.tree_unflatten(treedef, new), *data)
+            hand_step = _hand_step(treedef, free_leaves, tx, loss, leaves, data)
 
             def step(carry):
                 k, free, state, losses = carry
-                value, grads = jax.value_and_grad(loss_of)(free)
-                updates, state = tx.update(grads, state, free)
-                return k + 1, optax.apply_updates(free, updates), state, losses.at[k].set(value)
+                (free, state), value = hand_step((free, state))
+                return k + 1, free, state, losses.at[k].set(value)
 
             free = tuple(leaves[i] for i in free_leaves)
             carry = (jnp.int32(0), free, tx.init(free), jnp.full((steps,), jnp.nan))

@@ -418,11 +418,11 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
     fresh = [{"opt": shapes, "ring": C.empty_ring(sig.over)} | ({} if ev is None else {"eval": ev}) for sig, shapes, ev in zip(segment.signatures, slot_shapes, eval_shapes)]
     # (items: the slots are few arrays with an items axis already, left as a tree)
     packing = None if items is not None else SlotPacking.of(fresh)
+    evaluations = [sig.evaluation for sig in segment.signatures if sig.evaluation is not None]
 
     def program(kernel: bool) -> Callable:
         """The jitted call; with `kernel`, its branches' step loops may be kernels (compiler.kernel)."""
         branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema, items is not None, kernel) for b in segment.branches]
-        evaluations = [sig.evaluation for sig in segment.signatures if sig.evaluation is not None]
 
         def call(state, table, root, initial_arrays, data_arrays, budget, validation):
             import jax.numpy as jnp

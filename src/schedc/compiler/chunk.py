@@ -614,6 +614,12 @@ def run_steps(
     N = signature.over
     has_lc, has_loss = "loss_change" in signature.stop_kinds, "loss" in signature.stop_kinds
     with_key = minibatch.takes_key(loss_fn)
+    # What the steps read from outside the loop reaches them through one barrier, so that a
+    # phase's chunk and a fused segment's branch compile the loss alike: XLA rewrites some
+    # operations by how many others read their operands (`x / w` becomes `x * (1 / w)` where
+    # nothing else reads `w`), and outside this function the two programs read the model and
+    # the data differently (a chunk's arguments, a segment's carried state).
+    model_arrays, data_arrays, numbers, stop_numbers, evaluation = jax.lax.optimization_barrier((model_arrays, data_arrays, numbers, stop_numbers, evaluation))
     leaves, treedef = jax.tree_util.tree_flatten(model_layout.rebuild(model_arrays))
     data_key, loss_key = keys
     sampler = minibatch.Sampler(signature.batch, data_arrays[0].shape[0], signature.batch_sharding) if signature.batch else None

@@ -124,6 +124,20 @@ def test_a_loss_dividing_by_a_scalar_leaf_fuses_bit_identically(loss_fn):
     assert_same_run(program.run(loss_fn, quiet=True, fuse=False), program.run(loss_fn, quiet=True))
 
 
+def test_the_multi_line_example_fuses_bit_identically():
+    """The shipped example that showed the divide rewrite: two lines sharing a width, fixed at first."""
+    import importlib.util
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    spec = importlib.util.spec_from_file_location("multi_line_example", examples / "multi_line.py")
+    lines = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lines)
+    program = schedc.compile(examples / "multi_line.sched")
+    data = lines.make_data()
+    assert_same_run(program.run(lines.loss, *data, quiet=True, fuse=False), program.run(lines.loss, *data, quiet=True))
+
+
 def test_the_schedule_ran_fused(program, monkeypatch):
     calls = fused_calls(monkeypatch)
     program.run(loss, quiet=True)

@@ -600,7 +600,8 @@ def run_steps(
     stop_state, logs).
 
     The one step loop every program runs: a phase's chunk (`compiled`) and a fused segment's
-    branch (`segment.py`) both call it, so their steps are the same computation.
+    branch (`segment.py`) both call it, and XLA compiles it alike in both (the barrier below),
+    so their steps are the same computation.
     """
     import jax
     import jax.numpy as jnp

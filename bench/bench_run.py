@@ -136,11 +136,9 @@ def prepare_schedc(model, loss, data, phases, text=None, fuse=True, kernels=Fals
     import schedc
 
     program = schedc.compile(text or _sched_text(phases), model)
-    if not kernels:
-        return lambda: program.run(loss, *data, quiet=True, fuse=fuse).model
 
     def run():
-        with schedc.use_kernels():
+        with schedc.use_kernels(kernels):  # (a row without kernels is the default build, whatever SCHEDC_KERNELS says)
             return program.run(loss, *data, quiet=True, fuse=fuse).model
 
     return run

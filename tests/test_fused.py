@@ -126,16 +126,14 @@ def test_a_loss_dividing_by_a_scalar_leaf_fuses_bit_identically(loss_fn):
 
 def test_the_multi_line_example_fuses_bit_identically():
     """The shipped example that showed the divide rewrite: two lines sharing a width, fixed at first."""
-    import importlib.util
     from pathlib import Path
 
+    from schedc.plan.binding import load_entry
+
     examples = Path(__file__).resolve().parent.parent / "examples"
-    spec = importlib.util.spec_from_file_location("multi_line_example", examples / "multi_line.py")
-    lines = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lines)
     program = schedc.compile(examples / "multi_line.sched")
-    data = lines.make_data()
-    assert_same_run(program.run(lines.loss, *data, quiet=True, fuse=False), program.run(lines.loss, *data, quiet=True))
+    loss_fn, data = load_entry("multi_line.py:loss", examples), load_entry("multi_line.py:make_data", examples)()
+    assert_same_run(program.run(loss_fn, *data, quiet=True, fuse=False), program.run(loss_fn, *data, quiet=True))
 
 
 def test_the_schedule_ran_fused(program, monkeypatch):

@@ -41,7 +41,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--chunk", type=int, help="steps per compiled chunk (progress granularity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
-        "--kernels", action="store_true", help="run a small model's step loops as one XLA:CPU kernel each (up to 2x faster steps on a CPU; results differ from the default's by rounding: docs/runtime.md)"
+        "--kernels", action="store_true", help="run a small model's step loops as one XLA:CPU kernel each (steps up to 2.3x faster on a CPU; results differ from the default's by rounding: docs/runtime.md)"
     )
     parser.add_argument("--log", metavar="DIR", help="append each phase's losses, hyperparameters, aux metrics and evaluations to DIR/log.jsonl and DIR/steps.csv (and TensorBoard event files with tensorboardX)")
     parser.add_argument(

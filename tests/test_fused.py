@@ -8,6 +8,8 @@ weights."""
 
 from __future__ import annotations
 
+import time
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -68,6 +70,15 @@ def fused_calls(monkeypatch) -> list:
     original = fused._collect
     monkeypatch.setattr(fused, "_collect", lambda *a: (calls.append(1), original(*a))[1])
     return calls
+
+
+def foreseen_checks(monkeypatch) -> list:
+    """A list that grows by each foreseen call's check from now on (`fused._Foreseen.held`):
+    whether the device did as the plan said."""
+    checks = []
+    original = fused._Foreseen.held
+    monkeypatch.setattr(fused._Foreseen, "held", lambda self: (checks.append(held := original(self)), held)[1])
+    return checks
 
 
 def fused_in_one_call(program, loss_fn, monkeypatch):
@@ -134,6 +145,28 @@ def test_the_multi_line_example_fuses_bit_identically():
     program = schedc.compile(examples / "multi_line.sched")
     loss_fn, data = load_entry("multi_line.py:loss", examples), load_entry("multi_line.py:make_data", examples)()
     assert_same_run(program.run(loss_fn, *data, quiet=True, fuse=False), program.run(loss_fn, *data, quiet=True))
+
+
+# TEXT without its stop rules: no phase can stop early, so the plan foresees what the one call does
+FORESEEN_TEXT = TEXT.replace("; stop when loss < 4.0", "").replace("; stop when loss_change < 0.05 over 5 after 10", "")
+
+
+def test_a_segment_that_cannot_stop_early_has_its_results_built_while_its_call_runs(monkeypatch):
+    """The plan foresees the segment's one call: its results are built before the call ends and
+    then checked (`fused._Foreseen`), and they are a phase-by-phase run's, bit for bit, in a first
+    run and in its replay, with writable losses of their own and wall times measured to the end."""
+    program = schedc.compile(FORESEEN_TEXT, model())
+    apart = program.run(loss, quiet=True, fuse=False)
+    checks = foreseen_checks(monkeypatch)
+    started = time.perf_counter()
+    first, replayed = program.run(loss, quiet=True), program.run(loss, quiet=True)
+    elapsed = time.perf_counter() - started
+    assert checks == [True, True] and len(program._replays) == 1
+    for together in (first, replayed):
+        assert_same_run(apart, together)
+        assert all(p.losses.flags.writeable and p.wall_time > 0 for p in together.phases)
+    assert first.wall_time + replayed.wall_time <= elapsed
+    assert not np.shares_memory(first.phases[0].losses, replayed.phases[0].losses)
 
 
 def test_the_schedule_ran_fused(program, monkeypatch):
@@ -251,19 +284,22 @@ def blows_up_with_aux(m):
 @pytest.mark.parametrize(
     "stop, loss_fn", [("", blows_up), ("; stop when loss < -1", blows_up), ("", blows_up_with_aux)], ids=["bare", "with-stop-rule", "with-aux"]
 )
-def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop, loss_fn, chunk):
+def test_a_non_finite_loss_in_a_segment_names_its_phase_and_step(stop, loss_fn, chunk, monkeypatch):
     text = """optimizer sgd
     phase 5 lr 0.01 < free a >
     phase calm 5 lr 0.01 < free b >
     phase boom 40 lr 0.2 < free aSTOP >
     phase 5 lr 0.01 < free b >""".replace("STOP", stop)
     program = schedc.compile(text, model())
+    checks = foreseen_checks(monkeypatch)
     errors = []
     for fuse in (False, True):
         with pytest.raises(RunError) as info:
             program.run(loss_fn, quiet=True, fuse=fuse, chunk=chunk)
         errors.append(info.value)
     one, other = errors
+    # a bare segment in one call was foreseen, and the check found the loss the plan could not foresee
+    assert checks == ([False] if not stop and loss_fn is blows_up and chunk is None else [])
     assert str(other) == str(one) and "phase 2 (boom)" in str(other) and other.step == one.step
     assert len(other.result.phases) == 3 and other.result.stop_reasons == ["completed", "completed", "non-finite loss"]
     assert_same_run(one.result, other.result)
@@ -593,6 +629,7 @@ def test_a_replayed_run_reports_a_non_finite_loss_as_the_runner_does(monkeypatch
     phase 5 lr 0.01 < free b >
     """
     program = schedc.compile(text, model())
+    checks = foreseen_checks(monkeypatch)
     program.run(blows_up_past, jnp.array([99.0]), quiet=True)
     made = runners_made(monkeypatch)
     errors = []
@@ -601,6 +638,7 @@ def test_a_replayed_run_reports_a_non_finite_loss_as_the_runner_does(monkeypatch
             program.run(blows_up_past, jnp.array([0.5]), quiet=True, fuse=fuse)
         errors.append(info.value)
     assert len(made) == 2  # the replay made a runner only to word its error
+    assert checks == [True, False]  # (foreseen both times; the replay's check found the loss)
     replayed, one = errors
     assert str(replayed) == str(one) and "phase 2 (boom)" in str(replayed) and replayed.step == one.step
     assert replayed.result.stop_reasons == ["completed", "completed", "non-finite loss"]

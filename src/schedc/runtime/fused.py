@@ -14,6 +14,8 @@ results (`BatchedRunner.segment_phase_result`) as its phase-by-phase path does
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -141,6 +143,7 @@ class Segment:
     keeps_ema: list  # per phase: whether it returns an EMA model (`ema D`)
     evaluator: object = None  # the run's evaluation.Evaluator when a phase of the segment evaluates
     validation: tuple = ()  # then the validation data's arrays (an argument of every call)
+    foreseen: np.ndarray | None = None  # the `counts` of a first call that runs every phase, when the plan decides them (`_foreseen_counts`)
 
 
 def _segment(runner, start: int, end: int, model) -> tuple[Segment, tuple]:
@@ -155,7 +158,20 @@ def _segment(runner, start: int, end: int, model) -> tuple[Segment, tuple]:
     keeps_ema = [program.keeps_ema[slot] for slot in slots]
     evaluator = runner.evaluator if any(p.signature.evaluation is not None for p in prepared) else None
     validation = evaluator.validation_arrays if evaluator is not None else ()
-    return Segment(runner.plan.phases[start:end], prepared, signature, table, program, model_layout, slots, keeps_ema, evaluator, validation), model_arrays
+    phases = runner.plan.phases[start:end]
+    return Segment(phases, prepared, signature, table, program, model_layout, slots, keeps_ema, evaluator, validation, _foreseen_counts(signature, phases, program)), model_arrays
+
+
+def _foreseen_counts(signature: S.SegmentSignature, phases, program: S.Program) -> np.ndarray | None:
+    """The `counts` (see `S.Program`) of a segment's first call when the plan decides them: one fit
+    (no items) whose phases cannot stop early (`C.stops_early`) and log no plateau scales, so that
+    each phase runs its planned steps and completes, a non-finite loss aside (the host looks for
+    one after the call). None otherwise."""
+    if program.items is not None or any(C.stops_early(s) or s.plateaus for s in signature.signatures):
+        return None
+    ran, reasons = np.zeros(signature.window, np.int32), np.full(signature.window, C.COMPLETED, np.int32)
+    ran[: len(phases)] = [phase.steps for phase in phases]
+    return np.concatenate([ran, reasons, np.array([len(phases), 0], np.int32)])  # (then the row and step it ends at)
 
 
 def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
@@ -165,13 +181,15 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
         previous = runner.state.signature
         carried = (previous, runner.state.opt_state) if previous is not None else None
         state = segment.program.initial_state(model_arrays, carried, runner.model_state, runner.stopped_items())
-        state, found = _calls(segment, state, runner.key, runner.begun.arrays, runner.data_arrays, runner, progress)
-    wall = time.perf_counter() - started
-    results = _item_results(runner, segment, *found, wall, clock) if segment.program.items else _results(segment, *found, wall, clock)
+        calls = functools.partial(_calls, segment, state, runner.key, runner.begun.arrays, runner.data_arrays, runner, progress)
+        state, found, foreseen = calls(foresee=segment.program.items is None)
+    if segment.program.items:
+        results = _item_results(runner, segment, *found, time.perf_counter() - started, clock)
+    else:
+        state, results = _checked(segment, state, found, foreseen, calls, clock, started)
     if not results:  # a signal came before the first phase ended
         return results
     last = len(results) - 1
-    _final_from_state(segment, results, state)
     if segment.program.stateful:
         runner.model_state = results[last].state
     signature = segment.prepared[last].signature
@@ -191,11 +209,72 @@ def _final_from_state(segment: Segment, results: list[PhaseResult], state: dict)
             results[-1].state = state["model_state"]
 
 
-def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owner, progress) -> tuple[dict, tuple]:
+def _checked(segment: Segment, state: dict, found: tuple, foreseen: _Foreseen | None, calls: Callable, clock: CompileClock, started: float) -> tuple[dict, list[PhaseResult]]:
+    """The last state and the phase results of a segment run as one fit, from what `calls` (its
+    `_calls`) `found`. When `_calls` foresaw the first call (`foreseen`), the results are built
+    while the device runs it and then checked: a phase-by-phase run's host work overlaps the
+    device's as its next phase is dispatched before the last is read (`runner.Unread`), and this
+    is the fused run's way to the same (its one call leaves nothing to read behind). Where the
+    device did otherwise (a non-finite loss), the call's outputs are read as any call's."""
+    results = _results(segment, *found, clock)
+    _final_from_state(segment, results, state)
+    if foreseen is not None and not foreseen.held():
+        state, found, _ = calls(made=foreseen.made)
+        return _checked(segment, state, found, None, calls, clock, started)
+    wall, total = time.perf_counter() - started, sum(r.steps_run for r in results) or 1
+    for result in results:  # (the segment's wall time, shared by steps run)
+        result.wall_time = wall * result.steps_run / total
+    return state, results
+
+
+class _Foreseen:
+    """A segment's first call whose outcome the plan decides (`Segment.foreseen`), before it ends:
+    `found`, what `_calls` reads after a call, with the plan's steps and reasons and NaN-filled
+    host buffers for the per-step losses, which `held` fills from the call. (The phase results
+    hold views of them: `_results` does not copy a phase's one piece.)"""
+
+    def __init__(self, segment: Segment, made: tuple, steps: int):
+        self.made, self.steps, counts = made, steps, segment.foreseen
+        self.expected = counts.tobytes()
+        window = segment.signature.window
+        ran = counts[:window]
+        self.losses = np.full(steps, np.nan, made[1]["losses"].dtype)
+        self.found = {"losses": self.losses, "ran": ran, "ran_items": ran, "reason": counts[window : 2 * window], "aux": {}, "plateau": [None] * len(segment.phases)}
+
+    @classmethod
+    def of(cls, segment: Segment, state: dict, out: dict, budget: int) -> _Foreseen | None:
+        """The foreseen call that made `(state, out)` with `budget`, or None when the plan does not
+        decide what it does: not every phase fits the budget, or the loss logs aux metrics (whose
+        means per chunk the results compute at once)."""
+        if segment.foreseen is None or out["aux"]:
+            return None
+        steps = int(segment.foreseen[: segment.signature.window].sum())
+        return cls(segment, (state, out), steps) if steps <= budget else None
+
+    def held(self) -> bool:
+        """Whether the call did as foreseen: every phase ran its steps and every loss is finite
+        (waits for the call; its losses are then in `found`). Written for the moment the call
+        ends, when the host's code and data are cold again: one comparison of bytes and one C-level
+        sum (numpy's Python-level wrappers, `array_equal` and `ndarray.sum`, cost ~50 us each
+        then). A sum that overflows reads as not held, and the call is then read as any call."""
+        out = self.made[1]
+        if host_array(out["counts"]).tobytes() != self.expected:
+            return False
+        self.losses[:] = host_array(out["losses"])[: self.steps]
+        return math.isfinite(np.add.reduce(self.losses))
+
+
+def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owner, progress, foresee: bool = False, made: tuple | None = None) -> tuple[dict, tuple, _Foreseen | None]:
     """Call the segment's program from `state` until every phase is done, one met a non-finite
-    loss, or a signal came (`owner.stopping()`). Returns the last state and what the calls
+    loss, or a signal came (`owner.stopping()`). Returns the last state, what the calls
     found: per phase its per-step logs (`_Pieces`) and stop reason, and per finished phase
-    (a call's outputs, its row)."""
+    (a call's outputs, its row); and None.
+
+    With `foresee`, a first call whose outcome the plan decides (`Segment.foreseen`: one call
+    runs every phase, unwatched) is not waited for: what it found is what the plan says, its
+    per-step logs still to come, and the `_Foreseen` returned last says whether the device did so
+    (`_checked`). `made`: the (state, outputs) of a first call already made, read instead of
+    making it."""
     import jax
 
     program, signature = segment.program, segment.signature
@@ -209,19 +288,27 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
     while True:
         first_row = len(models)
         budget = pace.steps()
-        try:
-            state, out = program.call(state, segment.table, key, initial_arrays, data_arrays, program.budget(budget), segment.validation)
-        except Exception as exc:
-            if not program.ran:  # (it built no program: the loss's error, or schedc's, see NotFused.warn)
-                raise NotFused(failure=exc) from exc
-            raise
-        program.ran = True
+        if made is not None:
+            (state, out), made = made, None
+        else:
+            try:
+                state, out = program.call(state, segment.table, key, initial_arrays, data_arrays, program.budget(budget), segment.validation)
+            except Exception as exc:
+                if not program.ran:  # (it built no program: the loss's error, or schedc's, see NotFused.warn)
+                    raise NotFused(failure=exc) from exc
+                raise
+            program.ran = True
+            if foresee and first_row == 0 and progress is None and (foreseen := _Foreseen.of(segment, state, out, budget)) is not None:
+                _collect(foreseen.found, 0, len(phases), 0, pieces, reasons)
+                models.extend((out, r) for r in range(len(phases)))
+                return state, (pieces, reasons, models), foreseen
         # (read with host_array: items sharded over other processes are gathered, a collective every process takes)
         counts = host_array(out["counts"])  # (two reads, not jax.device_get's tree walk)
         # with items, a leading items axis: per item its steps and reasons (the row and step are shared);
         # a row's steps in the call's buffers are the most any item ran
         ran = counts[..., :window]
-        found = {"losses": host_array(out["losses"]), "ran": ran if ran.ndim == 1 else ran.max(axis=0), "ran_items": ran, "reason": counts[..., window : 2 * window]}
+        # (a writable copy: a phase's losses are a view of it, as a phase-by-phase run's are writable arrays)
+        found = {"losses": np.array(host_array(out["losses"])), "ran": ran if ran.ndim == 1 else ran.max(axis=0), "ran_items": ran, "reason": counts[..., window : 2 * window]}
         found["aux"] = {name: host_array(values) for name, values in out["aux"].items()}
         scales = [None if b is None else host_array(b) for b in out["plateau"]]
         found["plateau"] = [scales[slot] for slot in segment.slots]  # per row: its signature's scales
@@ -244,7 +331,7 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         # (with items, a non-finite loss stops its item only: the call goes on)
         halted = program.items is None and models and reasons[len(models) - 1] == C.NONFINITE
         if len(models) == len(phases) or halted or owner.stopping() is not None:  # (across processes, agreed)
-            return state, (pieces, reasons, models)
+            return state, (pieces, reasons, models), None
 
 
 def _first_nonfinite_row(found: dict, first_row: int, steps: int) -> int | None:
@@ -344,17 +431,17 @@ def _snapshot(layout: C.Layout, buffers: tuple, row: int, items: bool = False) -
     return Later(lambda: layout.rebuild([buffer[:, row] if items else buffer[row] for buffer in buffers]))
 
 
-def _results(segment: Segment, pieces, reasons, models, wall: float, clock: CompileClock) -> list[PhaseResult]:
-    """One PhaseResult per finished phase. The segment's wall time is shared by steps run; its
-    compiles are the first phase's (as a phase-by-phase run counts a new program's compile)."""
+def _results(segment: Segment, pieces, reasons, models, clock: CompileClock) -> list[PhaseResult]:
+    """One PhaseResult per finished phase, its wall time not yet given (`_checked` shares the
+    segment's); its compiles are the first phase's (as a phase-by-phase run counts a new
+    program's compile)."""
     import jax
 
-    losses = [np.concatenate(p.losses) for p in pieces[: len(models)]]
-    total = sum(len(x) for x in losses) or 1
     results = []
     layout = segment.model_layout
-    for row, (phase, prep, phase_losses) in enumerate(zip(segment.phases, segment.prepared, losses)):
+    for row, (phase, prep) in enumerate(zip(segment.phases, segment.prepared[: len(models)])):
         reason = reasons[row]
+        phase_losses = _joined(pieces[row].losses)
         # `_calls` marked the phase holding a non-finite loss (only its losses are searched): as a
         # phase-by-phase run reads it, the phase ends at its first non-finite loss
         bad = C.first_nonfinite(phase_losses) if reason == C.NONFINITE else None
@@ -362,9 +449,8 @@ def _results(segment: Segment, pieces, reasons, models, wall: float, clock: Comp
             phase_losses = phase_losses[: bad + 1]
         first = row == 0  # the segment's compile is counted once, on its first phase
         out, at = models[row]
-        share = wall * len(phase_losses) / total
         scales = [np.concatenate(pieces[row].scales)] if pieces[row].scales else []
-        result = phase_result(phase, prep, phase_losses, reason, share, clock.seconds if first else 0.0, clock.count if first else 0, _snapshot(layout, out["snapshots"], at), scales)
+        result = phase_result(phase, prep, phase_losses, reason, 0.0, clock.seconds if first else 0.0, clock.count if first else 0, _snapshot(layout, out["snapshots"], at), scales)
         if "states" in out:  # the model state after the phase, read lazily too
             result.state = Later(lambda buffers=out["states"], at=at: jax.tree_util.tree_map(lambda b: b[at], buffers))
         _ema_and_aux(result, segment, row, pieces[row], out, at)
@@ -372,6 +458,12 @@ def _results(segment: Segment, pieces, reasons, models, wall: float, clock: Comp
             pieces[row].evals.report(result)
         results.append(result)
     return results
+
+
+def _joined(pieces: list[np.ndarray]) -> np.ndarray:
+    """A phase's losses from its pieces, one per call: the one piece itself (a view of its call's
+    buffer, no copy), or the pieces end to end."""
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def _item_results(runner, segment: Segment, pieces, reasons, models, wall: float, clock: CompileClock) -> list:
@@ -523,9 +615,9 @@ class Replay:
             with stop_on_signals(self):
                 started = time.perf_counter()
                 with CompileClock() as clock:
-                    state, found = _calls(segment, self.state, self.run_key, self.initial_arrays, data_arrays, self, None)
-                result.phases = done = _results(segment, *found, time.perf_counter() - started, clock)
-                _final_from_state(segment, done, state)
+                    calls = functools.partial(_calls, segment, self.state, self.run_key, self.initial_arrays, data_arrays, self, None)
+                    state, found, foreseen = calls(foresee=True)
+                result.phases = done = _checked(segment, state, found, foreseen, calls, clock, started)[1]
                 if done and done[-1].stop_reason == C.STOP_REASONS[C.NONFINITE]:
                     raise runner_for_errors().nonfinite_error(result, segment.phases[len(done) - 1], done[-1])
                 if self.stop_signal is not None and len(done) < len(segment.phases):

@@ -891,8 +891,10 @@ def _flat(values: list[list]):
 def first_nonfinite(losses: np.ndarray) -> int | None:
     """Index of the first non-finite loss of a chunk, or None."""
     # the common case, checked first with one reduction: a finite sum means every loss is finite
-    # (a NaN or an infinity makes it non-finite; a sum that overflows is searched below)
-    if math.isfinite(losses.sum()):
+    # (a NaN or an infinity makes it non-finite; a sum that overflows is searched below). The
+    # ufunc's own reduce: `ndarray.sum` goes through numpy's Python-level wrapper, which costs
+    # more than the sum right after a device call, when the host's code is cold again
+    if math.isfinite(np.add.reduce(losses)):
         return None
     finite = np.isfinite(losses)
     return None if finite.all() else int(np.flatnonzero(~finite)[0])

@@ -28,7 +28,7 @@ from schedc.compiler import minibatch
 from schedc.compiler import segment as S
 from schedc.runtime.distributed import host_array
 from schedc.runtime.evaluation import PhaseEvals
-from schedc.runtime.runner import AuxLog, CompileClock, Later, Pace, PhaseResult, RunnerState, phase_result
+from schedc.runtime.runner import AuxLog, CompileClock, Interrupted, Later, Pace, PhaseResult, Result, RunError, RunnerState, phase_result, stop_on_signals
 
 
 class FusionWarning(UserWarning):
@@ -264,44 +264,51 @@ class _Foreseen:
         return math.isfinite(np.add.reduce(self.losses))
 
 
+def _call(segment: Segment, state: dict, key, initial_arrays, data_arrays, budget: int) -> tuple[dict, dict]:
+    """One call of the segment's program from `state`, running at most `budget` steps: its (state, outputs).
+
+    Raises:
+        NotFused: when the program's first call raised (see `run_segment`).
+    """
+    program = segment.program
+    try:
+        made = program.call(state, segment.table, key, initial_arrays, data_arrays, program.budget(budget), segment.validation)
+    except Exception as exc:
+        if not program.ran:  # (it built no program: the loss's error, or schedc's, see NotFused.warn)
+            raise NotFused(failure=exc) from exc
+        raise
+    program.ran = True
+    return made
+
+
 def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owner, progress, foresee: bool = False, made: tuple | None = None) -> tuple[dict, tuple, _Foreseen | None]:
     """Call the segment's program from `state` until every phase is done, one met a non-finite
     loss, or a signal came (`owner.stopping()`). Returns the last state, what the calls
     found: per phase its per-step logs (`_Pieces`) and stop reason, and per finished phase
     (a call's outputs, its row); and None.
 
-    With `foresee`, a first call whose outcome the plan decides (`Segment.foreseen`: one call
-    runs every phase, unwatched) is not waited for: what it found is what the plan says, its
-    per-step logs still to come, and the `_Foreseen` returned last says whether the device did so
-    (`_checked`). `made`: the (state, outputs) of a first call already made, read instead of
-    making it."""
+    `made`: the (state, outputs) of the first call, already made (`_call`, with the whole chunk's
+    budget): the host sets up while the device runs it. With `foresee`, a first call whose
+    outcome the plan decides (`Segment.foreseen`: one call runs every phase, unwatched) is not
+    waited for: what it found is what the plan says, its per-step logs still to come, and the
+    `_Foreseen` returned last says whether the device did so (`_checked`)."""
     import jax
 
-    program, signature = segment.program, segment.signature
-    phases = segment.phases
+    signature, phases = segment.signature, segment.phases
+    pace = Pace(signature.chunk, steady=progress is None)
+    budget = pace.steps()
+    state, out = made if made is not None else _call(segment, state, key, initial_arrays, data_arrays, budget)
     pieces = [_Pieces(PhaseEvals(phase, segment.evaluator) if prep.signature.evaluation is not None else None) for phase, prep in zip(phases, segment.prepared)]
     reasons = [C.COMPLETED] * len(phases)
     models: list = []
-    pace = Pace(signature.chunk, steady=progress is None)
+    if foresee and progress is None and (foreseen := _Foreseen.of(segment, state, out, budget)) is not None:
+        _collect(foreseen.found, 0, len(phases), 0, pieces, reasons)
+        models.extend((out, r) for r in range(len(phases)))
+        return state, (pieces, reasons, models), foreseen
     bar = _Bar(progress, phases)
-    window = signature.window
+    window, items = signature.window, segment.program.items
     while True:
         first_row = len(models)
-        budget = pace.steps()
-        if made is not None:
-            (state, out), made = made, None
-        else:
-            try:
-                state, out = program.call(state, segment.table, key, initial_arrays, data_arrays, program.budget(budget), segment.validation)
-            except Exception as exc:
-                if not program.ran:  # (it built no program: the loss's error, or schedc's, see NotFused.warn)
-                    raise NotFused(failure=exc) from exc
-                raise
-            program.ran = True
-            if foresee and first_row == 0 and progress is None and (foreseen := _Foreseen.of(segment, state, out, budget)) is not None:
-                _collect(foreseen.found, 0, len(phases), 0, pieces, reasons)
-                models.extend((out, r) for r in range(len(phases)))
-                return state, (pieces, reasons, models), foreseen
         # (read with host_array: items sharded over other processes are gathered, a collective every process takes)
         counts = host_array(out["counts"])  # (two reads, not jax.device_get's tree walk)
         # with items, a leading items axis: per item its steps and reasons (the row and step are shared);
@@ -319,7 +326,7 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         steps = _collect(found, first_row, row, step, pieces, reasons)
         models.extend((out, r) for r in range(first_row, row))
         # (with items, the device stops an item at a non-finite loss: the others go on)
-        broken = _first_nonfinite_row(found, first_row, steps) if program.items is None else None
+        broken = _first_nonfinite_row(found, first_row, steps) if items is None else None
         if broken is not None:  # the segment ends after that phase (the steps run past it are dropped)
             reasons[broken] = C.NONFINITE
             models.extend((out, r) for r in range(len(models), broken + 1))  # (it may be unfinished)
@@ -329,9 +336,11 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         if not pace.steady:  # (a watched run's calls are sized by their time)
             pace.observe(steps)
         # (with items, a non-finite loss stops its item only: the call goes on)
-        halted = program.items is None and models and reasons[len(models) - 1] == C.NONFINITE
+        halted = items is None and models and reasons[len(models) - 1] == C.NONFINITE
         if len(models) == len(phases) or halted or owner.stopping() is not None:  # (across processes, agreed)
             return state, (pieces, reasons, models), None
+        budget = pace.steps()
+        state, out = _call(segment, state, key, initial_arrays, data_arrays, budget)
 
 
 def _first_nonfinite_row(found: dict, first_row: int, steps: int) -> int | None:
@@ -606,17 +615,22 @@ class Replay:
     def run(self, data_arrays: tuple, runner_for_errors: Callable):
         """The run, as `Runner.run` would do it: a non-finite loss raises its RunError (made by
         `runner_for_errors()`, a fresh Runner, only then); whatever else stops the run carries the
-        completed phases (`exc.result`)."""
-        from schedc.runtime.runner import Interrupted, Result, RunError, stop_on_signals
+        completed phases (`exc.result`).
 
-        result = Result(initial_model=self.model)
+        The first call is made before anything else, and the host sets up while the device runs
+        it (a signal before it is made stops the run as one before the run would: no phase is
+        done then)."""
         segment = self.segment
+        done: list = []
         try:
+            started = time.perf_counter()
+            # (a replayed program is built: only kernels switched on since compile, at this call)
+            with CompileClock() as clock:
+                made = _call(segment, self.state, self.run_key, self.initial_arrays, data_arrays, segment.signature.chunk)
+            result = Result(initial_model=self.model)
             with stop_on_signals(self):
-                started = time.perf_counter()
-                with CompileClock() as clock:
-                    calls = functools.partial(_calls, segment, self.state, self.run_key, self.initial_arrays, data_arrays, self, None)
-                    state, found, foreseen = calls(foresee=True)
+                calls = functools.partial(_calls, segment, self.state, self.run_key, self.initial_arrays, data_arrays, self, None)
+                state, found, foreseen = calls(foresee=True, made=made)
                 result.phases = done = _checked(segment, state, found, foreseen, calls, clock, started)[1]
                 if done and done[-1].stop_reason == C.STOP_REASONS[C.NONFINITE]:
                     raise runner_for_errors().nonfinite_error(result, segment.phases[len(done) - 1], done[-1])
@@ -624,7 +638,7 @@ class Replay:
                     raise Interrupted(self.stop_signal, len(done), 0)
         except BaseException as exc:
             if not isinstance(exc, RunError):
-                exc.result = result
+                exc.result = Result(initial_model=self.model, phases=done)
             raise
         finally:
             self.stop_signal = None

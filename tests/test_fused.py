@@ -169,6 +169,15 @@ def test_a_segment_that_cannot_stop_early_has_its_results_built_while_its_call_r
     assert not np.shares_memory(first.phases[0].losses, replayed.phases[0].losses)
 
 
+def test_a_fused_call_keeps_only_the_losses_of_the_steps_it_ran(runs):
+    """A phase's losses are a writable view of its call's host copy, which holds the steps the
+    call ran, not the whole `chunk`-long buffer (runs of many short segments keep little)."""
+    _, together = runs
+    for phase in together.phases:
+        held = phase.losses if phase.losses.base is None else phase.losses.base
+        assert phase.losses.flags.writeable and held.size <= sum(p.steps_run for p in together.phases)
+
+
 def test_the_schedule_ran_fused(program, monkeypatch):
     calls = fused_calls(monkeypatch)
     program.run(loss, quiet=True)

@@ -314,8 +314,10 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         # with items, a leading items axis: per item its steps and reasons (the row and step are shared);
         # a row's steps in the call's buffers are the most any item ran
         ran = counts[..., :window]
-        # (a writable copy: a phase's losses are a view of it, as a phase-by-phase run's are writable arrays)
-        found = {"losses": np.array(host_array(out["losses"])), "ran": ran if ran.ndim == 1 else ran.max(axis=0), "ran_items": ran, "reason": counts[..., window : 2 * window]}
+        per_row = ran if ran.ndim == 1 else ran.max(axis=0)
+        # (a writable copy of the steps the call ran: a phase's losses are a view of it, as a
+        # phase-by-phase run's are writable arrays, and it holds no more than those steps)
+        found = {"losses": host_array(out["losses"])[..., : int(per_row.sum())].copy(), "ran": per_row, "ran_items": ran, "reason": counts[..., window : 2 * window]}
         found["aux"] = {name: host_array(values) for name, values in out["aux"].items()}
         scales = [None if b is None else host_array(b) for b in out["plateau"]]
         found["plateau"] = [scales[slot] for slot in segment.slots]  # per row: its signature's scales

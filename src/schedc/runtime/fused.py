@@ -255,8 +255,9 @@ class _Foreseen:
         """Whether the call did as foreseen: every phase ran its steps and every loss is finite
         (waits for the call; its losses are then in `found`). Written for the moment the call
         ends, when the host's code and data are cold again: one comparison of bytes and one C-level
-        sum (numpy's Python-level wrappers, `array_equal` and `ndarray.sum`, cost ~50 us each
-        then). A sum that overflows reads as not held, and the call is then read as any call."""
+        sum (`np.array_equal`, a copy and `isfinite(ndarray.sum())`, numpy's Python-level
+        wrappers, took 221 us there against ~10 warm). A sum that overflows reads as not held,
+        and the call is then read as any call."""
         out = self.made[1]
         if host_array(out["counts"]).tobytes() != self.expected:
             return False

@@ -15,7 +15,6 @@ results (`BatchedRunner.segment_phase_result`) as its phase-by-phase path does
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -182,7 +181,7 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
         carried = (previous, runner.state.opt_state) if previous is not None else None
         state = segment.program.initial_state(model_arrays, carried, runner.model_state, runner.stopped_items())
         calls = functools.partial(_calls, segment, state, runner.key, runner.begun.arrays, runner.data_arrays, runner, progress)
-        state, found, foreseen = calls(foresee=segment.program.items is None)
+        state, found, foreseen = calls(foresee=True)  # (a segment with items is never foreseen)
     if segment.program.items:
         results = _item_results(runner, segment, *found, time.perf_counter() - started, clock)
     else:
@@ -254,15 +253,15 @@ class _Foreseen:
     def held(self) -> bool:
         """Whether the call did as foreseen: every phase ran its steps and every loss is finite
         (waits for the call; its losses are then in `found`). Written for the moment the call
-        ends, when the host's code and data are cold again: one comparison of bytes and one C-level
-        sum (`np.array_equal`, a copy and `isfinite(ndarray.sum())`, numpy's Python-level
-        wrappers, took 221 us there against ~10 warm). A sum that overflows reads as not held,
-        and the call is then read as any call."""
+        ends, when the host's code and data are cold again: one comparison of bytes and the
+        chunk's own check (`C.first_nonfinite`: one C-level sum; `np.array_equal`, a copy and
+        `isfinite(ndarray.sum())`, numpy's Python-level wrappers, took 221 us there against ~10
+        warm)."""
         out = self.made[1]
         if host_array(out["counts"]).tobytes() != self.expected:
             return False
         self.losses[:] = host_array(out["losses"])[: self.steps]
-        return math.isfinite(np.add.reduce(self.losses))
+        return C.first_nonfinite(self.losses) is None
 
 
 def _call(segment: Segment, state: dict, key, initial_arrays, data_arrays, budget: int) -> tuple[dict, dict]:

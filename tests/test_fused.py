@@ -74,10 +74,18 @@ def fused_calls(monkeypatch) -> list:
 
 def foreseen_checks(monkeypatch) -> list:
     """A list that grows by each foreseen call's check from now on (`fused._Foreseen.held`):
-    whether the device did as the plan said."""
+    whether its losses were all finite. Each check also asserts that the call's `counts` (its
+    steps run and reasons per row, the row and step it ended at), which `held` does not read,
+    are the plan's."""
     checks = []
     original = fused._Foreseen.held
-    monkeypatch.setattr(fused._Foreseen, "held", lambda self: (checks.append(held := original(self)), held)[1])
+
+    def held(self):
+        checks.append(finite := original(self))
+        assert np.array_equal(np.asarray(self.made[1]["counts"]), self.counts)
+        return finite
+
+    monkeypatch.setattr(fused._Foreseen, "held", held)
     return checks
 
 

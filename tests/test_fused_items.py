@@ -245,7 +245,7 @@ def test_the_phase_loop_and_branch_dispatch_stay_unbatched_under_vmap(swept):
     step_loops = [shape for depth, what, shape in found if what == "while" and depth >= 2]
     assert len(step_loops) >= 3 and all(shape == () for shape in step_loops)  # stop rules' loops included
     out_state, _ = program.call(state, table, jax.random.key(0), arrays, data, np.int32(8), ())
-    assert np.ndim(out_state["phase"]) == 0 and np.ndim(out_state["step"]) == 0
+    assert np.shape(out_state["at"]) == (2,)  # (the row and step: shared, no items axis)
 
 
 def _inputs(program):
@@ -261,7 +261,7 @@ def _inputs(program):
         "stop": np.zeros((B, W, 3)),
         "init": np.ones((B, W, program.signature.init_numbers)),
     }
-    return program.initial_state(leaves, stopped=np.zeros(B, bool)), table, tuple(leaves), (X[0], Y[0])
+    return program.initial_state(leaves, stopped=np.zeros(B, bool)), table, program.reset_arrays(leaves), (X[0], Y[0])
 
 
 def test_a_repeat_sweep_compiles_its_body_once(monkeypatch):

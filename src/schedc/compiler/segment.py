@@ -267,16 +267,18 @@ class SlotPacking:
 
 @dataclass
 class Program:
-    """A compiled segment: `call(state, table, root, initial_arrays, data_arrays, budget, validation) -> (state, out)`.
+    """A compiled segment: `call(state, table, root, reset_arrays, data_arrays, budget, validation) -> (state, out)`.
 
-    A call runs at most `budget` steps (<= `signature.chunk`); `validation` is the validation data's
-    arrays when a phase evaluates (else ()). `out` holds the call's losses
+    A call runs at most `budget` steps (<= `signature.chunk`); `reset_arrays` are the run's
+    initial model's array leaves that its `reset` inits read (`resets`, `reset_arrays`);
+    `validation` is the validation data's arrays when a phase evaluates (else ()). The state's
+    `at` is the row and step the call resumes at. `out` holds the call's losses
     (`losses`, in step order across its phases); `counts`: per table row the steps run in this
     call, then per row the stop reason, (when a phase evaluates) per row the evaluations it took in
     this call, the rule on metrics that ended it (-1: none) and the step of the weights `keep best`
     restored (-1: none), then the row and step the next call resumes at; and per row the model's
-    array leaves after the row's phase (`snapshots`, one stacked array per leaf: with `keep best`,
-    the kept weights); when a signature keeps an `ema` (`keeps_ema`, per signature), also the EMA
+    array leaves after the row's phase (`snapshots`, one stacked array per leaf, or packed as the
+    slots are, `rows`: read with `row_of`; with `keep best`, the kept weights); when a signature keeps an `ema` (`keeps_ema`, per signature), also the EMA
     model's leaves (`ema`); when a phase evaluates, the call's evaluation log (`evals`: every
     evaluation of its phases in order, `evaluate.empty_log`).
     """
@@ -290,8 +292,11 @@ class Program:
     stateful: bool = False  # the loss takes and returns a model state (`state=`)
     items: Items | None = None  # many fits at once (vmapped over their items), or one
     eval_shapes: tuple = ()  # per signature: the shape/dtype tree of its evaluation state (evaluate.initial_carry), or None
+    resets: tuple[int, ...] = ()  # the positions among the model's array leaves that `reset` inits read
+    rows: SlotPacking | None = None  # how the per-row model buffers (`snapshots`, `ema`) are packed (None: one per leaf)
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
     _fresh: dict | None = None  # what every run's calls share, already on the device (`_shared`)
+    _unpack_row: Callable | None = None  # (packed per-row buffers, row) -> the model's array leaves, jitted (`row_of`)
 
     def budget(self, steps: int):
         """The `budget` argument of a call running at most `steps` steps (the whole chunk's on the
@@ -310,12 +315,27 @@ class Program:
             fresh = [dict(slot) for slot in self._fresh_slots()]
             fresh[self.signature.signatures.index(carried[0])]["opt"] = carried[1]
             slots = jax.device_put(self.packing.pack(fresh)) if self.packing is not None else tuple(fresh)
-        state = {"leaves": tuple(model_arrays), "slots": slots, "phase": shared["start"], "step": shared["start"]}
+        state = {"leaves": tuple(model_arrays), "slots": slots, "at": shared["start"]}
         if self.stateful:
             state["model_state"] = model_state
         if self.items is not None:
             state["reason"] = np.where(stopped, C.NONFINITE, C.COMPLETED).astype(np.int32)
         return state
+
+    def reset_arrays(self, initial_arrays) -> tuple:
+        """The `reset_arrays` argument of every call of a run whose initial model has these array leaves."""
+        return tuple(initial_arrays[i] for i in self.resets)
+
+    def row_of(self, buffers, row: int, items: bool = False) -> list:
+        """The model's array leaves in table row `row` of per-row buffers a call returned
+        (`snapshots`, `ema`; with `items`, every item's: the row is the buffers' second axis)."""
+        if self.rows is None:
+            return [buffer[:, row] if items else buffer[row] for buffer in buffers]
+        if self._unpack_row is None:  # (one dispatch for the whole model, not one slice per leaf)
+            import jax
+
+            self._unpack_row = jax.jit(lambda buffers, row: self.rows.unpack([b[row] for b in buffers]))
+        return list(self._unpack_row(buffers, row))
 
     def slot_opt(self, slots, index: int):
         """The optimizer state in slot `index` of a call's returned `slots` (unpacked on the host,
@@ -350,7 +370,7 @@ class Program:
 
             slots = self._fresh_slots()
             slots = self.packing.pack(slots) if self.packing is not None else tuple(slots)
-            self._fresh = jax.device_put({"slots": slots, "start": np.int32(0), "budget": np.int32(self.signature.chunk)})
+            self._fresh = jax.device_put({"slots": slots, "start": np.zeros(2, np.int32), "budget": np.int32(self.signature.chunk)})
         return self._fresh
 
 
@@ -418,22 +438,34 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
     fresh = [{"opt": shapes, "ring": C.empty_ring(sig.over)} | ({} if ev is None else {"eval": ev}) for sig, shapes, ev in zip(segment.signatures, slot_shapes, eval_shapes)]
     # (items: the slots are few arrays with an items axis already, left as a tree)
     packing = None if items is not None else SlotPacking.of(fresh)
+    # (a call returns each array it outputs as one the host wraps, ~1-2 us each: a small model's
+    # per-row snapshots travel packed as its slots do; items: one per leaf, as the slots)
+    row_packing = None if items is not None else SlotPacking.of(tuple(model_arrays))
+    resets = tuple(sorted({position[init.leaves[0]] for b in segment.branches for init in b.inits if init.kind == "reset"}))
     evaluations = [sig.evaluation for sig in segment.signatures if sig.evaluation is not None]
 
     def program(kernel: bool) -> Callable:
         """The jitted call; with `kernel`, its branches' step loops may be kernels (compiler.kernel)."""
-        branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema, items is not None, kernel) for b in segment.branches]
+        branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema, row_packing, items is not None, kernel) for b in segment.branches]
 
-        def call(state, table, root, initial_arrays, data_arrays, budget, validation):
+        def call(state, table, root, reset_arrays, data_arrays, budget, validation):
             import jax.numpy as jnp
 
+            # (the row and step travel as one array, the slots packed: fewer arrays in and out)
+            state = dict(state)
+            at = state.pop("at")
+            state["phase"], state["step"] = at[0], at[1]
             if packing is not None:
-                state = dict(state, slots=tuple(packing.unpack(state["slots"])))
+                state["slots"] = tuple(packing.unpack(state["slots"]))
+            initial_arrays = dict(zip(resets, reset_arrays))
             loss, aux = jax.eval_shape(output, state["leaves"], data_arrays, state.get("model_state"))
             W, K = segment.window, segment.chunk
 
             def per_row(tree):
                 return jax.tree_util.tree_map(lambda x: jnp.zeros((W,) + x.shape, x.dtype), tree)
+
+            def per_model_row(leaves):
+                return per_row(leaves if row_packing is None else row_packing.pack(leaves, jnp))
 
             out = {
                 "losses": jnp.full((K,), jnp.nan, loss.dtype),
@@ -441,10 +473,10 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
                 "plateau": tuple(jnp.full((K, sig.plateaus), jnp.nan, jnp.float32) if sig.plateaus else None for sig in segment.signatures),
                 "ran": jnp.zeros(W, jnp.int32),
                 "reason": jnp.zeros(W, jnp.int32),
-                "snapshots": per_row(state["leaves"]),
+                "snapshots": per_model_row(state["leaves"]),
             }
             if any(keeps_ema):
-                out["ema"] = per_row(state["leaves"])
+                out["ema"] = per_model_row(state["leaves"])
             if stateful:
                 out["states"] = per_row(state["model_state"])
             if evaluations:  # one log for the call's evaluations, whichever phases take them (they share the metrics function)
@@ -468,13 +500,14 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
                 del out["eval_rows"]
             out["counts"] = jnp.concatenate([*rows, jnp.stack([state["phase"], state["step"]])])
             if packing is not None:
-                state = dict(state, slots=packing.pack(state["slots"], jnp))
+                state["slots"] = packing.pack(state["slots"], jnp)
+            state["at"] = jnp.stack([state.pop("phase"), state.pop("step")])
             return state, out
 
         return jax.jit(call if items is None else _over_items(call, items))
 
     unfusable = _unfusable(output, model_arrays, data_arrays, model_state)
-    return Program(segment, KernelsOrThunks(program), slot_shapes, unfusable, keeps_ema, packing, stateful, items, eval_shapes)
+    return Program(segment, KernelsOrThunks(program), slot_shapes, unfusable, keeps_ema, packing, stateful, items, eval_shapes, resets, row_packing)
 
 
 def _over_items(call: Callable, items: Items) -> Callable:
@@ -484,7 +517,7 @@ def _over_items(call: Callable, items: Items) -> Callable:
     loop stay unbatched control flow."""
     import jax
 
-    state_axes = {"leaves": 0, "slots": 0, "phase": None, "step": None, "reason": 0}
+    state_axes = {"leaves": 0, "slots": 0, "at": None, "reason": 0}
     numbers = 0 if items.numbers else None
     table_axes = {name: numbers if name in PER_ITEM_ROWS else None for name in ("count", "branch", "steps", "index", *PER_ITEM_ROWS)}
     in_axes = (state_axes, table_axes, None, 0, 0 if items.data else None, None, None)
@@ -552,7 +585,7 @@ def _at_row(buffers, row, values):
     return jax.tree_util.tree_map(lambda buffer, value: buffer.at[row].set(value), buffers, values)
 
 
-def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of, keeps_ema: tuple, items: bool, kernel: bool) -> Callable:
+def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, data_layout, position: dict, free_of, keeps_ema: tuple, row_packing: SlotPacking | None, items: bool, kernel: bool) -> Callable:
     """One branch (see `_one_of`): run (the rest of, or as much as the buffer holds of) one phase.
 
     With `items` (the program is vmapped over them: see `Items`), each item carries its stop
@@ -571,6 +604,10 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
     ev = signature.evaluation  # the phase evaluates inside its steps (compiler.evaluate), or None
     # the phase's (data-order, loss) keys: its minibatches' permutations, the loss's per-step keys
     with_keys = bool(signature.batch) or minibatch.takes_key(loss_fn)
+
+    def model_row(leaves) -> tuple:
+        """A row of the per-row model buffers: the leaves, or packed (`Program.rows`)."""
+        return tuple(leaves) if row_packing is None else row_packing.pack(leaves, jnp)
 
     def start(state, row, table, root, initial_arrays):
         """The phase's beginning: inits applied, a fresh (or carried) optimizer state, an empty
@@ -665,10 +702,10 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             plateau=tuple(logs["plateau_scale"] if signature.plateaus and i == branch.signature else b for i, b in enumerate(out["plateau"])),
             ran=out["ran"].at[row].set(ran),
             reason=out["reason"].at[row].set(reason),
-            snapshots=_at_row(out["snapshots"], row, tuple(leaves)),
+            snapshots=_at_row(out["snapshots"], row, model_row(leaves)),
         )
         if ema_leaves is not None:
-            out["ema"] = _at_row(out["ema"], row, tuple(ema_leaves))
+            out["ema"] = _at_row(out["ema"], row, model_row(ema_leaves))
         if ev is not None:
             rows = out["eval_rows"]
             counted = {"count": logs["evals"]["count"] - out["evals"]["count"], "rule": stop["eval"]["rule"], "kept_step": stop["eval"].get("kept_step", jnp.int32(-1))}

@@ -180,7 +180,7 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
         previous = runner.state.signature
         carried = (previous, runner.state.opt_state) if previous is not None else None
         state = segment.program.initial_state(model_arrays, carried, runner.model_state, runner.stopped_items())
-        calls = functools.partial(_calls, segment, state, runner.key, runner.begun.arrays, runner.data_arrays, runner, progress)
+        calls = functools.partial(_calls, segment, state, runner.key, segment.program.reset_arrays(runner.begun.arrays), runner.data_arrays, runner, progress)
         state, found, foreseen = calls(foresee=True)  # (a segment with items is never foreseen)
     if segment.program.items:
         results = _item_results(runner, segment, *found, time.perf_counter() - started, clock)
@@ -234,7 +234,7 @@ class _Foreseen:
 
     def __init__(self, segment: Segment, made: tuple, steps: int):
         self.made, self.steps, counts = made, steps, segment.foreseen
-        self.expected = counts.tobytes()
+        self.counts = counts  # (what the call returns in its `counts`: the device does as the plan says, tests/test_fused.py)
         window = segment.signature.window
         ran = counts[:window]
         self.losses = np.full(steps, np.nan, made[1]["losses"].dtype)
@@ -251,20 +251,18 @@ class _Foreseen:
         return cls(segment, (state, out), steps) if steps <= budget else None
 
     def held(self) -> bool:
-        """Whether the call did as foreseen: every phase ran its steps and every loss is finite
-        (waits for the call; its losses are then in `found`). Written for the moment the call
-        ends, when the host's code and data are cold again: one comparison of bytes and the
-        chunk's own check (`C.first_nonfinite`: one C-level sum; `np.array_equal`, a copy and
-        `isfinite(ndarray.sum())`, numpy's Python-level wrappers, took 221 us there against ~10
-        warm)."""
-        out = self.made[1]
-        if host_array(out["counts"]).tobytes() != self.expected:
-            return False
-        self.losses[:] = host_array(out["losses"])[: self.steps]
+        """Whether the call did as foreseen: every loss is finite (waits for the call; its losses
+        are then in `found`). Its steps and reasons are the plan's: a loop that cannot stop early
+        runs every step it is given, and the call's budget holds them all (`of`), so its
+        `counts` are not read. Written for the moment the call ends, when the host's code and
+        data are cold again: one copy and the chunk's own check (`C.first_nonfinite`: one C-level
+        sum; `np.array_equal`, a copy and `isfinite(ndarray.sum())`, numpy's Python-level
+        wrappers, took 221 us there against ~10 warm)."""
+        self.losses[:] = host_array(self.made[1]["losses"])[: self.steps]
         return C.first_nonfinite(self.losses) is None
 
 
-def _call(segment: Segment, state: dict, key, initial_arrays, data_arrays, budget: int) -> tuple[dict, dict]:
+def _call(segment: Segment, state: dict, key, reset_arrays, data_arrays, budget: int) -> tuple[dict, dict]:
     """One call of the segment's program from `state`, running at most `budget` steps: its (state, outputs).
 
     Raises:
@@ -272,7 +270,7 @@ def _call(segment: Segment, state: dict, key, initial_arrays, data_arrays, budge
     """
     program = segment.program
     try:
-        made = program.call(state, segment.table, key, initial_arrays, data_arrays, program.budget(budget), segment.validation)
+        made = program.call(state, segment.table, key, reset_arrays, data_arrays, program.budget(budget), segment.validation)
     except Exception as exc:
         if not program.ran:  # (it built no program: the loss's error, or schedc's, see NotFused.warn)
             raise NotFused(failure=exc) from exc
@@ -281,7 +279,7 @@ def _call(segment: Segment, state: dict, key, initial_arrays, data_arrays, budge
     return made
 
 
-def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owner, progress, foresee: bool = False, made: tuple | None = None) -> tuple[dict, tuple, _Foreseen | None]:
+def _calls(segment: Segment, state: dict, key, reset_arrays, data_arrays, owner, progress, foresee: bool = False, made: tuple | None = None) -> tuple[dict, tuple, _Foreseen | None]:
     """Call the segment's program from `state` until every phase is done, one met a non-finite
     loss, or a signal came (`owner.stopping()`). Returns the last state, what the calls
     found: per phase its per-step logs (`_Pieces`) and stop reason, and per finished phase
@@ -297,7 +295,7 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
     signature, phases = segment.signature, segment.phases
     pace = Pace(signature.chunk, steady=progress is None)
     budget = pace.steps()
-    state, out = made if made is not None else _call(segment, state, key, initial_arrays, data_arrays, budget)
+    state, out = made if made is not None else _call(segment, state, key, reset_arrays, data_arrays, budget)
     pieces = [_Pieces(PhaseEvals(phase, segment.evaluator) if prep.signature.evaluation is not None else None) for phase, prep in zip(phases, segment.prepared)]
     reasons = [C.COMPLETED] * len(phases)
     models: list = []
@@ -342,7 +340,7 @@ def _calls(segment: Segment, state: dict, key, initial_arrays, data_arrays, owne
         if len(models) == len(phases) or halted or owner.stopping() is not None:  # (across processes, agreed)
             return state, (pieces, reasons, models), None
         budget = pace.steps()
-        state, out = _call(segment, state, key, initial_arrays, data_arrays, budget)
+        state, out = _call(segment, state, key, reset_arrays, data_arrays, budget)
 
 
 def _first_nonfinite_row(found: dict, first_row: int, steps: int) -> int | None:
@@ -436,10 +434,10 @@ class _Bar:
             self.progress.advance(self.tasks[row], done, last, evals.last() if evals is not None else "")
 
 
-def _snapshot(layout: C.Layout, buffers: tuple, row: int, items: bool = False) -> Later:
+def _snapshot(segment: Segment, buffers: tuple, row: int, items: bool = False) -> Later:
     """The model after the phase of table row `row`, sliced out of the device buffers when read
     (with `items`, the buffers' second axis is the row's: every item's model)."""
-    return Later(lambda: layout.rebuild([buffer[:, row] if items else buffer[row] for buffer in buffers]))
+    return Later(lambda: segment.model_layout.rebuild(segment.program.row_of(buffers, row, items)))
 
 
 def _results(segment: Segment, pieces, reasons, models, clock: CompileClock) -> list[PhaseResult]:
@@ -449,7 +447,6 @@ def _results(segment: Segment, pieces, reasons, models, clock: CompileClock) -> 
     import jax
 
     results = []
-    layout = segment.model_layout
     for row, (phase, prep) in enumerate(zip(segment.phases, segment.prepared[: len(models)])):
         reason = reasons[row]
         phase_losses = _joined(pieces[row].losses)
@@ -461,7 +458,7 @@ def _results(segment: Segment, pieces, reasons, models, clock: CompileClock) -> 
         first = row == 0  # the segment's compile is counted once, on its first phase
         out, at = models[row]
         scales = [np.concatenate(pieces[row].scales)] if pieces[row].scales else []
-        result = phase_result(phase, prep, phase_losses, reason, 0.0, clock.seconds if first else 0.0, clock.count if first else 0, _snapshot(layout, out["snapshots"], at), scales)
+        result = phase_result(phase, prep, phase_losses, reason, 0.0, clock.seconds if first else 0.0, clock.count if first else 0, _snapshot(segment, out["snapshots"], at), scales)
         if "states" in out:  # the model state after the phase, read lazily too
             result.state = Later(lambda buffers=out["states"], at=at: jax.tree_util.tree_map(lambda b: b[at], buffers))
         _ema_and_aux(result, segment, row, pieces[row], out, at)
@@ -490,7 +487,7 @@ def _item_results(runner, segment: Segment, pieces, reasons, models, wall: float
         scales = [np.concatenate(piece.scales, axis=-2)] if piece.scales else []
         share = wall * piece.steps / total
         result = runner.segment_phase_result(
-            phase, prep, losses, scales, piece.done, reasons[row], _snapshot(segment.model_layout, out["snapshots"], at, items=True), share, clock if row == 0 else CompileClock()
+            phase, prep, losses, scales, piece.done, reasons[row], _snapshot(segment, out["snapshots"], at, items=True), share, clock if row == 0 else CompileClock()
         )
         _ema_and_aux(result, segment, row, piece, out, at, items=True)
         results.append(result)
@@ -503,7 +500,7 @@ def _ema_and_aux(result, segment: Segment, row: int, piece: _Pieces, out: dict, 
     means of its aux metrics over the steps it ran (`steps_run`: per item with `items`), taken over
     the chunks a phase-by-phase run calls (see AuxLog)."""
     if segment.keeps_ema[row]:
-        result.ema_model = _snapshot(segment.model_layout, out["ema"], at, items)
+        result.ema_model = _snapshot(segment, out["ema"], at, items)
     if piece.aux:
         aux = AuxLog()
         aux.add_per_step({name: np.concatenate(v, axis=-1) for name, v in piece.aux.items()}, result.steps_run, segment.prepared[row].signature.chunk)
@@ -571,7 +568,7 @@ class Replay:
         self.model, self.key, self.plan = program.model, program.key, program.plan
         self.signature = signature
         self.segment: Segment = runner.segment
-        self.run_key, self.initial_arrays = runner.key, runner.begun.arrays
+        self.run_key, self.reset_arrays = runner.key, self.segment.program.reset_arrays(runner.begun.arrays)
         self.state = self.segment.program.initial_state(runner.begun.arrays)  # (immutable device arrays: shared by every replay)
         self.stop_signal: int | None = None
         self.accepted: _Accepted | None = None  # the data of the last run replayed, held weakly
@@ -628,10 +625,10 @@ class Replay:
             started = time.perf_counter()
             # (a replayed program is built: only kernels switched on since compile, at this call)
             with CompileClock() as clock:
-                made = _call(segment, self.state, self.run_key, self.initial_arrays, data_arrays, segment.signature.chunk)
+                made = _call(segment, self.state, self.run_key, self.reset_arrays, data_arrays, segment.signature.chunk)
             result = Result(initial_model=self.model)
             with stop_on_signals(self):
-                calls = functools.partial(_calls, segment, self.state, self.run_key, self.initial_arrays, data_arrays, self, None)
+                calls = functools.partial(_calls, segment, self.state, self.run_key, self.reset_arrays, data_arrays, self, None)
                 state, found, foreseen = calls(foresee=True, made=made)
                 result.phases = done = _checked(segment, state, found, foreseen, calls, clock, started)[1]
                 if done and done[-1].stop_reason == C.STOP_REASONS[C.NONFINITE]:

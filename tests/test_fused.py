@@ -608,6 +608,28 @@ def test_the_same_data_arrays_are_replayed_without_reading_their_signature_again
     assert fused._Accepted.of((np.asarray(x),), {}) is None  # a numpy array can change shape in place: never known
 
 
+def test_a_replay_frees_its_last_outputs_as_the_next_run_calls(monkeypatch):
+    """A replay holds its last call's outputs until the next run's call is made (so that they are
+    freed while the device runs, not as the run returns), and only while its optimizer slots are
+    packed (small: `segment.PACKED_SLOTS_BYTES`)."""
+    import weakref
+
+    program = schedc.compile(REPLAY_TEXT, model())
+    x = jnp.linspace(0.5, 1.5, 6)
+    program.run(fitted, x, quiet=True)
+    program.run(fitted, x, quiet=True)
+    (replay,) = program._replays.values()
+    before = weakref.ref(replay.outputs[1]["counts"])
+    program.run(fitted, x, quiet=True)
+    assert before() is None and replay.outputs[1]["counts"] is not None
+    monkeypatch.setattr(segment, "PACKED_SLOTS_BYTES", 0)  # (slots left as a tree: a new program, for shapes no other test compiles)
+    unpacked = schedc.compile(REPLAY_TEXT, {"a": jnp.zeros(13), "b": jnp.ones(2)})
+    unpacked.run(fitted, x, quiet=True)
+    unpacked.run(fitted, x, quiet=True)
+    (replay,) = unpacked._replays.values()
+    assert replay.segment.program.packing is None and replay.outputs is None
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -572,6 +572,11 @@ class Replay:
         self.state = self.segment.program.initial_state(runner.begun.arrays)  # (immutable device arrays: shared by every replay)
         self.stop_signal: int | None = None
         self.accepted: _Accepted | None = None  # the data of the last run replayed, held weakly
+        # the last run's call outputs (state and outputs), freed as the next run's call is made: while
+        # the device runs, not as the run returns, when the host is cold and freeing them took ~20 us
+        # more. Held only while the optimizer slots are packed (<= PACKED_SLOTS_BYTES, what a call's
+        # outputs hold besides the model snapshots and last model, which its results keep anyway)
+        self.outputs: tuple | None = None
 
     @classmethod
     def of(cls, runner, program, args: tuple, kwargs: dict, result):
@@ -626,6 +631,7 @@ class Replay:
             # (a replayed program is built: only kernels switched on since compile, at this call)
             with CompileClock() as clock:
                 made = _call(segment, self.state, self.run_key, self.reset_arrays, data_arrays, segment.signature.chunk)
+            self.outputs = made if segment.program.packing is not None else None
             result = Result(initial_model=self.model)
             with stop_on_signals(self):
                 calls = functools.partial(_calls, segment, self.state, self.run_key, self.reset_arrays, data_arrays, self, None)

@@ -577,15 +577,6 @@ def stops_early(signature: PhaseSignature) -> bool:
     return "loss_change" in signature.stop_kinds or "loss" in signature.stop_kinds or signature.evaluation is not None
 
 
-def passes_stop(signature: PhaseSignature) -> bool:
-    """Whether a loop passes its stop state through unchanged, the model state aside: it cannot
-    stop early and logs no plateau scales. A single fit's chunk of such a loop neither takes nor
-    returns the rest (the `loss_change` window, the reason, the steps done: the host keeps them,
-    runner._run_phase), six array buffers fewer per call: each costs the host ~1-2 us to pass in
-    or to wrap as it comes out, where a short phase's whole chunk call takes ~100 us of it."""
-    return not stops_early(signature) and not signature.plateaus
-
-
 def run_steps(
     signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, data_layout: Layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys, logs=None, at=0, evaluation=(), items=False, kernel=False
 ):
@@ -835,10 +826,7 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
                 signature, loss_fn, model_layout, data_layout, free, opt_state, stop_state, model_arrays, step0, n_active, numbers, stop_numbers, data_arrays, keys,
                 evaluation=evaluation, items=items, kernel=kernel,
             )
-            if not items and passes_stop(signature):
-                stop_state = {k: v for k, v in stop_state.items() if k == "model_state"}
-            else:
-                stop_state = dict(stop_state, done=stop_state["done"] + ran)
+            stop_state = dict(stop_state, done=stop_state["done"] + ran)
             if signature.plateaus:
                 stop_state["plateau_scale"] = logs["plateau_scale"]
             return free, opt_state, stop_state, logs["loss"], logs.get("aux", {}), logs.get("evals", {})

@@ -181,8 +181,6 @@ class BatchedRunner(Runner):
     AXIS = DATASETS
     # (a phase's stopped items decide what the next phase runs: each is read before the next starts)
     READS_BEHIND = False
-    # (each item's reason and steps done are its own: a stopped item's pass through every chunk)
-    SHEDS_STOP = False
 
     def __init__(self, *a, fuse: bool = True, **kw):
         super().__init__(*a, fuse=fuse, **kw)

@@ -662,8 +662,6 @@ class Runner:
 
     # a phase run alone may be read after the next one's first call is made (`_reads_behind`)
     READS_BEHIND = True
-    # a chunk whose loop passes its stop state through takes and returns only the model state of it (`C.passes_stop`)
-    SHEDS_STOP = True
 
     def __init__(
         self,
@@ -907,7 +905,6 @@ class Runner:
             evaluation = evals.arguments()
             feed = self.feed
             stops = C.stops_early(prepared.signature)
-            passes = self.SHEDS_STOP and C.passes_stop(prepared.signature)  # (its chunk takes the model state alone)
 
             def took(before: tuple, out: tuple, eval_log, step0: int, n_active: int):
                 """Read one chunk call's outputs into the phase's history: (free, opt_state, stop, phase over?)."""
@@ -933,11 +930,8 @@ class Runner:
                 if exhausted := n_active == 0:  # a one-shot iterator ran out
                     break
                 before = (free, opt_state, stop)
-                taken = {k: v for k, v in stop.items() if k == "model_state"} if passes else stop
-                *out, eval_log = chunk_fn(free, opt_state, taken, model_arrays, _device_int32(step0), _device_int32(n_active), numbers, stop_numbers, data, keys, evaluation)
-                if passes:  # the stop state the host keeps (its steps done are not counted: read only when a loop stopped early)
-                    out[2] = dict(stop, **out[2])
-                elif not stops:  # a bare loop returns the reason it was given: keep that one, never read from the device again
+                *out, eval_log = chunk_fn(free, opt_state, stop, model_arrays, _device_int32(step0), _device_int32(n_active), numbers, stop_numbers, data, keys, evaluation)
+                if not stops:  # a bare loop returns the reason it was given: keep that one, never read from the device again
                     out[2] = dict(out[2], reason=stop["reason"])
                 if defer and step0 + n_active >= phase.steps:  # (however it ends, the phase ends with this call)
                     last = (before, tuple(out), eval_log, step0, n_active)

@@ -25,7 +25,7 @@ The state carried from phase to phase and from call to call is a dict:
 |---|---|
 | `leaves` | the model's array leaves (free values written back after each phase part) |
 | `slots` | per phase signature: its optimizer state `opt`, its `loss_change` window `ring` and, when it evaluates, its rules' state `eval` (evaluate.initial_carry: evaluations so far, best values, `keep best`'s copy) |
-| `phase`, `step` | where the next call resumes: a table row and a step within that phase |
+| `phase`, `step` | where the next call resumes: a table row and a step within that phase (between calls one array, `at`) |
 | `model_state` | with a model state (`state=`, an `eqx.nn.State`): the state after the last step run |
 | `reason` | with `Items` (many fits at once, vmapped): each item's stop reason in the current phase |
 

@@ -277,10 +277,11 @@ class Program:
     call, then per row the stop reason, (when a phase evaluates) per row the evaluations it took in
     this call, the rule on metrics that ended it (-1: none) and the step of the weights `keep best`
     restored (-1: none), then the row and step the next call resumes at; and per row the model's
-    array leaves after the row's phase (`snapshots`, one stacked array per leaf, or packed as the
-    slots are, `rows`: read with `row_of`; with `keep best`, the kept weights); when a signature keeps an `ema` (`keeps_ema`, per signature), also the EMA
-    model's leaves (`ema`); when a phase evaluates, the call's evaluation log (`evals`: every
-    evaluation of its phases in order, `evaluate.empty_log`).
+    array leaves after the row's phase (`snapshots`: one stacked array per leaf, or packed as the
+    slots are, `rows`; read with `row_of`; with `keep best`, the kept weights); when a signature
+    keeps an `ema` (`keeps_ema`, per signature), also the EMA model's leaves (`ema`, likewise);
+    when a phase evaluates, the call's evaluation log (`evals`: every evaluation of its phases in
+    order, `evaluate.empty_log`).
     """
 
     signature: SegmentSignature

@@ -705,7 +705,9 @@ def run_steps(
         def put(buffer, value):
             if going is not None:
                 value = jnp.where(going, value, buffer[at + k])
-            return buffer.at[at + k].set(value)
+            # (an update in place at a row always inside the buffer: `.at[].set` would also check
+            # its bounds, a read and a select more in every step)
+            return jax.lax.dynamic_update_index_in_dim(buffer, jnp.asarray(value, buffer.dtype), at + k, 0)
 
         out = dict(logs, loss=put(logs["loss"], loss))  # (the evaluation log: written by `evaluated`)
         if signature.plateaus:

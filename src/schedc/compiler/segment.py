@@ -210,19 +210,22 @@ def stacked(tables: list[dict]) -> dict:
     return table
 
 
-# a call's optimizer slots travel as one flat buffer per dtype while they take at most this many
-# bytes (above it, packing would copy a large state at every call for no measurable gain)
+# a call's optimizer slots (and a row of its model snapshots) travel as one flat buffer per dtype
+# while they take at most this many bytes (above it, packing would copy a large state at every
+# call, or phase, for no measurable gain)
 PACKED_SLOTS_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
 class SlotPacking:
-    """Where each leaf of the slots sits in one flat buffer per dtype.
+    """Where each leaf of a tree sits in one flat buffer per dtype: a segment's optimizer slots,
+    and a row of its per-row model buffers (`Program.packing`, `Program.row_packing`).
 
     A call returns each output as an array object the host builds (~1-8 us each): a segment's
     optimizer slots (Adam: a count and two moments per free leaf, per phase signature) were
-    most of a short segment's outputs. Packed, they are two or three buffers. Packing and
-    unpacking move values without arithmetic, so results are bit for bit the same.
+    most of a short segment's outputs, and a model's snapshots are one per leaf. Packed, they
+    are a buffer or a few. Packing and unpacking move values without arithmetic, so results
+    are bit for bit the same.
     """
 
     treedef: Any
@@ -231,7 +234,7 @@ class SlotPacking:
 
     @staticmethod
     def of(shapes) -> SlotPacking | None:
-        """The packing of a slots tree of these shapes and dtypes; None when it is too large or
+        """The packing of a tree of these shapes and dtypes; None when it is too large or
         holds a leaf that is not a plain number array (a typed PRNG key, say)."""
         import jax
 
@@ -278,7 +281,7 @@ class Program:
     this call, the rule on metrics that ended it (-1: none) and the step of the weights `keep best`
     restored (-1: none), then the row and step the next call resumes at; and per row the model's
     array leaves after the row's phase (`snapshots`: one stacked array per leaf, or packed as the
-    slots are, `rows`; read with `row_of`; with `keep best`, the kept weights); when a signature
+    slots are, `row_packing`; read with `row_of`; with `keep best`, the kept weights); when a signature
     keeps an `ema` (`keeps_ema`, per signature), also the EMA model's leaves (`ema`, likewise);
     when a phase evaluates, the call's evaluation log (`evals`: every evaluation of its phases in
     order, `evaluate.empty_log`).
@@ -294,7 +297,7 @@ class Program:
     items: Items | None = None  # many fits at once (vmapped over their items), or one
     eval_shapes: tuple = ()  # per signature: the shape/dtype tree of its evaluation state (evaluate.initial_carry), or None
     resets: tuple[int, ...] = ()  # the positions among the model's array leaves that `reset` inits read
-    rows: SlotPacking | None = None  # how the per-row model buffers (`snapshots`, `ema`) are packed (None: one per leaf)
+    row_packing: SlotPacking | None = None  # how the per-row model buffers (`snapshots`, `ema`) are packed (None: one per leaf)
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
     _fresh: dict | None = None  # what every run's calls share, already on the device (`_shared`)
     _unpack_row: Callable | None = None  # (packed per-row buffers, row) -> the model's array leaves, jitted (`row_of`)
@@ -330,12 +333,12 @@ class Program:
     def row_of(self, buffers, row: int, items: bool = False) -> list:
         """The model's array leaves in table row `row` of per-row buffers a call returned
         (`snapshots`, `ema`; with `items`, every item's: the row is the buffers' second axis)."""
-        if self.rows is None:
+        if self.row_packing is None:
             return [buffer[:, row] if items else buffer[row] for buffer in buffers]
         if self._unpack_row is None:  # (one dispatch for the whole model, not one slice per leaf)
             import jax
 
-            self._unpack_row = jax.jit(lambda buffers, row: self.rows.unpack([b[row] for b in buffers]))
+            self._unpack_row = jax.jit(lambda buffers, row: self.row_packing.unpack([b[row] for b in buffers]))
         return list(self._unpack_row(buffers, row))
 
     def slot_opt(self, slots, index: int):
@@ -499,10 +502,10 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
             if evaluations:
                 rows += [out["eval_rows"][name] for name in EVAL_ROWS]
                 del out["eval_rows"]
-            out["counts"] = jnp.concatenate([*rows, jnp.stack([state["phase"], state["step"]])])
+            state["at"] = jnp.stack([state.pop("phase"), state.pop("step")])
+            out["counts"] = jnp.concatenate([*rows, state["at"]])
             if packing is not None:
                 state["slots"] = packing.pack(state["slots"], jnp)
-            state["at"] = jnp.stack([state.pop("phase"), state.pop("step")])
             return state, out
 
         return jax.jit(call if items is None else _over_items(call, items))
@@ -607,7 +610,7 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
     with_keys = bool(signature.batch) or minibatch.takes_key(loss_fn)
 
     def model_row(leaves) -> tuple:
-        """A row of the per-row model buffers: the leaves, or packed (`Program.rows`)."""
+        """A row of the per-row model buffers: the leaves, or packed (`Program.row_packing`)."""
         return tuple(leaves) if row_packing is None else row_packing.pack(leaves, jnp)
 
     def start(state, row, table, root, initial_arrays):

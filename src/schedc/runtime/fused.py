@@ -233,8 +233,8 @@ class _Foreseen:
     hold views of them: `_results` does not copy a phase's one piece.)"""
 
     def __init__(self, segment: Segment, made: tuple, steps: int):
-        self.made, self.steps, counts = made, steps, segment.foreseen
-        self.counts = counts  # (what the call returns in its `counts`: the device does as the plan says, tests/test_fused.py)
+        self.made, self.steps = made, steps
+        self.counts = counts = segment.foreseen  # (what the call returns as its `counts`: tests/test_fused.py asserts it)
         window = segment.signature.window
         ran = counts[:window]
         self.losses = np.full(steps, np.nan, made[1]["losses"].dtype)

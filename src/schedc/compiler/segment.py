@@ -468,19 +468,16 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
             def per_row(tree):
                 return jax.tree_util.tree_map(lambda x: jnp.zeros((W,) + x.shape, x.dtype), tree)
 
-            def per_model_row(leaves):
-                return per_row(leaves if row_packing is None else row_packing.pack(leaves, jnp))
-
             out = {
                 "losses": jnp.full((K,), jnp.nan, loss.dtype),
                 "aux": {name: jnp.full((K,), jnp.nan, jnp.float32) for name in aux},
                 "plateau": tuple(jnp.full((K, sig.plateaus), jnp.nan, jnp.float32) if sig.plateaus else None for sig in segment.signatures),
                 "ran": jnp.zeros(W, jnp.int32),
                 "reason": jnp.zeros(W, jnp.int32),
-                "snapshots": per_model_row(state["leaves"]),
+                "snapshots": per_row(_model_row(state["leaves"], row_packing)),
             }
             if any(keeps_ema):
-                out["ema"] = per_model_row(state["leaves"])
+                out["ema"] = per_row(_model_row(state["leaves"], row_packing))
             if stateful:
                 out["states"] = per_row(state["model_state"])
             if evaluations:  # one log for the call's evaluations, whichever phases take them (they share the metrics function)
@@ -582,6 +579,14 @@ def _one_of(index, branches: list, operand):
     return operand
 
 
+def _model_row(leaves, row_packing: SlotPacking | None) -> tuple:
+    """A row of the per-row model buffers (`snapshots`, `ema`): the model's leaves, or packed
+    (`Program.row_packing`)."""
+    import jax.numpy as jnp
+
+    return tuple(leaves) if row_packing is None else row_packing.pack(leaves, jnp)
+
+
 def _at_row(buffers, row, values):
     """Per-row buffers (a pytree of [rows, ...] arrays) with `values` (the same pytree) in `row`."""
     import jax
@@ -608,10 +613,6 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
     ev = signature.evaluation  # the phase evaluates inside its steps (compiler.evaluate), or None
     # the phase's (data-order, loss) keys: its minibatches' permutations, the loss's per-step keys
     with_keys = bool(signature.batch) or minibatch.takes_key(loss_fn)
-
-    def model_row(leaves) -> tuple:
-        """A row of the per-row model buffers: the leaves, or packed (`Program.row_packing`)."""
-        return tuple(leaves) if row_packing is None else row_packing.pack(leaves, jnp)
 
     def start(state, row, table, root, initial_arrays):
         """The phase's beginning: inits applied, a fresh (or carried) optimizer state, an empty
@@ -706,10 +707,10 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
             plateau=tuple(logs["plateau_scale"] if signature.plateaus and i == branch.signature else b for i, b in enumerate(out["plateau"])),
             ran=out["ran"].at[row].set(ran),
             reason=out["reason"].at[row].set(reason),
-            snapshots=_at_row(out["snapshots"], row, model_row(leaves)),
+            snapshots=_at_row(out["snapshots"], row, _model_row(leaves, row_packing)),
         )
         if ema_leaves is not None:
-            out["ema"] = _at_row(out["ema"], row, model_row(ema_leaves))
+            out["ema"] = _at_row(out["ema"], row, _model_row(ema_leaves, row_packing))
         if ev is not None:
             rows = out["eval_rows"]
             counted = {"count": logs["evals"]["count"] - out["evals"]["count"], "rule": stop["eval"]["rule"], "kept_step": stop["eval"].get("kept_step", jnp.int32(-1))}

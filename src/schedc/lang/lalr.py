@@ -89,6 +89,9 @@ class Tables:
         self.start, self.end = data["start"], data["end"]
         self.actions = data["actions"]  # per state: {symbol: state shifted to, or -1 - rule reduced}
         self.rules = data["rules"]  # (origin, length, kept children, Nones appended, single child kept, reducer)
+        # a `?rule` reduced from one child is that child (`_reduce`): only the state changes. More
+        # than half of a file's reductions are these (an expression's precedence levels).
+        self.passes = [length == 1 and single and include == ((0, False, 0),) and not append_none for _, length, include, append_none, single, _ in self.rules]
         lexers = [_Lexer(*lexer) for lexer in data["lexers"]]
         self.lexer_of = [lexers[i] for i in data["lexer_of"]]
 
@@ -150,7 +153,7 @@ class Tables:
         lark's callbacks do (a rule without one, an inlined `_rule`, is spliced into its parent);
         each token of a type in `on_token` given to it as it is lexed. Raises `Rejected`."""
         actions, rules, lexer_of, end_state = self.actions, self.rules, self.lexer_of, self.end
-        callbacks = [reducers.get(rule[5]) for rule in rules]
+        callbacks, passes = [reducers.get(rule[5]) for rule in rules], self.passes
         states, values = [self.start], []
         pos, line, line_start, size = 0, 1, 0, len(text)
         while True:
@@ -188,13 +191,17 @@ class Tables:
                     values.append(token)
                     break
                 origin, length, include, append_none, single, _ = rules[-1 - action]
-                children = values[-length:] if length else []
-                if length:
-                    del states[-length:]
-                    del values[-length:]
-                value = _reduce(children, include, append_none, single, callbacks[-1 - action])
-                states.append(actions[states[-1]][origin])
-                values.append(value)
+                if passes[-1 - action]:
+                    states[-1] = actions[states[-2]][origin]
+                    value = values[-1]
+                else:
+                    children = values[-length:] if length else []
+                    if length:
+                        del states[-length:]
+                        del values[-length:]
+                    value = _reduce(children, include, append_none, single, callbacks[-1 - action])
+                    states.append(actions[states[-1]][origin])
+                    values.append(value)
                 if token is None and states[-1] == end_state:
                     return value
 

@@ -84,6 +84,20 @@ def test_a_lexer_turns_hot(monkeypatch):
     assert any(lexer.compiled is not None for lexer in lexers) and any(lexer.compiled is None for lexer in lexers)
 
 
+def test_a_rule_whose_value_is_its_one_child_only_changes_the_state():
+    """`Tables.passes` flags the rules whose value `_reduce` makes the one child itself (the parse
+    loop then replaces the top state and nothing else); a flagged rule of another kind would drop a
+    node or a list from the tree."""
+    tables = read_tables()
+    child, reducers = object(), vars(syntax._REDUCERS)
+    for (_, length, include, append_none, single, reducer), passes in zip(tables.rules, tables.passes):
+        if passes:
+            assert lalr._reduce([child], include, append_none, single, reducers.get(reducer)) is child
+        elif length == 1 and include == ((0, False, 0),) and reducers.get(reducer) is None:
+            assert lalr._reduce([child], include, append_none, single, None) is not child
+    assert sum(tables.passes) > 20  # (an expression's precedence levels among them)
+
+
 @pytest.mark.parametrize("made", ["kept", "built"])
 def test_kept_as_plain_data(made):
     """Read from the parser kept, or from one lark has just built (with lark's own lexer: its

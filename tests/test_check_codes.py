@@ -347,3 +347,16 @@ def test_durations_in_two_units_are_left_to_the_runtime(text):
 def test_a_warmup_in_epochs_is_reported_in_epochs():
     d = find("batch 8\nphase 3 epochs lr 0.1 < free a lr warmup_cosine(0 -> 1 -> 0, 3 epochs) >", "E0207")
     assert "(3 epochs) is not shorter than the span (3 epochs)" in d.message
+
+
+def test_tree_size_counts_a_shared_subtree_at_each_use_and_stops_past_the_limit():
+    from schedc.lang import nodes as n
+    from schedc.lang.expr import MAX_EXPR_NODES, tree_size
+
+    leaf = n.Number(1, "1")
+    doubled = leaf
+    for _ in range(20):  # one node per level in memory, 2**21 - 1 read as a tree
+        doubled = n.BinOp("+", doubled, doubled)
+    assert tree_size(n.BinOp("+", leaf, leaf)) == 3
+    assert tree_size(doubled, limit=2**22) == 2**21 - 1
+    assert tree_size(doubled) == MAX_EXPR_NODES + 1

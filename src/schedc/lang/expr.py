@@ -91,17 +91,15 @@ def tree_size(expr, limit: int = MAX_EXPR_NODES) -> int:
     """How many nodes `expr` has read as a tree (shared subtrees counted at each use), or
     `limit + 1` as soon as it exceeds `limit`. Each shared subtree is measured once."""
     sizes: dict[int, int] = {}
-    stack = [(expr, False)]
+    stack = [(expr, None)]  # (node, None) to measure; (node, its children) once they are measured
     while stack:
-        node, done = stack.pop()
-        if id(node) in sizes:
-            continue
-        kids = n.children(node)
-        if done:
+        node, kids = stack.pop()
+        if kids is not None:
             sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(k)] for k in kids))
-            continue
-        stack.append((node, True))
-        stack.extend((k, False) for k in kids if id(k) not in sizes)
+        elif id(node) not in sizes:
+            kids = n.children(node)
+            stack.append((node, kids))
+            stack += [(k, None) for k in kids if id(k) not in sizes]
     return sizes[id(expr)]
 
 

@@ -366,7 +366,9 @@ def walk(node):
     while stack:
         current = stack.pop()
         yield current
-        stack.extend(reversed(children(current)))
+        kids = children(current)
+        kids.reverse()
+        stack += kids
 
 
 def children(node) -> list:
@@ -375,7 +377,7 @@ def children(node) -> list:
     for name in getattr(node, "_field_names", ()):
         value = getattr(node, name)
         if isinstance(value, tuple):
-            out.extend(v for v in value if isinstance(v, Node))
+            out += [v for v in value if isinstance(v, Node)]
         elif isinstance(value, Node):
             out.append(value)
     return out

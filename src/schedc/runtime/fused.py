@@ -220,10 +220,21 @@ def _checked(segment: Segment, state: dict, found: tuple, foreseen: _Foreseen | 
     if foreseen is not None and not foreseen.held():
         state, found, _ = calls(made=foreseen.made)
         return _checked(segment, state, found, None, calls, clock, started)
-    wall, total = time.perf_counter() - started, sum(r.steps_run for r in results) or 1
-    for result in results:  # (the segment's wall time, shared by steps run)
-        result.wall_time = wall * result.steps_run / total
+    for result, share in zip(results, _wall_shares(time.perf_counter() - started, clock, [r.steps_run for r in results])):
+        result.wall_time = share
     return state, results
+
+
+def _wall_shares(wall: float, clock: CompileClock, steps: list[int]) -> list[float]:
+    """The finished phases' wall times, from the segment's `wall`. Building its program (tracing,
+    lowering, compiling: `clock.building`) is the first phase's, as a phase-by-phase run counts
+    a phase's compile in its own wall time, and the rest is shared by `steps` run. (Shared whole, a
+    first run's seconds of compiling showed as seconds in every phase of a run of milliseconds.)"""
+    building, total = min(clock.building, wall), sum(steps) or 1
+    shares = [(wall - building) * ran / total for ran in steps]
+    if shares:
+        shares[0] += building
+    return shares
 
 
 class _Foreseen:
@@ -478,16 +489,15 @@ def _item_results(runner, segment: Segment, pieces, reasons, models, wall: float
     """One batched phase result per finished phase of a segment run with items, made by the
     runner (`segment_phase_result`) as a phase-by-phase batched run makes it; wall time and
     compiles are shared as `_results` shares them, the models and EMA models read lazily."""
-    total = sum(p.steps for p in pieces[: len(models)]) or 1
+    shares = _wall_shares(wall, clock, [p.steps for p in pieces[: len(models)]])
     results = []
     for row, (phase, prep) in enumerate(zip(segment.phases[: len(models)], segment.prepared)):
         piece = pieces[row]
         out, at = models[row]
         losses = np.concatenate(piece.losses, axis=-1)
         scales = [np.concatenate(piece.scales, axis=-2)] if piece.scales else []
-        share = wall * piece.steps / total
         result = runner.segment_phase_result(
-            phase, prep, losses, scales, piece.done, reasons[row], _snapshot(segment, out["snapshots"], at, items=True), share, clock if row == 0 else CompileClock()
+            phase, prep, losses, scales, piece.done, reasons[row], _snapshot(segment, out["snapshots"], at, items=True), shares[row], clock if row == 0 else CompileClock()
         )
         _ema_and_aux(result, segment, row, piece, out, at, items=True)
         results.append(result)

@@ -299,6 +299,7 @@ class Program:
     resets: tuple[int, ...] = ()  # the positions among the model's array leaves that `reset` inits read
     row_packing: SlotPacking | None = None  # how the per-row model buffers (`snapshots`, `ema`) are packed (None: one per leaf)
     ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
+    built_in: float = 0.0  # seconds the first successful call took: tracing, lowering and compiling, then the dispatch
     _fresh: dict | None = None  # what every run's calls share, already on the device (`_shared`)
     _unpack_row: Callable | None = None  # (packed per-row buffers, row) -> the model's array leaves, jitted (`row_of`)
 

@@ -177,15 +177,17 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
     started = time.perf_counter()
     with CompileClock() as clock:
         segment, model_arrays = _segment(runner, start, end, model)
+        built_before = segment.program.ran
         previous = runner.state.signature
         carried = (previous, runner.state.opt_state) if previous is not None else None
         state = segment.program.initial_state(model_arrays, carried, runner.model_state, runner.stopped_items())
         calls = functools.partial(_calls, segment, state, runner.key, segment.program.reset_arrays(runner.begun.arrays), runner.data_arrays, runner, progress)
         state, found, foreseen = calls(foresee=True)  # (a segment with items is never foreseen)
+    built = 0.0 if built_before else segment.program.built_in
     if segment.program.items:
-        results = _item_results(runner, segment, *found, time.perf_counter() - started, clock)
+        results = _item_results(runner, segment, *found, time.perf_counter() - started, clock, built)
     else:
-        state, results = _checked(segment, state, found, foreseen, calls, clock, started)
+        state, results = _checked(segment, state, found, foreseen, calls, clock, started, built)
     if not results:  # a signal came before the first phase ended
         return results
     last = len(results) - 1
@@ -208,7 +210,7 @@ def _final_from_state(segment: Segment, results: list[PhaseResult], state: dict)
             results[-1].state = state["model_state"]
 
 
-def _checked(segment: Segment, state: dict, found: tuple, foreseen: _Foreseen | None, calls: Callable, clock: CompileClock, started: float) -> tuple[dict, list[PhaseResult]]:
+def _checked(segment: Segment, state: dict, found: tuple, foreseen: _Foreseen | None, calls: Callable, clock: CompileClock, started: float, built: float = 0.0) -> tuple[dict, list[PhaseResult]]:
     """The last state and the phase results of a segment run as one fit, from what `calls` (its
     `_calls`) `found`. When `_calls` foresaw the first call (`foreseen`), the results are built
     while the device runs it and then checked: a phase-by-phase run's host work overlaps the
@@ -219,21 +221,22 @@ def _checked(segment: Segment, state: dict, found: tuple, foreseen: _Foreseen | 
     _final_from_state(segment, results, state)
     if foreseen is not None and not foreseen.held():
         state, found, _ = calls(made=foreseen.made)
-        return _checked(segment, state, found, None, calls, clock, started)
-    for result, share in zip(results, _wall_shares(time.perf_counter() - started, clock, [r.steps_run for r in results])):
+        return _checked(segment, state, found, None, calls, clock, started, built)
+    for result, share in zip(results, _wall_shares(time.perf_counter() - started, built, [r.steps_run for r in results])):
         result.wall_time = share
     return state, results
 
 
-def _wall_shares(wall: float, clock: CompileClock, steps: list[int]) -> list[float]:
-    """The finished phases' wall times, from the segment's `wall`. Building its program (tracing,
-    lowering, compiling: `clock.building`) is the first phase's, as a phase-by-phase run counts
-    a phase's compile in its own wall time, and the rest is shared by `steps` run. (Shared whole, a
-    first run's seconds of compiling showed as seconds in every phase of a run of milliseconds.)"""
-    building, total = min(clock.building, wall), sum(steps) or 1
-    shares = [(wall - building) * ran / total for ran in steps]
+def _wall_shares(wall: float, built: float, steps: list[int]) -> list[float]:
+    """The finished phases' wall times, from the segment's `wall`. The `built` seconds of its
+    program's first call (tracing, lowering and compiling it: `Program.built_in`, when this run
+    built it) are the first phase's, as a phase-by-phase run counts a phase's compile in its own
+    wall time; the rest is shared by `steps` run. (Shared whole, a first run's seconds of compiling
+    showed as seconds in every phase of a run of milliseconds.)"""
+    built, total = min(built, wall), sum(steps) or 1
+    shares = [(wall - built) * ran / total for ran in steps]
     if shares:
-        shares[0] += building
+        shares[0] += built
     return shares
 
 
@@ -280,13 +283,15 @@ def _call(segment: Segment, state: dict, key, reset_arrays, data_arrays, budget:
         NotFused: when the program's first call raised (see `run_segment`).
     """
     program = segment.program
+    started = time.perf_counter()
     try:
         made = program.call(state, segment.table, key, reset_arrays, data_arrays, program.budget(budget), segment.validation)
     except Exception as exc:
         if not program.ran:  # (it built no program: the loss's error, or schedc's, see NotFused.warn)
             raise NotFused(failure=exc) from exc
         raise
-    program.ran = True
+    if not program.ran:
+        program.built_in, program.ran = time.perf_counter() - started, True
     return made
 
 
@@ -485,11 +490,11 @@ def _joined(pieces: list[np.ndarray]) -> np.ndarray:
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
-def _item_results(runner, segment: Segment, pieces, reasons, models, wall: float, clock: CompileClock) -> list:
+def _item_results(runner, segment: Segment, pieces, reasons, models, wall: float, clock: CompileClock, built: float) -> list:
     """One batched phase result per finished phase of a segment run with items, made by the
     runner (`segment_phase_result`) as a phase-by-phase batched run makes it; wall time and
     compiles are shared as `_results` shares them, the models and EMA models read lazily."""
-    shares = _wall_shares(wall, clock, [p.steps for p in pieces[: len(models)]])
+    shares = _wall_shares(wall, built, [p.steps for p in pieces[: len(models)]])
     results = []
     for row, (phase, prep) in enumerate(zip(segment.phases[: len(models)], segment.prepared)):
         piece = pieces[row]

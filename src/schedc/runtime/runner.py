@@ -246,23 +246,18 @@ class CompileClock:
     runs, whichever thread made it."""
 
     EVENT = "/jax/core/compile/backend_compile_duration"
-    # building a program: tracing it, lowering it to MLIR and compiling it (`EVENT`)
-    BUILDING = frozenset((EVENT, "/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration"))
-    _totals = [0, 0.0, 0.0]  # compiles, their seconds and the seconds building programs, since the listener was registered
+    _totals = [0, 0.0]  # compiles and their seconds since the listener was registered
     _listening = False
 
     def __init__(self):
         self.count = 0
         self.seconds = 0.0
-        self.building = 0.0  # (compiles included)
 
     @staticmethod
     def _heard(event: str, duration: float, **_):
-        if event in CompileClock.BUILDING:
-            CompileClock._totals[2] += duration
-            if event == CompileClock.EVENT:
-                CompileClock._totals[0] += 1
-                CompileClock._totals[1] += duration
+        if event == CompileClock.EVENT:
+            CompileClock._totals[0] += 1
+            CompileClock._totals[1] += duration
 
     def __enter__(self):
         if not CompileClock._listening:
@@ -276,7 +271,6 @@ class CompileClock:
     def __exit__(self, *exc):
         self.count = self._totals[0] - self._started[0]
         self.seconds = self._totals[1] - self._started[1]
-        self.building = self._totals[2] - self._started[2]
 
 
 class _Progress:

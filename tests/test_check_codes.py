@@ -360,3 +360,12 @@ def test_tree_size_counts_a_shared_subtree_at_each_use_and_stops_past_the_limit(
     assert tree_size(n.BinOp("+", leaf, leaf)) == 3
     assert tree_size(doubled, limit=2**22) == 2**21 - 1
     assert tree_size(doubled) == MAX_EXPR_NODES + 1
+
+
+@pytest.mark.parametrize(
+    "literal, too_small",
+    [("1e-400", True), ("0." + "0" * 400 + "1", True), ("0." + "0" * 296 + "1", False), ("1e-300", False), ("0.0", False), ("0e5", False)],
+)
+def test_a_literal_that_reads_as_zero_but_is_not_is_too_small_to_represent(literal, too_small):
+    found = codes(f"phase 100 lr 0.1 < free a; init a = {literal} >")
+    assert ("E0210" in found) == too_small

@@ -116,6 +116,24 @@ def test_expression_parentheses_minimal(source, expected):
     assert again.value == let.value
 
 
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("every  steps", "every step"),  # (a count left out is one, in its unit: found by test_fuzz)
+        ("every step", "every step"),
+        ("every epochs", "every epoch"),
+        ("every 1 steps", "every 1 step"),
+        ("every 200 steps", "every 200 steps"),
+        ("every 2 epochs", "every 2 epochs"),
+    ],
+)
+def test_an_evaluation_interval_keeps_its_unit(source, expected):
+    text = f'eval "m.py:metrics" {source}\n'
+    out = format_source(text)
+    assert out == f'eval "m.py:metrics" {expected}\n'
+    assert syntax.parse(out).file == syntax.parse(text).file
+
+
 def test_unparse_every_node_kind():
     text = (
         'model "m.py:build"\nseed 1\nlet k = 2\n'

@@ -529,7 +529,7 @@ class ArgumentChecker:
         if isinstance(expr, n.Number):
             if not _finite(expr.value):
                 return self._error_once(expr, "finite", "E0210", f"`{expr.text}` is not a finite float32 number", expr.span, help=f"numbers must lie within ±{catalog.MAX_NUMBER:.4g}")
-            if expr.value == 0 and underflows(expr.text):  # (a literal that reads as non-zero cannot)
+            if underflows(expr.text):
                 return self._error_once(expr, "finite", "E0210", f"`{expr.text}` is too small to represent: it would silently become 0", expr.span, help="write 0 if zero is meant")
             if kind not in ("any", "number", "schedule", "duration", "init"):
                 return self._wrong(expr, kind)

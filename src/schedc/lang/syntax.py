@@ -359,6 +359,8 @@ def _number(text: str) -> float | int:
 
 def underflows(text: str) -> bool:
     """True for a number literal that is not zero but reads as 0.0 (`1e-400`)."""
+    if len(text) < 300 and "e" not in text and "E" not in text:  # (then it reads as 0 or as 1e-297 or more)
+        return False
     mantissa = re.split("[eE]", text.rstrip("%"))[0]
     return any(c in "123456789" for c in mantissa) and _number(text.rstrip("%")) == 0
 

@@ -180,10 +180,10 @@ def _specs(entry: n.ParamEntry) -> str:
 def _directive(item) -> str:
     if isinstance(item, n.Let):
         return f"let {item.name.id} = {_expr(item.value)}"
-    if item.every is not None:  # `eval "m.py:metrics" every epoch | every N steps | every N epochs`
+    if item.every is not None:  # `eval "m.py:metrics" every epoch | every step | every N steps | every N epochs`
         every = item.every
-        if every.count is None:
-            return f"{item.keyword} {_expr(item.value)} every epoch"
+        if every.count is None:  # (one of its unit)
+            return f"{item.keyword} {_expr(item.value)} every {'epoch' if every.unit == 'epochs' else 'step'}"
         unit = _epochs_word(every.count) if every.unit == "epochs" else ("step" if isinstance(every.count, n.Number) and every.count.value == 1 else "steps")
         return f"{item.keyword} {_expr(item.value)} every {_expr(every.count)} {unit}"
     return f"{item.keyword} {_expr(item.value)}"

@@ -177,19 +177,33 @@ def test_a_segment_that_cannot_stop_early_has_its_results_built_while_its_call_r
     assert not np.shares_memory(first.phases[0].losses, replayed.phases[0].losses)
 
 
-def test_building_a_segment_s_program_is_its_first_phase_s_wall_time():
+def test_a_segment_s_wall_time_is_shared_by_steps_its_build_on_the_first_phase():
+    assert fused._wall_shares(10.0, 4.0, [10, 90, 0]) == pytest.approx([4.6, 5.4, 0.0])
+    assert fused._wall_shares(1.0, 3.0, [1, 1]) == pytest.approx([1.0, 0.0])  # (a build is never more than the wall)
+    assert fused._wall_shares(1.0, 0.0, [1, 3]) == pytest.approx([0.25, 0.75]) and fused._wall_shares(1.0, 0.5, []) == []
+
+
+def _building_loss(m):  # (this test's own: its program is built by its first run, whatever ran before)
+    return jnp.sum(jnp.cos(m["w"])) + jnp.sum(m["v"] ** 2)
+
+
+def test_building_a_segment_s_program_is_its_first_phase_s_wall_time(monkeypatch):
     """A first fused run traces, lowers and compiles its program (seconds on a CPU) and then runs
-    it (milliseconds): the building is the first phase's time, as a phase-by-phase run counts a
-    phase's compile, and only the rest is shared by steps run. Shared whole, each later phase
-    showed most of the compile."""
-    text = "phase 10 lr 0.1 < free w >\nphase 90 lr 0.05 < free w, v >\n"
-    fresh = {"w": jnp.zeros((3, 5)), "v": jnp.ones(11)}  # (shapes no other test compiles)
+    it (milliseconds): its first call's time is the first phase's, as a phase-by-phase run counts a
+    phase's compile, and only the rest is shared by steps run; a later run builds nothing. (Shared
+    whole, each later phase showed most of the compile.)"""
+    built = []
+    shares = fused._wall_shares
+    monkeypatch.setattr(fused, "_wall_shares", lambda wall, seconds, steps: built.append(seconds) or shares(wall, seconds, steps))
+    program = schedc.compile("phase 10 lr 0.1 < free w >\nphase 90 lr 0.05 < free w, v >\n", {"w": jnp.zeros((3, 5)), "v": jnp.ones(11)})
     started = time.perf_counter()
-    result = schedc.compile(text, fresh).run(lambda m: jnp.sum(jnp.cos(m["w"])) + jnp.sum(m["v"] ** 2), quiet=True)
+    result = program.run(_building_loss, quiet=True)
     elapsed = time.perf_counter() - started
+    program.run(_building_loss, quiet=True)
+    assert len(built) == 2 and built[0] > 0 and built[1] == 0
     first, later = result.phases
-    assert first.compiles >= 1 and first.wall_time >= first.compile_time > 0
-    assert later.wall_time < first.compile_time / 4 and first.wall_time + later.wall_time <= elapsed
+    assert first.wall_time >= built[0] and first.wall_time + later.wall_time <= elapsed
+    assert later.wall_time == pytest.approx((first.wall_time - built[0]) * 9, rel=1e-9)
 
 
 def test_a_fused_call_keeps_only_the_losses_of_the_steps_it_ran(runs):

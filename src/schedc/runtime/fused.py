@@ -182,8 +182,10 @@ def _run(runner, start: int, end: int, model, progress) -> list[PhaseResult]:
         carried = (previous, runner.state.opt_state) if previous is not None else None
         state = segment.program.initial_state(model_arrays, carried, runner.model_state, runner.stopped_items())
         calls = functools.partial(_calls, segment, state, runner.key, segment.program.reset_arrays(runner.begun.arrays), runner.data_arrays, runner, progress)
+        set_up = time.perf_counter() - started
         state, found, foreseen = calls(foresee=True)  # (a segment with items is never foreseen)
-    built = 0.0 if built_before else segment.program.built_in
+    # (a run that built the program also traced its optimizer states' shapes before the first call)
+    built = 0.0 if built_before else set_up + segment.program.built_in
     if segment.program.items:
         results = _item_results(runner, segment, *found, time.perf_counter() - started, clock, built)
     else:
@@ -228,11 +230,11 @@ def _checked(segment: Segment, state: dict, found: tuple, foreseen: _Foreseen | 
 
 
 def _wall_shares(wall: float, built: float, steps: list[int]) -> list[float]:
-    """The finished phases' wall times, from the segment's `wall`. The `built` seconds of its
-    program's first call (tracing, lowering and compiling it: `Program.built_in`, when this run
-    built it) are the first phase's, as a phase-by-phase run counts a phase's compile in its own
-    wall time; the rest is shared by `steps` run. (Shared whole, a first run's seconds of compiling
-    showed as seconds in every phase of a run of milliseconds.)"""
+    """The finished phases' wall times, from the segment's `wall`. The `built` seconds (when this
+    run built the program: its setup and its first call, which traced, lowered and compiled it,
+    `Program.built_in`) are the first phase's, as a phase-by-phase run counts a phase's compile in
+    its own wall time; the rest is shared by `steps` run. (Shared whole, a first run's seconds of
+    compiling showed as seconds in every phase of a run of milliseconds.)"""
     built, total = min(built, wall), sum(steps) or 1
     shares = [(wall - built) * ran / total for ran in steps]
     if shares:

@@ -104,6 +104,14 @@ def test_contexts_decide_what_a_word_is():
     assert (Name.Builtin, "normal") in toks
 
 
+@pytest.mark.parametrize("interval", ["every epoch", "every step", "every 2 epochs", "every 200 steps"])
+def test_an_evaluation_interval_is_keywords_and_every_called_is_a_schedule(interval):
+    toks = [(token, value) for _, token, value in _tokens(f'eval "m.py:metrics" {interval}\nphase 10 lr every(0.1, 2, 5) < free a >\n') if value.strip()]
+    _, *rest = interval.split()
+    assert toks[4] == (Keyword, "every") and toks[4 + len(rest)] == (Keyword, rest[-1])
+    assert (Name.Builtin, "every") in toks  # the schedule `every(...)`
+
+
 def test_a_plateaus_metric_is_a_metric():
     toks = [(token, value) for _, token, value in _tokens("phase 5 lr 0.1 * plateau(on=val.loss, patience=3) < free a >\n") if value.strip()]
     assert (Name.Attribute, "on") in toks and (Name.Attribute, "patience") in toks

@@ -91,9 +91,10 @@ class SchedLexer(RegexLexer):
             (words(_DECLARATIONS, suffix=r"\b"), Keyword.Declaration),
             (words(_NAMESPACES, suffix=r"\b"), Keyword.Namespace),
             (words(_PLAIN_KEYWORDS, suffix=r"\b"), Keyword),
+            # (before `every` alone: an evaluation's `every epoch`, `every step`, whose count is one)
+            (r"(every)(\s+)(epochs?|steps?)\b", bygroups(Keyword, Whitespace, Keyword)),
             (words(_CALLABLE_KEYWORDS, suffix=r"\b(?!\s*\()"), Keyword),
             (rf"({_DECIMAL})(\s+)(step|{'|'.join(_UNITS)})\b", bygroups(Number, Whitespace, Keyword)),
-            (r"(every)(\s+)(epoch)\b", bygroups(Keyword, Whitespace, Keyword)),
             (words(tuple(SCHEDULES) + tuple(DISTRIBUTIONS), suffix=r"(?=\s*\()"), Name.Builtin),
             (rf"({_NAME})(\.)(?=[^\W\d])", bygroups(Name.Namespace, Punctuation)),  # `contrib.` of `contrib.muon`
             (rf"{_NAME}(?=\s*\()", Name.Function),

@@ -298,10 +298,14 @@ class Program:
     eval_shapes: tuple = ()  # per signature: the shape/dtype tree of its evaluation state (evaluate.initial_carry), or None
     resets: tuple[int, ...] = ()  # the positions among the model's array leaves that `reset` inits read
     row_packing: SlotPacking | None = None  # how the per-row model buffers (`snapshots`, `ema`) are packed (None: one per leaf)
-    ran: bool = False  # whether a call has succeeded (so its loss traced and compiled)
-    built_in: float = 0.0  # seconds the first successful call took: tracing, lowering and compiling, then the dispatch
+    built_in: float | None = None  # seconds the first successful call took (tracing, lowering and compiling, then the dispatch); None before
     _fresh: dict | None = None  # what every run's calls share, already on the device (`_shared`)
     _unpack_row: Callable | None = None  # (packed per-row buffers, row) -> the model's array leaves, jitted (`row_of`)
+
+    @property
+    def ran(self) -> bool:
+        """Whether a call has succeeded (so its loss traced and compiled)."""
+        return self.built_in is not None
 
     def budget(self, steps: int):
         """The `budget` argument of a call running at most `steps` steps (the whole chunk's on the

@@ -293,7 +293,7 @@ def _call(segment: Segment, state: dict, key, reset_arrays, data_arrays, budget:
             raise NotFused(failure=exc) from exc
         raise
     if not program.ran:
-        program.built_in, program.ran = time.perf_counter() - started, True
+        program.built_in = time.perf_counter() - started
     return made
 
 

@@ -1,7 +1,7 @@
 """The LALR tables run without lark (schedc.lang.lalr): read out of the parser lark builds, kept
 between processes, they parse every text lark parses as lark does (the same items, depths, every
-node's span, the same comments), at every threshold of their lexers, and refuse every text lark
-refuses, which `parse` then gives to lark for its diagnostics."""
+node's span, the same comments), with their lexers' first-character index or trying every
+terminal everywhere, and refuse every text lark refuses, which `parse` then gives to lark for its diagnostics."""
 
 from __future__ import annotations
 
@@ -63,25 +63,83 @@ def by_lark(text: str):
 ALL_TEXTS = [syntax.normalize_newlines(p.read_bytes().decode("utf-8-sig", "replace")) for p in TEXTS] + BROKEN
 
 
-@pytest.mark.parametrize("hot", [1, 3, 10**9])
-def test_parses_as_lark(monkeypatch, hot):
-    monkeypatch.setattr(lalr, "HOT", hot)
-    tables = read_tables()  # its lexers start cold
+def unindexed(tables: lalr.Tables) -> lalr.Tables:
+    """`tables` whose lexers try every terminal at every character, none as a literal (as if
+    `lalr.shape` knew nothing)."""
+    for lexer in set(tables.lexer_of):
+        lexer.patterns, lexer.at = [(regexp, name, None, None) for regexp, name, *_ in lexer.patterns], {}
+    return tables
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_parses_as_lark(indexed):
+    tables = read_tables() if indexed else unindexed(read_tables())
     parsed = 0
     for text in ALL_TEXTS:
-        for _ in range(2):  # the second time, lexers used the first time may have turned hot
+        for _ in range(2):  # the second time, the lexers' candidates are those kept from the first
             found = by_tables(tables, text)
             assert found == by_lark(text), text[:80]
         parsed += found != "rejected"
     assert parsed > 20 and all(by_tables(tables, text) == "rejected" for text in BROKEN)
 
 
-def test_a_lexer_turns_hot(monkeypatch):
-    monkeypatch.setattr(lalr, "HOT", 3)
+def test_a_lexer_tries_only_the_terminals_a_token_at_the_character_can_be():
     tables = read_tables()
-    tables.parse("phase 10 lr 0.1 < free a >\n" * 5, vars(syntax._REDUCERS), {})
-    lexers = set(tables.lexer_of)
-    assert any(lexer.compiled is not None for lexer in lexers) and any(lexer.compiled is None for lexer in lexers)
+    tables.parse("phase 10 lr 0.1 < free a.b; init c ~ normal(0, 1) >\n" * 3, vars(syntax._REDUCERS), {})
+    narrowed = 0
+    for lexer in set(tables.lexer_of):
+        for char, candidates in lexer.at.items():
+            expected = [(literal, name) for _, name, first, literal in lexer.patterns if first is None or char in first]
+            assert [(literal, name) for literal, _, name in candidates] == expected
+            assert all((match is None) == (literal is not None) for literal, match, _ in candidates)  # a literal is never compiled
+            narrowed += len(candidates) < len(lexer.patterns)
+    assert narrowed > 10
+
+
+@lru_cache(maxsize=None)
+def grammar_terminals() -> list:
+    """(regexp, flags) of every terminal of the grammar's lexers."""
+    tables = read_tables()
+    return sorted({(regexp, lexer.flags) for lexer in set(tables.lexer_of) for regexp, *_ in lexer.patterns})
+
+
+def test_every_terminal_s_first_characters_are_known():
+    assert all(lalr.shape(regexp, flags)[0] for regexp, flags in grammar_terminals())
+
+
+@_examples(100)
+@given(st.data())
+def test_a_terminal_s_match_begins_with_one_of_its_first_characters(data):
+    regexp, flags = data.draw(st.sampled_from(grammar_terminals()))
+    first, literal = lalr.shape(regexp, flags)
+    text = data.draw(st.from_regex(regexp, fullmatch=True))
+    assert text and (text[0] in first or text[0] >= "\x80")
+    assert literal is None or text == literal
+
+
+@pytest.mark.parametrize(
+    "regexp, first, literal",
+    [
+        ("abc", "a", "abc"),
+        (r"\-\>", "-", "->"),
+        (r"model\b", "m", None),
+        (r"(a|)b", "ab", None),
+        (r"x?[0-2]+", "012x", None),
+        (r"(?=b)\d|c", "0123456789c", None),  # (a lookahead only narrows: the set may be larger than the matches)
+        (r"[^\W\d]\w*", "ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz", None),
+        (r"(?i)abc", None, None),  # case folded: not known
+        (r"a*", None, None),  # can match nothing
+        (r"(a)?\1", None, None),  # a back reference: not read
+    ],
+)
+def test_shape(regexp, first, literal):
+    assert lalr.shape(regexp, 0) == (first, literal)
+
+
+def test_a_pattern_not_read_is_tried_at_every_character():
+    scan = lalr.Scan([("x", "X", "x", "x"), (r"(a)?\1a|b", "B", *lalr.shape(r"(a)?\1a|b", 0))], 0)
+    assert scan.match("aaa", 0, 3) == ("aaa", "B") and scan.match("xb", 0, 2) == ("x", "X") and scan.match("é", 0, 1) is None
+    assert [name for _, _, name in scan.at["x"]] == ["X", "B"] and [name for _, _, name in scan.at["é"]] == ["X", "B"]
 
 
 def test_a_rule_whose_value_is_its_one_child_only_changes_the_state():
@@ -149,20 +207,17 @@ def test_a_text_lark_refuses_is_diagnosed_by_lark(cache_home):
 
 
 @lru_cache(maxsize=None)
-def tables_at(hot: bool) -> lalr.Tables:
-    """Tables whose lexers compile their alternation at once (`hot`) or never."""
-    tables = read_tables()
-    for lexer in set(tables.lexer_of):
-        lexer.left = 1 if hot else 10**9
-    return tables
+def tables_at(indexed: bool) -> lalr.Tables:
+    """Tables whose lexers use their first-character index, or try every terminal everywhere."""
+    return read_tables() if indexed else unindexed(read_tables())
 
 
 @_examples(150)
 @given(st.one_of(files.map(unparse), mutated()), st.booleans())
-def test_generated_and_mutated_texts_parse_as_lark(text, hot):
+def test_generated_and_mutated_texts_parse_as_lark(text, indexed):
     """The property `test_parses_as_lark` checks on fixed files, on the syntax trees and mutated
     example files of tests/test_fuzz.py."""
-    assert by_tables(tables_at(hot), text) == by_lark(text)
+    assert by_tables(tables_at(indexed), text) == by_lark(text)
 
 
 # ---------------------------------------------------------------- lark not as the tables know it

@@ -1,6 +1,6 @@
 """The parser's lazy scanners (lark_lexer.LazyScanner) lex exactly as lark's own contextual lexer:
 the same tokens (type, text, position) and the same errors, whether a parser state's
-scanner is still trying terminals one by one or has been compiled (every threshold below)."""
+scanner tries only the terminals a token at the next character can be, or every terminal."""
 
 from __future__ import annotations
 
@@ -57,18 +57,19 @@ def test_the_texts_are_found():
     assert len(TEXTS) > 20
 
 
-@pytest.mark.parametrize("hot", [1, 3, 10**9])
-def test_lexes_as_lark(monkeypatch, hot):
-    monkeypatch.setattr(lalr, "HOT", hot)
-    ours, stock = syntax.parser.__wrapped__(False), stock_parser()  # a fresh parser: its scanners start cold
+@pytest.mark.parametrize("indexed", [True, False])
+def test_lexes_as_lark(monkeypatch, indexed):
+    if not indexed:  # every terminal tried at every character, none as a literal
+        monkeypatch.setattr(lalr, "shape", lambda regexp, flags: (None, None))
+    ours, stock = syntax.parser.__wrapped__(False), stock_parser()  # a fresh parser: its scanners are made on first use
     for text in [syntax.normalize_newlines(p.read_bytes().decode("utf-8-sig", "replace")) for p in TEXTS] + BROKEN:
-        for _ in range(2):  # the second time, states met the first time may have turned hot
+        for _ in range(2):  # the second time, the scanners' candidates are those kept from the first
             assert outcome(ours, text) == outcome(stock, text), text[:80]
 
 
-def test_a_state_turns_hot(monkeypatch):
-    monkeypatch.setattr(lalr, "HOT", 3)
+def test_a_scanner_tries_only_the_terminals_a_token_at_the_character_can_be():
     ours = syntax.parser.__wrapped__(False)
-    ours.parse("phase 10 lr 0.1 < free a >\n" * 5)
+    ours.parse("phase 10 lr 0.1 < free a >\n" * 2)
     scanners = [lexer._scanner for lexer in ours.parser.lexer.lexers.values() if lexer._scanner is not None]
-    assert any(s.compiled is not None for s in scanners) and any(s.compiled is None for s in scanners)
+    assert scanners and all(s.at for s in scanners)
+    assert any(len(candidates) < len(s.patterns) for s in scanners for candidates in s.at.values())

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import marshal
 import re
+from functools import lru_cache
 
 # Tables written by another layout are read as none (the caller builds them again).
-FORMAT = 1
-# A `Scan` compiles its terminals' alternation once it has lexed this many tokens.
-HOT = 64
+FORMAT = 2
 
 
 class Rejected(Exception):
@@ -37,32 +36,40 @@ class Token(str):
 
 class Scan:
     """Terminals' patterns matched in lark's order, as lark's scanner matches their alternation (the
-    first that matches is the token): each pattern tried alone until `HOT` tokens were lexed, then
-    the alternation, compiled. lark compiles one alternation per parser state met: 31 for a
-    typical file, ~10 ms of every `schedc check` of it (docs/performance.md); a pattern alone is
-    compiled once per process (`re` keeps it) and shared by every state."""
+    first that matches is the token), trying only the terminals a token at the text's next
+    character can be (`shape`: the ASCII characters each can begin with). lark compiles one
+    alternation per parser state met (31 for a typical file, ~10 ms of every `schedc check` of
+    it: docs/performance.md). Here no alternation is compiled; a pattern is compiled once per
+    process, the first time a token may be one of its terminal's (`re` keeps it for every state),
+    and a literal not at all."""
 
     def __init__(self, patterns: list, flags: int) -> None:
-        self.patterns, self.flags = patterns, flags  # [(regexp, terminal name)]
-        self.tries: list | None = None  # [(match, name)], made on first use
-        self.compiled = None  # the alternation's match, once hot
-        self.left = HOT
+        self.patterns, self.flags = patterns, flags  # [(regexp, terminal name, first characters or None, literal or None)]: `shape`
+        self.at: dict = {}  # a character → ((literal, match, name) of each terminal a token there may be), made on first use
 
     def match(self, text: str, pos: int, end: int):
         """(value, terminal name) of the token at `pos` (before `end`), or None."""
-        if self.compiled is not None:
-            found = self.compiled(text, pos, end)
-            return (found.group(0), found.lastgroup) if found else None
-        if self.tries is None:
-            self.tries = [(re.compile(regexp, self.flags).match, name) for regexp, name in self.patterns]
-        self.left -= 1
-        if self.left <= 0:  # (not `== 0`: threads of the language server may count past it together)
-            self.compiled = re.compile("|".join(f"(?P<{name}>{regexp})" for regexp, name in self.patterns), self.flags).match
-        for match, name in self.tries:
-            found = match(text, pos, end)
-            if found:
-                return found.group(0), name
+        char = text[pos]
+        candidates = self.at.get(char)
+        if candidates is None:
+            candidates = self.at[char] = self._candidates(char)
+        for literal, match, name in candidates:
+            if match is None:
+                if text.startswith(literal, pos, end):
+                    return literal, name
+            else:
+                found = match(text, pos, end)
+                if found:
+                    return found.group(0), name
         return None
+
+    def _candidates(self, char: str) -> tuple:
+        ascii_ = char < "\x80"  # (`shape` knows the ASCII characters; at any other, every terminal is tried)
+        return tuple(
+            (literal, None if literal is not None else re.compile(regexp, self.flags).match, name)
+            for regexp, name, first, literal in self.patterns
+            if not ascii_ or first is None or char in first
+        )
 
 
 class _Lexer(Scan):
@@ -163,13 +170,16 @@ class Tables:
                 if found is None:
                     raise Rejected(pos)
                 value, type_ = found
-                token = Token(value)
-                token.type, token.start_pos, token.line, token.column = type_, pos, line, pos - line_start + 1
+                start, start_line, column = pos, line, pos - line_start + 1
                 newlines = value.count("\n")
                 if newlines:
                     line += newlines
                     line_start = pos + value.rindex("\n") + 1
                 pos += len(value)
+                if type_ in lexer.ignored and type_ not in on_token and type_ not in lexer.unless:
+                    continue  # (whitespace: no token made)
+                token = Token(value)
+                token.type, token.start_pos, token.line, token.column = type_, start, start_line, column
                 token.end_line, token.end_column, token.end_pos = line, pos - line_start + 1, pos
                 if type_ in lexer.unless:  # (a terminal retyped has no callback of its own: `_lexer_data`)
                     token.type = lexer.retype(value, type_)
@@ -238,4 +248,90 @@ def _lexer_data(lexer, called: dict) -> tuple | None:
             unless[str(type_)] = [(str(t.pattern.to_regexp()), str(t.name)) for t in callback.scanner.terminals]
         elif called.get(type_) is not callback:
             return None
-    return [(str(t.pattern.to_regexp()), str(t.name)) for t in terminals], int(lexer.g_regex_flags), unless, sorted(map(str, lexer.ignore_types))
+    flags = int(lexer.g_regex_flags)
+    return patterns(terminals, flags), flags, unless, sorted(map(str, lexer.ignore_types))
+
+
+def patterns(terminals, flags: int) -> list:
+    """`Scan`'s patterns of lark's `terminals`, in their order."""
+    return [(regexp, str(t.name), *shape(regexp, flags)) for t in terminals for regexp in [str(t.pattern.to_regexp())]]
+
+
+@lru_cache(maxsize=None)
+def shape(regexp: str, flags: int) -> tuple[str | None, str | None]:
+    """(the ASCII characters a match of `regexp` can begin with, or None where that is not known;
+    the one text it matches when it is a literal, else None), read from its parse by `re`. None is
+    always safe (`Scan` then tries the pattern at every character): a kind of pattern not known
+    here, case folding, a pattern that can match nothing."""
+    try:
+        from re import _constants as sre
+        from re import _parser
+    except ImportError:  # (a Python whose `re` is not laid out as 3.11-3.13's: every terminal tried everywhere)
+        return None, None
+    parsed = _parser.parse(regexp, flags)
+    if parsed.state.flags & re.IGNORECASE:
+        return None, None
+    literal = "".join(chr(code) for _, code in parsed.data) if parsed.data and all(op is sre.LITERAL for op, _ in parsed.data) else None
+    try:
+        first, can_be_empty = _starts(parsed.data, sre)
+    except _NotKnown:
+        return None, literal
+    return (None if can_be_empty else "".join(sorted(first))), literal
+
+
+class _NotKnown(Exception):
+    """A part of a pattern whose first characters `_starts` does not read."""
+
+
+_ASCII = [chr(code) for code in range(128)]
+_CATEGORIES = {"CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_WORD": r"\W", "CATEGORY_SPACE": r"\s", "CATEGORY_NOT_SPACE": r"\S"}
+
+
+def _starts(items, sre) -> tuple[set, bool]:
+    """(the ASCII characters a match of the parsed `items` can begin with, whether it can be empty)."""
+    chars = set()
+    for op, arg in items:
+        if op is sre.LITERAL:
+            return chars | ({chr(arg)} if arg < 128 else set()), False
+        if op is sre.NOT_LITERAL:
+            return chars | {c for c in _ASCII if ord(c) != arg}, False
+        if op is sre.ANY:
+            return chars | set(_ASCII), False
+        if op is sre.IN:
+            return chars | {c for c in _ASCII if _in_class(c, arg, sre)}, False
+        if op is sre.SUBPATTERN and not arg[1] and not arg[2]:  # a group without flags of its own
+            first, can_be_empty = _starts(arg[3], sre)
+        elif op is sre.ATOMIC_GROUP:
+            first, can_be_empty = _starts(arg, sre)
+        elif op is sre.BRANCH:
+            each = [_starts(branch, sre) for branch in arg[1]]
+            first, can_be_empty = set().union(*(f for f, _ in each)), any(e for _, e in each)
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+            first, can_be_empty = _starts(arg[2], sre)
+            can_be_empty = can_be_empty or arg[0] == 0
+        elif op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):  # zero width: it only narrows what follows
+            first, can_be_empty = set(), True
+        else:
+            raise _NotKnown(op)
+        chars |= first
+        if not can_be_empty:
+            return chars, False
+    return chars, True
+
+
+def _in_class(char: str, items, sre) -> bool:
+    """Whether the ASCII `char` is in the parsed character class `items`."""
+    negated = bool(items) and items[0][0] is sre.NEGATE
+    found = False
+    for op, arg in items[negated:]:
+        if op is sre.LITERAL:
+            found = ord(char) == arg
+        elif op is sre.RANGE:
+            found = arg[0] <= ord(char) <= arg[1]
+        elif op is sre.CATEGORY and getattr(arg, "name", None) in _CATEGORIES:  # (ASCII characters are in one alike with or without re.ASCII)
+            found = re.fullmatch(_CATEGORIES[arg.name], char) is not None
+        else:
+            raise _NotKnown(op)
+        if found:
+            break
+    return found != negated

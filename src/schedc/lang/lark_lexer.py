@@ -1,13 +1,13 @@
-"""lark's contextual lexer, each parser state's scanner a `schedc.lang.lalr.Scan` (its terminals
-compiled as one alternation only once the state is hot), for the parsers lark builds from the
-grammar (schedc.lang.syntax, through lark's `_plugins` option). Imported only where lark is:
+"""lark's contextual lexer, each parser state's scanner a `schedc.lang.lalr.Scan` (no alternation
+of its terminals compiled: only those a token at the next character may be are tried), for the
+parsers lark builds from the grammar (schedc.lang.syntax, through lark's `_plugins` option). Imported only where lark is:
 a module of its own, so that the syntax module imports no lark."""
 
 from __future__ import annotations
 
 from lark.lexer import BasicLexer, CallChain, ContextualLexer, _create_unless
 
-from schedc.lang.lalr import Scan
+from schedc.lang.lalr import Scan, patterns
 
 
 class LazyScanner(Scan):
@@ -16,7 +16,7 @@ class LazyScanner(Scan):
 
     def __init__(self, terminals, flags: int, re_module, use_bytes: bool) -> None:
         assert not use_bytes and re_module.__name__ == "re", "the parser lexes str with `re`"
-        super().__init__([(t.pattern.to_regexp(), t.name) for t in terminals], flags)
+        super().__init__(patterns(terminals, flags), flags)
         self.terminals = terminals
         self.allowed_types = {t.name for t in terminals}
 

@@ -156,6 +156,17 @@ def test_a_rule_whose_value_is_its_one_child_only_changes_the_state():
     assert sum(tables.passes) > 20  # (an expression's precedence levels among them)
 
 
+def test_a_rule_that_keeps_every_child_as_it_is_gives_them_to_its_reducer():
+    """`Tables.keeps_all` flags the rules for which `_reduce` keeps the children as they are (the
+    parse loop then hands them to the reducer itself)."""
+    tables = read_tables()
+    for (_, length, include, append_none, single, _), keeps_all in zip(tables.rules, tables.keeps_all):
+        children = [object() for _ in range(length)]
+        if keeps_all:
+            assert lalr._reduce(list(children), include, append_none, single, None) == children
+    assert sum(tables.keeps_all) > 20
+
+
 @pytest.mark.parametrize("made", ["kept", "built"])
 def test_kept_as_plain_data(made):
     """Read from the parser kept, or from one lark has just built (with lark's own lexer: its

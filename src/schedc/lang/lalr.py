@@ -99,6 +99,8 @@ class Tables:
         # a `?rule` reduced from one child is that child (`_reduce`): only the state changes. More
         # than half of a file's reductions are these (an expression's precedence levels).
         self.passes = [length == 1 and single and include == ((0, False, 0),) and not append_none for _, length, include, append_none, single, _ in self.rules]
+        # a rule that keeps every child as it is gives `_reduce`'s callback the children themselves
+        self.keeps_all = [not single and not append_none and include == tuple((i, False, 0) for i in range(length)) for _, length, include, append_none, single, _ in self.rules]
         lexers = [_Lexer(*lexer) for lexer in data["lexers"]]
         self.lexer_of = [lexers[i] for i in data["lexer_of"]]
 
@@ -160,7 +162,7 @@ class Tables:
         lark's callbacks do (a rule without one, an inlined `_rule`, is spliced into its parent);
         each token of a type in `on_token` given to it as it is lexed. Raises `Rejected`."""
         actions, rules, lexer_of, end_state = self.actions, self.rules, self.lexer_of, self.end
-        callbacks, passes = [reducers.get(rule[5]) for rule in rules], self.passes
+        callbacks, passes, keeps_all = [reducers.get(rule[5]) for rule in rules], self.passes, self.keeps_all
         states, values = [self.start], []
         pos, line, line_start, size = 0, 1, 0, len(text)
         while True:
@@ -200,8 +202,9 @@ class Tables:
                     states.append(action)
                     values.append(token)
                     break
-                origin, length, include, append_none, single, _ = rules[-1 - action]
-                if passes[-1 - action]:
+                rule = -1 - action
+                origin, length, include, append_none, single, _ = rules[rule]
+                if passes[rule]:
                     states[-1] = actions[states[-2]][origin]
                     value = values[-1]
                 else:
@@ -209,7 +212,10 @@ class Tables:
                     if length:
                         del states[-length:]
                         del values[-length:]
-                    value = _reduce(children, include, append_none, single, callbacks[-1 - action])
+                    if keeps_all[rule]:
+                        value = children if callbacks[rule] is None else callbacks[rule](children)
+                    else:
+                        value = _reduce(children, include, append_none, single, callbacks[rule])
                     states.append(actions[states[-1]][origin])
                     values.append(value)
                 if token is None and states[-1] == end_state:

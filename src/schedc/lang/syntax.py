@@ -617,11 +617,18 @@ def _between(first, last) -> n.Span:
     there is none), without a span for the children between."""
     if first is None:
         return n.NO_SPAN
-    start = first[2] if first.__class__ is tuple else _token_span(first)
-    if last is first:
-        return start
-    end = last[2] if last.__class__ is tuple else _token_span(last)
-    return n.Span(start.line, start.column, end.end_line, end.end_column, start.start, end.end)
+    if last is first and first.__class__ is tuple:
+        return first[2]
+    # (read from the tokens themselves: no span made for a token at either end)
+    if first.__class__ is tuple:
+        line, column, start = first[2].line, first[2].column, first[2].start
+    else:
+        line, column, start = first.line, first.column, first.start_pos
+    if last.__class__ is tuple:
+        end_line, end_column, end = last[2].end_line, last[2].end_column, last[2].end
+    else:
+        end_line, end_column, end = last.end_line, last.end_column, last.end_pos
+    return n.Span(line, column, end_line, end_column, start, end)
 
 
 def _reducers() -> types.SimpleNamespace:

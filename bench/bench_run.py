@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -303,8 +304,6 @@ def _rounds(systems: dict, rounds: int, shuffle: bool = False) -> dict:
     `shuffle`, each round in its own order (seeded): a run right after another program's costs
     more than one right after its own (measured: the first of three schedc runs after the hand
     loop's, 5-7% more, whichever `chunk` it had), so a fixed order favours the later systems."""
-    import random
-
     import jax
 
     for run in systems.values():
@@ -327,11 +326,12 @@ def _spread(values) -> str:
 
 
 def fusion_table(rounds: int, kernels: bool = False) -> None:
-    """schedc fused, schedc phase by phase and the hand-written loop, side by side. With `kernels`,
-    both schedc runs again with step loops as one kernel (`schedc.use_kernels`), every round in
-    its own order (`_rounds`' `shuffle`)."""
+    """schedc fused, schedc phase by phase and the hand-written loop, side by side, every round in
+    its own order (`_rounds`' `shuffle`: in a fixed order the hand loop always ran right after the
+    phase-by-phase run, whose Python leaves the caches cold, and the fused run after it). With
+    `kernels`, both schedc runs again with step loops as one kernel (`schedc.use_kernels`)."""
     cases = [("alternating 100 x 20 steps, 64 parameters", "tiny64", ALTERNATING, ALTERNATING_TEXT), ("spectral 300/200/100 steps, small model", "small", SPECTRAL, None)]
-    print(f"wall ms per run: median [min, max] over {rounds} {'shuffled' if kernels else 'interleaved'} rounds; ratios are per round")
+    print(f"wall ms per run: median [min, max] over {rounds} shuffled rounds; ratios are per round")
     for title, size, phases, text in cases:
         model, loss, data = _models(size)
         systems = {"hand": prepare_hand(model, loss, data, phases)}
@@ -339,7 +339,7 @@ def fusion_table(rounds: int, kernels: bool = False) -> None:
             for fuse in (True, False):
                 name = f"schedc {'fused' if fuse else 'phase by phase'}{', kernels' if marked else ''}"
                 systems[name] = prepare_schedc(model, loss, data, phases, text, fuse=fuse, kernels=marked)
-        times = _rounds(systems, rounds, shuffle=kernels)
+        times = _rounds(systems, rounds, shuffle=True)
         print(f"\n{title}")
         width = max(map(len, systems))
         for name, ts in times.items():
@@ -512,7 +512,8 @@ def fixed_cost(rounds: int) -> None:
 
 def boundary_cost(rounds: int) -> None:
     """Host work per phase boundary where phases run one by one, three ways, on the alternating
-    schedule (100 phases of 20 steps, `fuse=False`), all runs interleaved in one process:
+    schedule (100 phases of 20 steps, `fuse=False`), all runs interleaved in one process, each
+    round in its own order:
 
     - on top of the hand-written loop (issue 15's definition: host work "on top of the
       hand-written loop's own one dispatch per phase"): per round, (phase-by-phase run - hand
@@ -553,14 +554,17 @@ def boundary_cost(rounds: int) -> None:
     for _ in range(3):
         once(None), once(True), once(False)
     over_hand, wall, cpu, alone_main, alone_off = [], [], [], [], []
+    kinds, order = [None, True, False], random.Random(0)
     for _ in range(rounds):
-        (by_hand, _, _), (fused, fused_cpu, _), (alone, alone_cpu, main) = once(None), once(True), once(False)
+        order.shuffle(kinds)  # (each round in its own order, as `_rounds(shuffle=True)`)
+        measured = {kind: once(kind) for kind in kinds}
+        (by_hand, _, _), (fused, fused_cpu, _), (alone, alone_cpu, main) = measured[None], measured[True], measured[False]
         over_hand.append((alone - by_hand) / phases / 1e3)
         wall.append((alone - fused) / phases / 1e3)
         cpu.append((alone_cpu - fused_cpu) / phases / 1e3)
         alone_main.append(main / phases / 1e3)
         alone_off.append((alone - main) / phases / 1e3)
-    print(f"\nper phase boundary, median [min, max] over {rounds} rounds, wall us:")
+    print(f"\nper phase boundary, median [min, max] over {rounds} shuffled rounds, wall us:")
     print(f"  on top of the hand loop's dispatch, (phase by phase - hand) / {phases}: {_spread(over_hand)}")
     print(f"  against the fused run, (phase by phase - fused) / {phases}: {_spread(wall)} (process CPU {_spread(cpu)})")
     print(f"  the phase-by-phase run's main thread per phase: CPU {_spread(alone_main)}, off the CPU {_spread(alone_off)}")

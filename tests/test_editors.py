@@ -244,6 +244,34 @@ def test_vim_highlighting(tmp_path):
     assert dict(zip(expected, result["groups"])) == expected
 
 
+EVALS = """\
+eval "m.py:metrics" every step
+eval "m.py:metrics" every 3 steps
+eval "m.py:metrics" every epoch
+phase 10 lr step(0.1, at=[5], factor=0.5) < free a >
+"""
+
+
+@needs_vim
+def test_vim_highlights_an_evaluation_s_unit_with_its_count_left_out(tmp_path):
+    """`every step` (the formatter writes it for `every steps`) reads its unit as a keyword, as
+    `every 3 steps` does; `step(...)` is still the schedule."""
+    source = tmp_path / "evals.sched"
+    source.write_text(EVALS, encoding="utf-8")
+    expected = {
+        ("every", 0): "schedEvery",
+        ("step\n", 0): "schedEveryUnit",
+        ("steps", 0): "schedKeyword",
+        ("epoch", 0): "schedEveryUnit",
+        ("step(", 0): "schedBuiltin",
+    }
+    positions = {key: _position(EVALS, *key) for key in expected}
+    out = tmp_path / "groups.json"
+    probes = ", ".join(f"[{line}, {col}]" for line, col in positions.values())
+    _run_vim(f"edit {source}\nlet groups = map([{probes}], {{_, p -> synIDattr(synID(p[0], p[1], 1), 'name')}})\ncall writefile([json_encode(groups)], '{out}')", tmp_path)
+    assert dict(zip(expected, json.loads(out.read_text()))) == expected
+
+
 BAD = """\
 phase 10 lr cosin(0.1 -> 0) < free a >
 let unused = 1

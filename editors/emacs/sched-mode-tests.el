@@ -67,6 +67,12 @@ in, after: fixed in 0, tail | init uniform(0, 1) at 0;
     (should (eq (sched-test-face "in 0") 'font-lock-keyword-face))
     (should (eq (sched-test-face "uniform") 'font-lock-builtin-face))))
 
+(ert-deftest sched-mode-highlights-an-evaluation-s-unit-with-its-count-left-out ()
+  (sched-test-with-buffer "eval \"m.py:metrics\" every step\nphase 10 lr step(0.1, at=[5]) < free a >\n"
+    (should (eq (sched-test-face "every") 'font-lock-keyword-face))
+    (should (eq (sched-test-face "step\n") 'font-lock-keyword-face))
+    (should (eq (sched-test-face "step(") 'font-lock-builtin-face))))
+
 (ert-deftest sched-mode-brackets-ignore-arrows-and-comparisons ()
   (sched-test-with-buffer "phase 1 lr linear(0 -> 1) < stop when loss < 1 > # end"
     (search-forward "< stop")

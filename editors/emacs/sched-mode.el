@@ -126,6 +126,8 @@ is the step count, not a name."
     ;; `plateau(on=val.loss)': the metric a plateau follows
     (,(concat "\\_<on[ \t]*=[ \t]*\\(" sched--name "\\(?:\\." sched--name "\\)?\\)") (1 font-lock-constant-face))
     (,(concat "\\(" sched--name "\\)[ \t]*=[^=]") (1 font-lock-variable-name-face))
+    ;; `every step': an evaluation's unit with its count left out (`step' alone is the schedule `step(...)')
+    ("\\_<every[ \t]+\\(steps?\\|epochs?\\)\\_>" (1 font-lock-keyword-face))
     (,(concat "\\_<" (regexp-opt sched-builtins t) "[ \t]*(") (1 font-lock-builtin-face))
     (,(concat "\\_<" (regexp-opt sched-keywords t) "\\_>") (1 font-lock-keyword-face))
     (,(concat "\\(" sched--name "\\)[ \t]*(") (1 font-lock-function-name-face))

@@ -45,7 +45,9 @@ syn keyword schedDirective seed lr default accumulate ema batch
 " `eval "file.py:metrics" every N steps | every epoch`: `every` is a keyword only there (else a schedule).
 syn keyword schedInclude eval nextgroup=schedEvalTarget skipwhite
 syn region schedEvalTarget start=+"+ skip=+\\.+ end=+"+ end=+$+ contained nextgroup=schedEvery skipwhite
-syn keyword schedEvery every contained
+syn keyword schedEvery every contained nextgroup=schedEveryUnit skipwhite
+" `every step`, `every epoch`: the count left out (one); `step` alone is otherwise the schedule `step(...)`.
+syn match schedEveryUnit "\<\%(steps\=\|epochs\=\)\>" contained
 syn keyword schedKeyword epoch epochs steps evals stops
 syn keyword schedStatement keep
 syn keyword schedDirective optimizer nextgroup=schedOptimizerName skipwhite
@@ -87,6 +89,7 @@ hi def link schedComment        Comment
 hi def link schedString         String
 hi def link schedEvalTarget     String
 hi def link schedEvery          Keyword
+hi def link schedEveryUnit      Keyword
 hi def link schedEscape         SpecialChar
 hi def link schedNumber         Number
 hi def link schedPlaceholder    Special

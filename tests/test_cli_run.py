@@ -206,3 +206,25 @@ def test_ranking_by_a_metric_that_never_came_due_keeps_the_fits(project, tmp_pat
     summary = json.loads((out / "sweep.json").read_text())
     assert (summary["best_by"], summary["best"], summary["metrics"]) == ("val.score", None, {})
     assert all((out / f"setting_{i}" / "summary.json").is_file() for i in range(2))
+
+
+def test_run_called_in_process_leaves_the_jax_configuration_as_it_found_it(project, tmp_path):
+    """The compile cache is the command's: `cli.main(["run", ...])` called from Python sets it for
+    the run, then gives the caller's settings back (later compiles are not written there)."""
+    import jax
+    import jax.numpy as jnp
+
+    from schedc.cli import main
+
+    cache, threshold = tmp_path / "cache", jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # (the caller's: any compile would be kept, were a folder set)
+    try:
+        before = (jax.config.jax_compilation_cache_dir, 0.0)
+        assert main(["run", str(project / "fit.sched"), "--quiet", "--compile-cache", str(cache)]) == 0
+        assert (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs) == before
+        kept = sorted(cache.iterdir())
+        assert kept  # the run's executables were written there
+        jax.block_until_ready(jax.jit(lambda x: jnp.sin(x) * 3.25 + jnp.arange(7.0))(1.0))  # a program no one compiled before
+        assert sorted(cache.iterdir()) == kept
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", threshold)

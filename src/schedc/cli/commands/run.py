@@ -270,16 +270,38 @@ def _writer() -> bool:
     return distributed.is_writer()
 
 
-def _use_compile_cache(folder: str) -> None:
-    """JAX's persistent compilation cache: a later process running the same phase signatures
-    loads their executables instead of compiling them again (within one process the
-    compiler's own cache already shares them)."""
-    if folder.lower() == "none":
-        return
-    import jax
+class _compile_cache:
+    """While the command runs, JAX's persistent compilation cache in `folder` (none for "none"): a
+    later process running the same phase signatures loads their executables instead of compiling
+    them again (within one process the compiler's own cache already shares them). On exit the
+    caller's settings come back, so `cli.main(["run", ...])` called from Python leaves its
+    process's JAX configuration as it found it."""
 
-    jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    _SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+
+    def __init__(self, folder: str) -> None:
+        self.folder, self.before = folder, None
+
+    def __enter__(self):
+        if self.folder.lower() != "none":
+            import jax
+
+            self.before = {name: getattr(jax.config, name) for name in self._SETTINGS}
+            self._set({"jax_compilation_cache_dir": self.folder, "jax_persistent_cache_min_compile_time_secs": 0.0})
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.before is not None:
+            self._set(self.before)
+
+    @staticmethod
+    def _set(settings: dict) -> None:
+        import jax
+        from jax.experimental.compilation_cache import compilation_cache
+
+        for name, value in settings.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()  # (JAX reads the folder once, at the first compile after a reset)
 
 
 def run(args) -> int:
@@ -292,9 +314,6 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from schedc.lang.diagnostics import SchedError
-    from schedc.surface import api
-
     path = Path(args.file)
     try:
         with open(path, "rb"):  # unreadable (missing, a folder, no permission): said now, before any work
@@ -317,7 +336,15 @@ def _run(args) -> int:
         return 2
     if out is not None and _earlier_results(out):
         print(f"schedc run: {out}/ holds earlier results: they will be replaced (--force)", file=sys.stderr)
-    _use_compile_cache(args.compile_cache)
+    with _compile_cache(args.compile_cache):
+        return _run_job(args, path, out)
+
+
+def _run_job(args, path: Path, out: Path | None) -> int:
+    """The run itself, once its file and folders are known good."""
+    from schedc.lang.diagnostics import SchedError
+    from schedc.surface import api
+
     distributed = args.distributed or args.coordinator is not None or args.num_processes is not None or args.process_id is not None
     if distributed:
         try:

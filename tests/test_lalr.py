@@ -314,3 +314,18 @@ def test_kept_tables_are_keyed_on_lark_and_the_grammar(cache_home, monkeypatch, 
     monkeypatch.setattr(lalr.Tables, "load", lambda file: pytest.fail("tables of another lark or grammar loaded"))
     assert syntax.parse(TEXT).file.items[0].steps.value == 10
     assert len(list(cache_home.glob("parser-*.tables"))) == 2
+
+
+def test_a_re_laid_out_otherwise_leaves_every_terminal_tried_everywhere(monkeypatch):
+    """`shape` reads `re`'s private parser; where it is not as in Python 3.11-3.13 the pattern is
+    "not known", never an error (the lark path builds its scanners with it on every error report)."""
+    from re import _constants
+
+    monkeypatch.delattr(_constants, "POSSESSIVE_REPEAT")
+    lalr.shape.cache_clear()
+    try:
+        assert lalr.shape(r"a+b", 0) == (None, None)
+    finally:
+        monkeypatch.undo()
+        lalr.shape.cache_clear()
+    assert lalr.shape(r"a+b", 0) == ("a", None)

@@ -272,16 +272,16 @@ def shape(regexp: str, flags: int) -> tuple[str | None, str | None]:
     try:
         from re import _constants as sre
         from re import _parser
-    except ImportError:  # (a Python whose `re` is not laid out as 3.11-3.13's: every terminal tried everywhere)
-        return None, None
-    parsed = _parser.parse(regexp, flags)
-    if parsed.state.flags & re.IGNORECASE:
-        return None, None
-    literal = "".join(chr(code) for _, code in parsed.data) if parsed.data and all(op is sre.LITERAL for op, _ in parsed.data) else None
-    try:
+
+        parsed = _parser.parse(regexp, flags)
+        if parsed.state.flags & re.IGNORECASE:
+            return None, None
+        literal = "".join(chr(code) for _, code in parsed.data) if parsed.data and all(op is sre.LITERAL for op, _ in parsed.data) else None
         first, can_be_empty = _starts(parsed.data, sre)
     except _NotKnown:
         return None, literal
+    except (ImportError, AttributeError, TypeError, ValueError, IndexError, re.error):  # (a Python whose `re` is not laid out as 3.11-3.13's)
+        return None, None
     return (None if can_be_empty else "".join(sorted(first))), literal
 
 

@@ -300,6 +300,22 @@ def test_model_failures_are_cached_and_follow_the_directive(tmp_path):
     assert log.read_text() == "xx"  # changed: loaded again
 
 
+def test_a_model_load_moves_the_heap_out_of_the_collector_s_way(tmp_path):
+    """After a model loads, what is alive (JAX, the model, the server's modules) is frozen: a full
+    collection during a later edit scans only what the checks made since."""
+    import gc
+
+    (tmp_path / "m.py").write_text("import jax.numpy as jnp\n\ndef build():\n    return {'a': jnp.zeros(3)}\n")
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        assert server.ModelCache().diagnostics(parse('model "m.py:build"\nphase 1 lr 0.1 < free a >\n'), tmp_path, "a.sched") == []
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000 and len(gc.get_objects(generation=2)) < frozen / 10
+    finally:
+        gc.unfreeze()
+
+
 def test_no_model_directive_no_model_work():
     assert server.ModelCache().diagnostics(parse(FILE), Path("."), "a.sched") == []
 

@@ -191,8 +191,6 @@ def _position(text: str, needle: str, nth: int = 0) -> tuple[int, int]:
 
 @needs_vim
 def test_vim_highlighting(tmp_path):
-    source = tmp_path / "sample.sched"
-    source.write_text(SAMPLE, encoding="utf-8")
     expected = {
         ("optimizer", 0): "schedDirective",
         ("adamw", 0): "schedOptimizerName",
@@ -229,19 +227,25 @@ def test_vim_highlighting(tmp_path):
         ("val.loss", 0): "schedPlateauMetric",
         ("patience", 0): "schedArgument",
     }
-    positions = {key: _position(SAMPLE, *key) for key in expected}
-    out = tmp_path / "groups.json"
-    probes = ", ".join(f"[{line}, {col}]" for line, col in positions.values())
-    _run_vim(
-        f"edit {source}\n"
-        f"let groups = map([{probes}], {{_, p -> synIDattr(synID(p[0], p[1], 1), 'name')}})\n"
-        f"call writefile([json_encode({{'groups': groups, 'filetype': &filetype, 'commentstring': &commentstring}})], '{out}')",
-        tmp_path,
-    )
-    result = json.loads(out.read_text())
+    result = _vim_groups(SAMPLE, expected, tmp_path)
     assert result["filetype"] == "sched"
     assert result["commentstring"] == "# %s"
     assert dict(zip(expected, result["groups"])) == expected
+
+
+def _vim_groups(text: str, probes, tmp_path) -> dict:
+    """Vim's highlight group at each (needle, nth) of `probes` in a `.sched` file of `text`, with
+    the buffer's filetype and commentstring."""
+    source, out = tmp_path / "sample.sched", tmp_path / "groups.json"
+    source.write_text(text, encoding="utf-8")
+    positions = ", ".join(f"[{line}, {col}]" for line, col in (_position(text, *probe) for probe in probes))
+    _run_vim(
+        f"edit {source}\n"
+        f"let groups = map([{positions}], {{_, p -> synIDattr(synID(p[0], p[1], 1), 'name')}})\n"
+        f"call writefile([json_encode({{'groups': groups, 'filetype': &filetype, 'commentstring': &commentstring}})], '{out}')",
+        tmp_path,
+    )
+    return json.loads(out.read_text())
 
 
 EVALS = """\
@@ -256,8 +260,6 @@ phase 10 lr step(0.1, at=[5], factor=0.5) < free a >
 def test_vim_highlights_an_evaluation_s_unit_with_its_count_left_out(tmp_path):
     """`every step` (the formatter writes it for `every steps`) reads its unit as a keyword, as
     `every 3 steps` does; `step(...)` is still the schedule."""
-    source = tmp_path / "evals.sched"
-    source.write_text(EVALS, encoding="utf-8")
     expected = {
         ("every", 0): "schedEvery",
         ("step\n", 0): "schedEveryUnit",
@@ -265,11 +267,7 @@ def test_vim_highlights_an_evaluation_s_unit_with_its_count_left_out(tmp_path):
         ("epoch", 0): "schedEveryUnit",
         ("step(", 0): "schedBuiltin",
     }
-    positions = {key: _position(EVALS, *key) for key in expected}
-    out = tmp_path / "groups.json"
-    probes = ", ".join(f"[{line}, {col}]" for line, col in positions.values())
-    _run_vim(f"edit {source}\nlet groups = map([{probes}], {{_, p -> synIDattr(synID(p[0], p[1], 1), 'name')}})\ncall writefile([json_encode(groups)], '{out}')", tmp_path)
-    assert dict(zip(expected, json.loads(out.read_text()))) == expected
+    assert dict(zip(expected, _vim_groups(EVALS, expected, tmp_path)["groups"])) == expected
 
 
 BAD = """\

@@ -1,7 +1,7 @@
 """lark's contextual lexer, each parser state's scanner a `schedc.lang.lalr.Scan` (no alternation
 of its terminals compiled: only those a token at the next character may be are tried), for the
-parsers lark builds from the grammar (schedc.lang.syntax, through lark's `_plugins` option). Imported only where lark is:
-a module of its own, so that the syntax module imports no lark."""
+parsers lark builds from the grammar (schedc.lang.syntax, through lark's `_plugins` option).
+Imported only where lark is: a module of its own, so that the syntax module imports no lark."""
 
 from __future__ import annotations
 

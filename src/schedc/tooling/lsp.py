@@ -164,7 +164,7 @@ class ModelCache:
                 bound, diags = bind_model(file, None, base_dir)
                 entry = (mtime, bound, diags[0] if diags else None)
                 self._entries[key] = entry
-                settle_heap()  # (JAX and the model came with this first load)
+                settle_heap()  # (a load brings JAX and the model: they stay)
         _, bound, failure = entry
         # the cached failure points at the directive of the text it was found in
         return bound, ([replace(failure, span=string.span)] if failure else [])

@@ -119,6 +119,13 @@ def test_hover(needle, nth, expected):
     assert markdown is not None and expected in markdown
 
 
+def test_hover_on_an_evaluation_s_unit_with_its_count_left_out():
+    """`every step` (as the formatter writes `every steps`) is the unit's keyword; `step(...)` the schedule."""
+    text = 'eval "m.py:metrics" every step\nphase 10 lr step(0.1, at=[5]) < free a >\n'
+    assert "evaluation interval in optimisation steps" in hover_text(text, text.index("step\n") + 1)
+    assert "evaluation interval" not in hover_text(text, text.index("step(") + 1)
+
+
 def test_hover_range_is_the_word():
     found = server.hover(parse(FILE), at(FILE, "cosine"), None)
     assert found[1] == Span(3, 19, 3, 25, FILE.index("cosine"), FILE.index("cosine") + 6)

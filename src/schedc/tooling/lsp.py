@@ -321,7 +321,7 @@ def _phase_markdown(text: str, phases) -> str:
     return f"{header}{name}: {_source(text, first.phase.steps)} steps"
 
 
-_KEYWORD_ALIASES = {"state": "carry", "when": "stop"}
+_KEYWORD_ALIASES = {"state": "carry", "when": "stop", "step": "steps"}  # (`step`: `every step`, an evaluation's unit)
 
 
 def _keyword_at(text: str, offset: int) -> str | None:

@@ -287,7 +287,7 @@ class _compile_cache:
             import jax
 
             self.before = {name: getattr(jax.config, name) for name in self._SETTINGS}
-            self._set({"jax_compilation_cache_dir": self.folder, "jax_persistent_cache_min_compile_time_secs": 0.0})
+            self._set(dict(zip(self._SETTINGS, (self.folder, 0.0))))  # (every compile kept, however short)
         return self
 
     def __exit__(self, *exc) -> None:

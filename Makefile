@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make test`'s pytest-xdist workers: one per core this process may use, at most 4 (past that the
+# longest test file bounds the wall time, and each worker is a JAX process of its own);
+# `make test TEST_WORKERS=0` runs the suite in one process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1))")
 
 .PHONY: demo test check bench clean editors-test
 
@@ -19,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/schedc run examples/spectral_line.sched --out out/spectral_line --force
 
 test: $(STAMP)
-	SCHEDC_REQUIRE_COMPARE=1 $(BIN)/python -m pytest -q
+	SCHEDC_REQUIRE_COMPARE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 check: $(STAMP)
 	$(BIN)/schedc check examples/*.sched

@@ -16,6 +16,7 @@ next chunk boundary (with a final checkpoint when checkpointing) and exit 130/14
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -270,38 +271,37 @@ def _writer() -> bool:
     return distributed.is_writer()
 
 
-class _compile_cache:
+# JAX's settings of its persistent compilation cache that `_compile_cache` sets, then puts back
+_CACHE_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+
+
+@contextlib.contextmanager
+def _compile_cache(folder: str):
     """While the command runs, JAX's persistent compilation cache in `folder` (none for "none"): a
     later process running the same phase signatures loads their executables instead of compiling
     them again (within one process the compiler's own cache already shares them). On exit the
     caller's settings come back, so `cli.main(["run", ...])` called from Python leaves its
     process's JAX configuration as it found it."""
+    if folder.lower() == "none":
+        yield
+        return
+    import jax
 
-    _SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
+    _set_cache(dict(zip(_CACHE_SETTINGS, (folder, 0.0))))  # (every compile kept, however short)
+    try:
+        yield
+    finally:
+        _set_cache(before)
 
-    def __init__(self, folder: str) -> None:
-        self.folder, self.before = folder, None
 
-    def __enter__(self):
-        if self.folder.lower() != "none":
-            import jax
+def _set_cache(settings: dict) -> None:
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
-            self.before = {name: getattr(jax.config, name) for name in self._SETTINGS}
-            self._set(dict(zip(self._SETTINGS, (self.folder, 0.0))))  # (every compile kept, however short)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.before is not None:
-            self._set(self.before)
-
-    @staticmethod
-    def _set(settings: dict) -> None:
-        import jax
-        from jax.experimental.compilation_cache import compilation_cache
-
-        for name, value in settings.items():
-            jax.config.update(name, value)
-        compilation_cache.reset_cache()  # (JAX reads the folder once, at the first compile after a reset)
+    for name, value in settings.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()  # (JAX reads the folder once, at the first compile after a reset)
 
 
 def run(args) -> int:

@@ -362,6 +362,19 @@ def test_tree_size_counts_a_shared_subtree_at_each_use_and_stops_past_the_limit(
     assert tree_size(doubled) == MAX_EXPR_NODES + 1
 
 
+def test_substitute_keeps_what_names_no_let_and_rebuilds_only_the_path_to_a_name():
+    from schedc.lang.expr import substitute
+
+    expr = parse("phase 10 lr warmup_cosine(0 -> peak * 2 -> 1e-5, warmup = 10%) < free a >").file.items[0].lr
+    assert substitute(expr, {}) is expr  # nothing named: the very same tree
+    closed = substitute(expr, {"peak": n.Number(0.1, "0.1")})
+    assert closed == parse("phase 10 lr warmup_cosine(0 -> 0.1 * 2 -> 1e-5, warmup = 10%) < free a >").file.items[0].lr
+    points, (warmup,) = closed.args[0].points, closed.kwargs
+    assert points[0] is expr.args[0].points[0] and warmup is expr.kwargs[0]  # beside the path: shared
+    assert points[1] is not expr.args[0].points[1] and points[1].right is expr.args[0].points[1].right
+    assert points[1].left.span == expr.args[0].points[1].left.span  # the value at its use
+
+
 @pytest.mark.parametrize(
     "literal, too_small",
     [("1e-400", True), ("0." + "0" * 400 + "1", True), ("0." + "0" * 296 + "1", False), ("1e-300", False), ("0.0", False), ("0e5", False)],

@@ -55,30 +55,44 @@ def uses_epochs(expr) -> bool:
 
 def rewrite(expr, replace_node):
     """`expr` rebuilt with `replace_node(node)` in place of each node for which it is not None
-    (replacements are not descended into)."""
+    (replacements are not descended into). A subtree in which nothing was replaced is returned as it
+    is, not copied: most expressions name no `let`, and copying them was a tenth of a check."""
     new = replace_node(expr)
     if new is not None:
         return new
     again = lambda e: rewrite(e, replace_node)  # noqa: E731
     if isinstance(expr, n.Call):
-        return replace(expr, args=tuple(again(a) for a in expr.args), kwargs=tuple(again(k) for k in expr.kwargs))
+        return _rebuilt(expr, args=_each(again, expr.args), kwargs=_each(again, expr.kwargs))
     if isinstance(expr, n.Keyword):
-        return replace(expr, value=again(expr.value))
+        return _rebuilt(expr, value=again(expr.value))
     if isinstance(expr, n.BinOp):
-        return replace(expr, left=again(expr.left), right=again(expr.right))
+        return _rebuilt(expr, left=again(expr.left), right=again(expr.right))
     if isinstance(expr, n.UnaryOp):
-        return replace(expr, operand=again(expr.operand))
+        return _rebuilt(expr, operand=again(expr.operand))
     if isinstance(expr, n.Arrow):
-        return replace(expr, points=tuple(again(p) for p in expr.points))
+        return _rebuilt(expr, points=_each(again, expr.points))
     if isinstance(expr, n.Then):
-        return replace(expr, pieces=tuple(again(p) for p in expr.pieces), durations=tuple(again(d) for d in expr.durations))
+        return _rebuilt(expr, pieces=_each(again, expr.pieces), durations=_each(again, expr.durations))
     if isinstance(expr, n.List):
-        return replace(expr, items=tuple(again(i) for i in expr.items))
+        return _rebuilt(expr, items=_each(again, expr.items))
     if isinstance(expr, n.Map):
-        return replace(expr, entries=tuple(replace(e, key=again(e.key), value=again(e.value)) for e in expr.entries))
+        return _rebuilt(expr, entries=_each(lambda e: _rebuilt(e, key=again(e.key), value=again(e.value)), expr.entries))
     if isinstance(expr, n.Epochs):
-        return replace(expr, count=again(expr.count))
+        return _rebuilt(expr, count=again(expr.count))
     return expr
+
+
+def _each(again, items: tuple) -> tuple:
+    """`again` of each of `items`, or `items` itself when `again` gave each one back as it was."""
+    new = tuple(again(item) for item in items)
+    return items if all(a is b for a, b in zip(new, items)) else new
+
+
+def _rebuilt(node, **fields):
+    """`node` with `fields`, or `node` itself when each field already holds that very object."""
+    if all(value is getattr(node, name) for name, value in fields.items()):
+        return node
+    return replace(node, **fields)
 
 
 # Substituted `let`s share their subtrees, so a chain like `let x2 = x1 + x1` is small in memory
@@ -90,6 +104,8 @@ MAX_EXPR_NODES = 10_000
 def tree_size(expr, limit: int = MAX_EXPR_NODES) -> int:
     """How many nodes `expr` has read as a tree (shared subtrees counted at each use), or
     `limit + 1` as soon as it exceeds `limit`. Each shared subtree is measured once."""
+    if not n.children(expr):  # (most are a number or a name)
+        return 1
     sizes: dict[int, int] = {}
     stack = [(expr, None)]  # (node, None) to measure; (node, its children) once they are measured
     while stack:

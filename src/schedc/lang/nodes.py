@@ -374,10 +374,13 @@ def walk(node):
 def children(node) -> list:
     """The nodes directly inside `node`, in field order (its span aside)."""
     out = []
+    fields = getattr(node, "__dict__", None)  # (a record keeps its fields there: no getattr per field)
     for name in getattr(node, "_field_names", ()):
-        value = getattr(node, name)
-        if isinstance(value, tuple):
-            out += [v for v in value if isinstance(v, Node)]
-        elif isinstance(value, Node):
+        value = fields[name]
+        if isinstance(value, Node):
             out.append(value)
+        elif isinstance(value, tuple):
+            for item in value:
+                if isinstance(item, Node):
+                    out.append(item)
     return out

@@ -24,6 +24,9 @@ after its device call), what a fused phase costs beyond its steps (`phase_cost`:
 phase in the compiled program, device time per extra phase) and, each in a fresh process, the
 compiles of a `repeat 50` schedule and of its body.
 
+`contract_cost` (`B.contract_cost(201)`) puts beside them a hand loop that reads and checks its
+losses before it returns, as `Program.run` must to raise a non-finite loss with its phase and step.
+
 `kernel_table` (`B.kernel_table(30)`) times a hand-written loop per step as XLA's thunks and as one
 kernel (compiler/kernel.py) on models and data of growing size; `B.fusion_table(31, kernels=True)`
 runs the fusion schedules with and without `schedc.use_kernels`.
@@ -145,21 +148,39 @@ def prepare_schedc(model, loss, data, phases, text=None, fuse=True, kernels=Fals
     return run
 
 
-def prepare_hand(model, loss, data, phases):
-    """What a careful user writes by hand: per phase, one jitted lax.scan over steps of an optax adam."""
+def prepare_hand(model, loss, data, phases, checked: bool = False):
+    """What a careful user writes by hand: per phase, one jitted lax.scan over steps of an optax adam.
+
+    With `checked`, the loop also does what `Program.run` must before it returns: it reads every
+    step's loss to the host and raises, naming the phase and step, at the first one not finite. It
+    has no histories, stop rules or progress; it measures what the error contract costs alone."""
     import jax
 
     free_sets = _free_sets(model, phases)
 
     def run():
-        current = model
+        current, per_phase = model, []
         for (n, lr, _), free_leaves in zip(phases, free_sets):
             leaves, treedef = jax.tree_util.tree_flatten(current)
-            leaves = _hand_phase(treedef, free_leaves, n, lr, loss, tuple(leaves), *data)
+            leaves, losses = _hand_program(treedef, free_leaves, n, lr, loss)(tuple(leaves), *data)
             current = jax.tree_util.tree_unflatten(treedef, list(leaves))
+            per_phase.append(losses)
+        if checked:
+            _raise_first_nonfinite(per_phase)
         return current
 
     return run
+
+
+def _raise_first_nonfinite(per_phase: list) -> None:
+    """FloatingPointError at the first non-finite loss of the phases' loss arrays (on the device)."""
+    import numpy as np
+
+    for phase, losses in enumerate(per_phase):
+        host = np.asarray(losses)
+        if not np.isfinite(np.add.reduce(host)):  # (one C-level sum, as schedc's check: cheaper than isfinite().all())
+            step = int(np.argmin(np.isfinite(host)))
+            raise FloatingPointError(f"phase {phase}, step {step}: the loss is {host[step]}")
 
 
 def _free_sets(model, phases) -> list[tuple[int, ...]]:
@@ -227,11 +248,6 @@ def _hand_program(treedef, free_leaves, n, lr, loss):
         return tuple(new), losses
 
     return phase
-
-
-def _hand_phase(treedef, free_leaves, n, lr, loss, leaves, *data):
-    new, _ = _hand_program(treedef, free_leaves, n, lr, loss)(leaves, *data)
-    return new
 
 
 def prepare_spectracles(model, loss, data, phases):
@@ -345,6 +361,20 @@ def fusion_table(rounds: int, kernels: bool = False) -> None:
         for name, ts in times.items():
             ratio = [t / h for t, h in zip(ts, times["hand"])]
             print(f"  {name:{width}} {_spread([t * 1e3 for t in ts]):>28}   / hand {_spread(ratio)}")
+
+
+def contract_cost(rounds: int) -> None:
+    """The spectral schedule (item 3b's) three ways in shuffled rounds: the hand loop, the hand loop
+    that also reads and checks its losses before it returns (what `Program.run` must do to raise a
+    non-finite loss with its phase and step), and schedc fused: what the error contract costs a
+    loop written by hand, and how schedc compares with a hand loop that keeps it."""
+    model, loss, data = _models("small")
+    systems = {"hand": prepare_hand(model, loss, data, SPECTRAL), "hand, losses checked": prepare_hand(model, loss, data, SPECTRAL, checked=True), "schedc fused": prepare_schedc(model, loss, data, SPECTRAL, None)}
+    times = _rounds(systems, rounds, shuffle=True)
+    print(f"spectral 300/200/100 steps, small model: wall us per run, and ratios per round, median [min, max] over {rounds} shuffled rounds")
+    for name, base in (("hand, losses checked", "hand"), ("schedc fused", "hand"), ("schedc fused", "hand, losses checked")):
+        print(f"  {name} / {base}: {_spread([t / b for t, b in zip(times[name], times[base])])}")
+    print("  " + ", ".join(f"{name} {statistics.median(ts) * 1e6:.0f}" for name, ts in times.items()))
 
 
 def kernel_table(rounds: int, steps: int = 300) -> None:
@@ -993,6 +1023,8 @@ def main() -> None:
         return
     if args.fusion:
         fusion_table(args.rounds)
+        print()
+        contract_cost(max(args.rounds, 201))
         host_work(args.rounds)
         boundary_cost(args.rounds)
         fixed_cost(max(args.rounds, 50))

@@ -173,7 +173,8 @@ def prepare_hand(model, loss, data, phases, checked: bool = False):
 
 
 def _raise_first_nonfinite(per_phase: list) -> None:
-    """FloatingPointError at the first non-finite loss of the phases' loss arrays (on the device)."""
+    """FloatingPointError at the first non-finite loss of the phases' loss arrays (device arrays,
+    each read to the host here, as the run's caller would)."""
     import numpy as np
 
     for phase, losses in enumerate(per_phase):

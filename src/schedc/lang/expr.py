@@ -56,7 +56,7 @@ def uses_epochs(expr) -> bool:
 def rewrite(expr, replace_node):
     """`expr` rebuilt with `replace_node(node)` in place of each node for which it is not None
     (replacements are not descended into). A subtree in which nothing was replaced is returned as it
-    is, not copied: most expressions name no `let`, and copying them was a tenth of a check."""
+    is, not copied: most expressions the checker substitutes name no `let` at all."""
     new = replace_node(expr)
     if new is not None:
         return new

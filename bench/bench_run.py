@@ -177,10 +177,11 @@ def _raise_first_nonfinite(per_phase: list) -> None:
     each read to the host here, as the run's caller would)."""
     import numpy as np
 
+    from schedc.compiler.chunk import first_nonfinite  # (schedc's own check: one C-level sum first)
+
     for phase, losses in enumerate(per_phase):
         host = np.asarray(losses)
-        if not np.isfinite(np.add.reduce(host)):  # (one C-level sum, as schedc's check: cheaper than isfinite().all())
-            step = int(np.argmin(np.isfinite(host)))
+        if (step := first_nonfinite(host)) is not None:
             raise FloatingPointError(f"phase {phase}, step {step}: the loss is {host[step]}")
 
 

@@ -104,10 +104,12 @@ MAX_EXPR_NODES = 10_000
 def tree_size(expr, limit: int = MAX_EXPR_NODES) -> int:
     """How many nodes `expr` has read as a tree (shared subtrees counted at each use), or
     `limit + 1` as soon as it exceeds `limit`. Each shared subtree is measured once."""
-    if not n.children(expr):  # (most are a number or a name)
+    top = n.children(expr)
+    if not top:  # (most are a number or a name)
         return 1
     sizes: dict[int, int] = {}
-    stack = [(expr, None)]  # (node, None) to measure; (node, its children) once they are measured
+    # (node, None) to measure; (node, its children) once they are measured
+    stack = [(expr, top), *((k, None) for k in top)]
     while stack:
         node, kids = stack.pop()
         if kids is not None:

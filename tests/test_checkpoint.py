@@ -207,6 +207,28 @@ def test_resuming_at_a_phase_boundary_carries_the_optimizer_state(tmp_path):
     np.testing.assert_array_equal(whole.model["a"], resumed.model["a"])
 
 
+@pytest.mark.parametrize("every, stop_at, rerun", [(0, 12, 9), (1, 15, 5)], ids=["at-the-boundary", "mid-phase"])
+def test_an_optimizer_state_holding_a_prng_key_resumes_bit_for_bit(every, stop_at, rerun, tmp_path):
+    """`noisy_sgd`'s state holds a typed PRNG key (numpy has no dtype for it: its key data is
+    saved), carried into the next phase and resumed at its boundary or inside it."""
+    text = """phase 9 lr 0.05 optimizer noisy_sgd(eta = 0.5, key = 3) < free a >
+    phase 9 lr 0.05 optimizer noisy_sgd(eta = 0.5, key = 3) < free a, b; carry state >"""
+    calls, counted = interrupting_loss()
+    program = schedc.compile(text, model())
+    whole = program.run(counted, chunk=4, quiet=True)
+    calls.update(n=0, stop_at=stop_at)  # inside phase 1 (its steps are the 10th to the 18th)
+    with pytest.raises(Exception, match="preempted"):
+        program.run(counted, chunk=4, quiet=True, checkpoint=tmp_path, checkpoint_every=every)
+    calls.update(n=0, stop_at=0)
+    resumed = program.run(counted, chunk=4, quiet=True, checkpoint=tmp_path)
+    assert calls["n"] == rerun
+    for a, b in zip(whole.phase_losses, resumed.phase_losses):
+        assert a.tobytes() == b.tobytes()
+    assert all(np.asarray(x).tobytes() == np.asarray(y).tobytes() for x, y in zip(jax.tree_util.tree_leaves(whole.model), jax.tree_util.tree_leaves(resumed.model)))
+    quiet = schedc.compile(text.replace("eta = 0.5", "eta = 0.0"), model()).run(loss, chunk=4, quiet=True)
+    assert not np.array_equal(quiet.phase_losses[1], whole.phase_losses[1])  # (the noise is in the losses compared)
+
+
 def test_a_plateau_on_a_metric_resumes_mid_phase_where_it_was(tmp_path):
     """The plateau's state (stepped by the evaluations so far) is in the checkpoint's optimizer state."""
     text = 'eval "m.py:metrics" every 4 steps\noptimizer sgd\nphase 24 lr 0.5 * plateau(on=val.gap, factor=0.5, patience=1) < free a, b >'

@@ -422,6 +422,30 @@ def test_optimizer_states_carry_into_and_out_of_segments_around_a_cut(monkeypatc
     assert_same_run(program.run(loss, quiet=True, fuse=False), together)
 
 
+NOISY_TEXT = """seed 6
+repeat 2 <
+  phase 6 lr 0.05 optimizer noisy_sgd(eta = 0.5, key = 1) < free a, b >
+  phase 5 lr 0.05 optimizer noisy_sgd(eta = 0.5, key = 1) < free a, b; carry state >
+>
+phase 4 lr 0.05 optimizer noisy_sgd(eta = 0.5, key = 1) < free a, b; init b = $start; carry state >
+phase 5 lr 0.05 optimizer noisy_sgd(eta = 0.5, key = 1) < free a, b; carry state >
+phase 5 lr 0.05 optimizer chain(add_noise(0.5, 0.55, key = 2), sgd) < free a >
+"""
+
+
+def test_optimizer_states_holding_a_prng_key_fuse_and_carry_around_a_cut(monkeypatch):
+    """`noisy_sgd`'s and `add_noise`'s states hold a typed PRNG key, which has no numpy dtype: the
+    segments keep their slots as trees (not packed), and carry them to and from the phase run
+    alone between them, with the same noise as phase by phase."""
+    program = schedc.compile(NOISY_TEXT, model(), start=np.array([0.3, -0.2], np.float32))
+    calls = fused_calls(monkeypatch)
+    together = program.run(loss, quiet=True)
+    assert len(calls) == 2
+    assert_same_run(program.run(loss, quiet=True, fuse=False), together)
+    other_key = schedc.compile(NOISY_TEXT.replace("key = 1", "key = 7"), model(), start=np.array([0.3, -0.2], np.float32))
+    assert not np.array_equal(other_key.run(loss, quiet=True).phase_losses[1], together.phase_losses[1])  # (the key is used)
+
+
 # ---------------------------------------------------------------- training on data
 
 N = 30  # examples: with batch 8, 3 steps per epoch (6 examples sit out each epoch)

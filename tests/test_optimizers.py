@@ -1,7 +1,9 @@
 """Optimizers as optax composes them: chains, dotted contrib names, gradient accumulation, the EMA
-of the free parameters, plateau learning rates and dtype names — each step against optax itself."""
+of the free parameters, plateau learning rates, dtype names and the keys of noisy optimizers — each step against optax itself."""
 
 from __future__ import annotations
+
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +64,22 @@ def test_a_chain_of_transformations_matches_optax_chain_step_by_step():
     # every fed number of every member is logged under the member's name
     assert set(res.hyperparams) == {"learning_rate", "clip_by_global_norm.max_norm", "adamw.weight_decay"}
     assert np.all(res.hyperparams["clip_by_global_norm.max_norm"] == np.float32(0.5))
+
+
+def test_a_noisy_optimizer_given_its_key_is_optax_s_with_that_key_and_no_missing_key_warning():
+    """`key` is the int seed optax makes the PRNG key of. The probe for numbers optax checks in
+    Python (`optimizers._validated_in_python`) builds with the static keywords too, and keeps its
+    own warnings: optax's "Specifying a key will be required" is not shown to a user who gave one."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit(f"phase {STEPS} lr 0.05 optimizer noisy_sgd(eta = 0.0317, key = 5) < free ** >")
+        chained = fit(f"phase {STEPS} lr 0.05 optimizer chain(add_noise(0.0317, 0.55, key = 5), sgd) < free ** >")
+    assert [str(w.message) for w in caught if "key" in str(w.message)] == []
+    losses, params, _ = reference(optax.noisy_sgd(0.05, eta=0.0317, key=5))
+    close(res.loss_history, losses)
+    close(res.model["w"], params["w"])
+    close(chained.loss_history, reference(optax.chain(optax.add_noise(0.0317, 0.55, key=5), optax.sgd(0.05)))[0])
+    assert not np.allclose(losses, reference(optax.noisy_sgd(0.05, eta=0.0317, key=6))[0])  # (the key matters)
 
 
 def test_positional_arguments_and_transforms_compose_like_optax():

@@ -55,6 +55,8 @@ def kind_of(param) -> str:
     default = param.default
     if param.name.endswith("dtype") or "DType" in text:
         return "dtype"
+    if param.name == "key":  # a PRNG key, or the int seed optax makes one of (`utils.canonicalize_key`)
+        return "int"
     if param.annotation is bool or isinstance(default, bool):
         return "bool"
     if isinstance(default, str) or text.startswith("typing.Literal"):

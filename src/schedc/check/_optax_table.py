@@ -137,7 +137,7 @@ OPTIMIZERS: dict[str, tuple[tuple[str, bool, str | None, str], ...]] = {
         ('learning_rate', False, None, 'number'),
         ('eta', True, '0.01', 'number'),
         ('gamma', True, '0.55', 'number'),
-        ('key', True, 'None', 'number'),
+        ('key', True, 'None', 'int'),
         ('seed', True, 'None', 'int'),
     ),
     'novograd': (
@@ -248,7 +248,7 @@ TRANSFORMS: dict[str, tuple[tuple[str, bool, str | None, str], ...]] = {
     'add_noise': (
         ('eta', False, None, 'number'),
         ('gamma', False, None, 'number'),
-        ('key', True, 'None', 'object'),
+        ('key', True, 'None', 'int'),
         ('seed', True, 'None', 'int'),
     ),
     'apply_every': (
@@ -498,7 +498,7 @@ TRANSFORMS: dict[str, tuple[tuple[str, bool, str | None, str], ...]] = {
     'contrib.differentially_private_aggregate': (
         ('l2_norm_clip', False, None, 'number'),
         ('noise_multiplier', False, None, 'number'),
-        ('key', True, 'None', 'object'),
+        ('key', True, 'None', 'int'),
         ('seed', True, 'None', 'int'),
     ),
     'contrib.dpsgd': (

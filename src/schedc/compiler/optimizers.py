@@ -74,21 +74,26 @@ def split_kwargs(spec: P.OptimizerSpec) -> tuple[tuple[tuple[str, Any], ...], li
         else:
             fed.append((name, expr))
     constants = [(k, constant(v)) for k, v in fed]
-    if fed and all(isinstance(v, (int, float)) for _, v in constants) and _validated_in_python(spec.name, tuple(constants)):
+    if fed and all(isinstance(v, (int, float)) for _, v in constants) and _validated_in_python(spec.name, tuple(static), tuple(constants)):
         return tuple(static) + tuple((k, float(v)) for k, v in constants), []
     return tuple(static), fed
 
 
 @lru_cache(maxsize=None)
-def _validated_in_python(name: str, constants: tuple) -> bool:
-    """Whether building `name` with these numbers as traced values fails (optax compares them in Python,
-    as contrib.reduce_on_plateau does with `factor`): such numbers must be static."""
+def _validated_in_python(name: str, static: tuple, constants: tuple) -> bool:
+    """Whether building `name` (with its `static` keywords) with these numbers as traced values fails
+    (optax compares them in Python, as contrib.reduce_on_plateau does with `factor`): such numbers
+    must be static."""
+    import warnings
+
     import jax
 
     keys = [k for k, _ in constants]
 
     def build(*values):
-        factory(name)(**dict(zip(keys, values)))
+        with warnings.catch_warnings():  # (the real build warns the user, once: a probe's are not theirs)
+            warnings.simplefilter("ignore")
+            factory(name)(**{k: static_value(v) for k, v in static}, **dict(zip(keys, values)))
         return 0
 
     try:

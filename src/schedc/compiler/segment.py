@@ -239,6 +239,8 @@ class SlotPacking:
         import jax
 
         leaves, treedef = jax.tree_util.tree_flatten(shapes)
+        if any(jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.extended) for leaf in leaves):  # (numpy has no such dtype)
+            return None
         dtypes = [np.dtype(leaf.dtype) for leaf in leaves]
         if any(d.kind not in "biufc" for d in dtypes) or sum(d.itemsize * int(np.prod(leaf.shape)) for d, leaf in zip(dtypes, leaves)) > PACKED_SLOTS_BYTES:
             return None
@@ -362,7 +364,7 @@ class Program:
         lead = () if self.items is None else (self.items.size,)
 
         def zeros(shapes):
-            return jax.tree_util.tree_map(lambda s: np.zeros(lead + s.shape, s.dtype), shapes)
+            return jax.tree_util.tree_map(lambda s: _zeros(lead + s.shape, s.dtype), shapes)
 
         slots = [{"opt": zeros(shapes), "ring": np.broadcast_to(C.empty_ring(sig.over), lead + (sig.over,))} for sig, shapes in zip(self.signature.signatures, self.slot_shapes)]
         for slot, shapes in zip(slots, self.eval_shapes):
@@ -381,6 +383,16 @@ class Program:
             slots = self.packing.pack(slots) if self.packing is not None else tuple(slots)
             self._fresh = jax.device_put({"slots": slots, "start": np.zeros(2, np.int32), "budget": np.int32(self.signature.chunk)})
         return self._fresh
+
+
+def _zeros(shape: tuple, dtype):
+    """Zeros on the host, or on the device for a dtype numpy has none of (a typed PRNG key's, in
+    the state of `noisy_sgd` or `add_noise`)."""
+    import jax
+
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+        return jax.numpy.zeros(shape, dtype)
+    return np.zeros(shape, dtype)
 
 
 _CACHE: dict[tuple, Program] = {}

@@ -99,7 +99,15 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 def _host_leaves(tree) -> list[np.ndarray]:
     import jax
 
-    return [distributed.host_array(x) for x in jax.tree_util.tree_leaves(tree)]
+    return [distributed.host_array(_key_data(x)) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _key_data(x):
+    """A typed PRNG key array's data (numpy has no key dtype: `noisy_sgd`'s and `add_noise`'s
+    optimizer state hold one), any other leaf as it is."""
+    import jax
+
+    return jax.random.key_data(x) if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
 
 
 def _dtype(x) -> np.dtype:
@@ -115,9 +123,19 @@ def _fill(template, leaves: list[np.ndarray], what: str):
     if len(old) != len(leaves):
         raise CheckpointError(f"the checkpoint's {what} has {len(leaves)} arrays, this run's has {len(old)}: it was written by another version or setup")
     for o, saved in zip(old, leaves):
+        o = _key_data(o)
         if np.shape(o) != saved.shape or _dtype(o) != saved.dtype:
             raise CheckpointError(f"the checkpoint's {what} holds a {saved.dtype}{list(saved.shape)} where this run has {_dtype(o)}{list(np.shape(o))}")
-    return jax.tree_util.tree_unflatten(treedef, [distributed.placed_like(x, o) for x, o in zip(leaves, old)])
+    return jax.tree_util.tree_unflatten(treedef, [_placed_like(x, o) for x, o in zip(leaves, old)])
+
+
+def _placed_like(saved: np.ndarray, template):
+    """A saved leaf placed as `template` is, a key array again where `template` is one."""
+    import jax
+
+    data = _key_data(template)
+    placed = distributed.placed_like(saved, data)
+    return placed if data is template else jax.random.wrap_key_data(placed, impl=jax.random.key_impl(template))
 
 
 def _model_leaves(model) -> dict[str, np.ndarray]:

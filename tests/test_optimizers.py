@@ -34,8 +34,9 @@ def fit(text: str, **kwargs):
     return schedc.compile(text, model(), **kwargs).run(loss, X, Y, quiet=True)
 
 
-def reference(tx, steps=STEPS, params=None, value=False):
-    """A hand-written optax loop: (losses, final params, final state)."""
+def reference(tx, steps=STEPS, params=None, value=False, **extras):
+    """A hand-written optax loop: (losses, final params, final state); `value`: the update gets the
+    loss too; `extras` (`obj_fn=True`): the update gets the loss function under these names."""
     params = model() if params is None else params
     state = tx.init(params)
     losses = []
@@ -43,7 +44,8 @@ def reference(tx, steps=STEPS, params=None, value=False):
     @jax.jit
     def step(params, state):
         l, g = jax.value_and_grad(loss)(params, X, Y)
-        updates, state = tx.update(g, state, params, **({"value": l} if value else {}))
+        functions = {name: lambda p: loss(p, X, Y) for name in extras}
+        updates, state = tx.update(g, state, params, **({"value": l} if value else {}), **functions)
         return l, optax.apply_updates(params, updates), state
 
     for _ in range(steps):
@@ -153,6 +155,60 @@ def test_plateau_scales_the_updates_as_optax_reduce_on_plateau():
     close(res.hyperparams["plateau_scale"], scales)
     assert min(scales) < 1.0  # the plateau did fire
     assert np.all(res.hyperparams["learning_rate"] == np.float32(0.5))
+
+
+@pytest.mark.parametrize(
+    "text, tx, extras",
+    [
+        ("contrib.momo", optax.contrib.momo(0.05), dict(value=True)),
+        ("contrib.momo_adam", optax.contrib.momo_adam(0.05), dict(value=True)),
+        ("contrib.sophia", optax.contrib.sophia(0.05), dict(obj_fn=True)),
+    ],
+)
+def test_a_transformation_whose_update_needs_the_loss_or_its_function_steps_as_optax(text, tx, extras):
+    res = fit(f"phase {STEPS} lr 0.05 optimizer {text} < free ** >")
+    losses, params, _ = reference(tx, **extras)
+    close(res.loss_history, losses)
+    close(res.model["w"], params["w"])
+
+
+def _loss_keywords(tx, params) -> frozenset | None:
+    """The keywords `tx.update` needs besides the gradient, as the step gives them: none, the loss
+    with its gradient and function (`value`, `grad`, `value_fn`), or those and `obj_fn`; None when
+    it fails with each, for a reason of its own (per-example gradients, a 2-D-only shape...)."""
+    state = tx.init(params)
+    value_fn = lambda p: loss(p, X, Y)  # noqa: E731
+    with_value = {"value": value_fn(params), "grad": jax.grad(value_fn)(params), "value_fn": value_fn}
+    for extras in ({}, with_value, with_value | {"obj_fn": value_fn}):
+        try:
+            jax.eval_shape(lambda: tx.update(params, state, params, **extras))
+        except (TypeError, ValueError):
+            continue
+        return frozenset(extras)
+    return None
+
+
+def test_every_nameable_transformation_whose_update_needs_the_loss_gets_it():
+    """A transformation whose update needs the loss (`value`) or the loss function (`value_fn`,
+    `obj_fn`) must be in `optimizers.NEEDS_VALUE` (and `NEEDS_OBJ_FN`), or the step calls it
+    without them. Found by calling every nameable one (built from its required numbers)."""
+    from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
+    from schedc.compiler.optimizers import NEEDS_OBJ_FN, NEEDS_VALUE, factory
+
+    needs: dict[str, set] = {"value": set(), "obj_fn": set()}
+    for name, params in {**OPTIMIZERS, **TRANSFORMS}.items():
+        required = [(p, kind) for p, has_default, _, kind in params if not has_default]
+        if any(kind not in ("number", "int") for _, kind in required):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            keywords = _loss_keywords(factory(name)(**{p: 1 if kind == "int" else 0.1 for p, kind in required}), model())
+        for keyword in needs:
+            if keywords and keyword in keywords:
+                needs[keyword].add(name)
+    assert needs["value"] >= {"lbfgs", "contrib.momo", "contrib.sophia"} and needs["obj_fn"] >= {"contrib.sophia"}  # (the probe finds them)
+    assert needs["value"] <= NEEDS_VALUE, needs["value"] - NEEDS_VALUE
+    assert needs["obj_fn"] <= NEEDS_OBJ_FN, needs["obj_fn"] - NEEDS_OBJ_FN
 
 
 def test_a_group_takes_a_chain_and_its_own_plateau():

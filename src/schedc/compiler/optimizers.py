@@ -25,8 +25,15 @@ from typing import Any, NamedTuple
 from schedc.check import catalog
 from schedc.plan import resolve as P
 
-# Transformations whose update needs the loss (and its function) besides the gradient.
-NEEDS_VALUE = frozenset({"lbfgs", "polyak_sgd", "scale_by_polyak", "scale_by_zoom_linesearch", "scale_by_backtracking_linesearch", "contrib.reduce_on_plateau"})
+# Transformations whose update needs the loss (`value`, and `grad` and the loss function
+# `value_fn`) besides the gradient (tests/test_optimizers.py finds every one in optax that does
+# and holds this set to it).
+NEEDS_VALUE = frozenset(
+    {"lbfgs", "polyak_sgd", "scale_by_polyak", "scale_by_zoom_linesearch", "scale_by_backtracking_linesearch", "contrib.reduce_on_plateau", "contrib.momo", "contrib.momo_adam", "contrib.sophia"}
+)
+# Those that take the loss function as `obj_fn` too. Only they get it: a line search hands every
+# keyword it does not know on to the loss function, and refuses one that function does not take.
+NEEDS_OBJ_FN = frozenset({"contrib.sophia"})
 
 
 
@@ -173,6 +180,10 @@ def step_plateaus(state, plateaus: tuple, values: tuple):
 def needs_value(members: tuple[Member, ...], plateau) -> bool:
     # an optax object gets the loss too: every optax object accepts (and ignores) the extra arguments
     return plateau is not None or any(m.transform is not None or m.name in NEEDS_VALUE for m in members)
+
+
+def needs_obj_fn(members: tuple[Member, ...]) -> bool:
+    return any(m.name in NEEDS_OBJ_FN for m in members)
 
 
 # ---------------------------------------------------------------- the EMA of the free parameters

@@ -381,6 +381,15 @@ def test_bad_optimizers_get_located_diagnostics(text, code, column, words):
     assert any(c == code and col == column and words in message for c, col, message in found), found
 
 
+def test_a_transformation_left_out_of_the_language_says_why():
+    """optax's DP-SGD transformations take per-example gradients, which a schedc step does not make."""
+    from schedc.pipeline import check_source
+
+    for text in ("phase 10 lr 0.1 optimizer contrib.dpsgd(0.1, 1.0, 1.0, 0) < free a >", "phase 10 lr 0.1 optimizer chain(contrib.differentially_private_aggregate(1.0, 1.0), sgd) < free a >"):
+        (found,) = check_source(text)[1]
+        assert found.code == "E0105" and "per-example gradients" in " ".join(found.notes), found
+
+
 def test_good_optimizers_check_clean():
     for text in (
         "optimizer chain(clip_by_global_norm(1.0), adamw(weight_decay=1e-4, mu_dtype=bfloat16))\nphase 10 lr 1e-3 < free a >",

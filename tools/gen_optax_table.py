@@ -6,7 +6,7 @@ inspects the installed optax once and writes the result as plain Python data;
 tests/test_optax_table.py regenerates it and fails when the checked-in table is
 stale (after an optax upgrade: run `python tools/gen_optax_table.py`).
 
-Two tables:
+Three tables:
 - OPTIMIZERS: the public top-level functions of `optax` defined in
   `optax._src.alias` (adam, adamw, sgd, lbfgs, ...): each builds a complete
   optimizer from hyperparameters.
@@ -18,6 +18,9 @@ Two tables:
   `inject_hyperparams`, `contrib.sam`, ...) are left out: the language's own
   `chain(...)`, `accumulate N` and `ema D` stand for the ones it supports.
   contrib members are named with their submodule, `contrib.muon`.
+- LEFT_OUT: transformations that would be nameable but cannot run in a schedc
+  step (per-example gradients: `contrib.dpsgd`), with the reason `schedc check`
+  gives when a file names one.
 
 Each parameter is (name, has_default, default_repr or None, kind), kind being
 what the language may pass: "number" (a number or a schedule), "int", "bool",
@@ -35,6 +38,12 @@ import sys
 TARGET = pathlib.Path(__file__).resolve().parents[1] / "src" / "schedc" / "check" / "_optax_table.py"
 
 _LITERALS = (type(None), bool, int, float, str)
+
+# Transformations that take per-example gradients (a leading batch axis on every gradient, from
+# `jax.vmap` of the loss): a schedc step differentiates the loss of the whole batch, so they are
+# left out of the language, and `schedc check` says why (`LEFT_OUT`).
+PER_EXAMPLE = ("contrib.differentially_private_aggregate", "contrib.dpsgd")
+PER_EXAMPLE_WHY = "it takes per-example gradients (a batch axis on every gradient), and a schedc step differentiates the loss of the whole batch"
 
 
 def default_repr(value) -> str:
@@ -113,9 +122,16 @@ def transforms(optax) -> dict[str, tuple]:
     table = {}
     for prefix, module in (("", optax), ("contrib.", optax.contrib)):
         for name, fn in _public_functions(module):
-            if (prefix or fn.__module__ != "optax._src.alias") and _is_transform(fn):
+            if (prefix or fn.__module__ != "optax._src.alias") and _is_transform(fn) and prefix + name not in PER_EXAMPLE:
                 table[prefix + name] = _params(fn)
     return table
+
+
+def left_out(optax) -> dict[str, str]:
+    """{name: why it is not in the language} for the transformations optax has that are left out."""
+    import optax.contrib
+
+    return {name: PER_EXAMPLE_WHY for name in PER_EXAMPLE if hasattr(optax.contrib, name.removeprefix("contrib."))}
 
 
 def _render_table(title: str, table: dict) -> list[str]:
@@ -143,6 +159,9 @@ def render(optax) -> str:
         "",
         "# transformations that are not complete optimizers, and optax.contrib (dotted names)",
         *_render_table("TRANSFORMS", transforms(optax)),
+        "",
+        "# transformations of optax left out of the language: name -> why (`schedc check` says it)",
+        f"LEFT_OUT: dict[str, str] = {left_out(optax)!r}",
     ]
     return "\n".join(lines) + "\n"
 

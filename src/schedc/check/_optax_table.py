@@ -495,20 +495,6 @@ TRANSFORMS: dict[str, tuple[tuple[str, bool, str | None, str], ...]] = {
         ('estim_lr0', True, '1e-06', 'number'),
         ('weight_decay', True, '0.0', 'number'),
     ),
-    'contrib.differentially_private_aggregate': (
-        ('l2_norm_clip', False, None, 'number'),
-        ('noise_multiplier', False, None, 'number'),
-        ('key', True, 'None', 'int'),
-        ('seed', True, 'None', 'int'),
-    ),
-    'contrib.dpsgd': (
-        ('learning_rate', False, None, 'number'),
-        ('l2_norm_clip', False, None, 'number'),
-        ('noise_multiplier', False, None, 'number'),
-        ('seed', False, None, 'int'),
-        ('momentum', True, 'None', 'number'),
-        ('nesterov', True, 'False', 'bool'),
-    ),
     'contrib.galore': (
         ('learning_rate', False, None, 'number'),
         ('rank', True, '128', 'int'),
@@ -684,3 +670,6 @@ TRANSFORMS: dict[str, tuple[tuple[str, bool, str | None, str], ...]] = {
         ('print_win_rate_every_n_steps', True, '0', 'number'),
     ),
 }
+
+# transformations of optax left out of the language: name -> why (`schedc check` says it)
+LEFT_OUT: dict[str, str] = {'contrib.differentially_private_aggregate': 'it takes per-example gradients (a batch axis on every gradient), and a schedc step differentiates the loss of the whole batch', 'contrib.dpsgd': 'it takes per-example gradients (a batch axis on every gradient), and a schedc step differentiates the loss of the whole batch'}

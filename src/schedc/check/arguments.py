@@ -390,6 +390,8 @@ class ArgumentChecker:
         notes = ("optimizers: " + ", ".join(sorted(catalog.OPTIMIZERS)), "transformations (in `chain(...)`): " + ", ".join(sorted(catalog.TRANSFORMS)))
         if name == PLATEAU:
             notes = ("`plateau(...)` is a factor of the learning rate: `lr 1e-3 * plateau(factor=0.5)`",)
+        elif (why := catalog.left_out_because(name)) is not None:
+            notes = (f"optax's `{name}` is left out of the language: {why}",)
         candidates = list(catalog.OPTIMIZERS) + list(catalog.TRANSFORMS) + [catalog.CHAIN]
         self._error("E0105", f"unknown optimizer or transformation `{name}`", where, help=did_you_mean(name, candidates), notes=notes)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from schedc.check._optax_table import OPTIMIZERS, TRANSFORMS
+from schedc.check._optax_table import LEFT_OUT, OPTIMIZERS, TRANSFORMS
 from schedc.lang.record import Record, record
 
 REQUIRED = object()
@@ -294,6 +294,11 @@ def transform_params(name: str) -> tuple:
 
 def is_transform(name: str) -> bool:
     return name in OPTIMIZERS or name in TRANSFORMS
+
+
+def left_out_because(name: str) -> str | None:
+    """Why optax's transformation `name` is left out of the language, or None (not one of those)."""
+    return LEFT_OUT.get(name)
 
 
 @lru_cache(maxsize=None)

@@ -229,6 +229,33 @@ def test_an_optimizer_state_holding_a_prng_key_resumes_bit_for_bit(every, stop_a
     assert not np.array_equal(quiet.phase_losses[1], whole.phase_losses[1])  # (the noise is in the losses compared)
 
 
+def test_a_model_keeping_a_prng_key_leaf_resumes_bit_for_bit_and_saves(tmp_path):
+    """A typed key leaf of the model (fixed) is checkpointed as its key data, wrapped again on
+    resume; `schedc run --out` writes it the same way and `schedc.read_model` reads it back a key."""
+    from schedc.cli.commands.run import save
+
+    keyed = {**model(), "k": jax.random.key(7)}
+    calls, counted = interrupting_loss()
+
+    def keyed_loss(m):  # the key draws a fixed target
+        return counted({"a": m["a"] - jax.random.normal(m["k"], (3,)), "b": m["b"]})
+
+    program = schedc.compile("phase 12 lr 0.05 optimizer sgd(momentum = 0.9) < free a, b >", keyed)
+    whole = program.run(keyed_loss, chunk=4, quiet=True)
+    calls.update(n=0, stop_at=10)  # in the 3rd chunk: checkpoints after the first two
+    with pytest.raises(Exception, match="preempted"):
+        program.run(keyed_loss, chunk=4, quiet=True, checkpoint=tmp_path / "ck", checkpoint_every=1)
+    calls.update(n=0, stop_at=0)
+    resumed = program.run(keyed_loss, chunk=4, quiet=True, checkpoint=tmp_path / "ck")
+    assert calls["n"] == 4
+    assert resumed.phase_losses[0].tobytes() == whole.phase_losses[0].tobytes()
+    assert jax.random.key_data(resumed.model["k"]).tolist() == jax.random.key_data(keyed["k"]).tolist()
+    save(resumed, tmp_path / "out")
+    back = schedc.read_model(tmp_path / "out" / "model.eqx", {**model(), "k": jax.random.key(0)})
+    assert jax.random.key_data(back["k"]).tolist() == jax.random.key_data(keyed["k"]).tolist()
+    assert np.asarray(back["a"]).tobytes() == np.asarray(whole.model["a"]).tobytes()
+
+
 def test_a_plateau_on_a_metric_resumes_mid_phase_where_it_was(tmp_path):
     """The plateau's state (stepped by the evaluations so far) is in the checkpoint's optimizer state."""
     text = 'eval "m.py:metrics" every 4 steps\noptimizer sgd\nphase 24 lr 0.5 * plateau(on=val.gap, factor=0.5, patience=1) < free a, b >'

@@ -86,6 +86,12 @@ def test_numpy_and_abstract_leaves_are_parameters():
     assert tree["b"].shape == (3,)
 
 
+def test_a_typed_prng_key_leaf_is_not_a_parameter():
+    """A model may keep a key (`jax.random.key`) as a leaf: it has no numpy dtype, and is fixed."""
+    tree = discover({"a": jnp.zeros(2), "k": jax.random.key(0), "raw": jax.random.PRNGKey(0)})
+    assert tree.paths == ("a",)
+
+
 def test_parameter_nodes_are_one_parameter_at_the_node_path():
     model = {"amp": Node(jnp.ones(1)), "width": Constrained(jnp.zeros(1), 0.0), "const": Known(jnp.ones(1), True), "raw": jnp.ones(2)}
     tree = discover(model)

@@ -106,7 +106,7 @@ def _is_inexact(x) -> bool:
 
     if not isinstance(x, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)):
         return False
-    return np.issubdtype(x.dtype, np.inexact)
+    return jax.dtypes.issubdtype(x.dtype, np.inexact)  # (not numpy's: a typed PRNG key has no numpy dtype)
 
 
 _NODE_FIELDS: dict[type, str | None] = {}

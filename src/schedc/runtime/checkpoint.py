@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from schedc.runtime import distributed
+from schedc.runtime.keys import key_data, wrapped_like
 from schedc.tooling.files import atomic_write
 
 VERSION = 2
@@ -99,15 +100,7 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 def _host_leaves(tree) -> list[np.ndarray]:
     import jax
 
-    return [distributed.host_array(_key_data(x)) for x in jax.tree_util.tree_leaves(tree)]
-
-
-def _key_data(x):
-    """A typed PRNG key array's data (numpy has no key dtype: `noisy_sgd`'s and `add_noise`'s
-    optimizer state hold one), any other leaf as it is."""
-    import jax
-
-    return jax.random.key_data(x) if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    return [distributed.host_array(key_data(x)) for x in jax.tree_util.tree_leaves(tree)]
 
 
 def _dtype(x) -> np.dtype:
@@ -123,7 +116,7 @@ def _fill(template, leaves: list[np.ndarray], what: str):
     if len(old) != len(leaves):
         raise CheckpointError(f"the checkpoint's {what} has {len(leaves)} arrays, this run's has {len(old)}: it was written by another version or setup")
     for o, saved in zip(old, leaves):
-        o = _key_data(o)
+        o = key_data(o)
         if np.shape(o) != saved.shape or _dtype(o) != saved.dtype:
             raise CheckpointError(f"the checkpoint's {what} holds a {saved.dtype}{list(saved.shape)} where this run has {_dtype(o)}{list(np.shape(o))}")
     return jax.tree_util.tree_unflatten(treedef, [_placed_like(x, o) for x, o in zip(leaves, old)])
@@ -131,18 +124,14 @@ def _fill(template, leaves: list[np.ndarray], what: str):
 
 def _placed_like(saved: np.ndarray, template):
     """A saved leaf placed as `template` is, a key array again where `template` is one."""
-    import jax
-
-    data = _key_data(template)
-    placed = distributed.placed_like(saved, data)
-    return placed if data is template else jax.random.wrap_key_data(placed, impl=jax.random.key_impl(template))
+    return wrapped_like(distributed.placed_like(saved, key_data(template)), template)
 
 
 def _model_leaves(model) -> dict[str, np.ndarray]:
     """The model's array leaves by position (other leaves come from the model given on resume)."""
     import jax
 
-    return {str(i): distributed.host_array(x) for i, x in enumerate(jax.tree_util.tree_leaves(model)) if isinstance(x, (jax.Array, np.ndarray))}
+    return {str(i): distributed.host_array(key_data(x)) for i, x in enumerate(jax.tree_util.tree_leaves(model)) if isinstance(x, (jax.Array, np.ndarray))}
 
 
 def _rebuild(template, saved: dict[str, np.ndarray]):
@@ -155,10 +144,10 @@ def _rebuild(template, saved: dict[str, np.ndarray]):
         raise CheckpointError("the checkpoint's model has other array leaves than this run's model")
     leaves = []
     for i, o in enumerate(old):
-        s = saved.get(str(i))
-        if s is not None and (np.shape(o) != s.shape or _dtype(o) != s.dtype):
-            raise CheckpointError(f"the checkpoint's model holds a {s.dtype}{list(s.shape)} where this run's has {_dtype(o)}{list(np.shape(o))}")
-        leaves.append(distributed.placed_like(s, o) if s is not None else o)
+        s, data = saved.get(str(i)), key_data(o)
+        if s is not None and (np.shape(data) != s.shape or _dtype(data) != s.dtype):
+            raise CheckpointError(f"the checkpoint's model holds a {s.dtype}{list(s.shape)} where this run's has {_dtype(data)}{list(np.shape(data))}")
+        leaves.append(_placed_like(s, o) if s is not None else o)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 

@@ -355,14 +355,17 @@ def read_model(path, like):
     The arrays come from the file; every other leaf, and the structure, from `like`. The same as
     `equinox.tree_deserialise_leaves(path, like)` for most models, and right for a spectracles
     ShareModule too, whose bookkeeping holds the object ids of the process that built it (the
-    file's ids would not match `like`'s, and `get_locked_model()` would fail).
+    file's ids would not match `like`'s, and `get_locked_model()` would fail). A typed PRNG key
+    leaf is read back as a key (the file holds its key data: `runtime.keys`).
     """
     import equinox as eqx
     import jax
     import numpy as np
 
+    from schedc.runtime.keys import deserialise_leaf
+
     def arrays_only(f, x):
-        value = eqx.default_deserialise_filter_spec(f, x)  # reads the leaf's record, keeping the file in step
+        value = deserialise_leaf(f, x)  # reads the leaf's record, keeping the file in step
         return value if isinstance(x, (jax.Array, jax.ShapeDtypeStruct, np.ndarray, np.generic)) else x
 
     return eqx.tree_deserialise_leaves(path, like, filter_spec=arrays_only)

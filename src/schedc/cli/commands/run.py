@@ -562,17 +562,18 @@ def save(result, out: Path, model_override=None) -> None:
     import equinox as eqx
     import numpy as np
 
+    from schedc.runtime.keys import serialise_leaf
     from schedc.tooling.files import atomic_open, atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / "model.eqx") as f:
-        eqx.tree_serialise_leaves(f, model_override if model_override is not None else result.model)
+        eqx.tree_serialise_leaves(f, model_override if model_override is not None else result.model, filter_spec=serialise_leaf)
     if result.ema_model is not None and model_override is None:
         with atomic_open(out / "ema_model.eqx") as f:
-            eqx.tree_serialise_leaves(f, result.ema_model)
+            eqx.tree_serialise_leaves(f, result.ema_model, filter_spec=serialise_leaf)
     if getattr(result, "state", None) is not None:  # the model state (BatchNorm statistics) after the last phase saved
         with atomic_open(out / "state.eqx") as f:
-            eqx.tree_serialise_leaves(f, result.state)
+            eqx.tree_serialise_leaves(f, result.state, filter_spec=serialise_leaf)
     with atomic_open(out / "losses.npz") as f:
         np.savez(f, **{f"phase_{p.index}": p.losses for p in result.phases})
     with atomic_open(out / "hyperparams.npz") as f:

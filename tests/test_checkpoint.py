@@ -256,6 +256,26 @@ def test_a_model_keeping_a_prng_key_leaf_resumes_bit_for_bit_and_saves(tmp_path)
     assert np.asarray(back["a"]).tobytes() == np.asarray(whole.model["a"]).tobytes()
 
 
+def test_a_bfloat16_model_resumes_bit_for_bit(tmp_path):
+    """npz files keep bfloat16 (an ml_dtypes type numpy has not) as raw bytes (`|V2`): the model
+    and its Adam moments are read back as bfloat16."""
+    calls, counted = interrupting_loss()
+    program = schedc.compile("phase 12 lr 0.05 optimizer adam < free a, b >", {"a": jnp.zeros(3, jnp.bfloat16), "b": jnp.ones(2, jnp.bfloat16)})
+
+    def f32_loss(m):
+        return counted(m).astype(jnp.float32)
+
+    whole = program.run(f32_loss, chunk=4, quiet=True)
+    calls.update(n=0, stop_at=10)
+    with pytest.raises(Exception, match="preempted"):
+        program.run(f32_loss, chunk=4, quiet=True, checkpoint=tmp_path, checkpoint_every=1)
+    calls.update(n=0, stop_at=0)
+    resumed = program.run(f32_loss, chunk=4, quiet=True, checkpoint=tmp_path)
+    assert calls["n"] == 4 and resumed.model["a"].dtype == jnp.bfloat16
+    assert resumed.phase_losses[0].tobytes() == whole.phase_losses[0].tobytes()
+    assert np.asarray(resumed.model["a"]).tobytes() == np.asarray(whole.model["a"]).tobytes()
+
+
 def test_a_plateau_on_a_metric_resumes_mid_phase_where_it_was(tmp_path):
     """The plateau's state (stepped by the evaluations so far) is in the checkpoint's optimizer state."""
     text = 'eval "m.py:metrics" every 4 steps\noptimizer sgd\nphase 24 lr 0.5 * plateau(on=val.gap, factor=0.5, patience=1) < free a, b >'

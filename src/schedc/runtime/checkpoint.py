@@ -115,16 +115,20 @@ def _fill(template, leaves: list[np.ndarray], what: str):
     old, treedef = jax.tree_util.tree_flatten(template)
     if len(old) != len(leaves):
         raise CheckpointError(f"the checkpoint's {what} has {len(leaves)} arrays, this run's has {len(old)}: it was written by another version or setup")
-    for o, saved in zip(old, leaves):
-        o = key_data(o)
-        if np.shape(o) != saved.shape or _dtype(o) != saved.dtype:
-            raise CheckpointError(f"the checkpoint's {what} holds a {saved.dtype}{list(saved.shape)} where this run has {_dtype(o)}{list(np.shape(o))}")
-    return jax.tree_util.tree_unflatten(treedef, [_placed_like(x, o) for x, o in zip(leaves, old)])
+    return jax.tree_util.tree_unflatten(treedef, [_restored(x, o, what) for x, o in zip(leaves, old)])
 
 
-def _placed_like(saved: np.ndarray, template):
-    """A saved leaf placed as `template` is, a key array again where `template` is one."""
-    return wrapped_like(distributed.placed_like(saved, key_data(template)), template)
+def _restored(saved: np.ndarray, template, what: str):
+    """A saved leaf, which must have `template`'s shape and dtype, placed as `template` is (a key
+    array again where `template` is one). npz files keep the dtypes numpy has not (ml_dtypes'
+    bfloat16, float8_*) as raw bytes of their size (`|V2`): they are read as `template`'s."""
+    data = key_data(template)
+    dtype = _dtype(data)
+    if saved.dtype != dtype and saved.dtype.kind == "V" and saved.dtype.itemsize == dtype.itemsize:
+        saved = saved.view(dtype)
+    if np.shape(data) != saved.shape or dtype != saved.dtype:
+        raise CheckpointError(f"the checkpoint's {what} holds a {saved.dtype}{list(saved.shape)} where this run's has {dtype}{list(np.shape(data))}")
+    return wrapped_like(distributed.placed_like(saved, data), template)
 
 
 def _model_leaves(model) -> dict[str, np.ndarray]:
@@ -142,12 +146,7 @@ def _rebuild(template, saved: dict[str, np.ndarray]):
     expected = {str(i) for i, x in enumerate(old) if isinstance(x, (jax.Array, np.ndarray))}
     if set(saved) != expected:
         raise CheckpointError("the checkpoint's model has other array leaves than this run's model")
-    leaves = []
-    for i, o in enumerate(old):
-        s, data = saved.get(str(i)), key_data(o)
-        if s is not None and (np.shape(data) != s.shape or _dtype(data) != s.dtype):
-            raise CheckpointError(f"the checkpoint's model holds a {s.dtype}{list(s.shape)} where this run's has {_dtype(data)}{list(np.shape(data))}")
-        leaves.append(_placed_like(s, o) if s is not None else o)
+    leaves = [_restored(saved[str(i)], o, "model") if str(i) in saved else o for i, o in enumerate(old)]
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 

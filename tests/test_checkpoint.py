@@ -256,23 +256,23 @@ def test_a_model_keeping_a_prng_key_leaf_resumes_bit_for_bit_and_saves(tmp_path)
     assert np.asarray(back["a"]).tobytes() == np.asarray(whole.model["a"]).tobytes()
 
 
-def test_a_bfloat16_model_resumes_bit_for_bit(tmp_path):
-    """npz files keep bfloat16 (an ml_dtypes type numpy has not) as raw bytes (`|V2`): the model
-    and its Adam moments are read back as bfloat16."""
+def test_a_bfloat16_model_and_loss_resume_bit_for_bit(tmp_path):
+    """npz files keep bfloat16 (an ml_dtypes type numpy has not) as raw bytes (`|V2`): the model,
+    its Adam moments, the completed phase's losses and the phase's loss log are read back as
+    bfloat16."""
+    text = "phase 6 lr 0.05 optimizer adam < free a, b >\nphase 6 lr 0.05 optimizer adam < free a; carry state >"
     calls, counted = interrupting_loss()
-    program = schedc.compile("phase 12 lr 0.05 optimizer adam < free a, b >", {"a": jnp.zeros(3, jnp.bfloat16), "b": jnp.ones(2, jnp.bfloat16)})
-
-    def f32_loss(m):
-        return counted(m).astype(jnp.float32)
-
-    whole = program.run(f32_loss, chunk=4, quiet=True)
-    calls.update(n=0, stop_at=10)
+    program = schedc.compile(text, {"a": jnp.zeros(3, jnp.bfloat16), "b": jnp.ones(2, jnp.bfloat16)})
+    whole = program.run(counted, chunk=2, quiet=True)
+    assert whole.phase_losses[0].dtype == jnp.bfloat16
+    calls.update(n=0, stop_at=11)  # in phase 1's 3rd chunk
     with pytest.raises(Exception, match="preempted"):
-        program.run(f32_loss, chunk=4, quiet=True, checkpoint=tmp_path, checkpoint_every=1)
+        program.run(counted, chunk=2, quiet=True, checkpoint=tmp_path, checkpoint_every=1)
     calls.update(n=0, stop_at=0)
-    resumed = program.run(f32_loss, chunk=4, quiet=True, checkpoint=tmp_path)
-    assert calls["n"] == 4 and resumed.model["a"].dtype == jnp.bfloat16
-    assert resumed.phase_losses[0].tobytes() == whole.phase_losses[0].tobytes()
+    resumed = program.run(counted, chunk=2, quiet=True, checkpoint=tmp_path)
+    assert calls["n"] == 2 and resumed.model["a"].dtype == jnp.bfloat16
+    for a, b in zip(whole.phase_losses, resumed.phase_losses):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
     assert np.asarray(resumed.model["a"]).tobytes() == np.asarray(whole.model["a"]).tobytes()
 
 

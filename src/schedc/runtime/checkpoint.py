@@ -91,10 +91,22 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# npz keeps a dtype numpy has not (ml_dtypes' bfloat16, float8_*) as raw bytes of its size (`|V2`):
+# its name is written beside the array, under this prefix, and the array read back as it
+_DTYPE_OF = "dtype-of/"
+
+
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    named = {_DTYPE_OF + k: np.array(np.asarray(v).dtype.name) for k, v in arrays.items() if np.asarray(v).dtype.kind == "V"}
+    np.savez(buffer, **arrays, **named)
     return buffer.getvalue()
+
+
+def _typed(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays `_npz` wrote, each of a dtype numpy has not read back as that dtype."""
+    names = {k[len(_DTYPE_OF) :]: str(v) for k, v in arrays.items() if k.startswith(_DTYPE_OF)}
+    return {k: v.view(np.dtype(names[k])) if k in names else v for k, v in arrays.items() if not k.startswith(_DTYPE_OF)}
 
 
 def _host_leaves(tree) -> list[np.ndarray]:
@@ -106,6 +118,12 @@ def _host_leaves(tree) -> list[np.ndarray]:
 def _dtype(x) -> np.dtype:
     """A leaf's dtype without copying it to the host (it may be sharded over other processes)."""
     return np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+
+
+def _dtype_text(dtype: np.dtype) -> str:
+    """A dtype as the JSON records it: numpy's code (`<f4`), or the name of one numpy has not
+    (ml_dtypes' `bfloat16`, whose code `<V2` would read back as raw bytes)."""
+    return dtype.name if dtype.kind == "V" else dtype.str
 
 
 def _fill(template, leaves: list[np.ndarray], what: str):
@@ -120,12 +138,9 @@ def _fill(template, leaves: list[np.ndarray], what: str):
 
 def _restored(saved: np.ndarray, template, what: str):
     """A saved leaf, which must have `template`'s shape and dtype, placed as `template` is (a key
-    array again where `template` is one). npz files keep the dtypes numpy has not (ml_dtypes'
-    bfloat16, float8_*) as raw bytes of their size (`|V2`): they are read as `template`'s."""
+    array again where `template` is one)."""
     data = key_data(template)
     dtype = _dtype(data)
-    if saved.dtype != dtype and saved.dtype.kind == "V" and saved.dtype.itemsize == dtype.itemsize:
-        saved = saved.view(dtype)
     if np.shape(data) != saved.shape or dtype != saved.dtype:
         raise CheckpointError(f"the checkpoint's {what} holds a {saved.dtype}{list(saved.shape)} where this run's has {dtype}{list(np.shape(data))}")
     return wrapped_like(distributed.placed_like(saved, data), template)
@@ -358,7 +373,7 @@ class Checkpointer:
             raise _Damaged(f"{entry['file']} does not match its checksum")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-                return {k: arrays[k] for k in arrays.files}
+                return _typed({k: arrays[k] for k in arrays.files})
         except Exception as exc:  # checksummed, so only a file we did not write
             raise _Damaged(f"{entry['file']}: {type(exc).__name__}") from None
 
@@ -433,7 +448,7 @@ class Checkpointer:
         if state.get("scales"):  # the plateau scales applied so far: the hyperparameter log of the whole phase
             arrays["scales"] = np.concatenate(state["scales"], axis=-2)
         if self.log is None or self.log.phase != index:
-            dtype = np.asarray(state["losses"][0]).dtype.str if state["losses"] else np.dtype(np.float32).str
+            dtype = _dtype_text(np.asarray(state["losses"][0]).dtype if state["losses"] else np.dtype(np.float32))
             self.log = _LossLog(self.directory / f"losses-{index}.bin", index, dtype, write=self.writer)
         self.log.append(state["losses"])
         self._write(arrays, {"phase": index, "step0": int(state["step0"]), "losses": self.log.record(), "evals": evals, "aux": aux, "data": state.get("data")})

@@ -398,6 +398,23 @@ def test_a_run_logs_steps_aux_and_evaluations_per_phase(tmp_path):
     assert list(tmp_path.glob("events.out.tfevents.*"))  # tensorboardX is in the test extra
 
 
+def test_steps_csv_has_each_column_once_and_a_column_a_later_phase_adds(tmp_path):
+    """Every row has the header's fields: `learning_rate` once (it was once per step of the
+    first phase), and `b1`, logged from the second phase on, empty in the rows before."""
+    import csv
+
+    from schedc.runtime.log import RunLog
+
+    text = "phase 4 lr 0.05 < free ** >\nphase 3 lr 0.01 optimizer adam(b1 = linear(0.9 -> 0.5)) < free ** >"
+    _, res = fit(text, mse, logger=RunLog(tmp_path))
+    with open(tmp_path / "steps.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["step", "phase", "loss", "learning_rate", "b1"]
+    assert all(len(row) == len(header) for row in rows) and len(rows) == 7
+    assert [row[4] for row in rows[:4]] == [""] * 4 and [float(row[4]) for row in rows[4:]] == pytest.approx(res.hyperparams["b1"][4:].tolist())
+    assert [float(row[2]) for row in rows] == pytest.approx(res.loss_history.tolist())
+
+
 # ---------------------------------------------------------------- data parallel
 
 DATA_PARALLEL = r"""

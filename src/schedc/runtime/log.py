@@ -6,7 +6,7 @@ After each phase, its records are appended to
   per step, `{"kind": "aux", "step", "phase", <aux metrics>}` per chunk (means over its steps),
   `{"kind": "eval", "step", "phase", <metrics>}` per evaluation, and `{"kind": "phase", ...}` at
   its end (steps run, stop reason, times);
-* `steps.csv`: step, phase, loss and every hyperparameter, one row per step;
+* `steps.csv`: step, phase, loss and every hyperparameter (a column each), one row per step;
 * with tensorboardX installed (`pip install 'schedc[log]'`), TensorBoard event files: `loss`,
   `hyper/NAME`, `aux/NAME`, `val/NAME` against the run's step.
 
@@ -36,7 +36,8 @@ class RunLog:
         for name in ("log.jsonl", "steps.csv"):
             (self.folder / name).unlink(missing_ok=True)
         self.offset = 0  # the run step at which the next phase starts
-        self.columns: list[str] | None = None
+        self.columns = ["step", "phase", "loss"]  # steps.csv's, once its header is written
+        self.written = False
         self.board = None
         if tensorboard:
             try:
@@ -67,16 +68,22 @@ class RunLog:
         self.offset += result.steps_run
 
     def _csv(self, rows: list[dict]) -> None:
+        """Append the phase's step rows. A phase that logs a hyperparameter no phase before it did
+        (`b1` fed by a schedule from phase 3 on) adds a column: the file is written again
+        with it in its header (empty in the rows before)."""
         path = self.folder / "steps.csv"
-        new = self.columns is None
-        if new:
-            self.columns = ["step", "phase", "loss"]
-        self.columns += [k for row in rows for k in row if k not in self.columns and k != "kind"]
-        with open(path, "a", newline="", encoding="utf-8") as f:
+        added = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "kind" and k not in self.columns]
+        if added and self.written:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f)) + rows
+            self.written = False
+        self.columns += added
+        with open(path, "a" if self.written else "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
-            if new:
+            if not self.written:
                 writer.writeheader()
             writer.writerows(rows)
+        self.written = True
 
     def _board(self, records: list[dict]) -> None:
         prefix = {"step": "hyper/", "aux": "aux/", "eval": "val/"}

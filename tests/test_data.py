@@ -242,9 +242,16 @@ def test_unknown_metric_names_in_rules_are_refused_with_what_was_returned():
 
 
 def test_metrics_that_are_not_numbers_are_refused():
-    for value, kind in (("high", "str"), (None, "NoneType")):
+    for value, kind in (("high", "str"), (None, "NoneType"), (jnp.complex64(1j), "complex64 value")):
         with pytest.raises(EvalError, match=rf"`a` is a {kind} in phase 0; expected a scalar number"):
             fit("phase 4 lr 0.01 < free ** >", eval_every=2, validation=(X, Y), metrics=lambda m, x, y, v=value: {"a": v})
+
+
+def test_a_bfloat16_metric_is_a_number():
+    """(numpy reads bfloat16 as of kind "V", not a float)"""
+    _, res = fit("phase 4 lr 0.01 < free ** >", eval_every=2, validation=(X, Y), metrics=lambda m, x, y: {"a": mse(m, x, y).astype(jnp.bfloat16)})
+    _, f32 = fit("phase 4 lr 0.01 < free ** >", eval_every=2, validation=(X, Y), metrics=lambda m, x, y: {"a": mse(m, x, y)})
+    assert res.metrics["a"].tolist() == [float(jnp.bfloat16(v)) for v in f32.metrics["a"]]
 
 
 def test_rules_on_metrics_need_an_evaluation_that_happens():

@@ -81,6 +81,16 @@ def test_batches_of_jax_arrays_or_nested_tuples_stream_as_numpy_ones_do():
     np.testing.assert_array_equal(fit(text, nested, loss=lambda m, xs, y: mse(m, xs[0], y), chunk=4).loss_history, base)
 
 
+def test_bfloat16_batches_stream_as_the_same_arrays_on_the_device_do():
+    """numpy reads ml_dtypes' bfloat16 as of kind "V": it is a number all the same."""
+    text = "optimizer sgd\nphase 12 lr 0.05 < free ** >"
+    half = [tuple(np.asarray(a, jnp.bfloat16) for a in batch) for batch in BATCHES]
+    loss = lambda m, x, y: mse(m, x.astype(jnp.float32), y.astype(jnp.float32))  # noqa: E731
+    on_device = [tuple(jnp.asarray(a) for a in batch) for batch in half]
+    assert half[0][0].dtype.kind == "V"
+    np.testing.assert_array_equal(fit(text, half, loss=loss, chunk=4).loss_history, fit(text, on_device, loss=loss, chunk=4).loss_history)
+
+
 def test_keyword_batches_and_a_generator_function_as_the_source():
     def loss(m, x, y):
         return mse(m, x, y)

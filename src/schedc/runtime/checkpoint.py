@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from schedc.runtime import distributed
-from schedc.runtime.keys import key_data, wrapped_like
+from schedc.runtime.dtypes import key_data, wrapped_like
 from schedc.tooling.files import atomic_write
 
 VERSION = 2

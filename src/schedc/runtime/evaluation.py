@@ -20,6 +20,7 @@ from schedc.check.catalog import METRIC_PREFIX
 from schedc.compiler import chunk as C
 from schedc.compiler import evaluate as E
 from schedc.plan import resolve as P
+from schedc.runtime.dtypes import is_number
 
 
 class EvalError(ValueError):
@@ -79,8 +80,9 @@ def _check_output(out, phase: P.PhasePlan) -> None:
     for name, value in out.items():
         # traced: an array is a ShapeDtypeStruct; anything else came back as the function returned it
         dtype = np.dtype(type(value)) if isinstance(value, (int, float)) else value.dtype if isinstance(value, (jax.ShapeDtypeStruct, np.ndarray, np.generic)) else None
-        if dtype is None or dtype.kind not in "biuf":
-            raise EvalError(f"the metrics function's `{name}` is a {type(value).__name__} in {phase.label}; expected a scalar number")
+        if dtype is None or not is_number(dtype):
+            what = type(value).__name__ if dtype is None else f"{dtype} value"
+            raise EvalError(f"the metrics function's `{name}` is a {what} in {phase.label}; expected a scalar number")
         if np.shape(value) != ():
             raise EvalError(f"the metrics function's `{name}` has shape {np.shape(value)} in {phase.label}; expected a scalar")
 

@@ -55,6 +55,7 @@ import numpy as np
 
 from schedc.plan import resolve as P
 from schedc.plan.batches import Batches, DataError
+from schedc.runtime.dtypes import is_number
 from schedc.runtime import distributed
 
 # Batches stacked per chunk by default: as many as fit in CHUNK_BYTES, at most MAX_CHUNK. Each
@@ -67,7 +68,6 @@ FIRST_CHUNK = 32  # a feed's first chunk holds at most this many batches (the de
 # K): the reader stays a chunk ahead, and the short chunks (each one call and one host sync) are few
 GROWTH = 4
 DATA_EXHAUSTED = "data exhausted"  # the stop reason of a phase whose one-shot iterator ran out
-_NUMERIC = "biufc"  # the dtype kinds a batch's leaves may have
 
 
 
@@ -154,7 +154,7 @@ class Structure:
         self.specs = [(np.shape(x), np.asarray(x).dtype) for x in leaves]
         self.first = first  # what the loss is traced with
         for leaf in leaves:
-            if np.asarray(leaf).dtype.kind not in _NUMERIC:
+            if not is_number(np.asarray(leaf).dtype, complex_ok=True):
                 raise DataError(f"the first batch is {describe(first)}; expected numeric arrays in every leaf (a tuple or dict of arrays)")
         # a flat tuple of arrays (the common batch) is checked without flattening it: its length, when it is one
         self.arity = len(leaves) if self.treedef == jax.tree_util.tree_structure((0,) * len(leaves)) else None

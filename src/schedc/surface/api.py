@@ -356,13 +356,13 @@ def read_model(path, like):
     `equinox.tree_deserialise_leaves(path, like)` for most models, and right for a spectracles
     ShareModule too, whose bookkeeping holds the object ids of the process that built it (the
     file's ids would not match `like`'s, and `get_locked_model()` would fail). A typed PRNG key
-    leaf is read back as a key (the file holds its key data: `runtime.keys`).
+    leaf is read back as a key (the file holds its key data: `runtime.dtypes`).
     """
     import equinox as eqx
     import jax
     import numpy as np
 
-    from schedc.runtime.keys import deserialise_leaf
+    from schedc.runtime.dtypes import deserialise_leaf
 
     def arrays_only(f, x):
         value = deserialise_leaf(f, x)  # reads the leaf's record, keeping the file in step

@@ -562,7 +562,7 @@ def save(result, out: Path, model_override=None) -> None:
     import equinox as eqx
     import numpy as np
 
-    from schedc.runtime.keys import serialise_leaf
+    from schedc.runtime.dtypes import serialise_leaf
     from schedc.tooling.files import atomic_open, atomic_write
 
     out.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,23 @@
-"""Typed PRNG key arrays (`jax.random.key`) in files. numpy has no dtype for them, so a key is
-written as its key data (`jax.random.key_data`: uint32) and wrapped again, with the key
-implementation of the leaf it is read into, when it is read. They turn up in optimizer states
-(`noisy_sgd`, `add_noise`) and in models that keep a key as a fixed leaf."""
+"""The dtypes numpy has not, and the leaves of them.
+
+Typed PRNG key arrays (`jax.random.key`) have no numpy dtype at all: a key is written to a file
+as its key data (`jax.random.key_data`: uint32) and wrapped again, with the key implementation of
+the leaf it is read into, when it is read. They turn up in optimizer states (`noisy_sgd`,
+`add_noise`) and in models that keep a key as a fixed leaf. ml_dtypes' floats (bfloat16, the
+float8s) are numpy dtypes of kind "V" (raw bytes): `is_number` counts them as the numbers they are.
+"""
 
 from __future__ import annotations
+
+import numpy as np
+
+
+def is_number(dtype, complex_ok: bool = False) -> bool:
+    """Whether `dtype` (a numpy dtype) is a bool, integer or real float one, bfloat16 and the
+    float8s included, or (with `complex_ok`) a complex one."""
+    import jax
+
+    return dtype.kind in ("biufc" if complex_ok else "biuf") or jax.dtypes.issubdtype(dtype, np.floating)
 
 
 def is_key(x) -> bool:

@@ -610,8 +610,7 @@ def run_steps(
     from schedc.compiler import evaluate as E
     from schedc.compiler import minibatch
 
-    extra = any(O.needs_value(g.members, g.plateau) for g in signature.groups)
-    obj_fn = any(O.needs_obj_fn(g.members) for g in signature.groups)
+    keywords = frozenset().union(*(O.loss_keywords(g.members, g.plateau) for g in signature.groups))
     stateful = "model_state" in stop_state  # an eqx.nn.State carried through the steps (BatchNorm)
     N = signature.over
     has_lc, has_loss = "loss_change" in signature.stop_kinds, "loss" in signature.stop_kinds
@@ -666,7 +665,7 @@ def run_steps(
         (loss, (aux, new_state)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(free, batch, i, model_state)
         hps = hyper_values(signature, i, numbers, dtype)
         value_fn = lambda f: loss_and_aux(f, batch, i, model_state)[0]  # noqa: E731
-        extras = {"value": loss, "grad": grads, "value_fn": value_fn} | ({"obj_fn": value_fn} if obj_fn else {}) if extra else {}
+        extras = {k: v for k, v in {"value": loss, "grad": grads, "value_fn": value_fn, "obj_fn": value_fn}.items() if k in keywords}
         updates, opt_state = make_transform(signature, hps).update(grads, opt_state, free, **extras)
         return (loss, aux), optax.apply_updates(free, updates), opt_state, (perm, new_state)
 

@@ -177,13 +177,15 @@ def step_plateaus(state, plateaus: tuple, values: tuple):
     return jax.tree_util.tree_map(one, state, is_leaf=lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState))
 
 
-def needs_value(members: tuple[Member, ...], plateau) -> bool:
-    # an optax object gets the loss too: every optax object accepts (and ignores) the extra arguments
-    return plateau is not None or any(m.transform is not None or m.name in NEEDS_VALUE for m in members)
+WITH_VALUE = frozenset({"value", "grad", "value_fn"})
 
 
-def needs_obj_fn(members: tuple[Member, ...]) -> bool:
-    return any(m.name in NEEDS_OBJ_FN for m in members)
+def loss_keywords(members: tuple[Member, ...], plateau) -> frozenset[str]:
+    """The keywords a group's update takes besides the gradient: none, `WITH_VALUE`, or those and
+    `obj_fn`. An optax object gets the loss too: every optax object accepts (and ignores) them."""
+    if not (plateau is not None or any(m.transform is not None or m.name in NEEDS_VALUE for m in members)):
+        return frozenset()
+    return WITH_VALUE | ({"obj_fn"} if any(m.name in NEEDS_OBJ_FN for m in members) else set())
 
 
 # ---------------------------------------------------------------- the EMA of the free parameters

@@ -239,7 +239,7 @@ class SlotPacking:
         import jax
 
         leaves, treedef = jax.tree_util.tree_flatten(shapes)
-        if any(jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.extended) for leaf in leaves):  # (numpy has no such dtype)
+        if any(_not_numpy(leaf.dtype) for leaf in leaves):
             return None
         dtypes = [np.dtype(leaf.dtype) for leaf in leaves]
         if any(d.kind not in "biufc" for d in dtypes) or sum(d.itemsize * int(np.prod(leaf.shape)) for d, leaf in zip(dtypes, leaves)) > PACKED_SLOTS_BYTES:
@@ -385,14 +385,19 @@ class Program:
         return self._fresh
 
 
-def _zeros(shape: tuple, dtype):
-    """Zeros on the host, or on the device for a dtype numpy has none of (a typed PRNG key's, in
-    the state of `noisy_sgd` or `add_noise`)."""
+def _not_numpy(dtype) -> bool:
+    """Whether `dtype` is one of JAX's that numpy has no dtype for (a typed PRNG key's, in the state
+    of `noisy_sgd` or `add_noise`)."""
     import jax
 
-    if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
-        return jax.numpy.zeros(shape, dtype)
-    return np.zeros(shape, dtype)
+    return jax.dtypes.issubdtype(dtype, jax.dtypes.extended)
+
+
+def _zeros(shape: tuple, dtype):
+    """Zeros on the host, or on the device for a dtype numpy has not."""
+    import jax
+
+    return jax.numpy.zeros(shape, dtype) if _not_numpy(dtype) else np.zeros(shape, dtype)
 
 
 _CACHE: dict[tuple, Program] = {}

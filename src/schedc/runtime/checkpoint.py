@@ -98,7 +98,7 @@ _DTYPE_OF = "dtype-of/"
 
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    named = {_DTYPE_OF + k: np.array(np.asarray(v).dtype.name) for k, v in arrays.items() if np.asarray(v).dtype.kind == "V"}
+    named = {_DTYPE_OF + k: np.array(dtype.name) for k, v in arrays.items() if (dtype := np.asarray(v).dtype).kind == "V"}
     np.savez(buffer, **arrays, **named)
     return buffer.getvalue()
 

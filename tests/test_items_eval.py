@@ -175,6 +175,33 @@ def test_the_evaluation_is_a_conditional_in_the_vmapped_program(swept, monkeypat
     assert found and all(found)
 
 
+def test_a_watched_sweep_shows_its_mean_loss_and_metrics_and_fits_the_same(swept, monkeypatch):
+    """In a terminal a sweep draws the progress bar `run` draws: each phase's bar moved to its end,
+    showing the mean over the settings of the last loss and of each one's latest evaluation; the
+    results are those of the unwatched sweep. `quiet` is the runner's, not the loss's."""
+    import sys
+
+    from schedc.runtime import runner
+
+    sweep, quiet = swept
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    shown = {}
+    original_advance = runner._Progress.advance
+    monkeypatch.setattr(runner._Progress, "advance", lambda self, task, *a: (shown.__setitem__(task, a), original_advance(self, task, *a))[1])
+    watched = sweep.run(mse, X, Y, metrics=metrics, validation=(XV, YV))
+    assert len(shown) == len(watched.phases)
+    for (done, loss, evaluation), phase in zip(shown.values(), watched.phases):
+        assert done == phase.steps_run.max()
+        assert f"{loss:.4g}" == f"{np.nanmean(phase.losses[:, -1]):.4g}"
+        latest = {name: np.mean([values[name][-1] for values in phase.metrics]) for name in ("loss", "score")}
+        assert evaluation == f"val.loss {latest['loss']:.4g} val.score {latest['score']:.4g}"
+    np.testing.assert_array_equal(watched.phases[-1].losses, quiet.phases[-1].losses)
+    np.testing.assert_array_equal(watched.metric("loss"), quiet.metric("loss"))
+    assert sweep.run(mse, X, Y, quiet=True, metrics=metrics, validation=(XV, YV)).stop_reasons == quiet.stop_reasons
+    two = schedc.compile(TEXT, linear(), target=0.0, patience=1).run_batched(mse, jnp.stack([X, X]), jnp.stack([Y, Y]), quiet=True, metrics=metrics, validation=(jnp.stack([XV, XV]), jnp.stack([YV, YV])))
+    np.testing.assert_array_equal(two.dataset(0).loss_history, two.dataset(1).loss_history)
+
+
 # ---------------------------------------------------------------- ranking a sweep by a metric
 
 

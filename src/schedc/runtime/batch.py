@@ -313,7 +313,7 @@ class BatchedRunner(Runner):
 
 
 def run_batched(
-    program, loss_fn, args, kwargs, *, batched_model: bool = False, chunk: int | None = None, fuse: bool = True, metrics=None, validation: tuple = (), eval_every=None
+    program, loss_fn, args, kwargs, *, batched_model: bool = False, chunk: int | None = None, quiet: bool = False, fuse: bool = True, metrics=None, validation: tuple = (), eval_every=None
 ) -> BatchedResult:
     """Fit `program` to B datasets at once (see `Program.run_batched`; `validation`: each dataset's,
     every array with the leading dataset axis). Epochs and `eval_every` count in one dataset's examples."""
@@ -323,7 +323,7 @@ def run_batched(
     if evaluator is not None:
         _check_validation(evaluator.validation_arrays, _size((tuple(args), dict(kwargs))))
     plan = program.plan_for(*_one_dataset(args, kwargs), eval_every=eval_every)
-    runner = BatchedRunner(plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=True, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)
+    runner = BatchedRunner(plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=quiet, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)
     if chunk is None:
         runner.chunk = chunk_for(runner.size)
     model = strong_types(program.model) if batched_model else runner.broadcast(program.model)

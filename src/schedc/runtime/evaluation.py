@@ -224,13 +224,16 @@ class PhaseEvals:
 
     def last(self) -> str:
         """The latest evaluation as the progress bar shows it: `val.accuracy 0.953 val.loss 0.14`."""
-        if not self.values:
-            return ""
-        return " ".join(f"{METRIC_PREFIX}{k} {v:.4g}" for k, v in self.values[-1].items())
+        return _shown(self.values[-1]) if self.values else ""
 
     def history(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(steps, {name: values}) of the phase's evaluations."""
         return np.asarray(self.steps, np.int64), _history(self.values)
+
+
+def _shown(values: dict) -> str:
+    """Metrics as the progress bar shows them: `val.accuracy 0.953 val.loss 0.14`."""
+    return " ".join(f"{METRIC_PREFIX}{k} {v:.4g}" for k, v in values.items())
 
 
 def _logged_steps(log: dict) -> list[int]:
@@ -315,7 +318,14 @@ class ItemEvals(PhaseEvals):
         return jax.vmap(C.select)(steps >= 0, self.state["kept"][0], free), model_state
 
     def last(self) -> str:
-        return ""  # (many fits run quiet: no progress bar)
+        """The items' latest evaluations as the progress bar shows them: each metric's mean over the
+        items' latest values."""
+        latest = [values[-1] for values in self.item_values if values]
+        if not latest:
+            return ""
+        names = dict.fromkeys(k for values in latest for k in values)
+        with np.errstate(all="ignore"):  # (a metric every item has as NaN shows as nan)
+            return _shown({k: float(np.nanmean([values.get(k, np.nan) for values in latest])) for k in names})
 
     def report(self, result) -> None:
         """Per item: its metrics with their steps, its kept step, and the rule that ended its phase."""

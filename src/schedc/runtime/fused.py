@@ -27,7 +27,7 @@ from schedc.compiler import minibatch
 from schedc.compiler import segment as S
 from schedc.runtime.distributed import host_array
 from schedc.runtime.evaluation import PhaseEvals
-from schedc.runtime.runner import AuxLog, CompileClock, Interrupted, Later, Pace, PhaseResult, Result, RunError, RunnerState, phase_result, stop_on_signals
+from schedc.runtime.runner import AuxLog, CompileClock, Interrupted, Later, Pace, PhaseResult, Result, RunError, RunnerState, last_loss, phase_result, stop_on_signals
 
 
 class FusionWarning(UserWarning):
@@ -447,7 +447,7 @@ class _Bar:
                 self.tasks[row] = self.progress.phase(phase.label, phase.steps, phase.steps_per_epoch)
             losses = pieces[row].losses
             done = pieces[row].steps
-            last = float(losses[-1][-1]) if done and len(losses[-1]) else float("nan")
+            last = last_loss(losses[-1]) if done else float("nan")
             evals = pieces[row].evals
             self.progress.advance(self.tasks[row], done, last, evals.last() if evals is not None else "")
 

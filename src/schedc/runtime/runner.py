@@ -918,7 +918,7 @@ class Runner:
                 if evals.active:  # the chunk's evaluations (a rule on one may have ended the phase)
                     evals.absorb(eval_log, stop)
                 if progress:
-                    progress.advance(task, done, _last_loss(chunk_losses), evals.last())
+                    progress.advance(task, done, last_loss(chunk_losses), evals.last())
                 pace.observe(n_active)
                 return free, opt_state, stop, finished
 
@@ -1325,7 +1325,7 @@ def _sequential_sum(values: np.ndarray) -> np.ndarray:
     return np.cumsum(np.concatenate([zero, values.astype(np.float32)], axis=-1), axis=-1, dtype=np.float32)[..., -1]
 
 
-def _last_loss(chunk_losses: np.ndarray) -> float:
+def last_loss(chunk_losses: np.ndarray) -> float:
     """The loss the progress bar shows: the last one run (the mean over datasets, batched)."""
     if not chunk_losses.shape[-1]:
         return float("nan")

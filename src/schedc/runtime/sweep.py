@@ -187,11 +187,11 @@ def _applied_per_setting(program):
 
 
 def run_sweep(
-    plans: list, settings: list[dict], model, tree, key, loss_fn, args, kwargs, *, chunk: int | None = None, source=None, state=None, fuse: bool = True, evaluator=None
+    plans: list, settings: list[dict], model, tree, key, loss_fn, args, kwargs, *, chunk: int | None = None, quiet: bool = False, source=None, state=None, fuse: bool = True, evaluator=None
 ) -> SweepResult:
     """Fit every setting's Plan at once (see `Program.sweep`; a model `state` is refused: batch.NO_STATE;
     `evaluator`: the metrics function and the validation data every setting is evaluated on)."""
-    runner = SweepRunner(plans, tree, loss_fn, args, kwargs, key=key, chunk=chunk, quiet=True, source=source, state=state, fuse=fuse, evaluator=evaluator)
+    runner = SweepRunner(plans, tree, loss_fn, args, kwargs, key=key, chunk=chunk, quiet=quiet, source=source, state=state, fuse=fuse, evaluator=evaluator)
     if chunk is None:
         runner.chunk = chunk_for(runner.size)
     result = runner.run(runner.broadcast(strong_types(model)))

@@ -220,13 +220,14 @@ class Program:
 
         return sweep(self, from_grid(grid))
 
-    def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, fuse: bool = True, validation=(), metrics=None, eval_every=None, **kwargs):
+    def run_batched(self, loss_fn, *args, batched_model: bool = False, chunk: int | None = None, quiet: bool = False, fuse: bool = True, validation=(), metrics=None, eval_every=None, **kwargs):
         """Fit B independent datasets at once: every array in `args`/`kwargs` has a leading axis of B.
 
         Consecutive phases run as one fused segment program vmapped over the datasets, as a
         single run fuses them (`fuse=False`: one vmapped program per phase signature, phase by
         phase; the same results); stop rules act per dataset; a non-finite loss stops only its
-        dataset. The model is repeated B times, or, with `batched_model=True`, already has the
+        dataset. `chunk` and `quiet` are `run`'s (the progress bar shows the mean loss over the
+        datasets still running). The model is repeated B times, or, with `batched_model=True`, already has the
         leading axis (one model per dataset). `metrics`, `validation` and `eval_every` evaluate
         as `run` does, each dataset on its own validation data (every array of `validation` has
         the leading axis of B too), with the rules on metrics, `keep best` and plateaus per
@@ -235,7 +236,7 @@ class Program:
         """
         from schedc.runtime.batch import run_batched
 
-        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk, fuse=fuse, metrics=metrics, validation=validation_arguments(validation), eval_every=eval_every)
+        return run_batched(self, loss_fn, args, kwargs, batched_model=batched_model, chunk=chunk, quiet=quiet, fuse=fuse, metrics=metrics, validation=validation_arguments(validation), eval_every=eval_every)
 
 
 def validation_arguments(validation) -> tuple:

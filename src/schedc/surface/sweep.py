@@ -32,12 +32,14 @@ class Sweep:
     def __len__(self) -> int:
         return len(self.settings)
 
-    def run(self, loss_fn, *args, chunk: int | None = None, fuse: bool = True, validation=(), metrics=None, eval_every=None, **kwargs) -> SweepResult:
+    def run(self, loss_fn, *args, chunk: int | None = None, quiet: bool = False, fuse: bool = True, validation=(), metrics=None, eval_every=None, **kwargs) -> SweepResult:
         """Fit every setting at once: `loss_fn(model, *args, **kwargs)` as `Program.run` takes it.
         Consecutive phases run as one fused segment program vmapped over the settings
         (`fuse=False`: phase by phase, one vmapped program per phase signature; the same results).
         `metrics`, `validation` and `eval_every` evaluate as `Program.run` does, every setting on
         the same validation data, with the rules on metrics, `keep best` and plateaus per setting.
+        `chunk` and `quiet` are `Program.run`'s (the progress bar shows the mean loss over the
+        settings still running).
 
         Returns a `sweep.SweepResult`: per-setting histories (`phase_losses[k]` of shape
         (settings, steps)), models with a leading settings axis, `.setting(i)` as a single
@@ -56,7 +58,7 @@ class Sweep:
             raise SweepError('sweep: eval_every="epoch": sweeps take phases counted in steps; give the interval in steps (eval_every=N)')
         plans = [evaluated_every(plan, eval_every) for plan in self.plans]
         evaluator = Evaluator(metrics, validation_arguments(validation)) if metrics is not None else None
-        return run_sweep(plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)
+        return run_sweep(plans, self.settings, program.model, program.tree, program.key, loss_fn, args, kwargs, chunk=chunk, quiet=quiet, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)
 
 
 @dataclass(frozen=True)

@@ -418,7 +418,7 @@ def _run_sweep(program, swept: list, loss, data_args, data_kwargs, evaluation: d
         print(f"error: {err}", file=sys.stderr)
         return 1
     try:
-        result = sweep(program, swept).run(loss, *data_args, chunk=args.chunk, **evaluation, **data_kwargs)
+        result = sweep(program, swept).run(loss, *data_args, chunk=args.chunk, quiet=args.quiet, **evaluation, **data_kwargs)
     except SweepError as err:
         print(f"schedc run: {err}", file=sys.stderr)
         return 2

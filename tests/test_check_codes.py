@@ -82,6 +82,7 @@ CASES = [
     ("E0209", "seed 1\nphase 100 lr warmup_constant(0 -> 1, 150%) < free a >", 2, 38),
     ("E0210", "seed 1\nphase 100 lr 1e999 < free a >", 2, 14),
     ("E0210", "phase 100 lr 1e30 * 1e30 < free a >", 1, 14),
+    ("E0210", "seed 9223372036854775808\nphase 100 lr 0.1 < free a >", 1, 6),  # 2**63: past what jax.random.key takes
     ("E0210", "phase 100 lr 0.1 < free a; init a = 1 / 0 >", 1, 37),
     ("E0211", "seed 1\nrepeat 0 < phase 10 lr 0.1 < free a > >", 2, 8),
     ("E0212", "seed 1\nphase 100 lr 0.1 for 200 then 0.01 < free a >", 2, 22),

@@ -228,3 +228,42 @@ def test_run_called_in_process_leaves_the_jax_configuration_as_it_found_it(proje
         assert sorted(cache.iterdir()) == kept
     finally:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", threshold)
+
+
+@pytest.mark.parametrize(
+    "arguments, status, words",
+    [
+        (["--log", "{file}"], 2, "--log {file} is a file, not a folder"),
+        (["--chunk", "0"], 2, "argument --chunk: expected a whole number >= 1, got '0'"),
+        (["--chunk", "2.5"], 2, "argument --chunk: expected a whole number >= 1, got '2.5'"),
+        (["--checkpoint-every", "-1"], 2, "argument --checkpoint-every: expected a whole number >= 0, got '-1'"),
+        (["--seed", str(2**63)], 2, f"an int seed is a signed 64-bit integer (-{2**63} to {2**63 - 1}), got {2**63}"),
+        (["--set", "rate=0.1"], 2, "a value was given for `$rate`, which is not a placeholder of this program (its placeholders: none)"),
+        (["--compile-cache", "{file}"], 0, "warning: compiling without a cache: --compile-cache {file} is a file, not a folder"),
+    ],
+)
+def test_bad_options_are_said_before_any_training_without_a_traceback(project, tmp_path, capsys, arguments, status, words):
+    """Each was a traceback (`--log` at a file, a seed past int64), silently another value (`--chunk
+    0`, a misspelt `--set`), or silently nothing (`--compile-cache` at a file)."""
+    from schedc.cli import main
+
+    file = tmp_path / "a_file"
+    file.write_text("")
+    arguments = [a.format(file=file) for a in arguments]
+    try:
+        got = main(["run", str(project / "fit.sched"), "--quiet", "--compile-cache", "none", *arguments])
+    except SystemExit as exit:  # (argparse's own errors)
+        got = exit.code
+    err = capsys.readouterr().err
+    assert got == status and words.format(file=file) in err and "Traceback" not in err
+
+
+def test_set_values_that_do_not_fit_their_placeholder_are_said(project, tmp_path, capsys):
+    from schedc.cli import main
+
+    sched = tmp_path / "opt.sched"
+    sched.write_text(f'model "{project / "line.py"}:build"\nloss "{project / "line.py"}:loss"\ndata "{project / "line.py"}:data"\nphase 10 lr 0.1 optimizer $opt < free ** >\n')
+    for value, shown in (("adam(b1=)", "'adam(b1=)'"), ("3", "3")):
+        assert main(["run", str(sched), "--quiet", "--compile-cache", "none", "--set", f"opt={value}"]) == 2
+        err = capsys.readouterr().err
+        assert "placeholder $opt stands after `optimizer` or in `chain(...)`: expected an optax GradientTransformation" in err and err.rstrip().endswith(f"got {shown}")

@@ -112,6 +112,24 @@ def test_placeholders_are_checked_against_where_they_stand():
     assert [d.code for d in err.value.diagnostics] == ["E0407"]
 
 
+def test_a_number_or_a_bool_is_no_optimizer():
+    for value in (3, 0.1, True):
+        with pytest.raises(TypeError, match=rf"\$opt stands after `optimizer` or in `chain\(\.\.\.\)`: .*got {value!r}"):
+            schedc.compile("phase 10 lr 0.1 optimizer chain(clip(1.0), $opt) < free a >", line(), opt=value)
+
+
+def test_a_value_for_a_name_that_is_no_placeholder_is_refused():
+    """A misspelt `--set`/keyword is an error, not a value dropped while the run uses another."""
+    text = "phase 10 lr $rate optimizer $opt < free a >"
+    with pytest.raises(TypeError, match=r"a value was given for `\$rat`, which is not a placeholder of this program \(did you mean `\$rate`\?\)"):
+        schedc.compile(text, line(), rate=0.1, opt="sgd", rat=0.2)
+    with pytest.raises(TypeError, match=r"`\$b1`, which is not a placeholder of this program \(its placeholders: none\)"):
+        schedc.compile("phase 10 lr 0.1 < free a >", line(), b1=0.9)
+    with pytest.raises(schedc.SchedError) as err:  # a file that does not parse: its syntax error, not a guess about its placeholders
+        schedc.compile("phase 10 lr 0.1 < free a; init b = $w", line(), w=1.0)
+    assert all(d.code.startswith("E00") for d in err.value.diagnostics)
+
+
 def test_an_optax_factory_placeholder_is_the_named_optimizer():
     assert schedc.compile("phase 10 lr 0.1 optimizer $o < free a >", line(), o=optax.sgd).phases[0].optimizer.name == "sgd"
 

@@ -283,3 +283,20 @@ def test_a_fresh_optimizer_state_that_reads_no_value_is_made_once_per_kind_of_ar
         one = compiler.fresh_opt_state(init, {"w": jnp.ones(3)}, np.full(2, 2.0))
         other = compiler.fresh_opt_state(init, {"w": jnp.full(3, 5.0, jnp.float32)}, np.full(2, 7.0))
         assert not np.array_equal(one[next(iter(one))], other[next(iter(other))])
+
+
+def test_run_options_and_seeds_out_of_range_are_refused_by_name():
+    """`chunk=0` ran with the default chunk and `chunk=2.5` with 2; a negative `checkpoint_every`
+    checkpointed nothing mid-phase; a seed past int64 was an OverflowError from numpy."""
+    program = schedc.compile("phase 5 lr 0.1 < free a >", pair())
+    for chunk in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match=rf"chunk must be a whole number >= 1, got {chunk!r}"):
+            program.run(quadratic, chunk=chunk)
+    with pytest.raises(ValueError, match="checkpoint_every must be a whole number >= 0, got -1"):
+        program.run(quadratic, checkpoint="unused", checkpoint_every=-1)
+    for seed in (2**63, -(2**63) - 1):
+        with pytest.raises(ValueError, match=rf"an int seed is a signed 64-bit integer \(-{2**63} to {2**63 - 1}\), got {seed}"):
+            schedc.compile("phase 5 lr 0.1 < free a >", pair(), key=seed)
+    largest = "seed 9223372036854775807\nphase 5 lr 0.1 < free a; init b ~ normal(0, 1) >"  # 2**63 - 1
+    edge = schedc.compile(largest, pair())
+    assert np.isfinite(edge.run(quadratic, quiet=True).loss_history).all()

@@ -7,6 +7,7 @@ steps aside and the setting-by-setting path reports it, naming the setting."""
 from __future__ import annotations
 
 import math
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -63,7 +64,7 @@ COMPILED_WITH = {"w": 10, "n": 10, "peak": 0.1, "b1": 0.9, "wd": 0.0, "t": 0.1, 
 
 def _front(text: str, grid: dict):
     """(the one pass's Plans or None, every setting's (diagnostics, Plan) checked on its own)."""
-    program = schedc.compile(text, model(), **{k: v for k, v in COMPILED_WITH.items() if f"${k}" in text})
+    program = schedc.compile(text, model(), **{k: v for k, v in COMPILED_WITH.items() if re.search(rf"\${k}\b", text)})
     parsed = read(program.source.text, program.source.name, program.source).parsed
     lets, _ = sweeping._sweepable(parsed)
     swept = sweeping.from_grid(grid)

@@ -262,7 +262,9 @@ def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
     expression (a learning rate), an array as an `init P = $x` value.
 
     Raises:
-        TypeError: for a value that does not fit where its placeholder stands.
+        TypeError: for a value that does not fit where its placeholder stands, and for a value
+            given for a name the program has no placeholder of (a misspelt `--set` would
+            otherwise be dropped silently, its run made with another value).
         SchedError: for schedule text that does not parse.
     """
     if not placeholders:  # (the three walks of the file below would find where none stands)
@@ -274,6 +276,8 @@ def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
     for node in n.walk(parsed.file):
         if isinstance(node, n.Placeholder):
             uses.setdefault(node.id, node.span)
+    if parsed.ok:  # (a file that does not parse may have lost the statement that uses one)
+        _known(placeholders, uses)
     roles = _roles(parsed.file)
     out = {}
     for key, value in placeholders.items():
@@ -281,7 +285,7 @@ def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
         if isinstance(value, str) and roles.get(name) == {"optimizer"}:
             node = parse_optimizer(value)
             if node is None:
-                raise TypeError(f"placeholder ${name} stands {_WHERE['optimizer']}: expected {_ACCEPTS['optimizer']}, got {value!r}")
+                raise _misplaced(name, "optimizer", repr(value))
             out[name] = with_span(node, uses.get(name, n.NO_SPAN))
         elif isinstance(value, str):
             try:
@@ -291,10 +295,29 @@ def bind_placeholders(parsed: ParseResult, placeholders: dict) -> dict:
                 raise SchedError([replace(d, notes=d.notes + (note,)) for d in err.diagnostics], err.sources) from None
             out[name] = with_span(expr, uses.get(name, n.NO_SPAN))
         elif as_node(value) is not None:
+            if "optimizer" in roles.get(name, ()):  # (a number or a bool is no optimizer)
+                raise _misplaced(name, "optimizer", repr(value))
             out[name] = value
         else:
             out[name] = _object(name, value, roles.get(name, set()))
     return out
+
+
+def _known(placeholders: dict, uses: dict) -> None:
+    """TypeError for a value given for a name that is no `$placeholder` of the file."""
+    from schedc.lang.diagnostics import did_you_mean
+
+    for key in placeholders:
+        name = key.lstrip("$")
+        if name not in uses:
+            hint = did_you_mean(f"${name}", [f"${other}" for other in uses])
+            has = ", ".join(f"${other}" for other in uses) or "none"
+            raise TypeError(f"a value was given for `${name}`, which is not a placeholder of this program ({hint or f'its placeholders: {has}'})")
+
+
+def _misplaced(name: str, role: str, shown: str) -> TypeError:
+    """The error for a placeholder value that does not fit where the placeholder stands."""
+    return TypeError(f"placeholder ${name} stands {_WHERE[role]}: expected {_ACCEPTS[role]}, got {shown}")
 
 
 # what a placeholder standing in each role accepts besides numbers and text, for the error message
@@ -347,7 +370,7 @@ def _object(name: str, value, roles: set[str]):
         kind = "init"
     wrong = sorted(roles - {kind}) if kind else sorted(roles) or ["expression"]
     if kind is None or wrong:
-        raise TypeError(f"placeholder ${name} stands {_WHERE[wrong[0]]}: expected {_ACCEPTS[wrong[0]]}, got {type(value).__name__}")
+        raise _misplaced(name, wrong[0], type(value).__name__)
     return accepted
 
 

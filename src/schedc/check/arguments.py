@@ -480,8 +480,8 @@ class ArgumentChecker:
             return
         if not _is_int(seed):
             self._error("E0202", f"`seed` must be an integer, got {_show(seed)}", expr.span)
-        elif not -(2**63) <= seed < 2**64:
-            self._error("E0210", "`seed` is out of range (a 64-bit integer)", expr.span)
+        elif seed not in catalog.SEEDS:
+            self._error("E0210", f"`seed` is out of range (a signed 64-bit integer, {catalog.SEEDS.start} to {catalog.SEEDS.stop - 1})", expr.span)
 
     def stop_threshold(self, metric: str, expr) -> None:
         value = self.value(expr)

@@ -317,6 +317,8 @@ def optimizer_signature(name: str, shown_as: str | None = None) -> CallSignature
     )
     return CallSignature(shown_as or name, specs, "", optimizer=True)
 
+# The seeds `jax.random.key` takes: a signed 64-bit integer.
+SEEDS = range(-(2**63), 2**63)
 # Largest step count: optax counts in int32.
 MAX_STEPS = 2**31 - 1
 # Longest `stop when loss_change ... over N` window: the run keeps N losses in a ring buffer.

@@ -249,9 +249,11 @@ class Checkpointer:
     """
 
     def __init__(self, directory, fingerprint: str, every: int = 10):
+        from schedc.runtime.runner import whole_number
+
         self.directory = Path(directory)
         self.fingerprint = fingerprint
-        self.every = int(every)
+        self.every = whole_number("checkpoint_every", every, 0)
         self.chunks = 0
         self.generation = 0  # the newest generation on disk (written or loaded)
         self.kept: list[dict] = []  # bodies of the generations kept (newest last)

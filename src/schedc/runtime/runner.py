@@ -698,7 +698,7 @@ class Runner:
         # one chunk length for every program, so phases of any length share executables
         # (a chunk is a while loop over at most `chunk` steps: a short phase costs nothing extra)
         # (streamed batches are stacked a chunk at a time: as many as fit in stream.CHUNK_BYTES)
-        self.chunk = int(chunk or (self.stream.default_chunk() if self.stream else C.DEFAULT_CHUNK))
+        self.chunk = whole_number("chunk", chunk, 1) if chunk is not None else self.stream.default_chunk() if self.stream else C.DEFAULT_CHUNK
         if key is None:
             key = jax.random.key(plan.seed if plan.seed is not None else 0)
         self.key = key
@@ -1323,6 +1323,14 @@ def _sequential_sum(values: np.ndarray) -> np.ndarray:
     values up: its rounding would depend on the block's length differently)."""
     zero = np.zeros(values.shape[:-1] + (1,), np.float32)
     return np.cumsum(np.concatenate([zero, values.astype(np.float32)], axis=-1), axis=-1, dtype=np.float32)[..., -1]
+
+
+def whole_number(name: str, value, least: int) -> int:
+    """`value` as an int when it is a whole number >= `least` (a Python or numpy int, not a bool);
+    else ValueError naming the keyword `name`."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= least:
+        return int(value)
+    raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
 
 
 def last_loss(chunk_losses: np.ndarray) -> float:

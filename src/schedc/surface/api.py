@@ -343,6 +343,10 @@ def _key(key, seed):
     if key is None:
         return jax.random.key(seed if seed is not None else 0)
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        from schedc.check.catalog import SEEDS
+
+        if int(key) not in SEEDS:
+            raise ValueError(f"an int seed is a signed 64-bit integer ({SEEDS.start} to {SEEDS.stop - 1}), got {key}")
         return jax.random.key(int(key))
     dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
     if dtype is not None and (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or (dtype == np.uint32 and shape in ((2,), (4,)))):

@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     parser.add_argument("--seed", type=int, help="override the file's `seed`")
     add_set_argument(parser)
-    parser.add_argument("--chunk", type=int, help="steps per compiled chunk (progress granularity)")
+    parser.add_argument("--chunk", type=_at_least(1), help="steps per compiled chunk (progress granularity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--kernels", action="store_true", help="run a small model's step loops as one XLA:CPU kernel each (steps up to 2.3x faster on a CPU; results differ from the default's by rounding: docs/runtime.md)"
@@ -58,7 +58,7 @@ def add_arguments(parser) -> None:
         "--best-by", metavar="METRIC", help="with --sweep: rank the settings by an evaluation metric (`val.accuracy`: higher is better for accuracies and scores, "
         "as for `keep best`) instead of the final loss",
     )
-    parser.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="also checkpoint every N chunks within a phase (default 10; 0: after phases only)")
+    parser.add_argument("--checkpoint-every", type=_at_least(0), default=10, metavar="N", help="also checkpoint every N chunks within a phase (default 10; 0: after phases only)")
     group = parser.add_argument_group("across processes (jax.distributed; docs/scale.md)")
     group.add_argument(
         "--distributed",
@@ -69,6 +69,22 @@ def add_arguments(parser) -> None:
     group.add_argument("--coordinator", metavar="HOST:PORT", help="the coordinator's address (process 0's host), where JAX cannot detect the cluster; implies --distributed")
     group.add_argument("--num-processes", type=int, metavar="N", help="how many processes the job has (with --coordinator)")
     group.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1 (with --coordinator)")
+
+
+def _at_least(least: int):
+    """An argparse type: a whole number >= `least`."""
+    import argparse
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
+        return value
+
+    return whole
 
 
 class UserCodeError(Exception):
@@ -281,8 +297,15 @@ def _compile_cache(folder: str):
     later process running the same phase signatures loads their executables instead of compiling
     them again (within one process the compiler's own cache already shares them). On exit the
     caller's settings come back, so `cli.main(["run", ...])` called from Python leaves its
-    process's JAX configuration as it found it."""
+    process's JAX configuration as it found it. A folder that cannot be written is said, and the
+    run compiles without a cache (it is only a speed-up: a read-only home must not stop a fit)."""
     if folder.lower() == "none":
+        yield
+        return
+    try:
+        _prepare_folder("--compile-cache", folder)
+    except (OSError, ValueError) as err:
+        print(f"schedc run: warning: compiling without a cache: {err}", file=sys.stderr)
         yield
         return
     import jax
@@ -331,6 +354,8 @@ def _run(args) -> int:
         out = _prepare_folder("--out", args.out) if args.out else None
         if args.checkpoint:
             _prepare_folder("--checkpoint", args.checkpoint)
+        if args.log:
+            _prepare_folder("--log", args.log)
     except (OSError, ValueError) as err:
         print(f"schedc run: cannot write there: {err}", file=sys.stderr)
         return 2
@@ -383,7 +408,7 @@ def _run_job(args, path: Path, out: Path | None) -> int:
         failure = (1, err.render())
     except UserCodeError as err:
         failure = (1, f"schedc run: {err}")
-    except (LookupError, ImportError, OSError, ValueError) as err:
+    except (LookupError, ImportError, OSError, ValueError, TypeError) as err:  # (TypeError: a --set value that does not fit)
         failure = (2, f"schedc run: {err}")
     if distributed:
         failure = _ready_together(failure)

@@ -256,6 +256,22 @@ def test_a_batched_fits_validation_data_needs_the_datasets_axis():
         program.run_batched(mse, jnp.stack([X, X]), jnp.stack([Y, Y]), metrics=metrics, validation=(XV, YV))
 
 
+def test_metrics_that_would_never_run_and_empty_batches_are_refused_at_once():
+    """Metrics given where no phase evaluates ran the fit and returned no metrics, silently; a
+    metrics value that is no function was never noticed; zero datasets were an IndexError."""
+    program = schedc.compile("phase 5 lr 0.1 < free ** >", linear())
+    with pytest.raises(EvalError, match=r"metrics were given, but no phase evaluates: say how often with eval_every=N"):
+        program.run(mse, X, Y, metrics=metrics, validation=(XV, YV))
+    with pytest.raises(EvalError, match="no phase evaluates"):
+        program.run_batched(mse, jnp.stack([X, X]), jnp.stack([Y, Y]), metrics=metrics, validation=(jnp.stack([XV, XV]), jnp.stack([YV, YV])))
+    with pytest.raises(TypeError, match=r"metrics must be a function, metrics\(model, \*validation\) -> \{name: scalar\}, got dict"):
+        program.run(mse, X, Y, metrics={"loss": 1.0}, eval_every=2)
+    with pytest.raises(ValueError, match="the data arrays' leading dataset axis is empty: there is no dataset to fit"):
+        program.run_batched(mse, X[None, :0].reshape(0, 24, 3), Y.reshape(1, 24)[:0])
+    with pytest.raises(TypeError, match="logger must be a schedc.runtime.log.RunLog"):
+        program.run(mse, X, Y, logger="logs/")
+
+
 def test_a_model_with_leaves_that_are_not_arrays_evaluates_per_dataset():
     """An equinox MLP holds its activation as a leaf: the metrics are traced on dataset 0's arrays, the rest as it is."""
     import equinox as eqx

@@ -168,6 +168,8 @@ def _size(tree) -> int:
     sizes = {x.shape[0] for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "shape") and len(x.shape)}
     if len(sizes) != 1:
         raise ValueError(f"run_batched: every data array needs the same leading dataset axis, found lengths {sorted(sizes) or 'none'}")
+    if 0 in sizes:
+        raise ValueError("run_batched: the data arrays' leading dataset axis is empty: there is no dataset to fit")
     return sizes.pop()
 
 
@@ -319,9 +321,10 @@ def run_batched(
     every array with the leading dataset axis). Epochs and `eval_every` count in one dataset's examples."""
     if program.model is None:
         raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
+    size = _size((tuple(args), dict(kwargs)))  # (before one dataset is taken out of the arrays below)
     evaluator = Evaluator(metrics, validation) if metrics is not None else None
     if evaluator is not None:
-        _check_validation(evaluator.validation_arrays, _size((tuple(args), dict(kwargs))))
+        _check_validation(evaluator.validation_arrays, size)
     plan = program.plan_for(*_one_dataset(args, kwargs), eval_every=eval_every)
     runner = BatchedRunner(plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=quiet, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)
     if chunk is None:

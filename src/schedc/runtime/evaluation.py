@@ -37,8 +37,19 @@ class Evaluator:
     the arrays are an argument of every evaluated chunk, the layout part of its program's key)."""
 
     def __init__(self, metrics: Callable, validation: tuple = ()):
+        if not callable(metrics):
+            raise TypeError(f"metrics must be a function, metrics(model, *validation) -> {{name: scalar}}, got {type(metrics).__name__}")
         self.metrics = metrics
         self.validation_arrays, self.validation_layout = C.split(tuple(validation))
+
+    def check_due(self, plan: P.Plan) -> None:
+        """EvalError when no phase of `plan` evaluates: a metrics function given and never called
+        would look like a run that evaluated and found nothing."""
+        if all(phase.eval_every is None for phase in plan.phases):
+            raise EvalError(
+                "metrics were given, but no phase evaluates: say how often with eval_every=N (steps) or eval_every=\"epoch\", "
+                "or with an `eval \"file.py:metrics\" every N steps` directive"
+            )
 
     def lowered(self, phase: P.PhasePlan) -> E.Evaluation | None:
         """The evaluation part of `phase`'s program signature (compiler.evaluate), or None for a

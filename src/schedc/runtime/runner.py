@@ -712,6 +712,8 @@ class Runner:
         # (decided through `stopping()`, which across processes agrees it)
         self.stop_signal: int | None = None
         self.evaluator = evaluator  # an evaluation.Evaluator (`eval` / `metrics=`), or None
+        if evaluator is not None:
+            evaluator.check_due(plan)
         self.fuse = fuse  # run consecutive phases as fused segments where `segment_end` allows
         self.window = 1  # phases per fused call: set by begin() from the model's size
         self.begun: ModelFacts | None = None  # set by begin(): what the run derives from its starting model

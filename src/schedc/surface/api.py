@@ -156,7 +156,7 @@ class Program:
         chunks, and resume from the one found: schedc.runtime.checkpoint), `metrics`
         (`metrics(model, *validation) -> {name: scalar}`, read by rules as `val.NAME`),
         `validation` (a tuple of its arguments), `eval_every` (steps, or "epoch"; default: the
-        `eval` directive's interval) and `logger` (a `schedc.runtime.log.RunLog(folder)`: the
+        `eval` directive's interval; metrics with neither raise `EvalError`) and `logger` (a `schedc.runtime.log.RunLog(folder)`: the
         losses, hyperparameters, aux metrics and evaluations appended after every phase).
         `state` (an `eqx.nn.State`, as `eqx.nn.make_with_state` returns it: BatchNorm statistics;
         by default the program's own, `Program.state`, when its model came as `(model, state)`)
@@ -168,6 +168,8 @@ class Program:
         host between them (docs/runtime.md, "Fused segments"); `fuse=False` runs them one by one
         (same results).
         """
+        if logger is not None and not callable(getattr(logger, "phase", None)):  # (said now, not after the first phase ran)
+            raise TypeError(f"logger must be a schedc.runtime.log.RunLog(folder), or any object with a phase(result) method, got {type(logger).__name__}")
         state = self.state if state is None else state
         plain = checkpoint is None and logger is None and metrics is None and validation == () and eval_every is None and state is None and batches is None and fuse
         if plain and (replayed := self._replay(loss_fn, args, kwargs, chunk, quiet)) is not None:

@@ -239,6 +239,11 @@ def test_phase_out_of_range_and_bad_arguments():
         build_schedule(line(), loss, [(5, [0.1])], {"a": free_in(0)})
     with pytest.raises(TypeError, match="n_steps"):
         build_schedule(line(), loss, [(5.0, 0.1)], {"a": free_in(0)})
+    for steps in (0, -5):  # (-5 was a syntax error in the generated text: "unexpected `-`")
+        with pytest.raises(ValueError, match=rf"phase 0: n_steps must be >= 1, got {steps}"):
+            build_schedule(line(), loss, [(steps, 0.1)], {"a": free_in(0)})
+    with pytest.raises(TypeError, match="Δloss_criterion must be a number, got 'small'"):  # (was float()'s own message)
+        build_schedule(line(), loss, [(5, 0.1)], {"a": free_in(0)}, Δloss_criterion="small")
     with pytest.raises(schedc.SchedError) as err:
         build_schedule(line(), loss, [(5, 0.1)], {"a": free_in(0)}, default_optimizer="rmsprp")
     assert codes(err) == ["E0105"]

@@ -253,12 +253,14 @@ def _phase_node(k: int, spec, default_optimizer: n.Expr, criterion, objects: _Ob
     steps, lr = spec[0], spec[1]
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
         raise TypeError(f"{what}: n_steps must be an int, got {steps!r}")
+    if steps < 1:  # (a negative count cannot even be written as a phase's: said here, not as a syntax error in generated text)
+        raise ValueError(f"{what}: n_steps must be >= 1, got {steps}")
     optimizer = _optimizer(spec[2], what, objects, f"opt{k}") if len(spec) == 3 and spec[2] is not None else None
     if optimizer == default_optimizer:
         optimizer = None
     body = ()
     if criterion is not None:
-        body = (n.Stop(n.Name("loss_change"), _number(float(criterion))),)
+        body = (n.Stop(n.Name("loss_change"), _number(_real(criterion, "Δloss_criterion"))),)
     # lr None: the optimizer's own (spectracles' `(n, None, optax.lbfgs)`)
     lr_node = None if lr is None else _expression(lr, f"{what}: lr", objects, f"lr{k}")
     return n.Phase(None, _number(int(steps)), lr_node, optimizer, body)

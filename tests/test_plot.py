@@ -82,6 +82,25 @@ def test_writes_a_png(tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_suffix_names_the_format_and_a_bad_one_is_said(tmp_path, capsys, monkeypatch):
+    """`--out fit.pdf` wrote a PNG named .pdf; `--out .` said "Device or resource busy"; a format
+    matplotlib cannot write here (.pgf without a TeX) was a traceback."""
+    source = tmp_path / "run.sched"
+    source.write_text(SCHED)
+    for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml"), (".PNG", b"\x89PNG")):
+        out = tmp_path / f"fig{suffix}"
+        assert main(["plot", str(source), "--out", str(out)]) == 0
+        assert out.read_bytes().startswith(magic)
+    capsys.readouterr()
+    for out, words in ((tmp_path / "fig.txt", "the suffix names the format, one of "), (tmp_path, f"it is a folder; name the image file (--out {tmp_path / 'run.png'})")):
+        assert main(["plot", str(source), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"schedc plot: cannot write {out}: {words}" in err and (out == tmp_path or ".pdf, " in err)
+    monkeypatch.setenv("PATH", str(tmp_path))  # (no TeX to be found)
+    assert main(["plot", str(source), "--out", str(tmp_path / "fig.pgf")]) == 2
+    assert "schedc plot: cannot write" in capsys.readouterr().err and not (tmp_path / "fig.pgf").exists()
+
+
 def test_errors_and_exit_codes(tmp_path, capsys, monkeypatch):
     bad = tmp_path / "bad.sched"
     bad.write_text("phase 100 lr warmup_cosine(0 -> 1 -> 0, 100) < free a >\n")

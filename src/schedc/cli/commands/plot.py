@@ -28,7 +28,7 @@ MAX_POINTS_PER_PHASE = 4000
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="the .sched file")
-    parser.add_argument("--out", metavar="PNG", help="where to write the image (default: FILE with the suffix .png, beside it)")
+    parser.add_argument("--out", metavar="IMAGE", help="where to write the image, in the format its suffix names: .png, .pdf, .svg, ... (default: FILE with the suffix .png, beside it)")
     parser.add_argument(
         "--steps-per-epoch",
         type=int,
@@ -81,6 +81,15 @@ def run(args) -> int:
     if same_file(out, path) or out.suffix == ".sched":
         print(f"schedc plot: refusing to write the image over {out} (a schedule); choose another --out", file=sys.stderr)
         return 2
+    if out.is_dir():
+        print(f"schedc plot: cannot write {out}: it is a folder; name the image file (--out {out / path.with_suffix('.png').name})", file=sys.stderr)
+        return 2
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    image_format = out.suffix.lstrip(".").lower()
+    if image_format not in (formats := FigureCanvasBase.get_supported_filetypes()):
+        print(f"schedc plot: cannot write {out}: the suffix names the format, one of {', '.join(f'.{f}' for f in sorted(formats))}", file=sys.stderr)
+        return 2
     try:
         data = swept_curves(resolved, grid) if grid else curves(plan)
     except SchedError as err:  # a setting the checks refuse
@@ -90,9 +99,9 @@ def run(args) -> int:
         print(f"schedc plot: {err}", file=sys.stderr)
         return 1
     try:
-        render(data, out, title=path.name, pyplot=pyplot, log=args.log, legend="setting" if grid else "group", xlabel=xlabel)
-    except OSError as exc:
-        print(f"schedc plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        render(data, out, title=path.name, pyplot=pyplot, log=args.log, legend="setting" if grid else "group", xlabel=xlabel, image_format=image_format)
+    except (OSError, RuntimeError, ValueError) as exc:  # (RuntimeError, ValueError: matplotlib's, e.g. .pgf without a TeX)
+        print(f"schedc plot: cannot write {out}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0
@@ -219,9 +228,9 @@ def _with_epochs(resolved, steps_per_epoch: int):
     return plan, f"step (1 epoch = {steps_per_epoch} steps; --steps-per-epoch)"
 
 
-def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = False, legend: str = "group", xlabel: str = "step") -> None:
-    """Draw `data` into a PNG at `out`: one panel per hyperparameter, phase boundaries marked;
-    with `log`, logarithmic value axes."""
+def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = False, legend: str = "group", xlabel: str = "step", image_format: str = "png") -> None:
+    """Draw `data` into an image at `out` (`image_format`: one matplotlib writes, png by default):
+    one panel per hyperparameter, phase boundaries marked; with `log`, logarithmic value axes."""
     import numpy as np
 
     pyplot = pyplot or _pyplot()
@@ -256,6 +265,6 @@ def render(data: Curves, out: Path, title: str = "", pyplot=None, log: bool = Fa
 
     try:
         with atomic_open(out) as f:
-            fig.savefig(f, format="png", dpi=100)
+            fig.savefig(f, format=image_format, dpi=100)
     finally:
         pyplot.close(fig)

@@ -163,14 +163,22 @@ def _not_run(stopped: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _size(tree) -> int:
-    import jax
-
-    sizes = {x.shape[0] for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "shape") and len(x.shape)}
+    sizes = _leading_axes(tree)
     if len(sizes) != 1:
         raise ValueError(f"run_batched: every data array needs the same leading dataset axis, found lengths {sorted(sizes) or 'none'}")
+    _check_not_empty(sizes)
+    return sizes.pop()
+
+
+def _leading_axes(tree) -> set[int]:
+    import jax
+
+    return {x.shape[0] for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "shape") and len(x.shape)}
+
+
+def _check_not_empty(sizes: set[int]) -> None:
     if 0 in sizes:
         raise ValueError("run_batched: the data arrays' leading dataset axis is empty: there is no dataset to fit")
-    return sizes.pop()
 
 
 NO_STATE = "batched fits and sweeps take no model state (an eqx.nn.State): a stateful loss (BatchNorm) runs with `Program.run(..., state=state)`"
@@ -321,10 +329,10 @@ def run_batched(
     every array with the leading dataset axis). Epochs and `eval_every` count in one dataset's examples."""
     if program.model is None:
         raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-    size = _size((tuple(args), dict(kwargs)))  # (before one dataset is taken out of the arrays below)
+    _check_not_empty(_leading_axes((tuple(args), dict(kwargs))))  # (before one dataset is taken out of the arrays below)
     evaluator = Evaluator(metrics, validation) if metrics is not None else None
     if evaluator is not None:
-        _check_validation(evaluator.validation_arrays, size)
+        _check_validation(evaluator.validation_arrays, _size((tuple(args), dict(kwargs))))
     plan = program.plan_for(*_one_dataset(args, kwargs), eval_every=eval_every)
     runner = BatchedRunner(plan, program.tree, loss_fn, args, kwargs, key=program.key, chunk=chunk, quiet=quiet, source=program.source, state=program.state, fuse=fuse, evaluator=evaluator)
     if chunk is None:

@@ -286,3 +286,17 @@ def test_a_model_with_leaves_that_are_not_arrays_evaluates_per_dataset():
     batched = program.run_batched(loss, jnp.stack([X, X]), jnp.stack([Y, -Y]), metrics=metrics, validation=(jnp.stack([XV, XV]), jnp.stack([YV, -YV])))
     assert [batched.dataset(i).eval_steps.tolist() for i in range(2)] == [[5, 10], [5, 10]]
     assert batched.phases[0].metrics[0]["loss"][0] != batched.phases[0].metrics[1]["loss"][0]
+
+
+def test_the_bars_mean_over_items_skips_stopped_ones_and_warns_of_nothing():
+    """The bar's loss and metrics are the mean over the items with a value; when none has one
+    (every item stopped, or a metric NaN in all) it is NaN, without numpy's "Mean of empty slice"
+    warning, which an `np.errstate` does not silence."""
+    import warnings
+
+    from schedc.runtime.evaluation import mean_over_items
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mean_over_items(np.asarray([1.0, np.nan, 3.0])) == 2.0
+        assert np.isnan(mean_over_items(np.asarray([np.nan, np.nan])))

@@ -166,7 +166,6 @@ def _size(tree) -> int:
     sizes = _leading_axes(tree)
     if len(sizes) != 1:
         raise ValueError(f"run_batched: every data array needs the same leading dataset axis, found lengths {sorted(sizes) or 'none'}")
-    _check_not_empty(sizes)
     return sizes.pop()
 
 
@@ -174,11 +173,6 @@ def _leading_axes(tree) -> set[int]:
     import jax
 
     return {x.shape[0] for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "shape") and len(x.shape)}
-
-
-def _check_not_empty(sizes: set[int]) -> None:
-    if 0 in sizes:
-        raise ValueError("run_batched: the data arrays' leading dataset axis is empty: there is no dataset to fit")
 
 
 NO_STATE = "batched fits and sweeps take no model state (an eqx.nn.State): a stateful loss (BatchNorm) runs with `Program.run(..., state=state)`"
@@ -329,7 +323,8 @@ def run_batched(
     every array with the leading dataset axis). Epochs and `eval_every` count in one dataset's examples."""
     if program.model is None:
         raise TypeError("this program has no model: pass one to schedc.compile, or add a `model` directive")
-    _check_not_empty(_leading_axes((tuple(args), dict(kwargs))))  # (before one dataset is taken out of the arrays below)
+    if 0 in _leading_axes((tuple(args), dict(kwargs))):  # (before one dataset is taken out of the arrays below)
+        raise ValueError("run_batched: the data arrays' leading dataset axis is empty: there is no dataset to fit")
     evaluator = Evaluator(metrics, validation) if metrics is not None else None
     if evaluator is not None:
         _check_validation(evaluator.validation_arrays, _size((tuple(args), dict(kwargs))))

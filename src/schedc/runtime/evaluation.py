@@ -242,6 +242,12 @@ class PhaseEvals:
         return np.asarray(self.steps, np.int64), _history(self.values)
 
 
+def mean_over_items(values: np.ndarray) -> float:
+    """What a progress bar shows for many fits' values of one quantity: their mean over the items
+    that have a finite one (a stopped item's is NaN), NaN when none has."""
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
 def _shown(values: dict) -> str:
     """Metrics as the progress bar shows them: `val.accuracy 0.953 val.loss 0.14`."""
     return " ".join(f"{METRIC_PREFIX}{k} {v:.4g}" for k, v in values.items())
@@ -335,8 +341,7 @@ class ItemEvals(PhaseEvals):
         if not latest:
             return ""
         names = dict.fromkeys(k for values in latest for k in values)
-        with np.errstate(all="ignore"):  # (a metric every item has as NaN shows as nan)
-            return _shown({k: float(np.nanmean([values.get(k, np.nan) for values in latest])) for k in names})
+        return _shown({k: mean_over_items(np.asarray([values.get(k, np.nan) for values in latest], np.float64)) for k in names})
 
     def report(self, result) -> None:
         """Per item: its metrics with their steps, its kept step, and the rule that ended its phase."""

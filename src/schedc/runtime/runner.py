@@ -27,7 +27,7 @@ from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
 from schedc.runtime import distributed
 from schedc.runtime.data import DataError, array_names, check_batchable
-from schedc.runtime.evaluation import EvalError, PhaseEvals, without_carry
+from schedc.runtime.evaluation import EvalError, PhaseEvals, mean_over_items, without_carry
 from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Resident, Stream, loss_arguments
 
 
@@ -1340,6 +1340,4 @@ def last_loss(chunk_losses: np.ndarray) -> float:
     if not chunk_losses.shape[-1]:
         return float("nan")
     last = chunk_losses[..., -1]
-    if not last.ndim:
-        return float(last)
-    return float(np.nanmean(last)) if np.isfinite(last).any() else float("nan")
+    return float(last) if not last.ndim else mean_over_items(last)

@@ -127,6 +127,9 @@ CASES = [
     ("W0102", "seed 1\nphase 10 lr 0.1 < free a; fix a >", 2, 19),
     ("W0102", "phase 10 lr 0.1 < fix a, b; free b; free a lr 0.01 >", 1, 19),
     ("W0104", "seed 1\nphase 10 lr 0.1 < fix a >", 2, 1),
+    ("W0108", "", 1, 1),
+    ("W0108", "# a comment\nseed 1\nlr 0.1", 1, 1),
+    ("W0108", "seed 1\nrepeat 3 < >", 2, 1),
 ]
 
 

@@ -267,3 +267,20 @@ def test_set_values_that_do_not_fit_their_placeholder_are_said(project, tmp_path
         assert main(["run", str(sched), "--quiet", "--compile-cache", "none", "--set", f"opt={value}"]) == 2
         err = capsys.readouterr().err
         assert "placeholder $opt stands after `optimizer` or in `chain(...)`: expected an optax GradientTransformation" in err and err.rstrip().endswith(f"got {shown}")
+
+
+def test_the_files_warnings_are_printed_before_the_run_and_do_not_stop_it(project, capsys):
+    """`schedc run` printed nothing of a file's warnings: a parameter never freed, a `let` never used
+    or a file without a phase (which trains nothing) ran in silence."""
+    from schedc.cli import main
+
+    (project / "warned.sched").write_text(SCHED.replace("optimizer sgd", "optimizer sgd\nlet unused = 2").replace("free ** >", "free slope >"))
+    assert main(["run", str(project / "warned.sched"), "--quiet", "--compile-cache", "none"]) == 0
+    captured = capsys.readouterr()
+    assert "warning[W0101]: `unused` is never used" in captured.err and "warning[W0103]: 1 parameter is never free and never named: `intercept`" in captured.err
+    assert "6 | let unused = 2" in captured.err  # rendered with its source line, as `schedc check` does
+    assert "60/60" in captured.out  # and the run went on
+
+    (project / "empty.sched").write_text('model "line.py:build"\nloss "line.py:loss"\ndata "line.py:data"\n')
+    assert main(["run", str(project / "empty.sched"), "--quiet", "--compile-cache", "none"]) == 0
+    assert "warning[W0108]: the schedule has no phases: running it trains nothing" in capsys.readouterr().err

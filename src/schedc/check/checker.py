@@ -35,6 +35,7 @@ RULES: tuple[type[lint.Rule], ...] = (
     phases.Phases,
     phases.RepeatCounts,
     phases.PhaseTotal,
+    phases.NoPhases,
     phases.Groups,
     phases.Inits,
     phases.StopRules,

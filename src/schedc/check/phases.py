@@ -1,6 +1,6 @@
 """Rules about phases and what their bodies say: step counts (E0203), repeat counts and the
 total number of phases (E0211), a learning rate for every optimizer that needs one (E0215),
-stop metrics (E0108); the learning rates, optimizers, inits and stop thresholds themselves go
+stop metrics (E0108), a file without a phase (W0108); the learning rates, optimizers, inits and stop thresholds themselves go
 to the argument checker with the facts of their phase (its length, whether it has a learning rate)."""
 
 from __future__ import annotations
@@ -132,3 +132,16 @@ class PhaseTotal(Rule):
                     return
         except RecursionError:  # repeats nested beyond the host's stack: the phases are unknowable
             return
+
+
+class NoPhases(Rule):
+    """W0108: a file that expands to no phase trains nothing (`run` returns the model as it came,
+    never what its author meant); said at its first `repeat` (an empty block) if it has one."""
+
+    def finish(self) -> None:
+        ctx = self.ctx
+        if ctx.partial or ctx.phases is None or ctx.phases:  # items lost to a syntax error; past the cap
+            return
+        repeat = next((item for item in ctx.file.items if isinstance(item, n.Repeat)), None)
+        span = repeat.span if repeat is not None else n.Span(1, 1, 1, 1)
+        ctx.report(Diagnostic("W0108", "the schedule has no phases: running it trains nothing", span, help="add one, e.g. `phase 100 lr 0.01 < free PATTERN >`"))

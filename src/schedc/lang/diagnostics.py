@@ -107,6 +107,7 @@ CODES: dict[str, Code] = _codes(
     ("W0105", "init of a parameter that stays fixed", "model \"m.py:build\"\nphase 10 lr 0.1 < init b = 1; free a >", "schedc.plan.resolve"),
     ("W0106", "epochs without a batch size", "phase 3 epochs lr 0.1 < free a >", "schedc.check.data"),
     ("W0107", "plateau on a metric whose name reads as higher-is-better", 'eval "m.py:metrics" every 100 steps\nphase 1000 lr 1e-3 * plateau(on=val.accuracy) < free a >', "schedc.check.data"),
+    ("W0108", "the schedule has no phases", 'model "m.py:build"\nseed 0', "schedc.check.phases"),
     # internal errors: a bug in schedc, not in the input, so no input example produces them
     ("E0901", "internal error: the formatter's output would change the program", "", "schedc.tooling.fmt"),
 )

@@ -394,6 +394,8 @@ def _run_job(args, path: Path, out: Path | None) -> int:
         program = api.compile(path, args.model, key=args.seed, **{**sweep_placeholders(swept, path), **dict(args.set)})
         if program.model is None:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
+        if not distributed or _writer():
+            _print_warnings(program)
         loss, data_args, data_kwargs, batches = _loss_and_data(args, program.plan, path.parent)
         # refused before the rows are sharded and the loss traced
         if batches is not None and swept:
@@ -420,6 +422,15 @@ def _run_job(args, path: Path, out: Path | None) -> int:
     if batches is not None:  # the run reads the batches itself (the first again)
         data_args, data_kwargs = (), {}
     return _train(args, program, loss, data_args, data_kwargs, evaluation, out, batches)
+
+
+def _print_warnings(program) -> None:
+    """The file's warnings (a parameter never free, an unused `let`, ...) on stderr before training,
+    as `schedc check` prints them: they do not stop the run, but a run must not hide them."""
+    from schedc.lang.diagnostics import render_text
+
+    if program.warnings:
+        print(render_text(program.warnings, {program.source.name: program.source}), file=sys.stderr)
 
 
 def _run_sweep(program, swept: list, loss, data_args, data_kwargs, evaluation: dict, args, out: Path | None) -> int:

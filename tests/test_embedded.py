@@ -182,3 +182,18 @@ def test_a_sched_file_note_cites_the_file(tmp_path):
     with pytest.raises(RunError) as err:
         schedc.compile(path, MODEL).run(exploding, quiet=True)
     assert err.value.__notes__ == [f"phase defined at {path}:3:1"]
+
+
+def test_a_path_that_names_no_file_is_said_as_such(tmp_path):
+    """A one-line str ending in `.sched` is a path: misspelt, it was parsed as DSL text ("unexpected
+    `fit.sched`, expected one of `accumulate`, ..."); a PathLike to a file of another suffix was
+    refused as "no such .sched file"."""
+    with pytest.raises(FileNotFoundError, match=r"^no such \.sched file: nowhere/fit\.sched$"):
+        schedc.compile("nowhere/fit.sched")
+    (tmp_path / "folder.sched").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"folder\.sched \(it is a folder\)$"):
+        schedc.compile(tmp_path / "folder.sched")
+    (tmp_path / "fit.txt").write_text("phase 10 lr 0.1 < free a >\n")
+    assert schedc.compile(tmp_path / "fit.txt").phases[0].steps == 10
+    with pytest.raises(TypeError, match="takes DSL text or a path to a .sched file, got bytes"):
+        schedc.compile(b"phase 10 lr 0.1 < free a >")

@@ -264,15 +264,15 @@ def evaluated_every(plan: Plan, eval_every) -> Plan:
 
 
 def _read(text_or_path) -> tuple[str | bytes, str, Path, Source | None]:
-    """(text or bytes, name, base_dir, source): a path when it names an existing `.sched` file
-    (its bytes, which the driver decodes as `schedc check` does, so `run` and `check` agree on
-    every file), else DSL text."""
+    """(text or bytes, name, base_dir, source): a path when it is a PathLike or a one-line str ending
+    in `.sched` (its bytes, which the driver decodes as `schedc check` does, so `run` and `check`
+    agree on every file), else DSL text. A path that names no file is a FileNotFoundError: no DSL
+    text ends in `.sched`, and parsing a misspelt path said "unexpected `fit.sched`"."""
     if isinstance(text_or_path, os.PathLike) or (isinstance(text_or_path, str) and text_or_path.endswith(".sched") and "\n" not in text_or_path):
         path = Path(text_or_path)
-        if path.suffix == ".sched" and path.is_file():
+        if path.is_file():
             return path.read_bytes(), str(path), path.parent, None
-    if isinstance(text_or_path, os.PathLike):
-        raise FileNotFoundError(f"no such .sched file: {os.fspath(text_or_path)}")
+        raise FileNotFoundError(f"no such .sched file: {path}" + (" (it is a folder)" if path.is_dir() else ""))
     if not isinstance(text_or_path, str):
         raise TypeError(f"schedc.compile takes DSL text or a path to a .sched file, got {type(text_or_path).__name__}")
     from schedc.surface.embed import embedded_source

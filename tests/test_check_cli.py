@@ -283,3 +283,34 @@ def test_diagnostics_doc_is_up_to_date():
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert (root / "docs" / "diagnostics.md").read_text() == gen.render(), "docs/diagnostics.md is stale: run `python tools/gen_diagnostics_doc.py`"
+
+
+
+@pytest.mark.parametrize("code", sorted(c for c, info in __import__("schedc.lang.diagnostics", fromlist=["CODES"]).CODES.items() if 'model "' not in info.example and info.owner != "schedc.surface.sweep" and c != "E0004"))
+def test_each_fix_removes_its_own_diagnostic(code):
+    """Each model-free code's example: a diagnostic with a fix (what the language server's quick fix
+    writes over its span) is gone once the fix is written there, and nothing new is reported."""
+    from schedc.lang.diagnostics import CODES
+    from schedc.pipeline import analyse
+
+    text = CODES[code].example
+    before = analyse(text, "x.sched", lint=True).diagnostics
+    fixes = sorted((d for d in before if d.fix is not None), key=lambda d: d.span.start, reverse=True)
+    fixed = text
+    for d in fixes:
+        fixed = fixed[: d.span.start] + d.fix + fixed[d.span.end :]
+    after = analyse(fixed, "x.sched", lint=True).diagnostics
+    assert {(d.code, d.message) for d in after} <= {(d.code, d.message) for d in before if d.fix is None}, (text, fixed, after)
+
+
+def test_fixes_are_the_codes_that_name_a_misspelt_word():
+    from schedc.lang.diagnostics import CODES
+    from schedc.pipeline import analyse
+
+    fixed = {c: [d.fix for d in analyse(info.example, "x.sched", lint=True).diagnostics if d.fix] for c, info in CODES.items() if 'model "' not in info.example and info.owner != "schedc.surface.sweep" and c != "E0004"}
+    assert {c: f for c, f in fixed.items() if f} == {"E0104": ["cosine"], "E0105": ["adam"], "E0106": ["weight_decay"], "E0108": ["loss"], "E0111": ["fixed"], "E0114": ["best"]}
+    syntax = analyse("phase 10 lr 0.1 < free a; fre b >\nphse 5 lr 0.1 < free a >", "x.sched", lint=True).diagnostics
+    assert [(d.code, d.fix) for d in syntax] == [("E0001", "free")]  # (one syntax error is reported: the first)
+    from schedc.lang.diagnostics import Diagnostic
+
+    assert [Diagnostic("E0401", "", help=h).fix for h in ("did you mean `gp.a` or `gp.b`?", "remove it, or use it", None)] == [None, None, None]

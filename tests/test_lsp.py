@@ -399,6 +399,27 @@ async def test_e2e_diagnostics_on_open_and_change(client: LanguageClient, worksp
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_e2e_quick_fixes_replace_a_misspelt_word_with_the_one_the_help_proposes(client: LanguageClient, workspace):
+    text = 'model "m.py:build"\nphase 10 lr cosin(0.1 -> 0) optimizer adamm < free gp.kernal.* >\nphase 5 lr 0.1 < free a >\n'
+    uri = await open_document(client, workspace / "q.sched", text)
+    found = await diagnostics_until(client, uri, lambda ds: {"E0104", "E0105", "E0401"} <= set(codes(ds)))
+    line = text.split("\n")[1]
+    actions = await client.text_document_code_action_async(
+        lsp.CodeActionParams(lsp.TextDocumentIdentifier(uri), lsp.Range(lsp.Position(1, 0), lsp.Position(2, 0)), lsp.CodeActionContext(diagnostics=found))
+    )
+    edits = {a.title: (a.kind, a.is_preferred, a.diagnostics[0].code, list(a.edit.changes[uri])) for a in actions}
+    assert edits == {
+        f"Replace with `{word}`": (lsp.CodeActionKind.QuickFix, True, code, [lsp.TextEdit(lsp.Range(lsp.Position(1, line.index(old)), lsp.Position(1, line.index(old) + len(old))), word)])
+        for code, old, word in (("E0104", "cosin", "cosine"), ("E0105", "adamm", "adam"), ("E0401", "gp.kernal.*", "gp.kernel.*"))
+    }
+    # a diagnostic whose help proposes nothing to write (W0103's advice) has no action
+    others = [d for d in found if d.code not in ("E0104", "E0105", "E0401")]
+    assert others and await client.text_document_code_action_async(
+        lsp.CodeActionParams(lsp.TextDocumentIdentifier(uri), lsp.Range(lsp.Position(0, 0), lsp.Position(3, 0)), lsp.CodeActionContext(diagnostics=others))
+    ) is None
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_e2e_model_aware_diagnostics_and_pattern_hover(client: LanguageClient, workspace):
     text = 'model "m.py:build"\nphase 10 lr 0.1 < free gp.kernal.*, line.* >\n'
     uri = await open_document(client, workspace / "m.sched", text)

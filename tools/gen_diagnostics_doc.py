@@ -67,8 +67,12 @@ format that Vim's quickfix, Emacs' compilation mode and most CI tools read), the
 
 **json**: only JSON on standard output: a list (empty when clean) of objects with `file`,
 `severity`, `code`, `message`, `line`, `column`, `end_line`, `end_column` (1-based, end
-exclusive), `notes`, `help` and `labels` (secondary ranges, each with `file`, `message`,
-`line`, `column`, `end_line`, `end_column`).
+exclusive), `notes`, `help`, `fix` and `labels` (secondary ranges, each with `file`, `message`,
+`line`, `column`, `end_line`, `end_column`). `fix` is the text to write over the range when the help
+proposes exactly one (``did you mean `cosine`?``: a misspelt schedule, optimizer, argument, stop
+metric, keyword, `let` name, phase name or, with `--model`, parameter pattern), else `null`; the
+language server offers it as a quick fix. It is the nearest spelling, a guess for a person to
+accept, so `schedc check` never writes it into the file itself.
 
 ```json
 {json}

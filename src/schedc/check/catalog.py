@@ -271,6 +271,9 @@ def maximised(metric: str, stated: bool | None = None) -> bool:
     return any(word in _HIGHER_IS_BETTER for word in words)
 
 DEFAULT_STATUSES = ("fixed", "free")
+# words people write for them (PyTorch's `requires_grad`, fine-tuning's "frozen"), which spelling
+# alone would misread (`frozen` is nearer `free` than `fixed`)
+DEFAULT_SYNONYMS = {"frozen": "fixed", "freeze": "fixed", "fix": "fixed", "const": "fixed", "constant": "fixed", "trainable": "free", "train": "free", "unfrozen": "free", "learn": "free"}
 
 # Optimizer hyperparameters that are decay rates of moving averages: within [0, 1) (E0221).
 DECAY_RATES = frozenset({"b1", "b2", "b3", "momentum", "decay", "rho"})

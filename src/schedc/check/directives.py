@@ -28,7 +28,7 @@ class DirectiveValues(Rule):
         if d.keyword == "default":
             value = d.value.id if isinstance(d.value, n.Name) else None
             if value not in catalog.DEFAULT_STATUSES:
-                ctx.report(Diagnostic("E0111", f"`default` must be `fixed` or `free`, not `{value}`", d.value.span, help=did_you_mean(str(value), catalog.DEFAULT_STATUSES)))
+                ctx.report(Diagnostic("E0111", f"`default` must be `fixed` or `free`, not `{value}`", d.value.span, help=_default_help(value)))
         elif d.keyword == "seed":
             ctx.args.seed(ctx.closed(d.value))
         elif d.keyword == "lr":
@@ -39,3 +39,8 @@ class DirectiveValues(Rule):
             ctx.args.accumulate(ctx.closed(d.value))
         elif d.keyword == "ema":
             ctx.args.ema(ctx.closed(d.value))
+
+
+def _default_help(value: str) -> str | None:
+    meant = catalog.DEFAULT_SYNONYMS.get(value.lower())
+    return f"did you mean `{meant}`?" if meant else did_you_mean(value, catalog.DEFAULT_STATUSES)

@@ -152,8 +152,22 @@ class Diagnostic(Record):
     def is_error(self) -> bool:
         return self.severity == ERROR
 
+    @property
+    def fix(self) -> str | None:
+        """The text to put in place of the primary span, when the help proposes exactly one
+        ("did you mean `adam`?", from `did_you_mean` or a pattern's correction): what an editor's
+        quick fix and `schedc check --fix` write. None for a help of several choices or of advice.
+        Only single-line spans: every misspelt word, name or pattern is one token."""
+        help = self.help
+        if help is None or not help.startswith(_ONE_CHOICE) or not help.endswith("`?") or help.count("`") != 2 or self.span.end_line != self.span.line:
+            return None
+        return help[len(_ONE_CHOICE) : -2]
+
     def in_file(self, file: str | None) -> "Diagnostic":
         return replace(self, file=self.file or file, labels=tuple(replace(l, file=l.file or file) for l in self.labels))
+
+
+_ONE_CHOICE = "did you mean `"
 
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 1) -> str | None:
@@ -267,6 +281,7 @@ def to_json(d: Diagnostic, sources: dict[str, Source] | None = None) -> dict:
         "end_column": end_col,
         "notes": list(d.notes),
         "help": d.help,
+        "fix": d.fix,
         "labels": labels,
     }
 

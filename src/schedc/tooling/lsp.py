@@ -22,6 +22,8 @@ Features, for `.sched` documents:
   `params` block (by name or index) -> the phase;
 * the document outline: directives, `let`s, phases (numbered as after `repeat`
   expansion), `repeat` and `params` blocks;
+* quick fixes: a code action for each diagnostic whose help proposes one word
+  (`Diagnostic.fix`, carried in the LSP diagnostic's `data`), writing it over the range;
 * formatting through `schedc.tooling.fmt` (one whole-document edit; none when the file
   does not parse).
 
@@ -204,7 +206,27 @@ def to_lsp_diagnostic(d: Diagnostic, lines: list[str], uri: str, encoding: str =
         source="schedc",
         related_information=related or None,
         tags=[lsp.DiagnosticTag.Unnecessary] if d.code in _UNNECESSARY else None,
+        data={"fix": d.fix} if d.fix is not None else None,  # the client hands it back with a code action request
     )
+
+
+def quick_fixes(uri: str, diagnostics: list[lsp.Diagnostic]) -> list[lsp.CodeAction]:
+    """A code action for each of schedc's diagnostics in `diagnostics` (a code action request's
+    context) that carries a fix: its range replaced by the one text its help proposes."""
+    actions = []
+    for diagnostic in diagnostics:
+        fix = diagnostic.data.get("fix") if diagnostic.source == "schedc" and isinstance(diagnostic.data, dict) else None
+        if isinstance(fix, str):
+            actions.append(
+                lsp.CodeAction(
+                    title=f"Replace with `{fix}`",
+                    kind=lsp.CodeActionKind.QuickFix,
+                    diagnostics=[diagnostic],
+                    is_preferred=True,
+                    edit=lsp.WorkspaceEdit(changes={uri: [lsp.TextEdit(diagnostic.range, fix)]}),
+                )
+            )
+    return actions
 
 
 # ---------------------------------------------------------------- syntax-tree lookups
@@ -870,6 +892,10 @@ def build_server():
             )
 
         return [convert(symbol) for symbol in outline(parsed)]
+
+    @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION, lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]))
+    def on_code_action(ls, params: lsp.CodeActionParams):
+        return quick_fixes(params.text_document.uri, params.context.diagnostics) or None
 
     @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
     def on_formatting(ls, params: lsp.DocumentFormattingParams):

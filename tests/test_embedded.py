@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
+import warnings
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -110,6 +112,13 @@ def test_f_strings_are_refused():
     with pytest.raises(EmbeddingError, match=r"\$name"):
         schedc.compile(f"phase {steps} lr 0.1 < free a >", MODEL)
     assert isinstance(EmbeddingError(), TypeError)
+    # the same text written as a literal elsewhere in the file hid the f-string (it was looked for
+    # only when no literal matched)
+    literal = "phase 10 lr 0.1 < free a >"
+    with pytest.raises(EmbeddingError):
+        schedc.compile(f"phase {steps} lr 0.1 < free a >", MODEL)
+    # an f-string in another call on the same line is not the schedule's
+    assert schedc.compile(literal, MODEL, **{k: 1 for k in [] if re.search(f"{k}", literal)}).phases[0].steps == 10
 
 
 # ---------------------------------------------------------------- placeholders
@@ -197,3 +206,19 @@ def test_a_path_that_names_no_file_is_said_as_such(tmp_path):
     assert schedc.compile(tmp_path / "fit.txt").phases[0].steps == 10
     with pytest.raises(TypeError, match="takes DSL text or a path to a .sched file, got bytes"):
         schedc.compile(b"phase 10 lr 0.1 < free a >")
+
+
+def test_warnings_are_warned_where_compile_is_called_and_kept_as_values():
+    """`Program.warnings` held them, and nothing said so: a parameter never freed or a `let` never
+    used went unnoticed by anyone who did not look."""
+    with pytest.warns(schedc.SchedWarning) as caught:
+        program = schedc.compile("let unused = 1\nphase 10 lr 0.1 < free a >")
+    line = sys._getframe().f_lineno - 1  # (the line of the call)
+    (warning,) = caught
+    assert (warning.filename, warning.lineno) == (__file__, line)  # the caller's line, not schedc's
+    column = 1 + open(__file__).read().splitlines()[line - 1].index("let unused") + len("let ")
+    assert str(warning.message) == f"{__file__}:{line}:{column}: warning[W0101]: `unused` is never used (help: remove it, or use it)"
+    assert warning.message.diagnostic is program.warnings[0] and program.warnings[0].code == "W0101"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        schedc.compile("phase 10 lr 0.1 < free a >")  # none for a clean schedule

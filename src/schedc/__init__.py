@@ -9,6 +9,7 @@ _LAZY = {
     "read_model": "schedc.surface.api",
     "Batches": "schedc.plan.batches",
     "SchedError": "schedc.lang.diagnostics",
+    "SchedWarning": "schedc.lang.diagnostics",
     "FusionWarning": "schedc.runtime.fused",
     "use_kernels": "schedc.compiler.kernel",
     "schedule": "schedc.surface.schedule",

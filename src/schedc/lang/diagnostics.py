@@ -340,6 +340,22 @@ def render_text(diagnostics: Sequence[Diagnostic], sources: dict[str, Source] | 
 RENDERERS = {"text": render_text, "concise": render_concise, "json": render_json, "github": render_github}
 
 
+class SchedWarning(UserWarning):
+    """What `schedc.compile` warns for each warning a schedule has (a parameter never free, a `let`
+    never used), as `schedc check --format concise` prints it, with its help; `Program.warnings`
+    keeps them as `Diagnostic`s. Silence them with
+    `warnings.filterwarnings("ignore", category=schedc.SchedWarning)`."""
+
+    diagnostic: Diagnostic | None = None
+
+    @classmethod
+    def of(cls, diagnostic: Diagnostic, sources: dict[str, Source] | None = None) -> "SchedWarning":
+        """(Made from its message alone, as pickling and pytest-xdist remake warnings; `.diagnostic` added.)"""
+        warning = cls(render_concise([diagnostic], sources) + (f" (help: {diagnostic.help})" if diagnostic.help else ""))
+        warning.diagnostic = diagnostic
+        return warning
+
+
 class SchedError(ValueError):
     """Raised by the Python API when a schedule has errors; holds every diagnostic.
 

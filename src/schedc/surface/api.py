@@ -299,9 +299,21 @@ def compile(text_or_path, model=None, key=None, **placeholders) -> Program:
     Raises:
         SchedError: with every diagnostic (syntax, model-free checks, model checks),
             when any of them is an error.
+
+    Warns:
+        SchedWarning: for each warning (they are also `Program.warnings`).
     """
     text, name, base_dir, source = _read(text_or_path)
-    return compile_text(text, name, base_dir, source, model, key, placeholders)
+    program = compile_text(text, name, base_dir, source, model, key, placeholders)
+    if program.warnings:
+        import warnings
+
+        from schedc.lang.diagnostics import SchedWarning
+
+        sources = {program.source.name: program.source} if program.source is not None else {}
+        for diagnostic in program.warnings:
+            warnings.warn(SchedWarning.of(diagnostic, sources), stacklevel=2)
+    return program
 
 
 def compile_text(text: str | bytes, name: str, base_dir: Path, source: Source | None, model, key, placeholders: dict) -> Program:

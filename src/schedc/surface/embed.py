@@ -73,9 +73,9 @@ def embedded_source(text: str) -> Source:
     if found is None:
         return plain
     content, tree = found
+    _refuse_fstring(tree, line)  # first: the same text may also be a literal elsewhere in the file
     literals = [node for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value == text and isinstance(node.value, str)]
     if not literals:
-        _refuse_fstring(tree, line)
         return plain
     literal = min(literals, key=lambda node: (abs(node.lineno - line), node.lineno))
     positions = _positions(content, literal)
@@ -87,7 +87,8 @@ def embedded_source(text: str) -> Source:
 def _refuse_fstring(tree: ast.AST, line: int) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and node.lineno <= line <= (node.end_lineno or node.lineno):
-            if node.args and isinstance(node.args[0], ast.JoinedStr):
+            named = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if named == "compile" and node.args and isinstance(node.args[0], ast.JoinedStr):  # (not `re.search(f"...")` beside it)
                 raise EmbeddingError(
                     "schedc.compile: the schedule text is an f-string; write `$name` placeholders in the text and pass "
                     "name=value to schedc.compile (values are bound as values, never spliced into the text)"

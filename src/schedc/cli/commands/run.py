@@ -367,7 +367,9 @@ def _run(args) -> int:
 
 def _run_job(args, path: Path, out: Path | None) -> int:
     """The run itself, once its file and folders are known good."""
-    from schedc.lang.diagnostics import SchedError
+    import warnings
+
+    from schedc.lang.diagnostics import SchedError, SchedWarning
     from schedc.surface import api
 
     distributed = args.distributed or args.coordinator is not None or args.num_processes is not None or args.process_id is not None
@@ -391,7 +393,9 @@ def _run_job(args, path: Path, out: Path | None) -> int:
     failure = None  # (exit status, message) when this process cannot train
     try:
         # the model: --model, else the file's `model` directive (a missing one is a diagnostic)
-        program = api.compile(path, args.model, key=args.seed, **{**sweep_placeholders(swept, path), **dict(args.set)})
+        with warnings.catch_warnings():  # (printed with their source lines below, as `schedc check` prints them)
+            warnings.simplefilter("ignore", SchedWarning)
+            program = api.compile(path, args.model, key=args.seed, **{**sweep_placeholders(swept, path), **dict(args.set)})
         if program.model is None:
             raise LookupError('no model given: add a `model "file.py:factory"` directive or pass --model')
         if not distributed or _writer():

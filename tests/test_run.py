@@ -300,3 +300,39 @@ def test_run_options_and_seeds_out_of_range_are_refused_by_name():
     largest = "seed 9223372036854775807\nphase 5 lr 0.1 < free a; init b ~ normal(0, 1) >"  # 2**63 - 1
     edge = schedc.compile(largest, pair())
     assert np.isfinite(edge.run(quadratic, quiet=True).loss_history).all()
+
+
+def test_results_and_programs_show_one_line_and_print_their_table():
+    """`repr` printed every field: the models' arrays and each phase's whole loss history (2.6 kB for
+    a two-array model, far more for a network), which a notebook cell shows for a bare `result`."""
+    program = schedc.compile("optimizer sgd\nphase warm 3 lr 0.1 < free a >\nphase 2 lr $rate < free a, b; stop when loss < 100 >", pair(), rate=0.05)
+    assert repr(program) == f"Program({__file__!r}, phases=2, steps=5, parameters=2, model=Pair)"  # (its text is a literal of this file)
+    result = program.run(quadratic, quiet=True)
+    assert repr(result) == f"Result(phases=2, steps_run=4, final_loss={result.loss_history[-1]:.6g}, stop_reasons=['completed', 'loss'])"
+    assert repr(result.phases[0]) == f"PhaseResult('phase 0 (warm)', steps_run=3/3, final_loss={result.phases[0].final_loss:.6g}, stop_reason='completed')"
+    assert str(result) == result.summary() and str(result).splitlines()[0].split()[:3] == ["phase", "steps", "final"]
+
+    batched = program.run_batched(lambda m, t: quadratic(m, t), jnp.asarray([3.0, 30.0]), quiet=True)
+    assert repr(batched) == "BatchedResult(datasets=2, phases=2, steps_run=5)"  # (the longest-running dataset's)
+    assert repr(batched.phases[1]) == "BatchedPhaseResult('phase 1', datasets=2, steps_run=1..2/2, stop_reasons={'loss': 1, 'completed': 1})"
+    table = str(batched).splitlines()
+    assert table[0].split() == ["phase", "steps", "final", "loss", "(min..max)", "stop"] and table[3].split()[-4:] == ["loss", "1,", "completed", "1"]
+
+    swept = program.sweep(rate=[0.05, 0.2]).run(quadratic, quiet=True)
+    assert repr(swept) == f"SweepResult(settings=2, phases=2, best={swept.best()}, best_setting={swept.settings[swept.best()]})"
+    assert str(swept) == swept.summary()
+
+
+def test_a_run_not_watched_in_a_terminal_prints_a_line_per_phase_as_it_ends(capsys):
+    """Without a terminal (a job's log, a redirected script) a run said nothing until it returned."""
+    program = schedc.compile("optimizer sgd\nphase warm 3 lr 0.1 < free a >\nphase 2 lr 0.05 < free a, b; stop when loss < 100 >", pair())
+    result = program.run(quadratic)  # (pytest's stderr is no terminal)
+    lines = capsys.readouterr().err.splitlines()
+    first = result.phases[0]
+    assert lines == [p.line() for p in result.phases] and lines[0] == f"phase 0 (warm): 3/3 steps, loss {first.final_loss:.6g}, completed, {first.wall_time:.2f} s"
+    assert lines[1].startswith("phase 1: 1/2 steps, loss ") and ", loss, " in lines[1]
+    program.run(quadratic, quiet=True)
+    assert capsys.readouterr().err == ""
+    batched = program.run_batched(lambda m, t: quadratic(m, t), jnp.asarray([3.0, 30.0]))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [p.line() for p in batched.phases] and lines[1].startswith("phase 1: 1..2/2 steps, loss ") and ", loss 1, completed 1, " in lines[1]

@@ -16,6 +16,7 @@ reductions may be ordered differently).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from schedc.runtime.runner import (
     Runner,
     applied_hyperparams,
     strong_types,
+    text_table,
     with_scales,
 )
 
@@ -79,7 +81,7 @@ def _vmap(fns: C.Compiled, axis: str):
     return init, K.KernelsOrThunks(lambda kernel: jax.jit(jax.vmap(fns.per_item(kernel), in_axes=in_axes, axis_name=C.ITEMS)))
 
 
-@dataclass
+@dataclass(repr=False)  # (see PhaseResult)
 class BatchedPhaseResult:
     """One phase over B datasets. `losses[i, :steps_run[i]]` is dataset i's history (NaN after it)."""
 
@@ -106,6 +108,25 @@ class BatchedPhaseResult:
     aux: dict[str, np.ndarray] = field(default_factory=dict)
     aux_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
+    def __repr__(self) -> str:
+        return f"BatchedPhaseResult({self.display!r}, datasets={len(self.stop_reasons)}, steps_run={self.steps_text()}, stop_reasons={dict(Counter(self.stop_reasons))})"
+
+    def line(self) -> str:
+        """What a run not watched in a terminal prints as the phase ends (see `PhaseResult.line`): the
+        datasets' fewest..most steps run, their final losses' range and how many stopped for each reason."""
+        return f"{self.display}: {self.steps_text()} steps, loss {self.losses_text()}, {self.stops_text()}, {self.wall_time:.2f} s"
+
+    def steps_text(self) -> str:
+        return f"{int(np.min(self.steps_run))}..{int(np.max(self.steps_run))}/{self.steps}"
+
+    def losses_text(self) -> str:
+        """The range of the datasets' last losses: `0.0012..0.31`."""
+        last = np.array([self.losses[i, n - 1] if n else np.nan for i, n in enumerate(np.asarray(self.steps_run))])
+        return f"{np.nanmin(last):.6g}..{np.nanmax(last):.6g}" if np.isfinite(last).any() else "nan"
+
+    def stops_text(self) -> str:
+        return ", ".join(f"{reason} {count}" for reason, count in Counter(self.stop_reasons).items())
+
     def dataset(self, i: int, take=lambda tree: tree) -> PhaseResult:
         """Dataset i's phase; `take` slices its models out of the batch."""
         n = int(self.steps_run[i])
@@ -122,7 +143,7 @@ class BatchedPhaseResult:
         return result
 
 
-@dataclass
+@dataclass(repr=False)
 class BatchedResult(PhaseHistory):
     """What `run_batched` returns: models with a leading dataset axis, histories as (B, steps) arrays."""
 
@@ -132,6 +153,16 @@ class BatchedResult(PhaseHistory):
 
     def __len__(self) -> int:
         return self.size
+
+    def _outline(self) -> dict:
+        return {"datasets": self.size, **super()._outline()}
+
+    def summary(self) -> str:
+        """A plain-text table: each phase, its steps run (fewest..most), the final losses' range and
+        how many datasets stopped for each reason."""
+        rows = [("phase", "steps", "final loss (min..max)", "stop")]
+        rows += [(p.display, p.steps_text(), p.losses_text(), p.stops_text()) for p in self.phases]
+        return text_table(rows, "<<<<")
 
     @property
     def stop_reasons(self) -> list[list[str]]:

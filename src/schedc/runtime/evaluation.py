@@ -235,7 +235,7 @@ class PhaseEvals:
 
     def last(self) -> str:
         """The latest evaluation as the progress bar shows it: `val.accuracy 0.953 val.loss 0.14`."""
-        return _shown(self.values[-1]) if self.values else ""
+        return shown(self.values[-1]) if self.values else ""
 
     def history(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(steps, {name: values}) of the phase's evaluations."""
@@ -248,8 +248,8 @@ def mean_over_items(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def _shown(values: dict) -> str:
-    """Metrics as the progress bar shows them: `val.accuracy 0.953 val.loss 0.14`."""
+def shown(values: dict) -> str:
+    """Metrics as the progress bar (and a phase's line in a log) shows them: `val.accuracy 0.953 val.loss 0.14`."""
     return " ".join(f"{METRIC_PREFIX}{k} {v:.4g}" for k, v in values.items())
 
 
@@ -341,7 +341,7 @@ class ItemEvals(PhaseEvals):
         if not latest:
             return ""
         names = dict.fromkeys(k for values in latest for k in values)
-        return _shown({k: mean_over_items(np.asarray([values.get(k, np.nan) for values in latest], np.float64)) for k in names})
+        return shown({k: mean_over_items(np.asarray([values.get(k, np.nan) for values in latest], np.float64)) for k in names})
 
     def report(self, result) -> None:
         """Per item: its metrics with their steps, its kept step, and the rule that ended its phase."""

@@ -27,7 +27,7 @@ from schedc.lang.nodes import Bound
 from schedc.plan import resolve as P
 from schedc.runtime import distributed
 from schedc.runtime.data import DataError, array_names, check_batchable
-from schedc.runtime.evaluation import EvalError, PhaseEvals, mean_over_items, without_carry
+from schedc.runtime.evaluation import EvalError, PhaseEvals, mean_over_items, shown, without_carry
 from schedc.runtime.stream import DATA_EXHAUSTED, Batches, Resident, Stream, loss_arguments
 
 
@@ -60,7 +60,7 @@ class Deferred:
         obj.__dict__[self.slot] = value
 
 
-@dataclass
+@dataclass(repr=False)  # (its arrays and model in full would fill a notebook cell)
 class PhaseResult:
     index: int
     name: str | None
@@ -87,9 +87,31 @@ class PhaseResult:
     def final_loss(self) -> float:
         return float(self.losses[-1]) if len(self.losses) else float("nan")
 
+    def __repr__(self) -> str:
+        return f"PhaseResult({self.display!r}, steps_run={self.steps_run}/{self.steps}, final_loss={self.final_loss:.6g}, stop_reason={self.stop_reason!r})"
+
+    def line(self) -> str:
+        """What a run not watched in a terminal prints as the phase ends:
+        `phase 1 (refine): 300/300 steps, loss 0.00123, completed, 1.52 s`, and its last evaluation."""
+        evaluated = shown({k: v[-1] for k, v in self.metrics.items() if len(v)})
+        return f"{self.display}: {self.steps_run}/{self.steps} steps, loss {self.final_loss:.6g}{', ' + evaluated if evaluated else ''}, {self.stop_reason}, {self.wall_time:.2f} s"
+
 
 class PhaseHistory:
-    """What single and batched results share: a model and losses per phase (`phases`, `initial_model`)."""
+    """What single and batched results share: a model and losses per phase (`phases`, `initial_model`).
+
+    `repr` is one line of what was run (the models and histories in full would fill a notebook
+    cell); `str` (`print(result)`) the `summary()` table."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self._outline().items())})"
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _outline(self) -> dict:
+        """The fields `repr` shows."""
+        return {"phases": len(self.phases), "steps_run": sum(int(np.max(p.steps_run)) for p in self.phases)}
 
     @property
     def model(self):
@@ -117,7 +139,7 @@ class PhaseHistory:
         return sum(p.compile_time for p in self.phases)
 
 
-@dataclass
+@dataclass(repr=False)
 class Result(PhaseHistory):
     """What a run returns. `models[i]` is the model after phase i; `model` the last one."""
 
@@ -159,15 +181,25 @@ class Result(PhaseHistory):
         """The loss's aux metrics over the run: one mean per chunk (NaN where a phase lacks it)."""
         return _concatenated(self.phases, "aux", lambda p: len(p.aux_steps))
 
+    def _outline(self) -> dict:
+        final = float(self.loss_history[-1]) if self.phases and len(self.loss_history) else float("nan")
+        return {**super()._outline(), "final_loss": f"{final:.6g}", "stop_reasons": self.stop_reasons}
+
     def summary(self) -> str:
         """A plain-text table: phase, steps run, final loss, stop reason, time."""
         rows = [("phase", "steps", "final loss", "stop", "time (s)", "compile (s)")]
         for p in self.phases:
             rows.append((p.display, f"{p.steps_run}/{p.steps}", f"{p.final_loss:.6g}", p.stop_reason, f"{p.wall_time:.2f}", f"{p.compile_time:.2f}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return text_table(rows, "<>>>>>")
+
+
+def text_table(rows: list[tuple[str, ...]], align: str) -> str:
+    """`rows` (the first a header) in columns two spaces apart, a rule under the header; column j
+    left-aligned where `align[j]` is `<`, right-aligned where it is `>`. The results' `summary()`."""
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if a == "<" else c.rjust(w) for c, w, a in zip(r, widths, align)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def _concatenated(phases, attribute: str, length) -> dict[str, np.ndarray]:
@@ -705,6 +737,9 @@ class Runner:
         # across processes nothing may depend on one process's terminal or clock: no progress bar
         # (which would also change how phases fuse) and steady pacing, so every process runs the same calls
         self.quiet = quiet or not sys.stderr.isatty() or self.processes > 1
+        # unwatched (a log file, a job's output) or across processes: a line per phase as it ends
+        # instead, printed by process 0 from the phase's result (nothing of the run's pace changes)
+        self.announce = not quiet and self.quiet
         self.initial_leaves: list | None = None
         self.state = RunnerState()
         self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None
@@ -1155,6 +1190,8 @@ class Runner:
             with ending:
                 if self.logger is not None and distributed.is_writer():
                     self.logger.phase(phase_result)
+            if self.announce and distributed.is_writer():
+                print(phase_result.line(), file=sys.stderr, flush=True)
             self._after_phase(result, phase_result)
             with ending:
                 if self.checkpoint is not None:

@@ -23,14 +23,14 @@ import numpy as np
 from schedc.check.catalog import METRIC_PREFIX, maximised
 from schedc.compiler import chunk as C
 from schedc.runtime.batch import SETTINGS, BatchedResult, BatchedRunner, chunk_for
-from schedc.runtime.runner import Runner, strong_types
+from schedc.runtime.runner import Runner, strong_types, text_table
 
 
 class SweepError(ValueError):
     """A sweep that cannot run as one program: bad settings, or settings whose phases differ in structure."""
 
 
-@dataclass
+@dataclass(repr=False)
 class SweepResult(BatchedResult):
     """What a sweep returns: a batched result whose items are the settings.
 
@@ -44,6 +44,10 @@ class SweepResult(BatchedResult):
 
     def setting(self, i: int):
         return self.dataset(i)
+
+    def _outline(self) -> dict:
+        best = self.best() if self.size and self.phases else None
+        return {"settings": self.size, "phases": len(self.phases), "best": best, **({"best_setting": self.settings[best]} if best is not None and self.settings else {})}
 
     @property
     def final_losses(self) -> np.ndarray:
@@ -110,10 +114,7 @@ class SweepResult(BatchedResult):
             reasons = ",".join(dict.fromkeys(p.stop_reasons[i] for p in self.phases))
             shown = (f"{values[i]:.6g}" for values in metrics.values())
             rows.append(("*" if i == best else "", str(i), *(f"{self.settings[i][k]:g}" for k in names), f"{self.final_losses[i]:.6g}", *shown, str(steps), reasons))
-        widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
-        lines = ["  ".join(c.rjust(w) if 0 < j < len(widths) - 1 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return text_table(rows, "<" + ">" * (len(rows[0]) - 2) + "<")
 
 
 class SweepRunner(BatchedRunner):

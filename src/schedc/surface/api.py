@@ -20,7 +20,7 @@ from schedc.plan.resolve import DataSize, PhasePlan, Plan
 _REPLAYS_KEPT = 4
 
 
-@dataclass
+@dataclass(repr=False)  # (the Plan and model in full would fill a notebook cell: `program.plan` has them)
 class Program:
     """A schedule resolved against a model.
 
@@ -45,6 +45,16 @@ class Program:
     state: object = field(default=None, repr=False)
     _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # plan_for's, by (data size, eval_every)
     _replays: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (loss, chunk) -> runtime.fused.Replay
+
+    def __repr__(self) -> str:
+        plan = self.plan
+        lengths = [f"{p.epochs:g} epochs" if p.epochs is not None else p.steps for p in plan.phases]
+        steps = sum(lengths) if all(isinstance(n, int) for n in lengths) else None
+        model = "None" if self.model is None else type(self.model).__name__
+        fields = [repr(plan.source), f"phases={len(plan.phases)}", *([f"steps={steps}"] if steps is not None else []), f"parameters={len(plan.parameters)}", f"model={model}"]
+        if self.warnings:
+            fields.append(f"warnings={[d.code for d in self.warnings]}")
+        return f"Program({', '.join(fields)})"
 
     def plan_for(self, args=(), kwargs=None, eval_every=None, batches=None) -> Plan:
         """The Plan for this training data: epochs in steps (`N epochs` counts examples // batch steps

@@ -297,6 +297,13 @@ def test_run_options_and_seeds_out_of_range_are_refused_by_name():
     for seed in (2**63, -(2**63) - 1):
         with pytest.raises(ValueError, match=rf"an int seed is a signed 64-bit integer \(-{2**63} to {2**63 - 1}\), got {seed}"):
             schedc.compile("phase 5 lr 0.1 < free a >", pair(), key=seed)
+    # a checkpoint that is no path was pathlib's TypeError, a state that is no pytree of arrays JAX's
+    # "cannot interpret as an abstract array" from inside the first compiled call
+    with pytest.raises(TypeError, match=r"^checkpoint must be a folder \(a str or a path\), got int$"):
+        program.run(quadratic, checkpoint=123)
+    for state, held in (("x", ""), ({"count": "zero"}, " holding a str")):
+        with pytest.raises(TypeError, match=rf"^state must be an eqx.nn.State \(as eqx.nn.make_with_state returns it\) or a pytree of arrays, got {type(state).__name__}{held}$"):
+            program.run(lambda m, s: (quadratic(m), s), state=state)
     largest = "seed 9223372036854775807\nphase 5 lr 0.1 < free a; init b ~ normal(0, 1) >"  # 2**63 - 1
     edge = schedc.compile(largest, pair())
     assert np.isfinite(edge.run(quadratic, quiet=True).loss_history).all()

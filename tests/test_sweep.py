@@ -102,6 +102,8 @@ def test_summary_and_best(swept):
         (dict(base=0.1), "E0703", "<sweep base>:1:6", "`base` takes a list of values"),
         (dict(base=[0.1, "fast"]), "E0703", "<sweep base>:1:12", "the values of `base` are numbers, got 'fast'"),
         (dict(base=[True]), "E0703", "<sweep base>:1:7", "got True"),
+        (dict(base={0.1: "a"}), "E0703", "<sweep base>:1:6", "`base` takes a list of values"),  # (was read as its keys)
+        (dict(base=np.zeros((1, 2))), "E0703", "<sweep base>:1:7", "the values of `base` are numbers, got array([0., 0.])"),
     ],
 )
 def test_bad_grids_are_located_diagnostics(grid, code, where, words):
@@ -111,6 +113,14 @@ def test_bad_grids_are_located_diagnostics(grid, code, where, words):
     shown = str(err.value)
     assert f"{where}: error[{code}]" in shown and words in shown
     assert isinstance(err.value, ValueError)
+
+
+def test_a_one_dimensional_array_is_a_list_of_settings():
+    """`jnp.logspace(-3, -1, 3)` was refused ("the values of `base` are numbers, got Array(0.001, ...)"),
+    and numpy's settings showed as `np.float64(0.001)`."""
+    for values in (np.logspace(-3, -1, 3), jnp.logspace(-3, -1, 3)):
+        settings = program().sweep(base=values).settings
+        assert settings == [{"base": float(v)} for v in np.asarray(values)] and all(type(s["base"]) is float for s in settings)
 
 
 def test_a_sweep_without_names_is_refused():

@@ -155,9 +155,10 @@ class Diagnostic(Record):
     @property
     def fix(self) -> str | None:
         """The text to put in place of the primary span, when the help proposes exactly one
-        ("did you mean `adam`?", from `did_you_mean` or a pattern's correction): what an editor's
-        quick fix and `schedc check --fix` write. None for a help of several choices or of advice.
-        Only single-line spans: every misspelt word, name or pattern is one token."""
+        ("did you mean `adam`?", from `did_you_mean` or a pattern's correction): what the language
+        server's quick fix writes, and `fix` in `schedc check --format json`. None for a help of
+        several choices or of advice. Only single-line spans: a misspelt word, name or pattern is
+        one token. (A nearest spelling is a guess: offered, never written by `schedc check`.)"""
         help = self.help
         if help is None or not help.startswith(_ONE_CHOICE) or not help.endswith("`?") or help.count("`") != 2 or self.span.end_line != self.span.line:
             return None

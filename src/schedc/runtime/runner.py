@@ -511,6 +511,17 @@ def _has_objects(phase: P.PhasePlan) -> bool:
     return any(m.transform is not None for spec in specs for m in spec.transforms)
 
 
+def _state(state):
+    """`state` when it is one (an eqx.nn.State, or any pytree of arrays), else a TypeError now, not
+    JAX's "cannot interpret as an abstract array" from inside the first compiled call."""
+    import jax
+
+    odd = next((leaf for leaf in jax.tree_util.tree_leaves(state) if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))), None)
+    if odd is not None:
+        raise TypeError(f"state must be an eqx.nn.State (as eqx.nn.make_with_state returns it) or a pytree of arrays, got {type(state).__name__}" + (f" holding a {type(odd).__name__}" if odd is not state else ""))
+    return state
+
+
 def strong_types(model):
     """The model with weakly typed arrays (`jnp.asarray(1.0)`) made strong.
 
@@ -756,7 +767,7 @@ class Runner:
         self.logger = None  # a log.RunLog (`--log DIR` / `logger=`): each phase's records, appended after it
         # an eqx.nn.State (BatchNorm statistics) the loss takes and returns: carried through every step
         # and phase (the state after the last phase run, once one has run)
-        self.model_state = strong_types(state) if state is not None else None
+        self.model_state = strong_types(_state(state)) if state is not None else None
         self.feed = None  # the running phase's feed (a stream.Feed of streamed batches, or stream.Resident), or None
         self.segment = None  # the last fused segment run (a fused.Segment): a run that was one segment can be replayed
         self.items = None  # a segment.Items when the runner fits many at once (batch.BatchedRunner), else None

@@ -48,8 +48,7 @@ class Program:
 
     def __repr__(self) -> str:
         plan = self.plan
-        lengths = [f"{p.epochs:g} epochs" if p.epochs is not None else p.steps for p in plan.phases]
-        steps = sum(lengths) if all(isinstance(n, int) for n in lengths) else None
+        steps = sum(p.steps for p in plan.phases) if all(p.epochs is None for p in plan.phases) else None  # (epochs: known with the data)
         model = "None" if self.model is None else type(self.model).__name__
         fields = [repr(plan.source), f"phases={len(plan.phases)}", *([f"steps={steps}"] if steps is not None else []), f"parameters={len(plan.parameters)}", f"model={model}"]
         if self.warnings:
@@ -180,6 +179,8 @@ class Program:
         """
         if logger is not None and not callable(getattr(logger, "phase", None)):  # (said now, not after the first phase ran)
             raise TypeError(f"logger must be a schedc.runtime.log.RunLog(folder), or any object with a phase(result) method, got {type(logger).__name__}")
+        if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a folder (a str or a path), got {type(checkpoint).__name__}")
         state = self.state if state is None else state
         plain = checkpoint is None and logger is None and metrics is None and validation == () and eval_every is None and state is None and batches is None and fuse
         if plain and (replayed := self._replay(loss_fn, args, kwargs, chunk, quiet)) is not None:

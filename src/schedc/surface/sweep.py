@@ -12,8 +12,11 @@ its values. The fit itself is `schedc.runtime.sweep.run_sweep`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
+
+import numpy as np
 
 from schedc.lang import nodes as n
 from schedc.lang.diagnostics import Diagnostic, Label, SchedError, Source, did_you_mean, sort_key
@@ -128,7 +131,9 @@ def from_grid(grid: dict) -> list[Swept]:
     """
     swept = []
     for name, values in grid.items():
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        if getattr(values, "ndim", None) == 1 and hasattr(values, "__array__"):  # np.linspace, jnp.logspace: their numbers
+            values = np.asarray(values).tolist()
+        if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__"):
             text = f"{name}={values!r}"
             swept.append(Swept(name, None, Source(f"<sweep {name}>", text), _on_line(0, len(name)), (_on_line(len(name) + 1, len(text)),)))
             continue

@@ -79,12 +79,18 @@ def test_run_prints_the_summary_saves_results_and_fills_the_compile_cache(projec
     assert [p["final_loss"] for p in again] == [p["final_loss"] for p in summary]
 
 
+def strict_json(path):
+    """JSON as strict readers (jq, JavaScript) read it: no NaN or Infinity."""
+    return json.loads(path.read_text(), parse_constant=lambda word: pytest.fail(f"{path.name} holds {word}, which is not JSON"))
+
+
 def test_a_non_finite_loss_exits_1_and_names_the_phase(project, tmp_path):
     result = schedc("fit.sched", "--loss", "line.py:bad_loss", "--compile-cache", "none", "--out", str(tmp_path), cwd=project)
     assert result.returncode == 1
     assert "non-finite loss" in result.stderr and "phase 0 (slope)" in result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "model.eqx").exists()  # the last completed model (here: the initial one) is saved
+    assert [p["final_loss"] for p in strict_json(tmp_path / "summary.json")] == [None]  # (was NaN: not JSON)
 
 
 def test_schedule_errors_exit_1_and_missing_files_exit_2(project, tmp_path):
@@ -113,15 +119,17 @@ phase 60 lr rate * $shrink < free ** >
 def test_sweep_prints_the_settings_best_first_and_saves_each(project, tmp_path):
     (project / "sweep.sched").write_text(SWEEP_SCHED)
     out = tmp_path / "out"
-    result = schedc("sweep.sched", "--sweep", "rate=0.01,0.3", "--sweep", "$shrink=1,0.5", "--out", str(out), "--quiet", cwd=project)
+    result = schedc("sweep.sched", "--sweep", "rate=0.01,0.3,30", "--sweep", "$shrink=1,0.5,1", "--out", str(out), "--quiet", cwd=project)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["setting", "rate", "shrink"]
     assert lines[2].split()[:4] == ["*", "1", "0.3", "0.5"]  # the larger rate fits better
-    summary = json.loads((out / "sweep.json").read_text())
-    assert summary["best"] == 1 and summary["settings"] == [{"rate": 0.01, "shrink": 1}, {"rate": 0.3, "shrink": 0.5}]
+    assert lines[4].split()[-2:] == ["non-finite", "loss"]  # the largest diverges, and the others are kept
+    summary = strict_json(out / "sweep.json")
+    assert summary["best"] == 1 and summary["settings"] == [{"rate": 0.01, "shrink": 1}, {"rate": 0.3, "shrink": 0.5}, {"rate": 30, "shrink": 1}]
     assert (out / "setting_0" / "model.eqx").is_file() and (out / "setting_1" / "losses.npz").is_file()
-    assert summary["final_losses"][1] < summary["final_losses"][0]
+    assert summary["final_losses"][1] < summary["final_losses"][0] and summary["final_losses"][2] is None  # (was NaN: not JSON)
+    assert strict_json(out / "setting_2" / "summary.json")[0]["final_loss"] is None
 
 
 @pytest.mark.parametrize(
@@ -285,3 +293,21 @@ def test_the_files_warnings_are_printed_before_the_run_and_do_not_stop_it(projec
     assert main(["run", str(project / "empty.sched"), "--quiet", "--compile-cache", "none"]) == 0
     err = capsys.readouterr().err
     assert "warning[W0108]: the schedule has no phases: running it trains nothing" in err and "SchedWarning" not in err  # (said once, rendered)
+
+
+def test_a_failing_or_wrongly_shaped_metrics_function_is_named(project, capsys):
+    """A metrics function that raised was reported as "the loss failed while training"; one that
+    returned a bare scalar as "returned ShapeDtypeStruct"."""
+    from schedc.cli import main
+
+    (project / "judged.py").write_text(
+        textwrap.dedent(MODEL) + EVAL_MODEL + "\n\ndef broken(model, x, y):\n    raise RuntimeError('metrics broke')\n\n\ndef bare(model, x, y):\n    return jnp.mean(x)\n"
+    )
+    for name, words in (
+        ("broken", f"schedc run: training stopped: RuntimeError: metrics broke (in `broken`, at {project / 'judged.py'}:"),
+        ("bare", "error: the metrics function returned an array of shape () in phase 0; expected a dict {name: scalar}"),
+    ):
+        (project / f"judged_{name}.sched").write_text(EVAL_SWEEP_SCHED.replace("line.py", "judged.py").replace("METRICS", name))
+        assert main(["run", str(project / f"judged_{name}.sched"), "--quiet", "--compile-cache", "none"]) == 1
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err

@@ -371,6 +371,9 @@ def test_schedule_errors_show_the_expression():
         schedc.schedule("0.1", steps=0)
     with pytest.raises(TypeError):
         schedc.schedule("a", steps=10, a="x")
+    for not_text in (0.1, None, jnp.asarray(0.1)):  # (a number was "can only concatenate str (not "float") to str")
+        with pytest.raises(TypeError, match=rf'^schedc.schedule takes the text of a schedule expression, such as "cosine\(0.1 -> 0\)" or "0.1", got {type(not_text).__name__}$'):
+            schedc.schedule(not_text, steps=10)
 
 
 def test_lower_refuses_invalid_expressions():

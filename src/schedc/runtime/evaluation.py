@@ -87,7 +87,8 @@ def _check_output(out, phase: P.PhasePlan) -> None:
     import jax
 
     if not isinstance(out, dict):
-        raise EvalError(f"the metrics function returned {type(out).__name__} in {phase.label}; expected a dict {{name: scalar}}")
+        got = f"an array of shape {out.shape}" if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__  # (traced: arrays are shapes)
+        raise EvalError(f"the metrics function returned {got} in {phase.label}; expected a dict {{name: scalar}}")
     for name, value in out.items():
         # traced: an array is a ShapeDtypeStruct; anything else came back as the function returned it
         dtype = np.dtype(type(value)) if isinstance(value, (int, float)) else value.dtype if isinstance(value, (jax.ShapeDtypeStruct, np.ndarray, np.generic)) else None

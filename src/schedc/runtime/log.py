@@ -22,9 +22,11 @@ import math
 from pathlib import Path
 
 
-def _number(value) -> float | None:
+def json_number(value) -> float | None:
+    """`value` as a JSON number: None (null) when it is not finite, since JSON has no NaN or Infinity
+    (Python's `json` writes them, and strict readers, jq and JavaScript's among them, refuse the file)."""
     value = float(value)
-    return value if math.isfinite(value) else None  # JSON has no NaN
+    return value if math.isfinite(value) else None
 
 
 class RunLog:
@@ -52,11 +54,11 @@ class RunLog:
         label, start = result.display, self.offset
         records = []
         for i, loss in enumerate(result.losses):
-            records.append({"kind": "step", "step": start + i, "phase": label, "loss": _number(loss)} | {k: _number(v[i]) for k, v in result.hyperparams.items()})
+            records.append({"kind": "step", "step": start + i, "phase": label, "loss": json_number(loss)} | {k: json_number(v[i]) for k, v in result.hyperparams.items()})
         for j, step in enumerate(result.aux_steps):
-            records.append({"kind": "aux", "step": start + int(step), "phase": label} | {k: _number(v[j]) for k, v in result.aux.items()})
+            records.append({"kind": "aux", "step": start + int(step), "phase": label} | {k: json_number(v[j]) for k, v in result.aux.items()})
         for j, step in enumerate(result.eval_steps):
-            records.append({"kind": "eval", "step": start + int(step), "phase": label} | {k: _number(v[j]) for k, v in result.metrics.items()})
+            records.append({"kind": "eval", "step": start + int(step), "phase": label} | {k: json_number(v[j]) for k, v in result.metrics.items()})
         records.append(
             {"kind": "phase", "step": start + result.steps_run, "phase": label, "steps_run": result.steps_run, "stop_reason": result.stop_reason, "wall_time": result.wall_time, "compile_time": result.compile_time}
         )

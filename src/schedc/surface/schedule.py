@@ -42,5 +42,8 @@ def schedule(expr: str, steps: int, **names) -> Callable:
 
     Raises:
         SchedError: with every problem, rendered with the expression and a caret.
+        TypeError: `expr` is not text (a number is written as text: `schedule("0.1", steps)`).
     """
+    if not isinstance(expr, str):
+        raise TypeError(f'schedc.schedule takes the text of a schedule expression, such as "cosine(0.1 -> 0)" or "0.1", got {type(expr).__name__}')
     return schedule_fn(analyse_expression(expr, steps, names), steps)

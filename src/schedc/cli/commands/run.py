@@ -109,11 +109,12 @@ def _describe(exc: BaseException) -> str:
 
 
 def _where(exc: BaseException) -> str:
-    """` (at file.py:LINE)`: the innermost frame of the traceback outside schedc, JAX and the standard library."""
+    """` (in `fn`, at file.py:LINE)`: the innermost frame of the traceback outside schedc, JAX and the
+    standard library (its function says whose code failed: the loss, the metrics function, ...)."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f" (at {exc.filename}:{exc.lineno})"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _library(f.filename)]
-    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f" (in `{frames[-1].name}`, at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 def _library(filename: str) -> bool:
@@ -445,6 +446,7 @@ def _run_sweep(program, swept: list, loss, data_args, data_kwargs, evaluation: d
     from schedc.lang.diagnostics import SchedError
     from schedc.runtime.data import DataError
     from schedc.runtime.evaluation import EvalError
+    from schedc.runtime.log import json_number
     from schedc.runtime.sweep import SweepError
     from schedc.surface.sweep import sweep
     from schedc.tooling.files import atomic_write
@@ -480,8 +482,8 @@ def _run_sweep(program, swept: list, loss, data_args, data_kwargs, evaluation: d
     if out is not None:
         for i in range(len(result)):
             save(result.setting(i), out / f"setting_{i}")
-        metrics = {f"{METRIC_PREFIX}{name}": [float(x) for x in result.metric(name)] for name in result.metric_names}
-        summary = {"settings": result.settings, "final_losses": [float(x) for x in result.final_losses], "metrics": metrics, "best_by": args.best_by or "loss", "best": best}
+        metrics = {f"{METRIC_PREFIX}{name}": [json_number(x) for x in result.metric(name)] for name in result.metric_names}
+        summary = {"settings": result.settings, "final_losses": [json_number(x) for x in result.final_losses], "metrics": metrics, "best_by": args.best_by or "loss", "best": best}
         atomic_write(out / "sweep.json", json.dumps(summary, indent=2).encode())
         print(f"saved to {out}/")
     return 0 if best is not None else 1
@@ -549,8 +551,8 @@ def _train(args, program, loss, data_args, data_kwargs, evaluation: dict, out: P
         print(f"error: {err}", file=sys.stderr)
         _save_partial(getattr(err, "result", None), out)
         return 1
-    except Exception as err:  # the user's loss failed while running (after the eval_shape check)
-        print(f"schedc run: the loss failed while training: {_describe(err)}{_where(err)}", file=sys.stderr)
+    except Exception as err:  # the user's code (the loss, the metrics function, a data iterator) failed while running
+        print(f"schedc run: training stopped: {_describe(err)}{_where(err)}", file=sys.stderr)
         _save_partial(getattr(err, "result", None), out)
         return 1
     if _writer():
@@ -603,6 +605,7 @@ def save(result, out: Path, model_override=None) -> None:
     import numpy as np
 
     from schedc.runtime.dtypes import serialise_leaf
+    from schedc.runtime.log import json_number
     from schedc.tooling.files import atomic_open, atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
@@ -624,7 +627,7 @@ def save(result, out: Path, model_override=None) -> None:
             "name": p.name,
             "steps": p.steps,
             "steps_run": p.steps_run,
-            "final_loss": p.final_loss,
+            "final_loss": json_number(p.final_loss),
             "stop_reason": p.stop_reason,
             "wall_time": p.wall_time,
             "compile_time": p.compile_time,

@@ -314,3 +314,20 @@ def test_fixes_are_the_codes_that_name_a_misspelt_word():
     from schedc.lang.diagnostics import Diagnostic
 
     assert [Diagnostic("E0401", "", help=h).fix for h in ("did you mean `gp.a` or `gp.b`?", "remove it, or use it", None)] == [None, None, None]
+
+
+def test_a_folder_is_every_sched_file_under_it(capsys, tmp_path):
+    """`schedc check .` was "cannot read .: Is a directory" (exit 2), where `schedc fmt .` (and `ruff
+    check .`) take the files under it."""
+    (tmp_path / "fits" / "deep").mkdir(parents=True)
+    (tmp_path / "fits" / "a.sched").write_text(BAD)
+    (tmp_path / "fits" / "deep" / "b.sched").write_text(WARN)
+    (tmp_path / "fits" / "notes.txt").write_text("phase lr <\n")  # not a schedule: not read
+    (tmp_path / "empty").mkdir()
+    rc, out, err = check(capsys, str(tmp_path / "fits"), "--format", "concise")
+    files = [line.split(":")[0] for line in out.splitlines()[:-1]]
+    assert rc == 1 and err == ""
+    assert sorted(set(files)) == [str(tmp_path / "fits" / "a.sched"), str(tmp_path / "fits" / "deep" / "b.sched")]
+    assert out.splitlines()[-1] == "Found 3 errors and 1 warning in 2 files."
+    rc, out, err = check(capsys, str(tmp_path / "empty"))  # (nothing to check is never a pass)
+    assert rc == 2 and err == f"schedc check: cannot read {tmp_path / 'empty'}: Is a directory\n" and "1 file could not be read" in out

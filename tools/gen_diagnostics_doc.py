@@ -29,7 +29,8 @@ lines and columns, end exclusive) and, where one helps, a `help:` suggestion.
 schedc check FILE... [--format text|concise|json|github] [--strict] [--no-cache] [--model [MOD:FN]]
 ```
 
-* `FILE` may be `-` for standard input. Files are read as UTF-8, with or without a BOM;
+* `FILE` may be `-` for standard input, or a folder: every `*.sched` file under it, in path order
+  (`schedc check .`; a folder with none is exit 2, never a pass). Files are read as UTF-8, with or without a BOM;
   binary or undecodable input is itself a diagnostic (E0004), never a traceback.
 * `--model` also checks the file against the model's real parameter tree (codes E04xx, W0103,
   W0105): `--model MOD:FN` names the factory, `--model` alone uses the file's `model`

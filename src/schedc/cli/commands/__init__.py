@@ -8,6 +8,33 @@ TYPE_CHECKING = False  # (not `typing`'s: `schedc check` answering from its cach
 if TYPE_CHECKING:
     from pathlib import Path
 
+def sched_files(names: list[str], command: str) -> tuple[list[str], int]:
+    """(the files named, status): a folder replaced by the `.sched` files under it, in path order
+    (`schedc check .` as `ruff check .`); a folder that cannot be listed is said on stderr (status 2),
+    not silently skipped. os.path only: `schedc check` answering from its cache imports no pathlib."""
+    import os
+
+    out: list[str] = []
+    status = 0
+
+    def unreadable(exc: OSError) -> None:
+        nonlocal status
+        print(f"schedc {command}: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        status = 2
+
+    for name in names:
+        if name == "-" or not os.path.isdir(name):
+            out.append(name)
+            continue
+        found = []
+        for folder, subfolders, files in os.walk(name, onerror=unreadable):
+            subfolders.sort()
+            found.extend(os.path.join(folder, f) for f in files if f.endswith(".sched") and os.path.isfile(os.path.join(folder, f)))
+        # a folder without one stays: reading it fails as a path that names nothing checkable (exit 2), never a pass
+        out.extend(sorted(found, key=lambda p: os.path.normpath(p).split(os.sep)) or [name])
+    return out, status
+
+
 MODEL_HELP = "resolve against the model's parameters; without a value, the file's `model` directive names it"
 
 

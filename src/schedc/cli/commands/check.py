@@ -20,7 +20,7 @@ import sys
 
 from schedc import cli
 from schedc.cli import result_cache
-from schedc.cli.commands import add_model_argument
+from schedc.cli.commands import add_model_argument, sched_files
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ FORMATS = ("text", "concise", "json", "github")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # "*", not "+": `--model FILE` takes the file as the option's value, and run() gives it back
-    parser.add_argument("files", nargs="*", metavar="FILE", help="schedule files to check (`-` reads standard input)")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="schedule files to check (a folder: every *.sched under it; `-` reads standard input)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="text (default): snippets and carets; concise: one `file:line:col: severity[CODE]: message` line each; json: a list of objects; github: Actions annotations")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1 when there are any)")
     parser.add_argument("--no-cache", action="store_true", help="check every file afresh: neither read nor write the result cache (SCHEDC_NO_CACHE=1 does the same)")
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("schedc check: error: no FILE given (`-` reads standard input)", file=sys.stderr)
         return 2
+    files, listing = sched_files(files, "check")
     diagnostics: list[Diagnostic] = []
     sources: dict[str, Source] = {}
     unreadable = 0
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         diagnostics.sort(key=sort_key)
         failed = has_errors(diagnostics, args.strict)
     _emit(diagnostics, sources, args.format, len(files) - unreadable, unreadable)
-    if unreadable:
+    if unreadable or listing:
         return 2
     return 1 if failed else 0
 

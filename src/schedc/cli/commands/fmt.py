@@ -9,10 +9,10 @@ formatter's output would not mean the same program, so nothing was written).
 from __future__ import annotations
 
 import difflib
-import os
 import sys
 from pathlib import Path
 
+from schedc.cli.commands import sched_files
 from schedc.lang.diagnostics import SchedError, render_text
 from schedc.lang.text import decode
 
@@ -55,31 +55,8 @@ def _diff(name: str, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), name, name))
 
 
-def _expand(names: list[str]) -> tuple[list[str], int]:
-    """(the files to format, status): directories replaced by the `.sched` files under them, in
-    order; a folder that cannot be listed is reported (status 2), not silently skipped."""
-    out: list[str] = []
-    status = 0
-
-    def unreadable(exc: OSError) -> None:
-        nonlocal status
-        print(f"schedc fmt: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
-        status = 2
-
-    for name in names:
-        if name == "-" or not Path(name).is_dir():
-            out.append(name)
-            continue
-        found = []
-        for folder, subfolders, files in os.walk(name, onerror=unreadable):
-            subfolders.sort()
-            found.extend(os.path.join(folder, f) for f in files if f.endswith(".sched") and os.path.isfile(os.path.join(folder, f)))
-        out.extend(sorted(found, key=lambda p: Path(p).parts))
-    return out, status
-
-
 def run(args) -> int:
-    names, status = _expand(args.files)
+    names, status = sched_files(args.files, "fmt")
     for name in names:
         try:
             data = _read(name)

@@ -51,7 +51,7 @@ def _child(size: int) -> dict:
     program = schedc.compile(TEXT, start)
 
     def batched():
-        result = program.run_batched(loss, X, Y)
+        result = program.run_batched(loss, X, Y, quiet=True)
         jax.block_until_ready(result.model)
         return result
 

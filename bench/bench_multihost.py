@@ -50,7 +50,7 @@ def loss(m, x, y):
 def sweep(fuse):
     program = schedc.compile(TEXT, model)
     started = time.perf_counter()
-    result = program.sweep(rate=list(np.geomspace(0.001, 0.1, 8))).run(loss, x, y, fuse=fuse)
+    result = program.sweep(rate=list(np.geomspace(0.001, 0.1, 8))).run(loss, x, y, fuse=fuse, quiet=True)
     return time.perf_counter() - started, sum(p.compiles for p in result.phases), result.final_losses
 
 

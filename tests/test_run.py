@@ -338,6 +338,8 @@ def test_a_run_not_watched_in_a_terminal_prints_a_line_per_phase_as_it_ends(caps
     first = result.phases[0]
     assert lines == [p.line() for p in result.phases] and lines[0] == f"phase 0 (warm): 3/3 steps, loss {first.final_loss:.6g}, completed, {first.wall_time:.2f} s"
     assert lines[1].startswith("phase 1: 1/2 steps, loss ") and ", loss, " in lines[1]
+    again = program.run(quadratic)  # the same run again is replayed (one fused call), and says the same
+    assert capsys.readouterr().err.splitlines() == [p.line() for p in again.phases] and len(again.phases) == 2
     program.run(quadratic, quiet=True)
     assert capsys.readouterr().err == ""
     batched = program.run_batched(lambda m, t: quadratic(m, t), jnp.asarray([3.0, 30.0]))

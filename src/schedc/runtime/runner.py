@@ -97,6 +97,11 @@ class PhaseResult:
         return f"{self.display}: {self.steps_run}/{self.steps} steps, loss {self.final_loss:.6g}{', ' + evaluated if evaluated else ''}, {self.stop_reason}, {self.wall_time:.2f} s"
 
 
+def announce(phase_result) -> None:
+    """A phase's line on stderr as it ends, for a run not watched in a terminal (`Runner.announce`)."""
+    print(phase_result.line(), file=sys.stderr, flush=True)
+
+
 class PhaseHistory:
     """What single and batched results share: a model and losses per phase (`phases`, `initial_model`).
 
@@ -1202,7 +1207,7 @@ class Runner:
                 if self.logger is not None and distributed.is_writer():
                     self.logger.phase(phase_result)
             if self.announce and distributed.is_writer():
-                print(phase_result.line(), file=sys.stderr, flush=True)
+                announce(phase_result)
             self._after_phase(result, phase_result)
             with ending:
                 if self.checkpoint is not None:

@@ -184,6 +184,11 @@ class Program:
         state = self.state if state is None else state
         plain = checkpoint is None and logger is None and metrics is None and validation == () and eval_every is None and state is None and batches is None and fuse
         if plain and (replayed := self._replay(loss_fn, args, kwargs, chunk, quiet)) is not None:
+            if not quiet:  # (unwatched: with a terminal's bar there is no replay) the lines a run prints
+                from schedc.runtime.runner import announce
+
+                for phase_result in replayed.phases:
+                    announce(phase_result)
             return replayed
         runner = self.runner(loss_fn, *args, chunk=chunk, quiet=quiet, validation=validation, metrics=metrics, eval_every=eval_every, fuse=fuse, state=state, batches=batches, **kwargs)
         runner.logger = logger

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -313,3 +314,21 @@ def test_the_plateau_scale_log_is_whole_after_a_mid_phase_resume(tmp_path):
     assert scales.min() < 1.0  # the plateau fired, before and after the resume point
     np.testing.assert_array_equal(resumed.hyperparams["plateau_scale"], scales)  # no NaN for the steps before the resume
     np.testing.assert_array_equal(resumed.loss_history, whole.loss_history)
+
+
+def test_read_model_says_when_the_file_is_not_of_this_model(tmp_path):
+    """A `like` with fewer leaves than the file read the file's first arrays into it in silence; one
+    with more was "Error at leaf with path ..."; a folder "No such file: 'out.eqx'"."""
+    saved = {"a": jnp.arange(3.0), "b": jnp.asarray(2.0)}
+    path = tmp_path / "model.eqx"
+    eqx.tree_serialise_leaves(path, saved)
+    back = schedc.read_model(path, {"a": jnp.zeros(3), "b": jnp.zeros(())})
+    assert np.array_equal(back["a"], saved["a"]) and float(back["b"]) == 2.0
+    with pytest.raises(ValueError, match=r"model.eqx holds more arrays than `like` has: it was saved from another model$"):
+        schedc.read_model(path, {"a": jnp.zeros(3)})
+    with pytest.raises(ValueError, match=r"does not hold a model like `like`: .*path \(DictKey\(key='c'\),\): EOFError"):
+        schedc.read_model(path, {"a": jnp.zeros(3), "b": jnp.zeros(()), "c": jnp.zeros(())})
+    with pytest.raises(ValueError, match=r"does not hold a model like `like`: .*changed shape from \(2,\) in `like` to \(3,\) on disk"):
+        schedc.read_model(path, {"a": jnp.zeros(2), "b": jnp.zeros(())})
+    with pytest.raises(FileNotFoundError, match=r"^no such model file: .* \(a folder: name the model.eqx in it\)$"):
+        schedc.read_model(tmp_path, saved)

@@ -403,4 +403,18 @@ def read_model(path, like):
         value = deserialise_leaf(f, x)  # reads the leaf's record, keeping the file in step
         return value if isinstance(x, (jax.Array, jax.ShapeDtypeStruct, np.ndarray, np.generic)) else x
 
-    return eqx.tree_deserialise_leaves(path, like, filter_spec=arrays_only)
+    path = Path(path)
+    if not path.is_file():  # (equinox would look for `PATH.eqx`, and name that)
+        raise FileNotFoundError(f"no such model file: {path}" + (" (a folder: name the model.eqx in it)" if path.is_dir() else ""))
+    with open(path, "rb") as file:
+        try:
+            model = eqx.tree_deserialise_leaves(file, like, filter_spec=arrays_only)
+        except (RuntimeError, ValueError, OSError) as err:  # (equinox's TreePathError is a RuntimeError whose cause says why)
+            inner = err
+            while inner.__cause__ is not None:
+                inner = inner.__cause__
+            why = str(err) if inner is err else f"{err}: {type(inner).__name__}: {inner}"
+            raise ValueError(f"{path} does not hold a model like `like`: {why}") from err
+        if file.read(1):  # equinox reads as many arrays as `like` has and ignores the rest
+            raise ValueError(f"{path} holds more arrays than `like` has: it was saved from another model")
+    return model

@@ -143,5 +143,5 @@ class NoPhases(Rule):
         if ctx.partial or ctx.phases is None or ctx.phases:  # items lost to a syntax error; past the cap
             return
         repeat = next((item for item in ctx.file.items if isinstance(item, n.Repeat)), None)
-        span = repeat.span if repeat is not None else n.Span(1, 1, 1, 1)
+        span = repeat.span if repeat is not None else n.NO_SPAN
         ctx.report(Diagnostic("W0108", "the schedule has no phases: running it trains nothing", span, help="add one, e.g. `phase 100 lr 0.01 < free PATTERN >`"))

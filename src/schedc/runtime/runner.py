@@ -98,7 +98,7 @@ class PhaseResult:
 
 
 def announce(phase_result) -> None:
-    """A phase's line on stderr as it ends, for a run not watched in a terminal (`Runner.announce`)."""
+    """A phase's line on stderr as it ends, for a run not watched in a terminal (`Runner.phase_lines`)."""
     print(phase_result.line(), file=sys.stderr, flush=True)
 
 
@@ -755,7 +755,7 @@ class Runner:
         self.quiet = quiet or not sys.stderr.isatty() or self.processes > 1
         # unwatched (a log file, a job's output) or across processes: a line per phase as it ends
         # instead, printed by process 0 from the phase's result (nothing of the run's pace changes)
-        self.announce = not quiet and self.quiet
+        self.phase_lines = not quiet and self.quiet
         self.initial_leaves: list | None = None
         self.state = RunnerState()
         self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None
@@ -1206,7 +1206,7 @@ class Runner:
             with ending:
                 if self.logger is not None and distributed.is_writer():
                     self.logger.phase(phase_result)
-            if self.announce and distributed.is_writer():
+            if self.phase_lines and distributed.is_writer():
                 announce(phase_result)
             self._after_phase(result, phase_result)
             with ending:

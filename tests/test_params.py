@@ -165,3 +165,22 @@ def test_spectracles_model_when_installed():
     # spectracles' own verified answer (research §1.2): parents and one shared copy
     assert tree.paths == ("line_a.amplitude", "line_a.width", "line_b.amplitude", "off")
     assert tree.shared == {"line_b.width": "line_a.width"}
+
+
+def test_a_pattern_naming_an_array_that_is_no_parameter_is_told_why():
+    """`free n` for an int counter said "matches no parameter; the model's parameters: a", as if `n`
+    were not in the model at all."""
+    from schedc.lang.diagnostics import SchedError
+    import schedc
+
+    tree = discover({"a": jnp.zeros(2), "n": jnp.asarray(3), "k": jax.random.key(0)})
+    assert [path for path, _ in tree.constants] == ["k", "n"]
+    nodes = discover({"amp": Node(jnp.ones(1)), "const": Known(jnp.ones(1), True), "raw": jnp.ones(2)})
+    assert dict(nodes.constants) == {"const": "a spectracles `Known`: a constant", "raw": "an array outside the model's parameter nodes: with spectracles' `Parameter`s, only they are trained"}
+    with pytest.raises(SchedError) as err:
+        schedc.compile("phase 10 lr 0.1 < free a, n; init k = 1 >", {"a": jnp.zeros(2), "n": jnp.asarray(3), "k": jax.random.key(0)})
+    notes = {d.span.column: d.notes for d in err.value.diagnostics if d.code == "E0401"}
+    assert notes == {
+        27: ("`n` is an array of dtype int32: only floating-point and complex arrays are parameters (gradients are taken of those alone)", "the model's parameters: a"),
+        35: ("`k` is an array of dtype key<fry>: only floating-point and complex arrays are parameters (gradients are taken of those alone)", "the model's parameters: a"),
+    }

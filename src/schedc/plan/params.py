@@ -28,7 +28,7 @@ the model-free path too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from schedc.lang.glob import format_key, join
@@ -68,6 +68,9 @@ class ParamTree:
 
     params: tuple[Param, ...]
     num_leaves: int = 0
+    # (path, what it is) of the array leaves that are not parameters (an int counter, a spectracles
+    # `Known`): a pattern that names one is told why it matches no parameter (E0401's note)
+    constants: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_paths(cls, paths, shared: dict[str, str] | None = None) -> "ParamTree":
@@ -100,13 +103,18 @@ class ParamTree:
         return self.params[self.index[path]]
 
 
+def _is_array(x) -> bool:
+    import jax
+    import numpy as np
+
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct))
+
+
 def _is_inexact(x) -> bool:
     import jax
     import numpy as np
 
-    if not isinstance(x, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)):
-        return False
-    return jax.dtypes.issubdtype(x.dtype, np.inexact)  # (not numpy's: a typed PRNG key has no numpy dtype)
+    return _is_array(x) and jax.dtypes.issubdtype(x.dtype, np.inexact)  # (not numpy's: a typed PRNG key has no numpy dtype)
 
 
 _NODE_FIELDS: dict[type, str | None] = {}
@@ -162,6 +170,7 @@ def discover(model) -> ParamTree:
     share = is_share_module(model)
     arrays: list[tuple[str, int, object, str]] = []  # bare arrays: (path, leaf index, array, kind)
     nodes: list[tuple[str, int, object, str]] = []  # parameter nodes' value arrays
+    constants: list[tuple[str, str]] = []  # (path, what it is) of arrays that are not parameters
     leaf = 0
     for keypath, x in entries:
         if share:  # paths inside a ShareModule are its inner model's (its other fields hold no arrays)
@@ -170,10 +179,14 @@ def discover(model) -> ParamTree:
         if field_name is None:
             if _is_inexact(x):
                 arrays.append((path_of(keypath), leaf, x, "array"))
+            elif _is_array(x):
+                constants.append((path_of(keypath), f"an array of dtype {x.dtype}: only floating-point and complex arrays are parameters (gradients are taken of those alone)"))
             leaf += 1
             continue
         sub, _ = jtu.tree_flatten_with_path(x)
-        if not _is_known(x):
+        if _is_known(x):
+            constants.append((path_of(keypath), "a spectracles `Known`: a constant"))
+        else:
             for j, (subpath, value) in enumerate(sub):
                 if len(subpath) == 1 and getattr(subpath[0], "name", None) == field_name and _is_inexact(value):
                     kind = "parameter" if field_name == "val" else "constrained"
@@ -181,7 +194,9 @@ def discover(model) -> ParamTree:
                     break
         leaf += len(sub)
     # a model written with parameter nodes says what is trainable: its other arrays are constants
-    tree = _group(nodes or arrays, leaf)
+    if nodes:
+        constants += [(path, "an array outside the model's parameter nodes: with spectracles' `Parameter`s, only they are trained") for path, *_ in arrays]
+    tree = replace(_group(nodes or arrays, leaf), constants=tuple(constants))
     return _with_share_copies(tree, model) if share else tree
 
 

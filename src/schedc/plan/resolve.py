@@ -299,6 +299,7 @@ class _Resolver:
         self.paths = tree.paths
         self.pathset = PathSet(self.paths)
         self.copies = PathSet(list(tree.shared))
+        self.constants = PathSet([path for path, _ in tree.constants])  # arrays that are not parameters
         self.env = env_of(file, placeholders, objects=True)
         self.diags: list = []
         self.seen: set = set()  # keys of diagnostics already reported (repeat instances share nodes)
@@ -365,6 +366,7 @@ class _Resolver:
             self.report((found.code, pattern.span), found)
             return
         sample = ", ".join(self.paths[:8]) + (f", ... ({len(self.paths)} in all)" if len(self.paths) > 8 else "")
+        constants = [self.tree.constants[i] for i in self.constants.match(compiled)]  # what it names instead
         self.report(
             ("E0401", pattern.span),
             Diagnostic(
@@ -372,7 +374,10 @@ class _Resolver:
                 f"pattern `{pattern.text}` matches no parameter",
                 pattern.span,
                 help=_suggest(pattern.text, self.pathset),
-                notes=(f"the model's parameters: {sample}" if self.paths else "the model has no parameters",),
+                notes=(
+                    *(f"`{path}` is {what}" for path, what in constants[:3]),
+                    f"the model's parameters: {sample}" if self.paths else "the model has no parameters",
+                ),
             ),
         )
 

@@ -139,7 +139,16 @@ def test_hover_on_a_pattern_lists_matching_parameters():
     copies = hover_text("phase 1 lr 0.1 < free line_b.* >", 26, TREE)
     assert "matches 0 parameters" in copies and "`line_b.width` is `line.width`" in copies
     nothing = hover_text("phase 1 lr 0.1 < free gp.kernal.* >", 26, TREE)
-    assert "matches no parameter" in nothing
+    assert "matches no parameter" in nothing and "\n" not in nothing
+    import jax.numpy as jnp
+
+    from schedc.plan.params import discover
+
+    with_counter = discover({"a": jnp.zeros(2), "step": jnp.asarray(0)})  # an int leaf: no parameter, and said why
+    assert hover_text("phase 1 lr 0.1 < free step >", 24, with_counter) == (
+        "Parameter pattern `step` matches no parameter of the model.\n\n"
+        "- `step` is an array of dtype int32: only floating-point and complex arrays are parameters (gradients are taken of those alone)"
+    )
     assert "Add a `model" in hover_text(FILE, at(FILE, "line.*"), None)
 
 

@@ -320,7 +320,8 @@ def _pattern_markdown(text: str, tree, model_problem: str | None) -> str:
     matched = [p for p in tree.params if pattern.match(p.path)]
     copies = [(copy, parent) for copy, parent in tree.shared.items() if pattern.match(copy)]
     if not matched and not copies:
-        return f"{head} matches no parameter of the model."
+        named = [f"- `{path}` is {what}" for path, what in tree.constants if pattern.match(path)][:5]  # (why not: E0401's note)
+        return f"{head} matches no parameter of the model." + ("\n\n" + "\n".join(named) if named else "")
     lines = [f"{head} matches {len(matched)} parameter{'s' * (len(matched) != 1)}:", ""]
     shown = 30
     for p in matched[:shown]:

@@ -59,6 +59,10 @@ def stream():  # a generator of batches: no length, so no epochs (E0408)
     yield from ()
 
 
+def forgot():  # its `return` left out: was "pattern `a` matches no parameter; the model has no parameters"
+    build()
+
+
 def sized():  # batches with their count per pass
     import schedc
 
@@ -123,6 +127,7 @@ def test_bad_references(folder, ref, message):
         ("missing.py:build", "no such file"),
         ("no_such_module_xyz:build", "ModuleNotFoundError"),
         ("m.py:nothing", "has no attribute"),
+        ("m.py:forgot", "`m.py:forgot` returned None: a model factory returns the model (is its `return` missing?)"),
     ],
 )
 def test_load_failures_are_e0406_at_the_directive(folder, ref, note):

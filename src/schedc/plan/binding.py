@@ -136,7 +136,10 @@ def load_model(ref: str, base_dir: Path | str = ".", *, from_file: bool = False)
     factory = load_entry(ref, base_dir, from_file=from_file)
     if not callable(factory):
         raise BindingError(f"`{ref}` is not callable")
-    return factory()
+    value = factory()
+    if value is None:  # (else "pattern `a` matches no parameter; the model has no parameters")
+        raise BindingError(f"`{ref}` returned None: a model factory returns the model (is its `return` missing?)")
+    return value
 
 
 def model_and_state(value) -> tuple:

@@ -82,6 +82,18 @@ def data_exits():
 
 def data_ok():
     return jnp.ones(3)
+
+
+def data_none():
+    pass
+
+
+def metrics(m, x):
+    return {"size": jnp.sum(m["a"] * x)}
+
+
+def validation_raises():
+    raise RuntimeError("no validation set")
 '''
 
 SCHED = """model "model.py:build"
@@ -122,6 +134,7 @@ def run_inline(capsys, *args) -> tuple[int, str]:
         ("model.py:with_data", "model.py:data_text", "failed on the model and data"),
         ("model.py:with_data", "model.py:data_exits", "sys.exit(5)"),
         ("model.py:with_data", "missing.py:data", "no such file"),
+        ("model.py:with_data", "model.py:data_none", "data `model.py:data_none` returned None: it returns the loss's extra arguments (a tuple, a dict or one array; is its `return` missing?)"),
     ],
 )
 def test_bad_loss_or_data_is_a_message_not_a_traceback(project, capsys, loss, data, expected):
@@ -130,6 +143,24 @@ def test_bad_loss_or_data_is_a_message_not_a_traceback(project, capsys, loss, da
     assert rc in (1, 2), err
     assert expected in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "validation, metrics, expected",
+    [
+        ("model.py:validation_raises", "model.py:metrics", "validation `model.py:validation_raises` failed: RuntimeError: no validation set (in `validation_raises`, at "),
+        ("model.py:data_none", "model.py:metrics", "validation `model.py:data_none` returned None: it returns the metrics function's data arguments"),
+        ("model.py:data_ok", "model.py:nothing", "eval `model.py:nothing` failed: `model.py` has no attribute `nothing`"),
+        ("model.py:data_ok", "../model.py:metrics", "eval `../model.py:metrics` failed: `../model.py` is outside the folder of the .sched file"),
+        ("missing.py:data", "model.py:metrics", "validation `missing.py:data` failed: no such file: "),
+    ],
+)
+def test_bad_eval_or_validation_directives_are_a_message_not_a_traceback(project, capsys, validation, metrics, expected):
+    """These were tracebacks (the two directives were loaded without the guards of `loss` and `data`),
+    and an `eval` or `validation` file outside the .sched file's folder was imported."""
+    (project / "e.sched").write_text(f'model "model.py:build"\nloss "model.py:with_data"\ndata "model.py:data_ok"\nvalidation "{validation}"\neval "{metrics}" every 5 steps\nphase 10 lr 0.05 < free a >\n')
+    rc, err = run_inline(capsys, project / "e.sched")
+    assert rc == 1 and expected in err and "Traceback" not in err, err
 
 
 def test_loss_error_is_located_in_the_users_file(project, capsys):

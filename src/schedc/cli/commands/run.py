@@ -95,8 +95,12 @@ _EMBEDDED_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 
 def _describe(exc: BaseException) -> str:
+    from schedc.plan.binding import BindingError
+
     if isinstance(exc, SystemExit):
         return f"it called sys.exit({exc.code!r})"
+    if isinstance(exc, BindingError):  # schedc's own words about the reference: no class name before them
+        return str(exc)
     text = [line for line in str(exc).strip().splitlines() if line.strip()]
     if not text:
         return type(exc).__name__
@@ -133,21 +137,13 @@ def _call_user(what: str, ref: str, function, *args):
 
 def _loss_and_data(args, plan, base: Path):
     """(loss, positional data, keyword data, iterable of batches or None)."""
-    from schedc.plan.binding import load_entry
     from schedc.plan.batches import as_batches
 
     loss_ref, data_ref = args.loss or plan.loss, args.data or plan.data
     if not loss_ref:
         raise LookupError('no loss given: add a `loss "file.py:function"` directive or pass --loss')
-    loss = _call_user("loss", loss_ref, lambda: load_entry(loss_ref, base, from_file=not args.loss))
-    if not callable(loss):
-        raise UserCodeError(f"loss `{loss_ref}` is not a function (it is {type(loss).__name__})")
-    data = ()
-    if data_ref:
-        function = _call_user("data", data_ref, lambda: load_entry(data_ref, base, from_file=not args.data))
-        if not callable(function):
-            raise UserCodeError(f"data `{data_ref}` is not a function (it is {type(function).__name__})")
-        data = _call_user("data", data_ref, function)
+    loss = _function("loss", loss_ref, base, from_file=not args.loss)
+    data = _returned("data", data_ref, _function("data", data_ref, base, from_file=not args.data), "the loss's extra arguments") if data_ref else ()
     batches = as_batches(data)
     if batches is not None:  # the batch the loss is checked on: the first (read again by the run)
         first = _call_user("data", data_ref, batches.first)
@@ -160,13 +156,30 @@ def _loss_and_data(args, plan, base: Path):
 
 
 def _evaluation(plan, base: Path) -> dict:
-    """The `eval` metrics function and the `validation` data, as `Program.run` keywords."""
-    from schedc.plan.binding import load_entry
-
+    """The `eval` metrics function and the `validation` data, as `Program.run` keywords (directives:
+    files inside the .sched file's folder, as for `model`, `loss` and `data`)."""
     if not plan.metrics:
         return {}
-    validation = _as_tuple(load_entry(plan.validation, base)()) if plan.validation else ()
-    return {"metrics": load_entry(plan.metrics, base), "validation": validation}
+    validation = _returned("validation", plan.validation, _function("validation", plan.validation, base), "the metrics function's data arguments") if plan.validation else ()
+    return {"metrics": _function("eval", plan.metrics, base), "validation": _as_tuple(validation)}
+
+
+def _function(what: str, ref: str, base: Path, from_file: bool = True):
+    """The function `ref` names; a UserCodeError when it cannot be loaded or is no function."""
+    from schedc.plan.binding import load_entry
+
+    function = _call_user(what, ref, lambda: load_entry(ref, base, from_file=from_file))
+    if not callable(function):
+        raise UserCodeError(f"{what} `{ref}` is not a function (it is {type(function).__name__})")
+    return function
+
+
+def _returned(what: str, ref: str, function, meant: str):
+    """What `function()` returns; a UserCodeError when it raises, or returns None (its `return` left out)."""
+    value = _call_user(what, ref, function)
+    if value is None:
+        raise UserCodeError(f"{what} `{ref}` returned None: it returns {meant} (a tuple, a dict or one array; is its `return` missing?)")
+    return value
 
 
 def _as_tuple(data) -> tuple:

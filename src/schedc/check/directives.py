@@ -8,7 +8,7 @@ from schedc.check import catalog
 from schedc.check.context import SINGLE_DIRECTIVES
 from schedc.check.lint import Rule
 from schedc.lang import nodes as n
-from schedc.lang.diagnostics import Diagnostic, Label, did_you_mean
+from schedc.lang.diagnostics import Diagnostic, Label, did_you_mean, proposing
 
 
 class DuplicateDirectives(Rule):
@@ -43,4 +43,4 @@ class DirectiveValues(Rule):
 
 def _default_help(value: str) -> str | None:
     meant = catalog.DEFAULT_SYNONYMS.get(value.lower())
-    return f"did you mean `{meant}`?" if meant else did_you_mean(value, catalog.DEFAULT_STATUSES)
+    return proposing([meant]) if meant else did_you_mean(value, catalog.DEFAULT_STATUSES)

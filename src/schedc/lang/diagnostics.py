@@ -155,20 +155,26 @@ class Diagnostic(Record):
     @property
     def fix(self) -> str | None:
         """The text to put in place of the primary span, when the help proposes exactly one
-        ("did you mean `adam`?", from `did_you_mean` or a pattern's correction): what the language
+        ("did you mean `adam`?", written by `proposing`): what the language
         server's quick fix writes, and `fix` in `schedc check --format json`. None for a help of
         several choices or of advice. Only single-line spans: a misspelt word, name or pattern is
         one token. (A nearest spelling is a guess: offered, never written by `schedc check`.)"""
-        help = self.help
-        if help is None or not help.startswith(_ONE_CHOICE) or not help.endswith("`?") or help.count("`") != 2 or self.span.end_line != self.span.line:
+        if self.help is None or self.span.end_line != self.span.line:
             return None
-        return help[len(_ONE_CHOICE) : -2]
+        choice = self.help[len(_PROPOSAL) + 1 : -2]
+        return choice if "`" not in choice and self.help == proposing([choice]) else None
 
     def in_file(self, file: str | None) -> "Diagnostic":
         return replace(self, file=self.file or file, labels=tuple(replace(l, file=l.file or file) for l in self.labels))
 
 
-_ONE_CHOICE = "did you mean `"
+_PROPOSAL = "did you mean "
+
+
+def proposing(choices: Sequence[str]) -> str:
+    """The help that proposes `choices` in place of the primary span: "did you mean `adam`?", or
+    "`a` or `b`". The one writer of that form, so `Diagnostic.fix` can read a single choice back."""
+    return _PROPOSAL + " or ".join(f"`{c}`" for c in choices) + "?"
 
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 1) -> str | None:
@@ -181,7 +187,7 @@ def did_you_mean(word: str, candidates: Iterable[str], n: int = 1) -> str | None
     matches = list(dict.fromkeys(same + difflib.get_close_matches(word, candidates, n=n, cutoff=0.6)))[:n]
     if not matches:
         return None
-    return "did you mean " + " or ".join(f"`{m}`" for m in matches) + "?"
+    return proposing(matches)
 
 
 def sort_key(d: Diagnostic):

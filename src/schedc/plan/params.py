@@ -103,7 +103,8 @@ class ParamTree:
         return self.params[self.index[path]]
 
 
-def _is_array(x) -> bool:
+def is_array(x) -> bool:
+    """An array leaf (JAX or numpy, or an abstract one), of any dtype."""
     import jax
     import numpy as np
 
@@ -114,7 +115,7 @@ def _is_inexact(x) -> bool:
     import jax
     import numpy as np
 
-    return _is_array(x) and jax.dtypes.issubdtype(x.dtype, np.inexact)  # (not numpy's: a typed PRNG key has no numpy dtype)
+    return is_array(x) and jax.dtypes.issubdtype(x.dtype, np.inexact)  # (not numpy's: a typed PRNG key has no numpy dtype)
 
 
 _NODE_FIELDS: dict[type, str | None] = {}
@@ -179,7 +180,7 @@ def discover(model) -> ParamTree:
         if field_name is None:
             if _is_inexact(x):
                 arrays.append((path_of(keypath), leaf, x, "array"))
-            elif _is_array(x):
+            elif is_array(x):
                 constants.append((path_of(keypath), f"an array of dtype {x.dtype}: only floating-point and complex arrays are parameters (gradients are taken of those alone)"))
             leaf += 1
             continue

@@ -18,7 +18,7 @@ from schedc.check.arguments import bind
 from schedc.check.patterns import malformed_pattern
 from schedc.lang.swept import tracked_float
 from schedc.lang import nodes as n
-from schedc.lang.diagnostics import Diagnostic, Label
+from schedc.lang.diagnostics import Diagnostic, Label, proposing
 from schedc.lang.program import (
     ExpandedPhase,
     closed_count,
@@ -917,5 +917,5 @@ def _suggest(text: str, pathset) -> str | None:
         good = difflib.get_close_matches(text, pathset.paths, n=3, cutoff=0.6)
     if not good:
         return None
-    return "did you mean " + " or ".join(f"`{c}`" for c in good[:3]) + "?"
+    return proposing(good[:3])
 

@@ -97,8 +97,14 @@ class PhaseResult:
         return f"{self.display}: {self.steps_run}/{self.steps} steps, loss {self.final_loss:.6g}{', ' + evaluated if evaluated else ''}, {self.stop_reason}, {self.wall_time:.2f} s"
 
 
+def says_phases(quiet: bool, processes: int = 1) -> bool:
+    """Whether a run prints a line per phase as it ends (`announce`): not quiet, and drawing no
+    progress bar (no terminal, or several processes, where no bar is drawn)."""
+    return not quiet and (processes > 1 or not sys.stderr.isatty())
+
+
 def announce(phase_result) -> None:
-    """A phase's line on stderr as it ends, for a run not watched in a terminal (`Runner.phase_lines`)."""
+    """A phase's line on stderr as it ends, for a run not watched in a terminal (`says_phases`)."""
     print(phase_result.line(), file=sys.stderr, flush=True)
 
 
@@ -755,7 +761,7 @@ class Runner:
         self.quiet = quiet or not sys.stderr.isatty() or self.processes > 1
         # unwatched (a log file, a job's output) or across processes: a line per phase as it ends
         # instead, printed by process 0 from the phase's result (nothing of the run's pace changes)
-        self.phase_lines = not quiet and self.quiet
+        self.phase_lines = says_phases(quiet, self.processes)
         self.initial_leaves: list | None = None
         self.state = RunnerState()
         self.checkpoint = None  # a checkpoint.Checkpointer (restore, after_chunk, after_phase hooks), or None

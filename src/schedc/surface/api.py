@@ -184,9 +184,9 @@ class Program:
         state = self.state if state is None else state
         plain = checkpoint is None and logger is None and metrics is None and validation == () and eval_every is None and state is None and batches is None and fuse
         if plain and (replayed := self._replay(loss_fn, args, kwargs, chunk, quiet)) is not None:
-            if not quiet:  # (unwatched: with a terminal's bar there is no replay) the lines a run prints
-                from schedc.runtime.runner import announce
+            from schedc.runtime.runner import announce, says_phases
 
+            if says_phases(quiet):  # (the replay skips the runner, which says them)
                 for phase_result in replayed.phases:
                     announce(phase_result)
             return replayed
@@ -394,14 +394,13 @@ def read_model(path, like):
     leaf is read back as a key (the file holds its key data: `runtime.dtypes`).
     """
     import equinox as eqx
-    import jax
-    import numpy as np
 
+    from schedc.plan.params import is_array
     from schedc.runtime.dtypes import deserialise_leaf
 
     def arrays_only(f, x):
         value = deserialise_leaf(f, x)  # reads the leaf's record, keeping the file in step
-        return value if isinstance(x, (jax.Array, jax.ShapeDtypeStruct, np.ndarray, np.generic)) else x
+        return value if is_array(x) else x
 
     path = Path(path)
     if not path.is_file():  # (equinox would look for `PATH.eqx`, and name that)

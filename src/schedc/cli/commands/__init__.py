@@ -8,6 +8,7 @@ TYPE_CHECKING = False  # (not `typing`'s: `schedc check` answering from its cach
 if TYPE_CHECKING:
     from pathlib import Path
 
+
 def sched_files(names: list[str], command: str) -> tuple[list[str], int]:
     """(the files named, status): a folder replaced by the `.sched` files under it, in path order
     (`schedc check .` as `ruff check .`); a folder that cannot be listed is said on stderr (status 2),

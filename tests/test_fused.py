@@ -764,11 +764,14 @@ def test_a_signal_stops_a_replayed_run_with_the_phases_it_finished(monkeypatch):
 
         monkeypatch.setattr(fused, "_collect", collect)
         made = runners_made(monkeypatch)
+        # (the handler before the run, not Python's default: a suite started in the background by a
+        # shell without job control inherits SIGINT ignored)
+        before = signal.getsignal(signal.SIGINT)
         with pytest.raises(Interrupted) as info:
             program.run(fitted, x, quiet=True, chunk=8)
         assert len(made) == (not replayed)
         stopped.append(info.value)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+        assert signal.getsignal(signal.SIGINT) is before  # the handler is restored
     replayed, through_runner = stopped
     assert replayed.phase == through_runner.phase == 2 and replayed.signal == signal.SIGINT
     assert len(replayed.result.phases) == 2  # (the second call ended the second phase: 9 + 7 steps)

@@ -764,9 +764,7 @@ def test_a_signal_stops_a_replayed_run_with_the_phases_it_finished(monkeypatch):
 
         monkeypatch.setattr(fused, "_collect", collect)
         made = runners_made(monkeypatch)
-        # (the handler before the run, not Python's default: a suite started in the background by a
-        # shell without job control inherits SIGINT ignored)
-        before = signal.getsignal(signal.SIGINT)
+        before = signal.getsignal(signal.SIGINT)  # (SIG_IGN where the suite was started in the background)
         with pytest.raises(Interrupted) as info:
             program.run(fitted, x, quiet=True, chunk=8)
         assert len(made) == (not replayed)

@@ -270,7 +270,7 @@ def test_python_api_keyboard_interrupt_carries_the_partial_result(project, monke
     module = importlib.import_module("model")
     module.SIGNAL_AT, module.calls[0] = 25, 0
     program = schedc.compile(project / "fit.sched")
-    before = signal.getsignal(signal.SIGINT)  # (not always Python's default: see tests/test_fused.py's signal test)
+    before = signal.getsignal(signal.SIGINT)  # (SIG_IGN where the suite was started in the background)
     with pytest.raises(KeyboardInterrupt) as caught:
         program.run(module.loss, quiet=True, chunk=5)
     assert caught.value.signal == signal.SIGINT

@@ -978,6 +978,61 @@ def device_cost(rounds: int, scales=(0.01, 0.1, 1, 10)) -> None:
         print(f"  {name}: {slopes[0]:.0f} ns per step (from the medians), {slopes[1]:.0f} (from the minima)")
 
 
+def _step_loop_copies(hlo: str) -> list[int]:
+    """Per step loop (a while whose body holds no while) of an optimized HLO text: the copies in its body."""
+    import re
+
+    bodies, current = {}, None
+    for line in hlo.splitlines():
+        if (head := re.match(r"^(?:ENTRY )?%([\w.\-]+) .*\{$", line)) is not None:
+            current = bodies.setdefault(head.group(1), [])
+        elif line.startswith("}"):
+            current = None
+        elif current is not None:
+            current.append(line)
+    loops = [m.group(1) for lines in bodies.values() for line in lines if (m := re.search(r" while\(.*body=%([\w.\-]+)", line))]
+    return [sum(" copy(" in line for line in bodies[b]) for b in loops if not any(" while(" in line for line in bodies[b])]
+
+
+def copy_cost(rounds: int) -> None:
+    """What compiling schedc's step programs with `kernel.STEP_COMPILER_OPTIONS` (XLA:CPU's
+    region-based copy analysis) saves: the spectral schedule's fused program and its first
+    phase's chunk program (phase by phase), each built twice from the same function, with the
+    options and without; per step loop the copies in its body, then both builds' calls on the
+    same arguments, interleaved and shuffled, and whether their outputs agree bit for bit."""
+    import jax
+    import numpy as np
+
+    import schedc
+    from schedc.compiler import chunk, kernel, segment
+
+    model, loss, data = _models("small")
+    _, fused_args = _segment_program(_sched_text(SPECTRAL), "small")
+    (fused,) = segment._CACHE.values()
+    program, seen = schedc.compile(_sched_text(SPECTRAL), model), {}
+    program.run(loss, *data, quiet=True, fuse=False)
+    calls = [(fns, fns.chunk) for fns in chunk._CACHE.values()]
+    for fns, call in calls:  # (the first chunk call is phase 1's)
+        fns.chunk = lambda *args, call=call: (seen.setdefault("call", (call, args)), call(*args))[1]
+    program.run(loss, *data, quiet=True, fuse=False)
+    for fns, call in calls:
+        fns.chunk = call
+    call, chunk_args = seen["call"]
+    systems = {}
+    print(f"step programs with and without {kernel.STEP_COMPILER_OPTIONS}: us per call, median [min, max] over {rounds} shuffled rounds")
+    for name, program, args in (("fused spectral", fused.call, fused_args), ("phase 1 chunk", call, chunk_args)):
+        lowered = jax.jit(program._build(False)).lower(*args)
+        builds = {"default": lowered.compile(), "options": lowered.compile(compiler_options=kernel.STEP_COMPILER_OPTIONS)}
+        copies = {k: _step_loop_copies(b.as_text()) for k, b in builds.items()}
+        same = all(np.array_equal(a, b, equal_nan=True) for a, b in zip(jax.tree_util.tree_leaves(builds["default"](*args)), jax.tree_util.tree_leaves(builds["options"](*args))))
+        print(f"  {name}: copies per step loop body {copies['default']} -> {copies['options']}; outputs bit for bit equal: {same}")
+        systems |= {f"{name}, {k}": functools.partial(b, *args) for k, b in builds.items()}
+    times = _rounds(systems, rounds, shuffle=True)
+    for name in ("fused spectral", "phase 1 chunk"):
+        default, options = times[f"{name}, default"], times[f"{name}, options"]
+        print(f"  {name}: default {_spread([t * 1e6 for t in default])}, options {_spread([t * 1e6 for t in options])}; options / default per round {_spread([o / d for o, d in zip(options, default)])}")
+
+
 def loss_buffer_cost(rounds: int, chunks=(16384, 4096, 1024)) -> None:
     """A fused call's loss buffer is `chunk` steps long (16384 floats by default) and made afresh
     at every call: the spectral schedule's fused run at several `chunk`s, side by side in one

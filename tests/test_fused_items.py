@@ -238,7 +238,7 @@ def test_the_phase_loop_and_branch_dispatch_stay_unbatched_under_vmap(swept):
                         walk(sub, inner)
 
     state, table, arrays, data = _inputs(program)
-    walk(jax.make_jaxpr(program.call)(state, table, jax.random.key(0), arrays, data, np.int32(8), ()).jaxpr, 0)
+    walk(program.call.jaxpr(state, table, jax.random.key(0), arrays, data, np.int32(8), ()).jaxpr, 0)
     assert [(what, shape) for depth, what, shape in found if depth == 0] == [("while", ())]  # the phase loop
     dispatch = [shape for depth, what, shape in found if depth == 1]
     assert len(dispatch) >= 3 and all(shape == () for shape in dispatch)

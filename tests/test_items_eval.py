@@ -160,7 +160,7 @@ def test_the_evaluation_is_a_conditional_in_the_vmapped_program(swept, monkeypat
     sweep, _ = swept
     sweep.run(mse, X, Y, metrics=metrics, validation=(XV, YV))
     chunk, args = calls[0]
-    jaxpr = jax.make_jaxpr(chunk)(*args).jaxpr
+    jaxpr = chunk.jaxpr(*args).jaxpr
 
     found = []  # for each tanh (the metrics function's): whether it is inside a cond on a scalar
 

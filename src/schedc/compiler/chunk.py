@@ -836,7 +836,7 @@ def _build(signature: PhaseSignature, loss_fn: Callable, model_layout: Layout, d
 
         return chunk
 
-    return Compiled(jax.jit(init), K.KernelsOrThunks(lambda kernel: jax.jit(chunk_of(False, kernel))), hyperparams_program(signature), lambda kernel: chunk_of(True, kernel), signature.evaluation is not None)
+    return Compiled(jax.jit(init), K.KernelsOrThunks(lambda kernel: chunk_of(False, kernel)), hyperparams_program(signature), lambda kernel: chunk_of(True, kernel), signature.evaluation is not None)
 
 
 def item_of(tree, i: int):

@@ -131,11 +131,29 @@ def _emitter_refused(error: Exception) -> bool:
     return type(error).__name__ == "JaxRuntimeError" and ("UNIMPLEMENTED" in text or "Failed to materialize symbols" in text)
 
 
+# XLA:CPU's copy insertion keeps, by default, a copy of loop-carried values that a step
+# overwrites in place (its free parameters, its step count): 3 of the 22 operations of a step of
+# the spectral benchmark's model, each a thunk the loop runs at every step. Its region-based
+# live-range analysis (an XLA option TPUs use, off on CPU) proves some or all of them unneeded
+# (a phase's loop alone: all; nested in a fused segment's loop over phases: one). Copies do no
+# arithmetic, so the results are the same bit for bit (docs/performance.md, "Fewer copies per step").
+STEP_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+
+
+def jit_steps(fn: Callable) -> Callable:
+    """`jax.jit(fn)` for a program that runs steps (a phase's chunk, a fused segment), compiled
+    with `STEP_COMPILER_OPTIONS` on the CPU."""
+    import jax
+
+    return jax.jit(fn, compiler_options=STEP_COMPILER_OPTIONS if on_cpu() else None)
+
+
 class KernelsOrThunks:
-    """A jitted program in its two builds, made on first use: `build(False)`, every loop run as
-    XLA's thunks, and, while kernels are on (`use_kernels`), `build(True)`, its step loops marked
-    as kernels where `while_loop` may. If XLA:CPU's kernel emitter refuses a loop when that build
-    compiles (at its first call), the program runs as thunks from then on, in either mode."""
+    """A program that runs steps, jitted (`jit_steps`) in its two builds, made on first use:
+    `build(False)`, every loop run as XLA's thunks, and, while kernels are on (`use_kernels`),
+    `build(True)`, its step loops marked as kernels where `while_loop` may (`build(kernel)` is the
+    function to jit). If XLA:CPU's kernel emitter refuses a loop when that build compiles (at its
+    first call), the program runs as thunks from then on, in either mode."""
 
     __slots__ = ("_build", "_thunks", "_kernels")
 
@@ -156,13 +174,20 @@ class KernelsOrThunks:
 
     def _made_thunks(self) -> Callable:
         if self._thunks is None:
-            self._thunks = self._build(False)
+            self._thunks = jit_steps(self._build(False))
         return self._thunks
 
     def _made_kernels(self) -> Callable:
         if self._kernels is None:
-            self._kernels = self._build(True)
+            self._kernels = jit_steps(self._build(True))
         return self._kernels
+
+    def jaxpr(self, *args):
+        """The current mode's program traced on `args`, as a closed jaxpr (tests read its control
+        flow; `jax.make_jaxpr` of the jitted program refuses its compiler options)."""
+        import jax
+
+        return jax.make_jaxpr(self._build(_on))(*args)
 
     def lower(self, *args):
         """The current mode's build, lowered (bench and tests read its HLO)."""

@@ -471,7 +471,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
     evaluations = [sig.evaluation for sig in segment.signatures if sig.evaluation is not None]
 
     def program(kernel: bool) -> Callable:
-        """The jitted call; with `kernel`, its branches' step loops may be kernels (compiler.kernel)."""
+        """The call to jit; with `kernel`, its branches' step loops may be kernels (compiler.kernel)."""
         branches = [_branch(segment, b, loss_fn, model_layout, data_layout, position, free_of, keeps_ema, row_packing, items is not None, kernel) for b in segment.branches]
 
         def call(state, table, root, reset_arrays, data_arrays, budget, validation):
@@ -527,7 +527,7 @@ def _build(segment: SegmentSignature, loss_fn: Callable, model_layout: C.Layout,
                 state["slots"] = packing.pack(state["slots"], jnp)
             return state, out
 
-        return jax.jit(call if items is None else _over_items(call, items))
+        return call if items is None else _over_items(call, items)
 
     unfusable = _unfusable(output, model_arrays, data_arrays, model_state)
     return Program(segment, KernelsOrThunks(program), slot_shapes, unfusable, keeps_ema, packing, stateful, items, eval_shapes, resets, row_packing)

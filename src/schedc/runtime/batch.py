@@ -78,7 +78,7 @@ def _vmap(fns: C.Compiled, axis: str):
     # by the settings) and its rules' limits per item (evaluation.ItemEvals.arguments)
     evaluation = (data, 0) if fns.evaluated else None
     in_axes = (0, 0, 0, 0, None, None, numbers, numbers, data, None, evaluation)
-    return init, K.KernelsOrThunks(lambda kernel: jax.jit(jax.vmap(fns.per_item(kernel), in_axes=in_axes, axis_name=C.ITEMS)))
+    return init, K.KernelsOrThunks(lambda kernel: jax.vmap(fns.per_item(kernel), in_axes=in_axes, axis_name=C.ITEMS))
 
 
 @dataclass(repr=False)  # (see PhaseResult)

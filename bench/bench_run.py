@@ -979,7 +979,8 @@ def device_cost(rounds: int, scales=(0.01, 0.1, 1, 10)) -> None:
 
 
 def _step_loop_copies(hlo: str) -> list[int]:
-    """Per step loop (a while whose body holds no while) of an optimized HLO text: the copies in its body."""
+    """Per step loop (a while whose body holds no while, nor a call that may) of an optimized HLO
+    text: the copies in its body."""
     import re
 
     bodies, current = {}, None
@@ -991,15 +992,16 @@ def _step_loop_copies(hlo: str) -> list[int]:
         elif current is not None:
             current.append(line)
     loops = [m.group(1) for lines in bodies.values() for line in lines if (m := re.search(r" while\(.*body=%([\w.\-]+)", line))]
-    return [sum(" copy(" in line for line in bodies[b]) for b in loops if not any(" while(" in line for line in bodies[b])]
+    return [sum(" copy(" in line for line in bodies[b]) for b in loops if not any(" while(" in line or " call(" in line for line in bodies[b])]
 
 
 def copy_cost(rounds: int) -> None:
-    """What compiling schedc's step programs with `kernel.STEP_COMPILER_OPTIONS` (XLA:CPU's
-    region-based copy analysis) saves: the spectral schedule's fused program and its first
-    phase's chunk program (phase by phase), each built twice from the same function, with the
-    options and without; per step loop the copies in its body, then both builds' calls on the
-    same arguments, interleaved and shuffled, and whether their outputs agree bit for bit."""
+    """What "fewer copies per step" saves (docs/runtime.md): the spectral schedule's fused program
+    built three ways from the same schedule, as before (no step compiler options, the step loops'
+    carry passed straight through), with `kernel.STEP_COMPILER_OPTIONS` alone, and as schedc builds
+    it (the options and `segment._own_buffers`), and its first phase's chunk program (phase by
+    phase) without and with the options; per step loop the copies in its body, whether the builds'
+    outputs agree bit for bit, and their calls on the same arguments, interleaved and shuffled."""
     import jax
     import numpy as np
 
@@ -1007,8 +1009,18 @@ def copy_cost(rounds: int) -> None:
     from schedc.compiler import chunk, kernel, segment
 
     model, loss, data = _models("small")
-    _, fused_args = _segment_program(_sched_text(SPECTRAL), "small")
-    (fused,) = segment._CACHE.values()
+    own_buffers, builds = segment._own_buffers, {}
+    try:  # (traced while the carry passes straight through)
+        segment._own_buffers = lambda tree: tree
+        _, args = _segment_program(_sched_text(SPECTRAL), "small")
+        (passed_through,) = segment._CACHE.values()
+        lowered = jax.jit(passed_through.call._build(False)).lower(*args)
+    finally:
+        segment._own_buffers = own_buffers
+    builds["fused"] = args, {"as before": lowered.compile(), "options": lowered.compile(compiler_options=kernel.STEP_COMPILER_OPTIONS)}
+    _, args = _segment_program(_sched_text(SPECTRAL), "small")
+    (own,) = segment._CACHE.values()
+    builds["fused"][1]["options, own buffers"] = jax.jit(own.call._build(False)).lower(*args).compile(compiler_options=kernel.STEP_COMPILER_OPTIONS)
     program, seen = schedc.compile(_sched_text(SPECTRAL), model), {}
     program.run(loss, *data, quiet=True, fuse=False)
     calls = [(fns, fns.chunk) for fns in chunk._CACHE.values()]
@@ -1017,20 +1029,23 @@ def copy_cost(rounds: int) -> None:
     program.run(loss, *data, quiet=True, fuse=False)
     for fns, call in calls:
         fns.chunk = call
-    call, chunk_args = seen["call"]
+    call, args = seen["call"]
+    lowered = jax.jit(call._build(False)).lower(*args)
+    builds["phase 1 chunk"] = args, {"as before": lowered.compile(), "options": lowered.compile(compiler_options=kernel.STEP_COMPILER_OPTIONS)}
+    print(f"spectral schedule's step programs: copies per step loop body, and us per call, median [min, max] over {rounds} shuffled rounds")
     systems = {}
-    print(f"step programs with and without {kernel.STEP_COMPILER_OPTIONS}: us per call, median [min, max] over {rounds} shuffled rounds")
-    for name, program, args in (("fused spectral", fused.call, fused_args), ("phase 1 chunk", call, chunk_args)):
-        lowered = jax.jit(program._build(False)).lower(*args)
-        builds = {"default": lowered.compile(), "options": lowered.compile(compiler_options=kernel.STEP_COMPILER_OPTIONS)}
-        copies = {k: _step_loop_copies(b.as_text()) for k, b in builds.items()}
-        same = all(np.array_equal(a, b, equal_nan=True) for a, b in zip(jax.tree_util.tree_leaves(builds["default"](*args)), jax.tree_util.tree_leaves(builds["options"](*args))))
-        print(f"  {name}: copies per step loop body {copies['default']} -> {copies['options']}; outputs bit for bit equal: {same}")
-        systems |= {f"{name}, {k}": functools.partial(b, *args) for k, b in builds.items()}
+    for name, (args, compiled) in builds.items():
+        outputs = {k: jax.tree_util.tree_leaves(c(*args)) for k, c in compiled.items()}
+        first = outputs["as before"]
+        same = all(np.array_equal(a, b, equal_nan=True) for out in outputs.values() for a, b in zip(first, out))
+        print(f"  {name}: " + ", ".join(f"{k} {_step_loop_copies(c.as_text())}" for k, c in compiled.items()) + f"; outputs bit for bit equal: {same}")
+        systems |= {f"{name}, {k}": functools.partial(c, *args) for k, c in compiled.items()}
     times = _rounds(systems, rounds, shuffle=True)
-    for name in ("fused spectral", "phase 1 chunk"):
-        default, options = times[f"{name}, default"], times[f"{name}, options"]
-        print(f"  {name}: default {_spread([t * 1e6 for t in default])}, options {_spread([t * 1e6 for t in options])}; options / default per round {_spread([o / d for o, d in zip(options, default)])}")
+    for name, (_, compiled) in builds.items():
+        before = times[f"{name}, as before"]
+        for k in compiled:
+            ts = times[f"{name}, {k}"]
+            print(f"  {name}, {k}: {_spread([t * 1e6 for t in ts])}; / as before per round {_spread([t / b for t, b in zip(ts, before)])}")
 
 
 def loss_buffer_cost(rounds: int, chunks=(16384, 4096, 1024)) -> None:

@@ -132,12 +132,16 @@ def _emitter_refused(error: Exception) -> bool:
 
 
 # XLA:CPU's copy insertion keeps, by default, a copy of loop-carried values that a step
-# overwrites in place (its free parameters, its step count): 3 of the 22 operations of a step of
-# the spectral benchmark's model, each a thunk the loop runs at every step. Its region-based
-# live-range analysis (an XLA option TPUs use, off on CPU) proves some or all of them unneeded
-# (a phase's loop alone: all; nested in a fused segment's loop over phases: one). Copies do no
-# arithmetic, so the results are the same bit for bit (docs/performance.md, "Fewer copies per step").
+# overwrites in place while another operation of the step may still read the old value (its free
+# parameters, its step count): 3 of the 22 operations of a step of the spectral benchmark's model,
+# each a thunk the loop runs at every step. Its region-based live-range analysis (an XLA option
+# TPUs use, off on CPU) orders those reads first instead (a fused segment's step loops need
+# `segment._own_buffers` too). Copies do no arithmetic, so the results are the same bit for bit
+# (docs/runtime.md, "Fewer copies per step").
 STEP_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+
+# False once the installed jax or XLA refused the options: programs built since go without them
+_options_taken = True
 
 
 def jit_steps(fn: Callable) -> Callable:
@@ -145,7 +149,22 @@ def jit_steps(fn: Callable) -> Callable:
     with `STEP_COMPILER_OPTIONS` on the CPU."""
     import jax
 
-    return jax.jit(fn, compiler_options=STEP_COMPILER_OPTIONS if on_cpu() else None)
+    if _options_taken and on_cpu():
+        try:
+            return jax.jit(fn, compiler_options=STEP_COMPILER_OPTIONS)
+        except TypeError:  # a jax whose jit takes no compiler options
+            _refuse_options()
+    return jax.jit(fn)
+
+
+def _refuse_options() -> None:
+    global _options_taken
+    _options_taken = False
+
+
+def _options_refused(error: Exception) -> bool:
+    """Whether `error` is XLA refusing `STEP_COMPILER_OPTIONS` (an XLA without the option)."""
+    return "No such compile option" in str(error) and any(name in str(error) for name in STEP_COMPILER_OPTIONS)
 
 
 class KernelsOrThunks:
@@ -153,7 +172,8 @@ class KernelsOrThunks:
     `build(False)`, every loop run as XLA's thunks, and, while kernels are on (`use_kernels`),
     `build(True)`, its step loops marked as kernels where `while_loop` may (`build(kernel)` is the
     function to jit). If XLA:CPU's kernel emitter refuses a loop when that build compiles (at its
-    first call), the program runs as thunks from then on, in either mode."""
+    first call), the program runs as thunks from then on, in either mode; if XLA refuses the
+    compiler options, every program is built without them from then on."""
 
     __slots__ = ("_build", "_thunks", "_kernels")
 
@@ -162,6 +182,16 @@ class KernelsOrThunks:
         self._thunks = self._kernels = None
 
     def __call__(self, *args):
+        try:
+            return self._call(*args)
+        except Exception as error:
+            if not (_options_taken and _options_refused(error)):
+                raise
+            _refuse_options()
+            self._thunks = self._kernels = None
+            return self._call(*args)
+
+    def _call(self, *args):
         if not _on:
             return (self._thunks or self._made_thunks())(*args)
         try:

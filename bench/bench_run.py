@@ -34,6 +34,9 @@ runs the fusion schedules with and without `schedc.use_kernels`.
 `device_cost` (called alone: `B.device_cost(60)`) compares the spectral schedule's fused program
 with the hand loop's three programs, device calls alone and whole runs, at 1/100 to 10 times its
 step counts; `loss_buffer_cost` runs it at several `chunk`s (a fused call's loss buffer length).
+
+`copy_cost` (`B.copy_cost(401)`) builds the spectral schedule's fused and chunk programs with and
+without "fewer copies per step" (docs/runtime.md): copies per step loop, bits, call times.
 """
 
 from __future__ import annotations

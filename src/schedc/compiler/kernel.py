@@ -144,12 +144,18 @@ STEP_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 _options_taken = True
 
 
+def step_options_on() -> bool:
+    """Whether programs that run steps are built with `STEP_COMPILER_OPTIONS`: on the CPU, unless
+    the installed jax or XLA refused them."""
+    return _options_taken and on_cpu()
+
+
 def jit_steps(fn: Callable) -> Callable:
     """`jax.jit(fn)` for a program that runs steps (a phase's chunk, a fused segment), compiled
-    with `STEP_COMPILER_OPTIONS` on the CPU."""
+    with `STEP_COMPILER_OPTIONS` while `step_options_on()`."""
     import jax
 
-    if _options_taken and on_cpu():
+    if step_options_on():
         try:
             return jax.jit(fn, compiler_options=STEP_COMPILER_OPTIONS)
         except TypeError:  # a jax whose jit takes no compiler options

@@ -61,7 +61,7 @@ import numpy as np
 from schedc.compiler import chunk as C
 from schedc.compiler import evaluate as E
 from schedc.compiler import optimizers as O
-from schedc.compiler.kernel import KernelsOrThunks
+from schedc.compiler.kernel import KernelsOrThunks, step_options_on
 
 # phases per call's table: a segment longer than this is cut into several
 WINDOW = 128
@@ -759,9 +759,13 @@ def _own_buffers(tree):
     (its copy removal exempts no other loop or conditional). Passed straight through, the
     carry shares its buffers with the loop over phases and the program's arguments, and XLA keeps
     a copy of each such parameter at every step instead (2 of the spectral benchmark's 21
-    operations per step); with these two operations per phase, none."""
+    operations per step); with these two operations per phase, none. Without the options (on a
+    GPU, say) they would buy nothing and hold a second copy of the free parameters: `tree` as it is."""
     import jax
     import jax.numpy as jnp
+
+    if not step_options_on():
+        return tree
 
     def own(x):
         if x.dtype not in (jnp.float16, jnp.float32, jnp.float64):

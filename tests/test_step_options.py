@@ -94,3 +94,20 @@ def test_an_xla_that_refuses_the_options_runs_without_them(monkeypatch, runs):
     fused = schedc.compile(TEXT, model()).run(another_loss, quiet=True)
     assert not K._options_taken
     assert_same_run(runs[1][True], fused)
+
+
+def test_a_jax_whose_jit_takes_no_compiler_options_builds_without_them(monkeypatch):
+    import jax
+
+    jit = jax.jit
+
+    def old_jit(fn, **options):
+        if "compiler_options" in options:
+            raise TypeError("jit() got an unexpected keyword argument 'compiler_options'")
+        return jit(fn, **options)
+
+    monkeypatch.setattr(jax, "jit", old_jit)
+    monkeypatch.setattr(K, "_options_taken", True)
+    assert K.step_options_on()
+    assert int(K.jit_steps(lambda x: x + 1)(1)) == 2
+    assert not K.step_options_on()

@@ -665,7 +665,7 @@ def chunk_call_cost(calls: int) -> None:
     import numpy as np
 
     model, loss, data = _models("tiny64")
-    chunk, args = _alternating_chunk_call()
+    chunk, args = _first_chunk_call()
     idle = args[:5] + (jax.device_put(np.int32(0)),) + args[6:]
 
     def toy(carried: int, buffer: bool, matmul: bool):
@@ -705,14 +705,14 @@ def chunk_call_cost(calls: int) -> None:
         print(f"  {name:58} {statistics.median(values):7.1f} [{min(values):.1f}]")
 
 
-def _alternating_chunk_call():
-    """(the phase-by-phase chunk program of the alternating schedule's first phase, the arguments
+def _first_chunk_call(text: str = ALTERNATING_TEXT, size: str = "tiny64"):
+    """(the phase-by-phase chunk program of `text`'s first phase on the `size` model, the arguments
     the runner called it with)."""
     import schedc
     from schedc.runtime import runner
 
-    model, loss, data = _models("tiny64")
-    program = schedc.compile(ALTERNATING_TEXT, model)
+    model, loss, data = _models(size)
+    program = schedc.compile(text, model)
     seen = {}
     original = runner.Runner._programs
 
@@ -802,7 +802,7 @@ def boundary_levers(rounds: int) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    chunk, args = _alternating_chunk_call()
+    chunk, args = _first_chunk_call()
     donating = jax.jit(chunk.__wrapped__, donate_argnums=(0, 1, 2))
     copies = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
     model, loss, data = _models("tiny64")
@@ -986,16 +986,9 @@ def _step_loop_copies(hlo: str) -> list[int]:
     text: the copies in its body."""
     import re
 
-    bodies, current = {}, None
-    for line in hlo.splitlines():
-        if (head := re.match(r"^(?:ENTRY )?%([\w.\-]+) .*\{$", line)) is not None:
-            current = bodies.setdefault(head.group(1), [])
-        elif line.startswith("}"):
-            current = None
-        elif current is not None:
-            current.append(line)
-    loops = [m.group(1) for lines in bodies.values() for line in lines if (m := re.search(r" while\(.*body=%([\w.\-]+)", line))]
-    return [sum(" copy(" in line for line in bodies[b]) for b in loops if not any(" while(" in line or " call(" in line for line in bodies[b])]
+    bodies = dict(re.findall(r"^%([\w.\-]+) [^\n]*\{\n(.*?)^\}", hlo, re.S | re.M))
+    loops = re.findall(r" while\(.*body=%([\w.\-]+)", hlo)
+    return [bodies[b].count(" copy(") for b in loops if " while(" not in bodies[b] and " call(" not in bodies[b]]
 
 
 def copy_cost(rounds: int) -> None:
@@ -1008,10 +1001,8 @@ def copy_cost(rounds: int) -> None:
     import jax
     import numpy as np
 
-    import schedc
-    from schedc.compiler import chunk, kernel, segment
+    from schedc.compiler import kernel, segment
 
-    model, loss, data = _models("small")
     own_buffers, builds = segment._own_buffers, {}
     try:  # (traced while the carry passes straight through)
         segment._own_buffers = lambda tree: tree
@@ -1024,15 +1015,7 @@ def copy_cost(rounds: int) -> None:
     _, args = _segment_program(_sched_text(SPECTRAL), "small")
     (own,) = segment._CACHE.values()
     builds["fused"][1]["options, own buffers"] = jax.jit(own.call._build(False)).lower(*args).compile(compiler_options=kernel.STEP_COMPILER_OPTIONS)
-    program, seen = schedc.compile(_sched_text(SPECTRAL), model), {}
-    program.run(loss, *data, quiet=True, fuse=False)
-    calls = [(fns, fns.chunk) for fns in chunk._CACHE.values()]
-    for fns, call in calls:  # (the first chunk call is phase 1's)
-        fns.chunk = lambda *args, call=call: (seen.setdefault("call", (call, args)), call(*args))[1]
-    program.run(loss, *data, quiet=True, fuse=False)
-    for fns, call in calls:
-        fns.chunk = call
-    call, args = seen["call"]
+    call, args = _first_chunk_call(_sched_text(SPECTRAL), "small")
     lowered = jax.jit(call._build(False)).lower(*args)
     builds["phase 1 chunk"] = args, {"as before": lowered.compile(), "options": lowered.compile(compiler_options=kernel.STEP_COMPILER_OPTIONS)}
     print(f"spectral schedule's step programs: copies per step loop body, and us per call, median [min, max] over {rounds} shuffled rounds")

@@ -33,11 +33,11 @@ def program():
 def runs(program):
     """The fused and the phase-by-phase run, with the options and without (a second loss)."""
     with_options = {fuse: program.run(loss, quiet=True, fuse=fuse) for fuse in (True, False)}
-    K._options_taken = False
+    taken, K._options_taken = K._options_taken, False
     try:
         without = {fuse: program.run(a_loss, quiet=True, fuse=fuse) for fuse in (True, False)}
     finally:
-        K._options_taken = True
+        K._options_taken = taken
     return with_options, without
 
 

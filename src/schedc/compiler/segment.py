@@ -748,19 +748,16 @@ def _branch(segment: SegmentSignature, branch: Branch, loss_fn, model_layout, da
 
 
 def _own_buffers(tree):
-    """`tree` with each float16/32/64 array made a new value in the program, its bits unchanged
-    (`lax.reduce_precision` to its own precision, which XLA:CPU does not simplify away; on bfloat16
-    and float8 it canonicalises NaN payloads, so those pass as they are): around a branch's step
-    loop, so that the loop's carry has buffers of its own.
+    """`tree` with each float16/32/64 array made a new value, its bits unchanged
+    (`lax.reduce_precision` to its own precision; on bfloat16 and float8 it would canonicalise NaN
+    payloads, so those pass as they are): around a branch's step loop, so that the loop's carry
+    has buffers of its own.
 
-    Why: a step updates the free parameters in place while the loss's forward pass may still read
-    their old values, and XLA orders those reads first (`kernel.STEP_COMPILER_OPTIONS`) only
-    where the buffer's other uses are in the step loop's own computation or the loop itself
-    (its copy removal exempts no other loop or conditional). Passed straight through, the
-    carry shares its buffers with the loop over phases and the program's arguments, and XLA keeps
-    a copy of each such parameter at every step instead (2 of the spectral benchmark's 21
-    operations per step); with these two operations per phase, none. Without the options (on a
-    GPU, say) they would buy nothing and hold a second copy of the free parameters: `tree` as it is."""
+    Why: XLA orders a step's reads of a parameter before its in-place update
+    (`kernel.STEP_COMPILER_OPTIONS`) only where the buffer's other uses sit in the step loop's
+    own computation. Passed straight through, the carry shares its buffers with the loop over
+    phases, and XLA keeps a copy of each free parameter at every step instead. Without the
+    options (on a GPU, say) this buys nothing: `tree` as it is."""
     import jax
     import jax.numpy as jnp
 
